@@ -1,0 +1,28 @@
+//! # weft_core
+//!
+//! The sans-IO heart of weft: everything that decides, nothing that waits.
+//!
+//! - [`spec`]: who a node is (name, epoch, addresses, channels);
+//! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
+//! - [`frame`]: the wire format (frame header, control and handshake messages);
+//! - [`handshake`]: cookie challenge-response proofs;
+//! - [`node`]: the peer service state machine (membership, dialing, collision
+//!   settlement, heartbeats, failure detection), fed events, returning actions;
+//! - [`sim`]: a deterministic, seeded simulator that runs many [`node::Node`]s
+//!   over a virtual network, used by the tests.
+//!
+//! Time is an argument (milliseconds from any origin), randomness a seed:
+//! the same inputs always give the same actions.
+
+pub mod frame;
+pub mod handshake;
+pub mod lane;
+pub mod node;
+pub mod rng;
+pub mod sim;
+pub mod spec;
+
+pub use frame::{Control, FrameError, FrameKind, Handshake, Refusal, View};
+pub use lane::LaneKey;
+pub use node::{Action, ConnId, Level, Node, PeerStatus, Slot, Timing};
+pub use spec::{ChannelSpec, NodeSpec, CONTROL_CHANNEL};
