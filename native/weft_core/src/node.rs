@@ -51,7 +51,7 @@ impl Default for Timing {
 }
 
 /// Severity of a log line the core asks the driver to emit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
     Info,

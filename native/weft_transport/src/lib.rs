@@ -1,1 +1,195 @@
+//! # weft_transport
+//!
+//! The tokio driver around [`weft_core`]: a listener, one writer task per
+//! lane, one reader task per connection, the handshake, and a driver task
+//! that owns the core and carries out its actions. Runs on its own runtime
+//! threads, so callers (NIF functions) only enqueue and return.
+//!
+//! - [`config`]: settings; [`sink`]: where deliveries and events go;
+//! - [`connection`]: framing over a socket; [`handshake`]: the hello and the
+//!   cookie proofs; [`lane`]: send queues and their writers;
+//! - [`routes`]: the send path (node, channel, hash -> lane queue);
+//! - `driver`: the core's event loop; [`info`]: snapshots for `weft:info()`.
 
+pub mod config;
+pub mod connection;
+mod driver;
+pub mod handshake;
+pub mod info;
+pub mod lane;
+pub mod routes;
+pub mod sink;
+
+pub use config::TransportConfig;
+pub use info::{Info, LaneInfo, LaneState, PeerInfo};
+pub use routes::SendError;
+pub use sink::Sink;
+
+use parking_lot::{Mutex, RwLock};
+use routes::Routes;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use weft_core::{Node, NodeSpec};
+
+/// State shared by the driver, the connection tasks and the callers.
+pub(crate) struct Shared {
+    config: TransportConfig,
+    routes: Routes,
+    local: RwLock<NodeSpec>,
+    up: RwLock<Vec<String>>,
+    sink: Arc<dyn Sink>,
+    driver: mpsc::UnboundedSender<driver::Msg>,
+    next_conn: AtomicU64,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running transport. Dropping it stops it.
+pub struct Transport {
+    shared: Arc<Shared>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Transport {
+    /// Bind the listener, start the runtime threads and the driver.
+    pub fn start(config: TransportConfig, sink: Arc<dyn Sink>) -> Result<Transport, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.io_threads.max(1))
+            .thread_name("weft-io")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let std_listener = std::net::TcpListener::bind(config.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| StartError::Listen(config.listen, e))?;
+        let bound = std_listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(config.listen, e))?;
+        let addrs = if config.advertise.is_empty() {
+            vec![bound]
+        } else {
+            config.advertise.clone()
+        };
+        // Microseconds since 1970: a restart always has a larger epoch.
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1)
+            .max(1);
+        let local = NodeSpec {
+            name: config.node.clone(),
+            epoch,
+            addrs,
+            channels: config.channels.clone(),
+        };
+        let core = Node::new(local.clone(), config.timing.clone(), epoch);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let routes = Routes::new(
+            config.channels.iter().map(|c| c.name.clone()).collect(),
+            config.affinity,
+            config.max_frame_size,
+        );
+        let shared = Arc::new(Shared {
+            config,
+            routes,
+            local: RwLock::new(local),
+            up: RwLock::new(Vec::new()),
+            sink,
+            driver: tx,
+            next_conn: AtomicU64::new(1),
+        });
+        {
+            let _guard = runtime.enter();
+            let listener = tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| StartError::Listen(bound, e))?;
+            tokio::spawn(driver::listen(shared.clone(), listener));
+            tokio::spawn(driver::Driver::new(core, shared.clone()).run(rx));
+        }
+        Ok(Transport {
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// Queue `body` for `peer` on `channel`; `hash` picks the lane when
+    /// affinity is on. Never blocks.
+    pub fn send(
+        &self,
+        peer: &str,
+        channel: &str,
+        hash: u32,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.shared.routes.send(peer, channel, hash, body)
+    }
+
+    /// Join the cluster of the node `spec` describes (asynchronous).
+    pub fn join(&self, spec: NodeSpec) {
+        let _ = self.shared.driver.send(driver::Msg::Join(spec));
+    }
+
+    /// Leave the cluster (asynchronous).
+    pub fn leave(&self) {
+        let _ = self.shared.driver.send(driver::Msg::Leave);
+    }
+
+    /// Remove `name` from the cluster (asynchronous).
+    pub fn remove(&self, name: &str) {
+        let _ = self
+            .shared
+            .driver
+            .send(driver::Msg::Remove(name.to_string()));
+    }
+
+    /// Peers that are up, sorted.
+    pub fn up_peers(&self) -> Vec<String> {
+        self.shared.up.read().clone()
+    }
+
+    /// This node's spec as it is now.
+    pub fn local_spec(&self) -> NodeSpec {
+        self.shared.local.read().clone()
+    }
+
+    /// Whether the `stop` has not been called yet.
+    pub fn is_running(&self) -> bool {
+        self.runtime.lock().is_some()
+    }
+
+    /// A snapshot of members, lanes and counters. Waits for the driver (at
+    /// most a second): call it off the BEAM's normal schedulers.
+    pub fn info(&self) -> Option<Info> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.shared.driver.send(driver::Msg::Info(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(1)).ok()
+    }
+
+    /// Close every connection and the listener, and stop the threads.
+    /// Blocks for up to about two seconds; idempotent.
+    pub fn stop(&self) {
+        let Some(rt) = self.runtime.lock().take() else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if self.shared.driver.send(driver::Msg::Shutdown(tx)).is_ok() {
+            let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await });
+        }
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

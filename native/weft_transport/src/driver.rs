@@ -1,0 +1,442 @@
+//! The driver: one task that owns the sans-IO [`Node`] and carries out its
+//! actions with tokio. Connection tasks report to it over a channel; it
+//! answers the two questions that need the membership (may this connection
+//! stay? is this dial still wanted?) and keeps the routing table current.
+//!
+//! The send path never goes through here: senders read the routing table.
+
+use crate::connection::{read_frame, ReadError};
+use crate::handshake::{self, HandshakeError};
+use crate::lane::ConnHandle;
+use crate::Shared;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use weft_core::frame::{decode_control, encode_control};
+use weft_core::{Action, ConnId, Control, FrameKind, LaneKey, Level, Node, NodeSpec, Refusal};
+
+/// How often the core's timers are driven.
+const TICK: Duration = Duration::from_millis(20);
+/// Read buffer of a connection.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// What the driver is told.
+pub enum Msg {
+    Join(NodeSpec),
+    Leave,
+    Remove(String),
+    Hello {
+        conn: Arc<ConnHandle>,
+        spec: NodeSpec,
+        lane: LaneKey,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Dialed {
+        conn: Arc<ConnHandle>,
+        spec: NodeSpec,
+        lane: LaneKey,
+        attempt: u64,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    DialFailed {
+        peer: String,
+        lane: LaneKey,
+        attempt: u64,
+        refusal: Option<Refusal>,
+        reason: String,
+    },
+    Closed {
+        conn: ConnId,
+        reason: String,
+    },
+    Control {
+        from: String,
+        conn: ConnId,
+        msg: Control,
+    },
+    Info(std::sync::mpsc::SyncSender<crate::Info>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub struct Driver {
+    core: Node,
+    shared: Arc<Shared>,
+    conns: HashMap<ConnId, Arc<ConnHandle>>,
+    start: Instant,
+}
+
+impl Driver {
+    pub fn new(core: Node, shared: Arc<Shared>) -> Self {
+        Driver {
+            core,
+            shared,
+            conns: HashMap::new(),
+            start: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = self.now();
+                    self.core.tick(now);
+                    self.apply();
+                }
+                msg = rx.recv() => match msg {
+                    Some(Msg::Shutdown(done)) => {
+                        self.shutdown();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(m) => self.handle(m),
+                    None => return,
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        let now = self.now();
+        match m {
+            Msg::Join(spec) => self.core.join(now, spec),
+            Msg::Leave => self.core.leave(now),
+            Msg::Remove(name) => self.core.remove(now, &name),
+            Msg::Hello {
+                conn,
+                spec,
+                lane,
+                reply,
+            } => {
+                let r = self.core.on_hello(now, conn.id, &spec, &lane);
+                if r.is_ok() {
+                    self.conns.insert(conn.id, conn);
+                }
+                // Routes must exist before the connection attaches to them.
+                self.apply();
+                let _ = reply.send(r);
+            }
+            Msg::Dialed {
+                conn,
+                spec,
+                lane,
+                attempt,
+                reply,
+            } => {
+                let r = self.core.on_dialed(now, conn.id, &spec, &lane, attempt);
+                if r.is_ok() {
+                    self.conns.insert(conn.id, conn);
+                }
+                if let Err(refusal) = &r {
+                    let why = format!("connection not kept: {refusal}");
+                    self.core
+                        .on_dial_failed(now, &spec.name, &lane, attempt, None, &why);
+                }
+                self.apply();
+                let _ = reply.send(r);
+            }
+            Msg::DialFailed {
+                peer,
+                lane,
+                attempt,
+                refusal,
+                reason,
+            } => self
+                .core
+                .on_dial_failed(now, &peer, &lane, attempt, refusal, &reason),
+            Msg::Closed { conn, reason } => {
+                self.conns.remove(&conn);
+                self.core.on_closed(now, conn, &reason);
+            }
+            Msg::Control { from, conn, msg } => self.core.on_control(now, &from, conn, msg),
+            Msg::Info(reply) => {
+                let _ = reply.send(crate::info::snapshot(&self.core, &self.shared));
+            }
+            Msg::Shutdown(_) => unreachable!("handled in run"),
+        }
+        self.apply();
+    }
+
+    /// Carry out every action the core has queued.
+    fn apply(&mut self) {
+        let mut membership_changed = false;
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                Action::Dial {
+                    peer,
+                    addrs,
+                    lane,
+                    attempt,
+                } => {
+                    let shared = self.shared.clone();
+                    let local = self.core.local().clone();
+                    tokio::spawn(dial(shared, local, peer, addrs, lane, attempt));
+                }
+                Action::Close { conn, reason } => {
+                    if let Some(h) = self.conns.remove(&conn) {
+                        self.shared.sink.log(
+                            Level::Debug,
+                            &format!("closing connection: {reason}"),
+                            None,
+                            None,
+                        );
+                        h.close();
+                    }
+                }
+                Action::Send { peer, msg } => {
+                    self.shared.routes.send_control(&peer, encode_control(&msg));
+                }
+                Action::Route { peer, lanes } => self.shared.routes.route(&peer, &lanes),
+                Action::Unroute { peer } => self.shared.routes.unroute(&peer),
+                Action::PeerUp { peer } => {
+                    membership_changed = true;
+                    self.publish_up();
+                    self.shared.sink.peer_up(&peer);
+                }
+                Action::PeerDown { peer, reason } => {
+                    membership_changed = true;
+                    self.publish_up();
+                    self.shared.sink.peer_down(&peer, &reason);
+                }
+                Action::Log {
+                    level,
+                    peer,
+                    lane,
+                    text,
+                } => self
+                    .shared
+                    .sink
+                    .log(level, &text, peer.as_deref(), lane.as_ref()),
+            }
+        }
+        if membership_changed || *self.shared.local.read() != *self.core.local() {
+            *self.shared.local.write() = self.core.local().clone();
+        }
+    }
+
+    fn publish_up(&self) {
+        *self.shared.up.write() = self.core.up_peers();
+    }
+
+    fn shutdown(&mut self) {
+        self.shared.routes.clear();
+        for (_, h) in self.conns.drain() {
+            h.close();
+        }
+        self.shared.up.write().clear();
+    }
+}
+
+/// Accept loop: one task per incoming socket.
+pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((s, addr)) => {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(incoming(shared.clone(), s, addr));
+            }
+            Err(e) => {
+                shared
+                    .sink
+                    .log(Level::Warning, &format!("accept failed: {e}"), None, None);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketAddr) {
+    let local = shared.local.read().clone();
+    let lane_ok = |lane: &LaneKey| {
+        lane.is_control()
+            || local
+                .parallelism(&lane.channel)
+                .is_some_and(|p| lane.index < p)
+    };
+    let (spec, lane) = match handshake::accept(&mut s, &local, &shared.config.cookie, lane_ok).await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            let level = match e {
+                HandshakeError::Read(ReadError::Eof) => Level::Debug,
+                _ => Level::Warning,
+            };
+            shared.sink.log(
+                level,
+                &format!("refused incoming connection from {addr}: {e}"),
+                None,
+                None,
+            );
+            return;
+        }
+    };
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let handle = ConnHandle::new(conn, s.local_addr().ok(), s.peer_addr().ok());
+    let (tx, rx) = oneshot::channel();
+    let _ = shared.driver.send(Msg::Hello {
+        conn: handle.clone(),
+        spec: spec.clone(),
+        lane: lane.clone(),
+        reply: tx,
+    });
+    let verdict = rx.await.unwrap_or(Err(Refusal::Unavailable));
+    let sent = handshake::answer(&mut s, &verdict).await;
+    match verdict {
+        Ok(()) if sent.is_ok() => run(shared, s, spec.name, lane, handle).await,
+        Ok(()) => {
+            let _ = shared.driver.send(Msg::Closed {
+                conn,
+                reason: "handshake write failed".into(),
+            });
+        }
+        Err(r) => {
+            let level = if r == Refusal::Duplicate {
+                Level::Debug
+            } else {
+                Level::Warning
+            };
+            shared.sink.log(
+                level,
+                &format!("refused connection from {}: {r}", spec.name),
+                Some(&spec.name),
+                Some(&lane),
+            );
+        }
+    }
+}
+
+async fn dial(
+    shared: Arc<Shared>,
+    local: NodeSpec,
+    peer: String,
+    addrs: Vec<std::net::SocketAddr>,
+    lane: LaneKey,
+    attempt: u64,
+) {
+    let failed = |refusal: Option<Refusal>, reason: String| Msg::DialFailed {
+        peer: peer.clone(),
+        lane: lane.clone(),
+        attempt,
+        refusal,
+        reason,
+    };
+    let (s, spec) = match handshake::dial(&local, &shared.config.cookie, &peer, &addrs, &lane).await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            if let HandshakeError::Refusing(r) = &e {
+                // We refused them (wrong cookie, unexpected node): say so loudly.
+                shared.sink.log(
+                    Level::Warning,
+                    &format!("refused connection to {peer}: {r}"),
+                    Some(&peer),
+                    Some(&lane),
+                );
+            }
+            let refusal = match &e {
+                HandshakeError::Refused(r) => Some(r.clone()),
+                _ => None,
+            };
+            let _ = shared.driver.send(failed(refusal, e.to_string()));
+            return;
+        }
+    };
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let handle = ConnHandle::new(conn, s.local_addr().ok(), s.peer_addr().ok());
+    let (tx, rx) = oneshot::channel();
+    let _ = shared.driver.send(Msg::Dialed {
+        conn: handle.clone(),
+        spec,
+        lane: lane.clone(),
+        attempt,
+        reply: tx,
+    });
+    if let Ok(Ok(())) = rx.await {
+        run(shared, s, peer, lane, handle).await;
+    }
+}
+
+/// An established connection: attach its write half to the lane, read
+/// frames until it ends, then tell the driver.
+async fn run(
+    shared: Arc<Shared>,
+    s: TcpStream,
+    peer: String,
+    lane_key: LaneKey,
+    handle: Arc<ConnHandle>,
+) {
+    let conn = handle.id;
+    let Some(lane) = shared
+        .routes
+        .get(&peer)
+        .and_then(|r| r.lane(&lane_key).cloned())
+    else {
+        let _ = shared.driver.send(Msg::Closed {
+            conn,
+            reason: "no route for the lane".into(),
+        });
+        return;
+    };
+    let (r, w) = s.into_split();
+    lane.attach(conn, w, handle.clone());
+    let mut r = BufReader::with_capacity(READ_BUFFER, r);
+    let max = shared.config.max_frame_size;
+    let reason = loop {
+        let frame = tokio::select! {
+            _ = handle.closed() => break "closed locally".to_string(),
+            f = read_frame(&mut r, max) => f,
+        };
+        match frame {
+            Ok((FrameKind::Data, body)) if !lane_key.is_control() => {
+                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
+                lane.stats
+                    .recv_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                if !shared.sink.deliver(&peer, &body) {
+                    shared
+                        .routes
+                        .dropped
+                        .no_destination
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok((FrameKind::Control, body)) if lane_key.is_control() => {
+                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
+                lane.stats
+                    .recv_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                match decode_control(&body) {
+                    Ok(msg) => {
+                        let _ = shared.driver.send(Msg::Control {
+                            from: peer.clone(),
+                            conn,
+                            msg,
+                        });
+                    }
+                    Err(e) => break format!("bad control frame: {e}"),
+                }
+            }
+            Ok((kind, _)) => break format!("unexpected {kind:?} frame on this lane"),
+            Err(ReadError::Eof) => break "closed by peer".to_string(),
+            Err(e) => {
+                let reason = format!("closing connection: {e}");
+                shared
+                    .sink
+                    .log(Level::Warning, &reason, Some(&peer), Some(&lane_key));
+                break reason;
+            }
+        }
+    };
+    lane.detach(conn);
+    let _ = shared.driver.send(Msg::Closed { conn, reason });
+}
