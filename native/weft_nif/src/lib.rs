@@ -1,1 +1,270 @@
+//! # weft_nif
+//!
+//! The rustler bindings of weft, and nothing else: Erlang terms to Rust
+//! values and back, the one running [`Transport`], and delivery of received
+//! messages and events into the BEAM.
+//!
+//! Every function here returns quickly. Sending copies the payload into the
+//! lane queue and returns; payloads over 64 KiB come through `send_dirty`,
+//! which runs on a dirty CPU scheduler. Starting, stopping and `info` wait on
+//! the transport's threads and run on dirty I/O schedulers. A panic in a NIF
+//! becomes an Erlang exception (rustler catches it); a panic on a transport
+//! thread ends that task only and is reported through `logger`.
 
+mod convert;
+mod sink;
+
+use convert::{decode_config, decode_spec, encode_info, encode_spec, ip_port};
+use once_cell::sync::Lazy;
+use parking_lot::RwLock;
+use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
+use sink::NifSink;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use weft_transport::{SendError, Transport};
+
+mod atoms {
+    rustler::atoms! {
+        ok,
+        error,
+        not_started,
+        already_started,
+        unknown_channel,
+        too_large,
+        listen,
+        bad_option,
+    }
+}
+
+/// The running transport and the guard id that owns it.
+struct Running {
+    transport: Transport,
+    guard: u64,
+}
+
+static RUNNING: Lazy<RwLock<Option<Arc<Running>>>> = Lazy::new(|| RwLock::new(None));
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1);
+
+/// Held by `weft_server`: when that process dies without calling `stop`,
+/// the garbage collector drops the guard and the transport stops.
+pub struct Guard {
+    id: u64,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for Guard {}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut running = RUNNING.write();
+        if running.as_ref().is_some_and(|r| r.guard == self.id) {
+            let r = running.take();
+            // Stopping waits for threads: never on a scheduler thread.
+            std::thread::spawn(move || drop(r));
+        }
+    }
+}
+
+fn running() -> Option<Arc<Running>> {
+    RUNNING.read().clone()
+}
+
+fn not_started(env: Env) -> Term {
+    (atoms::error(), atoms::not_started()).encode(env)
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
+    if running().is_some() {
+        return Ok((atoms::error(), atoms::already_started()).encode(env));
+    }
+    let (config, event_pid) = match decode_config(opts) {
+        Ok(x) => x,
+        Err(key) => {
+            return Ok((
+                atoms::error(),
+                (atoms::bad_option(), Atom::from_str(env, key)?),
+            )
+                .encode(env))
+        }
+    };
+    let listen = config.listen;
+    let sink = Arc::new(NifSink::new(event_pid));
+    sink::install_panic_hook();
+    match Transport::start(config, sink) {
+        Ok(transport) => {
+            let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
+            *RUNNING.write() = Some(Arc::new(Running {
+                transport,
+                guard: id,
+            }));
+            Ok((atoms::ok(), ResourceArc::new(Guard { id })).encode(env))
+        }
+        Err(weft_transport::StartError::Listen(_, e)) => Ok((
+            atoms::error(),
+            (
+                atoms::listen(),
+                ip_port(env, listen),
+                sink::io_error_atom(env, &e),
+            ),
+        )
+            .encode(env)),
+        Err(e) => Ok((atoms::error(), e.to_string()).encode(env)),
+    }
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn stop() -> Atom {
+    let r = RUNNING.write().take();
+    if let Some(r) = r {
+        r.transport.stop();
+    }
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn node_spec(env: Env) -> Term {
+    match running() {
+        Some(r) => encode_spec(env, &r.transport.local_spec()),
+        None => not_started(env),
+    }
+}
+
+#[rustler::nif]
+fn join<'a>(env: Env<'a>, spec: Term<'a>) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    match decode_spec(spec) {
+        Some(s) => {
+            r.transport.join(s);
+            atoms::ok().encode(env)
+        }
+        None => (atoms::error(), (rustler::types::atom::badarg(), spec)).encode(env),
+    }
+}
+
+#[rustler::nif(name = "leave")]
+fn leave0(env: Env) -> Term {
+    match running() {
+        Some(r) => {
+            r.transport.leave();
+            atoms::ok().encode(env)
+        }
+        None => not_started(env),
+    }
+}
+
+#[rustler::nif(name = "leave")]
+fn leave1(env: Env, node: Atom) -> NifResult<Term> {
+    let name = node.to_term(env).atom_to_string()?;
+    Ok(match running() {
+        Some(r) => {
+            r.transport.remove(&name);
+            atoms::ok().encode(env)
+        }
+        None => not_started(env),
+    })
+}
+
+fn node_list<'a>(env: Env<'a>, with_self: bool) -> NifResult<Term<'a>> {
+    let Some(r) = running() else {
+        return Ok(not_started(env));
+    };
+    let mut names = r.transport.up_peers();
+    if with_self {
+        names.push(r.transport.local_spec().name);
+        names.sort();
+    }
+    let atoms: Vec<Atom> = names
+        .iter()
+        .map(|n| Atom::from_str(env, n))
+        .collect::<NifResult<_>>()?;
+    Ok(atoms.encode(env))
+}
+
+#[rustler::nif]
+fn members(env: Env) -> NifResult<Term> {
+    node_list(env, true)
+}
+
+#[rustler::nif]
+fn nodes(env: Env) -> NifResult<Term> {
+    node_list(env, false)
+}
+
+fn do_send<'a>(
+    env: Env<'a>,
+    node: Atom,
+    channel: Atom,
+    hash: u32,
+    payload: Binary,
+) -> NifResult<Term<'a>> {
+    let Some(r) = running() else {
+        return Ok(not_started(env));
+    };
+    let node = node.to_term(env).atom_to_string()?;
+    let channel_name = channel.to_term(env).atom_to_string()?;
+    Ok(
+        match r
+            .transport
+            .send(&node, &channel_name, hash, payload.as_slice().to_vec())
+        {
+            Ok(()) => atoms::ok().encode(env),
+            Err(SendError::UnknownChannel(_)) => {
+                (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)
+            }
+            Err(SendError::TooLarge { size, max }) => {
+                (atoms::error(), (atoms::too_large(), size, max)).encode(env)
+            }
+        },
+    )
+}
+
+/// Queue a payload (at most 64 KiB: the copy is short).
+#[rustler::nif]
+fn send<'a>(
+    env: Env<'a>,
+    node: Atom,
+    channel: Atom,
+    hash: u32,
+    payload: Binary,
+) -> NifResult<Term<'a>> {
+    do_send(env, node, channel, hash, payload)
+}
+
+/// Queue a large payload: the copy runs on a dirty CPU scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn send_dirty<'a>(
+    env: Env<'a>,
+    node: Atom,
+    channel: Atom,
+    hash: u32,
+    payload: Binary,
+) -> NifResult<Term<'a>> {
+    do_send(env, node, channel, hash, payload)
+}
+
+#[rustler::nif(schedule = "DirtyIo")]
+fn info(env: Env) -> NifResult<Term> {
+    let Some(r) = running() else {
+        return Ok(not_started(env));
+    };
+    match r.transport.info() {
+        Some(i) => encode_info(env, &i),
+        None => Ok(not_started(env)),
+    }
+}
+
+/// Test hook: panic in a NIF (`nif`) or on a transport thread (`thread`),
+/// to check that neither takes the VM down.
+#[rustler::nif(name = "debug_panic")]
+fn debug_panic(env: Env, where_: Atom) -> NifResult<Term> {
+    if where_.to_term(env).atom_to_string()? == "thread" {
+        std::thread::spawn(|| panic!("weft debug panic on a background thread"));
+        return Ok(atoms::ok().encode(env));
+    }
+    panic!("weft debug panic in a NIF call");
+}
+
+rustler::init!("weft_nif");

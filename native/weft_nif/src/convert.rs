@@ -1,0 +1,329 @@
+//! Terms <-> Rust values: the start options, node specs, and `info`.
+
+use rustler::types::LocalPid;
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use weft_core::{ChannelSpec, NodeSpec, PeerStatus, Timing};
+use weft_transport::{Info, LaneState, TransportConfig};
+
+mod atoms {
+    rustler::atoms! {
+        name, listen_addrs, channels, parallelism, ip, port, epoch,
+        node, listen, advertise, affinity, cookie, max_frame_size,
+        heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
+        reconnect_max_backoff, gossip_interval, event_pid, io_threads,
+        dropped, not_member, unknown_channel, too_large, no_destination,
+        peers, state, up, connecting, down, connected, lane, local, remote,
+        queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
+        undefined,
+    }
+}
+
+fn get<'a>(map: Term<'a>, key: Atom) -> Option<Term<'a>> {
+    map.map_get(key).ok()
+}
+
+fn decode_ip(t: Term) -> Option<IpAddr> {
+    if let Ok((a, b, c, d)) = t.decode::<(u8, u8, u8, u8)>() {
+        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+    }
+    let parts = rustler::types::tuple::get_tuple(t).ok()?;
+    let seg: Vec<u16> = parts
+        .into_iter()
+        .map(|p| p.decode::<u16>().ok())
+        .collect::<Option<_>>()?;
+    let seg: [u16; 8] = seg.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(seg)))
+}
+
+fn decode_addr(t: Term) -> Option<SocketAddr> {
+    let (ip, port): (Term, u16) = t.decode().ok()?;
+    Some(SocketAddr::new(decode_ip(ip)?, port))
+}
+
+fn encode_ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            (o[0], o[1], o[2], o[3]).encode(env)
+        }
+        IpAddr::V6(v) => {
+            let parts: Vec<Term> = v.segments().iter().map(|s| s.encode(env)).collect();
+            rustler::types::tuple::make_tuple(env, &parts)
+        }
+    }
+}
+
+/// `{Ip, Port}`.
+pub fn ip_port(env: Env, a: SocketAddr) -> Term {
+    (encode_ip(env, a.ip()), a.port()).encode(env)
+}
+
+fn atom_text(t: Term) -> Option<String> {
+    t.atom_to_string().ok()
+}
+
+fn ms(map: Term, key: Atom, name: &'static str) -> Result<u64, &'static str> {
+    get(map, key)
+        .and_then(|t| t.decode::<u64>().ok())
+        .ok_or(name)
+}
+
+/// The start options as `weft_config` validated them.
+/// On error, names the option that did not decode.
+pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static str> {
+    let node = get(opts, atoms::node()).and_then(atom_text).ok_or("node")?;
+    let listen = get(opts, atoms::listen())
+        .and_then(decode_addr)
+        .ok_or("listen")?;
+    let advertise = match get(opts, atoms::advertise()) {
+        None => vec![],
+        Some(t) => t
+            .decode::<Vec<Term>>()
+            .ok()
+            .and_then(|v| v.into_iter().map(decode_addr).collect::<Option<Vec<_>>>())
+            .ok_or("advertise")?,
+    };
+    let channels = get(opts, atoms::channels())
+        .and_then(|t| t.decode::<Vec<(Term, u16)>>().ok())
+        .and_then(|v| {
+            v.into_iter()
+                .map(|(n, p)| {
+                    Some(ChannelSpec {
+                        name: atom_text(n)?,
+                        parallelism: p.max(1),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or("channels")?;
+    let affinity = get(opts, atoms::affinity())
+        .and_then(|t| t.decode::<bool>().ok())
+        .ok_or("affinity")?;
+    let cookie = get(opts, atoms::cookie())
+        .and_then(|t| t.decode::<rustler::Binary>().ok())
+        .map(|b| b.as_slice().to_vec())
+        .ok_or("cookie")?;
+    let max_frame_size = ms(opts, atoms::max_frame_size(), "max_frame_size")?;
+    let timing = Timing {
+        heartbeat_interval: ms(opts, atoms::heartbeat_interval(), "heartbeat_interval")?,
+        heartbeat_timeout: ms(opts, atoms::heartbeat_timeout(), "heartbeat_timeout")?,
+        reconnect_min_backoff: ms(
+            opts,
+            atoms::reconnect_min_backoff(),
+            "reconnect_min_backoff",
+        )?,
+        reconnect_max_backoff: ms(
+            opts,
+            atoms::reconnect_max_backoff(),
+            "reconnect_max_backoff",
+        )?,
+        gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
+    };
+    let io_threads = match get(opts, atoms::io_threads()) {
+        None => 2,
+        Some(t) => t.decode::<usize>().map_err(|_| "io_threads")?,
+    };
+    let pid = get(opts, atoms::event_pid())
+        .and_then(|t| t.decode::<LocalPid>().ok())
+        .ok_or("event_pid")?;
+    Ok((
+        TransportConfig {
+            node,
+            listen,
+            advertise,
+            channels,
+            affinity,
+            cookie,
+            max_frame_size,
+            timing,
+            io_threads,
+        },
+        pid,
+    ))
+}
+
+/// `#{name, listen_addrs => [#{ip, port}], channels => [#{name, parallelism}], epoch}`.
+pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
+    let addrs: Vec<Term> = s
+        .addrs
+        .iter()
+        .map(|a| {
+            Term::map_from_pairs(
+                env,
+                &[
+                    (atoms::ip(), encode_ip(env, a.ip())),
+                    (atoms::port(), a.port().encode(env)),
+                ],
+            )
+            .expect("map of distinct keys")
+        })
+        .collect();
+    let channels: Vec<Term> = s
+        .channels
+        .iter()
+        .map(|c| {
+            Term::map_from_pairs(
+                env,
+                &[
+                    (atoms::name(), atom_or_text(env, &c.name)),
+                    (atoms::parallelism(), c.parallelism.encode(env)),
+                ],
+            )
+            .expect("map of distinct keys")
+        })
+        .collect();
+    Term::map_from_pairs(
+        env,
+        &[
+            (atoms::name(), atom_or_text(env, &s.name)),
+            (atoms::listen_addrs(), addrs.encode(env)),
+            (atoms::channels(), channels.encode(env)),
+            (atoms::epoch(), s.epoch.encode(env)),
+        ],
+    )
+    .expect("map of distinct keys")
+}
+
+/// A spec as `node_spec()` returns it; `channels` and `epoch` are optional.
+pub fn decode_spec(t: Term) -> Option<NodeSpec> {
+    let name = get(t, atoms::name()).and_then(atom_text)?;
+    let addrs = get(t, atoms::listen_addrs())?
+        .decode::<Vec<Term>>()
+        .ok()?
+        .into_iter()
+        .map(|a| {
+            let ip = decode_ip(get(a, atoms::ip())?)?;
+            let port = get(a, atoms::port())?.decode::<u16>().ok()?;
+            Some(SocketAddr::new(ip, port))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    if addrs.is_empty() {
+        return None;
+    }
+    let channels = match get(t, atoms::channels()) {
+        None => vec![],
+        Some(c) => c
+            .decode::<Vec<Term>>()
+            .ok()?
+            .into_iter()
+            .map(|c| {
+                Some(ChannelSpec {
+                    name: get(c, atoms::name()).and_then(atom_text)?,
+                    parallelism: get(c, atoms::parallelism())?.decode::<u16>().ok()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?,
+    };
+    // What the user hands us is a contact, not an incarnation: the
+    // handshake tells the real epoch.
+    Some(NodeSpec {
+        name,
+        epoch: 0,
+        addrs,
+        channels,
+    })
+}
+
+fn atom_or_text<'a>(env: Env<'a>, s: &str) -> Term<'a> {
+    Atom::from_str(env, s)
+        .map(|a| a.encode(env))
+        .unwrap_or_else(|_| s.encode(env))
+}
+
+fn opt_addr(env: Env, a: Option<SocketAddr>) -> Term {
+    match a {
+        Some(a) => ip_port(env, a),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+/// The `weft:info()` map.
+pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
+    let dropped = Term::map_from_pairs(
+        env,
+        &[
+            (atoms::not_member(), i.dropped_not_member),
+            (atoms::unknown_channel(), i.dropped_unknown_channel),
+            (atoms::too_large(), i.dropped_too_large),
+            (atoms::no_destination(), i.dropped_no_destination),
+        ],
+    )?;
+    let mut peers = Term::map_new(env);
+    for p in &i.peers {
+        let mut channels = Term::map_new(env);
+        let mut names: Vec<&str> = Vec::new();
+        for l in &p.lanes {
+            if !names.contains(&l.key.channel.as_str()) {
+                names.push(&l.key.channel);
+            }
+        }
+        for ch in names {
+            let lanes: Vec<Term> = p
+                .lanes
+                .iter()
+                .filter(|l| l.key.channel == ch)
+                .map(|l| {
+                    let state = match l.state {
+                        LaneState::Connected => atoms::connected(),
+                        LaneState::Connecting => atoms::connecting(),
+                        LaneState::Down => atoms::down(),
+                    };
+                    Term::map_from_pairs(
+                        env,
+                        &[
+                            (atoms::lane(), l.key.index.encode(env)),
+                            (atoms::state(), state.encode(env)),
+                            (atoms::local(), opt_addr(env, l.local)),
+                            (atoms::remote(), opt_addr(env, l.remote)),
+                            (atoms::queued_frames(), l.queued_frames.encode(env)),
+                            (atoms::queued_bytes(), l.queued_bytes.encode(env)),
+                            (atoms::sent_frames(), l.sent_frames.encode(env)),
+                            (atoms::sent_bytes(), l.sent_bytes.encode(env)),
+                            (atoms::recv_frames(), l.recv_frames.encode(env)),
+                            (atoms::recv_bytes(), l.recv_bytes.encode(env)),
+                        ],
+                    )
+                })
+                .collect::<NifResult<_>>()?;
+            channels = channels.map_put(atom_or_text(env, ch), lanes)?;
+        }
+        let status = match p.status {
+            PeerStatus::Up => atoms::up(),
+            PeerStatus::Connecting => atoms::connecting(),
+            PeerStatus::Down => atoms::down(),
+        };
+        let peer = Term::map_from_pairs(
+            env,
+            &[
+                (atoms::state(), status.encode(env)),
+                (atoms::epoch(), p.epoch.encode(env)),
+                (atoms::channels(), channels),
+            ],
+        )?;
+        peers = peers.map_put(atom_or_text(env, &p.name), peer)?;
+    }
+    let addrs: Vec<Term> = i
+        .listen_addrs
+        .iter()
+        .map(|a| {
+            Term::map_from_pairs(
+                env,
+                &[
+                    (atoms::ip(), encode_ip(env, a.ip())),
+                    (atoms::port(), a.port().encode(env)),
+                ],
+            )
+        })
+        .collect::<NifResult<_>>()?;
+    Term::map_from_pairs(
+        env,
+        &[
+            (atoms::node(), atom_or_text(env, &i.node)),
+            (atoms::epoch(), i.epoch.encode(env)),
+            (atoms::listen_addrs(), addrs.encode(env)),
+            (atoms::dropped(), dropped),
+            (atoms::peers(), peers),
+        ],
+    )
+}

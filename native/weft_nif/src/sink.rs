@@ -1,0 +1,195 @@
+//! Delivery into the BEAM: received frames go straight to their destination
+//! process with `enif_send`; events and log lines go to `weft_server`.
+
+use once_cell::sync::Lazy;
+use parking_lot::RwLock;
+use rustler::types::LocalPid;
+use rustler::{Atom, Encoder, Env, OwnedEnv, Term};
+use std::cell::RefCell;
+use std::ptr;
+use weft_core::{LaneKey, Level};
+use weft_transport::Sink;
+
+mod atoms {
+    rustler::atoms! {
+        weft_nif, nodeup, nodedown, log,
+        debug, info, notice, warning, error,
+        peer, channel, lane,
+    }
+}
+
+/// Where panics are reported; set by the most recent start.
+static PANIC_PID: Lazy<RwLock<Option<LocalPid>>> = Lazy::new(|| RwLock::new(None));
+
+thread_local! {
+    // One message environment per transport thread, cleared after each send.
+    static MSG_ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
+}
+
+/// Sends into the BEAM on behalf of the transport.
+pub struct NifSink {
+    events: LocalPid,
+}
+
+impl NifSink {
+    pub fn new(events: LocalPid) -> Self {
+        *PANIC_PID.write() = Some(events);
+        NifSink { events }
+    }
+}
+
+/// The local pid a received destination names: a registered name, or a pid
+/// of this node's current incarnation (a pid of an earlier incarnation
+/// decodes as a remote pid and matches nothing).
+fn resolve(dest: Term) -> Option<LocalPid> {
+    if dest.is_atom() {
+        let mut pid = std::mem::MaybeUninit::uninit();
+        // NULL env: we are on a thread the VM does not manage.
+        let found = unsafe {
+            rustler::sys::enif_whereis_pid(ptr::null_mut(), dest.as_c_arg(), pid.as_mut_ptr())
+        };
+        if found == 0 {
+            return None;
+        }
+        // Initialised by the successful call above.
+        return Some(LocalPid::from_c_arg(unsafe { pid.assume_init() }));
+    }
+    dest.decode::<LocalPid>().ok()
+}
+
+impl Sink for NifSink {
+    fn deliver(&self, _peer: &str, body: &[u8]) -> bool {
+        MSG_ENV.with(|cell| {
+            let mut owned = cell.borrow_mut();
+            let sent = owned.run(|env| {
+                // Peers passed the cookie check: trust their terms as the
+                // distribution does (atoms may be new here).
+                let Some((term, _)) = (unsafe { env.binary_to_term_trusted(body) }) else {
+                    return false;
+                };
+                let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
+                    return false;
+                };
+                let Some(pid) = resolve(dest) else {
+                    return false;
+                };
+                unsafe {
+                    rustler::sys::enif_send(
+                        ptr::null_mut(),
+                        pid.as_c_arg(),
+                        env.as_c_arg(),
+                        msg.as_c_arg(),
+                    ) != 0
+                }
+            });
+            owned.clear();
+            sent
+        })
+    }
+
+    fn peer_up(&self, peer: &str) {
+        let peer = peer.to_string();
+        self.event(move |env| {
+            (atoms::weft_nif(), atoms::nodeup(), node_atom(env, &peer)).encode(env)
+        });
+    }
+
+    fn peer_down(&self, peer: &str, reason: &str) {
+        let (peer, reason) = (peer.to_string(), reason.to_string());
+        self.event(move |env| {
+            (
+                atoms::weft_nif(),
+                atoms::nodedown(),
+                node_atom(env, &peer),
+                reason.as_str(),
+            )
+                .encode(env)
+        });
+    }
+
+    fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>) {
+        send_log(&self.events, level, text, peer, lane);
+    }
+}
+
+impl NifSink {
+    fn event(&self, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) {
+        let mut env = OwnedEnv::new();
+        let _ = env.send_and_clear(&self.events, build);
+    }
+}
+
+fn node_atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
+    Atom::from_str(env, name)
+        .map(|a| a.encode(env))
+        .unwrap_or_else(|_| name.encode(env))
+}
+
+fn level_atom(level: Level) -> Atom {
+    match level {
+        Level::Debug => atoms::debug(),
+        Level::Info => atoms::info(),
+        Level::Notice => atoms::notice(),
+        Level::Warning => atoms::warning(),
+        Level::Error => atoms::error(),
+    }
+}
+
+/// `{weft_nif, log, Level, Text, #{peer => _, channel => _, lane => _}}`.
+fn send_log(to: &LocalPid, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>) {
+    let mut env = OwnedEnv::new();
+    let _ = env.send_and_clear(to, |env| {
+        let mut meta = Term::map_new(env);
+        if let Some(p) = peer {
+            meta = meta
+                .map_put(atoms::peer(), node_atom(env, p))
+                .unwrap_or(meta);
+        }
+        if let Some(l) = lane {
+            meta = meta
+                .map_put(atoms::channel(), node_atom(env, &l.channel))
+                .unwrap_or(meta);
+            meta = meta.map_put(atoms::lane(), l.index).unwrap_or(meta);
+        }
+        (
+            atoms::weft_nif(),
+            atoms::log(),
+            level_atom(level),
+            text,
+            meta,
+        )
+            .encode(env)
+    });
+}
+
+/// Report panics of any weft thread through `logger` (the default hook
+/// still prints them). Reporting happens on a fresh thread, since the
+/// panicking thread may be a scheduler, which cannot use `send_and_clear`.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = format!("weft: Rust panic: {info}");
+            if let Some(pid) = *PANIC_PID.read() {
+                let _ = std::thread::Builder::new()
+                    .name("weft-panic-report".into())
+                    .spawn(move || send_log(&pid, Level::Error, &text, None, None));
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// An `inet`-style error atom for an I/O error.
+pub fn io_error_atom<'a>(env: Env<'a>, e: &std::io::Error) -> Term<'a> {
+    use std::io::ErrorKind::*;
+    let name = match e.kind() {
+        AddrInUse => "eaddrinuse",
+        AddrNotAvailable => "eaddrnotavail",
+        PermissionDenied => "eacces",
+        InvalidInput => "einval",
+        _ => return e.to_string().encode(env),
+    };
+    node_atom(env, name)
+}
