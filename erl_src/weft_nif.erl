@@ -1,0 +1,82 @@
+%% @doc The native (Rust) half of weft, loaded as a NIF.
+%%
+%% Internal: applications call {@link weft}. Every function here returns
+%% quickly: sending only enqueues; start, stop and info run on dirty
+%% schedulers. Until {@link load/0} has succeeded every function raises
+%% `nif_not_loaded'.
+-module(weft_nif).
+
+-export([load/0]).
+-export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
+         members/0, nodes/0, send/4, send_dirty/4, info/0, debug_panic/1]).
+
+-define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
+
+%% @doc Load `priv/weft_nif.so'. Returns `ok' (also when already loaded) or
+%% `{error, {nif_not_loaded, Path, Reason}}', and logs what to do about it.
+-spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
+load() ->
+    Path = filename:join(priv_dir(), "weft_nif"),
+    case erlang:load_nif(Path, 0) of
+        ok -> ok;
+        {error, {reload, _}} -> ok;
+        {error, {upgrade, _}} -> ok;
+        {error, Reason} ->
+            logger:error("weft: cannot load the native library ~ts.so (~p); "
+                         "build it with `rebar3 compile` (needs cargo)",
+                         [Path, Reason], #{domain => [weft]}),
+            {error, {nif_not_loaded, Path ++ ".so", Reason}}
+    end.
+
+priv_dir() ->
+    case code:priv_dir(weft) of
+        {error, bad_name} ->
+            %% Not installed as an application: next to the beam's directory.
+            Ebin = filename:dirname(code:which(?MODULE)),
+            filename:join(filename:dirname(Ebin), "priv");
+        Dir ->
+            Dir
+    end.
+
+%% @doc Start the transport. `Opts' is the map {@link weft_config} makes,
+%% plus `event_pid'. Returns a guard whose collection stops the transport.
+-spec start(map()) -> {ok, reference()} | {error, term()}.
+start(_Opts) -> ?NOT_LOADED.
+
+%% @doc Stop the transport: every socket and thread. Idempotent.
+-spec stop() -> ok.
+stop() -> ?NOT_LOADED.
+
+-spec node_spec() -> map() | {error, not_started}.
+node_spec() -> ?NOT_LOADED.
+
+-spec join(map()) -> ok | {error, term()}.
+join(_Spec) -> ?NOT_LOADED.
+
+-spec leave() -> ok | {error, not_started}.
+leave() -> ?NOT_LOADED.
+
+-spec leave(node()) -> ok | {error, not_started}.
+leave(_Node) -> ?NOT_LOADED.
+
+-spec members() -> [node()] | {error, not_started}.
+members() -> ?NOT_LOADED.
+
+-spec nodes() -> [node()] | {error, not_started}.
+nodes() -> ?NOT_LOADED.
+
+%% @doc Queue `Payload' (at most 64 KiB) for `Node' on `Channel'.
+-spec send(node(), atom(), non_neg_integer(), binary()) -> ok | {error, term()}.
+send(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
+
+%% @doc As {@link send/4}, on a dirty scheduler, for large payloads.
+-spec send_dirty(node(), atom(), non_neg_integer(), binary()) -> ok | {error, term()}.
+send_dirty(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
+
+-spec info() -> map() | {error, not_started}.
+info() -> ?NOT_LOADED.
+
+%% @doc Test hook: panic inside a NIF call (`nif') or on a background
+%% thread (`thread'). Neither may take the VM down.
+-spec debug_panic(nif | thread) -> ok.
+debug_panic(_Where) -> ?NOT_LOADED.

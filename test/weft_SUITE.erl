@@ -1,0 +1,374 @@
+%% @doc weft across real nodes: each case starts 2-5 peer nodes (OTP's
+%% `peer'), runs weft on them, and checks what arrives where. The nodes have
+%% names but no Distributed Erlang connection to each other: everything
+%% between them goes through weft.
+-module(weft_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
+-export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
+         large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
+         leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
+         bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
+         simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1]).
+
+-define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
+
+suite() ->
+    [{timetrap, {minutes, 3}}].
+
+all() ->
+    [join_converges, forward_on_every_channel, partition_key_order,
+     large_and_small_on_separate_sockets, killed_node_goes_down_and_rejoins,
+     leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
+     unknown_channel_and_non_member, stop_closes_everything,
+     simultaneous_joins_settle, panics_do_not_take_the_vm_down].
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    [weft_ct:stop_node(N) || N <- get_nodes()],
+    erase(nodes),
+    ok.
+
+%%% Helpers
+
+opts() ->
+    opts(#{}).
+
+opts(Extra) ->
+    maps:merge(#{channels => ?CHANNELS, cookie => <<"weft-test">>,
+                 heartbeat_interval => 200, heartbeat_timeout => 1500,
+                 reconnect_min_backoff => 50, reconnect_max_backoff => 500,
+                 gossip_interval => 200}, Extra).
+
+get_nodes() ->
+    case get(nodes) of undefined -> []; L -> L end.
+
+start(Prefix, Opts) ->
+    N = weft_ct:start_node(Prefix, Opts),
+    put(nodes, get_nodes() ++ [N]),
+    N.
+
+%% Start `Count' nodes and join them all through the first.
+cluster(Count) ->
+    cluster(Count, opts()).
+
+cluster(Count, Opts) ->
+    Nodes = [start(weft, Opts) || _ <- lists:seq(1, Count)],
+    [Seed | Rest] = Nodes,
+    Spec = call(Seed, weft, node_spec, []),
+    [ok = call(N, weft, sync_join, [Spec, 10000]) || N <- Rest],
+    converge(Nodes),
+    Nodes.
+
+converge(Nodes) ->
+    Want = lists:sort([node_of(N) || N <- Nodes]),
+    weft_ct:wait_until({members, Want},
+                       fun() -> lists:all(fun(N) -> call(N, weft, members, []) =:= Want end, Nodes) end).
+
+call(N, M, F, A) ->
+    weft_ct:call(N, M, F, A).
+
+node_of(#{node := Node}) -> Node.
+
+info(N) ->
+    call(N, weft, info, []).
+
+lanes(N, Peer, Channel) ->
+    #{peers := #{Peer := #{channels := #{Channel := Lanes}}}} = info(N),
+    Lanes.
+
+all_lanes_connected(N, Peer) ->
+    case info(N) of
+        #{peers := #{Peer := #{state := up, channels := Chs}}} ->
+            lists:all(fun(#{state := S}) -> S =:= connected end, lists:append(maps:values(Chs)));
+        _ ->
+            false
+    end.
+
+%%% Cases
+
+join_converges(_Config) ->
+    Nodes = cluster(4),
+    Names = lists:sort([node_of(N) || N <- Nodes]),
+    [begin
+         ?assertEqual(Names, call(N, weft, members, [])),
+         ?assertEqual(Names -- [node_of(N)], call(N, weft, nodes, [])),
+         %% no Distributed Erlang between the nodes
+         ?assertEqual([], call(N, erlang, nodes, []))
+     end || N <- Nodes],
+    %% every member keeps every lane to every other
+    [weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, node_of(B)) end)
+     || A <- Nodes, B <- Nodes, A =/= B],
+    ok.
+
+forward_on_every_channel(_Config) ->
+    [A, B, _C] = cluster(3),
+    NodeB = node_of(B),
+    call(A, weft_ct, collector, [inbox]),
+    call(B, weft_ct, collector, [inbox]),
+    call(B, weft_ct, echo, [echo]),
+    InboxA = call(A, weft_ct, whereis_name, [inbox]),
+    Channels = [default, gossip, vnode],
+    %% by name, three ways, on every channel
+    [begin
+         ok = call(A, weft, forward, [NodeB, inbox, {by_name, Ch}, #{channel => Ch}]),
+         ok = call(A, weft, forward, [{inbox, NodeB}, {by_tuple, Ch}, [{channel, Ch}]]),
+         %% by pid: the echo replies to the pid it got inside the message
+         ok = call(A, weft, forward, [NodeB, echo, {InboxA, Ch, Ch}, #{channel => Ch}])
+     end || Ch <- Channels],
+    GotB = call(B, weft_ct, collected, [inbox, 6]),
+    ?assertEqual(lists:sort([{K, Ch} || Ch <- Channels, K <- [by_name, by_tuple]]), lists:sort(GotB)),
+    GotA = call(A, weft_ct, collected, [inbox, 3]),
+    ?assertEqual(lists:sort([{echo, NodeB, Ch} || Ch <- Channels]), lists:sort(GotA)),
+    %% and by a pid of the other node, received earlier
+    InboxB = call(B, weft_ct, whereis_name, [inbox]),
+    ok = call(A, weft, forward, [InboxB, by_pid, #{channel => vnode}]),
+    ?assertEqual(7, length(call(B, weft_ct, collected, [inbox, 7]))),
+    %% frames really went over each channel's lanes
+    [?assert(lists:sum([S || #{sent_frames := S} <- lanes(A, NodeB, Ch)]) >= 3) || Ch <- Channels],
+    ok.
+
+partition_key_order(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    call(B, weft_ct, collector, [inbox]),
+    Count = 10000,
+    Keys = 64,
+    ok = call(A, weft_ct, send_many, [NodeB, inbox, vnode, Count, Keys]),
+    Got = call(B, weft_ct, collected, [inbox, Count]),
+    ?assertEqual(Count, length(Got)),
+    %% per key, sequence numbers strictly increase and none is missing
+    ByKey = lists:foldl(fun({K, S}, Acc) -> maps:update_with(K, fun(L) -> [S | L] end, [S], Acc) end,
+                        #{}, Got),
+    maps:foreach(fun(K, Rev) ->
+                         Seqs = lists:reverse(Rev),
+                         ?assertEqual([S || S <- lists:seq(1, Count), S rem Keys =:= K], Seqs)
+                 end, ByKey),
+    %% and the keys were spread over the 16 lanes
+    Used = [L || #{lane := L, recv_frames := R} <- lanes(B, node_of(A), vnode), R > 0],
+    ?assert(length(Used) >= 8),
+    ok.
+
+large_and_small_on_separate_sockets(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    call(B, weft_ct, collector, [big]),
+    call(B, weft_ct, collector, [small]),
+    Big = crypto:strong_rand_bytes(8 * 1024 * 1024),
+    ok = call(A, weft, forward, [NodeB, big, Big, #{channel => vnode}]),
+    [ok = call(A, weft, forward, [NodeB, small, I, #{channel => default}]) || I <- lists:seq(1, 1000)],
+    ?assertEqual(lists:seq(1, 1000), call(B, weft_ct, collected, [small, 1000])),
+    ?assertEqual([Big], call(B, weft_ct, collected, [big, 1])),
+    %% the two channels used different sockets
+    [VnodeLane] = [L || #{sent_bytes := S} = L <- lanes(A, NodeB, vnode), S >= 8 * 1024 * 1024],
+    [DefaultLane] = lanes(A, NodeB, default),
+    #{local := VLocal, remote := VRemote} = VnodeLane,
+    #{local := DLocal, remote := DRemote} = DefaultLane,
+    ?assertNotEqual(VLocal, DLocal),
+    ?assertNotEqual({VLocal, VRemote}, {DLocal, DRemote}),
+    ?assertMatch(#{sent_frames := 1000}, DefaultLane),
+    ok.
+
+killed_node_goes_down_and_rejoins(_Config) ->
+    [A, B, C] = cluster(3),
+    NodeC = node_of(C),
+    [call(N, weft_ct, watcher, []) || N <- [A, B]],
+    call(C, weft_ct, collector, [inbox]),
+    OldPid = call(C, weft_ct, whereis_name, [inbox]),
+    weft_ct:kill_node(C),
+    [weft_ct:wait_until({nodedown, N}, fun() -> lists:member({nodedown, NodeC}, call(N, weft_ct, events, [])) end)
+     || N <- [A, B]],
+    Rest = lists:sort([node_of(A), node_of(B)]),
+    [?assertEqual(Rest, call(N, weft, members, [])) || N <- [A, B]],
+    %% restart under the same name: a new incarnation that joins again
+    C2 = weft_ct:start_node_named(maps:get(name, C), opts()),
+    put(nodes, get_nodes() ++ [C2]),
+    ok = call(C2, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    converge([A, B, C2]),
+    [weft_ct:wait_until({nodeup, N}, fun() ->
+                                             Evs = call(N, weft_ct, events, []),
+                                             lists:member({nodeup, NodeC}, Evs)
+                                     end) || N <- [A, B]],
+    NewPid = call(C2, weft_ct, collector, [inbox]),
+    ok = call(A, weft, forward, [NodeC, inbox, hello_again, #{}]),
+    ?assertEqual([hello_again], call(C2, weft_ct, collected, [inbox, 1])),
+    %% a pid of the old incarnation is not delivered to the new one
+    ?assertNotEqual(OldPid, NewPid),
+    ok = call(A, weft, forward, [OldPid, to_the_dead, #{}]),
+    weft_ct:wait_until(no_destination,
+                       fun() -> maps:get(no_destination, maps:get(dropped, info(C2))) >= 1 end),
+    ?assertEqual([hello_again], call(C2, weft_ct, collected, [inbox])),
+    ok.
+
+leave_and_remove(_Config) ->
+    [A, B, C, D] = cluster(4),
+    %% B leaves by itself
+    ok = call(B, weft, leave, []),
+    Three = lists:sort([node_of(N) || N <- [A, C, D]]),
+    weft_ct:wait_until(left, fun() ->
+                                     lists:all(fun(N) -> call(N, weft, members, []) =:= Three end, [A, C, D])
+                             end),
+    weft_ct:wait_until(alone, fun() -> call(B, weft, members, []) =:= [node_of(B)] end),
+    %% A removes D: everyone drops it, D too
+    ok = call(A, weft, leave, [node_of(D)]),
+    Two = lists:sort([node_of(A), node_of(C)]),
+    weft_ct:wait_until(removed, fun() ->
+                                        call(A, weft, members, []) =:= Two andalso
+                                            call(C, weft, members, []) =:= Two andalso
+                                            call(D, weft, members, []) =:= [node_of(D)]
+                                end),
+    %% and it stays that way over many gossip rounds
+    timer:sleep(1500),
+    ?assertEqual(Two, call(A, weft, members, [])),
+    ?assertEqual(Two, call(C, weft, members, [])),
+    ?assertEqual([node_of(D)], call(D, weft, members, [])),
+    ?assertEqual([node_of(B)], call(B, weft, members, [])),
+    %% a node that left may join again
+    ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    converge([A, B, C]),
+    ok.
+
+wrong_cookie_refused(_Config) ->
+    [A, B] = cluster(2),
+    X = start(intruder, opts(#{cookie => <<"not-the-cookie">>})),
+    call(A, weft_ct, collector, [inbox]),
+    ?assertEqual({error, timeout}, call(X, weft, sync_join, [call(A, weft, node_spec, []), 1500])),
+    ok = call(X, weft, forward, [node_of(A), inbox, sneaky, #{}]),
+    timer:sleep(300),
+    ?assertEqual([], call(A, weft_ct, collected, [inbox])),
+    ?assertEqual([node_of(X)], call(X, weft, members, [])),
+    ?assertEqual(lists:sort([node_of(A), node_of(B)]), call(A, weft, members, [])),
+    ?assertNot(maps:is_key(node_of(X), maps:get(peers, info(A)))),
+    ok.
+
+oversized_frame_refused(_Config) ->
+    A = start(big, opts()),
+    B = start(small, opts(#{max_frame_size => 1024 * 1024})),
+    ok = call(A, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    converge([A, B]),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    call(B, weft_ct, collector, [big]),
+    call(B, weft_ct, collector, [small]),
+    ok = call(A, weft, forward, [NodeB, big, binary:copy(<<7>>, 2 * 1024 * 1024), #{channel => vnode}]),
+    [ok = call(A, weft, forward, [NodeB, small, I, #{}]) || I <- lists:seq(1, 100)],
+    ?assertEqual(lists:seq(1, 100), call(B, weft_ct, collected, [small, 100])),
+    %% both still members of each other
+    ?assertEqual(lists:sort([node_of(A), NodeB]), call(A, weft, members, [])),
+    ?assertEqual(lists:sort([node_of(A), NodeB]), call(B, weft, members, [])),
+    %% the vnode lane reconnects and carries messages again
+    weft_ct:wait_until(lanes_back, fun() -> all_lanes_connected(A, NodeB) andalso
+                                                all_lanes_connected(B, node_of(A)) end),
+    ok = call(A, weft, forward, [NodeB, big, small_now, #{channel => vnode}]),
+    ?assertEqual([small_now], call(B, weft_ct, collected, [big, 1])),
+    %% the sender refuses what it could never deliver under its own limit
+    ?assertMatch({error, {too_large, _, _}},
+                 call(B, weft, forward, [node_of(A), big, binary:copy(<<1>>, 2 * 1024 * 1024), #{}])),
+    ok.
+
+bad_config(_Config) ->
+    N = start(conf, no_weft),
+    ?assertEqual({error, {bad_config, parallelism, 0}}, call(N, weft, start, [[{parallelism, 0}]])),
+    ?assertEqual({error, {bad_config, colour, blue}}, call(N, weft, start, [#{colour => blue}])),
+    ?assertEqual({error, {bad_config, listen, {{1,2,3}, 80}}},
+                 call(N, weft, start, [#{listen => {{1,2,3}, 80}}])),
+    ?assertEqual({error, {bad_config, overlay, hyparview}}, call(N, weft, start, [#{overlay => hyparview}])),
+    ?assertEqual({error, {bad_config, channels, [default, default]}},
+                 call(N, weft, start, [#{channels => [default, default]}])),
+    ?assertEqual({error, {bad_config, heartbeat_timeout, 10}},
+                 call(N, weft, start, [#{heartbeat_interval => 100, heartbeat_timeout => 10}])),
+    %% application environment checked the same way at start
+    ok = call(N, application, set_env, [weft, affinity, maybe]),
+    ?assertEqual({error, {bad_config, affinity, maybe}}, call(N, weft, start, [])),
+    ?assertEqual({error, not_started}, call(N, weft, members, [])),
+    ?assertEqual({error, not_started}, call(N, weft, forward, [somewhere@host, x, y, #{}])),
+    %% and a good one still starts afterwards
+    ok = call(N, application, set_env, [weft, affinity, true]),
+    ok = call(N, weft, start, [opts()]),
+    ?assertEqual([node_of(N)], call(N, weft, members, [])),
+    ok.
+
+unknown_channel_and_non_member(_Config) ->
+    [A, B] = cluster(2),
+    ?assertEqual({error, {unknown_channel, nope}},
+                 call(A, weft, forward, [node_of(B), inbox, x, #{channel => nope}])),
+    ?assertEqual({error, {badarg, 42}}, call(A, weft, forward, [42, x])),
+    ?assertEqual({error, {badarg, not_opts}}, call(A, weft, forward, [node_of(B), inbox, x, not_opts])),
+    ok = call(A, weft, forward, ['ghost@nowhere', inbox, x, #{}]),
+    ok = call(A, weft, forward, ['ghost@nowhere', inbox, x, #{}]),
+    #{dropped := #{not_member := 2, unknown_channel := 1}} = info(A),
+    %% an unregistered name on the receiver: dropped there and counted
+    ok = call(A, weft, forward, [node_of(B), nobody_here, x, #{}]),
+    weft_ct:wait_until(no_destination,
+                       fun() -> maps:get(no_destination, maps:get(dropped, info(B))) =:= 1 end),
+    %% a local destination never raises either
+    ok = call(A, weft, forward, [node_of(A), nobody_here, x, #{}]),
+    ok.
+
+stop_closes_everything(_Config) ->
+    [A, B] = cluster(2),
+    call(B, weft_ct, watcher, []),
+    Port = call(A, weft_ct, port, []),
+    {ok, S} = gen_tcp:connect({127,0,0,1}, Port, []),
+    gen_tcp:close(S),
+    Threads = fun() -> length(string:split(call(A, os, cmd, ["ls /proc/" ++ call(A, os, getpid, []) ++ "/task"]), "\n", all)) end,
+    Before = Threads(),
+    ok = call(A, weft, stop, []),
+    ?assertEqual({error, econnrefused}, gen_tcp:connect({127,0,0,1}, Port, [])),
+    weft_ct:wait_until(nodedown, fun() -> lists:member({nodedown, node_of(A)}, call(B, weft_ct, events, [])) end),
+    ?assertEqual([node_of(B)], call(B, weft, members, [])),
+    %% the runtime's threads are gone too
+    ?assert(Threads() < Before),
+    ?assertEqual({error, not_started}, call(A, weft, members, [])),
+    %% and it starts again
+    ok = call(A, weft, start, []),
+    ok = call(A, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    converge([A, B]),
+    ok.
+
+simultaneous_joins_settle(_Config) ->
+    A = start(sim, opts()),
+    B = start(sim, opts()),
+    SA = call(A, weft, node_spec, []),
+    SB = call(B, weft, node_spec, []),
+    %% both dial each other at once, every lane
+    Parent = self(),
+    [spawn(fun() -> Parent ! {done, call(X, weft, join, [S])} end) || {X, S} <- [{A, SB}, {B, SA}]],
+    [receive {done, ok} -> ok end || _ <- [1, 2]],
+    converge([A, B]),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, node_of(B)) andalso
+                                           all_lanes_connected(B, node_of(A)) end),
+    NA = node_of(A),
+    NB = node_of(B),
+    #{peers := #{NB := #{channels := ChA}}} = info(A),
+    #{peers := #{NA := #{channels := ChB}}} = info(B),
+    %% one socket per lane, the same one seen from both ends
+    maps:foreach(fun(Ch, LanesA) ->
+                         LanesB = maps:get(Ch, ChB),
+                         ?assertEqual(length(LanesA), length(LanesB)),
+                         [begin
+                              [LB] = [L || #{lane := I2} = L <- LanesB, I2 =:= I],
+                              ?assertEqual(maps:get(local, LA), maps:get(remote, LB)),
+                              ?assertEqual(maps:get(remote, LA), maps:get(local, LB))
+                          end || #{lane := I} = LA <- LanesA]
+                 end, ChA),
+    Locals = [L || #{local := L} <- lists:append(maps:values(ChA))],
+    ?assertEqual(length(Locals), length(lists:usort(Locals))),
+    ok.
+
+panics_do_not_take_the_vm_down(_Config) ->
+    [A, B] = cluster(2),
+    ?assertMatch({'EXIT', _}, call(A, erlang, apply, [fun() -> catch weft_nif:debug_panic(nif) end, []])),
+    ok = call(A, weft_nif, debug_panic, [thread]),
+    timer:sleep(200),
+    %% still alive and still working
+    call(B, weft_ct, collector, [inbox]),
+    ok = call(A, weft, forward, [node_of(B), inbox, still_here, #{}]),
+    ?assertEqual([still_here], call(B, weft_ct, collected, [inbox, 1])),
+    ok.

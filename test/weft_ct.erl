@@ -1,0 +1,152 @@
+%% @doc Helpers for weft's common_test suites: start real peer nodes (OTP's
+%% `peer', controlled over standard I/O so that the nodes have names but no
+%% Distributed Erlang connection to anyone), and small processes that run on
+%% them to collect what arrives.
+-module(weft_ct).
+
+-export([start_node/2, start_node/3, start_node_named/2, stop_node/1, kill_node/1, call/4,
+         wait_until/2, wait_until/3]).
+%% Run on the peers:
+-export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
+         whereis_name/1, port/0, send_many/5, forward_in/4]).
+
+-define(BOOT_TIMEOUT, 30000).
+
+%% @doc Start a named peer node and weft on it with `Opts'.
+start_node(Prefix, Opts) ->
+    start_node(Prefix, Opts, []).
+
+start_node(Prefix, Opts, Extra) ->
+    Name = peer:random_name(Prefix),
+    start_named(Name, Opts, Extra).
+
+%% @doc Start a peer node with exactly this name (to restart a node).
+start_node_named(Name, Opts) ->
+    start_named(Name, Opts, []).
+
+start_named(Name, Opts, Extra) ->
+    Paths = [filename:dirname(code:which(weft)), filename:dirname(code:which(?MODULE))],
+    Args = lists:append([["-pa", P] || P <- Paths]) ++ Extra,
+    {ok, Peer, Node} = peer:start(#{name => Name,
+                                    connection => standard_io,
+                                    args => Args,
+                                    wait_boot => ?BOOT_TIMEOUT}),
+    case Opts of
+        no_weft -> ok;
+        _ -> ok = peer:call(Peer, weft, start, [Opts])
+    end,
+    #{peer => Peer, node => Node, name => Name}.
+
+%% @doc Stop a peer node (its VM ends).
+stop_node(#{peer := Peer}) ->
+    catch peer:stop(Peer),
+    ok.
+
+%% @doc Kill the peer's OS process with SIGKILL: no goodbye of any kind.
+kill_node(#{peer := Peer} = N) ->
+    OsPid = peer:call(Peer, os, getpid, []),
+    os:cmd("kill -9 " ++ OsPid),
+    catch peer:stop(Peer),
+    N.
+
+%% @doc `peer:call' with a longer timeout.
+call(#{peer := Peer}, M, F, A) ->
+    peer:call(Peer, M, F, A, 60000).
+
+%% @doc Poll `Fun' until it returns true (default: 20 s).
+wait_until(What, Fun) ->
+    wait_until(What, Fun, 20000).
+
+wait_until(What, Fun, Timeout) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    poll(What, Fun, Deadline).
+
+poll(What, Fun, Deadline) ->
+    case catch Fun() of
+        true -> ok;
+        Other ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> ct:fail({timeout_waiting_for, What, Other});
+                false -> timer:sleep(50), poll(What, Fun, Deadline)
+            end
+    end.
+
+%%% On the peers
+
+%% @doc A registered process that keeps every message it gets, in order.
+collector(Name) ->
+    Pid = spawn(fun() -> collect([]) end),
+    register(Name, Pid),
+    Pid.
+
+collect(Acc) ->
+    receive
+        {'$collected', From} -> From ! {'$collected', lists:reverse(Acc)}, collect(Acc);
+        Msg -> collect([Msg | Acc])
+    end.
+
+%% @doc What `Name' has collected, waiting until it has `N' messages (20 s).
+collected(Name) ->
+    Name ! {'$collected', self()},
+    receive {'$collected', L} -> L after 5000 -> timeout end.
+
+collected(Name, N) ->
+    Deadline = erlang:monotonic_time(millisecond) + 20000,
+    collected_loop(Name, N, Deadline).
+
+collected_loop(Name, N, Deadline) ->
+    L = collected(Name),
+    case length(L) >= N orelse erlang:monotonic_time(millisecond) > Deadline of
+        true -> L;
+        false -> timer:sleep(20), collected_loop(Name, N, Deadline)
+    end.
+
+%% @doc A registered process answering `{From, Channel, X}' with
+%% `{echo, node(), X}' forwarded back to `From' on `Channel'.
+echo(Name) ->
+    Pid = spawn(fun Loop() ->
+                        receive
+                            {From, Channel, X} ->
+                                ok = weft:forward(From, {echo, node(), X}, #{channel => Channel}),
+                                Loop()
+                        end
+                end),
+    register(Name, Pid),
+    Pid.
+
+%% @doc A registered `weft_watcher' subscribed to nodeup/nodedown.
+watcher() ->
+    Self = self(),
+    Pid = spawn(fun() ->
+                        ok = weft:monitor_nodes(true),
+                        Self ! ready,
+                        collect([])
+                end),
+    receive ready -> ok end,
+    register(weft_watcher, Pid),
+    Pid.
+
+%% @doc What the watcher has seen.
+events() ->
+    collected(weft_watcher).
+
+whereis_name(Name) ->
+    whereis(Name).
+
+%% @doc The port weft listens on.
+port() ->
+    #{listen_addrs := [#{port := Port} | _]} = weft:node_spec(),
+    Port.
+
+%% @doc Forward `Count' messages `{Key, Seq}' (Key = Seq rem Keys) to
+%% `{Name, Node}' on `Channel', each with its key as partition key.
+send_many(Node, Name, Channel, Count, Keys) ->
+    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
+     || Seq <- lists:seq(1, Count)],
+    ok.
+
+%% @doc Forward from a fresh process (so the sender is not the peer's
+%% call process): `Msg' may contain `self' which is replaced by the pid of
+%% the named collector `ReplyTo'.
+forward_in(Node, Name, Msg, Opts) ->
+    weft:forward(Node, Name, Msg, Opts).
