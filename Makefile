@@ -1,0 +1,40 @@
+# weft: `make demo` and `make test` do all set-up on a fresh Debian 12 machine with Rust.
+
+REBAR ?= rebar3
+ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-proper rebar3
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test test-rust test-erlang demo clean
+
+all: build
+
+# Erlang/OTP, rebar3 and common_test from Debian's packages, when missing.
+deps:
+	@if command -v erl >/dev/null 2>&1 && command -v $(REBAR) >/dev/null 2>&1 && \
+	    erl -noshell -eval 'case code:lib_dir(common_test) of {error, _} -> halt(1); _ -> halt(0) end.' >/dev/null 2>&1; then \
+	    echo "Erlang/OTP $$(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().'), rebar3 and common_test: present"; \
+	else \
+	    echo "installing $(ERL_PACKAGES) from Debian's packages"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(ERL_PACKAGES); \
+	fi
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust first (https://rustup.rs)"; exit 1; }
+
+build: deps
+	$(REBAR) compile
+
+# Every test: the Rust workspace (core, codec, simulator, loopback transport)
+# and the common_test suites over real peer nodes. Ends with one summary line.
+test: build
+	@sh scripts/test.sh
+
+demo: build
+	@mkdir -p _build/demo
+	erlc +warnings_as_errors -o _build/demo demo/weft_demo.erl
+	erl -sname weft_demo -noshell -pa _build/default/lib/weft/ebin -pa _build/demo \
+	    -eval 'weft_demo:main()'
+
+clean:
+	$(REBAR) clean
+	cargo clean
+	rm -rf _build priv/weft_nif.so
