@@ -9,7 +9,7 @@ trap 'rm -rf "$log"' EXIT
 status=0
 { cargo test --workspace --locked; echo $? > "$log/cargo.rc"; } 2>&1 | tee "$log/cargo.txt"
 [ "$(cat "$log/cargo.rc")" = 0 ] || status=1
-rust_pass=$(grep -o 'test result: [A-Z]*\. [0-9]* passed' "$log/cargo.txt" | awk '{s += $4} END {print s + 0}')
+rust_pass=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed' "$log/cargo.txt" | awk '{s += $4} END {print s + 0}')
 rust_fail=$(grep -o '[0-9]* failed;' "$log/cargo.txt" | awk '{s += $1} END {print s + 0}')
 
 { rebar3 ct; echo $? > "$log/ct.rc"; } 2>&1 | tee "$log/ct.txt"
