@@ -12,7 +12,8 @@
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
-         simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1]).
+         simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
+         missing_nif_is_a_clear_error/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -24,7 +25,8 @@ all() ->
      large_and_small_on_separate_sockets, killed_node_goes_down_and_rejoins,
      leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
      unknown_channel_and_non_member, stop_closes_everything,
-     simultaneous_joins_settle, panics_do_not_take_the_vm_down].
+     simultaneous_joins_settle, panics_do_not_take_the_vm_down,
+     missing_nif_is_a_clear_error].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -364,11 +366,36 @@ simultaneous_joins_settle(_Config) ->
 
 panics_do_not_take_the_vm_down(_Config) ->
     [A, B] = cluster(2),
+    ok = call(A, weft_ct, capture_logs, []),
     ?assertMatch({'EXIT', _}, call(A, erlang, apply, [fun() -> catch weft_nif:debug_panic(nif) end, []])),
     ok = call(A, weft_nif, debug_panic, [thread]),
-    timer:sleep(200),
+    %% both reported through logger
+    weft_ct:wait_until(panic_logged, fun() ->
+                                             Panics = [L || L <- call(A, weft_ct, logs, []),
+                                                            string:find(L, "Rust panic") =/= nomatch],
+                                             length(Panics) >= 2
+                                     end),
     %% still alive and still working
     call(B, weft_ct, collector, [inbox]),
     ok = call(A, weft, forward, [node_of(B), inbox, still_here, #{}]),
     ?assertEqual([still_here], call(B, weft_ct, collected, [inbox, 1])),
     ok.
+
+missing_nif_is_a_clear_error(Config) ->
+    %% A copy of the application without its priv/ directory.
+    Ebin = filename:join([?config(priv_dir, Config), "weft", "ebin"]),
+    ok = filelib:ensure_dir(filename:join(Ebin, "x")),
+    Real = filename:dirname(code:which(weft)),
+    [{ok, _} = file:copy(F, filename:join(Ebin, filename:basename(F)))
+     || F <- filelib:wildcard(filename:join(Real, "*"))],
+    {ok, Peer, _Node} = peer:start(#{name => peer:random_name(nonif), connection => standard_io,
+                                     args => ["-pa", Ebin]}),
+    try
+        Result = peer:call(Peer, weft, start, [opts()]),
+        ?assertMatch({error, {nif_not_loaded, _, _}}, Result),
+        {error, {nif_not_loaded, Path, _}} = Result,
+        ?assertEqual(filename:join([?config(priv_dir, Config), "weft", "priv", "weft_nif.so"]), Path),
+        ?assertEqual({error, not_started}, peer:call(Peer, weft, members, []))
+    after
+        peer:stop(Peer)
+    end.

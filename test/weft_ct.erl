@@ -8,7 +8,9 @@
          wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, forward_in/4]).
+         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0]).
+%% logger handler callback:
+-export([log/2]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -145,8 +147,26 @@ send_many(Node, Name, Channel, Count, Keys) ->
      || Seq <- lists:seq(1, Count)],
     ok.
 
-%% @doc Forward from a fresh process (so the sender is not the peer's
-%% call process): `Msg' may contain `self' which is replaced by the pid of
-%% the named collector `ReplyTo'.
-forward_in(Node, Name, Msg, Opts) ->
-    weft:forward(Node, Name, Msg, Opts).
+%% @doc Keep every logger event of domain `[weft]' (formatted) in a
+%% collector `weft_logs'.
+capture_logs() ->
+    collector(weft_logs),
+    ok = logger:add_handler(weft_ct_logs, ?MODULE, #{level => all}).
+
+%% @doc The captured log lines.
+logs() ->
+    collected(weft_logs).
+
+%% @private logger handler: forward weft's events to the collector.
+log(#{msg := Msg, meta := Meta}, _Config) ->
+    case maps:get(domain, Meta, []) of
+        [weft | _] ->
+            Text = case Msg of
+                       {report, R} -> io_lib:format("~p", [R]);
+                       {string, S} -> S;
+                       {Format, Args} -> io_lib:format(Format, Args)
+                   end,
+            catch weft_logs ! lists:flatten(io_lib:format("~ts", [Text]));
+        _ ->
+            ok
+    end.

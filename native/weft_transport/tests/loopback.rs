@@ -226,3 +226,58 @@ fn oversized_frame_closes_only_its_connection() {
     let got = recv_msgs(&brx, 1);
     assert_eq!(got[0].1.len(), 100);
 }
+
+fn logs_until(rx: &Receiver<Ev>, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Ev::Log(t)) = rx.recv_timeout(Duration::from_millis(50)) {
+            if t.contains(needle) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn unexpected_node_is_refused() {
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let mut wrong = contact(&b);
+    wrong.name = "zz@h".into();
+    a.join(wrong);
+    assert!(logs_until(
+        &brx,
+        "unexpected node: expected zz@h, reached b@h"
+    ));
+    assert!(logs_until(&arx, "unexpected node"));
+    assert!(a.up_peers().is_empty() && b.up_peers().is_empty());
+}
+
+#[test]
+fn stray_clients_and_other_versions_are_refused() {
+    use std::io::{Read, Write};
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let addr = b.local_spec().addrs[0];
+    // Not weft at all.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(logs_until(&brx, "refused incoming connection"));
+    // A weft hello of a future protocol version.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut body = b"WEFT".to_vec();
+    body.extend_from_slice(&99u16.to_be_bytes());
+    body.extend_from_slice(&[0; 16]);
+    s.write_all(&weft_core::frame::header(
+        weft_core::FrameKind::Handshake,
+        body.len(),
+    ))
+    .unwrap();
+    s.write_all(&body).unwrap();
+    assert!(logs_until(&brx, "protocol version 99 is not supported"));
+    // The acceptor closed the connection without a word of data.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    assert!(b.up_peers().is_empty());
+}
