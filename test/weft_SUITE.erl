@@ -13,7 +13,7 @@
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
-         missing_nif_is_a_clear_error/1]).
+         missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -26,7 +26,7 @@ all() ->
      leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
-     missing_nif_is_a_clear_error].
+     missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -399,3 +399,32 @@ missing_nif_is_a_clear_error(Config) ->
     after
         peer:stop(Peer)
     end.
+
+%% SIGSTOP keeps the sockets open (the kernel still acknowledges), so only
+%% the heartbeat timeout can tell; SIGCONT brings the node back, and the
+%% redials reconnect it.
+frozen_node_times_out_and_comes_back(_Config) ->
+    [A, B, C] = cluster(3),
+    NodeC = node_of(C),
+    [call(N, weft_ct, watcher, []) || N <- [A, B]],
+    OsPid = call(C, os, getpid, []),
+    T0 = erlang:monotonic_time(millisecond),
+    os:cmd("kill -STOP " ++ OsPid),
+    try
+        [weft_ct:wait_until({nodedown, N}, fun() -> lists:member({nodedown, NodeC}, call(N, weft_ct, events, [])) end)
+         || N <- [A, B]],
+        %% not before the timeout (1500 ms) minus one heartbeat interval
+        ?assert(erlang:monotonic_time(millisecond) - T0 >= 1300),
+        Two = lists:sort([node_of(A), node_of(B)]),
+        [?assertEqual(Two, call(N, weft, members, [])) || N <- [A, B]]
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    converge([A, B, C]),
+    [weft_ct:wait_until({nodeup_again, N},
+                        fun() -> lists:last(call(N, weft_ct, events, [])) =:= {nodeup, NodeC} end)
+     || N <- [A, B]],
+    call(C, weft_ct, collector, [inbox]),
+    ok = call(A, weft, forward, [NodeC, inbox, back, #{channel => vnode}]),
+    ?assertEqual([back], call(C, weft_ct, collected, [inbox, 1])),
+    ok.

@@ -54,6 +54,18 @@ fn encode_ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
     }
 }
 
+/// `#{ip => Ip, port => Port}`, as in `listen_addrs`.
+fn addr_map(env: Env, a: SocketAddr) -> Term {
+    Term::map_from_pairs(
+        env,
+        &[
+            (atoms::ip(), encode_ip(env, a.ip())),
+            (atoms::port(), a.port().encode(env)),
+        ],
+    )
+    .expect("map of distinct keys")
+}
+
 /// `{Ip, Port}`.
 pub fn ip_port(env: Env, a: SocketAddr) -> Term {
     (encode_ip(env, a.ip()), a.port()).encode(env)
@@ -145,20 +157,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
 
 /// `#{name, listen_addrs => [#{ip, port}], channels => [#{name, parallelism}], epoch}`.
 pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
-    let addrs: Vec<Term> = s
-        .addrs
-        .iter()
-        .map(|a| {
-            Term::map_from_pairs(
-                env,
-                &[
-                    (atoms::ip(), encode_ip(env, a.ip())),
-                    (atoms::port(), a.port().encode(env)),
-                ],
-            )
-            .expect("map of distinct keys")
-        })
-        .collect();
+    let addrs: Vec<Term> = s.addrs.iter().map(|a| addr_map(env, *a)).collect();
     let channels: Vec<Term> = s
         .channels
         .iter()
@@ -303,19 +302,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
         )?;
         peers = peers.map_put(atom_or_text(env, &p.name), peer)?;
     }
-    let addrs: Vec<Term> = i
-        .listen_addrs
-        .iter()
-        .map(|a| {
-            Term::map_from_pairs(
-                env,
-                &[
-                    (atoms::ip(), encode_ip(env, a.ip())),
-                    (atoms::port(), a.port().encode(env)),
-                ],
-            )
-        })
-        .collect::<NifResult<_>>()?;
+    let addrs: Vec<Term> = i.listen_addrs.iter().map(|a| addr_map(env, *a)).collect();
     Term::map_from_pairs(
         env,
         &[
