@@ -394,9 +394,13 @@ impl Node {
             retry_at: now + wait,
         };
         l.backoff = (l.backoff * 2).min(timing.reconnect_max_backoff);
+        // A peer that actively refuses us (cookie, name) is a configuration
+        // problem worth a warning; an unreachable member is expected while
+        // it is down, and redialed quietly.
         let level = match refusal {
             Some(Refusal::Duplicate) => Level::Debug,
-            _ => Level::Warning,
+            Some(_) => Level::Warning,
+            None => Level::Info,
         };
         self.log(
             level,
