@@ -263,7 +263,7 @@ impl Node {
 
     /// Leave the cluster: tell every peer, let queued frames drain, forget
     /// every peer, and start a new incarnation (epoch + 1) that may join again.
-    pub fn leave(&mut self, now: u64) {
+    pub fn leave(&mut self) {
         let tomb = View {
             members: vec![],
             tombstones: vec![(self.local.name.clone(), self.local.epoch)],
@@ -280,7 +280,6 @@ impl Node {
         self.local.epoch += 1;
         self.detached = true;
         self.log(Level::Notice, None, None, "left the cluster".into());
-        let _ = now;
     }
 
     /// Remove `name` from the cluster (`leave(Node)`): it is tombstoned here,
@@ -288,7 +287,7 @@ impl Node {
     /// then leaves), and its lanes drain and close.
     pub fn remove(&mut self, now: u64, name: &str) {
         if name == self.local.name {
-            return self.leave(now);
+            return self.leave();
         }
         let Some(p) = self.peers.get(name) else {
             return;
@@ -334,17 +333,17 @@ impl Node {
         r
     }
 
-    /// Our dial `attempt` for `lane` completed its handshake with the node
-    /// described by `acceptor`. `Err` means: close it.
+    /// A dial for `lane` completed its handshake with the node described by
+    /// `acceptor`. `Err` means: close it. Which attempt it was does not
+    /// matter: a connection that got through is kept whenever the lane
+    /// still wants one (collision rules apply as for incoming ones).
     pub fn on_dialed(
         &mut self,
         now: u64,
         conn: ConnId,
         acceptor: &NodeSpec,
         lane: &LaneKey,
-        attempt: u64,
     ) -> Result<(), Refusal> {
-        let _ = attempt;
         if !self.peers.contains_key(&acceptor.name) {
             // Forgotten while dialing (left, removed).
             return Err(Refusal::Unavailable);
@@ -375,7 +374,7 @@ impl Node {
                 Some(lane),
                 "peer says this node was removed from the cluster; leaving".into(),
             );
-            self.leave(now);
+            self.leave();
             return;
         }
         let timing = self.timing.clone();

@@ -195,9 +195,8 @@ impl Sim {
 
     /// Node `i` leaves.
     pub fn leave(&mut self, i: usize) {
-        let now = self.now;
         if let Some(n) = self.nodes[i].node.as_mut() {
-            n.leave(now);
+            n.leave();
         }
         self.drain(i);
     }
@@ -280,7 +279,7 @@ impl Sim {
     /// every lane of the plan is connected, and by the same connection on
     /// both sides. Returns a description of the first mismatch.
     pub fn check_lanes(&self) -> Result<(), String> {
-        for (i, a) in self.nodes.iter().enumerate() {
+        for a in &self.nodes {
             let Some(na) = &a.node else { continue };
             for pv in na.peers() {
                 if pv.status != PeerStatus::Up {
@@ -315,7 +314,6 @@ impl Sim {
                         return Err(format!("{}: conn {} is closed", a.name, conn));
                     }
                 }
-                let _ = i;
             }
         }
         Ok(())
@@ -434,11 +432,7 @@ impl Sim {
                         .on_dial_failed(now, &peer, &lane, attempt, None, "reset");
                     return;
                 }
-                if self
-                    .core(i)
-                    .on_dialed(now, conn, &acceptor, &lane, attempt)
-                    .is_err()
-                {
+                if self.core(i).on_dialed(now, conn, &acceptor, &lane).is_err() {
                     self.close_conn(conn, i);
                     let peer = acceptor.name.clone();
                     self.core(i).on_dial_failed(

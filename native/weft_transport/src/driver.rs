@@ -110,7 +110,7 @@ impl Driver {
         let now = self.now();
         match m {
             Msg::Join(spec) => self.core.join(now, spec),
-            Msg::Leave => self.core.leave(now),
+            Msg::Leave => self.core.leave(),
             Msg::Remove(name) => self.core.remove(now, &name),
             Msg::Hello {
                 conn,
@@ -133,7 +133,7 @@ impl Driver {
                 attempt,
                 reply,
             } => {
-                let r = self.core.on_dialed(now, conn.id, &spec, &lane, attempt);
+                let r = self.core.on_dialed(now, conn.id, &spec, &lane);
                 if r.is_ok() {
                     self.conns.insert(conn.id, conn);
                 }
