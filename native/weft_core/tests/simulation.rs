@@ -1,0 +1,249 @@
+//! Deterministic simulations of the full-mesh peer service: joins,
+//! simultaneous dials, kills, silent failures, restarts, leaves, removals,
+//! wrong cookies and random churn, each over fixed seeds.
+
+use weft_core::rng::Rng;
+use weft_core::sim::{Seen, Sim};
+use weft_core::Timing;
+
+const CH: &[(&str, u16)] = &[("default", 1), ("gossip", 1), ("vnode", 4)];
+
+fn timing() -> Timing {
+    Timing {
+        heartbeat_interval: 100,
+        heartbeat_timeout: 500,
+        reconnect_min_backoff: 20,
+        reconnect_max_backoff: 400,
+        gossip_interval: 200,
+    }
+}
+
+fn cluster(seed: u64, n: usize) -> Sim {
+    let mut sim = Sim::new(seed, timing(), (1, 5));
+    for k in 0..n {
+        sim.add_node(&format!("n{k}@h"), "cookie", CH);
+    }
+    sim
+}
+
+fn names(sim: &Sim, except: usize, of: &[usize]) -> Vec<String> {
+    let mut v: Vec<String> = of
+        .iter()
+        .filter(|k| **k != except)
+        .map(|k| sim.name(*k).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_mesh(sim: &Sim, alive: &[usize]) {
+    for &i in alive {
+        assert_eq!(sim.up(i), names(sim, i, alive), "view of {}", sim.name(i));
+    }
+    sim.check_lanes().unwrap();
+}
+
+#[test]
+fn joins_through_one_seed_converge_to_a_full_mesh() {
+    let mut sim = cluster(1, 6);
+    for i in 1..6 {
+        sim.join(i, 0);
+    }
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2, 3, 4, 5]);
+    // every pair saw exactly one PeerUp each way, no flapping
+    assert_eq!(sim.seen.iter().filter(|s| s.up).count(), 30);
+    assert!(sim.seen.iter().all(|s| s.up));
+}
+
+#[test]
+fn simultaneous_dials_settle_on_one_connection_per_lane() {
+    for seed in 0..40 {
+        let mut sim = Sim::new(seed, timing(), (1, 3));
+        sim.add_node("a@h", "c", CH);
+        sim.add_node("b@h", "c", CH);
+        sim.join(0, 1);
+        sim.join(1, 0);
+        sim.run_for(2000);
+        assert_mesh(&sim, &[0, 1]);
+        assert_eq!(sim.seen.iter().filter(|s| s.up).count(), 2, "seed {seed}");
+    }
+}
+
+#[test]
+fn killed_node_is_detected_by_connection_loss() {
+    let mut sim = cluster(2, 4);
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(2000);
+    let t = sim.now();
+    sim.crash(3, true);
+    sim.run_for(100);
+    for i in 0..3 {
+        assert_eq!(sim.up(i), names(&sim, i, &[0, 1, 2]));
+    }
+    let downs: Vec<&Seen> = sim.seen.iter().filter(|s| !s.up).collect();
+    assert_eq!(downs.len(), 3);
+    assert!(downs.iter().all(|s| s.peer == "n3@h" && s.at - t <= 20));
+}
+
+#[test]
+fn silent_node_is_detected_by_heartbeat_timeout() {
+    let mut sim = cluster(3, 3);
+    sim.join(1, 0);
+    sim.join(2, 0);
+    sim.run_for(2000);
+    let t = sim.now();
+    sim.crash(2, false);
+    sim.run_for(350);
+    assert_eq!(sim.up(0).len(), 2, "not yet: timeout is 500 ms");
+    sim.run_for(350);
+    assert_eq!(sim.up(0), vec!["n1@h".to_string()]);
+    assert_eq!(sim.up(1), vec!["n0@h".to_string()]);
+    let downs: Vec<u64> = sim
+        .seen
+        .iter()
+        .filter(|s| !s.up)
+        .map(|s| s.at - t)
+        .collect();
+    assert_eq!(downs.len(), 2);
+    // last heard at most one heartbeat interval before the crash
+    assert!(downs.iter().all(|d| (400..=620).contains(d)), "{downs:?}");
+}
+
+#[test]
+fn restarted_node_rejoins_as_a_new_incarnation() {
+    let mut sim = cluster(4, 4);
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(2000);
+    sim.crash(2, true);
+    sim.run_for(1000);
+    sim.restart(2);
+    sim.join(2, 1);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2, 3]);
+}
+
+#[test]
+fn down_node_that_comes_back_is_redialed() {
+    // A silent node that was only partitioned comes back by itself.
+    let mut sim = cluster(5, 3);
+    sim.join(1, 0);
+    sim.join(2, 0);
+    sim.run_for(2000);
+    sim.crash(2, true);
+    sim.run_for(100);
+    assert_eq!(sim.up(0).len(), 1);
+    // Same name, same address, new incarnation: the others' redials find it.
+    sim.restart(2);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2]);
+}
+
+#[test]
+fn leave_removes_the_node_everywhere_for_good() {
+    let mut sim = cluster(6, 4);
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(2000);
+    sim.leave(3);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2]);
+    assert!(sim.up(3).is_empty());
+    assert!(sim.node(3).unwrap().peers().next().is_none());
+    // and it may join again, as a new incarnation
+    sim.join(3, 1);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2, 3]);
+}
+
+#[test]
+fn removed_node_leaves_and_late_gossip_does_not_bring_it_back() {
+    let mut sim = cluster(7, 4);
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(2000);
+    sim.remove(0, 2);
+    sim.run_for(5000); // many gossip rounds
+    assert_mesh(&sim, &[0, 1, 3]);
+    assert!(sim.up(2).is_empty());
+}
+
+#[test]
+fn wrong_cookie_never_joins() {
+    let mut sim = cluster(8, 2);
+    sim.add_node("x@h", "other", CH);
+    sim.join(2, 0);
+    sim.join(1, 0);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1]);
+    assert!(sim.up(2).is_empty());
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = |seed| {
+        let mut sim = cluster(seed, 5);
+        for i in 1..5 {
+            sim.join(i, (i + 1) % 5);
+        }
+        sim.run_for(1500);
+        sim.crash(1, false);
+        sim.run_for(1500);
+        (sim.trace.clone(), sim.seen.clone())
+    };
+    assert_eq!(run(42), run(42));
+    assert_ne!(run(42).0, run(43).0);
+}
+
+#[test]
+fn random_churn_converges_once_quiet() {
+    for seed in 0..12 {
+        let mut sim = cluster(seed * 7919, 7);
+        let mut rng = Rng::new(seed);
+        let mut alive = [true; 7];
+        for i in 1..7 {
+            sim.join(i, 0);
+        }
+        for _ in 0..20 {
+            sim.run_for(rng.below(400));
+            let k = rng.below(7) as usize;
+            match rng.below(4) {
+                0 if alive[k] => {
+                    sim.crash(k, rng.below(2) == 0);
+                    alive[k] = false;
+                }
+                1 if !alive[k] => {
+                    sim.restart(k);
+                    alive[k] = true;
+                    let seed_node = (0..7).find(|j| alive[*j] && *j != k);
+                    if let Some(j) = seed_node {
+                        sim.join(k, j);
+                    }
+                }
+                _ => {
+                    let j = rng.below(7) as usize;
+                    if alive[k] && alive[j] {
+                        sim.join(k, j);
+                    }
+                }
+            }
+        }
+        // Everyone alive joins one alive node, then quiet.
+        let live: Vec<usize> = (0..7).filter(|k| alive[*k]).collect();
+        for &k in &live[1..] {
+            sim.join(k, live[0]);
+        }
+        sim.run_for(10_000);
+        for &i in &live {
+            assert_eq!(sim.up(i), names(&sim, i, &live), "seed {seed}, node {i}");
+        }
+        sim.check_lanes()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
