@@ -393,6 +393,18 @@ impl Node {
             retry_at: now + wait,
         };
         l.backoff = (l.backoff * 2).min(timing.reconnect_max_backoff);
+        // A member we have never reached and cannot reach now is down: drop
+        // what was queued for it rather than let it pile up while we redial.
+        // (A duplicate means the other direction is connecting: not down.)
+        if lane.is_control()
+            && p.status == PeerStatus::Connecting
+            && refusal != Some(Refusal::Duplicate)
+        {
+            p.status = PeerStatus::Down;
+            self.actions.push_back(Action::Unroute {
+                peer: peer.to_string(),
+            });
+        }
         // A peer that actively refuses us (cookie, name) is a configuration
         // problem worth a warning; an unreachable member is expected while
         // it is down, and redialed quietly.

@@ -247,3 +247,17 @@ fn random_churn_converges_once_quiet() {
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
+
+#[test]
+fn unreachable_contact_is_down_and_comes_up_when_it_starts() {
+    let mut sim = cluster(9, 2);
+    sim.crash(1, true);
+    sim.join(0, 1);
+    sim.run_for(200);
+    let n0 = sim.node(0).unwrap();
+    let statuses: Vec<_> = n0.peers().map(|p| p.status).collect();
+    assert_eq!(statuses, vec![weft_core::PeerStatus::Down]);
+    sim.restart(1);
+    sim.run_for(2000);
+    assert_mesh(&sim, &[0, 1]);
+}
