@@ -13,7 +13,8 @@
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
-         missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1]).
+         missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
+         callbacks_and_monitor_nodes/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -26,7 +27,8 @@ all() ->
      leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
-     missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back].
+     missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
+     callbacks_and_monitor_nodes].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -290,6 +292,9 @@ bad_config(_Config) ->
     ?assertEqual({error, {bad_config, affinity, maybe}}, call(N, weft, start, [])),
     ?assertEqual({error, not_started}, call(N, weft, members, [])),
     ?assertEqual({error, not_started}, call(N, weft, forward, [somewhere@host, x, y, #{}])),
+    %% a node without a name cannot run weft (this test node has none)
+    nonode@nohost = node(),
+    ?assertEqual({error, not_alive}, weft:start(#{})),
     %% and a good one still starts afterwards
     ok = call(N, application, set_env, [weft, affinity, true]),
     ok = call(N, weft, start, [opts()]),
@@ -427,4 +432,36 @@ frozen_node_times_out_and_comes_back(_Config) ->
     call(C, weft_ct, collector, [inbox]),
     ok = call(A, weft, forward, [NodeC, inbox, back, #{channel => vnode}]),
     ?assertEqual([back], call(C, weft_ct, collected, [inbox, 1])),
+    ok.
+
+callbacks_and_monitor_nodes(_Config) ->
+    A = start(cb, opts()),
+    B = start(cb, opts()),
+    NodeB = node_of(B),
+    ok = call(A, weft_ct, register_callbacks, [NodeB]),
+    call(A, weft_ct, watcher, []),
+    ok = call(A, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(up_callback, fun() -> call(A, weft_ct, collected, [callbacks]) =:= [{up, any, NodeB}] end),
+    ?assertEqual([{nodeup, NodeB}], call(A, weft_ct, events, [])),
+    weft_ct:kill_node(B),
+    weft_ct:wait_until(down_callbacks,
+                       fun() ->
+                               lists:sort(call(A, weft_ct, collected, [callbacks])) =:=
+                                   lists:sort([{up, any, NodeB}, {down, any, NodeB}, {down, NodeB}])
+                       end),
+    ?assertEqual([{nodeup, NodeB}, {nodedown, NodeB}], call(A, weft_ct, events, [])),
+    %% unsubscribed: no more messages
+    C = start(cb, opts()),
+    SpecC = call(C, weft, node_spec, []),
+    Quiet = fun() ->
+                    ok = weft:monitor_nodes(true),
+                    ok = weft:monitor_nodes(false),
+                    ok = weft:sync_join(SpecC, 10000),
+                    receive {nodeup, _} = M -> M after 500 -> quiet end
+            end,
+    ?assertEqual(quiet, call(A, erlang, apply, [Quiet, []])),
+    %% while the subscribed watcher did see it
+    weft_ct:wait_until(watcher_saw_c, fun() ->
+                                              lists:last(call(A, weft_ct, events, [])) =:= {nodeup, node_of(C)}
+                                      end),
     ok.

@@ -8,7 +8,8 @@
          wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0]).
+         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0,
+         register_callbacks/1]).
 %% logger handler callback:
 -export([log/2]).
 
@@ -145,6 +146,16 @@ port() ->
 send_many(Node, Name, Channel, Count, Keys) ->
     [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
      || Seq <- lists:seq(1, Count)],
+    ok.
+
+%% @doc Register `on_up' / `on_down' callbacks that report to the
+%% collector `callbacks': for any node (arity 1) and for `Node' (arity 0).
+register_callbacks(Node) ->
+    collector(callbacks),
+    ok = weft:on_up(any, fun(N) -> callbacks ! {up, any, N} end),
+    ok = weft:on_down(any, fun(N) -> callbacks ! {down, any, N} end),
+    ok = weft:on_down(Node, fun() -> callbacks ! {down, Node} end),
+    ok = weft:on_up(Node, fun() -> exit(callback_crash_is_only_logged) end),
     ok.
 
 %% @doc Keep every logger event of domain `[weft]' (formatted) in a
