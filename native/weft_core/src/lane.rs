@@ -43,6 +43,19 @@ pub fn plan(local: &NodeSpec, remote: &NodeSpec) -> Vec<(String, u16)> {
     out
 }
 
+/// Every lane of [`plan`], one key each.
+pub fn plan_keys(local: &NodeSpec, remote: &NodeSpec) -> Vec<LaneKey> {
+    plan(local, remote)
+        .into_iter()
+        .flat_map(|(channel, n)| {
+            (0..n).map(move |index| LaneKey {
+                channel: channel.clone(),
+                index,
+            })
+        })
+        .collect()
+}
+
 /// Pick a lane among `lanes` (> 0).
 ///
 /// With `affinity`, `hash` (of the partition key, or of the destination)

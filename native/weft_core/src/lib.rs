@@ -8,6 +8,7 @@
 //! - [`handshake`]: cookie challenge-response proofs;
 //! - [`node`]: the peer service state machine (membership, dialing, collision
 //!   settlement, heartbeats, failure detection), fed events, returning actions;
+//! - [`peer`]: a peer's status and lane slots, and the collision rule;
 //! - [`sim`]: a deterministic, seeded simulator that runs many [`node::Node`]s
 //!   over a virtual network, used by the tests.
 //!
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 pub mod lane;
 pub mod node;
+pub mod peer;
 pub mod rng;
 pub mod sim;
 pub mod spec;

@@ -19,7 +19,9 @@
 //!   out of the membership for good: late gossip cannot undo a leave.
 
 use crate::frame::{Control, Refusal, View};
-use crate::lane::{plan, LaneKey};
+use crate::lane::{plan, plan_keys, LaneKey};
+use crate::peer::{settle, LaneState, Peer, Settle};
+pub use crate::peer::{PeerStatus, PeerView, Slot};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -98,55 +100,6 @@ pub enum Action {
         lane: Option<LaneKey>,
         text: String,
     },
-}
-
-/// Reachability of a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerStatus {
-    /// Member, never reached in this incarnation yet.
-    Connecting,
-    Up,
-    /// Member, unreachable; redialed with backoff.
-    Down,
-}
-
-/// State of one lane to one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Not connected; dial at `retry_at` if this side dials the lane.
-    Idle {
-        retry_at: u64,
-    },
-    Dialing {
-        attempt: u64,
-    },
-    Connected {
-        conn: ConnId,
-        dialed_by_me: bool,
-    },
-}
-
-#[derive(Debug, Clone)]
-struct LaneState {
-    key: LaneKey,
-    slot: Slot,
-    backoff: u64,
-}
-
-#[derive(Debug, Clone)]
-struct Peer {
-    spec: NodeSpec,
-    status: PeerStatus,
-    lanes: Vec<LaneState>,
-    last_heard: u64,
-}
-
-/// A read-only view of one peer, for `info`.
-#[derive(Debug, Clone)]
-pub struct PeerView<'a> {
-    pub spec: &'a NodeSpec,
-    pub status: PeerStatus,
-    pub lanes: Vec<(&'a LaneKey, Slot)>,
 }
 
 /// The peer service of one node.
@@ -542,20 +495,10 @@ impl Node {
     }
 
     fn lanes_for(&self, spec: &NodeSpec, now: u64) -> Vec<LaneState> {
-        let mut lanes = Vec::new();
-        for (channel, n) in plan(&self.local, spec) {
-            for index in 0..n {
-                lanes.push(LaneState {
-                    key: LaneKey {
-                        channel: channel.clone(),
-                        index,
-                    },
-                    slot: Slot::Idle { retry_at: now },
-                    backoff: self.timing.reconnect_min_backoff,
-                });
-            }
-        }
-        lanes
+        plan_keys(&self.local, spec)
+            .into_iter()
+            .map(|key| LaneState::idle(key, now, self.timing.reconnect_min_backoff))
+            .collect()
     }
 
     fn route_action(&self, name: &str) -> Action {
@@ -645,28 +588,11 @@ impl Node {
             .iter_mut()
             .find(|l| &l.key == lane)
             .ok_or(Refusal::UnknownLane)?;
-        let mut replaced = None;
-        match l.slot {
-            Slot::Connected {
-                conn: old,
-                dialed_by_me: old_mine,
-            } => {
-                // Same direction: the dialer redialed, so it holds the old
-                // connection for dead. Opposite directions: the connection
-                // dialed by the smaller name wins on both sides.
-                if old_mine == dialed_by_me || dialed_by_me == me_preferred {
-                    replaced = Some(old);
-                } else {
-                    return Err(Refusal::Duplicate);
-                }
-            }
-            Slot::Dialing { .. } => {
-                if !dialed_by_me && me_preferred {
-                    return Err(Refusal::Duplicate);
-                }
-            }
-            Slot::Idle { .. } => {}
-        }
+        let replaced = match settle(l.slot, dialed_by_me, me_preferred) {
+            Settle::Take => None,
+            Settle::Replace(old) => Some(old),
+            Settle::Refuse => return Err(Refusal::Duplicate),
+        };
         l.slot = Slot::Connected { conn, dialed_by_me };
         l.backoff = min;
         self.conns.insert(conn, (peer.to_string(), lane.clone()));
@@ -863,16 +789,4 @@ impl Node {
         }
         self.actions.extend(dials);
     }
-}
-
-fn plan_keys(local: &NodeSpec, remote: &NodeSpec) -> Vec<LaneKey> {
-    plan(local, remote)
-        .into_iter()
-        .flat_map(|(channel, n)| {
-            (0..n).map(move |index| LaneKey {
-                channel: channel.clone(),
-                index,
-            })
-        })
-        .collect()
 }
