@@ -1,0 +1,113 @@
+//! The delaying proxy: each accepted connection is forwarded to a target,
+//! and every chunk read in either direction is written out `delay` later,
+//! in order, at most at `rate` bytes per second per direction.
+//!
+//! Plain threads, not tokio: the tokio timer wheel has a 1 ms resolution,
+//! which alone would double a 1 ms round trip, while a parked thread wakes
+//! within tens of microseconds. Four threads per proxied connection (a
+//! reader and a writer per direction) is cheap at benchmark scale.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Largest chunk moved at once.
+const CHUNK: usize = 64 * 1024;
+/// Chunks in flight per direction: bounds the proxy's buffering (16 MiB),
+/// so a capped link pushes back on the sender as a real one does.
+const IN_FLIGHT: usize = 256;
+
+/// How one direction of a link behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// One-way delay (half the round trip).
+    pub delay: Duration,
+    /// Bytes per second per direction of each connection; `None`: no cap.
+    pub rate: Option<u64>,
+}
+
+/// Forward connections accepted on `listen` to `target` through `link`.
+/// Runs until the process ends.
+pub fn serve(listen: SocketAddr, target: SocketAddr, link: Link) -> std::io::Result<()> {
+    let listener = TcpListener::bind(listen)?;
+    thread::Builder::new()
+        .name(format!("netem-accept-{listen}"))
+        .spawn(move || {
+            for client in listener.incoming().flatten() {
+                let _ = thread::Builder::new()
+                    .name("netem-conn".into())
+                    .spawn(move || {
+                        if let Ok(server) = TcpStream::connect(target) {
+                            pipe_pair(client, server, link);
+                        }
+                    });
+            }
+        })?;
+    Ok(())
+}
+
+fn pipe_pair(a: TcpStream, b: TcpStream, link: Link) {
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
+    let (a2, b2) = match (a.try_clone(), b.try_clone()) {
+        (Ok(a2), Ok(b2)) => (a2, b2),
+        _ => return,
+    };
+    let up = thread::spawn(move || pipe(a, b2, link));
+    pipe(b, a2, link);
+    let _ = up.join();
+}
+
+/// Move bytes from `from` to `to`, delayed and capped.
+fn pipe(from: TcpStream, to: TcpStream, link: Link) {
+    let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+    let writer = thread::spawn(move || write_side(to, rx, link));
+    read_side(from, tx, link.delay);
+    let _ = writer.join();
+}
+
+fn read_side(mut from: TcpStream, tx: SyncSender<(Instant, Vec<u8>)>, delay: Duration) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping `tx` ends the writer once it has written what is queued.
+}
+
+fn write_side(mut to: TcpStream, rx: Receiver<(Instant, Vec<u8>)>, link: Link) {
+    // With a cap, a chunk may leave no sooner than the previous one's bytes
+    // have gone through the "wire".
+    let mut wire_free = Instant::now();
+    while let Ok((due, chunk)) = rx.recv() {
+        let mut at = due;
+        if let Some(rate) = link.rate {
+            at = at.max(wire_free);
+            wire_free = at + Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
+        }
+        sleep_until(at);
+        if to.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Sleep until `t`, to within tens of microseconds.
+pub fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
+}
