@@ -4,7 +4,7 @@ REBAR ?= rebar3
 ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-proper rebar3
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-rust test-erlang demo clean
+.PHONY: all deps build test demo bench bench-full bench-build clean
 
 all: build
 
@@ -33,6 +33,19 @@ demo: build
 	erlc +warnings_as_errors -o _build/demo demo/weft_demo.erl
 	erl -sname weft_demo -noshell -pa _build/default/lib/weft/ebin -pa _build/demo \
 	    -eval 'weft_demo:main()'
+
+# Benchmarks: weft against Distributed Erlang and the network's limit,
+# through the weft-netem proxy. Quick subset (< 5 min) and the whole matrix.
+bench-build: build
+	cargo build --release --locked -p weft_netem
+	@mkdir -p _build/bench
+	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl
+
+bench: bench-build
+	timeout 300 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
+
+bench-full: bench-build
+	timeout 2700 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(full)'
 
 clean:
 	$(REBAR) clean

@@ -1,0 +1,270 @@
+%% @doc weft's benchmarks, side by side with Distributed Erlang and with the
+%% limit of the emulated network, in one run.
+%%
+%% Each cell starts two fresh nodes (OTP's `peer', controlled over standard
+%% I/O), puts the `weft-netem' proxy in front of each, connects them through
+%% the proxies, runs a workload, and stops everything it started. Results go
+%% to a CSV file and to a Markdown table with the ratios.
+%%
+%% Run with `make bench' (a quick subset) or `make bench-full'.
+-module(weft_bench).
+
+-export([main/1]).
+%% Run on the benchmark nodes:
+-export([echo_server/1, echo_clients/5]).
+
+-define(CAP_MBIT, 500).
+
+main([Plan]) ->
+    main(Plan);
+main(Plan) ->
+    try run(Plan) of
+        ok -> halt(0)
+    catch
+        Class:Reason:Stack ->
+            io:format("benchmark failed: ~p:~p~n~p~n", [Class, Reason, Stack]),
+            halt(1)
+    end.
+
+cells(quick) ->
+    [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]];
+cells(full) ->
+    [{echo, Rtt, Payload, Clients, 5}
+     || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]].
+
+configs() ->
+    [disterl, weft_1, weft_16, limit].
+
+run(Plan0) ->
+    Plan = to_atom(Plan0),
+    Root = root(),
+    Netem = filename:join([Root, "target", "release", "weft-netem"]),
+    Stamp = calendar:system_time_to_rfc3339(erlang:system_time(second), [{time_designator, $_}]),
+    ResultsDir = filename:join([Root, "bench", "results"]),
+    ok = filelib:ensure_dir(filename:join(ResultsDir, "x")),
+    Csv = filename:join(ResultsDir, atom_to_list(Plan) ++ "-" ++ lists:sublist(Stamp, 19) ++ ".csv"),
+    Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
+    ok = file:write_file(Csv, Header),
+    Command = "make bench" ++ case Plan of quick -> ""; full -> "-full" end,
+    io:format("~s: ~p cells x ~p configurations; results in ~s~n",
+              [Command, length(cells(Plan)), length(configs()), Csv]),
+    Rows = [begin
+                Row = cell(Netem, Config, Cell),
+                ok = file:write_file(Csv, csv(Row), [append]),
+                io:format("  ~s~n", [pretty(Row)]),
+                Row
+            end || Cell <- cells(Plan), Config <- configs()],
+    Table = table(Rows),
+    io:format("~n~s", [Table]),
+    Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
+    ok = file:write_file(Md, ["Command: `", Command, "` (", Stamp, ")\n\n", Table]),
+    io:format("table written to ~s~n", [Md]),
+    ok.
+
+root() ->
+    filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).
+
+to_atom(A) when is_atom(A) -> A;
+to_atom(L) when is_list(L) -> list_to_atom(L).
+
+%%% One cell
+
+cell(Netem, limit, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
+    Out = os:cmd(lists:flatten(io_lib:format("~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p",
+                                             [Netem, Rtt, ?CAP_MBIT, Clients, Payload, Seconds]))),
+    [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
+    row(limit, Cell, Ops, P50, P99);
+cell(Netem, Config, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
+    [PA, PB, XA, XB] = free_ports(4),
+    Proxy = start_proxy(Netem, Rtt, [{XA, PA}, {XB, PB}]),
+    Tag = integer_to_list(erlang:unique_integer([positive])),
+    NameA = "bench_a" ++ Tag,
+    NameB = "bench_b" ++ Tag,
+    Ports = NameA ++ "=" ++ integer_to_list(XA) ++ "," ++ NameB ++ "=" ++ integer_to_list(XB),
+    {A, _NodeA} = start_node(NameA, Config, PA, XA, Ports),
+    {B, NodeB} = start_node(NameB, Config, PB, XB, Ports),
+    try
+        connect(Config, A, B, NodeB),
+        ok = peer:call(B, ?MODULE, echo_server, [Config]),
+        {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients,
+                                      [Config, NodeB, Clients, Payload, Seconds * 1000],
+                                      (Seconds + 120) * 1000),
+        row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
+    after
+        catch peer:stop(A),
+        catch peer:stop(B),
+        port_close(Proxy)
+    end.
+
+row(Config, {Workload, Rtt, Payload, Clients, Seconds}, Ops, P50, P99) ->
+    #{workload => Workload, config => Config, rtt => Rtt, cap => ?CAP_MBIT, payload => Payload,
+      clients => Clients, seconds => Seconds, ops => Ops, p50 => P50, p99 => P99}.
+
+free_ports(N) ->
+    Socks = [begin {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]), S end || _ <- lists:seq(1, N)],
+    Ports = [begin {ok, P} = inet:port(S), P end || S <- Socks],
+    [gen_tcp:close(S) || S <- Socks],
+    Ports.
+
+%% The proxy runs until its standard input (this port) closes.
+start_proxy(Netem, Rtt, Maps) ->
+    Args = ["proxy", "--rtt-ms", integer_to_list(Rtt), "--rate-mbit", integer_to_list(?CAP_MBIT)]
+        ++ lists:append([["--map", "127.0.0.1:" ++ integer_to_list(X) ++ "=127.0.0.1:" ++ integer_to_list(P)]
+                         || {X, P} <- Maps]),
+    Port = open_port({spawn_executable, Netem}, [{args, Args}, {line, 256}, binary, exit_status]),
+    receive
+        {Port, {data, {eol, <<"ready">>}}} -> Port;
+        {Port, Other} -> error({netem, Other})
+    after 10000 -> error(netem_timeout)
+    end.
+
+start_node(Name, Config, Listen, Advertise, Ports) ->
+    Bench = filename:dirname(code:which(?MODULE)),
+    Ebin = filename:dirname(code:which(weft)),
+    Dist = case Config of
+               disterl ->
+                   ["-epmd_module", "weft_bench_epmd", "-start_epmd", "false",
+                    "-kernel", "inet_dist_listen_min", integer_to_list(Listen),
+                    "-kernel", "inet_dist_listen_max", integer_to_list(Listen),
+                    "-weft_bench_ports", Ports];
+               _ ->
+                   %% weft nodes still have names, but nothing dials their
+                   %% distribution: epmd is not needed either.
+                   ["-epmd_module", "weft_bench_epmd", "-start_epmd", "false",
+                    "-weft_bench_ports", ""]
+           end,
+    {ok, Peer, Node} = peer:start(#{name => Name, connection => standard_io,
+                                    args => ["-pa", Bench, "-pa", Ebin, "+sbwt", "none" | Dist],
+                                    wait_boot => 30000}),
+    case Config of
+        disterl -> ok;
+        _ -> ok = peer:call(Peer, weft, start, [weft_opts(Config, Listen, Advertise)])
+    end,
+    {Peer, Node}.
+
+weft_opts(weft_1, Listen, Advertise) ->
+    #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
+      channels => [default], parallelism => 1, cookie => <<"bench">>};
+weft_opts(weft_16, Listen, Advertise) ->
+    #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
+      channels => [default, gossip, #{name => vnode, parallelism => 16}],
+      affinity => true, cookie => <<"bench">>}.
+
+connect(disterl, A, _B, NodeB) ->
+    true = peer:call(A, net_kernel, connect_node, [NodeB]);
+connect(_Weft, A, B, NodeB) ->
+    Spec = peer:call(B, weft, node_spec, []),
+    ok = peer:call(A, weft, sync_join, [Spec, 10000]),
+    wait(fun() -> lanes_up(peer:call(A, weft, info, []), NodeB) end, 200).
+
+lanes_up(#{peers := Peers}, Node) ->
+    case Peers of
+        #{Node := #{state := up, channels := Chs}} ->
+            lists:all(fun(#{state := S}) -> S =:= connected end, lists:append(maps:values(Chs)));
+        _ -> false
+    end.
+
+wait(F, 0) -> F() orelse error(timeout);
+wait(F, N) ->
+    case F() of
+        true -> ok;
+        false -> timer:sleep(50), wait(F, N - 1)
+    end.
+
+%%% On the benchmark nodes
+
+channel(weft_1) -> default;
+channel(weft_16) -> vnode.
+
+%% @doc Register `bench_echo': answers each request with its payload.
+echo_server(Config) ->
+    Pid = spawn(fun() -> echo_loop(Config) end),
+    register(bench_echo, Pid),
+    ok.
+
+echo_loop(disterl) ->
+    receive {From, Ref, Payload} -> From ! {Ref, Payload} end,
+    echo_loop(disterl);
+echo_loop(Config) ->
+    Channel = channel(Config),
+    receive
+        {From, Ref, Payload, Key} ->
+            weft:forward(From, {Ref, Payload}, #{channel => Channel, partition_key => Key})
+    end,
+    echo_loop(Config).
+
+%% @doc `Clients' processes echo `Payload' bytes off `Node' for `Ms'
+%% milliseconds. Returns {Ops, Seconds, RoundTripsMsSorted}.
+echo_clients(Config, Node, Clients, PayloadSize, Ms) ->
+    Payload = binary:copy(<<"w">>, PayloadSize),
+    Self = self(),
+    Pids = [spawn_link(fun() -> client(Config, Node, Payload, I, Self) end) || I <- lists:seq(1, Clients)],
+    T0 = erlang:monotonic_time(microsecond),
+    timer:sleep(Ms),
+    [P ! stop || P <- Pids],
+    Results = [receive {done, P, Rtts} -> Rtts end || P <- Pids],
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    Rtts = lists:sort(lists:append(Results)),
+    {length(Rtts), Secs, Rtts}.
+
+client(Config, Node, Payload, Key, Parent) ->
+    client(Config, Node, Payload, Key, Parent, []).
+
+client(Config, Node, Payload, Key, Parent, Acc) ->
+    receive
+        stop -> Parent ! {done, self(), Acc}
+    after 0 ->
+            T = erlang:monotonic_time(microsecond),
+            Ref = make_ref(),
+            case Config of
+                disterl -> {bench_echo, Node} ! {self(), Ref, Payload};
+                _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key},
+                                       #{channel => channel(Config), partition_key => Key})
+            end,
+            receive
+                {Ref, _} ->
+                    client(Config, Node, Payload, Key, Parent,
+                           [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
+                stop ->
+                    Parent ! {done, self(), Acc}
+            end
+    end.
+
+quantile([], _) -> 0.0;
+quantile(Sorted, Q) ->
+    lists:nth(max(1, round(length(Sorted) * Q)), Sorted).
+
+%%% Output
+
+csv(#{workload := W, config := C, rtt := R, cap := Cap, payload := P, clients := N,
+      seconds := S, ops := Ops, p50 := P50, p99 := P99}) ->
+    io_lib:format("~p,~p,~p,~p,~p,~p,~p,~.2f,~.3f,~.3f~n", [W, C, R, Cap, P, N, S, Ops, P50 * 1.0, P99 * 1.0]).
+
+pretty(#{config := C, rtt := R, payload := P, clients := N, ops := Ops, p50 := P50, p99 := P99}) ->
+    io_lib:format("~-8s rtt ~2b ms  ~7s x ~3b: ~9.2f ops/s  p50 ~8.2f ms  p99 ~8.2f ms",
+                  [C, R, size_label(P), N, Ops * 1.0, P50 * 1.0, P99 * 1.0]).
+
+size_label(P) when P >= 1024 * 1024 -> integer_to_list(P div (1024 * 1024)) ++ " MB";
+size_label(P) -> integer_to_list(P div 1024) ++ " KB".
+
+%% One line per cell: ops/s of each configuration and the ratios of weft
+%% over Distributed Erlang and over the limit.
+table(Rows) ->
+    Cells = lists:usort([{W, R, P, N} || #{workload := W, rtt := R, payload := P, clients := N} <- Rows]),
+    Get = fun(Key, Config) ->
+                  [Row] = [X || #{workload := W, rtt := R, payload := P, clients := N, config := C} = X <- Rows,
+                                {W, R, P, N} =:= Key, C =:= Config],
+                  maps:get(ops, Row)
+          end,
+    Head = "| workload | RTT | payload | clients | disterl ops/s | weft N=1 ops/s | weft N=16 ops/s | limit ops/s "
+           "| N=1 / disterl | N=16 / disterl | N=16 / limit |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n",
+    Lines = [begin
+                 D = Get(Key, disterl), W1 = Get(Key, weft_1), W16 = Get(Key, weft_16), L = Get(Key, limit),
+                 io_lib:format("| ~p | ~p ms | ~s | ~p | ~.1f | ~.1f | ~.1f | ~.1f | ~s | ~s | ~s |~n",
+                               [W, R, size_label(P), N, D, W1, W16, L, ratio(W1, D), ratio(W16, D), ratio(W16, L)])
+             end || {W, R, P, N} = Key <- Cells],
+    [Head | Lines].
+
+ratio(_, Zero) when Zero == 0 -> "n/a";
+ratio(A, B) -> io_lib:format("~.2fx", [A / B]).
