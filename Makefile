@@ -37,15 +37,18 @@ demo: build
 # Benchmarks: weft against Distributed Erlang and the network's limit,
 # through the weft-netem proxy. Quick subset (< 5 min) and the whole matrix.
 bench-build: build
+	@python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 	cargo build --release --locked -p weft_netem
 	@mkdir -p _build/bench
 	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl
 
 bench: bench-build
 	timeout 300 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
+	python3 bench/plot.py bench/results/quick-latest.csv
 
 bench-full: bench-build
 	timeout 2700 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(full)'
+	python3 bench/plot.py bench/results/full-latest.csv
 
 clean:
 	$(REBAR) clean

@@ -26,11 +26,18 @@ main(Plan) ->
             halt(1)
     end.
 
+%% {Workload, RttMs, PayloadBytes, Clients, Seconds}. RTT 0: no proxy at
+%% all, plain loopback (the small-message cells, where the cost of each
+%% transport's own path shows).
 cells(quick) ->
-    [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]];
+    [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
+        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
+cells(small) ->
+    [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
 cells(full) ->
     [{echo, Rtt, Payload, Clients, 5}
-     || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]].
+     || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]]
+        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]].
 
 configs() ->
     [disterl, weft_1, weft_16, limit].
@@ -39,15 +46,17 @@ run(Plan0) ->
     Plan = to_atom(Plan0),
     Root = root(),
     Netem = filename:join([Root, "target", "release", "weft-netem"]),
-    Stamp = calendar:system_time_to_rfc3339(erlang:system_time(second), [{time_designator, $_}]),
+    Stamp = calendar:system_time_to_rfc3339(erlang:system_time(second)),
+    {{Y, Mo, D}, {H, Mi, S}} = calendar:local_time(),
+    FileStamp = io_lib:format("~4..0b~2..0b~2..0b-~2..0b~2..0b~2..0b", [Y, Mo, D, H, Mi, S]),
     ResultsDir = filename:join([Root, "bench", "results"]),
     ok = filelib:ensure_dir(filename:join(ResultsDir, "x")),
-    Csv = filename:join(ResultsDir, atom_to_list(Plan) ++ "-" ++ lists:sublist(Stamp, 19) ++ ".csv"),
+    Csv = filename:join(ResultsDir, lists:flatten([atom_to_list(Plan), "-", FileStamp, ".csv"])),
     Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
     ok = file:write_file(Csv, Header),
-    Command = "make bench" ++ case Plan of quick -> ""; full -> "-full" end,
-    io:format("~s: ~p cells x ~p configurations; results in ~s~n",
-              [Command, length(cells(Plan)), length(configs()), Csv]),
+    Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
+    io:format("~s: ~p cells x ~p configurations, emulator flags ~p; results in ~s~n",
+              [Command, length(cells(Plan)), length(configs()), vm_flags(), Csv]),
     Rows = [begin
                 Row = cell(Netem, Config, Cell),
                 ok = file:write_file(Csv, csv(Row), [append]),
@@ -57,8 +66,14 @@ run(Plan0) ->
     Table = table(Rows),
     io:format("~n~s", [Table]),
     Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
-    ok = file:write_file(Md, ["Command: `", Command, "` (", Stamp, ")\n\n", Table]),
-    io:format("table written to ~s~n", [Md]),
+    Flags = case os:getenv("WEFT_BENCH_ERL_FLAGS", "") of
+                "" -> "";
+                F -> "WEFT_BENCH_ERL_FLAGS=\"" ++ F ++ "\" "
+            end,
+    ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
+    Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
+    {ok, _} = file:copy(Csv, Latest),
+    io:format("table written to ~s, rows to ~s~n", [Md, Latest]),
     ok.
 
 root() ->
@@ -75,7 +90,8 @@ cell(Netem, limit, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
-    [PA, PB, XA, XB] = free_ports(4),
+    [PA, PB, XA0, XB0] = free_ports(4),
+    {XA, XB} = case Rtt of 0 -> {PA, PB}; _ -> {XA0, XB0} end,
     Proxy = start_proxy(Netem, Rtt, [{XA, PA}, {XB, PB}]),
     Tag = integer_to_list(erlang:unique_integer([positive])),
     NameA = "bench_a" ++ Tag,
@@ -93,11 +109,12 @@ cell(Netem, Config, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
     after
         catch peer:stop(A),
         catch peer:stop(B),
-        port_close(Proxy)
+        Proxy =:= none orelse port_close(Proxy)
     end.
 
 row(Config, {Workload, Rtt, Payload, Clients, Seconds}, Ops, P50, P99) ->
-    #{workload => Workload, config => Config, rtt => Rtt, cap => ?CAP_MBIT, payload => Payload,
+    Cap = case Rtt of 0 -> 0; _ -> ?CAP_MBIT end,
+    #{workload => Workload, config => Config, rtt => Rtt, cap => Cap, payload => Payload,
       clients => Clients, seconds => Seconds, ops => Ops, p50 => P50, p99 => P99}.
 
 free_ports(N) ->
@@ -107,6 +124,8 @@ free_ports(N) ->
     Ports.
 
 %% The proxy runs until its standard input (this port) closes.
+start_proxy(_Netem, 0, _Maps) ->
+    none;
 start_proxy(Netem, Rtt, Maps) ->
     Args = ["proxy", "--rtt-ms", integer_to_list(Rtt), "--rate-mbit", integer_to_list(?CAP_MBIT)]
         ++ lists:append([["--map", "127.0.0.1:" ++ integer_to_list(X) ++ "=127.0.0.1:" ++ integer_to_list(P)]
@@ -134,13 +153,18 @@ start_node(Name, Config, Listen, Advertise, Ports) ->
                     "-weft_bench_ports", ""]
            end,
     {ok, Peer, Node} = peer:start(#{name => Name, connection => standard_io,
-                                    args => ["-pa", Bench, "-pa", Ebin, "+sbwt", "none" | Dist],
+                                    args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags(),
                                     wait_boot => 30000}),
     case Config of
         disterl -> ok;
         _ -> ok = peer:call(Peer, weft, start, [weft_opts(Config, Listen, Advertise)])
     end,
     {Peer, Node}.
+
+%% Extra emulator flags for every benchmark node, disterl and weft alike,
+%% e.g. WEFT_BENCH_ERL_FLAGS="+sbwt none".
+vm_flags() ->
+    string:lexemes(os:getenv("WEFT_BENCH_ERL_FLAGS", ""), " ").
 
 weft_opts(weft_1, Listen, Advertise) ->
     #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
@@ -245,7 +269,8 @@ pretty(#{config := C, rtt := R, payload := P, clients := N, ops := Ops, p50 := P
                   [C, R, size_label(P), N, Ops * 1.0, P50 * 1.0, P99 * 1.0]).
 
 size_label(P) when P >= 1024 * 1024 -> integer_to_list(P div (1024 * 1024)) ++ " MB";
-size_label(P) -> integer_to_list(P div 1024) ++ " KB".
+size_label(P) when P >= 1024 -> integer_to_list(P div 1024) ++ " KB";
+size_label(P) -> integer_to_list(P) ++ " B".
 
 %% One line per cell: ops/s of each configuration and the ratios of weft
 %% over Distributed Erlang and over the limit.
@@ -261,10 +286,14 @@ table(Rows) ->
            "|---|---|---|---|---|---|---|---|---|---|---|\n",
     Lines = [begin
                  D = Get(Key, disterl), W1 = Get(Key, weft_1), W16 = Get(Key, weft_16), L = Get(Key, limit),
-                 io_lib:format("| ~p | ~p ms | ~s | ~p | ~.1f | ~.1f | ~.1f | ~.1f | ~s | ~s | ~s |~n",
-                               [W, R, size_label(P), N, D, W1, W16, L, ratio(W1, D), ratio(W16, D), ratio(W16, L)])
+                 io_lib:format("| ~p | ~s | ~s | ~p | ~.1f | ~.1f | ~.1f | ~.1f | ~s | ~s | ~s |~n",
+                               [W, rtt_label(R), size_label(P), N, D, W1, W16, L,
+                                ratio(W1, D), ratio(W16, D), ratio(W16, L)])
              end || {W, R, P, N} = Key <- Cells],
     [Head | Lines].
+
+rtt_label(0) -> "none (loopback)";
+rtt_label(R) -> integer_to_list(R) ++ " ms".
 
 ratio(_, Zero) when Zero == 0 -> "n/a";
 ratio(A, B) -> io_lib:format("~.2fx", [A / B]).

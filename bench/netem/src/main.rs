@@ -10,6 +10,7 @@
 //! weft-netem limit --rtt-ms R [--rate-mbit M] --clients N --payload BYTES --seconds S
 //!     Plain TCP echo through the same emulation: prints
 //!     "ops_per_sec,p50_ms,p99_ms", the ceiling the network allows.
+//!     With --rtt-ms 0, plain loopback without the proxy.
 //! weft-netem accuracy [--rtt-ms R]
 //!     How close the emulated round trip is to R with 100-byte messages, and
 //!     the proxy's own throughput ceiling (no delay, no cap, 8 MB echoes).
@@ -116,7 +117,12 @@ fn main() {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
         }
         "limit" => {
-            let front = echo_behind_proxy(link(&a));
+            // A round trip of 0: plain loopback, no proxy.
+            let front = if a.rtt_ms > 0.0 {
+                echo_behind_proxy(link(&a))
+            } else {
+                echo::serve("127.0.0.1:0".parse().unwrap()).unwrap_or_else(|e| usage(&e.to_string()))
+            };
             let run = echo::run(
                 front,
                 a.clients,
