@@ -121,7 +121,8 @@ fn main() {
             let front = if a.rtt_ms > 0.0 {
                 echo_behind_proxy(link(&a))
             } else {
-                echo::serve("127.0.0.1:0".parse().unwrap()).unwrap_or_else(|e| usage(&e.to_string()))
+                echo::serve("127.0.0.1:0".parse().unwrap())
+                    .unwrap_or_else(|e| usage(&e.to_string()))
             };
             let run = echo::run(
                 front,
