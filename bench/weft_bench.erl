@@ -11,7 +11,7 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5]).
+-export([echo_server/1, echo_clients/5, hol_run/4]).
 
 -define(CAP_MBIT, 500).
 
@@ -29,18 +29,25 @@ main(Plan) ->
 %% {Workload, RttMs, PayloadBytes, Clients, Seconds}. RTT 0: no proxy at
 %% all, plain loopback (the small-message cells, where the cost of each
 %% transport's own path shows).
+%% `hol': one small-message ping-pong on one channel while 4 senders stream
+%% PayloadBytes messages on another (on the same connection for disterl and
+%% weft N=1).
 cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
-        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
+        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
+        ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}];
 cells(small) ->
     [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
+cells(hol) ->
+    [{hol, 1, 8 * 1024 * 1024, 1, 5}];
 cells(full) ->
     [{echo, Rtt, Payload, Clients, 5}
      || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]]
-        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]].
+        ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
+        ++ [{hol, Rtt, 8 * 1024 * 1024, 1, 5} || Rtt <- [1, 20]].
 
-configs() ->
-    [disterl, weft_1, weft_16, limit].
+configs(echo) -> [disterl, weft_1, weft_16, limit];
+configs(hol) -> [disterl, weft_1, weft_16].
 
 run(Plan0) ->
     Plan = to_atom(Plan0),
@@ -55,14 +62,14 @@ run(Plan0) ->
     Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
     ok = file:write_file(Csv, Header),
     Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
-    io:format("~s: ~p cells x ~p configurations, emulator flags ~p; results in ~s~n",
-              [Command, length(cells(Plan)), length(configs()), vm_flags(), Csv]),
+    io:format("~s: ~p cells, emulator flags ~p; results in ~s~n",
+              [Command, length(cells(Plan)), vm_flags(), Csv]),
     Rows = [begin
                 Row = cell(Netem, Config, Cell),
                 ok = file:write_file(Csv, csv(Row), [append]),
                 io:format("  ~s~n", [pretty(Row)]),
                 Row
-            end || Cell <- cells(Plan), Config <- configs()],
+            end || Cell <- cells(Plan), Config <- configs(element(1, Cell))],
     Table = table(Rows),
     io:format("~n~s", [Table]),
     Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
@@ -89,7 +96,7 @@ cell(Netem, limit, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
                                              [Netem, Rtt, ?CAP_MBIT, Clients, Payload, Seconds]))),
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
-cell(Netem, Config, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
+cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     [PA, PB, XA0, XB0] = free_ports(4),
     {XA, XB} = case Rtt of 0 -> {PA, PB}; _ -> {XA0, XB0} end,
     Proxy = start_proxy(Netem, Rtt, [{XA, PA}, {XB, PB}]),
@@ -102,9 +109,12 @@ cell(Netem, Config, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
     try
         connect(Config, A, B, NodeB),
         ok = peer:call(B, ?MODULE, echo_server, [Config]),
-        {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients,
-                                      [Config, NodeB, Clients, Payload, Seconds * 1000],
-                                      (Seconds + 120) * 1000),
+        Args = case Workload of
+                   echo -> [Config, NodeB, Clients, Payload, Seconds * 1000];
+                   hol -> [Config, NodeB, Payload, Seconds * 1000]
+               end,
+        Fun = case Workload of echo -> echo_clients; hol -> hol_run end,
+        {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
     after
         catch peer:stop(A),
@@ -197,6 +207,7 @@ wait(F, N) ->
 
 %%% On the benchmark nodes
 
+channel(disterl) -> default;
 channel(weft_1) -> default;
 channel(weft_16) -> vnode.
 
@@ -207,13 +218,17 @@ echo_server(Config) ->
     ok.
 
 echo_loop(disterl) ->
-    receive {From, Ref, Payload} -> From ! {Ref, Payload} end,
+    receive
+        {From, Ref, Payload} -> From ! {Ref, Payload};
+        {ack, From, Ref, _Bulk} -> From ! {Ref, ack}
+    end,
     echo_loop(disterl);
 echo_loop(Config) ->
-    Channel = channel(Config),
     receive
-        {From, Ref, Payload, Key} ->
-            weft:forward(From, {Ref, Payload}, #{channel => Channel, partition_key => Key})
+        {From, Ref, Payload, Key, Channel} ->
+            weft:forward(From, {Ref, Payload}, #{channel => Channel, partition_key => Key});
+        {ack, From, Ref, _Bulk, Key, Channel} ->
+            weft:forward(From, {Ref, ack}, #{channel => Channel, partition_key => Key})
     end,
     echo_loop(Config).
 
@@ -222,7 +237,9 @@ echo_loop(Config) ->
 echo_clients(Config, Node, Clients, PayloadSize, Ms) ->
     Payload = binary:copy(<<"w">>, PayloadSize),
     Self = self(),
-    Pids = [spawn_link(fun() -> client(Config, Node, Payload, I, Self) end) || I <- lists:seq(1, Clients)],
+    Channel = channel(Config),
+    Pids = [spawn_link(fun() -> client(Config, Channel, Node, Payload, I, Self) end)
+            || I <- lists:seq(1, Clients)],
     T0 = erlang:monotonic_time(microsecond),
     timer:sleep(Ms),
     [P ! stop || P <- Pids],
@@ -231,10 +248,10 @@ echo_clients(Config, Node, Clients, PayloadSize, Ms) ->
     Rtts = lists:sort(lists:append(Results)),
     {length(Rtts), Secs, Rtts}.
 
-client(Config, Node, Payload, Key, Parent) ->
-    client(Config, Node, Payload, Key, Parent, []).
+client(Config, Channel, Node, Payload, Key, Parent) ->
+    client(Config, Channel, Node, Payload, Key, Parent, []).
 
-client(Config, Node, Payload, Key, Parent, Acc) ->
+client(Config, Channel, Node, Payload, Key, Parent, Acc) ->
     receive
         stop -> Parent ! {done, self(), Acc}
     after 0 ->
@@ -242,17 +259,45 @@ client(Config, Node, Payload, Key, Parent, Acc) ->
             Ref = make_ref(),
             case Config of
                 disterl -> {bench_echo, Node} ! {self(), Ref, Payload};
-                _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key},
-                                       #{channel => channel(Config), partition_key => Key})
+                _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
+                                       #{channel => Channel, partition_key => Key})
             end,
             receive
                 {Ref, _} ->
-                    client(Config, Node, Payload, Key, Parent,
+                    client(Config, Channel, Node, Payload, Key, Parent,
                            [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
                 stop ->
                     Parent ! {done, self(), Acc}
             end
     end.
+
+%% @doc Head-of-line blocking: one client pings `Node' with 100-byte
+%% messages on the `default' channel while 4 senders stream `BulkSize'
+%% messages (each acknowledged before the next) on the bulk channel. Returns
+%% the pings as {Ops, Seconds, RoundTripsMsSorted}.
+hol_run(Config, Node, BulkSize, Ms) ->
+    Bulk = binary:copy(<<"b">>, BulkSize),
+    BulkChannel = channel(Config),
+    Bulkers = [spawn_link(fun() -> bulk(Config, BulkChannel, Node, Bulk, K) end) || K <- lists:seq(1, 4)],
+    timer:sleep(500),
+    Self = self(),
+    Pinger = spawn_link(fun() -> client(Config, default, Node, binary:copy(<<"p">>, 100), 0, Self) end),
+    T0 = erlang:monotonic_time(microsecond),
+    timer:sleep(Ms),
+    Pinger ! stop,
+    Rtts = receive {done, Pinger, R} -> lists:sort(R) end,
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    [begin unlink(B), exit(B, kill) end || B <- Bulkers],
+    {length(Rtts), Secs, Rtts}.
+
+bulk(Config, Channel, Node, Bulk, Key) ->
+    Ref = make_ref(),
+    case Config of
+        disterl -> {bench_echo, Node} ! {ack, self(), Ref, Bulk};
+        _ -> ok = weft:forward(Node, bench_echo, {ack, self(), Ref, Bulk, Key, Channel},
+                               #{channel => Channel, partition_key => Key})
+    end,
+    receive {Ref, ack} -> bulk(Config, Channel, Node, Bulk, Key) end.
 
 quantile([], _) -> 0.0;
 quantile(Sorted, Q) ->
@@ -275,6 +320,31 @@ size_label(P) -> integer_to_list(P) ++ " B".
 %% One line per cell: ops/s of each configuration and the ratios of weft
 %% over Distributed Erlang and over the limit.
 table(Rows) ->
+    Echo = [R || #{workload := echo} = R <- Rows],
+    Hol = [R || #{workload := hol} = R <- Rows],
+    [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []].
+
+%% Small-message round-trip latency while bulk transfers run: on another
+%% channel (weft N=16) or on the same connection (disterl, weft N=1).
+hol_table(Rows) ->
+    Cells = lists:usort([{R, P} || #{rtt := R, payload := P} <- Rows]),
+    Get = fun(Key, Config) ->
+                  [Row] = [X || #{rtt := R, payload := P, config := C} = X <- Rows, {R, P} =:= Key, C =:= Config],
+                  Row
+          end,
+    Head = "| workload | RTT | bulk payload | disterl ping p50 / p99 ms | weft N=1 p50 / p99 ms "
+           "| weft N=16 p50 / p99 ms | N=16 p99 vs disterl |\n"
+           "|---|---|---|---|---|---|---|\n",
+    Lines = [begin
+                 [D, W1, W16] = [Get(Key, C) || C <- [disterl, weft_1, weft_16]],
+                 Lat = fun(#{p50 := A, p99 := B}) -> io_lib:format("~.2f / ~.2f", [A * 1.0, B * 1.0]) end,
+                 io_lib:format("| hol | ~s | ~s | ~s | ~s | ~s | ~s lower |~n",
+                               [rtt_label(R), size_label(P), Lat(D), Lat(W1), Lat(W16),
+                                ratio(maps:get(p99, D), maps:get(p99, W16))])
+             end || {R, P} = Key <- Cells],
+    [Head | Lines].
+
+echo_table(Rows) ->
     Cells = lists:usort([{W, R, P, N} || #{workload := W, rtt := R, payload := P, clients := N} <- Rows]),
     Get = fun(Key, Config) ->
                   [Row] = [X || #{workload := W, rtt := R, payload := P, clients := N, config := C} = X <- Rows,
