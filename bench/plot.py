@@ -49,8 +49,10 @@ def main():
         for ax, payload in zip(axes[0], payloads):
             cell = [r for r in rs if int(r["payload_bytes"]) == payload]
             clients = sorted({int(r["clients"]) for r in cell})
+            # Head-of-line rows are about the ping's tail latency.
+            metric, ylabel = ("p99_ms", "ping p99 (ms)") if workload == "hol" else ("ops_per_sec", "operations / s")
             for i, config in enumerate(CONFIGS):
-                pts = sorted((int(r["clients"]), float(r["ops_per_sec"])) for r in cell if r["config"] == config)
+                pts = sorted((int(r["clients"]), float(r[metric])) for r in cell if r["config"] == config)
                 if not pts:
                     continue
                 if len(clients) > 1:
@@ -63,7 +65,7 @@ def main():
                     ax.set_xlabel(f"{clients[0]} concurrent clients")
             if len(clients) > 1:
                 ax.set_yscale("log")
-            ax.set_ylabel("operations / s")
+            ax.set_ylabel(ylabel)
             cap = cell[0]["cap_mbit"]
             net = f"RTT {rtt} ms, {cap} Mbit/s per flow" if rtt else "loopback, no emulation"
             ax.set_title(f"{workload}, {size_label(payload)} ({net})", fontsize=9)
