@@ -11,7 +11,7 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5, hol_run/4]).
+-export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/5]).
 
 -define(CAP_MBIT, 500).
 
@@ -32,22 +32,36 @@ main(Plan) ->
 %% `hol': one small-message ping-pong on one channel while 4 senders stream
 %% PayloadBytes messages on another (on the same connection for disterl and
 %% weft N=1).
+%% `latency': each of Clients actors makes a fixed number of round trips
+%% (Seconds is then that count); reports the time for all to finish.
+%% `kvs': 16 vnode processes on B hold 512 KB / 8 MB values; clients do 90 %
+%% gets, 10 % puts.
 cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
-        ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}];
+        ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}]
+        ++ [{latency, 20, 512 * 1024, 128, 10}]
+        ++ [{kvs, 20, 512 * 1024, 16, 5}];
 cells(small) ->
     [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
 cells(hol) ->
     [{hol, 1, 8 * 1024 * 1024, 1, 5}];
+cells(more) ->
+    [{latency, 20, 512 * 1024, 128, 10}, {kvs, 20, 512 * 1024, 16, 5}];
 cells(full) ->
     [{echo, Rtt, Payload, Clients, 5}
      || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
-        ++ [{hol, Rtt, 8 * 1024 * 1024, 1, 5} || Rtt <- [1, 20]].
+        ++ [{hol, Rtt, 8 * 1024 * 1024, 1, 5} || Rtt <- [1, 20]]
+        ++ [{latency, Rtt, Payload, Actors, Count}
+            || Rtt <- [1, 20], {Payload, Count} <- [{512 * 1024, 10}, {8 * 1024 * 1024, 2}],
+               Actors <- [16, 32, 64, 128]]
+        ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]].
 
 configs(echo) -> [disterl, weft_1, weft_16, limit];
-configs(hol) -> [disterl, weft_1, weft_16].
+configs(hol) -> [disterl, weft_1, weft_16];
+configs(latency) -> [disterl, weft_1, weft_16];
+configs(kvs) -> [disterl, weft_1, weft_16].
 
 run(Plan0) ->
     Plan = to_atom(Plan0),
@@ -109,11 +123,13 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     try
         connect(Config, A, B, NodeB),
         ok = peer:call(B, ?MODULE, echo_server, [Config]),
-        Args = case Workload of
-                   echo -> [Config, NodeB, Clients, Payload, Seconds * 1000];
-                   hol -> [Config, NodeB, Payload, Seconds * 1000]
-               end,
-        Fun = case Workload of echo -> echo_clients; hol -> hol_run end,
+        Workload =:= kvs andalso (ok = peer:call(B, ?MODULE, kvs_server, [Config, Payload])),
+        {Fun, Args} = case Workload of
+                          echo -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
+                          hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
+                          latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
+                          kvs -> {kvs_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]}
+                      end,
         {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
     after
@@ -290,6 +306,102 @@ hol_run(Config, Node, BulkSize, Ms) ->
     [begin unlink(B), exit(B, kill) end || B <- Bulkers],
     {length(Rtts), Secs, Rtts}.
 
+%% @doc `Actors' processes each make `Count' round trips of `PayloadSize'
+%% bytes, as fast as they can. Returns {Ops, SecondsForAllToFinish, Rtts}.
+latency_run(Config, Node, Actors, PayloadSize, Count) ->
+    Payload = binary:copy(<<"l">>, PayloadSize),
+    Self = self(),
+    Channel = channel(Config),
+    T0 = erlang:monotonic_time(microsecond),
+    Pids = [spawn_link(fun() -> counted(Config, Channel, Node, Payload, I, Count, Self, []) end)
+            || I <- lists:seq(1, Actors)],
+    Rtts = lists:sort(lists:append([receive {done, P, R} -> R end || P <- Pids])),
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    {length(Rtts), Secs, Rtts}.
+
+counted(_Config, _Channel, _Node, _Payload, _Key, 0, Parent, Acc) ->
+    Parent ! {done, self(), Acc};
+counted(Config, Channel, Node, Payload, Key, Left, Parent, Acc) ->
+    T = erlang:monotonic_time(microsecond),
+    Ref = make_ref(),
+    case Config of
+        disterl -> {bench_echo, Node} ! {self(), Ref, Payload};
+        _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
+                               #{channel => Channel, partition_key => Key})
+    end,
+    receive {Ref, _} -> ok end,
+    counted(Config, Channel, Node, Payload, Key, Left - 1, Parent,
+            [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]).
+
+-define(KVS_VNODES, 16).
+-define(KVS_KEYS, 256).
+
+kvs_name(Key) ->
+    list_to_atom("bench_kvs_" ++ integer_to_list(Key rem ?KVS_VNODES)).
+
+%% @doc 16 registered vnode processes, each holding its share of 256 keys,
+%% every value `ValueSize' bytes.
+kvs_server(Config, ValueSize) ->
+    Value = binary:copy(<<"v">>, ValueSize),
+    [begin
+         Keys = [K || K <- lists:seq(0, ?KVS_KEYS - 1), K rem ?KVS_VNODES =:= V],
+         Pid = spawn(fun() -> kvs_loop(Config, maps:from_list([{K, Value} || K <- Keys])) end),
+         register(kvs_name(V), Pid)
+     end || V <- lists:seq(0, ?KVS_VNODES - 1)],
+    ok.
+
+kvs_loop(Config, Store) ->
+    receive
+        {get, From, Ref, Key, Channel} ->
+            kvs_reply(Config, From, {Ref, maps:get(Key, Store)}, Key, Channel),
+            kvs_loop(Config, Store);
+        {put, From, Ref, Key, Value, Channel} ->
+            kvs_reply(Config, From, {Ref, ok}, Key, Channel),
+            kvs_loop(Config, Store#{Key => Value})
+    end.
+
+kvs_reply(disterl, From, Msg, _Key, _Channel) -> From ! Msg;
+kvs_reply(_, From, Msg, Key, Channel) -> weft:forward(From, Msg, #{channel => Channel, partition_key => Key}).
+
+%% @doc `Clients' processes run 90 % gets / 10 % puts against the vnodes on
+%% `Node' for `Ms' milliseconds.
+kvs_clients(Config, Node, Clients, ValueSize, Ms) ->
+    Value = binary:copy(<<"n">>, ValueSize),
+    Self = self(),
+    Channel = channel(Config),
+    Pids = [spawn_link(fun() -> rand:seed(exsss, {I, I, I}), kvs_client(Config, Channel, Node, Value, Self, []) end)
+            || I <- lists:seq(1, Clients)],
+    T0 = erlang:monotonic_time(microsecond),
+    timer:sleep(Ms),
+    [P ! stop || P <- Pids],
+    Rtts = lists:sort(lists:append([receive {done, P, R} -> R end || P <- Pids])),
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    {length(Rtts), Secs, Rtts}.
+
+kvs_client(Config, Channel, Node, Value, Parent, Acc) ->
+    receive
+        stop -> Parent ! {done, self(), Acc}
+    after 0 ->
+            Key = rand:uniform(?KVS_KEYS) - 1,
+            Ref = make_ref(),
+            Msg = case rand:uniform(10) of
+                      1 -> {put, self(), Ref, Key, Value, Channel};
+                      _ -> {get, self(), Ref, Key, Channel}
+                  end,
+            T = erlang:monotonic_time(microsecond),
+            case Config of
+                disterl -> {kvs_name(Key), Node} ! Msg;
+                _ -> ok = weft:forward(Node, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
+            end,
+            receive
+                {Ref, _} ->
+                    kvs_client(Config, Channel, Node, Value, Parent,
+                               [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
+                stop ->
+                    Parent ! {done, self(), Acc}
+            end
+    end.
+
 bulk(Config, Channel, Node, Bulk, Key) ->
     Ref = make_ref(),
     case Config of
@@ -320,9 +432,36 @@ size_label(P) -> integer_to_list(P) ++ " B".
 %% One line per cell: ops/s of each configuration and the ratios of weft
 %% over Distributed Erlang and over the limit.
 table(Rows) ->
-    Echo = [R || #{workload := echo} = R <- Rows],
+    Echo = [R || #{workload := W} = R <- Rows, W =:= echo orelse W =:= kvs],
     Hol = [R || #{workload := hol} = R <- Rows],
-    [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []].
+    Lat = [R || #{workload := latency} = R <- Rows],
+    [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
+        ++ [["\n", latency_table(Lat)] || Lat =/= []].
+
+%% Fixed work per actor: the time for all to finish, and per-request latency.
+latency_table(Rows) ->
+    Cells = lists:usort([{R, P, N} || #{rtt := R, payload := P, clients := N} <- Rows]),
+    Get = fun(Key, Config) ->
+                  [Row] = [X || #{rtt := R, payload := P, clients := N, config := C} = X <- Rows,
+                                {R, P, N} =:= Key, C =:= Config],
+                  Row
+          end,
+    Head = "| workload | RTT | payload | actors | requests each | disterl s (p50 / p99 ms) "
+           "| weft N=1 s (p50 / p99 ms) | weft N=16 s (p50 / p99 ms) | disterl time / N=16 time |\n"
+           "|---|---|---|---|---|---|---|---|---|\n",
+    Lines = [begin
+                 [D, W1, W16] = [Get(Key, C) || C <- [disterl, weft_1, weft_16]],
+                 %% For latency rows `seconds' holds the requests per actor and
+                 %% `ops' is all requests over the time for all to finish.
+                 Fin = fun(#{ops := Ops, p50 := A, p99 := B, clients := Act, seconds := Each}) ->
+                               io_lib:format("~.2f (~.1f / ~.1f)", [Act * Each / Ops, A * 1.0, B * 1.0])
+                       end,
+                 #{seconds := Each} = D,
+                 io_lib:format("| latency | ~s | ~s | ~p | ~p | ~s | ~s | ~s | ~s |~n",
+                               [rtt_label(R), size_label(P), N, Each, Fin(D), Fin(W1), Fin(W16),
+                                ratio(maps:get(ops, W16), maps:get(ops, D))])
+             end || {R, P, N} = Key <- Cells],
+    [Head | Lines].
 
 %% Small-message round-trip latency while bulk transfers run: on another
 %% channel (weft N=16) or on the same connection (disterl, weft N=1).
@@ -347,9 +486,11 @@ hol_table(Rows) ->
 echo_table(Rows) ->
     Cells = lists:usort([{W, R, P, N} || #{workload := W, rtt := R, payload := P, clients := N} <- Rows]),
     Get = fun(Key, Config) ->
-                  [Row] = [X || #{workload := W, rtt := R, payload := P, clients := N, config := C} = X <- Rows,
-                                {W, R, P, N} =:= Key, C =:= Config],
-                  maps:get(ops, Row)
+                  case [X || #{workload := W, rtt := R, payload := P, clients := N, config := C} = X <- Rows,
+                             {W, R, P, N} =:= Key, C =:= Config] of
+                      [Row] -> maps:get(ops, Row);
+                      [] -> 0.0
+                  end
           end,
     Head = "| workload | RTT | payload | clients | disterl ops/s | weft N=1 ops/s | weft N=16 ops/s | limit ops/s "
            "| N=1 / disterl | N=16 / disterl | N=16 / limit |\n"
@@ -365,5 +506,6 @@ echo_table(Rows) ->
 rtt_label(0) -> "none (loopback)";
 rtt_label(R) -> integer_to_list(R) ++ " ms".
 
+ratio(Zero, _) when Zero == 0 -> "n/a";
 ratio(_, Zero) when Zero == 0 -> "n/a";
 ratio(A, B) -> io_lib:format("~.2fx", [A / B]).
