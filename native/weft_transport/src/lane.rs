@@ -4,10 +4,11 @@
 //! queued and sends it once a new connection attaches, so a message sent
 //! right after `join` is not lost while the lanes come up.
 //!
-//! Sending takes the short way when it can: if the lane is connected and
-//! nothing is queued or being written, the caller (a BEAM scheduler, inside
-//! the send NIF) writes the frame itself with one non-blocking `writev`. No
-//! thread hand-off, no wake-up. Whatever does not fit in the socket buffer
+//! Sending takes the short way when it can: if the lane is connected,
+//! nothing is queued or being written, and the previous frame was not pushed
+//! a moment ago (a stream is better served by the writer's batching), the
+//! caller (a BEAM scheduler, inside the send NIF) writes the frame itself
+//! with one non-blocking `writev`. No thread hand-off, no wake-up. Whatever does not fit in the socket buffer
 //! is queued, and the lane's writer task (on the tokio runtime) finishes
 //! it, waiting for the socket to become writable. While the writer owns
 //! the stream (`busy`) or frames wait, new frames queue behind them, so
@@ -19,7 +20,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use weft_core::frame::{header, HEADER_LEN};
@@ -27,6 +28,12 @@ use weft_core::{ConnId, FrameKind, LaneKey};
 
 /// Frames written with one `writev` by the writer task.
 const BATCH_FRAMES: usize = 64;
+
+/// A push this soon after the previous one is part of a stream: it queues,
+/// so the writer batches many frames per system call, instead of paying one
+/// `writev` per frame on the sender's thread. Sparse sends (request and
+/// reply, heartbeats) stay on the direct path, which saves a thread wake-up.
+const STREAM_GAP: Duration = Duration::from_micros(40);
 
 /// A frame waiting in a lane's queue; `sent` bytes of it (header first) are
 /// already on the wire.
@@ -92,6 +99,8 @@ struct Out {
     /// The writer task holds frames taken off the queue and is writing them.
     busy: bool,
     stopped: bool,
+    /// When the previous frame was pushed.
+    last_push: Option<Instant>,
 }
 
 /// One lane to one peer.
@@ -125,7 +134,12 @@ impl Lane {
             self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if !out.busy && out.queue.is_empty() {
+        let now = Instant::now();
+        let streaming = out
+            .last_push
+            .is_some_and(|t| now.duration_since(t) < STREAM_GAP);
+        out.last_push = Some(now);
+        if !out.busy && out.queue.is_empty() && !streaming {
             if let Some(s) = &out.socket {
                 let [a, b] = f.slices();
                 match s
