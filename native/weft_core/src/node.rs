@@ -330,6 +330,20 @@ impl Node {
             self.leave();
             return;
         }
+        if refusal == Some(Refusal::Detached) && self.peers.contains_key(peer) {
+            // The peer has left and does not know us any more: its farewell
+            // gossip did not reach us (the lane was being replaced, or we were
+            // down). Redialing it would never succeed; drop it as the
+            // tombstone would have.
+            self.log(
+                Level::Notice,
+                Some(peer),
+                Some(lane),
+                "peer has left the cluster; forgetting it".into(),
+            );
+            self.forget_peer(peer, "left the cluster");
+            return;
+        }
         let timing = self.timing.clone();
         let jitter = self.rng.next_u64();
         let Some(p) = self.peers.get_mut(peer) else {
@@ -415,7 +429,14 @@ impl Node {
         }
         match msg {
             Control::Heartbeat => {}
-            Control::Gossip(view) => self.merge(now, view),
+            // Gossip counts only from a peer's current control connection.
+            // A connection we no longer track (the peer was forgotten by a
+            // leave or a removal, or the lane was replaced) may still carry
+            // frames sent before the other side heard of it; merging those
+            // would pull the forgotten members back in. Gossip is periodic,
+            // so a view dropped here arrives again on the current lane.
+            Control::Gossip(view) if current => self.merge(now, view),
+            Control::Gossip(_) => {}
         }
         self.dial_due(now);
     }
@@ -788,5 +809,94 @@ impl Node {
             }
         }
         self.actions.extend(dials);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ChannelSpec;
+
+    fn spec(name: &str, epoch: u64, port: u16) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            epoch,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            channels: vec![ChannelSpec {
+                name: "default".into(),
+                parallelism: 1,
+            }],
+        }
+    }
+
+    fn drain(n: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| n.poll_action()).collect()
+    }
+
+    fn dial_attempt(actions: &[Action], lane: &LaneKey) -> u64 {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Dial {
+                    lane: l, attempt, ..
+                } if l == lane => Some(*attempt),
+                _ => None,
+            })
+            .expect("a dial for the lane")
+    }
+
+    #[test]
+    fn gossip_on_a_forgotten_connection_is_ignored() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        assert_eq!(b.up_peers(), ["a@h"]);
+        b.leave();
+        drain(&mut b);
+        // a's gossip, sent before it heard of the leave, still arrives on
+        // the old control connection.
+        let view = View {
+            members: vec![spec("a@h", 5, 1), spec("b@h", 7, 2), spec("c@h", 3, 3)],
+            tombstones: vec![],
+        };
+        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        assert!(b.peers().next().is_none());
+        assert!(!drain(&mut b)
+            .iter()
+            .any(|a| matches!(a, Action::Dial { .. } | Action::Route { .. })));
+    }
+
+    #[test]
+    fn gossip_on_the_current_control_connection_is_merged() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        let view = View {
+            members: vec![spec("a@h", 5, 1), spec("c@h", 3, 3)],
+            tombstones: vec![],
+        };
+        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        let known: Vec<&str> = b.peers().map(|p| p.spec.name.as_str()).collect();
+        assert_eq!(known, ["a@h", "c@h"]);
+    }
+
+    #[test]
+    fn a_member_that_refuses_as_detached_is_forgotten() {
+        let mut a = Node::new(spec("a@h", 5, 1), Timing::default(), 1);
+        a.join(0, spec("b@h", 0, 2));
+        let attempt = dial_attempt(&drain(&mut a), &LaneKey::control());
+        a.on_dial_failed(
+            1,
+            "b@h",
+            &LaneKey::control(),
+            attempt,
+            Some(Refusal::Detached),
+            "refused",
+        );
+        assert!(a.peers().next().is_none());
+        a.tick(10_000);
+        assert!(!drain(&mut a)
+            .iter()
+            .any(|x| matches!(x, Action::Dial { .. })));
     }
 }

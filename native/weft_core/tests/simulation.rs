@@ -261,3 +261,24 @@ fn unreachable_contact_is_down_and_comes_up_when_it_starts() {
     sim.run_for(2000);
     assert_mesh(&sim, &[0, 1]);
 }
+
+#[test]
+fn gossip_in_flight_when_a_node_leaves_does_not_pull_it_back() {
+    // Leave at every millisecond of a gossip period: some of those leaves
+    // race a gossip or heartbeat already on its way to the leaver, which
+    // must not make it re-add the peers it just left.
+    for k in 0..200 {
+        let mut sim = cluster(100 + k, 3);
+        sim.join(1, 0);
+        sim.join(2, 0);
+        sim.run_for(2000 + k);
+        sim.leave(1);
+        sim.run_for(2000);
+        assert!(
+            sim.node(1).unwrap().peers().next().is_none(),
+            "offset {k}: the leaver knows {:?}",
+            sim.up(1)
+        );
+        assert_mesh(&sim, &[0, 2]);
+    }
+}
