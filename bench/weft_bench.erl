@@ -15,7 +15,7 @@
 
 -define(CAP_MBIT, 500).
 
-main([Plan]) ->
+main([Plan]) when not is_tuple(Plan) ->
     main(Plan);
 main(Plan) ->
     try run(Plan) of
@@ -58,13 +58,24 @@ cells(full) ->
                Actors <- [16, 32, 64, 128]]
         ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]].
 
+%% A cell may name its configurations as a sixth element.
+cell_configs({W, _, _, _, _}) -> configs(W);
+cell_configs({_, _, _, _, _, Configs}) -> Configs.
+
 configs(echo) -> [disterl, weft_1, weft_16, limit];
 configs(hol) -> [disterl, weft_1, weft_16];
 configs(latency) -> [disterl, weft_1, weft_16];
 configs(kvs) -> [disterl, weft_1, weft_16].
 
+run(Cells) when is_list(Cells), is_tuple(hd(Cells)) ->
+    run(custom, Cells);
 run(Plan0) ->
     Plan = to_atom(Plan0),
+    run(Plan, cells(Plan)).
+
+%% `Cells' of a named plan, or a list of cell tuples given on the command
+%% line (`weft_bench:main([{echo, 1, 524288, 16, 5}])'), e.g. to profile one.
+run(Plan, Cells) ->
     Root = root(),
     Netem = filename:join([Root, "target", "release", "weft-netem"]),
     Stamp = calendar:system_time_to_rfc3339(erlang:system_time(second)),
@@ -77,13 +88,14 @@ run(Plan0) ->
     ok = file:write_file(Csv, Header),
     Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
     io:format("~s: ~p cells, emulator flags ~p; results in ~s~n",
-              [Command, length(cells(Plan)), vm_flags(), Csv]),
+              [Command, length(Cells), vm_flags(), Csv]),
     Rows = [begin
-                Row = cell(Netem, Config, Cell),
+                Row = cell(Netem, Config, {element(1, Cell), element(2, Cell), element(3, Cell),
+                                           element(4, Cell), element(5, Cell)}),
                 ok = file:write_file(Csv, csv(Row), [append]),
                 io:format("  ~s~n", [pretty(Row)]),
                 Row
-            end || Cell <- cells(Plan), Config <- configs(element(1, Cell))],
+            end || Cell <- Cells, Config <- cell_configs(Cell)],
     Table = table(Rows),
     io:format("~n~s", [Table]),
     Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
