@@ -1,7 +1,7 @@
 # weft: `make demo` and `make test` do all set-up on a fresh Debian 12 machine with Rust.
 
 REBAR ?= rebar3
-ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-proper rebar3
+ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-proper erlang-proper-dev rebar3
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo bench bench-full bench-build clean
@@ -11,8 +11,8 @@ all: build
 # Erlang/OTP, rebar3 and common_test from Debian's packages, when missing.
 deps:
 	@if command -v erl >/dev/null 2>&1 && command -v $(REBAR) >/dev/null 2>&1 && \
-	    erl -noshell -eval 'case code:lib_dir(common_test) of {error, _} -> halt(1); _ -> halt(0) end.' >/dev/null 2>&1; then \
-	    echo "Erlang/OTP $$(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().'), rebar3 and common_test: present"; \
+	    erl -noshell -eval 'case {code:lib_dir(common_test), code:lib_dir(proper)} of {{error, _}, _} -> halt(1); {_, {error, _}} -> halt(1); {_, P} -> halt(case filelib:is_file(filename:join([P, "include", "proper.hrl"])) of true -> 0; false -> 1 end) end.' >/dev/null 2>&1; then \
+	    echo "Erlang/OTP $$(erl -noshell -eval 'io:put_chars(erlang:system_info(otp_release)), halt().'), rebar3, common_test and PropEr: present"; \
 	else \
 	    echo "installing $(ERL_PACKAGES) from Debian's packages"; \
 	    $(SUDO) apt-get update -qq && \

@@ -36,9 +36,6 @@
 
 -type dest() :: pid() | atom() | {atom(), node()}.
 
-%% Payloads above this size are copied on a dirty scheduler.
--define(DIRTY_THRESHOLD, 65536).
-
 %%% Application
 
 %% @doc Start weft with the configuration in the application environment.
@@ -172,14 +169,11 @@ send(Node, Dest, Msg, Opts) ->
         {ok, Channel, Key} when Node =:= node() ->
             local_send(Channel, Key, Dest, Msg);
         {ok, Channel, Key} ->
-            Payload = term_to_binary({Dest, Msg}),
+            %% term_to_iovec refers to large binaries instead of copying
+            %% them; the NIF writes them from where they are.
+            Payload = erlang:term_to_iovec({Dest, Msg}),
             Hash = erlang:phash2(case Key of none -> Dest; {key, K} -> K end),
-            nif(fun() ->
-                        case byte_size(Payload) =< ?DIRTY_THRESHOLD of
-                            true -> weft_nif:send(Node, Channel, Hash, Payload);
-                            false -> weft_nif:send_dirty(Node, Channel, Hash, Payload)
-                        end
-                end);
+            nif(fun() -> weft_nif:send(Node, Channel, Hash, Payload) end);
         error ->
             {error, {badarg, Opts}}
     end.

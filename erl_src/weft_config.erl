@@ -30,7 +30,7 @@ defaults() ->
       reconnect_min_backoff => 100,
       reconnect_max_backoff => 5000,
       gossip_interval => 1000,
-      io_threads => 2}.
+      io_threads => 1}.
 
 %% @doc The application environment, validated.
 -spec from_env() -> {ok, map()} | {error, term()}.

@@ -8,7 +8,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, send_dirty/4, info/0, debug_panic/1]).
+         members/0, nodes/0, send/4, info/0, debug_panic/1, decode_external/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -65,13 +65,11 @@ members() -> ?NOT_LOADED.
 -spec nodes() -> [node()] | {error, not_started}.
 nodes() -> ?NOT_LOADED.
 
-%% @doc Queue `Payload' (at most 64 KiB) for `Node' on `Channel'.
--spec send(node(), atom(), non_neg_integer(), binary()) -> ok | {error, term()}.
+%% @doc Queue `Payload', the encoded `{Dest, Msg}' (a binary, or the list
+%% of binaries `erlang:term_to_iovec/1' returns), for `Node' on `Channel'.
+%% Large payloads are pinned, not copied: the call is short at any size.
+-spec send(node(), atom(), non_neg_integer(), binary() | [binary()]) -> ok | {error, term()}.
 send(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
-
-%% @doc As {@link send/4}, on a dirty scheduler, for large payloads.
--spec send_dirty(node(), atom(), non_neg_integer(), binary()) -> ok | {error, term()}.
-send_dirty(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
 
 -spec info() -> map() | {error, not_started}.
 info() -> ?NOT_LOADED.
@@ -80,3 +78,9 @@ info() -> ?NOT_LOADED.
 %% thread (`thread'). Neither may take the VM down.
 -spec debug_panic(nif | thread) -> ok.
 debug_panic(_Where) -> ?NOT_LOADED.
+
+%% @doc Test hook: decode `Bin' (external term format) the way a large
+%% received frame is decoded, sharing binaries of `ShareMin' bytes or more
+%% with `Bin'. `fallback' means the VM's own decoder would be used.
+-spec decode_external(binary(), non_neg_integer()) -> {decoded, term()} | fallback.
+decode_external(_Bin, _ShareMin) -> ?NOT_LOADED.

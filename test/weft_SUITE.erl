@@ -14,7 +14,7 @@
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
-         callbacks_and_monitor_nodes/1]).
+         callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -28,7 +28,7 @@ all() ->
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
-     callbacks_and_monitor_nodes].
+     callbacks_and_monitor_nodes, every_kind_of_term_small_and_large].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -464,4 +464,13 @@ callbacks_and_monitor_nodes(_Config) ->
     weft_ct:wait_until(watcher_saw_c, fun() ->
                                               lists:last(call(A, weft_ct, events, [])) =:= {nodeup, node_of(C)}
                                       end),
+    ok.
+
+%% Messages below and above the size where frames are read into a binary
+%% and shared (64 KiB) arrive equal to what was sent, whatever they hold.
+every_kind_of_term_small_and_large(_Config) ->
+    [A, B] = cluster(2),
+    call(B, weft_ct, echo, [echo]),
+    [?assertEqual(ok, call(A, weft_ct, mixed_round_trip, [node_of(B), Ch, Size]))
+     || Ch <- [default, vnode], Size <- [10, 60000, 70000, 8 * 1024 * 1024]],
     ok.

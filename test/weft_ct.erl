@@ -8,7 +8,7 @@
          wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0,
+         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0, mixed_round_trip/3,
          register_callbacks/1]).
 %% logger handler callback:
 -export([log/2]).
@@ -147,6 +147,21 @@ send_many(Node, Name, Channel, Count, Keys) ->
     [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
      || Seq <- lists:seq(1, Count)],
     ok.
+
+%% @doc Echo a message of every kind of term, with a binary of `BigSize'
+%% bytes, off the `echo' process on `Node' (see {@link echo/1}) on
+%% `Channel'. Returns `ok' if what came back equals what went.
+mixed_round_trip(Node, Channel, BigSize) ->
+    Big = crypto:strong_rand_bytes(BigSize),
+    Term = {self(), make_ref(), fun lists:reverse/1, fun(X) -> {X, Big} end,
+            #{Big => [1.5, -7, 1 bsl 80, <<1:3>>], 'ätöm' => "string", key => {}},
+            [Big, Big | improper], hd(erlang:ports()), 'λ', <<"small">>},
+    ok = weft:forward(Node, echo, {self(), Channel, Term}, #{channel => Channel}),
+    receive
+        {echo, Node, Term} -> ok;
+        {echo, Node, Other} -> {different, Other}
+    after 20000 -> timeout
+    end.
 
 %% @doc Register `on_up' / `on_down' callbacks that report to the
 %% collector `callbacks': for any node (arity 1) and for `Node' (arity 0).

@@ -133,7 +133,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
     };
     let io_threads = match get(opts, atoms::io_threads()) {
-        None => 2,
+        None => 1,
         Some(t) => t.decode::<usize>().map_err(|_| "io_threads")?,
     };
     let pid = get(opts, atoms::event_pid())

@@ -4,24 +4,25 @@
 //! values and back, the one running [`Transport`], and delivery of received
 //! messages and events into the BEAM.
 //!
-//! Every function here returns quickly. Sending copies the payload into the
-//! lane queue and returns; payloads over 64 KiB come through `send_dirty`,
-//! which runs on a dirty CPU scheduler. Starting, stopping and `info` wait on
+//! Every function here returns quickly. Sending copies a small payload into
+//! the lane queue and pins a large one where it is (no copy), then returns.
+//! Starting, stopping and `info` wait on
 //! the transport's threads and run on dirty I/O schedulers. A panic in a NIF
 //! becomes an Erlang exception (rustler catches it); a panic on a transport
 //! thread ends that task only and is reported through `logger`.
 
 mod convert;
+mod etf;
 mod sink;
 
 use convert::{decode_config, decode_spec, encode_info, encode_spec, ip_port};
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
-use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
+use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedEnv, ResourceArc, Term};
 use sink::NifSink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_transport::{SendError, Transport};
+use weft_transport::{Body, SendError, Transport};
 
 mod atoms {
     rustler::atoms! {
@@ -33,6 +34,8 @@ mod atoms {
         too_large,
         listen,
         bad_option,
+        decoded,
+        fallback,
     }
 }
 
@@ -193,56 +196,88 @@ fn nodes(env: Env) -> NifResult<Term> {
     node_list(env, false)
 }
 
-fn do_send<'a>(
-    env: Env<'a>,
-    node: Atom,
-    channel: Atom,
-    hash: u32,
-    payload: Binary,
-) -> NifResult<Term<'a>> {
-    let Some(r) = running() else {
-        return Ok(not_started(env));
-    };
-    let node = node.to_term(env).atom_to_string()?;
-    let channel_name = channel.to_term(env).atom_to_string()?;
-    Ok(
-        match r
-            .transport
-            .send(&node, &channel_name, hash, payload.as_slice().to_vec())
-        {
-            Ok(()) => atoms::ok().encode(env),
-            Err(SendError::UnknownChannel(_)) => {
-                (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)
-            }
-            Err(SendError::TooLarge { size, max }) => {
-                (atoms::error(), (atoms::too_large(), size, max)).encode(env)
-            }
-        },
-    )
+/// Payloads up to this size are copied into the lane queue (cheaper than
+/// pinning them); larger ones are pinned where they are and written from
+/// there.
+const COPY_LIMIT: usize = 64 * 1024;
+
+/// Holds the binaries of a large payload while the transport writes them.
+struct PinnedPayload(#[allow(dead_code)] OwnedEnv);
+
+/// The frame body for `payload`: a binary, or a flat list of binaries as
+/// `erlang:term_to_iovec/1` returns it. Refc binaries in a large payload are
+/// not copied: a process-independent environment holds a reference to each
+/// until the last byte is written.
+fn body_of(payload: Term) -> Option<Body> {
+    let mut parts: Vec<Binary> = Vec::new();
+    if let Ok(bin) = payload.decode::<Binary>() {
+        parts.push(bin);
+    } else {
+        for item in payload.decode::<ListIterator>().ok()? {
+            parts.push(item.decode::<Binary>().ok()?);
+        }
+    }
+    let total: usize = parts.iter().map(|b| b.len()).sum();
+    if total <= COPY_LIMIT {
+        let mut v = Vec::with_capacity(total);
+        for b in &parts {
+            v.extend_from_slice(b.as_slice());
+        }
+        return Some(Body::from(v));
+    }
+    // Copying the terms into the environment copies only the small (heap)
+    // binaries; refc binaries gain a reference. Neither moves afterwards.
+    let env = OwnedEnv::new();
+    let saved = env.save(payload);
+    let raw: Vec<(*const u8, usize)> = env.run(|e| {
+        let t = saved.load(e);
+        let bins: Vec<Binary> = match t.decode::<Binary>() {
+            Ok(b) => vec![b],
+            Err(_) => t
+                .decode::<ListIterator>()
+                .map(|l| l.filter_map(|x| x.decode::<Binary>().ok()).collect())
+                .unwrap_or_default(),
+        };
+        bins.iter()
+            .map(|b| (b.as_slice().as_ptr(), b.len()))
+            .collect()
+    });
+    // SAFETY: the slices point into binaries held by `env`, which the body
+    // owns; Erlang binaries are immutable and do not move while referenced.
+    let slices = raw
+        .into_iter()
+        .map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) });
+    Some(unsafe { Body::pinned(slices, Box::new(PinnedPayload(env))) })
 }
 
-/// Queue a payload (at most 64 KiB: the copy is short).
+/// Queue a message (the encoded `{Dest, Msg}`) for `node` on `channel`.
+/// Small payloads are copied; large ones are pinned, not copied, so this
+/// returns quickly whatever the size.
 #[rustler::nif]
 fn send<'a>(
     env: Env<'a>,
     node: Atom,
     channel: Atom,
     hash: u32,
-    payload: Binary,
+    payload: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    do_send(env, node, channel, hash, payload)
-}
-
-/// Queue a large payload: the copy runs on a dirty CPU scheduler.
-#[rustler::nif(schedule = "DirtyCpu")]
-fn send_dirty<'a>(
-    env: Env<'a>,
-    node: Atom,
-    channel: Atom,
-    hash: u32,
-    payload: Binary,
-) -> NifResult<Term<'a>> {
-    do_send(env, node, channel, hash, payload)
+    let Some(r) = running() else {
+        return Ok(not_started(env));
+    };
+    let Some(body) = body_of(payload) else {
+        return Ok((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
+    };
+    let node = node.to_term(env).atom_to_string()?;
+    let channel_name = channel.to_term(env).atom_to_string()?;
+    Ok(match r.transport.send(&node, &channel_name, hash, body) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(SendError::UnknownChannel(_)) => {
+            (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)
+        }
+        Err(SendError::TooLarge { size, max }) => {
+            (atoms::error(), (atoms::too_large(), size, max)).encode(env)
+        }
+    })
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
@@ -253,6 +288,17 @@ fn info(env: Env) -> NifResult<Term> {
     match r.transport.info() {
         Some(i) => encode_info(env, &i),
         None => Ok(not_started(env)),
+    }
+}
+
+/// Test hook: decode `bin` (external term format) as a large received frame
+/// is decoded, sharing binaries of `share_min` bytes or more.
+/// `{decoded, Term}`, or `fallback` when the VM's decoder would take over.
+#[rustler::nif(name = "decode_external")]
+fn decode_external<'a>(env: Env<'a>, bin: Binary<'a>, share_min: usize) -> Term<'a> {
+    match etf::decode(env, bin, share_min) {
+        Some(t) => (atoms::decoded(), t).encode(env),
+        None => atoms::fallback().encode(env),
     }
 }
 

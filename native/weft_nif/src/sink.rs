@@ -1,14 +1,19 @@
 //! Delivery into the BEAM: received frames go straight to their destination
 //! process with `enif_send`; events and log lines go to `weft_server`.
+//!
+//! Large frames are read into a refc binary and decoded by [`etf`], so the
+//! large binaries in them reach the destination without another copy.
 
+use crate::etf;
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 use rustler::types::LocalPid;
-use rustler::{Atom, Encoder, Env, OwnedEnv, Term};
+use rustler::{Atom, Encoder, Env, OwnedBinary, OwnedEnv, Term};
+use std::any::Any;
 use std::cell::RefCell;
 use std::ptr;
 use weft_core::{LaneKey, Level};
-use weft_transport::Sink;
+use weft_transport::{FrameBuffer, Sink};
 
 mod atoms {
     rustler::atoms! {
@@ -57,33 +62,79 @@ fn resolve(dest: Term) -> Option<LocalPid> {
     dest.decode::<LocalPid>().ok()
 }
 
+/// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`.
+fn send_decoded(env: Env, term: Term) -> bool {
+    let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
+        return false;
+    };
+    let Some(pid) = resolve(dest) else {
+        return false;
+    };
+    unsafe {
+        rustler::sys::enif_send(
+            ptr::null_mut(),
+            pid.as_c_arg(),
+            env.as_c_arg(),
+            msg.as_c_arg(),
+        ) != 0
+    }
+}
+
+/// Run `f` in this thread's message environment, then clear it.
+fn with_msg_env<R>(f: impl for<'a> FnOnce(Env<'a>) -> R) -> R {
+    MSG_ENV.with(|cell| {
+        let mut owned = cell.borrow_mut();
+        let r = owned.run(f);
+        owned.clear();
+        r
+    })
+}
+
+/// A large frame's body, read straight into a refc binary.
+struct BinaryBuffer(OwnedBinary);
+
+impl FrameBuffer for BinaryBuffer {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
 impl Sink for NifSink {
     fn deliver(&self, _peer: &str, body: &[u8]) -> bool {
-        MSG_ENV.with(|cell| {
-            let mut owned = cell.borrow_mut();
-            let sent = owned.run(|env| {
-                // Peers passed the cookie check: trust their terms as the
-                // distribution does (atoms may be new here).
-                let Some((term, _)) = (unsafe { env.binary_to_term_trusted(body) }) else {
-                    return false;
-                };
-                let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
-                    return false;
-                };
-                let Some(pid) = resolve(dest) else {
-                    return false;
-                };
-                unsafe {
-                    rustler::sys::enif_send(
-                        ptr::null_mut(),
-                        pid.as_c_arg(),
-                        env.as_c_arg(),
-                        msg.as_c_arg(),
-                    ) != 0
-                }
-            });
-            owned.clear();
-            sent
+        with_msg_env(|env| {
+            // Peers passed the cookie check: trust their terms as the
+            // distribution does (atoms may be new here).
+            match unsafe { env.binary_to_term_trusted(body) } {
+                Some((term, _)) => send_decoded(env, term),
+                None => false,
+            }
+        })
+    }
+
+    fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
+        Box::new(BinaryBuffer(OwnedBinary::new(len)))
+    }
+
+    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> bool {
+        let body = match body.into_any().downcast::<BinaryBuffer>() {
+            Ok(b) => b.0,
+            Err(other) => {
+                let bytes = other.downcast::<Vec<u8>>().map(|v| *v).unwrap_or_default();
+                return self.deliver(peer, &bytes);
+            }
+        };
+        with_msg_env(|env| {
+            let frame = body.release(env);
+            let share_min = etf::share_threshold(frame.len());
+            let term = etf::decode(env, frame, share_min)
+                .or_else(|| unsafe { env.binary_to_term_trusted(frame.as_slice()) }.map(|t| t.0));
+            term.is_some_and(|t| send_decoded(env, t))
         })
     }
 

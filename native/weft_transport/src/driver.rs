@@ -5,7 +5,7 @@
 //!
 //! The send path never goes through here: senders read the routing table.
 
-use crate::connection::{read_frame, ReadError};
+use crate::connection::{read_incoming, Incoming, ReadError};
 use crate::handshake::{self, HandshakeError};
 use crate::lane::ConnHandle;
 use crate::Shared;
@@ -392,12 +392,26 @@ async fn run(
     let mut r = BufReader::with_capacity(READ_BUFFER, r);
     let max = shared.config.max_frame_size;
     let reason = loop {
+        let sink = &shared.sink;
         let frame = tokio::select! {
             _ = handle.closed() => break "closed locally".to_string(),
-            f = read_frame(&mut r, max) => f,
+            f = read_incoming(&mut r, max, |len| sink.frame_buffer(len)) => f,
         };
         match frame {
-            Ok((FrameKind::Data, body)) if !lane_key.is_control() => {
+            Ok(Incoming::Large(buf)) if !lane_key.is_control() => {
+                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
+                lane.stats
+                    .recv_bytes
+                    .fetch_add(buf.bytes().len() as u64, Ordering::Relaxed);
+                if !shared.sink.deliver_buffer(&peer, buf) {
+                    shared
+                        .routes
+                        .dropped
+                        .no_destination
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Incoming::Small(FrameKind::Data, body)) if !lane_key.is_control() => {
                 lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
                 lane.stats
                     .recv_bytes
@@ -410,7 +424,7 @@ async fn run(
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok((FrameKind::Control, body)) if lane_key.is_control() => {
+            Ok(Incoming::Small(FrameKind::Control, body)) if lane_key.is_control() => {
                 lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
                 lane.stats
                     .recv_bytes
@@ -426,7 +440,10 @@ async fn run(
                     Err(e) => break format!("bad control frame: {e}"),
                 }
             }
-            Ok((kind, _)) => break format!("unexpected {kind:?} frame on this lane"),
+            Ok(Incoming::Small(kind, _)) => {
+                break format!("unexpected {kind:?} frame on this lane")
+            }
+            Ok(Incoming::Large(_)) => break "unexpected data frame on this lane".to_string(),
             Err(ReadError::Eof) => break "closed by peer".to_string(),
             Err(e) => {
                 let reason = format!("closing connection: {e}");

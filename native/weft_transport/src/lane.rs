@@ -14,6 +14,7 @@
 //! the stream (`busy`) or frames wait, new frames queue behind them, so
 //! frames leave in the order they were pushed.
 
+use crate::body::Body;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -29,6 +30,13 @@ use weft_core::{ConnId, FrameKind, LaneKey};
 /// Frames written with one `writev` by the writer task.
 const BATCH_FRAMES: usize = 64;
 
+/// Slices in one `writev` (Linux's `IOV_MAX` is 1024).
+const MAX_SLICES: usize = 1024;
+
+/// Slices a direct write offers: a frame with more parts than this goes out
+/// in several writes, the rest by the writer.
+const DIRECT_SLICES: usize = 16;
+
 /// A push this soon after the previous one is part of a stream: it queues,
 /// so the writer batches many frames per system call, instead of paying one
 /// `writev` per frame on the sender's thread. Sparse sends (request and
@@ -39,12 +47,12 @@ const STREAM_GAP: Duration = Duration::from_micros(40);
 /// already on the wire.
 struct Outgoing {
     header: [u8; HEADER_LEN],
-    body: Vec<u8>,
+    body: Body,
     sent: usize,
 }
 
 impl Outgoing {
-    fn new(kind: FrameKind, body: Vec<u8>) -> Self {
+    fn new(kind: FrameKind, body: Body) -> Self {
         Outgoing {
             header: header(kind, body.len()),
             body,
@@ -56,12 +64,16 @@ impl Outgoing {
         HEADER_LEN + self.body.len()
     }
 
-    /// The unsent part, as up to two slices.
-    fn slices(&self) -> [&[u8]; 2] {
+    /// Fill `out` with the unsent part; returns how many slices it used.
+    fn fill<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
         if self.sent < HEADER_LEN {
-            [&self.header[self.sent..], &self.body]
+            out[0] = IoSlice::new(&self.header[self.sent..]);
+            1 + self.body.fill(0, &mut out[1..])
         } else {
-            [&[], &self.body[self.sent - HEADER_LEN..]]
+            self.body.fill(self.sent - HEADER_LEN, out)
         }
     }
 }
@@ -126,7 +138,7 @@ impl Lane {
 
     /// Send a frame: written at once when the lane is idle, else queued.
     /// Never blocks; callable from any thread.
-    pub fn push(&self, kind: FrameKind, body: Vec<u8>) {
+    pub fn push(&self, kind: FrameKind, body: Body) {
         let mut f = Outgoing::new(kind, body);
         let mut out = self.out.lock();
         if out.stopped {
@@ -141,11 +153,9 @@ impl Lane {
         out.last_push = Some(now);
         if !out.busy && out.queue.is_empty() && !streaming {
             if let Some(s) = &out.socket {
-                let [a, b] = f.slices();
-                match s
-                    .half
-                    .try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
-                {
+                let mut slices = [IoSlice::new(&[]); DIRECT_SLICES];
+                let n = f.fill(&mut slices);
+                match s.half.try_write_vectored(&slices[..n]) {
                     Ok(n) if n == f.len() => {
                         drop(out);
                         self.sent(f.body.len());
@@ -278,14 +288,17 @@ async fn write_batch(
 ) -> io::Result<()> {
     while !batch.is_empty() {
         let written = {
-            let slices: Vec<IoSlice> = batch
-                .iter()
-                .flat_map(|f| f.slices())
-                .filter(|s| !s.is_empty())
-                .map(IoSlice::new)
-                .collect();
+            let wanted: usize = batch.iter().map(|f| 1 + f.body.parts().count()).sum();
+            let mut slices = vec![IoSlice::new(&[]); wanted.min(MAX_SLICES)];
+            let mut n = 0;
+            for f in batch.iter() {
+                if n == slices.len() {
+                    break;
+                }
+                n += f.fill(&mut slices[n..]);
+            }
             half.writable().await?;
-            match half.try_write_vectored(&slices) {
+            match half.try_write_vectored(&slices[..n]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -407,7 +420,7 @@ mod tests {
                         let mut body = vec![0u8; size];
                         body[..4].copy_from_slice(&t.to_be_bytes());
                         body[4..8].copy_from_slice(&seq.to_be_bytes());
-                        lane.push(FrameKind::Data, body);
+                        lane.push(FrameKind::Data, body.into());
                     }
                 })
             })

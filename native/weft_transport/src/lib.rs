@@ -6,11 +6,13 @@
 //! threads, so callers (NIF functions) only enqueue and return.
 //!
 //! - [`config`]: settings; [`sink`]: where deliveries and events go;
+//! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
 //! - [`connection`]: framing over a socket; [`handshake`]: the hello and the
 //!   cookie proofs; [`lane`]: send queues and their writers;
 //! - [`routes`]: the send path (node, channel, hash -> lane queue);
 //! - `driver`: the core's event loop; [`info`]: snapshots for `weft:info()`.
 
+pub mod body;
 pub mod config;
 pub mod connection;
 mod driver;
@@ -20,10 +22,11 @@ pub mod lane;
 pub mod routes;
 pub mod sink;
 
+pub use body::Body;
 pub use config::TransportConfig;
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
 pub use routes::SendError;
-pub use sink::Sink;
+pub use sink::{FrameBuffer, Sink};
 
 use parking_lot::{Mutex, RwLock};
 use routes::Routes;
@@ -128,9 +131,9 @@ impl Transport {
         peer: &str,
         channel: &str,
         hash: u32,
-        body: Vec<u8>,
+        body: impl Into<Body>,
     ) -> Result<(), SendError> {
-        self.shared.routes.send(peer, channel, hash, body)
+        self.shared.routes.send(peer, channel, hash, body.into())
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).

@@ -2,6 +2,7 @@
 //! through the driver. The driver keeps the table current; senders only read
 //! it.
 
+use crate::body::Body;
 use crate::lane::Lane;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -74,13 +75,7 @@ impl Routes {
     /// Queue an application message. `Ok` also when the peer is unknown or
     /// does not have the channel: the message is dropped and counted, as
     /// `!` drops a message to an unreachable node.
-    pub fn send(
-        &self,
-        peer: &str,
-        channel: &str,
-        hash: u32,
-        body: Vec<u8>,
-    ) -> Result<(), SendError> {
+    pub fn send(&self, peer: &str, channel: &str, hash: u32, body: Body) -> Result<(), SendError> {
         if !self.channels.iter().any(|c| c == channel) {
             self.dropped.unknown_channel.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::UnknownChannel(channel.to_string()));
@@ -116,7 +111,7 @@ impl Routes {
     /// Queue a control frame for `peer`; dropped if it has no route.
     pub fn send_control(&self, peer: &str, body: Vec<u8>) {
         if let Some(r) = self.peers.read().get(peer) {
-            r.control.push(FrameKind::Control, body);
+            r.control.push(FrameKind::Control, body.into());
         }
     }
 

@@ -2,7 +2,33 @@
 //! to deliver messages with `enif_send` and to turn events into Erlang
 //! messages; tests implement it with channels.
 
+use std::any::Any;
 use weft_core::{LaneKey, Level};
+
+/// Memory that a large frame body is read into, provided by the sink so
+/// that the body lands where the sink wants it (the NIF: a refc binary that
+/// the decoded message then shares) rather than in a buffer that is copied
+/// once more.
+pub trait FrameBuffer: Send {
+    /// The whole buffer, to be filled.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// The filled buffer.
+    fn bytes(&self) -> &[u8];
+    /// For the sink to get its own type back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl FrameBuffer for Vec<u8> {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
 
 /// Receiver of deliveries and events. Called from the transport's threads,
 /// concurrently: implementations must be cheap and must not block.
@@ -10,6 +36,16 @@ pub trait Sink: Send + Sync + 'static {
     /// An application frame from `peer`; `body` is opaque to the transport.
     /// Returns `false` when it had no destination (counted as dropped).
     fn deliver(&self, peer: &str, body: &[u8]) -> bool;
+    /// A buffer of `len` bytes for an application frame of at least
+    /// [`crate::connection::LARGE_FRAME`] bytes. The default is a vector.
+    fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
+        Box::new(vec![0u8; len])
+    }
+    /// A large application frame, read into a buffer from
+    /// [`Sink::frame_buffer`]. The default passes its bytes to `deliver`.
+    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> bool {
+        self.deliver(peer, body.bytes())
+    }
     /// `peer` became reachable.
     fn peer_up(&self, peer: &str);
     /// `peer` stopped being reachable.
