@@ -30,7 +30,9 @@ defaults() ->
       reconnect_min_backoff => 100,
       reconnect_max_backoff => 5000,
       gossip_interval => 1000,
-      io_threads => 1}.
+      io => schedulers,
+      pollers => schedulers,             % erlang:system_info(schedulers_online)
+      poll_linger_us => 50}.
 
 %% @doc The application environment, validated.
 -spec from_env() -> {ok, map()} | {error, term()}.
@@ -85,7 +87,16 @@ build(C) ->
       reconnect_min_backoff => Min,
       reconnect_max_backoff => maps:get(reconnect_max_backoff, C),
       gossip_interval => check(gossip_interval, C, fun pos_int/1),
-      io_threads => check(io_threads, C, fun(N) -> is_integer(N) andalso N >= 1 andalso N =< 64 end)}.
+      io => check(io, C, fun(M) -> M =:= schedulers orelse M =:= threads end),
+      pollers => pollers(C),
+      poll_linger_us => check(poll_linger_us, C, fun(U) -> is_integer(U) andalso U >= 0 andalso U =< 1000000 end)}.
+
+%% Pollers: a count, or one per online scheduler.
+pollers(C) ->
+    case check(pollers, C, fun(N) -> N =:= schedulers orelse (is_integer(N) andalso N >= 1 andalso N =< 64) end) of
+        schedulers -> erlang:system_info(schedulers_online);
+        N -> N
+    end.
 
 check(Key, C, Pred) ->
     V = maps:get(Key, C),

@@ -8,7 +8,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, info/0, debug_panic/1, decode_external/2]).
+         members/0, nodes/0, send/4, poll/1, info/0, debug_panic/1, decode_external/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -39,8 +39,9 @@ priv_dir() ->
     end.
 
 %% @doc Start the transport. `Opts' is the map {@link weft_config} makes,
-%% plus `event_pid'. Returns a guard whose collection stops the transport.
--spec start(map()) -> {ok, reference()} | {error, term()}.
+%% plus `event_pid'. Returns a guard whose collection stops the transport,
+%% and the pollers, each to be driven by a process calling {@link poll/1}.
+-spec start(map()) -> {ok, reference(), [reference()]} | {error, term()}.
 start(_Opts) -> ?NOT_LOADED.
 
 %% @doc Stop the transport: every socket and thread. Idempotent.
@@ -70,6 +71,12 @@ nodes() -> ?NOT_LOADED.
 %% Large payloads are pinned, not copied: the call is short at any size.
 -spec send(node(), atom(), non_neg_integer(), binary() | [binary()]) -> ok | {error, term()}.
 send(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
+
+%% @doc One round of `Poller' in the calling process: `more' (call again),
+%% `linger' (call again after letting other processes run), `wait' (call
+%% again after `{weft_poll, wake}' arrives) or `stopped'.
+-spec poll(reference()) -> more | linger | wait | stopped.
+poll(_Poller) -> ?NOT_LOADED.
 
 -spec info() -> map() | {error, not_started}.
 info() -> ?NOT_LOADED.

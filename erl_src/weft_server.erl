@@ -15,6 +15,7 @@
 
 -record(state, {
     guard :: reference(),
+    pollers = #{} :: #{pid() => reference()},
     subscribers = #{} :: #{pid() => reference()},
     callbacks = [] :: [{up | down, node() | any, fun()}],
     waiters = [] :: [{node(), gen_server:from(), reference()}]
@@ -54,8 +55,10 @@ init([]) ->
     case weft_config:from_env() of
         {ok, Opts} ->
             case weft_nif:start(Opts#{event_pid => self()}) of
-                {ok, Guard} -> {ok, #state{guard = Guard}};
-                {error, Reason} -> {stop, Reason}
+                {ok, Guard, Pollers} ->
+                    {ok, #state{guard = Guard, pollers = maps:from_list([start_poller(P) || P <- Pollers])}};
+                {error, Reason} ->
+                    {stop, Reason}
             end;
         {error, Reason} ->
             {stop, Reason}
@@ -120,12 +123,25 @@ handle_info({timeout, Timer, {sync_join, From}}, State) ->
     end;
 handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State) ->
     {noreply, State#state{subscribers = maps:remove(Pid, Subs)}};
+handle_info({'EXIT', Pid, Reason}, #state{pollers = Pollers} = State) when is_map_key(Pid, Pollers) ->
+    %% A poller's process ended while the transport runs: drive it again.
+    {Poller, Rest} = maps:take(Pid, Pollers),
+    logger:error("weft: poller process ~p ended (~p); restarting it", [Pid, Reason], #{domain => [weft]}),
+    {New, Poller} = start_poller(Poller),
+    {noreply, State#state{pollers = Rest#{New => Poller}}};
 handle_info(_Other, State) ->
     {noreply, State}.
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, _State) ->
-    weft_nif:stop().
+terminate(_Reason, #state{pollers = Pollers}) ->
+    weft_nif:stop(),
+    %% Stopped pollers end their processes; these are gone already or soon.
+    [exit(Pid, shutdown) || Pid <- maps:keys(Pollers)],
+    ok.
+
+start_poller(Poller) ->
+    {ok, Pid} = weft_poller:start_link(Poller),
+    {Pid, Poller}.
 
 notify(Kind, Node, #state{subscribers = Subs, callbacks = Cbs}) ->
     Msg = case Kind of up -> {nodeup, Node}; down -> {nodedown, Node} end,

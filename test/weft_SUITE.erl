@@ -14,7 +14,8 @@
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
-         callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1]).
+         callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1,
+         io_on_threads/1, a_killed_poller_process_is_restarted/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -28,7 +29,8 @@ all() ->
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
-     callbacks_and_monitor_nodes, every_kind_of_term_small_and_large].
+     callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
+     a_killed_poller_process_is_restarted].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -287,6 +289,9 @@ bad_config(_Config) ->
                  call(N, weft, start, [#{channels => [default, default]}])),
     ?assertEqual({error, {bad_config, heartbeat_timeout, 10}},
                  call(N, weft, start, [#{heartbeat_interval => 100, heartbeat_timeout => 10}])),
+    ?assertEqual({error, {bad_config, io, ports}}, call(N, weft, start, [#{io => ports}])),
+    ?assertEqual({error, {bad_config, pollers, 0}}, call(N, weft, start, [#{pollers => 0}])),
+    ?assertEqual({error, {bad_config, poll_linger_us, -1}}, call(N, weft, start, [#{poll_linger_us => -1}])),
     %% application environment checked the same way at start
     ok = call(N, application, set_env, [weft, affinity, maybe]),
     ?assertEqual({error, {bad_config, affinity, maybe}}, call(N, weft, start, [])),
@@ -474,3 +479,45 @@ every_kind_of_term_small_and_large(_Config) ->
     [?assertEqual(ok, call(A, weft_ct, mixed_round_trip, [node_of(B), Ch, Size]))
      || Ch <- [default, vnode], Size <- [10, 60000, 70000, 8 * 1024 * 1024]],
     ok.
+
+%% `io => threads': pollers on threads of their own instead of the
+%% schedulers; the same traffic arrives, a node of each mode in one cluster.
+io_on_threads(_Config) ->
+    A = start(weft, opts(#{io => threads, pollers => 2})),
+    B = start(weft, opts()),
+    ok = call(A, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    converge([A, B]),
+    call(A, weft_ct, echo, [echo]),
+    call(B, weft_ct, echo, [echo]),
+    [?assertEqual(ok, call(X, weft_ct, mixed_round_trip, [node_of(Y), Ch, Size]))
+     || {X, Y} <- [{A, B}, {B, A}], Ch <- [default, vnode], Size <- [10, 1024 * 1024]],
+    %% no poller processes on the threads node, one per scheduler on the other
+    ?assertEqual([], pollers(A)),
+    ?assertEqual(call(B, erlang, system_info, [schedulers_online]), length(pollers(B))),
+    ok.
+
+%% A poller's process that dies is started again, and its connections keep
+%% working: nothing is lost but what was in flight in that process.
+a_killed_poller_process_is_restarted(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    call(B, weft_ct, collector, [inbox]),
+    [ok = call(A, weft, forward, [NodeB, inbox, {before, I}, #{channel => vnode, partition_key => I}])
+     || I <- lists:seq(1, 16)],
+    ?assertEqual(16, length(call(B, weft_ct, collected, [inbox, 16]))),
+    Old = pollers(B),
+    ?assertNotEqual([], Old),
+    [call(B, erlang, exit, [P, kill]) || P <- Old],
+    weft_ct:wait_until(restarted, fun() ->
+                                          New = pollers(B),
+                                          length(New) =:= length(Old) andalso New -- Old =:= New
+                                  end),
+    [ok = call(A, weft, forward, [NodeB, inbox, {'after', I}, #{channel => vnode, partition_key => I}])
+     || I <- lists:seq(1, 16)],
+    ?assertEqual(32, length(call(B, weft_ct, collected, [inbox, 32]))),
+    ?assertEqual([node_of(A), NodeB], call(B, weft, members, [])),
+    ok.
+
+pollers(N) ->
+    [P || P <- call(N, erlang, processes, []),
+          {weft_poller, init, 1} =:= call(N, proc_lib, translate_initial_call, [P])].

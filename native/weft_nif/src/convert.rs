@@ -4,14 +4,14 @@ use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use weft_core::{ChannelSpec, NodeSpec, PeerStatus, Timing};
-use weft_transport::{Info, LaneState, TransportConfig};
+use weft_transport::{Info, IoMode, LaneState, TransportConfig};
 
 mod atoms {
     rustler::atoms! {
         name, listen_addrs, channels, parallelism, ip, port, epoch,
         node, listen, advertise, affinity, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
-        reconnect_max_backoff, gossip_interval, event_pid, io_threads,
+        reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, poll_linger_us,
         dropped, not_member, unknown_channel, too_large, no_destination,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
@@ -132,9 +132,28 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         )?,
         gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
     };
-    let io_threads = match get(opts, atoms::io_threads()) {
+    let io = match get(opts, atoms::io()).and_then(|t| t.decode::<Atom>().ok()) {
+        None => IoMode::Schedulers,
+        Some(a) if a == atoms::schedulers() => IoMode::Schedulers,
+        Some(a) if a == atoms::threads() => IoMode::Threads,
+        Some(_) => return Err("io"),
+    };
+    let pollers = match get(opts, atoms::pollers()) {
         None => 1,
-        Some(t) => t.decode::<usize>().map_err(|_| "io_threads")?,
+        Some(t) => t
+            .decode::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or("pollers")?,
+    };
+    let poll_linger = match get(opts, atoms::poll_linger_us()) {
+        None => std::time::Duration::from_micros(50),
+        Some(t) => t
+            .decode::<u64>()
+            .ok()
+            .filter(|us| *us <= 1_000_000)
+            .map(std::time::Duration::from_micros)
+            .ok_or("poll_linger_us")?,
     };
     let pid = get(opts, atoms::event_pid())
         .and_then(|t| t.decode::<LocalPid>().ok())
@@ -149,7 +168,9 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             cookie,
             max_frame_size,
             timing,
-            io_threads,
+            io,
+            pollers,
+            poll_linger,
         },
         pid,
     ))

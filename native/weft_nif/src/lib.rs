@@ -22,7 +22,7 @@ use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedEnv, Res
 use sink::NifSink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_transport::{Body, SendError, Transport};
+use weft_transport::{Body, Outcome, Poller, SendError, Transport};
 
 mod atoms {
     rustler::atoms! {
@@ -36,6 +36,10 @@ mod atoms {
         bad_option,
         decoded,
         fallback,
+        more,
+        linger,
+        wait,
+        stopped,
     }
 }
 
@@ -56,6 +60,16 @@ pub struct Guard {
 
 #[rustler::resource_impl]
 impl rustler::Resource for Guard {}
+
+/// One poller of the running transport, for the process that drives it
+/// (`weft_poller`).
+pub struct PollerRes {
+    poller: Arc<Poller>,
+    sink: Arc<NifSink>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for PollerRes {}
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -94,14 +108,24 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
     let listen = config.listen;
     let sink = Arc::new(NifSink::new(event_pid));
     sink::install_panic_hook();
-    match Transport::start(config, sink) {
+    match Transport::start(config, sink.clone()) {
         Ok(transport) => {
             let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
+            let pollers: Vec<ResourceArc<PollerRes>> = transport
+                .pollers()
+                .iter()
+                .map(|p| {
+                    ResourceArc::new(PollerRes {
+                        poller: p.clone(),
+                        sink: sink.clone(),
+                    })
+                })
+                .collect();
             *RUNNING.write() = Some(Arc::new(Running {
                 transport,
                 guard: id,
             }));
-            Ok((atoms::ok(), ResourceArc::new(Guard { id })).encode(env))
+            Ok((atoms::ok(), ResourceArc::new(Guard { id }), pollers).encode(env))
         }
         Err(weft_transport::StartError::Listen(_, e)) => Ok((
             atoms::error(),
@@ -117,12 +141,33 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
-fn stop() -> Atom {
+fn stop(env: Env) -> Atom {
     let r = RUNNING.write().take();
     if let Some(r) = r {
-        r.transport.stop();
+        sink::with_caller(env, || r.transport.stop());
     }
     atoms::ok()
+}
+
+/// One round of a poller (see `weft_transport::poller`), in the calling
+/// process (`weft_poller`): `more` (call again), `wait` (wait for a
+/// `{weft_poll, wake}` message, then call again) or `stopped`.
+#[rustler::nif]
+fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
+    let p = &res.poller;
+    if p.is_stopped() {
+        return atoms::stopped();
+    }
+    res.sink.register_poller(p.index(), env.pid());
+    sink::with_caller(env, || match p.poll() {
+        Outcome::Busy => {
+            rustler::schedule::consume_timeslice(env, 10);
+            atoms::more()
+        }
+        Outcome::Linger => atoms::linger(),
+        Outcome::Idle if p.try_idle() => atoms::wait(),
+        Outcome::Idle => atoms::more(),
+    })
 }
 
 #[rustler::nif]
@@ -269,7 +314,9 @@ fn send<'a>(
     };
     let node = node.to_term(env).atom_to_string()?;
     let channel_name = channel.to_term(env).atom_to_string()?;
-    Ok(match r.transport.send(&node, &channel_name, hash, body) {
+    // Queuing may wake a poller: a message from this process.
+    let sent = sink::with_caller(env, || r.transport.send(&node, &channel_name, hash, body));
+    Ok(match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {
             (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)

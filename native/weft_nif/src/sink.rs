@@ -3,21 +3,28 @@
 //!
 //! Large frames are read into a refc binary and decoded by [`etf`], so the
 //! large binaries in them reach the destination without another copy.
+//!
+//! Sends happen on two kinds of threads: the transport's own (no caller
+//! environment) and the BEAM's schedulers, inside a NIF call (a poller round,
+//! a send that wakes a poller). `enif_send` and `enif_whereis_pid` want the
+//! calling process's environment on a scheduler thread; [`with_caller`]
+//! makes it known for the duration of such a call.
 
 use crate::etf;
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
+use rustler::sys::{enif_send, ErlNifEnv};
 use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, OwnedBinary, OwnedEnv, Term};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr;
 use weft_core::{LaneKey, Level};
 use weft_transport::{FrameBuffer, Sink};
 
 mod atoms {
     rustler::atoms! {
-        weft_nif, nodeup, nodedown, log,
+        weft_nif, nodeup, nodedown, log, weft_poll, wake,
         debug, info, notice, warning, error,
         peer, channel, lane,
     }
@@ -27,19 +34,68 @@ mod atoms {
 static PANIC_PID: Lazy<RwLock<Option<LocalPid>>> = Lazy::new(|| RwLock::new(None));
 
 thread_local! {
-    // One message environment per transport thread, cleared after each send.
+    // One message environment per thread, cleared after each send.
     static MSG_ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
+    // The environment of the NIF call running on this thread, if any.
+    static CALLER: Cell<*mut ErlNifEnv> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Run `f` with `env` (the calling process's) as the environment that sends
+/// on this thread use.
+pub fn with_caller<R>(env: Env, f: impl FnOnce() -> R) -> R {
+    struct Restore(*mut ErlNifEnv);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLER.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLER.with(|c| c.replace(env.as_c_arg())));
+    f()
+}
+
+/// The caller environment for `enif_send` on this thread (NULL on threads
+/// the VM does not manage).
+fn caller() -> *mut ErlNifEnv {
+    CALLER.with(|c| c.get())
+}
+
+/// Build a message in a fresh environment and send it to `to`.
+fn send_built(to: &LocalPid, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) -> bool {
+    let env = OwnedEnv::new();
+    env.run(|e| {
+        let msg = build(e);
+        // SAFETY: `e` is the process-independent environment of `env`, alive
+        // for the call; `caller()` is valid on this thread (see with_caller).
+        unsafe { enif_send(caller(), to.as_c_arg(), e.as_c_arg(), msg.as_c_arg()) != 0 }
+    })
 }
 
 /// Sends into the BEAM on behalf of the transport.
 pub struct NifSink {
     events: LocalPid,
+    /// The process that drives each poller, once it has polled.
+    pollers: RwLock<Vec<Option<LocalPid>>>,
 }
 
 impl NifSink {
     pub fn new(events: LocalPid) -> Self {
         *PANIC_PID.write() = Some(events);
-        NifSink { events }
+        NifSink {
+            events,
+            pollers: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// `pid` drives poller `index`.
+    pub fn register_poller(&self, index: usize, pid: LocalPid) {
+        if self.pollers.read().get(index).copied().flatten() == Some(pid) {
+            return;
+        }
+        let mut p = self.pollers.write();
+        if p.len() <= index {
+            p.resize(index + 1, None);
+        }
+        p[index] = Some(pid);
     }
 }
 
@@ -49,10 +105,8 @@ impl NifSink {
 fn resolve(dest: Term) -> Option<LocalPid> {
     if dest.is_atom() {
         let mut pid = std::mem::MaybeUninit::uninit();
-        // NULL env: we are on a thread the VM does not manage.
-        let found = unsafe {
-            rustler::sys::enif_whereis_pid(ptr::null_mut(), dest.as_c_arg(), pid.as_mut_ptr())
-        };
+        let found =
+            unsafe { rustler::sys::enif_whereis_pid(caller(), dest.as_c_arg(), pid.as_mut_ptr()) };
         if found == 0 {
             return None;
         }
@@ -70,14 +124,7 @@ fn send_decoded(env: Env, term: Term) -> bool {
     let Some(pid) = resolve(dest) else {
         return false;
     };
-    unsafe {
-        rustler::sys::enif_send(
-            ptr::null_mut(),
-            pid.as_c_arg(),
-            env.as_c_arg(),
-            msg.as_c_arg(),
-        ) != 0
-    }
+    unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) != 0 }
 }
 
 /// Run `f` in this thread's message environment, then clear it.
@@ -161,12 +208,18 @@ impl Sink for NifSink {
     fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>) {
         send_log(&self.events, level, text, peer, lane);
     }
+
+    fn wake_poller(&self, index: usize) {
+        let pid = self.pollers.read().get(index).copied().flatten();
+        if let Some(pid) = pid {
+            send_built(&pid, |env| (atoms::weft_poll(), atoms::wake()).encode(env));
+        }
+    }
 }
 
 impl NifSink {
     fn event(&self, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) {
-        let mut env = OwnedEnv::new();
-        let _ = env.send_and_clear(&self.events, build);
+        send_built(&self.events, build);
     }
 }
 
@@ -188,8 +241,7 @@ fn level_atom(level: Level) -> Atom {
 
 /// `{weft_nif, log, Level, Text, #{peer => _, channel => _, lane => _}}`.
 fn send_log(to: &LocalPid, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>) {
-    let mut env = OwnedEnv::new();
-    let _ = env.send_and_clear(to, |env| {
+    send_built(to, |env| {
         let mut meta = Term::map_new(env);
         if let Some(p) = peer {
             meta = meta

@@ -90,17 +90,25 @@ impl Body {
 
     /// Fill `out` with slices of the bytes from offset `from` on; returns how
     /// many slices it filled (at most `out.len()`).
-    pub fn fill<'a>(&'a self, mut from: usize, out: &mut [IoSlice<'a>]) -> usize {
+    pub fn fill<'a>(&'a self, from: usize, out: &mut [IoSlice<'a>]) -> usize {
+        self.fill_max(from, out, usize::MAX)
+    }
+
+    /// As [`Body::fill`], with at most `max` bytes in the slices.
+    pub fn fill_max<'a>(&'a self, mut from: usize, out: &mut [IoSlice<'a>], max: usize) -> usize {
         let mut n = 0;
+        let mut left = max;
         for part in self.parts() {
-            if n == out.len() {
+            if n == out.len() || left == 0 {
                 break;
             }
             if from >= part.len() {
                 from -= part.len();
                 continue;
             }
-            out[n] = IoSlice::new(&part[from..]);
+            let take = (part.len() - from).min(left);
+            out[n] = IoSlice::new(&part[from..from + take]);
+            left -= take;
             from = 0;
             n += 1;
         }
@@ -182,6 +190,13 @@ mod tests {
         assert_eq!(b.fill(1, &mut out), 2);
         assert_eq!(&*out[0], b"bc");
         assert_eq!(&*out[1], b"de");
+        // a byte limit cuts the last slice
+        let mut out = [IoSlice::new(&[]); 8];
+        assert_eq!(b.fill_max(2, &mut out, 4), 3);
+        assert_eq!(&*out[0], b"c");
+        assert_eq!(&*out[1], b"de");
+        assert_eq!(&*out[2], b"f");
+        assert_eq!(b.fill_max(0, &mut out, 0), 0);
         // the owner lives exactly as long as the body, on any thread
         std::thread::spawn(move || drop(b)).join().unwrap();
         assert!(dropped.load(Ordering::SeqCst));

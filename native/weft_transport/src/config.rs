@@ -1,5 +1,6 @@
 //! Settings of a running transport, already validated by the Erlang side.
 
+pub use crate::poller::IoMode;
 use std::net::SocketAddr;
 use weft_core::{ChannelSpec, Timing};
 
@@ -22,6 +23,11 @@ pub struct TransportConfig {
     pub max_frame_size: u64,
     /// Heartbeats, failure detection, backoff and gossip timing.
     pub timing: Timing,
-    /// Threads of the tokio runtime.
-    pub io_threads: usize,
+    /// Where the pollers (socket reads, lane flushes) run.
+    pub io: IoMode,
+    /// How many pollers share the connections.
+    pub pollers: usize,
+    /// How long a poller keeps polling after traffic before it waits to be
+    /// woken (see [`crate::poller::Outcome::Linger`]).
+    pub poll_linger: std::time::Duration,
 }

@@ -3,7 +3,6 @@
 //! Reads check the frame size limit on the header, before allocating, so an
 //! oversized frame costs nothing but the connection it came on.
 
-use crate::sink::FrameBuffer;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use weft_core::frame::{header, parse_header, FrameError, FrameKind, HEADER_LEN};
@@ -20,18 +19,10 @@ pub enum ReadError {
 }
 
 /// Application frames of at least this many bytes are read into a buffer
-/// that the sink provides ([`Sink::frame_buffer`]).
+/// that the sink provides ([`Sink::frame_buffer`]), see [`crate::reader`].
 ///
 /// [`Sink::frame_buffer`]: crate::sink::Sink::frame_buffer
 pub const LARGE_FRAME: usize = 64 * 1024;
-
-/// A frame as read by [`read_incoming`].
-pub enum Incoming {
-    /// A control or handshake frame, or a small data frame.
-    Small(FrameKind, Vec<u8>),
-    /// A large data frame, in the buffer the allocator gave.
-    Large(Box<dyn FrameBuffer>),
-}
 
 async fn read_header<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -57,30 +48,6 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     Ok((kind, body))
-}
-
-/// Read one frame; a data frame of [`LARGE_FRAME`] bytes or more goes into
-/// a buffer from `alloc` (called with its length), read there directly.
-pub async fn read_incoming<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: u64,
-    alloc: impl FnOnce(usize) -> Box<dyn FrameBuffer>,
-) -> Result<Incoming, ReadError> {
-    let (kind, len) = read_header(r, max).await?;
-    if kind == FrameKind::Data && len >= LARGE_FRAME {
-        let mut buf = alloc(len);
-        let dst = buf.bytes_mut();
-        if dst.len() != len {
-            return Err(ReadError::Io(io::Error::other(
-                "frame buffer of the wrong size",
-            )));
-        }
-        r.read_exact(dst).await?;
-        return Ok(Incoming::Large(buf));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(Incoming::Small(kind, body))
 }
 
 /// Write one frame (not flushed).
@@ -115,31 +82,6 @@ mod tests {
         match read_frame(&mut b, 50).await {
             Err(ReadError::Frame(FrameError::TooLarge { size: 100, max: 50 })) => {}
             other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn large_data_frames_go_into_the_given_buffer() {
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        let big = vec![9u8; LARGE_FRAME];
-        write_frame(&mut a, FrameKind::Data, &big).await.unwrap();
-        write_frame(&mut a, FrameKind::Control, &big).await.unwrap();
-        write_frame(&mut a, FrameKind::Data, b"small")
-            .await
-            .unwrap();
-        let alloc = |n: usize| Box::new(vec![0u8; n]) as Box<dyn FrameBuffer>;
-        match read_incoming(&mut b, 1 << 20, alloc).await.unwrap() {
-            Incoming::Large(buf) => assert_eq!(buf.bytes(), big.as_slice()),
-            Incoming::Small(..) => panic!("a large data frame"),
-        }
-        // control frames never go to the sink's buffers, small ones neither
-        match read_incoming(&mut b, 1 << 20, alloc).await.unwrap() {
-            Incoming::Small(FrameKind::Control, body) => assert_eq!(body.len(), LARGE_FRAME),
-            _ => panic!("a control frame"),
-        }
-        match read_incoming(&mut b, 1 << 20, alloc).await.unwrap() {
-            Incoming::Small(FrameKind::Data, body) => assert_eq!(body, b"small"),
-            _ => panic!("a small data frame"),
         }
     }
 

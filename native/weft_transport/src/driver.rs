@@ -5,24 +5,20 @@
 //!
 //! The send path never goes through here: senders read the routing table.
 
-use crate::connection::{read_incoming, Incoming, ReadError};
+use crate::conn::Conn;
+use crate::connection::ReadError;
 use crate::handshake::{self, HandshakeError};
-use crate::lane::ConnHandle;
 use crate::Shared;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use weft_core::frame::{decode_control, encode_control};
-use weft_core::{Action, ConnId, Control, FrameKind, LaneKey, Level, Node, NodeSpec, Refusal};
+use weft_core::frame::encode_control;
+use weft_core::{Action, ConnId, Control, LaneKey, Level, Node, NodeSpec, Refusal};
 
 /// How often the core's timers are driven.
 const TICK: Duration = Duration::from_millis(20);
-/// Read buffer of a connection.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// What the driver is told.
 pub enum Msg {
@@ -30,13 +26,13 @@ pub enum Msg {
     Leave,
     Remove(String),
     Hello {
-        conn: Arc<ConnHandle>,
+        conn: ConnId,
         spec: NodeSpec,
         lane: LaneKey,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
     Dialed {
-        conn: Arc<ConnHandle>,
+        conn: ConnId,
         spec: NodeSpec,
         lane: LaneKey,
         attempt: u64,
@@ -65,7 +61,6 @@ pub enum Msg {
 pub struct Driver {
     core: Node,
     shared: Arc<Shared>,
-    conns: HashMap<ConnId, Arc<ConnHandle>>,
     start: Instant,
 }
 
@@ -74,7 +69,6 @@ impl Driver {
         Driver {
             core,
             shared,
-            conns: HashMap::new(),
             start: Instant::now(),
         }
     }
@@ -118,10 +112,7 @@ impl Driver {
                 lane,
                 reply,
             } => {
-                let r = self.core.on_hello(now, conn.id, &spec, &lane);
-                if r.is_ok() {
-                    self.conns.insert(conn.id, conn);
-                }
+                let r = self.core.on_hello(now, conn, &spec, &lane);
                 // Routes must exist before the connection attaches to them.
                 self.apply();
                 let _ = reply.send(r);
@@ -133,10 +124,7 @@ impl Driver {
                 attempt,
                 reply,
             } => {
-                let r = self.core.on_dialed(now, conn.id, &spec, &lane);
-                if r.is_ok() {
-                    self.conns.insert(conn.id, conn);
-                }
+                let r = self.core.on_dialed(now, conn, &spec, &lane);
                 if let Err(refusal) = &r {
                     let why = format!("connection not kept: {refusal}");
                     self.core
@@ -155,7 +143,10 @@ impl Driver {
                 .core
                 .on_dial_failed(now, &peer, &lane, attempt, refusal, &reason),
             Msg::Closed { conn, reason } => {
-                self.conns.remove(&conn);
+                let mut table = self.shared.conns.lock();
+                table.live.remove(&conn);
+                table.closed_early.remove(&conn);
+                drop(table);
                 self.core.on_closed(now, conn, &reason);
             }
             Msg::Control { from, conn, msg } => self.core.on_control(now, &from, conn, msg),
@@ -183,14 +174,22 @@ impl Driver {
                     tokio::spawn(dial(shared, local, peer, addrs, lane, attempt));
                 }
                 Action::Close { conn, reason } => {
-                    if let Some(h) = self.conns.remove(&conn) {
-                        self.shared.sink.log(
-                            Level::Debug,
-                            &format!("closing connection: {reason}"),
-                            None,
-                            None,
-                        );
-                        h.close();
+                    self.shared.sink.log(
+                        Level::Debug,
+                        &format!("closing connection: {reason}"),
+                        None,
+                        None,
+                    );
+                    let mut table = self.shared.conns.lock();
+                    match table.live.get(&conn).cloned() {
+                        Some(c) => {
+                            drop(table);
+                            c.close();
+                        }
+                        // Accepted but not handed to its poller yet.
+                        None => {
+                            table.closed_early.insert(conn);
+                        }
                     }
                 }
                 Action::Send { peer, msg } => {
@@ -230,8 +229,16 @@ impl Driver {
 
     fn shutdown(&mut self) {
         self.shared.routes.clear();
-        for (_, h) in self.conns.drain() {
-            h.close();
+        let conns: Vec<_> = self
+            .shared
+            .conns
+            .lock()
+            .live
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in conns {
+            c.close();
         }
         self.shared.up.write().clear();
     }
@@ -281,10 +288,9 @@ async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketA
         }
     };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let handle = ConnHandle::new(conn, s.local_addr().ok(), s.peer_addr().ok());
     let (tx, rx) = oneshot::channel();
     let _ = shared.driver.send(Msg::Hello {
-        conn: handle.clone(),
+        conn,
         spec: spec.clone(),
         lane: lane.clone(),
         reply: tx,
@@ -292,7 +298,7 @@ async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketA
     let verdict = rx.await.unwrap_or(Err(Refusal::Unavailable));
     let sent = handshake::answer(&mut s, &verdict).await;
     match verdict {
-        Ok(()) if sent.is_ok() => run(shared, s, spec.name, lane, handle).await,
+        Ok(()) if sent.is_ok() => run(shared, s, spec.name, lane, conn).await,
         Ok(()) => {
             let _ = shared.driver.send(Msg::Closed {
                 conn,
@@ -352,30 +358,22 @@ async fn dial(
         }
     };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let handle = ConnHandle::new(conn, s.local_addr().ok(), s.peer_addr().ok());
     let (tx, rx) = oneshot::channel();
     let _ = shared.driver.send(Msg::Dialed {
-        conn: handle.clone(),
+        conn,
         spec,
         lane: lane.clone(),
         attempt,
         reply: tx,
     });
     if let Ok(Ok(())) = rx.await {
-        run(shared, s, peer, lane, handle).await;
+        run(shared, s, peer, lane, conn).await;
     }
 }
 
-/// An established connection: attach its write half to the lane, read
-/// frames until it ends, then tell the driver.
-async fn run(
-    shared: Arc<Shared>,
-    s: TcpStream,
-    peer: String,
-    lane_key: LaneKey,
-    handle: Arc<ConnHandle>,
-) {
-    let conn = handle.id;
+/// An established connection: hand it to the poller of its lane, which
+/// reads it from now on, and to the lane, which writes to it.
+async fn run(shared: Arc<Shared>, s: TcpStream, peer: String, lane_key: LaneKey, conn: ConnId) {
     let Some(lane) = shared
         .routes
         .get(&peer)
@@ -387,73 +385,27 @@ async fn run(
         });
         return;
     };
-    let (r, w) = s.into_split();
-    lane.attach(conn, w, handle.clone());
-    let mut r = BufReader::with_capacity(READ_BUFFER, r);
-    let max = shared.config.max_frame_size;
-    let reason = loop {
-        let sink = &shared.sink;
-        let frame = tokio::select! {
-            _ = handle.closed() => break "closed locally".to_string(),
-            f = read_incoming(&mut r, max, |len| sink.frame_buffer(len)) => f,
-        };
-        match frame {
-            Ok(Incoming::Large(buf)) if !lane_key.is_control() => {
-                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
-                lane.stats
-                    .recv_bytes
-                    .fetch_add(buf.bytes().len() as u64, Ordering::Relaxed);
-                if !shared.sink.deliver_buffer(&peer, buf) {
-                    shared
-                        .routes
-                        .dropped
-                        .no_destination
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok(Incoming::Small(FrameKind::Data, body)) if !lane_key.is_control() => {
-                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
-                lane.stats
-                    .recv_bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
-                if !shared.sink.deliver(&peer, &body) {
-                    shared
-                        .routes
-                        .dropped
-                        .no_destination
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok(Incoming::Small(FrameKind::Control, body)) if lane_key.is_control() => {
-                lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
-                lane.stats
-                    .recv_bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
-                match decode_control(&body) {
-                    Ok(msg) => {
-                        let _ = shared.driver.send(Msg::Control {
-                            from: peer.clone(),
-                            conn,
-                            msg,
-                        });
-                    }
-                    Err(e) => break format!("bad control frame: {e}"),
-                }
-            }
-            Ok(Incoming::Small(kind, _)) => {
-                break format!("unexpected {kind:?} frame on this lane")
-            }
-            Ok(Incoming::Large(_)) => break "unexpected data frame on this lane".to_string(),
-            Err(ReadError::Eof) => break "closed by peer".to_string(),
-            Err(e) => {
-                let reason = format!("closing connection: {e}");
-                shared
-                    .sink
-                    .log(Level::Warning, &reason, Some(&peer), Some(&lane_key));
-                break reason;
-            }
+    // Leave tokio's reactor: the poller has the socket from here on.
+    let std = match s.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = shared.driver.send(Msg::Closed {
+                conn,
+                reason: format!("cannot take the socket: {e}"),
+            });
+            return;
         }
     };
-    lane.detach(conn);
-    let _ = shared.driver.send(Msg::Closed { conn, reason });
+    let poller = lane.poller().clone();
+    let c = Conn::new(conn, std, poller.clone());
+    {
+        let mut table = shared.conns.lock();
+        // The driver may have asked to close it already (replaced meanwhile).
+        if table.closed_early.remove(&conn) {
+            c.close();
+        }
+        table.live.insert(conn, c.clone());
+    }
+    lane.attach(c.clone());
+    poller.attach(c, peer, lane, shared.config.max_frame_size);
 }

@@ -5,30 +5,43 @@
 //! right after `join` is not lost while the lanes come up.
 //!
 //! Sending takes the short way when it can: if the lane is connected,
-//! nothing is queued or being written, and the previous frame was not pushed
-//! a moment ago (a stream is better served by the writer's batching), the
-//! caller (a BEAM scheduler, inside the send NIF) writes the frame itself
-//! with one non-blocking `writev`. No thread hand-off, no wake-up. Whatever does not fit in the socket buffer
-//! is queued, and the lane's writer task (on the tokio runtime) finishes
-//! it, waiting for the socket to become writable. While the writer owns
-//! the stream (`busy`) or frames wait, new frames queue behind them, so
-//! frames leave in the order they were pushed.
+//! nothing is queued or being written, the frame is small, and the previous
+//! frame was not pushed a moment ago (a stream is better served by
+//! batching), the caller (a BEAM scheduler, inside the send NIF) writes the
+//! frame itself with one non-blocking `writev`. Otherwise the frame is
+//! queued and the lane asks its [`Poller`] for a flush; the poller writes
+//! the queue in batches ([`Lane::flush`]) and, when the socket is full,
+//! again once it becomes writable. While a flush holds frames (`busy`) or
+//! frames wait, new frames queue behind them, so frames leave in the order
+//! they were pushed.
 
 use crate::body::Body;
+use crate::conn::Conn;
+use crate::poller::Poller;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
 use weft_core::frame::{header, HEADER_LEN};
 use weft_core::{ConnId, FrameKind, LaneKey};
 
-/// Frames written with one `writev` by the writer task.
+/// Frames taken for one `writev` by a flush.
 const BATCH_FRAMES: usize = 64;
+
+/// Bytes one flush offers to one `writev`, so that a flush (on a scheduler,
+/// in the default mode) stays short even with a large frame queued.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Frames larger than this are never written by the sender itself: the
+/// copy into the socket buffer would run long on the sender's scheduler.
+const DIRECT_MAX: usize = 64 * 1024;
+
+/// How long a stopped lane's connection stays open after its last frame,
+/// so that the peer reads everything and closes first.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Slices in one `writev` (Linux's `IOV_MAX` is 1024).
 const MAX_SLICES: usize = 1024;
@@ -66,14 +79,21 @@ impl Outgoing {
 
     /// Fill `out` with the unsent part; returns how many slices it used.
     fn fill<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        if out.is_empty() {
+        self.fill_at_most(out, usize::MAX)
+    }
+
+    /// As `fill`, with at most `max` bytes in the slices.
+    fn fill_at_most<'a>(&'a self, out: &mut [IoSlice<'a>], max: usize) -> usize {
+        if out.is_empty() || max == 0 {
             return 0;
         }
         if self.sent < HEADER_LEN {
-            out[0] = IoSlice::new(&self.header[self.sent..]);
-            1 + self.body.fill(0, &mut out[1..])
+            let h = &self.header[self.sent..];
+            let take = h.len().min(max);
+            out[0] = IoSlice::new(&h[..take]);
+            1 + self.body.fill_max(0, &mut out[1..], max - take)
         } else {
-            self.body.fill(self.sent - HEADER_LEN, out)
+            self.body.fill_max(self.sent - HEADER_LEN, out, max)
         }
     }
 }
@@ -98,21 +118,28 @@ pub struct Socket {
     pub remote: Option<SocketAddr>,
 }
 
-struct Attached {
-    conn: ConnId,
-    half: Arc<OwnedWriteHalf>,
-    handle: Arc<ConnHandle>,
-}
-
 #[derive(Default)]
 struct Out {
     queue: VecDeque<Outgoing>,
-    socket: Option<Attached>,
-    /// The writer task holds frames taken off the queue and is writing them.
+    socket: Option<Arc<Conn>>,
+    /// A flush holds frames taken off the queue and is writing them.
     busy: bool,
     stopped: bool,
+    /// A flush was asked of the poller and has not started yet.
+    flush_asked: bool,
     /// When the previous frame was pushed.
     last_push: Option<Instant>,
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing left to write for now.
+    Done,
+    /// The socket is full: flush again once it is writable.
+    Blocked,
+    /// A batch went out and more is queued: flush again soon.
+    More,
 }
 
 /// One lane to one peer.
@@ -120,25 +147,30 @@ pub struct Lane {
     pub key: LaneKey,
     pub stats: LaneStats,
     out: Mutex<Out>,
-    wake: Notify,
+    poller: Arc<Poller>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Lane {
-    /// A lane with its writer task spawned on the current runtime.
-    pub fn spawn(key: LaneKey) -> Arc<Lane> {
-        let lane = Arc::new(Lane {
+    /// A lane whose connections `poller` serves; `runtime` runs its timers.
+    pub fn new(key: LaneKey, poller: Arc<Poller>, runtime: tokio::runtime::Handle) -> Arc<Lane> {
+        Arc::new(Lane {
             key,
             stats: LaneStats::default(),
             out: Mutex::new(Out::default()),
-            wake: Notify::new(),
-        });
-        tokio::spawn(writer(lane.clone()));
-        lane
+            poller,
+            runtime,
+        })
+    }
+
+    /// The poller that serves this lane's connections.
+    pub fn poller(&self) -> &Arc<Poller> {
+        &self.poller
     }
 
     /// Send a frame: written at once when the lane is idle, else queued.
     /// Never blocks; callable from any thread.
-    pub fn push(&self, kind: FrameKind, body: Body) {
+    pub fn push(self: &Arc<Self>, kind: FrameKind, body: Body) {
         let mut f = Outgoing::new(kind, body);
         let mut out = self.out.lock();
         if out.stopped {
@@ -151,30 +183,38 @@ impl Lane {
             .last_push
             .is_some_and(|t| now.duration_since(t) < STREAM_GAP);
         out.last_push = Some(now);
-        if !out.busy && out.queue.is_empty() && !streaming {
-            if let Some(s) = &out.socket {
+        if !out.busy && out.queue.is_empty() && !streaming && f.body.len() <= DIRECT_MAX {
+            if let Some(conn) = &out.socket {
                 let mut slices = [IoSlice::new(&[]); DIRECT_SLICES];
                 let n = f.fill(&mut slices);
-                match s.half.try_write_vectored(&slices[..n]) {
+                match conn.stream().write_vectored(&slices[..n]) {
                     Ok(n) if n == f.len() => {
                         drop(out);
                         self.sent(f.body.len());
                         return;
                     }
                     Ok(n) => f.sent = n,
-                    // WouldBlock: the writer waits for room. Another error:
-                    // the reader sees it too and reports the connection lost.
+                    // WouldBlock: the flush waits for room. Another error:
+                    // the poller sees it too and reports the connection lost.
                     Err(_) => {}
                 }
             }
         }
         self.queued(f.body.len() as i64);
         out.queue.push_back(f);
-        let idle = !out.busy;
-        drop(out);
-        if idle {
-            self.wake.notify_one();
+        self.ask_flush(out);
+    }
+
+    /// Ask the poller for a flush, unless one is already asked for or a
+    /// flush is running (it looks at the queue again when it ends).
+    fn ask_flush(self: &Arc<Self>, mut out: parking_lot::MutexGuard<'_, Out>) {
+        // Unconnected: `attach` asks when a connection comes.
+        if out.flush_asked || out.busy || (out.socket.is_none() && !out.stopped) {
+            return;
         }
+        out.flush_asked = true;
+        drop(out);
+        self.poller.flush_later(self.clone());
     }
 
     fn queued(&self, bytes: i64) {
@@ -198,217 +238,191 @@ impl Lane {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Hand the lane a connection's write half; the previous one, if any, is
-    /// closed.
-    pub fn attach(&self, conn: ConnId, w: OwnedWriteHalf, handle: Arc<ConnHandle>) {
-        let old = self.out.lock().socket.replace(Attached {
-            conn,
-            half: Arc::new(w),
-            handle,
-        });
-        if let Some(old) = old {
-            old.handle.close();
+    /// Hand the lane a connection; the previous one, if any, is closed.
+    pub fn attach(self: &Arc<Self>, conn: Arc<Conn>) {
+        let mut out = self.out.lock();
+        if let Some(old) = out.socket.replace(conn) {
+            old.close();
         }
-        self.wake.notify_one();
+        if !out.queue.is_empty() || out.stopped {
+            self.ask_flush(out);
+        }
     }
 
     /// The connection `conn` is gone; stop writing to it.
     pub fn detach(&self, conn: ConnId) {
         let mut out = self.out.lock();
-        if out.socket.as_ref().is_some_and(|s| s.conn == conn) {
+        if out.socket.as_ref().is_some_and(|s| s.id == conn) {
             out.socket = None;
         }
     }
 
-    /// Write what is queued (if connected), shut the connection down, and end
-    /// the writer. Frames of an unconnected lane are dropped.
-    pub fn stop(&self) {
-        self.out.lock().stopped = true;
-        self.wake.notify_one();
+    /// Write what is queued (if connected), then close the connection and
+    /// take no more frames. Frames of an unconnected lane are dropped.
+    pub fn stop(self: &Arc<Self>) {
+        let mut out = self.out.lock();
+        out.stopped = true;
+        self.ask_flush(out);
     }
 
     /// The socket the lane is on now.
     pub fn socket(&self) -> Socket {
         match &self.out.lock().socket {
-            Some(s) => Socket {
-                conn: Some(s.conn),
-                local: s.handle.local,
-                remote: s.handle.remote,
+            Some(c) => Socket {
+                conn: Some(c.id),
+                local: c.local,
+                remote: c.remote,
             },
             None => Socket::default(),
         }
     }
-}
 
-/// Lets a lane (or the driver) close a connection whose reader runs
-/// elsewhere.
-pub struct ConnHandle {
-    pub id: ConnId,
-    pub local: Option<SocketAddr>,
-    pub remote: Option<SocketAddr>,
-    closed: Notify,
-}
-
-impl ConnHandle {
-    pub fn new(id: ConnId, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Arc<Self> {
-        Arc::new(ConnHandle {
-            id,
-            local,
-            remote,
-            closed: Notify::new(),
-        })
-    }
-
-    /// Ask the reader to stop; the socket closes when both halves are gone.
-    pub fn close(&self) {
-        self.closed.notify_one();
-    }
-
-    /// Close after `after`, giving the peer time to close first.
-    pub fn close_later(self: &Arc<Self>, after: Duration) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            me.close();
-        });
-    }
-
-    /// Resolves once `close` was called.
-    pub async fn closed(&self) {
-        self.closed.notified().await
-    }
-}
-
-/// Write `batch` (in order) to `half`, waiting for room as needed. Counts
-/// each frame as it completes; on error returns how many completed.
-async fn write_batch(
-    lane: &Lane,
-    half: &OwnedWriteHalf,
-    batch: &mut VecDeque<Outgoing>,
-) -> io::Result<()> {
-    while !batch.is_empty() {
-        let written = {
-            let wanted: usize = batch.iter().map(|f| 1 + f.body.parts().count()).sum();
-            let mut slices = vec![IoSlice::new(&[]); wanted.min(MAX_SLICES)];
-            let mut n = 0;
-            for f in batch.iter() {
-                if n == slices.len() {
-                    break;
+    /// Write one batch of what is queued; called by the lane's poller.
+    pub fn flush(self: &Arc<Self>) -> Flush {
+        let (conn, mut batch) = {
+            let mut out = self.out.lock();
+            out.flush_asked = false;
+            if out.busy {
+                return Flush::Done;
+            }
+            let Some(conn) = out.socket.clone() else {
+                if out.stopped {
+                    self.drop_queue(&mut out);
                 }
-                n += f.fill(&mut slices[n..]);
-            }
-            half.writable().await?;
-            match half.try_write_vectored(&slices[..n]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        let mut left = written;
-        while left > 0 {
-            let f = batch.front_mut().expect("bytes written belong to a frame");
-            let unsent = f.len() - f.sent;
-            if left >= unsent {
-                left -= unsent;
-                let f = batch.pop_front().expect("front exists");
-                lane.sent(f.body.len());
-            } else {
-                f.sent += left;
-                left = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The lane's writer: finishes what direct sends could not, in order.
-async fn writer(lane: Arc<Lane>) {
-    loop {
-        // Take the next batch, or learn there is nothing to do.
-        let job = {
-            let mut out = lane.out.lock();
-            match (&out.socket, out.queue.is_empty(), out.stopped) {
-                (_, true, true) | (None, _, true) => None,
-                (Some(s), false, _) => {
-                    let half = s.half.clone();
-                    let handle = s.handle.clone();
-                    let n = out.queue.len().min(BATCH_FRAMES);
-                    let batch: VecDeque<Outgoing> = out.queue.drain(..n).collect();
-                    out.busy = true;
-                    Some(Some((half, handle, batch)))
+                // Not connected: the queue waits for `attach`.
+                return Flush::Done;
+            };
+            if out.queue.is_empty() {
+                if out.stopped {
+                    // Everything went out: end of stream, after a grace
+                    // period for the peer to read it and close first.
+                    out.socket = None;
+                    conn.close_later(&self.runtime, CLOSE_GRACE);
                 }
-                _ => Some(None),
+                return Flush::Done;
             }
+            let n = out.queue.len().min(BATCH_FRAMES);
+            let batch: VecDeque<Outgoing> = out.queue.drain(..n).collect();
+            out.busy = true;
+            (conn, batch)
         };
-        match job {
-            // Stopped with nothing left to write (or no socket to write to).
-            None => break,
-            // Nothing to write now: sleep until pushed, attached or stopped.
-            Some(None) => lane.wake.notified().await,
-            Some(Some((half, handle, mut batch))) => {
+        let result = write_batch(self, conn.stream(), &mut batch);
+        let mut out = self.out.lock();
+        out.busy = false;
+        match result {
+            Ok(done) => {
+                // What did not go out goes back to the front, in order.
+                for f in batch.into_iter().rev() {
+                    out.queue.push_front(f);
+                }
+                if !done {
+                    Flush::Blocked
+                } else if !out.queue.is_empty() || out.stopped {
+                    Flush::More
+                } else {
+                    Flush::Done
+                }
+            }
+            Err(_) => {
+                // The poller sees the failure too and reports it; what was
+                // in flight is lost with the connection.
                 for f in &batch {
-                    lane.queued(-(f.body.len() as i64));
+                    self.queued(-(f.body.len() as i64));
                 }
-                let result = write_batch(&lane, &half, &mut batch).await;
-                let mut out = lane.out.lock();
-                out.busy = false;
-                if result.is_err() {
-                    // The reader sees the failure too and reports it; what
-                    // was in flight is lost with the connection.
-                    handle.close();
-                    if out
-                        .socket
-                        .as_ref()
-                        .is_some_and(|s| Arc::ptr_eq(&s.half, &half))
-                    {
-                        out.socket = None;
-                    }
-                    lane.stats
-                        .dropped_frames
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .dropped_frames
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if out.socket.as_ref().is_some_and(|s| s.id == conn.id) {
+                    out.socket = None;
                 }
+                drop(out);
+                conn.close();
+                Flush::Done
             }
         }
     }
-    // Stopped: let the peer read everything, then end of stream. The write
-    // half shuts down when its last reference goes; the reader gets a grace
-    // period to see the peer close first.
-    let mut out = lane.out.lock();
-    if let Some(s) = out.socket.take() {
-        s.handle.close_later(Duration::from_secs(2));
+
+    fn drop_queue(&self, out: &mut Out) {
+        for f in out.queue.drain(..) {
+            self.queued(-(f.body.len() as i64));
+            self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    for f in out.queue.drain(..) {
-        lane.queued(-(f.body.len() as i64));
-        lane.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Write `batch` with one `writev` of at most [`BATCH_BYTES`] bytes,
+/// counting each frame that completes. `Ok(true)`: the socket took all it
+/// was offered (what is left can go at once); `Ok(false)`: it is full.
+fn write_batch(
+    lane: &Lane,
+    mut stream: &std::net::TcpStream,
+    batch: &mut VecDeque<Outgoing>,
+) -> io::Result<bool> {
+    let wanted: usize = batch.iter().map(|f| 1 + f.body.parts().count()).sum();
+    let mut slices = vec![IoSlice::new(&[]); wanted.min(MAX_SLICES)];
+    let mut n = 0;
+    let mut offered = 0;
+    for f in batch.iter() {
+        if n == slices.len() || offered == BATCH_BYTES {
+            break;
+        }
+        let before = n;
+        n += f.fill_at_most(&mut slices[n..], BATCH_BYTES - offered);
+        offered += slices[before..n].iter().map(|s| s.len()).sum::<usize>();
     }
+    let written = loop {
+        match stream.write_vectored(&slices[..n]) {
+            Ok(w) => break w,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut left = written;
+    while left > 0 {
+        let f = batch.front_mut().expect("bytes written belong to a frame");
+        let unsent = f.len() - f.sent;
+        if left >= unsent {
+            left -= unsent;
+            let f = batch.pop_front().expect("front exists");
+            lane.queued(-(f.body.len() as i64));
+            lane.sent(f.body.len());
+        } else {
+            f.sent += left;
+            left = 0;
+        }
+    }
+    Ok(written == offered)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::read_frame;
+    use crate::poller::{run_thread, IoMode};
+    use std::io::Read;
 
     /// Frames pushed from several threads at once, some large enough to fill
-    /// the socket buffer (so direct writes, partial writes and the writer
-    /// task all take turns), arrive complete and in each thread's order.
+    /// the socket buffer (so direct writes, partial writes and flushes by the
+    /// poller all take turns), arrive complete and in each thread's order.
     #[test]
     fn concurrent_pushes_keep_per_sender_order() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let (lane, mut reader) = rt.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            let lane = Lane::spawn(LaneKey::control());
-            let (_r, w) = client.into_split();
-            std::mem::forget(_r);
-            lane.attach(1, w, ConnHandle::new(1, None, None));
-            (lane, server)
-        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let poller = Poller::new(0, IoMode::Threads, Duration::from_micros(50)).unwrap();
+        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
+        let conn = Conn::new(1, client, poller.clone());
+        lane.attach(conn.clone());
+        poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+        let driving = {
+            let p = poller.clone();
+            std::thread::spawn(move || run_thread(p))
+        };
         const THREADS: u32 = 4;
         const FRAMES: u32 = 2000;
         let senders: Vec<_> = (0..THREADS)
@@ -425,17 +439,18 @@ mod tests {
                 })
             })
             .collect();
-        let next = rt.block_on(async {
-            let mut next = [0u32; THREADS as usize];
-            for _ in 0..THREADS * FRAMES {
-                let (_, body) = read_frame(&mut reader, 1 << 20).await.unwrap();
-                let t = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
-                let seq = u32::from_be_bytes(body[4..8].try_into().unwrap());
-                assert_eq!(seq, next[t], "thread {t} out of order");
-                next[t] += 1;
-            }
-            next
-        });
+        let mut next = [0u32; THREADS as usize];
+        for _ in 0..THREADS * FRAMES {
+            let mut h = [0u8; HEADER_LEN];
+            server.read_exact(&mut h).unwrap();
+            let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
+            let mut body = vec![0u8; len];
+            server.read_exact(&mut body).unwrap();
+            let t = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
+            let seq = u32::from_be_bytes(body[4..8].try_into().unwrap());
+            assert_eq!(seq, next[t], "thread {t} out of order");
+            next[t] += 1;
+        }
         for s in senders {
             s.join().unwrap();
         }
@@ -445,5 +460,7 @@ mod tests {
             u64::from(THREADS * FRAMES)
         );
         assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 0);
+        poller.stop();
+        driving.join().unwrap();
     }
 }

@@ -1,35 +1,47 @@
 //! # weft_transport
 //!
-//! The tokio driver around [`weft_core`]: a listener, one writer task per
-//! lane, one reader task per connection, the handshake, and a driver task
-//! that owns the core and carries out its actions. Runs on its own runtime
-//! threads, so callers (NIF functions) only enqueue and return.
+//! The I/O around [`weft_core`]. A tokio runtime (one thread) runs the
+//! listener, the dials and handshakes, and the driver task that owns the
+//! core and carries out its actions. Established connections belong to
+//! [`poller`]s, which read them and flush their lanes without tokio: on the
+//! BEAM's schedulers (driven by Erlang processes) or on threads of their
+//! own. Callers (NIF functions) only write or enqueue, and return.
 //!
 //! - [`config`]: settings; [`sink`]: where deliveries and events go;
+//! - [`conn`]: an established connection; [`reader`]: frames from a
+//!   non-blocking socket; [`poller`]: who reads and flushes, and when;
 //! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
 //! - [`connection`]: framing over a socket; [`handshake`]: the hello and the
 //!   cookie proofs; [`lane`]: send queues and their writers;
 //! - [`routes`]: the send path (node, channel, hash -> lane queue);
-//! - `driver`: the core's event loop; [`info`]: snapshots for `weft:info()`.
+//! - `driver`: the core's event loop and handshakes; [`info`]: snapshots
+//!   for `weft:info()`.
 
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod connection;
 mod driver;
 pub mod handshake;
 pub mod info;
 pub mod lane;
+pub mod poller;
+pub mod reader;
 pub mod routes;
 pub mod sink;
 
 pub use body::Body;
-pub use config::TransportConfig;
+pub use config::{IoMode, TransportConfig};
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
+pub use poller::{Outcome, Poller};
 pub use routes::SendError;
 pub use sink::{FrameBuffer, Sink};
 
+use conn::Conn;
 use parking_lot::{Mutex, RwLock};
+use poller::Watcher;
 use routes::Routes;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -46,6 +58,15 @@ pub(crate) struct Shared {
     sink: Arc<dyn Sink>,
     driver: mpsc::UnboundedSender<driver::Msg>,
     next_conn: AtomicU64,
+    conns: Mutex<ConnTable>,
+}
+
+/// Established connections, for the driver to close them.
+#[derive(Default)]
+struct ConnTable {
+    live: HashMap<weft_core::ConnId, Arc<Conn>>,
+    /// Closed by the driver before their handshake task handed them over.
+    closed_early: HashSet<weft_core::ConnId>,
 }
 
 /// Why the transport could not start.
@@ -55,23 +76,43 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the pollers: {0}")]
+    Pollers(std::io::Error),
 }
 
 /// A running transport. Dropping it stops it.
 pub struct Transport {
     shared: Arc<Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    pollers: Vec<Arc<Poller>>,
+    watcher: Option<Arc<Watcher>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Transport {
     /// Bind the listener, start the runtime threads and the driver.
     pub fn start(config: TransportConfig, sink: Arc<dyn Sink>) -> Result<Transport, StartError> {
+        // Handshakes, timers and the membership need little: one thread.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.io_threads.max(1))
+            .worker_threads(1)
             .thread_name("weft-io")
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
+        let pollers: Vec<Arc<Poller>> = (0..config.pollers.max(1))
+            .map(|i| Poller::new(i, config.io, config.poll_linger))
+            .collect::<std::io::Result<_>>()
+            .map_err(StartError::Pollers)?;
+        let watcher = match config.io {
+            IoMode::Schedulers => {
+                let w = Watcher::new().map_err(StartError::Pollers)?;
+                for p in &pollers {
+                    p.set_watcher(w.clone()).map_err(StartError::Pollers)?;
+                }
+                Some(w)
+            }
+            IoMode::Threads => None,
+        };
         let std_listener = std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|e| StartError::Listen(config.listen, e))?;
@@ -101,6 +142,8 @@ impl Transport {
             config.channels.iter().map(|c| c.name.clone()).collect(),
             config.affinity,
             config.max_frame_size,
+            pollers.clone(),
+            runtime.handle().clone(),
         );
         let shared = Arc::new(Shared {
             config,
@@ -110,7 +153,31 @@ impl Transport {
             sink,
             driver: tx,
             next_conn: AtomicU64::new(1),
+            conns: Mutex::new(ConnTable::default()),
         });
+        for p in &pollers {
+            p.set_shared(&shared);
+        }
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(StartError::Pollers)
+        };
+        match &watcher {
+            Some(w) => {
+                let (w, ps) = (w.clone(), pollers.clone());
+                threads.push(spawn("weft-watch".into(), Box::new(move || w.run(ps)))?);
+            }
+            None => {
+                for p in &pollers {
+                    let p = p.clone();
+                    let name = format!("weft-poll-{}", p.index());
+                    threads.push(spawn(name, Box::new(move || poller::run_thread(p)))?);
+                }
+            }
+        }
         {
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)
@@ -121,7 +188,21 @@ impl Transport {
         Ok(Transport {
             shared,
             runtime: Mutex::new(Some(runtime)),
+            pollers,
+            watcher,
+            threads: Mutex::new(threads),
         })
+    }
+
+    /// The pollers that the embedding program must drive, calling
+    /// [`Poller::poll`] on each (see [`poller`]): all of them in
+    /// [`IoMode::Schedulers`], none in [`IoMode::Threads`] (threads of the
+    /// transport drive them).
+    pub fn pollers(&self) -> &[Arc<Poller>] {
+        match self.shared.config.io {
+            IoMode::Schedulers => &self.pollers,
+            IoMode::Threads => &[],
+        }
     }
 
     /// Queue `body` for `peer` on `channel`; `hash` picks the lane when
@@ -188,6 +269,15 @@ impl Transport {
             let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await });
         }
         rt.shutdown_timeout(Duration::from_secs(1));
+        for p in &self.pollers {
+            p.stop();
+        }
+        if let Some(w) = &self.watcher {
+            w.shutdown();
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::body::Body;
 use crate::lane::Lane;
+use crate::poller::Poller;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,8 @@ pub enum SendError {
 /// The routing table.
 pub struct Routes {
     peers: RwLock<HashMap<String, Arc<PeerRoute>>>,
+    pollers: Vec<Arc<Poller>>,
+    runtime: tokio::runtime::Handle,
     channels: Vec<String>,
     affinity: bool,
     max_frame: u64,
@@ -61,9 +64,17 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(channels: Vec<String>, affinity: bool, max_frame: u64) -> Self {
+    pub fn new(
+        channels: Vec<String>,
+        affinity: bool,
+        max_frame: u64,
+        pollers: Vec<Arc<Poller>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Routes {
             peers: RwLock::new(HashMap::new()),
+            pollers,
+            runtime,
             channels,
             affinity,
             max_frame,
@@ -126,7 +137,10 @@ impl Routes {
         let keep = |key: LaneKey| {
             old.as_ref()
                 .and_then(|r| r.lane(&key).cloned())
-                .unwrap_or_else(|| Lane::spawn(key))
+                .unwrap_or_else(|| {
+                    let poller = crate::poller::pick(&self.pollers, peer, &key);
+                    Lane::new(key, poller, self.runtime.clone())
+                })
         };
         let control = keep(LaneKey::control());
         let mut channels = HashMap::new();

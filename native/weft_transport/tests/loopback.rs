@@ -65,7 +65,9 @@ fn node(name: &str, cookie: &str, max_frame: u64) -> (Transport, Receiver<Ev>) {
             reconnect_max_backoff: 200,
             gossip_interval: 200,
         },
-        io_threads: 2,
+        io: weft_transport::IoMode::Threads,
+        pollers: 2,
+        poll_linger: Duration::from_micros(50),
     };
     let t = Transport::start(config, Arc::new(TestSink(Mutex::new(tx)))).unwrap();
     (t, rx)

@@ -1,0 +1,71 @@
+//! An established connection: the socket after its handshake, shared by the
+//! lane that writes to it and the poller that reads from it.
+//!
+//! The socket is non-blocking. Writes happen on whatever thread sends (a
+//! scheduler, inside the send NIF) or on the poller that flushes the lane;
+//! reads happen only on the poller. Closing is a request: the poller drops
+//! its registration and reports the end to the driver, once.
+
+use crate::poller::Poller;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_core::ConnId;
+
+/// One TCP connection of one lane.
+pub struct Conn {
+    pub id: ConnId,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    stream: TcpStream,
+    poller: Arc<Poller>,
+    closing: AtomicBool,
+}
+
+impl Conn {
+    /// Wrap a connected, non-blocking socket that `poller` will serve.
+    pub fn new(id: ConnId, stream: TcpStream, poller: Arc<Poller>) -> Arc<Conn> {
+        Arc::new(Conn {
+            id,
+            local: stream.local_addr().ok(),
+            remote: stream.peer_addr().ok(),
+            stream,
+            poller,
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    /// The socket, for non-blocking reads and writes.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The poller that reads this connection.
+    pub fn poller(&self) -> &Arc<Poller> {
+        &self.poller
+    }
+
+    /// Ask for the connection to close; idempotent. Frames not yet written
+    /// are not sent.
+    pub fn close(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.poller.close(self.id);
+        }
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Close after `after`, giving the peer time to read what was written
+    /// and close first. Needs a tokio runtime (the transport's).
+    pub fn close_later(self: &Arc<Self>, rt: &tokio::runtime::Handle, after: Duration) {
+        let me = self.clone();
+        rt.spawn(async move {
+            tokio::time::sleep(after).await;
+            me.close();
+        });
+    }
+}

@@ -1,0 +1,420 @@
+//! Reading frames from a non-blocking socket, a bounded amount at a time.
+//!
+//! [`FrameReader`] keeps what a connection has received but not yet
+//! delivered: a read buffer for small frames, and the partly filled buffer of
+//! a large frame. Each call to [`FrameReader::read`] reads until the socket
+//! has nothing more (`Drained`) or the byte budget is used up (`Budget`: call
+//! again later, the socket may hold more), handing each complete frame to a
+//! callback as it goes. Small frames are handed as slices of the read buffer
+//! (no allocation); a data frame of [`LARGE_FRAME`] bytes or more is read
+//! into a buffer from the allocator, straight from the socket.
+
+use crate::connection::{ReadError, LARGE_FRAME};
+use crate::sink::FrameBuffer;
+use std::io::{self, Read};
+use weft_core::frame::{parse_header, FrameKind, HEADER_LEN};
+
+/// Size of the read buffer; a control frame larger than this grows it.
+const BUFFER: usize = 64 * 1024;
+
+/// A frame handed to the callback.
+pub enum Frame<'a> {
+    /// A control frame, or a data frame below [`LARGE_FRAME`] bytes.
+    Small(FrameKind, &'a [u8]),
+    /// A large data frame, in its own buffer.
+    Large(Box<dyn FrameBuffer>),
+}
+
+/// Why a read stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// The socket has nothing more to read now.
+    Drained,
+    /// The budget is used up; the socket may have more.
+    Budget,
+    /// The peer closed the connection.
+    Closed,
+}
+
+/// The receiving state of one connection.
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    large: Option<(Box<dyn FrameBuffer>, usize)>,
+    max: u64,
+    read: u64,
+}
+
+impl FrameReader {
+    /// A reader that refuses frames whose body exceeds `max` bytes.
+    pub fn new(max: u64) -> Self {
+        FrameReader {
+            buf: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+            large: None,
+            max,
+            read: 0,
+        }
+    }
+
+    /// Bytes read from the socket so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Read up to about `budget` bytes from `src`, handing each complete
+    /// frame to `on_frame`. An error from `on_frame` ends the read with
+    /// that reason.
+    pub fn read<S: Read>(
+        &mut self,
+        mut src: S,
+        budget: usize,
+        alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
+        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+    ) -> Result<ReadStatus, ReadError> {
+        let mut left = budget;
+        loop {
+            // A large frame in progress reads straight into its buffer.
+            if let Some((buf, filled)) = &mut self.large {
+                let rest = buf.bytes().len() - *filled;
+                if rest > 0 {
+                    if left == 0 {
+                        return Ok(ReadStatus::Budget);
+                    }
+                    let want = rest.min(left);
+                    let dst = &mut buf.bytes_mut()[*filled..*filled + want];
+                    match read_some(&mut src, dst)? {
+                        None => return Ok(ReadStatus::Drained),
+                        Some(0) => return Ok(ReadStatus::Closed),
+                        Some(n) => {
+                            *filled += n;
+                            self.read += n as u64;
+                            left = left.saturating_sub(n);
+                            if n < want {
+                                // A short read: the socket is empty now. Data
+                                // that comes later raises a new event.
+                                self.complete_large(on_frame)?;
+                                return Ok(ReadStatus::Drained);
+                            }
+                        }
+                    }
+                }
+                self.complete_large(on_frame)?;
+                continue;
+            }
+            self.parse(alloc, on_frame)?;
+            if self.large.is_some() {
+                continue;
+            }
+            if left == 0 {
+                return Ok(ReadStatus::Budget);
+            }
+            // Room for more: move the partial frame to the front, and grow
+            // the buffer when a (control) frame is bigger than it.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                let need = match self.header() {
+                    Some((_, len)) => HEADER_LEN + len,
+                    None => self.buf.len() + HEADER_LEN,
+                };
+                self.buf.resize(need.max(self.buf.len() * 2), 0);
+            }
+            let want = (self.buf.len() - self.end).min(left);
+            match read_some(&mut src, &mut self.buf[self.end..self.end + want])? {
+                None => return Ok(ReadStatus::Drained),
+                Some(0) => return Ok(ReadStatus::Closed),
+                Some(n) => {
+                    self.end += n;
+                    self.read += n as u64;
+                    left = left.saturating_sub(n);
+                    if n < want {
+                        // Short read: empty now (see above). Hand out what
+                        // came, and start any large frame it begins.
+                        self.parse(alloc, on_frame)?;
+                        if let Some((buf, filled)) = &self.large {
+                            if *filled < buf.bytes().len() {
+                                return Ok(ReadStatus::Drained);
+                            }
+                            self.complete_large(on_frame)?;
+                            continue;
+                        }
+                        return Ok(ReadStatus::Drained);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand out the large frame in progress if it is complete.
+    fn complete_large(
+        &mut self,
+        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+    ) -> Result<(), ReadError> {
+        if let Some((buf, filled)) = &self.large {
+            if *filled == buf.bytes().len() {
+                let (buf, _) = self.large.take().expect("large frame in progress");
+                on_frame(Frame::Large(buf)).map_err(protocol)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The header at `start`, if complete.
+    fn header(&self) -> Option<(FrameKind, usize)> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < HEADER_LEN {
+            return None;
+        }
+        let h: &[u8; HEADER_LEN] = avail[..HEADER_LEN].try_into().ok()?;
+        parse_header(h, u64::MAX).ok()
+    }
+
+    /// Hand out every complete frame in the buffer; start a large frame if
+    /// one begins.
+    fn parse(
+        &mut self,
+        alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
+        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+    ) -> Result<(), ReadError> {
+        while self.end - self.start >= HEADER_LEN {
+            let h: &[u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
+                .try_into()
+                .expect("header length");
+            let (kind, len) = parse_header(h, self.max)?;
+            let body = self.start + HEADER_LEN;
+            if kind == FrameKind::Data && len >= LARGE_FRAME {
+                let mut buf = alloc(len);
+                if buf.bytes().len() != len {
+                    return Err(ReadError::Io(io::Error::other(
+                        "frame buffer of the wrong size",
+                    )));
+                }
+                let have = (self.end - body).min(len);
+                buf.bytes_mut()[..have].copy_from_slice(&self.buf[body..body + have]);
+                self.start = body + have;
+                self.large = Some((buf, have));
+                return Ok(());
+            }
+            if self.end - body < len {
+                return Ok(());
+            }
+            self.start = body + len;
+            on_frame(Frame::Small(kind, &self.buf[body..body + len])).map_err(protocol)?;
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(())
+    }
+}
+
+fn protocol(reason: String) -> ReadError {
+    ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, reason))
+}
+
+/// One read: `None` when it would block.
+fn read_some<S: Read>(src: &mut S, dst: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match src.read(dst) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::frame::header;
+
+    /// A source that hands out its bytes in chunks of the given sizes,
+    /// then would block (or ends, if `eof`).
+    struct Chunks {
+        data: Vec<u8>,
+        pos: usize,
+        sizes: Vec<usize>,
+        next: usize,
+        eof: bool,
+    }
+
+    impl Read for &mut Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.data.len() {
+                return if self.eof {
+                    Ok(0)
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                };
+            }
+            let chunk = self.sizes.get(self.next).copied().unwrap_or(usize::MAX);
+            self.next += 1;
+            let n = chunk.min(buf.len()).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn frame(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+        [header(kind, body.len()).as_slice(), body].concat()
+    }
+
+    fn alloc(n: usize) -> Box<dyn FrameBuffer> {
+        Box::new(vec![0u8; n])
+    }
+
+    fn collect(
+        r: &mut FrameReader,
+        src: &mut Chunks,
+        budget: usize,
+    ) -> (ReadStatus, Vec<(FrameKind, Vec<u8>)>) {
+        let mut got = Vec::new();
+        let status = r
+            .read(src, budget, &alloc, &mut |f| {
+                got.push(match f {
+                    Frame::Small(k, b) => (k, b.to_vec()),
+                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec()),
+                });
+                Ok(())
+            })
+            .unwrap();
+        (status, got)
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let big: Vec<u8> = (0..LARGE_FRAME + 10).map(|i| i as u8).collect();
+        let control = vec![7u8; 3 * BUFFER];
+        let mut data = Vec::new();
+        data.extend(frame(FrameKind::Data, b"one"));
+        data.extend(frame(FrameKind::Data, &big));
+        data.extend(frame(FrameKind::Control, &control));
+        data.extend(frame(FrameKind::Data, b""));
+        data.extend(frame(FrameKind::Data, b"last"));
+        let want = vec![
+            (FrameKind::Data, b"one".to_vec()),
+            (FrameKind::Data, big.clone()),
+            (FrameKind::Control, control.clone()),
+            (FrameKind::Data, vec![]),
+            (FrameKind::Data, b"last".to_vec()),
+        ];
+        for chunk in [1, 2, 3, 5, 7, 100, 4096, 70_000, usize::MAX] {
+            let mut src = Chunks {
+                data: data.clone(),
+                pos: 0,
+                sizes: vec![chunk; 1_000_000],
+                next: 0,
+                eof: false,
+            };
+            let mut r = FrameReader::new(1 << 20);
+            let mut got = Vec::new();
+            // A short read counts as "empty for now": the poller calls
+            // again on the next event, as this loop does.
+            for _ in 0..10_000_000 {
+                let (status, mut g) = collect(&mut r, &mut src, 50_000);
+                got.append(&mut g);
+                assert_ne!(status, ReadStatus::Closed);
+                if src.pos == src.data.len() && status == ReadStatus::Drained {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn budget_bounds_one_call_and_eof_is_reported() {
+        let mut data = Vec::new();
+        for i in 0..100u8 {
+            data.extend(frame(FrameKind::Data, &[i; 1000]));
+        }
+        let mut src = Chunks {
+            data,
+            pos: 0,
+            sizes: vec![usize::MAX; 1000],
+            next: 0,
+            eof: true,
+        };
+        let mut r = FrameReader::new(1 << 20);
+        let (status, got) = collect(&mut r, &mut src, 10_000);
+        assert_eq!(status, ReadStatus::Budget);
+        assert!(got.len() < 12, "{} frames in one call", got.len());
+        // reads that fill the buffer do not stop early
+        assert!(got.len() >= 9, "{} frames in one call", got.len());
+        let mut total = got.len();
+        loop {
+            let (status, got) = collect(&mut r, &mut src, 10_000);
+            total += got.len();
+            if status == ReadStatus::Closed {
+                break;
+            }
+        }
+        assert_eq!(total, 100);
+    }
+
+    #[test]
+    fn a_short_read_ends_the_call_without_another_read() {
+        struct Once(Vec<u8>, usize);
+        impl Read for &mut Once {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.1 += 1;
+                assert_eq!(self.1, 1, "read again after a short read");
+                let n = self.0.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                Ok(n)
+            }
+        }
+        let mut src = Once(frame(FrameKind::Data, b"ping"), 0);
+        let mut r = FrameReader::new(1000);
+        let mut n = 0;
+        let status = r.read(&mut src, 1 << 20, &alloc, &mut |_| {
+            n += 1;
+            Ok(())
+        });
+        assert_eq!(status.unwrap(), ReadStatus::Drained);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_reading_them() {
+        let mut src = Chunks {
+            data: header(FrameKind::Data, 2000).to_vec(),
+            pos: 0,
+            sizes: vec![],
+            next: 0,
+            eof: false,
+        };
+        let mut r = FrameReader::new(1000);
+        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_| Ok(()));
+        assert!(
+            matches!(res, Err(ReadError::Frame(_))),
+            "{:?}",
+            res.map(|_| ())
+        );
+    }
+
+    #[test]
+    fn a_callback_error_ends_the_read() {
+        let mut src = Chunks {
+            data: frame(FrameKind::Control, b"garbage"),
+            pos: 0,
+            sizes: vec![],
+            next: 0,
+            eof: false,
+        };
+        let mut r = FrameReader::new(1000);
+        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_| {
+            Err("bad control frame".into())
+        });
+        assert!(res.is_err());
+    }
+}
