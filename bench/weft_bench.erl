@@ -195,9 +195,20 @@ start_node(Name, Config, Listen, Advertise, Ports) ->
                                     wait_boot => 30000}),
     case Config of
         disterl -> ok;
-        _ -> ok = peer:call(Peer, weft, start, [weft_opts(Config, Listen, Advertise)])
+        _ -> ok = peer:call(Peer, weft, start, [maps:merge(weft_opts(Config, Listen, Advertise), extra_weft_opts())])
     end,
     {Peer, Node}.
+
+%% Extra weft options for every weft node, as an Erlang map, e.g.
+%% WEFT_BENCH_OPTS="#{io => threads}".
+extra_weft_opts() ->
+    case os:getenv("WEFT_BENCH_OPTS", "") of
+        "" -> #{};
+        Text ->
+            {ok, Tokens, _} = erl_scan:string(Text ++ "."),
+            {ok, Map} = erl_parse:parse_term(Tokens),
+            Map
+    end.
 
 %% Extra emulator flags for every benchmark node, disterl and weft alike,
 %% e.g. WEFT_BENCH_ERL_FLAGS="+sbwt none".

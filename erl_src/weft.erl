@@ -245,8 +245,10 @@ on_event(_Kind, Node, Fun) ->
 %% too_large, no_destination}, peers => #{Node => #{state => up | connecting
 %% | down, epoch, channels => #{Channel => [#{lane, state => connected |
 %% connecting | down, local, remote, queued_frames, queued_bytes,
-%% sent_frames, sent_bytes, recv_frames, recv_bytes}]}}}}'. The control
-%% channel shows as `'$control''.
+%% sent_frames, sent_bytes, recv_frames, recv_bytes, io => scheduler |
+%% thread}]}}}}'. The control channel shows as `'$control''. `io' says
+%% where the lane's connection is served now: by a poller on the
+%% schedulers, or on a thread (see the `io' option).
 -spec info() -> map() | {error, not_started}.
 info() ->
     nif(fun weft_nif:info/0).

@@ -30,7 +30,7 @@ defaults() ->
       reconnect_min_backoff => 100,
       reconnect_max_backoff => 5000,
       gossip_interval => 1000,
-      io => schedulers,
+      io => auto,
       pollers => schedulers,             % erlang:system_info(schedulers_online)
       poll_linger_us => 50}.
 
@@ -87,7 +87,7 @@ build(C) ->
       reconnect_min_backoff => Min,
       reconnect_max_backoff => maps:get(reconnect_max_backoff, C),
       gossip_interval => check(gossip_interval, C, fun pos_int/1),
-      io => check(io, C, fun(M) -> M =:= schedulers orelse M =:= threads end),
+      io => check(io, C, fun(M) -> lists:member(M, [auto, schedulers, threads]) end),
       pollers => pollers(C),
       poll_linger_us => check(poll_linger_us, C, fun(U) -> is_integer(U) andalso U >= 0 andalso U =< 1000000 end)}.
 

@@ -15,7 +15,8 @@
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
          callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1,
-         io_on_threads/1, a_killed_poller_process_is_restarted/1]).
+         io_on_threads/1, a_killed_poller_process_is_restarted/1,
+         bulk_lanes_move_to_threads_and_back/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -30,7 +31,7 @@ all() ->
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
      callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
-     a_killed_poller_process_is_restarted].
+     a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -521,3 +522,26 @@ a_killed_poller_process_is_restarted(_Config) ->
 pollers(N) ->
     [P || P <- call(N, erlang, processes, []),
           {weft_poller, init, 1} =:= call(N, proc_lib, translate_initial_call, [P])].
+
+%% `io => auto' (the default): a lane that carries bulk data is served by a
+%% poller on a thread while it does, and goes back to the schedulers'
+%% pollers once quiet; nothing is lost or reordered on the way.
+bulk_lanes_move_to_threads_and_back(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    call(B, weft_ct, collector, [inbox]),
+    ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
+    ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),
+    weft_ct:wait_until(on_thread, fun() ->
+                                          lists:member(thread, [Io || #{io := Io} <- lanes(A, NodeB, vnode)])
+                                  end),
+    weft_ct:wait_until(back, fun() ->
+                                     [scheduler] =:= lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])
+                                         andalso [scheduler] =:=
+                                             lists:usort([Io || #{io := Io} <- lanes(B, node_of(A), vnode)])
+                             end),
+    Seqs = call(B, weft_ct, bulk_seqs, [inbox]),
+    ?assert(length(Seqs) > 10),
+    ?assertEqual(lists:seq(1, length(Seqs)), Seqs),
+    ok.

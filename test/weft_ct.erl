@@ -9,6 +9,7 @@
 %% Run on the peers:
 -export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0, mixed_round_trip/3,
+         bulk_stream/4, bulk_seqs/1,
          register_callbacks/1]).
 %% logger handler callback:
 -export([log/2]).
@@ -161,6 +162,29 @@ mixed_round_trip(Node, Channel, BigSize) ->
         {echo, Node, Term} -> ok;
         {echo, Node, Other} -> {different, Other}
     after 20000 -> timeout
+    end.
+
+%% @doc In the background, forward 1 MB messages `{bulk, Seq}' to
+%% `{Name, Node}' on `Channel' (partition key 1) for `Ms' milliseconds.
+bulk_stream(Node, Name, Channel, Ms) ->
+    Until = erlang:monotonic_time(millisecond) + Ms,
+    Big = crypto:strong_rand_bytes(1024 * 1024),
+    spawn(fun() -> bulk_loop(Node, Name, Channel, Big, Until, 1) end),
+    ok.
+
+%% @doc The sequence numbers of the `{bulk, Seq, _}' messages `Name' has
+%% collected (not the payloads: those stay on this node).
+bulk_seqs(Name) ->
+    [Seq || {bulk, Seq, _} <- collected(Name)].
+
+bulk_loop(Node, Name, Channel, Big, Until, Seq) ->
+    case erlang:monotonic_time(millisecond) < Until of
+        true ->
+            ok = weft:forward(Node, Name, {bulk, Seq, Big}, #{channel => Channel, partition_key => 1}),
+            timer:sleep(5),
+            bulk_loop(Node, Name, Channel, Big, Until, Seq + 1);
+        false ->
+            ok
     end.
 
 %% @doc Register `on_up' / `on_down' callbacks that report to the

@@ -11,7 +11,7 @@ mod atoms {
         name, listen_addrs, channels, parallelism, ip, port, epoch,
         node, listen, advertise, affinity, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
-        reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, poll_linger_us,
+        reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, thread, scheduler,
         dropped, not_member, unknown_channel, too_large, no_destination,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
@@ -133,7 +133,8 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
     };
     let io = match get(opts, atoms::io()).and_then(|t| t.decode::<Atom>().ok()) {
-        None => IoMode::Schedulers,
+        None => IoMode::Auto,
+        Some(a) if a == atoms::auto() => IoMode::Auto,
         Some(a) if a == atoms::schedulers() => IoMode::Schedulers,
         Some(a) if a == atoms::threads() => IoMode::Threads,
         Some(_) => return Err("io"),
@@ -302,6 +303,15 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                             (atoms::sent_bytes(), l.sent_bytes.encode(env)),
                             (atoms::recv_frames(), l.recv_frames.encode(env)),
                             (atoms::recv_bytes(), l.recv_bytes.encode(env)),
+                            (
+                                atoms::io(),
+                                if l.on_thread {
+                                    atoms::thread()
+                                } else {
+                                    atoms::scheduler()
+                                }
+                                .encode(env),
+                            ),
                         ],
                     )
                 })

@@ -19,7 +19,7 @@ pub struct Conn {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     stream: TcpStream,
-    poller: Arc<Poller>,
+    poller: parking_lot::RwLock<Arc<Poller>>,
     closing: AtomicBool,
 }
 
@@ -31,7 +31,7 @@ impl Conn {
             local: stream.local_addr().ok(),
             remote: stream.peer_addr().ok(),
             stream,
-            poller,
+            poller: parking_lot::RwLock::new(poller),
             closing: AtomicBool::new(false),
         })
     }
@@ -41,16 +41,23 @@ impl Conn {
         &self.stream
     }
 
-    /// The poller that reads this connection.
-    pub fn poller(&self) -> &Arc<Poller> {
-        &self.poller
+    /// The poller that reads this connection now.
+    pub fn poller(&self) -> Arc<Poller> {
+        self.poller.read().clone()
+    }
+
+    /// From now on `poller` reads this connection.
+    pub fn move_to(&self, poller: &Arc<Poller>) {
+        *self.poller.write() = poller.clone();
     }
 
     /// Ask for the connection to close; idempotent. Frames not yet written
     /// are not sent.
     pub fn close(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
-            self.poller.close(self.id);
+            // If the connection is moving, the poller it lands on sees the
+            // closing flag when it takes it.
+            self.poller().close(self.id);
         }
     }
 

@@ -396,7 +396,7 @@ async fn run(shared: Arc<Shared>, s: TcpStream, peer: String, lane_key: LaneKey,
             return;
         }
     };
-    let poller = lane.poller().clone();
+    let poller = lane.poller();
     let c = Conn::new(conn, std, poller.clone());
     {
         let mut table = shared.conns.lock();

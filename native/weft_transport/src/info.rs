@@ -26,6 +26,9 @@ pub struct LaneInfo {
     pub sent_bytes: u64,
     pub recv_frames: u64,
     pub recv_bytes: u64,
+    /// Whether a poller on a thread of its own serves the lane now (else a
+    /// poller driven by the schedulers).
+    pub on_thread: bool,
 }
 
 /// One member.
@@ -79,6 +82,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     sent_bytes: stat(|s| &s.sent_bytes),
                     recv_frames: stat(|s| &s.recv_frames),
                     recv_bytes: stat(|s| &s.recv_bytes),
+                    on_thread: lane.is_some_and(|l| l.poller().is_threaded()),
                 }
             })
             .collect();

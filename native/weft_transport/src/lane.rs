@@ -147,7 +147,7 @@ pub struct Lane {
     pub key: LaneKey,
     pub stats: LaneStats,
     out: Mutex<Out>,
-    poller: Arc<Poller>,
+    poller: parking_lot::RwLock<Arc<Poller>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -158,14 +158,29 @@ impl Lane {
             key,
             stats: LaneStats::default(),
             out: Mutex::new(Out::default()),
-            poller,
+            poller: parking_lot::RwLock::new(poller),
             runtime,
         })
     }
 
-    /// The poller that serves this lane's connections.
-    pub fn poller(&self) -> &Arc<Poller> {
-        &self.poller
+    /// The poller that serves this lane's connections now.
+    pub fn poller(&self) -> Arc<Poller> {
+        self.poller.read().clone()
+    }
+
+    /// From now on `poller` serves this lane (its connection moves with it).
+    pub fn move_to(&self, poller: &Arc<Poller>) {
+        *self.poller.write() = poller.clone();
+    }
+
+    /// Ask the current poller for a flush if frames wait (after a move: a
+    /// flush asked of the previous poller may have been for nothing).
+    pub fn reflush(self: &Arc<Self>) {
+        let mut out = self.out.lock();
+        if !out.queue.is_empty() || out.stopped {
+            out.flush_asked = false;
+            self.ask_flush(out);
+        }
     }
 
     /// Send a frame: written at once when the lane is idle, else queued.
@@ -214,7 +229,7 @@ impl Lane {
         }
         out.flush_asked = true;
         drop(out);
-        self.poller.flush_later(self.clone());
+        self.poller().flush_later(self.clone());
     }
 
     fn queued(&self, bytes: i64) {
@@ -278,19 +293,20 @@ impl Lane {
     }
 
     /// Write one batch of what is queued; called by the lane's poller.
-    pub fn flush(self: &Arc<Self>) -> Flush {
+    /// Returns what it achieved and how many bytes it wrote.
+    pub fn flush(self: &Arc<Self>) -> (Flush, usize) {
         let (conn, mut batch) = {
             let mut out = self.out.lock();
             out.flush_asked = false;
             if out.busy {
-                return Flush::Done;
+                return (Flush::Done, 0);
             }
             let Some(conn) = out.socket.clone() else {
                 if out.stopped {
                     self.drop_queue(&mut out);
                 }
                 // Not connected: the queue waits for `attach`.
-                return Flush::Done;
+                return (Flush::Done, 0);
             };
             if out.queue.is_empty() {
                 if out.stopped {
@@ -299,7 +315,7 @@ impl Lane {
                     out.socket = None;
                     conn.close_later(&self.runtime, CLOSE_GRACE);
                 }
-                return Flush::Done;
+                return (Flush::Done, 0);
             }
             let n = out.queue.len().min(BATCH_FRAMES);
             let batch: VecDeque<Outgoing> = out.queue.drain(..n).collect();
@@ -310,18 +326,19 @@ impl Lane {
         let mut out = self.out.lock();
         out.busy = false;
         match result {
-            Ok(done) => {
+            Ok((done, written)) => {
                 // What did not go out goes back to the front, in order.
                 for f in batch.into_iter().rev() {
                     out.queue.push_front(f);
                 }
-                if !done {
+                let state = if !done {
                     Flush::Blocked
                 } else if !out.queue.is_empty() || out.stopped {
                     Flush::More
                 } else {
                     Flush::Done
-                }
+                };
+                (state, written)
             }
             Err(_) => {
                 // The poller sees the failure too and reports it; what was
@@ -337,7 +354,7 @@ impl Lane {
                 }
                 drop(out);
                 conn.close();
-                Flush::Done
+                (Flush::Done, 0)
             }
         }
     }
@@ -351,13 +368,14 @@ impl Lane {
 }
 
 /// Write `batch` with one `writev` of at most [`BATCH_BYTES`] bytes,
-/// counting each frame that completes. `Ok(true)`: the socket took all it
-/// was offered (what is left can go at once); `Ok(false)`: it is full.
+/// counting each frame that completes. `Ok((true, n))`: the socket took all
+/// it was offered, `n` bytes (what is left can go at once); `Ok((false, 0))`:
+/// it is full.
 fn write_batch(
     lane: &Lane,
     mut stream: &std::net::TcpStream,
     batch: &mut VecDeque<Outgoing>,
-) -> io::Result<bool> {
+) -> io::Result<(bool, usize)> {
     let wanted: usize = batch.iter().map(|f| 1 + f.body.parts().count()).sum();
     let mut slices = vec![IoSlice::new(&[]); wanted.min(MAX_SLICES)];
     let mut n = 0;
@@ -374,7 +392,7 @@ fn write_batch(
         match stream.write_vectored(&slices[..n]) {
             Ok(w) => break w,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, 0)),
             Err(e) => return Err(e),
         }
     };
@@ -392,13 +410,13 @@ fn write_batch(
             left = 0;
         }
     }
-    Ok(written == offered)
+    Ok((written == offered, written))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poller::{run_thread, IoMode};
+    use crate::poller::run_thread;
     use std::io::Read;
 
     /// Frames pushed from several threads at once, some large enough to fill
@@ -414,7 +432,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
-        let poller = Poller::new(0, IoMode::Threads, Duration::from_micros(50)).unwrap();
+        let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
         let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
         let conn = Conn::new(1, client, poller.clone());
         lane.attach(conn.clone());

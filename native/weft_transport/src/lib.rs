@@ -39,7 +39,7 @@ pub use sink::{FrameBuffer, Sink};
 
 use conn::Conn;
 use parking_lot::{Mutex, RwLock};
-use poller::Watcher;
+use poller::{PollerSet, Watcher};
 use routes::Routes;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,6 +59,7 @@ pub(crate) struct Shared {
     driver: mpsc::UnboundedSender<driver::Msg>,
     next_conn: AtomicU64,
     conns: Mutex<ConnTable>,
+    pollers: Arc<PollerSet>,
 }
 
 /// Established connections, for the driver to close them.
@@ -84,7 +85,6 @@ pub enum StartError {
 pub struct Transport {
     shared: Arc<Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    pollers: Vec<Arc<Poller>>,
     watcher: Option<Arc<Watcher>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -99,19 +99,20 @@ impl Transport {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        let pollers: Vec<Arc<Poller>> = (0..config.pollers.max(1))
-            .map(|i| Poller::new(i, config.io, config.poll_linger))
-            .collect::<std::io::Result<_>>()
-            .map_err(StartError::Pollers)?;
-        let watcher = match config.io {
-            IoMode::Schedulers => {
-                let w = Watcher::new().map_err(StartError::Pollers)?;
-                for p in &pollers {
-                    p.set_watcher(w.clone()).map_err(StartError::Pollers)?;
-                }
-                Some(w)
+        let pollers = Arc::new(
+            PollerSet::new(config.io, config.pollers, config.poll_linger)
+                .map_err(StartError::Pollers)?,
+        );
+        // Driven pollers sleep in the embedding program; a watcher thread
+        // wakes them on socket events.
+        let watcher = if pollers.driven.is_empty() {
+            None
+        } else {
+            let w = Watcher::new().map_err(StartError::Pollers)?;
+            for p in &pollers.driven {
+                p.set_watcher(w.clone()).map_err(StartError::Pollers)?;
             }
-            IoMode::Threads => None,
+            Some(w)
         };
         let std_listener = std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -154,8 +155,9 @@ impl Transport {
             driver: tx,
             next_conn: AtomicU64::new(1),
             conns: Mutex::new(ConnTable::default()),
+            pollers: pollers.clone(),
         });
-        for p in &pollers {
+        for p in pollers.all() {
             p.set_shared(&shared);
         }
         let mut threads = Vec::new();
@@ -165,18 +167,14 @@ impl Transport {
                 .spawn(f)
                 .map_err(StartError::Pollers)
         };
-        match &watcher {
-            Some(w) => {
-                let (w, ps) = (w.clone(), pollers.clone());
-                threads.push(spawn("weft-watch".into(), Box::new(move || w.run(ps)))?);
-            }
-            None => {
-                for p in &pollers {
-                    let p = p.clone();
-                    let name = format!("weft-poll-{}", p.index());
-                    threads.push(spawn(name, Box::new(move || poller::run_thread(p)))?);
-                }
-            }
+        if let Some(w) = &watcher {
+            let (w, ps) = (w.clone(), pollers.driven.clone());
+            threads.push(spawn("weft-watch".into(), Box::new(move || w.run(ps)))?);
+        }
+        for p in &pollers.threaded {
+            let p = p.clone();
+            let name = format!("weft-poll-{}", p.index());
+            threads.push(spawn(name, Box::new(move || poller::run_thread(p)))?);
         }
         {
             let _guard = runtime.enter();
@@ -188,21 +186,16 @@ impl Transport {
         Ok(Transport {
             shared,
             runtime: Mutex::new(Some(runtime)),
-            pollers,
             watcher,
             threads: Mutex::new(threads),
         })
     }
 
     /// The pollers that the embedding program must drive, calling
-    /// [`Poller::poll`] on each (see [`poller`]): all of them in
-    /// [`IoMode::Schedulers`], none in [`IoMode::Threads`] (threads of the
-    /// transport drive them).
+    /// [`Poller::poll`] on each (see [`poller`]); none in
+    /// [`IoMode::Threads`] (threads of the transport drive them all).
     pub fn pollers(&self) -> &[Arc<Poller>] {
-        match self.shared.config.io {
-            IoMode::Schedulers => &self.pollers,
-            IoMode::Threads => &[],
-        }
+        &self.shared.pollers.driven
     }
 
     /// Queue `body` for `peer` on `channel`; `hash` picks the lane when
@@ -269,7 +262,7 @@ impl Transport {
             let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await });
         }
         rt.shutdown_timeout(Duration::from_secs(1));
-        for p in &self.pollers {
+        for p in self.shared.pollers.all() {
             p.stop();
         }
         if let Some(w) = &self.watcher {

@@ -17,6 +17,14 @@
 //!   sends it one ([`crate::Sink::wake_poller`]) when a socket becomes
 //!   ready, and senders do when they queue frames.
 //! - [`IoMode::Threads`]: one thread per poller blocks in `epoll_wait`.
+//! - [`IoMode::Auto`] (the NIF's default): both kinds. A connection starts
+//!   on a driven poller, where small messages go fastest (no thread
+//!   hand-off, and a lingering poller finds the next frame without being
+//!   woken). While it carries bulk data (large frames) it moves to a
+//!   threaded poller: copying large frames on a thread of its own leaves
+//!   the schedulers to the processes, and on a busy machine the schedulers'
+//!   own busy-waiting between bursts of I/O would cost more than the
+//!   hand-off. After [`QUIET`] without bulk it moves back.
 //!
 //! Waking follows one protocol in both modes: a poller about to wait marks
 //! itself idle, then looks once more for work; whoever adds work (a frame to
@@ -48,6 +56,9 @@ pub enum IoMode {
     Schedulers,
     /// Each poller on a thread of its own.
     Threads,
+    /// Connections start on driven pollers and move to threaded ones while
+    /// they carry bulk data (large frames), then back once they are quiet.
+    Auto,
 }
 
 /// Bytes one connection may read in one round.
@@ -56,6 +67,14 @@ const READ_BUDGET: usize = 256 * 1024;
 const ROUND_BUDGET: usize = 1024 * 1024;
 /// Events taken from the epoll set per round.
 const EVENTS: usize = 256;
+/// A round that moved more bytes than this does not make the poller
+/// linger; a connection that moves more than this in a round carries bulk.
+const LINGER_MAX_BYTES: usize = 64 * 1024;
+/// How long a connection on a threaded poller goes without bulk before it
+/// moves back to a driven poller ([`IoMode::Auto`]).
+pub const QUIET: Duration = Duration::from_millis(200);
+/// How often an idle threaded poller looks for quiet connections.
+const QUIET_CHECK: Duration = Duration::from_millis(100);
 /// Token of the waker (threads mode).
 const WAKER: Token = Token(usize::MAX);
 
@@ -79,17 +98,21 @@ struct Entry {
     lane: Arc<Lane>,
     /// The socket may have bytes to read.
     readable: bool,
+    /// When it last carried bulk (µs since the poller's origin; 0: never).
+    bulk_at: u64,
+    /// It carried bulk in the current round.
+    bulk_now: bool,
 }
 
 enum Cmd {
-    Attach(Entry),
+    Attach(Box<Entry>),
     Close(ConnId, String),
 }
 
 struct State {
     poll: mio::Poll,
     events: Events,
-    conns: HashMap<ConnId, Entry>,
+    conns: HashMap<ConnId, Box<Entry>>,
     /// Lanes that wrote a batch and have more queued.
     again: Vec<Arc<Lane>>,
     /// Events that a blocking wait collected, for the next round.
@@ -116,16 +139,18 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// A poller with an empty epoll set.
+    /// A poller with an empty epoll set: `threaded` for a thread of its own
+    /// (woken through an eventfd), else driven by the embedding program.
     pub(crate) fn new(
         index: usize,
-        mode: IoMode,
+        threaded: bool,
         linger: Duration,
     ) -> std::io::Result<Arc<Poller>> {
         let poll = mio::Poll::new()?;
-        let waker = match mode {
-            IoMode::Threads => Some(mio::Waker::new(poll.registry(), WAKER)?),
-            IoMode::Schedulers => None,
+        let waker = if threaded {
+            Some(mio::Waker::new(poll.registry(), WAKER)?)
+        } else {
+            None
         };
         let fd = poll.as_raw_fd();
         Ok(Arc::new(Poller {
@@ -164,7 +189,12 @@ impl Poller {
 
     /// Whether the transport stopped this poller.
     pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Whether this poller runs on a thread of its own.
+    pub fn is_threaded(&self) -> bool {
+        self.waker.is_some()
     }
 
     /// Which poller of the transport this is.
@@ -180,13 +210,15 @@ impl Poller {
 
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     pub(crate) fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
-        self.inbox.lock().push(Cmd::Attach(Entry {
+        self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
             conn,
             reader: FrameReader::new(max_frame),
             peer,
             lane,
             readable: true,
-        }));
+            bulk_at: 0,
+            bulk_now: false,
+        })));
         self.wake();
     }
 
@@ -235,7 +267,7 @@ impl Poller {
             w.arm(self);
         }
         let pending = !self.inbox.lock().is_empty() || !self.flush.lock().is_empty();
-        if pending && self.idle.swap(false, Ordering::AcqRel) {
+        if (pending || self.is_stopped()) && self.idle.swap(false, Ordering::AcqRel) {
             return false;
         }
         true
@@ -248,7 +280,7 @@ impl Poller {
         // A thread parked in `park` holds the state: wake it first.
         self.wake();
         let mut st = self.state.lock();
-        let conns: Vec<Entry> = st.conns.drain().map(|(_, e)| e).collect();
+        let conns: Vec<Box<Entry>> = st.conns.drain().map(|(_, e)| e).collect();
         for e in conns {
             let _ = st
                 .poll
@@ -263,7 +295,10 @@ impl Poller {
 
     /// Threads mode: wait until there may be work (events or a wake-up).
     pub fn park(&self, timeout: Option<Duration>) {
-        if !self.try_idle() {
+        // `stop` sets the flag, then wakes an idle poller: either it sees
+        // this poller idle, or this poller sees the flag here.
+        if !self.try_idle() || self.is_stopped() {
+            self.idle.store(false, Ordering::SeqCst);
             return;
         }
         let mut st = self.state.lock();
@@ -294,7 +329,8 @@ impl Poller {
         let inbox = std::mem::take(&mut *self.inbox.lock());
         for cmd in inbox {
             match cmd {
-                Cmd::Attach(e) => {
+                Cmd::Attach(mut e) => {
+                    e.readable = true;
                     let fd = e.conn.stream().as_raw_fd();
                     let id = e.conn.id;
                     let closing = e.conn.is_closing();
@@ -338,15 +374,24 @@ impl Poller {
         let mut lanes = std::mem::take(&mut *self.flush.lock());
         lanes.append(&mut st.again);
         lanes.append(&mut writable);
-        let flushed_any = !lanes.is_empty();
+        let mut written = 0;
         for lane in lanes {
-            if lane.flush() == Flush::More && !st.again.iter().any(|l| Arc::ptr_eq(l, &lane)) {
+            let (state, n) = lane.flush();
+            written += n;
+            if n > LINGER_MAX_BYTES {
+                if let Some(e) = lane.socket().conn.and_then(|c| st.conns.get_mut(&c)) {
+                    e.bulk_now = true;
+                }
+            }
+            if state == Flush::More && !st.again.iter().any(|l| Arc::ptr_eq(l, &lane)) {
                 st.again.push(lane);
             }
         }
 
         // Reads, within the round's budget.
         let mut budget = ROUND_BUDGET;
+        let mut small_frames = 0usize;
+        let mut large_frames = 0usize;
         for e in st.conns.values_mut() {
             let Some(shared) = &shared else {
                 e.readable = false;
@@ -358,8 +403,15 @@ impl Poller {
             let alloc = |len: usize| shared.sink.frame_buffer(len);
             let before = e.reader.bytes_read();
             let conn_id = e.conn.id;
+            let large_before = large_frames;
             let status = {
-                let mut on_frame = |f: Frame<'_>| inbound(shared, &e.peer, &e.lane, conn_id, f);
+                let mut on_frame = |f: Frame<'_>| {
+                    match f {
+                        Frame::Small(..) => small_frames += 1,
+                        Frame::Large(_) => large_frames += 1,
+                    }
+                    inbound(shared, &e.peer, &e.lane, conn_id, f)
+                };
                 e.reader.read(
                     e.conn.stream(),
                     READ_BUDGET.min(budget),
@@ -368,6 +420,12 @@ impl Poller {
                 )
             };
             let used = e.reader.bytes_read() - before;
+            if large_frames > large_before
+                || e.reader.in_large_frame()
+                || used as usize > LINGER_MAX_BYTES
+            {
+                e.bulk_now = true;
+            }
             budget = budget.saturating_sub((used as usize).max(1));
             match status {
                 Ok(ReadStatus::Drained) => e.readable = false,
@@ -398,13 +456,66 @@ impl Poller {
             }
         }
 
+        // Auto mode: bulk connections to a threaded poller, quiet ones back.
+        let now_us = self.origin.elapsed().as_micros() as u64;
+        let mut moves: Vec<(ConnId, Arc<Poller>)> = Vec::new();
+        if let Some(set) = shared
+            .as_ref()
+            .map(|s| &s.pollers)
+            .filter(|p| p.mode == IoMode::Auto)
+        {
+            for (id, e) in st.conns.iter_mut() {
+                let bulk = std::mem::take(&mut e.bulk_now);
+                if bulk {
+                    e.bulk_at = now_us;
+                }
+                let target = if self.waker.is_none() {
+                    bulk.then(|| set.bulk(&e.peer, &e.lane.key))
+                } else {
+                    let quiet = now_us.saturating_sub(e.bulk_at) > QUIET.as_micros() as u64;
+                    quiet.then(|| set.home(&e.peer, &e.lane.key))
+                };
+                if let Some(t) = target.filter(|t| !std::ptr::eq(Arc::as_ptr(t), self)) {
+                    moves.push((*id, t));
+                }
+            }
+        }
+        for (id, target) in moves {
+            if let Some(mut e) = st.conns.remove(&id) {
+                let _ = st
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
+                // The entry keeps its reader state. Its bulk time is per
+                // poller: on a threaded one, the quiet period starts now.
+                e.bulk_at = if target.waker.is_some() {
+                    target.origin.elapsed().as_micros() as u64
+                } else {
+                    0
+                };
+                e.lane.move_to(&target);
+                e.conn.move_to(&target);
+                let lane = e.lane.clone();
+                target.inbox.lock().push(Cmd::Attach(e));
+                target.wake();
+                lane.reflush();
+            }
+        }
+
         let busy = !st.again.is_empty() || st.conns.values().any(|e| e.readable);
-        // A round that moved bytes keeps the poller lingering a while: the
-        // next frame is likely close behind (a reply, the next request),
-        // and finding it by polling is much cheaper than being woken.
-        let worked = budget < ROUND_BUDGET || flushed_any;
-        let now = self.origin.elapsed().as_micros() as u64;
-        if worked {
+        // A round that moved a few small frames keeps the poller lingering
+        // a while: the next frame is likely close behind (a reply, the next
+        // request), and finding it by polling is much cheaper than being
+        // woken. During bulk transfers (much moved, large frames) polling
+        // would only take CPU from the copying: no lingering then.
+        let moved = (ROUND_BUDGET - budget) + written;
+        let now = now_us;
+        let bulk = moved > LINGER_MAX_BYTES
+            || large_frames > 0
+            || st.conns.values().any(|e| e.reader.in_large_frame());
+        if bulk {
+            self.last_work.store(0, Ordering::Relaxed);
+        } else if small_frames > 0 || written > 0 {
             self.last_work.store(now, Ordering::Relaxed);
         }
         let lingering = now.saturating_sub(self.last_work.load(Ordering::Relaxed))
@@ -569,20 +680,131 @@ impl Drop for Watcher {
 
 /// Threads mode: the loop of one poller's thread.
 pub(crate) fn run_thread(poller: Arc<Poller>) {
+    // In auto mode, an idle threaded poller still looks for quiet
+    // connections to send back now and then.
+    let auto = poller
+        .shared
+        .get()
+        .and_then(Weak::upgrade)
+        .is_some_and(|s| s.pollers.mode == IoMode::Auto);
+    let timeout = auto.then_some(QUIET_CHECK);
     while !poller.stopped.load(Ordering::Acquire) {
         match poller.poll() {
-            Outcome::Idle => poller.park(None),
+            Outcome::Idle => poller.park(timeout),
             Outcome::Linger => std::thread::yield_now(),
             Outcome::Busy => {}
         }
     }
 }
 
-/// Which poller serves the lanes of `key` to `peer`: spread over all.
-pub(crate) fn pick(pollers: &[Arc<Poller>], peer: &str, key: &LaneKey) -> Arc<Poller> {
+/// The pollers of a transport, by kind.
+pub struct PollerSet {
+    pub mode: IoMode,
+    /// Driven by the embedding program (Schedulers, Auto).
+    pub driven: Vec<Arc<Poller>>,
+    /// On threads of their own (Threads, Auto).
+    pub threaded: Vec<Arc<Poller>>,
+}
+
+impl PollerSet {
+    /// `count` pollers of each kind that `mode` uses.
+    pub(crate) fn new(mode: IoMode, count: usize, linger: Duration) -> std::io::Result<PollerSet> {
+        let count = count.max(1);
+        let make = |from: usize, threaded: bool| {
+            (from..from + count)
+                .map(|i| Poller::new(i, threaded, linger))
+                .collect::<std::io::Result<Vec<_>>>()
+        };
+        let driven = match mode {
+            IoMode::Threads => Vec::new(),
+            _ => make(0, false)?,
+        };
+        let threaded = match mode {
+            IoMode::Schedulers => Vec::new(),
+            _ => make(driven.len(), true)?,
+        };
+        Ok(PollerSet {
+            mode,
+            driven,
+            threaded,
+        })
+    }
+
+    /// Every poller.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Poller>> {
+        self.driven.iter().chain(self.threaded.iter())
+    }
+
+    /// Where the lane `key` to `peer` starts.
+    pub fn home(&self, peer: &str, key: &LaneKey) -> Arc<Poller> {
+        if self.driven.is_empty() {
+            pick(&self.threaded, peer, key)
+        } else {
+            pick(&self.driven, peer, key)
+        }
+    }
+
+    /// Where it goes while it carries bulk data.
+    pub fn bulk(&self, peer: &str, key: &LaneKey) -> Arc<Poller> {
+        if self.threaded.is_empty() {
+            self.home(peer, key)
+        } else {
+            pick(&self.threaded, peer, key)
+        }
+    }
+}
+
+/// Which of `pollers` serves the lane `key` to `peer`: spread over all.
+fn pick(pollers: &[Arc<Poller>], peer: &str, key: &LaneKey) -> Arc<Poller> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     peer.hash(&mut h);
     key.hash(&mut h);
     pollers[(h.finish() % pollers.len() as u64) as usize].clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `stop` ends a poller's thread wherever the thread is: about to park,
+    /// parked, or in a round.
+    #[test]
+    fn stop_always_ends_the_thread() {
+        for i in 0..300 {
+            let p = Poller::new(0, true, Duration::ZERO).unwrap();
+            let t = {
+                let p = p.clone();
+                std::thread::spawn(move || run_thread(p))
+            };
+            if i % 3 == 1 {
+                std::thread::yield_now();
+            } else if i % 3 == 2 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            p.stop();
+            t.join().unwrap();
+        }
+    }
+
+    /// A wake-up asked for while the poller decides to sleep is not lost.
+    #[test]
+    fn work_added_while_going_idle_is_seen() {
+        let p = Poller::new(0, false, Duration::ZERO).unwrap();
+        for _ in 0..1000 {
+            assert_eq!(p.poll(), Outcome::Idle);
+            let other = {
+                let p = p.clone();
+                std::thread::spawn(move || p.close(42))
+            };
+            // Either the close is seen now (not idle), or the closer took the
+            // idle mark and would have woken the poller.
+            let idle = p.try_idle();
+            other.join().unwrap();
+            let woken = !p.idle.load(Ordering::SeqCst);
+            assert!(!idle || woken, "work pending, poller idle and not woken");
+            p.idle.store(false, Ordering::SeqCst);
+            assert_eq!(p.poll(), Outcome::Idle);
+        }
+    }
 }

@@ -59,6 +59,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether a large frame is partly read.
+    pub fn in_large_frame(&self) -> bool {
+        self.large.is_some()
+    }
+
     /// Bytes read from the socket so far.
     pub fn bytes_read(&self) -> u64 {
         self.read

@@ -4,7 +4,7 @@
 
 use crate::body::Body;
 use crate::lane::Lane;
-use crate::poller::Poller;
+use crate::poller::PollerSet;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,7 +54,7 @@ pub enum SendError {
 /// The routing table.
 pub struct Routes {
     peers: RwLock<HashMap<String, Arc<PeerRoute>>>,
-    pollers: Vec<Arc<Poller>>,
+    pollers: Arc<PollerSet>,
     runtime: tokio::runtime::Handle,
     channels: Vec<String>,
     affinity: bool,
@@ -68,7 +68,7 @@ impl Routes {
         channels: Vec<String>,
         affinity: bool,
         max_frame: u64,
-        pollers: Vec<Arc<Poller>>,
+        pollers: Arc<PollerSet>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Routes {
@@ -138,7 +138,7 @@ impl Routes {
             old.as_ref()
                 .and_then(|r| r.lane(&key).cloned())
                 .unwrap_or_else(|| {
-                    let poller = crate::poller::pick(&self.pollers, peer, &key);
+                    let poller = self.pollers.home(peer, &key);
                     Lane::new(key, poller, self.runtime.clone())
                 })
         };

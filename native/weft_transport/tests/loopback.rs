@@ -1,11 +1,12 @@
 //! Two and three transports on loopback: join, deliver on every channel,
 //! per-lane order, lane counts, wrong cookie, oversized frames, leave.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_core::{ChannelSpec, LaneKey, Level, NodeSpec, Timing};
-use weft_transport::{LaneState, Sink, Transport, TransportConfig};
+use weft_transport::{IoMode, LaneState, Outcome, Sink, Transport, TransportConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -15,9 +16,14 @@ enum Ev {
     Log(String),
 }
 
-struct TestSink(Mutex<Sender<Ev>>);
+struct TestSink(Mutex<Sender<Ev>>, Mutex<Vec<Sender<()>>>);
 
 impl Sink for TestSink {
+    fn wake_poller(&self, index: usize) {
+        if let Some(tx) = self.1.lock().unwrap().get(index) {
+            let _ = tx.send(());
+        }
+    }
     fn deliver(&self, peer: &str, body: &[u8]) -> bool {
         let _ = self
             .0
@@ -40,6 +46,32 @@ impl Sink for TestSink {
 }
 
 fn node(name: &str, cookie: &str, max_frame: u64) -> (Transport, Receiver<Ev>) {
+    let (t, rx, _) = node_in(name, cookie, max_frame, IoMode::Threads);
+    (t, rx)
+}
+
+/// What drives the pollers that the embedding program drives (the BEAM's
+/// schedulers in the NIF): here, a thread each, woken by the sink.
+struct Drivers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Drivers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn node_in(
+    name: &str,
+    cookie: &str,
+    max_frame: u64,
+    io: IoMode,
+) -> (Transport, Receiver<Ev>, Drivers) {
     let (tx, rx) = channel();
     let config = TransportConfig {
         node: name.into(),
@@ -65,12 +97,33 @@ fn node(name: &str, cookie: &str, max_frame: u64) -> (Transport, Receiver<Ev>) {
             reconnect_max_backoff: 200,
             gossip_interval: 200,
         },
-        io: weft_transport::IoMode::Threads,
+        io,
         pollers: 2,
         poll_linger: Duration::from_micros(50),
     };
-    let t = Transport::start(config, Arc::new(TestSink(Mutex::new(tx)))).unwrap();
-    (t, rx)
+    let sink = Arc::new(TestSink(Mutex::new(tx), Mutex::new(Vec::new())));
+    let t = Transport::start(config, sink.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for p in t.pollers() {
+        let (wtx, wrx) = channel();
+        sink.1.lock().unwrap().push(wtx);
+        let (p, stop) = (p.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) && !p.is_stopped() {
+                match p.poll() {
+                    Outcome::Busy => {}
+                    Outcome::Linger => std::thread::yield_now(),
+                    Outcome::Idle => {
+                        if p.try_idle() {
+                            let _ = wrx.recv_timeout(Duration::from_millis(20));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    (t, rx, Drivers { stop, threads })
 }
 
 fn contact(t: &Transport) -> NodeSpec {
@@ -110,9 +163,23 @@ fn recv_msgs(rx: &Receiver<Ev>, n: usize) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn join_deliver_and_order() {
-    let (a, _arx) = node("a@h", "c", 1 << 20);
-    let (b, brx) = node("b@h", "c", 1 << 20);
+fn join_deliver_and_order_on_threads() {
+    join_deliver_and_order(IoMode::Threads);
+}
+
+#[test]
+fn join_deliver_and_order_on_driven_pollers() {
+    join_deliver_and_order(IoMode::Schedulers);
+}
+
+#[test]
+fn join_deliver_and_order_in_auto_mode() {
+    join_deliver_and_order(IoMode::Auto);
+}
+
+fn join_deliver_and_order(io: IoMode) {
+    let (a, _arx, _da) = node_in("a@h", "c", 1 << 20, io);
+    let (b, brx, _db) = node_in("b@h", "c", 1 << 20, io);
     a.join(contact(&b));
     wait_for("mesh", || {
         a.up_peers() == ["b@h"] && b.up_peers() == ["a@h"]
@@ -282,4 +349,93 @@ fn stray_clients_and_other_versions_are_refused() {
     let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
     assert!(b.up_peers().is_empty());
+}
+
+fn lane_on_thread(t: &Transport, peer: &str, channel: &str, index: u16) -> Option<bool> {
+    let info = t.info()?;
+    let p = info.peers.iter().find(|p| p.name == peer)?;
+    let l = p
+        .lanes
+        .iter()
+        .find(|l| l.key.channel == channel && l.key.index == index)?;
+    Some(l.on_thread)
+}
+
+#[test]
+fn auto_mode_moves_bulk_lanes_to_threads_and_back_in_order() {
+    let (a, _arx, _da) = node_in("a@h", "c", 8 << 20, IoMode::Auto);
+    let (b, brx, _db) = node_in("b@h", "c", 8 << 20, IoMode::Auto);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    // affinity: key 0 always picks the same vnode lane; find which
+    let lane = (0..4u16)
+        .find(|i| lane_on_thread(&a, "b@h", "vnode", *i).is_some())
+        .unwrap();
+    assert_eq!(lane_on_thread(&a, "b@h", "vnode", lane), Some(false));
+    // small, then large, then small frames, in one stream on one lane
+    let mut sent = Vec::new();
+    for i in 0..300u32 {
+        let size = if (100..200).contains(&i) && i % 10 == 0 {
+            300_000
+        } else {
+            8
+        };
+        let mut body = vec![0u8; size];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        a.send("b@h", "vnode", 0, body.clone()).unwrap();
+        sent.push(body);
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let got: Vec<Vec<u8>> = recv_msgs(&brx, 300).into_iter().map(|(_, b)| b).collect();
+    assert_eq!(got.len(), sent.len());
+    for (i, (g, s)) in got.iter().zip(&sent).enumerate() {
+        assert!(g == s, "message {i} out of order or damaged");
+    }
+    // the lane that carried bulk is on a thread now, on both sides (or
+    // was: it goes back after a quiet period)
+    let key = |t: &Transport, peer: &str| {
+        (0..4u16)
+            .filter_map(|i| {
+                let info = t.info()?;
+                let p = info.peers.iter().find(|p| p.name == peer)?;
+                let l = p
+                    .lanes
+                    .iter()
+                    .find(|l| l.key.channel == "vnode" && l.key.index == i)?;
+                (l.sent_bytes + l.recv_bytes > 1_000_000).then_some(i)
+            })
+            .next()
+            .unwrap()
+    };
+    let (ka, kb) = (key(&a, "b@h"), key(&b, "a@h"));
+    // back on the schedulers' pollers once quiet
+    wait_for("back after quiet", || {
+        lane_on_thread(&a, "b@h", "vnode", ka) == Some(false)
+            && lane_on_thread(&b, "a@h", "vnode", kb) == Some(false)
+    });
+    // and a second burst moves it again, still delivering everything
+    for i in 0..20u32 {
+        let mut body = vec![0u8; 500_000];
+        body[..4].copy_from_slice(&i.to_be_bytes());
+        a.send("b@h", "vnode", 0, body).unwrap();
+    }
+    let mut moved = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    while n < 20 && Instant::now() < deadline {
+        moved |= lane_on_thread(&a, "b@h", "vnode", ka) == Some(true)
+            || lane_on_thread(&b, "a@h", "vnode", kb) == Some(true);
+        if let Ok(Ev::Msg(_, body)) = brx.recv_timeout(Duration::from_millis(10)) {
+            assert_eq!(u32::from_be_bytes(body[..4].try_into().unwrap()), n);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 20);
+    assert!(moved, "the bulk lane moved to a thread");
+    a.stop();
+    b.stop();
 }
