@@ -32,7 +32,7 @@ defaults() ->
       gossip_interval => 1000,
       io => auto,
       pollers => schedulers,             % erlang:system_info(schedulers_online)
-      poll_linger_us => 50}.
+      poll_linger_us => 100}.
 
 %% @doc The application environment, validated.
 -spec from_env() -> {ok, map()} | {error, term()}.

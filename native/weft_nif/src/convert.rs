@@ -148,7 +148,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             .ok_or("pollers")?,
     };
     let poll_linger = match get(opts, atoms::poll_linger_us()) {
-        None => std::time::Duration::from_micros(50),
+        None => std::time::Duration::from_micros(100),
         Some(t) => t
             .decode::<u64>()
             .ok()
