@@ -11,7 +11,8 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/5]).
+-export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/5,
+         kvs3_clients/5]).
 
 -define(CAP_MBIT, 500).
 
@@ -36,12 +37,15 @@ main(Plan) ->
 %% (Seconds is then that count); reports the time for all to finish.
 %% `kvs': 16 vnode processes on B hold 512 KB / 8 MB values; clients do 90 %
 %% gets, 10 % puts.
+%% `kvs3': the same on 3 nodes, each a replica of every key; each request
+%% goes to all three and completes on two replies (quorum 2 of 3).
 cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
         ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}]
         ++ [{latency, 20, 512 * 1024, 128, 10}]
-        ++ [{kvs, 20, 512 * 1024, 16, 5}];
+        ++ [{kvs, 20, 512 * 1024, 16, 5}]
+        ++ [{kvs3, 20, 512 * 1024, 16, 5}];
 cells(small) ->
     [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
 cells(hol) ->
@@ -56,7 +60,8 @@ cells(full) ->
         ++ [{latency, Rtt, Payload, Actors, Count}
             || Rtt <- [1, 20], {Payload, Count} <- [{512 * 1024, 10}, {8 * 1024 * 1024, 2}],
                Actors <- [16, 32, 64, 128]]
-        ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]].
+        ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
+        ++ [{kvs3, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]].
 
 %% A cell may name its configurations as a sixth element.
 cell_configs({W, _, _, _, _}) -> configs(W);
@@ -64,8 +69,9 @@ cell_configs({_, _, _, _, _, Configs}) -> Configs.
 
 configs(echo) -> [disterl, weft_1, weft_16, limit];
 configs(hol) -> [disterl, weft_1, weft_16];
-configs(latency) -> [disterl, weft_1, weft_16];
-configs(kvs) -> [disterl, weft_1, weft_16].
+configs(latency) -> [disterl, weft_1, weft_16, limit];
+configs(kvs) -> [disterl, weft_1, weft_16];
+configs(kvs3) -> [disterl, weft_1, weft_16].
 
 run(Cells) when is_list(Cells), is_tuple(hd(Cells)) ->
     run(custom, Cells);
@@ -89,13 +95,22 @@ run(Plan, Cells) ->
     Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
     io:format("~s: ~p cells, emulator flags ~p; results in ~s~n",
               [Command, length(Cells), vm_flags(), Csv]),
-    Rows = [begin
-                Row = cell(Netem, Config, {element(1, Cell), element(2, Cell), element(3, Cell),
-                                           element(4, Cell), element(5, Cell)}),
-                ok = file:write_file(Csv, csv(Row), [append]),
-                io:format("  ~s~n", [pretty(Row)]),
-                Row
-            end || Cell <- Cells, Config <- cell_configs(Cell)],
+    Emit = fun(Row) ->
+                   ok = file:write_file(Csv, csv(Row), [append]),
+                   io:format("  ~s~n", [pretty(Row)]),
+                   Row
+           end,
+    Rows = lists:append(
+             [case Cell of
+                  {echo, 0, _, _, _} ->
+                      [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
+                  {echo, 0, _, _, _, _} ->
+                      [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), erlang:delete_element(6, Cell))];
+                  _ ->
+                      [Emit(cell(Netem, Config, {element(1, Cell), element(2, Cell), element(3, Cell),
+                                                 element(4, Cell), element(5, Cell)}))
+                       || Config <- cell_configs(Cell)]
+              end || Cell <- Cells]),
     Table = table(Rows),
     io:format("~n~s", [Table]),
     Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
@@ -117,38 +132,91 @@ to_atom(L) when is_list(L) -> list_to_atom(L).
 
 %%% One cell
 
-cell(Netem, limit, {echo, Rtt, Payload, Clients, Seconds} = Cell) ->
-    Out = os:cmd(lists:flatten(io_lib:format("~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p",
-                                             [Netem, Rtt, ?CAP_MBIT, Clients, Payload, Seconds]))),
+cell(Netem, limit, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
+    %% The latency workload makes a fixed count of round trips per actor.
+    Count = case Workload of latency -> Seconds; echo -> 0 end,
+    Out = os:cmd(lists:flatten(io_lib:format("~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
+                                             [Netem, Rtt, ?CAP_MBIT, Clients, Payload, Seconds, Count]))),
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
-    [PA, PB, XA0, XB0] = free_ports(4),
-    {XA, XB} = case Rtt of 0 -> {PA, PB}; _ -> {XA0, XB0} end,
-    Proxy = start_proxy(Netem, Rtt, [{XA, PA}, {XB, PB}]),
+    Count = node_count(Workload),
+    %% Each node listens on a port of its own; the others reach it through
+    %% its proxy (or directly, without emulation).
+    Listen = free_ports(Count),
+    Advertised = case Rtt of 0 -> Listen; _ -> free_ports(Count) end,
+    Proxy = start_proxy(Netem, Rtt, lists:zip(Advertised, Listen)),
     Tag = integer_to_list(erlang:unique_integer([positive])),
-    NameA = "bench_a" ++ Tag,
-    NameB = "bench_b" ++ Tag,
-    Ports = NameA ++ "=" ++ integer_to_list(XA) ++ "," ++ NameB ++ "=" ++ integer_to_list(XB),
-    {A, _NodeA} = start_node(NameA, Config, PA, XA, Ports),
-    {B, NodeB} = start_node(NameB, Config, PB, XB, Ports),
+    Names = ["bench_" ++ [$a + I - 1] ++ Tag || I <- lists:seq(1, Count)],
+    Ports = lists:join(",", [N ++ "=" ++ integer_to_list(X) || {N, X} <- lists:zip(Names, Advertised)]),
+    Started = [start_node(N, Config, L, X, lists:flatten(Ports))
+               || {N, L, X} <- lists:zip3(Names, Listen, Advertised)],
+    [{A, _NodeA} | Others] = Started,
+    [{_B, NodeB} | _] = Others,
     try
-        connect(Config, A, B, NodeB),
-        ok = peer:call(B, ?MODULE, echo_server, [Config]),
-        Workload =:= kvs andalso (ok = peer:call(B, ?MODULE, kvs_server, [Config, Payload])),
+        connect_all(Config, Started),
+        [ok = peer:call(P, ?MODULE, echo_server, [Config]) || {P, _} <- Others],
+        Workload =:= kvs andalso (ok = peer:call(element(1, hd(Others)), ?MODULE, kvs_server, [Config, Payload])),
+        Workload =:= kvs3 andalso [ok = peer:call(P, ?MODULE, kvs_server, [Config, Payload]) || {P, _} <- Started],
+        Replicas = [N || {_, N} <- Started],
         {Fun, Args} = case Workload of
                           echo -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
                           latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
-                          kvs -> {kvs_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]}
+                          kvs -> {kvs_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
+                          kvs3 -> {kvs3_clients, [Config, Replicas, Clients, Payload, Seconds * 1000]}
                       end,
         {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
     after
-        catch peer:stop(A),
-        catch peer:stop(B),
+        [catch peer:stop(P) || {P, _} <- Started],
         Proxy =:= none orelse port_close(Proxy)
     end.
+
+%% Small messages without emulation: what is measured is each transport's
+%% own path on a shared 2-core machine, where one run of a few seconds can
+%% be 30 % off the next. So every configuration's nodes start once, and
+%% ?REPS short runs of each alternate; each row is the median run (by ops/s).
+-define(REPS, 5).
+-define(REP_MS, 2000).
+
+repeated_cell(Netem, Configs, {echo, 0, Payload, Clients, _Seconds} = Cell) ->
+    Setups = [{C, setup_pair(C)} || C <- Configs, C =/= limit],
+    try
+        Runs = [[{C, rep(Netem, C, proplists:get_value(C, Setups), Payload, Clients)} || C <- Configs]
+                || _ <- lists:seq(1, ?REPS)],
+        [begin
+             Mine = lists:sort([R || Rep <- Runs, {C1, R} <- Rep, C1 =:= C]),
+             {Ops, P50, P99} = lists:nth((length(Mine) + 1) div 2, Mine),
+             row(C, setelement(5, Cell, ?REP_MS div 1000), Ops, P50, P99)
+         end || C <- Configs]
+    after
+        [teardown(S) || {_, S} <- Setups]
+    end.
+
+setup_pair(Config) ->
+    [PA, PB] = free_ports(2),
+    Tag = integer_to_list(erlang:unique_integer([positive])),
+    Names = ["bench_a" ++ Tag, "bench_b" ++ Tag],
+    Ports = lists:flatten(lists:join(",", [N ++ "=" ++ integer_to_list(P) || {N, P} <- lists:zip(Names, [PA, PB])])),
+    Started = [start_node(N, Config, P, P, Ports) || {N, P} <- lists:zip(Names, [PA, PB])],
+    connect_all(Config, Started),
+    [_, {B, _}] = Started,
+    ok = peer:call(B, ?MODULE, echo_server, [Config]),
+    Started.
+
+teardown(Started) ->
+    [catch peer:stop(P) || {P, _} <- Started].
+
+rep(Netem, limit, undefined, Payload, Clients) ->
+    #{ops := Ops, p50 := P50, p99 := P99} = cell(Netem, limit, {echo, 0, Payload, Clients, ?REP_MS / 1000}),
+    {Ops, P50, P99};
+rep(_Netem, Config, [{A, _}, {_, NodeB}], Payload, Clients) ->
+    {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients, [Config, NodeB, Clients, Payload, ?REP_MS], 60000),
+    {Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99)}.
+
+node_count(kvs3) -> 3;
+node_count(_) -> 2.
 
 row(Config, {Workload, Rtt, Payload, Clients, Seconds}, Ops, P50, P99) ->
     Cap = case Rtt of 0 -> 0; _ -> ?CAP_MBIT end,
@@ -223,12 +291,19 @@ weft_opts(weft_16, Listen, Advertise) ->
       channels => [default, gossip, #{name => vnode, parallelism => 16}],
       affinity => true, cookie => <<"bench">>}.
 
-connect(disterl, A, _B, NodeB) ->
-    true = peer:call(A, net_kernel, connect_node, [NodeB]);
-connect(_Weft, A, B, NodeB) ->
-    Spec = peer:call(B, weft, node_spec, []),
-    ok = peer:call(A, weft, sync_join, [Spec, 10000]),
-    wait(fun() -> lanes_up(peer:call(A, weft, info, []), NodeB) end, 200).
+%% Connect the first node to every other (for weft: join them all, and
+%% wait until every node has all its lanes to every other).
+connect_all(disterl, [{A, _} | Others]) ->
+    [true = peer:call(A, net_kernel, connect_node, [N]) || {_, N} <- Others],
+    ok;
+connect_all(_Weft, [{A, _} | Others] = All) ->
+    [begin
+         Spec = peer:call(P, weft, node_spec, []),
+         ok = peer:call(A, weft, sync_join, [Spec, 10000])
+     end || {P, _} <- Others],
+    [wait(fun() -> lanes_up(peer:call(P, weft, info, []), N) end, 200)
+     || {P, M} <- All, {_, N} <- All, M =/= N],
+    ok.
 
 lanes_up(#{peers := Peers}, Node) ->
     case Peers of
@@ -425,6 +500,57 @@ kvs_client(Config, Channel, Node, Value, Parent, Acc) ->
             end
     end.
 
+%% @doc 3 replicas (`Nodes', this one first), 90 % gets / 10 % puts, each
+%% sent to all three and done when two have answered (a quorum of 2 of 3,
+%% as in the paper's KVS). The local replica is reached with a local send.
+kvs3_clients(Config, Nodes, Clients, ValueSize, Ms) ->
+    Value = binary:copy(<<"n">>, ValueSize),
+    Self = self(),
+    Channel = channel(Config),
+    Pids = [spawn_link(fun() -> rand:seed(exsss, {I, I, I}), kvs3_client(Config, Channel, Nodes, Value, Self, []) end)
+            || I <- lists:seq(1, Clients)],
+    T0 = erlang:monotonic_time(microsecond),
+    timer:sleep(Ms),
+    [P ! stop || P <- Pids],
+    Rtts = lists:sort(lists:append([receive {done, P, R} -> R end || P <- Pids])),
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    {length(Rtts), Secs, Rtts}.
+
+kvs3_client(Config, Channel, Nodes, Value, Parent, Acc) ->
+    receive
+        stop -> Parent ! {done, self(), Acc}
+    after 0 ->
+            Key = rand:uniform(?KVS_KEYS) - 1,
+            Ref = make_ref(),
+            Msg = case rand:uniform(10) of
+                      1 -> {put, self(), Ref, Key, Value, Channel};
+                      _ -> {get, self(), Ref, Key, Channel}
+                  end,
+            T = erlang:monotonic_time(microsecond),
+            [case Config of
+                 disterl -> {kvs_name(Key), N} ! Msg;
+                 _ -> ok = weft:forward(N, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
+             end || N <- Nodes],
+            case quorum(Ref, 2) of
+                ok ->
+                    kvs3_client(Config, Channel, Nodes, Value, Parent,
+                                [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
+                stop ->
+                    Parent ! {done, self(), Acc}
+            end
+    end.
+
+%% Wait for `N' replies to `Ref'; late replies to earlier requests are
+%% dropped on the way, so the mailbox does not grow.
+quorum(_Ref, 0) ->
+    ok;
+quorum(Ref, N) ->
+    receive
+        {Ref, _} -> quorum(Ref, N - 1);
+        {R, _} when is_reference(R) -> quorum(Ref, N);
+        stop -> stop
+    end.
+
 bulk(Config, Channel, Node, Bulk, Key) ->
     Ref = make_ref(),
     case Config of
@@ -455,7 +581,7 @@ size_label(P) -> integer_to_list(P) ++ " B".
 %% One line per cell: ops/s of each configuration and the ratios of weft
 %% over Distributed Erlang and over the limit.
 table(Rows) ->
-    Echo = [R || #{workload := W} = R <- Rows, W =:= echo orelse W =:= kvs],
+    Echo = [R || #{workload := W} = R <- Rows, W =:= echo orelse W =:= kvs orelse W =:= kvs3],
     Hol = [R || #{workload := hol} = R <- Rows],
     Lat = [R || #{workload := latency} = R <- Rows],
     [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
@@ -465,24 +591,29 @@ table(Rows) ->
 latency_table(Rows) ->
     Cells = lists:usort([{R, P, N} || #{rtt := R, payload := P, clients := N} <- Rows]),
     Get = fun(Key, Config) ->
-                  [Row] = [X || #{rtt := R, payload := P, clients := N, config := C} = X <- Rows,
-                                {R, P, N} =:= Key, C =:= Config],
-                  Row
+                  case [X || #{rtt := R, payload := P, clients := N, config := C} = X <- Rows,
+                             {R, P, N} =:= Key, C =:= Config] of
+                      [Row] -> Row;
+                      [] -> none
+                  end
           end,
     Head = "| workload | RTT | payload | actors | requests each | disterl s (p50 / p99 ms) "
-           "| weft N=1 s (p50 / p99 ms) | weft N=16 s (p50 / p99 ms) | disterl time / N=16 time |\n"
-           "|---|---|---|---|---|---|---|---|---|\n",
+           "| weft N=1 s (p50 / p99 ms) | weft N=16 s (p50 / p99 ms) | limit s (p50 / p99 ms) "
+           "| disterl time / N=16 time | N=16 / limit |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n",
     Lines = [begin
-                 [D, W1, W16] = [Get(Key, C) || C <- [disterl, weft_1, weft_16]],
+                 [D, W1, W16, L] = [Get(Key, C) || C <- [disterl, weft_1, weft_16, limit]],
                  %% For latency rows `seconds' holds the requests per actor and
                  %% `ops' is all requests over the time for all to finish.
-                 Fin = fun(#{ops := Ops, p50 := A, p99 := B, clients := Act, seconds := Each}) ->
+                 Fin = fun(none) -> "n/a";
+                          (#{ops := Ops, p50 := A, p99 := B, clients := Act, seconds := Each}) ->
                                io_lib:format("~.2f (~.1f / ~.1f)", [Act * Each / Ops, A * 1.0, B * 1.0])
                        end,
-                 #{seconds := Each} = D,
-                 io_lib:format("| latency | ~s | ~s | ~p | ~p | ~s | ~s | ~s | ~s |~n",
-                               [rtt_label(R), size_label(P), N, Each, Fin(D), Fin(W1), Fin(W16),
-                                ratio(maps:get(ops, W16), maps:get(ops, D))])
+                 Ops = fun(none) -> 0.0; (#{ops := O}) -> O end,
+                 [#{seconds := Each} | _] = [X || X <- [D, W1, W16, L], X =/= none],
+                 io_lib:format("| latency | ~s | ~s | ~p | ~p | ~s | ~s | ~s | ~s | ~s | ~s |~n",
+                               [rtt_label(R), size_label(P), N, Each, Fin(D), Fin(W1), Fin(W16), Fin(L),
+                                ratio(Ops(W16), Ops(D)), ratio(Ops(W16), Ops(L))])
              end || {R, P, N} = Key <- Cells],
     [Head | Lines].
 

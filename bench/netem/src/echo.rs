@@ -61,6 +61,58 @@ impl Run {
     }
 }
 
+/// `clients` connections to `target`, each making `count` round trips of
+/// `payload` bytes as fast as it can; `seconds` is the time for all to
+/// finish (the latency workload).
+pub fn run_count(
+    target: SocketAddr,
+    clients: usize,
+    payload: usize,
+    count: u64,
+) -> std::io::Result<Run> {
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        let s = TcpStream::connect(target)?;
+        s.set_nodelay(true)?;
+        conns.push(s);
+    }
+    let start = Instant::now();
+    let handles: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            thread::spawn(move || {
+                let body = vec![7u8; payload];
+                let mut back = vec![0u8; payload];
+                let mut len = [0u8; 4];
+                let mut rtts = Vec::new();
+                for _ in 0..count {
+                    let t = Instant::now();
+                    let ok = s.write_all(&(payload as u32).to_be_bytes()).is_ok()
+                        && s.write_all(&body).is_ok()
+                        && s.read_exact(&mut len).is_ok()
+                        && s.read_exact(&mut back).is_ok();
+                    if !ok {
+                        break;
+                    }
+                    rtts.push(t.elapsed().as_micros() as u64);
+                }
+                rtts
+            })
+        })
+        .collect();
+    let mut rtts_us: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
+    let seconds = start.elapsed().as_secs_f64();
+    rtts_us.sort_unstable();
+    Ok(Run {
+        ops: rtts_us.len() as u64,
+        seconds,
+        rtts_us,
+    })
+}
+
 /// `clients` connections to `target`, each echoing `payload` bytes in a loop
 /// for `duration`.
 pub fn run(

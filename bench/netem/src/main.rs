@@ -7,10 +7,12 @@
 //!     in each direction (order kept) and capping each connection's
 //!     direction at M Mbit/s. Prints "ready" once listening; exits when its
 //!     standard input closes, so the process that started it cannot leak it.
-//! weft-netem limit --rtt-ms R [--rate-mbit M] --clients N --payload BYTES --seconds S
+//! weft-netem limit --rtt-ms R [--rate-mbit M] --clients N --payload BYTES --seconds S [--count C]
 //!     Plain TCP echo through the same emulation: prints
 //!     "ops_per_sec,p50_ms,p99_ms", the ceiling the network allows.
-//!     With --rtt-ms 0, plain loopback without the proxy.
+//!     With --rtt-ms 0, plain loopback without the proxy. With --count, each
+//!     client makes C round trips instead of running for S seconds, and
+//!     ops_per_sec is all round trips over the time for all to finish.
 //! weft-netem accuracy [--rtt-ms R]
 //!     How close the emulated round trip is to R with 100-byte messages, and
 //!     the proxy's own throughput ceiling (no delay, no cap, 8 MB echoes).
@@ -31,6 +33,7 @@ struct Args {
     clients: usize,
     payload: usize,
     seconds: f64,
+    count: u64,
 }
 
 fn usage(msg: &str) -> ! {
@@ -46,6 +49,7 @@ fn parse(args: &[String]) -> Args {
         clients: 1,
         payload: 100,
         seconds: 5.0,
+        count: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -62,6 +66,7 @@ fn parse(args: &[String]) -> Args {
             "--clients" => a.clients = num(value) as usize,
             "--payload" => a.payload = num(value) as usize,
             "--seconds" => a.seconds = num(value),
+            "--count" => a.count = num(value) as u64,
             "--map" => {
                 let (l, t) = value
                     .split_once('=')
@@ -124,12 +129,16 @@ fn main() {
                 echo::serve("127.0.0.1:0".parse().unwrap())
                     .unwrap_or_else(|e| usage(&e.to_string()))
             };
-            let run = echo::run(
-                front,
-                a.clients,
-                a.payload,
-                Duration::from_secs_f64(a.seconds),
-            )
+            let run = if a.count > 0 {
+                echo::run_count(front, a.clients, a.payload, a.count)
+            } else {
+                echo::run(
+                    front,
+                    a.clients,
+                    a.payload,
+                    Duration::from_secs_f64(a.seconds),
+                )
+            }
             .unwrap_or_else(|e| usage(&e.to_string()));
             println!(
                 "{:.2},{:.3},{:.3}",
