@@ -32,7 +32,11 @@
 
 -type forward_opts() :: #{channel => atom(), partition_key => term()}
                       | [{channel, atom()} | {partition_key, term()}].
-%% `channel' (default `default') and `partition_key' (default: the destination).
+%% `channel' (default `default') and `partition_key' (default: the
+%% destination). With affinity, messages with equal keys share a lane of the
+%% channel. A non-negative integer key picks lane `Key rem N' of the
+%% channel's `N' lanes, so consecutive keys (vnode indices) spread evenly;
+%% any other key is hashed.
 
 -type dest() :: pid() | atom() | {atom(), node()}.
 
@@ -172,8 +176,14 @@ send(Node, Dest, Msg, Opts) ->
             %% term_to_iovec refers to large binaries instead of copying
             %% them; the NIF writes them from where they are.
             Payload = erlang:term_to_iovec({Dest, Msg}),
-            Hash = erlang:phash2(case Key of none -> Dest; {key, K} -> K end),
-            nif(fun() -> weft_nif:send(Node, Channel, Hash, Payload) end);
+            Lane = case Key of
+                       %% Integer keys take lanes in turn (Key rem N):
+                       %% consecutive vnode indices spread evenly.
+                       {key, K} when is_integer(K), K >= 0, K < 1 bsl 64 -> {index, K};
+                       {key, K} -> erlang:phash2(K);
+                       none -> erlang:phash2(Dest)
+                   end,
+            nif(fun() -> weft_nif:send(Node, Channel, Lane, Payload) end);
         error ->
             {error, {badarg, Opts}}
     end.

@@ -68,9 +68,12 @@ nodes() -> ?NOT_LOADED.
 
 %% @doc Queue `Payload', the encoded `{Dest, Msg}' (a binary, or the list
 %% of binaries `erlang:term_to_iovec/1' returns), for `Node' on `Channel'.
-%% Large payloads are pinned, not copied: the call is short at any size.
--spec send(node(), atom(), non_neg_integer(), binary() | [binary()]) -> ok | {error, term()}.
-send(_Node, _Channel, _Hash, _Payload) -> ?NOT_LOADED.
+%% `Lane' is a 32-bit hash (of the partition key or the destination) or
+%% `{index, Key}' for an integer key (lane `Key rem N'). Large payloads are
+%% pinned, not copied: the call is short at any size.
+-spec send(node(), atom(), non_neg_integer() | {index, non_neg_integer()}, binary() | [binary()]) ->
+          ok | {error, term()}.
+send(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 
 %% @doc One round of `Poller' in the calling process: `more' (call again),
 %% `linger' (call again after letting other processes run), `wait' (call

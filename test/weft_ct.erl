@@ -8,7 +8,7 @@
          wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, capture_logs/0, logs/0, mixed_round_trip/3,
+         whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1]).
 %% logger handler callback:
@@ -145,7 +145,13 @@ port() ->
 %% @doc Forward `Count' messages `{Key, Seq}' (Key = Seq rem Keys) to
 %% `{Name, Node}' on `Channel', each with its key as partition key.
 send_many(Node, Name, Channel, Count, Keys) ->
-    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
+    send_many(Node, Name, Channel, Count, Keys, integer).
+
+%% @doc As {@link send_many/5}; with `tuple', the partition key is
+%% `{key, Key}' (hashed) rather than the integer (which picks a lane).
+send_many(Node, Name, Channel, Count, Keys, KeyKind) ->
+    PKey = fun(K) -> case KeyKind of integer -> K; tuple -> {key, K} end end,
+    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => PKey(Seq rem Keys)})
      || Seq <- lists:seq(1, Count)],
     ok.
 

@@ -56,24 +56,43 @@ pub fn plan_keys(local: &NodeSpec, remote: &NodeSpec) -> Vec<LaneKey> {
         .collect()
 }
 
+/// What picks a message's lane when affinity is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// A hash of the partition key (or of the destination): mixed, then
+    /// taken modulo the lane count.
+    Hash(u32),
+    /// An integer partition key: lane `index % lanes`, so consecutive keys
+    /// (vnode indices, shard numbers) spread evenly over the lanes.
+    Index(u64),
+}
+
+impl From<u32> for Choice {
+    fn from(h: u32) -> Choice {
+        Choice::Hash(h)
+    }
+}
+
 /// Pick a lane among `lanes` (> 0).
 ///
-/// With `affinity`, `hash` (of the partition key, or of the destination)
-/// decides, so equal keys always share a lane. Without it, `round_robin` (a
-/// counter the caller bumps) spreads messages evenly.
-pub fn pick(lanes: u16, affinity: bool, hash: u32, round_robin: u64) -> u16 {
+/// With `affinity`, `choice` decides, so equal keys always share a lane.
+/// Without it, `round_robin` (a counter the caller bumps) spreads messages
+/// evenly.
+pub fn pick(lanes: u16, affinity: bool, choice: Choice, round_robin: u64) -> u16 {
     debug_assert!(lanes > 0);
     if lanes <= 1 {
         return 0;
     }
     let n = u64::from(lanes);
-    let x = if affinity {
-        // Mix the bits: phash2 values of small integers are close together.
-        let mut h = u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 29;
-        h
-    } else {
-        round_robin
+    let x = match (affinity, choice) {
+        (false, _) => round_robin,
+        (true, Choice::Index(i)) => i,
+        (true, Choice::Hash(hash)) => {
+            // Mix the bits: phash2 values of small integers are close together.
+            let mut h = u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
+            h
+        }
     };
     (x % n) as u16
 }
@@ -121,22 +140,31 @@ mod tests {
     #[test]
     fn affinity_is_a_function_of_the_key() {
         for key in 0..1000u32 {
-            let l = pick(16, true, key, 0);
+            let l = pick(16, true, key.into(), 0);
             assert!(l < 16);
-            assert_eq!(l, pick(16, true, key, 12345));
+            assert_eq!(l, pick(16, true, key.into(), 12345));
         }
         // and spreads keys over every lane
         let mut seen = [false; 16];
         for key in 0..1000u32 {
-            seen[pick(16, true, key, 0) as usize] = true;
+            seen[pick(16, true, key.into(), 0) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s));
     }
 
     #[test]
     fn round_robin_without_affinity() {
-        let lanes: Vec<u16> = (0..8).map(|i| pick(4, false, 99, i)).collect();
+        let lanes: Vec<u16> = (0..8).map(|i| pick(4, false, 99.into(), i)).collect();
         assert_eq!(lanes, vec![0, 1, 2, 3, 0, 1, 2, 3]);
-        assert_eq!(pick(1, true, 5, 5), 0);
+        assert_eq!(pick(1, true, 5.into(), 5), 0);
+        // integer keys take lanes in turn
+        let lanes: Vec<u16> = (0..20)
+            .map(|k| pick(16, true, Choice::Index(k), 0))
+            .collect();
+        assert_eq!(lanes, (0..20).map(|k| (k % 16) as u16).collect::<Vec<_>>());
+        assert_eq!(
+            pick(16, true, Choice::Index(u64::MAX), 7),
+            (u64::MAX % 16) as u16
+        );
     }
 }

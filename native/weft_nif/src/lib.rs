@@ -22,7 +22,7 @@ use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedEnv, Res
 use sink::NifSink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_transport::{Body, Outcome, Poller, SendError, Transport};
+use weft_transport::{Body, Choice, Outcome, Poller, SendError, Transport};
 
 mod atoms {
     rustler::atoms! {
@@ -38,6 +38,7 @@ mod atoms {
         fallback,
         more,
         linger,
+        index,
         wait,
         stopped,
     }
@@ -303,11 +304,19 @@ fn send<'a>(
     env: Env<'a>,
     node: Atom,
     channel: Atom,
-    hash: u32,
+    lane: Term<'a>,
     payload: Term<'a>,
 ) -> NifResult<Term<'a>> {
     let Some(r) = running() else {
         return Ok(not_started(env));
+    };
+    // A hash (of the partition key or destination), or `{index, Key}`.
+    let choice = match lane.decode::<u32>() {
+        Ok(h) => Choice::Hash(h),
+        Err(_) => match lane.decode::<(Atom, u64)>() {
+            Ok((tag, i)) if tag == atoms::index() => Choice::Index(i),
+            _ => return Ok((atoms::error(), (rustler::types::atom::badarg(), lane)).encode(env)),
+        },
     };
     let Some(body) = body_of(payload) else {
         return Ok((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
@@ -315,7 +324,7 @@ fn send<'a>(
     let node = node.to_term(env).atom_to_string()?;
     let channel_name = channel.to_term(env).atom_to_string()?;
     // Queuing may wake a poller: a message from this process.
-    let sent = sink::with_caller(env, || r.transport.send(&node, &channel_name, hash, body));
+    let sent = sink::with_caller(env, || r.transport.send(&node, &channel_name, choice, body));
     Ok(match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {

@@ -10,6 +10,7 @@
 //! - [`config`]: settings; [`sink`]: where deliveries and events go;
 //! - [`conn`]: an established connection; [`reader`]: frames from a
 //!   non-blocking socket; [`poller`]: who reads and flushes, and when;
+//!   [`pollers`]: which poller serves a lane; `watcher`: wakes idle pollers;
 //! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
 //! - [`connection`]: framing over a socket; [`handshake`]: the hello and the
 //!   cookie proofs; [`lane`]: send queues and their writers;
@@ -26,9 +27,11 @@ pub mod handshake;
 pub mod info;
 pub mod lane;
 pub mod poller;
+pub mod pollers;
 pub mod reader;
 pub mod routes;
 pub mod sink;
+mod watcher;
 
 pub use body::Body;
 pub use config::{IoMode, TransportConfig};
@@ -39,7 +42,7 @@ pub use sink::{FrameBuffer, Sink};
 
 use conn::Conn;
 use parking_lot::{Mutex, RwLock};
-use poller::{PollerSet, Watcher};
+use pollers::PollerSet;
 use routes::Routes;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -47,6 +50,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use watcher::Watcher;
+pub use weft_core::lane::Choice;
 use weft_core::{Node, NodeSpec};
 
 /// State shared by the driver, the connection tasks and the callers.
@@ -198,16 +203,18 @@ impl Transport {
         &self.shared.pollers.driven
     }
 
-    /// Queue `body` for `peer` on `channel`; `hash` picks the lane when
-    /// affinity is on. Never blocks.
+    /// Queue `body` for `peer` on `channel`; `choice` (a hash, or an index)
+    /// picks the lane when affinity is on. Never blocks.
     pub fn send(
         &self,
         peer: &str,
         channel: &str,
-        hash: u32,
+        choice: impl Into<Choice>,
         body: impl Into<Body>,
     ) -> Result<(), SendError> {
-        self.shared.routes.send(peer, channel, hash, body.into())
+        self.shared
+            .routes
+            .send(peer, channel, choice.into(), body.into())
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).

@@ -36,6 +36,7 @@ use crate::conn::Conn;
 use crate::driver::Msg;
 use crate::lane::{Flush, Lane};
 use crate::reader::{Frame, FrameReader, ReadStatus};
+use crate::watcher::Watcher;
 use crate::Shared;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -46,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use weft_core::frame::decode_control;
-use weft_core::{ConnId, FrameKind, LaneKey, Level};
+use weft_core::{ConnId, FrameKind, Level};
 
 /// Where pollers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -578,106 +579,6 @@ fn inbound(
     Ok(())
 }
 
-/// Scheduler mode: one thread waits for socket events on idle pollers and
-/// wakes them, as the VM's own poll thread does for `enif_select`. Each
-/// poller's epoll set is in the watcher's set with `EPOLLONESHOT`, armed
-/// again only when the poller goes idle: a busy poller costs the watcher
-/// nothing.
-pub(crate) struct Watcher {
-    epfd: RawFd,
-    stop_fd: RawFd,
-    stop: AtomicBool,
-}
-
-/// Token of the watcher's stop event.
-const STOP: u64 = u64::MAX;
-
-impl Watcher {
-    pub(crate) fn new() -> std::io::Result<Arc<Watcher>> {
-        // SAFETY: plain system calls; the descriptors are owned by the watcher.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stop_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if stop_fd < 0 {
-            let e = std::io::Error::last_os_error();
-            unsafe { libc::close(epfd) };
-            return Err(e);
-        }
-        let w = Arc::new(Watcher {
-            epfd,
-            stop_fd,
-            stop: AtomicBool::new(false),
-        });
-        w.ctl(libc::EPOLL_CTL_ADD, stop_fd, STOP, libc::EPOLLIN as u32)?;
-        Ok(w)
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> std::io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: valid descriptors and event.
-        if unsafe { libc::epoll_ctl(self.epfd, op, fd, &mut ev) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Add a poller's epoll set, disarmed (its poller arms it when idle).
-    pub(crate) fn add(&self, p: &Poller) -> std::io::Result<()> {
-        self.ctl(
-            libc::EPOLL_CTL_ADD,
-            p.fd,
-            p.index as u64,
-            libc::EPOLLONESHOT as u32,
-        )
-    }
-
-    /// Report the next event of `p`'s set (once).
-    fn arm(&self, p: &Poller) {
-        let _ = self.ctl(
-            libc::EPOLL_CTL_MOD,
-            p.fd,
-            p.index as u64,
-            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
-        );
-    }
-
-    /// End the thread that runs `run`.
-    pub(crate) fn shutdown(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.stop_fd, (&one as *const u64).cast(), 8) };
-    }
-
-    pub(crate) fn run(&self, pollers: Vec<Arc<Poller>>) {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        while !self.stop.load(Ordering::Acquire) {
-            // SAFETY: a buffer of 64 events.
-            let n = unsafe { libc::epoll_wait(self.epfd, events.as_mut_ptr(), 64, -1) };
-            for ev in events.iter().take(n.max(0) as usize) {
-                let token = ev.u64;
-                if token != STOP {
-                    if let Some(p) = pollers.get(token as usize) {
-                        p.wake();
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptors, closed once.
-        unsafe {
-            libc::close(self.stop_fd);
-            libc::close(self.epfd);
-        }
-    }
-}
-
 /// Threads mode: the loop of one poller's thread.
 pub(crate) fn run_thread(poller: Arc<Poller>) {
     // In auto mode, an idle threaded poller still looks for quiet
@@ -695,72 +596,6 @@ pub(crate) fn run_thread(poller: Arc<Poller>) {
             Outcome::Busy => {}
         }
     }
-}
-
-/// The pollers of a transport, by kind.
-pub struct PollerSet {
-    pub mode: IoMode,
-    /// Driven by the embedding program (Schedulers, Auto).
-    pub driven: Vec<Arc<Poller>>,
-    /// On threads of their own (Threads, Auto).
-    pub threaded: Vec<Arc<Poller>>,
-}
-
-impl PollerSet {
-    /// `count` pollers of each kind that `mode` uses.
-    pub(crate) fn new(mode: IoMode, count: usize, linger: Duration) -> std::io::Result<PollerSet> {
-        let count = count.max(1);
-        let make = |from: usize, threaded: bool| {
-            (from..from + count)
-                .map(|i| Poller::new(i, threaded, linger))
-                .collect::<std::io::Result<Vec<_>>>()
-        };
-        let driven = match mode {
-            IoMode::Threads => Vec::new(),
-            _ => make(0, false)?,
-        };
-        let threaded = match mode {
-            IoMode::Schedulers => Vec::new(),
-            _ => make(driven.len(), true)?,
-        };
-        Ok(PollerSet {
-            mode,
-            driven,
-            threaded,
-        })
-    }
-
-    /// Every poller.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Poller>> {
-        self.driven.iter().chain(self.threaded.iter())
-    }
-
-    /// Where the lane `key` to `peer` starts.
-    pub fn home(&self, peer: &str, key: &LaneKey) -> Arc<Poller> {
-        if self.driven.is_empty() {
-            pick(&self.threaded, peer, key)
-        } else {
-            pick(&self.driven, peer, key)
-        }
-    }
-
-    /// Where it goes while it carries bulk data.
-    pub fn bulk(&self, peer: &str, key: &LaneKey) -> Arc<Poller> {
-        if self.threaded.is_empty() {
-            self.home(peer, key)
-        } else {
-            pick(&self.threaded, peer, key)
-        }
-    }
-}
-
-/// Which of `pollers` serves the lane `key` to `peer`: spread over all.
-fn pick(pollers: &[Arc<Poller>], peer: &str, key: &LaneKey) -> Arc<Poller> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    peer.hash(&mut h);
-    key.hash(&mut h);
-    pollers[(h.finish() % pollers.len() as u64) as usize].clone()
 }
 
 #[cfg(test)]

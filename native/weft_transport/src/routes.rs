@@ -4,12 +4,13 @@
 
 use crate::body::Body;
 use crate::lane::Lane;
-use crate::poller::PollerSet;
+use crate::pollers::PollerSet;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_core::{lane::pick, FrameKind, LaneKey};
+use weft_core::lane::{pick, Choice};
+use weft_core::{FrameKind, LaneKey};
 
 /// The lanes to one peer.
 pub struct PeerRoute {
@@ -86,7 +87,13 @@ impl Routes {
     /// Queue an application message. `Ok` also when the peer is unknown or
     /// does not have the channel: the message is dropped and counted, as
     /// `!` drops a message to an unreachable node.
-    pub fn send(&self, peer: &str, channel: &str, hash: u32, body: Body) -> Result<(), SendError> {
+    pub fn send(
+        &self,
+        peer: &str,
+        channel: &str,
+        choice: Choice,
+        body: Body,
+    ) -> Result<(), SendError> {
         if !self.channels.iter().any(|c| c == channel) {
             self.dropped.unknown_channel.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::UnknownChannel(channel.to_string()));
@@ -114,7 +121,7 @@ impl Routes {
         } else {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         };
-        let i = pick(lanes.len() as u16, self.affinity, hash, rr) as usize;
+        let i = pick(lanes.len() as u16, self.affinity, choice, rr) as usize;
         lanes[i].push(FrameKind::Data, body);
         Ok(())
     }
