@@ -651,11 +651,15 @@ echo_table(Rows) ->
            "|---|---|---|---|---|---|---|---|---|---|---|\n",
     Lines = [begin
                  D = Get(Key, disterl), W1 = Get(Key, weft_1), W16 = Get(Key, weft_16), L = Get(Key, limit),
-                 io_lib:format("| ~p | ~s | ~s | ~p | ~.1f | ~.1f | ~.1f | ~.1f | ~s | ~s | ~s |~n",
-                               [W, rtt_label(R), size_label(P), N, D, W1, W16, L,
+                 io_lib:format("| ~p | ~s | ~s | ~p | ~s | ~s | ~s | ~s | ~s | ~s | ~s |~n",
+                               [W, rtt_label(R), size_label(P), N, ops(D), ops(W1), ops(W16), ops(L),
                                 ratio(W1, D), ratio(W16, D), ratio(W16, L)])
              end || {W, R, P, N} = Key <- Cells],
     [Head | Lines].
+
+%% A configuration the cell does not run (no limit for KVS) shows as n/a.
+ops(Zero) when Zero == 0 -> "n/a";
+ops(Ops) -> io_lib:format("~.1f", [Ops * 1.0]).
 
 rtt_label(0) -> "none (loopback)";
 rtt_label(R) -> integer_to_list(R) ++ " ms".
