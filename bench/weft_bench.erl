@@ -93,8 +93,8 @@ run(Plan, Cells) ->
     Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
     ok = file:write_file(Csv, Header),
     Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
-    io:format("~s: ~p cells, emulator flags ~p; results in ~s~n",
-              [Command, length(Cells), vm_flags(), Csv]),
+    io:format("~s: ~p cells, emulator flags ~p, weft options ~s; results in ~s~n",
+              [Command, length(Cells), vm_flags(), os:getenv("WEFT_BENCH_OPTS", "#{}"), Csv]),
     Emit = fun(Row) ->
                    ok = file:write_file(Csv, csv(Row), [append]),
                    io:format("  ~s~n", [pretty(Row)]),
@@ -114,10 +114,8 @@ run(Plan, Cells) ->
     Table = table(Rows),
     io:format("~n~s", [Table]),
     Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
-    Flags = case os:getenv("WEFT_BENCH_ERL_FLAGS", "") of
-                "" -> "";
-                F -> "WEFT_BENCH_ERL_FLAGS=\"" ++ F ++ "\" "
-            end,
+    Flags = [[Var, "=\"", V, "\" "] || Var <- ["WEFT_BENCH_ERL_FLAGS", "WEFT_BENCH_OPTS"],
+                                        V <- [os:getenv(Var, "")], V =/= ""],
     ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
     Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
     {ok, _} = file:copy(Csv, Latest),
