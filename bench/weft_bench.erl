@@ -11,8 +11,7 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/5,
-         kvs3_clients/5]).
+-export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/6]).
 
 -define(CAP_MBIT, 500).
 
@@ -161,8 +160,8 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
                           echo -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
                           latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
-                          kvs -> {kvs_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
-                          kvs3 -> {kvs3_clients, [Config, Replicas, Clients, Payload, Seconds * 1000]}
+                          kvs -> {kvs_clients, [Config, [NodeB], 1, Clients, Payload, Seconds * 1000]};
+                          kvs3 -> {kvs_clients, [Config, Replicas, 2, Clients, Payload, Seconds * 1000]}
                       end,
         {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
@@ -459,13 +458,19 @@ kvs_loop(Config, Store) ->
 kvs_reply(disterl, From, Msg, _Key, _Channel) -> From ! Msg;
 kvs_reply(_, From, Msg, Key, Channel) -> weft:forward(From, Msg, #{channel => Channel, partition_key => Key}).
 
-%% @doc `Clients' processes run 90 % gets / 10 % puts against the vnodes on
-%% `Node' for `Ms' milliseconds.
-kvs_clients(Config, Node, Clients, ValueSize, Ms) ->
+%% @doc `Clients' processes run 90 % gets / 10 % puts for `Ms' milliseconds.
+%% Each request goes to the key's vnode on every node of `Nodes' and is done
+%% when `Quorum' of them have answered: one node and a quorum of 1 for
+%% `kvs'; 3 replicas (this node first, reached by a local send) and a quorum
+%% of 2 for `kvs3', as in the paper's KVS.
+kvs_clients(Config, Nodes, Quorum, Clients, ValueSize, Ms) ->
     Value = binary:copy(<<"n">>, ValueSize),
     Self = self(),
     Channel = channel(Config),
-    Pids = [spawn_link(fun() -> rand:seed(exsss, {I, I, I}), kvs_client(Config, Channel, Node, Value, Self, []) end)
+    Pids = [spawn_link(fun() ->
+                               rand:seed(exsss, {I, I, I}),
+                               kvs_client(Config, Channel, {Nodes, Quorum}, Value, Self, [])
+                       end)
             || I <- lists:seq(1, Clients)],
     T0 = erlang:monotonic_time(microsecond),
     timer:sleep(Ms),
@@ -474,47 +479,7 @@ kvs_clients(Config, Node, Clients, ValueSize, Ms) ->
     Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
     {length(Rtts), Secs, Rtts}.
 
-kvs_client(Config, Channel, Node, Value, Parent, Acc) ->
-    receive
-        stop -> Parent ! {done, self(), Acc}
-    after 0 ->
-            Key = rand:uniform(?KVS_KEYS) - 1,
-            Ref = make_ref(),
-            Msg = case rand:uniform(10) of
-                      1 -> {put, self(), Ref, Key, Value, Channel};
-                      _ -> {get, self(), Ref, Key, Channel}
-                  end,
-            T = erlang:monotonic_time(microsecond),
-            case Config of
-                disterl -> {kvs_name(Key), Node} ! Msg;
-                _ -> ok = weft:forward(Node, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
-            end,
-            receive
-                {Ref, _} ->
-                    kvs_client(Config, Channel, Node, Value, Parent,
-                               [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
-                stop ->
-                    Parent ! {done, self(), Acc}
-            end
-    end.
-
-%% @doc 3 replicas (`Nodes', this one first), 90 % gets / 10 % puts, each
-%% sent to all three and done when two have answered (a quorum of 2 of 3,
-%% as in the paper's KVS). The local replica is reached with a local send.
-kvs3_clients(Config, Nodes, Clients, ValueSize, Ms) ->
-    Value = binary:copy(<<"n">>, ValueSize),
-    Self = self(),
-    Channel = channel(Config),
-    Pids = [spawn_link(fun() -> rand:seed(exsss, {I, I, I}), kvs3_client(Config, Channel, Nodes, Value, Self, []) end)
-            || I <- lists:seq(1, Clients)],
-    T0 = erlang:monotonic_time(microsecond),
-    timer:sleep(Ms),
-    [P ! stop || P <- Pids],
-    Rtts = lists:sort(lists:append([receive {done, P, R} -> R end || P <- Pids])),
-    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
-    {length(Rtts), Secs, Rtts}.
-
-kvs3_client(Config, Channel, Nodes, Value, Parent, Acc) ->
+kvs_client(Config, Channel, {Nodes, Quorum} = Replicas, Value, Parent, Acc) ->
     receive
         stop -> Parent ! {done, self(), Acc}
     after 0 ->
@@ -529,10 +494,10 @@ kvs3_client(Config, Channel, Nodes, Value, Parent, Acc) ->
                  disterl -> {kvs_name(Key), N} ! Msg;
                  _ -> ok = weft:forward(N, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
              end || N <- Nodes],
-            case quorum(Ref, 2) of
+            case quorum(Ref, Quorum) of
                 ok ->
-                    kvs3_client(Config, Channel, Nodes, Value, Parent,
-                                [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
+                    kvs_client(Config, Channel, Replicas, Value, Parent,
+                               [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
                 stop ->
                     Parent ! {done, self(), Acc}
             end

@@ -87,11 +87,7 @@ pub fn run_count(
                 let mut rtts = Vec::new();
                 for _ in 0..count {
                     let t = Instant::now();
-                    let ok = s.write_all(&(payload as u32).to_be_bytes()).is_ok()
-                        && s.write_all(&body).is_ok()
-                        && s.read_exact(&mut len).is_ok()
-                        && s.read_exact(&mut back).is_ok();
-                    if !ok {
+                    if !round_trip(&mut s, &body, &mut len, &mut back) {
                         break;
                     }
                     rtts.push(t.elapsed().as_micros() as u64);
@@ -135,11 +131,7 @@ pub fn run(
             let mut rtts = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let ok = s.write_all(&(payload as u32).to_be_bytes()).is_ok()
-                    && s.write_all(&body).is_ok()
-                    && s.read_exact(&mut len).is_ok()
-                    && s.read_exact(&mut back).is_ok();
-                if !ok {
+                if !round_trip(&mut s, &body, &mut len, &mut back) {
                     break;
                 }
                 if !stop.load(Ordering::Relaxed) {
@@ -164,4 +156,12 @@ pub fn run(
         seconds,
         rtts_us,
     })
+}
+
+/// One echo: a length-prefixed `body` out, the reply back into `back`.
+fn round_trip(s: &mut TcpStream, body: &[u8], len: &mut [u8; 4], back: &mut [u8]) -> bool {
+    s.write_all(&(body.len() as u32).to_be_bytes()).is_ok()
+        && s.write_all(body).is_ok()
+        && s.read_exact(len).is_ok()
+        && s.read_exact(back).is_ok()
 }

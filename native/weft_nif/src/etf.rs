@@ -288,29 +288,16 @@ impl<'a> Decoder<'a> {
                 let n = self.u32()?;
                 (0..2 * n).try_for_each(|_| self.skip(depth + 1))
             }
-            NEW_PID => {
+            // A node atom, then fixed-size ids and creation.
+            tag @ (NEW_PID | PID | NEW_PORT | PORT | V4_PORT | REFERENCE) => {
                 self.skip(depth + 1)?;
-                self.take(12).map(drop)
-            }
-            PID => {
-                self.skip(depth + 1)?;
-                self.take(9).map(drop)
-            }
-            NEW_PORT => {
-                self.skip(depth + 1)?;
-                self.take(8).map(drop)
-            }
-            PORT => {
-                self.skip(depth + 1)?;
-                self.take(5).map(drop)
-            }
-            V4_PORT => {
-                self.skip(depth + 1)?;
-                self.take(12).map(drop)
-            }
-            REFERENCE => {
-                self.skip(depth + 1)?;
-                self.take(5).map(drop)
+                let rest = match tag {
+                    NEW_PID | V4_PORT => 12,
+                    PID => 9,
+                    NEW_PORT => 8,
+                    _ => 5,
+                };
+                self.take(rest).map(drop)
             }
             NEWER_REFERENCE | NEW_REFERENCE => {
                 let tag = self.data[self.pos - 1];
