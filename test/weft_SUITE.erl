@@ -16,7 +16,7 @@
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
          callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1,
          io_on_threads/1, a_killed_poller_process_is_restarted/1,
-         bulk_lanes_move_to_threads_and_back/1]).
+         bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -31,7 +31,8 @@ all() ->
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
      callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
-     a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back].
+     a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
+     mixed_sizes_keep_each_senders_order].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -167,6 +168,21 @@ check_key_order(Got, Count, Keys) ->
                          Seqs = lists:reverse(Rev),
                          ?assertEqual([S || S <- lists:seq(1, Count), S rem Keys =:= K], Seqs)
                  end, ByKey).
+
+%% Small messages may pass large ones of other processes on a lane; each
+%% process's own messages still arrive in the order it sent them.
+mixed_sizes_keep_each_senders_order(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    {Senders, Each} = {8, 60},
+    call(B, weft_ct, collector, [mixed, fun({Id, Seq, _}) -> {Id, Seq} end]),
+    ok = call(A, weft_ct, mixed_senders, [NodeB, mixed, default, Senders, Each]),
+    Got = call(B, weft_ct, collected, [mixed, Senders * Each]),
+    ?assertEqual(Senders * Each, length(Got)),
+    [?assertEqual(lists:seq(1, Each), [Seq || {I, Seq} <- Got, I =:= Id]) || Id <- lists:seq(1, Senders)],
+    [#{sent_frames := Sent}] = lanes(A, NodeB, default),
+    ?assert(Sent >= Senders * Each),
+    ok.
 
 large_and_small_on_separate_sockets(_Config) ->
     [A, B] = cluster(2),

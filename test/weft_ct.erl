@@ -7,7 +7,7 @@
 -export([start_node/2, start_node/3, start_node_named/2, stop_node/1, kill_node/1, call/4,
          wait_until/2, wait_until/3]).
 %% Run on the peers:
--export([collector/1, collected/1, collected/2, echo/1, watcher/0, events/0,
+-export([collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1]).
@@ -83,6 +83,18 @@ collector(Name) ->
     register(Name, Pid),
     Pid.
 
+%% @doc As {@link collector/1}, keeping `Fun(Msg)' instead of each message.
+collector(Name, Fun) ->
+    Pid = spawn(fun() -> collect(Fun, []) end),
+    register(Name, Pid),
+    Pid.
+
+collect(Fun, Acc) ->
+    receive
+        {'$collected', From} -> From ! {'$collected', lists:reverse(Acc)}, collect(Fun, Acc);
+        Msg -> collect(Fun, [Fun(Msg) | Acc])
+    end.
+
 collect(Acc) ->
     receive
         {'$collected', From} -> From ! {'$collected', lists:reverse(Acc)}, collect(Acc);
@@ -153,6 +165,23 @@ send_many(Node, Name, Channel, Count, Keys, KeyKind) ->
     PKey = fun(K) -> case KeyKind of integer -> K; tuple -> {key, K} end end,
     [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => PKey(Seq rem Keys)})
      || Seq <- lists:seq(1, Count)],
+    ok.
+
+%% @doc `Senders' processes each forward `PerSender' messages `{Id, Seq,
+%% Payload}' to `{Name, Node}' on `Channel' (one lane), every other one with
+%% a 300 KB payload, the rest with a few bytes. Returns once all are sent.
+mixed_senders(Node, Name, Channel, Senders, PerSender) ->
+    Big = crypto:strong_rand_bytes(300 * 1024),
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               [ok = weft:forward(Node, Name,
+                                                  {Id, Seq, case Seq rem 2 of 0 -> Big; 1 -> <<Seq:32>> end},
+                                                  #{channel => Channel})
+                                || Seq <- lists:seq(1, PerSender)],
+                               Self ! {sent, self()}
+                       end)
+            || Id <- lists:seq(1, Senders)],
+    [receive {sent, P} -> ok end || P <- Pids],
     ok.
 
 %% @doc Echo a message of every kind of term, with a binary of `BigSize'

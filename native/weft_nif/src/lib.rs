@@ -323,8 +323,19 @@ fn send<'a>(
     };
     let node = node.to_term(env).atom_to_string()?;
     let channel_name = channel.to_term(env).atom_to_string()?;
+    // The calling process, for ordering: its small messages may pass large
+    // ones that other processes queued, never its own.
+    let sender = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        env.pid().hash(&mut h);
+        h.finish()
+    };
     // Queuing may wake a poller: a message from this process.
-    let sent = sink::with_caller(env, || r.transport.send(&node, &channel_name, choice, body));
+    let sent = sink::with_caller(env, || {
+        r.transport
+            .send_from(sender, &node, &channel_name, choice, body)
+    });
     Ok(match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {

@@ -14,6 +14,14 @@
 //! again once it becomes writable. While a flush holds frames (`busy`) or
 //! frames wait, new frames queue behind them, so frames leave in the order
 //! they were pushed.
+//!
+//! Small frames need not wait for large ones that other processes queued
+//! before them: a frame of at most [`DIRECT_MAX`] bytes whose sender is
+//! known goes ahead of the large frames at the end of the queue that other
+//! senders pushed and that have not started on the wire. Frames of one
+//! sender keep their order, and so do frames of unknown senders (control
+//! frames), which nothing passes. The promise is Erlang's: order holds per
+//! sender and destination, not across senders.
 
 use crate::body::Body;
 use crate::conn::Conn;
@@ -56,21 +64,33 @@ const DIRECT_SLICES: usize = 16;
 /// reply, heartbeats) stay on the direct path, which saves a thread wake-up.
 const STREAM_GAP: Duration = Duration::from_micros(40);
 
+/// Who pushed a frame, as far as ordering goes: frames with the same
+/// sender leave in the order they were pushed. Two senders that share a
+/// value only lose the chance to pass each other.
+pub type Sender = u64;
+
 /// A frame waiting in a lane's queue; `sent` bytes of it (header first) are
 /// already on the wire.
 struct Outgoing {
     header: [u8; HEADER_LEN],
     body: Body,
     sent: usize,
+    sender: Option<Sender>,
 }
 
 impl Outgoing {
-    fn new(kind: FrameKind, body: Body) -> Self {
+    fn new(kind: FrameKind, body: Body, sender: Option<Sender>) -> Self {
         Outgoing {
             header: header(kind, body.len()),
             body,
             sent: 0,
+            sender,
         }
+    }
+
+    /// May a small frame from `sender` go ahead of this one?
+    fn passable_by(&self, sender: Sender) -> bool {
+        self.sent == 0 && self.body.len() > DIRECT_MAX && self.sender.is_some_and(|s| s != sender)
     }
 
     fn len(&self) -> usize {
@@ -183,10 +203,17 @@ impl Lane {
         }
     }
 
-    /// Send a frame: written at once when the lane is idle, else queued.
-    /// Never blocks; callable from any thread.
+    /// Send a frame of an unknown sender: written at once when the lane is
+    /// idle, else queued behind every frame already queued. Never blocks;
+    /// callable from any thread.
     pub fn push(self: &Arc<Self>, kind: FrameKind, body: Body) {
-        let mut f = Outgoing::new(kind, body);
+        self.push_from(kind, body, None)
+    }
+
+    /// Send a frame on behalf of `sender`; a small one may go ahead of large
+    /// frames of other senders that wait unstarted (see the module doc).
+    pub fn push_from(self: &Arc<Self>, kind: FrameKind, body: Body, sender: Option<Sender>) {
+        let mut f = Outgoing::new(kind, body, sender);
         let mut out = self.out.lock();
         if out.stopped {
             drop(out);
@@ -216,7 +243,19 @@ impl Lane {
             }
         }
         self.queued(f.body.len() as i64);
-        out.queue.push_back(f);
+        let at = match f.sender {
+            Some(s) if f.body.len() <= DIRECT_MAX => {
+                let passed = out
+                    .queue
+                    .iter()
+                    .rev()
+                    .take_while(|q| q.passable_by(s))
+                    .count();
+                out.queue.len() - passed
+            }
+            _ => out.queue.len(),
+        };
+        out.queue.insert(at, f);
         self.ask_flush(out);
     }
 
@@ -317,7 +356,14 @@ impl Lane {
                 }
                 return (Flush::Done, 0);
             }
-            let n = out.queue.len().min(BATCH_FRAMES);
+            // Take what one write offers, no more: frames left in the queue
+            // can still be passed by small ones.
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < out.queue.len() && n < BATCH_FRAMES && bytes < BATCH_BYTES {
+                bytes += out.queue[n].len() - out.queue[n].sent;
+                n += 1;
+            }
             let batch: VecDeque<Outgoing> = out.queue.drain(..n).collect();
             out.busy = true;
             (conn, batch)
@@ -420,8 +466,9 @@ mod tests {
     use std::io::Read;
 
     /// Frames pushed from several threads at once, some large enough to fill
-    /// the socket buffer (so direct writes, partial writes and flushes by the
-    /// poller all take turns), arrive complete and in each thread's order.
+    /// the socket buffer (so direct writes, partial writes, flushes by the
+    /// poller and small frames passing large ones all take turns), arrive
+    /// complete and in each thread's order.
     #[test]
     fn concurrent_pushes_keep_per_sender_order() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -452,7 +499,10 @@ mod tests {
                         let mut body = vec![0u8; size];
                         body[..4].copy_from_slice(&t.to_be_bytes());
                         body[4..8].copy_from_slice(&seq.to_be_bytes());
-                        lane.push(FrameKind::Data, body.into());
+                        // Half the threads name themselves: their small
+                        // frames may pass large ones of other threads.
+                        let sender = (t % 2 == 0).then_some(u64::from(t));
+                        lane.push_from(FrameKind::Data, body.into(), sender);
                     }
                 })
             })
@@ -478,6 +528,54 @@ mod tests {
             u64::from(THREADS * FRAMES)
         );
         assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 0);
+        poller.stop();
+        driving.join().unwrap();
+    }
+
+    /// Queued while unconnected, then written: a small frame goes ahead of
+    /// unstarted large frames of other senders, never of its own sender's
+    /// or of an unknown sender's frames.
+    #[test]
+    fn small_frames_pass_large_ones_of_other_senders_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
+        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
+        let large = |tag: u8| Body::from(vec![tag; DIRECT_MAX + 1]);
+        let small = |tag: u8| Body::from(vec![tag; 8]);
+        lane.push_from(FrameKind::Data, large(b'a'), Some(1));
+        lane.push_from(FrameKind::Data, large(b'b'), Some(2));
+        lane.push_from(FrameKind::Data, small(b'c'), Some(3)); // passes both
+        lane.push_from(FrameKind::Data, small(b'A'), Some(1)); // passes b only
+        lane.push(FrameKind::Data, small(b'n')); // unknown sender: last
+        lane.push_from(FrameKind::Data, small(b'C'), Some(3)); // nothing to pass
+        lane.push_from(FrameKind::Data, large(b'd'), Some(4));
+        lane.push_from(FrameKind::Data, large(b'e'), Some(5)); // large: never passes
+        lane.push_from(FrameKind::Data, small(b'D'), Some(4)); // passes e, not d
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let conn = Conn::new(1, client, poller.clone());
+        lane.attach(conn.clone());
+        poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+        let driving = {
+            let p = poller.clone();
+            std::thread::spawn(move || run_thread(p))
+        };
+        let mut order = Vec::new();
+        for _ in 0..9 {
+            let mut h = [0u8; HEADER_LEN];
+            server.read_exact(&mut h).unwrap();
+            let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
+            let mut body = vec![0u8; len];
+            server.read_exact(&mut body).unwrap();
+            order.push(body[0]);
+        }
+        assert_eq!(order, b"caAbnCdDe".to_vec());
         poller.stop();
         driving.join().unwrap();
     }

@@ -36,6 +36,7 @@ mod watcher;
 pub use body::Body;
 pub use config::{IoMode, TransportConfig};
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
+pub use lane::Sender;
 pub use poller::{Outcome, Poller};
 pub use routes::SendError;
 pub use sink::{FrameBuffer, Sink};
@@ -214,7 +215,24 @@ impl Transport {
     ) -> Result<(), SendError> {
         self.shared
             .routes
-            .send(peer, channel, choice.into(), body.into())
+            .send(peer, channel, choice.into(), body.into(), None)
+    }
+
+    /// As [`Transport::send`], on behalf of `sender`: its small frames may
+    /// go ahead of large frames that other senders queued on the same lane
+    /// and that have not started (see [`lane`]); its own frames keep their
+    /// order.
+    pub fn send_from(
+        &self,
+        sender: Sender,
+        peer: &str,
+        channel: &str,
+        choice: impl Into<Choice>,
+        body: impl Into<Body>,
+    ) -> Result<(), SendError> {
+        self.shared
+            .routes
+            .send(peer, channel, choice.into(), body.into(), Some(sender))
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).

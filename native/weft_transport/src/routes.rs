@@ -3,7 +3,7 @@
 //! it.
 
 use crate::body::Body;
-use crate::lane::Lane;
+use crate::lane::{Lane, Sender};
 use crate::pollers::PollerSet;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -93,6 +93,7 @@ impl Routes {
         channel: &str,
         choice: Choice,
         body: Body,
+        sender: Option<Sender>,
     ) -> Result<(), SendError> {
         if !self.channels.iter().any(|c| c == channel) {
             self.dropped.unknown_channel.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +123,7 @@ impl Routes {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         };
         let i = pick(lanes.len() as u16, self.affinity, choice, rr) as usize;
-        lanes[i].push(FrameKind::Data, body);
+        lanes[i].push_from(FrameKind::Data, body, sender);
         Ok(())
     }
 
