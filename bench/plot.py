@@ -78,7 +78,12 @@ def main():
             if workload == "kvs3":
                 ax.set_xlabel(ax.get_xlabel() + " (3 replicas, quorum 2)")
             cap = cell[0]["cap_mbit"]
-            net = f"RTT {rtt} ms, {cap} Mbit/s per flow" if rtt else "loopback, no emulation"
+            if not rtt:
+                net = "loopback, no emulation"
+            elif float(cap) == 0:
+                net = f"RTT {rtt} ms, no cap"
+            else:
+                net = f"RTT {rtt} ms, {cap} Mbit/s per flow"
             ax.set_title(f"{workload}, {size_label(payload)} ({net})", fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].legend(fontsize=8)

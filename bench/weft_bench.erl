@@ -38,6 +38,9 @@ main(Plan) ->
 %% gets, 10 % puts.
 %% `kvs3': the same on 3 nodes, each a replica of every key; each request
 %% goes to all three and completes on two replies (quorum 2 of 3).
+%% `echo_uncapped': echo through the proxies with the round trip but no
+%% bandwidth cap, so the machine's copy bandwidth is the ceiling of every
+%% transport: what weft's own path costs with large payloads.
 cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
@@ -60,13 +63,15 @@ cells(full) ->
             || Rtt <- [1, 20], {Payload, Count} <- [{512 * 1024, 10}, {8 * 1024 * 1024, 2}],
                Actors <- [16, 32, 64, 128]]
         ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
-        ++ [{kvs3, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]].
+        ++ [{kvs3, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
+        ++ [{echo_uncapped, 1, Payload, 16, 5} || Payload <- [512 * 1024, 8 * 1024 * 1024]].
 
 %% A cell may name its configurations as a sixth element.
 cell_configs({W, _, _, _, _}) -> configs(W);
 cell_configs({_, _, _, _, _, Configs}) -> Configs.
 
 configs(echo) -> [disterl, weft_1, weft_16, limit];
+configs(echo_uncapped) -> [disterl, weft_1, weft_16, limit];
 configs(hol) -> [disterl, weft_1, weft_16];
 configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
@@ -131,9 +136,9 @@ to_atom(L) when is_list(L) -> list_to_atom(L).
 
 cell(Netem, limit, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     %% The latency workload makes a fixed count of round trips per actor.
-    Count = case Workload of latency -> Seconds; echo -> 0 end,
+    Count = case Workload of latency -> Seconds; _ -> 0 end,
     Out = os:cmd(lists:flatten(io_lib:format("~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
-                                             [Netem, Rtt, ?CAP_MBIT, Clients, Payload, Seconds, Count]))),
+                                             [Netem, Rtt, cap(Workload, Rtt), Clients, Payload, Seconds, Count]))),
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
@@ -142,7 +147,7 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     %% its proxy (or directly, without emulation).
     Listen = free_ports(Count),
     Advertised = case Rtt of 0 -> Listen; _ -> free_ports(Count) end,
-    Proxy = start_proxy(Netem, Rtt, lists:zip(Advertised, Listen)),
+    Proxy = start_proxy(Netem, Rtt, cap(Workload, Rtt), lists:zip(Advertised, Listen)),
     Tag = integer_to_list(erlang:unique_integer([positive])),
     Names = ["bench_" ++ [$a + I - 1] ++ Tag || I <- lists:seq(1, Count)],
     Ports = lists:join(",", [N ++ "=" ++ integer_to_list(X) || {N, X} <- lists:zip(Names, Advertised)]),
@@ -158,6 +163,7 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
         Replicas = [N || {_, N} <- Started],
         {Fun, Args} = case Workload of
                           echo -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
+                          echo_uncapped -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
                           latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
                           kvs -> {kvs_clients, [Config, [NodeB], 1, Clients, Payload, Seconds * 1000]};
@@ -216,9 +222,13 @@ node_count(kvs3) -> 3;
 node_count(_) -> 2.
 
 row(Config, {Workload, Rtt, Payload, Clients, Seconds}, Ops, P50, P99) ->
-    Cap = case Rtt of 0 -> 0; _ -> ?CAP_MBIT end,
-    #{workload => Workload, config => Config, rtt => Rtt, cap => Cap, payload => Payload,
+    #{workload => Workload, config => Config, rtt => Rtt, cap => cap(Workload, Rtt), payload => Payload,
       clients => Clients, seconds => Seconds, ops => Ops, p50 => P50, p99 => P99}.
+
+%% The per-connection cap (Mbit/s) of a cell's emulation; 0: none.
+cap(_, 0) -> 0;
+cap(echo_uncapped, _) -> 0;
+cap(_, _) -> ?CAP_MBIT.
 
 free_ports(N) ->
     Socks = [begin {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]), S end || _ <- lists:seq(1, N)],
@@ -227,10 +237,10 @@ free_ports(N) ->
     Ports.
 
 %% The proxy runs until its standard input (this port) closes.
-start_proxy(_Netem, 0, _Maps) ->
+start_proxy(_Netem, 0, _Cap, _Maps) ->
     none;
-start_proxy(Netem, Rtt, Maps) ->
-    Args = ["proxy", "--rtt-ms", integer_to_list(Rtt), "--rate-mbit", integer_to_list(?CAP_MBIT)]
+start_proxy(Netem, Rtt, Cap, Maps) ->
+    Args = ["proxy", "--rtt-ms", integer_to_list(Rtt), "--rate-mbit", integer_to_list(Cap)]
         ++ lists:append([["--map", "127.0.0.1:" ++ integer_to_list(X) ++ "=127.0.0.1:" ++ integer_to_list(P)]
                          || {X, P} <- Maps]),
     Port = open_port({spawn_executable, Netem}, [{args, Args}, {line, 256}, binary, exit_status]),
@@ -544,7 +554,7 @@ size_label(P) -> integer_to_list(P) ++ " B".
 %% One line per cell: ops/s of each configuration and the ratios of weft
 %% over Distributed Erlang and over the limit.
 table(Rows) ->
-    Echo = [R || #{workload := W} = R <- Rows, W =:= echo orelse W =:= kvs orelse W =:= kvs3],
+    Echo = [R || #{workload := W} = R <- Rows, lists:member(W, [echo, kvs, kvs3, echo_uncapped])],
     Hol = [R || #{workload := hol} = R <- Rows],
     Lat = [R || #{workload := latency} = R <- Rows],
     [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
