@@ -465,29 +465,53 @@ mod tests {
     use crate::poller::run_thread;
     use std::io::Read;
 
+    /// A lane with no connection yet, its poller, and the runtime of its
+    /// timers (keep it alive as long as the lane).
+    fn unconnected_lane() -> (tokio::runtime::Runtime, Arc<Poller>, Arc<Lane>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
+        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
+        (rt, poller, lane)
+    }
+
+    /// Connect `lane` (served by `poller`, driven on a thread) to a socket;
+    /// returns the other end and the driving thread.
+    fn connect(
+        lane: &Arc<Lane>,
+        poller: &Arc<Poller>,
+    ) -> (std::net::TcpStream, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let conn = Conn::new(1, client, poller.clone());
+        lane.attach(conn.clone());
+        poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+        let p = poller.clone();
+        (server, std::thread::spawn(move || run_thread(p)))
+    }
+
+    /// The body of the next frame on `server`.
+    fn read_frame(server: &mut std::net::TcpStream) -> Vec<u8> {
+        let mut h = [0u8; HEADER_LEN];
+        server.read_exact(&mut h).unwrap();
+        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
+        let mut body = vec![0u8; len];
+        server.read_exact(&mut body).unwrap();
+        body
+    }
+
     /// Frames pushed from several threads at once, some large enough to fill
     /// the socket buffer (so direct writes, partial writes, flushes by the
     /// poller and small frames passing large ones all take turns), arrive
     /// complete and in each thread's order.
     #[test]
     fn concurrent_pushes_keep_per_sender_order() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
-        let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
-        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
-        let conn = Conn::new(1, client, poller.clone());
-        lane.attach(conn.clone());
-        poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
-        let driving = {
-            let p = poller.clone();
-            std::thread::spawn(move || run_thread(p))
-        };
+        let (_rt, poller, lane) = unconnected_lane();
+        let (mut server, driving) = connect(&lane, &poller);
         const THREADS: u32 = 4;
         const FRAMES: u32 = 2000;
         let senders: Vec<_> = (0..THREADS)
@@ -509,11 +533,7 @@ mod tests {
             .collect();
         let mut next = [0u32; THREADS as usize];
         for _ in 0..THREADS * FRAMES {
-            let mut h = [0u8; HEADER_LEN];
-            server.read_exact(&mut h).unwrap();
-            let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
-            let mut body = vec![0u8; len];
-            server.read_exact(&mut body).unwrap();
+            let body = read_frame(&mut server);
             let t = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
             let seq = u32::from_be_bytes(body[4..8].try_into().unwrap());
             assert_eq!(seq, next[t], "thread {t} out of order");
@@ -537,12 +557,7 @@ mod tests {
     /// or of an unknown sender's frames.
     #[test]
     fn small_frames_pass_large_ones_of_other_senders_only() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
-        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
+        let (_rt, poller, lane) = unconnected_lane();
         let large = |tag: u8| Body::from(vec![tag; DIRECT_MAX + 1]);
         let small = |tag: u8| Body::from(vec![tag; 8]);
         lane.push_from(FrameKind::Data, large(b'a'), Some(1));
@@ -555,24 +570,10 @@ mod tests {
         lane.push_from(FrameKind::Data, large(b'e'), Some(5)); // large: never passes
         lane.push_from(FrameKind::Data, small(b'D'), Some(4)); // passes e, not d
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
-        let conn = Conn::new(1, client, poller.clone());
-        lane.attach(conn.clone());
-        poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
-        let driving = {
-            let p = poller.clone();
-            std::thread::spawn(move || run_thread(p))
-        };
+        let (mut server, driving) = connect(&lane, &poller);
         let mut order = Vec::new();
         for _ in 0..9 {
-            let mut h = [0u8; HEADER_LEN];
-            server.read_exact(&mut h).unwrap();
-            let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
-            let mut body = vec![0u8; len];
-            server.read_exact(&mut body).unwrap();
+            let body = read_frame(&mut server);
             order.push(body[0]);
         }
         assert_eq!(order, b"caAbnCdDe".to_vec());
