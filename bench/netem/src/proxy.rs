@@ -106,8 +106,24 @@ fn write_side(mut to: TcpStream, rx: Receiver<(Instant, Vec<u8>)>, link: Link) {
 
 /// Sleep until `t`, to within tens of microseconds.
 pub fn sleep_until(t: Instant) {
+    precise_timers();
     let now = Instant::now();
     if t > now {
         thread::sleep(t - now);
     }
+}
+
+/// Ask the kernel to wake this thread's sleeps on time: the default timer
+/// slack (50 us) would add to every emulated delay. Once per thread.
+fn precise_timers() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    DONE.with(|done| {
+        if !done.replace(true) {
+            // SAFETY: PR_SET_TIMERSLACK takes a plain integer and changes
+            // only the calling thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            }
+        }
+    });
 }
