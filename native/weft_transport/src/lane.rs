@@ -18,7 +18,9 @@
 //! Small frames need not wait for large ones that other processes queued
 //! before them: a frame of at most [`DIRECT_MAX`] bytes whose sender is
 //! known goes ahead of the large frames at the end of the queue that other
-//! senders pushed and that have not started on the wire. Frames of one
+//! senders pushed and that have not started on the wire (each of those
+//! at most [`MAX_PASSES`] times, so a large frame is not held back for
+//! ever). Frames of one
 //! sender keep their order, and so do frames of unknown senders (control
 //! frames), which nothing passes. The promise is Erlang's: order holds per
 //! sender and destination, not across senders.
@@ -58,6 +60,10 @@ const MAX_SLICES: usize = 1024;
 /// in several writes, the rest by the writer.
 const DIRECT_SLICES: usize = 16;
 
+/// How many small frames may go ahead of one large frame, so that a steady
+/// stream of small frames cannot hold a large one back for ever.
+const MAX_PASSES: u32 = 64;
+
 /// A push this soon after the previous one is part of a stream: it queues,
 /// so the writer batches many frames per system call, instead of paying one
 /// `writev` per frame on the sender's thread. Sparse sends (request and
@@ -76,6 +82,8 @@ struct Outgoing {
     body: Body,
     sent: usize,
     sender: Option<Sender>,
+    /// How many frames went ahead of this one.
+    passed: u32,
 }
 
 impl Outgoing {
@@ -85,12 +93,16 @@ impl Outgoing {
             body,
             sent: 0,
             sender,
+            passed: 0,
         }
     }
 
     /// May a small frame from `sender` go ahead of this one?
     fn passable_by(&self, sender: Sender) -> bool {
-        self.sent == 0 && self.body.len() > DIRECT_MAX && self.sender.is_some_and(|s| s != sender)
+        self.sent == 0
+            && self.body.len() > DIRECT_MAX
+            && self.passed < MAX_PASSES
+            && self.sender.is_some_and(|s| s != sender)
     }
 
     fn len(&self) -> usize {
@@ -245,13 +257,12 @@ impl Lane {
         self.queued(f.body.len() as i64);
         let at = match f.sender {
             Some(s) if f.body.len() <= DIRECT_MAX => {
-                let passed = out
-                    .queue
-                    .iter()
-                    .rev()
-                    .take_while(|q| q.passable_by(s))
-                    .count();
-                out.queue.len() - passed
+                let mut at = out.queue.len();
+                while at > 0 && out.queue[at - 1].passable_by(s) {
+                    at -= 1;
+                    out.queue[at].passed += 1;
+                }
+                at
             }
             _ => out.queue.len(),
         };
@@ -577,6 +588,29 @@ mod tests {
             order.push(body[0]);
         }
         assert_eq!(order, b"caAbnCdDe".to_vec());
+        poller.stop();
+        driving.join().unwrap();
+    }
+
+    /// A steady stream of small frames holds a large frame back by at most
+    /// `MAX_PASSES` frames.
+    #[test]
+    fn a_large_frame_is_passed_a_bounded_number_of_times() {
+        let (_rt, poller, lane) = unconnected_lane();
+        lane.push_from(FrameKind::Data, vec![0xff; DIRECT_MAX + 1].into(), Some(1));
+        let smalls = MAX_PASSES as usize + 10;
+        for i in 0..smalls {
+            lane.push_from(FrameKind::Data, vec![i as u8; 8].into(), Some(2));
+        }
+        let (mut server, driving) = connect(&lane, &poller);
+        let order: Vec<u8> = (0..=smalls).map(|_| read_frame(&mut server)[0]).collect();
+        let large_at = order.iter().position(|&b| b == 0xff).unwrap();
+        assert_eq!(large_at, MAX_PASSES as usize);
+        let smalls_seen: Vec<u8> = order.iter().copied().filter(|&b| b != 0xff).collect();
+        assert_eq!(
+            smalls_seen,
+            (0..smalls).map(|i| i as u8).collect::<Vec<_>>()
+        );
         poller.stop();
         driving.join().unwrap();
     }
