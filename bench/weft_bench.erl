@@ -71,7 +71,7 @@ cell_configs({W, _, _, _, _}) -> configs(W);
 cell_configs({_, _, _, _, _, Configs}) -> Configs.
 
 configs(echo) -> [disterl, weft_1, weft_16, limit];
-configs(echo_uncapped) -> [disterl, weft_1, weft_16, limit];
+configs(echo_uncapped) -> configs(echo);
 configs(hol) -> [disterl, weft_1, weft_16];
 configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
@@ -162,8 +162,8 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
         Workload =:= kvs3 andalso [ok = peer:call(P, ?MODULE, kvs_server, [Config, Payload]) || {P, _} <- Started],
         Replicas = [N || {_, N} <- Started],
         {Fun, Args} = case Workload of
-                          echo -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
-                          echo_uncapped -> {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
+                          E when E =:= echo; E =:= echo_uncapped ->
+                              {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
                           latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
                           kvs -> {kvs_clients, [Config, [NodeB], 1, Clients, Payload, Seconds * 1000]};

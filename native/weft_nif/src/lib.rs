@@ -159,15 +159,23 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
     if p.is_stopped() {
         return atoms::stopped();
     }
-    res.sink.register_poller(p.index(), env.pid());
     sink::with_caller(env, || match p.poll() {
         Outcome::Busy => {
             rustler::schedule::consume_timeslice(env, 10);
             atoms::more()
         }
         Outcome::Linger => atoms::linger(),
-        Outcome::Idle if p.try_idle() => atoms::wait(),
-        Outcome::Idle => atoms::more(),
+        Outcome::Idle => {
+            // Wake-ups go only to an idle poller, to the process that last
+            // drove it: make it known before going idle (a restarted
+            // process replaces the one that died).
+            res.sink.register_poller(p.index(), env.pid());
+            if p.try_idle() {
+                atoms::wait()
+            } else {
+                atoms::more()
+            }
+        }
     })
 }
 
@@ -334,7 +342,7 @@ fn send<'a>(
     // Queuing may wake a poller: a message from this process.
     let sent = sink::with_caller(env, || {
         r.transport
-            .send_from(sender, &node, &channel_name, choice, body)
+            .send(Some(sender), &node, &channel_name, choice, body)
     });
     Ok(match sent {
         Ok(()) => atoms::ok().encode(env),

@@ -73,7 +73,7 @@ fn send_built(to: &LocalPid, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) ->
 /// Sends into the BEAM on behalf of the transport.
 pub struct NifSink {
     events: LocalPid,
-    /// The process that drives each poller, once it has polled.
+    /// The process that drives each poller, once it has gone idle.
     pollers: RwLock<Vec<Option<LocalPid>>>,
 }
 

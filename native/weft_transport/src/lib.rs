@@ -205,9 +205,13 @@ impl Transport {
     }
 
     /// Queue `body` for `peer` on `channel`; `choice` (a hash, or an index)
-    /// picks the lane when affinity is on. Never blocks.
+    /// picks the lane when affinity is on. Never blocks. With a `sender`,
+    /// its small frames may go ahead of large frames that other senders
+    /// queued on the same lane and that have not started (see [`lane`]);
+    /// frames of one sender, and frames without one, keep their order.
     pub fn send(
         &self,
+        sender: Option<Sender>,
         peer: &str,
         channel: &str,
         choice: impl Into<Choice>,
@@ -215,24 +219,7 @@ impl Transport {
     ) -> Result<(), SendError> {
         self.shared
             .routes
-            .send(peer, channel, choice.into(), body.into(), None)
-    }
-
-    /// As [`Transport::send`], on behalf of `sender`: its small frames may
-    /// go ahead of large frames that other senders queued on the same lane
-    /// and that have not started (see [`lane`]); its own frames keep their
-    /// order.
-    pub fn send_from(
-        &self,
-        sender: Sender,
-        peer: &str,
-        channel: &str,
-        choice: impl Into<Choice>,
-        body: impl Into<Body>,
-    ) -> Result<(), SendError> {
-        self.shared
-            .routes
-            .send(peer, channel, choice.into(), body.into(), Some(sender))
+            .send(peer, channel, choice.into(), body.into(), sender)
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).

@@ -10,7 +10,7 @@
 //! ([`Outcome::Idle`]).
 //!
 //! Who calls `poll` depends on the I/O mode:
-//! - [`IoMode::Schedulers`] (the NIF's default): one Erlang process per
+//! - [`IoMode::Schedulers`]: one Erlang process per
 //!   poller calls it on a normal scheduler, as the VM runs port I/O, so a
 //!   busy node reads and writes without waking any other thread. An idle
 //!   poller's process waits for a message; the transport's watcher thread
@@ -510,16 +510,15 @@ impl Poller {
         // woken. During bulk transfers (much moved, large frames) polling
         // would only take CPU from the copying: no lingering then.
         let moved = (ROUND_BUDGET - budget) + written;
-        let now = now_us;
         let bulk = moved > LINGER_MAX_BYTES
             || large_frames > 0
             || st.conns.values().any(|e| e.reader.in_large_frame());
         if bulk {
             self.last_work.store(0, Ordering::Relaxed);
         } else if small_frames > 0 || written > 0 {
-            self.last_work.store(now, Ordering::Relaxed);
+            self.last_work.store(now_us, Ordering::Relaxed);
         }
-        let lingering = now.saturating_sub(self.last_work.load(Ordering::Relaxed))
+        let lingering = now_us.saturating_sub(self.last_work.load(Ordering::Relaxed))
             < self.linger.as_micros() as u64;
         if busy {
             Outcome::Busy

@@ -206,7 +206,7 @@ fn join_deliver_and_order(io: IoMode) {
     for i in 0..2000u32 {
         let key = i % 7;
         let body = [key.to_be_bytes(), i.to_be_bytes()].concat();
-        a.send("b@h", "vnode", key, body).unwrap();
+        a.send(None, "b@h", "vnode", key, body).unwrap();
     }
     let got = recv_msgs(&brx, 2000);
     let mut last = [None::<u32>; 7];
@@ -220,9 +220,9 @@ fn join_deliver_and_order(io: IoMode) {
         last[key] = Some(seq);
     }
     // unknown channel, too large, not a member
-    assert!(a.send("b@h", "nope", 0, vec![1]).is_err());
-    assert!(a.send("b@h", "default", 0, vec![0; 2 << 20]).is_err());
-    assert!(a.send("zz@h", "default", 0, vec![1]).is_ok());
+    assert!(a.send(None, "b@h", "nope", 0, vec![1]).is_err());
+    assert!(a.send(None, "b@h", "default", 0, vec![0; 2 << 20]).is_err());
+    assert!(a.send(None, "zz@h", "default", 0, vec![1]).is_ok());
     assert_eq!(a.info().unwrap().dropped_not_member, 1);
     a.stop();
     b.stop();
@@ -261,7 +261,8 @@ fn wrong_cookie_is_refused() {
     a.join(contact(&b));
     std::thread::sleep(Duration::from_millis(500));
     assert!(a.up_peers().is_empty() && b.up_peers().is_empty());
-    a.send("b@h", "default", 0, b"secret".to_vec()).unwrap();
+    a.send(None, "b@h", "default", 0, b"secret".to_vec())
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let evs: Vec<Ev> = brx.try_iter().collect();
     assert!(!evs.iter().any(|e| matches!(e, Ev::Msg(..) | Ev::Up(_))));
@@ -280,9 +281,9 @@ fn oversized_frame_closes_only_its_connection() {
     wait_for("lanes", || {
         all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
     });
-    a.send("b@h", "vnode", 1, vec![7; 2 << 20]).unwrap();
+    a.send(None, "b@h", "vnode", 1, vec![7; 2 << 20]).unwrap();
     for i in 0..10u8 {
-        a.send("b@h", "default", 0, vec![i]).unwrap();
+        a.send(None, "b@h", "default", 0, vec![i]).unwrap();
     }
     let got = recv_msgs(&brx, 10);
     assert!(got.iter().all(|(_, b)| b.len() == 1));
@@ -291,7 +292,7 @@ fn oversized_frame_closes_only_its_connection() {
     wait_for("lane back", || {
         all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
     });
-    a.send("b@h", "vnode", 1, vec![9; 100]).unwrap();
+    a.send(None, "b@h", "vnode", 1, vec![9; 100]).unwrap();
     let got = recv_msgs(&brx, 1);
     assert_eq!(got[0].1.len(), 100);
 }
@@ -384,7 +385,7 @@ fn auto_mode_moves_bulk_lanes_to_threads_and_back_in_order() {
         };
         let mut body = vec![0u8; size];
         body[..4].copy_from_slice(&i.to_be_bytes());
-        a.send("b@h", "vnode", 0, body.clone()).unwrap();
+        a.send(None, "b@h", "vnode", 0, body.clone()).unwrap();
         sent.push(body);
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(5));
@@ -421,7 +422,7 @@ fn auto_mode_moves_bulk_lanes_to_threads_and_back_in_order() {
     for i in 0..20u32 {
         let mut body = vec![0u8; 500_000];
         body[..4].copy_from_slice(&i.to_be_bytes());
-        a.send("b@h", "vnode", 0, body).unwrap();
+        a.send(None, "b@h", "vnode", 0, body).unwrap();
     }
     let mut moved = false;
     let deadline = Instant::now() + Duration::from_secs(10);
