@@ -2,6 +2,8 @@
 
 REBAR ?= rebar3
 ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-proper erlang-proper-dev rebar3
+# libfaketime: the tests restart a node with its clock set back.
+TEST_PACKAGES = libfaketime
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo bench bench-full bench-build clean
@@ -17,6 +19,11 @@ deps:
 	    echo "installing $(ERL_PACKAGES) from Debian's packages"; \
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(ERL_PACKAGES); \
+	fi
+	@if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then \
+	    echo "installing $(TEST_PACKAGES) from Debian's packages"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(TEST_PACKAGES); \
 	fi
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust first (https://rustup.rs)"; exit 1; }
 

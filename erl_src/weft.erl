@@ -6,12 +6,23 @@
 %% {@link forward/4}. Swap `erlang:send/2' for {@link forward/2}.
 %%
 %% Sending never raises and never blocks a scheduler: it enqueues and
-%% returns. A message to a node that is not a reachable member is dropped and
-%% counted in {@link info/0} (as `!' drops a message to an unreachable node);
-%% mistakes the sender can fix are returned as `{error, Reason}':
+%% returns. A message to a node that is not a member is dropped and counted
+%% in {@link info/0} (as `!' drops a message to an unreachable node); a
+%% message to a node that {@link join/1} was called for waits until that
+%% node is up, or is dropped and counted when it is given up on. Every
+%% message `forward' accepted is either written to its connection or counted
+%% in `info()' under `dropped' with the reason. Errors the sender can act on
+%% are returned as `{error, Reason}':
 %% <ul>
 %% <li>`{error, {unknown_channel, C}}': `C' is not one of this node's channels;</li>
-%% <li>`{error, {too_large, Size, Max}}': the encoded message exceeds `max_frame_size';</li>
+%% <li>`{error, {too_large, Size, Max}}': the encoded message (`Size' bytes)
+%%     exceeds `Max', the smaller of this node's `max_frame_size' and the
+%%     destination's (peers tell each other their limits at the handshake);</li>
+%% <li>`{error, overloaded}': the send queue of the destination
+%%     (`send_queue_limit' bytes) or of all destinations
+%%     (`send_queue_total_limit') is full; retry later or shed load. A channel
+%%     configured with `overload => drop_oldest' drops its oldest queued
+%%     messages to make room instead (counted as `dropped.overflow');</li>
 %% <li>`{error, not_started}': the weft application is not running;</li>
 %% <li>`{error, {badarg, X}}': `X' is not a destination or an options map/list.</li>
 %% </ul>
@@ -27,8 +38,12 @@
 -type node_spec() :: #{name := node(),
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
                        channels => [#{name := atom(), parallelism := pos_integer()}],
-                       epoch => non_neg_integer()}.
-%% What {@link node_spec/0} returns and {@link join/1} takes.
+                       incarnation => non_neg_integer(),
+                       max_frame_size => pos_integer()}.
+%% What {@link node_spec/0} returns and {@link join/1} takes (only `name'
+%% and `listen_addrs' are needed: the handshake tells the rest).
+%% `incarnation' is a random 64-bit number drawn at every start and every
+%% leave: a restarted node is a new incarnation whatever its clock says.
 
 -type forward_opts() :: #{channel => atom(), partition_key => term()}
                       | [{channel, atom()} | {partition_key, term()}].
@@ -251,14 +266,33 @@ on_event(_Kind, Node, Fun) ->
 %%% Introspection
 
 %% @doc Members, lanes and counters:
-%% `#{node, epoch, listen_addrs, dropped => #{not_member, unknown_channel,
-%% too_large, no_destination}, peers => #{Node => #{state => up | connecting
-%% | down, epoch, channels => #{Channel => [#{lane, state => connected |
-%% connecting | down, local, remote, queued_frames, queued_bytes,
-%% sent_frames, sent_bytes, recv_frames, recv_bytes, io => scheduler |
-%% thread}]}}}}'. The control channel shows as `'$control''. `io' says
-%% where the lane's connection is served now: by a poller on the
-%% schedulers, or on a thread (see the `io' option).
+%% ```
+%% #{node, incarnation, listen_addrs, tombstones,
+%%   dropped => #{not_member, no_channel, node_down, connection_lost,
+%%                too_large, overflow, no_destination},
+%%   refused => #{unknown_channel, too_large, overloaded},
+%%   refused_connections => #{Reason => Count},
+%%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
+%%   peers => #{Node => #{state => up | connecting | down, incarnation,
+%%                        queued_bytes, waiting, max_frame_size,
+%%                        channels => #{Channel => [#{lane, state, local, remote,
+%%                            queued_frames, queued_bytes, sent_frames, sent_bytes,
+%%                            recv_frames, recv_bytes, dropped_frames,
+%%                            io => scheduler | thread}]}}}}
+%% '''
+%% `dropped' counts messages that `forward' accepted and that were then
+%% lost, by reason: `not_member' (the destination is not a member),
+%% `no_channel' (it does not have the channel), `node_down' (queued when it
+%% went down, left, restarted or was given up on), `connection_lost' (being
+%% written when the connection failed), `too_large' (over its frame limit,
+%% learnt after the message was queued), `overflow' (dropped as the oldest
+%% of a `drop_oldest' channel), `no_destination' (received here for a name
+%% or pid that does not exist). `refused' counts calls to `forward' that
+%% returned an error. `refused_connections' counts incoming connections
+%% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
+%% `unexpected_node', `closed', ...); they are logged at most once per
+%% source address per 10 s. Sizes are in bytes. The control channel shows
+%% as `'$control''. `io' says where the lane's connection is served now.
 -spec info() -> map() | {error, not_started}.
 info() ->
     nif(fun weft_nif:info/0).

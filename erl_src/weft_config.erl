@@ -25,6 +25,9 @@ defaults() ->
       overlay => full_mesh,
       cookie => undefined,               % erlang:get_cookie() at start
       max_frame_size => 64 * 1024 * 1024,
+      send_queue_limit => 128 * 1024 * 1024,        % bytes queued for one peer
+      send_queue_total_limit => 512 * 1024 * 1024,  % bytes queued for all peers
+      forget_down_after => infinity,
       heartbeat_interval => 1000,
       heartbeat_timeout => 5000,
       reconnect_min_backoff => 100,
@@ -78,10 +81,15 @@ build(C) ->
     #{node => node(),
       listen => check(listen, C, fun(A) -> is_addr(A, 0) end),
       advertise => check(advertise, C, fun(L) -> is_list(L) andalso lists:all(fun(A) -> is_addr(A, 1) end, L) end),
-      channels => channels(C, Parallelism),
+      channels => [{N, P} || {N, P, _} <- channel_list(C, Parallelism)],
       affinity => maps:get(affinity, C),
       cookie => cookie(C),
-      max_frame_size => check(max_frame_size, C, fun(S) -> pos_int(S) andalso S < 1 bsl 32 end),
+      %% The frame length field (32 bits) counts one kind byte.
+      max_frame_size => check(max_frame_size, C, fun(S) -> pos_int(S) andalso S =< (1 bsl 32) - 2 end),
+      send_queue_limit => check(send_queue_limit, C, fun(S) -> pos_int(S) andalso S < 1 bsl 62 end),
+      send_queue_total_limit => check(send_queue_total_limit, C, fun(S) -> pos_int(S) andalso S < 1 bsl 62 end),
+      forget_down_after => check(forget_down_after, C, fun(T) -> T =:= infinity orelse (pos_int(T) andalso T < 1 bsl 32) end),
+      drop_oldest => [N || {N, _, drop_oldest} <- channel_list(C, Parallelism)],
       heartbeat_interval => HbInterval,
       heartbeat_timeout => maps:get(heartbeat_timeout, C),
       reconnect_min_backoff => Min,
@@ -127,27 +135,30 @@ cookie(C) ->
         _ -> throw({bad, cookie})
     end.
 
-%% Channels become [{Name, Parallelism}], `default' first, no duplicates.
-channels(C, Default) ->
+%% Channels become [{Name, Parallelism, Overload}], `default' first, no
+%% duplicates.
+channel_list(C, Default) ->
     List = maps:get(channels, C),
-    is_list(List) orelse throw({bad, channels}),
+    is_list(List) andalso length(List) =< 256 orelse throw({bad, channels}),
     Parsed = [channel(Ch, Default) || Ch <- List],
-    Names = [N || {N, _} <- Parsed],
+    Names = [N || {N, _, _} <- Parsed],
     length(lists:usort(Names)) =:= length(Names) orelse throw({bad, channels}),
     case lists:keytake(default, 1, Parsed) of
         {value, D, Rest} -> [D | Rest];
-        false -> [{default, Default} | Parsed]
+        false -> [{default, Default, refuse} | Parsed]
     end.
 
 channel('$control', _) ->
     throw({bad, channels});
 channel(Name, Default) when is_atom(Name) ->
-    {Name, Default};
+    {Name, Default, refuse};
 channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
     P = maps:get(parallelism, M, Default),
-    Extra = maps:keys(maps:without([name, parallelism], M)),
-    case is_integer(P) andalso P >= 1 andalso P =< ?MAX_PARALLELISM andalso Extra =:= [] of
-        true -> {Name, P};
+    Overload = maps:get(overload, M, refuse),
+    Extra = maps:keys(maps:without([name, parallelism, overload], M)),
+    case is_integer(P) andalso P >= 1 andalso P =< ?MAX_PARALLELISM andalso Extra =:= []
+        andalso lists:member(Overload, [refuse, drop_oldest]) of
+        true -> {Name, P, Overload};
         false -> throw({bad, channels})
     end;
 channel({Name, Opts}, Default) when is_atom(Name), is_map(Opts) ->

@@ -106,10 +106,17 @@ handle_info({weft_nif, nodeup, Node}, State) ->
     {Ready, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
     [begin erlang:cancel_timer(T), gen_server:reply(From, ok) end || {_, From, T} <- Ready],
     {noreply, State#state{waiters = Waiting}};
-handle_info({weft_nif, nodedown, Node, Reason}, State) ->
-    logger:notice("weft: node ~p down: ~ts", [Node, Reason], #{domain => [weft], peer => Node}),
+handle_info({weft_nif, nodedown, Node, _Reason}, State) ->
     notify(down, Node, State),
     {noreply, State};
+handle_info({weft_nif, refused, _Node, unavailable}, State) ->
+    %% The peer is stopping: a transient refusal, keep waiting.
+    {noreply, State};
+handle_info({weft_nif, refused, Node, Reason}, State) ->
+    {Refused, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
+    [begin erlang:cancel_timer(T), gen_server:reply(From, {error, {refused, Reason}}) end
+     || {_, From, T} <- Refused],
+    {noreply, State#state{waiters = Waiting}};
 handle_info({weft_nif, log, Level, Text, Meta}, State) ->
     logger:log(Level, "weft: ~ts", [Text], Meta#{domain => [weft]}),
     {noreply, State};

@@ -4,13 +4,13 @@
 %% them to collect what arrives.
 -module(weft_ct).
 
--export([start_node/2, start_node/3, start_node_named/2, stop_node/1, kill_node/1, call/4,
-         wait_until/2, wait_until/3]).
+-export([start_node/2, start_node/3, start_node_named/2, start_node_named/3, stop_node/1,
+         kill_node/1, call/4, wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
-         register_callbacks/1]).
+         register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
 -export([log/2]).
 
@@ -28,12 +28,21 @@ start_node(Prefix, Opts, Extra) ->
 start_node_named(Name, Opts) ->
     start_named(Name, Opts, []).
 
+%% @doc As {@link start_node_named/2}, with `Env' (`[{Var, Value}]') in
+%% the node's OS environment.
+start_node_named(Name, Opts, Env) ->
+    start_named(Name, Opts, [], Env).
+
 start_named(Name, Opts, Extra) ->
+    start_named(Name, Opts, Extra, []).
+
+start_named(Name, Opts, Extra, Env) ->
     Paths = [filename:dirname(code:which(weft)), filename:dirname(code:which(?MODULE))],
     Args = lists:append([["-pa", P] || P <- Paths]) ++ Extra,
     {ok, Peer, Node} = peer:start(#{name => Name,
                                     connection => standard_io,
                                     args => Args,
+                                    env => Env,
                                     wait_boot => ?BOOT_TIMEOUT}),
     case Opts of
         no_weft -> ok;
@@ -221,6 +230,47 @@ bulk_loop(Node, Name, Channel, Big, Until, Seq) ->
         false ->
             ok
     end.
+
+%% @doc In the background, forward `{stream, Seq}' messages with a
+%% `Size'-byte payload to `{Name, Node}' as fast as `forward' takes them,
+%% until {@link stream_stop/1}. Registered as `Tag'.
+stream_start(Node, Name, Size, Tag) ->
+    Payload = binary:copy(<<5>>, Size),
+    register(Tag, spawn(fun() -> stream_loop(Node, Name, Payload, 1, 0) end)),
+    ok.
+
+stream_loop(Node, Name, Payload, Seq, Accepted) ->
+    receive
+        {stop, From} -> From ! {accepted, Accepted}
+    after 0 ->
+            A = case weft:forward(Node, Name, {stream, Seq, Payload}, #{}) of
+                    ok -> Accepted + 1;
+                    {error, overloaded} -> timer:sleep(1), Accepted
+                end,
+            stream_loop(Node, Name, Payload, Seq + 1, A)
+    end.
+
+%% @doc Stop the stream `Tag'; returns how many messages `forward' accepted.
+stream_stop(Tag) ->
+    Tag ! {stop, self()},
+    receive {accepted, N} -> N after 20000 -> timeout end.
+
+%% @doc A registered process that counts the messages it gets.
+count_collector(Name) ->
+    Pid = spawn(fun() -> count_loop(0) end),
+    register(Name, Pid),
+    Pid.
+
+count_loop(N) ->
+    receive
+        {'$count', From} -> From ! {'$count', N}, count_loop(N);
+        _ -> count_loop(N + 1)
+    end.
+
+%% @doc How many messages the counter `Name' has had.
+count(Name) ->
+    Name ! {'$count', self()},
+    receive {'$count', N} -> N after 5000 -> timeout end.
 
 %% @doc Register `on_up' / `on_down' callbacks that report to the
 %% collector `callbacks': for any node (arity 1) and for `Node' (arity 0).

@@ -1,102 +1,704 @@
-//! Cookie authentication for the handshake: a challenge-response with
-//! HMAC-SHA256 keyed by the shared cookie, so the cookie never crosses the
-//! wire.
+//! The handshake of a new connection as two sans-IO state machines, and the
+//! cookie proofs they exchange (HMAC-SHA256 keyed by the shared cookie, so
+//! the cookie never crosses the wire).
 //!
-//! The dialer sends a fresh nonce in its hello; the acceptor answers with its
-//! own nonce and a proof over both nonces, both names and the lane; the
-//! dialer checks it and answers with its own proof. Proofs are bound to the
-//! role (a proof cannot be reflected back), to both nonces (no replay) and to
-//! the lane (no splicing a proof into another connection).
+//! ```text
+//! dialer                                   acceptor
+//!   Hello { nonce_d }            ------>
+//!                                <------   Challenge { nonce_a }
+//!   Auth { spec, to, lane,
+//!          proof_d }             ------>   checks proof_d: only now does it
+//!                                          say anything about itself
+//!                                <------   Welcome { spec, proof_a } | Refuse
+//! ```
+//!
+//! The dialer proves knowledge of the cookie first, as in Distributed
+//! Erlang: the acceptor reveals no proof, no name and no reason before that
+//! proof checks out, so whoever can reach the port cannot test cookie
+//! guesses offline or learn who listens there. A refusal before
+//! authentication is [`Refusal::Refused`] on the wire; the full reason is the
+//! caller's to log. A dialer of another protocol version is told the
+//! versions the acceptor speaks.
+//!
+//! `proof_d` covers both nonces and everything in `Auth` before it (the
+//! dialer's spec, the name it expects, the lane); `proof_a` covers both
+//! nonces, `proof_d` and everything in `Welcome` before it. Proofs are bound
+//! to the role (a proof cannot be reflected), to fresh nonces (no replay)
+//! and to the lane and both descriptions (no splicing into another
+//! connection). Randomness (the nonces) is an argument, as time is elsewhere
+//! in the core.
 
+use crate::frame::{FrameError, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
+use crate::spec::NodeSpec;
+use crate::wire::{decode_handshake, encode_handshake, signed_part, Handshake, Refusal};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Which side of the connection makes a proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Dialer,
-    Acceptor,
-}
+const DIALER: &[u8; 16] = b"weft-dialer-v2\0\0";
+const ACCEPTOR: &[u8; 16] = b"weft-acceptor-v2";
 
-/// What both sides bind a proof to.
-#[derive(Debug, Clone, Copy)]
-pub struct Transcript<'a> {
-    pub dialer: &'a str,
-    pub acceptor: &'a str,
-    pub lane: &'a LaneKey,
-    pub dialer_nonce: &'a [u8; 32],
-    pub acceptor_nonce: &'a [u8; 32],
-}
-
-fn mac(cookie: &[u8], role: Role, t: &Transcript<'_>) -> HmacSha256 {
+fn mac(
+    cookie: &[u8],
+    label: &[u8; 16],
+    nd: &[u8; 32],
+    na: &[u8; 32],
+    parts: &[&[u8]],
+) -> HmacSha256 {
     let mut m = HmacSha256::new_from_slice(cookie).expect("HMAC takes keys of any length");
-    m.update(match role {
-        Role::Dialer => b"weft-dialer-v1\0",
-        Role::Acceptor => b"weft-acceptor-v1",
-    });
-    for part in [
-        t.dialer.as_bytes(),
-        t.acceptor.as_bytes(),
-        t.lane.channel.as_bytes(),
-    ] {
-        m.update(&(part.len() as u32).to_be_bytes());
-        m.update(part);
+    m.update(label);
+    m.update(nd);
+    m.update(na);
+    for p in parts {
+        m.update(&(p.len() as u32).to_be_bytes());
+        m.update(p);
     }
-    m.update(&t.lane.index.to_be_bytes());
-    m.update(t.dialer_nonce);
-    m.update(t.acceptor_nonce);
     m
 }
 
-/// The proof `role` sends for this transcript.
-pub fn prove(cookie: &[u8], role: Role, t: &Transcript<'_>) -> [u8; 32] {
-    mac(cookie, role, t).finalize().into_bytes().into()
+fn prove(
+    cookie: &[u8],
+    label: &[u8; 16],
+    nd: &[u8; 32],
+    na: &[u8; 32],
+    parts: &[&[u8]],
+) -> [u8; 32] {
+    mac(cookie, label, nd, na, parts)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
-/// Check the other side's proof, in constant time.
-pub fn verify(cookie: &[u8], role: Role, t: &Transcript<'_>, proof: &[u8; 32]) -> bool {
-    mac(cookie, role, t).verify_slice(proof).is_ok()
+/// Check a proof in constant time.
+fn verify(
+    cookie: &[u8],
+    label: &[u8; 16],
+    nd: &[u8; 32],
+    na: &[u8; 32],
+    parts: &[&[u8]],
+    proof: &[u8; 32],
+) -> bool {
+    mac(cookie, label, nd, na, parts)
+        .verify_slice(proof)
+        .is_ok()
+}
+
+/// Encode a message whose last 32 bytes are a proof over the rest.
+fn signed(h: Handshake, sign: impl FnOnce(&[u8]) -> [u8; 32]) -> (Vec<u8>, [u8; 32]) {
+    let mut body = encode_handshake(&h);
+    let proof = sign(signed_part(&body));
+    let n = body.len();
+    body[n - 32..].copy_from_slice(&proof);
+    (body, proof)
+}
+
+/// Why a handshake ended without a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// The other side refused and said why (after authentication), or said
+    /// only "refused" (before).
+    #[error("refused by peer: {0}")]
+    Refused(Refusal),
+    /// This side refuses: `reason` is for the local log; send `tell` first.
+    #[error("refused: {reason}")]
+    Refusing { reason: Refusal, tell: Vec<u8> },
+    /// The other side speaks none of our versions; `tell` (if any) says which
+    /// ones we speak.
+    #[error("peer speaks protocol versions {theirs:?}, this node {SUPPORTED_VERSIONS:?}")]
+    Version {
+        theirs: Vec<u16>,
+        tell: Option<Vec<u8>>,
+    },
+    /// Not a weft handshake: malformed or out of order.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<FrameError> for HandshakeError {
+    fn from(e: FrameError) -> Self {
+        HandshakeError::Protocol(e.to_string())
+    }
+}
+
+impl HandshakeError {
+    /// What to send before closing, if anything.
+    pub fn tell(&self) -> Option<&[u8]> {
+        match self {
+            HandshakeError::Refusing { tell, .. } => Some(tell),
+            HandshakeError::Version { tell, .. } => tell.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The refusal, whichever side made it.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            HandshakeError::Refused(r) | HandshakeError::Refusing { reason: r, .. } => Some(r),
+            _ => None,
+        }
+    }
+}
+
+fn refusing(reason: Refusal, wire: Refusal) -> HandshakeError {
+    HandshakeError::Refusing {
+        reason,
+        tell: encode_handshake(&Handshake::Refuse(wire)),
+    }
+}
+
+fn unexpected(h: &Handshake) -> HandshakeError {
+    HandshakeError::Protocol(format!("unexpected handshake message {}", name(h)))
+}
+
+fn name(h: &Handshake) -> &'static str {
+    match h {
+        Handshake::Hello { .. } => "hello",
+        Handshake::Challenge { .. } => "challenge",
+        Handshake::Auth { .. } => "auth",
+        Handshake::Welcome { .. } => "welcome",
+        Handshake::Refuse(_) => "refuse",
+        Handshake::Versions(_) => "versions",
+    }
+}
+
+// ------------------------------------------------------------------ dialer
+
+/// What the dialer does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialerStep {
+    /// Send this handshake body and wait for the next message.
+    Send(Vec<u8>),
+    /// Authenticated both ways: the acceptor is this node.
+    Done(NodeSpec),
+}
+
+enum DialerState {
+    SentHello,
+    SentAuth {
+        acceptor_nonce: [u8; 32],
+        proof: [u8; 32],
+    },
+    Over,
+}
+
+/// The dialing side of one handshake.
+pub struct Dialer {
+    cookie: Vec<u8>,
+    local: NodeSpec,
+    to: String,
+    lane: LaneKey,
+    nonce: [u8; 32],
+    state: DialerState,
+}
+
+impl Dialer {
+    /// Start dialing `to` for `lane` as `local`; returns the machine and
+    /// the hello to send. `nonce` must be fresh randomness.
+    pub fn new(
+        cookie: &[u8],
+        local: NodeSpec,
+        to: &str,
+        lane: LaneKey,
+        nonce: [u8; 32],
+    ) -> (Dialer, Vec<u8>) {
+        let hello = encode_handshake(&Handshake::Hello { nonce });
+        let d = Dialer {
+            cookie: cookie.to_vec(),
+            local,
+            to: to.to_string(),
+            lane,
+            nonce,
+            state: DialerState::SentHello,
+        };
+        (d, hello)
+    }
+
+    /// The next handshake frame body from the acceptor.
+    pub fn on_frame(&mut self, body: &[u8]) -> Result<DialerStep, HandshakeError> {
+        let h = decode_handshake(body)?;
+        match (std::mem::replace(&mut self.state, DialerState::Over), h) {
+            (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
+            (_, Handshake::Versions(theirs)) => Err(HandshakeError::Version { theirs, tell: None }),
+            (DialerState::SentHello, Handshake::Challenge { nonce }) => {
+                let (nd, na) = (self.nonce, nonce);
+                let (auth, proof) = signed(
+                    Handshake::Auth {
+                        from: self.local.clone(),
+                        to: self.to.clone(),
+                        lane: self.lane.clone(),
+                        proof: [0; 32],
+                    },
+                    |part| prove(&self.cookie, DIALER, &nd, &na, &[part]),
+                );
+                self.state = DialerState::SentAuth {
+                    acceptor_nonce: na,
+                    proof,
+                };
+                Ok(DialerStep::Send(auth))
+            }
+            (
+                DialerState::SentAuth {
+                    acceptor_nonce,
+                    proof: mine,
+                },
+                Handshake::Welcome { from, proof },
+            ) => {
+                let parts: [&[u8]; 2] = [&mine, signed_part(body)];
+                if !verify(
+                    &self.cookie,
+                    ACCEPTOR,
+                    &self.nonce,
+                    &acceptor_nonce,
+                    &parts,
+                    &proof,
+                ) {
+                    return Err(refusing(Refusal::BadCookie, Refusal::Refused));
+                }
+                if let Err(e) = from.validate(false) {
+                    let r = Refusal::BadSpec(e.to_string());
+                    return Err(refusing(r.clone(), r));
+                }
+                if from.name != self.to {
+                    let r = Refusal::UnexpectedNode {
+                        expected: self.to.clone(),
+                        actual: from.name,
+                    };
+                    return Err(refusing(r.clone(), r));
+                }
+                Ok(DialerStep::Done(from))
+            }
+            (_, other) => Err(unexpected(&other)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- acceptor
+
+/// What the acceptor does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptorStep {
+    /// Send this handshake body and wait for the next message.
+    Send(Vec<u8>),
+    /// The dialer proved the cookie: it is this node, for this lane. Answer
+    /// with [`Acceptor::welcome`] or [`Acceptor::refuse`].
+    Authenticated { dialer: NodeSpec, lane: LaneKey },
+}
+
+enum AcceptorState {
+    Start,
+    Challenged {
+        dialer_nonce: [u8; 32],
+    },
+    Authenticated {
+        dialer_nonce: [u8; 32],
+        proof: [u8; 32],
+    },
+    Over,
+}
+
+/// The accepting side of one handshake.
+pub struct Acceptor {
+    cookie: Vec<u8>,
+    nonce: [u8; 32],
+    state: AcceptorState,
+}
+
+impl Acceptor {
+    /// A fresh acceptor; `nonce` must be fresh randomness.
+    pub fn new(cookie: &[u8], nonce: [u8; 32]) -> Acceptor {
+        Acceptor {
+            cookie: cookie.to_vec(),
+            nonce,
+            state: AcceptorState::Start,
+        }
+    }
+
+    /// The next handshake frame body from the dialer. `local` is this node;
+    /// `lane_ok` says whether a lane exists here (asked only after the
+    /// dialer's proof checked out).
+    pub fn on_frame(
+        &mut self,
+        body: &[u8],
+        local: &NodeSpec,
+        lane_ok: impl Fn(&LaneKey) -> bool,
+    ) -> Result<AcceptorStep, HandshakeError> {
+        let h = match decode_handshake(body) {
+            Ok(h) => h,
+            Err(FrameError::Version { theirs, .. }) => {
+                return Err(HandshakeError::Version {
+                    theirs: vec![theirs],
+                    tell: Some(encode_handshake(&Handshake::Versions(
+                        SUPPORTED_VERSIONS.to_vec(),
+                    ))),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match (std::mem::replace(&mut self.state, AcceptorState::Over), h) {
+            (AcceptorState::Start, Handshake::Hello { nonce }) => {
+                self.state = AcceptorState::Challenged {
+                    dialer_nonce: nonce,
+                };
+                Ok(AcceptorStep::Send(encode_handshake(
+                    &Handshake::Challenge { nonce: self.nonce },
+                )))
+            }
+            (
+                AcceptorState::Challenged { dialer_nonce },
+                Handshake::Auth {
+                    from,
+                    to,
+                    lane,
+                    proof,
+                },
+            ) => {
+                let part = signed_part(body);
+                if !verify(
+                    &self.cookie,
+                    DIALER,
+                    &dialer_nonce,
+                    &self.nonce,
+                    &[part],
+                    &proof,
+                ) {
+                    return Err(refusing(Refusal::BadCookie, Refusal::Refused));
+                }
+                // Authenticated from here on: refusals may say why.
+                self.state = AcceptorState::Authenticated {
+                    dialer_nonce,
+                    proof,
+                };
+                let refusal = if to != local.name {
+                    Some(Refusal::UnexpectedNode {
+                        expected: to,
+                        actual: local.name.clone(),
+                    })
+                } else if let Err(e) = from.validate(false) {
+                    Some(Refusal::BadSpec(e.to_string()))
+                } else if !lane_ok(&lane) {
+                    Some(Refusal::UnknownLane)
+                } else {
+                    None
+                };
+                match refusal {
+                    Some(r) => Err(refusing(r.clone(), r)),
+                    None => Ok(AcceptorStep::Authenticated { dialer: from, lane }),
+                }
+            }
+            (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
+            (_, other) => Err(unexpected(&other)),
+        }
+    }
+
+    /// The welcome for an authenticated dialer, proving the cookie back.
+    pub fn welcome(&self, local: &NodeSpec) -> Vec<u8> {
+        let AcceptorState::Authenticated {
+            dialer_nonce,
+            proof: theirs,
+        } = &self.state
+        else {
+            // Never welcome an unauthenticated dialer.
+            return encode_handshake(&Handshake::Refuse(Refusal::Refused));
+        };
+        let (nd, na) = (*dialer_nonce, self.nonce);
+        signed(
+            Handshake::Welcome {
+                from: local.clone(),
+                proof: [0; 32],
+            },
+            |part| prove(&self.cookie, ACCEPTOR, &nd, &na, &[theirs, part]),
+        )
+        .0
+    }
+
+    /// A refusal for the dialer: the reason itself once it is authenticated,
+    /// only "refused" before.
+    pub fn refuse(&self, reason: Refusal) -> Vec<u8> {
+        let wire = match self.state {
+            AcceptorState::Authenticated { .. } => reason,
+            _ => Refusal::Refused,
+        };
+        encode_handshake(&Handshake::Refuse(wire))
+    }
+}
+
+/// Fuzzing entry point: arbitrary frames into an acceptor (the side anyone
+/// can reach), in sequence. Shared by the fuzz target and the corpus replay.
+#[doc(hidden)]
+pub fn fuzz_acceptor(frames: &[&[u8]]) {
+    let local = NodeSpec {
+        name: "b@h".into(),
+        incarnation: 1,
+        addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 1))],
+        channels: vec![],
+        max_frame: 1 << 20,
+    };
+    let mut a = Acceptor::new(b"cookie", [9; 32]);
+    for f in frames {
+        match a.on_frame(f, &local, |_| true) {
+            Ok(AcceptorStep::Send(_)) => {}
+            // Nobody without the cookie gets here.
+            Ok(AcceptorStep::Authenticated { .. }) => panic!("authenticated without the cookie"),
+            Err(e) => {
+                if let Some(t) = e.tell() {
+                    // Before authentication nothing but "refused" or the
+                    // version list goes out.
+                    let h = decode_handshake(t).expect("we encode what we decode");
+                    assert!(
+                        matches!(
+                            h,
+                            Handshake::Refuse(Refusal::Refused) | Handshake::Versions(_)
+                        ),
+                        "{h:?}"
+                    );
+                }
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::spec;
 
-    fn t<'a>(lane: &'a LaneKey, a: &'a [u8; 32], b: &'a [u8; 32]) -> Transcript<'a> {
-        Transcript {
-            dialer: "a@h",
-            acceptor: "b@h",
-            lane,
-            dialer_nonce: a,
-            acceptor_nonce: b,
+    struct Run {
+        dialer: Result<NodeSpec, HandshakeError>,
+        acceptor: Result<(NodeSpec, LaneKey), HandshakeError>,
+        wire: Vec<Handshake>,
+    }
+
+    /// A whole handshake between a dialer and an acceptor, in memory.
+    fn run(dialer_cookie: &[u8], acceptor_cookie: &[u8], to: &str, acceptor: &NodeSpec) -> Run {
+        let lane = LaneKey {
+            channel: "default".into(),
+            index: 1,
+        };
+        let (mut d, hello) = Dialer::new(dialer_cookie, spec("a@h"), to, lane, [1; 32]);
+        let mut a = Acceptor::new(acceptor_cookie, [2; 32]);
+        let mut wire = vec![decode_handshake(&hello).unwrap()];
+        let lane_ok = |l: &LaneKey| l.channel == "default" && l.index < 2;
+        let challenge = match a.on_frame(&hello, acceptor, lane_ok) {
+            Ok(AcceptorStep::Send(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        wire.push(decode_handshake(&challenge).unwrap());
+        let auth = match d.on_frame(&challenge).unwrap() {
+            DialerStep::Send(b) => b,
+            other => panic!("{other:?}"),
+        };
+        wire.push(decode_handshake(&auth).unwrap());
+        let (answer, acceptor_result) = match a.on_frame(&auth, acceptor, lane_ok) {
+            Ok(AcceptorStep::Authenticated { dialer, lane }) => {
+                (a.welcome(acceptor), Ok((dialer, lane)))
+            }
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => (e.tell().unwrap().to_vec(), Err(e)),
+        };
+        wire.push(decode_handshake(&answer).unwrap());
+        let dialer = match d.on_frame(&answer) {
+            Ok(DialerStep::Done(s)) => Ok(s),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        Run {
+            dialer,
+            acceptor: acceptor_result,
+            wire,
         }
     }
 
     #[test]
-    fn same_cookie_verifies_other_cookie_does_not() {
-        let lane = LaneKey::control();
-        let (na, nb) = ([1u8; 32], [2u8; 32]);
-        let p = prove(b"secret", Role::Acceptor, &t(&lane, &na, &nb));
-        assert!(verify(b"secret", Role::Acceptor, &t(&lane, &na, &nb), &p));
-        assert!(!verify(b"other", Role::Acceptor, &t(&lane, &na, &nb), &p));
+    fn same_cookie_authenticates_both_ways() {
+        let b = spec("b@h");
+        let r = run(b"secret", b"secret", "b@h", &b);
+        assert_eq!(r.dialer, Ok(b.clone()));
+        let (d, lane) = r.acceptor.unwrap();
+        assert_eq!(d, spec("a@h"));
+        assert_eq!(lane.index, 1);
     }
 
     #[test]
-    fn proofs_are_bound_to_role_nonces_and_lane() {
-        let lane = LaneKey::control();
-        let other_lane = LaneKey {
-            channel: "vnode".into(),
-            index: 3,
+    fn a_wrong_cookie_learns_nothing_about_the_acceptor() {
+        let b = spec("b@h");
+        let r = run(b"guess", b"secret", "b@h", &b);
+        assert!(matches!(
+            r.acceptor,
+            Err(HandshakeError::Refusing {
+                reason: Refusal::BadCookie,
+                ..
+            })
+        ));
+        assert_eq!(r.dialer, Err(HandshakeError::Refused(Refusal::Refused)));
+        // Nothing the acceptor sent names it, proves anything, or says why.
+        for h in &r.wire[1..] {
+            assert!(
+                matches!(
+                    h,
+                    Handshake::Challenge { .. }
+                        | Handshake::Auth { .. }
+                        | Handshake::Refuse(Refusal::Refused)
+                ),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_name_is_told_only_after_the_proof() {
+        let b = spec("b@h");
+        let r = run(b"secret", b"secret", "c@h", &b);
+        let want = Refusal::UnexpectedNode {
+            expected: "c@h".into(),
+            actual: "b@h".into(),
         };
-        let (na, nb) = ([1u8; 32], [2u8; 32]);
-        let p = prove(b"k", Role::Acceptor, &t(&lane, &na, &nb));
-        assert!(!verify(b"k", Role::Dialer, &t(&lane, &na, &nb), &p));
-        assert!(!verify(b"k", Role::Acceptor, &t(&lane, &nb, &na), &p));
-        assert!(!verify(b"k", Role::Acceptor, &t(&other_lane, &na, &nb), &p));
-        // the proof does not contain the cookie
-        assert!(!p.windows(1).all(|w| w == b"k"));
+        assert_eq!(r.dialer, Err(HandshakeError::Refused(want.clone())));
+        // with a wrong cookie as well, the name stays hidden
+        let r = run(b"guess", b"secret", "c@h", &b);
+        assert_eq!(r.dialer, Err(HandshakeError::Refused(Refusal::Refused)));
+    }
+
+    #[test]
+    fn an_acceptor_that_cannot_prove_is_refused() {
+        // The acceptor's proof is checked: a welcome forged without the
+        // cookie (here: an acceptor with another cookie that skips its own
+        // check) is refused by the dialer.
+        let b = spec("b@h");
+        let lane = LaneKey::control();
+        let (mut d, hello) = Dialer::new(b"secret", spec("a@h"), "b@h", lane, [1; 32]);
+        let mut a = Acceptor::new(b"other", [2; 32]);
+        let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let Handshake::Auth { proof, .. } = decode_handshake(&auth).unwrap() else {
+            panic!()
+        };
+        a.state = AcceptorState::Authenticated {
+            dialer_nonce: [1; 32],
+            proof,
+        };
+        let forged = a.welcome(&b);
+        assert!(matches!(
+            d.on_frame(&forged),
+            Err(HandshakeError::Refusing {
+                reason: Refusal::BadCookie,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_lanes_and_bad_specs_are_refused_after_authentication() {
+        let b = spec("b@h");
+        let lane = LaneKey {
+            channel: "nope".into(),
+            index: 0,
+        };
+        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane, [1; 32]);
+        let mut a = Acceptor::new(b"k", [2; 32]);
+        let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |l| l.channel == "default").unwrap()
+        else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let e = a
+            .on_frame(&auth, &b, |l| l.channel == "default")
+            .unwrap_err();
+        assert_eq!(e.refusal(), Some(&Refusal::UnknownLane));
+
+        let mut bad = spec(&format!("{}@h", "x".repeat(300)));
+        bad.name.truncate(255);
+        let (mut d, hello) = Dialer::new(b"k", bad, "b@h", LaneKey::control(), [1; 32]);
+        let mut a = Acceptor::new(b"k", [2; 32]);
+        let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let e = a.on_frame(&auth, &b, |_| true).unwrap_err();
+        assert!(matches!(e.refusal(), Some(Refusal::BadSpec(_))), "{e:?}");
+    }
+
+    #[test]
+    fn other_versions_are_told_ours() {
+        let mut hello = encode_handshake(&Handshake::Hello { nonce: [0; 32] });
+        hello[5] = 1;
+        let mut a = Acceptor::new(b"k", [2; 32]);
+        let e = a.on_frame(&hello, &spec("b@h"), |_| true).unwrap_err();
+        assert_eq!(
+            decode_handshake(e.tell().unwrap()).unwrap(),
+            Handshake::Versions(SUPPORTED_VERSIONS.to_vec())
+        );
+        // and a dialer told so reports it
+        let (mut d, _) = Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), [1; 32]);
+        assert_eq!(
+            d.on_frame(e.tell().unwrap()),
+            Err(HandshakeError::Version {
+                theirs: SUPPORTED_VERSIONS.to_vec(),
+                tell: None
+            })
+        );
+    }
+
+    #[test]
+    fn replayed_and_reflected_proofs_fail() {
+        let b = spec("b@h");
+        // Record a good exchange, then replay its auth to a new acceptor
+        // (another nonce): refused.
+        let lane = LaneKey::control();
+        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane.clone(), [1; 32]);
+        let mut a = Acceptor::new(b"k", [2; 32]);
+        let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let mut a2 = Acceptor::new(b"k", [3; 32]);
+        a2.on_frame(&hello, &b, |_| true).unwrap();
+        assert!(a2.on_frame(&auth, &b, |_| true).is_err());
+        // An auth for another lane (spliced) is refused.
+        let Handshake::Auth {
+            from, to, proof, ..
+        } = decode_handshake(&auth).unwrap()
+        else {
+            panic!()
+        };
+        let spliced = encode_handshake(&Handshake::Auth {
+            from,
+            to,
+            lane: LaneKey {
+                channel: "default".into(),
+                index: 0,
+            },
+            proof,
+        });
+        let mut a3 = Acceptor::new(b"k", [2; 32]);
+        a3.on_frame(&hello, &b, |_| true).unwrap();
+        assert!(a3.on_frame(&spliced, &b, |_| true).is_err());
+    }
+
+    #[test]
+    fn fuzz_entry_point_holds_for_replies_of_any_shape() {
+        let hello = encode_handshake(&Handshake::Hello { nonce: [5; 32] });
+        let auth = encode_handshake(&Handshake::Auth {
+            from: spec("a@h"),
+            to: "b@h".into(),
+            lane: LaneKey::control(),
+            proof: [0; 32],
+        });
+        fuzz_acceptor(&[&hello, &auth]);
+        fuzz_acceptor(&[&hello, &hello]);
+        fuzz_acceptor(&[&auth]);
+        fuzz_acceptor(&[b"garbage"]);
     }
 }

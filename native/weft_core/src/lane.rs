@@ -7,10 +7,9 @@
 //! the same key stay in order while different keys spread over the lanes.
 
 use crate::spec::{NodeSpec, CONTROL_CHANNEL};
-use serde::{Deserialize, Serialize};
 
 /// One lane of one channel between two nodes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LaneKey {
     pub channel: String,
     pub index: u16,
@@ -105,8 +104,9 @@ mod tests {
     fn spec(chs: &[(&str, u16)]) -> NodeSpec {
         NodeSpec {
             name: "n".into(),
-            epoch: 1,
+            incarnation: 1,
             addrs: vec![],
+            max_frame: 1 << 20,
             channels: chs
                 .iter()
                 .map(|(n, p)| ChannelSpec {

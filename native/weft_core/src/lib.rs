@@ -4,8 +4,9 @@
 //!
 //! - [`spec`]: who a node is (name, epoch, addresses, channels);
 //! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
-//! - [`frame`]: the wire format (frame header, control and handshake messages);
-//! - [`handshake`]: cookie challenge-response proofs;
+//! - [`frame`]: the frame header;
+//! - [`wire`]: the control and handshake messages and their bounded codec;
+//! - [`handshake`]: the handshake state machines and their cookie proofs;
 //! - [`node`]: the peer service state machine (membership, dialing, collision
 //!   settlement, heartbeats, failure detection), fed events, returning actions;
 //! - [`peer`]: a peer's status and lane slots, and the collision rule;
@@ -23,8 +24,10 @@ pub mod peer;
 pub mod rng;
 pub mod sim;
 pub mod spec;
+pub mod wire;
 
-pub use frame::{Control, FrameError, FrameKind, Handshake, Refusal, View};
+pub use frame::{FrameError, FrameKind};
 pub use lane::LaneKey;
-pub use node::{Action, ConnId, Level, Node, PeerStatus, Slot, Timing};
+pub use node::{Action, ConnId, DownReason, Level, Node, PeerStatus, Slot, Timing};
 pub use spec::{ChannelSpec, NodeSpec, CONTROL_CHANNEL};
+pub use wire::{Control, Handshake, Refusal, Tombstone, View};

@@ -15,15 +15,20 @@
 //!   from within the heartbeat timeout;
 //! - only the node with the smaller name dials data lanes (so data lanes never
 //!   collide); both sides dial the control lane;
-//! - a tombstone `(name, epoch)` keeps that incarnation, and every older one,
-//!   out of the membership for good: late gossip cannot undo a leave.
+//! - incarnations are random, not ordered: an authenticated handshake with a
+//!   node is the truth about which incarnation of it is alive, and replaces
+//!   the one known before; gossip about another incarnation is taken only
+//!   for a peer that is not up (a dial then finds out which one answers);
+//! - a tombstone `(name, incarnation)` keeps that incarnation out of the
+//!   membership until it expires: late gossip cannot undo a leave, and a
+//!   restarted node (a new incarnation) is never refused because of it.
 
-use crate::frame::{Control, Refusal, View};
 use crate::lane::{plan, plan_keys, LaneKey};
 use crate::peer::{settle, LaneState, Peer, Settle};
 pub use crate::peer::{PeerStatus, PeerView, Slot};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
+use crate::wire::{Control, Refusal, Tombstone, View};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -38,6 +43,10 @@ pub struct Timing {
     pub reconnect_min_backoff: u64,
     pub reconnect_max_backoff: u64,
     pub gossip_interval: u64,
+    /// A member down this long is forgotten (no more redials); `None`: never.
+    pub forget_after: Option<u64>,
+    /// How long a tombstone keeps a departed incarnation out.
+    pub tombstone_ttl: u64,
 }
 
 impl Default for Timing {
@@ -48,9 +57,14 @@ impl Default for Timing {
             reconnect_min_backoff: 100,
             reconnect_max_backoff: 5000,
             gossip_interval: 1000,
+            forget_after: None,
+            tombstone_ttl: 600_000,
         }
     }
 }
+
+/// Most tombstones kept; past this the ones closest to expiry go first.
+pub const MAX_TOMBSTONES: usize = 4096;
 
 /// Severity of a log line the core asks the driver to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,6 +74,39 @@ pub enum Level {
     Notice,
     Warning,
     Error,
+}
+
+/// Why a peer stopped being reachable (`nodedown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// Its control connection closed or failed.
+    ConnectionClosed(String),
+    /// Nothing heard from it within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// It left the cluster.
+    Left,
+    /// It was removed from the cluster (`leave(Node)`).
+    Removed,
+    /// A new incarnation of it took its place.
+    Restarted,
+    /// This node left the cluster (or was removed).
+    ThisNodeLeft,
+    /// It stayed down longer than `forget_after` and was forgotten.
+    Forgotten,
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::ConnectionClosed(why) => write!(f, "control connection closed: {why}"),
+            DownReason::HeartbeatTimeout => write!(f, "no heartbeat within the timeout"),
+            DownReason::Left => write!(f, "left the cluster"),
+            DownReason::Removed => write!(f, "removed from the cluster"),
+            DownReason::Restarted => write!(f, "restarted (new incarnation)"),
+            DownReason::ThisNodeLeft => write!(f, "this node left the cluster"),
+            DownReason::Forgotten => write!(f, "down too long; forgotten"),
+        }
+    }
 }
 
 /// What the driver must do.
@@ -80,19 +127,25 @@ pub enum Action {
     Send { peer: String, msg: Control },
     /// Create (or update to) the send queues of `peer`'s lanes, so that
     /// messages to it queue until its lanes connect. `lanes` is the plan:
-    /// `(channel, lane count)`, control channel first.
+    /// `(channel, lane count)`, control channel first; `None` while the
+    /// peer's channels are not known yet (messages wait unplanned).
+    /// `max_frame` is the largest frame body the peer accepts, if known.
     Route {
         peer: String,
-        lanes: Vec<(String, u16)>,
+        lanes: Option<Vec<(String, u16)>>,
+        max_frame: Option<u64>,
     },
     /// Drop `peer`'s send queues: frames already queued on connected lanes
     /// are written first, then the connections are shut down; frames on
-    /// unconnected lanes are dropped.
+    /// unconnected lanes are dropped (and counted).
     Unroute { peer: String },
     /// `peer` became reachable.
     PeerUp { peer: String },
     /// `peer` is no longer reachable (or left).
-    PeerDown { peer: String, reason: String },
+    PeerDown { peer: String, reason: DownReason },
+    /// A dial of `peer`'s control lane was refused (by either side), for
+    /// whoever waits for it to come up.
+    Refused { peer: String, refusal: Refusal },
     /// Something worth a log line.
     Log {
         level: Level,
@@ -109,7 +162,8 @@ pub struct Node {
     timing: Timing,
     rng: Rng,
     peers: BTreeMap<String, Peer>,
-    tombstones: BTreeMap<String, u64>,
+    /// `(name, incarnation)` -> when it expires.
+    tombstones: BTreeMap<(String, u64), u64>,
     conns: HashMap<ConnId, (String, LaneKey)>,
     actions: VecDeque<Action>,
     next_attempt: u64,
@@ -123,11 +177,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node that knows only itself. `local.epoch` must be non-zero and
-    /// larger than that of any earlier incarnation of the same name (the
-    /// driver uses the wall clock at start); `seed` drives backoff jitter.
+    /// A node that knows only itself. `local.incarnation` must be non-zero
+    /// (the driver draws it at random); `seed` drives backoff jitter and the
+    /// incarnations of later lives (after `leave`).
     pub fn new(local: NodeSpec, timing: Timing, seed: u64) -> Self {
-        assert!(local.epoch > 0, "a node's own epoch is never 0");
+        assert!(local.incarnation > 0, "a node's own incarnation is never 0");
         Node {
             local,
             timing,
@@ -144,7 +198,7 @@ impl Node {
         }
     }
 
-    /// This node's spec (its epoch changes on `leave`).
+    /// This node's spec (its incarnation changes on `leave`).
     pub fn local(&self) -> &NodeSpec {
         &self.local
     }
@@ -172,6 +226,11 @@ impl Node {
         })
     }
 
+    /// Tombstones held now, for `info` and tests.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
     /// The connection currently carrying `lane` to `peer`.
     pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
         let p = self.peers.get(peer)?;
@@ -187,7 +246,7 @@ impl Node {
     // ---------------------------------------------------------------- API
 
     /// Join the cluster that `spec`'s node belongs to: make it a member and
-    /// dial it. Its epoch may be 0 (unknown); the handshake tells it.
+    /// dial it. Its incarnation may be 0 (unknown); the handshake tells it.
     pub fn join(&mut self, now: u64, spec: NodeSpec) {
         if spec.name == self.local.name {
             return;
@@ -197,9 +256,10 @@ impl Node {
             Some(p) => {
                 // Known already: dial again now rather than at the next backoff.
                 if p.status != PeerStatus::Up {
-                    if p.spec.epoch == 0 {
+                    if p.spec.incarnation == 0 || p.status == PeerStatus::Down {
                         p.spec.addrs = spec.addrs;
                     }
+                    p.since = now;
                     let min = self.timing.reconnect_min_backoff;
                     if let Some(l) = p.lanes.first_mut() {
                         if let Slot::Idle { .. } = l.slot {
@@ -215,11 +275,15 @@ impl Node {
     }
 
     /// Leave the cluster: tell every peer, let queued frames drain, forget
-    /// every peer, and start a new incarnation (epoch + 1) that may join again.
+    /// every peer, and start a new incarnation that may join again.
     pub fn leave(&mut self) {
         let tomb = View {
             members: vec![],
-            tombstones: vec![(self.local.name.clone(), self.local.epoch)],
+            tombstones: vec![Tombstone {
+                name: self.local.name.clone(),
+                incarnation: self.local.incarnation,
+                ttl: self.timing.tombstone_ttl,
+            }],
         };
         for (name, p) in &self.peers {
             if p.status == PeerStatus::Up {
@@ -229,8 +293,8 @@ impl Node {
                 });
             }
         }
-        self.forget_all("left the cluster");
-        self.local.epoch += 1;
+        self.forget_all(DownReason::ThisNodeLeft);
+        self.new_incarnation();
         self.detached = true;
         self.log(Level::Notice, None, None, "left the cluster".into());
     }
@@ -245,20 +309,21 @@ impl Node {
         let Some(p) = self.peers.get(name) else {
             return;
         };
-        if p.spec.epoch == 0 {
+        if p.spec.incarnation == 0 {
             // Never reached: nothing to tombstone, just forget it.
-            self.forget_peer(name, "removed");
+            self.forget_peer(name, DownReason::Removed);
             return;
         }
-        let epoch = p.spec.epoch;
-        self.tombstones.insert(name.to_string(), epoch);
-        if p.status == PeerStatus::Up {
+        let inc = p.spec.incarnation;
+        let up = p.status == PeerStatus::Up;
+        self.tombstone(now, name, inc, self.timing.tombstone_ttl);
+        if up {
             self.actions.push_back(Action::Send {
                 peer: name.to_string(),
-                msg: Control::Gossip(self.view()),
+                msg: Control::Gossip(self.view(now)),
             });
         }
-        self.forget_peer(name, "removed from the cluster");
+        self.forget_peer(name, DownReason::Removed);
         self.gossip_dirty = true;
         self.flush_gossip(now);
     }
@@ -308,7 +373,7 @@ impl Node {
     }
 
     /// Our dial `attempt` failed: no connection, a handshake error, or a
-    /// refusal by the other side.
+    /// refusal by either side (`refusal`).
     pub fn on_dial_failed(
         &mut self,
         now: u64,
@@ -327,6 +392,7 @@ impl Node {
                 Some(lane),
                 "peer says this node was removed from the cluster; leaving".into(),
             );
+            self.refused(peer, lane, Refusal::Left);
             self.leave();
             return;
         }
@@ -341,7 +407,8 @@ impl Node {
                 Some(lane),
                 "peer has left the cluster; forgetting it".into(),
             );
-            self.forget_peer(peer, "left the cluster");
+            self.refused(peer, lane, Refusal::Detached);
+            self.forget_peer(peer, DownReason::Left);
             return;
         }
         let timing = self.timing.clone();
@@ -355,11 +422,14 @@ impl Node {
         if l.slot != (Slot::Dialing { attempt }) {
             return;
         }
-        let wait = l.backoff + jitter % (l.backoff / 2 + 1);
+        // Jitter within [backoff / 2, backoff]: never past the maximum.
+        let half = l.backoff / 2;
+        let wait = half + jitter % (l.backoff - half + 1);
         l.slot = Slot::Idle {
             retry_at: now + wait,
         };
         l.backoff = (l.backoff * 2).min(timing.reconnect_max_backoff);
+        let mut newly_down = false;
         // A member we have never reached and cannot reach now is down: drop
         // what was queued for it rather than let it pile up while we redial.
         // (A duplicate means the other direction is connecting: not down.)
@@ -368,24 +438,47 @@ impl Node {
             && refusal != Some(Refusal::Duplicate)
         {
             p.status = PeerStatus::Down;
+            p.since = now;
+            newly_down = true;
+        }
+        if refusal == Some(Refusal::Duplicate) {
+            return;
+        }
+        // Log the first failure, then only the 2nd, 4th, 8th...: a member
+        // that went away is redialed for long without flooding the log.
+        p.failures += 1;
+        let failures = p.failures;
+        if newly_down {
             self.actions.push_back(Action::Unroute {
                 peer: peer.to_string(),
             });
         }
-        // A peer that actively refuses us (cookie, name) is a configuration
-        // problem worth a warning; an unreachable member is expected while
-        // it is down, and redialed quietly.
-        let level = match refusal {
-            Some(Refusal::Duplicate) => Level::Debug,
-            Some(_) => Level::Warning,
-            None => Level::Info,
-        };
-        self.log(
-            level,
-            Some(peer),
-            Some(lane),
-            format!("dial failed ({reason}); retrying in {wait} ms"),
-        );
+        if let Some(r) = &refusal {
+            if lane.is_control() {
+                self.refused(peer, lane, r.clone());
+            }
+        }
+        if failures.is_power_of_two() {
+            // A peer that actively refuses us (cookie, name) is a
+            // configuration problem worth a warning; an unreachable member
+            // is expected while it is down.
+            let level = if refusal.is_some() {
+                Level::Warning
+            } else {
+                Level::Info
+            };
+            let n = if failures > 1 {
+                format!(" ({failures} failed dials in a row)")
+            } else {
+                String::new()
+            };
+            self.log(
+                level,
+                Some(peer),
+                Some(lane),
+                format!("dial failed ({reason}){n}; retrying in {wait} ms"),
+            );
+        }
     }
 
     /// Connection `conn` closed (by either side, or on error).
@@ -407,7 +500,7 @@ impl Node {
             retry_at: now + min,
         };
         if lane.is_control() {
-            self.down(now, &peer, &format!("control connection closed: {reason}"));
+            self.down(now, &peer, DownReason::ConnectionClosed(reason.to_string()));
         } else {
             self.log(
                 Level::Info,
@@ -435,13 +528,14 @@ impl Node {
             // frames sent before the other side heard of it; merging those
             // would pull the forgotten members back in. Gossip is periodic,
             // so a view dropped here arrives again on the current lane.
-            Control::Gossip(view) if current => self.merge(now, view),
+            Control::Gossip(view) if current => self.merge(now, from, view),
             Control::Gossip(_) => {}
         }
         self.dial_due(now);
     }
 
-    /// Advance time: heartbeats, failure detection, gossip, redials.
+    /// Advance time: heartbeats, failure detection, gossip, redials,
+    /// forgetting long-down members and expired tombstones.
     pub fn tick(&mut self, now: u64) {
         let timeout = self.timing.heartbeat_timeout;
         let silent: Vec<String> = self
@@ -453,8 +547,30 @@ impl Node {
             .map(|(n, _)| n.clone())
             .collect();
         for name in silent {
-            self.down(now, &name, &format!("no heartbeat for {timeout} ms"));
+            self.down(now, &name, DownReason::HeartbeatTimeout);
         }
+        if let Some(after) = self.timing.forget_after {
+            let gone: Vec<String> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.status == PeerStatus::Down && now.saturating_sub(p.since) > after
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in gone {
+                self.log(
+                    Level::Notice,
+                    Some(&name),
+                    None,
+                    format!(
+                        "down for more than {after} ms: forgotten (join it again to bring it back)"
+                    ),
+                );
+                self.forget_peer(&name, DownReason::Forgotten);
+            }
+        }
+        self.tombstones.retain(|_, expires| *expires > now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
             for name in self.up_peers() {
@@ -482,12 +598,56 @@ impl Node {
         });
     }
 
-    fn view(&self) -> View {
+    fn refused(&mut self, peer: &str, lane: &LaneKey, refusal: Refusal) {
+        if lane.is_control() {
+            self.actions.push_back(Action::Refused {
+                peer: peer.to_string(),
+                refusal,
+            });
+        }
+    }
+
+    fn new_incarnation(&mut self) {
+        let old = self.local.incarnation;
+        let mut inc = 0;
+        while inc == 0 || inc == old {
+            inc = self.rng.next_u64();
+        }
+        self.local.incarnation = inc;
+    }
+
+    fn tombstone(&mut self, now: u64, name: &str, incarnation: u64, ttl: u64) {
+        let key = (name.to_string(), incarnation);
+        if self.tombstones.contains_key(&key) {
+            // Never extended: every holder's copy expires by the first one's
+            // deadline, so tombstones do not circulate for ever.
+            return;
+        }
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            let first = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, e)| **e)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = first {
+                self.tombstones.remove(&k);
+            }
+        }
+        self.tombstones
+            .insert(key, now + ttl.min(self.timing.tombstone_ttl));
+    }
+
+    fn tombstoned(&self, name: &str, incarnation: u64) -> bool {
+        self.tombstones
+            .contains_key(&(name.to_string(), incarnation))
+    }
+
+    fn view(&self, now: u64) -> View {
         let mut members = vec![self.local.clone()];
         members.extend(
             self.peers
                 .values()
-                .filter(|p| p.spec.epoch != 0)
+                .filter(|p| p.spec.incarnation != 0)
                 .map(|p| p.spec.clone()),
         );
         View {
@@ -495,7 +655,11 @@ impl Node {
             tombstones: self
                 .tombstones
                 .iter()
-                .map(|(n, e)| (n.clone(), *e))
+                .map(|((n, i), e)| Tombstone {
+                    name: n.clone(),
+                    incarnation: *i,
+                    ttl: e.saturating_sub(now),
+                })
                 .collect(),
         }
     }
@@ -506,7 +670,7 @@ impl Node {
         }
         self.gossip_dirty = false;
         self.next_gossip = now + self.timing.gossip_interval;
-        let view = self.view();
+        let view = self.view(now);
         for name in self.up_peers() {
             self.actions.push_back(Action::Send {
                 peer: name,
@@ -524,9 +688,13 @@ impl Node {
 
     fn route_action(&self, name: &str) -> Action {
         let p = &self.peers[name];
+        // A spec a user typed in does not tell the peer's channels or limit:
+        // its messages wait unplanned until the handshake tells them.
+        let known = p.spec.incarnation != 0;
         Action::Route {
             peer: name.to_string(),
-            lanes: plan(&self.local, &p.spec),
+            lanes: known.then(|| plan(&self.local, &p.spec)),
+            max_frame: known.then_some(p.spec.max_frame),
         }
     }
 
@@ -540,6 +708,8 @@ impl Node {
                 status: PeerStatus::Connecting,
                 lanes,
                 last_heard: now,
+                since: now,
+                failures: 0,
             },
         );
         let route = self.route_action(&name);
@@ -547,23 +717,20 @@ impl Node {
         self.gossip_dirty = true;
     }
 
-    /// Check an incarnation we are about to talk to against tombstones and
-    /// what we know, and bring the membership up to date with it.
+    /// Check an incarnation we have just authenticated against tombstones
+    /// and what we know, and bring the membership up to date with it.
     fn admit(&mut self, now: u64, spec: &NodeSpec) -> Result<(), Refusal> {
-        if spec.epoch == 0 {
-            return Err(Refusal::Stale);
+        if spec.incarnation == 0 {
+            return Err(Refusal::BadSpec("incarnation 0".into()));
         }
-        if self
-            .tombstones
-            .get(&spec.name)
-            .is_some_and(|e| *e >= spec.epoch)
-        {
+        if self.tombstoned(&spec.name, spec.incarnation) {
             return Err(Refusal::Left);
         }
-        match self.peers.get(&spec.name).map(|p| p.spec.epoch) {
+        match self.peers.get(&spec.name).map(|p| p.spec.incarnation) {
             None => self.add_peer(now, spec.clone()),
             Some(0) => {
-                // A spec typed in by a user: learn the real one, keep the state.
+                // A spec typed in by a user: learn the real one, keep the
+                // state and what is queued.
                 let lanes = self.lanes_for(spec, now);
                 let p = self.peers.get_mut(&spec.name).expect("peer exists");
                 p.spec = spec.clone();
@@ -578,13 +745,21 @@ impl Node {
                 self.actions.push_back(route);
                 self.gossip_dirty = true;
             }
-            Some(e) if e < spec.epoch => {
-                // A new incarnation: the old one is gone for good.
-                self.forget_peer(&spec.name, "restarted (new incarnation)");
+            Some(known) if known != spec.incarnation => {
+                // Another incarnation answered, authenticated: it is the one
+                // alive now. What was queued for the old one is dropped.
+                self.forget_peer(&spec.name, DownReason::Restarted);
                 self.add_peer(now, spec.clone());
             }
-            Some(e) if e > spec.epoch => return Err(Refusal::Stale),
-            Some(_) => {}
+            Some(_) => {
+                // The same incarnation: it may have changed addresses.
+                if let Some(p) = self.peers.get_mut(&spec.name) {
+                    if p.spec.addrs != spec.addrs {
+                        p.spec.addrs = spec.addrs.clone();
+                        self.gossip_dirty = true;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -630,6 +805,8 @@ impl Node {
             if p.status != PeerStatus::Up {
                 let was_down = p.status == PeerStatus::Down;
                 p.status = PeerStatus::Up;
+                p.since = now;
+                p.failures = 0;
                 for l in p.lanes.iter_mut().filter(|l| !l.key.is_control()) {
                     l.slot = Slot::Idle { retry_at: now };
                     l.backoff = min;
@@ -641,11 +818,12 @@ impl Node {
                 self.actions.push_back(Action::PeerUp {
                     peer: peer.to_string(),
                 });
+                self.log(Level::Notice, Some(peer), None, "node up".into());
                 // Tell the newcomer everything we know, and everyone else
                 // about the newcomer.
                 self.actions.push_back(Action::Send {
                     peer: peer.to_string(),
-                    msg: Control::Gossip(self.view()),
+                    msg: Control::Gossip(self.view(now)),
                 });
                 self.gossip_dirty = true;
             }
@@ -655,7 +833,7 @@ impl Node {
 
     /// `peer` is unreachable: close its connections, drop its queues, redial
     /// its control lane with backoff.
-    fn down(&mut self, now: u64, peer: &str, reason: &str) {
+    fn down(&mut self, now: u64, peer: &str, reason: DownReason) {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
@@ -664,6 +842,7 @@ impl Node {
             return;
         }
         p.status = PeerStatus::Down;
+        p.since = now;
         let min = self.timing.reconnect_min_backoff;
         let mut closes = Vec::new();
         for l in p.lanes.iter_mut() {
@@ -686,22 +865,22 @@ impl Node {
             peer: peer.to_string(),
         });
         if was_up {
+            self.log(
+                Level::Warning,
+                Some(peer),
+                None,
+                format!("node down: {reason}"),
+            );
             self.actions.push_back(Action::PeerDown {
                 peer: peer.to_string(),
-                reason: reason.to_string(),
+                reason,
             });
         }
-        self.log(
-            Level::Warning,
-            Some(peer),
-            None,
-            format!("peer down: {reason}"),
-        );
     }
 
     /// Drop `peer` from the membership. Its lanes drain and close; its
     /// connections are no longer ours to track.
-    fn forget_peer(&mut self, peer: &str, reason: &str) {
+    fn forget_peer(&mut self, peer: &str, reason: DownReason) {
         let Some(p) = self.peers.remove(peer) else {
             return;
         };
@@ -714,69 +893,98 @@ impl Node {
             peer: peer.to_string(),
         });
         if p.status == PeerStatus::Up {
+            self.log(
+                Level::Notice,
+                Some(peer),
+                None,
+                format!("node down: {reason}"),
+            );
             self.actions.push_back(Action::PeerDown {
                 peer: peer.to_string(),
-                reason: reason.to_string(),
+                reason,
             });
         }
         self.gossip_dirty = true;
     }
 
-    fn forget_all(&mut self, reason: &str) {
+    fn forget_all(&mut self, reason: DownReason) {
         let names: Vec<String> = self.peers.keys().cloned().collect();
         for n in names {
-            self.forget_peer(&n, reason);
+            self.forget_peer(&n, reason.clone());
         }
         self.gossip_dirty = false;
     }
 
-    fn merge(&mut self, now: u64, view: View) {
-        for (name, epoch) in view.tombstones {
-            if name == self.local.name {
-                if epoch >= self.local.epoch {
+    fn merge(&mut self, now: u64, from: &str, view: View) {
+        for t in view.tombstones {
+            if t.name == self.local.name {
+                if t.incarnation == self.local.incarnation {
                     self.log(
                         Level::Notice,
                         None,
                         None,
                         "removed from the cluster by a peer".into(),
                     );
-                    self.forget_all("this node was removed from the cluster");
-                    self.local.epoch = epoch + 1;
+                    self.forget_all(DownReason::ThisNodeLeft);
+                    self.new_incarnation();
                     self.detached = true;
                     return;
                 }
                 continue;
             }
-            let known = self.tombstones.entry(name.clone()).or_insert(0);
-            if epoch > *known {
-                *known = epoch;
-            }
+            self.tombstone(now, &t.name, t.incarnation, t.ttl);
             if self
                 .peers
-                .get(&name)
-                .is_some_and(|p| p.spec.epoch != 0 && p.spec.epoch <= epoch)
+                .get(&t.name)
+                .is_some_and(|p| p.spec.incarnation == t.incarnation)
             {
-                self.forget_peer(&name, "left the cluster");
+                let reason = if self.peers.get(&t.name).map(|p| p.status) == Some(PeerStatus::Up) {
+                    DownReason::Left
+                } else {
+                    DownReason::Removed
+                };
+                self.forget_peer(&t.name, reason);
             }
         }
+        let mut bad = 0;
         for spec in view.members {
-            if spec.name == self.local.name || spec.epoch == 0 {
+            if spec.name == self.local.name {
                 continue;
             }
-            if self
-                .tombstones
+            // One bad entry is skipped, never the whole view.
+            if spec.validate(false).is_err() {
+                bad += 1;
+                continue;
+            }
+            if self.tombstoned(&spec.name, spec.incarnation) {
+                continue;
+            }
+            match self
+                .peers
                 .get(&spec.name)
-                .is_some_and(|e| *e >= spec.epoch)
+                .map(|p| (p.spec.incarnation, p.status))
             {
-                continue;
-            }
-            match self.peers.get(&spec.name).map(|p| p.spec.epoch) {
                 None => self.add_peer(now, spec),
-                Some(e) if e < spec.epoch => {
-                    let _ = self.admit(now, &spec);
+                // Another incarnation, heard of second hand: worth a dial
+                // only if ours is not up (the dial finds out which is alive).
+                Some((known, status)) if known != spec.incarnation && status != PeerStatus::Up => {
+                    if known == 0 {
+                        let _ = self.admit(now, &spec);
+                    } else {
+                        self.forget_peer(&spec.name, DownReason::Restarted);
+                        self.add_peer(now, spec);
+                    }
                 }
                 Some(_) => {}
             }
+        }
+        if bad > 0 {
+            self.log(
+                Level::Warning,
+                Some(from),
+                None,
+                format!("gossip carried {bad} invalid member descriptions; skipped them"),
+            );
         }
     }
 
@@ -817,10 +1025,11 @@ mod tests {
     use super::*;
     use crate::spec::ChannelSpec;
 
-    fn spec(name: &str, epoch: u64, port: u16) -> NodeSpec {
+    fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
         NodeSpec {
             name: name.into(),
-            epoch,
+            incarnation,
+            max_frame: 1 << 20,
             addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
             channels: vec![ChannelSpec {
                 name: "default".into(),
@@ -898,5 +1107,86 @@ mod tests {
         assert!(!drain(&mut a)
             .iter()
             .any(|x| matches!(x, Action::Dial { .. })));
+    }
+
+    #[test]
+    fn redial_waits_stay_within_the_documented_bounds() {
+        let t = Timing {
+            reconnect_min_backoff: 100,
+            reconnect_max_backoff: 5000,
+            ..Timing::default()
+        };
+        let mut a = Node::new(spec("a@h", 5, 1), t, 1);
+        a.join(0, spec("b@h", 0, 2));
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..200 {
+            let attempt = drain(&mut a).iter().find_map(|x| match x {
+                Action::Dial { attempt, .. } => Some(*attempt),
+                _ => None,
+            });
+            let Some(attempt) = attempt else {
+                now += 1;
+                a.tick(now);
+                continue;
+            };
+            a.on_dial_failed(now, "b@h", &LaneKey::control(), attempt, None, "refused");
+            let Some(Slot::Idle { retry_at }) = a.peers().next().map(|p| p.lanes[0].1) else {
+                panic!()
+            };
+            waits.push(retry_at - now);
+            now = retry_at;
+            a.tick(now);
+        }
+        assert!(waits.len() > 10);
+        assert!(waits.iter().all(|w| (50..=5000).contains(w)), "{waits:?}");
+        assert!(waits.iter().rev().take(5).all(|w| *w >= 2500), "{waits:?}");
+        // and failures are logged at 1, 2, 4, 8... only
+        let logs = drain(&mut a).len();
+        assert!(logs < 20);
+    }
+
+    #[test]
+    fn another_incarnation_replaces_the_known_one_whatever_its_number() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 500, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        // a restarted with a smaller number: taken, the old one is down
+        b.on_hello(10, 2, &spec("a@h", 3, 1), &LaneKey::control())
+            .unwrap();
+        let acts = drain(&mut b);
+        assert!(acts.iter().any(|x| matches!(
+            x,
+            Action::PeerDown {
+                reason: DownReason::Restarted,
+                ..
+            }
+        )));
+        assert!(acts.iter().any(|x| matches!(x, Action::PeerUp { .. })));
+        assert_eq!(b.peers().next().unwrap().spec.incarnation, 3);
+        // gossip about the old one, while the new one is up, changes nothing
+        let view = View {
+            members: vec![spec("a@h", 3, 1), spec("a@h", 500, 1)],
+            tombstones: vec![],
+        };
+        b.on_control(20, "a@h", 2, Control::Gossip(view));
+        assert_eq!(b.peers().next().unwrap().spec.incarnation, 3);
+    }
+
+    #[test]
+    fn one_bad_member_in_gossip_is_skipped_not_the_view() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        let mut long = spec("c@h", 3, 3);
+        long.name = format!("{}@h", "c".repeat(300));
+        let view = View {
+            members: vec![spec("a@h", 5, 1), long, spec("d@h", 4, 4)],
+            tombstones: vec![],
+        };
+        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        let known: Vec<String> = b.peers().map(|p| p.spec.name.clone()).collect();
+        assert_eq!(known, ["a@h", "d@h"]);
     }
 }

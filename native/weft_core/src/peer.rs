@@ -58,6 +58,10 @@ pub(crate) struct Peer {
     pub lanes: Vec<LaneState>,
     /// When the control lane last brought anything from this peer.
     pub last_heard: u64,
+    /// When the status last changed.
+    pub since: u64,
+    /// Failed dials of the control lane since it was last up.
+    pub failures: u32,
 }
 
 /// A read-only view of one peer, for `info`.

@@ -8,11 +8,11 @@
 //! cookie check, expected-name check, then [`Node::on_hello`] at the acceptor
 //! and [`Node::on_dialed`] at the dialer, one latency apart.
 
-use crate::frame::{Control, Refusal};
 use crate::lane::LaneKey;
 use crate::node::{Action, ConnId, Node, PeerStatus, Slot, Timing};
 use crate::rng::Rng;
 use crate::spec::{ChannelSpec, NodeSpec};
+use crate::wire::{Control, Refusal};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
@@ -96,6 +96,7 @@ pub struct Sim {
     pub seen: Vec<Seen>,
     /// A line per processed event, to compare runs.
     pub trace: Vec<String>,
+    refused: Vec<(String, String, Refusal)>,
 }
 
 impl Sim {
@@ -114,6 +115,7 @@ impl Sim {
             next_conn: 1,
             seen: Vec::new(),
             trace: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -147,14 +149,19 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) {
+        let incarnation = self.rng.next_u64() | 1;
+        self.start_as(i, incarnation);
+    }
+
+    fn start_as(&mut self, i: usize, incarnation: u64) {
         let n = &mut self.nodes[i];
         n.inc += 1;
         let spec = NodeSpec {
             name: n.name.clone(),
-            // A later start always has a larger epoch, as with a wall clock.
-            epoch: (self.now + 1) * 1000 + n.inc,
+            incarnation,
             addrs: vec![n.addr],
             channels: n.channels.clone(),
+            max_frame: 1 << 20,
         };
         let seed = self.rng.next_u64();
         n.node = Some(Node::new(spec, self.timing.clone(), seed));
@@ -172,14 +179,15 @@ impl Sim {
         &self.nodes[i].name
     }
 
-    /// What a user would pass to `join`: name and address, epoch unknown.
+    /// What a user would pass to `join`: name and address, incarnation unknown.
     pub fn contact(&self, i: usize) -> NodeSpec {
         let n = &self.nodes[i];
         NodeSpec {
             name: n.name.clone(),
-            epoch: 0,
+            incarnation: 0,
             addrs: vec![n.addr],
             channels: n.channels.clone(),
+            max_frame: 0,
         }
     }
 
@@ -238,6 +246,18 @@ impl Sim {
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].node.is_none(), "crash it first");
         self.start(i);
+    }
+
+    /// Start node `i` again with this incarnation number (for example one
+    /// smaller than the last, as a wall clock set back would have given).
+    pub fn restart_as(&mut self, i: usize, incarnation: u64) {
+        assert!(self.nodes[i].node.is_none(), "crash it first");
+        self.start_as(i, incarnation);
+    }
+
+    /// Every refusal reported to node `i`'s waiters, in order.
+    pub fn refusals(&self) -> &[(String, String, Refusal)] {
+        &self.refused
     }
 
     /// Run until virtual time `until`.
@@ -568,6 +588,10 @@ impl Sim {
                     }
                 }
                 Action::Route { .. } | Action::Log { .. } => {}
+                Action::Refused { peer, refusal } => {
+                    let me = self.nodes[i].name.clone();
+                    self.refused.push((me, peer, refusal));
+                }
                 Action::PeerUp { peer } => self.seen.push(Seen {
                     at: now,
                     node: self.nodes[i].name.clone(),

@@ -15,6 +15,8 @@ fn timing() -> Timing {
         reconnect_min_backoff: 20,
         reconnect_max_backoff: 400,
         gossip_interval: 200,
+        forget_after: None,
+        tombstone_ttl: 60_000,
     }
 }
 
@@ -281,4 +283,107 @@ fn gossip_in_flight_when_a_node_leaves_does_not_pull_it_back() {
         );
         assert_mesh(&sim, &[0, 2]);
     }
+}
+
+/// Identity does not depend on a clock: a node restarted with an
+/// incarnation number smaller than its last one (as a wall clock set back
+/// would have given) rejoins, silently-failed or killed, and whichever
+/// node it joins through.
+#[test]
+fn restart_with_a_smaller_incarnation_rejoins() {
+    for (seed, reset) in [(20, true), (21, false), (22, true), (23, false)] {
+        let mut sim = cluster(seed, 3);
+        sim.join(1, 0);
+        sim.join(2, 0);
+        sim.run_for(2000);
+        sim.crash(2, reset);
+        sim.run_for(100);
+        sim.restart_as(2, 1);
+        sim.join(2, (seed % 2) as usize);
+        sim.run_for(4000);
+        assert_mesh(&sim, &[0, 1, 2]);
+    }
+}
+
+/// A node removed from the cluster (tombstoned), then killed and
+/// restarted, joins again: the tombstone holds its old incarnation only.
+#[test]
+fn a_removed_node_restarted_joins_again() {
+    let mut sim = cluster(24, 3);
+    sim.join(1, 0);
+    sim.join(2, 0);
+    sim.run_for(2000);
+    sim.remove(0, 2);
+    sim.run_for(2000);
+    assert_mesh(&sim, &[0, 1]);
+    sim.crash(2, true);
+    sim.restart_as(2, 1);
+    sim.join(2, 1);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2]);
+    // and a removed node that was not restarted may join again too
+    sim.remove(1, 0);
+    sim.run_for(2000);
+    assert_mesh(&sim, &[1, 2]);
+    sim.join(0, 2);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2]);
+}
+
+/// Tombstones expire everywhere (they are never extended by gossip), so
+/// they do not pile up.
+#[test]
+fn tombstones_expire_everywhere() {
+    let mut sim = cluster(25, 4);
+    for i in 1..4 {
+        sim.join(i, 0);
+    }
+    sim.run_for(2000);
+    sim.leave(3);
+    sim.run_for(1000);
+    assert!((0..3).all(|i| sim.node(i).unwrap().tombstone_count() == 1));
+    sim.run_for(60_000);
+    assert!((0..3).all(|i| sim.node(i).unwrap().tombstone_count() == 0));
+    assert_mesh(&sim, &[0, 1, 2]);
+}
+
+/// With `forget_after`, a member that stays down is forgotten: no more
+/// redials; it can be joined again.
+#[test]
+fn a_member_down_too_long_is_forgotten() {
+    let mut t = timing();
+    t.forget_after = Some(3000);
+    let mut sim = Sim::new(26, t, (1, 5));
+    for k in 0..3 {
+        sim.add_node(&format!("n{k}@h"), "cookie", CH);
+    }
+    sim.join(1, 0);
+    sim.join(2, 0);
+    sim.run_for(2000);
+    sim.crash(2, true);
+    sim.run_for(2000);
+    assert_eq!(sim.node(0).unwrap().peers().count(), 2);
+    sim.run_for(3000);
+    assert_eq!(sim.node(0).unwrap().peers().count(), 1);
+    assert_eq!(sim.node(1).unwrap().peers().count(), 1);
+    let dials = sim.trace.len();
+    sim.run_for(5000);
+    assert!(!sim.trace[dials..].iter().any(|l| l.contains("dialfail")));
+    sim.restart(2);
+    sim.join(2, 0);
+    sim.run_for(3000);
+    assert_mesh(&sim, &[0, 1, 2]);
+}
+
+/// A refused join is reported to whoever waits for the node (sync_join).
+#[test]
+fn refusals_are_reported() {
+    let mut sim = cluster(27, 1);
+    sim.add_node("x@h", "other", CH);
+    sim.join(1, 0);
+    sim.run_for(500);
+    assert!(sim
+        .refusals()
+        .iter()
+        .any(|(me, peer, r)| me == "x@h" && peer == "n0@h" && *r == weft_core::Refusal::BadCookie));
 }

@@ -8,11 +8,12 @@ use weft_transport::{Info, IoMode, LaneState, TransportConfig};
 
 mod atoms {
     rustler::atoms! {
-        name, listen_addrs, channels, parallelism, ip, port, epoch,
+        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, forget_down_after, infinity,
+        refused, refused_connections, queued, waiting, dropped_frames, tombstones,
         node, listen, advertise, affinity, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
         reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, thread, scheduler,
-        dropped, not_member, unknown_channel, too_large, no_destination,
+        dropped,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
         undefined,
@@ -23,22 +24,31 @@ fn get<'a>(map: Term<'a>, key: Atom) -> Option<Term<'a>> {
     map.map_get(key).ok()
 }
 
+/// An integer in range: never truncated (rustler's narrow decoders may
+/// wrap; decode wide, then check).
+fn int<T: TryFrom<i64>>(t: Term) -> Option<T> {
+    T::try_from(t.decode::<i64>().ok()?).ok()
+}
+
 fn decode_ip(t: Term) -> Option<IpAddr> {
-    if let Ok((a, b, c, d)) = t.decode::<(u8, u8, u8, u8)>() {
-        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
-    }
     let parts = rustler::types::tuple::get_tuple(t).ok()?;
-    let seg: Vec<u16> = parts
-        .into_iter()
-        .map(|p| p.decode::<u16>().ok())
-        .collect::<Option<_>>()?;
-    let seg: [u16; 8] = seg.try_into().ok()?;
-    Some(IpAddr::V6(Ipv6Addr::from(seg)))
+    match parts.len() {
+        4 => {
+            let o: Vec<u8> = parts.into_iter().map(int).collect::<Option<_>>()?;
+            Some(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])))
+        }
+        8 => {
+            let seg: Vec<u16> = parts.into_iter().map(int).collect::<Option<_>>()?;
+            let seg: [u16; 8] = seg.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(seg)))
+        }
+        _ => None,
+    }
 }
 
 fn decode_addr(t: Term) -> Option<SocketAddr> {
-    let (ip, port): (Term, u16) = t.decode().ok()?;
-    Some(SocketAddr::new(decode_ip(ip)?, port))
+    let (ip, port): (Term, Term) = t.decode().ok()?;
+    Some(SocketAddr::new(decode_ip(ip)?, int::<u16>(port)?))
 }
 
 fn encode_ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
@@ -76,9 +86,16 @@ fn atom_text(t: Term) -> Option<String> {
 }
 
 fn ms(map: Term, key: Atom, name: &'static str) -> Result<u64, &'static str> {
-    get(map, key)
-        .and_then(|t| t.decode::<u64>().ok())
-        .ok_or(name)
+    get(map, key).and_then(int::<u64>).ok_or(name)
+}
+
+/// A count of milliseconds or `infinity` (`None`); absent: `None`.
+fn ms_or_infinity(map: Term, key: Atom, name: &'static str) -> Result<Option<u64>, &'static str> {
+    match get(map, key) {
+        None => Ok(None),
+        Some(t) if t.decode::<Atom>().ok() == Some(atoms::infinity()) => Ok(None),
+        Some(t) => int::<u64>(t).map(Some).ok_or(name),
+    }
 }
 
 /// The start options as `weft_config` validated them.
@@ -97,18 +114,27 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             .ok_or("advertise")?,
     };
     let channels = get(opts, atoms::channels())
-        .and_then(|t| t.decode::<Vec<(Term, u16)>>().ok())
+        .and_then(|t| t.decode::<Vec<(Term, Term)>>().ok())
         .and_then(|v| {
             v.into_iter()
                 .map(|(n, p)| {
                     Some(ChannelSpec {
                         name: atom_text(n)?,
-                        parallelism: p.max(1),
+                        parallelism: int::<u16>(p).filter(|p| (1..=256).contains(p))?,
                     })
                 })
                 .collect::<Option<Vec<_>>>()
         })
+        .filter(|v| v.len() <= weft_core::spec::MAX_CHANNELS)
         .ok_or("channels")?;
+    let drop_oldest = match get(opts, atoms::drop_oldest()) {
+        None => vec![],
+        Some(t) => t
+            .decode::<Vec<Term>>()
+            .ok()
+            .and_then(|v| v.into_iter().map(atom_text).collect::<Option<Vec<_>>>())
+            .ok_or("drop_oldest")?,
+    };
     let affinity = get(opts, atoms::affinity())
         .and_then(|t| t.decode::<bool>().ok())
         .ok_or("affinity")?;
@@ -117,6 +143,19 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         .map(|b| b.as_slice().to_vec())
         .ok_or("cookie")?;
     let max_frame_size = ms(opts, atoms::max_frame_size(), "max_frame_size")?;
+    if !(1..=weft_core::spec::MAX_FRAME_LIMIT).contains(&max_frame_size) {
+        return Err("max_frame_size");
+    }
+    let send_queue_limit = match get(opts, atoms::send_queue_limit()) {
+        None => 128 << 20,
+        Some(t) => int::<u64>(t).filter(|n| *n > 0).ok_or("send_queue_limit")?,
+    };
+    let send_queue_total_limit = match get(opts, atoms::send_queue_total_limit()) {
+        None => 512 << 20,
+        Some(t) => int::<u64>(t)
+            .filter(|n| *n > 0)
+            .ok_or("send_queue_total_limit")?,
+    };
     let timing = Timing {
         heartbeat_interval: ms(opts, atoms::heartbeat_interval(), "heartbeat_interval")?,
         heartbeat_timeout: ms(opts, atoms::heartbeat_timeout(), "heartbeat_timeout")?,
@@ -131,6 +170,8 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             "reconnect_max_backoff",
         )?,
         gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
+        forget_after: ms_or_infinity(opts, atoms::forget_down_after(), "forget_down_after")?,
+        ..Timing::default()
     };
     let io = match get(opts, atoms::io()).and_then(|t| t.decode::<Atom>().ok()) {
         None => IoMode::Auto,
@@ -141,17 +182,13 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     };
     let pollers = match get(opts, atoms::pollers()) {
         None => 1,
-        Some(t) => t
-            .decode::<usize>()
-            .ok()
+        Some(t) => int::<usize>(t)
             .filter(|n| (1..=64).contains(n))
             .ok_or("pollers")?,
     };
     let poll_linger = match get(opts, atoms::poll_linger_us()) {
         None => std::time::Duration::from_micros(100),
-        Some(t) => t
-            .decode::<u64>()
-            .ok()
+        Some(t) => int::<u64>(t)
             .filter(|us| *us <= 1_000_000)
             .map(std::time::Duration::from_micros)
             .ok_or("poll_linger_us")?,
@@ -168,6 +205,9 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             affinity,
             cookie,
             max_frame_size,
+            send_queue_limit,
+            send_queue_total_limit,
+            drop_oldest,
             timing,
             io,
             pollers,
@@ -177,7 +217,8 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     ))
 }
 
-/// `#{name, listen_addrs => [#{ip, port}], channels => [#{name, parallelism}], epoch}`.
+/// `#{name, listen_addrs => [#{ip, port}], channels => [#{name, parallelism}],
+/// incarnation, max_frame_size}`.
 pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
     let addrs: Vec<Term> = s.addrs.iter().map(|a| addr_map(env, *a)).collect();
     let channels: Vec<Term> = s
@@ -200,13 +241,15 @@ pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
             (atoms::name(), atom_or_text(env, &s.name)),
             (atoms::listen_addrs(), addrs.encode(env)),
             (atoms::channels(), channels.encode(env)),
-            (atoms::epoch(), s.epoch.encode(env)),
+            (atoms::incarnation(), s.incarnation.encode(env)),
+            (atoms::max_frame_size(), s.max_frame.encode(env)),
         ],
     )
     .expect("map of distinct keys")
 }
 
-/// A spec as `node_spec()` returns it; `channels` and `epoch` are optional.
+/// A spec as `node_spec()` returns it; only `name` and `listen_addrs` are
+/// needed (the handshake tells the rest). `None` unless it is valid.
 pub fn decode_spec(t: Term) -> Option<NodeSpec> {
     let name = get(t, atoms::name()).and_then(atom_text)?;
     let addrs = get(t, atoms::listen_addrs())?
@@ -215,13 +258,10 @@ pub fn decode_spec(t: Term) -> Option<NodeSpec> {
         .into_iter()
         .map(|a| {
             let ip = decode_ip(get(a, atoms::ip())?)?;
-            let port = get(a, atoms::port())?.decode::<u16>().ok()?;
+            let port = int::<u16>(get(a, atoms::port())?)?;
             Some(SocketAddr::new(ip, port))
         })
         .collect::<Option<Vec<_>>>()?;
-    if addrs.is_empty() {
-        return None;
-    }
     let channels = match get(t, atoms::channels()) {
         None => vec![],
         Some(c) => c
@@ -231,19 +271,22 @@ pub fn decode_spec(t: Term) -> Option<NodeSpec> {
             .map(|c| {
                 Some(ChannelSpec {
                     name: get(c, atoms::name()).and_then(atom_text)?,
-                    parallelism: get(c, atoms::parallelism())?.decode::<u16>().ok()?,
+                    parallelism: int::<u16>(get(c, atoms::parallelism())?)?,
                 })
             })
             .collect::<Option<Vec<_>>>()?,
     };
     // What the user hands us is a contact, not an incarnation: the
-    // handshake tells the real epoch.
-    Some(NodeSpec {
+    // handshake tells the real one.
+    let spec = NodeSpec {
         name,
-        epoch: 0,
+        incarnation: 0,
         addrs,
         channels,
-    })
+        max_frame: 0,
+    };
+    spec.validate(true).ok()?;
+    Some(spec)
 }
 
 fn atom_or_text<'a>(env: Env<'a>, s: &str) -> Term<'a> {
@@ -259,17 +302,16 @@ fn opt_addr(env: Env, a: Option<SocketAddr>) -> Term {
     }
 }
 
+fn counts<'a>(env: Env<'a>, pairs: &[(&'static str, u64)]) -> NifResult<Term<'a>> {
+    let mut m = Term::map_new(env);
+    for (k, v) in pairs {
+        m = m.map_put(Atom::from_str(env, k)?, *v)?;
+    }
+    Ok(m)
+}
+
 /// The `weft:info()` map.
 pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
-    let dropped = Term::map_from_pairs(
-        env,
-        &[
-            (atoms::not_member(), i.dropped_not_member),
-            (atoms::unknown_channel(), i.dropped_unknown_channel),
-            (atoms::too_large(), i.dropped_too_large),
-            (atoms::no_destination(), i.dropped_no_destination),
-        ],
-    )?;
     let mut peers = Term::map_new(env);
     for p in &i.peers {
         let mut channels = Term::map_new(env);
@@ -303,6 +345,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                             (atoms::sent_bytes(), l.sent_bytes.encode(env)),
                             (atoms::recv_frames(), l.recv_frames.encode(env)),
                             (atoms::recv_bytes(), l.recv_bytes.encode(env)),
+                            (atoms::dropped_frames(), l.dropped_frames.encode(env)),
                             (
                                 atoms::io(),
                                 if l.on_thread {
@@ -323,24 +366,47 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             PeerStatus::Connecting => atoms::connecting(),
             PeerStatus::Down => atoms::down(),
         };
+        let max_frame = match p.max_frame {
+            Some(m) => m.encode(env),
+            None => atoms::undefined().encode(env),
+        };
         let peer = Term::map_from_pairs(
             env,
             &[
                 (atoms::state(), status.encode(env)),
-                (atoms::epoch(), p.epoch.encode(env)),
+                (atoms::incarnation(), p.incarnation.encode(env)),
+                (atoms::queued_bytes(), p.queued_bytes.encode(env)),
+                (atoms::waiting(), p.waiting.encode(env)),
+                (atoms::max_frame_size(), max_frame),
                 (atoms::channels(), channels),
             ],
         )?;
+        // One odd entry never breaks the whole map.
         peers = peers.map_put(atom_or_text(env, &p.name), peer)?;
     }
     let addrs: Vec<Term> = i.listen_addrs.iter().map(|a| addr_map(env, *a)).collect();
+    let queue = Term::map_from_pairs(
+        env,
+        &[
+            (atoms::queued_bytes(), i.queued_bytes),
+            (atoms::send_queue_limit(), i.send_queue_limit),
+            (atoms::send_queue_total_limit(), i.send_queue_total_limit),
+        ],
+    )?;
     Term::map_from_pairs(
         env,
         &[
             (atoms::node(), atom_or_text(env, &i.node)),
-            (atoms::epoch(), i.epoch.encode(env)),
+            (atoms::incarnation(), i.incarnation.encode(env)),
             (atoms::listen_addrs(), addrs.encode(env)),
-            (atoms::dropped(), dropped),
+            (atoms::dropped(), counts(env, &i.dropped)?),
+            (atoms::refused(), counts(env, &i.refused)?),
+            (
+                atoms::refused_connections(),
+                counts(env, &i.refused_connections)?,
+            ),
+            (atoms::queued(), queue),
+            (atoms::tombstones(), i.tombstones.encode(env)),
             (atoms::peers(), peers),
         ],
     )

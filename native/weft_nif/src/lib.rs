@@ -32,8 +32,11 @@ mod atoms {
         already_started,
         unknown_channel,
         too_large,
+        overloaded,
         listen,
         bad_option,
+        bad_config,
+        advertise,
         decoded,
         fallback,
         more,
@@ -137,6 +140,11 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
             ),
         )
             .encode(env)),
+        Err(weft_transport::StartError::Advertise(a)) => Ok((
+            atoms::error(),
+            (atoms::bad_config(), atoms::advertise(), ip_port(env, a)),
+        )
+            .encode(env)),
         Err(e) => Ok((atoms::error(), e.to_string()).encode(env)),
     }
 }
@@ -233,11 +241,16 @@ fn node_list<'a>(env: Env<'a>, with_self: bool) -> NifResult<Term<'a>> {
         names.push(r.transport.local_spec().name);
         names.sort();
     }
-    let atoms: Vec<Atom> = names
+    // Names are validated at the handshake; one that still cannot be an
+    // atom is shown as text rather than break the whole list.
+    let terms: Vec<Term> = names
         .iter()
-        .map(|n| Atom::from_str(env, n))
-        .collect::<NifResult<_>>()?;
-    Ok(atoms.encode(env))
+        .map(|n| match Atom::from_str(env, n) {
+            Ok(a) => a.encode(env),
+            Err(_) => n.as_str().encode(env),
+        })
+        .collect();
+    Ok(terms.encode(env))
 }
 
 #[rustler::nif]
@@ -319,9 +332,13 @@ fn send<'a>(
         return Ok(not_started(env));
     };
     // A hash (of the partition key or destination), or `{index, Key}`.
-    let choice = match lane.decode::<u32>() {
-        Ok(h) => Choice::Hash(h),
-        Err(_) => match lane.decode::<(Atom, u64)>() {
+    let choice = match lane
+        .decode::<i64>()
+        .ok()
+        .and_then(|h| u32::try_from(h).ok())
+    {
+        Some(h) => Choice::Hash(h),
+        None => match lane.decode::<(Atom, u64)>() {
             Ok((tag, i)) if tag == atoms::index() => Choice::Index(i),
             _ => return Ok((atoms::error(), (rustler::types::atom::badarg(), lane)).encode(env)),
         },
@@ -352,6 +369,7 @@ fn send<'a>(
         Err(SendError::TooLarge { size, max }) => {
             (atoms::error(), (atoms::too_large(), size, max)).encode(env)
         }
+        Err(SendError::Overloaded) => (atoms::error(), atoms::overloaded()).encode(env),
     })
 }
 

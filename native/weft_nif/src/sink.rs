@@ -19,12 +19,15 @@ use rustler::{Atom, Encoder, Env, OwnedBinary, OwnedEnv, Term};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ptr;
-use weft_core::{LaneKey, Level};
+use weft_core::{DownReason, LaneKey, Level, Refusal};
 use weft_transport::{FrameBuffer, Sink};
 
 mod atoms {
     rustler::atoms! {
-        weft_nif, nodeup, nodedown, log, weft_poll, wake,
+        weft_nif, nodeup, nodedown, log, weft_poll, wake, refused,
+        connection_closed, heartbeat_timeout, left, removed, restarted, this_node_left,
+        forgotten, bad_cookie, unexpected_node, unknown_lane, duplicate, unavailable,
+        detached, bad_spec, version,
         debug, info, notice, warning, error,
         peer, channel, lane,
     }
@@ -192,14 +195,49 @@ impl Sink for NifSink {
         });
     }
 
-    fn peer_down(&self, peer: &str, reason: &str) {
-        let (peer, reason) = (peer.to_string(), reason.to_string());
+    fn peer_down(&self, peer: &str, reason: &DownReason) {
+        let peer = peer.to_string();
+        let reason = match reason {
+            DownReason::ConnectionClosed(_) => atoms::connection_closed(),
+            DownReason::HeartbeatTimeout => atoms::heartbeat_timeout(),
+            DownReason::Left => atoms::left(),
+            DownReason::Removed => atoms::removed(),
+            DownReason::Restarted => atoms::restarted(),
+            DownReason::ThisNodeLeft => atoms::this_node_left(),
+            DownReason::Forgotten => atoms::forgotten(),
+        };
         self.event(move |env| {
             (
                 atoms::weft_nif(),
                 atoms::nodedown(),
                 node_atom(env, &peer),
-                reason.as_str(),
+                reason,
+            )
+                .encode(env)
+        });
+    }
+
+    fn refused(&self, peer: &str, refusal: &Refusal) {
+        let (peer, refusal) = (peer.to_string(), refusal.clone());
+        self.event(move |env| {
+            let reason = match &refusal {
+                Refusal::Refused | Refusal::BadCookie => atoms::bad_cookie().encode(env),
+                Refusal::UnexpectedNode { actual, .. } => {
+                    (atoms::unexpected_node(), node_atom(env, actual)).encode(env)
+                }
+                Refusal::UnknownLane => atoms::unknown_lane().encode(env),
+                Refusal::Left => atoms::left().encode(env),
+                Refusal::Duplicate => atoms::duplicate().encode(env),
+                Refusal::Unavailable => atoms::unavailable().encode(env),
+                Refusal::Detached => atoms::detached().encode(env),
+                Refusal::BadSpec(why) => (atoms::bad_spec(), why.as_str()).encode(env),
+                Refusal::Version(vs) => (atoms::version(), vs.clone()).encode(env),
+            };
+            (
+                atoms::weft_nif(),
+                atoms::refused(),
+                node_atom(env, &peer),
+                reason,
             )
                 .encode(env)
         });

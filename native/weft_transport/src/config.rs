@@ -11,7 +11,8 @@ pub struct TransportConfig {
     pub node: String,
     /// Where to listen; port 0 lets the OS pick.
     pub listen: SocketAddr,
-    /// What to tell others to dial; empty: the bound address.
+    /// What to tell others to dial; empty: the bound address. A port of 0
+    /// means the port actually bound.
     pub advertise: Vec<SocketAddr>,
     /// Application channels (the control channel is implicit).
     pub channels: Vec<ChannelSpec>,
@@ -19,8 +20,15 @@ pub struct TransportConfig {
     pub affinity: bool,
     /// Shared secret for the handshake proofs.
     pub cookie: Vec<u8>,
-    /// Largest frame body accepted, in bytes.
+    /// Largest frame body accepted (and sent), in bytes.
     pub max_frame_size: u64,
+    /// Bytes that may wait in the send queues of one peer.
+    pub send_queue_limit: u64,
+    /// Bytes that may wait in the send queues of all peers.
+    pub send_queue_total_limit: u64,
+    /// Channels whose oldest queued messages are dropped to make room,
+    /// instead of refusing new ones, when a queue is full.
+    pub drop_oldest: Vec<String>,
     /// Heartbeats, failure detection, backoff and gossip timing.
     pub timing: Timing,
     /// Where the pollers (socket reads, lane flushes) run.

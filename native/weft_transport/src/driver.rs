@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use weft_core::frame::encode_control;
+use weft_core::handshake::HandshakeError as Failure;
+use weft_core::wire::encode_control;
 use weft_core::{Action, ConnId, Control, LaneKey, Level, Node, NodeSpec, Refusal};
 
 /// How often the core's timers are driven.
@@ -86,6 +87,9 @@ impl Driver {
                     let now = self.now();
                     self.core.tick(now);
                     self.apply();
+                    for line in self.shared.refusals.flush(Instant::now()) {
+                        self.shared.sink.log(Level::Warning, &line, None, None);
+                    }
                 }
                 msg = rx.recv() => match msg {
                     Some(Msg::Shutdown(done)) => {
@@ -195,7 +199,11 @@ impl Driver {
                 Action::Send { peer, msg } => {
                     self.shared.routes.send_control(&peer, encode_control(&msg));
                 }
-                Action::Route { peer, lanes } => self.shared.routes.route(&peer, &lanes),
+                Action::Route {
+                    peer,
+                    lanes,
+                    max_frame,
+                } => self.shared.routes.route(&peer, lanes.as_deref(), max_frame),
                 Action::Unroute { peer } => self.shared.routes.unroute(&peer),
                 Action::PeerUp { peer } => {
                     membership_changed = true;
@@ -207,6 +215,7 @@ impl Driver {
                     self.publish_up();
                     self.shared.sink.peer_down(&peer, &reason);
                 }
+                Action::Refused { peer, refusal } => self.shared.sink.refused(&peer, &refusal),
                 Action::Log {
                     level,
                     peer,
@@ -262,7 +271,7 @@ pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketAddr) {
+async fn incoming(shared: Arc<Shared>, s: TcpStream, addr: std::net::SocketAddr) {
     let local = shared.local.read().clone();
     let lane_ok = |lane: &LaneKey| {
         lane.is_control()
@@ -270,23 +279,31 @@ async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketA
                 .parallelism(&lane.channel)
                 .is_some_and(|p| lane.index < p)
     };
-    let (spec, lane) = match handshake::accept(&mut s, &local, &shared.config.cookie, lane_ok).await
-    {
-        Ok(x) => x,
+    let mut accepted = match handshake::accept(s, &local, &shared.config.cookie, lane_ok).await {
+        Ok(a) => a,
         Err(e) => {
-            let level = match e {
-                HandshakeError::Read(ReadError::Eof) => Level::Debug,
-                _ => Level::Warning,
+            let reason = match &e {
+                // Connected and went away without a word: a port scan or
+                // a health check, not worth a warning.
+                HandshakeError::Read(ReadError::Eof) => {
+                    shared.refusals.count("closed");
+                    return;
+                }
+                HandshakeError::Timeout => "timeout",
+                HandshakeError::Handshake(f) => failure_reason(f),
+                _ => "protocol",
             };
-            shared.sink.log(
-                level,
-                &format!("refused incoming connection from {addr}: {e}"),
-                None,
-                None,
-            );
+            let text = format!("refused incoming connection from {addr}: {e}");
+            if let Some(line) = shared
+                .refusals
+                .record(Instant::now(), addr.ip(), reason, &text)
+            {
+                shared.sink.log(Level::Warning, &line, None, None);
+            }
             return;
         }
     };
+    let (spec, lane) = (accepted.dialer.clone(), accepted.lane.clone());
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     let _ = shared.driver.send(Msg::Hello {
@@ -296,28 +313,65 @@ async fn incoming(shared: Arc<Shared>, mut s: TcpStream, addr: std::net::SocketA
         reply: tx,
     });
     let verdict = rx.await.unwrap_or(Err(Refusal::Unavailable));
-    let sent = handshake::answer(&mut s, &verdict).await;
+    let local = shared.local.read().clone();
+    let sent = accepted.answer(&local, &verdict).await;
     match verdict {
-        Ok(()) if sent.is_ok() => run(shared, s, spec.name, lane, conn).await,
+        Ok(()) if sent.is_ok() => run(shared, accepted.socket, spec.name, lane, conn).await,
         Ok(()) => {
             let _ = shared.driver.send(Msg::Closed {
                 conn,
                 reason: "handshake write failed".into(),
             });
         }
+        Err(Refusal::Duplicate) => {}
         Err(r) => {
-            let level = if r == Refusal::Duplicate {
-                Level::Debug
-            } else {
-                Level::Warning
-            };
-            shared.sink.log(
-                level,
-                &format!("refused connection from {}: {r}", spec.name),
-                Some(&spec.name),
-                Some(&lane),
-            );
+            let text = format!("refused connection from {} ({addr}): {r}", spec.name);
+            if let Some(line) =
+                shared
+                    .refusals
+                    .record(Instant::now(), addr.ip(), refusal_reason(&r), &text)
+            {
+                shared
+                    .sink
+                    .log(Level::Warning, &line, Some(&spec.name), Some(&lane));
+            }
         }
+    }
+}
+
+/// The name a refusal is counted under in `weft:info()`.
+fn refusal_reason(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::Refused | Refusal::BadCookie => "bad_cookie",
+        Refusal::UnexpectedNode { .. } => "unexpected_node",
+        Refusal::UnknownLane => "unknown_lane",
+        Refusal::Left => "left",
+        Refusal::Duplicate => "duplicate",
+        Refusal::Unavailable => "unavailable",
+        Refusal::Detached => "detached",
+        Refusal::BadSpec(_) => "bad_spec",
+        Refusal::Version(_) => "version",
+    }
+}
+
+fn failure_reason(f: &Failure) -> &'static str {
+    match f {
+        Failure::Refused(r) | Failure::Refusing { reason: r, .. } => refusal_reason(r),
+        Failure::Version { .. } => "version",
+        Failure::Protocol(_) => "protocol",
+    }
+}
+
+/// What a failed dial tells the core: the refusal, whichever side made it.
+/// A bare "refused" from the acceptor comes before authentication: it did
+/// not accept our proof, so the cookies differ.
+fn dial_refusal(e: &HandshakeError) -> Option<Refusal> {
+    match e {
+        HandshakeError::Handshake(Failure::Refused(Refusal::Refused)) => Some(Refusal::BadCookie),
+        HandshakeError::Handshake(Failure::Version { theirs, .. }) => {
+            Some(Refusal::Version(theirs.clone()))
+        }
+        e => e.refusal().cloned(),
     }
 }
 
@@ -340,20 +394,8 @@ async fn dial(
     {
         Ok(x) => x,
         Err(e) => {
-            if let HandshakeError::Refusing(r) = &e {
-                // We refused them (wrong cookie, unexpected node): say so loudly.
-                shared.sink.log(
-                    Level::Warning,
-                    &format!("refused connection to {peer}: {r}"),
-                    Some(&peer),
-                    Some(&lane),
-                );
-            }
-            let refusal = match &e {
-                HandshakeError::Refused(r) => Some(r.clone()),
-                _ => None,
-            };
-            let _ = shared.driver.send(failed(refusal, e.to_string()));
+            // The core logs failures (rate-limited) and reports refusals.
+            let _ = shared.driver.send(failed(dial_refusal(&e), e.to_string()));
             return;
         }
     };

@@ -1,11 +1,12 @@
-//! The handshake over a fresh socket, both roles.
+//! The handshake over a fresh socket, both roles: the I/O around the
+//! sans-IO machines of [`weft_core::handshake`].
 //!
-//! Dialer: `Hello` -> (`Challenge`: check the acceptor's name and proof) ->
-//! `Auth` -> `Welcome` | `Refuse`. Acceptor: read `Hello` (magic, version,
-//! addressed to us, known lane) -> `Challenge` -> read `Auth` (check proof);
-//! then the driver decides (membership, collisions) and the caller answers
-//! `Welcome` or `Refuse`. No application frame is read before the proofs
-//! check out, so a wrong cookie never delivers anything.
+//! Dialer: `Hello` -> `Challenge` -> `Auth` (our proof) -> `Welcome` (their
+//! proof) | `Refuse`. Acceptor: `Hello` -> `Challenge` -> `Auth` (checked:
+//! only then does it say who it is) -> the driver decides (membership,
+//! collisions) and the caller answers with [`Accepted::answer`]. No
+//! application frame is read before both proofs check out, so a wrong cookie
+//! never delivers anything.
 
 use crate::connection::{read_frame, write_frame, ReadError};
 use std::net::SocketAddr;
@@ -13,14 +14,15 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use weft_core::frame::{decode_handshake, encode_handshake};
-use weft_core::handshake::{prove, verify, Role, Transcript};
-use weft_core::{FrameKind, Handshake, LaneKey, NodeSpec, Refusal};
+pub use weft_core::handshake::HandshakeError as Failure;
+use weft_core::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep};
+use weft_core::{FrameKind, LaneKey, NodeSpec, Refusal};
 
 /// How long each step of a handshake may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Handshake frames are small; anything bigger is not a weft peer.
-const MAX_HANDSHAKE_FRAME: u64 = 64 * 1024;
+/// Handshake frames are small (a node spec with at most 256 channels);
+/// anything bigger is not a weft peer.
+pub const MAX_HANDSHAKE_FRAME: u64 = 128 * 1024;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,30 +35,47 @@ pub enum HandshakeError {
     Read(#[from] ReadError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    #[error("unexpected handshake message")]
-    Protocol,
-    #[error("refused by peer: {0}")]
-    Refused(Refusal),
-    #[error("refused: {0}")]
-    Refusing(Refusal),
+    #[error("{0}")]
+    Handshake(Failure),
+    #[error("not a handshake frame")]
+    NotHandshake,
 }
 
-async fn send(s: &mut TcpStream, h: &Handshake) -> std::io::Result<()> {
-    write_frame(s, FrameKind::Handshake, &encode_handshake(h)).await?;
+impl HandshakeError {
+    /// The refusal, whichever side made it.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            HandshakeError::Handshake(f) => f.refusal(),
+            _ => None,
+        }
+    }
+}
+
+async fn send(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    write_frame(s, FrameKind::Handshake, body).await?;
     s.flush().await
 }
 
-async fn recv(s: &mut TcpStream) -> Result<Handshake, HandshakeError> {
+async fn recv(s: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
     let (kind, body) = timeout(STEP_TIMEOUT, read_frame(s, MAX_HANDSHAKE_FRAME))
         .await
         .map_err(|_| HandshakeError::Timeout)??;
     if kind != FrameKind::Handshake {
-        return Err(HandshakeError::Protocol);
+        return Err(HandshakeError::NotHandshake);
     }
-    decode_handshake(&body).map_err(|e| HandshakeError::Read(ReadError::Frame(e)))
+    Ok(body)
 }
 
-fn nonce() -> [u8; 32] {
+/// Send what a failed machine wants said, then report the failure.
+async fn fail(s: &mut TcpStream, f: Failure) -> HandshakeError {
+    if let Some(t) = f.tell() {
+        let _ = timeout(STEP_TIMEOUT, send(s, t)).await;
+    }
+    HandshakeError::Handshake(f)
+}
+
+/// 32 bytes from the OS.
+pub fn nonce() -> [u8; 32] {
     let mut n = [0u8; 32];
     getrandom::getrandom(&mut n).expect("OS randomness");
     n
@@ -79,7 +98,7 @@ async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, HandshakeError> {
 }
 
 /// Dial `peer` for `lane` and authenticate. Returns the socket and the
-/// acceptor's spec once it said welcome.
+/// acceptor's spec once it said welcome and proved the cookie.
 pub async fn dial(
     local: &NodeSpec,
     cookie: &[u8],
@@ -88,128 +107,65 @@ pub async fn dial(
     lane: &LaneKey,
 ) -> Result<(TcpStream, NodeSpec), HandshakeError> {
     let mut s = connect(addrs).await?;
-    let mine = nonce();
-    send(
-        &mut s,
-        &Handshake::Hello {
-            from: local.clone(),
-            to: peer.to_string(),
-            lane: lane.clone(),
-            nonce: mine,
-        },
-    )
-    .await?;
-    let (acceptor, theirs) = match recv(&mut s).await? {
-        Handshake::Challenge { from, nonce, proof } => {
-            if from.name != peer {
-                let r = Refusal::UnexpectedNode {
-                    expected: peer.to_string(),
-                    actual: from.name,
-                };
-                let _ = send(&mut s, &Handshake::Refuse(r.clone())).await;
-                return Err(HandshakeError::Refusing(r));
-            }
-            let t = Transcript {
-                dialer: &local.name,
-                acceptor: peer,
-                lane,
-                dialer_nonce: &mine,
-                acceptor_nonce: &nonce,
-            };
-            if !verify(cookie, Role::Acceptor, &t, &proof) {
-                let _ = send(&mut s, &Handshake::Refuse(Refusal::BadCookie)).await;
-                return Err(HandshakeError::Refusing(Refusal::BadCookie));
-            }
-            (from, nonce)
+    let (mut d, hello) = Dialer::new(cookie, local.clone(), peer, lane.clone(), nonce());
+    send(&mut s, &hello).await?;
+    loop {
+        let body = recv(&mut s).await?;
+        match d.on_frame(&body) {
+            Ok(DialerStep::Send(b)) => send(&mut s, &b).await?,
+            Ok(DialerStep::Done(acceptor)) => return Ok((s, acceptor)),
+            Err(f) => return Err(fail(&mut s, f).await),
         }
-        Handshake::Refuse(r) => return Err(HandshakeError::Refused(r)),
-        _ => return Err(HandshakeError::Protocol),
-    };
-    let t = Transcript {
-        dialer: &local.name,
-        acceptor: peer,
-        lane,
-        dialer_nonce: &mine,
-        acceptor_nonce: &theirs,
-    };
-    send(
-        &mut s,
-        &Handshake::Auth {
-            proof: prove(cookie, Role::Dialer, &t),
-        },
-    )
-    .await?;
-    match recv(&mut s).await? {
-        Handshake::Welcome => Ok((s, acceptor)),
-        Handshake::Refuse(r) => Err(HandshakeError::Refused(r)),
-        _ => Err(HandshakeError::Protocol),
     }
 }
 
-/// Acceptor side up to the verified proof. `lanes_ok` says whether a lane
-/// exists on this node. On error the dialer has been told why, when it
-/// could be.
+/// An incoming connection whose dialer proved the cookie.
+pub struct Accepted {
+    pub socket: TcpStream,
+    pub dialer: NodeSpec,
+    pub lane: LaneKey,
+    acceptor: Acceptor,
+}
+
+impl Accepted {
+    /// Tell the dialer the verdict: welcome (with our proof) or the reason.
+    pub async fn answer(
+        &mut self,
+        local: &NodeSpec,
+        verdict: &Result<(), Refusal>,
+    ) -> std::io::Result<()> {
+        let body = match verdict {
+            Ok(()) => self.acceptor.welcome(local),
+            Err(r) => self.acceptor.refuse(r.clone()),
+        };
+        timeout(STEP_TIMEOUT, send(&mut self.socket, &body))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    }
+}
+
+/// Acceptor side up to the verified proof. `lane_ok` says whether a lane
+/// exists on this node. On error the dialer has been told what it may know.
 pub async fn accept(
-    s: &mut TcpStream,
+    mut s: TcpStream,
     local: &NodeSpec,
     cookie: &[u8],
     lane_ok: impl Fn(&LaneKey) -> bool,
-) -> Result<(NodeSpec, LaneKey), HandshakeError> {
-    let (from, to, lane, theirs) = match recv(s).await? {
-        Handshake::Hello {
-            from,
-            to,
-            lane,
-            nonce,
-        } => (from, to, lane, nonce),
-        _ => return Err(HandshakeError::Protocol),
-    };
-    let refusal = if to != local.name {
-        Some(Refusal::UnexpectedNode {
-            expected: to,
-            actual: local.name.clone(),
-        })
-    } else if !lane_ok(&lane) {
-        Some(Refusal::UnknownLane)
-    } else {
-        None
-    };
-    if let Some(r) = refusal {
-        let _ = send(s, &Handshake::Refuse(r.clone())).await;
-        return Err(HandshakeError::Refusing(r));
-    }
-    let mine = nonce();
-    let t = Transcript {
-        dialer: &from.name,
-        acceptor: &local.name,
-        lane: &lane,
-        dialer_nonce: &theirs,
-        acceptor_nonce: &mine,
-    };
-    send(
-        s,
-        &Handshake::Challenge {
-            from: local.clone(),
-            nonce: mine,
-            proof: prove(cookie, Role::Acceptor, &t),
-        },
-    )
-    .await?;
-    match recv(s).await? {
-        Handshake::Auth { proof } if verify(cookie, Role::Dialer, &t, &proof) => Ok((from, lane)),
-        Handshake::Auth { .. } => {
-            let _ = send(s, &Handshake::Refuse(Refusal::BadCookie)).await;
-            Err(HandshakeError::Refusing(Refusal::BadCookie))
+) -> Result<Accepted, HandshakeError> {
+    let mut a = Acceptor::new(cookie, nonce());
+    loop {
+        let body = recv(&mut s).await?;
+        match a.on_frame(&body, local, &lane_ok) {
+            Ok(AcceptorStep::Send(b)) => send(&mut s, &b).await?,
+            Ok(AcceptorStep::Authenticated { dialer, lane }) => {
+                return Ok(Accepted {
+                    socket: s,
+                    dialer,
+                    lane,
+                    acceptor: a,
+                })
+            }
+            Err(f) => return Err(fail(&mut s, f).await),
         }
-        Handshake::Refuse(r) => Err(HandshakeError::Refused(r)),
-        _ => Err(HandshakeError::Protocol),
-    }
-}
-
-/// Tell the dialer the verdict.
-pub async fn answer(s: &mut TcpStream, verdict: &Result<(), Refusal>) -> std::io::Result<()> {
-    match verdict {
-        Ok(()) => send(s, &Handshake::Welcome).await,
-        Err(r) => send(s, &Handshake::Refuse(r.clone())).await,
     }
 }

@@ -26,6 +26,8 @@ pub struct LaneInfo {
     pub sent_bytes: u64,
     pub recv_frames: u64,
     pub recv_bytes: u64,
+    /// Frames dropped from this lane's queue (any reason).
+    pub dropped_frames: u64,
     /// Whether a poller on a thread of its own serves the lane now (else a
     /// poller driven by the schedulers).
     pub on_thread: bool,
@@ -35,8 +37,13 @@ pub struct LaneInfo {
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub name: String,
-    pub epoch: u64,
+    pub incarnation: u64,
     pub status: PeerStatus,
+    /// Bytes queued for this peer, and messages waiting for its plan.
+    pub queued_bytes: u64,
+    pub waiting: u64,
+    /// The largest message body it accepts, once known.
+    pub max_frame: Option<u64>,
     pub lanes: Vec<LaneInfo>,
 }
 
@@ -44,17 +51,23 @@ pub struct PeerInfo {
 #[derive(Debug, Clone)]
 pub struct Info {
     pub node: String,
-    pub epoch: u64,
+    pub incarnation: u64,
     pub listen_addrs: Vec<SocketAddr>,
-    pub dropped_not_member: u64,
-    pub dropped_unknown_channel: u64,
-    pub dropped_too_large: u64,
-    pub dropped_no_destination: u64,
+    /// Messages accepted and then lost, by reason (see [`crate::counters`]).
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Sends that returned an error, by error.
+    pub refused: Vec<(&'static str, u64)>,
+    /// Incoming connections refused, by reason.
+    pub refused_connections: Vec<(&'static str, u64)>,
+    /// Bytes queued in all send queues, and the bounds.
+    pub queued_bytes: u64,
+    pub send_queue_limit: u64,
+    pub send_queue_total_limit: u64,
+    pub tombstones: u64,
     pub peers: Vec<PeerInfo>,
 }
 
 pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
-    let d = &shared.routes.dropped;
     let mut peers = Vec::new();
     for pv in core.peers() {
         let route = shared.routes.get(&pv.spec.name);
@@ -82,25 +95,48 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     sent_bytes: stat(|s| &s.sent_bytes),
                     recv_frames: stat(|s| &s.recv_frames),
                     recv_bytes: stat(|s| &s.recv_bytes),
+                    dropped_frames: stat(|s| &s.dropped_frames),
                     on_thread: lane.is_some_and(|l| l.poller().is_threaded()),
                 }
             })
             .collect();
         peers.push(PeerInfo {
             name: pv.spec.name.clone(),
-            epoch: pv.spec.epoch,
+            incarnation: pv.spec.incarnation,
             status: pv.status,
+            queued_bytes: route.as_ref().map(|r| r.budget.queued()).unwrap_or(0),
+            waiting: route.as_ref().map(|r| r.waiting() as u64).unwrap_or(0),
+            max_frame: route.as_ref().and_then(|r| r.max_frame),
             lanes,
         });
     }
+    let c = &shared.routes.counters;
+    let d = &c.dropped;
+    let r = &c.refused;
+    let limits = shared.routes.limits();
     Info {
         node: core.local().name.clone(),
-        epoch: core.local().epoch,
+        incarnation: core.local().incarnation,
         listen_addrs: core.local().addrs.clone(),
-        dropped_not_member: d.not_member.load(Relaxed),
-        dropped_unknown_channel: d.unknown_channel.load(Relaxed),
-        dropped_too_large: d.too_large.load(Relaxed),
-        dropped_no_destination: d.no_destination.load(Relaxed),
+        dropped: vec![
+            ("not_member", d.not_member.load(Relaxed)),
+            ("no_channel", d.no_channel.load(Relaxed)),
+            ("node_down", d.node_down.load(Relaxed)),
+            ("connection_lost", d.connection_lost.load(Relaxed)),
+            ("too_large", d.too_large.load(Relaxed)),
+            ("overflow", d.overflow.load(Relaxed)),
+            ("no_destination", d.no_destination.load(Relaxed)),
+        ],
+        refused: vec![
+            ("unknown_channel", r.unknown_channel.load(Relaxed)),
+            ("too_large", r.too_large.load(Relaxed)),
+            ("overloaded", r.overloaded.load(Relaxed)),
+        ],
+        refused_connections: shared.refusals.counts(),
+        queued_bytes: shared.routes.queued(),
+        send_queue_limit: limits.peer_queue,
+        send_queue_total_limit: limits.total_queue,
+        tombstones: core.tombstone_count() as u64,
         peers,
     }
 }

@@ -27,6 +27,7 @@
 
 use crate::body::Body;
 use crate::conn::Conn;
+use crate::counters::{Budget, Counters};
 use crate::poller::Poller;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -181,17 +182,29 @@ pub struct Lane {
     out: Mutex<Out>,
     poller: parking_lot::RwLock<Arc<Poller>>,
     runtime: tokio::runtime::Handle,
+    budget: Arc<Budget>,
+    counters: Arc<Counters>,
 }
 
 impl Lane {
     /// A lane whose connections `poller` serves; `runtime` runs its timers.
-    pub fn new(key: LaneKey, poller: Arc<Poller>, runtime: tokio::runtime::Handle) -> Arc<Lane> {
+    /// Its frames are reserved in `budget` by whoever pushes them, and
+    /// released here when written or dropped (counted in `counters`).
+    pub fn new(
+        key: LaneKey,
+        poller: Arc<Poller>,
+        runtime: tokio::runtime::Handle,
+        budget: Arc<Budget>,
+        counters: Arc<Counters>,
+    ) -> Arc<Lane> {
         Arc::new(Lane {
             key,
             stats: LaneStats::default(),
             out: Mutex::new(Out::default()),
             poller: parking_lot::RwLock::new(poller),
             runtime,
+            budget,
+            counters,
         })
     }
 
@@ -224,12 +237,26 @@ impl Lane {
 
     /// Send a frame on behalf of `sender`; a small one may go ahead of large
     /// frames of other senders that wait unstarted (see the module doc).
+    /// Its bytes count against the lane's budget whatever the bound (the
+    /// send path checks bounds first, see [`Lane::push_reserved`]).
     pub fn push_from(self: &Arc<Self>, kind: FrameKind, body: Body, sender: Option<Sender>) {
+        self.budget.force(body.len() as u64);
+        self.push_reserved(kind, body, sender)
+    }
+
+    /// As [`Lane::push_from`], for a frame whose bytes the caller already
+    /// reserved in the lane's budget.
+    pub(crate) fn push_reserved(
+        self: &Arc<Self>,
+        kind: FrameKind,
+        body: Body,
+        sender: Option<Sender>,
+    ) {
         let mut f = Outgoing::new(kind, body, sender);
         let mut out = self.out.lock();
         if out.stopped {
             drop(out);
-            self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            self.dropped(f.body.len(), &self.counters.dropped.node_down);
             return;
         }
         let now = Instant::now();
@@ -238,16 +265,34 @@ impl Lane {
             .is_some_and(|t| now.duration_since(t) < STREAM_GAP);
         out.last_push = Some(now);
         if !out.busy && out.queue.is_empty() && !streaming && f.body.len() <= DIRECT_MAX {
-            if let Some(conn) = &out.socket {
+            if let Some(conn) = out.socket.clone().filter(|c| !c.is_closing()) {
+                // Write it ourselves, without holding the lane: `busy` keeps
+                // other writers out meanwhile, and their frames queue.
+                out.busy = true;
+                drop(out);
                 let mut slices = [IoSlice::new(&[]); DIRECT_SLICES];
                 let n = f.fill(&mut slices);
-                match conn.stream().write_vectored(&slices[..n]) {
+                let written = conn.stream().write_vectored(&slices[..n]);
+                out = self.out.lock();
+                out.busy = false;
+                match written {
                     Ok(n) if n == f.len() => {
-                        drop(out);
+                        let more = !out.queue.is_empty() || out.stopped;
                         self.sent(f.body.len());
+                        if more {
+                            self.ask_flush(out);
+                        }
                         return;
                     }
-                    Ok(n) => f.sent = n,
+                    Ok(n) => {
+                        // Partly written: it goes first, before anything
+                        // queued meanwhile.
+                        f.sent = n;
+                        self.queued(f.body.len() as i64);
+                        out.queue.push_front(f);
+                        self.ask_flush(out);
+                        return;
+                    }
                     // WouldBlock: the flush waits for room. Another error:
                     // the poller sees it too and reports the connection lost.
                     Err(_) => {}
@@ -268,6 +313,26 @@ impl Lane {
         };
         out.queue.insert(at, f);
         self.ask_flush(out);
+    }
+
+    /// Drop unstarted frames from the front of the queue until `need` more
+    /// bytes fit in `budget` (`overload => drop_oldest`). Returns whether
+    /// anything was dropped.
+    pub fn drop_oldest(&self, need: u64, budget: &Budget) -> bool {
+        let mut out = self.out.lock();
+        let mut any = false;
+        let mut i = 0;
+        while i < out.queue.len() && budget.queued() + need > budget.limit {
+            if out.queue[i].sent > 0 {
+                i += 1;
+                continue;
+            }
+            let f = out.queue.remove(i).expect("index in range");
+            self.queued(-(f.body.len() as i64));
+            self.dropped(f.body.len(), &self.counters.dropped.overflow);
+            any = true;
+        }
+        any
     }
 
     /// Ask the poller for a flush, unless one is already asked for or a
@@ -297,10 +362,18 @@ impl Lane {
     }
 
     fn sent(&self, bytes: usize) {
+        self.budget.release(bytes as u64);
         self.stats.sent_frames.fetch_add(1, Ordering::Relaxed);
         self.stats
             .sent_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A frame of `bytes` (not queued any more) is dropped for `reason`.
+    fn dropped(&self, bytes: usize, reason: &AtomicU64) {
+        self.budget.release(bytes as u64);
+        self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        reason.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Hand the lane a connection; the previous one, if any, is closed.
@@ -351,7 +424,7 @@ impl Lane {
             if out.busy {
                 return (Flush::Done, 0);
             }
-            let Some(conn) = out.socket.clone() else {
+            let Some(conn) = out.socket.clone().filter(|c| !c.is_closing()) else {
                 if out.stopped {
                     self.drop_queue(&mut out);
                 }
@@ -402,10 +475,8 @@ impl Lane {
                 // in flight is lost with the connection.
                 for f in &batch {
                     self.queued(-(f.body.len() as i64));
+                    self.dropped(f.body.len(), &self.counters.dropped.connection_lost);
                 }
-                self.stats
-                    .dropped_frames
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if out.socket.as_ref().is_some_and(|s| s.id == conn.id) {
                     out.socket = None;
                 }
@@ -419,7 +490,7 @@ impl Lane {
     fn drop_queue(&self, out: &mut Out) {
         for f in out.queue.drain(..) {
             self.queued(-(f.body.len() as i64));
-            self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            self.dropped(f.body.len(), &self.counters.dropped.node_down);
         }
     }
 }
@@ -484,7 +555,17 @@ mod tests {
             .build()
             .unwrap();
         let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
-        let lane = Lane::new(LaneKey::control(), poller.clone(), rt.handle().clone());
+        let total = Arc::new(crate::counters::Total {
+            queued: AtomicU64::new(0),
+            limit: u64::MAX,
+        });
+        let lane = Lane::new(
+            LaneKey::control(),
+            poller.clone(),
+            rt.handle().clone(),
+            Budget::new(u64::MAX, total),
+            Arc::new(Counters::default()),
+        );
         (rt, poller, lane)
     }
 
@@ -554,11 +635,20 @@ mod tests {
             s.join().unwrap();
         }
         assert_eq!(next, [FRAMES; THREADS as usize]);
+        // The writer counts a frame after its write returns, so the reader
+        // may see the last frames first: wait for the counters to settle.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lane.stats.sent_frames.load(Ordering::Relaxed) < u64::from(THREADS * FRAMES)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(
             lane.stats.sent_frames.load(Ordering::Relaxed),
             u64::from(THREADS * FRAMES)
         );
         assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 0);
+        assert_eq!(lane.budget.queued(), 0);
         poller.stop();
         driving.join().unwrap();
     }

@@ -22,6 +22,7 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod connection;
+pub mod counters;
 mod driver;
 pub mod handshake;
 pub mod info;
@@ -29,6 +30,7 @@ pub mod lane;
 pub mod poller;
 pub mod pollers;
 pub mod reader;
+pub mod refusals;
 pub mod routes;
 pub mod sink;
 mod watcher;
@@ -38,18 +40,18 @@ pub use config::{IoMode, TransportConfig};
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
 pub use lane::Sender;
 pub use poller::{Outcome, Poller};
-pub use routes::SendError;
+use routes::Routes;
+pub use routes::{Overload, SendError};
 pub use sink::{FrameBuffer, Sink};
 
 use conn::Conn;
 use parking_lot::{Mutex, RwLock};
 use pollers::PollerSet;
-use routes::Routes;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use watcher::Watcher;
 pub use weft_core::lane::Choice;
@@ -66,6 +68,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     conns: Mutex<ConnTable>,
     pollers: Arc<PollerSet>,
+    refusals: refusals::Refusals,
+    runtime: tokio::runtime::Handle,
 }
 
 /// Established connections, for the driver to close them.
@@ -85,6 +89,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("cannot start the pollers: {0}")]
     Pollers(std::io::Error),
+    #[error("cannot advertise {0}: other nodes could not dial it (set advertise)")]
+    Advertise(SocketAddr),
 }
 
 /// A running transport. Dropping it stops it.
@@ -126,29 +132,61 @@ impl Transport {
         let bound = std_listener
             .local_addr()
             .map_err(|e| StartError::Listen(config.listen, e))?;
-        let addrs = if config.advertise.is_empty() {
+        let addrs: Vec<SocketAddr> = if config.advertise.is_empty() {
             vec![bound]
         } else {
-            config.advertise.clone()
+            // Port 0: the port actually bound.
+            config
+                .advertise
+                .iter()
+                .map(|a| match a.port() {
+                    0 => SocketAddr::new(a.ip(), bound.port()),
+                    _ => *a,
+                })
+                .collect()
         };
-        // Microseconds since 1970: a restart always has a larger epoch.
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1)
-            .max(1);
+        if let Some(a) = addrs.iter().find(|a| !weft_core::spec::dialable(a)) {
+            return Err(StartError::Advertise(*a));
+        }
+        // Identity never depends on a clock: a random incarnation, so that
+        // a restart is a new incarnation whatever the time says.
+        let random = || {
+            let mut b = [0u8; 8];
+            getrandom::getrandom(&mut b).expect("OS randomness");
+            u64::from_ne_bytes(b)
+        };
+        let mut incarnation = 0;
+        while incarnation == 0 {
+            incarnation = random();
+        }
         let local = NodeSpec {
             name: config.node.clone(),
-            epoch,
+            incarnation,
             addrs,
             channels: config.channels.clone(),
+            max_frame: config.max_frame_size,
         };
-        let core = Node::new(local.clone(), config.timing.clone(), epoch);
+        let core = Node::new(local.clone(), config.timing.clone(), random());
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Routes::new(
-            config.channels.iter().map(|c| c.name.clone()).collect(),
+            config
+                .channels
+                .iter()
+                .map(|c| {
+                    let o = if config.drop_oldest.contains(&c.name) {
+                        Overload::DropOldest
+                    } else {
+                        Overload::Refuse
+                    };
+                    (c.name.clone(), o)
+                })
+                .collect(),
             config.affinity,
-            config.max_frame_size,
+            routes::Limits {
+                max_frame: config.max_frame_size,
+                peer_queue: config.send_queue_limit,
+                total_queue: config.send_queue_total_limit,
+            },
             pollers.clone(),
             runtime.handle().clone(),
         );
@@ -162,6 +200,8 @@ impl Transport {
             next_conn: AtomicU64::new(1),
             conns: Mutex::new(ConnTable::default()),
             pollers: pollers.clone(),
+            refusals: refusals::Refusals::default(),
+            runtime: runtime.handle().clone(),
         });
         for p in pollers.all() {
             p.set_shared(&shared);
@@ -223,7 +263,12 @@ impl Transport {
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).
+    /// Messages sent to that node from now on wait for it to come up (or
+    /// are dropped and counted when it is given up on).
     pub fn join(&self, spec: NodeSpec) {
+        if spec.name != self.shared.config.node {
+            self.shared.routes.ensure(&spec.name);
+        }
         let _ = self.shared.driver.send(driver::Msg::Join(spec));
     }
 

@@ -46,7 +46,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
-use weft_core::frame::decode_control;
+use weft_core::wire::decode_control;
 use weft_core::{ConnId, FrameKind, Level};
 
 /// Where pollers run.
@@ -76,6 +76,10 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 pub const QUIET: Duration = Duration::from_millis(200);
 /// How often an idle threaded poller looks for quiet connections.
 const QUIET_CHECK: Duration = Duration::from_millis(100);
+/// How long a connection closed locally is still read, so that what the
+/// peer sent before it saw the close (already in the socket buffers) is
+/// delivered rather than lost uncounted. Its write side is shut at once.
+pub const DRAIN: Duration = Duration::from_secs(2);
 /// Token of the waker (threads mode).
 const WAKER: Token = Token(usize::MAX);
 
@@ -103,11 +107,17 @@ struct Entry {
     bulk_at: u64,
     /// It carried bulk in the current round.
     bulk_now: bool,
+    /// Closed locally, read until the peer closes too or [`DRAIN`] ends;
+    /// the reason to report then.
+    draining: Option<String>,
 }
 
 enum Cmd {
     Attach(Box<Entry>),
+    /// Stop writing, read until the peer closes (or [`DRAIN`] ends).
     Close(ConnId, String),
+    /// End a drain now.
+    Abort(ConnId),
 }
 
 struct State {
@@ -219,6 +229,7 @@ impl Poller {
             readable: true,
             bulk_at: 0,
             bulk_now: false,
+            draining: None,
         })));
         self.wake();
     }
@@ -228,6 +239,12 @@ impl Poller {
         self.inbox
             .lock()
             .push(Cmd::Close(id, "closed locally".into()));
+        self.wake();
+    }
+
+    /// End the drain of connection `id` (see [`DRAIN`]).
+    pub(crate) fn abort(&self, id: ConnId) {
+        self.inbox.lock().push(Cmd::Abort(id));
         self.wake();
     }
 
@@ -325,6 +342,7 @@ impl Poller {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let mut closes: Vec<(ConnId, String)> = Vec::new();
+        let mut drains: Vec<(ConnId, String)> = Vec::new();
 
         // New connections and close requests.
         let inbox = std::mem::take(&mut *self.inbox.lock());
@@ -344,11 +362,43 @@ impl Poller {
                     }
                     st.conns.insert(id, e);
                     if closing {
-                        closes.push((id, "closed locally".into()));
+                        drains.push((id, "closed locally".into()));
                     }
                 }
-                Cmd::Close(id, reason) => closes.push((id, reason)),
+                Cmd::Close(id, reason) => drains.push((id, reason)),
+                Cmd::Abort(id) => {
+                    if let Some(e) = st.conns.get(&id) {
+                        let why = e
+                            .draining
+                            .clone()
+                            .unwrap_or_else(|| "closed locally".into());
+                        closes.push((id, why));
+                    }
+                }
             }
+        }
+        for (id, reason) in drains {
+            let Some(e) = st.conns.get_mut(&id) else {
+                continue;
+            };
+            if e.draining.is_some() {
+                continue;
+            }
+            let Some(shared) = &shared else {
+                closes.push((id, reason));
+                continue;
+            };
+            // No more writes; what the peer sent before it heard of the
+            // close is still read and delivered.
+            e.draining = Some(reason);
+            e.readable = true;
+            e.lane.detach(id);
+            let _ = e.conn.stream().shutdown(std::net::Shutdown::Write);
+            let conn = e.conn.clone();
+            shared.runtime.spawn(async move {
+                tokio::time::sleep(DRAIN).await;
+                conn.poller().abort(conn.id);
+            });
         }
 
         // Readiness: what a blocking wait stashed, and what is new.
@@ -431,7 +481,16 @@ impl Poller {
             match status {
                 Ok(ReadStatus::Drained) => e.readable = false,
                 Ok(ReadStatus::Budget) => {}
-                Ok(ReadStatus::Closed) => closes.push((conn_id, "closed by peer".into())),
+                Ok(ReadStatus::Closed) => {
+                    let why = e
+                        .draining
+                        .clone()
+                        .unwrap_or_else(|| "closed by peer".into());
+                    closes.push((conn_id, why));
+                }
+                Err(_) if e.draining.is_some() => {
+                    closes.push((conn_id, e.draining.clone().unwrap_or_default()));
+                }
                 Err(err) => {
                     let reason = format!("closing connection: {err}");
                     shared
@@ -571,6 +630,7 @@ fn inbound(
     if !delivered {
         shared
             .routes
+            .counters
             .dropped
             .no_destination
             .fetch_add(1, Ordering::Relaxed);

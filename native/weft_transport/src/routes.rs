@@ -1,22 +1,54 @@
-//! The send path: from (node, channel, hash) to a lane queue, without going
-//! through the driver. The driver keeps the table current; senders only read
-//! it.
+//! The send path: from (node, channel, choice) to a lane queue, without
+//! going through the driver. The driver keeps the table current; senders
+//! only read it.
+//!
+//! A peer whose channels are not known yet (a node `join` was called for,
+//! before its first handshake) has an *unplanned* route: its messages wait
+//! in one queue, in order, and move to their lanes when the plan is known,
+//! before any later message. So a message sent right after `join` waits for
+//! the node instead of being dropped. Every byte queued counts against the
+//! peer's and the transport's send-queue bounds ([`Budget`]).
 
 use crate::body::Body;
+use crate::counters::{Budget, Counters, Total};
 use crate::lane::{Lane, Sender};
 use crate::pollers::PollerSet;
-use parking_lot::RwLock;
-use std::collections::HashMap;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
 use weft_core::{FrameKind, LaneKey};
+
+/// What to do when a send would pass a queue bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overload {
+    /// Refuse the message: `send` returns [`SendError::Overloaded`].
+    #[default]
+    Refuse,
+    /// Drop the oldest unstarted messages of the lane to make room.
+    DropOldest,
+}
+
+/// A message that waits for its peer's plan.
+struct Waiting {
+    channel: String,
+    choice: Choice,
+    body: Body,
+    sender: Option<Sender>,
+}
 
 /// The lanes to one peer.
 pub struct PeerRoute {
     pub control: Arc<Lane>,
     /// Channel name -> its lanes, in index order.
     pub channels: HashMap<String, Vec<Arc<Lane>>>,
+    /// Unplanned routes only: the messages waiting for the plan; `None`
+    /// once they moved on (senders then look the route up again).
+    waiting: Option<Mutex<Option<VecDeque<Waiting>>>>,
+    /// The peer's frame limit, once known.
+    pub max_frame: Option<u64>,
+    pub budget: Arc<Budget>,
 }
 
 impl PeerRoute {
@@ -32,15 +64,19 @@ impl PeerRoute {
         }
         self.channels.get(&key.channel)?.get(key.index as usize)
     }
-}
 
-/// Messages dropped at send or receive, by cause.
-#[derive(Debug, Default)]
-pub struct Dropped {
-    pub not_member: AtomicU64,
-    pub unknown_channel: AtomicU64,
-    pub too_large: AtomicU64,
-    pub no_destination: AtomicU64,
+    /// Whether the peer's channels are not known yet.
+    pub fn is_unplanned(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Messages waiting for the plan.
+    pub fn waiting(&self) -> usize {
+        self.waiting
+            .as_ref()
+            .and_then(|w| w.lock().as_ref().map(|q| q.len()))
+            .unwrap_or(0)
+    }
 }
 
 /// Why a send was refused.
@@ -50,6 +86,19 @@ pub enum SendError {
     UnknownChannel(String),
     #[error("message of {size} bytes exceeds max_frame_size {max}")]
     TooLarge { size: u64, max: u64 },
+    #[error("send queue full")]
+    Overloaded,
+}
+
+/// Limits of the send path.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message body this node sends or accepts.
+    pub max_frame: u64,
+    /// Bytes queued for one peer.
+    pub peer_queue: u64,
+    /// Bytes queued for all peers.
+    pub total_queue: u64,
 }
 
 /// The routing table.
@@ -57,18 +106,19 @@ pub struct Routes {
     peers: RwLock<HashMap<String, Arc<PeerRoute>>>,
     pollers: Arc<PollerSet>,
     runtime: tokio::runtime::Handle,
-    channels: Vec<String>,
+    channels: HashMap<String, Overload>,
     affinity: bool,
-    max_frame: u64,
+    limits: Limits,
+    total: Arc<Total>,
     round_robin: AtomicU64,
-    pub dropped: Dropped,
+    pub counters: Arc<Counters>,
 }
 
 impl Routes {
     pub fn new(
-        channels: Vec<String>,
+        channels: Vec<(String, Overload)>,
         affinity: bool,
-        max_frame: u64,
+        limits: Limits,
         pollers: Arc<PollerSet>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
@@ -76,12 +126,26 @@ impl Routes {
             peers: RwLock::new(HashMap::new()),
             pollers,
             runtime,
-            channels,
+            channels: channels.into_iter().collect(),
             affinity,
-            max_frame,
+            total: Arc::new(Total {
+                queued: AtomicU64::new(0),
+                limit: limits.total_queue,
+            }),
+            limits,
             round_robin: AtomicU64::new(0),
-            dropped: Dropped::default(),
+            counters: Arc::new(Counters::default()),
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes queued for all peers now.
+    pub fn queued(&self) -> u64 {
+        self.total.queued.load(Ordering::Relaxed)
     }
 
     /// Queue an application message. `Ok` also when the peer is unknown or
@@ -95,36 +159,85 @@ impl Routes {
         body: Body,
         sender: Option<Sender>,
     ) -> Result<(), SendError> {
-        if !self.channels.iter().any(|c| c == channel) {
-            self.dropped.unknown_channel.fetch_add(1, Ordering::Relaxed);
+        let c = &self.counters;
+        let Some(overload) = self.channels.get(channel).copied() else {
+            Counters::add(&c.refused.unknown_channel, 1);
             return Err(SendError::UnknownChannel(channel.to_string()));
-        }
+        };
         let size = body.len() as u64;
-        if size > self.max_frame {
-            self.dropped.too_large.fetch_add(1, Ordering::Relaxed);
+        if size > self.limits.max_frame {
+            Counters::add(&c.refused.too_large, 1);
             return Err(SendError::TooLarge {
                 size,
-                max: self.max_frame,
+                max: self.limits.max_frame,
             });
         }
-        let route = self.peers.read().get(peer).cloned();
-        let Some(route) = route else {
-            self.dropped.not_member.fetch_add(1, Ordering::Relaxed);
+        let mut body = Some(body);
+        // At most a few rounds: a route replaced while we looked is looked
+        // up again.
+        loop {
+            let route = self.peers.read().get(peer).cloned();
+            let Some(route) = route else {
+                Counters::add(&c.dropped.not_member, 1);
+                return Ok(());
+            };
+            if let Some(max) = route.max_frame.filter(|m| size > *m) {
+                Counters::add(&c.refused.too_large, 1);
+                return Err(SendError::TooLarge { size, max });
+            }
+            if let Some(waiting) = &route.waiting {
+                let mut q = waiting.lock();
+                let Some(q) = q.as_mut() else {
+                    continue;
+                };
+                if !route.budget.try_reserve(size) {
+                    Counters::add(&c.refused.overloaded, 1);
+                    return Err(SendError::Overloaded);
+                }
+                q.push_back(Waiting {
+                    channel: channel.to_string(),
+                    choice,
+                    body: body.take().expect("body not sent yet"),
+                    sender,
+                });
+                return Ok(());
+            }
+            let Some(lane) = self.pick(&route, channel, choice) else {
+                // The peer does not have this channel.
+                Counters::add(&c.dropped.no_channel, 1);
+                return Ok(());
+            };
+            if !route.budget.try_reserve(size) {
+                let room = overload == Overload::DropOldest
+                    && lane.drop_oldest(size, &route.budget)
+                    && route.budget.try_reserve(size);
+                if !room {
+                    Counters::add(&c.refused.overloaded, 1);
+                    return Err(SendError::Overloaded);
+                }
+            }
+            lane.push_reserved(
+                FrameKind::Data,
+                body.take().expect("body not sent yet"),
+                sender,
+            );
             return Ok(());
-        };
-        let Some(lanes) = route.channels.get(channel) else {
-            // The peer does not have this channel.
-            self.dropped.unknown_channel.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        };
+        }
+    }
+
+    fn pick<'a>(
+        &self,
+        route: &'a PeerRoute,
+        channel: &str,
+        choice: Choice,
+    ) -> Option<&'a Arc<Lane>> {
+        let lanes = route.channels.get(channel)?;
         let rr = if self.affinity {
             0
         } else {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         };
-        let i = pick(lanes.len() as u16, self.affinity, choice, rr) as usize;
-        lanes[i].push_from(FrameKind::Data, body, sender);
-        Ok(())
+        lanes.get(pick(lanes.len() as u16, self.affinity, choice, rr) as usize)
     }
 
     /// Queue a control frame for `peer`; dropped if it has no route.
@@ -139,16 +252,53 @@ impl Routes {
         self.peers.read().get(peer).cloned()
     }
 
-    /// Make the route to `peer` follow `plan`, keeping lanes that stay.
-    pub fn route(&self, peer: &str, plan: &[(String, u16)]) {
+    fn new_lane(&self, peer: &str, key: LaneKey, budget: &Arc<Budget>) -> Arc<Lane> {
+        let poller = self.pollers.home(peer, &key);
+        Lane::new(
+            key,
+            poller,
+            self.runtime.clone(),
+            budget.clone(),
+            self.counters.clone(),
+        )
+    }
+
+    /// An unplanned route for `peer` if it has none, so that messages sent
+    /// to it from now on wait for it (`join`).
+    pub fn ensure(&self, peer: &str) {
+        let mut peers = self.peers.write();
+        if peers.contains_key(peer) {
+            return;
+        }
+        let budget = Budget::new(self.limits.peer_queue, self.total.clone());
+        let control = self.new_lane(peer, LaneKey::control(), &budget);
+        peers.insert(
+            peer.to_string(),
+            Arc::new(PeerRoute {
+                control,
+                channels: HashMap::new(),
+                waiting: Some(Mutex::new(Some(VecDeque::new()))),
+                max_frame: None,
+                budget,
+            }),
+        );
+    }
+
+    /// Make the route to `peer` follow `plan` (`None`: not known yet),
+    /// keeping lanes that stay and moving waiting messages to their lanes.
+    pub fn route(&self, peer: &str, plan: Option<&[(String, u16)]>, max_frame: Option<u64>) {
+        let Some(plan) = plan else {
+            return self.ensure(peer);
+        };
         let old = self.get(peer);
+        let budget = old
+            .as_ref()
+            .map(|r| r.budget.clone())
+            .unwrap_or_else(|| Budget::new(self.limits.peer_queue, self.total.clone()));
         let keep = |key: LaneKey| {
             old.as_ref()
                 .and_then(|r| r.lane(&key).cloned())
-                .unwrap_or_else(|| {
-                    let poller = self.pollers.home(peer, &key);
-                    Lane::new(key, poller, self.runtime.clone())
-                })
+                .unwrap_or_else(|| self.new_lane(peer, key, &budget))
         };
         let control = keep(LaneKey::control());
         let mut channels = HashMap::new();
@@ -163,23 +313,68 @@ impl Routes {
                 .collect();
             channels.insert(channel.clone(), lanes);
         }
-        let new = Arc::new(PeerRoute { control, channels });
-        if let Some(old) = old {
+        let new = Arc::new(PeerRoute {
+            control,
+            channels,
+            waiting: None,
+            max_frame,
+            budget,
+        });
+        if let Some(old) = &old {
             for lane in old.lanes() {
                 if !new.lanes().any(|l| Arc::ptr_eq(l, lane)) {
                     lane.stop();
                 }
             }
         }
+        // Waiting messages go to their lanes before anything sent later:
+        // senders that find the old route's queue gone look again, and
+        // find the new route, which is in the table before they can.
+        let mut guard = old
+            .as_ref()
+            .and_then(|r| r.waiting.as_ref())
+            .map(|w| w.lock());
+        let waiting = guard.as_mut().and_then(|g| g.take()).unwrap_or_default();
+        let c = &self.counters;
+        for w in waiting {
+            let size = w.body.len() as u64;
+            if max_frame.is_some_and(|m| size > m) {
+                new.budget.release(size);
+                Counters::add(&c.dropped.too_large, 1);
+                continue;
+            }
+            match self.pick(&new, &w.channel, w.choice) {
+                Some(lane) => lane.push_reserved(FrameKind::Data, w.body, w.sender),
+                None => {
+                    new.budget.release(size);
+                    Counters::add(&c.dropped.no_channel, 1);
+                }
+            }
+        }
         self.peers.write().insert(peer.to_string(), new);
+        drop(guard);
     }
 
-    /// Remove the route to `peer`: its lanes drain and stop.
+    /// Remove the route to `peer`: its lanes drain and stop; what waits
+    /// unplanned or unconnected is dropped and counted (`node_down`).
     pub fn unroute(&self, peer: &str) {
-        if let Some(old) = self.peers.write().remove(peer) {
-            for lane in old.lanes() {
-                lane.stop();
+        let old = self.peers.write().remove(peer);
+        if let Some(old) = old {
+            self.retire(&old);
+        }
+    }
+
+    fn retire(&self, r: &PeerRoute) {
+        if let Some(w) = &r.waiting {
+            if let Some(q) = w.lock().take() {
+                for m in q {
+                    r.budget.release(m.body.len() as u64);
+                    Counters::add(&self.counters.dropped.node_down, 1);
+                }
             }
+        }
+        for lane in r.lanes() {
+            lane.stop();
         }
     }
 
@@ -187,9 +382,7 @@ impl Routes {
     pub fn clear(&self) {
         let all: Vec<_> = self.peers.write().drain().collect();
         for (_, r) in all {
-            for lane in r.lanes() {
-                lane.stop();
-            }
+            self.retire(&r);
         }
     }
 

@@ -3,7 +3,7 @@
 //! messages; tests implement it with channels.
 
 use std::any::Any;
-use weft_core::{LaneKey, Level};
+use weft_core::{DownReason, LaneKey, Level, Refusal};
 
 /// Memory that a large frame body is read into, provided by the sink so
 /// that the body lands where the sink wants it (the NIF: a refc binary that
@@ -53,7 +53,10 @@ pub trait Sink: Send + Sync + 'static {
     /// `peer` became reachable.
     fn peer_up(&self, peer: &str);
     /// `peer` stopped being reachable.
-    fn peer_down(&self, peer: &str, reason: &str);
+    fn peer_down(&self, peer: &str, reason: &DownReason);
+    /// A dial of `peer` was refused (by either side); whoever waits for it
+    /// to come up may stop waiting.
+    fn refused(&self, _peer: &str, _refusal: &Refusal) {}
     /// A log line, with the peer and lane it concerns.
     fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>);
 }

@@ -1,0 +1,144 @@
+//! What happened to messages that did not arrive, and how much memory the
+//! send queues hold.
+//!
+//! Every message that `send` accepted is either written to its connection
+//! or counted here under the reason it was dropped; every message `send`
+//! refused is counted under the error it returned. The send queues are
+//! bounded per peer and in total ([`Budget`]): a message that would pass a
+//! bound is refused (or, on a channel that asks for it, the oldest queued
+//! messages make room).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Messages accepted by `send` and then lost, by reason.
+#[derive(Debug, Default)]
+pub struct Dropped {
+    /// The destination node is not a member (never joined, or forgotten).
+    pub not_member: AtomicU64,
+    /// The destination node does not have the channel.
+    pub no_channel: AtomicU64,
+    /// Queued when the destination went down, left or restarted.
+    pub node_down: AtomicU64,
+    /// Being written when the connection failed.
+    pub connection_lost: AtomicU64,
+    /// Over the destination's frame limit, learnt after it was queued.
+    pub too_large: AtomicU64,
+    /// The oldest queued message of a channel with `overload => drop_oldest`.
+    pub overflow: AtomicU64,
+    /// Received, but no process has the destination name or pid.
+    pub no_destination: AtomicU64,
+}
+
+/// Calls to `send` that returned an error, by error.
+#[derive(Debug, Default)]
+pub struct Refused {
+    pub unknown_channel: AtomicU64,
+    pub too_large: AtomicU64,
+    pub overloaded: AtomicU64,
+}
+
+/// All the counters of a transport.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub dropped: Dropped,
+    pub refused: Refused,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// Bytes queued for sending, against their limits.
+#[derive(Debug)]
+pub struct Total {
+    pub queued: AtomicU64,
+    pub limit: u64,
+}
+
+/// The send-queue budget of one peer, and the transport's total.
+#[derive(Debug)]
+pub struct Budget {
+    pub queued: AtomicU64,
+    pub limit: u64,
+    pub total: Arc<Total>,
+}
+
+impl Budget {
+    pub fn new(limit: u64, total: Arc<Total>) -> Arc<Budget> {
+        Arc::new(Budget {
+            queued: AtomicU64::new(0),
+            limit,
+            total,
+        })
+    }
+
+    /// Take `n` bytes if both bounds allow it. A message always fits into a
+    /// peer queue that is empty, so that no message is refused for ever.
+    pub fn try_reserve(&self, n: u64) -> bool {
+        let before = self.queued.fetch_add(n, Relaxed);
+        if before > 0 && before + n > self.limit {
+            self.queued.fetch_sub(n, Relaxed);
+            return false;
+        }
+        let before_total = self.total.queued.fetch_add(n, Relaxed);
+        if before_total > 0 && before_total + n > self.total.limit {
+            self.total.queued.fetch_sub(n, Relaxed);
+            self.queued.fetch_sub(n, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Take `n` bytes whatever the bounds (control frames).
+    pub fn force(&self, n: u64) {
+        self.queued.fetch_add(n, Relaxed);
+        self.total.queued.fetch_add(n, Relaxed);
+    }
+
+    /// Give back `n` bytes (written or dropped).
+    pub fn release(&self, n: u64) {
+        self.queued.fetch_sub(n, Relaxed);
+        self.total.queued.fetch_sub(n, Relaxed);
+    }
+
+    /// Bytes queued for this peer now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_per_peer_and_in_total() {
+        let total = Arc::new(Total {
+            queued: AtomicU64::new(0),
+            limit: 150,
+        });
+        let a = Budget::new(100, total.clone());
+        let b = Budget::new(100, total.clone());
+        assert!(a.try_reserve(60));
+        assert!(a.try_reserve(40));
+        assert!(!a.try_reserve(1));
+        assert!(b.try_reserve(50));
+        assert!(!b.try_reserve(1), "total bound");
+        a.release(100);
+        assert!(b.try_reserve(50));
+        assert_eq!(total.queued.load(Relaxed), 100);
+        // an empty queue takes one message of any size
+        let c = Budget::new(
+            10,
+            Arc::new(Total {
+                queued: AtomicU64::new(0),
+                limit: 10,
+            }),
+        );
+        assert!(c.try_reserve(1000));
+        assert!(!c.try_reserve(1));
+    }
+}
