@@ -142,7 +142,9 @@ forward_on_every_channel(_Config) ->
     ok = call(A, weft, forward, [InboxB, by_pid, #{channel => vnode}]),
     ?assertEqual(7, length(call(B, weft_ct, collected, [inbox, 7]))),
     %% frames really went over each channel's lanes
-    [?assert(lists:sum([S || #{sent_frames := S} <- lanes(A, NodeB, Ch)]) >= 3) || Ch <- Channels],
+    %% (counted after the write returns: the receiver may be first)
+    [weft_ct:wait_until({sent, Ch}, fun() -> lists:sum([S || #{sent_frames := S} <- lanes(A, NodeB, Ch)]) >= 3 end)
+     || Ch <- Channels],
     ok.
 
 partition_key_order(_Config) ->
@@ -154,9 +156,12 @@ partition_key_order(_Config) ->
     call(B, weft_ct, collector, [inbox]),
     ok = call(A, weft_ct, send_many, [NodeB, inbox, vnode, Count, Keys]),
     check_key_order(call(B, weft_ct, collected, [inbox, Count]), Count, Keys),
+    %% (a frame is counted after its delivery: wait for the counters)
+    weft_ct:wait_until(counted, fun() ->
+                                        [Count div 16] =:= lists:usort([R || #{recv_frames := R} <- lanes(B, node_of(A), vnode)])
+                                end),
     Used = [L || #{lane := L, recv_frames := R} <- lanes(B, node_of(A), vnode), R > 0],
     ?assertEqual(lists:seq(0, 15), lists:sort(Used)),
-    [?assertEqual(Count div 16, R) || #{recv_frames := R} <- lanes(B, node_of(A), vnode)],
     %% other keys are hashed: order per key holds all the same
     call(B, weft_ct, collector, [inbox2]),
     ok = call(A, weft_ct, send_many, [NodeB, inbox2, vnode, Count, Keys, tuple]),
@@ -184,8 +189,10 @@ mixed_sizes_keep_each_senders_order(_Config) ->
     Got = call(B, weft_ct, collected, [mixed, Senders * Each]),
     ?assertEqual(Senders * Each, length(Got)),
     [?assertEqual(lists:seq(1, Each), [Seq || {I, Seq} <- Got, I =:= Id]) || Id <- lists:seq(1, Senders)],
-    [#{sent_frames := Sent}] = lanes(A, NodeB, default),
-    ?assert(Sent >= Senders * Each),
+    weft_ct:wait_until(sent, fun() ->
+                                     [#{sent_frames := Sent}] = lanes(A, NodeB, default),
+                                     Sent >= Senders * Each
+                             end),
     ok.
 
 large_and_small_on_separate_sockets(_Config) ->
@@ -206,7 +213,7 @@ large_and_small_on_separate_sockets(_Config) ->
     #{local := DLocal, remote := DRemote} = DefaultLane,
     ?assertNotEqual(VLocal, DLocal),
     ?assertNotEqual({VLocal, VRemote}, {DLocal, DRemote}),
-    ?assertMatch(#{sent_frames := 1000}, DefaultLane),
+    weft_ct:wait_until(sent, fun() -> [#{sent_frames := S}] = lanes(A, NodeB, default), S =:= 1000 end),
     ok.
 
 killed_node_goes_down_and_rejoins(_Config) ->
