@@ -129,7 +129,14 @@ impl Transport {
         let addrs = if config.advertise.is_empty() {
             vec![bound]
         } else {
-            config.advertise.clone()
+            // Port 0 in an advertise entry means "the port actually bound".
+            let port0 = |mut a: SocketAddr| {
+                if a.port() == 0 {
+                    a.set_port(bound.port())
+                }
+                a
+            };
+            config.advertise.iter().copied().map(port0).collect()
         };
         // Microseconds since 1970: a restart always has a larger epoch.
         let epoch = SystemTime::now()
