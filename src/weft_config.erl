@@ -6,13 +6,16 @@
 %% are errors too: a typo should not pass silently.
 -module(weft_config).
 
--export([validate/1, from_env/0, defaults/0]).
+-export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2]).
 
 -export_type([opts/0]).
 
 -type opts() :: #{atom() => term()} | [{atom(), term()}].
 
 -define(MAX_PARALLELISM, 256).
+-define(MAX_U32, 16#FFFFFFFF).
+%% The frame length field counts the kind byte too: 2^32 - 1 would wrap.
+-define(MAX_FRAME, (?MAX_U32 - 1)).
 
 %% @doc Every key and its default.
 -spec defaults() -> #{atom() => term()}.
@@ -45,7 +48,7 @@ from_env() ->
 %% Returns the transport's options (without `event_pid').
 -spec validate(opts()) -> {ok, map()} | {error, not_alive | {bad_config, atom(), term()}}.
 validate(Opts) when is_list(Opts) ->
-    case lists:all(fun({K, _}) -> is_atom(K); (_) -> false end, Opts) of
+    case is_proplist(Opts) of
         true -> validate(maps:from_list(Opts));
         false -> {error, {bad_config, options, Opts}}
     end;
@@ -66,34 +69,39 @@ validate(Opts) when is_map(Opts) ->
 validate(Other) ->
     {error, {bad_config, options, Other}}.
 
+is_proplist([{K, _} | T]) when is_atom(K) -> is_proplist(T);
+is_proplist([]) -> true;
+is_proplist(_) -> false.
+
 build(C) ->
     node() =/= nonode@nohost orelse throw(not_alive),
-    Parallelism = check(parallelism, C, fun(P) -> is_integer(P) andalso P >= 1 andalso P =< ?MAX_PARALLELISM end),
-    HbInterval = check(heartbeat_interval, C, fun pos_int/1),
-    check(heartbeat_timeout, C, fun(T) -> pos_int(T) andalso T > HbInterval end),
-    Min = check(reconnect_min_backoff, C, fun pos_int/1),
-    check(reconnect_max_backoff, C, fun(M) -> pos_int(M) andalso M >= Min end),
+    Parallelism = check(parallelism, C, fun(P) -> int_in(P, 1, ?MAX_PARALLELISM) end),
+    HbInterval = check(heartbeat_interval, C, fun ms/1),
+    check(heartbeat_timeout, C, fun(T) -> ms(T) andalso T > HbInterval end),
+    Min = check(reconnect_min_backoff, C, fun ms/1),
+    check(reconnect_max_backoff, C, fun(M) -> ms(M) andalso M >= Min end),
     check(affinity, C, fun is_boolean/1),
     check(overlay, C, fun(O) -> O =:= full_mesh end),
+    Listen = listen(C),
     #{node => node(),
-      listen => check(listen, C, fun(A) -> is_addr(A, 0) end),
-      advertise => check(advertise, C, fun(L) -> is_list(L) andalso lists:all(fun(A) -> is_addr(A, 1) end, L) end),
+      listen => Listen,
+      advertise => advertise(C, Listen),
       channels => channels(C, Parallelism),
       affinity => maps:get(affinity, C),
       cookie => cookie(C),
-      max_frame_size => check(max_frame_size, C, fun(S) -> pos_int(S) andalso S < 1 bsl 32 end),
+      max_frame_size => check(max_frame_size, C, fun(S) -> int_in(S, 1, ?MAX_FRAME) end),
       heartbeat_interval => HbInterval,
       heartbeat_timeout => maps:get(heartbeat_timeout, C),
       reconnect_min_backoff => Min,
       reconnect_max_backoff => maps:get(reconnect_max_backoff, C),
-      gossip_interval => check(gossip_interval, C, fun pos_int/1),
+      gossip_interval => check(gossip_interval, C, fun ms/1),
       io => check(io, C, fun(M) -> lists:member(M, [auto, schedulers, threads]) end),
       pollers => pollers(C),
-      poll_linger_us => check(poll_linger_us, C, fun(U) -> is_integer(U) andalso U >= 0 andalso U =< 1000000 end)}.
+      poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end)}.
 
 %% Pollers: a count, or one per online scheduler.
 pollers(C) ->
-    case check(pollers, C, fun(N) -> N =:= schedulers orelse (is_integer(N) andalso N >= 1 andalso N =< 64) end) of
+    case check(pollers, C, fun(N) -> N =:= schedulers orelse int_in(N, 1, 64) end) of
         schedulers -> erlang:system_info(schedulers_online);
         N -> N
     end.
@@ -105,12 +113,144 @@ check(Key, C, Pred) ->
         false -> throw({bad, Key})
     end.
 
-pos_int(N) -> is_integer(N) andalso N > 0.
+int_in(N, Min, Max) -> is_integer(N) andalso N >= Min andalso N =< Max.
 
-is_addr({Ip, Port}, MinPort) when is_integer(Port), Port >= MinPort, Port =< 65535 ->
-    is_ip(Ip);
-is_addr(_, _) ->
-    false.
+%% Milliseconds: what the transport keeps in 32 bits.
+ms(N) -> int_in(N, 1, ?MAX_U32).
+
+%% `{Host, Port}' (Host an address tuple, an address or a host name as a
+%% string, binary or atom), or a bare port: every interface.
+listen(C) ->
+    case maps:get(listen, C) of
+        Port when is_integer(Port) -> host_port(listen, {{0, 0, 0, 0}, Port}, 0);
+        Addr -> host_port(listen, Addr, 0)
+    end.
+
+advertise(C, {ListenIp, _}) ->
+    case maps:get(advertise, C) of
+        [] ->
+            case is_unspecified(ListenIp) of
+                true ->
+                    case advertise_addrs(ListenIp, inet:getifaddrs()) of
+                        [] -> throw({bad, advertise});
+                        Ips -> [{Ip, 0} || Ip <- Ips]
+                    end;
+                false ->
+                    []
+            end;
+        L ->
+            is_proplist_of_pairs(L) orelse throw({bad, advertise}),
+            [host_port(advertise, A, 1) || A <- L]
+    end.
+
+is_proplist_of_pairs([{_, _} | T]) -> is_proplist_of_pairs(T);
+is_proplist_of_pairs([]) -> true;
+is_proplist_of_pairs(_) -> false.
+
+is_unspecified({0, 0, 0, 0}) -> true;
+is_unspecified({0, 0, 0, 0, 0, 0, 0, 0}) -> true;
+is_unspecified(_) -> false.
+
+%% @doc The addresses to advertise for a listener on the unspecified
+%% address `ListenIp', from `inet:getifaddrs/0''s result: those of the
+%% interfaces that are up (IPv4 only for `{0,0,0,0}', both families for
+%% `::'), without IPv6 link-local ones (`fe80::/10'), loopback last.
+-spec advertise_addrs(inet:ip_address(), {ok, [{string(), list()}]} | {error, term()}) ->
+          [inet:ip_address()].
+advertise_addrs(ListenIp, {ok, Ifs}) ->
+    Families = case tuple_size(ListenIp) of 4 -> [4]; 8 -> [4, 8] end,
+    Addrs = [{is_loopback(Ip, Flags), Ip}
+             || {_Name, Props} <- Ifs,
+                Flags <- [proplists:get_value(flags, Props, [])],
+                lists:member(up, Flags),
+                {addr, Ip} <- Props,
+                lists:member(tuple_size(Ip), Families),
+                not is_link_local(Ip)],
+    %% false (not loopback) sorts before true; stable within each group.
+    dedup([Ip || {_, Ip} <- lists:keysort(1, Addrs)]);
+advertise_addrs(_ListenIp, {error, _}) ->
+    [].
+
+is_loopback(Ip, Flags) ->
+    lists:member(loopback, Flags) orelse
+        element(1, Ip) =:= 127 orelse Ip =:= {0, 0, 0, 0, 0, 0, 0, 1}.
+
+is_link_local({A, _, _, _, _, _, _, _}) -> A band 16#ffc0 =:= 16#fe80;
+is_link_local(_) -> false.
+
+dedup([H | T]) -> [H | dedup([X || X <- T, X =/= H])];
+dedup([]) -> [].
+
+host_port(Key, {Host, Port}, MinPort) ->
+    int_in(Port, MinPort, 65535) orelse throw({bad, Key}),
+    case resolve(Host) of
+        {ok, Ip} -> {Ip, Port};
+        error -> throw({bad, Key})
+    end;
+host_port(Key, _, _) ->
+    throw({bad, Key}).
+
+%% An address tuple, an address as text, or a host name (IPv4 first).
+resolve(Host) ->
+    case parse_ip(Host) of
+        {ok, Ip} ->
+            {ok, Ip};
+        error ->
+            case host_name(Host) of
+                {ok, Name} ->
+                    case getaddr(Name, inet) of
+                        {ok, Ip} -> {ok, Ip};
+                        error -> getaddr(Name, inet6)
+                    end;
+                error ->
+                    error
+            end
+    end.
+
+getaddr(Name, Family) ->
+    try inet:getaddr(Name, Family) of
+        {ok, Ip} -> {ok, Ip};
+        {error, _} -> error
+    catch
+        _:_ -> error
+    end.
+
+host_name(A) when is_atom(A) -> host_name(atom_to_list(A));
+host_name(B) when is_binary(B) ->
+    case unicode:characters_to_list(B) of
+        L when is_list(L) -> host_name(L);
+        _ -> error
+    end;
+host_name(L) when is_list(L), L =/= [] ->
+    case is_proper(L) andalso length(L) =< 255 andalso io_lib:printable_unicode_list(L) of
+        true -> {ok, L};
+        false -> error
+    end;
+host_name(_) ->
+    error.
+
+%% @doc An IP address: a tuple in range, or its text (string or binary),
+%% parsed with `inet:parse_address/1'. Host names are not resolved.
+-spec parse_ip(term()) -> {ok, inet:ip_address()} | error.
+parse_ip(Ip) when is_tuple(Ip) ->
+    case is_ip(Ip) of
+        true -> {ok, Ip};
+        false -> error
+    end;
+parse_ip(B) when is_binary(B) ->
+    case unicode:characters_to_list(B) of
+        L when is_list(L) -> parse_ip(L);
+        _ -> error
+    end;
+parse_ip(L) when is_list(L) ->
+    try inet:parse_address(L) of
+        {ok, Ip} -> {ok, Ip};
+        {error, _} -> error
+    catch
+        _:_ -> error
+    end;
+parse_ip(_) ->
+    error.
 
 is_ip({A, B, C, D} = Ip) when is_integer(A), is_integer(B), is_integer(C), is_integer(D) ->
     lists:all(fun(X) -> X >= 0 andalso X =< 255 end, tuple_to_list(Ip));
@@ -123,14 +263,14 @@ cookie(C) ->
     case maps:get(cookie, C) of
         undefined -> atom_to_binary(erlang:get_cookie(), utf8);
         B when is_binary(B), byte_size(B) > 0 -> B;
-        A when is_atom(A) -> atom_to_binary(A, utf8);
+        A when is_atom(A), A =/= '' -> atom_to_binary(A, utf8);
         _ -> throw({bad, cookie})
     end.
 
 %% Channels become [{Name, Parallelism}], `default' first, no duplicates.
 channels(C, Default) ->
     List = maps:get(channels, C),
-    is_list(List) orelse throw({bad, channels}),
+    (is_list(List) andalso is_proper(List)) orelse throw({bad, channels}),
     Parsed = [channel(Ch, Default) || Ch <- List],
     Names = [N || {N, _} <- Parsed],
     length(lists:usort(Names)) =:= length(Names) orelse throw({bad, channels}),
@@ -139,6 +279,10 @@ channels(C, Default) ->
         false -> [{default, Default} | Parsed]
     end.
 
+is_proper([_ | T]) -> is_proper(T);
+is_proper([]) -> true;
+is_proper(_) -> false.
+
 channel('$control', _) ->
     throw({bad, channels});
 channel(Name, Default) when is_atom(Name) ->
@@ -146,7 +290,7 @@ channel(Name, Default) when is_atom(Name) ->
 channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
     P = maps:get(parallelism, M, Default),
     Extra = maps:keys(maps:without([name, parallelism], M)),
-    case is_integer(P) andalso P >= 1 andalso P =< ?MAX_PARALLELISM andalso Extra =:= [] of
+    case int_in(P, 1, ?MAX_PARALLELISM) andalso Extra =:= [] of
         true -> {Name, P};
         false -> throw({bad, channels})
     end;
