@@ -106,11 +106,13 @@ restore_env(K, {ok, V}) -> application:set_env(weft, K, V);
 restore_env(K, undefined) -> application:unset_env(weft, K).
 
 %% @doc Stop weft: every connection, the listener and the threads close.
--spec stop() -> ok.
+%% Stopping weft that is not running is `ok'.
+-spec stop() -> ok | {error, term()}.
 stop() ->
     case application:stop(weft) of
         ok -> ok;
-        {error, {not_started, weft}} -> ok
+        {error, {not_started, weft}} -> ok;
+        {error, _} = Error -> Error
     end.
 
 %%% Membership
