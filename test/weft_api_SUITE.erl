@@ -18,7 +18,8 @@
          unspecified_listen_advertises_interfaces/1, advertise_addrs_from_interfaces/1,
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
-         works_without_dist_listen/1, creation_differs_without_dist_listen/1]).
+         works_without_dist_listen/1, creation_differs_without_dist_listen/1,
+         server_survives_nif_errors/1]).
 %% Run on the peers:
 -export([safe_apply/2, safe_apply_stopped/2, waiters/0, subscriber/1]).
 
@@ -37,7 +38,7 @@ all() ->
      advertise_addrs_from_interfaces, refused_answers_sync_join_at_once,
      nodedown_reasons_and_monitor_nodes_2, nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
-     creation_differs_without_dist_listen,
+     creation_differs_without_dist_listen, server_survives_nif_errors,
      no_function_raises_on_a_running_node, no_function_raises_on_a_stopped_node].
 
 init_per_testcase(_Case, Config) ->
@@ -470,6 +471,19 @@ creation_differs_without_dist_listen(_Config) ->
     C2 = Creation(),
     ct:log("creations: ~p ~p", [C1, C2]),
     ?assertNotEqual(C1, C2),
+    ok.
+
+%% weft_server guards every NIF call: a spec that only the NIF sees (weft's
+%% checks bypassed) or an odd event does not take it down.
+server_survives_nif_errors(_Config) ->
+    A = start(guard, ?OPTS),
+    Server = call(A, erlang, whereis, [weft_server]),
+    [?assertMatch({error, _}, call(A, weft_server, sync_join, [Spec, 'x@y', 100]))
+     || Spec <- [#{name => 1}, #{}, not_a_map, #{name => 'x@y', listen_addrs => [x | y]}]],
+    call(A, erlang, send, [weft_server, {weft_nif, log, bogus_level, "text", not_a_map}]),
+    call(A, erlang, send, [weft_server, {weft_nif, nodedown, 'x@y', {any, term}}]),
+    ?assertMatch(#{}, call(A, weft, info, [])),
+    ?assertEqual(Server, call(A, erlang, whereis, [weft_server])),
     ok.
 
 %%% The property: no function raises
