@@ -25,13 +25,21 @@
 -export([forward/2, forward/3, forward/4]).
 -export([monitor_nodes/1, monitor_nodes/2, on_up/2, on_down/2, info/0]).
 
--export_type([node_spec/0, forward_opts/0, dest/0]).
+-export_type([node_spec/0, join_spec/0, forward_opts/0, dest/0]).
 
 -type node_spec() :: #{name := node(),
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
                        channels => [#{name := atom(), parallelism := pos_integer()}],
                        epoch => non_neg_integer()}.
 %% What {@link node_spec/0} returns and {@link join/1} takes.
+
+-type join_spec() :: #{name := node(),
+                       listen_addrs := [#{ip := inet:ip_address() | string() | binary(),
+                                          port := 1..65535}],
+                       channels => [#{name := atom(), parallelism := 1..256}],
+                       epoch => non_neg_integer()}.
+%% What {@link join/1} and {@link sync_join/2} take: a {@link node_spec()},
+%% or one written by hand, with addresses as text (`"10.0.0.5"').
 
 -type forward_opts() :: #{channel => atom(), partition_key => term()}
                       | [{channel, atom()} | {partition_key, term()}].
@@ -135,7 +143,7 @@ node_spec() ->
 %% non-negative integer. Other keys are ignored. Anything else gives
 %% `{error, {bad_spec, Spec}}'; `{error, not_started}' if weft is not
 %% running.
--spec join(node_spec()) -> ok | {error, term()}.
+-spec join(join_spec()) -> ok | {error, term()}.
 join(Spec) ->
     case check_spec(Spec) of
         self -> ok;
@@ -160,7 +168,7 @@ join(Spec) ->
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',
 %% `{error, not_started}'.</li>
 %% </ul>
--spec sync_join(node_spec(), timeout()) -> ok | {error, term()}.
+-spec sync_join(join_spec(), timeout()) -> ok | {error, term()}.
 sync_join(Spec, Timeout) ->
     case check_spec(Spec) of
         _ when not (Timeout =:= infinity orelse
