@@ -282,8 +282,8 @@ register_callbacks(Node) ->
     ok = weft:on_up(Node, fun() -> exit(callback_crash_is_only_logged) end),
     ok.
 
-%% @doc Keep every logger event of domain `[weft]' (formatted) in a
-%% collector `weft_logs'.
+%% @doc Keep every logger event of weft (metadata `weft => true'),
+%% formatted, in a collector `weft_logs'.
 capture_logs() ->
     collector(weft_logs),
     ok = logger:add_handler(weft_ct_logs, ?MODULE, #{level => all}).
@@ -293,15 +293,12 @@ logs() ->
     collected(weft_logs).
 
 %% @private logger handler: forward weft's events to the collector.
-log(#{msg := Msg, meta := Meta}, _Config) ->
-    case maps:get(domain, Meta, []) of
-        [weft | _] ->
-            Text = case Msg of
-                       {report, R} -> io_lib:format("~p", [R]);
-                       {string, S} -> S;
-                       {Format, Args} -> io_lib:format(Format, Args)
-                   end,
-            catch weft_logs ! lists:flatten(io_lib:format("~ts", [Text]));
-        _ ->
-            ok
-    end.
+log(#{msg := Msg, meta := #{weft := true}}, _Config) ->
+    Text = case Msg of
+               {report, R} -> io_lib:format("~p", [R]);
+               {string, S} -> S;
+               {Format, Args} -> io_lib:format(Format, Args)
+           end,
+    catch weft_logs ! lists:flatten(io_lib:format("~ts", [Text]));
+log(_, _) ->
+    ok.

@@ -22,18 +22,22 @@
 %%     (`send_queue_limit' bytes) or of all destinations
 %%     (`send_queue_total_limit') is full; retry later or shed load. A channel
 %%     configured with `overload => drop_oldest' drops its oldest queued
-%%     messages to make room instead (counted as `dropped.overflow');</li>
+%%     messages that have not started on the wire to make room instead
+%%     (counted as `dropped.overflow');</li>
 %% <li>`{error, not_started}': the weft application is not running;</li>
-%% <li>`{error, {badarg, X}}': `X' is not a destination or an options map/list.</li>
+%% <li>`{error, {badarg, X}}': `X' is not a destination or an options map or
+%% proper list;</li>
+%% <li>`{error, {badarg, {unknown_option, Key}}}': options other than
+%% `channel' and `partition_key'.</li>
 %% </ul>
 -module(weft).
 
 -export([start/0, start/1, stop/0]).
 -export([node_spec/0, join/1, sync_join/2, leave/0, leave/1, members/0, nodes/0]).
 -export([forward/2, forward/3, forward/4]).
--export([monitor_nodes/1, on_up/2, on_down/2, info/0]).
+-export([monitor_nodes/1, monitor_nodes/2, on_up/2, on_down/2, info/0]).
 
--export_type([node_spec/0, forward_opts/0, dest/0]).
+-export_type([node_spec/0, join_spec/0, forward_opts/0, dest/0]).
 
 -type node_spec() :: #{name := node(),
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
@@ -44,6 +48,13 @@
 %% and `listen_addrs' are needed: the handshake tells the rest).
 %% `incarnation' is a random 64-bit number drawn at every start and every
 %% leave: a restarted node is a new incarnation whatever its clock says.
+
+-type join_spec() :: #{name := node(),
+                       listen_addrs := [#{ip := inet:ip_address() | string() | binary(),
+                                          port := 1..65535}],
+                       channels => [#{name := atom(), parallelism := 1..256}]}.
+%% What {@link join/1} and {@link sync_join/2} take: a {@link node_spec()},
+%% or one written by hand, with addresses as text (`"10.0.0.5"').
 
 -type forward_opts() :: #{channel => atom(), partition_key => term()}
                       | [{channel, atom()} | {partition_key, term()}].
@@ -74,24 +85,57 @@ start() ->
     end.
 
 %% @doc Start weft with `Opts' (map or proplist) set in its environment.
-%% The options are validated first: on error nothing is set.
+%% The options are validated first: on error nothing is set. Errors:
+%% <ul>
+%% <li>`{error, {bad_config, Key, Value}}': a bad or unknown option (an
+%% options term that is not a map or a proper list of `{Key, Value}' pairs
+%% gives `{bad_config, options, Opts}');</li>
+%% <li>`{error, already_started}': weft runs already (checked before the
+%% options); stop it first. Nothing is changed;</li>
+%% <li>`{error, not_alive}': the node has no name (start it with `-sname'
+%% or `-name');</li>
+%% <li>`{error, {listen, {Ip, Port}, Reason}}': the listener could not bind;</li>
+%% <li>`{error, {nif_not_loaded, Path, Reason}}': the native library is missing.</li>
+%% </ul>
+%% A start that fails leaves the application environment as it was.
 -spec start(weft_config:opts()) -> ok | {error, term()}.
 start(Opts) ->
-    case weft_config:validate(Opts) of
-        {ok, _} ->
-            List = case is_map(Opts) of true -> maps:to_list(Opts); false -> Opts end,
-            [application:set_env(weft, K, V) || {K, V} <- List],
-            start();
-        {error, _} = Error ->
-            Error
+    case is_running() of
+        true ->
+            {error, already_started};
+        false ->
+            case weft_config:validate(Opts) of
+                {ok, _} ->
+                    List = case is_map(Opts) of true -> maps:to_list(Opts); false -> Opts end,
+                    Keys = lists:usort([K || {K, _} <- List]),
+                    Saved = [{K, application:get_env(weft, K)} || K <- Keys],
+                    [application:set_env(weft, K, V) || {K, V} <- List],
+                    case start() of
+                        ok ->
+                            ok;
+                        {error, _} = Error ->
+                            [restore_env(K, Old) || {K, Old} <- Saved],
+                            Error
+                    end;
+                {error, _} = Error ->
+                    Error
+            end
     end.
 
+is_running() ->
+    lists:keymember(weft, 1, application:which_applications()).
+
+restore_env(K, {ok, V}) -> application:set_env(weft, K, V);
+restore_env(K, undefined) -> application:unset_env(weft, K).
+
 %% @doc Stop weft: every connection, the listener and the threads close.
--spec stop() -> ok.
+%% Stopping weft that is not running is `ok'.
+-spec stop() -> ok | {error, term()}.
 stop() ->
     case application:stop(weft) of
         ok -> ok;
-        {error, {not_started, weft}} -> ok
+        {error, {not_started, weft}} -> ok;
+        {error, _} = Error -> Error
     end.
 
 %%% Membership
@@ -103,35 +147,102 @@ node_spec() ->
 
 %% @doc Join the cluster `Spec''s node belongs to. Asynchronous: returns at
 %% once; `{nodeup, Node}' follows (see {@link monitor_nodes/1}). Joining
-%% yourself is `ok' and does nothing. A spec without a name atom or without
-%% addresses gives `{error, {bad_spec, Spec}}'.
--spec join(node_spec()) -> ok | {error, term()}.
+%% yourself is `ok' and does nothing.
+%%
+%% `Spec' is checked fully before anything is dialed: `name' an atom
+%% `Name@Host' of at most 255 bytes; `listen_addrs' a non-empty list of at
+%% most 16 `#{ip := Ip, port := Port}', where `Ip' is an IPv4 or IPv6 tuple
+%% or an address written as a string or binary (`"10.0.0.5"', `<<"::1">>')
+%% and `Port' is 1..65535; `channels', if present, a list of
+%% `#{name := atom(), parallelism := 1..256}'. Other keys (`incarnation',
+%% `max_frame_size') are ignored: the handshake tells them. Anything else gives
+%% `{error, {bad_spec, Spec}}'; `{error, not_started}' if weft is not
+%% running.
+-spec join(join_spec()) -> ok | {error, term()}.
 join(Spec) ->
     case check_spec(Spec) of
         self -> ok;
-        ok -> nif(fun() -> weft_nif:join(Spec) end);
+        {ok, Checked} -> nif(fun() -> weft_nif:join(Checked) end);
         Error -> Error
     end.
 
-%% @doc Join and wait until `Spec''s node is up, at most `Timeout' ms:
-%% `{error, timeout}' if it is not (a wrong cookie looks like this too; the
-%% log says why).
--spec sync_join(node_spec(), timeout()) -> ok | {error, term()}.
+%% @doc Join and wait until `Spec''s node is up, at most `Timeout' ms
+%% (a non-negative integer below 2^32, or `infinity'). `Spec' is checked as
+%% in {@link join/1}. Returns `ok', or:
+%% <ul>
+%% <li>`{error, timeout}': the node did not come up in time (unreachable,
+%% or it did not answer);</li>
+%% <li>`{error, {refused, Reason}}', as soon as a dial to the node was
+%% refused, where `Reason' is one of: `bad_cookie' (the cookies differ);
+%% `{unexpected_node, Actual}' (another node, `Actual', listens at that
+%% address); `left' (the node has left the cluster); `detached' (the node
+%% is not accepting members); `{version, Versions}' (no common protocol
+%% version: it speaks `Versions'); `unknown_lane' (the node does not have
+%% that channel or lane); `{bad_spec, Detail}' (one node found what the
+%% other said about itself unacceptable: a name, an address, a channel).
+%% (A node that is shutting down refuses as `unavailable'; that is
+%% transient, and `sync_join' keeps waiting.)</li>
+%% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',
+%% `{error, not_started}'.</li>
+%% </ul>
+-spec sync_join(join_spec(), timeout()) -> ok | {error, term()}.
 sync_join(Spec, Timeout) ->
     case check_spec(Spec) of
+        _ when not (Timeout =:= infinity orelse
+                    (is_integer(Timeout) andalso Timeout >= 0 andalso Timeout < 1 bsl 32)) ->
+            {error, {badarg, Timeout}};
         self -> ok;
-        ok -> weft_server:sync_join(Spec, maps:get(name, Spec), Timeout);
+        {ok, #{name := Name} = Checked} -> weft_server:sync_join(Checked, Name, Timeout);
         Error -> Error
     end.
 
-check_spec(#{name := Name, listen_addrs := [_ | _]}) when Name =:= node() -> self;
-check_spec(#{name := Name, listen_addrs := [_ | _] = Addrs} = Spec) when is_atom(Name) ->
-    case lists:all(fun(#{ip := _, port := P}) -> is_integer(P); (_) -> false end, Addrs) of
-        true -> ok;
-        false -> {error, {bad_spec, Spec}}
-    end;
+-define(MAX_ADDRS, 16).
+-define(MAX_NAME_BYTES, 255).
+
+%% A spec, checked and with its addresses as tuples; `self' for this node.
 check_spec(Spec) ->
-    {error, {bad_spec, Spec}}.
+    try
+        {ok, Checked} = check_spec1(Spec),
+        case maps:get(name, Checked) =:= node() of
+            true -> self;
+            false -> {ok, Checked}
+        end
+    catch
+        _:_ -> {error, {bad_spec, Spec}}
+    end.
+
+check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), is_list(Addrs) ->
+    true = is_node_name(Name),
+    N = proper_length(Addrs),
+    true = N >= 1 andalso N =< ?MAX_ADDRS,
+    Checked0 = #{name => Name, listen_addrs => [check_addr(A) || A <- Addrs]},
+    Checked1 = case maps:find(channels, Spec) of
+                   {ok, Chs} ->
+                       true = proper_length(Chs) >= 0,
+                       Checked0#{channels => [check_channel(C) || C <- Chs]};
+                   error ->
+                       Checked0
+               end,
+    {ok, Checked1}.
+
+is_node_name(Name) ->
+    Bin = atom_to_binary(Name, utf8),
+    case binary:split(Bin, <<"@">>) of
+        [N, H] -> N =/= <<>> andalso H =/= <<>> andalso binary:match(H, <<"@">>) =:= nomatch
+                      andalso byte_size(Bin) =< ?MAX_NAME_BYTES;
+        _ -> false
+    end.
+
+check_addr(#{ip := Ip0, port := Port}) when is_integer(Port), Port >= 1, Port =< 65535 ->
+    {ok, Ip} = weft_config:parse_ip(Ip0),
+    #{ip => Ip, port => Port}.
+
+check_channel(#{name := Name, parallelism := P} = C)
+  when is_atom(Name), is_integer(P), P >= 1, P =< 256, map_size(C) =:= 2 ->
+    C.
+
+%% The length of a proper list; raises on an improper one.
+proper_length(L) -> length(L).
 
 %% @doc Leave the cluster: every member drops this node, for good; this node
 %% is alone afterwards, and may {@link join/1} again.
@@ -140,12 +251,15 @@ leave() ->
     nif(fun weft_nif:leave/0).
 
 %% @doc Remove `Node' from the cluster, everywhere, itself included.
-%% `leave(node())' is {@link leave/0}.
--spec leave(node()) -> ok | {error, not_started}.
+%% `leave(node())' is {@link leave/0}. A `Node' that is not an atom gives
+%% `{error, {badarg, Node}}'.
+-spec leave(node()) -> ok | {error, not_started | {badarg, term()}}.
 leave(Node) when Node =:= node() ->
     leave();
 leave(Node) when is_atom(Node) ->
-    nif(fun() -> weft_nif:leave(Node) end).
+    nif(fun() -> weft_nif:leave(Node) end);
+leave(Node) ->
+    {error, {badarg, Node}}.
 
 %% @doc This node and every reachable member, sorted (Partisan's convention).
 -spec members() -> [node()] | {error, not_started}.
@@ -199,52 +313,89 @@ send(Node, Dest, Msg, Opts) ->
                        none -> erlang:phash2(Dest)
                    end,
             nif(fun() -> weft_nif:send(Node, Channel, Lane, Payload) end);
-        error ->
-            {error, {badarg, Opts}}
+        {error, _} = Error ->
+            Error
     end.
 
 %% To ourselves: a plain send (never raising), after the same channel check.
 local_send(Channel, _Key, Dest, Msg) ->
-    case lists:member(Channel, local_channels()) of
-        false when Channel =/= default ->
-            {error, {unknown_channel, Channel}};
+    case nif(fun weft_nif:node_spec/0) of
+        #{channels := Chs} ->
+            case Channel =:= default orelse lists:member(Channel, [N || #{name := N} <- Chs]) of
+                false ->
+                    {error, {unknown_channel, Channel}};
+                true ->
+                    catch erlang:send(Dest, Msg, [noconnect]),
+                    ok
+            end;
         _ ->
-            catch erlang:send(Dest, Msg, [noconnect]),
-            ok
-    end.
-
-local_channels() ->
-    case weft_nif:node_spec() of
-        #{channels := Chs} -> [N || #{name := N} <- Chs];
-        _ -> []
+            {error, not_started}
     end.
 
 options(Opts) when is_list(Opts) ->
-    case lists:all(fun({K, _}) -> is_atom(K); (_) -> false end, Opts) of
+    case is_proplist(Opts) of
         true -> options(maps:from_list(Opts));
-        false -> error
+        false -> {error, {badarg, Opts}}
     end;
 options(Opts) when is_map(Opts) ->
-    Channel = maps:get(channel, Opts, default),
-    Key = case maps:find(partition_key, Opts) of
-              {ok, K} -> {key, K};
-              error -> none
-          end,
-    case is_atom(Channel) of
-        true -> {ok, Channel, Key};
-        false -> error
+    case [K || K <- maps:keys(Opts), K =/= channel, K =/= partition_key] of
+        [Unknown | _] ->
+            {error, {badarg, {unknown_option, Unknown}}};
+        [] ->
+            Channel = maps:get(channel, Opts, default),
+            Key = case maps:find(partition_key, Opts) of
+                      {ok, K} -> {key, K};
+                      error -> none
+                  end,
+            case is_atom(Channel) of
+                true -> {ok, Channel, Key};
+                false -> {error, {badarg, Opts}}
+            end
     end;
-options(_) ->
-    error.
+options(Opts) ->
+    {error, {badarg, Opts}}.
+
+%% A proper list of `{Key, Value}' pairs with atom keys.
+is_proplist([{K, _} | T]) when is_atom(K) -> is_proplist(T);
+is_proplist([]) -> true;
+is_proplist(_) -> false.
 
 %%% Monitoring
 
 %% @doc Subscribe the caller to `{nodeup, Node}' and `{nodedown, Node}'
 %% messages (`true'), or unsubscribe it (`false'), as
-%% `net_kernel:monitor_nodes/1' does for Distributed Erlang.
--spec monitor_nodes(boolean()) -> ok | {error, not_started}.
-monitor_nodes(Flag) when is_boolean(Flag) ->
-    weft_server:monitor_nodes(self(), Flag).
+%% `net_kernel:monitor_nodes/1' does for Distributed Erlang. Subscribing
+%% twice is one subscription. Same as `monitor_nodes(Flag, [])'.
+-spec monitor_nodes(boolean()) -> ok | {error, not_started | {badarg, term()}}.
+monitor_nodes(Flag) ->
+    monitor_nodes(Flag, []).
+
+%% @doc As `net_kernel:monitor_nodes/2'. `Options' is `[]' (the messages of
+%% {@link monitor_nodes/1}) or `[nodedown_reason]': then the caller gets
+%% `{nodeup, Node, []}' and `{nodedown, Node, [{nodedown_reason, Reason}]}',
+%% where `Reason' is one of `connection_closed', `heartbeat_timeout',
+%% `left' (the node left the cluster), `removed' (it was removed with
+%% {@link leave/1}), `restarted' (a new incarnation of it joined),
+%% `this_node_left' (this node left), `stopped' (weft stopped on this
+%% node), or a tuple with details. A process may hold both subscriptions
+%% and then gets one message for each. A bad `Flag' or `Options' gives
+%% `{error, {badarg, X}}'.
+-spec monitor_nodes(boolean(), [nodedown_reason]) -> ok | {error, not_started | {badarg, term()}}.
+monitor_nodes(Flag, Options) when is_boolean(Flag) ->
+    case monitor_kind(Options) of
+        {ok, Kind} -> weft_server:monitor_nodes(self(), Flag, Kind);
+        error -> {error, {badarg, Options}}
+    end;
+monitor_nodes(Flag, _Options) ->
+    {error, {badarg, Flag}}.
+
+%% `[]': plain messages; `[nodedown_reason]' (repeated or not): with reasons.
+monitor_kind([]) -> {ok, plain};
+monitor_kind(L) -> monitor_kind(L, error).
+
+monitor_kind([nodedown_reason | T], _) -> monitor_kind(T, {ok, reason});
+monitor_kind([], Acc) -> Acc;
+monitor_kind(_, _) -> error.
 
 %% @doc Run `Fun' (arity 0, or 1: it gets the node) in a new process each
 %% time `Node' (or any node, with `any') comes up.
@@ -291,8 +442,10 @@ on_event(_Kind, Node, Fun) ->
 %% returned an error. `refused_connections' counts incoming connections
 %% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
 %% `unexpected_node', `closed', ...); they are logged at most once per
-%% source address per 10 s. Sizes are in bytes. The control channel shows
-%% as `'$control''. `io' says where the lane's connection is served now.
+%% source address per 10 s. `waiting' counts messages that wait for a node
+%% whose channels are not known yet (right after `join'). Sizes are in
+%% bytes. The control channel shows as `'$control''. `io' says where the
+%% lane's connection is served now.
 -spec info() -> map() | {error, not_started}.
 info() ->
     nif(fun weft_nif:info/0).

@@ -7,18 +7,34 @@
 %% `monitor_nodes' subscribers, `on_up' / `on_down' callbacks, replies to
 %% `sync_join', and `logger' events. It is not on the message path: the
 %% transport delivers application messages itself.
+%%
+%% Events from the transport:
+%% <ul>
+%% <li>`{weft_nif, nodeup, Node}';</li>
+%% <li>`{weft_nif, nodedown, Node, Reason}': `Reason' a term (an atom or a
+%% tuple; older transports sent a string);</li>
+%% <li>`{weft_nif, refused, Node, Reason}': a dial to `Node' was refused;
+%% `sync_join' waiters for `Node' get `{error, {refused, Reason}}';</li>
+%% <li>`{weft_nif, log, Level, Text, Meta}'.</li>
+%% </ul>
+%% The transport logs nodeup and nodedown itself; this process does not.
+%% No call to the NIF may crash this process: each is guarded.
 -module(weft_server).
 -behaviour(gen_server).
 
--export([start_link/0, sync_join/3, monitor_nodes/2, on_event/3]).
+-include_lib("kernel/include/logger.hrl").
+
+-export([start_link/0, sync_join/3, monitor_nodes/3, on_event/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -record(state, {
     guard :: reference(),
     pollers = #{} :: #{pid() => reference()},
-    subscribers = #{} :: #{pid() => reference()},
+    %% Each subscriber's monitor and its subscriptions: `plain' ({nodeup,
+    %% Node}) and/or `reason' ({nodeup, Node, []}, with nodedown reasons).
+    subscribers = #{} :: #{pid() => {reference(), [plain | reason]}},
     callbacks = [] :: [{up | down, node() | any, fun()}],
-    waiters = [] :: [{node(), gen_server:from(), reference()}]
+    waiters = [] :: [{node(), gen_server:from(), reference() | infinity}]
 }).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
@@ -30,10 +46,11 @@ start_link() ->
 sync_join(Spec, Node, Timeout) ->
     call({sync_join, Spec, Node, Timeout}).
 
-%% @doc Subscribe the caller to (or unsubscribe it from) nodeup/nodedown.
--spec monitor_nodes(pid(), boolean()) -> ok | {error, not_started}.
-monitor_nodes(Pid, Flag) ->
-    call({monitor_nodes, Pid, Flag}).
+%% @doc Subscribe `Pid' to (or unsubscribe it from) nodeup/nodedown
+%% messages of one kind: `plain' or `reason' (with nodedown reasons).
+-spec monitor_nodes(pid(), boolean(), plain | reason) -> ok | {error, not_started}.
+monitor_nodes(Pid, Flag, Kind) ->
+    call({monitor_nodes, Pid, Flag, Kind}).
 
 %% @doc Register a callback for `up' or `down' of `Node' (or `any').
 -spec on_event(up | down, node() | any, fun()) -> ok | {error, not_started}.
@@ -54,7 +71,7 @@ init([]) ->
     process_flag(trap_exit, true),
     case weft_config:from_env() of
         {ok, Opts} ->
-            case weft_nif:start(Opts#{event_pid => self()}) of
+            case nif(fun() -> weft_nif:start(Opts#{event_pid => self()}) end) of
                 {ok, Guard, Pollers} ->
                     {ok, #state{guard = Guard, pollers = maps:from_list([start_poller(P) || P <- Pollers])}};
                 {error, Reason} ->
@@ -66,28 +83,43 @@ init([]) ->
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}} | {noreply, #state{}}.
 handle_call({sync_join, Spec, Node, Timeout}, From, State) ->
-    case lists:member(Node, weft_nif:nodes()) of
+    Up = case nif(fun weft_nif:nodes/0) of
+             Nodes when is_list(Nodes) -> lists:member(Node, Nodes);
+             _ -> false
+         end,
+    case Up of
         true ->
             {reply, ok, State};
         false ->
-            case weft_nif:join(Spec) of
+            case nif(fun() -> weft_nif:join(Spec) end) of
                 ok ->
-                    Timer = erlang:start_timer(Timeout, self(), {sync_join, From}),
+                    Timer = case Timeout of
+                                infinity -> infinity;
+                                _ -> erlang:start_timer(Timeout, self(), {sync_join, From})
+                            end,
                     {noreply, State#state{waiters = [{Node, From, Timer} | State#state.waiters]}};
+                {error, {nif_raised, _, _}} ->
+                    {reply, {error, {bad_spec, Spec}}, State};
                 Error ->
                     {reply, Error, State}
             end
     end;
-handle_call({monitor_nodes, Pid, true}, _From, #state{subscribers = Subs} = State) ->
-    case maps:is_key(Pid, Subs) of
-        true -> {reply, ok, State};
-        false -> {reply, ok, State#state{subscribers = Subs#{Pid => monitor(process, Pid)}}}
-    end;
-handle_call({monitor_nodes, Pid, false}, _From, #state{subscribers = Subs} = State) ->
-    case maps:take(Pid, Subs) of
-        {Ref, Rest} ->
-            demonitor(Ref, [flush]),
-            {reply, ok, State#state{subscribers = Rest}};
+handle_call({monitor_nodes, Pid, true, Kind}, _From, #state{subscribers = Subs} = State) ->
+    Sub = case maps:find(Pid, Subs) of
+              {ok, {Ref, Kinds}} -> {Ref, lists:usort([Kind | Kinds])};
+              error -> {monitor(process, Pid), [Kind]}
+          end,
+    {reply, ok, State#state{subscribers = Subs#{Pid => Sub}}};
+handle_call({monitor_nodes, Pid, false, Kind}, _From, #state{subscribers = Subs} = State) ->
+    case maps:find(Pid, Subs) of
+        {ok, {Ref, Kinds}} ->
+            case Kinds -- [Kind] of
+                [] ->
+                    demonitor(Ref, [flush]),
+                    {reply, ok, State#state{subscribers = maps:remove(Pid, Subs)}};
+                Left ->
+                    {reply, ok, State#state{subscribers = Subs#{Pid => {Ref, Left}}}}
+            end;
         error ->
             {reply, ok, State}
     end;
@@ -102,23 +134,23 @@ handle_cast(_Msg, State) ->
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({weft_nif, nodeup, Node}, State) ->
-    notify(up, Node, State),
-    {Ready, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
-    [begin erlang:cancel_timer(T), gen_server:reply(From, ok) end || {_, From, T} <- Ready],
-    {noreply, State#state{waiters = Waiting}};
-handle_info({weft_nif, nodedown, Node, _Reason}, State) ->
-    notify(down, Node, State),
+    notify(up, Node, [], State),
+    {noreply, reply_waiters(Node, ok, State)};
+handle_info({weft_nif, nodedown, Node, Reason}, State) ->
+    %% The transport logs it; `Reason' is a term (a string from older ones).
+    notify(down, Node, [{nodedown_reason, Reason}], State),
     {noreply, State};
 handle_info({weft_nif, refused, _Node, unavailable}, State) ->
     %% The peer is stopping: a transient refusal, keep waiting.
     {noreply, State};
 handle_info({weft_nif, refused, Node, Reason}, State) ->
-    {Refused, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
-    [begin erlang:cancel_timer(T), gen_server:reply(From, {error, {refused, Reason}}) end
-     || {_, From, T} <- Refused],
-    {noreply, State#state{waiters = Waiting}};
+    {noreply, reply_waiters(Node, {error, {refused, Reason}}, State)};
 handle_info({weft_nif, log, Level, Text, Meta}, State) ->
-    logger:log(Level, "weft: ~ts", [Text], Meta#{domain => [weft]}),
+    case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug])
+        andalso is_map(Meta) of
+        true -> ?LOG(Level, "weft: ~ts", [Text], Meta#{weft => true});
+        false -> ?LOG_WARNING("weft: ~tp", [{Level, Text, Meta}], #{weft => true})
+    end,
     {noreply, State};
 handle_info({timeout, Timer, {sync_join, From}}, State) ->
     case lists:keytake(Timer, 3, State#state.waiters) of
@@ -133,7 +165,7 @@ handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State)
 handle_info({'EXIT', Pid, Reason}, #state{pollers = Pollers} = State) when is_map_key(Pid, Pollers) ->
     %% A poller's process ended while the transport runs: drive it again.
     {Poller, Rest} = maps:take(Pid, Pollers),
-    logger:error("weft: poller process ~p ended (~p); restarting it", [Pid, Reason], #{domain => [weft]}),
+    ?LOG_ERROR("weft: poller process ~p ended (~p); restarting it", [Pid, Reason], #{weft => true}),
     {New, Poller} = start_poller(Poller),
     {noreply, State#state{pollers = Rest#{New => Poller}}};
 handle_info(_Other, State) ->
@@ -141,18 +173,44 @@ handle_info(_Other, State) ->
 
 -spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{pollers = Pollers}) ->
-    weft_nif:stop(),
+    nif(fun weft_nif:stop/0),
     %% Stopped pollers end their processes; these are gone already or soon.
     [exit(Pid, shutdown) || Pid <- maps:keys(Pollers)],
     ok.
+
+%% A NIF call that cannot crash this process.
+nif(F) ->
+    try
+        F()
+    catch
+        error:nif_not_loaded -> {error, not_started};
+        error:undef -> {error, not_started};
+        Class:Reason ->
+            ?LOG_ERROR("weft: native call failed: ~p:~p", [Class, Reason], #{weft => true}),
+            {error, {nif_raised, Class, Reason}}
+    end.
+
+%% Answer the sync_join waiters for `Node'.
+reply_waiters(Node, Reply, State) ->
+    {Ready, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
+    [begin cancel(T), gen_server:reply(From, Reply) end || {_, From, T} <- Ready],
+    State#state{waiters = Waiting}.
+
+cancel(infinity) -> ok;
+cancel(Timer) -> erlang:cancel_timer(Timer, [{async, true}, {info, false}]).
 
 start_poller(Poller) ->
     {ok, Pid} = weft_poller:start_link(Poller),
     {Pid, Poller}.
 
-notify(Kind, Node, #state{subscribers = Subs, callbacks = Cbs}) ->
-    Msg = case Kind of up -> {nodeup, Node}; down -> {nodedown, Node} end,
-    [Pid ! Msg || Pid <- maps:keys(Subs)],
+notify(Kind, Node, Info, #state{subscribers = Subs, callbacks = Cbs}) ->
+    Tag = case Kind of up -> nodeup; down -> nodedown end,
+    [Pid ! case K of
+               plain -> {Tag, Node};
+               reason when Kind =:= up -> {nodeup, Node, []};
+               reason -> {nodedown, Node, Info}
+           end
+     || {Pid, {_, Kinds}} <- maps:to_list(Subs), K <- Kinds],
     [run_callback(Fun, Node) || {K, N, Fun} <- Cbs, K =:= Kind, N =:= any orelse N =:= Node],
     ok.
 
@@ -166,7 +224,7 @@ run_callback(Fun, Node) ->
                       end
                   catch
                       Class:Reason:Stack ->
-                          logger:error("weft: on_up/on_down callback for ~p failed: ~p:~p ~p",
-                                       [Node, Class, Reason, Stack], #{domain => [weft]})
+                          ?LOG_ERROR("weft: on_up/on_down callback for ~p failed: ~p:~p ~p",
+                                     [Node, Class, Reason, Stack], #{weft => true})
                   end
           end).

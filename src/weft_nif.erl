@@ -6,6 +6,8 @@
 %% `nif_not_loaded'.
 -module(weft_nif).
 
+-include_lib("kernel/include/logger.hrl").
+
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
          members/0, nodes/0, send/4, poll/1, info/0, debug_panic/1, decode_external/2]).
@@ -22,9 +24,9 @@ load() ->
         {error, {reload, _}} -> ok;
         {error, {upgrade, _}} -> ok;
         {error, Reason} ->
-            logger:error("weft: cannot load the native library ~ts.so (~p); "
-                         "build it with `rebar3 compile` (needs cargo)",
-                         [Path, Reason], #{domain => [weft]}),
+            ?LOG_ERROR("weft: cannot load the native library ~ts.so (~p); "
+                       "build it with `rebar3 compile` (needs cargo)",
+                       [Path, Reason], #{weft => true}),
             {error, {nif_not_loaded, Path ++ ".so", Reason}}
     end.
 

@@ -1,0 +1,311 @@
+%% @doc Validation of weft's configuration, done once at start.
+%%
+%% Turns the `weft' application environment (or the options given to
+%% {@link weft:start/1}) into the map the transport takes, or returns
+%% `{error, {bad_config, Key, Value}}' naming the first bad key. Unknown keys
+%% are errors too: a typo should not pass silently.
+-module(weft_config).
+
+-export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2]).
+
+-export_type([opts/0]).
+
+-type opts() :: #{atom() => term()} | [{atom(), term()}].
+
+-define(MAX_PARALLELISM, 256).
+-define(MAX_U32, 16#FFFFFFFF).
+%% The frame length field counts the kind byte too: 2^32 - 1 would wrap.
+-define(MAX_FRAME, (?MAX_U32 - 1)).
+
+%% @doc Every key and its default.
+-spec defaults() -> #{atom() => term()}.
+defaults() ->
+    #{listen => {{127, 0, 0, 1}, 0},
+      advertise => [],
+      channels => [default],
+      parallelism => 1,
+      affinity => true,
+      overlay => full_mesh,
+      cookie => undefined,               % erlang:get_cookie() at start
+      max_frame_size => 64 * 1024 * 1024,
+      send_queue_limit => 128 * 1024 * 1024,        % bytes queued for one peer
+      send_queue_total_limit => 512 * 1024 * 1024,  % bytes queued for all peers
+      forget_down_after => infinity,                % ms a member may stay down
+      heartbeat_interval => 1000,
+      heartbeat_timeout => 5000,
+      reconnect_min_backoff => 100,
+      reconnect_max_backoff => 5000,
+      gossip_interval => 1000,
+      io => auto,
+      pollers => schedulers,             % erlang:system_info(schedulers_online)
+      poll_linger_us => 100}.
+
+%% @doc The application environment, validated.
+-spec from_env() -> {ok, map()} | {error, term()}.
+from_env() ->
+    Env = [KV || {K, _} = KV <- application:get_all_env(weft),
+                 K =/= included_applications],
+    validate(Env).
+
+%% @doc Validate `Opts' (a map or proplist), filling in defaults.
+%% Returns the transport's options (without `event_pid').
+-spec validate(opts()) -> {ok, map()} | {error, not_alive | {bad_config, atom(), term()}}.
+validate(Opts) when is_list(Opts) ->
+    case is_proplist(Opts) of
+        true -> validate(maps:from_list(Opts));
+        false -> {error, {bad_config, options, Opts}}
+    end;
+validate(Opts) when is_map(Opts) ->
+    Defaults = defaults(),
+    case [K || K <- maps:keys(Opts), not maps:is_key(K, Defaults)] of
+        [Unknown | _] ->
+            {error, {bad_config, Unknown, maps:get(Unknown, Opts)}};
+        [] ->
+            All = maps:merge(Defaults, Opts),
+            try
+                {ok, build(All)}
+            catch
+                throw:{bad, Key} -> {error, {bad_config, Key, maps:get(Key, All)}};
+                throw:not_alive -> {error, not_alive}
+            end
+    end;
+validate(Other) ->
+    {error, {bad_config, options, Other}}.
+
+is_proplist([{K, _} | T]) when is_atom(K) -> is_proplist(T);
+is_proplist([]) -> true;
+is_proplist(_) -> false.
+
+build(C) ->
+    node() =/= nonode@nohost orelse throw(not_alive),
+    Parallelism = check(parallelism, C, fun(P) -> int_in(P, 1, ?MAX_PARALLELISM) end),
+    HbInterval = check(heartbeat_interval, C, fun ms/1),
+    check(heartbeat_timeout, C, fun(T) -> ms(T) andalso T > HbInterval end),
+    Min = check(reconnect_min_backoff, C, fun ms/1),
+    check(reconnect_max_backoff, C, fun(M) -> ms(M) andalso M >= Min end),
+    check(affinity, C, fun is_boolean/1),
+    check(overlay, C, fun(O) -> O =:= full_mesh end),
+    Listen = listen(C),
+    #{node => node(),
+      listen => Listen,
+      advertise => advertise(C, Listen),
+      channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
+      drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
+      affinity => maps:get(affinity, C),
+      cookie => cookie(C),
+      max_frame_size => check(max_frame_size, C, fun(S) -> int_in(S, 1, ?MAX_FRAME) end),
+      send_queue_limit => check(send_queue_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
+      send_queue_total_limit => check(send_queue_total_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
+      forget_down_after => check(forget_down_after, C, fun(T) -> T =:= infinity orelse ms(T) end),
+      heartbeat_interval => HbInterval,
+      heartbeat_timeout => maps:get(heartbeat_timeout, C),
+      reconnect_min_backoff => Min,
+      reconnect_max_backoff => maps:get(reconnect_max_backoff, C),
+      gossip_interval => check(gossip_interval, C, fun ms/1),
+      io => check(io, C, fun(M) -> lists:member(M, [auto, schedulers, threads]) end),
+      pollers => pollers(C),
+      poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end)}.
+
+%% Pollers: a count, or one per online scheduler.
+pollers(C) ->
+    case check(pollers, C, fun(N) -> N =:= schedulers orelse int_in(N, 1, 64) end) of
+        schedulers -> erlang:system_info(schedulers_online);
+        N -> N
+    end.
+
+check(Key, C, Pred) ->
+    V = maps:get(Key, C),
+    case Pred(V) of
+        true -> V;
+        false -> throw({bad, Key})
+    end.
+
+int_in(N, Min, Max) -> is_integer(N) andalso N >= Min andalso N =< Max.
+
+%% Milliseconds: what the transport keeps in 32 bits.
+ms(N) -> int_in(N, 1, ?MAX_U32).
+
+%% `{Host, Port}' (Host an address tuple, an address or a host name as a
+%% string, binary or atom), or a bare port: every interface.
+listen(C) ->
+    case maps:get(listen, C) of
+        Port when is_integer(Port) -> host_port(listen, {{0, 0, 0, 0}, Port}, 0);
+        Addr -> host_port(listen, Addr, 0)
+    end.
+
+advertise(C, {ListenIp, _}) ->
+    case maps:get(advertise, C) of
+        [] ->
+            case is_unspecified(ListenIp) of
+                true ->
+                    case advertise_addrs(ListenIp, inet:getifaddrs()) of
+                        [] -> throw({bad, advertise});
+                        Ips -> [{Ip, 0} || Ip <- Ips]
+                    end;
+                false ->
+                    []
+            end;
+        L ->
+            is_proplist_of_pairs(L) orelse throw({bad, advertise}),
+            [host_port(advertise, A, 1) || A <- L]
+    end.
+
+is_proplist_of_pairs([{_, _} | T]) -> is_proplist_of_pairs(T);
+is_proplist_of_pairs([]) -> true;
+is_proplist_of_pairs(_) -> false.
+
+is_unspecified({0, 0, 0, 0}) -> true;
+is_unspecified({0, 0, 0, 0, 0, 0, 0, 0}) -> true;
+is_unspecified(_) -> false.
+
+%% @doc The addresses to advertise for a listener on the unspecified
+%% address `ListenIp', from `inet:getifaddrs/0''s result: those of the
+%% interfaces that are up (IPv4 only for `{0,0,0,0}', both families for
+%% `::'), without IPv6 link-local ones (`fe80::/10'), loopback last.
+-spec advertise_addrs(inet:ip_address(), {ok, [{string(), list()}]} | {error, term()}) ->
+          [inet:ip_address()].
+advertise_addrs(ListenIp, {ok, Ifs}) ->
+    Families = case tuple_size(ListenIp) of 4 -> [4]; 8 -> [4, 8] end,
+    Addrs = [{is_loopback(Ip, Flags), Ip}
+             || {_Name, Props} <- Ifs,
+                Flags <- [proplists:get_value(flags, Props, [])],
+                lists:member(up, Flags),
+                {addr, Ip} <- Props,
+                lists:member(tuple_size(Ip), Families),
+                not is_link_local(Ip)],
+    %% false (not loopback) sorts before true; stable within each group.
+    dedup([Ip || {_, Ip} <- lists:keysort(1, Addrs)]);
+advertise_addrs(_ListenIp, {error, _}) ->
+    [].
+
+is_loopback(Ip, Flags) ->
+    lists:member(loopback, Flags) orelse
+        element(1, Ip) =:= 127 orelse Ip =:= {0, 0, 0, 0, 0, 0, 0, 1}.
+
+is_link_local({A, _, _, _, _, _, _, _}) -> A band 16#ffc0 =:= 16#fe80;
+is_link_local(_) -> false.
+
+dedup([H | T]) -> [H | dedup([X || X <- T, X =/= H])];
+dedup([]) -> [].
+
+host_port(Key, {Host, Port}, MinPort) ->
+    int_in(Port, MinPort, 65535) orelse throw({bad, Key}),
+    case resolve(Host) of
+        {ok, Ip} -> {Ip, Port};
+        error -> throw({bad, Key})
+    end;
+host_port(Key, _, _) ->
+    throw({bad, Key}).
+
+%% An address tuple, an address as text, or a host name (IPv4 first).
+resolve(Host) ->
+    case parse_ip(Host) of
+        {ok, Ip} ->
+            {ok, Ip};
+        error ->
+            case host_name(Host) of
+                {ok, Name} ->
+                    case getaddr(Name, inet) of
+                        {ok, Ip} -> {ok, Ip};
+                        error -> getaddr(Name, inet6)
+                    end;
+                error ->
+                    error
+            end
+    end.
+
+getaddr(Name, Family) ->
+    try inet:getaddr(Name, Family) of
+        {ok, Ip} -> {ok, Ip};
+        {error, _} -> error
+    catch
+        _:_ -> error
+    end.
+
+host_name(A) when is_atom(A) -> host_name(atom_to_list(A));
+host_name(B) when is_binary(B) ->
+    case unicode:characters_to_list(B) of
+        L when is_list(L) -> host_name(L);
+        _ -> error
+    end;
+host_name(L) when is_list(L), L =/= [] ->
+    case is_proper(L) andalso length(L) =< 255 andalso io_lib:printable_unicode_list(L) of
+        true -> {ok, L};
+        false -> error
+    end;
+host_name(_) ->
+    error.
+
+%% @doc An IP address: a tuple in range, or its text (string or binary),
+%% parsed with `inet:parse_address/1'. Host names are not resolved.
+-spec parse_ip(term()) -> {ok, inet:ip_address()} | error.
+parse_ip(Ip) when is_tuple(Ip) ->
+    case is_ip(Ip) of
+        true -> {ok, Ip};
+        false -> error
+    end;
+parse_ip(B) when is_binary(B) ->
+    case unicode:characters_to_list(B) of
+        L when is_list(L) -> parse_ip(L);
+        _ -> error
+    end;
+parse_ip(L) when is_list(L) ->
+    try inet:parse_address(L) of
+        {ok, Ip} -> {ok, Ip};
+        {error, _} -> error
+    catch
+        _:_ -> error
+    end;
+parse_ip(_) ->
+    error.
+
+is_ip({A, B, C, D} = Ip) when is_integer(A), is_integer(B), is_integer(C), is_integer(D) ->
+    lists:all(fun(X) -> X >= 0 andalso X =< 255 end, tuple_to_list(Ip));
+is_ip(Ip) when is_tuple(Ip), tuple_size(Ip) =:= 8 ->
+    lists:all(fun(X) -> is_integer(X) andalso X >= 0 andalso X =< 65535 end, tuple_to_list(Ip));
+is_ip(_) ->
+    false.
+
+cookie(C) ->
+    case maps:get(cookie, C) of
+        undefined -> atom_to_binary(erlang:get_cookie(), utf8);
+        B when is_binary(B), byte_size(B) > 0 -> B;
+        A when is_atom(A), A =/= '' -> atom_to_binary(A, utf8);
+        _ -> throw({bad, cookie})
+    end.
+
+%% Channels become [{Name, Parallelism}], `default' first, no duplicates.
+channels(C, Default) ->
+    List = maps:get(channels, C),
+    (is_list(List) andalso is_proper(List) andalso length(List) =< 256) orelse throw({bad, channels}),
+    Parsed = [channel(Ch, Default) || Ch <- List],
+    Names = [N || {N, _, _} <- Parsed],
+    length(lists:usort(Names)) =:= length(Names) orelse throw({bad, channels}),
+    case lists:keytake(default, 1, Parsed) of
+        {value, D, Rest} -> [D | Rest];
+        false -> [{default, Default, refuse} | Parsed]
+    end.
+
+is_proper([_ | T]) -> is_proper(T);
+is_proper([]) -> true;
+is_proper(_) -> false.
+
+channel('$control', _) ->
+    throw({bad, channels});
+channel(Name, Default) when is_atom(Name) ->
+    {Name, Default, refuse};
+channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
+    P = maps:get(parallelism, M, Default),
+    %% What a full send queue does: refuse (`{error, overloaded}') or drop
+    %% the channel's oldest queued messages.
+    Overload = maps:get(overload, M, refuse),
+    Extra = maps:keys(maps:without([name, parallelism, overload], M)),
+    case int_in(P, 1, ?MAX_PARALLELISM) andalso Extra =:= []
+        andalso lists:member(Overload, [refuse, drop_oldest]) of
+        true -> {Name, P, Overload};
+        false -> throw({bad, channels})
+    end;
+channel({Name, Opts}, Default) when is_atom(Name), is_map(Opts) ->
+    channel(Opts#{name => Name}, Default);
+channel(_, _) ->
+    throw({bad, channels}).
