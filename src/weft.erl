@@ -376,8 +376,8 @@ monitor_nodes(Flag) ->
 %% where `Reason' is one of `connection_closed', `heartbeat_timeout',
 %% `left' (the node left the cluster), `removed' (it was removed with
 %% {@link leave/1}), `restarted' (a new incarnation of it joined),
-%% `this_node_left' (this node left), `stopped' (weft stopped on this
-%% node), or a tuple with details. A process may hold both subscriptions
+%% `this_node_left' (this node left or was removed), `forgotten' (down for
+%% longer than `forget_down_after'). A process may hold both subscriptions
 %% and then gets one message for each. A bad `Flag' or `Options' gives
 %% `{error, {badarg, X}}'.
 -spec monitor_nodes(boolean(), [nodedown_reason]) -> ok | {error, not_started | {badarg, term()}}.

@@ -20,6 +20,13 @@ mod atoms {
     }
 }
 
+/// A proper list's elements (rustler's list decoder panics on an improper
+/// list; `enif_get_list_length` refuses one).
+fn list(t: Term) -> Option<Vec<Term>> {
+    t.list_length().ok()?;
+    t.decode::<Vec<Term>>().ok()
+}
+
 fn get<'a>(map: Term<'a>, key: Atom) -> Option<Term<'a>> {
     map.map_get(key).ok()
 }
@@ -107,14 +114,17 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         .ok_or("listen")?;
     let advertise = match get(opts, atoms::advertise()) {
         None => vec![],
-        Some(t) => t
-            .decode::<Vec<Term>>()
-            .ok()
+        Some(t) => list(t)
             .and_then(|v| v.into_iter().map(decode_addr).collect::<Option<Vec<_>>>())
             .ok_or("advertise")?,
     };
     let channels = get(opts, atoms::channels())
-        .and_then(|t| t.decode::<Vec<(Term, Term)>>().ok())
+        .and_then(list)
+        .and_then(|v| {
+            v.into_iter()
+                .map(|x| x.decode::<(Term, Term)>().ok())
+                .collect::<Option<Vec<_>>>()
+        })
         .and_then(|v| {
             v.into_iter()
                 .map(|(n, p)| {
@@ -129,9 +139,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         .ok_or("channels")?;
     let drop_oldest = match get(opts, atoms::drop_oldest()) {
         None => vec![],
-        Some(t) => t
-            .decode::<Vec<Term>>()
-            .ok()
+        Some(t) => list(t)
             .and_then(|v| v.into_iter().map(atom_text).collect::<Option<Vec<_>>>())
             .ok_or("drop_oldest")?,
     };
@@ -252,9 +260,7 @@ pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
 /// needed (the handshake tells the rest). `None` unless it is valid.
 pub fn decode_spec(t: Term) -> Option<NodeSpec> {
     let name = get(t, atoms::name()).and_then(atom_text)?;
-    let addrs = get(t, atoms::listen_addrs())?
-        .decode::<Vec<Term>>()
-        .ok()?
+    let addrs = list(get(t, atoms::listen_addrs())?)?
         .into_iter()
         .map(|a| {
             let ip = decode_ip(get(a, atoms::ip())?)?;
@@ -264,9 +270,7 @@ pub fn decode_spec(t: Term) -> Option<NodeSpec> {
         .collect::<Option<Vec<_>>>()?;
     let channels = match get(t, atoms::channels()) {
         None => vec![],
-        Some(c) => c
-            .decode::<Vec<Term>>()
-            .ok()?
+        Some(c) => list(c)?
             .into_iter()
             .map(|c| {
                 Some(ChannelSpec {

@@ -280,6 +280,8 @@ fn body_of(payload: Term) -> Option<Body> {
     if let Ok(bin) = payload.decode::<Binary>() {
         parts.push(bin);
     } else {
+        // (rustler's list iterator panics on an improper list)
+        payload.list_length().ok()?;
         for item in payload.decode::<ListIterator>().ok()? {
             parts.push(item.decode::<Binary>().ok()?);
         }
