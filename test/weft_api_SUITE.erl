@@ -377,17 +377,11 @@ subscriber(Kind) ->
                                 ok = weft:monitor_nodes(false)
                         end,
                         Self ! ready,
-                        loop([])
+                        weft_ct:collect([])
                 end),
     receive ready -> ok end,
     register(list_to_atom("sub_" ++ atom_to_list(Kind)), Pid),
     ok.
-
-loop(Acc) ->
-    receive
-        {'$collected', From} -> From ! {'$collected', lists:reverse(Acc)}, loop(Acc);
-        Msg -> loop([Msg | Acc])
-    end.
 
 %% nodeup and nodedown are logged by the transport from now on: the
 %% server logs neither.

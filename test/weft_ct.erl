@@ -7,7 +7,7 @@
 -export([start_node/2, start_node/3, start_node_named/2, start_node_named/3, stop_node/1,
          kill_node/1, call/4, wait_until/2, wait_until/3]).
 %% Run on the peers:
--export([collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
+-export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
@@ -104,6 +104,8 @@ collect(Fun, Acc) ->
         Msg -> collect(Fun, [Fun(Msg) | Acc])
     end.
 
+%% @doc Keep every message, in order, and answer `{'$collected', From}'
+%% (see {@link collected/1}): the loop of a collecting process.
 collect(Acc) ->
     receive
         {'$collected', From} -> From ! {'$collected', lists:reverse(Acc)}, collect(Acc);
