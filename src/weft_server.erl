@@ -148,7 +148,9 @@ handle_info({weft_nif, refused, Node, Reason}, State) ->
 handle_info({weft_nif, log, Level, Text, Meta}, State) ->
     case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug])
         andalso is_map(Meta) of
-        true -> ?LOG(Level, "weft: ~ts", [Text], Meta#{weft => true});
+        %% The text names the peer and lane too: the default formatter
+        %% does not print metadata.
+        true -> ?LOG(Level, "weft: ~ts~ts", [where(Meta), Text], Meta#{weft => true});
         false -> ?LOG_WARNING("weft: ~tp", [{Level, Text, Meta}], #{weft => true})
     end,
     {noreply, State};
@@ -170,6 +172,13 @@ handle_info({'EXIT', Pid, Reason}, #state{pollers = Pollers} = State) when is_ma
     {noreply, State#state{pollers = Rest#{New => Poller}}};
 handle_info(_Other, State) ->
     {noreply, State}.
+
+where(#{peer := Peer, channel := Ch, lane := Lane}) ->
+    io_lib:format("~tp (~tp/~p): ", [Peer, Ch, Lane]);
+where(#{peer := Peer}) ->
+    io_lib:format("~tp: ", [Peer]);
+where(_) ->
+    "".
 
 -spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{pollers = Pollers}) ->
