@@ -424,37 +424,71 @@ impl Acceptor {
     }
 }
 
-/// Fuzzing entry point: arbitrary frames into an acceptor (the side anyone
-/// can reach), in sequence. Shared by the fuzz target and the corpus replay.
+/// Fuzzing entry points, shared by the fuzz target and the corpus replay
+/// test (`fuzz/`, `tests/corpus.rs`).
 #[doc(hidden)]
-pub fn fuzz_acceptor(frames: &[&[u8]]) {
-    let local = NodeSpec {
-        name: "b@h".into(),
-        incarnation: 1,
-        addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 1))],
-        channels: vec![],
-        max_frame: 1 << 20,
-    };
-    let mut a = Acceptor::new(b"cookie", [9; 32]);
-    for f in frames {
-        match a.on_frame(f, &local, |_| true) {
-            Ok(AcceptorStep::Send(_)) => {}
-            // Nobody without the cookie gets here.
-            Ok(AcceptorStep::Authenticated { .. }) => panic!("authenticated without the cookie"),
-            Err(e) => {
-                if let Some(t) = e.tell() {
-                    // Before authentication nothing but "refused" or the
-                    // version list goes out.
-                    let h = decode_handshake(t).expect("we encode what we decode");
-                    assert!(
-                        matches!(
-                            h,
-                            Handshake::Refuse(Refusal::Refused) | Handshake::Versions(_)
-                        ),
-                        "{h:?}"
-                    );
+pub mod fuzzing {
+    use super::*;
+
+    fn local() -> NodeSpec {
+        NodeSpec {
+            name: "b@h".into(),
+            incarnation: 1,
+            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 1))],
+            channels: vec![],
+            max_frame: 1 << 20,
+        }
+    }
+
+    /// Cut `data` into frames: each is `len: u16 (big endian) | len bytes`
+    /// (a last, short one takes what is left).
+    pub fn frames(mut data: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while data.len() >= 2 && out.len() < 16 {
+            let n = (u16::from_be_bytes([data[0], data[1]]) as usize).min(data.len() - 2);
+            out.push(&data[2..2 + n]);
+            data = &data[2 + n..];
+        }
+        out
+    }
+
+    /// Frames from someone who does not know the cookie, into an acceptor
+    /// (anyone can reach it) and into a dialer (anyone can listen where we
+    /// dial): no panic, no authentication, and before authentication the
+    /// acceptor says nothing but "refused" or its versions.
+    pub fn handshake(data: &[u8]) {
+        let frames = frames(data);
+        for f in &frames {
+            crate::wire::fuzzing::handshake(f);
+        }
+        let mut a = Acceptor::new(b"cookie", [9; 32]);
+        for f in &frames {
+            match a.on_frame(f, &local(), |_| true) {
+                Ok(AcceptorStep::Send(_)) => {}
+                Ok(AcceptorStep::Authenticated { .. }) => {
+                    panic!("acceptor: authenticated without the cookie")
                 }
-                return;
+                Err(e) => {
+                    if let Some(t) = e.tell() {
+                        let h = decode_handshake(t).expect("we decode what we encode");
+                        assert!(
+                            matches!(
+                                h,
+                                Handshake::Refuse(Refusal::Refused) | Handshake::Versions(_)
+                            ),
+                            "acceptor told {h:?} before authentication"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        let (mut d, _) = Dialer::new(b"cookie", local(), "c@h", LaneKey::control(), [8; 32]);
+        for f in &frames {
+            match d.on_frame(f) {
+                Ok(DialerStep::Send(_)) => {}
+                Ok(DialerStep::Done(_)) => panic!("dialer: authenticated without the cookie"),
+                Err(_) => break,
             }
         }
     }
@@ -690,15 +724,38 @@ mod tests {
     #[test]
     fn fuzz_entry_point_holds_for_replies_of_any_shape() {
         let hello = encode_handshake(&Handshake::Hello { nonce: [5; 32] });
+        let challenge = encode_handshake(&Handshake::Challenge { nonce: [6; 32] });
         let auth = encode_handshake(&Handshake::Auth {
             from: spec("a@h"),
             to: "b@h".into(),
             lane: LaneKey::control(),
             proof: [0; 32],
         });
-        fuzz_acceptor(&[&hello, &auth]);
-        fuzz_acceptor(&[&hello, &hello]);
-        fuzz_acceptor(&[&auth]);
-        fuzz_acceptor(&[b"garbage"]);
+        let welcome = encode_handshake(&Handshake::Welcome {
+            from: spec("c@h"),
+            proof: [0; 32],
+        });
+        let input = |fs: &[&[u8]]| -> Vec<u8> {
+            fs.iter()
+                .flat_map(|f| {
+                    let mut v = (f.len() as u16).to_be_bytes().to_vec();
+                    v.extend_from_slice(f);
+                    v
+                })
+                .collect()
+        };
+        for fs in [
+            vec![&hello[..], &auth[..]],
+            vec![&challenge[..], &welcome[..]],
+            vec![&hello[..], &hello[..]],
+            vec![&auth[..]],
+            vec![&b"garbage"[..]],
+        ] {
+            fuzzing::handshake(&input(&fs));
+        }
+        assert_eq!(
+            fuzzing::frames(&[0, 1, 7, 0, 5, 1]),
+            vec![&[7u8][..], &[1u8][..]]
+        );
     }
 }
