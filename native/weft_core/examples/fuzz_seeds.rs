@@ -90,7 +90,7 @@ fn main() {
     let mut hs = vec![
         frames(&[hello.clone(), auth.clone()]),
         frames(&[challenge.clone(), welcome]),
-        frames(&[hello.clone()]),
+        frames(std::slice::from_ref(&hello)),
         frames(&[encode_handshake(&Handshake::Versions(vec![2, 3]))]),
         // the 21 bytes that used to abort the VM, as a body (version 1)
         frames(&[vec![
