@@ -9,8 +9,10 @@
 //!
 //! Everything it reads is bounded by the bytes present: a length is checked
 //! against what is left before anything is allocated for it (each element of
-//! a tuple, list or map takes at least one byte), nesting deeper than
-//! [`MAX_DEPTH`] is refused, and trailing bytes are refused.
+//! a tuple, list or map takes at least one byte, and so does each element
+//! still to come of the terms around it, so all the vectors open at once
+//! hold at most one slot per input byte), nesting deeper than [`MAX_DEPTH`]
+//! is refused, and trailing bytes are refused.
 //!
 //! [`decode`] returns `None` for input it does not handle (compressed terms,
 //! atom cache references, nesting deeper than [`MAX_DEPTH`], malformed
@@ -108,6 +110,7 @@ pub fn decode<B: Builder>(input: &[u8], builder: &mut B) -> Option<B::Term> {
         builder,
         data: input,
         pos: 1,
+        pending: 0,
     };
     let t = d.term(0)?;
     (d.pos == input.len()).then_some(t)
@@ -117,6 +120,9 @@ struct Decoder<'d, B> {
     builder: &'d mut B,
     data: &'d [u8],
     pos: usize,
+    /// Elements that the terms being decoded announced and that have not
+    /// started yet: each needs a byte of its own after `pos`.
+    pending: usize,
 }
 
 impl<'d, B: Builder> Decoder<'d, B> {
@@ -145,10 +151,26 @@ impl<'d, B: Builder> Decoder<'d, B> {
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
     }
 
-    /// Bytes not read yet.
+    /// Room for `n` more elements, each of at least one byte: checked
+    /// before allocating for them. Without counting those of the enclosing
+    /// terms, nested terms could each claim every byte left, and allocate
+    /// a vector that large at every level (up to [`MAX_DEPTH`] times the
+    /// input).
     #[inline]
-    fn left(&self) -> usize {
-        self.data.len() - self.pos
+    fn announce(&mut self, n: usize) -> Option<()> {
+        let pending = self.pending.checked_add(n)?;
+        if pending > self.data.len() - self.pos {
+            return None;
+        }
+        self.pending = pending;
+        Some(())
+    }
+
+    /// The next announced element.
+    #[inline]
+    fn element(&mut self, depth: usize) -> Option<B::Term> {
+        self.pending -= 1;
+        self.term(depth + 1)
     }
 
     fn term(&mut self, depth: usize) -> Option<B::Term> {
@@ -186,13 +208,10 @@ impl<'d, B: Builder> Decoder<'d, B> {
                 } else {
                     self.u32()?
                 };
-                // Each element takes at least one byte: a bound before allocating.
-                if n > self.left() {
-                    return None;
-                }
+                self.announce(n)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.term(depth + 1)?);
+                    items.push(self.element(depth)?);
                 }
                 self.builder.tuple(items)
             }
@@ -204,14 +223,13 @@ impl<'d, B: Builder> Decoder<'d, B> {
             }
             LIST => {
                 let n = self.u32()?;
-                if n > self.left() {
-                    return None;
-                }
+                // the elements and the tail
+                self.announce(n.checked_add(1)?)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.term(depth + 1)?);
+                    items.push(self.element(depth)?);
                 }
-                let tail = self.term(depth + 1)?;
+                let tail = self.element(depth)?;
                 self.builder.list(items, tail)
             }
             BINARY => {
@@ -222,14 +240,12 @@ impl<'d, B: Builder> Decoder<'d, B> {
             }
             MAP => {
                 let n = self.u32()?;
-                if n > self.left() / 2 {
-                    return None;
-                }
+                self.announce(n.checked_mul(2)?)?;
                 let mut keys = Vec::with_capacity(n);
                 let mut values = Vec::with_capacity(n);
                 for _ in 0..n {
-                    keys.push(self.term(depth + 1)?);
-                    values.push(self.term(depth + 1)?);
+                    keys.push(self.element(depth)?);
+                    values.push(self.element(depth)?);
                 }
                 self.builder.map(keys, values)
             }
@@ -359,11 +375,11 @@ mod tests {
     /// `term_to_binary/1` wrote it on OTP 25 (pid and reference of
     /// `nonode@nohost`).
     const MIXED: &[u8] = &[
-        131, 104, 3, 88, 119, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115, 116,
-        0, 0, 0, 81, 0, 0, 0, 0, 0, 0, 0, 0, 90, 0, 3, 119, 13, 110, 111, 110, 111, 100, 101, 64,
-        110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 3, 170, 203, 44, 199, 0, 1, 76, 33, 135, 41,
-        108, 0, 0, 0, 5, 97, 1, 70, 64, 4, 0, 0, 0, 0, 0, 0, 109, 0, 0, 0, 3, 97, 98, 99, 107, 0,
-        3, 115, 116, 114, 116, 0, 0, 0, 1, 119, 1, 97, 119, 1, 98, 106,
+        131, 104, 3, 88, 100, 0, 13, 110, 111, 110, 111, 100, 101, 64, 110, 111, 104, 111, 115,
+        116, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 90, 0, 3, 100, 0, 13, 110, 111, 110, 111, 100,
+        101, 64, 110, 111, 104, 111, 115, 116, 0, 0, 0, 0, 0, 3, 64, 13, 169, 56, 0, 1, 105, 130,
+        139, 232, 108, 0, 0, 0, 5, 97, 1, 70, 64, 4, 0, 0, 0, 0, 0, 0, 109, 0, 0, 0, 3, 97, 98, 99,
+        107, 0, 3, 115, 116, 114, 116, 0, 0, 0, 1, 100, 0, 1, 97, 100, 0, 1, 98, 106,
     ];
 
     #[test]
