@@ -23,6 +23,8 @@ pub mod config;
 pub mod conn;
 pub mod connection;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod info;
 pub mod lane;
