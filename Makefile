@@ -6,7 +6,7 @@ ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-prop
 TEST_PACKAGES = libfaketime
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench bench-full bench-build clean
+.PHONY: all deps build test demo bench bench-full bench-build fuzz clean
 
 all: build
 
@@ -56,6 +56,16 @@ bench: bench-build
 bench-full: bench-build
 	timeout 2700 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(full)'
 	python3 bench/plot.py bench/results/full-latest.csv
+
+# Fuzzing (cargo-fuzz, libFuzzer): every target in fuzz/fuzz_targets/ for
+# FUZZ_SECONDS each (FUZZ_TARGETS="etf" picks some), growing and minimising
+# fuzz/corpus/<target>/. A crash fails it and lands in fuzz/artifacts/.
+# Stable toolchain: scripts/fuzz.sh sets RUSTC_BOOTSTRAP=1. See fuzz/README.md.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(FUZZ_TARGETS)
 
 clean:
 	$(REBAR) clean

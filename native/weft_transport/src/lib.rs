@@ -24,6 +24,8 @@ pub mod conn;
 pub mod connection;
 pub mod counters;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod info;
 pub mod lane;
