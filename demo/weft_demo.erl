@@ -79,8 +79,14 @@ blast(Peer, Node, Count, Payload) ->
 send_n(_Node, _Name, 0, _Payload) ->
     ok;
 send_n(Node, Name, N, Payload) ->
-    ok = weft:forward(Node, Name, Payload, #{channel => vnode, partition_key => N}),
-    send_n(Node, Name, N - 1, Payload).
+    case weft:forward(Node, Name, Payload, #{channel => vnode, partition_key => N}) of
+        ok ->
+            send_n(Node, Name, N - 1, Payload);
+        {error, overloaded} ->
+            %% The send queue to Node is full (send_queue_limit): back off.
+            timer:sleep(1),
+            send_n(Node, Name, N, Payload)
+    end.
 
 %% Runs on the receiving peer: count `Count' messages, then report.
 counter(Name, Count) ->

@@ -323,14 +323,23 @@ local_send(Channel, _Key, Dest, Msg) ->
         #{channels := Chs} ->
             case Channel =:= default orelse lists:member(Channel, [N || #{name := N} <- Chs]) of
                 false ->
+                    nif(fun() -> weft_nif:count(refused, unknown_channel) end),
                     {error, {unknown_channel, Channel}};
                 true ->
-                    catch erlang:send(Dest, Msg, [noconnect]),
+                    %% Accepted: delivered, or counted as a remote send to a
+                    %% missing name or a dead pid would be.
+                    case local_exists(Dest) of
+                        true -> catch erlang:send(Dest, Msg, [noconnect]);
+                        false -> nif(fun() -> weft_nif:count(dropped, no_destination) end)
+                    end,
                     ok
             end;
         _ ->
             {error, not_started}
     end.
+
+local_exists(Pid) when is_pid(Pid) -> is_process_alive(Pid);
+local_exists(Name) when is_atom(Name) -> whereis(Name) =/= undefined.
 
 options(Opts) when is_list(Opts) ->
     case is_proplist(Opts) of
@@ -446,7 +455,8 @@ on_event(_Kind, Node, Fun) ->
 %% whose channels are not known yet (right after `join'). Sizes are in
 %% bytes. The control channel shows as `'$control''. `io' says where the
 %% lane's connection is served now.
--spec info() -> map() | {error, not_started}.
+%% `{error, timeout}' if the transport did not answer within a second.
+-spec info() -> map() | {error, not_started | timeout}.
 info() ->
     nif(fun weft_nif:info/0).
 

@@ -31,6 +31,7 @@ defaults() ->
       send_queue_limit => 128 * 1024 * 1024,        % bytes queued for one peer
       send_queue_total_limit => 512 * 1024 * 1024,  % bytes queued for all peers
       forget_down_after => infinity,                % ms a member may stay down
+      max_members => 1024,                          % members kept (full mesh)
       heartbeat_interval => 1000,
       heartbeat_timeout => 5000,
       reconnect_min_backoff => 100,
@@ -97,6 +98,7 @@ build(C) ->
       send_queue_limit => check(send_queue_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
       send_queue_total_limit => check(send_queue_total_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
       forget_down_after => check(forget_down_after, C, fun(T) -> T =:= infinity orelse ms(T) end),
+      max_members => check(max_members, C, fun(N) -> int_in(N, 1, 65536) end),
       heartbeat_interval => HbInterval,
       heartbeat_timeout => maps:get(heartbeat_timeout, C),
       reconnect_min_backoff => Min,
@@ -147,7 +149,8 @@ advertise(C, {ListenIp, _}) ->
             end;
         L ->
             is_proplist_of_pairs(L) orelse throw({bad, advertise}),
-            [host_port(advertise, A, 1) || A <- L]
+            %% port 0: the port actually bound
+            [host_port(advertise, A, 0) || A <- L]
     end.
 
 is_proplist_of_pairs([{_, _} | T]) -> is_proplist_of_pairs(T);

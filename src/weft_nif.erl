@@ -10,7 +10,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, poll/1, info/0, debug_panic/1, decode_external/2]).
+         members/0, nodes/0, send/4, poll/1, info/0, count/2, debug_panic/1, decode_external/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -83,8 +83,14 @@ send(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 -spec poll(reference()) -> more | linger | wait | stopped.
 poll(_Poller) -> ?NOT_LOADED.
 
--spec info() -> map() | {error, not_started}.
+-spec info() -> map() | {error, not_started | timeout}.
 info() -> ?NOT_LOADED.
+
+%% @doc Count a message this node dropped (`dropped', `no_destination') or a
+%% send it refused (`refused', `unknown_channel') outside the transport: a
+%% send to this node itself. `ok', or `{error, not_started}'.
+-spec count(dropped | refused, atom()) -> ok | {error, not_started | {badarg, term()}}.
+count(_Kind, _Reason) -> ?NOT_LOADED.
 
 %% @doc Test hook: panic inside a NIF call (`nif') or on a background
 %% thread (`thread'). Neither may take the VM down.

@@ -285,6 +285,8 @@ wrong_cookie_refused(_Config) ->
     ?assertEqual([node_of(X)], call(X, weft, members, [])),
     ?assertEqual(lists:sort([node_of(A), node_of(B)]), call(A, weft, members, [])),
     ?assertNot(maps:is_key(node_of(X), maps:get(peers, info(A)))),
+    %% never reached, refused for good: not kept as a member to redial
+    ?assertEqual(#{}, maps:get(peers, info(X))),
     %% A raw client that fails the cookie proof and sends a data frame
     %% right behind it, as if it had been let in: the refusal says nothing
     %% but "refused", the connection ends, and the frame is never read.
@@ -532,8 +534,10 @@ unknown_channel_and_non_member(_Config) ->
     ok = call(A, weft, forward, [node_of(B), nobody_here, x, #{}]),
     weft_ct:wait_until(no_destination,
                        fun() -> maps:get(no_destination, maps:get(dropped, info(B))) =:= 1 end),
-    %% a local destination never raises either
+    %% a local destination never raises either, and a missing one is
+    %% counted as a remote one would be
     ok = call(A, weft, forward, [node_of(A), nobody_here, x, #{}]),
+    #{dropped := #{no_destination := 1}} = info(A),
     ok.
 
 stop_closes_everything(_Config) ->
@@ -583,8 +587,10 @@ simultaneous_joins_settle(_Config) ->
                               ?assertEqual(maps:get(remote, LA), maps:get(local, LB))
                           end || #{lane := I} = LA <- LanesA]
                  end, ChA),
-    Locals = [L || #{local := L} <- lists:append(maps:values(ChA))],
-    ?assertEqual(length(Locals), length(lists:usort(Locals))),
+    %% (an accepted connection's local address is the listen address: the
+    %% pair of ends tells connections apart, whichever side dialed)
+    Ends = [{L, R} || #{local := L, remote := R} <- lists:append(maps:values(ChA))],
+    ?assertEqual(length(Ends), length(lists:usort(Ends))),
     ok.
 
 panics_do_not_take_the_vm_down(_Config) ->

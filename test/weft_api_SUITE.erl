@@ -144,6 +144,8 @@ join_specs_checked(_Config) ->
            (spec_at(x@y, 1))#{channels => [#{name => "c", parallelism => 1}]},
            (spec_at(x@y, 1))#{channels => [#{name => c}]},
            (spec_at(x@y, 1))#{channels => x},
+           %% an address nobody could dial
+           #{name => x@y, listen_addrs => [#{ip => {0, 0, 0, 0}, port => 1}]},
            #{listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
            not_a_map],
     [begin
@@ -180,7 +182,7 @@ config_ranges(_Config) ->
            {channels, [a | b]}, {channels, [#{name => a, parallelism => 257}]},
            {listen, -1}, {listen, 65536}, {listen, {{127, 0, 0, 1}, 65536}},
            {listen, {"no.such.host.invalid", 0}}, {listen, {[$a | b], 0}},
-           {advertise, [{{10, 0, 0, 5}, 0}]}, {advertise, [{{10, 0, 0, 5}, 9100} | x]},
+           {advertise, [{{10, 0, 0, 5}, -1}]}, {advertise, [{{10, 0, 0, 5}, 9100} | x]},
            {advertise, {{10, 0, 0, 5}, 9100}}],
     [?assertEqual({error, {bad_config, K, V}}, call(N, weft, start, [#{K => V}])) || {K, V} <- Bad],
     ?assertEqual({error, {bad_config, options, [{a, 1} | b]}}, call(N, weft, start, [[{a, 1} | b]])),

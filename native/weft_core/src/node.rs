@@ -66,6 +66,9 @@ impl Default for Timing {
 /// Most tombstones kept; past this the ones closest to expiry go first.
 pub const MAX_TOMBSTONES: usize = 4096;
 
+/// Members a node keeps by default (see [`Node::with_max_members`]).
+pub const DEFAULT_MAX_MEMBERS: usize = 1024;
+
 /// Severity of a log line the core asks the driver to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -174,6 +177,8 @@ pub struct Node {
     /// while set, hellos from nodes we do not know are refused, so that a
     /// peer that has not yet heard of the leave cannot pull us back in.
     detached: bool,
+    /// Most members kept: memory stays bounded whatever a peer gossips.
+    max_members: usize,
 }
 
 impl Node {
@@ -195,7 +200,20 @@ impl Node {
             next_gossip: 0,
             gossip_dirty: false,
             detached: false,
+            max_members: DEFAULT_MAX_MEMBERS,
         }
+    }
+
+    /// Keep at most `n` members (other than this node): past that, joins are
+    /// refused, handshakes of unknown nodes are refused as unavailable and
+    /// gossiped newcomers are skipped (and logged).
+    pub fn with_max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+
+    fn has_room(&self) -> bool {
+        self.peers.len() < self.max_members
     }
 
     /// This node's spec (its incarnation changes on `leave`).
@@ -252,6 +270,7 @@ impl Node {
             return;
         }
         self.detached = false;
+        let room = self.has_room();
         match self.peers.get_mut(&spec.name) {
             Some(p) => {
                 // Known already: dial again now rather than at the next backoff.
@@ -269,7 +288,17 @@ impl Node {
                     }
                 }
             }
-            None => self.add_peer(now, spec),
+            None if room => self.add_peer(now, spec),
+            None => {
+                let n = self.max_members;
+                self.log(
+                    Level::Warning,
+                    Some(&spec.name),
+                    None,
+                    format!("not joined: this node already has {n} members (max_members)"),
+                );
+                return;
+            }
         }
         self.dial_due(now);
     }
@@ -408,6 +437,38 @@ impl Node {
                 "peer has left the cluster; forgetting it".into(),
             );
             self.refused(peer, lane, Refusal::Detached);
+            self.forget_peer(peer, DownReason::Left);
+            return;
+        }
+        // A node we never reached that refuses us for a reason redialing
+        // cannot fix (cookie, name, version, description) was never a
+        // member: forget it rather than redial it for ever. (One we did
+        // reach is kept and redialed: it may be reconfigured back.)
+        let permanent = matches!(
+            refusal,
+            Some(
+                Refusal::BadCookie
+                    | Refusal::Refused
+                    | Refusal::UnexpectedNode { .. }
+                    | Refusal::Version(_)
+                    | Refusal::BadSpec(_)
+            )
+        );
+        if permanent
+            && lane.is_control()
+            && self
+                .peers
+                .get(peer)
+                .is_some_and(|p| p.spec.incarnation == 0)
+        {
+            let r = refusal.clone().expect("a refusal");
+            self.log(
+                Level::Warning,
+                Some(peer),
+                Some(lane),
+                format!("join refused ({reason}); not a member (join again once fixed)"),
+            );
+            self.refused(peer, lane, r);
             self.forget_peer(peer, DownReason::Left);
             return;
         }
@@ -727,7 +788,8 @@ impl Node {
             return Err(Refusal::Left);
         }
         match self.peers.get(&spec.name).map(|p| p.spec.incarnation) {
-            None => self.add_peer(now, spec.clone()),
+            None if self.has_room() => self.add_peer(now, spec.clone()),
+            None => return Err(Refusal::Unavailable),
             Some(0) => {
                 // A spec typed in by a user: learn the real one, keep the
                 // state and what is queued.
@@ -947,6 +1009,7 @@ impl Node {
             }
         }
         let mut bad = 0;
+        let mut no_room = 0;
         for spec in view.members {
             if spec.name == self.local.name {
                 continue;
@@ -964,7 +1027,8 @@ impl Node {
                 .get(&spec.name)
                 .map(|p| (p.spec.incarnation, p.status))
             {
-                None => self.add_peer(now, spec),
+                None if self.has_room() => self.add_peer(now, spec),
+                None => no_room += 1,
                 // Another incarnation, heard of second hand: worth a dial
                 // only if ours is not up (the dial finds out which is alive).
                 Some((known, status)) if known != spec.incarnation && status != PeerStatus::Up => {
@@ -977,6 +1041,15 @@ impl Node {
                 }
                 Some(_) => {}
             }
+        }
+        if no_room > 0 {
+            let n = self.max_members;
+            self.log(
+                Level::Warning,
+                Some(from),
+                None,
+                format!("gossip named {no_room} more members than max_members ({n}) allows; skipped them"),
+            );
         }
         if bad > 0 {
             self.log(
@@ -1188,5 +1261,49 @@ mod tests {
         b.on_control(10, "a@h", 1, Control::Gossip(view));
         let known: Vec<String> = b.peers().map(|p| p.spec.name.clone()).collect();
         assert_eq!(known, ["a@h", "d@h"]);
+    }
+
+    #[test]
+    fn members_are_bounded_whatever_a_peer_gossips() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1).with_max_members(3);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        let view = View {
+            members: (0..1000).map(|i| spec(&format!("m{i}@h"), 9, 3)).collect(),
+            tombstones: vec![],
+        };
+        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        assert_eq!(b.peers().count(), 3);
+        // a newcomer's handshake is refused, a known member's is not
+        assert_eq!(
+            b.on_hello(20, 2, &spec("new@h", 4, 4), &LaneKey::control()),
+            Err(Refusal::Unavailable)
+        );
+        assert!(b
+            .on_hello(20, 3, &spec("a@h", 5, 1), &LaneKey::control())
+            .is_ok());
+    }
+
+    #[test]
+    fn a_node_never_reached_that_refuses_for_good_is_forgotten() {
+        for r in [
+            Refusal::BadCookie,
+            Refusal::UnexpectedNode {
+                expected: "b@h".into(),
+                actual: "c@h".into(),
+            },
+            Refusal::Version(vec![3]),
+        ] {
+            let mut a = Node::new(spec("a@h", 5, 1), Timing::default(), 1);
+            a.join(0, spec("b@h", 0, 2));
+            let attempt = dial_attempt(&drain(&mut a), &LaneKey::control());
+            a.on_dial_failed(1, "b@h", &LaneKey::control(), attempt, Some(r.clone()), "x");
+            let acts = drain(&mut a);
+            assert!(acts
+                .iter()
+                .any(|x| matches!(x, Action::Refused { refusal, .. } if *refusal == r)));
+            assert!(acts.iter().any(|x| matches!(x, Action::Unroute { .. })));
+            assert!(a.peers().next().is_none());
+        }
     }
 }

@@ -75,9 +75,11 @@ pub enum SpecError {
 }
 
 /// Whether `name` looks like a node name: `name@host`, at most
-/// [`MAX_NAME_LEN`] bytes, no control characters or spaces.
+/// [`MAX_NAME_LEN`] bytes of printable ASCII. (Names become atoms on the
+/// receiving node, and a NIF makes atoms from Latin-1 only: ASCII is what
+/// round-trips through every side unchanged.)
 pub fn valid_node_name(name: &str) -> bool {
-    let ok_chars = name.chars().all(|c| !c.is_control() && !c.is_whitespace());
+    let ok_chars = name.bytes().all(|c| c.is_ascii_graphic());
     match name.split_once('@') {
         Some((n, h)) => {
             !n.is_empty()
@@ -90,12 +92,13 @@ pub fn valid_node_name(name: &str) -> bool {
     }
 }
 
-/// Whether `name` may name an application channel.
+/// Whether `name` may name an application channel (printable ASCII, as
+/// node names).
 pub fn valid_channel_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name != CONTROL_CHANNEL
-        && !name.chars().any(|c| c.is_control())
+        && name.bytes().all(|c| c.is_ascii_graphic())
 }
 
 /// Whether another node could dial `a`.
@@ -192,6 +195,8 @@ pub(crate) mod tests {
             "a@b@c",
             "a b@h",
             "a\n@h",
+            "€€@vm",
+            "ä@h",
             long.as_str(),
         ] {
             assert!(spec(name).validate(false).is_err(), "{name:?}");
@@ -215,6 +220,7 @@ pub(crate) mod tests {
         assert!(bad(&|s| s.channels[0].name = CONTROL_CHANNEL.into()).is_err());
         assert!(bad(&|s| s.channels[0].name = String::new()).is_err());
         assert!(bad(&|s| s.channels[0].name = "c".repeat(256)).is_err());
+        assert!(bad(&|s| s.channels[0].name = "ça".into()).is_err());
         assert!(bad(&|s| s.channels.push(s.channels[0].clone())).is_err());
         assert_eq!(
             bad(&|s| s.channels = (0..257)

@@ -8,7 +8,7 @@ use weft_transport::{Info, IoMode, LaneState, TransportConfig};
 
 mod atoms {
     rustler::atoms! {
-        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, forget_down_after, infinity,
+        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, max_members, forget_down_after, infinity,
         refused, refused_connections, queued, waiting, dropped_frames, tombstones,
         node, listen, advertise, affinity, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
@@ -158,6 +158,12 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         None => 128 << 20,
         Some(t) => int::<u64>(t).filter(|n| *n > 0).ok_or("send_queue_limit")?,
     };
+    let max_members = match get(opts, atoms::max_members()) {
+        None => weft_core::node::DEFAULT_MAX_MEMBERS,
+        Some(t) => int::<usize>(t)
+            .filter(|n| (1..=65536).contains(n))
+            .ok_or("max_members")?,
+    };
     let send_queue_total_limit = match get(opts, atoms::send_queue_total_limit()) {
         None => 512 << 20,
         Some(t) => int::<u64>(t)
@@ -215,6 +221,8 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             max_frame_size,
             send_queue_limit,
             send_queue_total_limit,
+            max_members,
+            max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
             drop_oldest,
             timing,
             io,

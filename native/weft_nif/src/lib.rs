@@ -37,6 +37,11 @@ mod atoms {
         bad_option,
         bad_config,
         advertise,
+        bad_spec,
+        timeout,
+        dropped,
+        refused,
+        no_destination,
         decoded,
         fallback,
         more,
@@ -205,7 +210,7 @@ fn join<'a>(env: Env<'a>, spec: Term<'a>) -> Term<'a> {
             r.transport.join(s);
             atoms::ok().encode(env)
         }
-        None => (atoms::error(), (rustler::types::atom::badarg(), spec)).encode(env),
+        None => (atoms::error(), (atoms::bad_spec(), spec)).encode(env),
     }
 }
 
@@ -359,10 +364,17 @@ fn send<'a>(
         h.finish()
     };
     // Queuing may wake a poller: a message from this process.
+    let started = std::time::Instant::now();
     let sent = sink::with_caller(env, || {
         r.transport
             .send(Some(sender), &node, &channel_name, choice, body)
     });
+    // A send that wrote for long (a slow or preempted writev) tells the
+    // scheduler, so that its sender yields sooner and others get their turn.
+    let us = started.elapsed().as_micros() as u64;
+    if us >= 10 {
+        rustler::schedule::consume_timeslice(env, (us / 10).min(100) as i32);
+    }
     Ok(match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {
@@ -382,8 +394,31 @@ fn info(env: Env) -> NifResult<Term> {
     };
     match r.transport.info() {
         Some(i) => encode_info(env, &i),
-        None => Ok(not_started(env)),
+        // The transport did not answer within a second.
+        None => Ok((atoms::error(), atoms::timeout()).encode(env)),
     }
+}
+
+/// Count what `weft` dropped or refused itself (sends to this node).
+#[rustler::nif]
+fn count<'a>(env: Env<'a>, kind: Atom, reason: Atom) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    let c = r.transport.counters();
+    let counter = if kind == atoms::dropped() && reason == atoms::no_destination() {
+        &c.dropped.no_destination
+    } else if kind == atoms::refused() && reason == atoms::unknown_channel() {
+        &c.refused.unknown_channel
+    } else {
+        return (
+            atoms::error(),
+            (rustler::types::atom::badarg(), (kind, reason)),
+        )
+            .encode(env);
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    atoms::ok().encode(env)
 }
 
 /// Test hook: decode `bin` (external term format) as a large received frame

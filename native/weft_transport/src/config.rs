@@ -26,6 +26,11 @@ pub struct TransportConfig {
     pub send_queue_limit: u64,
     /// Bytes that may wait in the send queues of all peers.
     pub send_queue_total_limit: u64,
+    /// Incoming handshakes in progress at most; past this new connections
+    /// are closed at once (and counted).
+    pub max_pending_handshakes: usize,
+    /// Most members kept (see `weft_core::Node::with_max_members`).
+    pub max_members: usize,
     /// Channels whose oldest queued messages are dropped to make room,
     /// instead of refusing new ones, when a queue is full.
     pub drop_oldest: Vec<String>,

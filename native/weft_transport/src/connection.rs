@@ -39,14 +39,19 @@ async fn read_header<R: AsyncRead + Unpin>(
     Ok(parse_header(&h, max)?)
 }
 
-/// Read one frame; `max` bounds its body.
+/// Read one frame; `max` bounds its body. The body's memory grows with the
+/// bytes that actually arrive, not with the length the header claims, so a
+/// peer that announces a large frame and sends little costs little.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u64,
 ) -> Result<(FrameKind, Vec<u8>), ReadError> {
     let (kind, len) = read_header(r, max).await?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    let mut body = Vec::with_capacity(len.min(4096));
+    (&mut *r).take(len as u64).read_to_end(&mut body).await?;
+    if body.len() != len {
+        return Err(ReadError::Eof);
+    }
     Ok((kind, body))
 }
 

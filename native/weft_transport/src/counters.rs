@@ -58,7 +58,13 @@ pub struct Total {
     pub limit: u64,
 }
 
-/// The send-queue budget of one peer, and the transport's total.
+/// What a queued message costs besides its body (its queue entry and
+/// header, as measured: about 100 bytes), counted against the bounds so
+/// that a flood of tiny messages is bounded as large ones are.
+pub const PER_MESSAGE: u64 = 128;
+
+/// The send-queue budget of one peer, and the transport's total. Every
+/// amount passed in is a message body's length; [`PER_MESSAGE`] is added.
 #[derive(Debug)]
 pub struct Budget {
     pub queued: AtomicU64,
@@ -78,6 +84,7 @@ impl Budget {
     /// Take `n` bytes if both bounds allow it. A message always fits into a
     /// peer queue that is empty, so that no message is refused for ever.
     pub fn try_reserve(&self, n: u64) -> bool {
+        let n = n + PER_MESSAGE;
         let before = self.queued.fetch_add(n, Relaxed);
         if before > 0 && before + n > self.limit {
             self.queued.fetch_sub(n, Relaxed);
@@ -94,12 +101,14 @@ impl Budget {
 
     /// Take `n` bytes whatever the bounds (control frames).
     pub fn force(&self, n: u64) {
+        let n = n + PER_MESSAGE;
         self.queued.fetch_add(n, Relaxed);
         self.total.queued.fetch_add(n, Relaxed);
     }
 
     /// Give back `n` bytes (written or dropped).
     pub fn release(&self, n: u64) {
+        let n = n + PER_MESSAGE;
         self.queued.fetch_sub(n, Relaxed);
         self.total.queued.fetch_sub(n, Relaxed);
     }
@@ -116,20 +125,22 @@ mod tests {
 
     #[test]
     fn bounds_per_peer_and_in_total() {
+        let m = PER_MESSAGE;
         let total = Arc::new(Total {
             queued: AtomicU64::new(0),
-            limit: 150,
+            limit: 150 + 3 * m,
         });
-        let a = Budget::new(100, total.clone());
-        let b = Budget::new(100, total.clone());
+        let a = Budget::new(100 + 2 * m, total.clone());
+        let b = Budget::new(100 + 2 * m, total.clone());
         assert!(a.try_reserve(60));
         assert!(a.try_reserve(40));
-        assert!(!a.try_reserve(1));
+        assert!(!a.try_reserve(0), "a message costs more than its body");
         assert!(b.try_reserve(50));
         assert!(!b.try_reserve(1), "total bound");
-        a.release(100);
+        a.release(60);
+        a.release(40);
         assert!(b.try_reserve(50));
-        assert_eq!(total.queued.load(Relaxed), 100);
+        assert_eq!(total.queued.load(Relaxed), 100 + 2 * m);
         // an empty queue takes one message of any size
         let c = Budget::new(
             10,

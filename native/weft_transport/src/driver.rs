@@ -18,6 +18,10 @@ use weft_core::handshake::HandshakeError as Failure;
 use weft_core::wire::encode_control;
 use weft_core::{Action, ConnId, Control, LaneKey, Level, Node, NodeSpec, Refusal};
 
+/// Largest control frame accepted: a gossiped view of the largest
+/// membership allowed (65536 members of a few hundred bytes each) fits.
+const MAX_CONTROL_FRAME: u64 = 32 << 20;
+
 /// How often the core's timers are driven.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -253,13 +257,36 @@ impl Driver {
     }
 }
 
+/// The default bound on incoming handshakes in progress: past it, new
+/// connections are closed at once (and counted), so that connections that
+/// never finish their handshake cannot take memory without bound.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
 /// Accept loop: one task per incoming socket.
 pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok((s, addr)) => {
+                let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+                    let text = format!(
+                        "refused incoming connection from {addr}: {} handshakes already in progress",
+                        shared.config.max_pending_handshakes
+                    );
+                    if let Some(line) = shared.refusals.record(
+                        Instant::now(),
+                        addr.ip(),
+                        "too_many_handshakes",
+                        &text,
+                    ) {
+                        shared.sink.log(Level::Warning, &line, None, None);
+                    }
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
-                tokio::spawn(incoming(shared.clone(), s, addr));
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    incoming(shared, s, addr, permit).await;
+                });
             }
             Err(e) => {
                 shared
@@ -271,7 +298,12 @@ pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-async fn incoming(shared: Arc<Shared>, s: TcpStream, addr: std::net::SocketAddr) {
+async fn incoming(
+    shared: Arc<Shared>,
+    s: TcpStream,
+    addr: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let local = shared.local.read().clone();
     let lane_ok = |lane: &LaneKey| {
         lane.is_control()
@@ -315,6 +347,7 @@ async fn incoming(shared: Arc<Shared>, s: TcpStream, addr: std::net::SocketAddr)
     let verdict = rx.await.unwrap_or(Err(Refusal::Unavailable));
     let local = shared.local.read().clone();
     let sent = accepted.answer(&local, &verdict).await;
+    drop(permit);
     match verdict {
         Ok(()) if sent.is_ok() => run(shared, accepted.socket, spec.name, lane, conn).await,
         Ok(()) => {
@@ -449,5 +482,12 @@ async fn run(shared: Arc<Shared>, s: TcpStream, peer: String, lane_key: LaneKey,
         table.live.insert(conn, c.clone());
     }
     lane.attach(c.clone());
-    poller.attach(c, peer, lane, shared.config.max_frame_size);
+    // Control frames (gossip of a bounded membership) are far smaller than
+    // data frames may be.
+    let max = if lane_key.is_control() {
+        shared.config.max_frame_size.min(MAX_CONTROL_FRAME)
+    } else {
+        shared.config.max_frame_size
+    };
+    poller.attach(c, peer, lane, max);
 }

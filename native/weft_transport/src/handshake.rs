@@ -23,6 +23,9 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshake frames are small (a node spec with at most 256 channels);
 /// anything bigger is not a weft peer.
 pub const MAX_HANDSHAKE_FRAME: u64 = 128 * 1024;
+/// The first frame of an incoming connection (a hello: magic, version and
+/// a nonce, with room for later versions) is far smaller still.
+pub const MAX_FIRST_FRAME: u64 = 256;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +60,11 @@ async fn send(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
 }
 
 async fn recv(s: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
-    let (kind, body) = timeout(STEP_TIMEOUT, read_frame(s, MAX_HANDSHAKE_FRAME))
+    recv_at_most(s, MAX_HANDSHAKE_FRAME).await
+}
+
+async fn recv_at_most(s: &mut TcpStream, max: u64) -> Result<Vec<u8>, HandshakeError> {
+    let (kind, body) = timeout(STEP_TIMEOUT, read_frame(s, max))
         .await
         .map_err(|_| HandshakeError::Timeout)??;
     if kind != FrameKind::Handshake {
@@ -153,8 +160,15 @@ pub async fn accept(
     lane_ok: impl Fn(&LaneKey) -> bool,
 ) -> Result<Accepted, HandshakeError> {
     let mut a = Acceptor::new(cookie, nonce());
+    let mut first = true;
     loop {
-        let body = recv(&mut s).await?;
+        let max = if first {
+            MAX_FIRST_FRAME
+        } else {
+            MAX_HANDSHAKE_FRAME
+        };
+        first = false;
+        let body = recv_at_most(&mut s, max).await?;
         match a.on_frame(&body, local, &lane_ok) {
             Ok(AcceptorStep::Send(b)) => send(&mut s, &b).await?,
             Ok(AcceptorStep::Authenticated { dialer, lane }) => {

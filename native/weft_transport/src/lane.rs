@@ -275,6 +275,10 @@ impl Lane {
                 let written = conn.stream().write_vectored(&slices[..n]);
                 out = self.out.lock();
                 out.busy = false;
+                // A stream counts from the end of this write: a write that
+                // took long (the thread was preempted) is not followed by
+                // another direct one at once.
+                out.last_push = Some(Instant::now());
                 match written {
                     Ok(n) if n == f.len() => {
                         let more = !out.queue.is_empty() || out.stopped;

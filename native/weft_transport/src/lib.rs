@@ -39,6 +39,7 @@ mod watcher;
 
 pub use body::Body;
 pub use config::{IoMode, TransportConfig};
+pub use driver::MAX_PENDING_HANDSHAKES;
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
 pub use lane::Sender;
 pub use poller::{Outcome, Poller};
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pollers: Arc<PollerSet>,
     refusals: refusals::Refusals,
     runtime: tokio::runtime::Handle,
+    /// Permits for incoming handshakes in progress.
+    handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Established connections, for the driver to close them.
@@ -168,7 +171,8 @@ impl Transport {
             channels: config.channels.clone(),
             max_frame: config.max_frame_size,
         };
-        let core = Node::new(local.clone(), config.timing.clone(), random());
+        let core = Node::new(local.clone(), config.timing.clone(), random())
+            .with_max_members(config.max_members);
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Routes::new(
             config
@@ -192,6 +196,9 @@ impl Transport {
             pollers.clone(),
             runtime.handle().clone(),
         );
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            config.max_pending_handshakes.max(1),
+        ));
         let shared = Arc::new(Shared {
             config,
             routes,
@@ -204,6 +211,7 @@ impl Transport {
             pollers: pollers.clone(),
             refusals: refusals::Refusals::default(),
             runtime: runtime.handle().clone(),
+            handshakes,
         });
         for p in pollers.all() {
             p.set_shared(&shared);
@@ -262,6 +270,11 @@ impl Transport {
         self.shared
             .routes
             .send(peer, channel, choice.into(), body.into(), sender)
+    }
+
+    /// The counters of dropped and refused messages.
+    pub fn counters(&self) -> &counters::Counters {
+        &self.shared.routes.counters
     }
 
     /// Join the cluster of the node `spec` describes (asynchronous).

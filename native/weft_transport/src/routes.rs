@@ -208,9 +208,16 @@ impl Routes {
                 return Ok(());
             };
             if !route.budget.try_reserve(size) {
-                let room = overload == Overload::DropOldest
-                    && lane.drop_oldest(size, &route.budget)
-                    && route.budget.try_reserve(size);
+                // drop_oldest: the channel's own oldest waiting messages
+                // make room, this lane's first, then its other lanes'.
+                let room = overload == Overload::DropOldest && {
+                    let others = route.channels[channel]
+                        .iter()
+                        .filter(|l| !Arc::ptr_eq(l, lane));
+                    std::iter::once(lane).chain(others).any(|l| {
+                        l.drop_oldest(size, &route.budget) && route.budget.try_reserve(size)
+                    })
+                };
                 if !room {
                     Counters::add(&c.refused.overloaded, 1);
                     return Err(SendError::Overloaded);

@@ -113,6 +113,8 @@ fn node_with(
         max_frame_size: max_frame,
         send_queue_limit: 64 << 20,
         send_queue_total_limit: 256 << 20,
+        max_members: 1024,
+        max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
         drop_oldest: vec![],
         timing: Timing {
             heartbeat_interval: 100,
@@ -764,6 +766,61 @@ fn send_queues_are_bounded() {
     }
     let info = a.info().unwrap();
     assert!(info.queued_bytes <= limit + 1000, "{}", info.queued_bytes);
-    assert!(dropped(&a, "overflow") > 0);
+    let overflow = dropped(&a, "overflow");
+    assert!(overflow > 0);
+    // another lane of the channel (nothing of its own queued) makes room
+    // from the channel's other lanes
+    for k in 1..4u32 {
+        a.send(
+            None,
+            "b@h",
+            "vnode",
+            weft_transport::Choice::Index(u64::from(k)),
+            vec![4; 1000],
+        )
+        .unwrap();
+    }
+    assert!(dropped(&a, "overflow") > overflow);
     db.pause.store(false, Ordering::SeqCst);
+}
+
+/// Incoming connections that never finish their handshake are bounded:
+/// past the bound, new ones are closed at once and counted; memory per
+/// pending connection grows with what it sent, not with what it claims.
+#[test]
+fn pending_handshakes_are_bounded() {
+    use std::io::Write;
+    let (b, _brx, _db) = node_with("b@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.max_pending_handshakes = 8;
+    });
+    let addr = b.local_spec().addrs[0];
+    let n = 8 + 50;
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // a header claiming a first frame, and nothing more
+        let _ = s.write_all(&weft_core::frame::header(
+            weft_core::FrameKind::Handshake,
+            200,
+        ));
+        held.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = b.info().unwrap();
+        if info
+            .refused_connections
+            .iter()
+            .any(|(k, c)| *k == "too_many_handshakes" && *c >= 50)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", info.refused_connections);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+    // and the node still takes a real join
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("up", || a.up_peers() == ["b@h"]);
 }
