@@ -144,8 +144,15 @@ run(Plan, Cells) ->
                                         V <- [os:getenv(Var, "")], V =/= ""],
     ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
     Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
-    {ok, _} = file:copy(Csv, Latest),
-    io:format("table written to ~s, rows to ~s~n", [Md, Latest]),
+    case [R || #{workload := W} = R <- Rows, W =/= flood, W =/= memory] of
+        [] ->
+            %% Only flood / memory rows: they are in their own files.
+            ok = file:delete(Csv),
+            io:format("table written to ~s, rows to ~s-*.csv~n", [Md, filename:rootname(Csv)]);
+        _ ->
+            {ok, _} = file:copy(Csv, Latest),
+            io:format("table written to ~s, rows to ~s~n", [Md, Latest])
+    end,
     ok.
 
 root() ->
