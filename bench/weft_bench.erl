@@ -643,19 +643,20 @@ extra_csv(Csv, What) ->
 extra_header(flood) ->
     "config,senders,run,payload_bytes,messages,send_s,delivered_s,call_p50_us,call_p99_us,call_p999_us,"
     "call_p9999_us,call_max_us,calls_over_1ms,calls_over_8ms,long_schedules,long_schedule_max_ms,"
-    "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded\n";
+    "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded,long_gc_by\n";
 extra_header(memory) ->
     "config,payload_bytes,seconds,bound_bytes,base_rss_bytes,peak_rss_bytes,base_erlang_bytes,peak_erlang_bytes,"
     "peak_queued_bytes,accepted,overloaded,refused_overloaded,received,drain_ms\n".
 
 extra_line(#{workload := flood} = R) ->
-    io_lib:format("~p,~p,~p,~p,~p,~.3f,~s,~p,~p,~p,~p,~p,~p,~p,~p,~p,\"~s\",~p,~p,~p,~p~n",
+    io_lib:format("~p,~p,~p,~p,~p,~.3f,~s,~p,~p,~p,~p,~p,~p,~p,~p,~p,\"~s\",~p,~p,~p,~p,\"~s\"~n",
                   [maps:get(K, R) || K <- [config, clients, rep, payload, messages, send_s]]
                   ++ [secs_csv(maps:get(delivered_s, R))]
                   ++ [maps:get(K, R) || K <- [p50_us, p99_us, p999_us, p9999_us, call_max_us, over_1ms,
                                               over_10ms, long_schedules, long_schedule_max_ms]]
                   ++ [who_label(maps:get(long_schedule_by, R))]
-                  ++ [maps:get(K, R) || K <- [long_gcs, long_gc_max_ms, busy_dist_port, overloaded]]);
+                  ++ [maps:get(K, R) || K <- [long_gcs, long_gc_max_ms, busy_dist_port, overloaded]]
+                  ++ [who_label(maps:get(long_gc_by, R))]);
 extra_line(#{workload := memory, base := B} = R) ->
     io_lib:format("~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p~n",
                   [maps:get(config, R), maps:get(payload, R), maps:get(seconds, R), maps:get(bound, R),
@@ -899,6 +900,7 @@ flood_run(Config, Node, Senders, Count, PayloadSize) ->
       long_schedule_top => lists:sublist(lists:reverse(lists:keysort(2, Schedules)), 5),
       long_gcs => length(Gcs),
       long_gc_max_ms => lists:max([0 | [Ms || {_, Ms} <- Gcs]]),
+      long_gc_by => by_who(Gcs),
       busy_dist_port => length([x || {busy_dist_port, _} <- Events])}.
 
 flood_send(_Config, _Dest, _Payload, _Opts, 0, _Hist, Max, Over) ->
@@ -988,9 +990,10 @@ pretty_flood(#{config := C, clients := S, rep := Rep, send_s := Ts, delivered_s 
                long_schedule_max_ms := LsMax, long_schedule_by := By, overloaded := Over} = R) ->
     io_lib:format("flood ~-8s ~p senders, run ~p: sent in ~.2f s, delivered in ~s; "
                   "call max ~.1f ms, p99.9 ~p us, >= 8.2 ms: ~p; "
-                  "long_schedule ~p (max ~p ms; ~s); long_gc ~p (max ~p ms); busy_dist_port ~p; overloaded ~p~s",
+                  "long_schedule ~p (max ~p ms; ~s); long_gc ~p (max ~p ms; ~s); busy_dist_port ~p; overloaded ~p~s",
                   [C, S, Rep, Ts, secs(Td), Max / 1000, P999, maps:get(over_10ms, R), Nls, LsMax, who_label(By),
-                   maps:get(long_gcs, R), maps:get(long_gc_max_ms, R), maps:get(busy_dist_port, R), Over,
+                   maps:get(long_gcs, R), maps:get(long_gc_max_ms, R), who_label(maps:get(long_gc_by, R)),
+                   maps:get(busy_dist_port, R), Over,
                    [io_lib:format("~n      ~s ~p ms, in ~p, out ~p", [who_name(W), Ms, In, Out])
                     || {W, Ms, In, Out} <- maps:get(long_schedule_top, R)]]).
 
