@@ -52,7 +52,7 @@ cells(quick) ->
 cells(flood) ->
     [{flood, 0, 100, Senders, 1000000} || Senders <- [1, 8]];
 cells(memory) ->
-    [{memory, 0, Size, 1, 10} || Size <- [1024, 1024 * 1024]];
+    [{memory, 0, Size, 1, 10} || Size <- [100, 1024, 1024 * 1024]];
 cells(small) ->
     [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
 cells(hol) ->
