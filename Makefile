@@ -6,7 +6,7 @@ ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-prop
 TEST_PACKAGES = libfaketime
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench bench-full bench-build fuzz clean
+.PHONY: all deps build test demo bench bench-full bench-build bench-flood bench-memory fuzz clean
 
 all: build
 
@@ -66,6 +66,15 @@ FUZZ_TARGETS ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# How long one send blocks its caller and its scheduler under a flood of
+# 1,000,000 100-byte messages (1 and 8 senders), weft against disterl.
+bench-flood: bench-build
+	timeout 900 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(flood)'
+
+# A's memory while it floods a peer stopped with SIGSTOP (send_queue_limit 64 MiB).
+bench-memory: bench-build
+	timeout 300 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(memory)'
 
 clean:
 	$(REBAR) clean

@@ -12,6 +12,7 @@
 -export([main/1]).
 %% Run on the benchmark nodes:
 -export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/6]).
+-export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 
 -define(CAP_MBIT, 500).
 
@@ -48,6 +49,10 @@ cells(quick) ->
         ++ [{latency, 20, 512 * 1024, 128, 10}]
         ++ [{kvs, 20, 512 * 1024, 16, 5}]
         ++ [{kvs3, 20, 512 * 1024, 16, 5}];
+cells(flood) ->
+    [{flood, 0, 100, Senders, 1000000} || Senders <- [1, 8]];
+cells(memory) ->
+    [{memory, 0, Size, 1, 10} || Size <- [100, 1024, 1024 * 1024]];
 cells(small) ->
     [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]];
 cells(hol) ->
@@ -64,7 +69,8 @@ cells(full) ->
                Actors <- [16, 32, 64, 128]]
         ++ [{kvs, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
         ++ [{kvs3, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
-        ++ [{echo_uncapped, 1, Payload, 16, 5} || Payload <- [512 * 1024, 8 * 1024 * 1024]].
+        ++ [{echo_uncapped, 1, Payload, 16, 5} || Payload <- [512 * 1024, 8 * 1024 * 1024]]
+        ++ cells(flood) ++ cells(memory).
 
 %% A cell may name its configurations as a sixth element.
 cell_configs({W, _, _, _, _}) -> configs(W);
@@ -75,7 +81,9 @@ configs(echo_uncapped) -> configs(echo);
 configs(hol) -> [disterl, weft_1, weft_16];
 configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
-configs(kvs3) -> [disterl, weft_1, weft_16].
+configs(kvs3) -> [disterl, weft_1, weft_16];
+configs(flood) -> [local, disterl, weft_1, weft_16];
+configs(memory) -> [weft_1].
 
 run(Cells) when is_list(Cells), is_tuple(hd(Cells)) ->
     run(custom, Cells);
@@ -96,16 +104,30 @@ run(Plan, Cells) ->
     Csv = filename:join(ResultsDir, lists:flatten([atom_to_list(Plan), "-", FileStamp, ".csv"])),
     Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
     ok = file:write_file(Csv, Header),
-    Command = case Plan of quick -> "make bench"; full -> "make bench-full"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
+    Command = case Plan of quick -> "make bench"; full -> "make bench-full";
+                           flood -> "make bench-flood"; memory -> "make bench-memory"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
     io:format("~s: ~p cells, emulator flags ~p, weft options ~s; results in ~s~n",
               [Command, length(Cells), vm_flags(), os:getenv("WEFT_BENCH_OPTS", "#{}"), Csv]),
-    Emit = fun(Row) ->
+    Emit = fun(#{workload := W} = Row) when W =:= flood; W =:= memory ->
+                   %% Their own columns, in a file of their own (printed by the cell).
+                   File = extra_csv(Csv, W),
+                   filelib:is_file(File) orelse (ok = file:write_file(File, extra_header(W))),
+                   ok = file:write_file(File, extra_line(Row), [append]),
+                   W =:= memory andalso write_samples(extra_csv(Csv, samples), Row),
+                   Row;
+              (Row) ->
                    ok = file:write_file(Csv, csv(Row), [append]),
                    io:format("  ~s~n", [pretty(Row)]),
                    Row
            end,
     Rows = lists:append(
              [case Cell of
+                  {flood, _, _, _, _} ->
+                      [Emit(R) || R <- flood_cell(cell_configs(Cell), Cell)];
+                  {flood, _, _, _, _, _} ->
+                      [Emit(R) || R <- flood_cell(cell_configs(Cell), erlang:delete_element(6, Cell))];
+                  {memory, _, _, _, _} ->
+                      [Emit(memory_cell(C, Cell)) || C <- cell_configs(Cell)];
                   {echo, 0, _, _, _} ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
                   {echo, 0, _, _, _, _} ->
@@ -122,8 +144,15 @@ run(Plan, Cells) ->
                                         V <- [os:getenv(Var, "")], V =/= ""],
     ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
     Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
-    {ok, _} = file:copy(Csv, Latest),
-    io:format("table written to ~s, rows to ~s~n", [Md, Latest]),
+    case [R || #{workload := W} = R <- Rows, W =/= flood, W =/= memory] of
+        [] ->
+            %% Only flood / memory rows: they are in their own files.
+            ok = file:delete(Csv),
+            io:format("table written to ~s, rows to ~s-*.csv~n", [Md, filename:rootname(Csv)]);
+        _ ->
+            {ok, _} = file:copy(Csv, Latest),
+            io:format("table written to ~s, rows to ~s~n", [Md, Latest])
+    end,
     ok.
 
 root() ->
@@ -170,6 +199,7 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
                           kvs3 -> {kvs_clients, [Config, Replicas, 2, Clients, Payload, Seconds * 1000]}
                       end,
         {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
+        report_overloaded(Config, Started),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
     after
         [catch peer:stop(P) || {P, _} <- Started],
@@ -188,6 +218,7 @@ repeated_cell(Netem, Configs, {echo, 0, Payload, Clients, _Seconds} = Cell) ->
     try
         Runs = [[{C, rep(Netem, C, proplists:get_value(C, Setups), Payload, Clients)} || C <- Configs]
                 || _ <- lists:seq(1, ?REPS)],
+        [report_overloaded(C, S) || {C, S} <- Setups],
         [begin
              Mine = lists:sort([R || Rep <- Runs, {C1, R} <- Rep, C1 =:= C]),
              {Ops, P50, P99} = lists:nth((length(Mine) + 1) div 2, Mine),
@@ -217,6 +248,18 @@ rep(Netem, limit, undefined, Payload, Clients) ->
 rep(_Netem, Config, [{A, _}, {_, NodeB}], Payload, Clients) ->
     {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients, [Config, NodeB, Clients, Payload, ?REP_MS], 60000),
     {Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99)}.
+
+%% Sends that weft refused as overloaded (and `fwd' retried) on the nodes of
+%% a cell: none is expected with the bench's bounds; say so when there were.
+report_overloaded(disterl, _Started) ->
+    ok;
+report_overloaded(Config, Started) ->
+    [case catch peer:call(P, weft, info, []) of
+         #{refused := #{overloaded := N}} when N > 0 ->
+             io:format("  ~p on ~s: ~p sends refused as overloaded (retried after 1 ms)~n", [Config, Node, N]);
+         _ -> ok
+     end || {P, Node} <- Started],
+    ok.
 
 node_count(kvs3) -> 3;
 node_count(_) -> 2.
@@ -251,6 +294,10 @@ start_proxy(Netem, Rtt, Cap, Maps) ->
     end.
 
 start_node(Name, Config, Listen, Advertise, Ports) ->
+    start_node(Name, Config, Listen, Advertise, Ports, #{}).
+
+%% `Extra': weft options of this cell, over the bench's and WEFT_BENCH_OPTS.
+start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
     Bench = filename:dirname(code:which(?MODULE)),
     Ebin = filename:dirname(code:which(weft)),
     Dist = case Config of
@@ -270,7 +317,9 @@ start_node(Name, Config, Listen, Advertise, Ports) ->
                                     wait_boot => 30000}),
     case Config of
         disterl -> ok;
-        _ -> ok = peer:call(Peer, weft, start, [maps:merge(weft_opts(Config, Listen, Advertise), extra_weft_opts())])
+        _ ->
+            Opts = maps:merge(maps:merge(weft_opts(Config, Listen, Advertise), extra_weft_opts()), Extra),
+            ok = peer:call(Peer, weft, start, [Opts])
     end,
     {Peer, Node}.
 
@@ -290,13 +339,22 @@ extra_weft_opts() ->
 vm_flags() ->
     string:lexemes(os:getenv("WEFT_BENCH_ERL_FLAGS", ""), " ").
 
+%% Send queues: weft bounds them (128 MiB per peer, 512 MiB in all, by
+%% default) and refuses more with `{error, overloaded}'. The echo and
+%% latency cells queue up to 128 clients x 8 MB = 1 GiB toward one peer, so
+%% the bench raises both bounds, as a user with such a workload would.
+-define(BENCH_QUEUE_LIMIT, 4 * 1024 * 1024 * 1024).
+-define(BENCH_QUEUE_TOTAL_LIMIT, 8 * 1024 * 1024 * 1024).
+
 weft_opts(weft_1, Listen, Advertise) ->
     #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
-      channels => [default], parallelism => 1, cookie => <<"bench">>};
+      channels => [default], parallelism => 1, cookie => <<"bench">>,
+      send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT};
 weft_opts(weft_16, Listen, Advertise) ->
     #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
       channels => [default, gossip, #{name => vnode, parallelism => 16}],
-      affinity => true, cookie => <<"bench">>}.
+      affinity => true, cookie => <<"bench">>,
+      send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT}.
 
 %% Connect the first node to every other (for weft: join them all, and
 %% wait until every node has all its lanes to every other).
@@ -328,6 +386,20 @@ wait(F, N) ->
 
 %%% On the benchmark nodes
 
+%% weft:forward/3,4, retried after 1 ms while the send queue is full
+%% (`{error, overloaded}'), as an application would; any other error
+%% crashes the cell. The bench's bounds (?BENCH_QUEUE_LIMIT) are above what
+%% any cell queues, so a retry should not happen: `overloaded/1' reads
+%% weft's count of them after each cell.
+fwd(Dest, Msg, Opts) ->
+    case weft:forward(Dest, Msg, Opts) of
+        ok -> ok;
+        {error, overloaded} -> timer:sleep(1), fwd(Dest, Msg, Opts)
+    end.
+
+fwd(Node, Name, Msg, Opts) ->
+    fwd({Name, Node}, Msg, Opts).
+
 channel(disterl) -> default;
 channel(weft_1) -> default;
 channel(weft_16) -> vnode.
@@ -347,9 +419,9 @@ echo_loop(disterl) ->
 echo_loop(Config) ->
     receive
         {From, Ref, Payload, Key, Channel} ->
-            weft:forward(From, {Ref, Payload}, #{channel => Channel, partition_key => Key});
+            ok = fwd(From, {Ref, Payload}, #{channel => Channel, partition_key => Key});
         {ack, From, Ref, _Bulk, Key, Channel} ->
-            weft:forward(From, {Ref, ack}, #{channel => Channel, partition_key => Key})
+            ok = fwd(From, {Ref, ack}, #{channel => Channel, partition_key => Key})
     end,
     echo_loop(Config).
 
@@ -380,7 +452,7 @@ client(Config, Channel, Node, Payload, Key, Parent, Acc) ->
             Ref = make_ref(),
             case Config of
                 disterl -> {bench_echo, Node} ! {self(), Ref, Payload};
-                _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
+                _ -> ok = fwd(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
                                        #{channel => Channel, partition_key => Key})
             end,
             receive
@@ -431,7 +503,7 @@ counted(Config, Channel, Node, Payload, Key, Left, Parent, Acc) ->
     Ref = make_ref(),
     case Config of
         disterl -> {bench_echo, Node} ! {self(), Ref, Payload};
-        _ -> ok = weft:forward(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
+        _ -> ok = fwd(Node, bench_echo, {self(), Ref, Payload, Key, Channel},
                                #{channel => Channel, partition_key => Key})
     end,
     receive {Ref, _} -> ok end,
@@ -466,7 +538,7 @@ kvs_loop(Config, Store) ->
     end.
 
 kvs_reply(disterl, From, Msg, _Key, _Channel) -> From ! Msg;
-kvs_reply(_, From, Msg, Key, Channel) -> weft:forward(From, Msg, #{channel => Channel, partition_key => Key}).
+kvs_reply(_, From, Msg, Key, Channel) -> ok = fwd(From, Msg, #{channel => Channel, partition_key => Key}).
 
 %% @doc `Clients' processes run 90 % gets / 10 % puts for `Ms' milliseconds.
 %% Each request goes to the key's vnode on every node of `Nodes' and is done
@@ -502,7 +574,7 @@ kvs_client(Config, Channel, {Nodes, Quorum} = Replicas, Value, Parent, Acc) ->
             T = erlang:monotonic_time(microsecond),
             [case Config of
                  disterl -> {kvs_name(Key), N} ! Msg;
-                 _ -> ok = weft:forward(N, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
+                 _ -> ok = fwd(N, kvs_name(Key), Msg, #{channel => Channel, partition_key => Key})
              end || N <- Nodes],
             case quorum(Ref, Quorum) of
                 ok ->
@@ -528,7 +600,7 @@ bulk(Config, Channel, Node, Bulk, Key) ->
     Ref = make_ref(),
     case Config of
         disterl -> {bench_echo, Node} ! {ack, self(), Ref, Bulk};
-        _ -> ok = weft:forward(Node, bench_echo, {ack, self(), Ref, Bulk, Key, Channel},
+        _ -> ok = fwd(Node, bench_echo, {ack, self(), Ref, Bulk, Key, Channel},
                                #{channel => Channel, partition_key => Key})
     end,
     receive {Ref, ack} -> bulk(Config, Channel, Node, Bulk, Key) end.
@@ -557,8 +629,86 @@ table(Rows) ->
     Echo = [R || #{workload := W} = R <- Rows, lists:member(W, [echo, kvs, kvs3, echo_uncapped])],
     Hol = [R || #{workload := hol} = R <- Rows],
     Lat = [R || #{workload := latency} = R <- Rows],
+    Flood = [R || #{workload := flood} = R <- Rows],
+    Mem = [R || #{workload := memory} = R <- Rows],
     [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
-        ++ [["\n", latency_table(Lat)] || Lat =/= []].
+        ++ [["\n", latency_table(Lat)] || Lat =/= []]
+        ++ [["\n", flood_table(Flood)] || Flood =/= []]
+        ++ [["\n", memory_table(Mem)] || Mem =/= []].
+
+%% The flood's and the memory cell's own CSV files, next to the run's.
+extra_csv(Csv, What) ->
+    filename:rootname(Csv) ++ "-" ++ atom_to_list(What) ++ ".csv".
+
+extra_header(flood) ->
+    "config,senders,run,payload_bytes,messages,send_s,delivered_s,call_p50_us,call_p99_us,call_p999_us,"
+    "call_p9999_us,call_max_us,calls_over_1ms,calls_over_8ms,long_schedules,long_schedule_max_ms,"
+    "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded,long_gc_by\n";
+extra_header(memory) ->
+    "config,payload_bytes,seconds,bound_bytes,base_rss_bytes,peak_rss_bytes,base_erlang_bytes,peak_erlang_bytes,"
+    "peak_queued_bytes,accepted,overloaded,refused_overloaded,received,drain_ms\n".
+
+extra_line(#{workload := flood} = R) ->
+    io_lib:format("~p,~p,~p,~p,~p,~.3f,~s,~p,~p,~p,~p,~p,~p,~p,~p,~p,\"~s\",~p,~p,~p,~p,\"~s\"~n",
+                  [maps:get(K, R) || K <- [config, clients, rep, payload, messages, send_s]]
+                  ++ [secs_csv(maps:get(delivered_s, R))]
+                  ++ [maps:get(K, R) || K <- [p50_us, p99_us, p999_us, p9999_us, call_max_us, over_1ms,
+                                              over_10ms, long_schedules, long_schedule_max_ms]]
+                  ++ [who_label(maps:get(long_schedule_by, R))]
+                  ++ [maps:get(K, R) || K <- [long_gcs, long_gc_max_ms, busy_dist_port, overloaded]]
+                  ++ [who_label(maps:get(long_gc_by, R))]);
+extra_line(#{workload := memory, base := B} = R) ->
+    io_lib:format("~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p~n",
+                  [maps:get(config, R), maps:get(payload, R), maps:get(seconds, R), maps:get(bound, R),
+                   maps:get(rss, B), maps:get(peak_rss, R), maps:get(erlang, B), maps:get(peak_erlang, R),
+                   maps:get(peak_queued, R), maps:get(accepted, R), maps:get(overloaded, R),
+                   maps:get(refused_overloaded, R), maps:get(received, R), maps:get(drain_ms, R)]).
+
+secs_csv(timeout) -> "timeout";
+secs_csv(S) -> io_lib:format("~.3f", [S]).
+
+write_samples(File, #{payload := P, samples := Samples}) ->
+    filelib:is_file(File)
+        orelse (ok = file:write_file(File, "payload_bytes,t_ms,rss_bytes,erlang_bytes,queued_bytes,accepted,overloaded\n")),
+    ok = file:write_file(File, [io_lib:format("~p,~p,~p,~p,~p,~p,~p~n", [P, T, Rss, E, Q, A, O])
+                                || #{t := T, rss := Rss, erlang := E, queued := Q, accepted := A,
+                                     overloaded := O} <- Samples], [append]).
+
+who_label(By) ->
+    lists:join("; ", [io_lib:format("~s: ~p (max ~p ms)", [who_name(W), N, M]) || {W, N, M} <- By]).
+
+who_name(W) when is_atom(W) -> atom_to_list(W);
+who_name({port, Name}) -> "port " ++ Name;
+who_name({M, F, A}) -> io_lib:format("~p:~p/~p", [M, F, A]);
+who_name(W) -> io_lib:format("~p", [W]).
+
+flood_table(Rows) ->
+    Head = "| config | senders | run | messages sent in | all delivered in | forward/send p50 / p99 / p99.9 / p99.99 us "
+           "| longest call ms | calls > 1 ms | calls >= 8.2 ms | long_schedule >= 10 ms: count, max ms (who) "
+           "| long_gc >= 10 ms | busy_dist_port |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    Lines = [io_lib:format("| ~p | ~p | ~p | ~.2f s | ~s | ~p / ~p / ~p / ~p | ~.1f | ~p | ~p | ~p, ~p (~s) | ~p | ~p |~n",
+                           [C, S, Rep, Ts, secs(Td), P50, P99, P999, P9999, Max / 1000, O1, O8, Nls, LsMax,
+                            who_label(By), Ngc, Bdp])
+             || #{config := C, clients := S, rep := Rep, send_s := Ts, delivered_s := Td, p50_us := P50,
+                  p99_us := P99, p999_us := P999, p9999_us := P9999, call_max_us := Max, over_1ms := O1,
+                  over_10ms := O8, long_schedules := Nls, long_schedule_max_ms := LsMax,
+                  long_schedule_by := By, long_gcs := Ngc, busy_dist_port := Bdp}
+                 <- lists:sort(fun(A, B) -> flood_key(A) =< flood_key(B) end, Rows)],
+    [Head | Lines].
+
+flood_key(#{clients := S, config := C, rep := R}) -> {S, C, R}.
+
+memory_table(Rows) ->
+    Head = "| payload | send_queue_limit MiB | A's RSS before MiB | peak RSS above it MiB | peak erlang:memory(total) above MiB "
+           "| peak queued MiB | accepted | {error, overloaded} | received by B after SIGCONT | drained in ms |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n",
+    Lines = [io_lib:format("| ~s | ~.1f | ~.1f | ~.1f | ~.1f | ~.1f | ~p | ~p | ~p | ~p |~n",
+                           [size_label(P), mb(Bound), mb(R0), mb(R - R0), mb(E - E0), mb(Q), Acc, Over, Rec, Drain])
+             || #{payload := P, bound := Bound, base := #{rss := R0, erlang := E0}, peak_rss := R,
+                  peak_erlang := E, peak_queued := Q, accepted := Acc, overloaded := Over, received := Rec,
+                  drain_ms := Drain} <- Rows],
+    [Head | Lines].
 
 %% Fixed work per actor: the time for all to finish, and per-request latency.
 latency_table(Rows) ->
@@ -640,3 +790,387 @@ rtt_label(R) -> integer_to_list(R) ++ " ms".
 ratio(Zero, _) when Zero == 0 -> "n/a";
 ratio(_, Zero) when Zero == 0 -> "n/a";
 ratio(A, B) -> io_lib:format("~.2fx", [A / B]).
+
+%%% Flood: how long one send blocks its caller and its scheduler
+
+%% `{flood, 0, PayloadBytes, Senders, Messages}': `Senders' processes on A
+%% send `Messages' messages in all (each a `PayloadBytes' binary) to one
+%% counting process on B, as fast as each send returns, over plain loopback.
+%% Each send is timed with erlang:monotonic_time(microsecond) around it
+%% (weft:forward/3, or erlang:send/2 for disterl); the longest and a
+%% histogram are kept. Meanwhile erlang:system_monitor/2 on A reports
+%% `long_schedule' (10 ms), `long_gc' (10 ms) and `busy_dist_port'. The
+%% nodes of each configuration start once; ?FLOOD_REPS runs alternate
+%% between the configurations.
+-define(FLOOD_REPS, 3).
+%% Histogram buckets: 1 us each below 1024 us, then one per power of 2.
+-define(HIST_LINEAR, 1024).
+-define(HIST_BUCKETS, (?HIST_LINEAR + 40)).
+
+flood_cell(Configs, {flood, 0, Payload, Senders, Count}) ->
+    %% `local': the same loop, sending to a process on A itself: what the
+    %% machine alone does to the figures (other load, preemption).
+    Setups = [{C, setup_pair(case C of local -> disterl; _ -> C end)} || C <- Configs],
+    try
+        Runs = [[begin
+                     [{A, NodeA}, {B, NodeB}] = proplists:get_value(C, Setups),
+                     {Counter, To} = case C of local -> {A, NodeA}; _ -> {B, NodeB} end,
+                     ok = peer:call(Counter, ?MODULE, flood_counter, [C, Count, NodeA]),
+                     R = peer:call(A, ?MODULE, flood_run, [C, To, Senders, Count, Payload], 300000),
+                     Row = maps:merge(R, #{workload => flood, config => C, rtt => 0, cap => 0,
+                                           payload => Payload, clients => Senders, seconds => Count,
+                                           rep => Rep}),
+                     io:format("  ~s~n", [pretty_flood(Row)]),
+                     Row
+                 end || C <- Configs]
+                || Rep <- lists:seq(1, ?FLOOD_REPS)],
+        [report_overloaded(C, S) || {C, S} <- Setups],
+        lists:append(Runs)
+    after
+        [teardown(S) || {_, S} <- Setups]
+    end.
+
+%% @doc On B: a fresh `bench_count' that counts `Count' messages, then
+%% tells `bench_flood_done' on `NodeA' (by the same transport).
+flood_counter(Config, Count, NodeA) ->
+    case whereis(bench_count) of
+        undefined -> ok;
+        Old -> unregister(bench_count), exit(Old, kill)
+    end,
+    Pid = spawn(fun() -> count_loop(Config, Count, NodeA) end),
+    true = register(bench_count, Pid),
+    ok.
+
+count_loop(local, 0, _NodeA) -> bench_flood_done ! flood_counted;
+count_loop(disterl, 0, NodeA) -> {bench_flood_done, NodeA} ! flood_counted;
+count_loop(Config, 0, NodeA) ->
+    ok = fwd({bench_flood_done, NodeA}, flood_counted, #{channel => channel(Config)});
+count_loop(Config, N, NodeA) ->
+    receive _ -> count_loop(Config, N - 1, NodeA) end.
+
+%% @doc On A: the flood itself. Returns a map of what was measured.
+flood_run(Config, Node, Senders, Count, PayloadSize) ->
+    catch unregister(bench_flood_done),
+    true = register(bench_flood_done, self()),
+    Payload = binary:copy(<<"f">>, PayloadSize),
+    Channel = case Config of local -> none; _ -> channel(Config) end,
+    Hist = counters:new(?HIST_BUCKETS, [write_concurrency]),
+    Self = self(),
+    Mon = spawn_link(fun() -> monitor_loop([]) end),
+    Pids = [spawn_link(fun() ->
+                               receive go -> ok end,
+                               Opts = #{channel => Channel, partition_key => I},
+                               Per = Count div Senders + case I =< Count rem Senders of true -> 1; false -> 0 end,
+                               {Max, Over} = flood_send(Config, {bench_count, Node}, Payload, Opts, Per, Hist, 0, 0),
+                               Self ! {sent, self(), Max, Over}
+                       end)
+            || I <- lists:seq(1, Senders)],
+    Mon ! {senders, Pids},
+    erlang:garbage_collect(),
+    erlang:system_monitor(Mon, [{long_schedule, 10}, {long_gc, 10}, busy_dist_port]),
+    T0 = erlang:monotonic_time(microsecond),
+    [P ! go || P <- Pids],
+    Sent = [receive {sent, P, Max, Over} -> {Max, Over} end || P <- Pids],
+    TSent = erlang:monotonic_time(microsecond) - T0,
+    Delivered = receive flood_counted -> erlang:monotonic_time(microsecond) - T0
+                after 120000 -> timeout
+                end,
+    erlang:system_monitor(undefined),
+    Mon ! {report, self()},
+    Events = receive {events, E} -> E end,
+    unregister(bench_flood_done),
+    Buckets = [counters:get(Hist, I) || I <- lists:seq(1, ?HIST_BUCKETS)],
+    Calls = lists:sum(Buckets),
+    Schedules = [{Who, Ms, In, Out} || {long_schedule, Who, Ms, In, Out} <- Events],
+    Gcs = [{Who, Ms} || {long_gc, Who, Ms} <- Events],
+    #{messages => Count, calls => Calls,
+      send_s => TSent / 1.0e6,
+      delivered_s => case Delivered of timeout -> timeout; D -> D / 1.0e6 end,
+      call_max_us => lists:max([M || {M, _} <- Sent]),
+      overloaded => lists:sum([O || {_, O} <- Sent]),
+      p50_us => hist_quantile(Buckets, Calls, 0.5),
+      p99_us => hist_quantile(Buckets, Calls, 0.99),
+      p999_us => hist_quantile(Buckets, Calls, 0.999),
+      p9999_us => hist_quantile(Buckets, Calls, 0.9999),
+      over_1ms => lists:sum(lists:nthtail(1001, Buckets)),
+      over_10ms => hist_above(Buckets, 8192),
+      long_schedules => length(Schedules),
+      long_schedule_max_ms => lists:max([0 | [Ms || {_, Ms, _, _} <- Schedules]]),
+      long_schedule_by => by_who([{Who, Ms} || {Who, Ms, _, _} <- Schedules]),
+      long_schedule_top => lists:sublist(lists:reverse(lists:keysort(2, Schedules)), 5),
+      long_gcs => length(Gcs),
+      long_gc_max_ms => lists:max([0 | [Ms || {_, Ms} <- Gcs]]),
+      long_gc_by => by_who(Gcs),
+      busy_dist_port => length([x || {busy_dist_port, _} <- Events])}.
+
+flood_send(_Config, _Dest, _Payload, _Opts, 0, _Hist, Max, Over) ->
+    {Max, Over};
+flood_send(Config, Dest, Payload, Opts, N, Hist, Max, Over) when Config =:= disterl; Config =:= local ->
+    T = erlang:monotonic_time(microsecond),
+    Dest ! Payload,
+    D = erlang:monotonic_time(microsecond) - T,
+    counters:add(Hist, bucket(D), 1),
+    flood_send(Config, Dest, Payload, Opts, N - 1, Hist, max(D, Max), Over);
+flood_send(Config, Dest, Payload, Opts, N, Hist, Max, Over) ->
+    T = erlang:monotonic_time(microsecond),
+    R = weft:forward(Dest, Payload, Opts),
+    D = erlang:monotonic_time(microsecond) - T,
+    counters:add(Hist, bucket(D), 1),
+    case R of
+        ok -> flood_send(Config, Dest, Payload, Opts, N - 1, Hist, max(D, Max), Over);
+        {error, overloaded} ->
+            timer:sleep(1),
+            flood_send(Config, Dest, Payload, Opts, N, Hist, max(D, Max), Over + 1)
+    end.
+
+bucket(D) when D < ?HIST_LINEAR -> D + 1;
+bucket(D) -> min(?HIST_BUCKETS, ?HIST_LINEAR + bit_len(D) - 10).
+
+bit_len(0) -> 0;
+bit_len(N) -> 1 + bit_len(N bsr 1).
+
+%% The upper bound (us) of the bucket that holds quantile `Q'.
+hist_quantile(Buckets, Total, Q) ->
+    hist_quantile(Buckets, max(1, ceil(Total * Q)), 1, 0).
+
+hist_quantile([], _Want, _I, _Acc) -> undefined;
+hist_quantile([C | Rest], Want, I, Acc) ->
+    case Acc + C >= Want of
+        true when I =< ?HIST_LINEAR -> I - 1;
+        true -> (1 bsl (I - ?HIST_LINEAR + 10)) - 1;
+        false -> hist_quantile(Rest, Want, I + 1, Acc + C)
+    end.
+
+%% Calls of at least `Us' microseconds (Us a power of 2 above 1024, or
+%% rounded down to one).
+hist_above(Buckets, Us) ->
+    lists:sum(lists:nthtail(bucket(Us) - 1, Buckets)).
+
+%% What system_monitor reports, with each process named as it was at the
+%% time: the flood's senders, weft's pollers, or its registered name or
+%% initial call.
+monitor_loop(Acc) ->
+    receive
+        {senders, Pids} -> put(senders, Pids), monitor_loop(Acc);
+        {monitor, Who, long_schedule, Info} ->
+            Ev = {long_schedule, who(Who), proplists:get_value(timeout, Info),
+                  proplists:get_value(in, Info), proplists:get_value(out, Info)},
+            monitor_loop([Ev | Acc]);
+        {monitor, Who, long_gc, Info} ->
+            monitor_loop([{long_gc, who(Who), proplists:get_value(timeout, Info)} | Acc]);
+        {monitor, Who, busy_dist_port, _Port} ->
+            monitor_loop([{busy_dist_port, who(Who)} | Acc]);
+        {report, From} ->
+            From ! {events, lists:reverse(Acc)}
+    end.
+
+who(Port) when is_port(Port) ->
+    {port, element(2, erlang:port_info(Port, name))};
+who(Pid) ->
+    case lists:member(Pid, case get(senders) of undefined -> []; L -> L end) of
+        true -> sender;
+        false ->
+            case proc_lib:translate_initial_call(Pid) of
+                {weft_poller, _, _} -> weft_poller;
+                MFA ->
+                    case process_info(Pid, registered_name) of
+                        {registered_name, Name} -> Name;
+                        _ -> MFA
+                    end
+            end
+    end.
+
+by_who(Events) ->
+    Whos = lists:usort([W || {W, _} <- Events]),
+    [{W, length([x || {W1, _} <- Events, W1 =:= W]), lists:max([M || {W1, M} <- Events, W1 =:= W])}
+     || W <- Whos].
+
+pretty_flood(#{config := C, clients := S, rep := Rep, send_s := Ts, delivered_s := Td,
+               call_max_us := Max, p999_us := P999, long_schedules := Nls,
+               long_schedule_max_ms := LsMax, long_schedule_by := By, overloaded := Over} = R) ->
+    io_lib:format("flood ~-8s ~p senders, run ~p: sent in ~.2f s, delivered in ~s; "
+                  "call max ~.1f ms, p99.9 ~p us, >= 8.2 ms: ~p; "
+                  "long_schedule ~p (max ~p ms; ~s); long_gc ~p (max ~p ms; ~s); busy_dist_port ~p; overloaded ~p~s",
+                  [C, S, Rep, Ts, secs(Td), Max / 1000, P999, maps:get(over_10ms, R), Nls, LsMax, who_label(By),
+                   maps:get(long_gcs, R), maps:get(long_gc_max_ms, R), who_label(maps:get(long_gc_by, R)),
+                   maps:get(busy_dist_port, R), Over,
+                   [io_lib:format("~n      ~s ~p ms, in ~p, out ~p", [who_name(W), Ms, In, Out])
+                    || {W, Ms, In, Out} <- maps:get(long_schedule_top, R)]]).
+
+secs(timeout) -> "timeout";
+secs(S) -> io_lib:format("~.2f s", [S]).
+
+%%% Memory: bounded send queues toward a stopped peer
+
+%% `{memory, 0, PayloadBytes, 1, Seconds}': A sends distinct `PayloadBytes'
+%% binaries to B as fast as weft:forward/3 accepts them (on `{error,
+%% overloaded}': sleep 1 ms, retry) while B is stopped with SIGSTOP, for
+%% `Seconds'. A has `send_queue_limit' ?MEMORY_QUEUE_LIMIT and a
+%% `heartbeat_timeout' of 60 s (so B is not declared down meanwhile). Every
+%% 100 ms A samples its VmRSS, erlang:memory(total) and weft:info()'s
+%% queued bytes. Then B is continued, and the cell checks that B receives
+%% every message that `forward' accepted.
+-define(MEMORY_QUEUE_LIMIT, 64 * 1024 * 1024).
+-define(MEMORY_SAMPLE_MS, 100).
+
+memory_cell(Config, {memory, 0, Payload, _, Seconds}) ->
+    [PA, PB] = free_ports(2),
+    Tag = integer_to_list(erlang:unique_integer([positive])),
+    Names = ["bench_a" ++ Tag, "bench_b" ++ Tag],
+    Ports = lists:flatten(lists:join(",", [N ++ "=" ++ integer_to_list(P) || {N, P} <- lists:zip(Names, [PA, PB])])),
+    Extra = #{send_queue_limit => ?MEMORY_QUEUE_LIMIT,
+              send_queue_total_limit => 512 * 1024 * 1024,   % weft's default
+              heartbeat_timeout => 60000},
+    Started = [start_node(N, Config, P, P, Ports, Extra) || {N, P} <- lists:zip(Names, [PA, PB])],
+    [{A, _}, {B, NodeB}] = Started,
+    try
+        connect_all(Config, Started),
+        ok = peer:call(B, ?MODULE, sink, []),
+        BPid = peer:call(B, os, getpid, []),
+        R = peer:call(A, ?MODULE, memory_run, [Config, NodeB, Payload, Seconds * 1000, BPid], (Seconds + 120) * 1000),
+        #{accepted := Accepted} = R,
+        %% B was continued: does it get every accepted message?
+        T0 = erlang:monotonic_time(millisecond),
+        Received = wait_count(B, Accepted, T0 + 60000),
+        Row = maps:merge(R, #{workload => memory, config => Config, rtt => 0, cap => 0, payload => Payload,
+                              clients => 1, seconds => Seconds, bound => ?MEMORY_QUEUE_LIMIT,
+                              received => Received,
+                              received_after_ms => erlang:monotonic_time(millisecond) - T0}),
+        io:format("  ~s~n", [pretty_memory(Row)]),
+        Row
+    after
+        [catch peer:stop(P) || {P, _} <- Started]
+    end.
+
+wait_count(B, Want, Deadline) ->
+    N = peer:call(B, ?MODULE, sink_count, []),
+    case N >= Want orelse erlang:monotonic_time(millisecond) > Deadline of
+        true -> N;
+        false -> timer:sleep(100), wait_count(B, Want, Deadline)
+    end.
+
+%% @doc On B: `bench_sink' counts what it receives.
+sink() ->
+    Pid = spawn(fun() -> sink_loop(0) end),
+    true = register(bench_sink, Pid),
+    ok.
+
+sink_loop(N) ->
+    receive
+        {bench_sink_count, From} -> From ! {bench_sink_count, N}, sink_loop(N);
+        _ -> sink_loop(N + 1)
+    end.
+
+%% @doc On B: how many messages `bench_sink' has received.
+sink_count() ->
+    bench_sink ! {bench_sink_count, self()},
+    receive {bench_sink_count, N} -> N end.
+
+%% @doc On A: stop B, flood it for `Ms', sample, continue B, wait for the
+%% queue to drain.
+memory_run(Config, Node, Size, Ms, BPid) ->
+    Pad = binary:copy(<<"m">>, Size - 8),
+    Counts = counters:new(2, []),   % accepted, overloaded
+    erlang:garbage_collect(),
+    timer:sleep(500),
+    Base = sample(0, Counts),
+    [] = os:cmd("kill -STOP " ++ BPid),
+    T0 = erlang:monotonic_time(millisecond),
+    Self = self(),
+    Sender = spawn_link(fun() ->
+                                Opts = #{channel => channel(Config)},
+                                mem_send({bench_sink, Node}, Pad, Opts, Counts, 0),
+                                Self ! {sender_done, self()}
+                        end),
+    Samples = sample_loop(T0, 1, Ms, Counts, []),
+    Sender ! stop,
+    receive {sender_done, Sender} -> ok end,
+    Final = sample(erlang:monotonic_time(millisecond) - T0, Counts),
+    [] = os:cmd("kill -CONT " ++ BPid),
+    TC = erlang:monotonic_time(millisecond),
+    drained(TC + 60000),
+    DrainMs = erlang:monotonic_time(millisecond) - TC,
+    Info = weft:info(),
+    All = Samples ++ [Final],
+    Peak = fun(K) -> lists:max([maps:get(K, S) || S <- All]) end,
+    #{base => Base, samples => All,
+      accepted => counters:get(Counts, 1), overloaded => counters:get(Counts, 2),
+      refused_overloaded => maps:get(overloaded, maps:get(refused, Info)),
+      dropped => maps:get(dropped, Info),
+      peak_rss => Peak(rss), peak_erlang => Peak(erlang), peak_queued => Peak(queued),
+      drain_ms => DrainMs}.
+
+mem_send(Dest, Pad, Opts, Counts, I) ->
+    receive
+        stop -> ok
+    after 0 ->
+            Msg = <<I:64, Pad/binary>>,
+            case weft:forward(Dest, Msg, Opts) of
+                ok ->
+                    counters:add(Counts, 1, 1),
+                    mem_send(Dest, Pad, Opts, Counts, I + 1);
+                {error, overloaded} ->
+                    counters:add(Counts, 2, 1),
+                    timer:sleep(1),
+                    mem_resend(Dest, Msg, Pad, Opts, Counts, I)
+            end
+    end.
+
+%% The same message again, until it is accepted (or the run ends).
+mem_resend(Dest, Msg, Pad, Opts, Counts, I) ->
+    receive
+        stop -> ok
+    after 0 ->
+            case weft:forward(Dest, Msg, Opts) of
+                ok ->
+                    counters:add(Counts, 1, 1),
+                    mem_send(Dest, Pad, Opts, Counts, I + 1);
+                {error, overloaded} ->
+                    counters:add(Counts, 2, 1),
+                    timer:sleep(1),
+                    mem_resend(Dest, Msg, Pad, Opts, Counts, I)
+            end
+    end.
+
+sample_loop(T0, K, Ms, Counts, Acc) ->
+    Now = erlang:monotonic_time(millisecond) - T0,
+    case Now >= Ms of
+        true -> lists:reverse(Acc);
+        false ->
+            Next = K * ?MEMORY_SAMPLE_MS,
+            Next > Now andalso timer:sleep(Next - Now),
+            S = sample(erlang:monotonic_time(millisecond) - T0, Counts),
+            sample_loop(T0, K + 1, Ms, Counts, [S | Acc])
+    end.
+
+sample(T, Counts) ->
+    #{queued := #{queued_bytes := Q}} = weft:info(),
+    #{t => T, rss => vm_rss(), erlang => erlang:memory(total), queued => Q,
+      accepted => counters:get(Counts, 1), overloaded => counters:get(Counts, 2)}.
+
+%% Resident memory of this OS process, in bytes.
+vm_rss() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
+    [Kb | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(Kb) * 1024.
+
+drained(Deadline) ->
+    case weft:info() of
+        #{queued := #{queued_bytes := 0}} -> ok;
+        _ ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> timeout;
+                false -> timer:sleep(50), drained(Deadline)
+            end
+    end.
+
+mb(Bytes) -> Bytes / (1024 * 1024).
+
+pretty_memory(#{payload := P, base := #{rss := R0, erlang := E0}, peak_rss := R, peak_erlang := E,
+                peak_queued := Q, bound := Bound, accepted := Acc, overloaded := Over,
+                received := Rec} = Row) ->
+    io_lib:format("memory ~s x ~p: bound ~.1f MiB; peak RSS +~.1f MiB (base ~.1f), peak erlang:memory(total) +~.1f MiB, "
+                  "peak queued ~.1f MiB; accepted ~p, overloaded ~p (weft counted ~p); B received ~p in ~p ms after SIGCONT; drained in ~p ms",
+                  [size_label(P), 1, mb(Bound), mb(R - R0), mb(R0), mb(E - E0), mb(Q), Acc, Over,
+                   maps:get(refused_overloaded, Row), Rec, maps:get(received_after_ms, Row), maps:get(drain_ms, Row)]).
