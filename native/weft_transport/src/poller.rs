@@ -427,6 +427,15 @@ impl Poller {
         lanes.append(&mut writable);
         let mut written = 0;
         for lane in lanes {
+            // A round writes about as much as it may read: lanes past that
+            // wait for the next round, so that one call stays short (on a
+            // scheduler, a long call is a long schedule).
+            if written >= ROUND_BUDGET {
+                if !st.again.iter().any(|l| Arc::ptr_eq(l, &lane)) {
+                    st.again.push(lane);
+                }
+                continue;
+            }
             let (state, n) = lane.flush();
             written += n;
             if n > LINGER_MAX_BYTES {
