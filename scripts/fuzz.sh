@@ -67,8 +67,8 @@ for t in $targets; do
             echo "fuzz: cmin of $t failed (corpus kept), see fuzz/logs/$t.cmin.log" >&2
     fi
     files=$(ls "corpus/$t" | wc -l)
-    size=$(du -sk "corpus/$t" | cut -f1)
-    line="$t: ${execs:-?} execs, ${cov:-cov: ?}, corpus $files files (${size} KiB), exit $rc"
+    bytes=$(find "corpus/$t" -type f -exec cat {} + | wc -c)
+    line="$t: ${execs:-?} execs, ${cov:-cov: ?}, corpus $files files ($((bytes / 1024)) KiB), exit $rc"
     echo "fuzz: $line"
     summary="$summary
 $line"

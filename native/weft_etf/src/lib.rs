@@ -467,6 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn truncated_terms_of_every_kind_are_refused() {
+        let every = Value::Tuple(vec![
+            Value::Int(-5),
+            Value::Int(300),
+            Value::Float(0.1f64.to_bits()),
+            atom("ok"),
+            Value::Atom(vec![b'a'; 300]),
+            Value::Nil,
+            list(vec![Value::Int(1), Value::Int(2)]),
+            Value::List(vec![atom("h")], Box::new(atom("t"))),
+            Value::Binary(vec![9; 10], true),
+            Value::Map(vec![(atom("k"), Value::Tuple(vec![]))]),
+            Value::Foreign(vec![110, 1, 0, 7]),
+            Value::Tuple((0..300).map(Value::Int).collect()),
+        ]);
+        let full = encode(&every);
+        assert_eq!(dec(&full), Some(every));
+        for n in 0..full.len() {
+            assert_eq!(dec(&full[..n]), None, "first {n} bytes");
+        }
+    }
+
+    #[test]
     fn trailing_bytes_and_a_wrong_version_are_refused() {
         assert_eq!(dec(&[MIXED, &[0]].concat()), None);
         assert_eq!(dec(&[&[130], &MIXED[1..]].concat()), None);
