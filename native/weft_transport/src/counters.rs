@@ -113,6 +113,11 @@ impl Budget {
         self.total.queued.fetch_sub(n, Relaxed);
     }
 
+    /// Whether a message of `n` bytes fits this peer's bound now.
+    pub fn fits(&self, n: u64) -> bool {
+        self.queued() + n + PER_MESSAGE <= self.limit
+    }
+
     /// Bytes queued for this peer now.
     pub fn queued(&self) -> u64 {
         self.queued.load(Relaxed)

@@ -326,7 +326,7 @@ impl Lane {
         let mut out = self.out.lock();
         let mut any = false;
         let mut i = 0;
-        while i < out.queue.len() && budget.queued() + need > budget.limit {
+        while i < out.queue.len() && !budget.fits(need) {
             if out.queue[i].sent > 0 {
                 i += 1;
                 continue;

@@ -215,7 +215,10 @@ impl Routes {
                         .iter()
                         .filter(|l| !Arc::ptr_eq(l, lane));
                     std::iter::once(lane).chain(others).any(|l| {
-                        l.drop_oldest(size, &route.budget) && route.budget.try_reserve(size)
+                        // (the writer may have made room meanwhile: try
+                        // again whether or not this dropped anything)
+                        l.drop_oldest(size, &route.budget);
+                        route.budget.try_reserve(size)
                     })
                 };
                 if !room {
