@@ -1101,22 +1101,9 @@ memory_run(Config, Node, Size, Ms, BPid) ->
       drain_ms => DrainMs}.
 
 mem_send(Dest, Pad, Opts, Counts, I) ->
-    receive
-        stop -> ok
-    after 0 ->
-            Msg = <<I:64, Pad/binary>>,
-            case weft:forward(Dest, Msg, Opts) of
-                ok ->
-                    counters:add(Counts, 1, 1),
-                    mem_send(Dest, Pad, Opts, Counts, I + 1);
-                {error, overloaded} ->
-                    counters:add(Counts, 2, 1),
-                    timer:sleep(1),
-                    mem_resend(Dest, Msg, Pad, Opts, Counts, I)
-            end
-    end.
+    mem_resend(Dest, <<I:64, Pad/binary>>, Pad, Opts, Counts, I).
 
-%% The same message again, until it is accepted (or the run ends).
+%% Send `Msg' until it is accepted (or the run ends), then the next one.
 mem_resend(Dest, Msg, Pad, Opts, Counts, I) ->
     receive
         stop -> ok
