@@ -20,7 +20,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use weft_core::{DownReason, LaneKey, Level, Refusal};
-use weft_transport::{FrameBuffer, Sink};
+use weft_transport::{Delivery, FrameBuffer, Sink};
 
 mod atoms {
     rustler::atoms! {
@@ -119,15 +119,24 @@ fn resolve(dest: Term) -> Option<LocalPid> {
     dest.decode::<LocalPid>().ok()
 }
 
-/// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`.
-fn send_decoded(env: Env, term: Term) -> bool {
+/// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`. `Dest` is a
+/// name or a pid, anything else is not a message of weft's.
+fn send_decoded(env: Env, term: Term) -> Delivery {
     let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
-        return false;
+        return Delivery::Malformed;
     };
+    if !dest.is_atom() && !dest.is_pid() {
+        return Delivery::Malformed;
+    }
     let Some(pid) = resolve(dest) else {
-        return false;
+        return Delivery::NoDestination;
     };
-    unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) != 0 }
+    // enif_send fails only when the process is gone.
+    if unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) } != 0 {
+        Delivery::Delivered
+    } else {
+        Delivery::NoDestination
+    }
 }
 
 /// Run `f` in this thread's message environment, then clear it.
@@ -156,13 +165,13 @@ impl FrameBuffer for BinaryBuffer {
 }
 
 impl Sink for NifSink {
-    fn deliver(&self, _peer: &str, body: &[u8]) -> bool {
+    fn deliver(&self, _peer: &str, body: &[u8]) -> Delivery {
         with_msg_env(|env| {
             // Peers passed the cookie check: trust their terms as the
             // distribution does (atoms may be new here).
             match unsafe { env.binary_to_term_trusted(body) } {
                 Some((term, _)) => send_decoded(env, term),
-                None => false,
+                None => Delivery::Malformed,
             }
         })
     }
@@ -171,7 +180,7 @@ impl Sink for NifSink {
         Box::new(BinaryBuffer(OwnedBinary::new(len)))
     }
 
-    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> bool {
+    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
         let body = match body.into_any().downcast::<BinaryBuffer>() {
             Ok(b) => b.0,
             Err(other) => {
@@ -184,7 +193,7 @@ impl Sink for NifSink {
             let share_min = etf::share_threshold(frame.len());
             let term = etf::decode(env, frame, share_min)
                 .or_else(|| unsafe { env.binary_to_term_trusted(frame.as_slice()) }.map(|t| t.0));
-            term.is_some_and(|t| send_decoded(env, t))
+            term.map_or(Delivery::Malformed, |t| send_decoded(env, t))
         })
     }
 

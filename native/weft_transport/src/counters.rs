@@ -28,6 +28,9 @@ pub struct Dropped {
     pub overflow: AtomicU64,
     /// Received, but no process has the destination name or pid.
     pub no_destination: AtomicU64,
+    /// Received, but not a message (not a `{Dest, Msg}` term); the
+    /// connection it came on is closed.
+    pub malformed: AtomicU64,
 }
 
 /// Calls to `send` that returned an error, by error.

@@ -126,6 +126,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             ("too_large", d.too_large.load(Relaxed)),
             ("overflow", d.overflow.load(Relaxed)),
             ("no_destination", d.no_destination.load(Relaxed)),
+            ("malformed", d.malformed.load(Relaxed)),
         ],
         refused: vec![
             ("unknown_channel", r.unknown_channel.load(Relaxed)),

@@ -45,7 +45,7 @@ pub use lane::Sender;
 pub use poller::{Outcome, Poller};
 use routes::Routes;
 pub use routes::{Overload, SendError};
-pub use sink::{FrameBuffer, Sink};
+pub use sink::{Delivery, FrameBuffer, Sink};
 
 use conn::Conn;
 use parking_lot::{Mutex, RwLock};

@@ -36,6 +36,7 @@ use crate::conn::Conn;
 use crate::driver::Msg;
 use crate::lane::{Flush, Lane};
 use crate::reader::{Frame, FrameReader, ReadStatus};
+use crate::sink::Delivery;
 use crate::watcher::Watcher;
 use crate::Shared;
 use mio::unix::SourceFd;
@@ -448,7 +449,11 @@ impl Poller {
             }
         }
 
-        // Reads, within the round's budget.
+        // Reads, within the round's budget. A connection that replaced one
+        // of the same lane still draining here waits until that one ends:
+        // its frames were sent after the old one's, and arrive after them.
+        let draining = draining_lanes(&st.conns);
+        let held = |e: &Entry| is_held(&draining, e);
         let mut budget = ROUND_BUDGET;
         let mut small_frames = 0usize;
         let mut large_frames = 0usize;
@@ -457,7 +462,7 @@ impl Poller {
                 e.readable = false;
                 continue;
             };
-            if !e.readable || budget == 0 {
+            if !e.readable || budget == 0 || held(e) {
                 continue;
             }
             let alloc = |len: usize| shared.sink.frame_buffer(len);
@@ -526,6 +531,8 @@ impl Poller {
         }
 
         // Auto mode: bulk connections to a threaded poller, quiet ones back.
+        let draining = draining_lanes(&st.conns);
+        let held = |e: &Entry| is_held(&draining, e);
         let now_us = self.origin.elapsed().as_micros() as u64;
         let mut moves: Vec<(ConnId, Arc<Poller>)> = Vec::new();
         if let Some(set) = shared
@@ -535,6 +542,11 @@ impl Poller {
         {
             for (id, e) in st.conns.iter_mut() {
                 let bulk = std::mem::take(&mut e.bulk_now);
+                // A lane with an older connection still draining stays
+                // here until it ends (see the reads above).
+                if e.draining.is_some() || held(e) {
+                    continue;
+                }
                 if bulk {
                     e.bulk_at = now_us;
                 }
@@ -571,7 +583,7 @@ impl Poller {
             }
         }
 
-        let busy = !st.again.is_empty() || st.conns.values().any(|e| e.readable);
+        let busy = !st.again.is_empty() || st.conns.values().any(|e| e.readable && !held(e));
         // A round that moved a few small frames keeps the poller lingering
         // a while: the next frame is likely close behind (a reply, the next
         // request), and finding it by polling is much cheaper than being
@@ -596,6 +608,23 @@ impl Poller {
             Outcome::Idle
         }
     }
+}
+
+/// The lanes that have a connection draining, and its id.
+fn draining_lanes(conns: &HashMap<ConnId, Box<Entry>>) -> Vec<(*const Lane, ConnId)> {
+    conns
+        .values()
+        .filter(|e| e.draining.is_some())
+        .map(|e| (Arc::as_ptr(&e.lane), e.conn.id))
+        .collect()
+}
+
+/// Whether `e` replaced a connection of its lane that is still draining
+/// (ids grow with time): it is not read until that one ends.
+fn is_held(draining: &[(*const Lane, ConnId)], e: &Entry) -> bool {
+    draining
+        .iter()
+        .any(|(l, id)| *id < e.conn.id && std::ptr::eq(*l, Arc::as_ptr(&e.lane)))
 }
 
 fn readable(ev: &mio::event::Event) -> bool {
@@ -627,7 +656,7 @@ fn inbound(
                 conn,
                 msg,
             });
-            (body.len(), true)
+            (body.len(), Delivery::Delivered)
         }
         Frame::Small(kind, _) => return Err(format!("unexpected {kind:?} frame on this lane")),
         Frame::Large(_) => return Err("unexpected data frame on this lane".into()),
@@ -636,15 +665,20 @@ fn inbound(
     lane.stats
         .recv_bytes
         .fetch_add(len as u64, Ordering::Relaxed);
-    if !delivered {
-        shared
-            .routes
-            .counters
-            .dropped
-            .no_destination
-            .fetch_add(1, Ordering::Relaxed);
+    let dropped = &shared.routes.counters.dropped;
+    match delivered {
+        Delivery::Delivered => Ok(()),
+        Delivery::NoDestination => {
+            dropped.no_destination.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Delivery::Malformed => {
+            dropped.malformed.fetch_add(1, Ordering::Relaxed);
+            Err(format!(
+                "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"
+            ))
+        }
     }
-    Ok(())
 }
 
 /// Threads mode: the loop of one poller's thread.

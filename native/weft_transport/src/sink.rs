@@ -30,12 +30,27 @@ impl FrameBuffer for Vec<u8> {
     }
 }
 
+/// What became of an application frame handed to [`Sink::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to its destination.
+    Delivered,
+    /// Well formed, but nothing has the destination it names (counted as
+    /// dropped, `no_destination`).
+    NoDestination,
+    /// Not a message at all (not a `{Dest, Msg}` term): the peer is broken
+    /// or hostile. Counted as dropped (`malformed`), and the connection is
+    /// closed with a logged reason, as Distributed Erlang does with invalid
+    /// data on a distribution channel.
+    Malformed,
+}
+
 /// Receiver of deliveries and events. Called from the transport's threads,
 /// concurrently: implementations must be cheap and must not block.
 pub trait Sink: Send + Sync + 'static {
     /// An application frame from `peer`; `body` is opaque to the transport.
-    /// Returns `false` when it had no destination (counted as dropped).
-    fn deliver(&self, peer: &str, body: &[u8]) -> bool;
+    /// Returns what became of it.
+    fn deliver(&self, peer: &str, body: &[u8]) -> Delivery;
     /// A buffer of `len` bytes for an application frame of at least
     /// [`crate::connection::LARGE_FRAME`] bytes. The default is a vector.
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
@@ -43,7 +58,7 @@ pub trait Sink: Send + Sync + 'static {
     }
     /// A large application frame, read into a buffer from
     /// [`Sink::frame_buffer`]. The default passes its bytes to `deliver`.
-    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> bool {
+    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
         self.deliver(peer, body.bytes())
     }
     /// Poller `index` has work and its driver is waiting (scheduler mode,
