@@ -12,12 +12,31 @@
 %% messages never pass through its mailbox.
 -module(weft_poller).
 
--export([start_link/1, init/1]).
+-export([start_link/1, init/1, new_registry/0]).
 
-%% @doc Start a process that drives `Poller' until the transport stops.
+-include_lib("kernel/include/logger.hrl").
+
+%% @doc Start a process that drives `Poller' until the transport stops
+%% (a child of {@link weft_poller_sup}).
 -spec start_link(reference()) -> {ok, pid()}.
 start_link(Poller) ->
+    case ets:insert_new(?MODULE, {Poller}) of
+        true ->
+            ok;
+        false ->
+            ?LOG_WARNING("weft: poller process restarted: the previous one for this poller ended "
+                         "(see its supervisor's report); its connections were kept",
+                         #{weft => true})
+    end,
     {ok, proc_lib:spawn_link(?MODULE, init, [Poller])}.
+
+%% @private
+%% The table of pollers that had a process, owned by the calling
+%% supervisor (it lives and dies with it).
+-spec new_registry() -> ok.
+new_registry() ->
+    ?MODULE = ets:new(?MODULE, [named_table, public, set]),
+    ok.
 
 %% @private
 -spec init(reference()) -> ok.

@@ -29,7 +29,6 @@
 
 -record(state, {
     guard :: reference(),
-    pollers = #{} :: #{pid() => reference()},
     %% Each subscriber's monitor and its subscriptions: `plain' ({nodeup,
     %% Node}) and/or `reason' ({nodeup, Node, []}, with nodedown reasons).
     subscribers = #{} :: #{pid() => {reference(), [plain | reason]}},
@@ -73,7 +72,8 @@ init([]) ->
         {ok, Opts} ->
             case nif(fun() -> weft_nif:start(Opts#{event_pid => self()}) end) of
                 {ok, Guard, Pollers} ->
-                    {ok, #state{guard = Guard, pollers = maps:from_list([start_poller(P) || P <- Pollers])}};
+                    [{ok, _} = weft_poller_sup:start_poller(P) || P <- Pollers],
+                    {ok, #state{guard = Guard}};
                 {error, Reason} ->
                     {stop, Reason}
             end;
@@ -164,12 +164,6 @@ handle_info({timeout, Timer, {sync_join, From}}, State) ->
     end;
 handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State) ->
     {noreply, State#state{subscribers = maps:remove(Pid, Subs)}};
-handle_info({'EXIT', Pid, Reason}, #state{pollers = Pollers} = State) when is_map_key(Pid, Pollers) ->
-    %% A poller's process ended while the transport runs: drive it again.
-    {Poller, Rest} = maps:take(Pid, Pollers),
-    ?LOG_ERROR("weft: poller process ~p ended (~p); restarting it", [Pid, Reason], #{weft => true}),
-    {New, Poller} = start_poller(Poller),
-    {noreply, State#state{pollers = Rest#{New => Poller}}};
 handle_info(_Other, State) ->
     {noreply, State}.
 
@@ -181,10 +175,9 @@ where(_) ->
     "".
 
 -spec terminate(term(), #state{}) -> ok.
-terminate(_Reason, #state{pollers = Pollers}) ->
+terminate(_Reason, _State) ->
+    %% Stopped pollers end their processes (normally: not restarted).
     nif(fun weft_nif:stop/0),
-    %% Stopped pollers end their processes; these are gone already or soon.
-    [exit(Pid, shutdown) || Pid <- maps:keys(Pollers)],
     ok.
 
 %% A NIF call that cannot crash this process.
@@ -207,10 +200,6 @@ reply_waiters(Node, Reply, State) ->
 
 cancel(infinity) -> ok;
 cancel(Timer) -> erlang:cancel_timer(Timer, [{async, true}, {info, false}]).
-
-start_poller(Poller) ->
-    {ok, Pid} = weft_poller:start_link(Poller),
-    {Pid, Poller}.
 
 notify(Kind, Node, Info, #state{subscribers = Subs, callbacks = Cbs}) ->
     Tag = case Kind of up -> nodeup; down -> nodedown end,

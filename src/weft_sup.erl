@@ -1,6 +1,9 @@
 %% @private
-%% @doc Top supervisor: one child, {@link weft_server}, which owns the
-%% transport. If it cannot start (bad config, port in use) neither can weft.
+%% @doc Top supervisor: {@link weft_poller_sup} (the poller processes), then
+%% {@link weft_server}, which owns the transport and starts a poller
+%% process per poller. `rest_for_one': if the poller supervisor gives up,
+%% the transport restarts with it. If the transport cannot start (bad
+%% config, port in use) neither can weft.
 -module(weft_sup).
 -behaviour(supervisor).
 
@@ -18,4 +21,10 @@ init([]) ->
                shutdown => 5000,
                type => worker,
                modules => [weft_server]},
-    {ok, {#{strategy => one_for_one, intensity => 3, period => 10}, [Server]}}.
+    Pollers = #{id => weft_poller_sup,
+                start => {weft_poller_sup, start_link, []},
+                restart => permanent,
+                shutdown => infinity,
+                type => supervisor,
+                modules => [weft_poller_sup]},
+    {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, [Pollers, Server]}}.

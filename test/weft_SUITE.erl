@@ -727,6 +727,9 @@ a_killed_poller_process_is_restarted(_Config) ->
     ?assertEqual(16, length(call(B, weft_ct, collected, [inbox, 16]))),
     Old = pollers(B),
     ?assertNotEqual([], Old),
+    %% They are the children of their own supervisor.
+    ?assertEqual(lists:sort(Old),
+                 lists:sort([P || {_, P, _, _} <- call(B, supervisor, which_children, [weft_poller_sup])])),
     [call(B, erlang, exit, [P, kill]) || P <- Old],
     weft_ct:wait_until(restarted, fun() ->
                                           New = pollers(B),

@@ -96,10 +96,10 @@ fn ms(map: Term, key: Atom, name: &'static str) -> Result<u64, &'static str> {
     get(map, key).and_then(int::<u64>).ok_or(name)
 }
 
-/// A count of milliseconds or `infinity` (`None`); absent: `None`.
+/// A count of milliseconds or `infinity` (`None`).
 fn ms_or_infinity(map: Term, key: Atom, name: &'static str) -> Result<Option<u64>, &'static str> {
     match get(map, key) {
-        None => Ok(None),
+        None => Err(name),
         Some(t) if t.decode::<Atom>().ok() == Some(atoms::infinity()) => Ok(None),
         Some(t) => int::<u64>(t).map(Some).ok_or(name),
     }
@@ -154,22 +154,20 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     if !(1..=weft_core::spec::MAX_FRAME_LIMIT).contains(&max_frame_size) {
         return Err("max_frame_size");
     }
-    let send_queue_limit = match get(opts, atoms::send_queue_limit()) {
-        None => 128 << 20,
-        Some(t) => int::<u64>(t).filter(|n| *n > 0).ok_or("send_queue_limit")?,
-    };
-    let max_members = match get(opts, atoms::max_members()) {
-        None => weft_core::node::DEFAULT_MAX_MEMBERS,
-        Some(t) => int::<usize>(t)
-            .filter(|n| (1..=65536).contains(n))
-            .ok_or("max_members")?,
-    };
-    let send_queue_total_limit = match get(opts, atoms::send_queue_total_limit()) {
-        None => 512 << 20,
-        Some(t) => int::<u64>(t)
-            .filter(|n| *n > 0)
-            .ok_or("send_queue_total_limit")?,
-    };
+    // Every key is required: weft_config fills in the defaults (the only
+    // place they live), so a missing key is a bug, not a default.
+    let send_queue_limit = get(opts, atoms::send_queue_limit())
+        .and_then(int::<u64>)
+        .filter(|n| *n > 0)
+        .ok_or("send_queue_limit")?;
+    let max_members = get(opts, atoms::max_members())
+        .and_then(int::<usize>)
+        .filter(|n| (1..=65536).contains(n))
+        .ok_or("max_members")?;
+    let send_queue_total_limit = get(opts, atoms::send_queue_total_limit())
+        .and_then(int::<u64>)
+        .filter(|n| *n > 0)
+        .ok_or("send_queue_total_limit")?;
     let timing = Timing {
         heartbeat_interval: ms(opts, atoms::heartbeat_interval(), "heartbeat_interval")?,
         heartbeat_timeout: ms(opts, atoms::heartbeat_timeout(), "heartbeat_timeout")?,
@@ -185,28 +183,24 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         )?,
         gossip_interval: ms(opts, atoms::gossip_interval(), "gossip_interval")?,
         forget_after: ms_or_infinity(opts, atoms::forget_down_after(), "forget_down_after")?,
+        // Not a user option: the core's own constant.
         ..Timing::default()
     };
     let io = match get(opts, atoms::io()).and_then(|t| t.decode::<Atom>().ok()) {
-        None => IoMode::Auto,
         Some(a) if a == atoms::auto() => IoMode::Auto,
         Some(a) if a == atoms::schedulers() => IoMode::Schedulers,
         Some(a) if a == atoms::threads() => IoMode::Threads,
-        Some(_) => return Err("io"),
+        _ => return Err("io"),
     };
-    let pollers = match get(opts, atoms::pollers()) {
-        None => 1,
-        Some(t) => int::<usize>(t)
-            .filter(|n| (1..=64).contains(n))
-            .ok_or("pollers")?,
-    };
-    let poll_linger = match get(opts, atoms::poll_linger_us()) {
-        None => std::time::Duration::from_micros(100),
-        Some(t) => int::<u64>(t)
-            .filter(|us| *us <= 1_000_000)
-            .map(std::time::Duration::from_micros)
-            .ok_or("poll_linger_us")?,
-    };
+    let pollers = get(opts, atoms::pollers())
+        .and_then(int::<usize>)
+        .filter(|n| (1..=64).contains(n))
+        .ok_or("pollers")?;
+    let poll_linger = get(opts, atoms::poll_linger_us())
+        .and_then(int::<u64>)
+        .filter(|us| *us <= 1_000_000)
+        .map(std::time::Duration::from_micros)
+        .ok_or("poll_linger_us")?;
     let pid = get(opts, atoms::event_pid())
         .and_then(|t| t.decode::<LocalPid>().ok())
         .ok_or("event_pid")?;
