@@ -95,6 +95,14 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// One frame: `f`.
+    pub fn one(f: &impl Payload) -> Counts {
+        Counts {
+            frames: 1,
+            bytes: f.body_len() as u64,
+        }
+    }
+
     fn add(&mut self, body: usize) {
         self.frames += 1;
         self.bytes += body as u64;

@@ -116,6 +116,13 @@ impl Budget {
         self.total.queued.fetch_sub(n, Relaxed);
     }
 
+    /// Give back `frames` messages of `bytes` in all (written or dropped).
+    pub fn release_many(&self, frames: u64, bytes: u64) {
+        let n = bytes + frames * PER_MESSAGE;
+        self.queued.fetch_sub(n, Relaxed);
+        self.total.queued.fetch_sub(n, Relaxed);
+    }
+
     /// Whether a message of `n` bytes fits this peer's bound now.
     pub fn fits(&self, n: u64) -> bool {
         self.queued() + n + PER_MESSAGE <= self.limit
