@@ -22,6 +22,13 @@ pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// moves back.
 pub const QUIET: Micros = 200_000;
 
+/// Whether a flush that wrote `bytes` makes its connection count as bulk
+/// (then tell its [`Traffic::wrote`]; a caller that must look the
+/// connection up can skip that otherwise).
+pub fn bulk_write(bytes: usize) -> bool {
+    bytes > LINGER_MAX_BYTES
+}
+
 /// Where a connection should be served from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -50,7 +57,7 @@ impl Traffic {
 
     /// A flush of its lane wrote `bytes` this round.
     pub fn wrote(&mut self, bytes: usize) {
-        if bytes > LINGER_MAX_BYTES {
+        if bulk_write(bytes) {
             self.bulk_now = true;
         }
     }
