@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use weft_core::stage::DropReason;
 
 /// Messages accepted by `send` and then lost, by reason.
 #[derive(Debug, Default)]
@@ -31,6 +32,21 @@ pub struct Dropped {
     /// Received, but not a message (not a `{Dest, Msg}` term); the
     /// connection it came on is closed.
     pub malformed: AtomicU64,
+    /// Dropped by the per-message stage as a fault (interposition, fault
+    /// injection), on send or on receive.
+    pub fault: AtomicU64,
+    /// Dropped by the per-message stage as filtered, on send or on receive.
+    pub filtered: AtomicU64,
+}
+
+impl Dropped {
+    /// The counter of messages a stage dropped for `reason`.
+    pub fn by_stage(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
+            DropReason::Fault => &self.fault,
+            DropReason::Filtered => &self.filtered,
+        }
+    }
 }
 
 /// Calls to `send` that returned an error, by error.

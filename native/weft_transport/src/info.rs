@@ -3,6 +3,7 @@
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use weft_core::stage::DropReason;
 use weft_core::{LaneKey, Node, PeerStatus, Slot};
 
 /// Connection state of a lane.
@@ -127,6 +128,14 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             ("overflow", d.overflow.load(Relaxed)),
             ("no_destination", d.no_destination.load(Relaxed)),
             ("malformed", d.malformed.load(Relaxed)),
+            (
+                DropReason::Fault.name(),
+                d.by_stage(DropReason::Fault).load(Relaxed),
+            ),
+            (
+                DropReason::Filtered.name(),
+                d.by_stage(DropReason::Filtered).load(Relaxed),
+            ),
         ],
         refused: vec![
             ("unknown_channel", r.unknown_channel.load(Relaxed)),

@@ -54,6 +54,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use weft_core::placement::{self, Linger, Place, Round, Traffic};
 use weft_core::send_queue::Micros;
+use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
 use weft_core::{ConnId, FrameKind, Level};
 
@@ -656,8 +657,27 @@ fn readable(ev: &mio::event::Event) -> bool {
     ev.is_readable() || ev.is_read_closed() || ev.is_error()
 }
 
-/// One frame from `peer` on `lane`: application data to the sink, control
-/// frames (only on the control lane) to the driver.
+/// Whether the stage (if any) drops an application message of `len`
+/// bytes from `peer` on `lane`, and why.
+#[inline]
+fn dropped_on_receive(shared: &Shared, peer: &str, lane: &Lane, len: usize) -> Option<DropReason> {
+    let stage = shared.routes.stage()?;
+    let m = Envelope {
+        peer,
+        channel: &lane.key.channel,
+        lane: Some(lane.key.index),
+        size: len,
+        sender: None,
+    };
+    match stage.on_receive(&m) {
+        Verdict::Pass => None,
+        Verdict::Drop(reason) => Some(reason),
+    }
+}
+
+/// One frame from `peer` on `lane`: application data to the sink (unless
+/// the per-message stage drops it), control frames (only on the control
+/// lane) to the driver.
 fn inbound(
     shared: &Shared,
     peer: &str,
@@ -669,10 +689,16 @@ fn inbound(
     let (len, delivered) = match frame {
         Frame::Large(buf) if !control => {
             let len = buf.bytes().len();
-            (len, shared.sink.deliver_buffer(peer, buf))
+            match dropped_on_receive(shared, peer, lane, len) {
+                Some(reason) => (len, Err(reason)),
+                None => (len, Ok(shared.sink.deliver_buffer(peer, buf))),
+            }
         }
         Frame::Small(FrameKind::Data, body) if !control => {
-            (body.len(), shared.sink.deliver(peer, body))
+            match dropped_on_receive(shared, peer, lane, body.len()) {
+                Some(reason) => (body.len(), Err(reason)),
+                None => (body.len(), Ok(shared.sink.deliver(peer, body))),
+            }
         }
         Frame::Small(FrameKind::Control, body) if control => {
             let msg = decode_control(body).map_err(|e| format!("bad control frame: {e}"))?;
@@ -681,7 +707,7 @@ fn inbound(
                 conn,
                 msg,
             });
-            (body.len(), Delivery::Delivered)
+            (body.len(), Ok(Delivery::Delivered))
         }
         Frame::Small(kind, _) => return Err(format!("unexpected {kind:?} frame on this lane")),
         Frame::Large(_) => return Err("unexpected data frame on this lane".into()),
@@ -692,12 +718,16 @@ fn inbound(
         .fetch_add(len as u64, Ordering::Relaxed);
     let dropped = &shared.routes.counters.dropped;
     match delivered {
-        Delivery::Delivered => Ok(()),
-        Delivery::NoDestination => {
+        Ok(Delivery::Delivered) => Ok(()),
+        Err(reason) => {
+            dropped.by_stage(reason).fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Delivery::NoDestination) => {
             dropped.no_destination.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Delivery::Malformed => {
+        Ok(Delivery::Malformed) => {
             dropped.malformed.fetch_add(1, Ordering::Relaxed);
             Err(format!(
                 "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"

@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
+use weft_core::stage::{Envelope, Stage, Verdict};
 use weft_core::{FrameKind, LaneKey};
 
 /// What to do when a send would pass a queue bound.
@@ -112,6 +113,8 @@ pub struct Routes {
     total: Arc<Total>,
     round_robin: AtomicU64,
     pub counters: Arc<Counters>,
+    /// The per-message stage, if one is installed.
+    stage: Option<Arc<dyn Stage>>,
 }
 
 impl Routes {
@@ -121,6 +124,7 @@ impl Routes {
         limits: Limits,
         pollers: Arc<PollerSet>,
         runtime: tokio::runtime::Handle,
+        stage: Option<Arc<dyn Stage>>,
     ) -> Self {
         Routes {
             peers: RwLock::new(HashMap::new()),
@@ -135,6 +139,42 @@ impl Routes {
             limits,
             round_robin: AtomicU64::new(0),
             counters: Arc::new(Counters::default()),
+            stage,
+        }
+    }
+
+    /// The per-message stage, if one is installed.
+    pub fn stage(&self) -> Option<&dyn Stage> {
+        self.stage.as_deref()
+    }
+
+    /// Whether the stage (if any) drops a message on its way to `peer`;
+    /// counted under its reason if so.
+    #[inline]
+    fn dropped_on_send(
+        &self,
+        peer: &str,
+        channel: &str,
+        lane: Option<u16>,
+        size: u64,
+        sender: Option<Sender>,
+    ) -> bool {
+        let Some(stage) = &self.stage else {
+            return false;
+        };
+        let m = Envelope {
+            peer,
+            channel,
+            lane,
+            size: size as usize,
+            sender,
+        };
+        match stage.on_send(&m) {
+            Verdict::Pass => false,
+            Verdict::Drop(reason) => {
+                Counters::add(self.counters.dropped.by_stage(reason), 1);
+                true
+            }
         }
     }
 
@@ -148,9 +188,10 @@ impl Routes {
         self.total.queued.load(Ordering::Relaxed)
     }
 
-    /// Queue an application message. `Ok` also when the peer is unknown or
-    /// does not have the channel: the message is dropped and counted, as
-    /// `!` drops a message to an unreachable node.
+    /// Queue an application message, once the per-message stage (if any)
+    /// let it pass. `Ok` also when the peer is unknown or does not have the
+    /// channel, or the stage dropped it: the message is dropped and
+    /// counted, as `!` drops a message to an unreachable node.
     pub fn send(
         &self,
         peer: &str,
@@ -190,6 +231,9 @@ impl Routes {
                 let Some(q) = q.as_mut() else {
                     continue;
                 };
+                if self.dropped_on_send(peer, channel, None, size, sender) {
+                    return Ok(());
+                }
                 if !route.budget.try_reserve(size) {
                     Counters::add(&c.refused.overloaded, 1);
                     return Err(SendError::Overloaded);
@@ -207,6 +251,9 @@ impl Routes {
                 Counters::add(&c.dropped.no_channel, 1);
                 return Ok(());
             };
+            if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
+                return Ok(());
+            }
             if !route.budget.try_reserve(size) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
