@@ -52,19 +52,25 @@ impl Dropped {
 /// Calls to `send` that returned an error, by error.
 #[derive(Debug, Default)]
 pub struct Refused {
+    /// [`crate::SendError::UnknownChannel`].
     pub unknown_channel: AtomicU64,
+    /// [`crate::SendError::TooLarge`].
     pub too_large: AtomicU64,
+    /// [`crate::SendError::Overloaded`].
     pub overloaded: AtomicU64,
 }
 
 /// All the counters of a transport.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Messages accepted, then lost.
     pub dropped: Dropped,
+    /// Sends refused.
     pub refused: Refused,
 }
 
 impl Counters {
+    /// Count `n` more in `c`.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
@@ -73,7 +79,9 @@ impl Counters {
 /// Bytes queued for sending, against their limits.
 #[derive(Debug)]
 pub struct Total {
+    /// Bytes queued for all peers now (with [`PER_MESSAGE`] each).
     pub queued: AtomicU64,
+    /// Their bound.
     pub limit: u64,
 }
 
@@ -86,12 +94,16 @@ pub const PER_MESSAGE: u64 = 128;
 /// amount passed in is a message body's length; [`PER_MESSAGE`] is added.
 #[derive(Debug)]
 pub struct Budget {
+    /// Bytes queued for this peer now (with [`PER_MESSAGE`] each).
     pub queued: AtomicU64,
+    /// Their bound.
     pub limit: u64,
+    /// The transport's total, which this budget also counts in.
     pub total: Arc<Total>,
 }
 
 impl Budget {
+    /// An empty budget of `limit` bytes, counted in `total` too.
     pub fn new(limit: u64, total: Arc<Total>) -> Arc<Budget> {
         Arc::new(Budget {
             queued: AtomicU64::new(0),

@@ -41,6 +41,7 @@ struct Waiting {
 
 /// The lanes to one peer.
 pub struct PeerRoute {
+    /// The control lane.
     pub control: Arc<Lane>,
     /// Channel name -> its lanes, in index order.
     pub channels: HashMap<String, Vec<Arc<Lane>>>,
@@ -49,6 +50,7 @@ pub struct PeerRoute {
     waiting: Option<Mutex<Option<VecDeque<Waiting>>>>,
     /// The peer's frame limit, once known.
     pub max_frame: Option<u64>,
+    /// The peer's send-queue budget, shared by its lanes.
     pub budget: Arc<Budget>,
 }
 
@@ -83,10 +85,18 @@ impl PeerRoute {
 /// Why a send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// No channel of that name here.
     #[error("unknown channel {0}")]
     UnknownChannel(String),
+    /// The body is over this node's or the peer's frame limit.
     #[error("message of {size} bytes exceeds max_frame_size {max}")]
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The body's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A send-queue bound would be passed.
     #[error("send queue full")]
     Overloaded,
 }
@@ -112,12 +122,17 @@ pub struct Routes {
     limits: Limits,
     total: Arc<Total>,
     round_robin: AtomicU64,
+    /// Dropped and refused messages.
     pub counters: Arc<Counters>,
     /// The per-message stage, if one is installed.
     stage: Option<Arc<dyn Stage>>,
 }
 
 impl Routes {
+    /// An empty table for `channels` (and what each does when a queue is
+    /// full), picking lanes by key (`affinity`) or in turn; new lanes are
+    /// served by `pollers`, their timers run on `runtime`, and every
+    /// application message goes through `stage` if there is one.
     pub fn new(
         channels: Vec<(String, Overload)>,
         affinity: bool,
