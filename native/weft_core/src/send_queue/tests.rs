@@ -1,9 +1,9 @@
-//! Property test of the send queue policy (`weft_core::send_queue`),
-//! driven as the transport's lane drives it, without sockets.
+//! Tests of the send queue policy, without sockets: unit tests, and a
+//! property test that drives the queue as the transport's lane does.
 
+use super::*;
 use proptest::prelude::*;
 use std::collections::HashMap;
-use weft_core::send_queue::*;
 
 /// A test frame: an id, its body size, a header of 5 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +23,271 @@ impl Payload for F {
     }
 }
 
-fn add(c: &mut Counts, body: usize) {
-    c.frames += 1;
-    c.bytes += body as u64;
+fn small(id: u32) -> F {
+    F { id, body: 8 }
+}
+
+fn large(id: u32) -> F {
+    F {
+        id,
+        body: DIRECT_MAX + 1,
+    }
+}
+
+/// Flush everything (a socket that takes all), returning ids in wire
+/// order.
+fn drain(q: &mut SendQueue<F>) -> Vec<u32> {
+    let mut out = Vec::new();
+    while let Step::Write(mut b) = q.flush(true) {
+        out.extend(b.iter().map(|(f, _)| f.id));
+        let all: usize = b.iter().map(|(f, s)| f.wire_len() - s).sum();
+        b.wrote(all);
+        let (next, _) = q.put_back(b, false);
+        if next == Flush::Done {
+            break;
+        }
+    }
+    out
+}
+
+fn ids(q: &mut SendQueue<F>, pushes: &[(F, Option<Sender>)]) -> Vec<u32> {
+    for (f, s) in pushes {
+        assert!(matches!(q.push(0, *f, *s, false), Pushed::Queued));
+    }
+    drain(q)
+}
+
+#[test]
+fn small_frames_pass_large_ones_of_other_senders_only() {
+    let mut q = SendQueue::new();
+    let order = ids(
+        &mut q,
+        &[
+            (large(b'a'.into()), Some(1)),
+            (large(b'b'.into()), Some(2)),
+            (small(b'c'.into()), Some(3)), // passes both
+            (small(b'A'.into()), Some(1)), // passes b only
+            (small(b'n'.into()), None),    // unknown sender: last
+            (small(b'C'.into()), Some(3)), // nothing to pass
+            (large(b'd'.into()), Some(4)),
+            (large(b'e'.into()), Some(5)), // large: never passes
+            (small(b'D'.into()), Some(4)), // passes e, not d
+        ],
+    );
+    let order: Vec<u8> = order.into_iter().map(|i| i as u8).collect();
+    assert_eq!(order, b"caAbnCdDe".to_vec());
+    assert_eq!(q.queued(), Counts::default());
+}
+
+#[test]
+fn a_large_frame_is_passed_a_bounded_number_of_times() {
+    let mut q = SendQueue::new();
+    let smalls = MAX_PASSES + 10;
+    let mut pushes = vec![(large(1000), Some(1))];
+    pushes.extend((0..smalls).map(|i| (small(i), Some(2))));
+    let order = ids(&mut q, &pushes);
+    assert_eq!(order.iter().position(|&i| i == 1000), Some(64));
+    let rest: Vec<u32> = order.into_iter().filter(|&i| i != 1000).collect();
+    assert_eq!(rest, (0..smalls).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_idle_lane_writes_directly_a_stream_queues() {
+    let mut q = SendQueue::new();
+    // Unconnected: queued.
+    assert!(matches!(q.push(0, small(1), None, false), Pushed::Queued));
+    assert_eq!(drain(&mut q), vec![1]);
+    // Idle, connected, sparse: direct.
+    let Pushed::Write(d) = q.push(1000, small(2), None, true) else {
+        panic!("not direct")
+    };
+    // Meanwhile others queue behind it, and no flush starts.
+    assert!(matches!(q.push(1001, small(3), None, true), Pushed::Queued));
+    assert!(matches!(q.flush(true), Step::Idle));
+    assert_eq!(q.wrote_direct(1002, d, Some(HEADER + 8)), Some(small(2)));
+    assert_eq!(drain(&mut q), vec![3]);
+    // A push soon after the previous one queues: a stream.
+    assert!(matches!(
+        q.push(1002 + STREAM_GAP - 1, small(4), None, true),
+        Pushed::Queued
+    ));
+    assert_eq!(drain(&mut q), vec![4]);
+    // Large frames are never written by their sender.
+    assert!(matches!(
+        q.push(1_000_000, large(5), None, true),
+        Pushed::Queued
+    ));
+    assert_eq!(drain(&mut q), vec![5]);
+    // After a gap, direct again.
+    assert!(matches!(
+        q.push(2_000_000, small(6), None, true),
+        Pushed::Write(_)
+    ));
+}
+
+#[test]
+fn a_partial_direct_write_goes_first_a_failed_one_queues() {
+    let mut q = SendQueue::new();
+    let Pushed::Write(d) = q.push(0, small(1), Some(1), true) else {
+        panic!("not direct")
+    };
+    assert!(matches!(q.push(1, small(2), Some(2), true), Pushed::Queued));
+    assert_eq!(q.wrote_direct(2, d, Some(3)), None);
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("no batch")
+    };
+    let v: Vec<(u32, usize)> = b.iter().map(|(f, s)| (f.id, s)).collect();
+    assert_eq!(v, vec![(1, 3), (2, 0)]);
+    // The socket takes the rest of the first frame and 2 bytes.
+    b.wrote(HEADER + 8 - 3 + 2);
+    let (next, written) = q.put_back(b, true);
+    assert_eq!(next, Flush::Blocked);
+    assert_eq!(
+        written,
+        Counts {
+            frames: 1,
+            bytes: 8
+        }
+    );
+    assert_eq!(
+        q.queued(),
+        Counts {
+            frames: 1,
+            bytes: 8
+        }
+    );
+    // A started frame is never passed nor dropped.
+    assert!(matches!(
+        q.push(1000, large(3), Some(3), true),
+        Pushed::Queued
+    ));
+    assert!(matches!(
+        q.push(1000, small(4), Some(4), true),
+        Pushed::Queued
+    ));
+    let gone: Vec<u32> = std::iter::from_fn(|| q.pop_oldest())
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(gone, vec![4, 3]);
+    assert_eq!(drain(&mut q), vec![2]);
+
+    // Nothing written: queued as if just pushed (small passes large).
+    let mut q = SendQueue::new();
+    let Pushed::Write(d) = q.push(0, small(1), Some(1), true) else {
+        panic!("not direct")
+    };
+    assert!(matches!(q.push(1, large(2), Some(2), true), Pushed::Queued));
+    assert_eq!(q.wrote_direct(2, d, None), None);
+    assert_eq!(drain(&mut q), vec![1, 2]);
+}
+
+#[test]
+fn batches_are_bounded_in_frames_bytes_and_slices() {
+    let mut q = SendQueue::new();
+    for i in 0..100 {
+        let _ = q.push(0, small(i), None, false);
+    }
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    assert_eq!(b.len(), BATCH_FRAMES);
+    let _ = q.put_back(b, false);
+    // Bytes: a frame that reaches the bound is the last one.
+    let mut q = SendQueue::new();
+    for i in 0..4 {
+        let body = BATCH_BYTES / 2 - 100;
+        let _ = q.push(0, F { id: i, body }, None, false);
+    }
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    assert_eq!(b.len(), 3);
+    let _ = q.put_back(b, false);
+    // Slices: frames of many parts.
+    #[derive(Clone, Copy)]
+    struct Many(usize);
+    impl Payload for Many {
+        fn body_len(&self) -> usize {
+            10
+        }
+        fn wire_len(&self) -> usize {
+            15
+        }
+        fn slices(&self) -> usize {
+            self.0
+        }
+    }
+    let mut q = SendQueue::new();
+    for _ in 0..3 {
+        let _ = q.push(0, Many(400), None, false);
+    }
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    assert_eq!(b.len(), 2);
+    let _ = q.put_back(b, false);
+    let mut q = SendQueue::new();
+    let _ = q.push(0, Many(5000), None, false);
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    assert_eq!(b.len(), 1, "a frame alone may have more slices");
+    let _ = q.put_back(b, false);
+}
+
+#[test]
+fn stop_refuses_then_closes_or_drops() {
+    let mut q = SendQueue::new();
+    let _ = q.push(0, small(1), None, false);
+    let _ = q.push(0, small(2), None, false);
+    q.stop();
+    assert!(matches!(
+        q.push(0, small(3), None, true),
+        Pushed::Refused(_)
+    ));
+    assert!(q.has_work());
+    // Connected: written, then close.
+    assert_eq!(drain(&mut q), vec![1, 2]);
+    assert!(matches!(q.flush(true), Step::Close));
+    // Unconnected: dropped.
+    let mut q = SendQueue::new();
+    let _ = q.push(0, small(1), None, false);
+    q.stop();
+    assert!(matches!(
+        q.flush(false),
+        Step::Dropped(Counts {
+            frames: 1,
+            bytes: 8
+        })
+    ));
+    assert!(matches!(q.flush(false), Step::Idle));
+}
+
+#[test]
+fn pop_oldest_takes_unstarted_frames_from_the_front() {
+    let mut q = SendQueue::new();
+    for i in 0..5 {
+        let _ = q.push(0, small(i), None, false);
+    }
+    let gone: Vec<u32> = (0..2)
+        .filter_map(|_| q.pop_oldest())
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(gone, vec![0, 1]);
+    assert_eq!(q.queued().frames, 3);
+    // A failed write loses its batch.
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    assert_eq!(
+        q.lost(b),
+        Counts {
+            frames: 3,
+            bytes: 24
+        }
+    );
+    assert_eq!(q.queued(), Counts::default());
+    assert!(!q.is_busy());
 }
 
 /// One step of a lane's life, as the property test drives it.
@@ -128,7 +390,7 @@ proptest! {
                     });
                     next_id += 1;
                     next_seq[s as usize] += 1;
-                    add(&mut pushed, size);
+                    pushed.add(size);
                     let sender = (s < 4).then_some(u64::from(s));
                     match q.push(*now, f, sender, writable) {
                         Pushed::Write(d) => {
@@ -148,7 +410,7 @@ proptest! {
                     }
                     if let Some(back) = q.wrote_direct(*now, d, take) {
                         assert_eq!(back, f);
-                        add(&mut written, f.body);
+                        written.add(f.body);
                     }
                 }
                 Op::Flush { take } => match q.flush(true) {
@@ -178,7 +440,7 @@ proptest! {
                 },
                 Op::DropOldest { n } => {
                     for f in (0..n).map_while(|_| q.pop_oldest()) {
-                        add(&mut dropped, f.body);
+                        dropped.add(f.body);
                         dropped_ids.push(f.id);
                     }
                 }
