@@ -947,6 +947,9 @@ impl Stage for DropEverySecondSent {
         if m.channel != "default" {
             return Verdict::Pass;
         }
+        // `default` has one lane (unknown until the peer's plan is).
+        assert!(matches!(m.lane, None | Some(0)), "{m:?}");
+        assert_eq!((m.peer, m.sender), ("b@h", Some(1)));
         if self.0.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
             Verdict::Drop(DropReason::Fault)
         } else {
@@ -970,8 +973,9 @@ impl Stage for DropOneReceived {
 
 /// A stage on the sender drops every second message, one on the receiver
 /// drops one message: each is counted under its reason, everything else is
-/// delivered, in order, and sent = delivered + dropped. Large messages
-/// (read into their own buffers) go through the stage too.
+/// delivered, in order, and sent = delivered + dropped. Messages sent
+/// right after `join` (waiting for the peer's plan) and large messages
+/// (read into buffers of their own) go through the stage too.
 #[test]
 fn a_stage_drops_on_send_and_on_receive_and_every_drop_is_counted() {
     for io in [IoMode::Threads, IoMode::Schedulers] {
@@ -982,11 +986,13 @@ fn a_stage_drops_on_send_and_on_receive_and_every_drop_is_counted() {
             c.stage = Some(Arc::new(DropOneReceived(AtomicU64::new(0), 5)));
         });
         a.join(contact(&b));
-        wait_for("lanes", || {
-            all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-        });
         const N: u32 = 200;
         for i in 0..N {
+            if i == 20 {
+                wait_for("lanes", || {
+                    all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+                });
+            }
             // Every tenth message large enough to be read into a buffer of
             // its own.
             let size = if i % 10 == 4 { 300_000 } else { 16 };
