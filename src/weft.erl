@@ -429,7 +429,8 @@ on_event(_Kind, Node, Fun) ->
 %% ```
 %% #{node, incarnation, listen_addrs, tombstones,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
-%%                too_large, overflow, no_destination, malformed},
+%%                too_large, overflow, no_destination, malformed,
+%%                fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
 %%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
@@ -449,7 +450,10 @@ on_event(_Kind, Node, Fun) ->
 %% of a `drop_oldest' channel), `no_destination' (received here for a name
 %% or pid that does not exist), `malformed' (received here from an
 %% authenticated peer, not a message: its connection is closed with a
-%% logged warning). `refused' counts calls to `forward' that
+%% logged warning), `fault' and `filtered' (dropped on send or on receive
+%% by a per-message stage of the transport, for fault injection or
+%% filtering; none is installed by default, so these stay 0).
+%% `refused' counts calls to `forward' that
 %% returned an error. `refused_connections' counts incoming connections
 %% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
 %% `unexpected_node', `closed', ...); they are logged at most once per

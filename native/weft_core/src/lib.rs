@@ -10,6 +10,11 @@
 //! - [`node`]: the peer service state machine (membership, dialing, collision
 //!   settlement, heartbeats, failure detection), fed events, returning actions;
 //! - [`peer`]: a peer's status and lane slots, and the collision rule;
+//! - [`send_queue`]: a lane's send queue policy (per-sender order, small
+//!   passes large, direct write or batch, partial writes, drop oldest);
+//! - [`placement`]: bulk detection (`io => auto`) and poller lingering;
+//! - [`stage`]: the per-message stage on send and receive (interposition,
+//!   fault injection; later tracing, reliable and causal delivery);
 //! - [`sim`]: a deterministic, seeded simulator that runs many [`node::Node`]s
 //!   over a virtual network, used by the tests.
 //!
@@ -21,9 +26,12 @@ pub mod handshake;
 pub mod lane;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod rng;
+pub mod send_queue;
 pub mod sim;
 pub mod spec;
+pub mod stage;
 pub mod wire;
 
 pub use frame::{FrameError, FrameKind};

@@ -222,6 +222,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             io,
             pollers,
             poll_linger,
+            stage: None,
         },
         pid,
     ))

@@ -74,6 +74,14 @@ impl Body {
         self.len == 0
     }
 
+    /// How many parts [`Body::parts`] yields.
+    pub fn part_count(&self) -> usize {
+        match &self.repr {
+            Repr::Owned(_) => 1,
+            Repr::Pinned { parts, .. } => parts.len(),
+        }
+    }
+
     /// The body's parts, in order.
     pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
         let (owned, pinned): (Option<&[u8]>, &[Part]) = match &self.repr {
@@ -178,6 +186,7 @@ mod tests {
             dropped.clone(),
         );
         assert_eq!(b.len(), 10);
+        assert_eq!(b.part_count(), b.parts().count());
         assert_eq!(b.to_vec(), b"abcdefghij");
         for from in 0..=10 {
             let mut out = [IoSlice::new(&[]); 8];
@@ -206,6 +215,7 @@ mod tests {
     fn owned_bodies_are_one_part() {
         let b = Body::from(b"hello".to_vec());
         assert_eq!(b.parts().count(), 1);
+        assert_eq!(b.part_count(), 1);
         let mut out = [IoSlice::new(&[]); 4];
         assert_eq!(b.fill(2, &mut out), 1);
         assert_eq!(&*out[0], b"llo");

@@ -2,6 +2,8 @@
 
 pub use crate::poller::IoMode;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use weft_core::stage::Stage;
 use weft_core::{ChannelSpec, Timing};
 
 /// Everything the transport needs to start.
@@ -43,4 +45,8 @@ pub struct TransportConfig {
     /// How long a poller keeps polling after traffic before it waits to be
     /// woken (see [`crate::poller::Outcome::Linger`]).
     pub poll_linger: std::time::Duration,
+    /// The per-message stage every application message goes through on
+    /// send and on receive (see [`weft_core::stage`]); `None`: none, at no
+    /// cost.
+    pub stage: Option<Arc<dyn Stage>>,
 }

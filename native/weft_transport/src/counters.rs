@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use weft_core::stage::DropReason;
 
 /// Messages accepted by `send` and then lost, by reason.
 #[derive(Debug, Default)]
@@ -31,24 +32,45 @@ pub struct Dropped {
     /// Received, but not a message (not a `{Dest, Msg}` term); the
     /// connection it came on is closed.
     pub malformed: AtomicU64,
+    /// Dropped by the per-message stage as a fault (interposition, fault
+    /// injection), on send or on receive.
+    pub fault: AtomicU64,
+    /// Dropped by the per-message stage as filtered, on send or on receive.
+    pub filtered: AtomicU64,
+}
+
+impl Dropped {
+    /// The counter of messages a stage dropped for `reason`.
+    pub fn by_stage(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
+            DropReason::Fault => &self.fault,
+            DropReason::Filtered => &self.filtered,
+        }
+    }
 }
 
 /// Calls to `send` that returned an error, by error.
 #[derive(Debug, Default)]
 pub struct Refused {
+    /// [`crate::SendError::UnknownChannel`].
     pub unknown_channel: AtomicU64,
+    /// [`crate::SendError::TooLarge`].
     pub too_large: AtomicU64,
+    /// [`crate::SendError::Overloaded`].
     pub overloaded: AtomicU64,
 }
 
 /// All the counters of a transport.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Messages accepted, then lost.
     pub dropped: Dropped,
+    /// Sends refused.
     pub refused: Refused,
 }
 
 impl Counters {
+    /// Count `n` more in `c`.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Relaxed);
     }
@@ -57,7 +79,9 @@ impl Counters {
 /// Bytes queued for sending, against their limits.
 #[derive(Debug)]
 pub struct Total {
+    /// Bytes queued for all peers now (with [`PER_MESSAGE`] each).
     pub queued: AtomicU64,
+    /// Their bound.
     pub limit: u64,
 }
 
@@ -70,12 +94,16 @@ pub const PER_MESSAGE: u64 = 128;
 /// amount passed in is a message body's length; [`PER_MESSAGE`] is added.
 #[derive(Debug)]
 pub struct Budget {
+    /// Bytes queued for this peer now (with [`PER_MESSAGE`] each).
     pub queued: AtomicU64,
+    /// Their bound.
     pub limit: u64,
+    /// The transport's total, which this budget also counts in.
     pub total: Arc<Total>,
 }
 
 impl Budget {
+    /// An empty budget of `limit` bytes, counted in `total` too.
     pub fn new(limit: u64, total: Arc<Total>) -> Arc<Budget> {
         Arc::new(Budget {
             queued: AtomicU64::new(0),
@@ -112,6 +140,13 @@ impl Budget {
     /// Give back `n` bytes (written or dropped).
     pub fn release(&self, n: u64) {
         let n = n + PER_MESSAGE;
+        self.queued.fetch_sub(n, Relaxed);
+        self.total.queued.fetch_sub(n, Relaxed);
+    }
+
+    /// Give back `frames` messages of `bytes` in all (written or dropped).
+    pub fn release_many(&self, frames: u64, bytes: u64) {
+        let n = bytes + frames * PER_MESSAGE;
         self.queued.fetch_sub(n, Relaxed);
         self.total.queued.fetch_sub(n, Relaxed);
     }

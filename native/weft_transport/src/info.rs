@@ -3,28 +3,42 @@
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use weft_core::stage::DropReason;
 use weft_core::{LaneKey, Node, PeerStatus, Slot};
 
 /// Connection state of a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaneState {
+    /// It has a connection.
     Connected,
+    /// It is being dialed.
     Connecting,
+    /// Neither.
     Down,
 }
 
 /// One lane.
 #[derive(Debug, Clone)]
 pub struct LaneInfo {
+    /// Which lane.
     pub key: LaneKey,
+    /// Its connection state.
     pub state: LaneState,
+    /// The local end of its connection.
     pub local: Option<SocketAddr>,
+    /// The remote end of its connection.
     pub remote: Option<SocketAddr>,
+    /// Frames queued now.
     pub queued_frames: u64,
+    /// Their body bytes.
     pub queued_bytes: u64,
+    /// Frames written.
     pub sent_frames: u64,
+    /// Their body bytes.
     pub sent_bytes: u64,
+    /// Frames read.
     pub recv_frames: u64,
+    /// Their body bytes.
     pub recv_bytes: u64,
     /// Frames dropped from this lane's queue (any reason).
     pub dropped_frames: u64,
@@ -36,22 +50,30 @@ pub struct LaneInfo {
 /// One member.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
+    /// Its node name.
     pub name: String,
+    /// Its incarnation.
     pub incarnation: u64,
+    /// Up, connecting or down.
     pub status: PeerStatus,
-    /// Bytes queued for this peer, and messages waiting for its plan.
+    /// Bytes queued for this peer.
     pub queued_bytes: u64,
+    /// Messages waiting for its plan (its channels, right after `join`).
     pub waiting: u64,
     /// The largest message body it accepts, once known.
     pub max_frame: Option<u64>,
+    /// Its lanes.
     pub lanes: Vec<LaneInfo>,
 }
 
 /// The whole transport.
 #[derive(Debug, Clone)]
 pub struct Info {
+    /// This node's name.
     pub node: String,
+    /// Its incarnation.
     pub incarnation: u64,
+    /// The addresses it advertises.
     pub listen_addrs: Vec<SocketAddr>,
     /// Messages accepted and then lost, by reason (see [`crate::counters`]).
     pub dropped: Vec<(&'static str, u64)>,
@@ -61,9 +83,13 @@ pub struct Info {
     pub refused_connections: Vec<(&'static str, u64)>,
     /// Bytes queued in all send queues, and the bounds.
     pub queued_bytes: u64,
+    /// The bound of one peer's queues.
     pub send_queue_limit: u64,
+    /// The bound of all queues.
     pub send_queue_total_limit: u64,
+    /// Nodes remembered as removed.
     pub tombstones: u64,
+    /// Every member.
     pub peers: Vec<PeerInfo>,
 }
 
@@ -127,6 +153,14 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             ("overflow", d.overflow.load(Relaxed)),
             ("no_destination", d.no_destination.load(Relaxed)),
             ("malformed", d.malformed.load(Relaxed)),
+            (
+                DropReason::Fault.name(),
+                d.by_stage(DropReason::Fault).load(Relaxed),
+            ),
+            (
+                DropReason::Filtered.name(),
+                d.by_stage(DropReason::Filtered).load(Relaxed),
+            ),
         ],
         refused: vec![
             ("unknown_channel", r.unknown_channel.load(Relaxed)),

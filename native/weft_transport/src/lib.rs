@@ -58,6 +58,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use watcher::Watcher;
 pub use weft_core::lane::Choice;
+pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
 use weft_core::{Node, NodeSpec};
 
 /// State shared by the driver, the connection tasks and the callers.
@@ -195,6 +196,7 @@ impl Transport {
             },
             pollers.clone(),
             runtime.handle().clone(),
+            config.stage.clone(),
         );
         let handshakes = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_handshakes.max(1),

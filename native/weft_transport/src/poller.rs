@@ -1,13 +1,18 @@
 //! Pollers: where established connections are read and lanes are flushed.
 //!
 //! A poller owns an epoll set (through `mio`) of the connections assigned to
-//! it. One call to [`Poller::poll`] is one bounded round: it takes new
-//! connections and close requests, collects readiness, flushes the lanes
-//! that asked for it (or whose socket became writable again), and reads the
-//! readable connections, handing each frame to the sink (application data)
-//! or to the driver (control frames). A round does a bounded amount of work
-//! and says whether more is waiting ([`Outcome::Busy`]) or not
-//! ([`Outcome::Idle`]).
+//! it. One call to [`Poller::poll`] is one bounded round, in steps: it
+//! takes new connections and close requests (`commands`), collects
+//! readiness (`readiness`), flushes the lanes that asked for it or whose
+//! socket became writable again (`flushes`), reads the readable
+//! connections, handing each frame to the sink (application data, through
+//! the per-message stage if one is installed) or to the driver (control
+//! frames) (`reads`), forgets the connections that ended (`forget`), moves
+//! connections between pollers (`placement`), and says whether more is
+//! waiting ([`Outcome::Busy`]), whether to keep polling
+//! ([`Outcome::Linger`]) or not ([`Outcome::Idle`]) (`outcome`). When a
+//! connection counts as bulk and when a poller lingers is decided by
+//! [`weft_core::placement`].
 //!
 //! Who calls `poll` depends on the I/O mode:
 //! - [`IoMode::Schedulers`]: one Erlang process per
@@ -44,9 +49,12 @@ use mio::{Events, Interest, Token};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use weft_core::placement::{self, Linger, Place, Round, Traffic};
+use weft_core::send_queue::Micros;
+use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
 use weft_core::{ConnId, FrameKind, Level};
 
@@ -69,12 +77,10 @@ const READ_BUDGET: usize = 256 * 1024;
 const ROUND_BUDGET: usize = 1024 * 1024;
 /// Events taken from the epoll set per round.
 const EVENTS: usize = 256;
-/// A round that moved more bytes than this does not make the poller
-/// linger; a connection that moves more than this in a round carries bulk.
-const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// How long a connection on a threaded poller goes without bulk before it
-/// moves back to a driven poller ([`IoMode::Auto`]).
-pub const QUIET: Duration = Duration::from_millis(200);
+/// moves back to a driven poller ([`IoMode::Auto`]; the policy is
+/// [`weft_core::placement`]).
+pub const QUIET: Duration = Duration::from_micros(placement::QUIET);
 /// How often an idle threaded poller looks for quiet connections.
 const QUIET_CHECK: Duration = Duration::from_millis(100);
 /// How long a connection closed locally is still read, so that what the
@@ -104,10 +110,8 @@ struct Entry {
     lane: Arc<Lane>,
     /// The socket may have bytes to read.
     readable: bool,
-    /// When it last carried bulk (µs since the poller's origin; 0: never).
-    bulk_at: u64,
-    /// It carried bulk in the current round.
-    bulk_now: bool,
+    /// What it carried lately, on the poller's clock (`io => auto`).
+    traffic: Traffic,
     /// Closed locally, read until the peer closes too or [`DRAIN`] ends;
     /// the reason to report then.
     draining: Option<String>,
@@ -129,6 +133,8 @@ struct State {
     again: Vec<Arc<Lane>>,
     /// Events that a blocking wait collected, for the next round.
     stashed: Vec<(Token, bool, bool)>,
+    /// Whether to keep polling after a round ([`Outcome::Linger`]).
+    linger: Linger,
 }
 
 /// One poller. Shared by the lanes and connections it serves.
@@ -143,11 +149,8 @@ pub struct Poller {
     shared: OnceLock<Weak<Shared>>,
     watcher: OnceLock<Arc<Watcher>>,
     stopped: AtomicBool,
-    /// How long to keep polling after the last work ([`Outcome::Linger`]).
-    linger: Duration,
+    /// The origin of the poller's clock.
     origin: Instant,
-    /// When the last round that did work ended, in µs since `origin`.
-    last_work: AtomicU64,
 }
 
 impl Poller {
@@ -173,6 +176,7 @@ impl Poller {
                 conns: HashMap::new(),
                 again: Vec::new(),
                 stashed: Vec::new(),
+                linger: Linger::new(linger.as_micros() as Micros),
             }),
             inbox: Mutex::new(Vec::new()),
             flush: Mutex::new(Vec::new()),
@@ -182,9 +186,7 @@ impl Poller {
             shared: OnceLock::new(),
             watcher: OnceLock::new(),
             stopped: AtomicBool::new(false),
-            linger,
             origin: Instant::now(),
-            last_work: AtomicU64::new(0),
         }))
     }
 
@@ -228,8 +230,7 @@ impl Poller {
             peer,
             lane,
             readable: true,
-            bulk_at: 0,
-            bulk_now: false,
+            traffic: Traffic::new(),
             draining: None,
         })));
         self.wake();
@@ -331,6 +332,11 @@ impl Poller {
         self.idle.store(false, Ordering::SeqCst);
     }
 
+    /// Now, on the poller's clock.
+    fn now(&self) -> Micros {
+        self.origin.elapsed().as_micros() as Micros
+    }
+
     /// One round of work; see the module documentation.
     pub fn poll(&self) -> Outcome {
         if self.stopped.load(Ordering::Acquire) {
@@ -339,13 +345,28 @@ impl Poller {
         // Without a transport (a lane's own tests) there is nobody to
         // deliver to: flushes only.
         let shared = self.shared.get().and_then(Weak::upgrade);
+        let shared = shared.as_deref();
         self.idle.store(false, Ordering::SeqCst);
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let mut closes: Vec<(ConnId, String)> = Vec::new();
-        let mut drains: Vec<(ConnId, String)> = Vec::new();
+        let mut closes = Vec::new();
+        self.commands(st, shared, &mut closes);
+        let writable = readiness(st);
+        let written = self.flushes(st, writable);
+        let mut round = reads(st, shared, &mut closes);
+        round.written = written;
+        forget(st, shared, closes);
+        let now = self.now();
+        let draining = draining_lanes(&st.conns);
+        self.placement(st, shared, now, &draining);
+        outcome(st, now, round, &draining)
+    }
 
-        // New connections and close requests.
+    /// New connections and close requests. A connection closed locally
+    /// drains: no more writes, and what the peer sent before it heard of
+    /// the close is still read (for [`DRAIN`] at most).
+    fn commands(&self, st: &mut State, shared: Option<&Shared>, closes: &mut Closes) {
+        let mut drains: Closes = Vec::new();
         let inbox = std::mem::take(&mut *self.inbox.lock());
         for cmd in inbox {
             match cmd {
@@ -385,7 +406,7 @@ impl Poller {
             if e.draining.is_some() {
                 continue;
             }
-            let Some(shared) = &shared else {
+            let Some(shared) = shared else {
                 closes.push((id, reason));
                 continue;
             };
@@ -401,28 +422,11 @@ impl Poller {
                 conn.poller().abort(conn.id);
             });
         }
+    }
 
-        // Readiness: what a blocking wait stashed, and what is new.
-        let mut writable: Vec<Arc<Lane>> = Vec::new();
-        let mut events = std::mem::take(&mut st.stashed);
-        if st.poll.poll(&mut st.events, Some(Duration::ZERO)).is_ok() {
-            for ev in st.events.iter() {
-                events.push((ev.token(), readable(ev), ev.is_writable()));
-            }
-        }
-        for (token, r, w) in events {
-            if token == WAKER {
-                continue;
-            }
-            if let Some(e) = st.conns.get_mut(&(token.0 as ConnId)) {
-                e.readable |= r;
-                if w {
-                    writable.push(e.lane.clone());
-                }
-            }
-        }
-
-        // Flushes: asked for by senders, more to write, or room again.
+    /// Flushes: asked for by senders, more to write, or room again
+    /// (`writable`). Returns the bytes written.
+    fn flushes(&self, st: &mut State, mut writable: Vec<Arc<Lane>>) -> usize {
         let mut lanes = std::mem::take(&mut *self.flush.lock());
         lanes.append(&mut st.again);
         lanes.append(&mut writable);
@@ -439,126 +443,42 @@ impl Poller {
             }
             let (state, n) = lane.flush();
             written += n;
-            if n > LINGER_MAX_BYTES {
+            // (finding the connection takes the lane's lock: only when it
+            // matters)
+            if placement::bulk_write(n) {
                 if let Some(e) = lane.socket().conn.and_then(|c| st.conns.get_mut(&c)) {
-                    e.bulk_now = true;
+                    e.traffic.wrote(n);
                 }
             }
             if state == Flush::More && !st.again.iter().any(|l| Arc::ptr_eq(l, &lane)) {
                 st.again.push(lane);
             }
         }
+        written
+    }
 
-        // Reads, within the round's budget. A connection that replaced one
-        // of the same lane still draining here waits until that one ends:
-        // its frames were sent after the old one's, and arrive after them.
-        let draining = draining_lanes(&st.conns);
-        let held = |e: &Entry| is_held(&draining, e);
-        let mut budget = ROUND_BUDGET;
-        let mut small_frames = 0usize;
-        let mut large_frames = 0usize;
-        for e in st.conns.values_mut() {
-            let Some(shared) = &shared else {
-                e.readable = false;
-                continue;
-            };
-            if !e.readable || budget == 0 || held(e) {
-                continue;
-            }
-            let alloc = |len: usize| shared.sink.frame_buffer(len);
-            let before = e.reader.bytes_read();
-            let conn_id = e.conn.id;
-            let large_before = large_frames;
-            let status = {
-                let mut on_frame = |f: Frame<'_>| {
-                    match f {
-                        Frame::Small(..) => small_frames += 1,
-                        Frame::Large(_) => large_frames += 1,
-                    }
-                    inbound(shared, &e.peer, &e.lane, conn_id, f)
-                };
-                e.reader.read(
-                    e.conn.stream(),
-                    READ_BUDGET.min(budget),
-                    &alloc,
-                    &mut on_frame,
-                )
-            };
-            let used = e.reader.bytes_read() - before;
-            if large_frames > large_before
-                || e.reader.in_large_frame()
-                || used as usize > LINGER_MAX_BYTES
-            {
-                e.bulk_now = true;
-            }
-            budget = budget.saturating_sub((used as usize).max(1));
-            match status {
-                Ok(ReadStatus::Drained) => e.readable = false,
-                Ok(ReadStatus::Budget) => {}
-                Ok(ReadStatus::Closed) => {
-                    let why = e
-                        .draining
-                        .clone()
-                        .unwrap_or_else(|| "closed by peer".into());
-                    closes.push((conn_id, why));
-                }
-                Err(_) if e.draining.is_some() => {
-                    closes.push((conn_id, e.draining.clone().unwrap_or_default()));
-                }
-                Err(err) => {
-                    let reason = format!("closing connection: {err}");
-                    shared
-                        .sink
-                        .log(Level::Warning, &reason, Some(&e.peer), Some(&e.lane.key));
-                    closes.push((conn_id, reason));
-                }
-            }
-        }
-
-        // Connections that ended: forget them and tell the driver.
-        for (id, reason) in closes {
-            if let Some(e) = st.conns.remove(&id) {
-                let _ = st
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
-                e.lane.detach(id);
-                let _ = e.conn.stream().shutdown(std::net::Shutdown::Both);
-                if let Some(shared) = &shared {
-                    let _ = shared.driver.send(Msg::Closed { conn: id, reason });
-                }
-            }
-        }
-
-        // Auto mode: bulk connections to a threaded poller, quiet ones back.
-        let draining = draining_lanes(&st.conns);
-        let held = |e: &Entry| is_held(&draining, e);
-        let now_us = self.origin.elapsed().as_micros() as u64;
-        let mut moves: Vec<(ConnId, Arc<Poller>)> = Vec::new();
-        if let Some(set) = shared
-            .as_ref()
+    /// Auto mode: bulk connections to a threaded poller, quiet ones back
+    /// (the policy is [`Traffic::place`]).
+    fn placement(&self, st: &mut State, shared: Option<&Shared>, now: Micros, draining: &Draining) {
+        let Some(set) = shared
             .map(|s| &s.pollers)
             .filter(|p| p.mode == IoMode::Auto)
-        {
-            for (id, e) in st.conns.iter_mut() {
-                let bulk = std::mem::take(&mut e.bulk_now);
-                // A lane with an older connection still draining stays
-                // here until it ends (see the reads above).
-                if e.draining.is_some() || held(e) {
-                    continue;
-                }
-                if bulk {
-                    e.bulk_at = now_us;
-                }
-                let target = if self.waker.is_none() {
-                    bulk.then(|| set.bulk(&e.peer, &e.lane.key))
-                } else {
-                    let quiet = now_us.saturating_sub(e.bulk_at) > QUIET.as_micros() as u64;
-                    quiet.then(|| set.home(&e.peer, &e.lane.key))
-                };
-                if let Some(t) = target.filter(|t| !std::ptr::eq(Arc::as_ptr(t), self)) {
-                    moves.push((*id, t));
-                }
+        else {
+            return;
+        };
+        let threaded = self.is_threaded();
+        let mut moves: Vec<(ConnId, Arc<Poller>)> = Vec::new();
+        for (id, e) in st.conns.iter_mut() {
+            // A lane with an older connection still draining stays here
+            // until it ends (see `reads`).
+            let held = e.draining.is_some() || is_held(draining, e);
+            let target = match e.traffic.place(now, threaded, held) {
+                Place::Stay => continue,
+                Place::Bulk => set.bulk(&e.peer, &e.lane.key),
+                Place::Home => set.home(&e.peer, &e.lane.key),
+            };
+            if !std::ptr::eq(Arc::as_ptr(&target), self) {
+                moves.push((*id, target));
             }
         }
         for (id, target) in moves {
@@ -567,13 +487,9 @@ impl Poller {
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
-                // The entry keeps its reader state. Its bulk time is per
-                // poller: on a threaded one, the quiet period starts now.
-                e.bulk_at = if target.waker.is_some() {
-                    target.origin.elapsed().as_micros() as u64
-                } else {
-                    0
-                };
+                // The entry keeps its reader state; its traffic is on the
+                // new poller's clock from now on.
+                e.traffic.moved(target.now(), target.is_threaded());
                 e.lane.move_to(&target);
                 e.conn.move_to(&target);
                 let lane = e.lane.clone();
@@ -582,36 +498,146 @@ impl Poller {
                 lane.reflush();
             }
         }
+    }
+}
 
-        let busy = !st.again.is_empty() || st.conns.values().any(|e| e.readable && !held(e));
-        // A round that moved a few small frames keeps the poller lingering
-        // a while: the next frame is likely close behind (a reply, the next
-        // request), and finding it by polling is much cheaper than being
-        // woken. During bulk transfers (much moved, large frames) polling
-        // would only take CPU from the copying: no lingering then.
-        let moved = (ROUND_BUDGET - budget) + written;
-        let bulk = moved > LINGER_MAX_BYTES
-            || large_frames > 0
-            || st.conns.values().any(|e| e.reader.in_large_frame());
-        if bulk {
-            self.last_work.store(0, Ordering::Relaxed);
-        } else if small_frames > 0 || written > 0 {
-            self.last_work.store(now_us, Ordering::Relaxed);
+/// Connections to forget, and why.
+type Closes = Vec<(ConnId, String)>;
+
+/// Readiness: what a blocking wait stashed, and what is new. Marks the
+/// readable connections; returns the lanes whose socket is writable.
+fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
+    let mut writable: Vec<Arc<Lane>> = Vec::new();
+    let mut events = std::mem::take(&mut st.stashed);
+    if st.poll.poll(&mut st.events, Some(Duration::ZERO)).is_ok() {
+        for ev in st.events.iter() {
+            events.push((ev.token(), readable(ev), ev.is_writable()));
         }
-        let lingering = now_us.saturating_sub(self.last_work.load(Ordering::Relaxed))
-            < self.linger.as_micros() as u64;
-        if busy {
-            Outcome::Busy
-        } else if lingering {
-            Outcome::Linger
-        } else {
-            Outcome::Idle
+    }
+    for (token, r, w) in events {
+        if token == WAKER {
+            continue;
+        }
+        if let Some(e) = st.conns.get_mut(&(token.0 as ConnId)) {
+            e.readable |= r;
+            if w {
+                writable.push(e.lane.clone());
+            }
+        }
+    }
+    writable
+}
+
+/// Reads, within the round's budget. A connection that replaced one of the
+/// same lane still draining here waits until that one ends: its frames
+/// were sent after the old one's, and arrive after them. Returns what was
+/// read.
+fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round {
+    let draining = draining_lanes(&st.conns);
+    let mut budget = ROUND_BUDGET;
+    let mut round = Round::default();
+    for e in st.conns.values_mut() {
+        let Some(shared) = shared else {
+            e.readable = false;
+            continue;
+        };
+        if !e.readable || budget == 0 || is_held(&draining, e) {
+            continue;
+        }
+        let alloc = |len: usize| shared.sink.frame_buffer(len);
+        let before = e.reader.bytes_read();
+        let conn_id = e.conn.id;
+        let large_before = round.large_frames;
+        let status = {
+            let mut on_frame = |f: Frame<'_>| {
+                match f {
+                    Frame::Small(..) => round.small_frames += 1,
+                    Frame::Large(_) => round.large_frames += 1,
+                }
+                inbound(shared, &e.peer, &e.lane, conn_id, f)
+            };
+            e.reader.read(
+                e.conn.stream(),
+                READ_BUDGET.min(budget),
+                &alloc,
+                &mut on_frame,
+            )
+        };
+        let used = (e.reader.bytes_read() - before) as usize;
+        e.traffic.read(
+            used,
+            round.large_frames - large_before,
+            e.reader.in_large_frame(),
+        );
+        budget = budget.saturating_sub(used.max(1));
+        match status {
+            Ok(ReadStatus::Drained) => e.readable = false,
+            Ok(ReadStatus::Budget) => {}
+            Ok(ReadStatus::Closed) => {
+                let why = e
+                    .draining
+                    .clone()
+                    .unwrap_or_else(|| "closed by peer".into());
+                closes.push((conn_id, why));
+            }
+            Err(_) if e.draining.is_some() => {
+                closes.push((conn_id, e.draining.clone().unwrap_or_default()));
+            }
+            Err(err) => {
+                let reason = format!("closing connection: {err}");
+                shared
+                    .sink
+                    .log(Level::Warning, &reason, Some(&e.peer), Some(&e.lane.key));
+                closes.push((conn_id, reason));
+            }
+        }
+    }
+    round.read = ROUND_BUDGET - budget;
+    round
+}
+
+/// Connections that ended: forget them and tell the driver.
+fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
+    for (id, reason) in closes {
+        if let Some(e) = st.conns.remove(&id) {
+            let _ = st
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
+            e.lane.detach(id);
+            let _ = e.conn.stream().shutdown(std::net::Shutdown::Both);
+            if let Some(shared) = shared {
+                let _ = shared.driver.send(Msg::Closed { conn: id, reason });
+            }
         }
     }
 }
 
+/// What the round found: more work, lingering (a round that moved a few
+/// small frames: the next frame is likely close behind, and finding it by
+/// polling is much cheaper than being woken; see [`Linger`]), or idle.
+fn outcome(st: &mut State, now: Micros, mut round: Round, draining: &Draining) -> Outcome {
+    let busy = !st.again.is_empty()
+        || st
+            .conns
+            .values()
+            .any(|e| e.readable && !is_held(draining, e));
+    round.in_large = st.conns.values().any(|e| e.reader.in_large_frame());
+    let lingering = st.linger.round(now, &round);
+    if busy {
+        Outcome::Busy
+    } else if lingering {
+        Outcome::Linger
+    } else {
+        Outcome::Idle
+    }
+}
+
 /// The lanes that have a connection draining, and its id.
-fn draining_lanes(conns: &HashMap<ConnId, Box<Entry>>) -> Vec<(*const Lane, ConnId)> {
+type Draining = Vec<(*const Lane, ConnId)>;
+
+/// The lanes that have a connection draining now.
+fn draining_lanes(conns: &HashMap<ConnId, Box<Entry>>) -> Draining {
     conns
         .values()
         .filter(|e| e.draining.is_some())
@@ -621,7 +647,7 @@ fn draining_lanes(conns: &HashMap<ConnId, Box<Entry>>) -> Vec<(*const Lane, Conn
 
 /// Whether `e` replaced a connection of its lane that is still draining
 /// (ids grow with time): it is not read until that one ends.
-fn is_held(draining: &[(*const Lane, ConnId)], e: &Entry) -> bool {
+fn is_held(draining: &Draining, e: &Entry) -> bool {
     draining
         .iter()
         .any(|(l, id)| *id < e.conn.id && std::ptr::eq(*l, Arc::as_ptr(&e.lane)))
@@ -631,8 +657,27 @@ fn readable(ev: &mio::event::Event) -> bool {
     ev.is_readable() || ev.is_read_closed() || ev.is_error()
 }
 
-/// One frame from `peer` on `lane`: application data to the sink, control
-/// frames (only on the control lane) to the driver.
+/// Whether the stage (if any) drops an application message of `len`
+/// bytes from `peer` on `lane`, and why.
+#[inline]
+fn dropped_on_receive(shared: &Shared, peer: &str, lane: &Lane, len: usize) -> Option<DropReason> {
+    let stage = shared.routes.stage()?;
+    let m = Envelope {
+        peer,
+        channel: &lane.key.channel,
+        lane: Some(lane.key.index),
+        size: len,
+        sender: None,
+    };
+    match stage.on_receive(&m) {
+        Verdict::Pass => None,
+        Verdict::Drop(reason) => Some(reason),
+    }
+}
+
+/// One frame from `peer` on `lane`: application data to the sink (unless
+/// the per-message stage drops it), control frames (only on the control
+/// lane) to the driver.
 fn inbound(
     shared: &Shared,
     peer: &str,
@@ -644,10 +689,16 @@ fn inbound(
     let (len, delivered) = match frame {
         Frame::Large(buf) if !control => {
             let len = buf.bytes().len();
-            (len, shared.sink.deliver_buffer(peer, buf))
+            match dropped_on_receive(shared, peer, lane, len) {
+                Some(reason) => (len, Err(reason)),
+                None => (len, Ok(shared.sink.deliver_buffer(peer, buf))),
+            }
         }
         Frame::Small(FrameKind::Data, body) if !control => {
-            (body.len(), shared.sink.deliver(peer, body))
+            match dropped_on_receive(shared, peer, lane, body.len()) {
+                Some(reason) => (body.len(), Err(reason)),
+                None => (body.len(), Ok(shared.sink.deliver(peer, body))),
+            }
         }
         Frame::Small(FrameKind::Control, body) if control => {
             let msg = decode_control(body).map_err(|e| format!("bad control frame: {e}"))?;
@@ -656,7 +707,7 @@ fn inbound(
                 conn,
                 msg,
             });
-            (body.len(), Delivery::Delivered)
+            (body.len(), Ok(Delivery::Delivered))
         }
         Frame::Small(kind, _) => return Err(format!("unexpected {kind:?} frame on this lane")),
         Frame::Large(_) => return Err("unexpected data frame on this lane".into()),
@@ -667,12 +718,16 @@ fn inbound(
         .fetch_add(len as u64, Ordering::Relaxed);
     let dropped = &shared.routes.counters.dropped;
     match delivered {
-        Delivery::Delivered => Ok(()),
-        Delivery::NoDestination => {
+        Ok(Delivery::Delivered) => Ok(()),
+        Err(reason) => {
+            dropped.by_stage(reason).fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Delivery::NoDestination) => {
             dropped.no_destination.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Delivery::Malformed => {
+        Ok(Delivery::Malformed) => {
             dropped.malformed.fetch_add(1, Ordering::Relaxed);
             Err(format!(
                 "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"

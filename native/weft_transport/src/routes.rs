@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
+use weft_core::stage::{Envelope, Stage, Verdict};
 use weft_core::{FrameKind, LaneKey};
 
 /// What to do when a send would pass a queue bound.
@@ -40,6 +41,7 @@ struct Waiting {
 
 /// The lanes to one peer.
 pub struct PeerRoute {
+    /// The control lane.
     pub control: Arc<Lane>,
     /// Channel name -> its lanes, in index order.
     pub channels: HashMap<String, Vec<Arc<Lane>>>,
@@ -48,6 +50,7 @@ pub struct PeerRoute {
     waiting: Option<Mutex<Option<VecDeque<Waiting>>>>,
     /// The peer's frame limit, once known.
     pub max_frame: Option<u64>,
+    /// The peer's send-queue budget, shared by its lanes.
     pub budget: Arc<Budget>,
 }
 
@@ -82,10 +85,18 @@ impl PeerRoute {
 /// Why a send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// No channel of that name here.
     #[error("unknown channel {0}")]
     UnknownChannel(String),
+    /// The body is over this node's or the peer's frame limit.
     #[error("message of {size} bytes exceeds max_frame_size {max}")]
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// The body's size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A send-queue bound would be passed.
     #[error("send queue full")]
     Overloaded,
 }
@@ -111,16 +122,24 @@ pub struct Routes {
     limits: Limits,
     total: Arc<Total>,
     round_robin: AtomicU64,
+    /// Dropped and refused messages.
     pub counters: Arc<Counters>,
+    /// The per-message stage, if one is installed.
+    stage: Option<Arc<dyn Stage>>,
 }
 
 impl Routes {
+    /// An empty table for `channels` (and what each does when a queue is
+    /// full), picking lanes by key (`affinity`) or in turn; new lanes are
+    /// served by `pollers`, their timers run on `runtime`, and every
+    /// application message goes through `stage` if there is one.
     pub fn new(
         channels: Vec<(String, Overload)>,
         affinity: bool,
         limits: Limits,
         pollers: Arc<PollerSet>,
         runtime: tokio::runtime::Handle,
+        stage: Option<Arc<dyn Stage>>,
     ) -> Self {
         Routes {
             peers: RwLock::new(HashMap::new()),
@@ -135,6 +154,42 @@ impl Routes {
             limits,
             round_robin: AtomicU64::new(0),
             counters: Arc::new(Counters::default()),
+            stage,
+        }
+    }
+
+    /// The per-message stage, if one is installed.
+    pub fn stage(&self) -> Option<&dyn Stage> {
+        self.stage.as_deref()
+    }
+
+    /// Whether the stage (if any) drops a message on its way to `peer`;
+    /// counted under its reason if so.
+    #[inline]
+    fn dropped_on_send(
+        &self,
+        peer: &str,
+        channel: &str,
+        lane: Option<u16>,
+        size: u64,
+        sender: Option<Sender>,
+    ) -> bool {
+        let Some(stage) = &self.stage else {
+            return false;
+        };
+        let m = Envelope {
+            peer,
+            channel,
+            lane,
+            size: size as usize,
+            sender,
+        };
+        match stage.on_send(&m) {
+            Verdict::Pass => false,
+            Verdict::Drop(reason) => {
+                Counters::add(self.counters.dropped.by_stage(reason), 1);
+                true
+            }
         }
     }
 
@@ -148,9 +203,10 @@ impl Routes {
         self.total.queued.load(Ordering::Relaxed)
     }
 
-    /// Queue an application message. `Ok` also when the peer is unknown or
-    /// does not have the channel: the message is dropped and counted, as
-    /// `!` drops a message to an unreachable node.
+    /// Queue an application message, once the per-message stage (if any)
+    /// let it pass. `Ok` also when the peer is unknown or does not have the
+    /// channel, or the stage dropped it: the message is dropped and
+    /// counted, as `!` drops a message to an unreachable node.
     pub fn send(
         &self,
         peer: &str,
@@ -190,6 +246,9 @@ impl Routes {
                 let Some(q) = q.as_mut() else {
                     continue;
                 };
+                if self.dropped_on_send(peer, channel, None, size, sender) {
+                    return Ok(());
+                }
                 if !route.budget.try_reserve(size) {
                     Counters::add(&c.refused.overloaded, 1);
                     return Err(SendError::Overloaded);
@@ -207,6 +266,9 @@ impl Routes {
                 Counters::add(&c.dropped.no_channel, 1);
                 return Ok(());
             };
+            if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
+                return Ok(());
+            }
             if !route.budget.try_reserve(size) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.

@@ -1,12 +1,16 @@
 //! Two and three transports on loopback: join, deliver on every channel,
-//! per-lane order, lane counts, wrong cookie, oversized frames, leave.
+//! per-lane order, lane counts, wrong cookie, oversized frames, leave, the
+//! per-message stage.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weft_core::{ChannelSpec, DownReason, LaneKey, Level, NodeSpec, Refusal, Timing};
-use weft_transport::{Delivery, IoMode, LaneState, Outcome, Sink, Transport, TransportConfig};
+use weft_transport::{
+    Delivery, DropReason, Envelope, IoMode, LaneState, Outcome, Sink, Stage, Transport,
+    TransportConfig, Verdict,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -134,6 +138,7 @@ fn node_with(
         io,
         pollers: 2,
         poll_linger: Duration::from_micros(50),
+        stage: None,
     };
     tune(&mut config);
     let sink = Arc::new(TestSink(Mutex::new(tx), Mutex::new(Vec::new())));
@@ -932,4 +937,99 @@ fn pending_handshakes_are_bounded() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     a.join(contact(&b));
     wait_for("up", || a.up_peers() == ["b@h"]);
+}
+
+/// Drops every second application message sent on `default` (a fault).
+struct DropEverySecondSent(AtomicU64);
+
+impl Stage for DropEverySecondSent {
+    fn on_send(&self, m: &Envelope<'_>) -> Verdict {
+        if m.channel != "default" {
+            return Verdict::Pass;
+        }
+        // `default` has one lane (unknown until the peer's plan is).
+        assert!(matches!(m.lane, None | Some(0)), "{m:?}");
+        assert_eq!((m.peer, m.sender), ("b@h", Some(1)));
+        if self.0.fetch_add(1, Ordering::Relaxed) % 2 == 1 {
+            Verdict::Drop(DropReason::Fault)
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+/// Filters out the `n`th message received on `default` (counting from 0).
+struct DropOneReceived(AtomicU64, u64);
+
+impl Stage for DropOneReceived {
+    fn on_receive(&self, m: &Envelope<'_>) -> Verdict {
+        if m.channel == "default" && self.0.fetch_add(1, Ordering::Relaxed) == self.1 {
+            Verdict::Drop(DropReason::Filtered)
+        } else {
+            Verdict::Pass
+        }
+    }
+}
+
+/// A stage on the sender drops every second message, one on the receiver
+/// drops one message: each is counted under its reason, everything else is
+/// delivered, in order, and sent = delivered + dropped. Messages sent
+/// right after `join` (waiting for the peer's plan) and large messages
+/// (read into buffers of their own) go through the stage too.
+#[test]
+fn a_stage_drops_on_send_and_on_receive_and_every_drop_is_counted() {
+    for io in [IoMode::Threads, IoMode::Schedulers] {
+        let (a, _arx, _da) = node_with("a@h", "c", 1 << 20, io, |c| {
+            c.stage = Some(Arc::new(DropEverySecondSent(AtomicU64::new(0))));
+        });
+        let (b, brx, _db) = node_with("b@h", "c", 1 << 20, io, |c| {
+            c.stage = Some(Arc::new(DropOneReceived(AtomicU64::new(0), 5)));
+        });
+        a.join(contact(&b));
+        const N: u32 = 200;
+        for i in 0..N {
+            if i == 20 {
+                wait_for("lanes", || {
+                    all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+                });
+            }
+            // Every tenth message large enough to be read into a buffer of
+            // its own.
+            let size = if i % 10 == 4 { 300_000 } else { 16 };
+            let mut body = vec![0u8; size];
+            body[..4].copy_from_slice(&i.to_be_bytes());
+            a.send(Some(1), "b@h", "default", 0, body).unwrap();
+        }
+        // Control traffic (heartbeats) goes around the stage.
+        let got = recv_msgs(&brx, (N / 2 - 1) as usize);
+        let seqs: Vec<u32> = got
+            .iter()
+            .map(|(_, b)| u32::from_be_bytes(b[..4].try_into().unwrap()))
+            .collect();
+        // Sent: the even ones; received: all of them but the sixth.
+        let mut expected: Vec<u32> = (0..N).step_by(2).collect();
+        expected.remove(5);
+        assert_eq!(seqs, expected);
+        assert_eq!(got.iter().filter(|(_, b)| b.len() == 300_000).count(), 20);
+        assert_eq!(dropped(&a, "fault"), u64::from(N / 2));
+        assert_eq!(dropped(&a, "filtered"), 0);
+        wait_for("the receiver's count", || dropped(&b, "filtered") == 1);
+        assert_eq!(dropped(&b, "fault"), 0);
+        let lost = |t: &Transport| {
+            t.info()
+                .unwrap()
+                .dropped
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        };
+        assert_eq!(seqs.len() as u64 + lost(&a) + lost(&b), u64::from(N));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            brx.try_iter().all(|e| !matches!(e, Ev::Msg(..))),
+            "nothing more"
+        );
+        a.stop();
+        b.stop();
+    }
 }

@@ -1,0 +1,238 @@
+//! Bulk detection: when a connection carries bulk data, when it is quiet
+//! again, and when a poller keeps polling after a round. Pure policy, fed
+//! the bytes and frames a poller moved and the time (an argument).
+//!
+//! With `io => auto` a connection starts on a poller driven by the
+//! embedding program (the BEAM's schedulers), where small messages go
+//! fastest. While it carries bulk (a round moved more than
+//! [`LINGER_MAX_BYTES`] on it, or a large frame) it is served by a poller
+//! on a thread of its own ([`Place::Bulk`]); after [`QUIET`] without bulk
+//! it goes back ([`Place::Home`]). A poller whose round moved a few small
+//! frames lingers (polls again instead of waiting to be woken: the next
+//! frame is likely close behind), but not during bulk transfers, where
+//! polling would only take CPU from the copying ([`Linger`]).
+
+use crate::send_queue::Micros;
+
+/// A round that moved more than this does not make the poller linger; a
+/// connection that moves more than this in a round carries bulk.
+pub const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// How long a connection served on a thread goes without bulk before it
+/// moves back.
+pub const QUIET: Micros = 200_000;
+
+/// Whether a flush that wrote `bytes` makes its connection count as bulk
+/// (then tell its [`Traffic::wrote`]; a caller that must look the
+/// connection up can skip that otherwise).
+pub fn bulk_write(bytes: usize) -> bool {
+    bytes > LINGER_MAX_BYTES
+}
+
+/// Where a connection should be served from now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Where it is.
+    Stay,
+    /// On a poller of its own thread: it carries bulk.
+    Bulk,
+    /// Back on a driven poller: it has been quiet for [`QUIET`].
+    Home,
+}
+
+/// What one connection carried lately.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// When it last carried bulk (0: never), on its poller's clock.
+    bulk_at: Micros,
+    /// It carried bulk in the current round.
+    bulk_now: bool,
+}
+
+impl Traffic {
+    /// A connection that has carried nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A flush of its lane wrote `bytes` this round.
+    pub fn wrote(&mut self, bytes: usize) {
+        if bulk_write(bytes) {
+            self.bulk_now = true;
+        }
+    }
+
+    /// A read of it moved `bytes` this round and completed `large_frames`
+    /// large frames; `in_large`: it is inside one now.
+    pub fn read(&mut self, bytes: usize, large_frames: usize, in_large: bool) {
+        if large_frames > 0 || in_large || bytes > LINGER_MAX_BYTES {
+            self.bulk_now = true;
+        }
+    }
+
+    /// The round ended at `now`: where should the connection be served?
+    /// `threaded`: it is on a poller of its own thread now. `held`: it may
+    /// not move now (it is draining, or waits for its predecessor to
+    /// drain); the round's bulk is then forgotten.
+    pub fn place(&mut self, now: Micros, threaded: bool, held: bool) -> Place {
+        let bulk = std::mem::take(&mut self.bulk_now);
+        if held {
+            return Place::Stay;
+        }
+        if bulk {
+            self.bulk_at = now;
+        }
+        if !threaded {
+            if bulk {
+                Place::Bulk
+            } else {
+                Place::Stay
+            }
+        } else if now.saturating_sub(self.bulk_at) > QUIET {
+            Place::Home
+        } else {
+            Place::Stay
+        }
+    }
+
+    /// It moved to another poller, whose clock reads `now`; `threaded`: a
+    /// poller of its own thread, where the quiet period starts now.
+    pub fn moved(&mut self, now: Micros, threaded: bool) {
+        self.bulk_at = if threaded { now } else { 0 };
+    }
+}
+
+/// What one poller round moved, over all its connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Bytes read.
+    pub read: usize,
+    /// Bytes written by flushes.
+    pub written: usize,
+    /// Small frames read.
+    pub small_frames: usize,
+    /// Large frames read.
+    pub large_frames: usize,
+    /// Some connection is inside a large frame.
+    pub in_large: bool,
+}
+
+/// Whether a poller keeps polling after its rounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linger {
+    /// How long to keep polling after the last light work.
+    linger: Micros,
+    /// When the last round of light work ended (0: not since bulk).
+    last_work: Micros,
+}
+
+impl Linger {
+    /// Linger `linger` after light work.
+    pub fn new(linger: Micros) -> Self {
+        Linger {
+            linger,
+            last_work: 0,
+        }
+    }
+
+    /// A round that moved `r` ended at `now`: whether to linger.
+    pub fn round(&mut self, now: Micros, r: &Round) -> bool {
+        let bulk = r.read + r.written > LINGER_MAX_BYTES || r.large_frames > 0 || r.in_large;
+        if bulk {
+            self.last_work = 0;
+        } else if r.small_frames > 0 || r.written > 0 {
+            self.last_work = now;
+        }
+        now.saturating_sub(self.last_work) < self.linger
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Micros = 1_000_000;
+
+    #[test]
+    fn a_bulk_connection_moves_to_a_thread_and_back_once_quiet() {
+        let mut t = Traffic::new();
+        // Small traffic: stays home.
+        t.read(100, 0, false);
+        t.wrote(LINGER_MAX_BYTES);
+        assert_eq!(t.place(SEC, false, false), Place::Stay);
+        // Much read, a large frame, inside one, much written: bulk.
+        for f in [
+            |t: &mut Traffic| t.read(LINGER_MAX_BYTES + 1, 0, false),
+            |t: &mut Traffic| t.read(10, 1, false),
+            |t: &mut Traffic| t.read(10, 0, true),
+            |t: &mut Traffic| t.wrote(LINGER_MAX_BYTES + 1),
+        ] {
+            let mut t = Traffic::new();
+            f(&mut t);
+            assert_eq!(t.place(SEC, false, false), Place::Bulk);
+            // The bulk of a round counts once.
+            assert_eq!(t.place(SEC, false, false), Place::Stay);
+        }
+        // On a thread: stays while bulk goes on, home after QUIET without.
+        t.wrote(LINGER_MAX_BYTES + 1);
+        assert_eq!(t.place(SEC, false, false), Place::Bulk);
+        t.moved(5 * SEC, true);
+        assert_eq!(t.place(5 * SEC + QUIET, true, false), Place::Stay);
+        t.read(0, 1, false);
+        assert_eq!(t.place(5 * SEC + QUIET, true, false), Place::Stay);
+        assert_eq!(t.place(5 * SEC + 2 * QUIET, true, false), Place::Stay);
+        assert_eq!(t.place(5 * SEC + 2 * QUIET + 1, true, false), Place::Home);
+        t.moved(7, false);
+        assert_eq!(t.place(8, false, false), Place::Stay);
+    }
+
+    #[test]
+    fn a_held_connection_stays_and_forgets_the_rounds_bulk() {
+        let mut t = Traffic::new();
+        t.read(0, 3, false);
+        assert_eq!(t.place(SEC, false, true), Place::Stay);
+        assert_eq!(t.place(SEC, false, false), Place::Stay);
+        t.moved(SEC, true);
+        assert_eq!(t.place(10 * SEC, true, true), Place::Stay);
+        assert_eq!(t.place(10 * SEC, true, false), Place::Home);
+    }
+
+    #[test]
+    fn a_poller_lingers_after_light_work_only() {
+        let mut l = Linger::new(50);
+        let light = Round {
+            read: 100,
+            small_frames: 2,
+            ..Round::default()
+        };
+        assert!(!l.round(SEC, &Round::default()), "no work yet");
+        assert!(l.round(SEC, &light));
+        assert!(l.round(SEC + 49, &Round::default()));
+        assert!(!l.round(SEC + 50, &Round::default()));
+        // Writing counts as work too.
+        let wrote = Round {
+            written: 10,
+            ..Round::default()
+        };
+        assert!(l.round(2 * SEC, &wrote));
+        // Bulk ends lingering at once.
+        for bulk in [
+            Round {
+                read: LINGER_MAX_BYTES,
+                written: 1,
+                ..Round::default()
+            },
+            Round {
+                large_frames: 1,
+                ..light
+            },
+            Round {
+                in_large: true,
+                ..light
+            },
+        ] {
+            assert!(l.round(3 * SEC, &light));
+            assert!(!l.round(3 * SEC + 1, &bulk));
+        }
+    }
+}
