@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use weft_core::wire::{
     encode_control, encode_handshake, Control, Handshake, Refusal, Tombstone, View,
 };
-use weft_core::{ChannelSpec, LaneKey, NodeSpec};
+use weft_core::{Capabilities, ChannelSpec, LaneKey, NodeSpec};
 
 fn spec(name: &str, addrs: &[&str], channels: usize) -> NodeSpec {
     NodeSpec {
@@ -63,8 +63,15 @@ fn main() {
             &encode_control(c),
         );
     }
-    let hello = encode_handshake(&Handshake::Hello { nonce: [1; 32] });
-    let challenge = encode_handshake(&Handshake::Challenge { nonce: [2; 32] });
+    let hello = encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: vec![3],
+        caps: Capabilities::SUPPORTED,
+    });
+    let challenge = encode_handshake(&Handshake::Challenge {
+        nonce: [2; 32],
+        version: 3,
+    });
     let auth = encode_handshake(&Handshake::Auth {
         from: a.clone(),
         to: "b@h".into(),
@@ -76,6 +83,7 @@ fn main() {
     });
     let welcome = encode_handshake(&Handshake::Welcome {
         from: spec("c@h", &["127.0.0.1:1"], 1),
+        caps: Capabilities::SUPPORTED,
         proof: [4; 32],
     });
     let refusals = [
@@ -103,6 +111,16 @@ fn main() {
             encode_handshake(&Handshake::Refuse(r)),
         ]));
     }
+    // a hello of protocol 2 (no versions, no capabilities), and one whose
+    // versions this node does not speak
+    let mut v2 = b"WEFT\x00\x02\x00".to_vec();
+    v2.extend_from_slice(&[1; 32]);
+    hs.push(frames(&[v2]));
+    hs.push(frames(&[encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: vec![7, 9],
+        caps: Capabilities(u64::MAX),
+    })]));
     for (i, h) in hs.iter().enumerate() {
         write("fuzz/seeds/handshake", &format!("seed-{i:03}"), h);
     }

@@ -83,7 +83,7 @@ pub const MAX_HEADER_LEN: usize = HEADER_LEN + 2 + MAX_EXTENSIONS;
 
 /// Protocol version this node speaks (and writes its hello in). Bump on any
 /// wire change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Every protocol version this node speaks, lowest first; the dialer lists
 /// them in its hello and a dialer of another version is told this list.

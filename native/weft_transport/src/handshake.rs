@@ -6,7 +6,9 @@
 //! only then does it say who it is) -> the driver decides (membership,
 //! collisions) and the caller answers with [`Accepted::answer`]. No
 //! application frame is read before both proofs check out, so a wrong cookie
-//! never delivers anything.
+//! never delivers anything. Both sides come out with what the handshake
+//! [`Negotiated`] (protocol version and common capabilities), which the
+//! connection keeps ([`crate::conn::Conn::negotiated`]).
 
 use crate::connection::{read_frame, write_frame, ReadError};
 use std::net::SocketAddr;
@@ -16,7 +18,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 pub use weft_core::handshake::HandshakeError as Failure;
 use weft_core::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep};
-use weft_core::{FrameKind, LaneKey, NodeSpec, Refusal};
+use weft_core::{Capabilities, FrameKind, LaneKey, Negotiated, NodeSpec, Refusal};
+
+/// What this node offers in every handshake.
+pub const CAPABILITIES: Capabilities = Capabilities::SUPPORTED;
 
 /// How long each step of a handshake may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,23 +109,31 @@ async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, HandshakeError> {
     Err(HandshakeError::Connect(addrs.to_vec(), last))
 }
 
-/// Dial `peer` for `lane` and authenticate. Returns the socket and the
-/// acceptor's spec once it said welcome and proved the cookie.
+/// Dial `peer` for `lane` and authenticate. Returns the socket, the
+/// acceptor's spec and what the two negotiated once it said welcome and
+/// proved the cookie.
 pub async fn dial(
     local: &NodeSpec,
     cookie: &[u8],
     peer: &str,
     addrs: &[SocketAddr],
     lane: &LaneKey,
-) -> Result<(TcpStream, NodeSpec), HandshakeError> {
+) -> Result<(TcpStream, NodeSpec, Negotiated), HandshakeError> {
     let mut s = connect(addrs).await?;
-    let (mut d, hello) = Dialer::new(cookie, local.clone(), peer, lane.clone(), nonce());
+    let (mut d, hello) = Dialer::new(
+        cookie,
+        local.clone(),
+        peer,
+        lane.clone(),
+        CAPABILITIES,
+        nonce(),
+    );
     send(&mut s, &hello).await?;
     loop {
         let body = recv(&mut s).await?;
         match d.on_frame(&body) {
             Ok(DialerStep::Send(b)) => send(&mut s, &b).await?,
-            Ok(DialerStep::Done(acceptor)) => return Ok((s, acceptor)),
+            Ok(DialerStep::Done(acceptor, negotiated)) => return Ok((s, acceptor, negotiated)),
             Err(f) => return Err(fail(&mut s, f).await),
         }
     }
@@ -131,6 +144,7 @@ pub struct Accepted {
     pub socket: TcpStream,
     pub dialer: NodeSpec,
     pub lane: LaneKey,
+    pub negotiated: Negotiated,
     acceptor: Acceptor,
 }
 
@@ -159,7 +173,7 @@ pub async fn accept(
     cookie: &[u8],
     lane_ok: impl Fn(&LaneKey) -> bool,
 ) -> Result<Accepted, HandshakeError> {
-    let mut a = Acceptor::new(cookie, nonce());
+    let mut a = Acceptor::new(cookie, CAPABILITIES, nonce());
     let mut first = true;
     loop {
         let max = if first {
@@ -171,11 +185,16 @@ pub async fn accept(
         let body = recv_at_most(&mut s, max).await?;
         match a.on_frame(&body, local, &lane_ok) {
             Ok(AcceptorStep::Send(b)) => send(&mut s, &b).await?,
-            Ok(AcceptorStep::Authenticated { dialer, lane }) => {
+            Ok(AcceptorStep::Authenticated {
+                dialer,
+                lane,
+                negotiated,
+            }) => {
                 return Ok(Accepted {
                     socket: s,
                     dialer,
                     lane,
+                    negotiated,
                     acceptor: a,
                 })
             }

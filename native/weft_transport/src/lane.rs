@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::frame::{header, HEADER_LEN};
-use weft_core::{ConnId, FrameKind, LaneKey};
+use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
 
 /// Frames taken for one `writev` by a flush.
 const BATCH_FRAMES: usize = 64;
@@ -149,6 +149,8 @@ pub struct Socket {
     pub conn: Option<ConnId>,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// What the connection's handshake agreed on.
+    pub negotiated: Option<Negotiated>,
 }
 
 #[derive(Default)]
@@ -414,6 +416,7 @@ impl Lane {
                 conn: Some(c.id),
                 local: c.local,
                 remote: c.remote,
+                negotiated: Some(c.negotiated),
             },
             None => Socket::default(),
         }
@@ -573,6 +576,13 @@ mod tests {
         (rt, poller, lane)
     }
 
+    fn negotiated() -> weft_core::Negotiated {
+        weft_core::Negotiated {
+            version: weft_core::frame::PROTOCOL_VERSION,
+            caps: weft_core::Capabilities::SUPPORTED,
+        }
+    }
+
     /// Connect `lane` (served by `poller`, driven on a thread) to a socket;
     /// returns the other end and the driving thread.
     fn connect(
@@ -583,7 +593,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
-        let conn = Conn::new(1, client, poller.clone());
+        let conn = Conn::new(1, client, negotiated(), poller.clone());
         lane.attach(conn.clone());
         poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
         let p = poller.clone();

@@ -58,7 +58,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use watcher::Watcher;
 pub use weft_core::lane::Choice;
-use weft_core::{Node, NodeSpec};
+use weft_core::{LaneKey, Node, NodeSpec};
 
 /// State shared by the driver, the connection tasks and the callers.
 pub(crate) struct Shared {
@@ -303,6 +303,18 @@ impl Transport {
     /// Peers that are up, sorted.
     pub fn up_peers(&self) -> Vec<String> {
         self.shared.up.read().clone()
+    }
+
+    /// What the handshake of `peer`'s connection for `lane` negotiated
+    /// (protocol version, common capabilities), while it is connected: what
+    /// a frame on that lane may carry.
+    pub fn negotiated(&self, peer: &str, lane: &LaneKey) -> Option<weft_core::Negotiated> {
+        self.shared
+            .routes
+            .get(peer)?
+            .lane(lane)?
+            .socket()
+            .negotiated
     }
 
     /// This node's spec as it is now.

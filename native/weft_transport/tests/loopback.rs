@@ -352,7 +352,11 @@ fn data_after_a_refused_handshake_is_never_delivered() {
         s.read_exact(&mut body).ok()?;
         Some(body)
     };
-    let hello = encode_handshake(&Handshake::Hello { nonce: [1; 32] });
+    let hello = encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: weft_core::frame::SUPPORTED_VERSIONS.to_vec(),
+        caps: weft_core::Capabilities::SUPPORTED,
+    });
     s.write_all(&frame(weft_core::FrameKind::Handshake, &hello))
         .unwrap();
     let challenge = read_frame(&mut s).unwrap();
@@ -391,7 +395,7 @@ fn data_after_a_refused_handshake_is_never_delivered() {
     assert!(!brx.try_iter().any(|e| matches!(e, Ev::Msg(..))));
 }
 
-/// The bytes that used to kill the VM: a hello (protocol version 1)
+/// The bytes that used to kill the VM: a hello (protocol versions 1 to 3)
 /// claiming a 2^40-byte name. The node lives, refuses the connection, and
 /// still works.
 #[test]
@@ -400,7 +404,7 @@ fn a_hello_claiming_a_huge_name_is_refused_and_the_node_lives() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
     let addr = b.local_spec().addrs[0];
-    for version in [1u8, 2] {
+    for version in [1u8, 2, 3] {
         for len in [
             [0xfd, 0, 0, 0, 0, 0, 1, 0, 0],
             [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -523,6 +527,51 @@ fn stray_clients_and_other_versions_are_refused() {
         ))
     );
     assert!(b.up_peers().is_empty());
+}
+
+/// A node of protocol 2 (one version in its hello, no capabilities) is
+/// told the versions this node speaks, and the refusal is logged with both.
+#[test]
+fn a_protocol_2_hello_is_refused_naming_the_versions() {
+    use std::io::{Read, Write};
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let mut s = std::net::TcpStream::connect(b.local_spec().addrs[0]).unwrap();
+    let mut hello = b"WEFT\x00\x02\x00".to_vec();
+    hello.extend_from_slice(&[5; 32]);
+    s.write_all(&weft_core::frame::header(
+        weft_core::FrameKind::Handshake,
+        hello.len(),
+    ))
+    .unwrap();
+    s.write_all(&hello).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024).unwrap();
+    assert_eq!(
+        weft_core::wire::decode_handshake(&buf[5..5 + len]),
+        Ok(weft_core::Handshake::Versions(vec![3]))
+    );
+    assert!(logs_until(
+        &brx,
+        "peer speaks protocol versions [2], this node [3]"
+    ));
+}
+
+/// Both ends of a connection know what its handshake negotiated.
+#[test]
+fn connections_know_what_they_negotiated() {
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, _brx) = node("b@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    for (t, peer) in [(&a, "b@h"), (&b, "a@h")] {
+        let n = t.negotiated(peer, &LaneKey::control()).unwrap();
+        assert_eq!(n.version, 3);
+        assert_eq!(n.caps, weft_core::Capabilities::SUPPORTED);
+    }
 }
 
 fn lane_on_thread(t: &Transport, peer: &str, channel: &str, index: u16) -> Option<bool> {
