@@ -218,6 +218,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             channels,
             affinity,
             cookie,
+            capabilities: weft_core::Capabilities::SUPPORTED,
             max_frame_size,
             send_queue_limit,
             send_queue_total_limit,

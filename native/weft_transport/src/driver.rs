@@ -311,7 +311,8 @@ async fn incoming(
                 .parallelism(&lane.channel)
                 .is_some_and(|p| lane.index < p)
     };
-    let mut accepted = match handshake::accept(s, &local, &shared.config.cookie, lane_ok).await {
+    let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
+    let mut accepted = match handshake::accept(s, &local, cookie, caps, lane_ok).await {
         Ok(a) => a,
         Err(e) => {
             let reason = match &e {
@@ -426,8 +427,9 @@ async fn dial(
         refusal,
         reason,
     };
+    let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
     let (s, spec, negotiated) =
-        match handshake::dial(&local, &shared.config.cookie, &peer, &addrs, &lane).await {
+        match handshake::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
             Ok(x) => x,
             Err(e) => {
                 // The core logs failures (rate-limited) and reports refusals.

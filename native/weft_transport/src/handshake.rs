@@ -16,12 +16,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use weft_core::frame::HEADER_LEN;
 pub use weft_core::handshake::HandshakeError as Failure;
 use weft_core::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep};
 use weft_core::{Capabilities, FrameKind, LaneKey, Negotiated, NodeSpec, Refusal};
-
-/// What this node offers in every handshake.
-pub const CAPABILITIES: Capabilities = Capabilities::SUPPORTED;
 
 /// How long each step of a handshake may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,10 +67,11 @@ async fn recv(s: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
 }
 
 async fn recv_at_most(s: &mut TcpStream, max: u64) -> Result<Vec<u8>, HandshakeError> {
-    let (kind, body) = timeout(STEP_TIMEOUT, read_frame(s, max))
+    let (header, body) = timeout(STEP_TIMEOUT, read_frame(s, max))
         .await
         .map_err(|_| HandshakeError::Timeout)??;
-    if kind != FrameKind::Handshake {
+    // Nothing was negotiated yet: a handshake frame carries no extensions.
+    if header.kind != FrameKind::Handshake || header.header_len != HEADER_LEN {
         return Err(HandshakeError::NotHandshake);
     }
     Ok(body)
@@ -109,25 +108,19 @@ async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, HandshakeError> {
     Err(HandshakeError::Connect(addrs.to_vec(), last))
 }
 
-/// Dial `peer` for `lane` and authenticate. Returns the socket, the
-/// acceptor's spec and what the two negotiated once it said welcome and
-/// proved the cookie.
+/// Dial `peer` for `lane` and authenticate, offering `caps`. Returns the
+/// socket, the acceptor's spec and what the two negotiated once it said
+/// welcome and proved the cookie.
 pub async fn dial(
     local: &NodeSpec,
     cookie: &[u8],
+    caps: Capabilities,
     peer: &str,
     addrs: &[SocketAddr],
     lane: &LaneKey,
 ) -> Result<(TcpStream, NodeSpec, Negotiated), HandshakeError> {
     let mut s = connect(addrs).await?;
-    let (mut d, hello) = Dialer::new(
-        cookie,
-        local.clone(),
-        peer,
-        lane.clone(),
-        CAPABILITIES,
-        nonce(),
-    );
+    let (mut d, hello) = Dialer::new(cookie, local.clone(), peer, lane.clone(), caps, nonce());
     send(&mut s, &hello).await?;
     loop {
         let body = recv(&mut s).await?;
@@ -165,15 +158,17 @@ impl Accepted {
     }
 }
 
-/// Acceptor side up to the verified proof. `lane_ok` says whether a lane
-/// exists on this node. On error the dialer has been told what it may know.
+/// Acceptor side up to the verified proof, offering `caps`. `lane_ok` says
+/// whether a lane exists on this node. On error the dialer has been told
+/// what it may know.
 pub async fn accept(
     mut s: TcpStream,
     local: &NodeSpec,
     cookie: &[u8],
+    caps: Capabilities,
     lane_ok: impl Fn(&LaneKey) -> bool,
 ) -> Result<Accepted, HandshakeError> {
-    let mut a = Acceptor::new(cookie, CAPABILITIES, nonce());
+    let mut a = Acceptor::new(cookie, caps, nonce());
     let mut first = true;
     loop {
         let max = if first {

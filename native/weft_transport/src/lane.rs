@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_core::frame::{header, HEADER_LEN};
+use weft_core::frame::{encode_header, header, Extensions, FrameError, HeaderBytes};
 use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
 
 /// Frames taken for one `writev` by a flush.
@@ -79,7 +79,7 @@ pub type Sender = u64;
 /// A frame waiting in a lane's queue; `sent` bytes of it (header first) are
 /// already on the wire.
 struct Outgoing {
-    header: [u8; HEADER_LEN],
+    header: HeaderBytes,
     body: Body,
     sent: usize,
     sender: Option<Sender>,
@@ -89,8 +89,12 @@ struct Outgoing {
 
 impl Outgoing {
     fn new(kind: FrameKind, body: Body, sender: Option<Sender>) -> Self {
+        Self::with_header(HeaderBytes::Plain(header(kind, body.len())), body, sender)
+    }
+
+    fn with_header(header: HeaderBytes, body: Body, sender: Option<Sender>) -> Self {
         Outgoing {
-            header: header(kind, body.len()),
+            header,
             body,
             sent: 0,
             sender,
@@ -107,7 +111,7 @@ impl Outgoing {
     }
 
     fn len(&self) -> usize {
-        HEADER_LEN + self.body.len()
+        self.header.len() + self.body.len()
     }
 
     /// Fill `out` with the unsent part; returns how many slices it used.
@@ -120,13 +124,14 @@ impl Outgoing {
         if out.is_empty() || max == 0 {
             return 0;
         }
-        if self.sent < HEADER_LEN {
+        let header_len = self.header.len();
+        if self.sent < header_len {
             let h = &self.header[self.sent..];
             let take = h.len().min(max);
             out[0] = IoSlice::new(&h[..take]);
             1 + self.body.fill_max(0, &mut out[1..], max - take)
         } else {
-            self.body.fill_max(self.sent - HEADER_LEN, out, max)
+            self.body.fill_max(self.sent - header_len, out, max)
         }
     }
 }
@@ -246,6 +251,23 @@ impl Lane {
         self.push_reserved(kind, body, sender)
     }
 
+    /// As [`Lane::push_from`], for a frame whose header carries `ext`.
+    /// Only for extensions the peer agreed to: the caller checks
+    /// [`crate::Transport::negotiated`] (a peer refuses a frame with
+    /// extensions it did not agree to, and closes the connection).
+    pub fn push_extended(
+        self: &Arc<Self>,
+        kind: FrameKind,
+        ext: &Extensions,
+        body: Body,
+        sender: Option<Sender>,
+    ) -> Result<(), FrameError> {
+        let header = encode_header(kind, body.len(), ext)?;
+        self.budget.force(body.len() as u64);
+        self.push_frame(Outgoing::with_header(header, body, sender));
+        Ok(())
+    }
+
     /// As [`Lane::push_from`], for a frame whose bytes the caller already
     /// reserved in the lane's budget.
     pub(crate) fn push_reserved(
@@ -254,7 +276,10 @@ impl Lane {
         body: Body,
         sender: Option<Sender>,
     ) {
-        let mut f = Outgoing::new(kind, body, sender);
+        self.push_frame(Outgoing::new(kind, body, sender))
+    }
+
+    fn push_frame(self: &Arc<Self>, mut f: Outgoing) {
         let mut out = self.out.lock();
         if out.stopped {
             drop(out);
@@ -602,12 +627,27 @@ mod tests {
 
     /// The body of the next frame on `server`.
     fn read_frame(server: &mut std::net::TcpStream) -> Vec<u8> {
-        let mut h = [0u8; HEADER_LEN];
+        read_frame_ext(server).1
+    }
+
+    /// The extensions and the body of the next frame on `server`.
+    fn read_frame_ext(server: &mut std::net::TcpStream) -> (Extensions, Vec<u8>) {
+        let mut h = vec![0u8; weft_core::frame::HEADER_LEN];
         server.read_exact(&mut h).unwrap();
-        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
-        let mut body = vec![0u8; len];
+        let h = loop {
+            match weft_core::frame::decode_header(&h, 1 << 20) {
+                Ok(h) => break h,
+                Err(FrameError::Truncated { need }) => {
+                    let at = h.len();
+                    h.resize(need, 0);
+                    server.read_exact(&mut h[at..]).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let mut body = vec![0u8; h.body_len];
         server.read_exact(&mut body).unwrap();
-        body
+        (h.ext, body)
     }
 
     /// Frames pushed from several threads at once, some large enough to fill
@@ -715,6 +755,54 @@ mod tests {
             smalls_seen,
             (0..smalls).map(|i| i as u8).collect::<Vec<_>>()
         );
+        poller.stop();
+        driving.join().unwrap();
+    }
+
+    /// Frames whose headers carry extensions go out whole, written directly
+    /// or by the poller, small or large, in order with plain frames.
+    #[test]
+    fn frames_with_extensions_are_written_with_their_header() {
+        let (_rt, poller, lane) = unconnected_lane();
+        let ext = |seq| Extensions {
+            seq: Some(seq),
+            origin: Some("a@h".into()),
+            ..Default::default()
+        };
+        // queued while unconnected
+        lane.push_extended(FrameKind::Data, &ext(1), vec![1; 10].into(), Some(1))
+            .unwrap();
+        lane.push_extended(
+            FrameKind::Data,
+            &ext(2),
+            vec![2; 3 * DIRECT_MAX].into(),
+            None,
+        )
+        .unwrap();
+        let (mut server, driving) = connect(&lane, &poller);
+        assert_eq!(read_frame_ext(&mut server), (ext(1), vec![1; 10]));
+        assert_eq!(
+            read_frame_ext(&mut server),
+            (ext(2), vec![2; 3 * DIRECT_MAX])
+        );
+        // connected and idle: written by the sender itself
+        std::thread::sleep(Duration::from_millis(5));
+        lane.push_extended(FrameKind::Data, &ext(3), vec![3; 5].into(), Some(1))
+            .unwrap();
+        lane.push(FrameKind::Data, vec![4; 5].into());
+        assert_eq!(read_frame_ext(&mut server), (ext(3), vec![3; 5]));
+        assert_eq!(
+            read_frame_ext(&mut server),
+            (Extensions::default(), vec![4; 5])
+        );
+        // what the receiver would refuse is not sent
+        let bad = Extensions {
+            destination: Some("no name".into()),
+            ..Default::default()
+        };
+        assert!(lane
+            .push_extended(FrameKind::Data, &bad, vec![5].into(), None)
+            .is_err());
         poller.stop();
         driving.join().unwrap();
     }

@@ -317,6 +317,13 @@ impl Transport {
             .negotiated
     }
 
+    /// The lane `lane` to `peer`, if the peer has a route: for features
+    /// built on the transport that write frames themselves (such as
+    /// [`Lane::push_extended`]) and for tests.
+    pub fn lane(&self, peer: &str, lane: &LaneKey) -> Option<Arc<lane::Lane>> {
+        self.shared.routes.get(peer)?.lane(lane).cloned()
+    }
+
     /// This node's spec as it is now.
     pub fn local_spec(&self) -> NodeSpec {
         self.shared.local.read().clone()

@@ -117,6 +117,7 @@ fn node_with(
         ],
         affinity: true,
         cookie: cookie.as_bytes().to_vec(),
+        capabilities: weft_core::Capabilities::SUPPORTED,
         max_frame_size: max_frame,
         send_queue_limit: 64 << 20,
         send_queue_total_limit: 256 << 20,
@@ -572,6 +573,61 @@ fn connections_know_what_they_negotiated() {
         assert_eq!(n.version, 3);
         assert_eq!(n.caps, weft_core::Capabilities::SUPPORTED);
     }
+}
+
+/// A frame whose header carries extensions that both ends agreed on is
+/// read, and its body delivered as any other; one carrying extensions the
+/// receiver did not agree on costs its connection, and is not delivered.
+#[test]
+fn extensions_are_read_if_negotiated_and_refused_if_not() {
+    use weft_core::{Capabilities, Extensions, FrameKind};
+    let ext = Extensions {
+        seq: Some(41),
+        ack: Some(40),
+        trace: Some([3; 16]),
+        origin: Some("a@h".into()),
+        destination: Some("b@h".into()),
+        skipped: 0,
+    };
+    let vnode0 = LaneKey {
+        channel: "vnode".into(),
+        index: 0,
+    };
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    assert!(a.negotiated("b@h", &vnode0).unwrap().allows(&ext));
+    let lane = a.lane("b@h", &vnode0).unwrap();
+    lane.push_extended(FrameKind::Data, &ext, b"with ext".to_vec().into(), None)
+        .unwrap();
+    assert_eq!(
+        recv_msgs(&brx, 1),
+        [("a@h".to_string(), b"with ext".to_vec())]
+    );
+
+    // c offers no capabilities: nothing may carry extensions to it
+    let (c, crx, _dc) = node_with("c@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.capabilities = Capabilities::NONE
+    });
+    a.join(contact(&c));
+    wait_for("lanes", || all_lanes_connected(&a, "c@h"));
+    let n = a.negotiated("c@h", &vnode0).unwrap();
+    assert_eq!(n.caps, Capabilities::NONE);
+    assert!(!n.allows(&ext));
+    let traced = Extensions {
+        trace: Some([1; 16]),
+        ..Default::default()
+    };
+    let lane = a.lane("c@h", &vnode0).unwrap();
+    lane.push_extended(FrameKind::Data, &traced, b"traced".to_vec().into(), None)
+        .unwrap();
+    assert!(logs_until(&crx, "not negotiated"));
+    assert!(!crx
+        .try_iter()
+        .any(|e| matches!(e, Ev::Msg(_, ref m) if m == b"traced")));
 }
 
 fn lane_on_thread(t: &Transport, peer: &str, channel: &str, index: u16) -> Option<bool> {
