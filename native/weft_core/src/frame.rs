@@ -63,11 +63,18 @@
 //! external term format of `{Destination, Message}`).
 //!
 //! The decoder is fuzzed (`fuzz/fuzz_targets/frame_header.rs`, body
-//! [`fuzzing::header`]) and checked by a seeded generator of valid and
-//! mutated headers ([`fuzzing::cases`]): 20,000 cases in the normal
-//! `cargo test`, and as many as you like with
-//! `WEFT_HEADER_CASES=1000000 cargo test --release -p weft_core header_cases -- --ignored`
-//! (also run by `make fuzz-cases`).
+//! [`fuzzing::header`]; `make fuzz FUZZ_TARGETS=frame_header`) and checked
+//! by a seeded generator of valid and mutated headers ([`fuzzing::case`]):
+//! valid ones must decode to what was encoded and be
+//! [`FrameError::Truncated`] at every shorter length, mutated ones must
+//! not panic and hold to what [`fuzzing::header`] checks. The normal
+//! `cargo test` runs 20,000 cases; the big run is 1,000,000:
+//!
+//! ```sh
+//! make fuzz-cases     # = cargo test --release -p weft_core --lib \
+//!                     #   frame::tests::header_cases_million -- --ignored --nocapture
+//! WEFT_HEADER_CASES=10000000 make fuzz-cases                # another count
+//! ```
 
 pub use crate::capability::{Capabilities, Negotiated};
 use thiserror::Error;

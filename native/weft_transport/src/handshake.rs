@@ -26,8 +26,9 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshake frames are small (a node spec with at most 256 channels);
 /// anything bigger is not a weft peer.
 pub const MAX_HANDSHAKE_FRAME: u64 = 128 * 1024;
-/// The first frame of an incoming connection (a hello: magic, version and
-/// a nonce, with room for later versions) is far smaller still.
+/// The first frame of an incoming connection (a hello: magic, version, a
+/// nonce, at most 32 versions and the capabilities: at most 112 bytes, with
+/// room for later versions) is far smaller still.
 pub const MAX_FIRST_FRAME: u64 = 256;
 
 /// Why a handshake failed.
