@@ -40,10 +40,10 @@
 //! saw them (so a version or capability downgrade in transit fails the
 //! proof) and everything in `Auth` before it (the dialer's spec, the name
 //! it expects, the lane); `proof_a` covers both nonces, `proof_d` and
-//! everything in `Welcome` before it (the acceptor's capabilities too). Proofs are bound
-//! to the role (a proof cannot be reflected), to fresh nonces (no replay)
-//! and to the lane and both descriptions (no splicing into another
-//! connection). Randomness (the nonces) is an argument, as time is elsewhere
+//! everything in `Welcome` before it (the acceptor's capabilities too).
+//! Proofs are bound to the role (a proof cannot be reflected), to fresh
+//! nonces (no replay) and to the lane and both descriptions (no splicing
+//! into another connection). Randomness (the nonces) is an argument, as time is elsewhere
 //! in the core.
 
 use crate::frame::{Capabilities, FrameError, Negotiated, SUPPORTED_VERSIONS};
