@@ -639,37 +639,31 @@ mod tests {
         assert!(encode_header(FrameKind::Data, 1, &e).is_err());
     }
 
-    /// Generated cases (see [`fuzzing::case`]); `WEFT_HEADER_CASES` sets
-    /// how many (default 20,000).
-    #[test]
-    fn header_cases() {
-        let n = std::env::var("WEFT_HEADER_CASES")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20_000);
+    /// Run `n` generated cases and say how long they took.
+    fn run_cases(n: u64) {
         let t = std::time::Instant::now();
         let valid = fuzzing::cases(n);
         eprintln!(
             "header cases: {n} ({valid} valid headers) in {:.2?}",
             t.elapsed()
         );
-        assert!(valid > n / 8);
+        assert!(valid > n / 8, "{valid} valid headers of {n}");
     }
 
-    /// The big run: `cargo test --release -p weft_core header_cases_million
-    /// -- --ignored` (1,000,000 cases unless `WEFT_HEADER_CASES` says).
+    /// Generated cases (see [`fuzzing::case`]), a few for every run.
+    #[test]
+    fn header_cases() {
+        run_cases(20_000);
+    }
+
+    /// The big run, `make fuzz-cases`: 1,000,000 cases unless
+    /// `WEFT_HEADER_CASES` says how many.
     #[test]
     #[ignore]
     fn header_cases_million() {
         let n = std::env::var("WEFT_HEADER_CASES")
             .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1_000_000);
-        let t = std::time::Instant::now();
-        let valid = fuzzing::cases(n);
-        eprintln!(
-            "header cases: {n} ({valid} valid headers) in {:.2?}",
-            t.elapsed()
-        );
+            .and_then(|s| s.parse().ok());
+        run_cases(n.unwrap_or(1_000_000));
     }
 }

@@ -487,24 +487,24 @@ fn unexpected_node_is_refused() {
 
 #[test]
 fn stray_clients_and_other_versions_are_refused() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let (b, brx) = node("b@h", "c", 1 << 20);
     let addr = b.local_spec().addrs[0];
     // Not weft at all.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     assert!(logs_until(&brx, "refused incoming connection"));
-    // A weft hello of a future protocol version.
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // A weft hello of a future protocol version: the acceptor says which
+    // versions it speaks, and closes.
     let mut body = b"WEFT".to_vec();
     body.extend_from_slice(&99u16.to_be_bytes());
     body.extend_from_slice(&[0; 16]);
-    s.write_all(&weft_core::frame::header(
-        weft_core::FrameKind::Handshake,
-        body.len(),
-    ))
-    .unwrap();
-    s.write_all(&body).unwrap();
+    assert_eq!(
+        hello_answer(addr, &body),
+        Ok(weft_core::Handshake::Versions(
+            weft_core::frame::SUPPORTED_VERSIONS.to_vec()
+        ))
+    );
     // (logged once per source and window: this one is counted)
     wait_for("counted", || {
         let info = b.info().unwrap();
@@ -516,41 +516,35 @@ fn stray_clients_and_other_versions_are_refused() {
         };
         n("version") == Some(1) && n("protocol") == Some(1)
     });
-    // The acceptor says which versions it speaks, and closes.
+    assert!(b.up_peers().is_empty());
+}
+
+/// Send a handshake frame of `body` to `addr` as the first frame of a new
+/// connection; the answer, read until the acceptor closes.
+fn hello_answer(
+    addr: std::net::SocketAddr,
+    body: &[u8],
+) -> Result<weft_core::Handshake, weft_core::FrameError> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let frame = weft_core::frame::header(weft_core::FrameKind::Handshake, body.len());
+    s.write_all(&[&frame[..], body].concat()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024).unwrap();
-    assert_eq!(
-        weft_core::wire::decode_handshake(&buf[5..5 + len]),
-        Ok(weft_core::Handshake::Versions(
-            weft_core::frame::SUPPORTED_VERSIONS.to_vec()
-        ))
-    );
-    assert!(b.up_peers().is_empty());
+    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024)?;
+    weft_core::wire::decode_handshake(&buf[5..5 + len])
 }
 
 /// A node of protocol 2 (one version in its hello, no capabilities) is
 /// told the versions this node speaks, and the refusal is logged with both.
 #[test]
 fn a_protocol_2_hello_is_refused_naming_the_versions() {
-    use std::io::{Read, Write};
     let (b, brx) = node("b@h", "c", 1 << 20);
-    let mut s = std::net::TcpStream::connect(b.local_spec().addrs[0]).unwrap();
     let mut hello = b"WEFT\x00\x02\x00".to_vec();
     hello.extend_from_slice(&[5; 32]);
-    s.write_all(&weft_core::frame::header(
-        weft_core::FrameKind::Handshake,
-        hello.len(),
-    ))
-    .unwrap();
-    s.write_all(&hello).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024).unwrap();
     assert_eq!(
-        weft_core::wire::decode_handshake(&buf[5..5 + len]),
+        hello_answer(b.local_spec().addrs[0], &hello),
         Ok(weft_core::Handshake::Versions(vec![3]))
     );
     assert!(logs_until(
