@@ -754,6 +754,10 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
     call(B, weft_ct, collector, [inbox]),
     ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
+    %% what each connection's handshake negotiated (protocol 3, everything)
+    ?assertEqual([{3, [relay, seq_ack, trace]}],
+                 lists:usort([{P, lists:sort(C)}
+                              || #{protocol := P, capabilities := C} <- lanes(A, NodeB, vnode)])),
     ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),
     weft_ct:wait_until(on_thread, fun() ->
                                           lists:member(thread, [Io || #{io := Io} <- lanes(A, NodeB, vnode)])
