@@ -6,7 +6,7 @@ ERL_PACKAGES = erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-prop
 TEST_PACKAGES = libfaketime
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo bench bench-full bench-build bench-flood bench-memory fuzz clean
+.PHONY: all deps build test demo bench bench-full bench-build bench-flood bench-memory fuzz fuzz-cases clean
 
 all: build
 
@@ -66,6 +66,13 @@ FUZZ_TARGETS ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# The frame header decoder over 1,000,000 generated headers, valid and
+# mutated (WEFT_HEADER_CASES=N for another count); `cargo test` runs 20,000.
+WEFT_HEADER_CASES ?= 1000000
+fuzz-cases:
+	WEFT_HEADER_CASES=$(WEFT_HEADER_CASES) cargo test --release --locked -p weft_core --lib \
+	    frame::tests::header_cases_million -- --ignored --nocapture
 
 # How long one send blocks its caller and its scheduler under a flood of
 # 1,000,000 100-byte messages (1 and 8 senders), weft against disterl.

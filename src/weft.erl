@@ -439,7 +439,9 @@ on_event(_Kind, Node, Fun) ->
 %%                        channels => #{Channel => [#{lane, state, local, remote,
 %%                            queued_frames, queued_bytes, sent_frames, sent_bytes,
 %%                            recv_frames, recv_bytes, dropped_frames,
-%%                            io => scheduler | thread}]}}}}
+%%                            io => scheduler | thread,
+%%                            protocol => Version | undefined,
+%%                            capabilities => [seq_ack | relay | trace]}]}}}}
 %% '''
 %% `dropped' counts messages that `forward' accepted and that were then
 %% lost, by reason: `not_member' (the destination is not a member),

@@ -293,14 +293,16 @@ wrong_cookie_refused(_Config) ->
     %% but "refused", the connection ends, and the frame is never read.
     Port = call(A, weft_ct, port, []),
     {ok, S} = gen_tcp:connect({127,0,0,1}, Port, [binary, {active, false}]),
-    ok = gen_tcp:send(S, raw_frame(0, <<"WEFT", 2:16, 0, (binary:copy(<<1>>, 32))/binary>>)),
-    {0, <<"WEFT", 2:16, 1, _Nonce:32/binary>>} = recv_frame(S),
+    %% hello (protocol 3): nonce, versions [3], capabilities
+    Hello = <<"WEFT", 3:16, 0, (binary:copy(<<1>>, 32))/binary, 1, 3:16, 7:64>>,
+    ok = gen_tcp:send(S, raw_frame(0, Hello)),
+    {0, <<"WEFT", 3:16, 1, _Nonce:32/binary>>} = recv_frame(S),
     NodeA = atom_to_binary(node_of(A)),
-    Auth = <<"WEFT", 2:16, 2, (spec_bin(<<"x@127.0.0.1">>))/binary, (str8(NodeA))/binary,
+    Auth = <<"WEFT", 3:16, 2, (spec_bin(<<"x@127.0.0.1">>))/binary, (str8(NodeA))/binary,
              (str8(<<"default">>))/binary, 0:16, (binary:copy(<<7>>, 32))/binary>>,
     Sneaky = raw_frame(1, term_to_binary({inbox, sneaky})),
     ok = gen_tcp:send(S, [raw_frame(0, Auth), Sneaky]),
-    ?assertEqual({0, <<"WEFT", 2:16, 4, 0>>}, recv_frame(S)),
+    ?assertEqual({0, <<"WEFT", 3:16, 4, 0>>}, recv_frame(S)),
     ?assertEqual({error, closed}, gen_tcp:recv(S, 0, 10000)),
     %% the same frame through an authenticated connection does arrive
     ok = call(B, weft, forward, [node_of(A), inbox, real, #{}]),
@@ -323,7 +325,7 @@ recv_frame(S) ->
 
 str8(B) -> <<(byte_size(B)):8, B/binary>>.
 
-%% A node description as the wire carries it (protocol version 2).
+%% A node description as the wire carries it (protocol versions 2 and 3).
 spec_bin(Name) ->
     <<(str8(Name))/binary, 1:64, (1 bsl 20):32, 1, 4, 127, 0, 0, 1, 9999:16,
       1:16, (str8(<<"default">>))/binary, 1:16>>.
@@ -362,6 +364,7 @@ hostile_bytes_do_not_kill_the_node(_Config) ->
     Hostile = [<<0,0,0,16#11,0, "WEFT", 0,1, 0, 16#fd, 0,0,0,0,0,1,0,0>>,
                <<0,0,0,16#11,0, "WEFT", 0,1, 0, 16#fd, 16#ff,16#ff,16#ff,16#ff,16#ff,16#ff,16#ff,16#ff>>,
                <<0,0,0,16#11,0, "WEFT", 0,2, 0, 16#fd, 0,0,0,0,0,1,0,0>>,
+               <<0,0,0,16#11,0, "WEFT", 0,3, 0, 16#fd, 0,0,0,0,0,1,0,0>>,
                <<16#ff,16#ff,16#ff,16#ff,0>>,
                <<"GET / HTTP/1.1\r\n\r\n">>],
     21 = byte_size(hd(Hostile)),
@@ -754,6 +757,10 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
     call(B, weft_ct, collector, [inbox]),
     ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
+    %% what each connection's handshake negotiated (protocol 3, everything)
+    ?assertEqual([{3, [relay, seq_ack, trace]}],
+                 lists:usort([{P, lists:sort(C)}
+                              || #{protocol := P, capabilities := C} <- lanes(A, NodeB, vnode)])),
     ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),
     weft_ct:wait_until(on_thread, fun() ->
                                           lists:member(thread, [Io || #{io := Io} <- lanes(A, NodeB, vnode)])

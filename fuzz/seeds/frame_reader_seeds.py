@@ -20,6 +20,24 @@ def frame(kind, body):
     return hdr(kind, len(body)) + body
 
 
+def ext_entry(ident, value):
+    n = len(value)
+    ln = bytes([n]) if n < 0x80 else bytes([0x80 | (n & 0x7f), n >> 7])
+    return bytes([ident]) + ln + value
+
+
+def ext_hdr(kind, n, entries):
+    """A header with extensions (protocol 3, see weft_core::frame)."""
+    block = b''.join(entries)
+    return struct.pack('>IBH', 1 + 2 + len(block) + n, 0x80 | kind, len(block)) + block
+
+
+SEQ = ext_entry(0x01, b'\x05')
+TRACE = ext_entry(0x03, bytes(range(16)))
+DEST = ext_entry(0x82, b'far@away')
+UNKNOWN = ext_entry(0x40, b'clock')
+
+
 def lit(b):
     """Literal-chunk operations for the bytes b."""
     out = b''
@@ -55,6 +73,13 @@ progs = {
     'unknown-kind': lit(frame(DATA, b'ok') + b'\x00\x00\x00\x02\x07x'),
     'close-mid-frame': lit(frame(DATA, b'ok') + hdr(DATA, 100) + b'abc') + CLOSE,
     'close-mid-header': lit(frame(DATA, b'ok') + b'\x00\x00') + CLOSE,
+    'extensions': lit(ext_hdr(DATA, 2, [SEQ, TRACE, DEST]) + b'ok'
+                      + ext_hdr(CONTROL, 1, [SEQ, UNKNOWN]) + b'\x00' + frame(DATA, b'plain')),
+    'large-frame-with-extensions': lit(ext_hdr(DATA, 17 * 4096, [SEQ, DEST])) + fill(17, 0x43)
+                                   + lit(frame(DATA, b'after')),
+    'bad-extensions': lit(ext_hdr(DATA, 2, [SEQ, SEQ]) + b'ok'),
+    'critical-unknown-extension': lit(ext_hdr(DATA, 2, [ext_entry(0x90, b'')]) + b'ok'),
+    'close-mid-extensions': lit(ext_hdr(DATA, 2, [SEQ, TRACE])[:12]) + CLOSE,
 }
 os.makedirs(OUT, exist_ok=True)
 n = 0

@@ -1,12 +1,13 @@
-//! Writes the seeds of the `control` and `handshake` fuzz targets
-//! (`fuzz/seeds/<target>/`) with the real encoders:
+//! Writes the seeds of the `control`, `handshake` and `frame_header` fuzz
+//! targets (`fuzz/seeds/<target>/`) with the real encoders:
 //! `cargo run -p weft_core --example fuzz_seeds` from the repository root.
 
 use std::net::SocketAddr;
+use weft_core::frame::encode_header;
 use weft_core::wire::{
     encode_control, encode_handshake, Control, Handshake, Refusal, Tombstone, View,
 };
-use weft_core::{ChannelSpec, LaneKey, NodeSpec};
+use weft_core::{Capabilities, ChannelSpec, Extensions, FrameKind, LaneKey, NodeSpec};
 
 fn spec(name: &str, addrs: &[&str], channels: usize) -> NodeSpec {
     NodeSpec {
@@ -63,8 +64,15 @@ fn main() {
             &encode_control(c),
         );
     }
-    let hello = encode_handshake(&Handshake::Hello { nonce: [1; 32] });
-    let challenge = encode_handshake(&Handshake::Challenge { nonce: [2; 32] });
+    let hello = encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: vec![3],
+        caps: Capabilities::SUPPORTED,
+    });
+    let challenge = encode_handshake(&Handshake::Challenge {
+        nonce: [2; 32],
+        version: 3,
+    });
     let auth = encode_handshake(&Handshake::Auth {
         from: a.clone(),
         to: "b@h".into(),
@@ -76,6 +84,7 @@ fn main() {
     });
     let welcome = encode_handshake(&Handshake::Welcome {
         from: spec("c@h", &["127.0.0.1:1"], 1),
+        caps: Capabilities::SUPPORTED,
         proof: [4; 32],
     });
     let refusals = [
@@ -103,8 +112,54 @@ fn main() {
             encode_handshake(&Handshake::Refuse(r)),
         ]));
     }
+    // a hello of protocol 2 (no versions, no capabilities), and one whose
+    // versions this node does not speak
+    let mut v2 = b"WEFT\x00\x02\x00".to_vec();
+    v2.extend_from_slice(&[1; 32]);
+    hs.push(frames(&[v2]));
+    hs.push(frames(&[encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: vec![7, 9],
+        caps: Capabilities(u64::MAX),
+    })]));
     for (i, h) in hs.iter().enumerate() {
         write("fuzz/seeds/handshake", &format!("seed-{i:03}"), h);
     }
-    println!("wrote fuzz/seeds/control and fuzz/seeds/handshake");
+    let ext = |f: &dyn Fn(&mut Extensions)| {
+        let mut e = Extensions::default();
+        f(&mut e);
+        e
+    };
+    let exts = [
+        Extensions::default(),
+        ext(&|e| e.seq = Some(7)),
+        ext(&|e| e.ack = Some(u64::MAX)),
+        ext(&|e| e.trace = Some([0xab; 16])),
+        ext(&|e| e.origin = Some("a@127.0.0.1".into())),
+        ext(&|e| e.destination = Some(format!("{}@h", "d".repeat(200)))),
+        ext(&|e| {
+            e.seq = Some(1 << 33);
+            e.ack = Some(0);
+            e.trace = Some([1; 16]);
+            e.origin = Some("a@h".into());
+            e.destination = Some("b@h".into());
+        }),
+    ];
+    let mut headers: Vec<Vec<u8>> = Vec::new();
+    for (i, e) in exts.iter().enumerate() {
+        let kind = [FrameKind::Data, FrameKind::Control, FrameKind::Handshake][i % 3];
+        headers.push(encode_header(kind, 100 * i, e).unwrap().to_vec());
+    }
+    // an unknown entry (skipped), an unknown critical one (refused), an
+    // extension block longer than its frame, a header format of 1
+    headers.push(vec![
+        0, 0, 0, 10, 0x81, 0, 7, 0x40, 5, b'c', b'l', b'o', b'c', b'k',
+    ]);
+    headers.push(vec![0, 0, 0, 6, 0x81, 0, 3, 0x90, 1, 0]);
+    headers.push(vec![0, 0, 0, 4, 0x81, 0, 3, 1, 1, 5]);
+    headers.push(vec![0, 0, 0, 1, 0x11]);
+    for (i, h) in headers.iter().enumerate() {
+        write("fuzz/seeds/frame_header", &format!("seed-{i:03}"), h);
+    }
+    println!("wrote fuzz/seeds/control, fuzz/seeds/handshake and fuzz/seeds/frame_header");
 }

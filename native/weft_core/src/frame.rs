@@ -1,26 +1,122 @@
-//! The wire format: length-prefixed frames and the messages inside them.
+//! The wire format: length-prefixed frames, their header and its optional
+//! extensions (sequence number, ack, relay origin and destination, trace
+//! id, and room for more).
 //!
-//! Every frame is `len: u32 (big endian) | kind: u8 | body`, where `len`
-//! counts the kind byte and the body. A receiver reads the 5-byte header,
-//! checks `len` against its frame size limit *before* allocating, then reads
-//! the body. Application data bodies are opaque here (the Erlang external
-//! term format of `{Destination, Message}`); control and handshake bodies are
-//! encoded and decoded by [`crate::wire`].
+//! # Layout (protocol version 3; all integers big-endian)
+//!
+//! ```text
+//! len: u32 | type: u8 | [extensions, if X] | body
+//!
+//! type:        X | F F F | K K K K
+//!              bit 7 X: an extension block follows
+//!              bits 4-6 F: header format, 0 (any other: refused)
+//!              bits 0-3 K: frame kind, 0 handshake | 1 data | 2 control
+//! extensions:  ext_len: u16 | entries (exactly ext_len bytes, 2..=MAX_EXTENSIONS)
+//! entry:       id: u8 | n: 1 or 2 bytes | value (n bytes)
+//!              n < 128: one byte n; else two bytes 0x80 | (n & 0x7f), n >> 7
+//!              (the second byte 1..=127, so n <= 16383 and there is one
+//!              encoding of each n)
+//! ```
+//!
+//! `len` counts everything after itself: the type byte, the extension block
+//! and the body. A frame without extensions is therefore exactly the frame
+//! of protocol version 2 (`len | kind | body`, 5 bytes of header): plain
+//! data frames, most of the traffic, cost nothing more, and the hello keeps
+//! its framing, so a node of any version can read a hello and answer with
+//! the versions it speaks. With extensions the header is `5 + 2 + ext_len`
+//! bytes (a sequence number alone: 10 to 17).
+//!
+//! Extension entries (ids in strictly increasing order, each at most once):
+//!
+//! | id | name | value | capability |
+//! |---|---|---|---|
+//! | `0x01` | sequence number | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
+//! | `0x02` | ack | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
+//! | `0x03` | trace id | 16 bytes | [`Capabilities::TRACE`] |
+//! | `0x81` | origin node | node name | [`Capabilities::RELAY`] |
+//! | `0x82` | destination node | node name | [`Capabilities::RELAY`] |
+//!
+//! "Minimal" unsigned: big-endian without leading zero bytes (zero is one
+//! byte `0`). Node names are as [`crate::spec::valid_node_name`] checks them:
+//! `name@host`, printable ASCII, at most 255 bytes.
+//!
+//! **Unknown extensions.** Bit 7 of an id marks the extension *critical*: a
+//! receiver that does not know a critical id refuses the frame
+//! ([`FrameError::UnknownExtension`]), because misreading it would be wrong
+//! (a relayed frame taken for a local one). An unknown id without that bit
+//! is skipped (counted in [`Extensions::skipped`]): a causal clock, say, can
+//! be added later as a new id without another format change, and old
+//! receivers ignore it. A sender only sends the extensions of capabilities
+//! both ends agreed on in the handshake ([`crate::handshake`]); the
+//! transport refuses a frame that carries an extension of a capability not
+//! agreed on.
+//!
+//! **The header is hostile input.** [`decode_header`] checks every length
+//! against the bytes present and against the frame (`len`) before anything
+//! is allocated, the body length against the caller's limit as soon as the
+//! fixed part is there, and it needs the whole header, extensions
+//! included, before the body: a receiver knows what a frame is before it
+//! reads or allocates its body (large frames are read straight into a
+//! buffer of the right size). The header is at most [`MAX_HEADER_LEN`]
+//! bytes. Control and handshake bodies are encoded and decoded by
+//! [`crate::wire`]; application data bodies are opaque here (the Erlang
+//! external term format of `{Destination, Message}`).
+//!
+//! The decoder is fuzzed (`fuzz/fuzz_targets/frame_header.rs`, body
+//! [`fuzzing::header`]; `make fuzz FUZZ_TARGETS=frame_header`) and checked
+//! by a seeded generator of valid and mutated headers ([`fuzzing::case`]):
+//! valid ones must decode to what was encoded and be
+//! [`FrameError::Truncated`] at every shorter length, mutated ones must
+//! not panic and hold to what [`fuzzing::header`] checks. The normal
+//! `cargo test` runs 20,000 cases; the big run is 1,000,000:
+//!
+//! ```sh
+//! make fuzz-cases     # = cargo test --release -p weft_core --lib \
+//!                     #   frame::tests::header_cases_million -- --ignored --nocapture
+//! WEFT_HEADER_CASES=10000000 make fuzz-cases                # another count
+//! ```
 
+pub use crate::capability::{Capabilities, Negotiated};
 use thiserror::Error;
 
-/// Bytes in a frame header.
+/// Bytes in a frame header without extensions (and the fixed part of any).
 pub const HEADER_LEN: usize = 5;
 
-/// Protocol version carried in every hello. Bump on any wire change.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Most bytes of extension entries in one header.
+pub const MAX_EXTENSIONS: usize = 16383;
 
-/// Every protocol version this node speaks (a dialer of another version is
-/// told this list).
+/// Most bytes in a header: the fixed part, the extension length, entries.
+pub const MAX_HEADER_LEN: usize = HEADER_LEN + 2 + MAX_EXTENSIONS;
+
+/// Protocol version this node speaks (and writes its hello in). Bump on any
+/// wire change.
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Every protocol version this node speaks, lowest first; the dialer lists
+/// them in its hello and a dialer of another version is told this list.
 pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
 
 /// First bytes of every hello, so a stray client is refused at once.
 pub const MAGIC: &[u8; 4] = b"WEFT";
+
+/// Bit of the type byte: an extension block follows.
+const EXT_BIT: u8 = 0x80;
+/// Bits of the type byte that hold the header format.
+const FORMAT_BITS: u8 = 0x70;
+/// Bits of the type byte that hold the frame kind.
+const KIND_BITS: u8 = 0x0f;
+/// Bit of an extension id: a receiver that does not know it refuses the
+/// frame.
+pub const CRITICAL: u8 = 0x80;
+
+/// Extension ids (see the module documentation).
+pub mod ext_id {
+    pub const SEQ: u8 = 0x01;
+    pub const ACK: u8 = 0x02;
+    pub const TRACE: u8 = 0x03;
+    pub const ORIGIN: u8 = 0x81;
+    pub const DESTINATION: u8 = 0x82;
+}
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +139,14 @@ pub enum FrameError {
     Empty,
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    #[error("unknown frame header format {0}")]
+    HeaderFormat(u8),
+    #[error("unknown critical header extension {0:#04x}")]
+    UnknownExtension(u8),
+    /// Not enough bytes yet: the header needs at least `need` bytes (a
+    /// reader waits for them; a whole frame that ends here is malformed).
+    #[error("frame header cut short: {need} bytes needed")]
+    Truncated { need: usize },
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
     #[error("protocol version {theirs} is not supported (this node speaks {ours})")]
@@ -51,32 +155,325 @@ pub enum FrameError {
     BadMagic,
 }
 
-/// The header for a frame of `kind` whose body has `body_len` bytes.
+fn bad(detail: impl Into<String>) -> FrameError {
+    FrameError::Malformed {
+        what: "frame header",
+        detail: detail.into(),
+    }
+}
+
+// -------------------------------------------------------------- extensions
+
+/// The extension fields of one frame header; all absent by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    pub seq: Option<u64>,
+    pub ack: Option<u64>,
+    pub trace: Option<[u8; 16]>,
+    /// The node that first sent a relayed frame.
+    pub origin: Option<String>,
+    /// The node a relayed frame is for.
+    pub destination: Option<String>,
+    /// Unknown, non-critical entries skipped when decoding (never encoded).
+    pub skipped: u16,
+}
+
+impl Extensions {
+    /// No field present (skipped entries aside).
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_none()
+            && self.ack.is_none()
+            && self.trace.is_none()
+            && self.origin.is_none()
+            && self.destination.is_none()
+    }
+
+    /// The capabilities a peer needs to read these fields.
+    pub fn needs(&self) -> Capabilities {
+        let mut c = 0;
+        if self.seq.is_some() || self.ack.is_some() {
+            c |= Capabilities::SEQ_ACK.0;
+        }
+        if self.origin.is_some() || self.destination.is_some() {
+            c |= Capabilities::RELAY.0;
+        }
+        if self.trace.is_some() {
+            c |= Capabilities::TRACE.0;
+        }
+        Capabilities(c)
+    }
+}
+
+/// A decoded header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: FrameKind,
+    pub ext: Extensions,
+    /// Bytes the header took (fixed part and extensions); the body follows.
+    pub header_len: usize,
+    /// Bytes of the body.
+    pub body_len: usize,
+}
+
+fn kind_of(k: u8) -> Result<FrameKind, FrameError> {
+    match k {
+        0 => Ok(FrameKind::Handshake),
+        1 => Ok(FrameKind::Data),
+        2 => Ok(FrameKind::Control),
+        k => Err(FrameError::UnknownKind(k)),
+    }
+}
+
+// ----------------------------------------------------------------- encoder
+
+/// The header of a frame of `kind` without extensions whose body has
+/// `body_len` bytes: what almost every frame carries.
 pub fn header(kind: FrameKind, body_len: usize) -> [u8; HEADER_LEN] {
     debug_assert!(body_len as u64 <= crate::spec::MAX_FRAME_LIMIT);
     let len = (body_len as u32).wrapping_add(1).to_be_bytes();
     [len[0], len[1], len[2], len[3], kind as u8]
 }
 
-/// Parse a header; `max` bounds the body length (in bytes).
-/// Returns the kind and the body length to read next.
-pub fn parse_header(h: &[u8; HEADER_LEN], max: u64) -> Result<(FrameKind, usize), FrameError> {
-    let len = u64::from(u32::from_be_bytes([h[0], h[1], h[2], h[3]]));
+/// An encoded header: 5 bytes on the stack, or more with extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderBytes {
+    Plain([u8; HEADER_LEN]),
+    Extended(Box<[u8]>),
+}
+
+impl std::ops::Deref for HeaderBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            HeaderBytes::Plain(h) => h,
+            HeaderBytes::Extended(h) => h,
+        }
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        out.push(0x80 | (n & 0x7f) as u8);
+        out.push((n >> 7) as u8);
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, id: u8, value: &[u8]) {
+    out.push(id);
+    put_len(out, value.len());
+    out.extend_from_slice(value);
+}
+
+fn put_uint(out: &mut Vec<u8>, id: u8, v: u64) {
+    let b = v.to_be_bytes();
+    let skip = (v.leading_zeros() / 8).min(7) as usize;
+    put_entry(out, id, &b[skip..]);
+}
+
+/// The header of a frame of `kind` with extensions `ext` whose body has
+/// `body_len` bytes. Without extensions this is [`header`]. Fails on what a
+/// receiver would refuse (a bad node name) or what the length field cannot
+/// describe.
+pub fn encode_header(
+    kind: FrameKind,
+    body_len: usize,
+    ext: &Extensions,
+) -> Result<HeaderBytes, FrameError> {
+    if ext.is_empty() {
+        if body_len as u64 > crate::spec::MAX_FRAME_LIMIT {
+            return Err(FrameError::TooLarge {
+                size: body_len as u64,
+                max: crate::spec::MAX_FRAME_LIMIT,
+            });
+        }
+        return Ok(HeaderBytes::Plain(header(kind, body_len)));
+    }
+    let mut entries = Vec::with_capacity(32);
+    if let Some(s) = ext.seq {
+        put_uint(&mut entries, ext_id::SEQ, s);
+    }
+    if let Some(a) = ext.ack {
+        put_uint(&mut entries, ext_id::ACK, a);
+    }
+    if let Some(t) = &ext.trace {
+        put_entry(&mut entries, ext_id::TRACE, t);
+    }
+    for (id, name) in [
+        (ext_id::ORIGIN, &ext.origin),
+        (ext_id::DESTINATION, &ext.destination),
+    ] {
+        if let Some(n) = name {
+            if !crate::spec::valid_node_name(n) {
+                return Err(bad(format!("bad node name {n:?}")));
+            }
+            put_entry(&mut entries, id, n.as_bytes());
+        }
+    }
+    debug_assert!(entries.len() <= MAX_EXTENSIONS);
+    let len = 1 + 2 + entries.len() as u64 + body_len as u64;
+    if len > u64::from(u32::MAX) {
+        return Err(FrameError::TooLarge {
+            size: body_len as u64,
+            max: u64::from(u32::MAX) - 3 - entries.len() as u64,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + 2 + entries.len());
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.push(EXT_BIT | kind as u8);
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    out.extend_from_slice(&entries);
+    Ok(HeaderBytes::Extended(out.into_boxed_slice()))
+}
+
+// ----------------------------------------------------------------- decoder
+
+/// Decode the header at the start of `buf`; `max` bounds the body length
+/// (in bytes). Returns the header, with how many bytes it took; the body
+/// follows. [`FrameError::Truncated`] when `buf` holds only part of a
+/// header that could still be valid: every check that the bytes present
+/// allow is made first (length, kind, format, limit, extension length), so
+/// a reader never waits for a header that cannot be.
+pub fn decode_header(buf: &[u8], max: u64) -> Result<Header, FrameError> {
+    if buf.len() < HEADER_LEN {
+        return Err(FrameError::Truncated { need: HEADER_LEN });
+    }
+    let len = u64::from(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]));
     if len == 0 {
         return Err(FrameError::Empty);
     }
-    let body = len - 1;
+    let t = buf[4];
+    if t & FORMAT_BITS != 0 {
+        return Err(FrameError::HeaderFormat((t & FORMAT_BITS) >> 4));
+    }
+    let kind = kind_of(t & KIND_BITS)?;
+    if t & EXT_BIT == 0 {
+        let body = len - 1;
+        if body > max {
+            return Err(FrameError::TooLarge { size: body, max });
+        }
+        return Ok(Header {
+            kind,
+            ext: Extensions::default(),
+            header_len: HEADER_LEN,
+            body_len: body as usize,
+        });
+    }
+    if len < 3 {
+        return Err(bad(format!(
+            "frame of {len} bytes has no room for extensions"
+        )));
+    }
+    if buf.len() < HEADER_LEN + 2 {
+        return Err(FrameError::Truncated {
+            need: HEADER_LEN + 2,
+        });
+    }
+    let ext_len = u16::from_be_bytes([buf[5], buf[6]]) as usize;
+    if !(2..=MAX_EXTENSIONS).contains(&ext_len) {
+        return Err(bad(format!(
+            "extensions of {ext_len} bytes (2..={MAX_EXTENSIONS})"
+        )));
+    }
+    if 3 + ext_len as u64 > len {
+        return Err(bad(format!(
+            "extensions of {ext_len} bytes in a frame of {len}"
+        )));
+    }
+    let body = len - 3 - ext_len as u64;
     if body > max {
         return Err(FrameError::TooLarge { size: body, max });
     }
-    let kind = match h[4] {
-        0 => FrameKind::Handshake,
-        1 => FrameKind::Data,
-        2 => FrameKind::Control,
-        k => return Err(FrameError::UnknownKind(k)),
-    };
-    Ok((kind, body as usize))
+    let header_len = HEADER_LEN + 2 + ext_len;
+    if buf.len() < header_len {
+        return Err(FrameError::Truncated { need: header_len });
+    }
+    let ext = decode_extensions(&buf[HEADER_LEN + 2..header_len])?;
+    Ok(Header {
+        kind,
+        ext,
+        header_len,
+        body_len: body as usize,
+    })
 }
+
+/// The entries of an extension block (exactly `b`).
+fn decode_extensions(mut b: &[u8]) -> Result<Extensions, FrameError> {
+    let mut ext = Extensions::default();
+    let mut last: Option<u8> = None;
+    while !b.is_empty() {
+        let id = b[0];
+        let (n, used) = match b.get(1) {
+            None => return Err(bad("extension entry cut short")),
+            Some(&n) if n < 0x80 => (n as usize, 2),
+            Some(&lo) => match b.get(2) {
+                Some(&hi) if (1..0x80).contains(&hi) => {
+                    ((lo & 0x7f) as usize | (hi as usize) << 7, 3)
+                }
+                Some(&hi) => return Err(bad(format!("entry length byte {hi:#04x}"))),
+                None => return Err(bad("extension entry cut short")),
+            },
+        };
+        if n > b.len() - used {
+            return Err(bad(format!(
+                "extension {id:#04x} claims {n} bytes, {} present",
+                b.len() - used
+            )));
+        }
+        if last.is_some_and(|l| l >= id) {
+            return Err(bad(format!("extension {id:#04x} out of order or repeated")));
+        }
+        last = Some(id);
+        let v = &b[used..used + n];
+        b = &b[used + n..];
+        match id {
+            ext_id::SEQ => ext.seq = Some(get_uint(id, v)?),
+            ext_id::ACK => ext.ack = Some(get_uint(id, v)?),
+            ext_id::TRACE => {
+                ext.trace = Some(
+                    v.try_into()
+                        .map_err(|_| bad(format!("trace id of {n} bytes")))?,
+                )
+            }
+            ext_id::ORIGIN => ext.origin = Some(get_name(v)?),
+            ext_id::DESTINATION => ext.destination = Some(get_name(v)?),
+            id if id & CRITICAL != 0 => return Err(FrameError::UnknownExtension(id)),
+            _ => ext.skipped = ext.skipped.saturating_add(1),
+        }
+    }
+    Ok(ext)
+}
+
+fn get_uint(id: u8, v: &[u8]) -> Result<u64, FrameError> {
+    if v.is_empty() || v.len() > 8 || (v.len() > 1 && v[0] == 0) {
+        return Err(bad(format!(
+            "extension {id:#04x}: not a minimal integer ({} bytes)",
+            v.len()
+        )));
+    }
+    Ok(v.iter().fold(0u64, |a, &b| a << 8 | u64::from(b)))
+}
+
+fn get_name(v: &[u8]) -> Result<String, FrameError> {
+    match std::str::from_utf8(v) {
+        Ok(s) if crate::spec::valid_node_name(s) => Ok(s.to_string()),
+        _ => Err(bad("bad node name")),
+    }
+}
+
+/// Parse a header that has no extensions (handshake frames, tests): the
+/// kind and the body length to read next. A header with extensions is
+/// [`FrameError::Truncated`] here (more bytes needed).
+pub fn parse_header(h: &[u8; HEADER_LEN], max: u64) -> Result<(FrameKind, usize), FrameError> {
+    decode_header(h, max).map(|h| (h.kind, h.body_len))
+}
+
+/// Fuzzing and generated cases for the header decoder, shared by the fuzz
+/// target (`fuzz/fuzz_targets/frame_header.rs`), the corpus replay test
+/// (`tests/corpus.rs`) and the case tests below.
+#[doc(hidden)]
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests {
@@ -105,5 +502,168 @@ mod tests {
             parse_header(&[0, 0, 0, 1, 9], 10),
             Err(FrameError::UnknownKind(9))
         );
+        assert_eq!(
+            parse_header(&[0, 0, 0, 1, 0x31], 10),
+            Err(FrameError::HeaderFormat(3))
+        );
+    }
+
+    /// Protocol 2's frames are protocol 3's frames without extensions.
+    #[test]
+    fn plain_frames_cost_nothing_more() {
+        assert_eq!(
+            encode_header(FrameKind::Data, 100, &Extensions::default()).unwrap(),
+            HeaderBytes::Plain([0, 0, 0, 101, 1])
+        );
+        let e = Extensions {
+            seq: Some(5),
+            ..Default::default()
+        };
+        let h = encode_header(FrameKind::Data, 100, &e).unwrap();
+        // len (1 + 2 + 3 + 100) | X + data | ext_len 3 | seq, 1 byte, 5
+        assert_eq!(&*h, &[0, 0, 0, 106, 0x81, 0, 3, 1, 1, 5]);
+    }
+
+    fn all() -> Extensions {
+        Extensions {
+            seq: Some(0),
+            ack: Some(u64::MAX),
+            trace: Some([7; 16]),
+            origin: Some("a@h".into()),
+            destination: Some(format!("{}@h", "d".repeat(253))),
+            skipped: 0,
+        }
+    }
+
+    #[test]
+    fn extensions_round_trip_and_every_truncation_is_truncated() {
+        let mut cases = vec![all(), Extensions::default()];
+        for f in 0..5 {
+            let mut e = Extensions::default();
+            let a = all();
+            match f {
+                0 => e.seq = Some(300),
+                1 => e.ack = a.ack,
+                2 => e.trace = a.trace,
+                3 => e.origin = a.origin,
+                _ => e.destination = a.destination,
+            }
+            cases.push(e);
+        }
+        for e in cases {
+            for (kind, body) in [(FrameKind::Data, 0), (FrameKind::Control, 70_000)] {
+                let h = encode_header(kind, body, &e).unwrap();
+                let got = decode_header(&h, 1 << 20).unwrap();
+                assert_eq!(got.ext, e);
+                assert_eq!(
+                    (got.kind, got.body_len, got.header_len),
+                    (kind, body, h.len())
+                );
+                for cut in 0..h.len() {
+                    assert!(
+                        matches!(
+                            decode_header(&h[..cut], 1 << 20),
+                            Err(FrameError::Truncated { need }) if need > cut
+                        ),
+                        "{e:?} cut at {cut}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn entry_lengths_use_one_or_two_bytes() {
+        let e = Extensions {
+            destination: Some(format!("{}@h", "d".repeat(200))),
+            ..Default::default()
+        };
+        let h = encode_header(FrameKind::Data, 0, &e).unwrap();
+        // 202 bytes: 0x80 | (202 & 0x7f), 202 >> 7
+        assert_eq!(&h[7..10], &[0x82, 0xca, 0x01]);
+        // a non-minimal length (second byte 0) is refused
+        let mut b = h.to_vec();
+        b[9] = 0;
+        assert!(decode_header(&b, 1 << 20).is_err());
+    }
+
+    /// The header is hostile input: no claimed length is trusted.
+    #[test]
+    fn hostile_headers_are_refused() {
+        let refuse = |b: &[u8]| {
+            let r = decode_header(b, 1 << 20);
+            assert!(
+                matches!(
+                    r,
+                    Err(FrameError::Malformed { .. }
+                        | FrameError::TooLarge { .. }
+                        | FrameError::UnknownExtension(_))
+                ),
+                "{b:?}: {r:?}"
+            );
+        };
+        // extensions longer than the frame
+        refuse(&[0, 0, 0, 4, 0x81, 0, 3, 1, 1, 5]);
+        // extension block longer than the limit / empty
+        refuse(&[0, 0, 0xff, 0xff, 0x81, 0xff, 0xff]);
+        refuse(&[0, 0, 0, 9, 0x81, 0, 0]);
+        refuse(&[0, 0, 0, 2, 0x81]);
+        // an entry claiming more than the block holds
+        refuse(&[0, 0, 0, 9, 0x81, 0, 3, 1, 5, 5]);
+        refuse(&[0, 0, 0, 9, 0x81, 0, 3, 1, 0xff, 0x7f]);
+        // a body over the limit, found from the first 7 bytes
+        refuse(&[0x10, 0, 0, 0, 0x81, 0, 3]);
+        // non-minimal and too long integers, a short trace id
+        refuse(&[0, 0, 0, 7, 0x81, 0, 4, 1, 2, 0, 5]);
+        refuse(&[0, 0, 0, 14, 0x81, 0, 11, 1, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        refuse(&[0, 0, 0, 6, 0x81, 0, 3, 3, 1, 5]);
+        // repeated and out-of-order entries
+        refuse(&[0, 0, 0, 9, 0x81, 0, 6, 1, 1, 5, 1, 1, 6]);
+        refuse(&[0, 0, 0, 9, 0x81, 0, 6, 2, 1, 5, 1, 1, 6]);
+        // node names: not name@host, not printable
+        refuse(&[0, 0, 0, 8, 0x81, 0, 5, 0x81, 3, b'a', b'b', b'c']);
+        refuse(&[0, 0, 0, 8, 0x81, 0, 5, 0x81, 3, b'a', b'@', 0]);
+        // an unknown critical entry; an unknown other one is skipped
+        refuse(&[0, 0, 0, 6, 0x81, 0, 3, 0x90, 1, 0]);
+        let h = decode_header(&[0, 0, 0, 6, 0x81, 0, 3, 0x10, 1, 0], 10).unwrap();
+        assert_eq!((h.ext.skipped, h.header_len, h.body_len), (1, 10, 0));
+        assert!(h.ext.is_empty());
+    }
+
+    #[test]
+    fn bad_names_are_not_encoded() {
+        let e = Extensions {
+            origin: Some("no-at-sign".into()),
+            ..Default::default()
+        };
+        assert!(encode_header(FrameKind::Data, 1, &e).is_err());
+    }
+
+    /// Run `n` generated cases and say how long they took.
+    fn run_cases(n: u64) {
+        let t = std::time::Instant::now();
+        let valid = fuzzing::cases(n);
+        eprintln!(
+            "header cases: {n} ({valid} valid headers) in {:.2?}",
+            t.elapsed()
+        );
+        assert!(valid > n / 8, "{valid} valid headers of {n}");
+    }
+
+    /// Generated cases (see [`fuzzing::case`]), a few for every run.
+    #[test]
+    fn header_cases() {
+        run_cases(20_000);
+    }
+
+    /// The big run, `make fuzz-cases`: 1,000,000 cases unless
+    /// `WEFT_HEADER_CASES` says how many.
+    #[test]
+    #[ignore]
+    fn header_cases_million() {
+        let n = std::env::var("WEFT_HEADER_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        run_cases(n.unwrap_or(1_000_000));
     }
 }

@@ -4,13 +4,29 @@
 //!
 //! ```text
 //! dialer                                   acceptor
-//!   Hello { nonce_d }            ------>
-//!                                <------   Challenge { nonce_a }
+//!   Hello { nonce_d, versions,
+//!           caps_d }             ------>   picks the highest common version
+//!                                <------   Challenge { nonce_a, version }
+//!                                          | Versions (none in common)
 //!   Auth { spec, to, lane,
 //!          proof_d }             ------>   checks proof_d: only now does it
 //!                                          say anything about itself
-//!                                <------   Welcome { spec, proof_a } | Refuse
+//!                                <------   Welcome { spec, caps_a, proof_a }
+//!                                          | Refuse
 //! ```
+//!
+//! **Negotiation.** The dialer's hello lists every protocol version it
+//! speaks and its capabilities ([`Capabilities`]: which header extensions
+//! it understands). The acceptor picks the highest version both speak and
+//! says it in the challenge; with none in common it answers with the
+//! versions it speaks ([`Handshake::Versions`]) and both sides fail with
+//! [`HandshakeError::Version`], whose text names both lists (a hello of a
+//! version this node cannot read at all, such as protocol 2's, is answered
+//! the same way). The acceptor states its capabilities in the welcome, after
+//! the dialer's proof, so before authentication it reveals nothing about
+//! itself but the version. Both ends then use the intersection of the two
+//! capability sets: [`DialerStep::Done`] and [`AcceptorStep::Authenticated`]
+//! carry the [`Negotiated`] version and capabilities.
 //!
 //! The dialer proves knowledge of the cookie first, as in Distributed
 //! Erlang: the acceptor reveals no proof, no name and no reason before that
@@ -20,15 +36,17 @@
 //! caller's to log. A dialer of another protocol version is told the
 //! versions the acceptor speaks.
 //!
-//! `proof_d` covers both nonces and everything in `Auth` before it (the
-//! dialer's spec, the name it expects, the lane); `proof_a` covers both
-//! nonces, `proof_d` and everything in `Welcome` before it. Proofs are bound
-//! to the role (a proof cannot be reflected), to fresh nonces (no replay)
-//! and to the lane and both descriptions (no splicing into another
-//! connection). Randomness (the nonces) is an argument, as time is elsewhere
+//! `proof_d` covers both nonces, the hello and the challenge as the dialer
+//! saw them (so a version or capability downgrade in transit fails the
+//! proof) and everything in `Auth` before it (the dialer's spec, the name
+//! it expects, the lane); `proof_a` covers both nonces, `proof_d` and
+//! everything in `Welcome` before it (the acceptor's capabilities too).
+//! Proofs are bound to the role (a proof cannot be reflected), to fresh
+//! nonces (no replay) and to the lane and both descriptions (no splicing
+//! into another connection). Randomness (the nonces) is an argument, as time is elsewhere
 //! in the core.
 
-use crate::frame::{FrameError, SUPPORTED_VERSIONS};
+use crate::frame::{Capabilities, FrameError, Negotiated, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
 use crate::spec::NodeSpec;
 use crate::wire::{decode_handshake, encode_handshake, signed_part, Handshake, Refusal};
@@ -37,8 +55,8 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const DIALER: &[u8; 16] = b"weft-dialer-v2\0\0";
-const ACCEPTOR: &[u8; 16] = b"weft-acceptor-v2";
+const DIALER: &[u8; 16] = b"weft-dialer-v3\0\0";
+const ACCEPTOR: &[u8; 16] = b"weft-acceptor-v3";
 
 fn mac(
     cookie: &[u8],
@@ -170,8 +188,9 @@ fn name(h: &Handshake) -> &'static str {
 pub enum DialerStep {
     /// Send this handshake body and wait for the next message.
     Send(Vec<u8>),
-    /// Authenticated both ways: the acceptor is this node.
-    Done(NodeSpec),
+    /// Authenticated both ways: the acceptor is this node, and this is
+    /// what the two agreed on.
+    Done(NodeSpec, Negotiated),
 }
 
 enum DialerState {
@@ -179,6 +198,7 @@ enum DialerState {
     SentAuth {
         acceptor_nonce: [u8; 32],
         proof: [u8; 32],
+        version: u16,
     },
     Over,
 }
@@ -190,26 +210,36 @@ pub struct Dialer {
     to: String,
     lane: LaneKey,
     nonce: [u8; 32],
+    caps: Capabilities,
+    /// The hello as sent (the proof covers it).
+    hello: Vec<u8>,
     state: DialerState,
 }
 
 impl Dialer {
-    /// Start dialing `to` for `lane` as `local`; returns the machine and
-    /// the hello to send. `nonce` must be fresh randomness.
+    /// Start dialing `to` for `lane` as `local`, offering `caps`; returns
+    /// the machine and the hello to send. `nonce` must be fresh randomness.
     pub fn new(
         cookie: &[u8],
         local: NodeSpec,
         to: &str,
         lane: LaneKey,
+        caps: Capabilities,
         nonce: [u8; 32],
     ) -> (Dialer, Vec<u8>) {
-        let hello = encode_handshake(&Handshake::Hello { nonce });
+        let hello = encode_handshake(&Handshake::Hello {
+            nonce,
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            caps,
+        });
         let d = Dialer {
             cookie: cookie.to_vec(),
             local,
             to: to.to_string(),
             lane,
             nonce,
+            caps,
+            hello: hello.clone(),
             state: DialerState::SentHello,
         };
         (d, hello)
@@ -221,8 +251,10 @@ impl Dialer {
         match (std::mem::replace(&mut self.state, DialerState::Over), h) {
             (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
             (_, Handshake::Versions(theirs)) => Err(HandshakeError::Version { theirs, tell: None }),
-            (DialerState::SentHello, Handshake::Challenge { nonce }) => {
+            (DialerState::SentHello, Handshake::Challenge { nonce, version }) => {
+                // (decoding checked that this node speaks `version`)
                 let (nd, na) = (self.nonce, nonce);
+                let hello = &self.hello;
                 let (auth, proof) = signed(
                     Handshake::Auth {
                         from: self.local.clone(),
@@ -230,11 +262,12 @@ impl Dialer {
                         lane: self.lane.clone(),
                         proof: [0; 32],
                     },
-                    |part| prove(&self.cookie, DIALER, &nd, &na, &[part]),
+                    |part| prove(&self.cookie, DIALER, &nd, &na, &[hello, body, part]),
                 );
                 self.state = DialerState::SentAuth {
                     acceptor_nonce: na,
                     proof,
+                    version,
                 };
                 Ok(DialerStep::Send(auth))
             }
@@ -242,8 +275,9 @@ impl Dialer {
                 DialerState::SentAuth {
                     acceptor_nonce,
                     proof: mine,
+                    version,
                 },
-                Handshake::Welcome { from, proof },
+                Handshake::Welcome { from, caps, proof },
             ) => {
                 let parts: [&[u8]; 2] = [&mine, signed_part(body)];
                 if !verify(
@@ -267,7 +301,11 @@ impl Dialer {
                     };
                     return Err(refusing(r.clone(), r));
                 }
-                Ok(DialerStep::Done(from))
+                let negotiated = Negotiated {
+                    version,
+                    caps: self.caps.intersect(caps),
+                };
+                Ok(DialerStep::Done(from, negotiated))
             }
             (_, other) => Err(unexpected(&other)),
         }
@@ -281,15 +319,24 @@ impl Dialer {
 pub enum AcceptorStep {
     /// Send this handshake body and wait for the next message.
     Send(Vec<u8>),
-    /// The dialer proved the cookie: it is this node, for this lane. Answer
-    /// with [`Acceptor::welcome`] or [`Acceptor::refuse`].
-    Authenticated { dialer: NodeSpec, lane: LaneKey },
+    /// The dialer proved the cookie: it is this node, for this lane, and
+    /// the connection will use what was negotiated. Answer with
+    /// [`Acceptor::welcome`] or [`Acceptor::refuse`].
+    Authenticated {
+        dialer: NodeSpec,
+        lane: LaneKey,
+        negotiated: Negotiated,
+    },
 }
 
 enum AcceptorState {
     Start,
     Challenged {
         dialer_nonce: [u8; 32],
+        /// The hello and the challenge, as the proof covers them.
+        hello: Vec<u8>,
+        challenge: Vec<u8>,
+        negotiated: Negotiated,
     },
     Authenticated {
         dialer_nonce: [u8; 32],
@@ -301,15 +348,17 @@ enum AcceptorState {
 /// The accepting side of one handshake.
 pub struct Acceptor {
     cookie: Vec<u8>,
+    caps: Capabilities,
     nonce: [u8; 32],
     state: AcceptorState,
 }
 
 impl Acceptor {
-    /// A fresh acceptor; `nonce` must be fresh randomness.
-    pub fn new(cookie: &[u8], nonce: [u8; 32]) -> Acceptor {
+    /// A fresh acceptor offering `caps`; `nonce` must be fresh randomness.
+    pub fn new(cookie: &[u8], caps: Capabilities, nonce: [u8; 32]) -> Acceptor {
         Acceptor {
             cookie: cookie.to_vec(),
+            caps,
             nonce,
             state: AcceptorState::Start,
         }
@@ -337,16 +386,49 @@ impl Acceptor {
             Err(e) => return Err(e.into()),
         };
         match (std::mem::replace(&mut self.state, AcceptorState::Over), h) {
-            (AcceptorState::Start, Handshake::Hello { nonce }) => {
+            (
+                AcceptorState::Start,
+                Handshake::Hello {
+                    nonce,
+                    versions,
+                    caps,
+                },
+            ) => {
+                let common = versions
+                    .iter()
+                    .copied()
+                    .filter(|v| SUPPORTED_VERSIONS.contains(v))
+                    .max();
+                let Some(version) = common else {
+                    return Err(HandshakeError::Version {
+                        theirs: versions,
+                        tell: Some(encode_handshake(&Handshake::Versions(
+                            SUPPORTED_VERSIONS.to_vec(),
+                        ))),
+                    });
+                };
+                let challenge = encode_handshake(&Handshake::Challenge {
+                    nonce: self.nonce,
+                    version,
+                });
                 self.state = AcceptorState::Challenged {
                     dialer_nonce: nonce,
+                    hello: body.to_vec(),
+                    challenge: challenge.clone(),
+                    negotiated: Negotiated {
+                        version,
+                        caps: self.caps.intersect(caps),
+                    },
                 };
-                Ok(AcceptorStep::Send(encode_handshake(
-                    &Handshake::Challenge { nonce: self.nonce },
-                )))
+                Ok(AcceptorStep::Send(challenge))
             }
             (
-                AcceptorState::Challenged { dialer_nonce },
+                AcceptorState::Challenged {
+                    dialer_nonce,
+                    hello,
+                    challenge,
+                    negotiated,
+                },
                 Handshake::Auth {
                     from,
                     to,
@@ -360,7 +442,7 @@ impl Acceptor {
                     DIALER,
                     &dialer_nonce,
                     &self.nonce,
-                    &[part],
+                    &[&hello, &challenge, part],
                     &proof,
                 ) {
                     return Err(refusing(Refusal::BadCookie, Refusal::Refused));
@@ -384,7 +466,11 @@ impl Acceptor {
                 };
                 match refusal {
                     Some(r) => Err(refusing(r.clone(), r)),
-                    None => Ok(AcceptorStep::Authenticated { dialer: from, lane }),
+                    None => Ok(AcceptorStep::Authenticated {
+                        dialer: from,
+                        lane,
+                        negotiated,
+                    }),
                 }
             }
             (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
@@ -406,6 +492,7 @@ impl Acceptor {
         signed(
             Handshake::Welcome {
                 from: local.clone(),
+                caps: self.caps,
                 proof: [0; 32],
             },
             |part| prove(&self.cookie, ACCEPTOR, &nd, &na, &[theirs, part]),
@@ -454,17 +541,29 @@ pub mod fuzzing {
 
     /// Frames from someone who does not know the cookie, into an acceptor
     /// (anyone can reach it) and into a dialer (anyone can listen where we
-    /// dial): no panic, no authentication, and before authentication the
-    /// acceptor says nothing but "refused" or its versions.
+    /// dial): no panic, no authentication, before authentication the
+    /// acceptor says nothing but "refused" or its versions, and the version
+    /// it picks from a hello is the highest both sides speak.
     pub fn handshake(data: &[u8]) {
         let frames = frames(data);
         for f in &frames {
             crate::wire::fuzzing::handshake(f);
         }
-        let mut a = Acceptor::new(b"cookie", [9; 32]);
+        let mut a = Acceptor::new(b"cookie", Capabilities::SUPPORTED, [9; 32]);
         for f in &frames {
             match a.on_frame(f, &local(), |_| true) {
-                Ok(AcceptorStep::Send(_)) => {}
+                Ok(AcceptorStep::Send(c)) => {
+                    if let Ok(Handshake::Hello { versions, .. }) = decode_handshake(f) {
+                        let Ok(Handshake::Challenge { version, .. }) = decode_handshake(&c) else {
+                            panic!("a hello answered by something else than a challenge")
+                        };
+                        let best = versions
+                            .iter()
+                            .filter(|v| SUPPORTED_VERSIONS.contains(v))
+                            .max();
+                        assert_eq!(Some(&version), best, "version picked from {versions:?}");
+                    }
+                }
                 Ok(AcceptorStep::Authenticated { .. }) => {
                     panic!("acceptor: authenticated without the cookie")
                 }
@@ -483,11 +582,18 @@ pub mod fuzzing {
                 }
             }
         }
-        let (mut d, _) = Dialer::new(b"cookie", local(), "c@h", LaneKey::control(), [8; 32]);
+        let (mut d, _) = Dialer::new(
+            b"cookie",
+            local(),
+            "c@h",
+            LaneKey::control(),
+            Capabilities::SUPPORTED,
+            [8; 32],
+        );
         for f in &frames {
             match d.on_frame(f) {
                 Ok(DialerStep::Send(_)) => {}
-                Ok(DialerStep::Done(_)) => panic!("dialer: authenticated without the cookie"),
+                Ok(DialerStep::Done(..)) => panic!("dialer: authenticated without the cookie"),
                 Err(_) => break,
             }
         }
@@ -497,22 +603,36 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::PROTOCOL_VERSION;
     use crate::spec::tests::spec;
+
+    const ALL: Capabilities = Capabilities::SUPPORTED;
 
     struct Run {
         dialer: Result<NodeSpec, HandshakeError>,
         acceptor: Result<(NodeSpec, LaneKey), HandshakeError>,
         wire: Vec<Handshake>,
+        negotiated: (Option<Negotiated>, Option<Negotiated>),
+    }
+
+    fn run(dialer_cookie: &[u8], acceptor_cookie: &[u8], to: &str, acceptor: &NodeSpec) -> Run {
+        run_with(dialer_cookie, acceptor_cookie, to, acceptor, (ALL, ALL))
     }
 
     /// A whole handshake between a dialer and an acceptor, in memory.
-    fn run(dialer_cookie: &[u8], acceptor_cookie: &[u8], to: &str, acceptor: &NodeSpec) -> Run {
+    fn run_with(
+        dialer_cookie: &[u8],
+        acceptor_cookie: &[u8],
+        to: &str,
+        acceptor: &NodeSpec,
+        caps: (Capabilities, Capabilities),
+    ) -> Run {
         let lane = LaneKey {
             channel: "default".into(),
             index: 1,
         };
-        let (mut d, hello) = Dialer::new(dialer_cookie, spec("a@h"), to, lane, [1; 32]);
-        let mut a = Acceptor::new(acceptor_cookie, [2; 32]);
+        let (mut d, hello) = Dialer::new(dialer_cookie, spec("a@h"), to, lane, caps.0, [1; 32]);
+        let mut a = Acceptor::new(acceptor_cookie, caps.1, [2; 32]);
         let mut wire = vec![decode_handshake(&hello).unwrap()];
         let lane_ok = |l: &LaneKey| l.channel == "default" && l.index < 2;
         let challenge = match a.on_frame(&hello, acceptor, lane_ok) {
@@ -525,8 +645,14 @@ mod tests {
             other => panic!("{other:?}"),
         };
         wire.push(decode_handshake(&auth).unwrap());
+        let mut negotiated = (None, None);
         let (answer, acceptor_result) = match a.on_frame(&auth, acceptor, lane_ok) {
-            Ok(AcceptorStep::Authenticated { dialer, lane }) => {
+            Ok(AcceptorStep::Authenticated {
+                dialer,
+                lane,
+                negotiated: n,
+            }) => {
+                negotiated.1 = Some(n);
                 (a.welcome(acceptor), Ok((dialer, lane)))
             }
             Ok(other) => panic!("{other:?}"),
@@ -534,7 +660,10 @@ mod tests {
         };
         wire.push(decode_handshake(&answer).unwrap());
         let dialer = match d.on_frame(&answer) {
-            Ok(DialerStep::Done(s)) => Ok(s),
+            Ok(DialerStep::Done(s, n)) => {
+                negotiated.0 = Some(n);
+                Ok(s)
+            }
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e),
         };
@@ -542,6 +671,7 @@ mod tests {
             dialer,
             acceptor: acceptor_result,
             wire,
+            negotiated,
         }
     }
 
@@ -602,8 +732,8 @@ mod tests {
         // check) is refused by the dialer.
         let b = spec("b@h");
         let lane = LaneKey::control();
-        let (mut d, hello) = Dialer::new(b"secret", spec("a@h"), "b@h", lane, [1; 32]);
-        let mut a = Acceptor::new(b"other", [2; 32]);
+        let (mut d, hello) = Dialer::new(b"secret", spec("a@h"), "b@h", lane, ALL, [1; 32]);
+        let mut a = Acceptor::new(b"other", ALL, [2; 32]);
         let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
             panic!()
         };
@@ -634,8 +764,8 @@ mod tests {
             channel: "nope".into(),
             index: 0,
         };
-        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane, [1; 32]);
-        let mut a = Acceptor::new(b"k", [2; 32]);
+        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane, ALL, [1; 32]);
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
         let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |l| l.channel == "default").unwrap()
         else {
             panic!()
@@ -650,8 +780,8 @@ mod tests {
 
         let mut bad = spec(&format!("{}@h", "x".repeat(300)));
         bad.name.truncate(255);
-        let (mut d, hello) = Dialer::new(b"k", bad, "b@h", LaneKey::control(), [1; 32]);
-        let mut a = Acceptor::new(b"k", [2; 32]);
+        let (mut d, hello) = Dialer::new(b"k", bad, "b@h", LaneKey::control(), ALL, [1; 32]);
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
         let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
             panic!()
         };
@@ -664,16 +794,20 @@ mod tests {
 
     #[test]
     fn other_versions_are_told_ours() {
-        let mut hello = encode_handshake(&Handshake::Hello { nonce: [0; 32] });
+        let mut hello = encode_handshake(&Handshake::Hello {
+            nonce: [0; 32],
+            versions: vec![3],
+            caps: ALL,
+        });
         hello[5] = 1;
-        let mut a = Acceptor::new(b"k", [2; 32]);
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
         let e = a.on_frame(&hello, &spec("b@h"), |_| true).unwrap_err();
         assert_eq!(
             decode_handshake(e.tell().unwrap()).unwrap(),
             Handshake::Versions(SUPPORTED_VERSIONS.to_vec())
         );
         // and a dialer told so reports it
-        let (mut d, _) = Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), [1; 32]);
+        let (mut d, _) = Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), ALL, [1; 32]);
         assert_eq!(
             d.on_frame(e.tell().unwrap()),
             Err(HandshakeError::Version {
@@ -684,20 +818,109 @@ mod tests {
     }
 
     #[test]
+    fn both_ends_agree_on_the_common_capabilities() {
+        let b = spec("b@h");
+        let seq_trace = Capabilities(Capabilities::SEQ_ACK.0 | Capabilities::TRACE.0);
+        let relay_trace = Capabilities(Capabilities::RELAY.0 | Capabilities::TRACE.0 | 1 << 40);
+        let r = run_with(b"k", b"k", "b@h", &b, (seq_trace, relay_trace));
+        assert!(r.dialer.is_ok() && r.acceptor.is_ok());
+        let want = Negotiated {
+            version: PROTOCOL_VERSION,
+            caps: Capabilities::TRACE,
+        };
+        assert_eq!(r.negotiated, (Some(want), Some(want)));
+        let r = run_with(b"k", b"k", "b@h", &b, (Capabilities::NONE, ALL));
+        assert_eq!(r.negotiated.0.unwrap().caps, Capabilities::NONE);
+        assert_eq!(r.negotiated.1.unwrap().caps, Capabilities::NONE);
+        let r = run(b"k", b"k", "b@h", &b);
+        assert_eq!(r.negotiated.0.unwrap().caps, ALL);
+        // the acceptor's capabilities go out only after the dialer's proof
+        assert!(matches!(r.wire[3], Handshake::Welcome { caps: ALL, .. }));
+    }
+
+    #[test]
+    fn the_highest_common_version_is_chosen_or_the_dialer_is_told_ours() {
+        let hello = |versions: Vec<u16>| {
+            encode_handshake(&Handshake::Hello {
+                nonce: [0; 32],
+                versions,
+                caps: ALL,
+            })
+        };
+        let b = spec("b@h");
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
+        let Ok(AcceptorStep::Send(c)) = a.on_frame(&hello(vec![1, 3, 7]), &b, |_| true) else {
+            panic!()
+        };
+        assert_eq!(
+            decode_handshake(&c),
+            Ok(Handshake::Challenge {
+                nonce: [2; 32],
+                version: 3
+            })
+        );
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
+        let e = a.on_frame(&hello(vec![7, 9]), &b, |_| true).unwrap_err();
+        assert_eq!(
+            e,
+            HandshakeError::Version {
+                theirs: vec![7, 9],
+                tell: Some(encode_handshake(&Handshake::Versions(
+                    SUPPORTED_VERSIONS.to_vec()
+                )))
+            }
+        );
+        // the reason to log names both lists
+        assert_eq!(
+            e.to_string(),
+            format!("peer speaks protocol versions [7, 9], this node {SUPPORTED_VERSIONS:?}")
+        );
+    }
+
+    /// Someone in the middle who strips capabilities or versions from the
+    /// hello makes the proofs fail: the hello is part of what is proved.
+    #[test]
+    fn a_downgraded_hello_fails_the_proof() {
+        let b = spec("b@h");
+        let lane = LaneKey::control();
+        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane, ALL, [1; 32]);
+        let Handshake::Hello {
+            nonce, versions, ..
+        } = decode_handshake(&hello).unwrap()
+        else {
+            panic!()
+        };
+        let stripped = encode_handshake(&Handshake::Hello {
+            nonce,
+            versions,
+            caps: Capabilities::NONE,
+        });
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
+        let AcceptorStep::Send(c) = a.on_frame(&stripped, &b, |_| true).unwrap() else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let e = a.on_frame(&auth, &b, |_| true).unwrap_err();
+        assert_eq!(e.refusal(), Some(&Refusal::BadCookie));
+    }
+
+    #[test]
     fn replayed_and_reflected_proofs_fail() {
         let b = spec("b@h");
         // Record a good exchange, then replay its auth to a new acceptor
         // (another nonce): refused.
         let lane = LaneKey::control();
-        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane.clone(), [1; 32]);
-        let mut a = Acceptor::new(b"k", [2; 32]);
+        let (mut d, hello) = Dialer::new(b"k", spec("a@h"), "b@h", lane.clone(), ALL, [1; 32]);
+        let mut a = Acceptor::new(b"k", ALL, [2; 32]);
         let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
             panic!()
         };
         let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
             panic!()
         };
-        let mut a2 = Acceptor::new(b"k", [3; 32]);
+        let mut a2 = Acceptor::new(b"k", ALL, [3; 32]);
         a2.on_frame(&hello, &b, |_| true).unwrap();
         assert!(a2.on_frame(&auth, &b, |_| true).is_err());
         // An auth for another lane (spliced) is refused.
@@ -716,15 +939,22 @@ mod tests {
             },
             proof,
         });
-        let mut a3 = Acceptor::new(b"k", [2; 32]);
+        let mut a3 = Acceptor::new(b"k", ALL, [2; 32]);
         a3.on_frame(&hello, &b, |_| true).unwrap();
         assert!(a3.on_frame(&spliced, &b, |_| true).is_err());
     }
 
     #[test]
     fn fuzz_entry_point_holds_for_replies_of_any_shape() {
-        let hello = encode_handshake(&Handshake::Hello { nonce: [5; 32] });
-        let challenge = encode_handshake(&Handshake::Challenge { nonce: [6; 32] });
+        let hello = encode_handshake(&Handshake::Hello {
+            nonce: [5; 32],
+            versions: vec![1, 3, 9],
+            caps: ALL,
+        });
+        let challenge = encode_handshake(&Handshake::Challenge {
+            nonce: [6; 32],
+            version: 3,
+        });
         let auth = encode_handshake(&Handshake::Auth {
             from: spec("a@h"),
             to: "b@h".into(),
@@ -733,6 +963,7 @@ mod tests {
         });
         let welcome = encode_handshake(&Handshake::Welcome {
             from: spec("c@h"),
+            caps: ALL,
             proof: [0; 32],
         });
         let input = |fs: &[&[u8]]| -> Vec<u8> {

@@ -4,7 +4,8 @@
 //!
 //! - [`spec`]: who a node is (name, epoch, addresses, channels);
 //! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
-//! - [`frame`]: the frame header;
+//! - [`frame`]: the frame header and its extensions;
+//! - [`capability`]: what each side understands, and what a connection agreed on;
 //! - [`wire`]: the control and handshake messages and their bounded codec;
 //! - [`handshake`]: the handshake state machines and their cookie proofs;
 //! - [`node`]: the peer service state machine (membership, dialing, collision
@@ -21,6 +22,7 @@
 //! Time is an argument (milliseconds from any origin), randomness a seed:
 //! the same inputs always give the same actions.
 
+pub mod capability;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
@@ -34,7 +36,8 @@ pub mod spec;
 pub mod stage;
 pub mod wire;
 
-pub use frame::{FrameError, FrameKind};
+pub use capability::{Capabilities, Negotiated};
+pub use frame::{Extensions, FrameError, FrameKind};
 pub use lane::LaneKey;
 pub use node::{Action, ConnId, DownReason, Level, Node, PeerStatus, Slot, Timing};
 pub use spec::{ChannelSpec, NodeSpec, CONTROL_CHANNEL};

@@ -16,18 +16,30 @@
 //! - lane: `channel | index: u16`;
 //! - control: `0` heartbeat | `1 | members: u32 | specs | tombstones: u32 |
 //!   tombstones × (name | incarnation: u64 | ttl_ms: u32)`;
-//! - handshake: `"WEFT" | version: u16 | tag: u8 | fields` (see [`Handshake`]).
+//! - handshake: `"WEFT" | version: u16 | tag: u8 | fields` (see [`Handshake`]):
+//!   - hello (tag 0): `nonce: 32 bytes | n: u8 (1..=32) | n × version: u16 |
+//!     capabilities: u64`, in version 3 (the dialer's versions and
+//!     capabilities);
+//!   - challenge (tag 1): `nonce: 32 bytes`; its version field is the version
+//!     the acceptor chose (the highest both speak);
+//!   - auth (tag 2): `spec | to: name | lane | proof: 32 bytes`;
+//!   - welcome (tag 3): `spec | capabilities: u64 | proof: 32 bytes`;
+//!   - refuse (tag 4): a refusal.
+//!
 //!   A handshake whose version field is `0xFFFF` lists the versions the
 //!   sender speaks (`n: u16 | n × u16`): this one layout never changes, so a
 //!   dialer of any version learns what the acceptor speaks.
 
-use crate::frame::{FrameError, MAGIC, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
+use crate::frame::{Capabilities, FrameError, MAGIC, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
 use crate::spec::{ChannelSpec, NodeSpec};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The version field of a frame that lists supported versions.
 pub const VERSIONS_MARK: u16 = 0xFFFF;
+
+/// Most versions a hello may list.
+pub const MAX_HELLO_VERSIONS: usize = 32;
 
 /// Messages of the control channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,17 +115,24 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Messages of the handshake, in order: the dialer's `Hello` (a nonce), the
-/// acceptor's `Challenge` (its nonce), the dialer's `Auth` (who it is, whom
-/// it wants, the lane, and its proof), the acceptor's `Welcome` (who it is
-/// and its proof) or `Refuse`. See [`crate::handshake`].
+/// Messages of the handshake, in order: the dialer's `Hello` (a nonce, the
+/// protocol versions and capabilities it has), the acceptor's `Challenge`
+/// (its nonce, and the version it chose), the dialer's `Auth` (who it is,
+/// whom it wants, the lane, and its proof), the acceptor's `Welcome` (who it
+/// is, its capabilities and its proof) or `Refuse`. See
+/// [`crate::handshake`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handshake {
     Hello {
         nonce: [u8; 32],
+        /// Every protocol version the dialer speaks.
+        versions: Vec<u16>,
+        caps: Capabilities,
     },
     Challenge {
         nonce: [u8; 32],
+        /// The version the acceptor chose (the message's version field).
+        version: u16,
     },
     Auth {
         from: NodeSpec,
@@ -123,6 +142,7 @@ pub enum Handshake {
     },
     Welcome {
         from: NodeSpec,
+        caps: Capabilities,
         proof: [u8; 32],
     },
     Refuse(Refusal),
@@ -443,13 +463,27 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
         }
         return out;
     }
-    out.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    let version = match h {
+        Handshake::Challenge { version, .. } => *version,
+        _ => PROTOCOL_VERSION,
+    };
+    out.extend_from_slice(&version.to_be_bytes());
     match h {
-        Handshake::Hello { nonce } => {
+        Handshake::Hello {
+            nonce,
+            versions,
+            caps,
+        } => {
             out.push(0);
             out.extend_from_slice(nonce);
+            let vs = &versions[..versions.len().min(MAX_HELLO_VERSIONS)];
+            out.push(vs.len() as u8);
+            for v in vs {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            out.extend_from_slice(&caps.0.to_be_bytes());
         }
-        Handshake::Challenge { nonce } => {
+        Handshake::Challenge { nonce, .. } => {
             out.push(1);
             out.extend_from_slice(nonce);
         }
@@ -465,9 +499,10 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
             put_lane(&mut out, lane);
             out.extend_from_slice(proof);
         }
-        Handshake::Welcome { from, proof } => {
+        Handshake::Welcome { from, caps, proof } => {
             out.push(3);
             put_spec(&mut out, from);
+            out.extend_from_slice(&caps.0.to_be_bytes());
             out.extend_from_slice(proof);
         }
         Handshake::Refuse(r) => {
@@ -501,8 +536,24 @@ pub fn decode_handshake(b: &[u8]) -> Result<Handshake, FrameError> {
         });
     }
     let h = match r.u8()? {
-        0 => Handshake::Hello { nonce: r.array()? },
-        1 => Handshake::Challenge { nonce: r.array()? },
+        0 => {
+            let nonce = r.array()?;
+            let n = r.u8()? as usize;
+            if !(1..=MAX_HELLO_VERSIONS).contains(&n) {
+                return Err(r.err(format!("{n} versions listed")));
+            }
+            let n = r.count(n, 2)?;
+            let versions = (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?;
+            Handshake::Hello {
+                nonce,
+                versions,
+                caps: Capabilities(r.u64()?),
+            }
+        }
+        1 => Handshake::Challenge {
+            nonce: r.array()?,
+            version: theirs,
+        },
         2 => Handshake::Auth {
             from: get_spec(&mut r)?,
             to: r.str8()?,
@@ -511,6 +562,7 @@ pub fn decode_handshake(b: &[u8]) -> Result<Handshake, FrameError> {
         },
         3 => Handshake::Welcome {
             from: get_spec(&mut r)?,
+            caps: Capabilities(r.u64()?),
             proof: r.array()?,
         },
         4 => Handshake::Refuse(get_refusal(&mut r)?),
@@ -579,8 +631,15 @@ mod tests {
     #[test]
     fn handshake_round_trip_and_versions() {
         let all = [
-            Handshake::Hello { nonce: [1; 32] },
-            Handshake::Challenge { nonce: [2; 32] },
+            Handshake::Hello {
+                nonce: [1; 32],
+                versions: vec![3, 4],
+                caps: Capabilities(0x8000_0000_0000_0007),
+            },
+            Handshake::Challenge {
+                nonce: [2; 32],
+                version: PROTOCOL_VERSION,
+            },
             Handshake::Auth {
                 from: spec("a@h"),
                 to: "b@h".into(),
@@ -589,6 +648,7 @@ mod tests {
             },
             Handshake::Welcome {
                 from: spec("b@h"),
+                caps: Capabilities::SUPPORTED,
                 proof: [4; 32],
             },
             Handshake::Refuse(Refusal::UnexpectedNode {
@@ -606,7 +666,7 @@ mod tests {
                 assert!(decode_handshake(&b[..cut]).is_err(), "{h:?} cut at {cut}");
             }
         }
-        let mut b = encode_handshake(&Handshake::Hello { nonce: [0; 32] });
+        let mut b = encode_handshake(&hello());
         b[5] = 1;
         assert_eq!(
             decode_handshake(&b),
@@ -616,6 +676,20 @@ mod tests {
             })
         );
         assert_eq!(decode_handshake(b"HTTP/1.1"), Err(FrameError::BadMagic));
+        // a hello must list 1..=32 versions
+        let mut b = encode_handshake(&hello());
+        b[39] = 0;
+        assert!(decode_handshake(&b).is_err());
+        b[39] = 33;
+        assert!(decode_handshake(&b).is_err());
+    }
+
+    fn hello() -> Handshake {
+        Handshake::Hello {
+            nonce: [0; 32],
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            caps: Capabilities::SUPPORTED,
+        }
     }
 
     /// The bytes that used to kill the VM: a hello whose name claims 2^40
@@ -626,9 +700,11 @@ mod tests {
             0x57, 0x45, 0x46, 0x54, 0x00, 0x01, 0x00, 0xfd, 0, 0, 0, 0, 0, 1, 0, 0,
         ];
         assert!(decode_handshake(&attack).is_err());
-        let mut v2 = attack;
-        v2[5] = 2;
-        assert!(decode_handshake(&v2).is_err());
+        for v in [2, 3] {
+            let mut again = attack;
+            again[5] = v;
+            assert!(decode_handshake(&again).is_err());
+        }
         // a gossip claiming 2^32 - 1 members in 10 bytes
         let g = [1u8, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0];
         assert!(decode_control(&g).is_err());

@@ -1,5 +1,5 @@
-//! Replays the committed inputs of the `control` and `handshake` fuzz
-//! targets (`fuzz/seeds/<target>/`, `fuzz/corpus/<target>/`) through the
+//! Replays the committed inputs of the `control`, `handshake` and
+//! `frame_header` fuzz targets (`fuzz/seeds/<target>/`, `fuzz/corpus/<target>/`) through the
 //! same functions the targets run, so `cargo test` checks them without a
 //! fuzzer. A missing directory is no failure.
 
@@ -33,6 +33,14 @@ fn control_inputs_replay() {
 fn handshake_inputs_replay() {
     for (path, data) in inputs("handshake") {
         let r = std::panic::catch_unwind(|| weft_core::handshake::fuzzing::handshake(&data));
+        assert!(r.is_ok(), "{}", path.display());
+    }
+}
+
+#[test]
+fn frame_header_inputs_replay() {
+    for (path, data) in inputs("frame_header") {
+        let r = std::panic::catch_unwind(|| weft_core::frame::fuzzing::header(&data));
         assert!(r.is_ok(), "{}", path.display());
     }
 }

@@ -16,7 +16,7 @@ mod atoms {
         dropped,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
-        undefined,
+        undefined, protocol, capabilities,
     }
 }
 
@@ -212,6 +212,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             channels,
             affinity,
             cookie,
+            capabilities: weft_core::Capabilities::SUPPORTED,
             max_frame_size,
             send_queue_limit,
             send_queue_total_limit,
@@ -302,6 +303,17 @@ fn atom_or_text<'a>(env: Env<'a>, s: &str) -> Term<'a> {
         .unwrap_or_else(|_| s.encode(env))
 }
 
+/// The capabilities a lane's connection agreed on, as atoms (none while it
+/// is not connected).
+fn capability_names(env: Env, n: Option<weft_core::Negotiated>) -> NifResult<Term> {
+    let names = n.map(|n| n.caps.names()).unwrap_or_default();
+    let atoms = names
+        .iter()
+        .map(|s| Atom::from_str(env, s))
+        .collect::<NifResult<Vec<Atom>>>()?;
+    Ok(atoms.encode(env))
+}
+
 fn opt_addr(env: Env, a: Option<SocketAddr>) -> Term {
     match a {
         Some(a) => ip_port(env, a),
@@ -362,6 +374,14 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                                 }
                                 .encode(env),
                             ),
+                            (
+                                atoms::protocol(),
+                                match l.negotiated {
+                                    Some(n) => n.version.encode(env),
+                                    None => atoms::undefined().encode(env),
+                                },
+                            ),
+                            (atoms::capabilities(), capability_names(env, l.negotiated)?),
                         ],
                     )
                 })

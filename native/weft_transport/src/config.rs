@@ -4,7 +4,7 @@ pub use crate::poller::IoMode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_core::stage::Stage;
-use weft_core::{ChannelSpec, Timing};
+use weft_core::{Capabilities, ChannelSpec, Timing};
 
 /// Everything the transport needs to start.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ pub struct TransportConfig {
     pub affinity: bool,
     /// Shared secret for the handshake proofs.
     pub cookie: Vec<u8>,
+    /// What this node offers in every handshake (normally
+    /// [`Capabilities::SUPPORTED`]); a connection uses what both ends offer.
+    pub capabilities: Capabilities,
     /// Largest frame body accepted (and sent), in bytes.
     pub max_frame_size: u64,
     /// Bytes that may wait in the send queues of one peer.

@@ -11,25 +11,35 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_core::ConnId;
+use weft_core::{ConnId, Negotiated};
 
 /// One TCP connection of one lane.
 pub struct Conn {
     pub id: ConnId,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// What the handshake agreed on (protocol version, capabilities): what
+    /// may be sent to the peer on this connection, and what it may send.
+    pub negotiated: Negotiated,
     stream: TcpStream,
     poller: parking_lot::RwLock<Arc<Poller>>,
     closing: AtomicBool,
 }
 
 impl Conn {
-    /// Wrap a connected, non-blocking socket that `poller` will serve.
-    pub fn new(id: ConnId, stream: TcpStream, poller: Arc<Poller>) -> Arc<Conn> {
+    /// Wrap a connected, non-blocking socket that `poller` will serve,
+    /// whose handshake agreed on `negotiated`.
+    pub fn new(
+        id: ConnId,
+        stream: TcpStream,
+        negotiated: Negotiated,
+        poller: Arc<Poller>,
+    ) -> Arc<Conn> {
         Arc::new(Conn {
             id,
             local: stream.local_addr().ok(),
             remote: stream.peer_addr().ok(),
+            negotiated,
             stream,
             poller: parking_lot::RwLock::new(poller),
             closing: AtomicBool::new(false),

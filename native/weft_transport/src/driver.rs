@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::handshake::HandshakeError as Failure;
 use weft_core::wire::encode_control;
-use weft_core::{Action, ConnId, Control, LaneKey, Level, Node, NodeSpec, Refusal};
+use weft_core::{Action, ConnId, Control, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal};
 
 /// Largest control frame accepted: a gossiped view of the largest
 /// membership allowed (65536 members of a few hundred bytes each) fits.
@@ -311,7 +311,8 @@ async fn incoming(
                 .parallelism(&lane.channel)
                 .is_some_and(|p| lane.index < p)
     };
-    let mut accepted = match handshake::accept(s, &local, &shared.config.cookie, lane_ok).await {
+    let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
+    let mut accepted = match handshake::accept(s, &local, cookie, caps, lane_ok).await {
         Ok(a) => a,
         Err(e) => {
             let reason = match &e {
@@ -349,7 +350,10 @@ async fn incoming(
     let sent = accepted.answer(&local, &verdict).await;
     drop(permit);
     match verdict {
-        Ok(()) if sent.is_ok() => run(shared, accepted.socket, spec.name, lane, conn).await,
+        Ok(()) if sent.is_ok() => {
+            let negotiated = accepted.negotiated;
+            run(shared, accepted.socket, negotiated, spec.name, lane, conn).await
+        }
         Ok(()) => {
             let _ = shared.driver.send(Msg::Closed {
                 conn,
@@ -423,15 +427,16 @@ async fn dial(
         refusal,
         reason,
     };
-    let (s, spec) = match handshake::dial(&local, &shared.config.cookie, &peer, &addrs, &lane).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            // The core logs failures (rate-limited) and reports refusals.
-            let _ = shared.driver.send(failed(dial_refusal(&e), e.to_string()));
-            return;
-        }
-    };
+    let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
+    let (s, spec, negotiated) =
+        match handshake::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
+            Ok(x) => x,
+            Err(e) => {
+                // The core logs failures (rate-limited) and reports refusals.
+                let _ = shared.driver.send(failed(dial_refusal(&e), e.to_string()));
+                return;
+            }
+        };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     let _ = shared.driver.send(Msg::Dialed {
@@ -442,13 +447,20 @@ async fn dial(
         reply: tx,
     });
     if let Ok(Ok(())) = rx.await {
-        run(shared, s, peer, lane, conn).await;
+        run(shared, s, negotiated, peer, lane, conn).await;
     }
 }
 
 /// An established connection: hand it to the poller of its lane, which
 /// reads it from now on, and to the lane, which writes to it.
-async fn run(shared: Arc<Shared>, s: TcpStream, peer: String, lane_key: LaneKey, conn: ConnId) {
+async fn run(
+    shared: Arc<Shared>,
+    s: TcpStream,
+    negotiated: Negotiated,
+    peer: String,
+    lane_key: LaneKey,
+    conn: ConnId,
+) {
     let Some(lane) = shared
         .routes
         .get(&peer)
@@ -472,7 +484,7 @@ async fn run(shared: Arc<Shared>, s: TcpStream, peer: String, lane_key: LaneKey,
         }
     };
     let poller = lane.poller();
-    let c = Conn::new(conn, std, poller.clone());
+    let c = Conn::new(conn, std, negotiated, poller.clone());
     {
         let mut table = shared.conns.lock();
         // The driver may have asked to close it already (replaced meanwhile).

@@ -19,8 +19,9 @@
 //!
 //! The reader (maximum body [`MAX`]) is called until the stream is read, the
 //! peer closed or it fails, and what it handed out is checked against a
-//! plain parse of the whole stream with [`parse_header`]: the same frames,
-//! whole and in order, no body over the maximum, a large buffer only for
+//! plain parse of the whole stream with [`decode_header`]: the same frames,
+//! with the same header extensions, whole and in order, no body over the
+//! maximum, a large buffer only for
 //! data frames of [`LARGE_FRAME`] bytes or more, an error exactly when the
 //! stream has a bad header, and progress on every call.
 
@@ -30,7 +31,7 @@ use crate::sink::FrameBuffer;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use weft_core::frame::{parse_header, FrameKind, HEADER_LEN};
+use weft_core::frame::{decode_header, Extensions, FrameError, FrameKind};
 
 /// The largest frame body the fuzzed reader accepts.
 pub const MAX: u64 = 1 << 20;
@@ -137,22 +138,26 @@ impl Read for &mut Socket {
     }
 }
 
+/// A frame as expected: kind, extensions, body.
+type Expected<'a> = (FrameKind, Extensions, &'a [u8]);
+
 /// The frames in `stream`, and whether a bad header follows them (what
 /// comes after a bad header is never read).
-fn expected(stream: &[u8]) -> (Vec<(FrameKind, &[u8])>, bool) {
+fn expected(stream: &[u8]) -> (Vec<Expected<'_>>, bool) {
     let mut frames = Vec::new();
     let mut at = 0;
-    while stream.len() - at >= HEADER_LEN {
-        let h: &[u8; HEADER_LEN] = stream[at..at + HEADER_LEN].try_into().unwrap();
-        let Ok((kind, len)) = parse_header(h, MAX) else {
-            return (frames, true);
+    while at < stream.len() {
+        let h = match decode_header(&stream[at..], MAX) {
+            Ok(h) => h,
+            Err(FrameError::Truncated { .. }) => break,
+            Err(_) => return (frames, true),
         };
-        let body = at + HEADER_LEN;
-        if stream.len() - body < len {
+        let body = at + h.header_len;
+        if stream.len() - body < h.body_len {
             break;
         }
-        frames.push((kind, &stream[body..body + len]));
-        at = body + len;
+        frames.push((h.kind, h.ext, &stream[body..body + h.body_len]));
+        at = body + h.body_len;
     }
     (frames, false)
 }
@@ -186,7 +191,7 @@ pub fn frame_reader(data: &[u8]) {
     for call in 0.. {
         assert!(call <= calls, "no progress after {call} calls");
         let before = (reader.bytes_read(), socket.events.len());
-        let status = reader.read(&mut socket, budget, &alloc, &mut |f| {
+        let status = reader.read(&mut socket, budget, &alloc, &mut |f, ext| {
             let (kind, body) = match &f {
                 Frame::Small(kind, body) => {
                     assert!(
@@ -204,10 +209,11 @@ pub fn frame_reader(data: &[u8]) {
                 }
             };
             assert!(body.len() as u64 <= MAX, "a body of {} bytes", body.len());
-            let Some((wk, wb)) = want.get(got) else {
+            let Some((wk, we, wb)) = want.get(got) else {
                 panic!("frame {got} handed out; the stream has {}", want.len())
             };
             assert_eq!(kind, *wk, "kind of frame {got}");
+            assert_eq!(ext, we, "extensions of frame {got}");
             assert!(body == *wb, "body of frame {got} ({} bytes)", body.len());
             got += 1;
             Ok(())
@@ -251,7 +257,7 @@ pub fn frame_reader(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_core::frame::header;
+    use weft_core::frame::{encode_header, header};
 
     /// A literal chunk operation for each piece of `bytes` (at most 128).
     fn literal(bytes: &[u8]) -> Vec<u8> {
@@ -270,11 +276,21 @@ mod tests {
         let mut stream = Vec::new();
         stream.extend(frame(FrameKind::Data, b"hello"));
         stream.extend(frame(FrameKind::Control, &[1; 300]));
+        let ext = Extensions {
+            ack: Some(77),
+            origin: Some("o@h".into()),
+            ..Default::default()
+        };
+        stream.extend_from_slice(&encode_header(FrameKind::Data, 2, &ext).unwrap());
+        stream.extend_from_slice(b"hi");
         let small = literal(&stream);
-        // a large data frame: its header, then 17 * 4096 bytes of 7
+        // a large data frame: its header, then 17 * 4096 bytes of 7; and one
+        // whose header has extensions
         let large = [
             literal(&header(FrameKind::Data, 17 * 4096)),
             vec![0x80 + 16, 7],
+            literal(&encode_header(FrameKind::Data, 17 * 4096, &ext).unwrap()),
+            vec![0x80 + 16, 8],
         ]
         .concat();
         for budget in 0..BUDGETS.len() as u8 {

@@ -6,7 +6,9 @@
 //! only then does it say who it is) -> the driver decides (membership,
 //! collisions) and the caller answers with [`Accepted::answer`]. No
 //! application frame is read before both proofs check out, so a wrong cookie
-//! never delivers anything.
+//! never delivers anything. Both sides come out with what the handshake
+//! [`Negotiated`] (protocol version and common capabilities), which the
+//! connection keeps ([`crate::conn::Conn::negotiated`]).
 
 use crate::connection::{read_frame, write_frame, ReadError};
 use std::net::SocketAddr;
@@ -14,17 +16,19 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use weft_core::frame::HEADER_LEN;
 pub use weft_core::handshake::HandshakeError as Failure;
 use weft_core::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep};
-use weft_core::{FrameKind, LaneKey, NodeSpec, Refusal};
+use weft_core::{Capabilities, FrameKind, LaneKey, Negotiated, NodeSpec, Refusal};
 
 /// How long each step of a handshake may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshake frames are small (a node spec with at most 256 channels);
 /// anything bigger is not a weft peer.
 pub const MAX_HANDSHAKE_FRAME: u64 = 128 * 1024;
-/// The first frame of an incoming connection (a hello: magic, version and
-/// a nonce, with room for later versions) is far smaller still.
+/// The first frame of an incoming connection (a hello: magic, version, a
+/// nonce, at most 32 versions and the capabilities: at most 112 bytes, with
+/// room for later versions) is far smaller still.
 pub const MAX_FIRST_FRAME: u64 = 256;
 
 /// Why a handshake failed.
@@ -64,10 +68,11 @@ async fn recv(s: &mut TcpStream) -> Result<Vec<u8>, HandshakeError> {
 }
 
 async fn recv_at_most(s: &mut TcpStream, max: u64) -> Result<Vec<u8>, HandshakeError> {
-    let (kind, body) = timeout(STEP_TIMEOUT, read_frame(s, max))
+    let (header, body) = timeout(STEP_TIMEOUT, read_frame(s, max))
         .await
         .map_err(|_| HandshakeError::Timeout)??;
-    if kind != FrameKind::Handshake {
+    // Nothing was negotiated yet: a handshake frame carries no extensions.
+    if header.kind != FrameKind::Handshake || header.header_len != HEADER_LEN {
         return Err(HandshakeError::NotHandshake);
     }
     Ok(body)
@@ -104,23 +109,25 @@ async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, HandshakeError> {
     Err(HandshakeError::Connect(addrs.to_vec(), last))
 }
 
-/// Dial `peer` for `lane` and authenticate. Returns the socket and the
-/// acceptor's spec once it said welcome and proved the cookie.
+/// Dial `peer` for `lane` and authenticate, offering `caps`. Returns the
+/// socket, the acceptor's spec and what the two negotiated once it said
+/// welcome and proved the cookie.
 pub async fn dial(
     local: &NodeSpec,
     cookie: &[u8],
+    caps: Capabilities,
     peer: &str,
     addrs: &[SocketAddr],
     lane: &LaneKey,
-) -> Result<(TcpStream, NodeSpec), HandshakeError> {
+) -> Result<(TcpStream, NodeSpec, Negotiated), HandshakeError> {
     let mut s = connect(addrs).await?;
-    let (mut d, hello) = Dialer::new(cookie, local.clone(), peer, lane.clone(), nonce());
+    let (mut d, hello) = Dialer::new(cookie, local.clone(), peer, lane.clone(), caps, nonce());
     send(&mut s, &hello).await?;
     loop {
         let body = recv(&mut s).await?;
         match d.on_frame(&body) {
             Ok(DialerStep::Send(b)) => send(&mut s, &b).await?,
-            Ok(DialerStep::Done(acceptor)) => return Ok((s, acceptor)),
+            Ok(DialerStep::Done(acceptor, negotiated)) => return Ok((s, acceptor, negotiated)),
             Err(f) => return Err(fail(&mut s, f).await),
         }
     }
@@ -131,6 +138,7 @@ pub struct Accepted {
     pub socket: TcpStream,
     pub dialer: NodeSpec,
     pub lane: LaneKey,
+    pub negotiated: Negotiated,
     acceptor: Acceptor,
 }
 
@@ -151,15 +159,17 @@ impl Accepted {
     }
 }
 
-/// Acceptor side up to the verified proof. `lane_ok` says whether a lane
-/// exists on this node. On error the dialer has been told what it may know.
+/// Acceptor side up to the verified proof, offering `caps`. `lane_ok` says
+/// whether a lane exists on this node. On error the dialer has been told
+/// what it may know.
 pub async fn accept(
     mut s: TcpStream,
     local: &NodeSpec,
     cookie: &[u8],
+    caps: Capabilities,
     lane_ok: impl Fn(&LaneKey) -> bool,
 ) -> Result<Accepted, HandshakeError> {
-    let mut a = Acceptor::new(cookie, nonce());
+    let mut a = Acceptor::new(cookie, caps, nonce());
     let mut first = true;
     loop {
         let max = if first {
@@ -171,11 +181,16 @@ pub async fn accept(
         let body = recv_at_most(&mut s, max).await?;
         match a.on_frame(&body, local, &lane_ok) {
             Ok(AcceptorStep::Send(b)) => send(&mut s, &b).await?,
-            Ok(AcceptorStep::Authenticated { dialer, lane }) => {
+            Ok(AcceptorStep::Authenticated {
+                dialer,
+                lane,
+                negotiated,
+            }) => {
                 return Ok(Accepted {
                     socket: s,
                     dialer,
                     lane,
+                    negotiated,
                     acceptor: a,
                 })
             }

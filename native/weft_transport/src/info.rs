@@ -45,6 +45,8 @@ pub struct LaneInfo {
     /// Whether a poller on a thread of its own serves the lane now (else a
     /// poller driven by the schedulers).
     pub on_thread: bool,
+    /// What the handshake of its connection agreed on, while connected.
+    pub negotiated: Option<weft_core::Negotiated>,
 }
 
 /// One member.
@@ -123,6 +125,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     recv_bytes: stat(|s| &s.recv_bytes),
                     dropped_frames: stat(|s| &s.dropped_frames),
                     on_thread: lane.is_some_and(|l| l.poller().is_threaded()),
+                    negotiated: sock.negotiated,
                 }
             })
             .collect();

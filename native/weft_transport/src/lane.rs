@@ -28,12 +28,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_core::frame::{header, HEADER_LEN};
+use weft_core::frame::{encode_header, header, Extensions, FrameError, HeaderBytes};
 use weft_core::send_queue::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, MAX_SLICES,
 };
 pub use weft_core::send_queue::{Flush, Sender};
-use weft_core::{ConnId, FrameKind, LaneKey};
+use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
 
 /// How long a stopped lane's connection stays open after its last frame,
 /// so that the peer reads everything and closes first.
@@ -45,16 +45,17 @@ const DIRECT_SLICES: usize = 16;
 
 /// A frame on its way: its header and body.
 struct Outgoing {
-    header: [u8; HEADER_LEN],
+    header: HeaderBytes,
     body: Body,
 }
 
 impl Outgoing {
     fn new(kind: FrameKind, body: Body) -> Self {
-        Outgoing {
-            header: header(kind, body.len()),
-            body,
-        }
+        Self::with_header(HeaderBytes::Plain(header(kind, body.len())), body)
+    }
+
+    fn with_header(header: HeaderBytes, body: Body) -> Self {
+        Outgoing { header, body }
     }
 
     /// Fill `out` with the bytes from offset `sent` on (header first), at
@@ -63,13 +64,14 @@ impl Outgoing {
         if out.is_empty() || max == 0 {
             return 0;
         }
-        if sent < HEADER_LEN {
+        let header_len = self.header.len();
+        if sent < header_len {
             let h = &self.header[sent..];
             let take = h.len().min(max);
             out[0] = IoSlice::new(&h[..take]);
             1 + self.body.fill_max(0, &mut out[1..], max - take)
         } else {
-            self.body.fill_max(sent - HEADER_LEN, out, max)
+            self.body.fill_max(sent - header_len, out, max)
         }
     }
 }
@@ -80,7 +82,7 @@ impl Payload for Outgoing {
     }
 
     fn wire_len(&self) -> usize {
-        HEADER_LEN + self.body.len()
+        self.header.len() + self.body.len()
     }
 
     fn slices(&self) -> usize {
@@ -116,6 +118,8 @@ pub struct Socket {
     pub local: Option<SocketAddr>,
     /// Its remote end.
     pub remote: Option<SocketAddr>,
+    /// What the connection's handshake agreed on.
+    pub negotiated: Option<Negotiated>,
 }
 
 /// What the lane's lock guards.
@@ -214,6 +218,23 @@ impl Lane {
         self.push_reserved(kind, body, sender)
     }
 
+    /// As [`Lane::push_from`], for a frame whose header carries `ext`.
+    /// Only for extensions the peer agreed to: the caller checks
+    /// [`crate::Transport::negotiated`] (a peer refuses a frame with
+    /// extensions it did not agree to, and closes the connection).
+    pub fn push_extended(
+        self: &Arc<Self>,
+        kind: FrameKind,
+        ext: &Extensions,
+        body: Body,
+        sender: Option<Sender>,
+    ) -> Result<(), FrameError> {
+        let header = encode_header(kind, body.len(), ext)?;
+        self.budget.force(body.len() as u64);
+        self.push_frame(Outgoing::with_header(header, body), sender);
+        Ok(())
+    }
+
     /// As [`Lane::push_from`], for a frame whose bytes the caller already
     /// reserved in the lane's budget.
     pub(crate) fn push_reserved(
@@ -222,7 +243,10 @@ impl Lane {
         body: Body,
         sender: Option<Sender>,
     ) {
-        let f = Outgoing::new(kind, body);
+        self.push_frame(Outgoing::new(kind, body), sender)
+    }
+
+    fn push_frame(self: &Arc<Self>, f: Outgoing, sender: Option<Sender>) {
         let mut out = self.out.lock();
         let writable = out.writable();
         let direct = match out.queue.push(self.now(), f, sender, writable) {
@@ -362,6 +386,7 @@ impl Lane {
                 conn: Some(c.id),
                 local: c.local,
                 remote: c.remote,
+                negotiated: Some(c.negotiated),
             },
             None => Socket::default(),
         }
@@ -491,7 +516,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         client.set_nonblocking(true).unwrap();
-        let conn = Conn::new(1, client, poller.clone());
+        let conn = Conn::new(1, client, negotiated(), poller.clone());
         lane.attach(conn.clone());
         poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
         let p = poller.clone();
@@ -500,12 +525,34 @@ mod tests {
 
     /// The body of the next frame on `server`.
     fn read_frame(server: &mut std::net::TcpStream) -> Vec<u8> {
-        let mut h = [0u8; HEADER_LEN];
+        read_frame_ext(server).1
+    }
+
+    fn negotiated() -> weft_core::Negotiated {
+        weft_core::Negotiated {
+            version: weft_core::frame::PROTOCOL_VERSION,
+            caps: weft_core::Capabilities::SUPPORTED,
+        }
+    }
+
+    /// The extensions and the body of the next frame on `server`.
+    fn read_frame_ext(server: &mut std::net::TcpStream) -> (Extensions, Vec<u8>) {
+        let mut h = vec![0u8; weft_core::frame::HEADER_LEN];
         server.read_exact(&mut h).unwrap();
-        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
-        let mut body = vec![0u8; len];
+        let h = loop {
+            match weft_core::frame::decode_header(&h, 1 << 20) {
+                Ok(h) => break h,
+                Err(FrameError::Truncated { need }) => {
+                    let at = h.len();
+                    h.resize(need, 0);
+                    server.read_exact(&mut h[at..]).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let mut body = vec![0u8; h.body_len];
         server.read_exact(&mut body).unwrap();
-        body
+        (h.ext, body)
     }
 
     /// Frames pushed from several threads at once, some large enough to fill
@@ -592,6 +639,54 @@ mod tests {
             order.push(body[0]);
         }
         assert_eq!(order, b"caAbnCdDe".to_vec());
+        poller.stop();
+        driving.join().unwrap();
+    }
+
+    /// Frames whose headers carry extensions go out whole, written directly
+    /// or by the poller, small or large, in order with plain frames.
+    #[test]
+    fn frames_with_extensions_are_written_with_their_header() {
+        let (_rt, poller, lane) = unconnected_lane();
+        let ext = |seq| Extensions {
+            seq: Some(seq),
+            origin: Some("a@h".into()),
+            ..Default::default()
+        };
+        // queued while unconnected
+        lane.push_extended(FrameKind::Data, &ext(1), vec![1; 10].into(), Some(1))
+            .unwrap();
+        lane.push_extended(
+            FrameKind::Data,
+            &ext(2),
+            vec![2; 3 * weft_core::send_queue::DIRECT_MAX].into(),
+            None,
+        )
+        .unwrap();
+        let (mut server, driving) = connect(&lane, &poller);
+        assert_eq!(read_frame_ext(&mut server), (ext(1), vec![1; 10]));
+        assert_eq!(
+            read_frame_ext(&mut server),
+            (ext(2), vec![2; 3 * weft_core::send_queue::DIRECT_MAX])
+        );
+        // connected and idle: written by the sender itself
+        std::thread::sleep(Duration::from_millis(5));
+        lane.push_extended(FrameKind::Data, &ext(3), vec![3; 5].into(), Some(1))
+            .unwrap();
+        lane.push(FrameKind::Data, vec![4; 5].into());
+        assert_eq!(read_frame_ext(&mut server), (ext(3), vec![3; 5]));
+        assert_eq!(
+            read_frame_ext(&mut server),
+            (Extensions::default(), vec![4; 5])
+        );
+        // what the receiver would refuse is not sent
+        let bad = Extensions {
+            destination: Some("no name".into()),
+            ..Default::default()
+        };
+        assert!(lane
+            .push_extended(FrameKind::Data, &bad, vec![5].into(), None)
+            .is_err());
         poller.stop();
         driving.join().unwrap();
     }

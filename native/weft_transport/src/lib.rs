@@ -59,7 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use watcher::Watcher;
 pub use weft_core::lane::Choice;
 pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
-use weft_core::{Node, NodeSpec};
+use weft_core::{LaneKey, Node, NodeSpec};
 
 /// State shared by the driver, the connection tasks and the callers.
 pub(crate) struct Shared {
@@ -305,6 +305,25 @@ impl Transport {
     /// Peers that are up, sorted.
     pub fn up_peers(&self) -> Vec<String> {
         self.shared.up.read().clone()
+    }
+
+    /// What the handshake of `peer`'s connection for `lane` negotiated
+    /// (protocol version, common capabilities), while it is connected: what
+    /// a frame on that lane may carry.
+    pub fn negotiated(&self, peer: &str, lane: &LaneKey) -> Option<weft_core::Negotiated> {
+        self.shared
+            .routes
+            .get(peer)?
+            .lane(lane)?
+            .socket()
+            .negotiated
+    }
+
+    /// The lane `lane` to `peer`, if the peer has a route: for features
+    /// built on the transport that write frames themselves (such as
+    /// [`Lane::push_extended`]) and for tests.
+    pub fn lane(&self, peer: &str, lane: &LaneKey) -> Option<Arc<lane::Lane>> {
+        self.shared.routes.get(peer)?.lane(lane).cloned()
     }
 
     /// This node's spec as it is now.

@@ -56,7 +56,7 @@ use weft_core::placement::{self, Linger, Place, Round, Traffic};
 use weft_core::send_queue::Micros;
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
-use weft_core::{ConnId, FrameKind, Level};
+use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
 
 /// Where pollers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,14 +547,15 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         let alloc = |len: usize| shared.sink.frame_buffer(len);
         let before = e.reader.bytes_read();
         let conn_id = e.conn.id;
+        let negotiated = e.conn.negotiated;
         let large_before = round.large_frames;
         let status = {
-            let mut on_frame = |f: Frame<'_>| {
+            let mut on_frame = |f: Frame<'_>, ext: &Extensions| {
                 match f {
                     Frame::Small(..) => round.small_frames += 1,
                     Frame::Large(_) => round.large_frames += 1,
                 }
-                inbound(shared, &e.peer, &e.lane, conn_id, f)
+                inbound(shared, &e.peer, &e.lane, conn_id, &negotiated, f, ext)
             };
             e.reader.read(
                 e.conn.stream(),
@@ -675,16 +676,29 @@ fn dropped_on_receive(shared: &Shared, peer: &str, lane: &Lane, len: usize) -> O
     }
 }
 
-/// One frame from `peer` on `lane`: application data to the sink (unless
-/// the per-message stage drops it), control frames (only on the control
-/// lane) to the driver.
+/// One frame from `peer` on `lane`, with the extensions of its header:
+/// application data to the sink (unless the per-message stage drops it),
+/// control frames (only on the control lane) to the driver. A frame may
+/// carry only the extensions of capabilities its connection `negotiated`;
+/// any other is a protocol error. (Nothing uses the extensions beyond that
+/// check yet: this is where sequence numbers, acks, relaying and traces
+/// will be handled.)
 fn inbound(
     shared: &Shared,
     peer: &str,
     lane: &Lane,
     conn: ConnId,
+    negotiated: &Negotiated,
     frame: Frame<'_>,
+    ext: &Extensions,
 ) -> Result<(), String> {
+    if !negotiated.allows(ext) {
+        return Err(format!(
+            "frame with header extensions {} not negotiated (this connection agreed on {})",
+            ext.needs(),
+            negotiated.caps
+        ));
+    }
     let control = lane.key.is_control();
     let (len, delivered) = match frame {
         Frame::Large(buf) if !control => {

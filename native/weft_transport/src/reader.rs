@@ -5,19 +5,23 @@
 //! a large frame. Each call to [`FrameReader::read`] reads until the socket
 //! has nothing more (`Drained`) or the byte budget is used up (`Budget`: call
 //! again later, the socket may hold more), handing each complete frame to a
-//! callback as it goes. Small frames are handed as slices of the read buffer
-//! (no allocation); a data frame of [`LARGE_FRAME`] bytes or more is read
-//! into a buffer from the allocator, straight from the socket.
+//! callback as it goes, with the extensions of its header. Small frames are
+//! handed as slices of the read buffer (no allocation); a data frame of
+//! [`LARGE_FRAME`] bytes or more is read into a buffer from the allocator,
+//! straight from the socket. A header, extensions included, is decoded whole
+//! ([`decode_header`]) before its body is read: the buffer of a large frame
+//! is allocated knowing exactly what the frame is, and a malformed header
+//! ends the read before anything is allocated for it.
 
 use crate::connection::{ReadError, LARGE_FRAME};
 use crate::sink::FrameBuffer;
 use std::io::{self, Read};
-use weft_core::frame::{parse_header, FrameKind, HEADER_LEN};
+use weft_core::frame::{decode_header, Extensions, FrameError, FrameKind, HEADER_LEN};
 
 /// Size of the read buffer; a control frame larger than this grows it.
 const BUFFER: usize = 64 * 1024;
 
-/// A frame handed to the callback.
+/// A frame handed to the callback (with the extensions of its header).
 pub enum Frame<'a> {
     /// A control frame, or a data frame below [`LARGE_FRAME`] bytes.
     Small(FrameKind, &'a [u8]),
@@ -41,7 +45,9 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    large: Option<(Box<dyn FrameBuffer>, usize)>,
+    /// A large frame in progress: its buffer, the bytes filled, and the
+    /// extensions of its header.
+    large: Option<(Box<dyn FrameBuffer>, usize, Extensions)>,
     max: u64,
     read: u64,
 }
@@ -77,12 +83,12 @@ impl FrameReader {
         mut src: S,
         budget: usize,
         alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
-        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
     ) -> Result<ReadStatus, ReadError> {
         let mut left = budget;
         loop {
             // A large frame in progress reads straight into its buffer.
-            if let Some((buf, filled)) = &mut self.large {
+            if let Some((buf, filled, _)) = &mut self.large {
                 let rest = buf.bytes().len() - *filled;
                 if rest > 0 {
                     if left == 0 {
@@ -124,10 +130,7 @@ impl FrameReader {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
-                let need = match self.header() {
-                    Some((_, len)) => HEADER_LEN + len,
-                    None => self.buf.len() + HEADER_LEN,
-                };
+                let need = self.frame_len();
                 self.buf.resize(need.max(self.buf.len() * 2), 0);
             }
             let want = (self.buf.len() - self.end).min(left);
@@ -142,7 +145,7 @@ impl FrameReader {
                         // Short read: empty now (see above). Hand out what
                         // came, and start any large frame it begins.
                         self.parse(alloc, on_frame)?;
-                        if let Some((buf, filled)) = &self.large {
+                        if let Some((buf, filled, _)) = &self.large {
                             if *filled < buf.bytes().len() {
                                 return Ok(ReadStatus::Drained);
                             }
@@ -159,25 +162,26 @@ impl FrameReader {
     /// Hand out the large frame in progress if it is complete.
     fn complete_large(
         &mut self,
-        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
     ) -> Result<(), ReadError> {
-        if let Some((buf, filled)) = &self.large {
+        if let Some((buf, filled, _)) = &self.large {
             if *filled == buf.bytes().len() {
-                let (buf, _) = self.large.take().expect("large frame in progress");
-                on_frame(Frame::Large(buf)).map_err(protocol)?;
+                let (buf, _, ext) = self.large.take().expect("large frame in progress");
+                on_frame(Frame::Large(buf), &ext).map_err(protocol)?;
             }
         }
         Ok(())
     }
 
-    /// The header at `start`, if complete.
-    fn header(&self) -> Option<(FrameKind, usize)> {
-        let avail = &self.buf[self.start..self.end];
-        if avail.len() < HEADER_LEN {
-            return None;
+    /// Bytes of the frame at `start` (header and body), or as many as its
+    /// header needs to be decoded, so that the buffer can grow to hold it.
+    fn frame_len(&self) -> usize {
+        match decode_header(&self.buf[self.start..self.end], u64::MAX) {
+            Ok(h) => h.header_len + h.body_len,
+            Err(FrameError::Truncated { need }) => need,
+            // (parse reports the error first)
+            Err(_) => self.buf.len() + HEADER_LEN,
         }
-        let h: &[u8; HEADER_LEN] = avail[..HEADER_LEN].try_into().ok()?;
-        parse_header(h, u64::MAX).ok()
     }
 
     /// Hand out every complete frame in the buffer; start a large frame if
@@ -185,14 +189,16 @@ impl FrameReader {
     fn parse(
         &mut self,
         alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
-        on_frame: &mut dyn FnMut(Frame<'_>) -> Result<(), String>,
+        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
     ) -> Result<(), ReadError> {
-        while self.end - self.start >= HEADER_LEN {
-            let h: &[u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
-                .try_into()
-                .expect("header length");
-            let (kind, len) = parse_header(h, self.max)?;
-            let body = self.start + HEADER_LEN;
+        while self.end > self.start {
+            let h = match decode_header(&self.buf[self.start..self.end], self.max) {
+                Ok(h) => h,
+                Err(FrameError::Truncated { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let (kind, len) = (h.kind, h.body_len);
+            let body = self.start + h.header_len;
             if kind == FrameKind::Data && len >= LARGE_FRAME {
                 let mut buf = alloc(len);
                 if buf.bytes().len() != len {
@@ -203,14 +209,14 @@ impl FrameReader {
                 let have = (self.end - body).min(len);
                 buf.bytes_mut()[..have].copy_from_slice(&self.buf[body..body + have]);
                 self.start = body + have;
-                self.large = Some((buf, have));
+                self.large = Some((buf, have, h.ext));
                 return Ok(());
             }
             if self.end - body < len {
                 return Ok(());
             }
             self.start = body + len;
-            on_frame(Frame::Small(kind, &self.buf[body..body + len])).map_err(protocol)?;
+            on_frame(Frame::Small(kind, &self.buf[body..body + len]), &h.ext).map_err(protocol)?;
         }
         if self.start == self.end {
             self.start = 0;
@@ -239,7 +245,7 @@ fn read_some<S: Read>(src: &mut S, dst: &mut [u8]) -> io::Result<Option<usize>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_core::frame::header;
+    use weft_core::frame::{encode_header, header};
 
     /// A source that hands out its bytes in chunks of the given sizes,
     /// then would block (or ends, if `eof`).
@@ -273,6 +279,19 @@ mod tests {
         [header(kind, body.len()).as_slice(), body].concat()
     }
 
+    fn frame_ext(kind: FrameKind, ext: &Extensions, body: &[u8]) -> Vec<u8> {
+        [&encode_header(kind, body.len(), ext).unwrap()[..], body].concat()
+    }
+
+    fn ext(seq: u64) -> Extensions {
+        Extensions {
+            seq: Some(seq),
+            trace: Some([9; 16]),
+            destination: Some("far@away".into()),
+            ..Default::default()
+        }
+    }
+
     fn alloc(n: usize) -> Box<dyn FrameBuffer> {
         Box::new(vec![0u8; n])
     }
@@ -281,13 +300,13 @@ mod tests {
         r: &mut FrameReader,
         src: &mut Chunks,
         budget: usize,
-    ) -> (ReadStatus, Vec<(FrameKind, Vec<u8>)>) {
+    ) -> (ReadStatus, Vec<(FrameKind, Vec<u8>, Extensions)>) {
         let mut got = Vec::new();
         let status = r
-            .read(src, budget, &alloc, &mut |f| {
+            .read(src, budget, &alloc, &mut |f, e| {
                 got.push(match f {
-                    Frame::Small(k, b) => (k, b.to_vec()),
-                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec()),
+                    Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
+                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
                 });
                 Ok(())
             })
@@ -299,18 +318,25 @@ mod tests {
     fn frames_split_anywhere_come_out_whole_and_in_order() {
         let big: Vec<u8> = (0..LARGE_FRAME + 10).map(|i| i as u8).collect();
         let control = vec![7u8; 3 * BUFFER];
+        let none = Extensions::default();
         let mut data = Vec::new();
         data.extend(frame(FrameKind::Data, b"one"));
         data.extend(frame(FrameKind::Data, &big));
         data.extend(frame(FrameKind::Control, &control));
+        data.extend(frame_ext(FrameKind::Data, &ext(1), b"two"));
+        data.extend(frame_ext(FrameKind::Data, &ext(2), &big));
         data.extend(frame(FrameKind::Data, b""));
+        data.extend(frame_ext(FrameKind::Data, &ext(3), b""));
         data.extend(frame(FrameKind::Data, b"last"));
         let want = vec![
-            (FrameKind::Data, b"one".to_vec()),
-            (FrameKind::Data, big.clone()),
-            (FrameKind::Control, control.clone()),
-            (FrameKind::Data, vec![]),
-            (FrameKind::Data, b"last".to_vec()),
+            (FrameKind::Data, b"one".to_vec(), none.clone()),
+            (FrameKind::Data, big.clone(), none.clone()),
+            (FrameKind::Control, control.clone(), none.clone()),
+            (FrameKind::Data, b"two".to_vec(), ext(1)),
+            (FrameKind::Data, big.clone(), ext(2)),
+            (FrameKind::Data, vec![], none.clone()),
+            (FrameKind::Data, vec![], ext(3)),
+            (FrameKind::Data, b"last".to_vec(), none),
         ];
         for chunk in [1, 2, 3, 5, 7, 100, 4096, 70_000, usize::MAX] {
             let mut src = Chunks {
@@ -381,7 +407,7 @@ mod tests {
         let mut src = Once(frame(FrameKind::Data, b"ping"), 0);
         let mut r = FrameReader::new(1000);
         let mut n = 0;
-        let status = r.read(&mut src, 1 << 20, &alloc, &mut |_| {
+        let status = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| {
             n += 1;
             Ok(())
         });
@@ -399,7 +425,7 @@ mod tests {
             eof: false,
         };
         let mut r = FrameReader::new(1000);
-        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_| Ok(()));
+        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| Ok(()));
         assert!(
             matches!(res, Err(ReadError::Frame(_))),
             "{:?}",
@@ -417,9 +443,41 @@ mod tests {
             eof: false,
         };
         let mut r = FrameReader::new(1000);
-        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_| {
+        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| {
             Err("bad control frame".into())
         });
         assert!(res.is_err());
+    }
+
+    /// A header whose extensions are malformed ends the read before its
+    /// frame is allocated, even when it announces a large frame.
+    #[test]
+    fn a_bad_extension_ends_the_read_before_any_allocation() {
+        let mut bad = encode_header(FrameKind::Data, LARGE_FRAME, &ext(1))
+            .unwrap()
+            .to_vec();
+        let n = bad.len();
+        bad[n - 1] = 0; // destination "far@awa\0": not a node name
+        let mut src = Chunks {
+            data: bad,
+            pos: 0,
+            sizes: vec![3; 100],
+            next: 0,
+            eof: false,
+        };
+        let mut r = FrameReader::new(1 << 20);
+        let no_alloc = |_: usize| -> Box<dyn FrameBuffer> { panic!("allocated") };
+        let mut res = Ok(ReadStatus::Drained);
+        for _ in 0..100 {
+            res = r.read(&mut src, 1 << 20, &no_alloc, &mut |_, _| Ok(()));
+            if res.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(res, Err(ReadError::Frame(FrameError::Malformed { .. }))),
+            "{:?}",
+            res.map(|_| ())
+        );
     }
 }

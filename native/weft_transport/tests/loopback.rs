@@ -121,6 +121,7 @@ fn node_with(
         ],
         affinity: true,
         cookie: cookie.as_bytes().to_vec(),
+        capabilities: weft_core::Capabilities::SUPPORTED,
         max_frame_size: max_frame,
         send_queue_limit: 64 << 20,
         send_queue_total_limit: 256 << 20,
@@ -357,7 +358,11 @@ fn data_after_a_refused_handshake_is_never_delivered() {
         s.read_exact(&mut body).ok()?;
         Some(body)
     };
-    let hello = encode_handshake(&Handshake::Hello { nonce: [1; 32] });
+    let hello = encode_handshake(&Handshake::Hello {
+        nonce: [1; 32],
+        versions: weft_core::frame::SUPPORTED_VERSIONS.to_vec(),
+        caps: weft_core::Capabilities::SUPPORTED,
+    });
     s.write_all(&frame(weft_core::FrameKind::Handshake, &hello))
         .unwrap();
     let challenge = read_frame(&mut s).unwrap();
@@ -396,7 +401,7 @@ fn data_after_a_refused_handshake_is_never_delivered() {
     assert!(!brx.try_iter().any(|e| matches!(e, Ev::Msg(..))));
 }
 
-/// The bytes that used to kill the VM: a hello (protocol version 1)
+/// The bytes that used to kill the VM: a hello (protocol versions 1 to 3)
 /// claiming a 2^40-byte name. The node lives, refuses the connection, and
 /// still works.
 #[test]
@@ -405,7 +410,7 @@ fn a_hello_claiming_a_huge_name_is_refused_and_the_node_lives() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
     let addr = b.local_spec().addrs[0];
-    for version in [1u8, 2] {
+    for version in [1u8, 2, 3] {
         for len in [
             [0xfd, 0, 0, 0, 0, 0, 1, 0, 0],
             [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
@@ -487,24 +492,24 @@ fn unexpected_node_is_refused() {
 
 #[test]
 fn stray_clients_and_other_versions_are_refused() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let (b, brx) = node("b@h", "c", 1 << 20);
     let addr = b.local_spec().addrs[0];
     // Not weft at all.
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
     assert!(logs_until(&brx, "refused incoming connection"));
-    // A weft hello of a future protocol version.
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // A weft hello of a future protocol version: the acceptor says which
+    // versions it speaks, and closes.
     let mut body = b"WEFT".to_vec();
     body.extend_from_slice(&99u16.to_be_bytes());
     body.extend_from_slice(&[0; 16]);
-    s.write_all(&weft_core::frame::header(
-        weft_core::FrameKind::Handshake,
-        body.len(),
-    ))
-    .unwrap();
-    s.write_all(&body).unwrap();
+    assert_eq!(
+        hello_answer(addr, &body),
+        Ok(weft_core::Handshake::Versions(
+            weft_core::frame::SUPPORTED_VERSIONS.to_vec()
+        ))
+    );
     // (logged once per source and window: this one is counted)
     wait_for("counted", || {
         let info = b.info().unwrap();
@@ -516,18 +521,112 @@ fn stray_clients_and_other_versions_are_refused() {
         };
         n("version") == Some(1) && n("protocol") == Some(1)
     });
-    // The acceptor says which versions it speaks, and closes.
+    assert!(b.up_peers().is_empty());
+}
+
+/// Send a handshake frame of `body` to `addr` as the first frame of a new
+/// connection; the answer, read until the acceptor closes.
+fn hello_answer(
+    addr: std::net::SocketAddr,
+    body: &[u8],
+) -> Result<weft_core::Handshake, weft_core::FrameError> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let frame = weft_core::frame::header(weft_core::FrameKind::Handshake, body.len());
+    s.write_all(&[&frame[..], body].concat()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024).unwrap();
+    let (_, len) = weft_core::frame::parse_header(buf[..5].try_into().unwrap(), 1024)?;
+    weft_core::wire::decode_handshake(&buf[5..5 + len])
+}
+
+/// A node of protocol 2 (one version in its hello, no capabilities) is
+/// told the versions this node speaks, and the refusal is logged with both.
+#[test]
+fn a_protocol_2_hello_is_refused_naming_the_versions() {
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let mut hello = b"WEFT\x00\x02\x00".to_vec();
+    hello.extend_from_slice(&[5; 32]);
     assert_eq!(
-        weft_core::wire::decode_handshake(&buf[5..5 + len]),
-        Ok(weft_core::Handshake::Versions(
-            weft_core::frame::SUPPORTED_VERSIONS.to_vec()
-        ))
+        hello_answer(b.local_spec().addrs[0], &hello),
+        Ok(weft_core::Handshake::Versions(vec![3]))
     );
-    assert!(b.up_peers().is_empty());
+    assert!(logs_until(
+        &brx,
+        "peer speaks protocol versions [2], this node [3]"
+    ));
+}
+
+/// Both ends of a connection know what its handshake negotiated.
+#[test]
+fn connections_know_what_they_negotiated() {
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, _brx) = node("b@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    for (t, peer) in [(&a, "b@h"), (&b, "a@h")] {
+        let n = t.negotiated(peer, &LaneKey::control()).unwrap();
+        assert_eq!(n.version, 3);
+        assert_eq!(n.caps, weft_core::Capabilities::SUPPORTED);
+    }
+}
+
+/// A frame whose header carries extensions that both ends agreed on is
+/// read, and its body delivered as any other; one carrying extensions the
+/// receiver did not agree on costs its connection, and is not delivered.
+#[test]
+fn extensions_are_read_if_negotiated_and_refused_if_not() {
+    use weft_core::{Capabilities, Extensions, FrameKind};
+    let ext = Extensions {
+        seq: Some(41),
+        ack: Some(40),
+        trace: Some([3; 16]),
+        origin: Some("a@h".into()),
+        destination: Some("b@h".into()),
+        skipped: 0,
+    };
+    let vnode0 = LaneKey {
+        channel: "vnode".into(),
+        index: 0,
+    };
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    assert!(a.negotiated("b@h", &vnode0).unwrap().allows(&ext));
+    let lane = a.lane("b@h", &vnode0).unwrap();
+    lane.push_extended(FrameKind::Data, &ext, b"with ext".to_vec().into(), None)
+        .unwrap();
+    assert_eq!(
+        recv_msgs(&brx, 1),
+        [("a@h".to_string(), b"with ext".to_vec())]
+    );
+
+    // c offers no capabilities: nothing may carry extensions to it
+    let (c, crx, _dc) = node_with("c@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.capabilities = Capabilities::NONE
+    });
+    a.join(contact(&c));
+    wait_for("lanes", || all_lanes_connected(&a, "c@h"));
+    let n = a.negotiated("c@h", &vnode0).unwrap();
+    assert_eq!(n.caps, Capabilities::NONE);
+    assert!(!n.allows(&ext));
+    let traced = Extensions {
+        trace: Some([1; 16]),
+        ..Default::default()
+    };
+    let lane = a.lane("c@h", &vnode0).unwrap();
+    lane.push_extended(FrameKind::Data, &traced, b"traced".to_vec().into(), None)
+        .unwrap();
+    assert!(logs_until(&crx, "not negotiated"));
+    assert!(!crx
+        .try_iter()
+        .any(|e| matches!(e, Ev::Msg(_, ref m) if m == b"traced")));
 }
 
 fn lane_on_thread(t: &Transport, peer: &str, channel: &str, index: u16) -> Option<bool> {
