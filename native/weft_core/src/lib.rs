@@ -2,32 +2,55 @@
 //!
 //! The sans-IO heart of weft: everything that decides, nothing that waits.
 //!
-//! - [`spec`]: who a node is (name, epoch, addresses, channels);
+//! - [`types`]: time, connection ids, log levels, down reasons, timing;
+//! - [`spec`]: who a node is (name, incarnation, addresses, channels);
 //! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
 //! - [`frame`]: the frame header;
 //! - [`wire`]: the control and handshake messages and their bounded codec;
 //! - [`handshake`]: the handshake state machines and their cookie proofs;
-//! - [`node`]: the peer service state machine (membership, dialing, collision
-//!   settlement, heartbeats, failure detection), fed events, returning actions;
-//! - [`peer`]: a peer's status and lane slots, and the collision rule;
-//! - [`sim`]: a deterministic, seeded simulator that runs many [`node::Node`]s
-//!   over a virtual network, used by the tests.
+//! - [`action`]: what the core asks its driver to do;
+//! - [`peers`]: the peer table and connection plan (status, lane slots,
+//!   dialing and backoff, the collision rule);
+//! - [`membership`]: the [`membership::Membership`] trait (who the members
+//!   are) and its full-mesh implementation;
+//! - [`failure`]: the [`failure::FailureDetector`] trait and the heartbeat
+//!   timeout;
+//! - [`node`]: the composition of those, fed events and deadlines,
+//!   returning actions;
+//! - [`rng`]: the seeded random generator;
+//! - `sim` (cargo feature `sim`, on for this crate's own tests): a
+//!   deterministic, seeded simulator that runs many [`node::Node`]s over a
+//!   virtual network and the real handshake.
 //!
 //! Time is an argument (milliseconds from any origin), randomness a seed:
-//! the same inputs always give the same actions.
+//! the same inputs always give the same actions. The node reports its next
+//! deadline ([`Node::next_deadline`]) instead of needing a fixed tick.
+//!
+//! Module dependencies go one way: `types`, `spec`, `lane`, `frame`, `rng`
+//! <- `wire` <- `handshake`, `action` <- `peers` <- `membership`, `failure`
+//! <- `node` <- `sim`.
 
+pub mod action;
+pub mod failure;
 pub mod frame;
 pub mod handshake;
 pub mod lane;
+pub mod membership;
 pub mod node;
-pub mod peer;
+pub mod peers;
 pub mod rng;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;
+pub mod types;
 pub mod wire;
 
+pub use action::Action;
 pub use frame::{FrameError, FrameKind};
 pub use lane::LaneKey;
-pub use node::{Action, ConnId, DownReason, Level, Node, PeerStatus, Slot, Timing};
+pub use membership::full_mesh::DEFAULT_MAX_MEMBERS;
+pub use node::Node;
+pub use peers::{PeerStatus, PeerView, Slot};
 pub use spec::{ChannelSpec, NodeSpec, CONTROL_CHANNEL};
-pub use wire::{Control, Handshake, Refusal, Tombstone, View};
+pub use types::{ConnId, DownReason, Level, Millis, Timing};
+pub use wire::{Control, Handshake, Refusal};

@@ -159,7 +159,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         Some(t) => int::<u64>(t).filter(|n| *n > 0).ok_or("send_queue_limit")?,
     };
     let max_members = match get(opts, atoms::max_members()) {
-        None => weft_core::node::DEFAULT_MAX_MEMBERS,
+        None => weft_core::DEFAULT_MAX_MEMBERS,
         Some(t) => int::<usize>(t)
             .filter(|n| (1..=65536).contains(n))
             .ok_or("max_members")?,
