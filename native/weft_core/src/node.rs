@@ -92,6 +92,11 @@ impl Node {
         self.peers.up_peers()
     }
 
+    /// How many peers are up.
+    pub fn up_count(&self) -> usize {
+        self.peers.up_count()
+    }
+
     /// Every member (any status), for `info`.
     pub fn peers(&self) -> impl Iterator<Item = PeerView<'_>> {
         self.peers.views()
@@ -105,6 +110,11 @@ impl Node {
     /// The connection currently carrying `lane` to `peer`.
     pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
         self.peers.lane_conn(peer, lane)
+    }
+
+    /// The connection currently carrying `peer`'s control lane.
+    pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
+        self.peers.control_conn(peer)
     }
 
     /// When [`Node::on_timeout`] is next needed: a heartbeat, a failure
@@ -268,7 +278,7 @@ impl Node {
 
     /// A control message arrived from `from` on connection `conn`.
     pub fn on_control(&mut self, now: Millis, from: &str, conn: ConnId, msg: Control) {
-        let current = self.peers.lane_conn(from, &LaneKey::control()) == Some(conn);
+        let current = self.peers.control_conn(from) == Some(conn);
         if current {
             self.detector.on_heard(now, from);
         }
@@ -300,7 +310,7 @@ impl Node {
         self.with_membership(now, |m, cx| m.on_timeout(cx));
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
-            for name in self.peers.up_peers() {
+            for name in self.peers.up_peers_unsorted() {
                 self.actions.push(Action::Send {
                     peer: name,
                     msg: Control::Heartbeat,

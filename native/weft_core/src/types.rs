@@ -90,3 +90,55 @@ impl Default for Timing {
         }
     }
 }
+
+/// A hash map with a fixed, fast hasher: iteration order depends only on
+/// what was inserted (the simulator's runs stay reproducible), and short
+/// keys such as node names hash in a few nanoseconds. Keys come from
+/// authenticated peers only, whose number is bounded (`max_members`).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildFastHasher>;
+
+/// Builds [`FastHasher`]s.
+pub type BuildFastHasher = std::hash::BuildHasherDefault<FastHasher>;
+
+/// The hasher of rustc ("FxHash"): a multiply and a rotate per word.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}

@@ -7,16 +7,16 @@
 //! update, whatever the number of peers.
 
 use super::FailureDetector;
-use crate::types::Millis;
+use crate::types::{FastMap, Millis};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// Down after `timeout` ms of silence.
 #[derive(Debug)]
 pub struct HeartbeatTimeout {
     timeout: Millis,
     /// peer -> (last heard, generation of its queue entry).
-    last_heard: HashMap<String, (Millis, u64)>,
+    last_heard: FastMap<String, (Millis, u64)>,
     /// `(deadline, generation, peer)`; entries of an old generation are stale.
     queue: BinaryHeap<Reverse<(Millis, u64, String)>>,
     generation: u64,
@@ -28,7 +28,7 @@ impl HeartbeatTimeout {
     pub fn new(timeout: Millis) -> Self {
         HeartbeatTimeout {
             timeout,
-            last_heard: HashMap::new(),
+            last_heard: FastMap::default(),
             queue: BinaryHeap::new(),
             generation: 0,
         }

@@ -38,7 +38,7 @@ use super::{Cx, Effect, Membership};
 use crate::frame::FrameError;
 use crate::peers::PeerStatus;
 use crate::spec::NodeSpec;
-use crate::types::{DownReason, Level, Millis, Timing};
+use crate::types::{DownReason, FastMap, Level, Millis, Timing};
 use crate::wire::{get_spec, put_spec, put_str8, Reader, Refusal};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -94,7 +94,7 @@ pub enum Message {
 pub struct FullMesh {
     /// Members other than this node, with their incarnation (0: a contact
     /// never reached).
-    members: BTreeMap<String, u64>,
+    members: FastMap<String, u64>,
     /// `(name, incarnation)` -> when it expires.
     tombstones: BTreeMap<(String, u64), Millis>,
     detached: bool,
@@ -109,6 +109,9 @@ pub struct FullMesh {
     answered: usize,
     /// `(when it may be forgotten, name)` for members that went down.
     down: BinaryHeap<Reverse<(Millis, String)>>,
+    /// The digest of `members` and `tombstones`, kept up to date as they
+    /// change (a digest per message must not cost O(members)).
+    digest: u64,
 }
 
 impl FullMesh {
@@ -116,7 +119,7 @@ impl FullMesh {
     /// lifetime of `timing`.
     pub fn new(timing: &Timing) -> Self {
         FullMesh {
-            members: BTreeMap::new(),
+            members: FastMap::default(),
             tombstones: BTreeMap::new(),
             detached: false,
             max_members: DEFAULT_MAX_MEMBERS,
@@ -127,6 +130,7 @@ impl FullMesh {
             dirty: false,
             answered: 0,
             down: BinaryHeap::new(),
+            digest: 0,
         }
     }
 
@@ -142,14 +146,27 @@ impl FullMesh {
         self.members.len() < self.max_members
     }
 
+    fn set_member(&mut self, name: &str, incarnation: u64) {
+        if let Some(old) = self.members.insert(name.to_string(), incarnation) {
+            self.digest ^= member_hash(name, old);
+        }
+        self.digest ^= member_hash(name, incarnation);
+    }
+
+    fn unset_member(&mut self, name: &str) {
+        if let Some(old) = self.members.remove(name) {
+            self.digest ^= member_hash(name, old);
+        }
+    }
+
     fn add(&mut self, cx: &mut Cx<'_>, spec: NodeSpec) {
-        self.members.insert(spec.name.clone(), spec.incarnation);
+        self.set_member(&spec.name, spec.incarnation);
         cx.push(Effect::Keep(spec));
         self.dirty = true;
     }
 
     fn drop_member(&mut self, cx: &mut Cx<'_>, name: &str, reason: DownReason) {
-        self.members.remove(name);
+        self.unset_member(name);
         cx.push(Effect::Drop {
             name: name.to_string(),
             reason,
@@ -160,7 +177,11 @@ impl FullMesh {
     /// Leave: every member is dropped, the node starts a new incarnation
     /// and refuses strangers until it joins again.
     fn detach(&mut self, cx: &mut Cx<'_>) {
-        self.members.clear();
+        let mut names: Vec<String> = self.members.keys().cloned().collect();
+        names.sort_unstable();
+        for n in names {
+            self.unset_member(&n);
+        }
         self.down.clear();
         self.dirty = false;
         self.detached = true;
@@ -182,8 +203,10 @@ impl FullMesh {
                 .map(|(k, _)| k.clone());
             if let Some(k) = first {
                 self.tombstones.remove(&k);
+                self.digest ^= entry_hash(&k.0, k.1, 1);
             }
         }
+        self.digest ^= entry_hash(name, incarnation, 1);
         self.tombstones
             .insert(key, now + ttl.min(self.tombstone_ttl));
         self.dirty = true;
@@ -219,9 +242,15 @@ impl FullMesh {
     /// A digest of what this node knows: order-independent, so two nodes
     /// with the same members and tombstones agree.
     fn digest(&self, local: &NodeSpec) -> u64 {
-        let mut d = entry_hash(&local.name, local.incarnation, 0);
-        for (n, inc) in self.members.iter().filter(|(_, inc)| **inc != 0) {
-            d ^= entry_hash(n, *inc, 0);
+        debug_assert_eq!(self.digest, self.digest_from_scratch());
+        entry_hash(&local.name, local.incarnation, 0) ^ self.digest
+    }
+
+    /// What the kept digest must equal (checked in debug builds).
+    fn digest_from_scratch(&self) -> u64 {
+        let mut d = 0;
+        for (n, inc) in &self.members {
+            d ^= member_hash(n, *inc);
         }
         for (n, inc) in self.tombstones.keys() {
             d ^= entry_hash(n, *inc, 1);
@@ -308,7 +337,7 @@ impl FullMesh {
     fn round(&mut self, cx: &mut Cx<'_>) {
         self.next_round = cx.now + self.gossip_interval;
         self.answered = 0;
-        let up = cx.peers.up_peers();
+        let up = cx.peers.up_peers_unsorted();
         if up.is_empty() {
             return;
         }
@@ -352,6 +381,15 @@ fn entry_hash(name: &str, incarnation: u64, salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A member's share of the digest: none while its incarnation is unknown.
+fn member_hash(name: &str, incarnation: u64) -> u64 {
+    if incarnation == 0 {
+        0
+    } else {
+        entry_hash(name, incarnation, 0)
+    }
+}
+
 fn view_digest(v: &View) -> u64 {
     let mut d = 0;
     for s in &v.members {
@@ -372,8 +410,7 @@ impl Membership for FullMesh {
         if self.members.contains_key(&contact.name) {
             cx.push(Effect::Contact(contact));
         } else if self.has_room() {
-            self.members
-                .insert(contact.name.clone(), contact.incarnation);
+            self.set_member(&contact.name, contact.incarnation);
             self.dirty = true;
             cx.push(Effect::Contact(contact));
         } else {
@@ -601,9 +638,16 @@ impl Membership for FullMesh {
                 }
             }
         }
-        let before = self.tombstones.len();
-        self.tombstones.retain(|_, expires| *expires > now);
-        if self.tombstones.len() != before {
+        let mut expired = 0;
+        self.tombstones.retain(|(n, inc), expires| {
+            let keep = *expires > now;
+            if !keep {
+                expired ^= entry_hash(n, *inc, 1);
+            }
+            keep
+        });
+        if expired != 0 {
+            self.digest ^= expired;
             self.dirty = true;
         }
         if now >= self.next_round {

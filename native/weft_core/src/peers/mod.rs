@@ -26,13 +26,13 @@ pub mod peer;
 use crate::action::{Action, Actions};
 use crate::lane::{plan, plan_keys, LaneKey};
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, Level, Millis};
+use crate::types::{ConnId, DownReason, FastMap, Level, Millis};
 use crate::wire::Refusal;
 use collision::{settle, Settle};
 use peer::{LaneState, Peer};
 pub use peer::{PeerStatus, PeerView, Slot};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 /// A status change the table made, for the failure detector and the
 /// membership.
@@ -51,8 +51,10 @@ pub enum PeerEvent {
 pub struct PeerTable {
     min_backoff: u64,
     max_backoff: u64,
-    peers: BTreeMap<String, Peer>,
-    conns: HashMap<ConnId, (String, LaneKey)>,
+    /// By name; sorted where order shows ([`PeerTable::up_peers`],
+    /// [`PeerTable::views`]).
+    peers: FastMap<String, Peer>,
+    conns: FastMap<ConnId, (String, LaneKey)>,
     /// `(retry_at, peer)` for lanes set idle: may hold stale entries (a
     /// spurious wake-up costs a look at one peer), never misses one.
     due: BinaryHeap<Reverse<(Millis, String)>>,
@@ -66,8 +68,8 @@ impl PeerTable {
         PeerTable {
             min_backoff,
             max_backoff,
-            peers: BTreeMap::new(),
-            conns: HashMap::new(),
+            peers: FastMap::default(),
+            conns: FastMap::default(),
             due: BinaryHeap::new(),
             next_attempt: 1,
             events: Vec::new(),
@@ -106,13 +108,15 @@ impl PeerTable {
         self.peers.get(name).map(|p| &p.spec)
     }
 
-    /// Every spec, by name.
-    pub fn specs(&self) -> impl Iterator<Item = &NodeSpec> {
-        self.peers.values().map(|p| &p.spec)
+    /// Peers that are up, sorted by name.
+    pub fn up_peers(&self) -> Vec<String> {
+        let mut v = self.up_peers_unsorted();
+        v.sort_unstable();
+        v
     }
 
-    /// Peers that are up, by name.
-    pub fn up_peers(&self) -> Vec<String> {
+    /// Peers that are up, in no particular (but a reproducible) order.
+    pub fn up_peers_unsorted(&self) -> Vec<String> {
         self.peers
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Up)
@@ -120,9 +124,19 @@ impl PeerTable {
             .collect()
     }
 
-    /// Every peer (any status), for `info`.
+    /// How many peers are up.
+    pub fn up_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.status == PeerStatus::Up)
+            .count()
+    }
+
+    /// Every peer (any status), sorted by name, for `info`.
     pub fn views(&self) -> impl Iterator<Item = PeerView<'_>> {
-        self.peers.values().map(|p| PeerView {
+        let mut ps: Vec<&Peer> = self.peers.values().collect();
+        ps.sort_unstable_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        ps.into_iter().map(|p| PeerView {
             spec: &p.spec,
             status: p.status,
             lanes: p.lanes.iter().map(|l| (&l.key, l.slot)).collect(),
@@ -139,6 +153,16 @@ impl PeerTable {
                 Slot::Connected { conn, .. } => Some(conn),
                 _ => None,
             })
+    }
+
+    /// The connection currently carrying `peer`'s control lane (the first
+    /// lane of every plan).
+    pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
+        let l = self.peers.get(peer)?.lanes.first()?;
+        match l.slot {
+            Slot::Connected { conn, .. } if l.key.is_control() => Some(conn),
+            _ => None,
+        }
     }
 
     /// The status changes made since the last call.
@@ -289,7 +313,8 @@ impl PeerTable {
 
     /// Drop every peer.
     pub fn forget_all(&mut self, reason: DownReason, out: &mut Actions) {
-        let names: Vec<String> = self.peers.keys().cloned().collect();
+        let mut names: Vec<String> = self.peers.keys().cloned().collect();
+        names.sort_unstable();
         for n in names {
             self.forget(&n, reason.clone(), out);
         }

@@ -27,8 +27,7 @@ use crate::rng::Rng;
 use crate::spec::{ChannelSpec, NodeSpec};
 use crate::types::{ConnId, Millis, Timing};
 use crate::wire::{decode_control, encode_control, Control, Refusal};
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 /// How long a dialer waits for the rest of a handshake.
@@ -62,29 +61,9 @@ enum Ev {
 }
 
 struct Entry {
-    at: Millis,
-    seq: u64,
     node: usize,
     inc: u64,
     ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // A min-heap on (at, seq).
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 struct SimNode {
@@ -128,6 +107,25 @@ struct SimConn {
     last: [Millis; 2],
 }
 
+/// Every connection ever opened, by id (ids are handed out in order from 1).
+#[derive(Default)]
+struct Conns(Vec<SimConn>);
+
+impl Conns {
+    fn get(&self, id: &ConnId) -> Option<&SimConn> {
+        self.0.get((*id as usize).wrapping_sub(1))
+    }
+
+    fn get_mut(&mut self, id: &ConnId) -> Option<&mut SimConn> {
+        self.0.get_mut((*id as usize).wrapping_sub(1))
+    }
+
+    fn insert(&mut self, id: ConnId, c: SimConn) {
+        assert_eq!(id as usize, self.0.len() + 1, "connection ids in order");
+        self.0.push(c);
+    }
+}
+
 /// A membership event seen by a node, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -144,14 +142,17 @@ pub struct Seen {
 /// The simulated cluster.
 pub struct Sim {
     now: Millis,
-    seq: u64,
     rng: Rng,
     timing: Timing,
     latency: (u64, u64),
     nodes: Vec<SimNode>,
     by_addr: BTreeMap<SocketAddr, usize>,
-    queue: BinaryHeap<Entry>,
-    conns: BTreeMap<ConnId, SimConn>,
+    /// Events by time; within a millisecond, in the order they were
+    /// scheduled. (A calendar of buckets: most events land a few ms ahead,
+    /// and a heap of a million in-flight heartbeats costs a cache miss per
+    /// level.)
+    queue: BTreeMap<Millis, VecDeque<Entry>>,
+    conns: Conns,
     next_conn: ConnId,
     tracing: bool,
     /// Events processed so far.
@@ -168,14 +169,13 @@ impl Sim {
     pub fn new(seed: u64, timing: Timing, latency: (u64, u64)) -> Self {
         Sim {
             now: 0,
-            seq: 0,
             rng: Rng::new(seed),
             timing,
             latency,
             nodes: Vec::new(),
             by_addr: BTreeMap::new(),
-            queue: BinaryHeap::new(),
-            conns: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            conns: Conns::default(),
             next_conn: 1,
             tracing: true,
             events: 0,
@@ -344,17 +344,15 @@ impl Sim {
 
     /// Run until virtual time `until`.
     pub fn run_until(&mut self, until: u64) {
-        while let Some(e) = self.queue.peek() {
-            if e.at > until {
+        while let Some(mut bucket) = self.queue.first_entry() {
+            let at = *bucket.key();
+            if at > until {
                 break;
             }
-            let Entry {
-                at,
-                node: i,
-                inc,
-                ev,
-                ..
-            } = self.queue.pop().expect("peeked");
+            let Entry { node: i, inc, ev } = bucket.get_mut().pop_front().expect("non-empty");
+            if bucket.get().is_empty() {
+                bucket.remove();
+            }
             self.now = at;
             if self.nodes[i].inc != inc || self.nodes[i].node.is_none() {
                 // Addressed to a crashed or earlier incarnation.
@@ -381,6 +379,19 @@ impl Sim {
     pub fn run_for(&mut self, ms: u64) {
         let t = self.now + ms;
         self.run_until(t);
+    }
+
+    /// How many peers node `i` sees up (0 if it is not running).
+    pub fn up_count(&self, i: usize) -> usize {
+        self.node(i).map_or(0, |n| n.up_count())
+    }
+
+    /// Whether node `i` sees the node named `peer` up.
+    pub fn sees_up(&self, i: usize, peer: &str) -> bool {
+        self.node(i).is_some_and(|n| {
+            n.peers()
+                .any(|p| p.spec.name == peer && p.status == PeerStatus::Up)
+        })
     }
 
     /// Names of the peers node `i` sees up, sorted.
@@ -448,14 +459,10 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Millis, node: usize, inc: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            at,
-            seq: self.seq,
-            node,
-            inc,
-            ev,
-        });
+        self.queue
+            .entry(at)
+            .or_default()
+            .push_back(Entry { node, inc, ev });
     }
 
     /// Which end of `conn` node `i` is.
@@ -712,8 +719,6 @@ impl Sim {
                 lane,
                 attempt,
             } => {
-                let conn = self.next_conn;
-                self.next_conn += 1;
                 let target = addrs.first().and_then(|a| self.by_addr.get(a)).copied();
                 let at = now + self.lat();
                 let Some(j) = target.filter(|j| self.nodes[*j].node.is_some()) else {
@@ -729,6 +734,8 @@ impl Sim {
                     );
                     return;
                 };
+                let conn = self.next_conn;
+                self.next_conn += 1;
                 let local = self.core(i).local().clone();
                 let nonce = self.nonce();
                 let cookie = self.nodes[i].cookie.clone();
@@ -772,7 +779,7 @@ impl Sim {
                 // core forgetting the peer: a leave's farewell still goes.
                 let conn = self
                     .core(i)
-                    .lane_conn(&peer, &LaneKey::control())
+                    .control_conn(&peer)
                     .or_else(|| self.open_control_conn(i, &peer));
                 if let Some(conn) = conn {
                     let body = encode_control(&msg);
