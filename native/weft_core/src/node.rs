@@ -17,7 +17,7 @@ use crate::failure::FailureDetector;
 use crate::lane::LaneKey;
 use crate::membership::full_mesh::FullMesh;
 use crate::membership::{Cx, Effect, Membership};
-use crate::peers::{PeerEvent, PeerTable, PeerView};
+use crate::peers::{PeerEvent, PeerStatus, PeerTable, PeerView};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
 use crate::types::{ConnId, DownReason, Millis, Timing};
@@ -90,6 +90,11 @@ impl Node {
     /// Peers that are up, by name.
     pub fn up_peers(&self) -> Vec<String> {
         self.peers.up_peers()
+    }
+
+    /// `peer`'s status, if it is a member.
+    pub fn status(&self, peer: &str) -> Option<PeerStatus> {
+        self.peers.status(peer)
     }
 
     /// How many peers are up.
@@ -202,7 +207,7 @@ impl Node {
             dialed_by_me,
             &mut self.actions,
         );
-        if r.is_ok() && lane.is_control() && up_before == Some(crate::PeerStatus::Up) {
+        if r.is_ok() && lane.is_control() && up_before == Some(PeerStatus::Up) {
             // A replacement control connection: heard from just now.
             self.detector.on_heard(now, &spec.name);
         }

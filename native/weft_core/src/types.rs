@@ -100,7 +100,9 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildFastHasher>;
 /// Builds [`FastHasher`]s.
 pub type BuildFastHasher = std::hash::BuildHasherDefault<FastHasher>;
 
-/// The hasher of rustc ("FxHash"): a multiply and a rotate per word.
+/// The hasher of rustc ("FxHash": a multiply and a rotate per word), with a
+/// SplitMix64 finaliser so that the low bits (which pick the bucket) depend
+/// on every byte.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FastHasher(u64);
 
@@ -139,6 +141,9 @@ impl std::hash::Hasher for FastHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }

@@ -45,6 +45,7 @@ fn a_thousand_nodes_join_through_one_seed_and_detect_a_silent_failure() {
         panic!("no full mesh after 120 s: least peers up {least:?}")
     });
     let join_wall = wall.elapsed();
+    println!("joined: {:?}, {} events", sim.carried, sim.events);
     // Every pair came up once each way, and nothing went down.
     assert_eq!(sim.seen.iter().filter(|s| s.up).count(), n * (n - 1));
     assert!(sim.seen.iter().all(|s| s.up));
@@ -80,6 +81,7 @@ fn a_thousand_nodes_join_through_one_seed_and_detect_a_silent_failure() {
         "{:?}",
         (downs.iter().min(), downs.iter().max())
     );
+    println!("all: {:?}", sim.carried);
     println!(
         "{n} nodes: full mesh at {joined_at} ms virtual ({:.1} s wall), \
          silent failure detected by all at +{} ms virtual; \

@@ -217,28 +217,6 @@ impl FullMesh {
             .contains_key(&(name.to_string(), incarnation))
     }
 
-    fn view(&self, cx: &Cx<'_>) -> View {
-        let mut members = vec![cx.local.clone()];
-        members.extend(
-            self.members
-                .iter()
-                .filter(|(_, inc)| **inc != 0)
-                .filter_map(|(n, _)| cx.peers.spec(n).cloned()),
-        );
-        View {
-            members,
-            tombstones: self
-                .tombstones
-                .iter()
-                .map(|((n, i), e)| Tombstone {
-                    name: n.clone(),
-                    incarnation: *i,
-                    ttl: e.saturating_sub(cx.now),
-                })
-                .collect(),
-        }
-    }
-
     /// A digest of what this node knows: order-independent, so two nodes
     /// with the same members and tombstones agree.
     fn digest(&self, local: &NodeSpec) -> u64 {
@@ -256,6 +234,33 @@ impl FullMesh {
             d ^= entry_hash(n, *inc, 1);
         }
         d
+    }
+
+    /// The encoded view message, written straight from the peer table
+    /// (no copy of every member's description first).
+    fn view_message(&self, cx: &Cx<'_>, reply: bool) -> Vec<u8> {
+        let specs: Vec<&NodeSpec> = std::iter::once(cx.local)
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(_, inc)| **inc != 0)
+                    .filter_map(|(n, _)| cx.peers.spec(n)),
+            )
+            .collect();
+        let mut out = Vec::with_capacity(64 * specs.len());
+        out.push(u8::from(reply));
+        out.extend_from_slice(&(specs.len() as u32).to_be_bytes());
+        for s in specs {
+            put_spec(&mut out, s);
+        }
+        put_tombstones(
+            &mut out,
+            self.tombstones
+                .iter()
+                .map(|((n, i), e)| (n.as_str(), *i, e.saturating_sub(cx.now))),
+            self.tombstones.len(),
+        );
+        out
     }
 
     fn send(cx: &mut Cx<'_>, to: &str, m: &Message) {
@@ -349,16 +354,12 @@ impl FullMesh {
             targets.swap(i, j);
         }
         targets.truncate(k);
-        let m = if self.dirty {
-            Message::View {
-                view: self.view(cx),
-                reply: false,
-            }
+        let payload = if self.dirty {
+            self.view_message(cx, false)
         } else {
-            Message::Digest(self.digest(cx.local))
+            encode(&Message::Digest(self.digest(cx.local)))
         };
         self.dirty = false;
-        let payload = encode(&m);
         for t in targets {
             cx.push(Effect::Send {
                 to: t,
@@ -460,11 +461,10 @@ impl Membership for FullMesh {
         }
         self.tombstone(cx.now, name, inc, self.tombstone_ttl);
         let up = cx.peers.up_peers();
-        let view = self.view(cx);
+        let payload = self.view_message(cx, false);
         self.drop_member(cx, name, DownReason::Removed);
         // The removed node hears it (and leaves), and so does everyone else
         // at once: a removal is rare, and it should not wait for rounds.
-        let payload = encode(&Message::View { view, reply: false });
         for peer in up {
             cx.push(Effect::Send {
                 to: peer,
@@ -593,8 +593,11 @@ impl Membership for FullMesh {
             Message::Digest(theirs) => {
                 if theirs != self.digest(cx.local) && self.answered < FANOUT {
                     self.answered += 1;
-                    let view = self.view(cx);
-                    Self::send(cx, from, &Message::View { view, reply: true });
+                    let payload = self.view_message(cx, true);
+                    cx.push(Effect::Send {
+                        to: from.to_string(),
+                        payload,
+                    });
                 }
             }
             Message::View { view, reply } => {
@@ -602,8 +605,11 @@ impl Membership for FullMesh {
                 let detached = self.detached;
                 self.merge(cx, from, view);
                 if reply && !detached && !self.detached && theirs != self.digest(cx.local) {
-                    let view = self.view(cx);
-                    Self::send(cx, from, &Message::View { view, reply: false });
+                    let payload = self.view_message(cx, false);
+                    cx.push(Effect::Send {
+                        to: from.to_string(),
+                        payload,
+                    });
                 }
             }
         }
@@ -683,11 +689,21 @@ fn put_view(out: &mut Vec<u8>, v: &View) {
     for s in &v.members {
         put_spec(out, s);
     }
-    out.extend_from_slice(&(v.tombstones.len() as u32).to_be_bytes());
-    for t in &v.tombstones {
-        put_str8(out, &t.name);
-        out.extend_from_slice(&t.incarnation.to_be_bytes());
-        out.extend_from_slice(&u32::try_from(t.ttl).unwrap_or(u32::MAX).to_be_bytes());
+    put_tombstones(
+        out,
+        v.tombstones
+            .iter()
+            .map(|t| (t.name.as_str(), t.incarnation, t.ttl)),
+        v.tombstones.len(),
+    );
+}
+
+fn put_tombstones<'a>(out: &mut Vec<u8>, ts: impl Iterator<Item = (&'a str, u64, u64)>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_be_bytes());
+    for (name, incarnation, ttl) in ts {
+        put_str8(out, name);
+        out.extend_from_slice(&incarnation.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(ttl).unwrap_or(u32::MAX).to_be_bytes());
     }
 }
 

@@ -45,6 +45,11 @@ enum Ev {
         conn: ConnId,
         body: Vec<u8>,
     },
+    /// A heartbeat on an established connection (its encoding is one byte;
+    /// a million of them a second are not worth an allocation each).
+    Heartbeat {
+        conn: ConnId,
+    },
     /// A dial reached no running node.
     Unreachable {
         peer: String,
@@ -126,6 +131,19 @@ impl Conns {
     }
 }
 
+/// Counts of what the virtual connections carried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried {
+    /// Handshake frames.
+    pub handshake_frames: u64,
+    /// Heartbeats.
+    pub heartbeats: u64,
+    /// Membership messages, and their bytes.
+    pub membership: u64,
+    /// Bytes of membership messages.
+    pub membership_bytes: u64,
+}
+
 /// A membership event seen by a node, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -157,6 +175,8 @@ pub struct Sim {
     tracing: bool,
     /// Events processed so far.
     pub events: u64,
+    /// What the connections carried so far.
+    pub carried: Carried,
     /// Every PeerUp / PeerDown, in order.
     pub seen: Vec<Seen>,
     /// A line per processed event, to compare runs (see [`Sim::set_trace`]).
@@ -179,6 +199,7 @@ impl Sim {
             next_conn: 1,
             tracing: true,
             events: 0,
+            carried: Carried::default(),
             seen: Vec::new(),
             trace: Vec::new(),
             refused: Vec::new(),
@@ -564,6 +585,17 @@ impl Sim {
                 self.core(i).on_closed(now, conn, "closed by peer");
             }
             Ev::Frame { conn, body } => self.frame(i, conn, body),
+            Ev::Heartbeat { conn } => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                let side = Self::side(c, i);
+                if c.shut[side] || !c.state[side].is_done() {
+                    return;
+                }
+                self.carried.heartbeats += 1;
+                self.control(i, c.ends[1 - side].0, conn, Control::Heartbeat);
+            }
         }
     }
 
@@ -571,6 +603,17 @@ impl Sim {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state[side] = state;
         }
+    }
+
+    /// Hand a control message from node `from` to node `i`'s core.
+    fn control(&mut self, i: usize, from: usize, conn: ConnId, msg: Control) {
+        let now = self.now;
+        // Lend the core out so that the sender's name need not be copied.
+        let Some(mut node) = self.nodes[i].node.take() else {
+            return;
+        };
+        node.on_control(now, &self.nodes[from].name, conn, msg);
+        self.nodes[i].node = Some(node);
     }
 
     fn frame(&mut self, i: usize, conn: ConnId, body: Vec<u8>) {
@@ -588,8 +631,14 @@ impl Sim {
                 // Established: a control frame (data lanes carry nothing).
                 match decode_control(&body) {
                     Ok(msg) => {
-                        let from = self.nodes[other].name.clone();
-                        self.core(i).on_control(now, &from, conn, msg);
+                        match &msg {
+                            Control::Heartbeat => self.carried.heartbeats += 1,
+                            Control::Membership(p) => {
+                                self.carried.membership += 1;
+                                self.carried.membership_bytes += p.len() as u64;
+                            }
+                        }
+                        self.control(i, other, conn, msg);
                     }
                     Err(_) => self.close_conn(conn, i),
                 }
@@ -599,7 +648,10 @@ impl Sim {
                 peer,
                 lane,
                 attempt,
-            } => match dialer.on_frame(&body) {
+            } => match {
+                self.carried.handshake_frames += 1;
+                dialer.on_frame(&body)
+            } {
                 Ok(DialerStep::Send(b)) => {
                     self.put_state(
                         conn,
@@ -647,6 +699,7 @@ impl Sim {
                 }
             },
             End::Accepting(mut acceptor) => {
+                self.carried.handshake_frames += 1;
                 let local = self.core(i).local().clone();
                 let lane_ok = |lane: &LaneKey| {
                     lane.is_control()
@@ -782,8 +835,14 @@ impl Sim {
                     .control_conn(&peer)
                     .or_else(|| self.open_control_conn(i, &peer));
                 if let Some(conn) = conn {
-                    let body = encode_control(&msg);
-                    self.send_on(conn, i, Ev::Frame { conn, body });
+                    let ev = match msg {
+                        Control::Heartbeat => Ev::Heartbeat { conn },
+                        msg => Ev::Frame {
+                            conn,
+                            body: encode_control(&msg),
+                        },
+                    };
+                    self.send_on(conn, i, ev);
                 }
             }
             Action::Unroute { peer } => {
@@ -841,6 +900,7 @@ impl Sim {
     fn short(&self, ev: &Ev) -> String {
         match ev {
             Ev::Timeout { .. } => "timeout".into(),
+            Ev::Heartbeat { conn } => format!("hb {conn}"),
             Ev::Unreachable { peer, .. } => format!("dialfail {peer} unreachable"),
             Ev::HandshakeTimeout { conn } => format!("hs-timeout {conn}"),
             Ev::Closed { conn } => format!("closed {conn}"),
