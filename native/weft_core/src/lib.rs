@@ -30,18 +30,28 @@
 //! <- `wire` <- `handshake`, `action` <- `peers` <- `membership`, `failure`
 //! <- `node` <- `sim`.
 
+#[warn(missing_docs)]
 pub mod action;
+#[warn(missing_docs)]
 pub mod failure;
 pub mod frame;
 pub mod handshake;
+#[warn(missing_docs)]
 pub mod lane;
+#[warn(missing_docs)]
 pub mod membership;
+#[warn(missing_docs)]
 pub mod node;
+#[warn(missing_docs)]
 pub mod peers;
+#[warn(missing_docs)]
 pub mod rng;
 #[cfg(feature = "sim")]
+#[warn(missing_docs)]
 pub mod sim;
+#[warn(missing_docs)]
 pub mod spec;
+#[warn(missing_docs)]
 pub mod types;
 pub mod wire;
 

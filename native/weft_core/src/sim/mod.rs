@@ -648,56 +648,57 @@ impl Sim {
                 peer,
                 lane,
                 attempt,
-            } => match {
+            } => {
                 self.carried.handshake_frames += 1;
-                dialer.on_frame(&body)
-            } {
-                Ok(DialerStep::Send(b)) => {
-                    self.put_state(
-                        conn,
-                        side,
-                        End::Dialing {
-                            dialer,
-                            peer,
-                            lane,
-                            attempt,
-                        },
-                    );
-                    self.send_on(conn, i, Ev::Frame { conn, body: b });
-                }
-                Ok(DialerStep::Done(acceptor)) => {
-                    let r = self.core(i).on_dialed(now, conn, &acceptor, &lane);
-                    if let Err(refusal) = r {
-                        // As the transport's driver does.
-                        let why = format!("connection not kept: {refusal}");
+                let step = dialer.on_frame(&body);
+                match step {
+                    Ok(DialerStep::Send(b)) => {
+                        self.put_state(
+                            conn,
+                            side,
+                            End::Dialing {
+                                dialer,
+                                peer,
+                                lane,
+                                attempt,
+                            },
+                        );
+                        self.send_on(conn, i, Ev::Frame { conn, body: b });
+                    }
+                    Ok(DialerStep::Done(acceptor)) => {
+                        let r = self.core(i).on_dialed(now, conn, &acceptor, &lane);
+                        if let Err(refusal) = r {
+                            // As the transport's driver does.
+                            let why = format!("connection not kept: {refusal}");
+                            self.core(i).on_dial_failed(
+                                now,
+                                &acceptor.name,
+                                &lane,
+                                attempt,
+                                None,
+                                &why,
+                            );
+                            self.close_conn(conn, i);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(t) = e.tell() {
+                            let t = t.to_vec();
+                            self.send_on(conn, i, Ev::Frame { conn, body: t });
+                        }
+                        let reason = e.to_string();
                         self.core(i).on_dial_failed(
                             now,
-                            &acceptor.name,
+                            &peer,
                             &lane,
                             attempt,
-                            None,
-                            &why,
+                            dial_refusal(&e),
+                            &reason,
                         );
                         self.close_conn(conn, i);
                     }
                 }
-                Err(e) => {
-                    if let Some(t) = e.tell() {
-                        let t = t.to_vec();
-                        self.send_on(conn, i, Ev::Frame { conn, body: t });
-                    }
-                    let reason = e.to_string();
-                    self.core(i).on_dial_failed(
-                        now,
-                        &peer,
-                        &lane,
-                        attempt,
-                        dial_refusal(&e),
-                        &reason,
-                    );
-                    self.close_conn(conn, i);
-                }
-            },
+            }
             End::Accepting(mut acceptor) => {
                 self.carried.handshake_frames += 1;
                 let local = self.core(i).local().clone();
