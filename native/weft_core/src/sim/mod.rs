@@ -25,9 +25,10 @@ use crate::node::Node;
 use crate::peers::{PeerStatus, Slot};
 use crate::rng::Rng;
 use crate::spec::{ChannelSpec, NodeSpec};
+use crate::types::BuildFastHasher;
 use crate::types::{ConnId, Millis, Timing};
 use crate::wire::{decode_control, encode_control, Control, Refusal};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// How long a dialer waits for the rest of a handshake.
@@ -50,12 +51,8 @@ enum Ev {
     Heartbeat {
         conn: ConnId,
     },
-    /// A dial reached no running node.
-    Unreachable {
-        peer: String,
-        lane: LaneKey,
-        attempt: u64,
-    },
+    /// A dial reached no running node: `(peer, lane, attempt)`.
+    Unreachable(Box<(String, LaneKey, u64)>),
     /// The dialer's handshake timer.
     HandshakeTimeout {
         conn: ConnId,
@@ -82,18 +79,22 @@ struct SimNode {
     timer: Option<Millis>,
     timer_gen: u64,
     /// Open connections with an end here.
-    conns: BTreeSet<ConnId>,
+    conns: HashSet<ConnId, BuildFastHasher>,
+}
+
+/// A dial under way.
+struct Dialing {
+    dialer: Dialer,
+    peer: String,
+    lane: LaneKey,
+    attempt: u64,
 }
 
 /// The handshake state of one end of a connection.
 enum End {
-    Dialing {
-        dialer: Box<Dialer>,
-        peer: String,
-        lane: LaneKey,
-        attempt: u64,
-    },
-    Accepting(Acceptor),
+    /// Boxed, as the acceptor: a million connections stay small.
+    Dialing(Box<Dialing>),
+    Accepting(Box<Acceptor>),
     /// Authenticated (the core knows the connection), or refused and
     /// about to close.
     Done,
@@ -239,7 +240,7 @@ impl Sim {
             node: None,
             timer: None,
             timer_gen: 0,
-            conns: BTreeSet::new(),
+            conns: HashSet::default(),
         });
         self.start(i);
         i
@@ -321,9 +322,10 @@ impl Sim {
     /// close (a killed process); without, they go silent (a lost host).
     pub fn crash(&mut self, i: usize, reset: bool) {
         self.nodes[i].node = None;
-        let ids: Vec<ConnId> = std::mem::take(&mut self.nodes[i].conns)
+        let mut ids: Vec<ConnId> = std::mem::take(&mut self.nodes[i].conns)
             .into_iter()
             .collect();
+        ids.sort_unstable();
         for id in ids {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
@@ -537,15 +539,15 @@ impl Sim {
             return;
         };
         let side = Self::side(c, i);
-        let End::Dialing {
+        let End::Dialing(d) = std::mem::replace(&mut c.state[side], End::Done) else {
+            return;
+        };
+        let Dialing {
             peer,
             lane,
             attempt,
             ..
-        } = std::mem::replace(&mut c.state[side], End::Done)
-        else {
-            return;
-        };
+        } = *d;
         let now = self.now;
         self.core(i)
             .on_dial_failed(now, &peer, &lane, attempt, refusal, reason);
@@ -555,16 +557,14 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::Timeout { .. } => self.core(i).on_timeout(now),
-            Ev::Unreachable {
-                peer,
-                lane,
-                attempt,
-            } => self
-                .core(i)
-                .on_dial_failed(now, &peer, &lane, attempt, None, "unreachable"),
+            Ev::Unreachable(d) => {
+                let (peer, lane, attempt) = *d;
+                self.core(i)
+                    .on_dial_failed(now, &peer, &lane, attempt, None, "unreachable")
+            }
             Ev::HandshakeTimeout { conn } => {
                 let dialing = self.conns.get(&conn).is_some_and(|c| {
-                    c.open && matches!(c.state[Self::side(c, i)], End::Dialing { .. })
+                    c.open && matches!(c.state[Self::side(c, i)], End::Dialing(_))
                 });
                 if dialing {
                     self.dial_failed(i, conn, None, "handshake timed out");
@@ -643,29 +643,16 @@ impl Sim {
                     Err(_) => self.close_conn(conn, i),
                 }
             }
-            End::Dialing {
-                mut dialer,
-                peer,
-                lane,
-                attempt,
-            } => {
+            End::Dialing(mut d) => {
                 self.carried.handshake_frames += 1;
-                let step = dialer.on_frame(&body);
+                let step = d.dialer.on_frame(&body);
                 match step {
                     Ok(DialerStep::Send(b)) => {
-                        self.put_state(
-                            conn,
-                            side,
-                            End::Dialing {
-                                dialer,
-                                peer,
-                                lane,
-                                attempt,
-                            },
-                        );
+                        self.put_state(conn, side, End::Dialing(d));
                         self.send_on(conn, i, Ev::Frame { conn, body: b });
                     }
                     Ok(DialerStep::Done(acceptor)) => {
+                        let Dialing { lane, attempt, .. } = *d;
                         let r = self.core(i).on_dialed(now, conn, &acceptor, &lane);
                         if let Err(refusal) = r {
                             // As the transport's driver does.
@@ -687,6 +674,12 @@ impl Sim {
                             self.send_on(conn, i, Ev::Frame { conn, body: t });
                         }
                         let reason = e.to_string();
+                        let Dialing {
+                            peer,
+                            lane,
+                            attempt,
+                            ..
+                        } = *d;
                         self.core(i).on_dial_failed(
                             now,
                             &peer,
@@ -776,16 +769,7 @@ impl Sim {
                 let target = addrs.first().and_then(|a| self.by_addr.get(a)).copied();
                 let at = now + self.lat();
                 let Some(j) = target.filter(|j| self.nodes[*j].node.is_some()) else {
-                    self.schedule(
-                        at,
-                        i,
-                        inc,
-                        Ev::Unreachable {
-                            peer,
-                            lane,
-                            attempt,
-                        },
-                    );
+                    self.schedule(at, i, inc, Ev::Unreachable(Box::new((peer, lane, attempt))));
                     return;
                 };
                 let conn = self.next_conn;
@@ -803,13 +787,13 @@ impl Sim {
                     SimConn {
                         ends: [(i, inc), (j, jinc)],
                         state: [
-                            End::Dialing {
-                                dialer: Box::new(dialer),
+                            End::Dialing(Box::new(Dialing {
+                                dialer,
                                 peer,
                                 lane: lane.clone(),
                                 attempt,
-                            },
-                            End::Accepting(acceptor),
+                            })),
+                            End::Accepting(Box::new(acceptor)),
                         ],
                         control: lane.is_control(),
                         open: true,
@@ -861,6 +845,8 @@ impl Sim {
                         })
                     })
                     .collect();
+                let mut ids = ids;
+                ids.sort_unstable();
                 for id in ids {
                     self.close_conn(id, i);
                 }
@@ -888,21 +874,26 @@ impl Sim {
     /// The newest open, established control connection between node `i`
     /// and the node named `peer`.
     fn open_control_conn(&self, i: usize, peer: &str) -> Option<ConnId> {
-        self.nodes[i].conns.iter().rev().copied().find(|id| {
-            self.conns.get(id).is_some_and(|c| {
-                c.open
-                    && c.control
-                    && c.state[1].is_done()
-                    && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
+        self.nodes[i]
+            .conns
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.conns.get(id).is_some_and(|c| {
+                    c.open
+                        && c.control
+                        && c.state[1].is_done()
+                        && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
+                })
             })
-        })
+            .max()
     }
 
     fn short(&self, ev: &Ev) -> String {
         match ev {
             Ev::Timeout { .. } => "timeout".into(),
             Ev::Heartbeat { conn } => format!("hb {conn}"),
-            Ev::Unreachable { peer, .. } => format!("dialfail {peer} unreachable"),
+            Ev::Unreachable(d) => format!("dialfail {} unreachable", d.0),
             Ev::HandshakeTimeout { conn } => format!("hs-timeout {conn}"),
             Ev::Closed { conn } => format!("closed {conn}"),
             Ev::Frame { conn, body } => match decode_control(body) {
