@@ -14,7 +14,8 @@
 //! connects to every other, and the view (members and tombstones) spreads
 //! by anti-entropy gossip (Demers et al., "Epidemic Algorithms for
 //! Replicated Database Maintenance", 1987). Others fit as one new file each:
-//! - a static list keeps the configured nodes and sends nothing;
+//! - a static list keeps the configured nodes and sends nothing
+//!   ([`static_list::StaticList`], the whole overlay in one file);
 //! - client-server keeps only the servers on a client, everyone on a server;
 //! - HyParView (Leitão, Pereira, Rodrigues, "HyParView: a membership
 //!   protocol for reliable gossip-based broadcast", DSN 2007) keeps its
@@ -34,6 +35,7 @@
 //! effects to push. Nothing here owns a socket, a thread or a clock.
 
 pub mod full_mesh;
+pub mod static_list;
 
 use crate::peers::PeerTable;
 use crate::rng::Rng;
