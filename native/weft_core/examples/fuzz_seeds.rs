@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 use weft_core::frame::encode_header;
-use weft_core::wire::{
-    encode_control, encode_handshake, Control, Handshake, Refusal, Tombstone, View,
-};
+use weft_core::membership::full_mesh::{encode, Message, Tombstone, View};
+use weft_core::wire::{encode_control, encode_handshake, Control, Handshake, Refusal};
 use weft_core::{Capabilities, ChannelSpec, Extensions, FrameKind, LaneKey, NodeSpec};
 
 fn spec(name: &str, addrs: &[&str], channels: usize) -> NodeSpec {
@@ -47,15 +46,22 @@ fn main() {
     let a = spec("a@127.0.0.1", &["127.0.0.1:9000", "[::1]:9001"], 3);
     let controls = [
         Control::Heartbeat,
-        Control::Gossip(View::default()),
-        Control::Gossip(View {
-            members: vec![a.clone(), spec("b@h", &["10.0.0.2:1"], 0)],
-            tombstones: vec![Tombstone {
-                name: "c@h".into(),
-                incarnation: 7,
-                ttl: 600_000,
-            }],
-        }),
+        Control::Membership(encode(&Message::View {
+            view: View::default(),
+            reply: false,
+        })),
+        Control::Membership(encode(&Message::View {
+            view: View {
+                members: vec![a.clone(), spec("b@h", &["10.0.0.2:1"], 0)],
+                tombstones: vec![Tombstone {
+                    name: "c@h".into(),
+                    incarnation: 7,
+                    ttl: 600_000,
+                }],
+            },
+            reply: true,
+        })),
+        Control::Membership(encode(&Message::Digest(0x0123_4567_89ab_cdef))),
     ];
     for (i, c) in controls.iter().enumerate() {
         write(

@@ -11,7 +11,9 @@ use crate::spec::{NodeSpec, CONTROL_CHANNEL};
 /// One lane of one channel between two nodes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LaneKey {
+    /// The channel.
     pub channel: String,
+    /// The lane's index within the channel, from 0.
     pub index: u16,
 }
 

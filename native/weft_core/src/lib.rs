@@ -2,43 +2,76 @@
 //!
 //! The sans-IO heart of weft: everything that decides, nothing that waits.
 //!
-//! - [`spec`]: who a node is (name, epoch, addresses, channels);
+//! - [`types`]: time, connection ids, log levels, down reasons, timing;
+//! - [`spec`]: who a node is (name, incarnation, addresses, channels);
 //! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
 //! - [`frame`]: the frame header and its extensions;
 //! - [`capability`]: what each side understands, and what a connection agreed on;
 //! - [`wire`]: the control and handshake messages and their bounded codec;
 //! - [`handshake`]: the handshake state machines and their cookie proofs;
-//! - [`node`]: the peer service state machine (membership, dialing, collision
-//!   settlement, heartbeats, failure detection), fed events, returning actions;
-//! - [`peer`]: a peer's status and lane slots, and the collision rule;
+//! - [`action`]: what the core asks its driver to do;
+//! - [`peers`]: the peer table and connection plan (status, lane slots,
+//!   dialing and backoff, the collision rule);
+//! - [`membership`]: the [`membership::Membership`] trait (who the members
+//!   are) and its full-mesh implementation;
+//! - [`failure`]: the [`failure::FailureDetector`] trait and the heartbeat
+//!   timeout;
+//! - [`node`]: the composition of those, fed events and deadlines,
+//!   returning actions;
 //! - [`send_queue`]: a lane's send queue policy (per-sender order, small
 //!   passes large, direct write or batch, partial writes, drop oldest);
 //! - [`placement`]: bulk detection (`io => auto`) and poller lingering;
 //! - [`stage`]: the per-message stage on send and receive (interposition,
 //!   fault injection; later tracing, reliable and causal delivery);
-//! - [`sim`]: a deterministic, seeded simulator that runs many [`node::Node`]s
-//!   over a virtual network, used by the tests.
+//! - [`rng`]: the seeded random generator;
+//! - `sim` (cargo feature `sim`, on for this crate's own tests): a
+//!   deterministic, seeded simulator that runs many [`node::Node`]s over a
+//!   virtual network and the real handshake.
 //!
 //! Time is an argument (milliseconds from any origin), randomness a seed:
-//! the same inputs always give the same actions.
+//! the same inputs always give the same actions. The node reports its next
+//! deadline ([`Node::next_deadline`]) instead of needing a fixed tick.
+//!
+//! Module dependencies go one way: `types`, `spec`, `lane`, `frame`, `rng`
+//! <- `wire` <- `handshake`, `action` <- `peers` <- `membership`, `failure`
+//! <- `node` <- `sim`.
 
+#[warn(missing_docs)]
+pub mod action;
 pub mod capability;
+#[warn(missing_docs)]
+pub mod failure;
 pub mod frame;
 pub mod handshake;
+#[warn(missing_docs)]
 pub mod lane;
+#[warn(missing_docs)]
+pub mod membership;
+#[warn(missing_docs)]
 pub mod node;
-pub mod peer;
+#[warn(missing_docs)]
+pub mod peers;
 pub mod placement;
+#[warn(missing_docs)]
 pub mod rng;
 pub mod send_queue;
+#[cfg(feature = "sim")]
+#[warn(missing_docs)]
 pub mod sim;
+#[warn(missing_docs)]
 pub mod spec;
 pub mod stage;
+#[warn(missing_docs)]
+pub mod types;
 pub mod wire;
 
+pub use action::Action;
 pub use capability::{Capabilities, Negotiated};
 pub use frame::{Extensions, FrameError, FrameKind};
 pub use lane::LaneKey;
-pub use node::{Action, ConnId, DownReason, Level, Node, PeerStatus, Slot, Timing};
+pub use membership::full_mesh::DEFAULT_MAX_MEMBERS;
+pub use node::Node;
+pub use peers::{PeerStatus, PeerView, Slot};
 pub use spec::{ChannelSpec, NodeSpec, CONTROL_CHANNEL};
-pub use wire::{Control, Handshake, Refusal, Tombstone, View};
+pub use types::{ConnId, DownReason, Level, Millis, Timing};
+pub use wire::{Control, Handshake, Refusal};

@@ -1,162 +1,27 @@
-//! The peer service of one node as a pure state machine: full-mesh
-//! membership, the connection plan (which lanes to which peers), dialing with
-//! backoff, collision settlement, heartbeats and failure detection.
+//! The peer service of one node as a pure state machine: the composition of
+//! a [`Membership`] (who the members are), the [`PeerTable`] (connections to
+//! them: lanes, dialing with backoff, collision settlement) and a
+//! [`FailureDetector`] (when a silent peer is down), plus the heartbeats
+//! that feed the detector.
 //!
 //! Nothing here touches a socket or a clock. The driver (tokio in the NIF, or
 //! the simulator in tests) calls the `on_*` methods when something happens,
-//! calls [`Node::tick`] with the current time in milliseconds, and carries out
-//! the [`Action`]s it drains with [`Node::poll_action`].
-//!
-//! Invariants kept here:
-//! - every peer has at most one connection per lane; when both sides dial the
-//!   same lane, the connection dialed by the node with the smaller name wins,
-//!   and both sides reach the same verdict without talking about it;
-//! - a peer is `Up` exactly while its control lane is connected and heard
-//!   from within the heartbeat timeout;
-//! - only the node with the smaller name dials data lanes (so data lanes never
-//!   collide); both sides dial the control lane;
-//! - incarnations are random, not ordered: an authenticated handshake with a
-//!   node is the truth about which incarnation of it is alive, and replaces
-//!   the one known before; gossip about another incarnation is taken only
-//!   for a peer that is not up (a dial then finds out which one answers);
-//! - a tombstone `(name, incarnation)` keeps that incarnation out of the
-//!   membership until it expires: late gossip cannot undo a leave, and a
-//!   restarted node (a new incarnation) is never refused because of it.
+//! calls [`Node::on_timeout`] once the time it got from
+//! [`Node::next_deadline`] has come (as quinn-proto's `poll_timeout` /
+//! `handle_timeout`), and carries out the [`Action`]s it drains with
+//! [`Node::poll_action`]. Time is an argument; randomness a seed.
 
-use crate::lane::{plan, plan_keys, LaneKey};
-use crate::peer::{settle, LaneState, Peer, Settle};
-pub use crate::peer::{PeerStatus, PeerView, Slot};
+use crate::action::{Action, Actions};
+use crate::failure::heartbeat::HeartbeatTimeout;
+use crate::failure::FailureDetector;
+use crate::lane::LaneKey;
+use crate::membership::full_mesh::FullMesh;
+use crate::membership::{Cx, Effect, Membership};
+use crate::peers::{PeerEvent, PeerStatus, PeerTable, PeerView};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
-use crate::wire::{Control, Refusal, Tombstone, View};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
-
-/// Identifies one TCP connection; assigned by the driver.
-pub type ConnId = u64;
-
-/// Timing of the peer service, in milliseconds.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    pub heartbeat_interval: u64,
-    pub heartbeat_timeout: u64,
-    pub reconnect_min_backoff: u64,
-    pub reconnect_max_backoff: u64,
-    pub gossip_interval: u64,
-    /// A member down this long is forgotten (no more redials); `None`: never.
-    pub forget_after: Option<u64>,
-    /// How long a tombstone keeps a departed incarnation out.
-    pub tombstone_ttl: u64,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Timing {
-            heartbeat_interval: 1000,
-            heartbeat_timeout: 5000,
-            reconnect_min_backoff: 100,
-            reconnect_max_backoff: 5000,
-            gossip_interval: 1000,
-            forget_after: None,
-            tombstone_ttl: 600_000,
-        }
-    }
-}
-
-/// Most tombstones kept; past this the ones closest to expiry go first.
-pub const MAX_TOMBSTONES: usize = 4096;
-
-/// Members a node keeps by default (see [`Node::with_max_members`]).
-pub const DEFAULT_MAX_MEMBERS: usize = 1024;
-
-/// Severity of a log line the core asks the driver to emit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug,
-    Info,
-    Notice,
-    Warning,
-    Error,
-}
-
-/// Why a peer stopped being reachable (`nodedown`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DownReason {
-    /// Its control connection closed or failed.
-    ConnectionClosed(String),
-    /// Nothing heard from it within the heartbeat timeout.
-    HeartbeatTimeout,
-    /// It left the cluster.
-    Left,
-    /// It was removed from the cluster (`leave(Node)`).
-    Removed,
-    /// A new incarnation of it took its place.
-    Restarted,
-    /// This node left the cluster (or was removed).
-    ThisNodeLeft,
-    /// It stayed down longer than `forget_after` and was forgotten.
-    Forgotten,
-}
-
-impl std::fmt::Display for DownReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DownReason::ConnectionClosed(why) => write!(f, "control connection closed: {why}"),
-            DownReason::HeartbeatTimeout => write!(f, "no heartbeat within the timeout"),
-            DownReason::Left => write!(f, "left the cluster"),
-            DownReason::Removed => write!(f, "removed from the cluster"),
-            DownReason::Restarted => write!(f, "restarted (new incarnation)"),
-            DownReason::ThisNodeLeft => write!(f, "this node left the cluster"),
-            DownReason::Forgotten => write!(f, "down too long; forgotten"),
-        }
-    }
-}
-
-/// What the driver must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Open a connection for `lane` to `peer`, trying `addrs` in order, run
-    /// the handshake, then report [`Node::on_dialed`] or
-    /// [`Node::on_dial_failed`] with the same `attempt`.
-    Dial {
-        peer: String,
-        addrs: Vec<SocketAddr>,
-        lane: LaneKey,
-        attempt: u64,
-    },
-    /// Close a connection now; frames still queued for it are not sent.
-    Close { conn: ConnId, reason: String },
-    /// Send a control message to `peer` on its control lane.
-    Send { peer: String, msg: Control },
-    /// Create (or update to) the send queues of `peer`'s lanes, so that
-    /// messages to it queue until its lanes connect. `lanes` is the plan:
-    /// `(channel, lane count)`, control channel first; `None` while the
-    /// peer's channels are not known yet (messages wait unplanned).
-    /// `max_frame` is the largest frame body the peer accepts, if known.
-    Route {
-        peer: String,
-        lanes: Option<Vec<(String, u16)>>,
-        max_frame: Option<u64>,
-    },
-    /// Drop `peer`'s send queues: frames already queued on connected lanes
-    /// are written first, then the connections are shut down; frames on
-    /// unconnected lanes are dropped (and counted).
-    Unroute { peer: String },
-    /// `peer` became reachable.
-    PeerUp { peer: String },
-    /// `peer` is no longer reachable (or left).
-    PeerDown { peer: String, reason: DownReason },
-    /// A dial of `peer`'s control lane was refused (by either side), for
-    /// whoever waits for it to come up.
-    Refused { peer: String, refusal: Refusal },
-    /// Something worth a log line.
-    Log {
-        level: Level,
-        peer: Option<String>,
-        lane: Option<LaneKey>,
-        text: String,
-    },
-}
+use crate::types::{ConnId, DownReason, Millis, Timing};
+use crate::wire::{Control, Refusal};
 
 /// The peer service of one node.
 #[derive(Debug)]
@@ -164,56 +29,52 @@ pub struct Node {
     local: NodeSpec,
     timing: Timing,
     rng: Rng,
-    peers: BTreeMap<String, Peer>,
-    /// `(name, incarnation)` -> when it expires.
-    tombstones: BTreeMap<(String, u64), u64>,
-    conns: HashMap<ConnId, (String, LaneKey)>,
-    actions: VecDeque<Action>,
-    next_attempt: u64,
-    next_heartbeat: u64,
-    next_gossip: u64,
-    gossip_dirty: bool,
-    /// Set by leaving (or being removed) until the next explicit `join`:
-    /// while set, hellos from nodes we do not know are refused, so that a
-    /// peer that has not yet heard of the leave cannot pull us back in.
-    detached: bool,
-    /// Most members kept: memory stays bounded whatever a peer gossips.
-    max_members: usize,
+    peers: PeerTable,
+    membership: Box<dyn Membership>,
+    detector: Box<dyn FailureDetector>,
+    actions: Actions,
+    next_heartbeat: Millis,
 }
 
 impl Node {
-    /// A node that knows only itself. `local.incarnation` must be non-zero
-    /// (the driver draws it at random); `seed` drives backoff jitter and the
-    /// incarnations of later lives (after `leave`).
+    /// A node that knows only itself, with the full-mesh membership and the
+    /// heartbeat-timeout failure detector. `local.incarnation` must be
+    /// non-zero (the driver draws it at random); `seed` drives backoff
+    /// jitter, gossip targets and the incarnations of later lives (after
+    /// `leave`).
     pub fn new(local: NodeSpec, timing: Timing, seed: u64) -> Self {
+        let membership = Box::new(FullMesh::new(&timing));
+        let detector = Box::new(HeartbeatTimeout::new(timing.heartbeat_timeout));
+        Node::with_parts(local, timing, seed, membership, detector)
+    }
+
+    /// A node with the given membership and failure detector.
+    pub fn with_parts(
+        local: NodeSpec,
+        timing: Timing,
+        seed: u64,
+        membership: Box<dyn Membership>,
+        detector: Box<dyn FailureDetector>,
+    ) -> Self {
         assert!(local.incarnation > 0, "a node's own incarnation is never 0");
         Node {
             local,
+            peers: PeerTable::new(timing.reconnect_min_backoff, timing.reconnect_max_backoff),
             timing,
             rng: Rng::new(seed),
-            peers: BTreeMap::new(),
-            tombstones: BTreeMap::new(),
-            conns: HashMap::new(),
-            actions: VecDeque::new(),
-            next_attempt: 1,
+            membership,
+            detector,
+            actions: Actions::default(),
             next_heartbeat: 0,
-            next_gossip: 0,
-            gossip_dirty: false,
-            detached: false,
-            max_members: DEFAULT_MAX_MEMBERS,
         }
     }
 
-    /// Keep at most `n` members (other than this node): past that, joins are
-    /// refused, handshakes of unknown nodes are refused as unavailable and
-    /// gossiped newcomers are skipped (and logged).
+    /// Use a full mesh of at most `n` members (other than this node): past
+    /// that, joins are refused, handshakes of unknown nodes are refused as
+    /// unavailable and gossiped newcomers are skipped (and logged).
     pub fn with_max_members(mut self, n: usize) -> Self {
-        self.max_members = n;
+        self.membership = Box::new(FullMesh::new(&self.timing).with_max_members(n));
         self
-    }
-
-    fn has_room(&self) -> bool {
-        self.peers.len() < self.max_members
     }
 
     /// This node's spec (its incarnation changes on `leave`).
@@ -223,138 +84,79 @@ impl Node {
 
     /// The next action to carry out, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.actions.pop()
     }
 
     /// Peers that are up, by name.
     pub fn up_peers(&self) -> Vec<String> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.status == PeerStatus::Up)
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.peers.up_peers()
+    }
+
+    /// `peer`'s status, if it is a member.
+    pub fn status(&self, peer: &str) -> Option<PeerStatus> {
+        self.peers.status(peer)
+    }
+
+    /// How many peers are up.
+    pub fn up_count(&self) -> usize {
+        self.peers.up_count()
     }
 
     /// Every member (any status), for `info`.
     pub fn peers(&self) -> impl Iterator<Item = PeerView<'_>> {
-        self.peers.values().map(|p| PeerView {
-            spec: &p.spec,
-            status: p.status,
-            lanes: p.lanes.iter().map(|l| (&l.key, l.slot)).collect(),
-        })
+        self.peers.views()
     }
 
     /// Tombstones held now, for `info` and tests.
     pub fn tombstone_count(&self) -> usize {
-        self.tombstones.len()
+        self.membership.tombstone_count()
     }
 
     /// The connection currently carrying `lane` to `peer`.
     pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
-        let p = self.peers.get(peer)?;
-        p.lanes
-            .iter()
-            .find(|l| &l.key == lane)
-            .and_then(|l| match l.slot {
-                Slot::Connected { conn, .. } => Some(conn),
-                _ => None,
-            })
+        self.peers.lane_conn(peer, lane)
+    }
+
+    /// The connection currently carrying `peer`'s control lane.
+    pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
+        self.peers.control_conn(peer)
+    }
+
+    /// When [`Node::on_timeout`] is next needed: a heartbeat, a failure
+    /// detector or membership deadline, or a redial. Calling it earlier does
+    /// no harm; later delays those.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        [
+            Some(self.next_heartbeat),
+            self.detector.next_deadline(),
+            self.membership.next_deadline(),
+            self.peers.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---------------------------------------------------------------- API
 
     /// Join the cluster that `spec`'s node belongs to: make it a member and
     /// dial it. Its incarnation may be 0 (unknown); the handshake tells it.
-    pub fn join(&mut self, now: u64, spec: NodeSpec) {
-        if spec.name == self.local.name {
-            return;
-        }
-        self.detached = false;
-        let room = self.has_room();
-        match self.peers.get_mut(&spec.name) {
-            Some(p) => {
-                // Known already: dial again now rather than at the next backoff.
-                if p.status != PeerStatus::Up {
-                    if p.spec.incarnation == 0 || p.status == PeerStatus::Down {
-                        p.spec.addrs = spec.addrs;
-                    }
-                    p.since = now;
-                    let min = self.timing.reconnect_min_backoff;
-                    if let Some(l) = p.lanes.first_mut() {
-                        if let Slot::Idle { .. } = l.slot {
-                            l.slot = Slot::Idle { retry_at: now };
-                            l.backoff = min;
-                        }
-                    }
-                }
-            }
-            None if room => self.add_peer(now, spec),
-            None => {
-                let n = self.max_members;
-                self.log(
-                    Level::Warning,
-                    Some(&spec.name),
-                    None,
-                    format!("not joined: this node already has {n} members (max_members)"),
-                );
-                return;
-            }
-        }
+    pub fn join(&mut self, now: Millis, spec: NodeSpec) {
+        self.with_membership(now, |m, cx| m.join(cx, spec));
         self.dial_due(now);
     }
 
     /// Leave the cluster: tell every peer, let queued frames drain, forget
     /// every peer, and start a new incarnation that may join again.
-    pub fn leave(&mut self) {
-        let tomb = View {
-            members: vec![],
-            tombstones: vec![Tombstone {
-                name: self.local.name.clone(),
-                incarnation: self.local.incarnation,
-                ttl: self.timing.tombstone_ttl,
-            }],
-        };
-        for (name, p) in &self.peers {
-            if p.status == PeerStatus::Up {
-                self.actions.push_back(Action::Send {
-                    peer: name.clone(),
-                    msg: Control::Gossip(tomb.clone()),
-                });
-            }
-        }
-        self.forget_all(DownReason::ThisNodeLeft);
-        self.new_incarnation();
-        self.detached = true;
-        self.log(Level::Notice, None, None, "left the cluster".into());
+    pub fn leave(&mut self, now: Millis) {
+        self.with_membership(now, |m, cx| m.leave(cx));
     }
 
     /// Remove `name` from the cluster (`leave(Node)`): it is tombstoned here,
-    /// the tombstone is gossiped to everyone including the node itself (which
-    /// then leaves), and its lanes drain and close.
-    pub fn remove(&mut self, now: u64, name: &str) {
-        if name == self.local.name {
-            return self.leave();
-        }
-        let Some(p) = self.peers.get(name) else {
-            return;
-        };
-        if p.spec.incarnation == 0 {
-            // Never reached: nothing to tombstone, just forget it.
-            self.forget_peer(name, DownReason::Removed);
-            return;
-        }
-        let inc = p.spec.incarnation;
-        let up = p.status == PeerStatus::Up;
-        self.tombstone(now, name, inc, self.timing.tombstone_ttl);
-        if up {
-            self.actions.push_back(Action::Send {
-                peer: name.to_string(),
-                msg: Control::Gossip(self.view(now)),
-            });
-        }
-        self.forget_peer(name, DownReason::Removed);
-        self.gossip_dirty = true;
-        self.flush_gossip(now);
+    /// the tombstone goes to everyone including the node itself (which then
+    /// leaves), and its lanes drain and close.
+    pub fn remove(&mut self, now: Millis, name: &str) {
+        self.with_membership(now, |m, cx| m.remove(cx, name));
     }
 
     // ---------------------------------------------------------- connections
@@ -363,21 +165,12 @@ impl Node {
     /// `Ok` means: answer welcome and attach the connection to the lane.
     pub fn on_hello(
         &mut self,
-        now: u64,
+        now: Millis,
         conn: ConnId,
         from: &NodeSpec,
         lane: &LaneKey,
     ) -> Result<(), Refusal> {
-        if from.name == self.local.name {
-            return Err(Refusal::Unavailable);
-        }
-        if self.detached && !self.peers.contains_key(&from.name) {
-            return Err(Refusal::Detached);
-        }
-        self.admit(now, from)?;
-        let r = self.install(now, conn, &from.name, lane, false);
-        self.dial_due(now);
-        r
+        self.connected(now, conn, from, lane, false)
     }
 
     /// A dial for `lane` completed its handshake with the node described by
@@ -386,17 +179,39 @@ impl Node {
     /// still wants one (collision rules apply as for incoming ones).
     pub fn on_dialed(
         &mut self,
-        now: u64,
+        now: Millis,
         conn: ConnId,
         acceptor: &NodeSpec,
         lane: &LaneKey,
     ) -> Result<(), Refusal> {
-        if !self.peers.contains_key(&acceptor.name) {
-            // Forgotten while dialing (left, removed).
-            return Err(Refusal::Unavailable);
+        self.connected(now, conn, acceptor, lane, true)
+    }
+
+    fn connected(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        spec: &NodeSpec,
+        lane: &LaneKey,
+        dialed_by_me: bool,
+    ) -> Result<(), Refusal> {
+        let admitted = self.with_membership(now, |m, cx| m.admit(cx, spec, !dialed_by_me));
+        admitted?;
+        let up_before = self.peers.status(&spec.name);
+        let r = self.peers.install(
+            now,
+            &self.local,
+            conn,
+            &spec.name,
+            lane,
+            dialed_by_me,
+            &mut self.actions,
+        );
+        if r.is_ok() && lane.is_control() && up_before == Some(PeerStatus::Up) {
+            // A replacement control connection: heard from just now.
+            self.detector.on_heard(now, &spec.name);
         }
-        self.admit(now, acceptor)?;
-        let r = self.install(now, conn, &acceptor.name, lane, true);
+        self.settle_events(now);
         self.dial_due(now);
         r
     }
@@ -405,266 +220,187 @@ impl Node {
     /// refusal by either side (`refusal`).
     pub fn on_dial_failed(
         &mut self,
-        now: u64,
+        now: Millis,
         peer: &str,
         lane: &LaneKey,
         attempt: u64,
         refusal: Option<Refusal>,
         reason: &str,
     ) {
-        if refusal == Some(Refusal::Left) {
-            // The cluster has tombstoned this incarnation: we were removed
-            // while we could not hear it. Leave, as the gossip would have said.
-            self.log(
-                Level::Warning,
-                Some(peer),
-                Some(lane),
-                "peer says this node was removed from the cluster; leaving".into(),
-            );
-            self.refused(peer, lane, Refusal::Left);
-            self.leave();
-            return;
-        }
-        if refusal == Some(Refusal::Detached) && self.peers.contains_key(peer) {
-            // The peer has left and does not know us any more: its farewell
-            // gossip did not reach us (the lane was being replaced, or we were
-            // down). Redialing it would never succeed; drop it as the
-            // tombstone would have.
-            self.log(
-                Level::Notice,
-                Some(peer),
-                Some(lane),
-                "peer has left the cluster; forgetting it".into(),
-            );
-            self.refused(peer, lane, Refusal::Detached);
-            self.forget_peer(peer, DownReason::Left);
-            return;
-        }
-        // A node we never reached that refuses us for a reason redialing
-        // cannot fix (cookie, name, version, description) was never a
-        // member: forget it rather than redial it for ever. (One we did
-        // reach is kept and redialed: it may be reconfigured back.)
-        let permanent = matches!(
-            refusal,
-            Some(
-                Refusal::BadCookie
-                    | Refusal::Refused
-                    | Refusal::UnexpectedNode { .. }
-                    | Refusal::Version(_)
-                    | Refusal::BadSpec(_)
-            )
-        );
-        if permanent
-            && lane.is_control()
-            && self
-                .peers
-                .get(peer)
-                .is_some_and(|p| p.spec.incarnation == 0)
-        {
-            let r = refusal.clone().expect("a refusal");
-            self.log(
-                Level::Warning,
-                Some(peer),
-                Some(lane),
-                format!("join refused ({reason}); not a member (join again once fixed)"),
-            );
-            self.refused(peer, lane, r);
-            self.forget_peer(peer, DownReason::Left);
-            return;
-        }
-        let timing = self.timing.clone();
-        let jitter = self.rng.next_u64();
-        let Some(p) = self.peers.get_mut(peer) else {
-            return;
-        };
-        let Some(l) = p.lanes.iter_mut().find(|l| &l.key == lane) else {
-            return;
-        };
-        if l.slot != (Slot::Dialing { attempt }) {
-            return;
-        }
-        // Jitter within [backoff / 2, backoff]: never past the maximum.
-        let half = l.backoff / 2;
-        let wait = half + jitter % (l.backoff - half + 1);
-        l.slot = Slot::Idle {
-            retry_at: now + wait,
-        };
-        l.backoff = (l.backoff * 2).min(timing.reconnect_max_backoff);
-        let mut newly_down = false;
-        // A member we have never reached and cannot reach now is down: drop
-        // what was queued for it rather than let it pile up while we redial.
-        // (A duplicate means the other direction is connecting: not down.)
-        if lane.is_control()
-            && p.status == PeerStatus::Connecting
-            && refusal != Some(Refusal::Duplicate)
-        {
-            p.status = PeerStatus::Down;
-            p.since = now;
-            newly_down = true;
-        }
-        if refusal == Some(Refusal::Duplicate) {
-            return;
-        }
-        // Log the first failure, then only the 2nd, 4th, 8th...: a member
-        // that went away is redialed for long without flooding the log.
-        p.failures += 1;
-        let failures = p.failures;
-        if newly_down {
-            self.actions.push_back(Action::Unroute {
-                peer: peer.to_string(),
-            });
-        }
         if let Some(r) = &refusal {
-            if lane.is_control() {
-                self.refused(peer, lane, r.clone());
+            let control = lane.is_control();
+            let mut effects = Vec::new();
+            let done = {
+                let mut cx = Cx {
+                    now,
+                    local: &self.local,
+                    peers: &self.peers,
+                    rng: &mut self.rng,
+                    out: &mut effects,
+                };
+                self.membership
+                    .on_dial_refused(&mut cx, peer, r, control, reason)
+            };
+            if done {
+                if control {
+                    self.actions.push(Action::Refused {
+                        peer: peer.to_string(),
+                        refusal: r.clone(),
+                    });
+                }
+                self.apply(now, effects);
+                return;
             }
+            self.apply(now, effects);
         }
-        if failures.is_power_of_two() {
-            // A peer that actively refuses us (cookie, name) is a
-            // configuration problem worth a warning; an unreachable member
-            // is expected while it is down.
-            let level = if refusal.is_some() {
-                Level::Warning
-            } else {
-                Level::Info
-            };
-            let n = if failures > 1 {
-                format!(" ({failures} failed dials in a row)")
-            } else {
-                String::new()
-            };
-            self.log(
-                level,
-                Some(peer),
-                Some(lane),
-                format!("dial failed ({reason}){n}; retrying in {wait} ms"),
-            );
-        }
+        let jitter = self.rng.next_u64();
+        self.peers.dial_failed(
+            now,
+            peer,
+            lane,
+            attempt,
+            refusal,
+            reason,
+            jitter,
+            &mut self.actions,
+        );
+        self.settle_events(now);
     }
 
     /// Connection `conn` closed (by either side, or on error).
-    pub fn on_closed(&mut self, now: u64, conn: ConnId, reason: &str) {
-        let Some((peer, lane)) = self.conns.remove(&conn) else {
-            return;
-        };
-        let min = self.timing.reconnect_min_backoff;
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let Some(l) = p.lanes.iter_mut().find(|l| l.key == lane) else {
-            return;
-        };
-        if !matches!(l.slot, Slot::Connected { conn: c, .. } if c == conn) {
-            return;
-        }
-        l.slot = Slot::Idle {
-            retry_at: now + min,
-        };
-        if lane.is_control() {
-            self.down(now, &peer, DownReason::ConnectionClosed(reason.to_string()));
-        } else {
-            self.log(
-                Level::Info,
-                Some(&peer),
-                Some(&lane),
-                format!("lane closed: {reason}"),
+    pub fn on_closed(&mut self, now: Millis, conn: ConnId, reason: &str) {
+        if let Some(peer) = self.peers.closed(now, conn, reason, &mut self.actions) {
+            self.peers.down(
+                now,
+                &peer,
+                DownReason::ConnectionClosed(reason.to_string()),
+                &mut self.actions,
             );
         }
+        self.settle_events(now);
         self.dial_due(now);
     }
 
     /// A control message arrived from `from` on connection `conn`.
-    pub fn on_control(&mut self, now: u64, from: &str, conn: ConnId, msg: Control) {
-        let current = self.lane_conn(from, &LaneKey::control()) == Some(conn);
+    pub fn on_control(&mut self, now: Millis, from: &str, conn: ConnId, msg: Control) {
+        let current = self.peers.control_conn(from) == Some(conn);
         if current {
-            if let Some(p) = self.peers.get_mut(from) {
-                p.last_heard = now;
-            }
+            self.detector.on_heard(now, from);
         }
         match msg {
             Control::Heartbeat => {}
-            // Gossip counts only from a peer's current control connection.
-            // A connection we no longer track (the peer was forgotten by a
-            // leave or a removal, or the lane was replaced) may still carry
-            // frames sent before the other side heard of it; merging those
-            // would pull the forgotten members back in. Gossip is periodic,
-            // so a view dropped here arrives again on the current lane.
-            Control::Gossip(view) if current => self.merge(now, from, view),
-            Control::Gossip(_) => {}
+            // Membership messages count only from a peer's current control
+            // connection. A connection we no longer track (the peer was
+            // forgotten by a leave or a removal, or the lane was replaced)
+            // may still carry frames sent before the other side heard of it;
+            // taking those would pull the forgotten members back in.
+            // Gossip is periodic, so a view dropped here comes again.
+            Control::Membership(payload) if current => {
+                self.with_membership(now, |m, cx| m.on_message(cx, from, &payload));
+            }
+            Control::Membership(_) => {}
         }
         self.dial_due(now);
     }
 
-    /// Advance time: heartbeats, failure detection, gossip, redials,
-    /// forgetting long-down members and expired tombstones.
-    pub fn tick(&mut self, now: u64) {
-        let timeout = self.timing.heartbeat_timeout;
-        let silent: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.status == PeerStatus::Up && now.saturating_sub(p.last_heard) > timeout
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in silent {
-            self.down(now, &name, DownReason::HeartbeatTimeout);
+    /// Time has come (see [`Node::next_deadline`]): heartbeats, failure
+    /// detection, membership timers (gossip, forgetting long-down members,
+    /// expired tombstones), redials.
+    pub fn on_timeout(&mut self, now: Millis) {
+        for name in self.detector.poll_down(now) {
+            self.peers
+                .down(now, &name, DownReason::HeartbeatTimeout, &mut self.actions);
         }
-        if let Some(after) = self.timing.forget_after {
-            let gone: Vec<String> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| {
-                    p.status == PeerStatus::Down && now.saturating_sub(p.since) > after
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
-            for name in gone {
-                self.log(
-                    Level::Notice,
-                    Some(&name),
-                    None,
-                    format!(
-                        "down for more than {after} ms: forgotten (join it again to bring it back)"
-                    ),
-                );
-                self.forget_peer(&name, DownReason::Forgotten);
-            }
-        }
-        self.tombstones.retain(|_, expires| *expires > now);
+        self.settle_events(now);
+        self.with_membership(now, |m, cx| m.on_timeout(cx));
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
-            for name in self.up_peers() {
-                self.actions.push_back(Action::Send {
+            for name in self.peers.up_peers_unsorted() {
+                self.actions.push(Action::Send {
                     peer: name,
                     msg: Control::Heartbeat,
                 });
             }
         }
-        if now >= self.next_gossip {
-            self.gossip_dirty = true;
-        }
-        self.flush_gossip(now);
         self.dial_due(now);
     }
 
     // ------------------------------------------------------------ internals
 
-    fn log(&mut self, level: Level, peer: Option<&str>, lane: Option<&LaneKey>, text: String) {
-        self.actions.push_back(Action::Log {
-            level,
-            peer: peer.map(str::to_string),
-            lane: lane.cloned(),
-            text,
-        });
+    fn dial_due(&mut self, now: Millis) {
+        self.peers.dial_due(now, &self.local, &mut self.actions);
     }
 
-    fn refused(&mut self, peer: &str, lane: &LaneKey, refusal: Refusal) {
-        if lane.is_control() {
-            self.actions.push_back(Action::Refused {
-                peer: peer.to_string(),
-                refusal,
-            });
+    /// Run one membership call, then carry out its effects.
+    fn with_membership<R>(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&mut dyn Membership, &mut Cx<'_>) -> R,
+    ) -> R {
+        let mut effects = Vec::new();
+        let r = {
+            let mut cx = Cx {
+                now,
+                local: &self.local,
+                peers: &self.peers,
+                rng: &mut self.rng,
+                out: &mut effects,
+            };
+            f(self.membership.as_mut(), &mut cx)
+        };
+        self.apply(now, effects);
+        r
+    }
+
+    fn apply(&mut self, now: Millis, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Keep(spec) => self.peers.keep(now, &self.local, spec, &mut self.actions),
+                Effect::Contact(spec) => {
+                    self.peers
+                        .contact(now, &self.local, spec, &mut self.actions)
+                }
+                Effect::Drop { name, reason } => {
+                    self.peers.forget(&name, reason, &mut self.actions)
+                }
+                Effect::Send { to, payload } => self.actions.push(Action::Send {
+                    peer: to,
+                    msg: Control::Membership(payload),
+                }),
+                Effect::Leave => {
+                    self.peers
+                        .forget_all(DownReason::ThisNodeLeft, &mut self.actions);
+                    self.new_incarnation();
+                }
+                Effect::Log { level, peer, text } => {
+                    self.actions.log(level, peer.as_deref(), None, text)
+                }
+            }
+        }
+        self.settle_events(now);
+    }
+
+    /// Tell the failure detector and the membership what the peer table
+    /// changed, until nothing more changes.
+    fn settle_events(&mut self, now: Millis) {
+        loop {
+            let events = self.peers.take_events();
+            if events.is_empty() {
+                return;
+            }
+            for ev in events {
+                match ev {
+                    PeerEvent::Up(name) => {
+                        self.detector.on_up(now, &name);
+                        self.with_membership(now, |m, cx| m.on_peer_up(cx, &name));
+                    }
+                    PeerEvent::Down(name) => {
+                        self.detector.on_gone(&name);
+                        self.with_membership(now, |m, cx| m.on_peer_down(cx, &name));
+                    }
+                    PeerEvent::Gone(name) => self.detector.on_gone(&name),
+                }
+            }
         }
     }
 
@@ -676,427 +412,20 @@ impl Node {
         }
         self.local.incarnation = inc;
     }
-
-    fn tombstone(&mut self, now: u64, name: &str, incarnation: u64, ttl: u64) {
-        let key = (name.to_string(), incarnation);
-        if self.tombstones.contains_key(&key) {
-            // Never extended: every holder's copy expires by the first one's
-            // deadline, so tombstones do not circulate for ever.
-            return;
-        }
-        if self.tombstones.len() >= MAX_TOMBSTONES {
-            let first = self
-                .tombstones
-                .iter()
-                .min_by_key(|(_, e)| **e)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = first {
-                self.tombstones.remove(&k);
-            }
-        }
-        self.tombstones
-            .insert(key, now + ttl.min(self.timing.tombstone_ttl));
-    }
-
-    fn tombstoned(&self, name: &str, incarnation: u64) -> bool {
-        self.tombstones
-            .contains_key(&(name.to_string(), incarnation))
-    }
-
-    fn view(&self, now: u64) -> View {
-        let mut members = vec![self.local.clone()];
-        members.extend(
-            self.peers
-                .values()
-                .filter(|p| p.spec.incarnation != 0)
-                .map(|p| p.spec.clone()),
-        );
-        View {
-            members,
-            tombstones: self
-                .tombstones
-                .iter()
-                .map(|((n, i), e)| Tombstone {
-                    name: n.clone(),
-                    incarnation: *i,
-                    ttl: e.saturating_sub(now),
-                })
-                .collect(),
-        }
-    }
-
-    fn flush_gossip(&mut self, now: u64) {
-        if !self.gossip_dirty {
-            return;
-        }
-        self.gossip_dirty = false;
-        self.next_gossip = now + self.timing.gossip_interval;
-        let view = self.view(now);
-        for name in self.up_peers() {
-            self.actions.push_back(Action::Send {
-                peer: name,
-                msg: Control::Gossip(view.clone()),
-            });
-        }
-    }
-
-    fn lanes_for(&self, spec: &NodeSpec, now: u64) -> Vec<LaneState> {
-        plan_keys(&self.local, spec)
-            .into_iter()
-            .map(|key| LaneState::idle(key, now, self.timing.reconnect_min_backoff))
-            .collect()
-    }
-
-    fn route_action(&self, name: &str) -> Action {
-        let p = &self.peers[name];
-        // A spec a user typed in does not tell the peer's channels or limit:
-        // its messages wait unplanned until the handshake tells them.
-        let known = p.spec.incarnation != 0;
-        Action::Route {
-            peer: name.to_string(),
-            lanes: known.then(|| plan(&self.local, &p.spec)),
-            max_frame: known.then_some(p.spec.max_frame),
-        }
-    }
-
-    fn add_peer(&mut self, now: u64, spec: NodeSpec) {
-        let name = spec.name.clone();
-        let lanes = self.lanes_for(&spec, now);
-        self.peers.insert(
-            name.clone(),
-            Peer {
-                spec,
-                status: PeerStatus::Connecting,
-                lanes,
-                last_heard: now,
-                since: now,
-                failures: 0,
-            },
-        );
-        let route = self.route_action(&name);
-        self.actions.push_back(route);
-        self.gossip_dirty = true;
-    }
-
-    /// Check an incarnation we have just authenticated against tombstones
-    /// and what we know, and bring the membership up to date with it.
-    fn admit(&mut self, now: u64, spec: &NodeSpec) -> Result<(), Refusal> {
-        if spec.incarnation == 0 {
-            return Err(Refusal::BadSpec("incarnation 0".into()));
-        }
-        if self.tombstoned(&spec.name, spec.incarnation) {
-            return Err(Refusal::Left);
-        }
-        match self.peers.get(&spec.name).map(|p| p.spec.incarnation) {
-            None if self.has_room() => self.add_peer(now, spec.clone()),
-            None => return Err(Refusal::Unavailable),
-            Some(0) => {
-                // A spec typed in by a user: learn the real one, keep the
-                // state and what is queued.
-                let lanes = self.lanes_for(spec, now);
-                let p = self.peers.get_mut(&spec.name).expect("peer exists");
-                p.spec = spec.clone();
-                for l in lanes {
-                    if !p.lanes.iter().any(|old| old.key == l.key) {
-                        p.lanes.push(l);
-                    }
-                }
-                let keep: Vec<LaneKey> = plan_keys(&self.local, spec);
-                p.lanes.retain(|l| keep.contains(&l.key));
-                let route = self.route_action(&spec.name);
-                self.actions.push_back(route);
-                self.gossip_dirty = true;
-            }
-            Some(known) if known != spec.incarnation => {
-                // Another incarnation answered, authenticated: it is the one
-                // alive now. What was queued for the old one is dropped.
-                self.forget_peer(&spec.name, DownReason::Restarted);
-                self.add_peer(now, spec.clone());
-            }
-            Some(_) => {
-                // The same incarnation: it may have changed addresses.
-                if let Some(p) = self.peers.get_mut(&spec.name) {
-                    if p.spec.addrs != spec.addrs {
-                        p.spec.addrs = spec.addrs.clone();
-                        self.gossip_dirty = true;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Put `conn` in `peer`'s `lane` slot, settling collisions.
-    fn install(
-        &mut self,
-        now: u64,
-        conn: ConnId,
-        peer: &str,
-        lane: &LaneKey,
-        dialed_by_me: bool,
-    ) -> Result<(), Refusal> {
-        let me_preferred = self.local.name.as_str() < peer;
-        let min = self.timing.reconnect_min_backoff;
-        let p = self.peers.get_mut(peer).ok_or(Refusal::Unavailable)?;
-        if !lane.is_control() && p.status != PeerStatus::Up {
-            return Err(Refusal::Unavailable);
-        }
-        let l = p
-            .lanes
-            .iter_mut()
-            .find(|l| &l.key == lane)
-            .ok_or(Refusal::UnknownLane)?;
-        let replaced = match settle(l.slot, dialed_by_me, me_preferred) {
-            Settle::Take => None,
-            Settle::Replace(old) => Some(old),
-            Settle::Refuse => return Err(Refusal::Duplicate),
-        };
-        l.slot = Slot::Connected { conn, dialed_by_me };
-        l.backoff = min;
-        self.conns.insert(conn, (peer.to_string(), lane.clone()));
-        if let Some(old) = replaced {
-            self.conns.remove(&old);
-            self.actions.push_back(Action::Close {
-                conn: old,
-                reason: "replaced by a newer connection for the same lane".into(),
-            });
-        }
-        if lane.is_control() {
-            let p = self.peers.get_mut(peer).expect("peer exists");
-            p.last_heard = now;
-            if p.status != PeerStatus::Up {
-                let was_down = p.status == PeerStatus::Down;
-                p.status = PeerStatus::Up;
-                p.since = now;
-                p.failures = 0;
-                for l in p.lanes.iter_mut().filter(|l| !l.key.is_control()) {
-                    l.slot = Slot::Idle { retry_at: now };
-                    l.backoff = min;
-                }
-                if was_down {
-                    let route = self.route_action(peer);
-                    self.actions.push_back(route);
-                }
-                self.actions.push_back(Action::PeerUp {
-                    peer: peer.to_string(),
-                });
-                self.log(Level::Notice, Some(peer), None, "node up".into());
-                // Tell the newcomer everything we know, and everyone else
-                // about the newcomer.
-                self.actions.push_back(Action::Send {
-                    peer: peer.to_string(),
-                    msg: Control::Gossip(self.view(now)),
-                });
-                self.gossip_dirty = true;
-            }
-        }
-        Ok(())
-    }
-
-    /// `peer` is unreachable: close its connections, drop its queues, redial
-    /// its control lane with backoff.
-    fn down(&mut self, now: u64, peer: &str, reason: DownReason) {
-        let Some(p) = self.peers.get_mut(peer) else {
-            return;
-        };
-        let was_up = p.status == PeerStatus::Up;
-        if p.status == PeerStatus::Down {
-            return;
-        }
-        p.status = PeerStatus::Down;
-        p.since = now;
-        let min = self.timing.reconnect_min_backoff;
-        let mut closes = Vec::new();
-        for l in p.lanes.iter_mut() {
-            if let Slot::Connected { conn, .. } = l.slot {
-                closes.push(conn);
-            }
-            l.slot = Slot::Idle {
-                retry_at: now + min,
-            };
-            l.backoff = min;
-        }
-        for conn in closes {
-            self.conns.remove(&conn);
-            self.actions.push_back(Action::Close {
-                conn,
-                reason: format!("peer down: {reason}"),
-            });
-        }
-        self.actions.push_back(Action::Unroute {
-            peer: peer.to_string(),
-        });
-        if was_up {
-            self.log(
-                Level::Warning,
-                Some(peer),
-                None,
-                format!("node down: {reason}"),
-            );
-            self.actions.push_back(Action::PeerDown {
-                peer: peer.to_string(),
-                reason,
-            });
-        }
-    }
-
-    /// Drop `peer` from the membership. Its lanes drain and close; its
-    /// connections are no longer ours to track.
-    fn forget_peer(&mut self, peer: &str, reason: DownReason) {
-        let Some(p) = self.peers.remove(peer) else {
-            return;
-        };
-        for l in &p.lanes {
-            if let Slot::Connected { conn, .. } = l.slot {
-                self.conns.remove(&conn);
-            }
-        }
-        self.actions.push_back(Action::Unroute {
-            peer: peer.to_string(),
-        });
-        if p.status == PeerStatus::Up {
-            self.log(
-                Level::Notice,
-                Some(peer),
-                None,
-                format!("node down: {reason}"),
-            );
-            self.actions.push_back(Action::PeerDown {
-                peer: peer.to_string(),
-                reason,
-            });
-        }
-        self.gossip_dirty = true;
-    }
-
-    fn forget_all(&mut self, reason: DownReason) {
-        let names: Vec<String> = self.peers.keys().cloned().collect();
-        for n in names {
-            self.forget_peer(&n, reason.clone());
-        }
-        self.gossip_dirty = false;
-    }
-
-    fn merge(&mut self, now: u64, from: &str, view: View) {
-        for t in view.tombstones {
-            if t.name == self.local.name {
-                if t.incarnation == self.local.incarnation {
-                    self.log(
-                        Level::Notice,
-                        None,
-                        None,
-                        "removed from the cluster by a peer".into(),
-                    );
-                    self.forget_all(DownReason::ThisNodeLeft);
-                    self.new_incarnation();
-                    self.detached = true;
-                    return;
-                }
-                continue;
-            }
-            self.tombstone(now, &t.name, t.incarnation, t.ttl);
-            if self
-                .peers
-                .get(&t.name)
-                .is_some_and(|p| p.spec.incarnation == t.incarnation)
-            {
-                let reason = if self.peers.get(&t.name).map(|p| p.status) == Some(PeerStatus::Up) {
-                    DownReason::Left
-                } else {
-                    DownReason::Removed
-                };
-                self.forget_peer(&t.name, reason);
-            }
-        }
-        let mut bad = 0;
-        let mut no_room = 0;
-        for spec in view.members {
-            if spec.name == self.local.name {
-                continue;
-            }
-            // One bad entry is skipped, never the whole view.
-            if spec.validate(false).is_err() {
-                bad += 1;
-                continue;
-            }
-            if self.tombstoned(&spec.name, spec.incarnation) {
-                continue;
-            }
-            match self
-                .peers
-                .get(&spec.name)
-                .map(|p| (p.spec.incarnation, p.status))
-            {
-                None if self.has_room() => self.add_peer(now, spec),
-                None => no_room += 1,
-                // Another incarnation, heard of second hand: worth a dial
-                // only if ours is not up (the dial finds out which is alive).
-                Some((known, status)) if known != spec.incarnation && status != PeerStatus::Up => {
-                    if known == 0 {
-                        let _ = self.admit(now, &spec);
-                    } else {
-                        self.forget_peer(&spec.name, DownReason::Restarted);
-                        self.add_peer(now, spec);
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        if no_room > 0 {
-            let n = self.max_members;
-            self.log(
-                Level::Warning,
-                Some(from),
-                None,
-                format!("gossip named {no_room} more members than max_members ({n}) allows; skipped them"),
-            );
-        }
-        if bad > 0 {
-            self.log(
-                Level::Warning,
-                Some(from),
-                None,
-                format!("gossip carried {bad} invalid member descriptions; skipped them"),
-            );
-        }
-    }
-
-    /// Start every dial that is due.
-    fn dial_due(&mut self, now: u64) {
-        let me = self.local.name.clone();
-        let mut dials = Vec::new();
-        for (name, p) in self.peers.iter_mut() {
-            let dial_data = p.status == PeerStatus::Up && me.as_str() < name.as_str();
-            for l in p.lanes.iter_mut() {
-                let Slot::Idle { retry_at } = l.slot else {
-                    continue;
-                };
-                let wanted = if l.key.is_control() {
-                    p.status != PeerStatus::Up
-                } else {
-                    dial_data
-                };
-                if wanted && retry_at <= now {
-                    let attempt = self.next_attempt;
-                    self.next_attempt += 1;
-                    l.slot = Slot::Dialing { attempt };
-                    dials.push(Action::Dial {
-                        peer: name.clone(),
-                        addrs: p.spec.addrs.clone(),
-                        lane: l.key.clone(),
-                        attempt,
-                    });
-                }
-            }
-        }
-        self.actions.extend(dials);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::full_mesh::{encode, Message, View};
+    use crate::peers::Slot;
     use crate::spec::ChannelSpec;
+    use crate::types::DownReason;
+    use std::net::SocketAddr;
+
+    fn gossip(view: View) -> Control {
+        Control::Membership(encode(&Message::View { view, reply: false }))
+    }
 
     fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
         NodeSpec {
@@ -1133,7 +462,7 @@ mod tests {
         b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
             .unwrap();
         assert_eq!(b.up_peers(), ["a@h"]);
-        b.leave();
+        b.leave(5);
         drain(&mut b);
         // a's gossip, sent before it heard of the leave, still arrives on
         // the old control connection.
@@ -1141,7 +470,7 @@ mod tests {
             members: vec![spec("a@h", 5, 1), spec("b@h", 7, 2), spec("c@h", 3, 3)],
             tombstones: vec![],
         };
-        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        b.on_control(10, "a@h", 1, gossip(view));
         assert!(b.peers().next().is_none());
         assert!(!drain(&mut b)
             .iter()
@@ -1157,7 +486,7 @@ mod tests {
             members: vec![spec("a@h", 5, 1), spec("c@h", 3, 3)],
             tombstones: vec![],
         };
-        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        b.on_control(10, "a@h", 1, gossip(view));
         let known: Vec<&str> = b.peers().map(|p| p.spec.name.as_str()).collect();
         assert_eq!(known, ["a@h", "c@h"]);
     }
@@ -1176,7 +505,7 @@ mod tests {
             "refused",
         );
         assert!(a.peers().next().is_none());
-        a.tick(10_000);
+        a.on_timeout(10_000);
         assert!(!drain(&mut a)
             .iter()
             .any(|x| matches!(x, Action::Dial { .. })));
@@ -1200,7 +529,7 @@ mod tests {
             });
             let Some(attempt) = attempt else {
                 now += 1;
-                a.tick(now);
+                a.on_timeout(now);
                 continue;
             };
             a.on_dial_failed(now, "b@h", &LaneKey::control(), attempt, None, "refused");
@@ -1209,7 +538,7 @@ mod tests {
             };
             waits.push(retry_at - now);
             now = retry_at;
-            a.tick(now);
+            a.on_timeout(now);
         }
         assert!(waits.len() > 10);
         assert!(waits.iter().all(|w| (50..=5000).contains(w)), "{waits:?}");
@@ -1243,7 +572,7 @@ mod tests {
             members: vec![spec("a@h", 3, 1), spec("a@h", 500, 1)],
             tombstones: vec![],
         };
-        b.on_control(20, "a@h", 2, Control::Gossip(view));
+        b.on_control(20, "a@h", 2, gossip(view));
         assert_eq!(b.peers().next().unwrap().spec.incarnation, 3);
     }
 
@@ -1258,7 +587,7 @@ mod tests {
             members: vec![spec("a@h", 5, 1), long, spec("d@h", 4, 4)],
             tombstones: vec![],
         };
-        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        b.on_control(10, "a@h", 1, gossip(view));
         let known: Vec<String> = b.peers().map(|p| p.spec.name.clone()).collect();
         assert_eq!(known, ["a@h", "d@h"]);
     }
@@ -1272,7 +601,7 @@ mod tests {
             members: (0..1000).map(|i| spec(&format!("m{i}@h"), 9, 3)).collect(),
             tombstones: vec![],
         };
-        b.on_control(10, "a@h", 1, Control::Gossip(view));
+        b.on_control(10, "a@h", 1, gossip(view));
         assert_eq!(b.peers().count(), 3);
         // a newcomer's handshake is refused, a known member's is not
         assert_eq!(

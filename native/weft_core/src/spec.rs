@@ -28,7 +28,9 @@ pub const MAX_FRAME_LIMIT: u64 = u32::MAX as u64 - 1;
 /// A named channel and how many parallel connections (lanes) it wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSpec {
+    /// The channel's name.
     pub name: String,
+    /// How many lanes it wants.
     pub parallelism: u16,
 }
 
@@ -54,22 +56,31 @@ pub struct NodeSpec {
 /// Why a spec was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// The node name is not `name@host` of printable ASCII.
     #[error("bad node name {0:?}")]
     Name(String),
+    /// Incarnation 0 where a known one is needed.
     #[error("incarnation 0")]
     Incarnation,
+    /// No address, or too many.
     #[error("no address, or more than {MAX_ADDRS}")]
     AddrCount,
+    /// An address that cannot be dialed.
     #[error("address {0} cannot be dialed")]
     Addr(SocketAddr),
+    /// Too many channels.
     #[error("more than {MAX_CHANNELS} channels")]
     ChannelCount,
+    /// A bad channel name.
     #[error("bad channel {0:?}")]
     Channel(String),
+    /// A channel listed twice.
     #[error("channel {0:?} listed twice")]
     DuplicateChannel(String),
+    /// A parallelism out of range.
     #[error("parallelism {1} of channel {0:?} is outside 1..={MAX_PARALLELISM}")]
     Parallelism(String, u16),
+    /// A frame limit out of range.
     #[error("frame limit {0} is outside 1..={MAX_FRAME_LIMIT}")]
     MaxFrame(u64),
 }

@@ -14,8 +14,9 @@
 //! - node spec: `name | incarnation: u64 | max_frame: u32 | n: u8 | n addresses
 //!   | m: u16 | m × (name | parallelism: u16)`;
 //! - lane: `channel | index: u16`;
-//! - control: `0` heartbeat | `1 | members: u32 | specs | tombstones: u32 |
-//!   tombstones × (name | incarnation: u64 | ttl_ms: u32)`;
+//! - control: `0` heartbeat | `1 | payload` a membership message, whose
+//!   payload (the rest of the frame) the membership encodes and decodes
+//!   itself (see [`crate::membership`]);
 //! - handshake: `"WEFT" | version: u16 | tag: u8 | fields` (see [`Handshake`]):
 //!   - hello (tag 0): `nonce: 32 bytes | n: u8 (1..=32) | n × version: u16 |
 //!     capabilities: u64`, in version 3 (the dialer's versions and
@@ -46,26 +47,8 @@ pub const MAX_HELLO_VERSIONS: usize = 32;
 pub enum Control {
     /// "I am alive": sent every heartbeat interval on the control lane.
     Heartbeat,
-    /// The sender's whole membership view (full-mesh anti-entropy).
-    Gossip(View),
-}
-
-/// A membership view as gossiped: members and tombstones of incarnations
-/// that left, so late gossip cannot bring a departed incarnation back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct View {
-    pub members: Vec<NodeSpec>,
-    pub tombstones: Vec<Tombstone>,
-}
-
-/// An incarnation that left, and how much longer (ms) the tombstone holds.
-/// A receiver never keeps it longer than that, so tombstones expire
-/// everywhere instead of circulating for ever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tombstone {
-    pub name: String,
-    pub incarnation: u64,
-    pub ttl: u64,
+    /// A message of the membership, in its own encoding (opaque here).
+    Membership(Vec<u8>),
 }
 
 /// Why a connection was turned down. Before the dialer has proved that it
@@ -240,7 +223,7 @@ impl<'a> Reader<'a> {
 
 // ------------------------------------------------------------------ writer
 
-fn put_str8(out: &mut Vec<u8>, s: &str) {
+pub fn put_str8(out: &mut Vec<u8>, s: &str) {
     // Names are validated to 255 bytes; anything longer is cut at a
     // character boundary rather than written with a wrong length.
     let mut end = s.len().min(255);
@@ -274,8 +257,6 @@ fn get_addr(r: &mut Reader<'_>) -> Result<SocketAddr, FrameError> {
     Ok(SocketAddr::new(ip, r.u16()?))
 }
 
-/// Smallest encoded spec: empty name, no address, no channel.
-const MIN_SPEC: usize = 1 + 8 + 4 + 1 + 2;
 /// Smallest encoded address and channel.
 const MIN_ADDR: usize = 1 + 4 + 2;
 const MIN_CHANNEL: usize = 1 + 2;
@@ -345,18 +326,9 @@ pub fn encode_control(c: &Control) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     match c {
         Control::Heartbeat => out.push(0),
-        Control::Gossip(v) => {
+        Control::Membership(payload) => {
             out.push(1);
-            out.extend_from_slice(&(v.members.len() as u32).to_be_bytes());
-            for s in &v.members {
-                put_spec(&mut out, s);
-            }
-            out.extend_from_slice(&(v.tombstones.len() as u32).to_be_bytes());
-            for t in &v.tombstones {
-                put_str8(&mut out, &t.name);
-                out.extend_from_slice(&t.incarnation.to_be_bytes());
-                out.extend_from_slice(&u32::try_from(t.ttl).unwrap_or(u32::MAX).to_be_bytes());
-            }
+            out.extend_from_slice(payload);
         }
     }
     out
@@ -367,28 +339,7 @@ pub fn decode_control(b: &[u8]) -> Result<Control, FrameError> {
     let mut r = Reader::new("control message", b);
     let c = match r.u8()? {
         0 => Control::Heartbeat,
-        1 => {
-            let n = r.u32()? as usize;
-            let n = r.count(n, MIN_SPEC)?;
-            let mut members = Vec::with_capacity(n);
-            for _ in 0..n {
-                members.push(get_spec(&mut r)?);
-            }
-            let n = r.u32()? as usize;
-            let n = r.count(n, 1 + 8 + 4)?;
-            let mut tombstones = Vec::with_capacity(n);
-            for _ in 0..n {
-                tombstones.push(Tombstone {
-                    name: r.str8()?,
-                    incarnation: r.u64()?,
-                    ttl: u64::from(r.u32()?),
-                });
-            }
-            Control::Gossip(View {
-                members,
-                tombstones,
-            })
-        }
+        1 => Control::Membership(r.bytes(r.remaining())?.to_vec()),
         t => return Err(r.err(format!("unknown control tag {t}"))),
     };
     r.end()?;
@@ -606,18 +557,7 @@ mod tests {
 
     #[test]
     fn control_round_trip() {
-        let v = Control::Gossip(View {
-            members: vec![spec("a@h"), {
-                let mut s = spec("b@h");
-                s.addrs.push("[::1]:7".parse().unwrap());
-                s
-            }],
-            tombstones: vec![Tombstone {
-                name: "c@h".into(),
-                incarnation: 3,
-                ttl: 1000,
-            }],
-        });
+        let v = Control::Membership(vec![1, 2, 3]);
         assert_eq!(decode_control(&encode_control(&v)).unwrap(), v);
         assert_eq!(
             decode_control(&encode_control(&Control::Heartbeat)).unwrap(),
@@ -705,16 +645,6 @@ mod tests {
             again[5] = v;
             assert!(decode_handshake(&again).is_err());
         }
-        // a gossip claiming 2^32 - 1 members in 10 bytes
-        let g = [1u8, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0];
-        assert!(decode_control(&g).is_err());
-        // a spec claiming 65535 channels with none present
-        let mut b = vec![1u8, 0, 0, 0, 1];
-        put_spec(&mut b, &spec("a@h"));
-        let n = b.len();
-        b[n - 6] = 0xff;
-        b[n - 5] = 0xff;
-        assert!(decode_control(&b).is_err());
     }
 
     #[test]

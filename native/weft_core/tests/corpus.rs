@@ -24,7 +24,13 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn control_inputs_replay() {
     for (path, data) in inputs("control") {
-        let r = std::panic::catch_unwind(|| weft_core::wire::fuzzing::control(&data));
+        let r = std::panic::catch_unwind(|| {
+            weft_core::wire::fuzzing::control(&data);
+            weft_core::membership::full_mesh::fuzzing::message(&data);
+            if let Some(payload) = data.strip_prefix(&[1]) {
+                weft_core::membership::full_mesh::fuzzing::message(payload);
+            }
+        });
         assert!(r.is_ok(), "{}", path.display());
     }
 }

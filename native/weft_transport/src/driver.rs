@@ -3,6 +3,9 @@
 //! answers the two questions that need the membership (may this connection
 //! stay? is this dial still wanted?) and keeps the routing table current.
 //!
+//! It sleeps until the core's next deadline ([`Node::next_deadline`]) or
+//! the next message, whichever comes first: no fixed tick.
+//!
 //! The send path never goes through here: senders read the routing table.
 
 use crate::conn::Conn;
@@ -22,8 +25,9 @@ use weft_core::{Action, ConnId, Control, LaneKey, Level, Negotiated, Node, NodeS
 /// membership allowed (65536 members of a few hundred bytes each) fits.
 const MAX_CONTROL_FRAME: u64 = 32 << 20;
 
-/// How often the core's timers are driven.
-const TICK: Duration = Duration::from_millis(20);
+/// How often held-back refusal log lines are flushed (see
+/// [`crate::refusals`]); far finer than its window.
+const REFUSALS_FLUSH: Duration = Duration::from_secs(1);
 
 /// What the driver is told.
 pub enum Msg {
@@ -82,15 +86,27 @@ impl Driver {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// The instant of the core's next deadline (a day away if it has none).
+    fn deadline(&self) -> tokio::time::Instant {
+        let at = match self.core.next_deadline() {
+            Some(ms) => self.start + Duration::from_millis(ms),
+            None => Instant::now() + Duration::from_secs(86_400),
+        };
+        tokio::time::Instant::from_std(at)
+    }
+
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flush = tokio::time::interval(REFUSALS_FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.deadline();
             tokio::select! {
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(deadline) => {
                     let now = self.now();
-                    self.core.tick(now);
+                    self.core.on_timeout(now);
                     self.apply();
+                }
+                _ = flush.tick() => {
                     for line in self.shared.refusals.flush(Instant::now()) {
                         self.shared.sink.log(Level::Warning, &line, None, None);
                     }
@@ -112,7 +128,7 @@ impl Driver {
         let now = self.now();
         match m {
             Msg::Join(spec) => self.core.join(now, spec),
-            Msg::Leave => self.core.leave(),
+            Msg::Leave => self.core.leave(now),
             Msg::Remove(name) => self.core.remove(now, &name),
             Msg::Hello {
                 conn,

@@ -1,76 +1,11 @@
-//! One peer as the peer service sees it: its status, and the slot of each
-//! lane (idle, dialing, connected), with the rule that settles two
-//! connections for the same lane.
+//! The collision rule: when both nodes dial the same lane, or a dialer
+//! redials a lane it holds for dead, which connection the lane keeps. Both
+//! sides apply it to the same pair of connections and reach the same
+//! verdict without another message (the connection dialed by the node with
+//! the smaller name wins).
 
-use crate::lane::LaneKey;
-use crate::node::ConnId;
-use crate::spec::NodeSpec;
-
-/// Reachability of a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerStatus {
-    /// Member, never reached in this incarnation yet.
-    Connecting,
-    Up,
-    /// Member, unreachable; redialed with backoff.
-    Down,
-}
-
-/// State of one lane to one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Not connected; dial at `retry_at` if this side dials the lane.
-    Idle {
-        retry_at: u64,
-    },
-    Dialing {
-        attempt: u64,
-    },
-    Connected {
-        conn: ConnId,
-        dialed_by_me: bool,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct LaneState {
-    pub key: LaneKey,
-    pub slot: Slot,
-    /// Wait before the next redial; doubles on failure, up to the maximum.
-    pub backoff: u64,
-}
-
-impl LaneState {
-    /// A lane to dial at `now`.
-    pub fn idle(key: LaneKey, now: u64, backoff: u64) -> Self {
-        LaneState {
-            key,
-            slot: Slot::Idle { retry_at: now },
-            backoff,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    pub spec: NodeSpec,
-    pub status: PeerStatus,
-    pub lanes: Vec<LaneState>,
-    /// When the control lane last brought anything from this peer.
-    pub last_heard: u64,
-    /// When the status last changed.
-    pub since: u64,
-    /// Failed dials of the control lane since it was last up.
-    pub failures: u32,
-}
-
-/// A read-only view of one peer, for `info`.
-#[derive(Debug, Clone)]
-pub struct PeerView<'a> {
-    pub spec: &'a NodeSpec,
-    pub status: PeerStatus,
-    pub lanes: Vec<(&'a LaneKey, Slot)>,
-}
+use super::peer::Slot;
+use crate::types::ConnId;
 
 /// What to do with a new connection for a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

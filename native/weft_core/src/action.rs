@@ -1,0 +1,117 @@
+//! What the core asks its driver to do. The driver (tokio in the NIF, the
+//! simulator in tests) drains these with [`crate::node::Node::poll_action`]
+//! and carries them out in order.
+
+use crate::lane::LaneKey;
+use crate::types::{ConnId, DownReason, Level};
+use crate::wire::{Control, Refusal};
+use std::net::SocketAddr;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection for `lane` to `peer`, trying `addrs` in order, run
+    /// the handshake, then report [`crate::Node::on_dialed`] or
+    /// [`crate::Node::on_dial_failed`] with the same `attempt`.
+    Dial {
+        /// The node dialed.
+        peer: String,
+        /// Its addresses, in order of preference.
+        addrs: Vec<SocketAddr>,
+        /// The lane the connection is for.
+        lane: LaneKey,
+        /// Identifies this dial in the reports.
+        attempt: u64,
+    },
+    /// Close a connection now; frames still queued for it are not sent.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Send a control message to `peer` on its control lane.
+    Send {
+        /// The destination.
+        peer: String,
+        /// The message.
+        msg: Control,
+    },
+    /// Create (or update to) the send queues of `peer`'s lanes, so that
+    /// messages to it queue until its lanes connect. `lanes` is the plan:
+    /// `(channel, lane count)`, control channel first; `None` while the
+    /// peer's channels are not known yet (messages wait unplanned).
+    /// `max_frame` is the largest frame body the peer accepts, if known.
+    Route {
+        /// The peer.
+        peer: String,
+        /// Its lane plan, once known.
+        lanes: Option<Vec<(String, u16)>>,
+        /// Its frame limit, once known.
+        max_frame: Option<u64>,
+    },
+    /// Drop `peer`'s send queues: frames already queued on connected lanes
+    /// are written first, then the connections are shut down; frames on
+    /// unconnected lanes are dropped (and counted).
+    Unroute {
+        /// The peer.
+        peer: String,
+    },
+    /// `peer` became reachable.
+    PeerUp {
+        /// The peer.
+        peer: String,
+    },
+    /// `peer` is no longer reachable (or left).
+    PeerDown {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A dial of `peer`'s control lane was refused (by either side), for
+    /// whoever waits for it to come up.
+    Refused {
+        /// The peer.
+        peer: String,
+        /// Who refused and why.
+        refusal: Refusal,
+    },
+    /// Something worth a log line.
+    Log {
+        /// Severity.
+        level: Level,
+        /// The peer it is about, if any.
+        peer: Option<String>,
+        /// The lane it is about, if any.
+        lane: Option<LaneKey>,
+        /// The line.
+        text: String,
+    },
+}
+
+/// The queue of actions, with a helper for log lines.
+#[derive(Debug, Default)]
+pub struct Actions(std::collections::VecDeque<Action>);
+
+impl Actions {
+    /// Queue `a`.
+    pub fn push(&mut self, a: Action) {
+        self.0.push_back(a);
+    }
+
+    /// Queue a log line.
+    pub fn log(&mut self, level: Level, peer: Option<&str>, lane: Option<&LaneKey>, text: String) {
+        self.0.push_back(Action::Log {
+            level,
+            peer: peer.map(str::to_string),
+            lane: lane.cloned(),
+            text,
+        });
+    }
+
+    /// The oldest queued action.
+    pub fn pop(&mut self) -> Option<Action> {
+        self.0.pop_front()
+    }
+}

@@ -1,0 +1,868 @@
+//! Full mesh: every member keeps a connection to every other member.
+//!
+//! The view (members and tombstones) spreads by anti-entropy gossip in the
+//! style of Demers et al. ("Epidemic Algorithms for Replicated Database
+//! Maintenance", PODC 1987) with the push-pull digest exchange of
+//! Van Renesse et al. ("Efficient Reconciliation and Flow Control for
+//! Anti-Entropy Protocols", 2008) and memberlist: every gossip interval a
+//! node sends to a few random peers ([`FANOUT`]) its whole view if it
+//! changed since the last round, else a 9-byte digest of it; a peer whose
+//! own digest differs answers with its view and asks for the sender's
+//! (push-pull). A converged cluster exchanges digests only, so the cost of
+//! a round is O(n) messages per node and not O(n) views; a change reaches
+//! everyone in O(log n) rounds.
+//!
+//! Invariants kept here:
+//! - incarnations are random, not ordered: an authenticated handshake with a
+//!   node is the truth about which incarnation of it is alive, and replaces
+//!   the one known before; gossip about another incarnation is taken only
+//!   for a peer that is not up (a dial then finds out which one answers);
+//! - a tombstone `(name, incarnation)` keeps that incarnation out of the
+//!   membership until it expires: late gossip cannot undo a leave, and a
+//!   restarted node (a new incarnation) is never refused because of it;
+//!   tombstones are never extended, so they expire everywhere;
+//! - at most `max_members` members (memory stays bounded whatever a peer
+//!   gossips), at most [`MAX_TOMBSTONES`] tombstones;
+//! - after leaving (or being removed), hellos from unknown nodes are
+//!   refused until the next explicit join, so a peer that has not heard of
+//!   the leave yet cannot pull this node back in.
+//!
+//! Messages (the payload of a membership control message; integers
+//! big-endian; specs as in [`crate::wire`]):
+//! `0 | view` (push), `1 | view` (push, answer with yours if it differs),
+//! `2 | digest: u64`, where `view` is `members: u32 | specs | tombstones:
+//! u32 | tombstones × (name | incarnation: u64 | ttl_ms: u32)`. Every count
+//! is checked against the bytes present before anything is allocated.
+
+use super::{Cx, Effect, Membership};
+use crate::frame::FrameError;
+use crate::peers::PeerStatus;
+use crate::spec::NodeSpec;
+use crate::types::{DownReason, FastMap, Level, Millis, Timing};
+use crate::wire::{get_spec, put_spec, put_str8, Reader, Refusal};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+/// Most tombstones kept; past this the ones closest to expiry go first.
+pub const MAX_TOMBSTONES: usize = 4096;
+
+/// Members a node keeps by default (see [`FullMesh::with_max_members`]).
+pub const DEFAULT_MAX_MEMBERS: usize = 1024;
+
+/// Peers a gossip round goes to.
+pub const FANOUT: usize = 3;
+
+/// A membership view as gossiped: members and tombstones of incarnations
+/// that left, so late gossip cannot bring a departed incarnation back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    /// Members (the sender included).
+    pub members: Vec<NodeSpec>,
+    /// Incarnations that left.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// An incarnation that left, and how much longer (ms) the tombstone holds.
+/// A receiver never keeps it longer than that, so tombstones expire
+/// everywhere instead of circulating for ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The node.
+    pub name: String,
+    /// Its incarnation that left.
+    pub incarnation: u64,
+    /// Milliseconds the tombstone still holds.
+    pub ttl: u64,
+}
+
+/// A full-mesh membership message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The sender's view; `reply`: answer with yours if it differs.
+    View {
+        /// The view.
+        view: View,
+        /// Whether the sender wants the receiver's view back.
+        reply: bool,
+    },
+    /// A digest of the sender's view.
+    Digest(u64),
+}
+
+/// The full-mesh membership.
+#[derive(Debug)]
+pub struct FullMesh {
+    /// Members other than this node, with their incarnation (0: a contact
+    /// never reached).
+    members: FastMap<String, u64>,
+    /// `(name, incarnation)` -> when it expires.
+    tombstones: BTreeMap<(String, u64), Millis>,
+    detached: bool,
+    max_members: usize,
+    tombstone_ttl: u64,
+    gossip_interval: u64,
+    forget_after: Option<u64>,
+    next_round: Millis,
+    /// The view changed since the last round.
+    dirty: bool,
+    /// Views sent in answer to digests this round (at most [`FANOUT`]).
+    answered: usize,
+    /// `(when it may be forgotten, name)` for members that went down.
+    down: BinaryHeap<Reverse<(Millis, String)>>,
+    /// The digest of `members` and `tombstones`, kept up to date as they
+    /// change (a digest per message must not cost O(members)).
+    digest: u64,
+}
+
+impl FullMesh {
+    /// A full mesh with the gossip interval, `forget_after` and tombstone
+    /// lifetime of `timing`.
+    pub fn new(timing: &Timing) -> Self {
+        FullMesh {
+            members: FastMap::default(),
+            tombstones: BTreeMap::new(),
+            detached: false,
+            max_members: DEFAULT_MAX_MEMBERS,
+            tombstone_ttl: timing.tombstone_ttl,
+            gossip_interval: timing.gossip_interval.max(1),
+            forget_after: timing.forget_after,
+            next_round: 0,
+            dirty: false,
+            answered: 0,
+            down: BinaryHeap::new(),
+            digest: 0,
+        }
+    }
+
+    /// Keep at most `n` members (other than this node): past that, joins are
+    /// refused, handshakes of unknown nodes are refused as unavailable and
+    /// gossiped newcomers are skipped (and logged).
+    pub fn with_max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+
+    fn has_room(&self) -> bool {
+        self.members.len() < self.max_members
+    }
+
+    fn set_member(&mut self, name: &str, incarnation: u64) {
+        if let Some(old) = self.members.insert(name.to_string(), incarnation) {
+            self.digest ^= member_hash(name, old);
+        }
+        self.digest ^= member_hash(name, incarnation);
+    }
+
+    fn unset_member(&mut self, name: &str) {
+        if let Some(old) = self.members.remove(name) {
+            self.digest ^= member_hash(name, old);
+        }
+    }
+
+    fn add(&mut self, cx: &mut Cx<'_>, spec: NodeSpec) {
+        self.set_member(&spec.name, spec.incarnation);
+        cx.push(Effect::Keep(spec));
+        self.dirty = true;
+    }
+
+    fn drop_member(&mut self, cx: &mut Cx<'_>, name: &str, reason: DownReason) {
+        self.unset_member(name);
+        cx.push(Effect::Drop {
+            name: name.to_string(),
+            reason,
+        });
+        self.dirty = true;
+    }
+
+    /// Leave: every member is dropped, the node starts a new incarnation
+    /// and refuses strangers until it joins again.
+    fn detach(&mut self, cx: &mut Cx<'_>) {
+        let mut names: Vec<String> = self.members.keys().cloned().collect();
+        names.sort_unstable();
+        for n in names {
+            self.unset_member(&n);
+        }
+        self.down.clear();
+        self.dirty = false;
+        self.detached = true;
+        cx.push(Effect::Leave);
+    }
+
+    fn tombstone(&mut self, now: Millis, name: &str, incarnation: u64, ttl: u64) {
+        let key = (name.to_string(), incarnation);
+        if self.tombstones.contains_key(&key) {
+            // Never extended: every holder's copy expires by the first one's
+            // deadline, so tombstones do not circulate for ever.
+            return;
+        }
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            let first = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, e)| **e)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = first {
+                self.tombstones.remove(&k);
+                self.digest ^= entry_hash(&k.0, k.1, 1);
+            }
+        }
+        self.digest ^= entry_hash(name, incarnation, 1);
+        self.tombstones
+            .insert(key, now + ttl.min(self.tombstone_ttl));
+        self.dirty = true;
+    }
+
+    fn tombstoned(&self, name: &str, incarnation: u64) -> bool {
+        self.tombstones
+            .contains_key(&(name.to_string(), incarnation))
+    }
+
+    /// A digest of what this node knows: order-independent, so two nodes
+    /// with the same members and tombstones agree.
+    fn digest(&self, local: &NodeSpec) -> u64 {
+        debug_assert_eq!(self.digest, self.digest_from_scratch());
+        entry_hash(&local.name, local.incarnation, 0) ^ self.digest
+    }
+
+    /// What the kept digest must equal (checked in debug builds).
+    fn digest_from_scratch(&self) -> u64 {
+        let mut d = 0;
+        for (n, inc) in &self.members {
+            d ^= member_hash(n, *inc);
+        }
+        for (n, inc) in self.tombstones.keys() {
+            d ^= entry_hash(n, *inc, 1);
+        }
+        d
+    }
+
+    /// The encoded view message, written straight from the peer table
+    /// (no copy of every member's description first).
+    fn view_message(&self, cx: &Cx<'_>, reply: bool) -> Vec<u8> {
+        let specs: Vec<&NodeSpec> = std::iter::once(cx.local)
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|(_, inc)| **inc != 0)
+                    .filter_map(|(n, _)| cx.peers.spec(n)),
+            )
+            .collect();
+        let mut out = Vec::with_capacity(64 * specs.len());
+        out.push(u8::from(reply));
+        out.extend_from_slice(&(specs.len() as u32).to_be_bytes());
+        for s in specs {
+            put_spec(&mut out, s);
+        }
+        put_tombstones(
+            &mut out,
+            self.tombstones
+                .iter()
+                .map(|((n, i), e)| (n.as_str(), *i, e.saturating_sub(cx.now))),
+            self.tombstones.len(),
+        );
+        out
+    }
+
+    fn send(cx: &mut Cx<'_>, to: &str, m: &Message) {
+        cx.push(Effect::Send {
+            to: to.to_string(),
+            payload: encode(m),
+        });
+    }
+
+    fn merge(&mut self, cx: &mut Cx<'_>, from: &str, view: View) {
+        for t in view.tombstones {
+            if t.name == cx.local.name {
+                if t.incarnation == cx.local.incarnation {
+                    cx.log(
+                        Level::Notice,
+                        None,
+                        "removed from the cluster by a peer".into(),
+                    );
+                    self.detach(cx);
+                    return;
+                }
+                continue;
+            }
+            self.tombstone(cx.now, &t.name, t.incarnation, t.ttl);
+            if self.members.get(&t.name) == Some(&t.incarnation) {
+                let reason = if cx.peers.status(&t.name) == Some(PeerStatus::Up) {
+                    DownReason::Left
+                } else {
+                    DownReason::Removed
+                };
+                self.drop_member(cx, &t.name, reason);
+            }
+        }
+        let mut bad = 0;
+        let mut no_room = 0;
+        for spec in view.members {
+            if spec.name == cx.local.name {
+                continue;
+            }
+            // One bad entry is skipped, never the whole view.
+            if spec.validate(false).is_err() {
+                bad += 1;
+                continue;
+            }
+            if self.tombstoned(&spec.name, spec.incarnation) {
+                continue;
+            }
+            match self.members.get(&spec.name).copied() {
+                None if self.has_room() => self.add(cx, spec),
+                None => no_room += 1,
+                // Another incarnation, heard of second hand: worth a dial
+                // only if ours is not up (the dial finds out which is alive).
+                Some(known)
+                    if known != spec.incarnation
+                        && cx.peers.status(&spec.name) != Some(PeerStatus::Up) =>
+                {
+                    self.add(cx, spec)
+                }
+                Some(_) => {}
+            }
+        }
+        if no_room > 0 {
+            let n = self.max_members;
+            cx.log(
+                Level::Warning,
+                Some(from),
+                format!("gossip named {no_room} more members than max_members ({n}) allows; skipped them"),
+            );
+        }
+        if bad > 0 {
+            cx.log(
+                Level::Warning,
+                Some(from),
+                format!("gossip carried {bad} invalid member descriptions; skipped them"),
+            );
+        }
+    }
+
+    fn round(&mut self, cx: &mut Cx<'_>) {
+        self.next_round = cx.now + self.gossip_interval;
+        self.answered = 0;
+        let up = cx.peers.up_peers_unsorted();
+        if up.is_empty() {
+            return;
+        }
+        let mut targets = up;
+        // A partial Fisher-Yates shuffle: FANOUT distinct random peers.
+        let k = FANOUT.min(targets.len());
+        for i in 0..k {
+            let j = i + cx.rng.below((targets.len() - i) as u64) as usize;
+            targets.swap(i, j);
+        }
+        targets.truncate(k);
+        let payload = if self.dirty {
+            self.view_message(cx, false)
+        } else {
+            encode(&Message::Digest(self.digest(cx.local)))
+        };
+        self.dirty = false;
+        for t in targets {
+            cx.push(Effect::Send {
+                to: t,
+                payload: payload.clone(),
+            });
+        }
+    }
+}
+
+fn entry_hash(name: &str, incarnation: u64, salt: u64) -> u64 {
+    // FNV-1a, then a SplitMix64 finaliser: cheap and well mixed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = h ^ incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A member's share of the digest: none while its incarnation is unknown.
+fn member_hash(name: &str, incarnation: u64) -> u64 {
+    if incarnation == 0 {
+        0
+    } else {
+        entry_hash(name, incarnation, 0)
+    }
+}
+
+fn view_digest(v: &View) -> u64 {
+    let mut d = 0;
+    for s in &v.members {
+        d ^= entry_hash(&s.name, s.incarnation, 0);
+    }
+    for t in &v.tombstones {
+        d ^= entry_hash(&t.name, t.incarnation, 1);
+    }
+    d
+}
+
+impl Membership for FullMesh {
+    fn join(&mut self, cx: &mut Cx<'_>, contact: NodeSpec) {
+        if contact.name == cx.local.name {
+            return;
+        }
+        self.detached = false;
+        if self.members.contains_key(&contact.name) {
+            cx.push(Effect::Contact(contact));
+        } else if self.has_room() {
+            self.set_member(&contact.name, contact.incarnation);
+            self.dirty = true;
+            cx.push(Effect::Contact(contact));
+        } else {
+            let n = self.max_members;
+            cx.log(
+                Level::Warning,
+                Some(&contact.name),
+                format!("not joined: this node already has {n} members (max_members)"),
+            );
+        }
+    }
+
+    fn leave(&mut self, cx: &mut Cx<'_>) {
+        let tomb = Message::View {
+            view: View {
+                members: vec![],
+                tombstones: vec![Tombstone {
+                    name: cx.local.name.clone(),
+                    incarnation: cx.local.incarnation,
+                    ttl: self.tombstone_ttl,
+                }],
+            },
+            reply: false,
+        };
+        let payload = encode(&tomb);
+        for name in cx.peers.up_peers() {
+            cx.push(Effect::Send {
+                to: name,
+                payload: payload.clone(),
+            });
+        }
+        self.detach(cx);
+        cx.log(Level::Notice, None, "left the cluster".into());
+    }
+
+    fn remove(&mut self, cx: &mut Cx<'_>, name: &str) {
+        if name == cx.local.name {
+            return self.leave(cx);
+        }
+        let Some(inc) = self.members.get(name).copied() else {
+            return;
+        };
+        if inc == 0 {
+            // Never reached: nothing to tombstone, just forget it.
+            self.drop_member(cx, name, DownReason::Removed);
+            return;
+        }
+        self.tombstone(cx.now, name, inc, self.tombstone_ttl);
+        let up = cx.peers.up_peers();
+        let payload = self.view_message(cx, false);
+        self.drop_member(cx, name, DownReason::Removed);
+        // The removed node hears it (and leaves), and so does everyone else
+        // at once: a removal is rare, and it should not wait for rounds.
+        for peer in up {
+            cx.push(Effect::Send {
+                to: peer,
+                payload: payload.clone(),
+            });
+        }
+    }
+
+    fn admit(&mut self, cx: &mut Cx<'_>, spec: &NodeSpec, inbound: bool) -> Result<(), Refusal> {
+        if inbound {
+            if spec.name == cx.local.name {
+                return Err(Refusal::Unavailable);
+            }
+            if self.detached && !self.members.contains_key(&spec.name) {
+                return Err(Refusal::Detached);
+            }
+        } else if !self.members.contains_key(&spec.name) {
+            // Forgotten while dialing (left, removed).
+            return Err(Refusal::Unavailable);
+        }
+        if spec.incarnation == 0 {
+            return Err(Refusal::BadSpec("incarnation 0".into()));
+        }
+        if self.tombstoned(&spec.name, spec.incarnation) {
+            return Err(Refusal::Left);
+        }
+        match self.members.get(&spec.name).copied() {
+            None if self.has_room() => self.add(cx, spec.clone()),
+            None => return Err(Refusal::Unavailable),
+            // A typed-in contact learnt for real, or another incarnation
+            // (authenticated: the one alive now).
+            Some(known) if known != spec.incarnation => self.add(cx, spec.clone()),
+            Some(_) => {
+                // The same incarnation: it may have changed addresses.
+                if cx.peers.spec(&spec.name).map(|s| &s.addrs) != Some(&spec.addrs) {
+                    cx.push(Effect::Keep(spec.clone()));
+                    self.dirty = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_dial_refused(
+        &mut self,
+        cx: &mut Cx<'_>,
+        peer: &str,
+        refusal: &Refusal,
+        control: bool,
+        reason: &str,
+    ) -> bool {
+        match refusal {
+            Refusal::Left => {
+                // The cluster has tombstoned this incarnation: we were removed
+                // while we could not hear it. Leave, as the gossip would have said.
+                cx.log(
+                    Level::Warning,
+                    Some(peer),
+                    "peer says this node was removed from the cluster; leaving".into(),
+                );
+                self.leave(cx);
+                true
+            }
+            Refusal::Detached if self.members.contains_key(peer) => {
+                // The peer has left and does not know us any more: its farewell
+                // gossip did not reach us (the lane was being replaced, or we
+                // were down). Redialing it would never succeed; drop it as the
+                // tombstone would have.
+                cx.log(
+                    Level::Notice,
+                    Some(peer),
+                    "peer has left the cluster; forgetting it".into(),
+                );
+                self.drop_member(cx, peer, DownReason::Left);
+                true
+            }
+            // A node we never reached that refuses us for a reason redialing
+            // cannot fix (cookie, name, version, description) was never a
+            // member: forget it rather than redial it for ever. (One we did
+            // reach is kept and redialed: it may be reconfigured back.)
+            Refusal::BadCookie
+            | Refusal::Refused
+            | Refusal::UnexpectedNode { .. }
+            | Refusal::Version(_)
+            | Refusal::BadSpec(_)
+                if control && self.members.get(peer) == Some(&0) =>
+            {
+                cx.log(
+                    Level::Warning,
+                    Some(peer),
+                    format!("join refused ({reason}); not a member (join again once fixed)"),
+                );
+                self.drop_member(cx, peer, DownReason::Left);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn on_peer_up(&mut self, cx: &mut Cx<'_>, peer: &str) {
+        // A digest is cheap; if the newcomer knows something else, the
+        // views follow (push-pull).
+        Self::send(cx, peer, &Message::Digest(self.digest(cx.local)));
+    }
+
+    fn on_peer_down(&mut self, cx: &mut Cx<'_>, peer: &str) {
+        if let Some(after) = self.forget_after {
+            self.down
+                .push(Reverse((cx.now + after + 1, peer.to_string())));
+        }
+    }
+
+    fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
+        let m = match decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                cx.log(
+                    Level::Warning,
+                    Some(from),
+                    format!("bad membership message: {e}"),
+                );
+                return;
+            }
+        };
+        match m {
+            Message::Digest(theirs) => {
+                if theirs != self.digest(cx.local) && self.answered < FANOUT {
+                    self.answered += 1;
+                    let payload = self.view_message(cx, true);
+                    cx.push(Effect::Send {
+                        to: from.to_string(),
+                        payload,
+                    });
+                }
+            }
+            Message::View { view, reply } => {
+                let theirs = view_digest(&view);
+                let detached = self.detached;
+                self.merge(cx, from, view);
+                if reply && !detached && !self.detached && theirs != self.digest(cx.local) {
+                    let payload = self.view_message(cx, false);
+                    cx.push(Effect::Send {
+                        to: from.to_string(),
+                        payload,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        if let Some(after) = self.forget_after {
+            while let Some(Reverse((at, _))) = self.down.peek() {
+                if *at > now {
+                    break;
+                }
+                let Some(Reverse((_, name))) = self.down.pop() else {
+                    break;
+                };
+                if !self.members.contains_key(&name) {
+                    continue;
+                }
+                match cx.peers.status_since(&name) {
+                    Some((PeerStatus::Down, since)) if now.saturating_sub(since) > after => {
+                        cx.log(
+                            Level::Notice,
+                            Some(&name),
+                            format!("down for more than {after} ms: forgotten (join it again to bring it back)"),
+                        );
+                        self.drop_member(cx, &name, DownReason::Forgotten);
+                    }
+                    Some((PeerStatus::Down, since)) => {
+                        self.down.push(Reverse((since + after + 1, name)));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut expired = 0;
+        self.tombstones.retain(|(n, inc), expires| {
+            let keep = *expires > now;
+            if !keep {
+                expired ^= entry_hash(n, *inc, 1);
+            }
+            keep
+        });
+        if expired != 0 {
+            self.digest ^= expired;
+            self.dirty = true;
+        }
+        if now >= self.next_round {
+            self.round(cx);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        let mut d = self.next_round;
+        if let Some(Reverse((at, _))) = self.down.peek() {
+            d = d.min(*at);
+        }
+        if let Some(e) = self.tombstones.values().min() {
+            d = d.min(*e);
+        }
+        Some(d)
+    }
+
+    fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+}
+
+// ------------------------------------------------------------------ codec
+
+/// Smallest encoded spec: empty name, no address, no channel.
+const MIN_SPEC: usize = 1 + 8 + 4 + 1 + 2;
+/// Smallest encoded tombstone.
+const MIN_TOMBSTONE: usize = 1 + 8 + 4;
+
+fn put_view(out: &mut Vec<u8>, v: &View) {
+    out.extend_from_slice(&(v.members.len() as u32).to_be_bytes());
+    for s in &v.members {
+        put_spec(out, s);
+    }
+    put_tombstones(
+        out,
+        v.tombstones
+            .iter()
+            .map(|t| (t.name.as_str(), t.incarnation, t.ttl)),
+        v.tombstones.len(),
+    );
+}
+
+fn put_tombstones<'a>(out: &mut Vec<u8>, ts: impl Iterator<Item = (&'a str, u64, u64)>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_be_bytes());
+    for (name, incarnation, ttl) in ts {
+        put_str8(out, name);
+        out.extend_from_slice(&incarnation.to_be_bytes());
+        out.extend_from_slice(&u32::try_from(ttl).unwrap_or(u32::MAX).to_be_bytes());
+    }
+}
+
+fn get_view(r: &mut Reader<'_>) -> Result<View, FrameError> {
+    let n = r.u32()? as usize;
+    let n = r.count(n, MIN_SPEC)?;
+    let mut members = Vec::with_capacity(n);
+    for _ in 0..n {
+        members.push(get_spec(r)?);
+    }
+    let n = r.u32()? as usize;
+    let n = r.count(n, MIN_TOMBSTONE)?;
+    let mut tombstones = Vec::with_capacity(n);
+    for _ in 0..n {
+        tombstones.push(Tombstone {
+            name: r.str8()?,
+            incarnation: r.u64()?,
+            ttl: u64::from(r.u32()?),
+        });
+    }
+    Ok(View {
+        members,
+        tombstones,
+    })
+}
+
+/// The payload of a full-mesh message.
+pub fn encode(m: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    match m {
+        Message::View { view, reply } => {
+            out.push(u8::from(*reply));
+            put_view(&mut out, view);
+        }
+        Message::Digest(d) => {
+            out.push(2);
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Parse the payload of a full-mesh message (untrusted bytes: every count
+/// is checked against the bytes present).
+pub fn decode(b: &[u8]) -> Result<Message, FrameError> {
+    let mut r = Reader::new("full-mesh message", b);
+    let m = match r.u8()? {
+        t @ (0 | 1) => Message::View {
+            view: get_view(&mut r)?,
+            reply: t == 1,
+        },
+        2 => Message::Digest(r.u64()?),
+        t => {
+            return Err(FrameError::Malformed {
+                what: "full-mesh message",
+                detail: format!("unknown tag {t}"),
+            })
+        }
+    };
+    r.end()?;
+    Ok(m)
+}
+
+/// Fuzzing entry point, shared by the `control` fuzz target and the corpus
+/// replay test: decode arbitrary bytes as a full-mesh message and check that
+/// what decodes encodes back to the same bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode, and re-encode what decodes.
+    pub fn message(data: &[u8]) {
+        if let Ok(m) = super::decode(data) {
+            assert_eq!(super::encode(&m), data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn messages_round_trip_and_truncations_fail() {
+        let all = [
+            Message::View {
+                view: View {
+                    members: vec![spec("a@h"), {
+                        let mut s = spec("b@h");
+                        s.addrs.push("[::1]:7".parse().unwrap());
+                        s
+                    }],
+                    tombstones: vec![Tombstone {
+                        name: "c@h".into(),
+                        incarnation: 3,
+                        ttl: 1000,
+                    }],
+                },
+                reply: true,
+            },
+            Message::View {
+                view: View::default(),
+                reply: false,
+            },
+            Message::Digest(0x0123_4567_89ab_cdef),
+        ];
+        for m in all {
+            let b = encode(&m);
+            assert_eq!(decode(&b).unwrap(), m);
+            for cut in 0..b.len() {
+                assert!(decode(&b[..cut]).is_err(), "{m:?} cut at {cut}");
+            }
+        }
+        assert!(decode(&[9]).is_err());
+    }
+
+    #[test]
+    fn claimed_counts_are_bounded_by_the_bytes_present() {
+        // a view claiming 2^32 - 1 members in 10 bytes
+        let g = [0u8, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0];
+        assert!(decode(&g).is_err());
+        // a spec claiming 65535 channels with none present
+        let mut b = vec![0u8, 0, 0, 0, 1];
+        put_spec(&mut b, &spec("a@h"));
+        let n = b.len();
+        b[n - 6] = 0xff;
+        b[n - 5] = 0xff;
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(decode(&b).is_err());
+    }
+
+    #[test]
+    fn fuzz_entry_point_accepts_anything() {
+        let mut seed = 1u64;
+        for len in 0..400 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            fuzzing::message(&data);
+            for tag in 0..3u8 {
+                let mut d = vec![tag];
+                d.extend_from_slice(&data);
+                fuzzing::message(&d);
+            }
+        }
+    }
+
+    #[test]
+    fn digests_agree_on_the_same_view() {
+        let v = View {
+            members: vec![spec("a@h"), spec("b@h")],
+            tombstones: vec![],
+        };
+        let mut w = v.clone();
+        w.members.reverse();
+        assert_eq!(view_digest(&v), view_digest(&w));
+        w.members.pop();
+        assert_ne!(view_digest(&v), view_digest(&w));
+    }
+}

@@ -1,0 +1,152 @@
+//! A static list: the members are the nodes configured (plus any joined
+//! explicitly), and nothing is gossiped. Strangers are refused. The whole
+//! overlay is this file: the peer table, dialing, backoff, collisions and
+//! failure detection come from the rest of the core unchanged.
+
+use super::{Cx, Effect, Membership};
+use crate::spec::NodeSpec;
+use crate::types::{DownReason, Millis};
+use crate::wire::Refusal;
+use std::collections::BTreeMap;
+
+/// Keeps connections to a fixed set of nodes.
+#[derive(Debug)]
+pub struct StaticList {
+    /// Name -> what is known of it (a contact until its handshake).
+    members: BTreeMap<String, NodeSpec>,
+    /// The list is handed to the peer table at the first timeout.
+    started: bool,
+}
+
+impl StaticList {
+    /// Members `nodes` (contacts: incarnation 0 is fine).
+    pub fn new(nodes: Vec<NodeSpec>) -> Self {
+        StaticList {
+            members: nodes.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            started: false,
+        }
+    }
+}
+
+impl Membership for StaticList {
+    fn join(&mut self, cx: &mut Cx<'_>, contact: NodeSpec) {
+        if contact.name != cx.local.name {
+            self.members.insert(contact.name.clone(), contact.clone());
+            cx.push(Effect::Contact(contact));
+        }
+    }
+
+    fn leave(&mut self, cx: &mut Cx<'_>) {
+        self.members.clear();
+        cx.push(Effect::Leave);
+    }
+
+    fn remove(&mut self, cx: &mut Cx<'_>, name: &str) {
+        if self.members.remove(name).is_some() {
+            cx.push(Effect::Drop {
+                name: name.to_string(),
+                reason: DownReason::Removed,
+            });
+        }
+    }
+
+    fn admit(&mut self, cx: &mut Cx<'_>, spec: &NodeSpec, _inbound: bool) -> Result<(), Refusal> {
+        if spec.incarnation == 0 {
+            return Err(Refusal::BadSpec("incarnation 0".into()));
+        }
+        if !self.members.contains_key(&spec.name) {
+            return Err(Refusal::Unavailable);
+        }
+        self.members.insert(spec.name.clone(), spec.clone());
+        cx.push(Effect::Keep(spec.clone()));
+        Ok(())
+    }
+
+    fn on_dial_refused(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        _peer: &str,
+        _refusal: &Refusal,
+        _control: bool,
+        _reason: &str,
+    ) -> bool {
+        false
+    }
+
+    fn on_peer_up(&mut self, _cx: &mut Cx<'_>, _peer: &str) {}
+
+    fn on_peer_down(&mut self, _cx: &mut Cx<'_>, _peer: &str) {}
+
+    fn on_message(&mut self, _cx: &mut Cx<'_>, _from: &str, _payload: &[u8]) {}
+
+    fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        if !self.started {
+            self.started = true;
+            for spec in self.members.values() {
+                cx.push(Effect::Keep(spec.clone()));
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        (!self.started).then_some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Action;
+    use crate::failure::heartbeat::HeartbeatTimeout;
+    use crate::lane::LaneKey;
+    use crate::node::Node;
+    use crate::types::Timing;
+
+    fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            incarnation,
+            max_frame: 1 << 20,
+            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+            channels: vec![],
+        }
+    }
+
+    #[test]
+    fn dials_the_list_refuses_strangers_and_gossips_nothing() {
+        let t = Timing::default();
+        let mut a = Node::with_parts(
+            spec("x@h", 5, 1),
+            t.clone(),
+            1,
+            Box::new(StaticList::new(vec![spec("b@h", 0, 2)])),
+            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
+        );
+        assert_eq!(a.next_deadline(), Some(0));
+        a.on_timeout(0);
+        let acts: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Dial { peer, .. } if peer == "b@h")));
+        let control = LaneKey::control();
+        assert_eq!(
+            a.on_hello(1, 1, &spec("c@h", 3, 3), &control),
+            Err(Refusal::Unavailable)
+        );
+        // b's dial wins over ours (b's name is the smaller one)
+        assert!(a.on_hello(1, 2, &spec("b@h", 7, 2), &control).is_ok());
+        assert_eq!(a.up_peers(), ["b@h"]);
+        let acts: Vec<Action> = std::iter::from_fn(|| a.poll_action()).collect();
+        assert!(acts.iter().any(|x| matches!(x, Action::PeerUp { .. })));
+        assert!(!acts.iter().any(|x| matches!(
+            x,
+            Action::Send {
+                msg: crate::wire::Control::Membership(_),
+                ..
+            }
+        )));
+        // silent for longer than the timeout: down, by the same detector
+        a.on_timeout(1 + t.heartbeat_timeout + 1);
+        assert!(a.up_peers().is_empty());
+    }
+}

@@ -1,0 +1,582 @@
+//! The peer table and the connection plan: for every node the membership
+//! wants connections to, its status, the slot of each lane of the plan
+//! (idle, dialing, connected), dialing with jittered exponential backoff,
+//! and collision settlement ([`collision`]).
+//!
+//! The table does not decide who is a member: the membership
+//! ([`crate::membership`]) tells it which nodes to keep ([`PeerTable::keep`])
+//! and which to drop ([`PeerTable::forget`]). It reports the status changes
+//! it makes ([`PeerEvent`]) so that the failure detector and the membership
+//! can follow.
+//!
+//! Invariants kept here:
+//! - every peer has at most one connection per lane; when both sides dial the
+//!   same lane, the connection dialed by the node with the smaller name wins,
+//!   and both sides reach the same verdict without talking about it;
+//! - a peer is `Up` exactly while its control lane is connected (the failure
+//!   detector takes it down when it goes silent);
+//! - only the node with the smaller name dials data lanes (so data lanes never
+//!   collide); both sides dial the control lane;
+//! - a lane waiting to be redialed has an entry in the dial queue, so the
+//!   table knows its next deadline without scanning every lane.
+
+pub mod collision;
+pub mod peer;
+
+use crate::action::{Action, Actions};
+use crate::lane::{plan, plan_keys, LaneKey};
+use crate::spec::NodeSpec;
+use crate::types::{ConnId, DownReason, FastMap, Level, Millis};
+use crate::wire::Refusal;
+use collision::{settle, Settle};
+use peer::{LaneState, Peer};
+pub use peer::{PeerStatus, PeerView, Slot};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// A status change the table made, for the failure detector and the
+/// membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The peer's control lane connected: it is up.
+    Up(String),
+    /// The peer went down (it was up, or it could not be reached).
+    Down(String),
+    /// The peer was dropped from the table.
+    Gone(String),
+}
+
+/// Every peer and its lanes.
+#[derive(Debug)]
+pub struct PeerTable {
+    min_backoff: u64,
+    max_backoff: u64,
+    /// By name; sorted where order shows ([`PeerTable::up_peers`],
+    /// [`PeerTable::views`]).
+    peers: FastMap<String, Peer>,
+    conns: FastMap<ConnId, (String, LaneKey)>,
+    /// `(retry_at, peer)` for lanes set idle: may hold stale entries (a
+    /// spurious wake-up costs a look at one peer), never misses one.
+    due: BinaryHeap<Reverse<(Millis, String)>>,
+    next_attempt: u64,
+    events: Vec<PeerEvent>,
+}
+
+impl PeerTable {
+    /// An empty table redialing with backoff in `min_backoff..=max_backoff`.
+    pub fn new(min_backoff: u64, max_backoff: u64) -> Self {
+        PeerTable {
+            min_backoff,
+            max_backoff,
+            peers: FastMap::default(),
+            conns: FastMap::default(),
+            due: BinaryHeap::new(),
+            next_attempt: 1,
+            events: Vec::new(),
+        }
+    }
+
+    // ------------------------------------------------------------ queries
+
+    /// Number of peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether `name` is in the table.
+    pub fn contains(&self, name: &str) -> bool {
+        self.peers.contains_key(name)
+    }
+
+    /// `name`'s status.
+    pub fn status(&self, name: &str) -> Option<PeerStatus> {
+        self.peers.get(name).map(|p| p.status)
+    }
+
+    /// `name`'s status and when it last changed.
+    pub fn status_since(&self, name: &str) -> Option<(PeerStatus, Millis)> {
+        self.peers.get(name).map(|p| (p.status, p.since))
+    }
+
+    /// What is known of `name`.
+    pub fn spec(&self, name: &str) -> Option<&NodeSpec> {
+        self.peers.get(name).map(|p| &p.spec)
+    }
+
+    /// Peers that are up, sorted by name.
+    pub fn up_peers(&self) -> Vec<String> {
+        let mut v = self.up_peers_unsorted();
+        v.sort_unstable();
+        v
+    }
+
+    /// Peers that are up, in no particular (but a reproducible) order.
+    pub fn up_peers_unsorted(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Up)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// How many peers are up.
+    pub fn up_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.status == PeerStatus::Up)
+            .count()
+    }
+
+    /// Every peer (any status), sorted by name, for `info`.
+    pub fn views(&self) -> impl Iterator<Item = PeerView<'_>> {
+        let mut ps: Vec<&Peer> = self.peers.values().collect();
+        ps.sort_unstable_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        ps.into_iter().map(|p| PeerView {
+            spec: &p.spec,
+            status: p.status,
+            lanes: p.lanes.iter().map(|l| (&l.key, l.slot)).collect(),
+        })
+    }
+
+    /// The connection currently carrying `lane` to `peer`.
+    pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
+        let p = self.peers.get(peer)?;
+        p.lanes
+            .iter()
+            .find(|l| &l.key == lane)
+            .and_then(|l| match l.slot {
+                Slot::Connected { conn, .. } => Some(conn),
+                _ => None,
+            })
+    }
+
+    /// The connection currently carrying `peer`'s control lane (the first
+    /// lane of every plan).
+    pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
+        let l = self.peers.get(peer)?.lanes.first()?;
+        match l.slot {
+            Slot::Connected { conn, .. } if l.key.is_control() => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// The status changes made since the last call.
+    pub fn take_events(&mut self) -> Vec<PeerEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// When the next dial is due (possibly early: a wake-up then finds
+    /// nothing to do).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    // ------------------------------------------------------------ changes
+
+    fn idle(
+        due: &mut BinaryHeap<Reverse<(Millis, String)>>,
+        name: &str,
+        l: &mut LaneState,
+        at: Millis,
+    ) {
+        l.slot = Slot::Idle { retry_at: at };
+        due.push(Reverse((at, name.to_string())));
+    }
+
+    fn lanes_for(&self, local: &NodeSpec, spec: &NodeSpec, now: Millis) -> Vec<LaneState> {
+        plan_keys(local, spec)
+            .into_iter()
+            .map(|key| LaneState::idle(key, now, self.min_backoff))
+            .collect()
+    }
+
+    fn route_action(&self, local: &NodeSpec, name: &str) -> Action {
+        let p = &self.peers[name];
+        // A spec a user typed in does not tell the peer's channels or limit:
+        // its messages wait unplanned until the handshake tells them.
+        let known = p.spec.incarnation != 0;
+        Action::Route {
+            peer: name.to_string(),
+            lanes: known.then(|| plan(local, &p.spec)),
+            max_frame: known.then_some(p.spec.max_frame),
+        }
+    }
+
+    fn add(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
+        let name = spec.name.clone();
+        let lanes = self.lanes_for(local, &spec, now);
+        self.peers.insert(
+            name.clone(),
+            Peer {
+                spec,
+                status: PeerStatus::Connecting,
+                lanes,
+                since: now,
+                failures: 0,
+            },
+        );
+        self.due.push(Reverse((now, name.clone())));
+        out.push(self.route_action(local, &name));
+    }
+
+    /// Keep connections to the node `spec` describes: add it; or learn its
+    /// real description if only a typed-in contact (incarnation 0) was
+    /// known (keeping its state and what is queued); or take a new
+    /// incarnation in place of the known one (what was queued for the old
+    /// one is dropped); or, for the same incarnation, take its addresses.
+    pub fn keep(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
+        match self.peers.get(&spec.name).map(|p| p.spec.incarnation) {
+            None => self.add(now, local, spec, out),
+            Some(0) if spec.incarnation != 0 => {
+                let lanes = self.lanes_for(local, &spec, now);
+                let keep: Vec<LaneKey> = plan_keys(local, &spec);
+                let p = self.peers.get_mut(&spec.name).expect("peer exists");
+                for l in lanes {
+                    if !p.lanes.iter().any(|old| old.key == l.key) {
+                        p.lanes.push(l);
+                    }
+                }
+                p.lanes.retain(|l| keep.contains(&l.key));
+                p.spec = spec;
+                self.due.push(Reverse((now, p.spec.name.clone())));
+                let name = p.spec.name.clone();
+                out.push(self.route_action(local, &name));
+            }
+            Some(known) if known != spec.incarnation && spec.incarnation != 0 => {
+                self.forget(&spec.name, DownReason::Restarted, out);
+                self.add(now, local, spec, out);
+            }
+            Some(_) => {
+                if let Some(p) = self.peers.get_mut(&spec.name) {
+                    p.spec.addrs = spec.addrs;
+                }
+            }
+        }
+    }
+
+    /// A user asked to join through `contact`: keep it, and if it is known
+    /// but not up, dial it now rather than at the next backoff.
+    pub fn contact(&mut self, now: Millis, local: &NodeSpec, contact: NodeSpec, out: &mut Actions) {
+        let min = self.min_backoff;
+        let Some(p) = self.peers.get_mut(&contact.name) else {
+            return self.add(now, local, contact, out);
+        };
+        if p.status == PeerStatus::Up {
+            return;
+        }
+        if p.spec.incarnation == 0 || p.status == PeerStatus::Down {
+            p.spec.addrs = contact.addrs;
+        }
+        p.since = now;
+        let name = p.spec.name.clone();
+        if let Some(l) = p.lanes.first_mut() {
+            if let Slot::Idle { .. } = l.slot {
+                Self::idle(&mut self.due, &name, l, now);
+                l.backoff = min;
+            }
+        }
+    }
+
+    /// Drop `peer`. Its lanes drain and close; its connections are no
+    /// longer ours to track.
+    pub fn forget(&mut self, peer: &str, reason: DownReason, out: &mut Actions) {
+        let Some(p) = self.peers.remove(peer) else {
+            return;
+        };
+        for l in &p.lanes {
+            if let Slot::Connected { conn, .. } = l.slot {
+                self.conns.remove(&conn);
+            }
+        }
+        out.push(Action::Unroute {
+            peer: peer.to_string(),
+        });
+        if p.status == PeerStatus::Up {
+            out.log(
+                Level::Notice,
+                Some(peer),
+                None,
+                format!("node down: {reason}"),
+            );
+            out.push(Action::PeerDown {
+                peer: peer.to_string(),
+                reason,
+            });
+        }
+        self.events.push(PeerEvent::Gone(peer.to_string()));
+    }
+
+    /// Drop every peer.
+    pub fn forget_all(&mut self, reason: DownReason, out: &mut Actions) {
+        let mut names: Vec<String> = self.peers.keys().cloned().collect();
+        names.sort_unstable();
+        for n in names {
+            self.forget(&n, reason.clone(), out);
+        }
+    }
+
+    /// `peer` is unreachable: close its connections, drop its queues, redial
+    /// its control lane with backoff.
+    pub fn down(&mut self, now: Millis, peer: &str, reason: DownReason, out: &mut Actions) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let was_up = p.status == PeerStatus::Up;
+        if p.status == PeerStatus::Down {
+            return;
+        }
+        p.status = PeerStatus::Down;
+        p.since = now;
+        let min = self.min_backoff;
+        let mut closes = Vec::new();
+        for l in p.lanes.iter_mut() {
+            if let Slot::Connected { conn, .. } = l.slot {
+                closes.push(conn);
+            }
+            Self::idle(&mut self.due, peer, l, now + min);
+            l.backoff = min;
+        }
+        for conn in closes {
+            self.conns.remove(&conn);
+            out.push(Action::Close {
+                conn,
+                reason: format!("peer down: {reason}"),
+            });
+        }
+        out.push(Action::Unroute {
+            peer: peer.to_string(),
+        });
+        self.events.push(PeerEvent::Down(peer.to_string()));
+        if was_up {
+            out.log(
+                Level::Warning,
+                Some(peer),
+                None,
+                format!("node down: {reason}"),
+            );
+            out.push(Action::PeerDown {
+                peer: peer.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Put `conn` in `peer`'s `lane` slot, settling collisions. A control
+    /// lane brings the peer up.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install(
+        &mut self,
+        now: Millis,
+        local: &NodeSpec,
+        conn: ConnId,
+        peer: &str,
+        lane: &LaneKey,
+        dialed_by_me: bool,
+        out: &mut Actions,
+    ) -> Result<(), Refusal> {
+        let me_preferred = local.name.as_str() < peer;
+        let min = self.min_backoff;
+        let p = self.peers.get_mut(peer).ok_or(Refusal::Unavailable)?;
+        if !lane.is_control() && p.status != PeerStatus::Up {
+            return Err(Refusal::Unavailable);
+        }
+        let l = p
+            .lanes
+            .iter_mut()
+            .find(|l| &l.key == lane)
+            .ok_or(Refusal::UnknownLane)?;
+        let replaced = match settle(l.slot, dialed_by_me, me_preferred) {
+            Settle::Take => None,
+            Settle::Replace(old) => Some(old),
+            Settle::Refuse => return Err(Refusal::Duplicate),
+        };
+        l.slot = Slot::Connected { conn, dialed_by_me };
+        l.backoff = min;
+        self.conns.insert(conn, (peer.to_string(), lane.clone()));
+        if let Some(old) = replaced {
+            self.conns.remove(&old);
+            out.push(Action::Close {
+                conn: old,
+                reason: "replaced by a newer connection for the same lane".into(),
+            });
+        }
+        if lane.is_control() {
+            let p = self.peers.get_mut(peer).expect("peer exists");
+            if p.status != PeerStatus::Up {
+                let was_down = p.status == PeerStatus::Down;
+                p.status = PeerStatus::Up;
+                p.since = now;
+                p.failures = 0;
+                for l in p.lanes.iter_mut().filter(|l| !l.key.is_control()) {
+                    Self::idle(&mut self.due, peer, l, now);
+                    l.backoff = min;
+                }
+                if was_down {
+                    out.push(self.route_action(local, peer));
+                }
+                out.push(Action::PeerUp {
+                    peer: peer.to_string(),
+                });
+                out.log(Level::Notice, Some(peer), None, "node up".into());
+                self.events.push(PeerEvent::Up(peer.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Our dial `attempt` of `peer`'s `lane` failed: back off (jittered
+    /// within `[backoff / 2, backoff]` by `jitter`, doubling up to the
+    /// maximum), mark a member never reached as down, report refusals of
+    /// the control lane, and log the 1st, 2nd, 4th, 8th... failure.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dial_failed(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        lane: &LaneKey,
+        attempt: u64,
+        refusal: Option<Refusal>,
+        reason: &str,
+        jitter: u64,
+        out: &mut Actions,
+    ) {
+        let max = self.max_backoff;
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let Some(l) = p.lanes.iter_mut().find(|l| &l.key == lane) else {
+            return;
+        };
+        if l.slot != (Slot::Dialing { attempt }) {
+            return;
+        }
+        // Jitter within [backoff / 2, backoff]: never past the maximum.
+        let half = l.backoff / 2;
+        let wait = half + jitter % (l.backoff - half + 1);
+        Self::idle(&mut self.due, peer, l, now + wait);
+        l.backoff = (l.backoff * 2).min(max);
+        let mut newly_down = false;
+        // A member we have never reached and cannot reach now is down: drop
+        // what was queued for it rather than let it pile up while we redial.
+        // (A duplicate means the other direction is connecting: not down.)
+        if lane.is_control()
+            && p.status == PeerStatus::Connecting
+            && refusal != Some(Refusal::Duplicate)
+        {
+            p.status = PeerStatus::Down;
+            p.since = now;
+            newly_down = true;
+        }
+        if refusal == Some(Refusal::Duplicate) {
+            return;
+        }
+        p.failures += 1;
+        let failures = p.failures;
+        if newly_down {
+            out.push(Action::Unroute {
+                peer: peer.to_string(),
+            });
+            self.events.push(PeerEvent::Down(peer.to_string()));
+        }
+        if let Some(r) = &refusal {
+            if lane.is_control() {
+                out.push(Action::Refused {
+                    peer: peer.to_string(),
+                    refusal: r.clone(),
+                });
+            }
+        }
+        if failures.is_power_of_two() {
+            // A peer that actively refuses us (cookie, name) is a
+            // configuration problem worth a warning; an unreachable member
+            // is expected while it is down.
+            let level = if refusal.is_some() {
+                Level::Warning
+            } else {
+                Level::Info
+            };
+            let n = if failures > 1 {
+                format!(" ({failures} failed dials in a row)")
+            } else {
+                String::new()
+            };
+            out.log(
+                level,
+                Some(peer),
+                Some(lane),
+                format!("dial failed ({reason}){n}; retrying in {wait} ms"),
+            );
+        }
+    }
+
+    /// Connection `conn` closed. Returns its peer if it carried a control
+    /// lane (the peer is then down: the caller says why).
+    pub fn closed(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        reason: &str,
+        out: &mut Actions,
+    ) -> Option<String> {
+        let (peer, lane) = self.conns.remove(&conn)?;
+        let min = self.min_backoff;
+        let p = self.peers.get_mut(&peer)?;
+        let l = p.lanes.iter_mut().find(|l| l.key == lane)?;
+        if !matches!(l.slot, Slot::Connected { conn: c, .. } if c == conn) {
+            return None;
+        }
+        Self::idle(&mut self.due, &peer, l, now + min);
+        if lane.is_control() {
+            return Some(peer);
+        }
+        out.log(
+            Level::Info,
+            Some(&peer),
+            Some(&lane),
+            format!("lane closed: {reason}"),
+        );
+        None
+    }
+
+    /// Start every dial that is due.
+    pub fn dial_due(&mut self, now: Millis, local: &NodeSpec, out: &mut Actions) {
+        while let Some(Reverse((at, _))) = self.due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, name))) = self.due.pop() else {
+                break;
+            };
+            let Some(p) = self.peers.get_mut(&name) else {
+                continue;
+            };
+            let dial_data = p.status == PeerStatus::Up && local.name.as_str() < name.as_str();
+            for l in p.lanes.iter_mut() {
+                let Slot::Idle { retry_at } = l.slot else {
+                    continue;
+                };
+                let wanted = if l.key.is_control() {
+                    p.status != PeerStatus::Up
+                } else {
+                    dial_data
+                };
+                if wanted && retry_at <= now {
+                    let attempt = self.next_attempt;
+                    self.next_attempt += 1;
+                    l.slot = Slot::Dialing { attempt };
+                    out.push(Action::Dial {
+                        peer: name.clone(),
+                        addrs: p.spec.addrs.clone(),
+                        lane: l.key.clone(),
+                        attempt,
+                    });
+                }
+            }
+        }
+    }
+}

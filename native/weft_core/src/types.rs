@@ -1,0 +1,149 @@
+//! Small types shared by every part of the core. This module imports
+//! nothing from the rest of the crate, so any module may use it without
+//! creating an import circle.
+
+/// Milliseconds from an origin the driver chooses (its start, or virtual
+/// time zero in the simulator). The core never reads a clock: every entry
+/// point takes `now: Millis`.
+pub type Millis = u64;
+
+/// Identifies one TCP connection; assigned by the driver.
+pub type ConnId = u64;
+
+/// Severity of a log line the core asks the driver to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail for debugging.
+    Debug,
+    /// Routine events (a lane closed, a dial failed once).
+    Info,
+    /// Membership changes (node up, down, left).
+    Notice,
+    /// Something a user should look at (refusals, limits reached).
+    Warning,
+    /// Something broken.
+    Error,
+}
+
+/// Why a peer stopped being reachable (`nodedown`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownReason {
+    /// Its control connection closed or failed.
+    ConnectionClosed(String),
+    /// Nothing heard from it within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// It left the cluster.
+    Left,
+    /// It was removed from the cluster (`leave(Node)`).
+    Removed,
+    /// A new incarnation of it took its place.
+    Restarted,
+    /// This node left the cluster (or was removed).
+    ThisNodeLeft,
+    /// It stayed down longer than `forget_after` and was forgotten.
+    Forgotten,
+}
+
+impl std::fmt::Display for DownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DownReason::ConnectionClosed(why) => write!(f, "control connection closed: {why}"),
+            DownReason::HeartbeatTimeout => write!(f, "no heartbeat within the timeout"),
+            DownReason::Left => write!(f, "left the cluster"),
+            DownReason::Removed => write!(f, "removed from the cluster"),
+            DownReason::Restarted => write!(f, "restarted (new incarnation)"),
+            DownReason::ThisNodeLeft => write!(f, "this node left the cluster"),
+            DownReason::Forgotten => write!(f, "down too long; forgotten"),
+        }
+    }
+}
+
+/// Timing of the peer service, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How often a heartbeat goes to every peer that is up.
+    pub heartbeat_interval: u64,
+    /// A peer silent for longer than this is down.
+    pub heartbeat_timeout: u64,
+    /// First wait before a redial; doubles on each failure...
+    pub reconnect_min_backoff: u64,
+    /// ...up to this.
+    pub reconnect_max_backoff: u64,
+    /// How often the membership gossips.
+    pub gossip_interval: u64,
+    /// A member down this long is forgotten (no more redials); `None`: never.
+    pub forget_after: Option<u64>,
+    /// How long a tombstone keeps a departed incarnation out.
+    pub tombstone_ttl: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval: 1000,
+            heartbeat_timeout: 5000,
+            reconnect_min_backoff: 100,
+            reconnect_max_backoff: 5000,
+            gossip_interval: 1000,
+            forget_after: None,
+            tombstone_ttl: 600_000,
+        }
+    }
+}
+
+/// A hash map with a fixed, fast hasher: iteration order depends only on
+/// what was inserted (the simulator's runs stay reproducible), and short
+/// keys such as node names hash in a few nanoseconds. Keys come from
+/// authenticated peers only, whose number is bounded (`max_members`).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, BuildFastHasher>;
+
+/// Builds [`FastHasher`]s.
+pub type BuildFastHasher = std::hash::BuildHasherDefault<FastHasher>;
+
+/// The hasher of rustc ("FxHash": a multiply and a rotate per word), with a
+/// SplitMix64 finaliser so that the low bits (which pick the bucket) depend
+/// on every byte.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
