@@ -1,4 +1,4 @@
-//! `weft_transport::reader::FrameReader` on an arbitrary byte stream cut
+//! `weft_transport::frame_reader::FrameReader` on an arbitrary byte stream cut
 //! into arbitrary reads, budgets and would-blocks, checked against a plain
 //! parse of the stream. The body is `weft_transport::fuzzing::frame_reader`
 //! (the input format is documented there), which `cargo test` also runs

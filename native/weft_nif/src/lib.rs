@@ -12,14 +12,14 @@
 //! thread ends that task only and is reported through `logger`.
 
 mod convert;
+mod deliver;
 mod etf;
-mod sink;
 
 use convert::{decode_config, decode_spec, encode_info, encode_spec, ip_port};
+use deliver::NifSink;
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedEnv, ResourceArc, Term};
-use sink::NifSink;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_transport::{Body, Choice, Outcome, Poller, SendError, Transport};
@@ -116,7 +116,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
     };
     let listen = config.listen;
     let sink = Arc::new(NifSink::new(event_pid));
-    sink::install_panic_hook();
+    deliver::install_panic_hook();
     match Transport::start(config, sink.clone()) {
         Ok(transport) => {
             let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
@@ -141,7 +141,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
             (
                 atoms::listen(),
                 ip_port(env, listen),
-                sink::io_error_atom(env, &e),
+                deliver::io_error_atom(env, &e),
             ),
         )
             .encode(env)),
@@ -158,7 +158,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
 fn stop(env: Env) -> Atom {
     let r = RUNNING.write().take();
     if let Some(r) = r {
-        sink::with_caller(env, || r.transport.stop());
+        deliver::with_caller(env, || r.transport.stop());
     }
     atoms::ok()
 }
@@ -172,7 +172,7 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
     if p.is_stopped() {
         return atoms::stopped();
     }
-    sink::with_caller(env, || match p.poll() {
+    deliver::with_caller(env, || match p.poll() {
         Outcome::Busy => {
             rustler::schedule::consume_timeslice(env, 10);
             atoms::more()
@@ -365,7 +365,7 @@ fn send<'a>(
     };
     // Queuing may wake a poller: a message from this process.
     let started = std::time::Instant::now();
-    let sent = sink::with_caller(env, || {
+    let sent = deliver::with_caller(env, || {
         r.transport
             .send(Some(sender), &node, &channel_name, choice, body)
     });

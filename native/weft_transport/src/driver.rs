@@ -9,8 +9,8 @@
 //! The send path never goes through here: senders read the routing table.
 
 use crate::conn::Conn;
-use crate::connection::ReadError;
-use crate::handshake::{self, HandshakeError};
+use crate::frame_reader::ReadError;
+use crate::handshake_io::{self, HandshakeError};
 use crate::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -328,7 +328,7 @@ async fn incoming(
                 .is_some_and(|p| lane.index < p)
     };
     let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
-    let mut accepted = match handshake::accept(s, &local, cookie, caps, lane_ok).await {
+    let mut accepted = match handshake_io::accept(s, &local, cookie, caps, lane_ok).await {
         Ok(a) => a,
         Err(e) => {
             let reason = match &e {
@@ -445,7 +445,7 @@ async fn dial(
     };
     let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
     let (s, spec, negotiated) =
-        match handshake::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
+        match handshake_io::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
             Ok(x) => x,
             Err(e) => {
                 // The core logs failures (rate-limited) and reports refusals.

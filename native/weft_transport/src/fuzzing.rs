@@ -25,8 +25,7 @@
 //! data frames of [`LARGE_FRAME`] bytes or more, an error exactly when the
 //! stream has a bad header, and progress on every call.
 
-use crate::connection::{ReadError, LARGE_FRAME};
-use crate::reader::{Frame, FrameReader, ReadStatus};
+use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus, LARGE_FRAME};
 use crate::sink::FrameBuffer;
 use std::cell::Cell;
 use std::collections::VecDeque;

@@ -105,9 +105,10 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             .map(|(key, slot)| {
                 let lane = route.as_ref().and_then(|r| r.lane(key));
                 let sock = lane.map(|l| l.socket()).unwrap_or_default();
-                let stat = |f: fn(&crate::lane::LaneStats) -> &std::sync::atomic::AtomicU64| {
-                    lane.map(|l| f(&l.stats).load(Relaxed)).unwrap_or(0)
-                };
+                let stat =
+                    |f: fn(&crate::lane_writer::LaneStats) -> &std::sync::atomic::AtomicU64| {
+                        lane.map(|l| f(&l.stats).load(Relaxed)).unwrap_or(0)
+                    };
                 LaneInfo {
                     key: (*key).clone(),
                     state: match slot {

@@ -7,13 +7,16 @@
 //! BEAM's schedulers (driven by Erlang processes) or on threads of their
 //! own. Callers (NIF functions) only write or enqueue, and return.
 //!
-//! - [`config`]: settings; [`sink`]: where deliveries and events go;
-//! - [`conn`]: an established connection; [`reader`]: frames from a
+//! - [`config`]: settings; [`sink`]: where deliveries and events go (the
+//!   NIF implements it in `weft_nif/src/deliver.rs`);
+//! - [`conn`]: an established connection; [`frame_reader`]: frames from a
 //!   non-blocking socket; [`poller`]: who reads and flushes, and when;
-//!   [`pollers`]: which poller serves a lane; `watcher`: wakes idle pollers;
+//!   [`poller_set`]: which poller serves a lane; [`wake`]: the whole
+//!   wake-up protocol of idle pollers (the idle flag, the watcher thread);
 //! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
-//! - [`connection`]: framing over a socket; [`handshake`]: the hello and the
-//!   cookie proofs; [`lane`]: send queues and their writers;
+//! - [`handshake_io`]: the handshake over a fresh socket (the hello and the
+//!   cookie proofs, framed with async reads and writes);
+//!   [`lane_writer`]: a lane's writer around the core's send queue;
 //! - [`routes`]: the send path (node, channel, hash -> lane queue);
 //! - `driver`: the core's event loop and handshakes; [`info`]: snapshots
 //!   for `weft:info()`.
@@ -21,27 +24,26 @@
 pub mod body;
 pub mod config;
 pub mod conn;
-pub mod connection;
 pub mod counters;
 mod driver;
+pub mod frame_reader;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handshake;
+pub mod handshake_io;
 pub mod info;
-pub mod lane;
+pub mod lane_writer;
 pub mod poller;
-pub mod pollers;
-pub mod reader;
+pub mod poller_set;
 pub mod refusals;
 pub mod routes;
 pub mod sink;
-mod watcher;
+pub mod wake;
 
 pub use body::Body;
 pub use config::{IoMode, TransportConfig};
 pub use driver::MAX_PENDING_HANDSHAKES;
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
-pub use lane::Sender;
+pub use lane_writer::Sender;
 pub use poller::{Outcome, Poller};
 use routes::Routes;
 pub use routes::{Overload, SendError};
@@ -49,14 +51,14 @@ pub use sink::{Delivery, FrameBuffer, Sink};
 
 use conn::Conn;
 use parking_lot::{Mutex, RwLock};
-use pollers::PollerSet;
+use poller_set::PollerSet;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use watcher::Watcher;
+use wake::Watcher;
 pub use weft_core::lane::Choice;
 pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
 use weft_core::{LaneKey, Node, NodeSpec};
@@ -259,7 +261,7 @@ impl Transport {
     /// Queue `body` for `peer` on `channel`; `choice` (a hash, or an index)
     /// picks the lane when affinity is on. Never blocks. With a `sender`,
     /// its small frames may go ahead of large frames that other senders
-    /// queued on the same lane and that have not started (see [`lane`]);
+    /// queued on the same lane and that have not started (see [`lane_writer`]);
     /// frames of one sender, and frames without one, keep their order.
     pub fn send(
         &self,
@@ -322,7 +324,7 @@ impl Transport {
     /// The lane `lane` to `peer`, if the peer has a route: for features
     /// built on the transport that write frames themselves (such as
     /// [`Lane::push_extended`]) and for tests.
-    pub fn lane(&self, peer: &str, lane: &LaneKey) -> Option<Arc<lane::Lane>> {
+    pub fn lane(&self, peer: &str, lane: &LaneKey) -> Option<Arc<lane_writer::Lane>> {
         self.shared.routes.get(peer)?.lane(lane).cloned()
     }
 

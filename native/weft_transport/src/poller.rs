@@ -39,10 +39,10 @@
 
 use crate::conn::Conn;
 use crate::driver::Msg;
-use crate::lane::{Flush, Lane};
-use crate::reader::{Frame, FrameReader, ReadStatus};
+use crate::frame_reader::{Frame, FrameReader, ReadStatus};
+use crate::lane_writer::{Flush, Lane};
 use crate::sink::Delivery;
-use crate::watcher::Watcher;
+use crate::wake::Watcher;
 use crate::Shared;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};

@@ -11,8 +11,8 @@
 
 use crate::body::Body;
 use crate::counters::{Budget, Counters, Total};
-use crate::lane::{Lane, Sender};
-use crate::pollers::PollerSet;
+use crate::lane_writer::{Lane, Sender};
+use crate::poller_set::PollerSet;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

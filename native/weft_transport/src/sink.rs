@@ -52,7 +52,7 @@ pub trait Sink: Send + Sync + 'static {
     /// Returns what became of it.
     fn deliver(&self, peer: &str, body: &[u8]) -> Delivery;
     /// A buffer of `len` bytes for an application frame of at least
-    /// [`crate::connection::LARGE_FRAME`] bytes. The default is a vector.
+    /// [`crate::frame_reader::LARGE_FRAME`] bytes. The default is a vector.
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
         Box::new(vec![0u8; len])
     }

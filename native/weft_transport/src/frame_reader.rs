@@ -13,10 +13,26 @@
 //! is allocated knowing exactly what the frame is, and a malformed header
 //! ends the read before anything is allocated for it.
 
-use crate::connection::{ReadError, LARGE_FRAME};
 use crate::sink::FrameBuffer;
 use std::io::{self, Read};
 use weft_core::frame::{decode_header, Extensions, FrameError, FrameKind, HEADER_LEN};
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+}
+
+/// Application frames of at least this many bytes are read into a buffer
+/// that the sink provides ([`Sink::frame_buffer`]) (see the module documentation).
+///
+/// [`Sink::frame_buffer`]: crate::sink::Sink::frame_buffer
+pub const LARGE_FRAME: usize = 64 * 1024;
 
 /// Size of the read buffer; a control frame larger than this grows it.
 const BUFFER: usize = 64 * 1024;
