@@ -9,7 +9,9 @@
 %% traffic without waking any other thread. When a round finds nothing to
 %% do, the process waits for `{weft_poll, wake}', which the transport sends
 %% when a socket becomes ready or a frame is queued. It is not a router:
-%% messages never pass through its mailbox.
+%% messages never pass through its mailbox. The whole wake-up protocol
+%% (who marks the poller idle, who wakes it, why no wake-up is lost) is
+%% described in native/weft_transport/src/wake.rs.
 -module(weft_poller).
 
 -export([start_link/1, init/1, new_registry/0]).

@@ -89,7 +89,8 @@ impl NifSink {
         }
     }
 
-    /// `pid` drives poller `index`.
+    /// `pid` drives poller `index`: it is where [`Sink::wake_poller`]
+    /// sends `{weft_poll, wake}` (the protocol: `weft_transport::wake`).
     pub fn register_poller(&self, index: usize, pid: LocalPid) {
         if self.pollers.read().get(index).copied().flatten() == Some(pid) {
             return;

@@ -228,7 +228,8 @@ impl Transport {
                 .map_err(StartError::Pollers)
         };
         if let Some(w) = &watcher {
-            let (w, ps) = (w.clone(), pollers.driven.clone());
+            let w = w.clone();
+            let ps = pollers.driven.iter().map(|p| p.wakeup().clone()).collect();
             threads.push(spawn("weft-watch".into(), Box::new(move || w.run(ps)))?);
         }
         for p in &pollers.threaded {
@@ -366,6 +367,14 @@ impl Transport {
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Wake-ups of driven pollers go to the sink (the NIF sends
+/// `{weft_poll, wake}` to the poller's process); see [`wake`].
+impl wake::Notify for Shared {
+    fn wake_poller(&self, index: usize) {
+        self.sink.wake_poller(index);
     }
 }
 

@@ -31,18 +31,17 @@
 //!   own busy-waiting between bursts of I/O would cost more than the
 //!   hand-off. After [`QUIET`] without bulk it moves back.
 //!
-//! Waking follows one protocol in both modes: a poller about to wait marks
-//! itself idle, then looks once more for work; whoever adds work (a frame to
-//! flush, a connection, a socket event seen by the watcher) wakes it only if
-//! it takes the idle mark. So no wake-up is lost, and a busy poller costs its
-//! senders nothing but a queue push.
+//! Waking follows one protocol in both modes, described end to end in
+//! [`crate::wake`] (the idle flag, the watcher, the NIF and `weft_poller`):
+//! a poller about to wait marks itself idle, then looks once more for work;
+//! whoever adds work wakes it only if it takes the idle mark.
 
 use crate::conn::Conn;
 use crate::driver::Msg;
 use crate::frame_reader::{Frame, FrameReader, ReadStatus};
 use crate::lane_writer::{Flush, Lane};
 use crate::sink::Delivery;
-use crate::wake::Watcher;
+use crate::wake::{Notify, Wakeup, Watcher};
 use crate::Shared;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -143,11 +142,10 @@ pub struct Poller {
     state: Mutex<State>,
     inbox: Mutex<Vec<Cmd>>,
     flush: Mutex<Vec<Arc<Lane>>>,
-    idle: AtomicBool,
-    waker: Option<mio::Waker>,
+    /// The idle flag and how to wake this poller (see [`crate::wake`]).
+    wakeup: Arc<Wakeup>,
     fd: RawFd,
     shared: OnceLock<Weak<Shared>>,
-    watcher: OnceLock<Arc<Watcher>>,
     stopped: AtomicBool,
     /// The origin of the poller's clock.
     origin: Instant,
@@ -180,11 +178,9 @@ impl Poller {
             }),
             inbox: Mutex::new(Vec::new()),
             flush: Mutex::new(Vec::new()),
-            idle: AtomicBool::new(false),
-            waker,
+            wakeup: Wakeup::new(index, fd, waker),
             fd,
             shared: OnceLock::new(),
-            watcher: OnceLock::new(),
             stopped: AtomicBool::new(false),
             origin: Instant::now(),
         }))
@@ -192,13 +188,18 @@ impl Poller {
 
     pub(crate) fn set_shared(&self, shared: &Arc<Shared>) {
         let _ = self.shared.set(Arc::downgrade(shared));
+        let notify: Weak<dyn Notify> = Arc::downgrade(shared) as Weak<Shared>;
+        self.wakeup.set_notify(notify);
     }
 
     /// Scheduler mode: the watcher that wakes this poller on socket events.
     pub(crate) fn set_watcher(&self, w: Arc<Watcher>) -> std::io::Result<()> {
-        w.add(self)?;
-        let _ = self.watcher.set(w);
-        Ok(())
+        self.wakeup.set_watcher(w)
+    }
+
+    /// The poller's wake-up state (for the watcher thread).
+    pub(crate) fn wakeup(&self) -> &Arc<Wakeup> {
+        &self.wakeup
     }
 
     /// Whether the transport stopped this poller.
@@ -208,7 +209,7 @@ impl Poller {
 
     /// Whether this poller runs on a thread of its own.
     pub fn is_threaded(&self) -> bool {
-        self.waker.is_some()
+        self.wakeup.is_threaded()
     }
 
     /// Which poller of the transport this is.
@@ -256,41 +257,19 @@ impl Poller {
         self.wake();
     }
 
-    /// Wake the poller if it is idle (or about to be).
+    /// Wake the poller if it is idle (or about to be); see [`crate::wake`].
     pub fn wake(&self) {
-        if self.idle.swap(false, Ordering::AcqRel) {
-            self.notify();
-        }
-    }
-
-    fn notify(&self) {
-        match &self.waker {
-            Some(w) => {
-                let _ = w.wake();
-            }
-            None => {
-                if let Some(shared) = self.shared.get().and_then(Weak::upgrade) {
-                    shared.sink.wake_poller(self.index);
-                }
-            }
-        }
+        self.wakeup.wake();
     }
 
     /// Mark the poller idle if there is really nothing to do; `false` means
     /// work arrived meanwhile (poll again). After `true`, whoever adds work
-    /// wakes the poller.
+    /// wakes the poller (see [`crate::wake`]).
     pub fn try_idle(&self) -> bool {
-        self.idle.store(true, Ordering::SeqCst);
-        if let Some(w) = self.watcher.get() {
-            // Re-arming looks at the set as it is now: an event that came
-            // since the last round is reported at once.
-            w.arm(self);
-        }
-        let pending = !self.inbox.lock().is_empty() || !self.flush.lock().is_empty();
-        if (pending || self.is_stopped()) && self.idle.swap(false, Ordering::AcqRel) {
-            return false;
-        }
-        true
+        self.wakeup.try_idle(|| {
+            let pending = !self.inbox.lock().is_empty() || !self.flush.lock().is_empty();
+            pending || self.is_stopped()
+        })
     }
 
     /// Stop serving: drop every connection (their sockets close when the
@@ -318,7 +297,7 @@ impl Poller {
         // `stop` sets the flag, then wakes an idle poller: either it sees
         // this poller idle, or this poller sees the flag here.
         if !self.try_idle() || self.is_stopped() {
-            self.idle.store(false, Ordering::SeqCst);
+            self.wakeup.busy();
             return;
         }
         let mut st = self.state.lock();
@@ -329,7 +308,7 @@ impl Poller {
                     .push((ev.token(), readable(ev), ev.is_writable()));
             }
         }
-        self.idle.store(false, Ordering::SeqCst);
+        self.wakeup.busy();
     }
 
     /// Now, on the poller's clock.
@@ -346,7 +325,7 @@ impl Poller {
         // deliver to: flushes only.
         let shared = self.shared.get().and_then(Weak::upgrade);
         let shared = shared.as_deref();
-        self.idle.store(false, Ordering::SeqCst);
+        self.wakeup.busy();
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let mut closes = Vec::new();
@@ -807,9 +786,9 @@ mod tests {
             // idle mark and would have woken the poller.
             let idle = p.try_idle();
             other.join().unwrap();
-            let woken = !p.idle.load(Ordering::SeqCst);
+            let woken = !p.wakeup.is_idle();
             assert!(!idle || woken, "work pending, poller idle and not woken");
-            p.idle.store(false, Ordering::SeqCst);
+            p.wakeup.busy();
             assert_eq!(p.poll(), Outcome::Idle);
         }
     }

@@ -61,8 +61,8 @@ pub trait Sink: Send + Sync + 'static {
     fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
         self.deliver(peer, body.bytes())
     }
-    /// Poller `index` has work and its driver is waiting (scheduler mode,
-    /// see [`crate::poller`]): wake it. Called from any thread, often from
+    /// Poller `index` has work and its driver is waiting (scheduler mode;
+    /// the whole protocol is in [`crate::wake`]): wake it. Called from any thread, often from
     /// inside a send; must be cheap.
     fn wake_poller(&self, _index: usize) {}
     /// `peer` became reachable.
