@@ -7,6 +7,11 @@ log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 
 status=0
+# No import circles between the modules of the two Rust crates.
+for crate in weft_core weft_transport; do
+    echo "module dependencies of $crate:"
+    python3 scripts/deps.py "native/$crate/src" || { echo "import cycle in $crate" >&2; status=1; }
+done
 { cargo test --workspace --locked; echo $? > "$log/cargo.rc"; } 2>&1 | tee "$log/cargo.txt"
 [ "$(cat "$log/cargo.rc")" = 0 ] || status=1
 rust_pass=$(grep -o 'test result: [a-zA-Z]*\. [0-9]* passed' "$log/cargo.txt" | awk '{s += $4} END {print s + 0}')

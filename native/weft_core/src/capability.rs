@@ -77,6 +77,26 @@ impl Negotiated {
     }
 }
 
+/// Which capabilities a header's extensions need: the method lives here,
+/// with the capabilities, so that the frame format does not depend on them
+/// (capability -> frame, never back).
+impl Extensions {
+    /// The capabilities a peer needs to read these fields.
+    pub fn needs(&self) -> Capabilities {
+        let mut c = 0;
+        if self.seq.is_some() || self.ack.is_some() {
+            c |= Capabilities::SEQ_ACK.0;
+        }
+        if self.origin.is_some() || self.destination.is_some() {
+            c |= Capabilities::RELAY.0;
+        }
+        if self.trace.is_some() {
+            c |= Capabilities::TRACE.0;
+        }
+        Capabilities(c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,11 +30,11 @@
 //!
 //! | id | name | value | capability |
 //! |---|---|---|---|
-//! | `0x01` | sequence number | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
-//! | `0x02` | ack | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
-//! | `0x03` | trace id | 16 bytes | [`Capabilities::TRACE`] |
-//! | `0x81` | origin node | node name | [`Capabilities::RELAY`] |
-//! | `0x82` | destination node | node name | [`Capabilities::RELAY`] |
+//! | `0x01` | sequence number | unsigned, 1..=8 bytes, minimal | [`crate::capability::Capabilities::SEQ_ACK`] |
+//! | `0x02` | ack | unsigned, 1..=8 bytes, minimal | [`crate::capability::Capabilities::SEQ_ACK`] |
+//! | `0x03` | trace id | 16 bytes | [`crate::capability::Capabilities::TRACE`] |
+//! | `0x81` | origin node | node name | [`crate::capability::Capabilities::RELAY`] |
+//! | `0x82` | destination node | node name | [`crate::capability::Capabilities::RELAY`] |
 //!
 //! "Minimal" unsigned: big-endian without leading zero bytes (zero is one
 //! byte `0`). Node names are as [`crate::spec::valid_node_name`] checks them:
@@ -76,7 +76,6 @@
 //! WEFT_HEADER_CASES=10000000 make fuzz-cases                # another count
 //! ```
 
-pub use crate::capability::{Capabilities, Negotiated};
 use thiserror::Error;
 
 /// Bytes in a frame header without extensions (and the fixed part of any).
@@ -186,21 +185,6 @@ impl Extensions {
             && self.trace.is_none()
             && self.origin.is_none()
             && self.destination.is_none()
-    }
-
-    /// The capabilities a peer needs to read these fields.
-    pub fn needs(&self) -> Capabilities {
-        let mut c = 0;
-        if self.seq.is_some() || self.ack.is_some() {
-            c |= Capabilities::SEQ_ACK.0;
-        }
-        if self.origin.is_some() || self.destination.is_some() {
-            c |= Capabilities::RELAY.0;
-        }
-        if self.trace.is_some() {
-            c |= Capabilities::TRACE.0;
-        }
-        Capabilities(c)
     }
 }
 

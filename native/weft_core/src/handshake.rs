@@ -46,7 +46,8 @@
 //! into another connection). Randomness (the nonces) is an argument, as time is elsewhere
 //! in the core.
 
-use crate::frame::{Capabilities, FrameError, Negotiated, SUPPORTED_VERSIONS};
+use crate::capability::{Capabilities, Negotiated};
+use crate::frame::{FrameError, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
 use crate::spec::NodeSpec;
 use crate::wire::{decode_handshake, encode_handshake, signed_part, Handshake, Refusal};

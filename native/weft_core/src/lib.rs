@@ -32,9 +32,11 @@
 //! the same inputs always give the same actions. The node reports its next
 //! deadline ([`Node::next_deadline`]) instead of needing a fixed tick.
 //!
-//! Module dependencies go one way: `types`, `spec`, `lane`, `frame`, `rng`
-//! <- `wire` <- `handshake`, `action` <- `peers` <- `membership`, `failure`
-//! <- `node` <- `sim`.
+//! Module dependencies go one way: `types`, `spec`, `lane`, `rng` <-
+//! `frame` <- `capability` <- `wire` <- `handshake`, `action` <- `peers` <-
+//! `membership`, `failure` <- `node` <- `sim` (`send_queue` <- `placement`
+//! and `stage` stand apart). `scripts/deps.py` checks that there is no
+//! circle (run by `make test`).
 
 #[warn(missing_docs)]
 pub mod action;

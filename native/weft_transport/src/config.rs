@@ -1,10 +1,22 @@
 //! Settings of a running transport, already validated by the Erlang side.
 
-pub use crate::poller::IoMode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_core::stage::Stage;
 use weft_core::{Capabilities, ChannelSpec, Timing};
+
+/// Where pollers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// Driven by the embedding program (the BEAM's schedulers), woken
+    /// through [`crate::Sink::wake_poller`].
+    Schedulers,
+    /// Each poller on a thread of its own.
+    Threads,
+    /// Connections start on driven pollers and move to threaded ones while
+    /// they carry bulk data (large frames), then back once they are quiet.
+    Auto,
+}
 
 /// Everything the transport needs to start.
 #[derive(Debug, Clone)]

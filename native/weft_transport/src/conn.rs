@@ -6,12 +6,39 @@
 //! reads happen only on the poller. Closing is a request: the poller drops
 //! its registration and reports the end to the driver, once.
 
-use crate::poller::Poller;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_core::{ConnId, Negotiated};
+use weft_core::{ConnId, Control, Negotiated};
+
+/// What an established connection reports to the driver (through its
+/// poller): its end, and the control frames it carried. Defined here, with
+/// the connection, so that the poller does not depend on the driver; the
+/// driver wraps it in its own message type.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// The connection ended, for `reason`.
+    Closed { conn: ConnId, reason: String },
+    /// A control frame from `from` on connection `conn`.
+    Control {
+        from: String,
+        conn: ConnId,
+        msg: Control,
+    },
+}
+
+/// The poller that serves a connection, as the connection sees it:
+/// implemented by [`crate::poller::Poller`]. A trait, so that the
+/// connection sits below the poller in the module graph (the poller holds
+/// connections; a connection only asks its poller to close it).
+pub trait ConnPoller: Send + Sync {
+    /// Close connection `id`: stop writing, read until the peer closes
+    /// (see [`Conn::close`]).
+    fn close(&self, id: ConnId);
+    /// End the drain of connection `id` now.
+    fn abort(&self, id: ConnId);
+}
 
 /// One TCP connection of one lane.
 pub struct Conn {
@@ -22,7 +49,7 @@ pub struct Conn {
     /// may be sent to the peer on this connection, and what it may send.
     pub negotiated: Negotiated,
     stream: TcpStream,
-    poller: parking_lot::RwLock<Arc<Poller>>,
+    poller: parking_lot::RwLock<Arc<dyn ConnPoller>>,
     closing: AtomicBool,
 }
 
@@ -33,7 +60,7 @@ impl Conn {
         id: ConnId,
         stream: TcpStream,
         negotiated: Negotiated,
-        poller: Arc<Poller>,
+        poller: Arc<dyn ConnPoller>,
     ) -> Arc<Conn> {
         Arc::new(Conn {
             id,
@@ -52,13 +79,13 @@ impl Conn {
     }
 
     /// The poller that reads this connection now.
-    pub fn poller(&self) -> Arc<Poller> {
+    pub fn poller(&self) -> Arc<dyn ConnPoller> {
         self.poller.read().clone()
     }
 
     /// From now on `poller` reads this connection.
-    pub fn move_to(&self, poller: &Arc<Poller>) {
-        *self.poller.write() = poller.clone();
+    pub fn move_to(&self, poller: Arc<dyn ConnPoller>) {
+        *self.poller.write() = poller;
     }
 
     /// Ask for the connection to close; idempotent. Frames not yet written

@@ -8,7 +8,7 @@
 //!
 //! The send path never goes through here: senders read the routing table.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnEvent};
 use crate::frame_reader::ReadError;
 use crate::handshake_io::{self, HandshakeError};
 use crate::Shared;
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::handshake::HandshakeError as Failure;
 use weft_core::wire::encode_control;
-use weft_core::{Action, ConnId, Control, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal};
+use weft_core::{Action, ConnId, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal};
 
 /// Largest control frame accepted: a gossiped view of the largest
 /// membership allowed (65536 members of a few hundred bytes each) fits.
@@ -54,17 +54,16 @@ pub enum Msg {
         refusal: Option<Refusal>,
         reason: String,
     },
-    Closed {
-        conn: ConnId,
-        reason: String,
-    },
-    Control {
-        from: String,
-        conn: ConnId,
-        msg: Control,
-    },
+    /// What an established connection (its poller) reports.
+    Conn(ConnEvent),
     Info(std::sync::mpsc::SyncSender<crate::Info>),
     Shutdown(oneshot::Sender<()>),
+}
+
+impl From<ConnEvent> for Msg {
+    fn from(e: ConnEvent) -> Msg {
+        Msg::Conn(e)
+    }
 }
 
 pub struct Driver {
@@ -166,14 +165,16 @@ impl Driver {
             } => self
                 .core
                 .on_dial_failed(now, &peer, &lane, attempt, refusal, &reason),
-            Msg::Closed { conn, reason } => {
+            Msg::Conn(ConnEvent::Closed { conn, reason }) => {
                 let mut table = self.shared.conns.lock();
                 table.live.remove(&conn);
                 table.closed_early.remove(&conn);
                 drop(table);
                 self.core.on_closed(now, conn, &reason);
             }
-            Msg::Control { from, conn, msg } => self.core.on_control(now, &from, conn, msg),
+            Msg::Conn(ConnEvent::Control { from, conn, msg }) => {
+                self.core.on_control(now, &from, conn, msg)
+            }
             Msg::Info(reply) => {
                 let _ = reply.send(crate::info::snapshot(&self.core, &self.shared));
             }
@@ -371,10 +372,10 @@ async fn incoming(
             run(shared, accepted.socket, negotiated, spec.name, lane, conn).await
         }
         Ok(()) => {
-            let _ = shared.driver.send(Msg::Closed {
+            let _ = shared.driver.send(Msg::Conn(ConnEvent::Closed {
                 conn,
                 reason: "handshake write failed".into(),
-            });
+            }));
         }
         Err(Refusal::Duplicate) => {}
         Err(r) => {
@@ -482,20 +483,20 @@ async fn run(
         .get(&peer)
         .and_then(|r| r.lane(&lane_key).cloned())
     else {
-        let _ = shared.driver.send(Msg::Closed {
+        let _ = shared.driver.send(Msg::Conn(ConnEvent::Closed {
             conn,
             reason: "no route for the lane".into(),
-        });
+        }));
         return;
     };
     // Leave tokio's reactor: the poller has the socket from here on.
     let std = match s.into_std() {
         Ok(s) => s,
         Err(e) => {
-            let _ = shared.driver.send(Msg::Closed {
+            let _ = shared.driver.send(Msg::Conn(ConnEvent::Closed {
                 conn,
                 reason: format!("cannot take the socket: {e}"),
-            });
+            }));
             return;
         }
     };

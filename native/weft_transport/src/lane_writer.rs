@@ -14,14 +14,13 @@
 //! Sending takes the short way when it can: the caller (a BEAM scheduler,
 //! inside the send NIF) writes the frame itself with one non-blocking
 //! `writev` when the queue says so ([`Pushed::Write`]). Otherwise the frame
-//! is queued and the lane asks its [`Poller`] for a flush; the poller
+//! is queued and the lane asks its poller ([`LanePoller`]) for a flush; the poller
 //! writes the queue in batches ([`Lane::flush`]) and, when the socket is
 //! full, again once it becomes writable.
 
 use crate::body::Body;
-use crate::conn::Conn;
+use crate::conn::{Conn, ConnPoller};
 use crate::counters::{Budget, Counters};
-use crate::poller::Poller;
 use parking_lot::Mutex;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
@@ -138,6 +137,20 @@ impl Out {
     }
 }
 
+/// The poller that serves a lane, as the lane (and the driver, which hands
+/// it new connections) sees it: implemented by [`crate::poller::Poller`].
+/// A trait, so that the lane writer sits below the poller in the module
+/// graph (the poller flushes lanes; a lane only asks its poller for a
+/// flush).
+pub trait LanePoller: ConnPoller {
+    /// `lane` has frames to write.
+    fn flush_later(&self, lane: Arc<Lane>);
+    /// Whether this poller runs on a thread of its own.
+    fn is_threaded(&self) -> bool;
+    /// Serve `conn` (a connection of `lane` to `peer`) from now on.
+    fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64);
+}
+
 /// One lane to one peer.
 pub struct Lane {
     /// Which lane this is.
@@ -145,7 +158,7 @@ pub struct Lane {
     /// Its counters.
     pub stats: LaneStats,
     out: Mutex<Out>,
-    poller: parking_lot::RwLock<Arc<Poller>>,
+    poller: parking_lot::RwLock<Arc<dyn LanePoller>>,
     runtime: tokio::runtime::Handle,
     budget: Arc<Budget>,
     counters: Arc<Counters>,
@@ -159,7 +172,7 @@ impl Lane {
     /// released here when written or dropped (counted in `counters`).
     pub fn new(
         key: LaneKey,
-        poller: Arc<Poller>,
+        poller: Arc<dyn LanePoller>,
         runtime: tokio::runtime::Handle,
         budget: Arc<Budget>,
         counters: Arc<Counters>,
@@ -182,13 +195,13 @@ impl Lane {
     }
 
     /// The poller that serves this lane's connections now.
-    pub fn poller(&self) -> Arc<Poller> {
+    pub fn poller(&self) -> Arc<dyn LanePoller> {
         self.poller.read().clone()
     }
 
     /// From now on `poller` serves this lane (its connection moves with it).
-    pub fn move_to(&self, poller: &Arc<Poller>) {
-        *self.poller.write() = poller.clone();
+    pub fn move_to(&self, poller: Arc<dyn LanePoller>) {
+        *self.poller.write() = poller;
     }
 
     /// Ask the current poller for a flush if frames wait (after a move: a
@@ -480,7 +493,7 @@ fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poller::run_thread;
+    use crate::poller::{run_thread, Poller};
     use std::io::Read;
     use weft_core::send_queue::DIRECT_MAX;
 

@@ -20,6 +20,15 @@
 //! - [`routes`]: the send path (node, channel, hash -> lane queue);
 //! - `driver`: the core's event loop and handshakes; [`info`]: snapshots
 //!   for `weft:info()`.
+//!
+//! Module dependencies go one way (`scripts/deps.py` checks it, run by
+//! `make test`): `config`, `sink`, `body`, `counters`, `wake`, `conn` <-
+//! `frame_reader`, `lane_writer` <- `handshake_io`, `info`, `poller` <-
+//! `poller_set` <- `routes`; `driver` uses `conn`, `handshake_io` and
+//! `info`. The connection and the lane reach their poller through traits
+//! they define ([`conn::ConnPoller`], [`lane_writer::LanePoller`]), and a
+//! poller reports to the driver with [`conn::ConnEvent`], so that nothing
+//! low in the graph names what is above it. This root composes them all.
 
 pub mod body;
 pub mod config;

@@ -36,10 +36,10 @@
 //! a poller about to wait marks itself idle, then looks once more for work;
 //! whoever adds work wakes it only if it takes the idle mark.
 
-use crate::conn::Conn;
-use crate::driver::Msg;
+pub use crate::config::IoMode;
+use crate::conn::{Conn, ConnEvent, ConnPoller};
 use crate::frame_reader::{Frame, FrameReader, ReadStatus};
-use crate::lane_writer::{Flush, Lane};
+use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
 use crate::Shared;
@@ -56,19 +56,6 @@ use weft_core::send_queue::Micros;
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
 use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
-
-/// Where pollers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoMode {
-    /// Driven by the embedding program (the BEAM's schedulers), woken
-    /// through [`crate::Sink::wake_poller`].
-    Schedulers,
-    /// Each poller on a thread of its own.
-    Threads,
-    /// Connections start on driven pollers and move to threaded ones while
-    /// they carry bulk data (large frames), then back once they are quiet.
-    Auto,
-}
 
 /// Bytes one connection may read in one round.
 const READ_BUDGET: usize = 256 * 1024;
@@ -469,14 +456,37 @@ impl Poller {
                 // The entry keeps its reader state; its traffic is on the
                 // new poller's clock from now on.
                 e.traffic.moved(target.now(), target.is_threaded());
-                e.lane.move_to(&target);
-                e.conn.move_to(&target);
+                e.lane.move_to(target.clone());
+                e.conn.move_to(target.clone());
                 let lane = e.lane.clone();
                 target.inbox.lock().push(Cmd::Attach(e));
                 target.wake();
                 lane.reflush();
             }
         }
+    }
+}
+
+/// How connections and lanes reach their poller (see [`ConnPoller`]).
+impl ConnPoller for Poller {
+    fn close(&self, id: ConnId) {
+        Poller::close(self, id);
+    }
+    fn abort(&self, id: ConnId) {
+        Poller::abort(self, id);
+    }
+}
+
+/// How lanes and the driver reach a lane's poller (see [`LanePoller`]).
+impl LanePoller for Poller {
+    fn flush_later(&self, lane: Arc<Lane>) {
+        Poller::flush_later(self, lane);
+    }
+    fn is_threaded(&self) -> bool {
+        Poller::is_threaded(self)
+    }
+    fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
+        Poller::attach(self, conn, peer, lane, max_frame);
     }
 }
 
@@ -587,7 +597,9 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
             e.lane.detach(id);
             let _ = e.conn.stream().shutdown(std::net::Shutdown::Both);
             if let Some(shared) = shared {
-                let _ = shared.driver.send(Msg::Closed { conn: id, reason });
+                let _ = shared
+                    .driver
+                    .send(ConnEvent::Closed { conn: id, reason }.into());
             }
         }
     }
@@ -695,11 +707,12 @@ fn inbound(
         }
         Frame::Small(FrameKind::Control, body) if control => {
             let msg = decode_control(body).map_err(|e| format!("bad control frame: {e}"))?;
-            let _ = shared.driver.send(Msg::Control {
+            let event = ConnEvent::Control {
                 from: peer.to_string(),
                 conn,
                 msg,
-            });
+            };
+            let _ = shared.driver.send(event.into());
             (body.len(), Ok(Delivery::Delivered))
         }
         Frame::Small(kind, _) => return Err(format!("unexpected {kind:?} frame on this lane")),
