@@ -14,6 +14,10 @@
 
 -define(MAX_PARALLELISM, 256).
 -define(MAX_U32, 16#FFFFFFFF).
+%% What peers accept in a node description (native/weft_core/src/spec.rs).
+-define(MAX_ADDRS, 16).
+-define(MAX_CHANNELS, 256).
+-define(MAX_NAME_LEN, 255).
 %% The frame length field counts the kind byte too: 2^32 - 1 would wrap.
 -define(MAX_FRAME, (?MAX_U32 - 1)).
 
@@ -111,7 +115,8 @@ build(C) ->
 %% Pollers: a count, or one per online scheduler.
 pollers(C) ->
     case check(pollers, C, fun(N) -> N =:= schedulers orelse int_in(N, 1, 64) end) of
-        schedulers -> erlang:system_info(schedulers_online);
+        %% (at most 64, what the transport takes)
+        schedulers -> min(64, erlang:system_info(schedulers_online));
         N -> N
     end.
 
@@ -142,16 +147,29 @@ advertise(C, {ListenIp, _}) ->
                 true ->
                     case advertise_addrs(ListenIp, inet:getifaddrs()) of
                         [] -> throw({bad, advertise});
-                        Ips -> [{Ip, 0} || Ip <- Ips]
+                        %% at most 16, the others first and loopback last
+                        Ips -> [{Ip, 0} || Ip <- lists:sublist(Ips, ?MAX_ADDRS)]
                     end;
                 false ->
                     []
             end;
         L ->
             is_proplist_of_pairs(L) orelse throw({bad, advertise}),
-            %% port 0: the port actually bound
-            [host_port(advertise, A, 0) || A <- L]
+            %% 1..16 addresses that another node could dial (what peers
+            %% accept in a node description); port 0: the port actually bound
+            length(L) =< ?MAX_ADDRS orelse throw({bad, advertise}),
+            Addrs = [host_port(advertise, A, 0) || A <- L],
+            lists:all(fun({Ip, _}) -> dialable(Ip) end, Addrs) orelse throw({bad, advertise}),
+            Addrs
     end.
+
+%% Not an address another node could dial: unspecified, multicast,
+%% broadcast.
+dialable({0, 0, 0, 0}) -> false;
+dialable({255, 255, 255, 255}) -> false;
+dialable({A, _, _, _}) -> A < 224 orelse A > 239;
+dialable({0, 0, 0, 0, 0, 0, 0, 0}) -> false;
+dialable({A, _, _, _, _, _, _, _}) -> A band 16#ff00 =/= 16#ff00.
 
 is_proplist_of_pairs([{_, _} | T]) -> is_proplist_of_pairs(T);
 is_proplist_of_pairs([]) -> true;
@@ -284,10 +302,19 @@ channels(C, Default) ->
     Parsed = [channel(Ch, Default) || Ch <- List],
     Names = [N || {N, _, _} <- Parsed],
     length(lists:usort(Names)) =:= length(Names) orelse throw({bad, channels}),
-    case lists:keytake(default, 1, Parsed) of
-        {value, D, Rest} -> [D | Rest];
-        false -> [{default, Default, refuse} | Parsed]
-    end.
+    All = case lists:keytake(default, 1, Parsed) of
+              {value, D, Rest} -> [D | Rest];
+              false -> [{default, Default, refuse} | Parsed]
+          end,
+    length(All) =< ?MAX_CHANNELS orelse throw({bad, channels}),
+    All.
+
+%% A channel name peers accept: printable ASCII without spaces, 1..255
+%% bytes.
+valid_channel_name(Name) ->
+    B = atom_to_binary(Name, utf8),
+    byte_size(B) >= 1 andalso byte_size(B) =< ?MAX_NAME_LEN
+        andalso lists:all(fun(Ch) -> Ch >= 16#21 andalso Ch =< 16#7e end, binary_to_list(B)).
 
 is_proper([_ | T]) -> is_proper(T);
 is_proper([]) -> true;
@@ -296,6 +323,7 @@ is_proper(_) -> false.
 channel('$control', _) ->
     throw({bad, channels});
 channel(Name, Default) when is_atom(Name) ->
+    valid_channel_name(Name) orelse throw({bad, channels}),
     {Name, Default, refuse};
 channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
     P = maps:get(parallelism, M, Default),
@@ -303,7 +331,7 @@ channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
     %% the channel's oldest queued messages.
     Overload = maps:get(overload, M, refuse),
     Extra = maps:keys(maps:without([name, parallelism, overload], M)),
-    case int_in(P, 1, ?MAX_PARALLELISM) andalso Extra =:= []
+    case valid_channel_name(Name) andalso int_in(P, 1, ?MAX_PARALLELISM) andalso Extra =:= []
         andalso lists:member(Overload, [refuse, drop_oldest]) of
         true -> {Name, P, Overload};
         false -> throw({bad, channels})

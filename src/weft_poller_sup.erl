@@ -30,8 +30,8 @@ start_poller(Poller) ->
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     %% Which pollers had a process already: a start for one of these is a
-    %% restart, which weft_poller logs (the supervisor's own report is
-    %% dropped by OTP's default logger configuration).
+    %% restart, which weft_poller logs in weft's own words (with weft's
+    %% metadata), beside the supervisor's report.
     weft_poller:new_registry(),
     Poller = #{id => weft_poller,
                start => {weft_poller, start_link, []},

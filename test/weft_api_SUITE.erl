@@ -183,7 +183,15 @@ config_ranges(_Config) ->
            {listen, -1}, {listen, 65536}, {listen, {{127, 0, 0, 1}, 65536}},
            {listen, {"no.such.host.invalid", 0}}, {listen, {[$a | b], 0}},
            {advertise, [{{10, 0, 0, 5}, -1}]}, {advertise, [{{10, 0, 0, 5}, 9100} | x]},
-           {advertise, {{10, 0, 0, 5}, 9100}}],
+           {advertise, {{10, 0, 0, 5}, 9100}},
+           %% what peers would refuse in this node's description
+           {channels, ['with space']}, {channels, ['']},
+           {channels, [list_to_atom(lists:duplicate(200, 16#e9))]},  % 400 bytes, not ASCII
+           {channels, [#{name => 'tab\there'}]},
+           {channels, [list_to_atom("c" ++ integer_to_list(I)) || I <- lists:seq(1, 256)]},
+           {advertise, lists:duplicate(17, {{127, 0, 0, 1}, 0})},
+           {advertise, [{{0, 0, 0, 0}, 9100}]}, {advertise, [{{224, 0, 0, 1}, 9100}]},
+           {advertise, [{{255, 255, 255, 255}, 9100}]}, {advertise, [{{16#ff02, 0, 0, 0, 0, 0, 0, 1}, 9100}]}],
     [?assertEqual({error, {bad_config, K, V}}, call(N, weft, start, [#{K => V}])) || {K, V} <- Bad],
     ?assertEqual({error, {bad_config, options, [{a, 1} | b]}}, call(N, weft, start, [[{a, 1} | b]])),
     ?assertEqual({error, {bad_config, options, [x]}}, call(N, weft, start, [[x]])),
@@ -192,6 +200,12 @@ config_ranges(_Config) ->
     %% the largest values are accepted
     ok = call(N, weft, start, [?OPTS#{max_frame_size => Max32 - 1, reconnect_max_backoff => Max32,
                                       heartbeat_timeout => Max32, pollers => 64}]),
+    ok = call(N, weft, stop, []),
+    %% 255 channels plus default, 16 addresses, a 255-byte channel name
+    Chans = [list_to_atom("c" ++ integer_to_list(I)) || I <- lists:seq(1, 254)]
+        ++ [list_to_atom(lists:duplicate(255, $c))],
+    ok = call(N, weft, start, [?OPTS#{channels => Chans,
+                                      advertise => lists:duplicate(16, {{127, 0, 0, 1}, 0})}]),
     ok = call(N, weft, stop, []),
     ok.
 

@@ -474,7 +474,13 @@ impl Acceptor {
                     }),
                 }
             }
-            (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
+            // Only an authenticated dialer's refusal is believed; before
+            // that, whatever reason it claims is a protocol error (so that
+            // nobody without the cookie picks what the counters and the
+            // log say).
+            (AcceptorState::Authenticated { .. }, Handshake::Refuse(r)) => {
+                Err(HandshakeError::Refused(r))
+            }
             (_, other) => Err(unexpected(&other)),
         }
     }
@@ -989,5 +995,31 @@ mod tests {
             fuzzing::frames(&[0, 1, 7, 0, 5, 1]),
             vec![&[7u8][..], &[1u8][..]]
         );
+    }
+
+    /// A refusal from a dialer that has not proved the cookie is not
+    /// believed: whatever reason it names, it is a protocol error.
+    #[test]
+    fn an_unauthenticated_refusal_is_a_protocol_error() {
+        let refuse = encode_handshake(&Handshake::Refuse(Refusal::BadSpec("x".into())));
+        let mut a = Acceptor::new(b"cookie", ALL, [9; 32]);
+        let r = a.on_frame(&refuse, &spec("b@h"), |_| true);
+        assert!(matches!(r, Err(HandshakeError::Protocol(_))), "{r:?}");
+        // after a hello too (challenged, not authenticated)
+        let (_d, hello) = Dialer::new(
+            b"cookie",
+            spec("a@h"),
+            "b@h",
+            LaneKey::control(),
+            ALL,
+            [1; 32],
+        );
+        let mut a = Acceptor::new(b"cookie", ALL, [9; 32]);
+        assert!(matches!(
+            a.on_frame(&hello, &spec("b@h"), |_| true),
+            Ok(AcceptorStep::Send(_))
+        ));
+        let r = a.on_frame(&refuse, &spec("b@h"), |_| true);
+        assert!(matches!(r, Err(HandshakeError::Protocol(_))), "{r:?}");
     }
 }

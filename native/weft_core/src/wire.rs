@@ -40,6 +40,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// The version field of a frame that lists supported versions.
 pub const VERSIONS_MARK: u16 = 0xFFFF;
 
+/// Most versions a version list may name (in a `0xFFFF` frame or a
+/// version refusal); a longer one is refused.
+pub const MAX_VERSIONS_LISTED: usize = 255;
+
 /// Most versions a hello may list.
 pub const MAX_HELLO_VERSIONS: usize = 32;
 
@@ -85,7 +89,12 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Refused => write!(f, "refused"),
             Refusal::UnexpectedNode { expected, actual } => {
-                write!(f, "unexpected node: expected {expected}, reached {actual}")
+                write!(
+                    f,
+                    "unexpected node: expected {}, reached {}",
+                    expected.escape_debug(),
+                    actual.escape_debug()
+                )
             }
             Refusal::BadCookie => write!(f, "cookie mismatch"),
             Refusal::UnknownLane => write!(f, "unknown channel or lane"),
@@ -93,7 +102,9 @@ impl std::fmt::Display for Refusal {
             Refusal::Duplicate => write!(f, "duplicate connection for this lane"),
             Refusal::Unavailable => write!(f, "node unavailable"),
             Refusal::Detached => write!(f, "node has left the cluster"),
-            Refusal::BadSpec(why) => write!(f, "bad node description: {why}"),
+            // The text comes from the peer: escaped, so that it cannot
+            // forge log lines.
+            Refusal::BadSpec(why) => write!(f, "bad node description: {}", why.escape_debug()),
             Refusal::Version(vs) => write!(f, "peer speaks protocol versions {vs:?}"),
         }
     }
@@ -408,7 +419,7 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     if let Handshake::Versions(vs) = h {
         out.extend_from_slice(&VERSIONS_MARK.to_be_bytes());
-        let vs = &vs[..vs.len().min(255)];
+        let vs = &vs[..vs.len().min(MAX_VERSIONS_LISTED)];
         out.extend_from_slice(&(vs.len() as u16).to_be_bytes());
         for v in vs {
             out.extend_from_slice(&v.to_be_bytes());
@@ -476,6 +487,13 @@ pub fn decode_handshake(b: &[u8]) -> Result<Handshake, FrameError> {
     let theirs = u16::from_be_bytes([b[4], b[5]]);
     if theirs == VERSIONS_MARK {
         let n = r.u16()? as usize;
+        // Nobody speaks more (the encoder writes at most this many): a
+        // longer list is hostile, and would only fill the logs.
+        if n > MAX_VERSIONS_LISTED {
+            return Err(r.err(format!(
+                "{n} versions listed, at most {MAX_VERSIONS_LISTED}"
+            )));
+        }
         let n = r.count(n, 2)?;
         let vs = (0..n).map(|_| r.u16()).collect::<Result<Vec<_>, _>>()?;
         r.end()?;
@@ -665,5 +683,33 @@ mod tests {
             h.extend_from_slice(&data);
             fuzzing::handshake(&h);
         }
+    }
+
+    #[test]
+    fn a_version_list_is_bounded() {
+        let list = |n: u16| {
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&VERSIONS_MARK.to_be_bytes());
+            b.extend_from_slice(&n.to_be_bytes());
+            for v in 0..n {
+                b.extend_from_slice(&v.to_be_bytes());
+            }
+            b
+        };
+        assert!(decode_handshake(&list(MAX_VERSIONS_LISTED as u16)).is_ok());
+        assert!(decode_handshake(&list(MAX_VERSIONS_LISTED as u16 + 1)).is_err());
+        assert!(decode_handshake(&list(65_000)).is_err());
+    }
+
+    /// Text a peer sends in a refusal is escaped when shown (logs).
+    #[test]
+    fn refusal_text_from_a_peer_cannot_forge_log_lines() {
+        let r = Refusal::BadSpec("x\n=ERROR REPORT==== fake".into());
+        assert!(!r.to_string().contains('\n'));
+        let r = Refusal::UnexpectedNode {
+            expected: "a@h".into(),
+            actual: "b@h\r\nfake".into(),
+        };
+        assert!(!r.to_string().contains('\n') && !r.to_string().contains('\r'));
     }
 }
