@@ -70,8 +70,9 @@ init([]) ->
     process_flag(trap_exit, true),
     case weft_config:from_env() of
         {ok, Opts} ->
-            case nif(fun() -> weft_nif:start(Opts#{event_pid => self()}) end) of
+            case start_transport(Opts) of
                 {ok, Guard, Pollers} ->
+                    remember_port(Opts),
                     [{ok, _} = weft_poller_sup:start_poller(P) || P <- Pollers],
                     {ok, #state{guard = Guard}};
                 {error, Reason} ->
@@ -80,6 +81,33 @@ init([]) ->
         {error, Reason} ->
             {stop, Reason}
     end.
+
+%% A transport started again after a crash (of this process, or of the
+%% poller supervisor) listens on the port the previous one had bound when
+%% the configuration says "any port" (0): the other members still dial
+%% that port, so the node is back in the cluster as soon as they redial,
+%% instead of listening where nobody looks. If the port is taken, any port.
+start_transport(#{listen := {Ip, 0}} = Opts) ->
+    Start = fun(O) -> nif(fun() -> weft_nif:start(O#{event_pid => self()}) end) end,
+    case weft_sup:previous_port() of
+        {ok, Port} ->
+            case Start(Opts#{listen := {Ip, Port}}) of
+                {ok, _, _} = Ok -> Ok;
+                {error, _} -> Start(Opts)
+            end;
+        none ->
+            Start(Opts)
+    end;
+start_transport(Opts) ->
+    nif(fun() -> weft_nif:start(Opts#{event_pid => self()}) end).
+
+remember_port(#{listen := {_, 0}}) ->
+    case nif(fun weft_nif:node_spec/0) of
+        #{listen_addrs := [#{port := Port} | _]} -> weft_sup:remember_port(Port);
+        _ -> ok
+    end;
+remember_port(_) ->
+    ok.
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}} | {noreply, #state{}}.
 handle_call({sync_join, Spec, Node, Timeout}, From, State) ->

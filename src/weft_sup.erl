@@ -7,7 +7,7 @@
 -module(weft_sup).
 -behaviour(supervisor).
 
--export([start_link/0, init/1]).
+-export([start_link/0, init/1, previous_port/0, remember_port/1]).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -15,6 +15,10 @@ start_link() ->
 
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
+    %% What a restarted transport should know of the previous one: the
+    %% port it listened on (see weft_server). The table lives as long as
+    %% this supervisor, i.e. until weft stops.
+    ?MODULE = ets:new(?MODULE, [named_table, public, set]),
     Server = #{id => weft_server,
                start => {weft_server, start_link, []},
                restart => permanent,
@@ -28,3 +32,19 @@ init([]) ->
                 type => supervisor,
                 modules => [weft_poller_sup]},
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, [Pollers, Server]}}.
+
+%% @private The port the transport listened on before it was restarted.
+-spec previous_port() -> {ok, inet:port_number()} | none.
+previous_port() ->
+    try ets:lookup(?MODULE, listen_port) of
+        [{listen_port, Port}] -> {ok, Port};
+        [] -> none
+    catch
+        error:badarg -> none
+    end.
+
+%% @private Remember the port the transport listens on.
+-spec remember_port(inet:port_number()) -> ok.
+remember_port(Port) ->
+    true = ets:insert(?MODULE, {listen_port, Port}),
+    ok.

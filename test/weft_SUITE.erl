@@ -18,7 +18,8 @@
          io_on_threads/1, a_killed_poller_process_is_restarted/1,
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, forward_right_after_join_waits/1,
-         frozen_receiver_every_message_counted/1, restarted_with_clock_behind_rejoins/1]).
+         frozen_receiver_every_message_counted/1, restarted_with_clock_behind_rejoins/1,
+         a_restarted_transport_rejoins_its_cluster/1]).
 
 -define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
@@ -36,7 +37,7 @@ all() ->
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
-     restarted_with_clock_behind_rejoins].
+     restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -742,6 +743,36 @@ a_killed_poller_process_is_restarted(_Config) ->
      || I <- lists:seq(1, 16)],
     ?assertEqual(32, length(call(B, weft_ct, collected, [inbox, 32]))),
     ?assertEqual(lists:sort([node_of(A), NodeB]), call(B, weft, members, [])),
+    ok.
+
+%% weft_server crashes (or the poller supervisor gives up): the transport
+%% starts again, on the port it had (the configuration says any port), so
+%% the other members redial it and the node is back in its cluster.
+a_restarted_transport_rejoins_its_cluster(_Config) ->
+    [A, B] = cluster(2),
+    NodeA = node_of(A),
+    NodeB = node_of(B),
+    #{listen_addrs := [#{port := Port} | _]} = call(A, weft, node_spec, []),
+    Old = call(A, erlang, whereis, [weft_server]),
+    call(A, erlang, exit, [Old, kill]),
+    weft_ct:wait_until(restarted,
+                       fun() ->
+                               case call(A, erlang, whereis, [weft_server]) of
+                                   P when is_pid(P), P =/= Old ->
+                                       is_map(call(A, weft, node_spec, []));
+                                   _ ->
+                                       false
+                               end
+                       end),
+    ?assertMatch(#{listen_addrs := [#{port := Port} | _]}, call(A, weft, node_spec, [])),
+    weft_ct:wait_until(rejoined,
+                       fun() ->
+                               lists:sort([NodeA, NodeB]) =:= call(A, weft, members, [])
+                                   andalso [NodeA] =:= call(B, weft, nodes, [])
+                       end),
+    call(B, weft_ct, collector, [inbox]),
+    ok = call(A, weft, forward, [NodeB, inbox, back, #{}]),
+    ?assertEqual([back], call(B, weft_ct, collected, [inbox, 1])),
     ok.
 
 pollers(N) ->
