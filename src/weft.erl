@@ -459,8 +459,9 @@ on_event(_Kind, Node, Fun) ->
 %% returned an error. `refused_connections' counts incoming connections
 %% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
 %% `unexpected_node', `closed', ...); they are logged at most once per
-%% source address per 10 s. `waiting' counts messages that wait for a node
-%% whose channels are not known yet (right after `join'). Sizes are in
+%% source address per 10 s, and at most 20 lines per 10 s over all
+%% sources. `waiting' counts messages that wait for a node whose channels
+%% are not known yet (right after `join'). Sizes are in
 %% bytes. The control channel shows as `'$control''. `io' says where the
 %% lane's connection is served now.
 %% `{error, timeout}' if the transport did not answer within a second.

@@ -170,9 +170,10 @@ impl Sink for NifSink {
         with_msg_env(|env| {
             // Peers passed the cookie check: trust their terms as the
             // distribution does (atoms may be new here).
+            // One term and nothing after it, as `binary_to_term/1` wants.
             match unsafe { env.binary_to_term_trusted(body) } {
-                Some((term, _)) => send_decoded(env, term),
-                None => Delivery::Malformed,
+                Some((term, used)) if used == body.len() => send_decoded(env, term),
+                _ => Delivery::Malformed,
             }
         })
     }
@@ -192,8 +193,11 @@ impl Sink for NifSink {
         with_msg_env(|env| {
             let frame = body.release(env);
             let share_min = etf::share_threshold(frame.len());
-            let term = etf::decode(env, frame, share_min)
-                .or_else(|| unsafe { env.binary_to_term_trusted(frame.as_slice()) }.map(|t| t.0));
+            let term = etf::decode(env, frame, share_min).or_else(|| {
+                unsafe { env.binary_to_term_trusted(frame.as_slice()) }
+                    .filter(|(_, used)| *used == frame.len())
+                    .map(|t| t.0)
+            });
             term.map_or(Delivery::Malformed, |t| send_decoded(env, t))
         })
     }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Addresses tracked one by one; past this, all others share one entry.
 const MAX_SOURCES: usize = 1024;
+/// Lines logged per window over all sources together: past this, a
+/// refusal from a new source is held with those of "other addresses" (so
+/// many sources cannot drown the log either).
+pub const MAX_LINES: u32 = 20;
 
 #[derive(Debug)]
 struct Source {
@@ -24,8 +28,11 @@ struct Source {
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: Mutex<BTreeMap<&'static str, u64>>,
-    /// `None`: every address past [`MAX_SOURCES`].
+    /// `None`: every address past [`MAX_SOURCES`], or past [`MAX_LINES`].
     sources: Mutex<HashMap<Option<IpAddr>, Source>>,
+    /// Lines logged in the current window (over all sources), and when the
+    /// window started.
+    lines: Mutex<Option<(Instant, u32)>>,
 }
 
 impl Refusals {
@@ -40,11 +47,19 @@ impl Refusals {
     ) -> Option<String> {
         *self.counts.lock().entry(reason).or_insert(0) += 1;
         let mut sources = self.sources.lock();
-        let key = if sources.contains_key(&Some(ip)) || sources.len() < MAX_SOURCES {
+        let mut key = if sources.contains_key(&Some(ip)) || sources.len() < MAX_SOURCES {
             Some(ip)
         } else {
             None
         };
+        // A line from this source would go out now: within the budget of
+        // the window over all sources, or held with the other addresses.
+        let would_log = sources
+            .get(&key)
+            .is_none_or(|s| now.duration_since(s.since) >= WINDOW);
+        if key.is_some() && would_log && !self.take_line(now) {
+            key = None;
+        }
         match sources.get_mut(&key) {
             Some(s) if now.duration_since(s.since) < WINDOW => {
                 s.held += 1;
@@ -64,6 +79,21 @@ impl Refusals {
                     },
                 );
                 Some(text.to_string())
+            }
+        }
+    }
+
+    /// One line of the window's budget, if any is left.
+    fn take_line(&self, now: Instant) -> bool {
+        let mut lines = self.lines.lock();
+        match &mut *lines {
+            Some((since, n)) if now.duration_since(*since) < WINDOW => {
+                *n += 1;
+                *n <= MAX_LINES
+            }
+            other => {
+                *other = Some((now, 1));
+                true
             }
         }
     }
@@ -149,7 +179,18 @@ mod tests {
             let ip = IpAddr::from(i.to_be_bytes());
             lines += r.record(t, ip, "timeout", "x").is_some() as u32;
         }
-        assert_eq!(lines, MAX_SOURCES as u32 + 1);
+        // MAX_LINES sources have their line, one more for all the others
+        assert_eq!(lines, MAX_LINES + 1);
         assert!(r.sources.lock().len() <= MAX_SOURCES + 1);
+        assert_eq!(r.counts(), vec![("timeout", 5000)]);
+        // the others are summed up when the window ends
+        let summary = r.flush(t + WINDOW);
+        assert!(
+            summary.iter().any(|l| l.contains("from other addresses")),
+            "{summary:?}"
+        );
+        // and a new window has its budget again
+        let ip = IpAddr::from([10, 9, 9, 9]);
+        assert!(r.record(t + WINDOW * 2, ip, "timeout", "x").is_some());
     }
 }
