@@ -20,7 +20,7 @@ use crate::membership::{Cx, Effect, Membership};
 use crate::peers::{PeerEvent, PeerStatus, PeerTable, PeerView};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, Millis, Timing};
+use crate::types::{ConnId, DownReason, Level, Millis, Timing};
 use crate::wire::{Control, Refusal};
 
 /// The peer service of one node.
@@ -375,6 +375,20 @@ impl Node {
                 Effect::Log { level, peer, text } => {
                     self.actions.log(level, peer.as_deref(), None, text)
                 }
+                Effect::Malformed { from, reason } => {
+                    self.actions.log(
+                        Level::Warning,
+                        Some(&from),
+                        None,
+                        format!("closing its control connection: bad membership message: {reason}"),
+                    );
+                    if let Some(conn) = self.peers.control_conn(&from) {
+                        self.actions.push(Action::Close {
+                            conn,
+                            reason: format!("bad membership message: {reason}"),
+                        });
+                    }
+                }
             }
         }
         self.settle_events(now);
@@ -489,6 +503,27 @@ mod tests {
         b.on_control(10, "a@h", 1, gossip(view));
         let known: Vec<&str> = b.peers().map(|p| p.spec.name.as_str()).collect();
         assert_eq!(known, ["a@h", "c@h"]);
+    }
+
+    /// A membership message that cannot be read closes the control
+    /// connection it came on, with a warning naming the peer.
+    #[test]
+    fn a_malformed_membership_message_closes_the_control_connection() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        b.on_control(10, "a@h", 1, Control::Membership(vec![0xff, 1, 2]));
+        let actions = drain(&mut b);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Close { conn: 1, .. })),
+            "{actions:?}"
+        );
+        assert!(actions.iter().any(|a| matches!(a,
+            Action::Log { level: Level::Warning, peer: Some(p), text, .. }
+                if p == "a@h" && text.contains("bad membership message"))));
     }
 
     #[test]

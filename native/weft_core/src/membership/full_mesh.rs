@@ -581,11 +581,10 @@ impl Membership for FullMesh {
         let m = match decode(payload) {
             Ok(m) => m,
             Err(e) => {
-                cx.log(
-                    Level::Warning,
-                    Some(from),
-                    format!("bad membership message: {e}"),
-                );
+                cx.push(Effect::Malformed {
+                    from: from.to_string(),
+                    reason: e.to_string(),
+                });
                 return;
             }
         };

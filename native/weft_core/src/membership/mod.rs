@@ -69,6 +69,15 @@ pub enum Effect {
     },
     /// This node leaves: drop every peer and start a new incarnation.
     Leave,
+    /// A message from this peer could not be read: the peer is broken or
+    /// hostile, and its control connection is closed (it reconnects), as a
+    /// malformed control frame closes it.
+    Malformed {
+        /// The peer.
+        from: String,
+        /// What was wrong, for the log.
+        reason: String,
+    },
     /// A log line.
     Log {
         /// Severity.
