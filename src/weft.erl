@@ -451,8 +451,9 @@ on_event(_Kind, Node, Fun) ->
 %% learnt after the message was queued), `overflow' (dropped as the oldest
 %% of a `drop_oldest' channel), `no_destination' (received here for a name
 %% or pid that does not exist), `malformed' (received here from an
-%% authenticated peer, not a message: its connection is closed with a
-%% logged warning), `fault' and `filtered' (dropped on send or on receive
+%% authenticated peer, not a message: a frame whose header or body could
+%% not be read, or that carries header extensions its connection did not
+%% negotiate; its connection is closed with a logged warning), `fault' and `filtered' (dropped on send or on receive
 %% by a per-message stage of the transport, for fault injection or
 %% filtering; none is installed by default, so these stay 0).
 %% `refused' counts calls to `forward' that

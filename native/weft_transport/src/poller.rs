@@ -38,7 +38,7 @@
 
 pub use crate::config::IoMode;
 use crate::conn::{Conn, ConnEvent, ConnPoller};
-use crate::frame_reader::{Frame, FrameReader, ReadStatus};
+use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
@@ -574,6 +574,16 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 closes.push((conn_id, e.draining.clone().unwrap_or_default()));
             }
             Err(err) => {
+                // A frame that could not be read (its header) is counted
+                // with the messages that were not messages.
+                if matches!(err, ReadError::Frame(_)) {
+                    shared
+                        .routes
+                        .counters
+                        .dropped
+                        .malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let reason = format!("closing connection: {err}");
                 shared
                     .sink
@@ -684,6 +694,14 @@ fn inbound(
     ext: &Extensions,
 ) -> Result<(), String> {
     if !negotiated.allows(ext) {
+        // Not a message this connection can carry: counted as one that
+        // could not be read.
+        shared
+            .routes
+            .counters
+            .dropped
+            .malformed
+            .fetch_add(1, Ordering::Relaxed);
         return Err(format!(
             "frame with header extensions {} not negotiated (this connection agreed on {})",
             ext.needs(),

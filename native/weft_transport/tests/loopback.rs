@@ -624,6 +624,7 @@ fn extensions_are_read_if_negotiated_and_refused_if_not() {
     lane.push_extended(FrameKind::Data, &traced, b"traced".to_vec().into(), None)
         .unwrap();
     assert!(logs_until(&crx, "not negotiated"));
+    wait_for("counted", || dropped(&c, "malformed") == 1);
     assert!(!crx
         .try_iter()
         .any(|e| matches!(e, Ev::Msg(_, ref m) if m == b"traced")));
