@@ -68,7 +68,7 @@ validate(Opts) when is_map(Opts) ->
         [] ->
             All = maps:merge(Defaults, Opts),
             try
-                {ok, build(All)}
+                {ok, build(All, Opts)}
             catch
                 throw:{bad, Key} -> {error, {bad_config, Key, maps:get(Key, All)}};
                 throw:not_alive -> {error, not_alive}
@@ -81,13 +81,19 @@ is_proplist([{K, _} | T]) when is_atom(K) -> is_proplist(T);
 is_proplist([]) -> true;
 is_proplist(_) -> false.
 
-build(C) ->
+build(C, Given) ->
     node() =/= nonode@nohost orelse throw(not_alive),
     Parallelism = check(parallelism, C, fun(P) -> int_in(P, 1, ?MAX_PARALLELISM) end),
     HbInterval = check(heartbeat_interval, C, fun ms/1),
-    check(heartbeat_timeout, C, fun(T) -> ms(T) andalso T > HbInterval end),
+    check(heartbeat_timeout, C, fun ms/1),
+    %% A pair out of order names the key that was given (the other one has
+    %% its default), or the second one when both were.
+    related(heartbeat_interval, heartbeat_timeout, C, Given,
+            fun(T) -> T > HbInterval end),
     Min = check(reconnect_min_backoff, C, fun ms/1),
-    check(reconnect_max_backoff, C, fun(M) -> ms(M) andalso M >= Min end),
+    check(reconnect_max_backoff, C, fun ms/1),
+    related(reconnect_min_backoff, reconnect_max_backoff, C, Given,
+            fun(M) -> M >= Min end),
     check(affinity, C, fun is_boolean/1),
     check(overlay, C, fun(O) -> O =:= full_mesh end),
     Listen = listen(C),
@@ -118,6 +124,17 @@ pollers(C) ->
         %% (at most 64, what the transport takes)
         schedulers -> min(64, erlang:system_info(schedulers_online));
         N -> N
+    end.
+
+related(First, Second, C, Given, Ok) ->
+    case Ok(maps:get(Second, C)) of
+        true ->
+            ok;
+        false ->
+            case maps:is_key(First, Given) andalso not maps:is_key(Second, Given) of
+                true -> throw({bad, First});
+                false -> throw({bad, Second})
+            end
     end.
 
 check(Key, C, Pred) ->

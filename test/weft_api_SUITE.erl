@@ -178,6 +178,8 @@ config_ranges(_Config) ->
            {gossip_interval, Max32 + 1}, {reconnect_min_backoff, Max32 + 1},
            {pollers, 65}, {pollers, 0}, {parallelism, 257}, {parallelism, 0},
            {poll_linger_us, 1000001},
+           %% out of order with the other's default: the key given is named
+           {heartbeat_interval, 10000}, {reconnect_min_backoff, 10000},
            {cookie, ''}, {cookie, <<>>}, {cookie, "list"},
            {channels, [a | b]}, {channels, [#{name => a, parallelism => 257}]},
            {listen, -1}, {listen, 65536}, {listen, {{127, 0, 0, 1}, 65536}},
@@ -195,6 +197,11 @@ config_ranges(_Config) ->
     [?assertEqual({error, {bad_config, K, V}}, call(N, weft, start, [#{K => V}])) || {K, V} <- Bad],
     ?assertEqual({error, {bad_config, options, [{a, 1} | b]}}, call(N, weft, start, [[{a, 1} | b]])),
     ?assertEqual({error, {bad_config, options, [x]}}, call(N, weft, start, [[x]])),
+    %% both given, out of order: the second of the pair is named
+    ?assertEqual({error, {bad_config, heartbeat_timeout, 100}},
+                 call(N, weft, start, [#{heartbeat_interval => 200, heartbeat_timeout => 100}])),
+    ?assertEqual({error, {bad_config, reconnect_max_backoff, 10}},
+                 call(N, weft, start, [#{reconnect_min_backoff => 20, reconnect_max_backoff => 10}])),
     %% none of it stayed in the environment
     ?assertEqual([], env(N)),
     %% the largest values are accepted
