@@ -66,7 +66,9 @@ impl std::fmt::Display for Capabilities {
 /// highest protocol version both speak and the capabilities both have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The protocol version.
     pub version: u16,
+    /// The capabilities both ends have.
     pub caps: Capabilities,
 }
 

@@ -110,10 +110,15 @@ pub const CRITICAL: u8 = 0x80;
 
 /// Extension ids (see the module documentation).
 pub mod ext_id {
+    /// Sequence number (unsigned, 1-8 bytes).
     pub const SEQ: u8 = 0x01;
+    /// Acknowledgement (unsigned, 1-8 bytes).
     pub const ACK: u8 = 0x02;
+    /// Trace id (16 bytes).
     pub const TRACE: u8 = 0x03;
+    /// Origin node of a relayed frame (a node name; critical).
     pub const ORIGIN: u8 = 0x81;
+    /// Destination node of a relayed frame (a node name; critical).
     pub const DESTINATION: u8 = 0x82;
 }
 
@@ -132,24 +137,51 @@ pub enum FrameKind {
 /// Why a frame could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// The frame claims more bytes than the receiver accepts.
     #[error("frame of {size} bytes exceeds the limit of {max} bytes")]
-    TooLarge { size: u64, max: u64 },
+    TooLarge {
+        /// Bytes claimed.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A frame with no type byte.
     #[error("empty frame")]
     Empty,
+    /// A kind this version does not know.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
+    /// A header format other than 0.
     #[error("unknown frame header format {0}")]
     HeaderFormat(u8),
+    /// An extension id with the critical bit that this version does not
+    /// know.
     #[error("unknown critical header extension {0:#04x}")]
     UnknownExtension(u8),
     /// Not enough bytes yet: the header needs at least `need` bytes (a
     /// reader waits for them; a whole frame that ends here is malformed).
     #[error("frame header cut short: {need} bytes needed")]
-    Truncated { need: usize },
+    Truncated {
+        /// Bytes the header needs in all.
+        need: usize,
+    },
+    /// A length, count or value out of place.
     #[error("malformed {what}: {detail}")]
-    Malformed { what: &'static str, detail: String },
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A handshake of a protocol version this node does not speak.
     #[error("protocol version {theirs} is not supported (this node speaks {ours})")]
-    Version { theirs: u16, ours: u16 },
+    Version {
+        /// The version the peer sent.
+        theirs: u16,
+        /// This node's version.
+        ours: u16,
+    },
+    /// A first frame without the `WEFT` magic: not a weft connection.
     #[error("not a weft connection (bad magic)")]
     BadMagic,
 }
@@ -166,8 +198,11 @@ fn bad(detail: impl Into<String>) -> FrameError {
 /// The extension fields of one frame header; all absent by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extensions {
+    /// A sequence number (capability `seq_ack`).
     pub seq: Option<u64>,
+    /// An acknowledgement (capability `seq_ack`).
     pub ack: Option<u64>,
+    /// A trace id (capability `trace`).
     pub trace: Option<[u8; 16]>,
     /// The node that first sent a relayed frame.
     pub origin: Option<String>,
@@ -191,7 +226,9 @@ impl Extensions {
 /// A decoded header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// What the frame carries.
     pub kind: FrameKind,
+    /// Its header extensions.
     pub ext: Extensions,
     /// Bytes the header took (fixed part and extensions); the body follows.
     pub header_len: usize,
@@ -221,7 +258,9 @@ pub fn header(kind: FrameKind, body_len: usize) -> [u8; HEADER_LEN] {
 /// An encoded header: 5 bytes on the stack, or more with extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderBytes {
+    /// Without extensions: the 5-byte header.
     Plain([u8; HEADER_LEN]),
+    /// With an extension block.
     Extended(Box<[u8]>),
 }
 

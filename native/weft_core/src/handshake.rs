@@ -122,12 +122,19 @@ pub enum HandshakeError {
     Refused(Refusal),
     /// This side refuses: `reason` is for the local log; send `tell` first.
     #[error("refused: {reason}")]
-    Refusing { reason: Refusal, tell: Vec<u8> },
+    Refusing {
+        /// Why, in full.
+        reason: Refusal,
+        /// What to send the peer before closing.
+        tell: Vec<u8>,
+    },
     /// The other side speaks none of our versions; `tell` (if any) says which
     /// ones we speak.
     #[error("peer speaks protocol versions {theirs:?}, this node {SUPPORTED_VERSIONS:?}")]
     Version {
+        /// The versions the peer speaks.
         theirs: Vec<u16>,
+        /// What to send the peer before closing, if anything.
         tell: Option<Vec<u8>>,
     },
     /// Not a weft handshake: malformed or out of order.
@@ -324,8 +331,11 @@ pub enum AcceptorStep {
     /// the connection will use what was negotiated. Answer with
     /// [`Acceptor::welcome`] or [`Acceptor::refuse`].
     Authenticated {
+        /// The dialer, as it describes itself.
         dialer: NodeSpec,
+        /// The lane the connection is for.
         lane: LaneKey,
+        /// What the two ends agreed on.
         negotiated: Negotiated,
     },
 }

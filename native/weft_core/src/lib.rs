@@ -38,32 +38,24 @@
 //! and `stage` stand apart). `scripts/deps.py` checks that there is no
 //! circle (run by `make test`).
 
-#[warn(missing_docs)]
+#![warn(missing_docs)]
+
 pub mod action;
 pub mod capability;
-#[warn(missing_docs)]
 pub mod failure;
 pub mod frame;
 pub mod handshake;
-#[warn(missing_docs)]
 pub mod lane;
-#[warn(missing_docs)]
 pub mod membership;
-#[warn(missing_docs)]
 pub mod node;
-#[warn(missing_docs)]
 pub mod peers;
 pub mod placement;
-#[warn(missing_docs)]
 pub mod rng;
 pub mod send_queue;
 #[cfg(feature = "sim")]
-#[warn(missing_docs)]
 pub mod sim;
-#[warn(missing_docs)]
 pub mod spec;
 pub mod stage;
-#[warn(missing_docs)]
 pub mod types;
 pub mod wire;
 

@@ -64,7 +64,12 @@ pub enum Refusal {
     /// Refused before authentication: no reason is given.
     Refused,
     /// The dialer expected another node at this address.
-    UnexpectedNode { expected: String, actual: String },
+    UnexpectedNode {
+        /// The node the dialer wanted.
+        expected: String,
+        /// The node that answered.
+        actual: String,
+    },
     /// A cookie proof did not verify (local reason; the wire says `Refused`).
     BadCookie,
     /// The channel is not one of the acceptor's, or the lane is out of range.
@@ -118,28 +123,43 @@ impl std::fmt::Display for Refusal {
 /// [`crate::handshake`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handshake {
+    /// The dialer's first message.
     Hello {
+        /// The dialer's fresh nonce.
         nonce: [u8; 32],
         /// Every protocol version the dialer speaks.
         versions: Vec<u16>,
+        /// The capabilities the dialer offers.
         caps: Capabilities,
     },
+    /// The acceptor's answer to a hello.
     Challenge {
+        /// The acceptor's fresh nonce.
         nonce: [u8; 32],
         /// The version the acceptor chose (the message's version field).
         version: u16,
     },
+    /// The dialer proves the cookie first, and says who it is.
     Auth {
+        /// The dialer's description.
         from: NodeSpec,
+        /// The node it wants to reach.
         to: String,
+        /// The lane the connection is for.
         lane: LaneKey,
+        /// Its cookie proof over both nonces, the hello and the challenge.
         proof: [u8; 32],
     },
+    /// The acceptor accepts, says who it is and proves the cookie back.
     Welcome {
+        /// The acceptor's description.
         from: NodeSpec,
+        /// The capabilities the acceptor offers.
         caps: Capabilities,
+        /// Its cookie proof.
         proof: [u8; 32],
     },
+    /// Either side refuses (before authentication: only `Refused`).
     Refuse(Refusal),
     /// The sender does not speak the version it was addressed in; these are
     /// the versions it does speak.
@@ -156,6 +176,7 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `buf`; `what` names it in errors.
     pub fn new(what: &'static str, buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0, what }
     }
@@ -172,6 +193,7 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// The next `n` bytes, if present.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         if n > self.remaining() {
             return Err(self.err(format!("{n} bytes claimed, {} present", self.remaining())));
@@ -181,24 +203,29 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// The next `N` bytes, if present.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.bytes(N)?);
         Ok(a)
     }
 
+    /// The next byte.
     pub fn u8(&mut self) -> Result<u8, FrameError> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// The next big-endian `u16`.
     pub fn u16(&mut self) -> Result<u16, FrameError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
+    /// The next big-endian `u32`.
     pub fn u32(&mut self) -> Result<u32, FrameError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
+    /// The next big-endian `u64`.
     pub fn u64(&mut self) -> Result<u64, FrameError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
@@ -235,6 +262,7 @@ impl<'a> Reader<'a> {
 
 // ------------------------------------------------------------------ writer
 
+/// Append `s` with a one-byte length (at most 255 bytes of it).
 pub fn put_str8(out: &mut Vec<u8>, s: &str) {
     // Names are validated to 255 bytes; anything longer is cut at a
     // character boundary rather than written with a wrong length.
