@@ -87,19 +87,17 @@ init([]) ->
 %% the configuration says "any port" (0): the other members still dial
 %% that port, so the node is back in the cluster as soon as they redial,
 %% instead of listening where nobody looks. If the port is taken, any port.
-start_transport(#{listen := {Ip, 0}} = Opts) ->
+start_transport(Opts) ->
     Start = fun(O) -> nif(fun() -> weft_nif:start(O#{event_pid => self()}) end) end,
-    case weft_sup:previous_port() of
-        {ok, Port} ->
+    case {Opts, weft_sup:previous_port()} of
+        {#{listen := {Ip, 0}}, {ok, Port}} ->
             case Start(Opts#{listen := {Ip, Port}}) of
                 {ok, _, _} = Ok -> Ok;
                 {error, _} -> Start(Opts)
             end;
-        none ->
+        _ ->
             Start(Opts)
-    end;
-start_transport(Opts) ->
-    nif(fun() -> weft_nif:start(Opts#{event_pid => self()}) end).
+    end.
 
 remember_port(#{listen := {_, 0}}) ->
     case nif(fun weft_nif:node_spec/0) of

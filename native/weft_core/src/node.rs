@@ -229,18 +229,8 @@ impl Node {
     ) {
         if let Some(r) = &refusal {
             let control = lane.is_control();
-            let mut effects = Vec::new();
-            let done = {
-                let mut cx = Cx {
-                    now,
-                    local: &self.local,
-                    peers: &self.peers,
-                    rng: &mut self.rng,
-                    out: &mut effects,
-                };
-                self.membership
-                    .on_dial_refused(&mut cx, peer, r, control, reason)
-            };
+            let (done, effects) =
+                self.call_membership(now, |m, cx| m.on_dial_refused(cx, peer, r, control, reason));
             if done {
                 if control {
                     self.actions.push(Action::Refused {
@@ -337,19 +327,27 @@ impl Node {
         now: Millis,
         f: impl FnOnce(&mut dyn Membership, &mut Cx<'_>) -> R,
     ) -> R {
-        let mut effects = Vec::new();
-        let r = {
-            let mut cx = Cx {
-                now,
-                local: &self.local,
-                peers: &self.peers,
-                rng: &mut self.rng,
-                out: &mut effects,
-            };
-            f(self.membership.as_mut(), &mut cx)
-        };
+        let (r, effects) = self.call_membership(now, f);
         self.apply(now, effects);
         r
+    }
+
+    /// Run one membership call; its effects are for the caller to apply.
+    fn call_membership<R>(
+        &mut self,
+        now: Millis,
+        f: impl FnOnce(&mut dyn Membership, &mut Cx<'_>) -> R,
+    ) -> (R, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let mut cx = Cx {
+            now,
+            local: &self.local,
+            peers: &self.peers,
+            rng: &mut self.rng,
+            out: &mut effects,
+        };
+        let r = f(self.membership.as_mut(), &mut cx);
+        (r, effects)
     }
 
     fn apply(&mut self, now: Millis, effects: Vec<Effect>) {

@@ -23,6 +23,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
+    }
+
     /// A number in `0..n` (`n` > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n > 0);

@@ -696,14 +696,9 @@ mod tests {
 
     #[test]
     fn fuzz_entry_points_accept_anything() {
-        let mut seed = 1u64;
+        let mut rng = crate::rng::Rng::new(1);
         for len in 0..400 {
-            let data: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (seed >> 56) as u8
-                })
-                .collect();
+            let data = rng.bytes(len);
             fuzzing::control(&data);
             fuzzing::handshake(&data);
             let mut h = MAGIC.to_vec();

@@ -26,6 +26,18 @@ pub enum ReadError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Frame(#[from] FrameError),
+    /// A whole frame that the callback refused (not a message, or not
+    /// allowed on this connection).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl ReadError {
+    /// A frame came that was not one: its header could not be read, or the
+    /// callback refused it (as opposed to the socket failing or closing).
+    pub fn is_bad_frame(&self) -> bool {
+        matches!(self, ReadError::Frame(_) | ReadError::Refused(_))
+    }
 }
 
 /// Application frames of at least this many bytes are read into a buffer
@@ -183,7 +195,7 @@ impl FrameReader {
         if let Some((buf, filled, _)) = &self.large {
             if *filled == buf.bytes().len() {
                 let (buf, _, ext) = self.large.take().expect("large frame in progress");
-                on_frame(Frame::Large(buf), &ext).map_err(protocol)?;
+                on_frame(Frame::Large(buf), &ext).map_err(ReadError::Refused)?;
             }
         }
         Ok(())
@@ -232,7 +244,8 @@ impl FrameReader {
                 return Ok(());
             }
             self.start = body + len;
-            on_frame(Frame::Small(kind, &self.buf[body..body + len]), &h.ext).map_err(protocol)?;
+            on_frame(Frame::Small(kind, &self.buf[body..body + len]), &h.ext)
+                .map_err(ReadError::Refused)?;
         }
         if self.start == self.end {
             self.start = 0;
@@ -240,10 +253,6 @@ impl FrameReader {
         }
         Ok(())
     }
-}
-
-fn protocol(reason: String) -> ReadError {
-    ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, reason))
 }
 
 /// One read: `None` when it would block.

@@ -38,7 +38,7 @@
 
 pub use crate::config::IoMode;
 use crate::conn::{Conn, ConnEvent, ConnPoller};
-use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus};
+use crate::frame_reader::{Frame, FrameReader, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
@@ -570,19 +570,17 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                     .unwrap_or_else(|| "closed by peer".into());
                 closes.push((conn_id, why));
             }
-            Err(_) if e.draining.is_some() => {
-                closes.push((conn_id, e.draining.clone().unwrap_or_default()));
-            }
             Err(err) => {
-                // A frame that could not be read (its header) is counted
-                // with the messages that were not messages.
-                if matches!(err, ReadError::Frame(_)) {
-                    shared
-                        .routes
-                        .counters
-                        .dropped
-                        .malformed
-                        .fetch_add(1, Ordering::Relaxed);
+                // A frame from the peer that is not a message (its header
+                // cannot be read, or `inbound` refused it) is counted here,
+                // the one place for all of them.
+                if err.is_bad_frame() {
+                    let malformed = &shared.routes.counters.dropped.malformed;
+                    malformed.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(why) = &e.draining {
+                    closes.push((conn_id, why.clone()));
+                    continue;
                 }
                 let reason = format!("closing connection: {err}");
                 shared
@@ -694,14 +692,6 @@ fn inbound(
     ext: &Extensions,
 ) -> Result<(), String> {
     if !negotiated.allows(ext) {
-        // Not a message this connection can carry: counted as one that
-        // could not be read.
-        shared
-            .routes
-            .counters
-            .dropped
-            .malformed
-            .fetch_add(1, Ordering::Relaxed);
         return Err(format!(
             "frame with header extensions {} not negotiated (this connection agreed on {})",
             ext.needs(),
@@ -751,12 +741,10 @@ fn inbound(
             dropped.no_destination.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        Ok(Delivery::Malformed) => {
-            dropped.malformed.fetch_add(1, Ordering::Relaxed);
-            Err(format!(
-                "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"
-            ))
-        }
+        // (counted by the caller, with every frame it refuses)
+        Ok(Delivery::Malformed) => Err(format!(
+            "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"
+        )),
     }
 }
 

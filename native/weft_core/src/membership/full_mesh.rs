@@ -835,14 +835,9 @@ mod tests {
 
     #[test]
     fn fuzz_entry_point_accepts_anything() {
-        let mut seed = 1u64;
+        let mut rng = crate::rng::Rng::new(1);
         for len in 0..400 {
-            let data: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (seed >> 56) as u8
-                })
-                .collect();
+            let data = rng.bytes(len);
             fuzzing::message(&data);
             for tag in 0..3u8 {
                 let mut d = vec![tag];

@@ -297,16 +297,7 @@ impl PeerTable {
             peer: peer.to_string(),
         });
         if p.status == PeerStatus::Up {
-            out.log(
-                Level::Notice,
-                Some(peer),
-                None,
-                format!("node down: {reason}"),
-            );
-            out.push(Action::PeerDown {
-                peer: peer.to_string(),
-                reason,
-            });
+            node_down(out, Level::Notice, peer, reason);
         }
         self.events.push(PeerEvent::Gone(peer.to_string()));
     }
@@ -353,16 +344,7 @@ impl PeerTable {
         });
         self.events.push(PeerEvent::Down(peer.to_string()));
         if was_up {
-            out.log(
-                Level::Warning,
-                Some(peer),
-                None,
-                format!("node down: {reason}"),
-            );
-            out.push(Action::PeerDown {
-                peer: peer.to_string(),
-                reason,
-            });
+            node_down(out, Level::Warning, peer, reason);
         }
     }
 
@@ -579,4 +561,14 @@ impl PeerTable {
             }
         }
     }
+}
+
+/// Report that `peer`, which was up, is down: a log line at `level`, and
+/// the `nodedown`.
+fn node_down(out: &mut Actions, level: Level, peer: &str, reason: DownReason) {
+    out.log(level, Some(peer), None, format!("node down: {reason}"));
+    out.push(Action::PeerDown {
+        peer: peer.to_string(),
+        reason,
+    });
 }

@@ -843,19 +843,7 @@ impl Sim {
             Action::Unroute { peer } => {
                 // Lanes drain, then shut down: the peer sees them close
                 // after everything already sent.
-                let ids: Vec<ConnId> = self.nodes[i]
-                    .conns
-                    .iter()
-                    .copied()
-                    .filter(|id| {
-                        self.conns.get(id).is_some_and(|c| {
-                            c.open
-                                && c.state[1].is_done()
-                                && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
-                        })
-                    })
-                    .collect();
-                let mut ids = ids;
+                let mut ids: Vec<ConnId> = self.open_conns(i, &peer, false).collect();
                 ids.sort_unstable();
                 for id in ids {
                     self.close_conn(id, i);
@@ -884,19 +872,25 @@ impl Sim {
     /// The newest open, established control connection between node `i`
     /// and the node named `peer`.
     fn open_control_conn(&self, i: usize, peer: &str) -> Option<ConnId> {
-        self.nodes[i]
-            .conns
-            .iter()
-            .copied()
-            .filter(|id| {
-                self.conns.get(id).is_some_and(|c| {
-                    c.open
-                        && c.control
-                        && c.state[1].is_done()
-                        && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
-                })
+        self.open_conns(i, peer, true).max()
+    }
+
+    /// Node `i`'s open, established connections with the node named
+    /// `peer` (control ones only if `control_only`).
+    fn open_conns<'a>(
+        &'a self,
+        i: usize,
+        peer: &'a str,
+        control_only: bool,
+    ) -> impl Iterator<Item = ConnId> + 'a {
+        self.nodes[i].conns.iter().copied().filter(move |id| {
+            self.conns.get(id).is_some_and(|c| {
+                c.open
+                    && (c.control || !control_only)
+                    && c.state[1].is_done()
+                    && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
             })
-            .max()
+        })
     }
 
     fn short(&self, ev: &Ev) -> String {
