@@ -30,11 +30,11 @@
 //!
 //! | id | name | value | capability |
 //! |---|---|---|---|
-//! | `0x01` | sequence number | unsigned, 1..=8 bytes, minimal | [`crate::capability::Capabilities::SEQ_ACK`] |
-//! | `0x02` | ack | unsigned, 1..=8 bytes, minimal | [`crate::capability::Capabilities::SEQ_ACK`] |
-//! | `0x03` | trace id | 16 bytes | [`crate::capability::Capabilities::TRACE`] |
-//! | `0x81` | origin node | node name | [`crate::capability::Capabilities::RELAY`] |
-//! | `0x82` | destination node | node name | [`crate::capability::Capabilities::RELAY`] |
+//! | `0x01` | sequence number | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
+//! | `0x02` | ack | unsigned, 1..=8 bytes, minimal | [`Capabilities::SEQ_ACK`] |
+//! | `0x03` | trace id | 16 bytes | [`Capabilities::TRACE`] |
+//! | `0x81` | origin node | node name | [`Capabilities::RELAY`] |
+//! | `0x82` | destination node | node name | [`Capabilities::RELAY`] |
 //!
 //! "Minimal" unsigned: big-endian without leading zero bytes (zero is one
 //! byte `0`). Node names are as [`crate::spec::valid_node_name`] checks them:
@@ -75,6 +75,14 @@
 //!                     #   frame::tests::header_cases_million -- --ignored --nocapture
 //! WEFT_HEADER_CASES=10000000 make fuzz-cases                # another count
 //! ```
+//!
+//! # Capabilities
+//!
+//! What a node understands beyond the plain frame (which header
+//! extensions), stated by each side in the
+//! handshake, and what the two ends of a connection agreed on
+//! ([`Negotiated`]), so that a sender can ask "may I send a relay header to
+//! this peer?".
 
 use thiserror::Error;
 
@@ -492,6 +500,99 @@ pub fn parse_header(h: &[u8; HEADER_LEN], max: u64) -> Result<(FrameKind, usize)
     decode_header(h, max).map(|h| (h.kind, h.body_len))
 }
 
+// ------------------------------------------------------------ capabilities
+
+/// What a node understands beyond the plain frame: a set of bits, stated by
+/// each side in the handshake; a connection may use the intersection.
+/// Unknown bits (from a newer peer) are kept as they are and simply never
+/// in the intersection with this node's set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Capabilities(pub u64);
+
+impl Capabilities {
+    /// Nothing beyond plain frames.
+    pub const NONE: Capabilities = Capabilities(0);
+    /// Sequence number and ack extensions.
+    pub const SEQ_ACK: Capabilities = Capabilities(1);
+    /// Origin and destination extensions (frames relayed through a node).
+    pub const RELAY: Capabilities = Capabilities(2);
+    /// Trace id extension.
+    pub const TRACE: Capabilities = Capabilities(4);
+    /// What this node understands.
+    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4);
+
+    const NAMES: [(Capabilities, &'static str); 3] = [
+        (Capabilities::SEQ_ACK, "seq_ack"),
+        (Capabilities::RELAY, "relay"),
+        (Capabilities::TRACE, "trace"),
+    ];
+
+    /// Both sets.
+    pub fn intersect(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & other.0)
+    }
+
+    /// Whether every capability of `other` is in this set.
+    pub fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names of the known capabilities in the set.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.names().iter().map(|s| s.to_string()).collect();
+        let unknown = self.0 & !Capabilities::SUPPORTED.0;
+        if unknown != 0 {
+            parts.push(format!("{unknown:#x}"));
+        }
+        write!(f, "[{}]", parts.join(","))
+    }
+}
+
+/// What the two ends of a connection agreed on in the handshake: the
+/// highest protocol version both speak and the capabilities both have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The protocol version.
+    pub version: u16,
+    /// The capabilities both ends have.
+    pub caps: Capabilities,
+}
+
+impl Negotiated {
+    /// May a frame with these extensions go to this peer?
+    pub fn allows(&self, ext: &Extensions) -> bool {
+        self.caps.contains(ext.needs())
+    }
+}
+
+/// Which capabilities a header's extensions need.
+impl Extensions {
+    /// The capabilities a peer needs to read these fields.
+    pub fn needs(&self) -> Capabilities {
+        let mut c = 0;
+        if self.seq.is_some() || self.ack.is_some() {
+            c |= Capabilities::SEQ_ACK.0;
+        }
+        if self.origin.is_some() || self.destination.is_some() {
+            c |= Capabilities::RELAY.0;
+        }
+        if self.trace.is_some() {
+            c |= Capabilities::TRACE.0;
+        }
+        Capabilities(c)
+    }
+}
+
 /// Fuzzing and generated cases for the header decoder, shared by the fuzz
 /// target (`fuzz/fuzz_targets/frame_header.rs`), the corpus replay test
 /// (`tests/corpus.rs`) and the case tests below.
@@ -688,5 +789,37 @@ mod tests {
             .ok()
             .and_then(|s| s.parse().ok());
         run_cases(n.unwrap_or(1_000_000));
+    }
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_intersect_and_print() {
+        let c = Capabilities::SEQ_ACK.intersect(Capabilities(3 | 0x100));
+        assert_eq!(c, Capabilities::SEQ_ACK);
+        assert_eq!(
+            Capabilities(7 | 0x100).to_string(),
+            "[seq_ack,relay,trace,0x100]"
+        );
+        assert_eq!(Capabilities::NONE.to_string(), "[]");
+        let n = Negotiated {
+            version: 3,
+            caps: Capabilities::TRACE,
+        };
+        assert!(n.allows(&Extensions::default()));
+        let traced = Extensions {
+            trace: Some([1; 16]),
+            ..Default::default()
+        };
+        assert!(n.allows(&traced));
+        let relayed = Extensions {
+            origin: Some("a@h".into()),
+            ..traced
+        };
+        assert!(!n.allows(&relayed));
+        assert_eq!(relayed.needs().names(), ["relay", "trace"]);
     }
 }

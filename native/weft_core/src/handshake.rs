@@ -46,7 +46,7 @@
 //! into another connection). Randomness (the nonces) is an argument, as time is elsewhere
 //! in the core.
 
-use crate::capability::{Capabilities, Negotiated};
+use crate::frame::{Capabilities, Negotiated};
 use crate::frame::{FrameError, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
 use crate::spec::NodeSpec;

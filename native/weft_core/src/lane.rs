@@ -1,12 +1,58 @@
-//! Lanes: the parallel connections of a channel, and how a message picks one.
+//! Lanes: the parallel connections of a channel, which lane a message
+//! takes, and in what order frames leave a lane. Pure policy: no socket,
+//! lock or clock (time is an argument).
+//!
+//! # The lane plan, and which lane a message takes
 //!
 //! Two nodes share, per channel both of them have, `min(local, remote)`
 //! parallelism lanes, so both sides compute the same plan. Ordering holds per
 //! lane, so with affinity a message's lane is a pure function of its
 //! partition key (or of its destination when no key is given): messages with
 //! the same key stay in order while different keys spread over the lanes.
+//!
+//! # The send queue of one lane
+//!
+//! Which frame goes on the wire next, and who writes it.
+//!
+//! The transport's lane is a writer around a [`SendQueue`]: it holds the
+//! queue under its lock, asks it what to do with every frame pushed and
+//! every flush, writes what it is told to outside the lock, and reports
+//! back how many bytes the socket took.
+//!
+//! Policy, in the order a frame meets it:
+//! - **Direct or queued** ([`SendQueue::push`]): a frame is written by its
+//!   sender at once ([`Pushed::Write`]) when the lane can be written, no
+//!   writer holds frames, nothing waits, the body is at most
+//!   [`DIRECT_MAX`] bytes (a larger copy would run long on the sender's
+//!   thread), and the previous push was not less than [`STREAM_GAP`] ago (a
+//!   stream is better served by batching: many frames per system call, not
+//!   one per frame on the sender's thread). Otherwise it is queued.
+//! - **Small passes large**: a queued frame of at most [`DIRECT_MAX`] bytes
+//!   whose sender is known goes ahead of the large frames at the end of the
+//!   queue that *other* senders pushed and that have not started on the
+//!   wire; each large frame is passed at most [`MAX_PASSES`] times, so a
+//!   steady stream of small frames cannot hold it back for ever. Frames of
+//!   one sender keep their order, and so do frames of unknown senders
+//!   (control frames), which nothing passes. The promise is Erlang's: order
+//!   holds per sender and destination, not across senders.
+//! - **Batches** ([`SendQueue::flush`]): a writer takes at most
+//!   [`BATCH_FRAMES`] frames, about [`BATCH_BYTES`] bytes and
+//!   [`MAX_SLICES`] slices for one vectored write; what is left of them
+//!   goes back to the front, in order ([`SendQueue::put_back`]), where
+//!   nothing passes a frame that started on the wire.
+//! - **Drop oldest** ([`SendQueue::pop_oldest`]): unstarted frames leave
+//!   from the front, one by one, until the caller has room.
+//!
+//! While a writer holds frames (a direct write or a batch), new frames
+//! queue behind them, so frames leave in the order the policy gave them.
+//! The queue outlives connections: a lane that reconnects keeps what was
+//! queued. Every frame pushed is, in the end, written (counted by
+//! [`SendQueue::put_back`] or returned by [`SendQueue::wrote_direct`]),
+//! dropped (handed back or counted), or still queued
+//! ([`SendQueue::queued`]).
 
 use crate::spec::{NodeSpec, CONTROL_CHANNEL};
+use std::collections::VecDeque;
 
 /// One lane of one channel between two nodes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,8 +144,444 @@ pub fn pick(lanes: u16, affinity: bool, choice: Choice, round_robin: u64) -> u16
     (x % n) as u16
 }
 
+// ---------------------------------------------------------------------
+// The send queue of one lane.
+// ---------------------------------------------------------------------
+
+/// Microseconds from any origin (the caller's clock).
+pub type Micros = u64;
+
+/// Who pushed a frame, as far as ordering goes: frames with the same
+/// sender leave in the order they were pushed. Two senders that share a
+/// value only lose the chance to pass each other.
+pub type Sender = u64;
+
+/// Frames taken for one write by a flush.
+pub const BATCH_FRAMES: usize = 64;
+
+/// Bytes one flush offers to one write, so that a flush (on a scheduler,
+/// in the default mode) stays short even with a large frame queued.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// Frames whose body is larger than this are never written by the sender
+/// itself (the copy into the socket buffer would run long on the sender's
+/// thread), and are passed by small frames of other senders.
+pub const DIRECT_MAX: usize = 64 * 1024;
+
+/// Slices in one vectored write (Linux's `IOV_MAX` is 1024).
+pub const MAX_SLICES: usize = 1024;
+
+/// How many small frames may go ahead of one large frame.
+pub const MAX_PASSES: u32 = 64;
+
+/// A push this soon after the previous one is part of a stream: it queues,
+/// so the writer batches many frames per system call. Sparse sends
+/// (request and reply, heartbeats) stay direct, which saves a thread
+/// wake-up.
+pub const STREAM_GAP: Micros = 40;
+
+/// What the queue needs to know of a frame.
+pub trait Payload {
+    /// Bytes of the body: what the send-queue bounds and counters count.
+    fn body_len(&self) -> usize;
+    /// Bytes on the wire: header and body.
+    fn wire_len(&self) -> usize;
+    /// Slices a vectored write of the whole frame needs (header and body
+    /// parts).
+    fn slices(&self) -> usize {
+        2
+    }
+}
+
+/// Frames and their body bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// How many frames.
+    pub frames: u64,
+    /// Their body bytes.
+    pub bytes: u64,
+}
+
+impl Counts {
+    /// One frame: `f`.
+    pub fn one(f: &impl Payload) -> Counts {
+        Counts {
+            frames: 1,
+            bytes: f.body_len() as u64,
+        }
+    }
+
+    fn add(&mut self, body: usize) {
+        self.frames += 1;
+        self.bytes += body as u64;
+    }
+
+    fn sub(&mut self, c: Counts) {
+        self.frames -= c.frames;
+        self.bytes -= c.bytes;
+    }
+}
+
+/// A frame in the queue; `sent` bytes of it (header first) are on the wire.
+struct Entry<T> {
+    item: T,
+    sent: usize,
+    sender: Option<Sender>,
+    /// How many frames went ahead of this one.
+    passed: u32,
+}
+
+impl<T: Payload> Entry<T> {
+    /// May a small frame from `sender` go ahead of this one?
+    fn passable_by(&self, sender: Sender) -> bool {
+        self.sent == 0
+            && self.item.body_len() > DIRECT_MAX
+            && self.passed < MAX_PASSES
+            && self.sender.is_some_and(|s| s != sender)
+    }
+
+    fn unsent(&self) -> usize {
+        self.item.wire_len() - self.sent
+    }
+}
+
+/// A frame its sender writes itself, now, while the queue holds back every
+/// other writer; hand it back with [`SendQueue::wrote_direct`].
+#[must_use = "a direct write must be reported with wrote_direct"]
+pub struct Direct<T>(Entry<T>);
+
+impl<T> Direct<T> {
+    /// The frame to write (from its first byte).
+    pub fn item(&self) -> &T {
+        &self.0.item
+    }
+}
+
+/// What became of a pushed frame.
+#[must_use]
+pub enum Pushed<T> {
+    /// Write it now (one non-blocking write), then report with
+    /// [`SendQueue::wrote_direct`].
+    Write(Direct<T>),
+    /// Queued: a flush should be asked for.
+    Queued,
+    /// The lane is stopped: the frame is handed back, dropped.
+    Refused(T),
+}
+
+/// What a flush should do now.
+#[must_use]
+pub enum Step<T> {
+    /// Nothing: a writer holds frames (it looks again when it ends), the
+    /// lane waits for a connection, or nothing waits.
+    Idle,
+    /// Write this batch (one vectored write), then report with
+    /// [`SendQueue::put_back`] or [`SendQueue::lost`].
+    Write(Batch<T>),
+    /// Stopped and everything written: close the connection.
+    Close,
+    /// Stopped with no connection: everything queued was dropped.
+    Dropped(Counts),
+}
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing left to write for now.
+    Done,
+    /// The socket is full: flush again once it is writable.
+    Blocked,
+    /// A batch went out and more is queued: flush again soon.
+    More,
+}
+
+/// Frames taken off the queue for one write. The writer owns them while it
+/// writes, without the queue's lock.
+#[must_use = "a batch must go back with put_back or lost"]
+pub struct Batch<T> {
+    frames: VecDeque<Entry<T>>,
+    written: Counts,
+}
+
+impl<T: Payload> Batch<T> {
+    /// The frames, in order, each with how many of its bytes are already on
+    /// the wire (header first).
+    pub fn iter(&self) -> impl Iterator<Item = (&T, usize)> {
+        self.frames.iter().map(|e| (&e.item, e.sent))
+    }
+
+    /// Frames not completely written yet.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether every frame is written.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The socket took `n` more bytes, from the front: frames it completed
+    /// leave the batch (dropped here, outside the queue's lock) and are
+    /// counted when the batch goes back.
+    pub fn wrote(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(f) = self.frames.front_mut() else {
+                debug_assert!(false, "{n} bytes written beyond the batch");
+                return;
+            };
+            let unsent = f.unsent();
+            if n < unsent {
+                f.sent += n;
+                return;
+            }
+            n -= unsent;
+            let f = self.frames.pop_front().expect("front exists");
+            self.written.add(f.item.body_len());
+        }
+    }
+}
+
+/// The send queue of one lane; see the module documentation.
+pub struct SendQueue<T> {
+    queue: VecDeque<Entry<T>>,
+    /// A writer holds frames taken off the queue (a direct write or a
+    /// batch).
+    busy: bool,
+    stopped: bool,
+    /// When the previous frame was pushed, or a direct write ended.
+    last_push: Option<Micros>,
+    /// Frames queued or held by a batch, not yet written or dropped.
+    queued: Counts,
+}
+
+impl<T> Default for SendQueue<T> {
+    fn default() -> Self {
+        SendQueue {
+            queue: VecDeque::new(),
+            busy: false,
+            stopped: false,
+            last_push: None,
+            queued: Counts::default(),
+        }
+    }
+}
+
+impl<T: Payload> SendQueue<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A frame from `sender` (`None`: unknown, never passes nor is
+    /// passed), pushed at `now`. `writable`: the lane has a connection it
+    /// can write to now.
+    pub fn push(
+        &mut self,
+        now: Micros,
+        item: T,
+        sender: Option<Sender>,
+        writable: bool,
+    ) -> Pushed<T> {
+        if self.stopped {
+            return Pushed::Refused(item);
+        }
+        let streaming = self
+            .last_push
+            .is_some_and(|t| now.saturating_sub(t) < STREAM_GAP);
+        self.last_push = Some(now);
+        let entry = Entry {
+            item,
+            sent: 0,
+            sender,
+            passed: 0,
+        };
+        if writable
+            && !self.busy
+            && self.queue.is_empty()
+            && !streaming
+            && entry.item.body_len() <= DIRECT_MAX
+        {
+            // Other writers keep out while the sender writes: their frames
+            // queue behind this one.
+            self.busy = true;
+            return Pushed::Write(Direct(entry));
+        }
+        self.enqueue(entry);
+        Pushed::Queued
+    }
+
+    /// Queue `e` where the policy puts it: a small frame of a known sender
+    /// before the unstarted large frames of other senders at the end.
+    fn enqueue(&mut self, e: Entry<T>) {
+        self.queued.add(e.item.body_len());
+        let at = match e.sender {
+            Some(s) if e.item.body_len() <= DIRECT_MAX => {
+                let mut at = self.queue.len();
+                while at > 0 && self.queue[at - 1].passable_by(s) {
+                    at -= 1;
+                    self.queue[at].passed += 1;
+                }
+                at
+            }
+            _ => self.queue.len(),
+        };
+        self.queue.insert(at, e);
+    }
+
+    /// A direct write ended at `now`: the socket took `written` bytes
+    /// (`None`: it took nothing, full or failed). The frame comes back when
+    /// it is all written (count it sent); else what is left goes first, or
+    /// (nothing written) is queued as if just pushed.
+    pub fn wrote_direct(&mut self, now: Micros, d: Direct<T>, written: Option<usize>) -> Option<T> {
+        self.busy = false;
+        // A stream counts from the end of this write: a write that took
+        // long (the thread was preempted) is not followed by another direct
+        // one at once.
+        self.last_push = Some(now);
+        let mut e = d.0;
+        match written {
+            Some(n) if n >= e.item.wire_len() => Some(e.item),
+            Some(n) => {
+                // Partly written: before anything queued meanwhile.
+                e.sent = n;
+                self.queued.add(e.item.body_len());
+                self.queue.push_front(e);
+                None
+            }
+            None => {
+                self.enqueue(e);
+                None
+            }
+        }
+    }
+
+    /// What a flush does now; `writable`: the lane has a connection it can
+    /// write to. A batch holds the queue's front, at most [`BATCH_FRAMES`]
+    /// frames, [`BATCH_BYTES`] bytes (its last frame may go past them: the
+    /// writer offers no more) and [`MAX_SLICES`] slices (unless its one
+    /// frame has more); frames left in the queue can still be passed.
+    pub fn flush(&mut self, writable: bool) -> Step<T> {
+        if self.busy {
+            return Step::Idle;
+        }
+        if !writable {
+            if self.stopped && !self.queue.is_empty() {
+                let dropped = self.queued;
+                self.queue.clear();
+                self.queued = Counts::default();
+                return Step::Dropped(dropped);
+            }
+            // Unconnected: the queue waits for a connection.
+            return Step::Idle;
+        }
+        if self.queue.is_empty() {
+            return if self.stopped {
+                Step::Close
+            } else {
+                Step::Idle
+            };
+        }
+        let (mut n, mut bytes, mut slices) = (0, 0, 0);
+        while n < self.queue.len() && n < BATCH_FRAMES && bytes < BATCH_BYTES {
+            let f = &self.queue[n];
+            let s = f.item.slices();
+            if n > 0 && slices + s > MAX_SLICES {
+                break;
+            }
+            slices += s;
+            bytes += f.unsent();
+            n += 1;
+        }
+        self.busy = true;
+        Step::Write(Batch {
+            frames: self.queue.drain(..n).collect(),
+            written: Counts::default(),
+        })
+    }
+
+    /// The write of `batch` ended; `blocked`: the socket took less than it
+    /// was offered. What is left of the batch goes back to the front, in
+    /// order. Returns what to do next and the frames the batch completed.
+    pub fn put_back(&mut self, batch: Batch<T>, blocked: bool) -> (Flush, Counts) {
+        self.busy = false;
+        self.queued.sub(batch.written);
+        for f in batch.frames.into_iter().rev() {
+            self.queue.push_front(f);
+        }
+        let next = if blocked {
+            Flush::Blocked
+        } else if self.has_work() {
+            Flush::More
+        } else {
+            Flush::Done
+        };
+        (next, batch.written)
+    }
+
+    /// The write of `batch` failed: its frames are lost with the
+    /// connection. Returns them, counted (frames that [`Batch::wrote`]
+    /// completed before stay written).
+    pub fn lost(&mut self, batch: Batch<T>) -> Counts {
+        self.busy = false;
+        self.queued.sub(batch.written);
+        let mut lost = Counts::default();
+        for f in &batch.frames {
+            lost.add(f.item.body_len());
+        }
+        self.queued.sub(lost);
+        lost
+    }
+
+    /// Remove the oldest frame that has not started on the wire and that
+    /// no writer holds (`overload => drop_oldest`: the caller drops frames
+    /// this way until there is room).
+    pub fn pop_oldest(&mut self) -> Option<T> {
+        // Only the front can have started (what is left of a write goes
+        // back there).
+        let i = self.queue.iter().position(|f| f.sent == 0)?;
+        let f = self.queue.remove(i).expect("index in range");
+        self.queued.sub(Counts {
+            frames: 1,
+            bytes: f.item.body_len() as u64,
+        });
+        Some(f.item)
+    }
+
+    /// Take no more frames; what is queued is still written (if the lane
+    /// is connected, else dropped by the next flush), then [`Step::Close`].
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Whether [`SendQueue::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether a writer holds frames (a flush asked now would find nothing
+    /// to do; the writer looks at the queue again when it ends).
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Whether a flush has something to do: frames wait, or the lane is
+    /// stopped (close, or drop).
+    pub fn has_work(&self) -> bool {
+        !self.queue.is_empty() || self.stopped
+    }
+
+    /// Frames queued or held by a writer's batch, and their body bytes
+    /// (a direct write's frame is not counted).
+    pub fn queued(&self) -> Counts {
+        self.queued
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod queue_tests;
+
+#[cfg(test)]
+mod plan_tests {
     use super::*;
     use crate::spec::ChannelSpec;
 

@@ -4,9 +4,11 @@
 //!
 //! - [`types`]: time, connection ids, log levels, down reasons, timing;
 //! - [`spec`]: who a node is (name, incarnation, addresses, channels);
-//! - [`lane`]: the lane plan between two nodes and how a message picks a lane;
-//! - [`frame`]: the frame header and its extensions;
-//! - [`capability`]: what each side understands, and what a connection agreed on;
+//! - [`lane`]: the lane plan between two nodes, how a message picks a lane,
+//!   and a lane's send queue policy (per-sender order, small passes large,
+//!   direct write or batch, partial writes, drop oldest);
+//! - [`frame`]: the frame header and its extensions, and the capabilities
+//!   that say which extensions each side reads and a connection agreed on;
 //! - [`wire`]: the control and handshake messages and their bounded codec;
 //! - [`handshake`]: the handshake state machines and their cookie proofs;
 //! - [`action`]: what the core asks its driver to do;
@@ -18,8 +20,6 @@
 //!   timeout;
 //! - [`node`]: the composition of those, fed events and deadlines,
 //!   returning actions;
-//! - [`send_queue`]: a lane's send queue policy (per-sender order, small
-//!   passes large, direct write or batch, partial writes, drop oldest);
 //! - [`placement`]: bulk detection (`io => auto`) and poller lingering;
 //! - [`stage`]: the per-message stage on send and receive (interposition,
 //!   fault injection; later tracing, reliable and causal delivery);
@@ -33,15 +33,14 @@
 //! deadline ([`Node::next_deadline`]) instead of needing a fixed tick.
 //!
 //! Module dependencies go one way: `types`, `spec`, `lane`, `rng` <-
-//! `frame` <- `capability` <- `wire` <- `handshake`, `action` <- `peers` <-
-//! `membership`, `failure` <- `node` <- `sim` (`send_queue` <- `placement`
-//! and `stage` stand apart). `scripts/deps.py` checks that there is no
+//! `frame` <- `wire` <- `handshake`, `action` <- `peers` <- `membership`,
+//! `failure` <- `node` <- `sim` (`lane` <- `placement`; `stage` stands
+//! apart). `scripts/deps.py` checks that there is no
 //! circle (run by `make test`).
 
 #![warn(missing_docs)]
 
 pub mod action;
-pub mod capability;
 pub mod failure;
 pub mod frame;
 pub mod handshake;
@@ -51,7 +50,6 @@ pub mod node;
 pub mod peers;
 pub mod placement;
 pub mod rng;
-pub mod send_queue;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;
@@ -60,8 +58,7 @@ pub mod types;
 pub mod wire;
 
 pub use action::Action;
-pub use capability::{Capabilities, Negotiated};
-pub use frame::{Extensions, FrameError, FrameKind};
+pub use frame::{Capabilities, Extensions, FrameError, FrameKind, Negotiated};
 pub use lane::LaneKey;
 pub use membership::full_mesh::DEFAULT_MAX_MEMBERS;
 pub use node::Node;

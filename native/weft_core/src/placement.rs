@@ -12,7 +12,7 @@
 //! frame is likely close behind), but not during bulk transfers, where
 //! polling would only take CPU from the copying ([`Linger`]).
 
-use crate::send_queue::Micros;
+use crate::lane::Micros;
 
 /// A round that moved more than this does not make the poller linger; a
 /// connection that moves more than this in a round carries bulk.

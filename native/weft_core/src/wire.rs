@@ -31,7 +31,7 @@
 //!   sender speaks (`n: u16 | n × u16`): this one layout never changes, so a
 //!   dialer of any version learns what the acceptor speaks.
 
-use crate::capability::Capabilities;
+use crate::frame::Capabilities;
 use crate::frame::{FrameError, MAGIC, PROTOCOL_VERSION, SUPPORTED_VERSIONS};
 use crate::lane::LaneKey;
 use crate::spec::{ChannelSpec, NodeSpec};

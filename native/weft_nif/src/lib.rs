@@ -13,20 +13,22 @@
 //!
 //! - this file: the NIF registrations (start, stop, poll, join, leave,
 //!   members, info, counters, test hooks) and the running transport;
-//! - `send.rs`: the send NIF (`weft:forward/4`'s way in), payload pinning;
-//! - `deliver.rs`: the transport's `Sink`: received frames to their
-//!   destination with `enif_send`, events and logs to `weft_server`, and
-//!   wake-ups of poller processes (see `weft_transport::wake`);
+//! - `messages.rs`: the NIF's two ends of the message path: the send NIF
+//!   (`weft:forward/4`'s way in, payload pinning) and delivery of received
+//!   frames to their destination with `enif_send`;
+//! - `events.rs`: the transport's `Sink`: events and logs to `weft_server`,
+//!   wake-ups of poller processes (see `weft_transport::wake`), received
+//!   frames handed to `messages.rs`;
 //! - `convert.rs`: terms <-> Rust values (config, specs, info);
 //! - `etf.rs`: building VM terms for the in-place decoder of large frames.
 
 mod convert;
-mod deliver;
 mod etf;
-mod send;
+mod events;
+mod messages;
 
 use convert::{decode_config, decode_spec, encode_info, encode_spec, ip_port};
-use deliver::NifSink;
+use events::NifSink;
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
@@ -126,7 +128,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
     };
     let listen = config.listen;
     let sink = Arc::new(NifSink::new(event_pid));
-    deliver::install_panic_hook();
+    events::install_panic_hook();
     match Transport::start(config, sink.clone()) {
         Ok(transport) => {
             let id = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +153,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
             (
                 atoms::listen(),
                 ip_port(env, listen),
-                deliver::io_error_atom(env, &e),
+                events::io_error_atom(env, &e),
             ),
         )
             .encode(env)),
@@ -168,7 +170,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
 fn stop(env: Env) -> Atom {
     let r = RUNNING.write().take();
     if let Some(r) = r {
-        deliver::with_caller(env, || r.transport.stop());
+        messages::with_caller(env, || r.transport.stop());
     }
     atoms::ok()
 }
@@ -182,7 +184,7 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
     if p.is_stopped() {
         return atoms::stopped();
     }
-    deliver::with_caller(env, || match p.poll() {
+    messages::with_caller(env, || match p.poll() {
         Outcome::Busy => {
             rustler::schedule::consume_timeslice(env, 10);
             atoms::more()

@@ -1,5 +1,5 @@
 //! A lane: one send queue and, while connected, one TCP connection; the
-//! writer around a [`weft_core::send_queue::SendQueue`].
+//! writer around a [`weft_core::lane::SendQueue`].
 //!
 //! The queue's policy (per-sender order, small frames passing large ones,
 //! direct write or queue, batches, partial writes, drop oldest) is the
@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::frame::{encode_header, header, Extensions, FrameError, HeaderBytes};
-use weft_core::send_queue::{
+use weft_core::lane::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, MAX_SLICES,
 };
-pub use weft_core::send_queue::{Flush, Sender};
+pub use weft_core::lane::{Flush, Sender};
 use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
 
 /// How long a stopped lane's connection stays open after its last frame,
@@ -223,7 +223,7 @@ impl Lane {
 
     /// Send a frame on behalf of `sender`; a small one may go ahead of large
     /// frames of other senders that wait unstarted (see
-    /// [`weft_core::send_queue`]). Its bytes count against the lane's
+    /// [`weft_core::lane`]). Its bytes count against the lane's
     /// budget whatever the bound (the send path checks bounds first, see
     /// [`Lane::push_reserved`]).
     pub fn push_from(self: &Arc<Self>, kind: FrameKind, body: Body, sender: Option<Sender>) {
@@ -495,7 +495,7 @@ mod tests {
     use super::*;
     use crate::poller::{run_thread, Poller};
     use std::io::Read;
-    use weft_core::send_queue::DIRECT_MAX;
+    use weft_core::lane::DIRECT_MAX;
 
     /// A lane with no connection yet, its poller, and the runtime of its
     /// timers (keep it alive as long as the lane).
@@ -672,7 +672,7 @@ mod tests {
         lane.push_extended(
             FrameKind::Data,
             &ext(2),
-            vec![2; 3 * weft_core::send_queue::DIRECT_MAX].into(),
+            vec![2; 3 * weft_core::lane::DIRECT_MAX].into(),
             None,
         )
         .unwrap();
@@ -680,7 +680,7 @@ mod tests {
         assert_eq!(read_frame_ext(&mut server), (ext(1), vec![1; 10]));
         assert_eq!(
             read_frame_ext(&mut server),
-            (ext(2), vec![2; 3 * weft_core::send_queue::DIRECT_MAX])
+            (ext(2), vec![2; 3 * weft_core::lane::DIRECT_MAX])
         );
         // connected and idle: written by the sender itself
         std::thread::sleep(Duration::from_millis(5));

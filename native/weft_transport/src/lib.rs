@@ -8,7 +8,7 @@
 //! own. Callers (NIF functions) only write or enqueue, and return.
 //!
 //! - [`config`]: settings; [`sink`]: where deliveries and events go (the
-//!   NIF implements it in `weft_nif/src/deliver.rs`);
+//!   NIF implements it in `weft_nif/src/events.rs`);
 //! - [`conn`]: an established connection; [`frame_reader`]: frames from a
 //!   non-blocking socket; [`poller`]: who reads and flushes, and when;
 //!   [`poller_set`]: which poller serves a lane; [`wake`]: the whole

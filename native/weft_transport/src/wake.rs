@@ -30,12 +30,12 @@
 //!      (`native/weft_nif/src/lib.rs`) one round at a time. When the round
 //!      is idle, the NIF first registers the calling process as the
 //!      poller's driver (`NifSink::register_poller` in
-//!      `native/weft_nif/src/deliver.rs`), then calls `try_idle`; on `true`
+//!      `native/weft_nif/src/events.rs`), then calls `try_idle`; on `true`
 //!      it returns `wait` and the process blocks in `receive {weft_poll,
 //!      wake}`. A wake-up goes through [`Notify`] (implemented by the
 //!      transport's shared state, `crate::Shared`) to
 //!      [`crate::Sink::wake_poller`], which the NIF implements
-//!      (`NifSink::wake_poller`, `deliver.rs`) as an `enif_send` of
+//!      (`NifSink::wake_poller`, `events.rs`) as an `enif_send` of
 //!      `{weft_poll, wake}` to the registered process. After a wake-up the
 //!      process drains any further `{weft_poll, wake}` messages
 //!      (`weft_poller:drain/0`): the next round sees all their work anyway.

@@ -1,24 +1,13 @@
-//! Delivery into the BEAM: received frames go straight to their destination
-//! process with `enif_send`; events and log lines go to `weft_server`.
-//!
-//! Large frames are read into a refc binary and decoded by [`etf`], so the
-//! large binaries in them reach the destination without another copy.
-//!
-//! Sends happen on two kinds of threads: the transport's own (no caller
-//! environment) and the BEAM's schedulers, inside a NIF call (a poller round,
-//! a send that wakes a poller). `enif_send` and `enif_whereis_pid` want the
-//! calling process's environment on a scheduler thread; [`with_caller`]
-//! makes it known for the duration of such a call.
+//! The transport's [`Sink`] in the VM ([`NifSink`]): node events and log
+//! lines go to `weft_server`, poller wake-ups to the poller processes, and
+//! received frames to [`messages`], which delivers them.
 
-use crate::etf;
+use crate::messages::{self, caller};
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
-use rustler::sys::{enif_send, ErlNifEnv};
+use rustler::sys::enif_send;
 use rustler::types::LocalPid;
-use rustler::{Atom, Encoder, Env, OwnedBinary, OwnedEnv, Term};
-use std::any::Any;
-use std::cell::{Cell, RefCell};
-use std::ptr;
+use rustler::{Atom, Encoder, Env, OwnedEnv, Term};
 use weft_core::{DownReason, LaneKey, Level, Refusal};
 use weft_transport::{Delivery, FrameBuffer, Sink};
 
@@ -35,32 +24,6 @@ mod atoms {
 
 /// Where panics are reported; set by the most recent start.
 static PANIC_PID: Lazy<RwLock<Option<LocalPid>>> = Lazy::new(|| RwLock::new(None));
-
-thread_local! {
-    // One message environment per thread, cleared after each send.
-    static MSG_ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
-    // The environment of the NIF call running on this thread, if any.
-    static CALLER: Cell<*mut ErlNifEnv> = const { Cell::new(ptr::null_mut()) };
-}
-
-/// Run `f` with `env` (the calling process's) as the environment that sends
-/// on this thread use.
-pub fn with_caller<R>(env: Env, f: impl FnOnce() -> R) -> R {
-    struct Restore(*mut ErlNifEnv);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CALLER.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(CALLER.with(|c| c.replace(env.as_c_arg())));
-    f()
-}
-
-/// The caller environment for `enif_send` on this thread (NULL on threads
-/// the VM does not manage).
-fn caller() -> *mut ErlNifEnv {
-    CALLER.with(|c| c.get())
-}
 
 /// Build a message in a fresh environment and send it to `to`.
 fn send_built(to: &LocalPid, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) -> bool {
@@ -103,103 +66,17 @@ impl NifSink {
     }
 }
 
-/// The local pid a received destination names: a registered name, or a pid
-/// of this node's current incarnation (a pid of an earlier incarnation
-/// decodes as a remote pid and matches nothing).
-fn resolve(dest: Term) -> Option<LocalPid> {
-    if dest.is_atom() {
-        let mut pid = std::mem::MaybeUninit::uninit();
-        let found =
-            unsafe { rustler::sys::enif_whereis_pid(caller(), dest.as_c_arg(), pid.as_mut_ptr()) };
-        if found == 0 {
-            return None;
-        }
-        // Initialised by the successful call above.
-        return Some(LocalPid::from_c_arg(unsafe { pid.assume_init() }));
-    }
-    dest.decode::<LocalPid>().ok()
-}
-
-/// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`. `Dest` is a
-/// name or a pid, anything else is not a message of weft's.
-fn send_decoded(env: Env, term: Term) -> Delivery {
-    let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
-        return Delivery::Malformed;
-    };
-    if !dest.is_atom() && !dest.is_pid() {
-        return Delivery::Malformed;
-    }
-    let Some(pid) = resolve(dest) else {
-        return Delivery::NoDestination;
-    };
-    // enif_send fails only when the process is gone.
-    if unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) } != 0 {
-        Delivery::Delivered
-    } else {
-        Delivery::NoDestination
-    }
-}
-
-/// Run `f` in this thread's message environment, then clear it.
-fn with_msg_env<R>(f: impl for<'a> FnOnce(Env<'a>) -> R) -> R {
-    MSG_ENV.with(|cell| {
-        let mut owned = cell.borrow_mut();
-        let r = owned.run(f);
-        owned.clear();
-        r
-    })
-}
-
-/// A large frame's body, read straight into a refc binary.
-struct BinaryBuffer(OwnedBinary);
-
-impl FrameBuffer for BinaryBuffer {
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        self.0.as_mut_slice()
-    }
-    fn bytes(&self) -> &[u8] {
-        self.0.as_slice()
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
-}
-
 impl Sink for NifSink {
     fn deliver(&self, _peer: &str, body: &[u8]) -> Delivery {
-        with_msg_env(|env| {
-            // Peers passed the cookie check: trust their terms as the
-            // distribution does (atoms may be new here).
-            // One term and nothing after it, as `binary_to_term/1` wants.
-            match unsafe { env.binary_to_term_trusted(body) } {
-                Some((term, used)) if used == body.len() => send_decoded(env, term),
-                _ => Delivery::Malformed,
-            }
-        })
+        messages::deliver(body)
     }
 
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
-        Box::new(BinaryBuffer(OwnedBinary::new(len)))
+        messages::frame_buffer(len)
     }
 
-    fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
-        let body = match body.into_any().downcast::<BinaryBuffer>() {
-            Ok(b) => b.0,
-            Err(other) => {
-                let bytes = other.downcast::<Vec<u8>>().map(|v| *v).unwrap_or_default();
-                return self.deliver(peer, &bytes);
-            }
-        };
-        with_msg_env(|env| {
-            let frame = body.release(env);
-            let share_min = etf::share_threshold(frame.len());
-            let term = etf::decode(env, frame, share_min).or_else(|| {
-                unsafe { env.binary_to_term_trusted(frame.as_slice()) }
-                    .filter(|(_, used)| *used == frame.len())
-                    .map(|t| t.0)
-            });
-            term.map_or(Delivery::Malformed, |t| send_decoded(env, t))
-        })
+    fn deliver_buffer(&self, _peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
+        messages::deliver_buffer(body)
     }
 
     fn peer_up(&self, peer: &str) {

@@ -1,0 +1,279 @@
+//! The NIF's two ends of the message path.
+//!
+//! **Sending** (`weft_nif:send/4`, called from `src/weft.erl`): [`send`]
+//! picks nothing itself. It turns the lane argument into a [`Choice`], the
+//! payload (an iovec from `erlang:term_to_iovec/1`) into a [`Body`], copied
+//! when small and pinned where it is when large (all the `unsafe` of the send
+//! path is in [`body_of`]), and hands both to
+//! [`weft_transport::Transport::send`] (routes, then the lane writer), on
+//! the calling scheduler. It returns at once: `ok` or `{error, Reason}`.
+//!
+//! **Delivering** (called by the transport's pollers through the `Sink`
+//! that `events.rs` implements): a received frame goes straight to its
+//! destination process with `enif_send` ([`deliver`], [`deliver_buffer`]);
+//! no Erlang process stands in between. Large frames are read into a refc
+//! binary ([`frame_buffer`]) and decoded by [`etf`], so the large binaries
+//! in them reach the destination without another copy.
+//!
+//! Sends into the VM happen on two kinds of threads: the transport's own (no
+//! caller environment) and the BEAM's schedulers, inside a NIF call (a
+//! poller round, a send that wakes a poller). `enif_send` and
+//! `enif_whereis_pid` want the calling process's environment on a scheduler
+//! thread; [`with_caller`] makes it known for the duration of such a call.
+
+use crate::{atoms, etf, not_started, running};
+use rustler::sys::{enif_send, ErlNifEnv};
+use rustler::types::LocalPid;
+use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedBinary, OwnedEnv, Term};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
+
+/// Payloads up to this size are copied into the lane queue (cheaper than
+/// pinning them); larger ones are pinned where they are and written from
+/// there.
+const COPY_LIMIT: usize = 64 * 1024;
+
+/// Holds the binaries of a large payload while the transport writes them.
+struct PinnedPayload(#[allow(dead_code)] OwnedEnv);
+
+/// The frame body for `payload`: a binary, or a flat list of binaries as
+/// `erlang:term_to_iovec/1` returns it. Refc binaries in a large payload are
+/// not copied: a process-independent environment holds a reference to each
+/// until the last byte is written.
+fn body_of(payload: Term) -> Option<Body> {
+    let mut parts: Vec<Binary> = Vec::new();
+    if let Ok(bin) = payload.decode::<Binary>() {
+        parts.push(bin);
+    } else {
+        // (rustler's list iterator panics on an improper list)
+        payload.list_length().ok()?;
+        for item in payload.decode::<ListIterator>().ok()? {
+            parts.push(item.decode::<Binary>().ok()?);
+        }
+    }
+    let total: usize = parts.iter().map(|b| b.len()).sum();
+    if total <= COPY_LIMIT {
+        let mut v = Vec::with_capacity(total);
+        for b in &parts {
+            v.extend_from_slice(b.as_slice());
+        }
+        return Some(Body::from(v));
+    }
+    // Copying the terms into the environment copies only the small (heap)
+    // binaries; refc binaries gain a reference. Neither moves afterwards.
+    let env = OwnedEnv::new();
+    let saved = env.save(payload);
+    let raw: Vec<(*const u8, usize)> = env.run(|e| {
+        let t = saved.load(e);
+        let bins: Vec<Binary> = match t.decode::<Binary>() {
+            Ok(b) => vec![b],
+            Err(_) => t
+                .decode::<ListIterator>()
+                .map(|l| l.filter_map(|x| x.decode::<Binary>().ok()).collect())
+                .unwrap_or_default(),
+        };
+        bins.iter()
+            .map(|b| (b.as_slice().as_ptr(), b.len()))
+            .collect()
+    });
+    // SAFETY: the slices point into binaries held by `env`, which the body
+    // owns; Erlang binaries are immutable and do not move while referenced.
+    let slices = raw
+        .into_iter()
+        .map(|(ptr, len)| unsafe { std::slice::from_raw_parts(ptr, len) });
+    Some(unsafe { Body::pinned(slices, Box::new(PinnedPayload(env))) })
+}
+
+/// Queue a message (the encoded `{Dest, Msg}`) for `node` on `channel`.
+/// Small payloads are copied; large ones are pinned, not copied, so this
+/// returns quickly whatever the size.
+#[rustler::nif]
+fn send<'a>(
+    env: Env<'a>,
+    node: Atom,
+    channel: Atom,
+    lane: Term<'a>,
+    payload: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let Some(r) = running() else {
+        return Ok(not_started(env));
+    };
+    // A hash (of the partition key or destination), or `{index, Key}`.
+    let choice = match lane
+        .decode::<i64>()
+        .ok()
+        .and_then(|h| u32::try_from(h).ok())
+    {
+        Some(h) => Choice::Hash(h),
+        None => match lane.decode::<(Atom, u64)>() {
+            Ok((tag, i)) if tag == atoms::index() => Choice::Index(i),
+            _ => return Ok((atoms::error(), (rustler::types::atom::badarg(), lane)).encode(env)),
+        },
+    };
+    let Some(body) = body_of(payload) else {
+        return Ok((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
+    };
+    let node = node.to_term(env).atom_to_string()?;
+    let channel_name = channel.to_term(env).atom_to_string()?;
+    // The calling process, for ordering: its small messages may pass large
+    // ones that other processes queued, never its own.
+    let sender = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        env.pid().hash(&mut h);
+        h.finish()
+    };
+    // Queuing may wake a poller: a message from this process.
+    let started = std::time::Instant::now();
+    let sent = with_caller(env, || {
+        r.transport
+            .send(Some(sender), &node, &channel_name, choice, body)
+    });
+    // A send that wrote for long (a slow or preempted writev) tells the
+    // scheduler, so that its sender yields sooner and others get their turn.
+    let us = started.elapsed().as_micros() as u64;
+    if us >= 10 {
+        rustler::schedule::consume_timeslice(env, (us / 10).min(100) as i32);
+    }
+    Ok(match sent {
+        Ok(()) => atoms::ok().encode(env),
+        Err(SendError::UnknownChannel(_)) => {
+            (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)
+        }
+        Err(SendError::TooLarge { size, max }) => {
+            (atoms::error(), (atoms::too_large(), size, max)).encode(env)
+        }
+        Err(SendError::Overloaded) => (atoms::error(), atoms::overloaded()).encode(env),
+    })
+}
+
+thread_local! {
+    // One message environment per thread, cleared after each send.
+    static MSG_ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
+    // The environment of the NIF call running on this thread, if any.
+    static CALLER: Cell<*mut ErlNifEnv> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Run `f` with `env` (the calling process's) as the environment that sends
+/// on this thread use.
+pub fn with_caller<R>(env: Env, f: impl FnOnce() -> R) -> R {
+    struct Restore(*mut ErlNifEnv);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CALLER.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CALLER.with(|c| c.replace(env.as_c_arg())));
+    f()
+}
+
+/// The caller environment for `enif_send` on this thread (NULL on threads
+/// the VM does not manage).
+pub(crate) fn caller() -> *mut ErlNifEnv {
+    CALLER.with(|c| c.get())
+}
+
+/// The local pid a received destination names: a registered name, or a pid
+/// of this node's current incarnation (a pid of an earlier incarnation
+/// decodes as a remote pid and matches nothing).
+fn resolve(dest: Term) -> Option<LocalPid> {
+    if dest.is_atom() {
+        let mut pid = std::mem::MaybeUninit::uninit();
+        let found =
+            unsafe { rustler::sys::enif_whereis_pid(caller(), dest.as_c_arg(), pid.as_mut_ptr()) };
+        if found == 0 {
+            return None;
+        }
+        // Initialised by the successful call above.
+        return Some(LocalPid::from_c_arg(unsafe { pid.assume_init() }));
+    }
+    dest.decode::<LocalPid>().ok()
+}
+
+/// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`. `Dest` is a
+/// name or a pid, anything else is not a message of weft's.
+fn send_decoded(env: Env, term: Term) -> Delivery {
+    let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
+        return Delivery::Malformed;
+    };
+    if !dest.is_atom() && !dest.is_pid() {
+        return Delivery::Malformed;
+    }
+    let Some(pid) = resolve(dest) else {
+        return Delivery::NoDestination;
+    };
+    // enif_send fails only when the process is gone.
+    if unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) } != 0 {
+        Delivery::Delivered
+    } else {
+        Delivery::NoDestination
+    }
+}
+
+/// Run `f` in this thread's message environment, then clear it.
+fn with_msg_env<R>(f: impl for<'a> FnOnce(Env<'a>) -> R) -> R {
+    MSG_ENV.with(|cell| {
+        let mut owned = cell.borrow_mut();
+        let r = owned.run(f);
+        owned.clear();
+        r
+    })
+}
+
+/// A large frame's body, read straight into a refc binary.
+struct BinaryBuffer(OwnedBinary);
+
+impl FrameBuffer for BinaryBuffer {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.0.as_mut_slice()
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// Deliver a small received frame (the external term format of
+/// `{Dest, Msg}`, decoded by the VM's `binary_to_term`).
+pub fn deliver(body: &[u8]) -> Delivery {
+    with_msg_env(|env| {
+        // Peers passed the cookie check: trust their terms as the
+        // distribution does (atoms may be new here).
+        // One term and nothing after it, as `binary_to_term/1` wants.
+        match unsafe { env.binary_to_term_trusted(body) } {
+            Some((term, used)) if used == body.len() => send_decoded(env, term),
+            _ => Delivery::Malformed,
+        }
+    })
+}
+
+/// A buffer for a large frame's body: a refc binary of `len` bytes.
+pub fn frame_buffer(len: usize) -> Box<dyn FrameBuffer> {
+    Box::new(BinaryBuffer(OwnedBinary::new(len)))
+}
+
+/// Deliver a large received frame read into [`frame_buffer`]: decoded by
+/// [`etf`], which shares its large binaries instead of copying them.
+pub fn deliver_buffer(body: Box<dyn FrameBuffer>) -> Delivery {
+    let body = match body.into_any().downcast::<BinaryBuffer>() {
+        Ok(b) => b.0,
+        Err(other) => {
+            let bytes = other.downcast::<Vec<u8>>().map(|v| *v).unwrap_or_default();
+            return deliver(&bytes);
+        }
+    };
+    with_msg_env(|env| {
+        let frame = body.release(env);
+        let share_min = etf::share_threshold(frame.len());
+        let term = etf::decode(env, frame, share_min).or_else(|| {
+            unsafe { env.binary_to_term_trusted(frame.as_slice()) }
+                .filter(|(_, used)| *used == frame.len())
+                .map(|t| t.0)
+        });
+        term.map_or(Delivery::Malformed, |t| send_decoded(env, t))
+    })
+}
