@@ -16,6 +16,12 @@
 
 -define(CAP_MBIT, 500).
 
+%% System calls counted one by one in a profile (the others only in the
+%% total).
+-define(PROFILE_SYSCALLS, ["writev", "write", "sendmsg", "sendto", "read", "readv", "recvfrom",
+                           "recvmsg", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll",
+                           "futex", "sched_yield", "ioctl", "nanosleep", "clock_nanosleep"]).
+
 main([Plan]) when not is_tuple(Plan) ->
     main(Plan);
 main(Plan) ->
@@ -83,7 +89,8 @@ configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
 configs(kvs3) -> [disterl, weft_1, weft_16];
 configs(flood) -> [local, disterl, weft_1, weft_16];
-configs(memory) -> [weft_1].
+configs(memory) -> [weft_1];
+configs(profile) -> [disterl, weft_1, weft_16].
 
 run(Cells) when is_list(Cells), is_tuple(hd(Cells)) ->
     run(custom, Cells);
@@ -108,7 +115,13 @@ run(Plan, Cells) ->
                            flood -> "make bench-flood"; memory -> "make bench-memory"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
     io:format("~s: ~p cells, emulator flags ~p, weft options ~s; results in ~s~n",
               [Command, length(Cells), vm_flags(), os:getenv("WEFT_BENCH_OPTS", "#{}"), Csv]),
-    Emit = fun(#{workload := W} = Row) when W =:= flood; W =:= memory ->
+    Emit = fun(#{workload := profile} = Row) ->
+                   File = extra_csv(Csv, profile),
+                   filelib:is_file(File) orelse (ok = file:write_file(File, extra_header(profile))),
+                   ok = file:write_file(File, extra_line(Row), [append]),
+                   io:format("  ~s~n", [pretty_profile(Row)]),
+                   Row;
+              (#{workload := W} = Row) when W =:= flood; W =:= memory ->
                    %% Their own columns, in a file of their own (printed by the cell).
                    File = extra_csv(Csv, W),
                    filelib:is_file(File) orelse (ok = file:write_file(File, extra_header(W))),
@@ -128,6 +141,10 @@ run(Plan, Cells) ->
                       [Emit(R) || R <- flood_cell(cell_configs(Cell), erlang:delete_element(6, Cell))];
                   {memory, _, _, _, _} ->
                       [Emit(memory_cell(C, Cell)) || C <- cell_configs(Cell)];
+                  {profile, _, _, _, _} ->
+                      [Emit(profile_cell(C, Cell)) || C <- cell_configs(Cell)];
+                  {profile, _, _, _, _, _} ->
+                      [Emit(profile_cell(C, erlang:delete_element(6, Cell))) || C <- cell_configs(Cell)];
                   {echo, 0, _, _, _} ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
                   {echo, 0, _, _, _, _} ->
@@ -144,7 +161,7 @@ run(Plan, Cells) ->
                                         V <- [os:getenv(Var, "")], V =/= ""],
     ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
     Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
-    case [R || #{workload := W} = R <- Rows, W =/= flood, W =/= memory] of
+    case [R || #{workload := W} = R <- Rows, W =/= flood, W =/= memory, W =/= profile] of
         [] ->
             %% Only flood / memory rows: they are in their own files.
             ok = file:delete(Csv),
@@ -644,6 +661,9 @@ extra_header(flood) ->
     "config,senders,run,payload_bytes,messages,send_s,delivered_s,call_p50_us,call_p99_us,call_p999_us,"
     "call_p9999_us,call_max_us,calls_over_1ms,calls_over_8ms,long_schedules,long_schedule_max_ms,"
     "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded,long_gc_by\n";
+extra_header(profile) ->
+    ["config,payload_bytes,clients,window_s,round_trips_per_s,cpu_us_per_rt,context_switches_per_rt,"
+     "syscalls_per_rt", [[",", S, "_per_rt"] || S <- ?PROFILE_SYSCALLS], "\n"];
 extra_header(memory) ->
     "config,payload_bytes,seconds,bound_bytes,base_rss_bytes,peak_rss_bytes,base_erlang_bytes,peak_erlang_bytes,"
     "peak_queued_bytes,accepted,overloaded,refused_overloaded,received,drain_ms\n".
@@ -657,6 +677,10 @@ extra_line(#{workload := flood} = R) ->
                   ++ [who_label(maps:get(long_schedule_by, R))]
                   ++ [maps:get(K, R) || K <- [long_gcs, long_gc_max_ms, busy_dist_port, overloaded]]
                   ++ [who_label(maps:get(long_gc_by, R))]);
+extra_line(#{workload := profile, per_rt := Per} = R) ->
+    [io_lib:format("~p,~p,~p,~p,~.1f", [maps:get(K, R) || K <- [config, payload, clients, window]] ++ [maps:get(rate, R)]),
+     [io_lib:format(",~.3f", [maps:get(E, Per, 0.0)]) || E <- [cpu_us, context_switches, syscalls | ?PROFILE_SYSCALLS]],
+     "\n"];
 extra_line(#{workload := memory, base := B} = R) ->
     io_lib:format("~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p~n",
                   [maps:get(config, R), maps:get(payload, R), maps:get(seconds, R), maps:get(bound, R),
@@ -1161,3 +1185,68 @@ pretty_memory(#{payload := P, base := #{rss := R0, erlang := E0}, peak_rss := R,
                   "peak queued ~.1f MiB; accepted ~p, overloaded ~p (weft counted ~p); B received ~p in ~p ms after SIGCONT; drained in ~p ms",
                   [size_label(P), 1, mb(Bound), mb(R - R0), mb(R0), mb(E - E0), mb(Q), Acc, Over,
                    maps:get(refused_overloaded, Row), Rec, maps:get(received_after_ms, Row), maps:get(drain_ms, Row)]).
+
+%%% Profile: what one small-message round trip costs
+
+
+%% `{profile, 0, Payload, Clients, Seconds}': the echo workload of the
+%% small-message cells (no proxy), while `perf stat' counts, over the
+%% middle Seconds - 1 seconds and on the two nodes' OS processes only, CPU
+%% time, context switches and system calls (software events and
+%% tracepoints: they work in this VM, where hardware counters do not).
+%% Each count is divided by the round trips completed in that window.
+profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 ->
+    Setup = setup_pair(Config),
+    try
+        [{A, _}, {_, NodeB}] = Setup,
+        Pids = string:join([peer:call(P, os, getpid, []) || {P, _} <- Setup], ","),
+        Self = self(),
+        Ms = Seconds * 1000,
+        Echo = spawn_link(fun() ->
+                                  Self ! {self(), peer:call(A, ?MODULE, echo_clients,
+                                                            [Config, NodeB, Clients, Payload, Ms], Ms + 60000)}
+                          end),
+        Window = Seconds - 1,
+        timer:sleep(500),
+        Events = ["cpu-clock", "context-switches", "raw_syscalls:sys_enter"
+                  | ["syscalls:sys_enter_" ++ S || S <- ?PROFILE_SYSCALLS]],
+        Out = os:cmd("perf stat -x, -p " ++ Pids ++ " -e " ++ string:join(Events, ",")
+                     ++ " -- sleep " ++ integer_to_list(Window) ++ " 2>&1"),
+        {Ops, Secs, _} = receive {Echo, R} -> R end,
+        Rate = Ops / Secs,
+        Rts = Rate * Window,
+        Counts = parse_perf(Out),
+        Per = maps:from_list(
+                [{cpu_us, maps:get("cpu-clock", Counts, 0) * 1000 / Rts},
+                 {context_switches, maps:get("context-switches", Counts, 0) / Rts},
+                 {syscalls, maps:get("raw_syscalls:sys_enter", Counts, 0) / Rts}]
+                ++ [{S, maps:get("syscalls:sys_enter_" ++ S, Counts, 0) / Rts} || S <- ?PROFILE_SYSCALLS]),
+        #{workload => profile, config => Config, payload => Payload, clients => Clients,
+          window => Window, rate => Rate, per_rt => Per}
+    after
+        teardown(Setup)
+    end.
+
+%% `perf stat -x,' lines: value,unit,event,... (cpu-clock in ms).
+parse_perf(Out) ->
+    maps:from_list(
+      [{Event, V}
+       || Line <- string:lexemes(Out, "\n"),
+          [Value, _Unit, Event | _] <- [string:split(Line, ",", all)],
+          V <- [to_number(Value)], V =/= undefined]).
+
+to_number(S) ->
+    case string:to_float(S) of
+        {F, []} -> F;
+        _ -> case string:to_integer(S) of
+                 {I, []} -> I;
+                 _ -> undefined
+             end
+    end.
+
+pretty_profile(#{config := C, payload := P, clients := N, rate := Rate, per_rt := Per}) ->
+    Calls = [io_lib:format(" ~s ~.2f", [S, V]) || S <- ?PROFILE_SYSCALLS, V <- [maps:get(S, Per)], V >= 0.01],
+    io_lib:format("~-8s ~p B x ~p: ~b round trips/s; per round trip: CPU ~.1f us, "
+                  "context switches ~.2f, system calls ~.2f (~s)",
+                  [C, P, N, round(Rate), maps:get(cpu_us, Per), maps:get(context_switches, Per),
+                   maps:get(syscalls, Per), string:trim(Calls)]).

@@ -11,8 +11,19 @@
 //! frames lingers (polls again instead of waiting to be woken: the next
 //! frame is likely close behind), but not during bulk transfers, where
 //! polling would only take CPU from the copying ([`Linger`]).
+//!
+//! **Fairness.** A poller serves its ready connections in turn
+//! ([`ServiceOrder`]): round robin, each at most a per-connection budget
+//! per round and all at most a round budget, and a connection the round's
+//! budget did not reach goes first in the next round. So with `n` ready
+//! connections, a per-connection budget `per` and a round budget `round`,
+//! a ready connection waits at most `ceil(n * per / round)` rounds, and
+//! behind at most `(n - 1) * per` bytes of other connections, whatever
+//! order they became ready in (the property test
+//! `service_order_is_round_robin_with_bounded_waits` checks it).
 
 use crate::lane::Micros;
+use std::collections::VecDeque;
 
 /// A round that moved more than this does not make the poller linger; a
 /// connection that moves more than this in a round carries bulk.
@@ -99,6 +110,101 @@ impl Traffic {
     /// poller of its own thread, where the quiet period starts now.
     pub fn moved(&mut self, now: Micros, threaded: bool) {
         self.bulk_at = if threaded { now } else { 0 };
+    }
+}
+
+/// What serving a connection in its turn did ([`ServiceOrder::round`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// It used this much of the budget and has no more to give now: it
+    /// leaves the order until it is ready again.
+    Drained(usize),
+    /// It used this much and may have more: back of the line.
+    More(usize),
+    /// It is gone (or was never there): it leaves the order.
+    Gone,
+}
+
+/// The order in which a poller serves its ready connections: round robin
+/// with bounded work each (see the module's "Fairness").
+///
+/// The caller tells it when a connection becomes ready ([`Self::ready`],
+/// once per change from not ready to ready) and serves a round with
+/// [`Self::round`].
+#[derive(Debug, Clone)]
+pub struct ServiceOrder<K> {
+    ready: VecDeque<K>,
+}
+
+impl<K> Default for ServiceOrder<K> {
+    fn default() -> Self {
+        ServiceOrder {
+            ready: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Copy> ServiceOrder<K> {
+    /// No connection ready.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `k` became ready: it is served after those already waiting.
+    pub fn ready(&mut self, k: K) {
+        self.ready.push_back(k);
+    }
+
+    /// `k` is gone (or moved to another poller): it leaves the order.
+    pub fn remove(&mut self, k: K)
+    where
+        K: PartialEq,
+    {
+        self.ready.retain(|x| *x != k);
+    }
+
+    /// Connections waiting for their turn.
+    pub fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// Serve one round of at most `budget`: each connection in turn, from
+    /// the front, gets `min(per, what is left)` (`serve(k, allowance)`);
+    /// each is served at most once per round, and each counts at least 1
+    /// against the budget (so a round ends). Returns the budget used.
+    pub fn round(
+        &mut self,
+        budget: usize,
+        per: usize,
+        mut serve: impl FnMut(K, usize) -> Served,
+    ) -> usize {
+        let mut left = budget;
+        let mut again = Vec::new();
+        for _ in 0..self.ready.len() {
+            if left == 0 {
+                break;
+            }
+            let Some(k) = self.ready.pop_front() else {
+                break;
+            };
+            match serve(k, per.min(left)) {
+                Served::Drained(used) => left = left.saturating_sub(used.max(1)),
+                Served::More(used) => {
+                    left = left.saturating_sub(used.max(1));
+                    again.push(k);
+                }
+                Served::Gone => {}
+            }
+        }
+        // Those the budget did not reach keep the front; those served go
+        // to the back, in the order they were served.
+        self.ready.extend(again);
+        budget - left
     }
 }
 
@@ -233,6 +339,92 @@ mod tests {
         ] {
             assert!(l.round(3 * SEC, &light));
             assert!(!l.round(3 * SEC + 1, &bulk));
+        }
+    }
+
+    #[test]
+    fn service_order_serves_in_turn_and_keeps_the_unreached_first() {
+        let mut o = ServiceOrder::new();
+        for k in 0..6u32 {
+            o.ready(k);
+        }
+        let mut seen = Vec::new();
+        // Each uses its whole allowance of 10 and has more; 30 per round.
+        for _ in 0..4 {
+            let mut this = Vec::new();
+            let used = o.round(30, 10, |k, a| {
+                this.push(k);
+                Served::More(a)
+            });
+            assert_eq!(used, 30);
+            seen.push(this);
+        }
+        assert_eq!(
+            seen,
+            [vec![0, 1, 2], vec![3, 4, 5], vec![0, 1, 2], vec![3, 4, 5]]
+        );
+        // A drained connection leaves; a gone one too; a newly ready one
+        // joins at the back.
+        let used = o.round(100, 10, |k, _| match k {
+            0 => Served::Drained(4),
+            1 => Served::Gone,
+            _ => Served::More(10),
+        });
+        assert_eq!(used, 4 + 4 * 10);
+        o.ready(9);
+        o.ready(7);
+        o.remove(7);
+        let mut order = Vec::new();
+        o.round(1000, 10, |k, _| {
+            order.push(k);
+            Served::Drained(0)
+        });
+        assert_eq!(order, [2, 3, 4, 5, 9]);
+        assert!(o.is_empty());
+    }
+
+    proptest::proptest! {
+        /// With `n` connections always ready, nobody waits more than
+        /// `ceil(n * per / budget)` rounds, or behind more than
+        /// `(n - 1) * per` bytes of others, whatever each one uses.
+        #[test]
+        fn service_order_is_round_robin_with_bounded_waits(
+            n in 1usize..40,
+            per in 1usize..64,
+            budget_mul in 1usize..8,
+            uses in proptest::collection::vec(0usize..=64, 200),
+        ) {
+            let budget = per * budget_mul;
+            let mut o = ServiceOrder::new();
+            for k in 0..n {
+                o.ready(k);
+            }
+            let mut waited_rounds = vec![0usize; n];
+            let mut waited_bytes = vec![0usize; n];
+            let mut i = 0;
+            for _ in 0..50 {
+                let mut served = vec![false; n];
+                let mut used_by = Vec::new();
+                o.round(budget, per, |k, allowance| {
+                    let u = uses[i % uses.len()].min(allowance);
+                    i += 1;
+                    served[k] = true;
+                    used_by.push((k, u.max(1)));
+                    Served::More(u)
+                });
+                let round_bytes: usize = used_by.iter().map(|(_, u)| u).sum();
+                for k in 0..n {
+                    if served[k] {
+                        waited_rounds[k] = 0;
+                        waited_bytes[k] = 0;
+                    } else {
+                        waited_rounds[k] += 1;
+                        waited_bytes[k] += round_bytes;
+                    }
+                    proptest::prop_assert!(waited_rounds[k] <= (n * per).div_ceil(budget));
+                    proptest::prop_assert!(waited_bytes[k] <= (n - 1) * per);
+                }
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use weft_core::lane::Micros;
-use weft_core::placement::{self, Linger, Place, Round, Traffic};
+use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Traffic};
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
 use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
@@ -121,6 +121,9 @@ struct State {
     stashed: Vec<(Token, bool, bool)>,
     /// Whether to keep polling after a round ([`Outcome::Linger`]).
     linger: Linger,
+    /// The readable connections, in the order they are read: round robin
+    /// (each at most [`READ_BUDGET`] per round, all [`ROUND_BUDGET`]).
+    order: ServiceOrder<ConnId>,
 }
 
 /// One poller. Shared by the lanes and connections it serves.
@@ -162,6 +165,7 @@ impl Poller {
                 again: Vec::new(),
                 stashed: Vec::new(),
                 linger: Linger::new(linger.as_micros() as Micros),
+                order: ServiceOrder::new(),
             }),
             inbox: Mutex::new(Vec::new()),
             flush: Mutex::new(Vec::new()),
@@ -337,9 +341,10 @@ impl Poller {
         for cmd in inbox {
             match cmd {
                 Cmd::Attach(mut e) => {
-                    e.readable = true;
                     let fd = e.conn.stream().as_raw_fd();
                     let id = e.conn.id;
+                    e.readable = true;
+                    st.order.ready(id);
                     let closing = e.conn.is_closing();
                     if let Err(err) = st.poll.registry().register(
                         &mut SourceFd(&fd),
@@ -379,7 +384,10 @@ impl Poller {
             // No more writes; what the peer sent before it heard of the
             // close is still read and delivered.
             e.draining = Some(reason);
-            e.readable = true;
+            if !e.readable {
+                e.readable = true;
+                st.order.ready(id);
+            }
             e.lane.detach(id);
             let _ = e.conn.stream().shutdown(std::net::Shutdown::Write);
             let conn = e.conn.clone();
@@ -390,12 +398,14 @@ impl Poller {
         }
     }
 
-    /// Flushes: asked for by senders, more to write, or room again
-    /// (`writable`). Returns the bytes written.
+    /// Flushes: lanes with more to write from earlier rounds first, then
+    /// those whose socket has room again (`writable`), then those senders
+    /// asked for since; so a lane that the round's budget did not reach
+    /// goes before newer ones next time. Returns the bytes written.
     fn flushes(&self, st: &mut State, mut writable: Vec<Arc<Lane>>) -> usize {
-        let mut lanes = std::mem::take(&mut *self.flush.lock());
-        lanes.append(&mut st.again);
+        let mut lanes = std::mem::take(&mut st.again);
         lanes.append(&mut writable);
+        lanes.append(&mut *self.flush.lock());
         let mut written = 0;
         for lane in lanes {
             // A round writes about as much as it may read: lanes past that
@@ -448,6 +458,7 @@ impl Poller {
             }
         }
         for (id, target) in moves {
+            st.order.remove(id);
             if let Some(mut e) = st.conns.remove(&id) {
                 let _ = st
                     .poll
@@ -508,7 +519,10 @@ fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
             continue;
         }
         if let Some(e) = st.conns.get_mut(&(token.0 as ConnId)) {
-            e.readable |= r;
+            if r && !e.readable {
+                e.readable = true;
+                st.order.ready(token.0 as ConnId);
+            }
             if w {
                 writable.push(e.lane.clone());
             }
@@ -517,25 +531,34 @@ fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
     writable
 }
 
-/// Reads, within the round's budget. A connection that replaced one of the
-/// same lane still draining here waits until that one ends: its frames
-/// were sent after the old one's, and arrive after them. Returns what was
-/// read.
+/// Reads, within the round's budget, the readable connections in turn
+/// ([`ServiceOrder`]: round robin, bounded work each). A connection that
+/// replaced one of the same lane still draining here waits until that one
+/// ends: its frames were sent after the old one's, and arrive after them.
+/// Returns what was read.
 fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round {
     let draining = draining_lanes(&st.conns);
-    let mut budget = ROUND_BUDGET;
     let mut round = Round::default();
-    for e in st.conns.values_mut() {
-        let Some(shared) = shared else {
+    let State { conns, order, .. } = st;
+    let Some(shared) = shared else {
+        for e in conns.values_mut() {
             e.readable = false;
-            continue;
+        }
+        *order = ServiceOrder::new();
+        return round;
+    };
+    round.read = order.round(ROUND_BUDGET, READ_BUDGET, |conn_id, allowance| {
+        let Some(e) = conns.get_mut(&conn_id) else {
+            return Served::Gone;
         };
-        if !e.readable || budget == 0 || is_held(&draining, e) {
-            continue;
+        if !e.readable {
+            return Served::Gone;
+        }
+        if is_held(&draining, e) {
+            return Served::More(0);
         }
         let alloc = |len: usize| shared.sink.frame_buffer(len);
         let before = e.reader.bytes_read();
-        let conn_id = e.conn.id;
         let negotiated = e.conn.negotiated;
         let large_before = round.large_frames;
         let status = {
@@ -546,12 +569,8 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 }
                 inbound(shared, &e.peer, &e.lane, conn_id, &negotiated, f, ext)
             };
-            e.reader.read(
-                e.conn.stream(),
-                READ_BUDGET.min(budget),
-                &alloc,
-                &mut on_frame,
-            )
+            e.reader
+                .read(e.conn.stream(), allowance, &alloc, &mut on_frame)
         };
         let used = (e.reader.bytes_read() - before) as usize;
         e.traffic.read(
@@ -559,16 +578,20 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             round.large_frames - large_before,
             e.reader.in_large_frame(),
         );
-        budget = budget.saturating_sub(used.max(1));
         match status {
-            Ok(ReadStatus::Drained) => e.readable = false,
-            Ok(ReadStatus::Budget) => {}
+            Ok(ReadStatus::Drained) => {
+                e.readable = false;
+                Served::Drained(used)
+            }
+            Ok(ReadStatus::Budget) => Served::More(used),
             Ok(ReadStatus::Closed) => {
                 let why = e
                     .draining
                     .clone()
                     .unwrap_or_else(|| "closed by peer".into());
                 closes.push((conn_id, why));
+                e.readable = false;
+                Served::Drained(used)
             }
             Err(err) => {
                 // A frame from the peer that is not a message (its header
@@ -578,25 +601,27 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                     let malformed = &shared.routes.counters.dropped.malformed;
                     malformed.fetch_add(1, Ordering::Relaxed);
                 }
+                e.readable = false;
                 if let Some(why) = &e.draining {
                     closes.push((conn_id, why.clone()));
-                    continue;
+                    return Served::Drained(used);
                 }
                 let reason = format!("closing connection: {err}");
                 shared
                     .sink
                     .log(Level::Warning, &reason, Some(&e.peer), Some(&e.lane.key));
                 closes.push((conn_id, reason));
+                Served::Drained(used)
             }
         }
-    }
-    round.read = ROUND_BUDGET - budget;
+    });
     round
 }
 
 /// Connections that ended: forget them and tell the driver.
 fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
     for (id, reason) in closes {
+        st.order.remove(id);
         if let Some(e) = st.conns.remove(&id) {
             let _ = st
                 .poll
