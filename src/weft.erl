@@ -157,10 +157,19 @@ node_spec() ->
 %% `#{name := atom(), parallelism := 1..256}'. Other keys (`incarnation',
 %% `max_frame_size') are ignored: the handshake tells them. Anything else gives
 %% `{error, {bad_spec, Spec}}'; `{error, not_started}' if weft is not
-%% running.
+%% running. On the static overlay (`{overlay, {static, Specs}}') the
+%% membership is the configured list: `{error, {static_overlay, Nodes}}',
+%% where `Nodes' are the configured members other than this node, sorted;
+%% {@link sync_join/2}, {@link leave/0} and {@link leave/1} answer the same.
 -spec join(join_spec()) -> ok | {error, term()}.
 join(Spec) ->
-    case check_spec(Spec) of
+    case static_overlay() of
+        false -> join_checked(weft_config:check_spec(Spec));
+        Static -> Static
+    end.
+
+join_checked(Result) ->
+    case Result of
         self -> ok;
         {ok, Checked} -> nif(fun() -> weft_nif:join(Checked) end);
         Error -> Error
@@ -183,11 +192,18 @@ join(Spec) ->
 %% (A node that is shutting down refuses as `unavailable'; that is
 %% transient, and `sync_join' keeps waiting.)</li>
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',
-%% `{error, not_started}'.</li>
+%% `{error, not_started}', `{error, {static_overlay, Nodes}}' (see
+%% {@link join/1}).</li>
 %% </ul>
 -spec sync_join(join_spec(), timeout()) -> ok | {error, term()}.
 sync_join(Spec, Timeout) ->
-    case check_spec(Spec) of
+    case static_overlay() of
+        false -> sync_join_checked(weft_config:check_spec(Spec), Timeout);
+        Static -> Static
+    end.
+
+sync_join_checked(Result, Timeout) ->
+    case Result of
         _ when not (Timeout =:= infinity orelse
                     (is_integer(Timeout) andalso Timeout >= 0 andalso Timeout < 1 bsl 32)) ->
             {error, {badarg, Timeout}};
@@ -196,68 +212,28 @@ sync_join(Spec, Timeout) ->
         Error -> Error
     end.
 
--define(MAX_ADDRS, 16).
--define(MAX_NAME_BYTES, 255).
-
-%% A spec, checked and with its addresses as tuples; `self' for this node.
-check_spec(Spec) ->
-    try
-        {ok, Checked} = check_spec1(Spec),
-        case maps:get(name, Checked) =:= node() of
-            true -> self;
-            false -> {ok, Checked}
-        end
-    catch
-        _:_ -> {error, {bad_spec, Spec}}
-    end.
-
-check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), is_list(Addrs) ->
-    true = is_node_name(Name),
-    N = proper_length(Addrs),
-    true = N >= 1 andalso N =< ?MAX_ADDRS,
-    Checked0 = #{name => Name, listen_addrs => [check_addr(A) || A <- Addrs]},
-    Checked1 = case maps:find(channels, Spec) of
-                   {ok, Chs} ->
-                       true = proper_length(Chs) >= 0,
-                       Checked0#{channels => [check_channel(C) || C <- Chs]};
-                   error ->
-                       Checked0
-               end,
-    {ok, Checked1}.
-
-is_node_name(Name) ->
-    Bin = atom_to_binary(Name, utf8),
-    case binary:split(Bin, <<"@">>) of
-        [N, H] -> N =/= <<>> andalso H =/= <<>> andalso binary:match(H, <<"@">>) =:= nomatch
-                      andalso byte_size(Bin) =< ?MAX_NAME_BYTES;
-        _ -> false
-    end.
-
-check_addr(#{ip := Ip0, port := Port}) when is_integer(Port), Port >= 1, Port =< 65535 ->
-    {ok, Ip} = weft_config:parse_ip(Ip0),
-    #{ip => Ip, port => Port}.
-
-check_channel(#{name := Name, parallelism := P} = C)
-  when is_atom(Name), is_integer(P), P >= 1, P =< 256, map_size(C) =:= 2 ->
-    C.
-
-%% The length of a proper list; raises on an improper one.
-proper_length(L) -> length(L).
-
 %% @doc Leave the cluster: every member drops this node, for good; this node
-%% is alone afterwards, and may {@link join/1} again.
--spec leave() -> ok | {error, not_started}.
+%% is alone afterwards, and may {@link join/1} again. On the static overlay:
+%% `{error, {static_overlay, Nodes}}' (see {@link join/1}).
+-spec leave() -> ok | {error, not_started | {static_overlay, [node()]}}.
 leave() ->
-    nif(fun weft_nif:leave/0).
+    case static_overlay() of
+        false -> nif(fun weft_nif:leave/0);
+        Static -> Static
+    end.
 
 %% @doc Remove `Node' from the cluster, everywhere, itself included.
 %% `leave(node())' is {@link leave/0}. A `Node' that is not an atom gives
-%% `{error, {badarg, Node}}'.
--spec leave(node()) -> ok | {error, not_started | {badarg, term()}}.
+%% `{error, {badarg, Node}}'; on the static overlay,
+%% `{error, {static_overlay, Nodes}}' (see {@link join/1}).
+-spec leave(node()) -> ok | {error, not_started | {badarg, term()} | {static_overlay, [node()]}}.
 leave(Node) when Node =:= node() ->
     leave();
 leave(Node) when is_atom(Node) ->
-    nif(fun() -> weft_nif:leave(Node) end);
+    case static_overlay() of
+        false -> nif(fun() -> weft_nif:leave(Node) end);
+        Static -> Static
+    end;
 leave(Node) ->
     {error, {badarg, Node}}.
 
@@ -427,7 +403,7 @@ on_event(_Kind, Node, Fun) ->
 
 %% @doc Members, lanes and counters:
 %% ```
-%% #{node, incarnation, listen_addrs, tombstones,
+%% #{node, incarnation, listen_addrs, tombstones, overlay,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
 %%                too_large, overflow, no_destination, malformed,
 %%                fault, filtered},
@@ -464,11 +440,24 @@ on_event(_Kind, Node, Fun) ->
 %% sources. `waiting' counts messages that wait for a node whose channels
 %% are not known yet (right after `join'). Sizes are in
 %% bytes. The control channel shows as `'$control''. `io' says where the
-%% lane's connection is served now.
+%% lane's connection is served now. `overlay' is the membership overlay
+%% (`full_mesh' or `static'); on the static overlay `peers' lists every
+%% configured member, up or not.
 %% `{error, timeout}' if the transport did not answer within a second.
 -spec info() -> map() | {error, not_started | timeout}.
 info() ->
-    nif(fun weft_nif:info/0).
+    case nif(fun weft_nif:info/0) of
+        #{} = Info -> Info#{overlay => element(1, weft_config:overlay())};
+        Other -> Other
+    end.
+
+%% `false', or the error a call that changes the membership gets on the
+%% static overlay.
+static_overlay() ->
+    case weft_config:overlay() of
+        {static, Members} -> {error, {static_overlay, Members}};
+        _ -> false
+    end.
 
 %% A NIF call that may find the library unloaded.
 nif(F) ->

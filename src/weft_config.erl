@@ -6,7 +6,8 @@
 %% are errors too: a typo should not pass silently.
 -module(weft_config).
 
--export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2]).
+-export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2, check_spec/1]).
+-export([overlay/0, set_overlay/1]).
 
 -export_type([opts/0]).
 
@@ -95,7 +96,7 @@ build(C, Given) ->
     related(reconnect_min_backoff, reconnect_max_backoff, C, Given,
             fun(M) -> M >= Min end),
     check(affinity, C, fun is_boolean/1),
-    check(overlay, C, fun(O) -> O =:= full_mesh end),
+    Overlay = overlay(C),
     Listen = listen(C),
     #{node => node(),
       listen => Listen,
@@ -103,6 +104,7 @@ build(C, Given) ->
       channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
       drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
       affinity => maps:get(affinity, C),
+      overlay => Overlay,
       cookie => cookie(C),
       max_frame_size => check(max_frame_size, C, fun(S) -> int_in(S, 1, ?MAX_FRAME) end),
       send_queue_limit => check(send_queue_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
@@ -357,3 +359,99 @@ channel({Name, Opts}, Default) when is_atom(Name), is_map(Opts) ->
     channel(Opts#{name => Name}, Default);
 channel(_, _) ->
     throw({bad, channels}).
+
+%%% Overlays
+
+%% `full_mesh', or `{static, Specs}': every spec checked as
+%% {@link weft:join/1} checks it, this node's own left out, no name twice,
+%% at most `max_members'.
+overlay(C) ->
+    case maps:get(overlay, C) of
+        full_mesh ->
+            full_mesh;
+        {static, Specs} ->
+            try
+                Checked = [case check_spec(S) of
+                               self -> self;
+                               {ok, Ch} -> Ch
+                           end || S <- Specs],
+                Others = [S || S <- Checked, S =/= self],
+                Names = [N || #{name := N} <- Others],
+                true = length(lists:usort(Names)) =:= length(Names),
+                true = length(Others) =< maps:get(max_members, C),
+                {static, Others}
+            catch
+                _:_ -> throw({bad, overlay})
+            end;
+        _ ->
+            throw({bad, overlay})
+    end.
+
+%% @doc The overlay of the running (or last started) transport:
+%% `{full_mesh, []}' or `{static, ConfiguredNodes}'.
+-spec overlay() -> {full_mesh, []} | {static, [node()]}.
+overlay() ->
+    persistent_term:get({weft, overlay}, {full_mesh, []}).
+
+%% @doc Record the overlay of a transport being started (`weft_server').
+-spec set_overlay(full_mesh | {static, [map()]}) -> ok.
+set_overlay(full_mesh) ->
+    put_overlay({full_mesh, []});
+set_overlay({static, Specs}) ->
+    put_overlay({static, lists:sort([N || #{name := N} <- Specs])}).
+
+put_overlay(O) ->
+    %% (an unchanged value costs nothing; a changed one is rare: a start)
+    case persistent_term:get({weft, overlay}, undefined) of
+        O -> ok;
+        _ -> persistent_term:put({weft, overlay}, O)
+    end.
+
+
+%% @doc A node spec as {@link weft:join/1} takes it, checked, with its
+%% addresses as tuples; `self' for this node; `{error, {bad_spec, Spec}}'.
+-spec check_spec(term()) -> {ok, map()} | self | {error, {bad_spec, term()}}.
+check_spec(Spec) ->
+    try
+        {ok, Checked} = check_spec1(Spec),
+        case maps:get(name, Checked) =:= node() of
+            true -> self;
+            false -> {ok, Checked}
+        end
+    catch
+        _:_ -> {error, {bad_spec, Spec}}
+    end.
+
+check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), is_list(Addrs) ->
+    true = is_node_name(Name),
+    N = proper_length(Addrs),
+    true = N >= 1 andalso N =< ?MAX_ADDRS,
+    Checked0 = #{name => Name, listen_addrs => [check_addr(A) || A <- Addrs]},
+    Checked1 = case maps:find(channels, Spec) of
+                   {ok, Chs} ->
+                       true = proper_length(Chs) >= 0,
+                       Checked0#{channels => [check_channel(C) || C <- Chs]};
+                   error ->
+                       Checked0
+               end,
+    {ok, Checked1}.
+
+is_node_name(Name) ->
+    Bin = atom_to_binary(Name, utf8),
+    case binary:split(Bin, <<"@">>) of
+        [N, H] -> N =/= <<>> andalso H =/= <<>> andalso binary:match(H, <<"@">>) =:= nomatch
+                      andalso byte_size(Bin) =< ?MAX_NAME_LEN;
+        _ -> false
+    end.
+
+check_addr(#{ip := Ip0, port := Port}) when is_integer(Port), Port >= 1, Port =< 65535 ->
+    {ok, Ip} = weft_config:parse_ip(Ip0),
+    #{ip => Ip, port => Port}.
+
+check_channel(#{name := Name, parallelism := P} = C)
+  when is_atom(Name), is_integer(P), P >= 1, P =< 256, map_size(C) =:= 2 ->
+    C.
+
+%% The length of a proper list; raises on an improper one.
+proper_length(L) -> length(L).
+

@@ -70,6 +70,7 @@ init([]) ->
     process_flag(trap_exit, true),
     case weft_config:from_env() of
         {ok, Opts} ->
+            weft_config:set_overlay(maps:get(overlay, Opts)),
             case start_transport(Opts) of
                 {ok, Guard, Pollers} ->
                     remember_port(Opts),

@@ -8,6 +8,7 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
+-export([static_overlay_with_late_and_missing_members/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -37,7 +38,8 @@ all() ->
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
-     restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster].
+     restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
+     static_overlay_with_late_and_missing_members].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -505,6 +507,10 @@ bad_config(_Config) ->
     ?assertEqual({error, {bad_config, listen, {{1,2,3}, 80}}},
                  call(N, weft, start, [#{listen => {{1,2,3}, 80}}])),
     ?assertEqual({error, {bad_config, overlay, hyparview}}, call(N, weft, start, [#{overlay => hyparview}])),
+    [?assertEqual({error, {bad_config, overlay, O}}, call(N, weft, start, [#{overlay => O}]))
+     || O <- [{static, nodes}, {static, [x]}, {static, [#{name => 'a@h'}]}, {static, [y | z]},
+              {static, [#{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
+                        #{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 2}]}]}]],
     ?assertEqual({error, {bad_config, channels, [default, default]}},
                  call(N, weft, start, [#{channels => [default, default]}])),
     ?assertEqual({error, {bad_config, heartbeat_timeout, 10}},
@@ -805,3 +811,58 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     ?assert(length(Seqs) > 10),
     ?assertEqual(lists:seq(1, length(Seqs)), Seqs),
     ok.
+
+%% The static overlay: membership is the configured list (this node's own
+%% entry left out). Members that start late come up when they start; one
+%% that never starts is redialed and does no harm; joins and leaves are
+%% refused with the configured members; messages and node events work as
+%% on the full mesh.
+static_overlay_with_late_and_missing_members(_Config) ->
+    A = start(static, no_weft),
+    [_, Host] = string:split(atom_to_list(node_of(A)), "@"),
+    [NameB, NameC, NameD] = [peer:random_name(static) || _ <- [b, c, d]],
+    Node = fun(Name) -> list_to_atom(Name ++ "@" ++ Host) end,
+    Ports = [weft_ct:free_port() || _ <- [a, b, c, d]],
+    Names = [node_of(A) | [Node(N) || N <- [NameB, NameC, NameD]]],
+    Specs = [#{name => Nm, listen_addrs => [#{ip => {127, 0, 0, 1}, port => P}]}
+             || {Nm, P} <- lists:zip(Names, Ports)],
+    [PA, PB, PC, _PD] = Ports,
+    Opts = fun(P) -> opts(#{listen => {{127, 0, 0, 1}, P}, overlay => {static, Specs}}) end,
+    ok = call(A, weft, start, [Opts(PA)]),
+    call(A, weft_ct, watcher, []),
+    B = start_named(NameB, Opts(PB)),
+    [NA, NB, NC, ND] = Names,
+    weft_ct:wait_until(a_and_b, fun() -> call(A, weft, members, []) =:= lists:sort([NA, NB]) end),
+    ?assertEqual(lists:sort([NA, NB]), call(B, weft, members, [])),
+    %% the membership is the list
+    Others = lists:sort([NB, NC, ND]),
+    ?assertEqual({error, {static_overlay, Others}}, call(A, weft, join, [hd(Specs)])),
+    ?assertEqual({error, {static_overlay, Others}},
+                 call(A, weft, sync_join, [lists:last(Specs), 1000])),
+    ?assertEqual({error, {static_overlay, Others}}, call(A, weft, leave, [])),
+    ?assertEqual({error, {static_overlay, Others}}, call(A, weft, leave, [NB])),
+    #{overlay := static, peers := Peers} = info(A),
+    ?assertEqual(lists:sort([NB, NC, ND]), lists:sort(maps:keys(Peers))),
+    %% C starts late and comes up everywhere
+    C = start_named(NameC, Opts(PC)),
+    Three = lists:sort([NA, NB, NC]),
+    weft_ct:wait_until(three, fun() -> [call(N, weft, members, []) || N <- [A, B, C]] =:= [Three, Three, Three] end),
+    %% messages and node events as on the full mesh
+    call(C, weft_ct, collector, [inbox]),
+    [ok = call(A, weft, forward, [NC, inbox, {m, I}, #{channel => vnode, partition_key => I}])
+     || I <- lists:seq(1, 100)],
+    weft_ct:wait_until(delivered, fun() -> length(call(C, weft_ct, collected, [inbox])) =:= 100 end),
+    ?assertEqual([{m, I} || I <- lists:seq(1, 100)], lists:sort(call(C, weft_ct, collected, [inbox]))),
+    ?assertEqual([{nodeup, NB}, {nodeup, NC}], call(A, weft_ct, events, [])),
+    weft_ct:kill_node(C),
+    weft_ct:wait_until(c_down, fun() -> lists:last(call(A, weft_ct, events, [])) =:= {nodedown, NC} end),
+    %% D never started: still a configured member, not up, and A is fine
+    #{peers := #{ND := #{state := DState}}} = info(A),
+    ?assert(lists:member(DState, [connecting, down])),
+    ?assertEqual(lists:sort([NA, NB]), call(A, weft, members, [])),
+    ok.
+
+start_named(Name, Opts) ->
+    N = weft_ct:start_node_named(Name, Opts),
+    put(nodes, get_nodes() ++ [N]),
+    N.

@@ -12,7 +12,7 @@
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2]).
+-export([log/2, free_port/0]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -159,6 +159,13 @@ events() ->
 
 whereis_name(Name) ->
     whereis(Name).
+
+%% @doc A TCP port free on 127.0.0.1 a moment ago.
+free_port() ->
+    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, P} = inet:port(S),
+    gen_tcp:close(S),
+    P.
 
 %% @doc The port weft listens on.
 port() ->

@@ -4,7 +4,7 @@ use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use weft_core::{ChannelSpec, NodeSpec, PeerStatus, Timing};
-use weft_transport::{Info, IoMode, LaneState, TransportConfig};
+use weft_transport::{Info, IoMode, LaneState, Overlay, TransportConfig};
 
 mod atoms {
     rustler::atoms! {
@@ -16,7 +16,7 @@ mod atoms {
         dropped,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
-        undefined, protocol, capabilities,
+        undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
     }
 }
 
@@ -143,6 +143,19 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             .and_then(|v| v.into_iter().map(atom_text).collect::<Option<Vec<_>>>())
             .ok_or("drop_oldest")?,
     };
+    let overlay = match get(opts, atoms::overlay()).ok_or("overlay")? {
+        o if o.decode::<Atom>().ok() == Some(atoms::full_mesh()) => Overlay::FullMesh,
+        o => {
+            let (tag, members): (Atom, Term) = o.decode().map_err(|_| "overlay")?;
+            if tag != atoms::static_() {
+                return Err("overlay");
+            }
+            let members = list(members)
+                .and_then(|v| v.into_iter().map(decode_spec).collect::<Option<Vec<_>>>())
+                .ok_or("overlay")?;
+            Overlay::Static(members)
+        }
+    };
     let affinity = get(opts, atoms::affinity())
         .and_then(|t| t.decode::<bool>().ok())
         .ok_or("affinity")?;
@@ -210,6 +223,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             listen,
             advertise,
             channels,
+            overlay,
             affinity,
             cookie,
             capabilities: weft_core::Capabilities::SUPPORTED,

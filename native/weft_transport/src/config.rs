@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_core::stage::Stage;
-use weft_core::{Capabilities, ChannelSpec, Timing};
+use weft_core::{Capabilities, ChannelSpec, NodeSpec, Timing};
 
 /// Where pollers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,29 @@ pub enum IoMode {
     Auto,
 }
 
+/// The membership overlay a node runs, chosen at start (see
+/// `weft_core::membership`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// Every member connects to every other; members spread by gossip
+    /// (`weft_core::membership::full_mesh`).
+    FullMesh,
+    /// Exactly these nodes (contacts: a name and addresses), redialed with
+    /// backoff while down, nothing gossiped, strangers refused
+    /// (`weft_core::membership::static_list`).
+    Static(Vec<NodeSpec>),
+}
+
+impl Overlay {
+    /// Its name in `weft:info()`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Overlay::FullMesh => "full_mesh",
+            Overlay::Static(_) => "static",
+        }
+    }
+}
+
 /// Everything the transport needs to start.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -30,6 +53,8 @@ pub struct TransportConfig {
     pub advertise: Vec<SocketAddr>,
     /// Application channels (the control channel is implicit).
     pub channels: Vec<ChannelSpec>,
+    /// The membership overlay.
+    pub overlay: Overlay,
     /// Pick lanes by partition key / destination (true) or round robin.
     pub affinity: bool,
     /// Shared secret for the handshake proofs.

@@ -49,7 +49,7 @@ pub mod sink;
 pub mod wake;
 
 pub use body::Body;
-pub use config::{IoMode, TransportConfig};
+pub use config::{IoMode, Overlay, TransportConfig};
 pub use driver::MAX_PENDING_HANDSHAKES;
 pub use info::{Info, LaneInfo, LaneState, PeerInfo};
 pub use lane_writer::Sender;
@@ -68,7 +68,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use wake::Watcher;
+use weft_core::failure::heartbeat::HeartbeatTimeout;
 pub use weft_core::lane::Choice;
+use weft_core::membership::static_list::StaticList;
 pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
 use weft_core::{LaneKey, Node, NodeSpec};
 
@@ -183,8 +185,17 @@ impl Transport {
             channels: config.channels.clone(),
             max_frame: config.max_frame_size,
         };
-        let core = Node::new(local.clone(), config.timing.clone(), random())
-            .with_max_members(config.max_members);
+        let core = match &config.overlay {
+            Overlay::FullMesh => Node::new(local.clone(), config.timing.clone(), random())
+                .with_max_members(config.max_members),
+            Overlay::Static(members) => Node::with_parts(
+                local.clone(),
+                config.timing.clone(),
+                random(),
+                Box::new(StaticList::new(members.clone())),
+                Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
+            ),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Routes::new(
             config

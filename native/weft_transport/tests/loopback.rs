@@ -119,6 +119,7 @@ fn node_with(
                 parallelism: 4,
             },
         ],
+        overlay: weft_transport::Overlay::FullMesh,
         affinity: true,
         cookie: cookie.as_bytes().to_vec(),
         capabilities: weft_core::Capabilities::SUPPORTED,
