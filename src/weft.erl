@@ -403,10 +403,10 @@ on_event(_Kind, Node, Fun) ->
 
 %% @doc Members, lanes and counters:
 %% ```
-%% #{node, incarnation, listen_addrs, tombstones, overlay,
+%% #{node, incarnation, listen_addrs, tombstones, overlay, relayed,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
 %%                too_large, overflow, no_destination, malformed,
-%%                fault, filtered},
+%%                no_route, fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
 %%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
@@ -429,7 +429,9 @@ on_event(_Kind, Node, Fun) ->
 %% or pid that does not exist), `malformed' (received here from an
 %% authenticated peer, not a message: a frame whose header or body could
 %% not be read, or that carries header extensions its connection did not
-%% negotiate; its connection is closed with a logged warning), `fault' and `filtered' (dropped on send or on receive
+%% negotiate; its connection is closed with a logged warning), `no_route'
+%% (a server of the client-server overlay received a message to relay to a
+%% node it has no connection to, or whose queues are full), `fault' and `filtered' (dropped on send or on receive
 %% by a per-message stage of the transport, for fault injection or
 %% filtering; none is installed by default, so these stay 0).
 %% `refused' counts calls to `forward' that
@@ -441,15 +443,15 @@ on_event(_Kind, Node, Fun) ->
 %% are not known yet (right after `join'). Sizes are in
 %% bytes. The control channel shows as `'$control''. `io' says where the
 %% lane's connection is served now. `overlay' is the membership overlay
-%% (`full_mesh' or `static'); on the static overlay `peers' lists every
-%% configured member, up or not.
+%% (`full_mesh', `static' or `client_server'); on the static overlay `peers'
+%% lists every configured member, up or not; on a client of the
+%% client-server overlay, the servers only. `relayed' counts messages
+%% relayed (client-server overlay): on a client, sent through a server to
+%% another client; on a server, passed on for others.
 %% `{error, timeout}' if the transport did not answer within a second.
 -spec info() -> map() | {error, not_started | timeout}.
 info() ->
-    case nif(fun weft_nif:info/0) of
-        #{} = Info -> Info#{overlay => element(1, weft_config:overlay())};
-        Other -> Other
-    end.
+    nif(fun weft_nif:info/0).
 
 %% `false', or the error a call that changes the membership gets on the
 %% static overlay.

@@ -362,13 +362,16 @@ channel(_, _) ->
 
 %%% Overlays
 
-%% `full_mesh', or `{static, Specs}': every spec checked as
-%% {@link weft:join/1} checks it, this node's own left out, no name twice,
-%% at most `max_members'.
+%% `full_mesh'; `{client_server, #{role => server | client}}'; or
+%% `{static, Specs}': every spec checked as {@link weft:join/1} checks it,
+%% this node's own left out, no name twice, at most `max_members'.
 overlay(C) ->
     case maps:get(overlay, C) of
         full_mesh ->
             full_mesh;
+        {client_server, #{role := Role} = O} when map_size(O) =:= 1,
+                                                  (Role =:= server orelse Role =:= client) ->
+            {client_server, O};
         {static, Specs} ->
             try
                 Checked = [case check_spec(S) of
@@ -388,15 +391,18 @@ overlay(C) ->
     end.
 
 %% @doc The overlay of the running (or last started) transport:
-%% `{full_mesh, []}' or `{static, ConfiguredNodes}'.
--spec overlay() -> {full_mesh, []} | {static, [node()]}.
+%% `{full_mesh, []}', `{client_server, server | client}' or
+%% `{static, ConfiguredNodes}'.
+-spec overlay() -> {full_mesh, []} | {client_server, server | client} | {static, [node()]}.
 overlay() ->
     persistent_term:get({weft, overlay}, {full_mesh, []}).
 
 %% @doc Record the overlay of a transport being started (`weft_server').
--spec set_overlay(full_mesh | {static, [map()]}) -> ok.
+-spec set_overlay(full_mesh | {static, [map()]} | {client_server, map()}) -> ok.
 set_overlay(full_mesh) ->
     put_overlay({full_mesh, []});
+set_overlay({client_server, #{role := Role}}) ->
+    put_overlay({client_server, Role});
 set_overlay({static, Specs}) ->
     put_overlay({static, lists:sort([N || #{name := N} <- Specs])}).
 

@@ -8,7 +8,7 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
--export([static_overlay_with_late_and_missing_members/1]).
+-export([static_overlay_with_late_and_missing_members/1, client_server_relays_and_fails_over/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -39,7 +39,7 @@ all() ->
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
-     static_overlay_with_late_and_missing_members].
+     static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -860,6 +860,62 @@ static_overlay_with_late_and_missing_members(_Config) ->
     #{peers := #{ND := #{state := DState}}} = info(A),
     ?assert(lists:member(DState, [connecting, down])),
     ?assertEqual(lists:sort([NA, NB]), call(A, weft, members, [])),
+    ok.
+
+%% Client-server with 2 servers and 4 clients: servers connect to everyone,
+%% clients only to the servers; a message from a client to another client,
+%% by name or by pid, goes through a server and arrives in order; when a
+%% server is killed, clients see it go down and messages go through the
+%% other one.
+client_server_relays_and_fails_over(_Config) ->
+    Server = opts(#{overlay => {client_server, #{role => server}}}),
+    Client = opts(#{overlay => {client_server, #{role => client}}}),
+    [S1, S2] = Servers = [start(server, Server) || _ <- [1, 2]],
+    Clients = [C1, C2 | _] = [start(client, Client) || _ <- [1, 2, 3, 4]],
+    [call(C, weft_ct, watcher, []) || C <- Clients],
+    Spec1 = call(S1, weft, node_spec, []),
+    [ok = call(N, weft, sync_join, [Spec1, 10000]) || N <- [S2 | Clients]],
+    All = lists:sort([node_of(N) || N <- Servers ++ Clients]),
+    ServerNames = lists:sort([node_of(S) || S <- Servers]),
+    weft_ct:wait_until(servers_see_all, fun() -> [call(S, weft, members, []) || S <- Servers] =:= [All, All] end),
+    [weft_ct:wait_until({sees_servers, C},
+                        fun() -> call(C, weft, members, []) =:= lists:sort([node_of(C) | ServerNames]) end)
+     || C <- Clients],
+    %% no client-client connections, on either side
+    [begin
+         #{overlay := client_server, peers := Peers} = info(C),
+         ?assertEqual(ServerNames, lists:sort(maps:keys(Peers)))
+     end || C <- Clients],
+    [?assertMatch(#{overlay := client_server}, info(S)) || S <- Servers],
+    %% client to client, by name: relayed, in order
+    NC2 = node_of(C2),
+    call(C2, weft_ct, collector, [inbox]),
+    [ok = call(C1, weft, forward, [NC2, inbox, {m, I}, #{channel => vnode}]) || I <- lists:seq(1, 200)],
+    ?assertEqual([{m, I} || I <- lists:seq(1, 200)], call(C2, weft_ct, collected, [inbox, 200])),
+    ?assertMatch(#{relayed := 200}, info(C1)),
+    weft_ct:wait_until(servers_relayed,
+                       fun() -> lists:sum([maps:get(relayed, info(S)) || S <- Servers]) =:= 200 end),
+    %% all through one server (the same one for one destination)
+    [Via] = [S || S <- Servers, maps:get(relayed, info(S)) =:= 200],
+    %% and by pid, with a reply through a server the other way
+    Pid = call(C2, weft_ct, echo, [echo2]),
+    Here = call(C1, weft_ct, collector, [replies]),
+    ok = call(C1, weft, forward, [Pid, {Here, default, ping}]),
+    ?assertEqual([{echo, NC2, ping}], call(C1, weft_ct, collected, [replies, 1])),
+    %% a server killed: clients see it go down, messages take the other one
+    Gone = Via,
+    weft_ct:kill_node(Gone),
+    put(nodes, get_nodes() -- [Gone]),
+    Left = lists:sort([node_of(S) || S <- Servers, S =/= Gone]),
+    [weft_ct:wait_until({failed_over, C},
+                        fun() -> call(C, weft, members, []) =:= lists:sort([node_of(C) | Left]) end)
+     || C <- Clients],
+    [weft_ct:wait_until({nodedown_seen, C},
+                        fun() -> lists:member({nodedown, node_of(Gone)}, call(C, weft_ct, events, [])) end)
+     || C <- Clients],
+    [ok = call(C1, weft, forward, [NC2, inbox, {after_failover, I}, #{channel => vnode}]) || I <- lists:seq(1, 50)],
+    Got = call(C2, weft_ct, collected, [inbox, 250]),
+    ?assertEqual([{after_failover, I} || I <- lists:seq(1, 50)], lists:nthtail(200, Got)),
     ok.
 
 start_named(Name, Opts) ->

@@ -17,6 +17,7 @@ mod atoms {
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
+        client_server, role, server, client, relayed,
     }
 }
 
@@ -146,14 +147,22 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     let overlay = match get(opts, atoms::overlay()).ok_or("overlay")? {
         o if o.decode::<Atom>().ok() == Some(atoms::full_mesh()) => Overlay::FullMesh,
         o => {
-            let (tag, members): (Atom, Term) = o.decode().map_err(|_| "overlay")?;
-            if tag != atoms::static_() {
+            let (tag, arg): (Atom, Term) = o.decode().map_err(|_| "overlay")?;
+            if tag == atoms::static_() {
+                let members = list(arg)
+                    .and_then(|v| v.into_iter().map(decode_spec).collect::<Option<Vec<_>>>())
+                    .ok_or("overlay")?;
+                Overlay::Static(members)
+            } else if tag == atoms::client_server() {
+                let role = get(arg, atoms::role()).and_then(|r| r.decode::<Atom>().ok());
+                match role {
+                    Some(r) if r == atoms::server() => Overlay::ClientServer { server: true },
+                    Some(r) if r == atoms::client() => Overlay::ClientServer { server: false },
+                    _ => return Err("overlay"),
+                }
+            } else {
                 return Err("overlay");
             }
-            let members = list(members)
-                .and_then(|v| v.into_iter().map(decode_spec).collect::<Option<Vec<_>>>())
-                .ok_or("overlay")?;
-            Overlay::Static(members)
         }
     };
     let affinity = get(opts, atoms::affinity())
@@ -448,6 +457,8 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             ),
             (atoms::queued(), queue),
             (atoms::tombstones(), i.tombstones.encode(env)),
+            (atoms::relayed(), i.relayed.encode(env)),
+            (atoms::overlay(), atom_or_text(env, i.overlay)),
             (atoms::peers(), peers),
         ],
     )

@@ -29,6 +29,13 @@ pub enum Overlay {
     /// backoff while down, nothing gossiped, strangers refused
     /// (`weft_core::membership::static_list`).
     Static(Vec<NodeSpec>),
+    /// Servers connect to every member, clients only to the servers; a
+    /// message between clients is relayed by a server
+    /// (`weft_core::membership::client_server`).
+    ClientServer {
+        /// This node is a server (else a client).
+        server: bool,
+    },
 }
 
 impl Overlay {
@@ -37,6 +44,7 @@ impl Overlay {
         match self {
             Overlay::FullMesh => "full_mesh",
             Overlay::Static(_) => "static",
+            Overlay::ClientServer { .. } => "client_server",
         }
     }
 }

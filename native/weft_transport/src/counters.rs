@@ -32,6 +32,9 @@ pub struct Dropped {
     /// Received, but not a message (not a `{Dest, Msg}` term); the
     /// connection it came on is closed.
     pub malformed: AtomicU64,
+    /// Received to be relayed (client-server overlay) to a node this one
+    /// has no connection to, or whose send queues are full.
+    pub no_route: AtomicU64,
     /// Dropped by the per-message stage as a fault (interposition, fault
     /// injection), on send or on receive.
     pub fault: AtomicU64,
@@ -67,6 +70,9 @@ pub struct Counters {
     pub dropped: Dropped,
     /// Sends refused.
     pub refused: Refused,
+    /// Messages relayed: sent through a server for a node without a
+    /// connection (a client), or passed on for others (a server).
+    pub relayed: AtomicU64,
 }
 
 impl Counters {

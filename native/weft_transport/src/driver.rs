@@ -254,7 +254,9 @@ impl Driver {
     }
 
     fn publish_up(&self) {
-        *self.shared.up.write() = self.core.up_peers();
+        let up = self.core.up_peers();
+        self.shared.routes.set_up(&up);
+        *self.shared.up.write() = up;
     }
 
     fn shutdown(&mut self) {

@@ -91,6 +91,10 @@ pub struct Info {
     pub send_queue_total_limit: u64,
     /// Nodes remembered as removed.
     pub tombstones: u64,
+    /// Messages relayed (client-server overlay).
+    pub relayed: u64,
+    /// The membership overlay (`full_mesh`, `static`, `client_server`).
+    pub overlay: &'static str,
     /// Every member.
     pub peers: Vec<PeerInfo>,
 }
@@ -157,6 +161,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             ("overflow", d.overflow.load(Relaxed)),
             ("no_destination", d.no_destination.load(Relaxed)),
             ("malformed", d.malformed.load(Relaxed)),
+            ("no_route", d.no_route.load(Relaxed)),
             (
                 DropReason::Fault.name(),
                 d.by_stage(DropReason::Fault).load(Relaxed),
@@ -172,6 +177,8 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             ("overloaded", r.overloaded.load(Relaxed)),
         ],
         refused_connections: shared.refusals.counts(),
+        relayed: c.relayed.load(Relaxed),
+        overlay: shared.config.overlay.name(),
         queued_bytes: shared.routes.queued(),
         send_queue_limit: limits.peer_queue,
         send_queue_total_limit: limits.total_queue,

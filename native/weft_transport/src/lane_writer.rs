@@ -248,6 +248,20 @@ impl Lane {
         Ok(())
     }
 
+    /// As [`Lane::push_extended`], for a frame whose bytes the caller
+    /// already reserved in the lane's budget.
+    pub(crate) fn push_extended_reserved(
+        self: &Arc<Self>,
+        kind: FrameKind,
+        ext: &Extensions,
+        body: Body,
+        sender: Option<Sender>,
+    ) -> Result<(), FrameError> {
+        let header = encode_header(kind, body.len(), ext)?;
+        self.push_frame(Outgoing::with_header(header, body), sender);
+        Ok(())
+    }
+
     /// As [`Lane::push_from`], for a frame whose bytes the caller already
     /// reserved in the lane's budget.
     pub(crate) fn push_reserved(

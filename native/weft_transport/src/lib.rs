@@ -70,6 +70,8 @@ use tokio::sync::{mpsc, oneshot};
 use wake::Watcher;
 use weft_core::failure::heartbeat::HeartbeatTimeout;
 pub use weft_core::lane::Choice;
+use weft_core::membership::client_server::{ClientServer, Role};
+use weft_core::membership::full_mesh::FullMesh;
 use weft_core::membership::static_list::StaticList;
 pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
 use weft_core::{LaneKey, Node, NodeSpec};
@@ -195,6 +197,17 @@ impl Transport {
                 Box::new(StaticList::new(members.clone())),
                 Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
             ),
+            Overlay::ClientServer { server } => {
+                let role = if *server { Role::Server } else { Role::Client };
+                let mesh = FullMesh::new(&config.timing).with_max_members(config.max_members);
+                Node::with_parts(
+                    local.clone(),
+                    config.timing.clone(),
+                    random(),
+                    Box::new(ClientServer::new(role, mesh)),
+                    Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
+                )
+            }
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Routes::new(
@@ -220,6 +233,12 @@ impl Transport {
             runtime.handle().clone(),
             config.stage.clone(),
         );
+        let routes = match config.overlay {
+            Overlay::ClientServer { server } => {
+                routes.with_relay(routes::Relay::new(config.node.clone(), !server, server))
+            }
+            _ => routes,
+        };
         let handshakes = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_handshakes.max(1),
         ));

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
 use weft_core::stage::{Envelope, Stage, Verdict};
-use weft_core::{FrameKind, LaneKey};
+use weft_core::{Extensions, FrameKind, LaneKey};
 
 /// What to do when a send would pass a queue bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +112,50 @@ pub struct Limits {
     pub total_queue: u64,
 }
 
+/// Relaying, in the client-server overlay (see
+/// `weft_core::membership::client_server`): a client sends a message for a
+/// node it has no connection to through a server, in a frame whose header
+/// names the destination and the origin (extensions of capability `relay`);
+/// a server passes such frames on to their destination.
+#[derive(Debug)]
+pub struct Relay {
+    /// This node's name: the origin of the frames it sends through a server.
+    pub local: String,
+    /// A client: send messages for nodes without a route through a peer.
+    pub via_peers: bool,
+    /// A server: pass on frames for other nodes.
+    pub passes_on: bool,
+    /// The peers up now, sorted (kept by the driver).
+    up: RwLock<Vec<String>>,
+}
+
+impl Relay {
+    /// Relaying for node `local`.
+    pub fn new(local: String, via_peers: bool, passes_on: bool) -> Self {
+        Relay {
+            local,
+            via_peers,
+            passes_on,
+            up: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The peer a message for `dest` goes through: one of those up, the
+    /// same one for the same destination while they stay up (so messages
+    /// to one node keep their order), another when it goes down.
+    fn via(&self, dest: &str) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        let up = self.up.read();
+        if up.is_empty() {
+            return None;
+        }
+        // (SipHash with fixed keys: the same choice on every call)
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        dest.hash(&mut h);
+        Some(up[(h.finish() % up.len() as u64) as usize].clone())
+    }
+}
+
 /// The routing table.
 pub struct Routes {
     peers: RwLock<HashMap<String, Arc<PeerRoute>>>,
@@ -126,6 +170,8 @@ pub struct Routes {
     pub counters: Arc<Counters>,
     /// The per-message stage, if one is installed.
     stage: Option<Arc<dyn Stage>>,
+    /// Relaying (client-server overlay), if this node relays.
+    relay: Option<Relay>,
 }
 
 impl Routes {
@@ -155,6 +201,20 @@ impl Routes {
             round_robin: AtomicU64::new(0),
             counters: Arc::new(Counters::default()),
             stage,
+            relay: None,
+        }
+    }
+
+    /// Relay as `relay` says (client-server overlay).
+    pub fn with_relay(mut self, relay: Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// The peers up now, sorted (for relaying through them).
+    pub fn set_up(&self, up: &[String]) {
+        if let Some(r) = &self.relay {
+            *r.up.write() = up.to_vec();
         }
     }
 
@@ -234,6 +294,15 @@ impl Routes {
         loop {
             let route = self.peers.read().get(peer).cloned();
             let Some(route) = route else {
+                if let Some(via) = self
+                    .relay
+                    .as_ref()
+                    .filter(|r| r.via_peers)
+                    .and_then(|r| r.via(peer))
+                {
+                    let body = body.take().expect("body not sent yet");
+                    return self.send_via(&via, peer, channel, choice, body, sender);
+                }
                 Counters::add(&c.dropped.not_member, 1);
                 return Ok(());
             };
@@ -295,6 +364,100 @@ impl Routes {
             );
             return Ok(());
         }
+    }
+
+    /// Send a message for `dest` through peer `via` (a client through a
+    /// server): on `via`'s lane for (`channel`, `choice`), with `dest` and
+    /// this node in the header.
+    fn send_via(
+        &self,
+        via: &str,
+        dest: &str,
+        channel: &str,
+        choice: Choice,
+        body: Body,
+        sender: Option<Sender>,
+    ) -> Result<(), SendError> {
+        let c = &self.counters;
+        let relay = self.relay.as_ref().expect("relaying");
+        let size = body.len() as u64;
+        let Some(route) = self.peers.read().get(via).cloned() else {
+            Counters::add(&c.dropped.not_member, 1);
+            return Ok(());
+        };
+        if let Some(max) = route.max_frame.filter(|m| size > *m) {
+            Counters::add(&c.refused.too_large, 1);
+            return Err(SendError::TooLarge { size, max });
+        }
+        let Some(lane) = self.pick(&route, channel, choice) else {
+            Counters::add(&c.dropped.no_channel, 1);
+            return Ok(());
+        };
+        if self.dropped_on_send(dest, channel, Some(lane.key.index), size, sender) {
+            return Ok(());
+        }
+        if !route.budget.try_reserve(size) {
+            Counters::add(&c.refused.overloaded, 1);
+            return Err(SendError::Overloaded);
+        }
+        let ext = Extensions {
+            origin: Some(relay.local.clone()),
+            destination: Some(dest.to_string()),
+            ..Default::default()
+        };
+        match lane.push_extended_reserved(FrameKind::Data, &ext, body, sender) {
+            Ok(()) => Counters::add(&c.relayed, 1),
+            Err(_) => {
+                // (names are checked at the handshake: cannot happen)
+                route.budget.release(size);
+                Counters::add(&c.dropped.not_member, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// A server passes on a frame for `dest` that came on lane `from` (its
+    /// channel and index) with header `ext`: on `dest`'s lane of the same
+    /// channel and index (modulo its lane count), so frames that came in
+    /// order on one lane leave in order on one lane. `false`: this node does
+    /// not relay.
+    pub fn pass_on(&self, dest: &str, from: &LaneKey, ext: &Extensions, body: &[u8]) -> bool {
+        let Some(relay) = self.relay.as_ref().filter(|r| r.passes_on) else {
+            return false;
+        };
+        let c = &self.counters;
+        let route = self.peers.read().get(dest).cloned();
+        let lane = route.as_ref().and_then(|r| {
+            let lanes = r.channels.get(&from.channel)?;
+            lanes.get(from.index as usize % lanes.len().max(1))
+        });
+        let (Some(route), Some(lane)) = (route.as_ref(), lane) else {
+            Counters::add(&c.dropped.no_route, 1);
+            return true;
+        };
+        let size = body.len() as u64;
+        if route.max_frame.is_some_and(|m| size > m) || !route.budget.try_reserve(size) {
+            Counters::add(&c.dropped.no_route, 1);
+            return true;
+        }
+        let ext = Extensions {
+            origin: ext.origin.clone().or_else(|| Some(relay.local.clone())),
+            destination: Some(dest.to_string()),
+            ..Default::default()
+        };
+        match lane.push_extended_reserved(FrameKind::Data, &ext, body.to_vec().into(), None) {
+            Ok(()) => Counters::add(&c.relayed, 1),
+            Err(_) => {
+                route.budget.release(size);
+                Counters::add(&c.dropped.no_route, 1);
+            }
+        }
+        true
+    }
+
+    /// This node's name, if it relays.
+    pub fn relay_local(&self) -> Option<&str> {
+        self.relay.as_ref().map(|r| r.local.as_str())
     }
 
     fn pick<'a>(

@@ -34,6 +34,7 @@
 //! read-only look at the peer table, a seeded random generator, and the
 //! effects to push. Nothing here owns a socket, a thread or a clock.
 
+pub mod client_server;
 pub mod full_mesh;
 pub mod static_list;
 
