@@ -121,8 +121,6 @@ struct State {
     stashed: Vec<(Token, bool, bool)>,
     /// Whether to keep polling after a round ([`Outcome::Linger`]).
     linger: Linger,
-    /// When the previous round ended (the poller's clock).
-    last_end: Micros,
     /// The readable connections, in the order they are read: round robin
     /// (each at most [`READ_BUDGET`] per round, all [`ROUND_BUDGET`]).
     order: ServiceOrder<ConnId>,
@@ -166,13 +164,7 @@ impl Poller {
                 conns: HashMap::new(),
                 again: Vec::new(),
                 stashed: Vec::new(),
-                linger: Linger::new(linger.as_micros() as Micros).with_busy_gap(
-                    std::env::var("WEFT_BUSY_GAP")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(placement::BUSY_GAP),
-                ),
-                last_end: 0,
+                linger: Linger::new(linger.as_micros() as Micros),
                 order: ServiceOrder::new(),
             }),
             inbox: Mutex::new(Vec::new()),
@@ -327,7 +319,6 @@ impl Poller {
         self.wakeup.busy();
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let gap = self.now().saturating_sub(st.last_end);
         let mut closes = Vec::new();
         self.commands(st, shared, &mut closes);
         let writable = readiness(st);
@@ -338,8 +329,7 @@ impl Poller {
         let now = self.now();
         let draining = draining_lanes(&st.conns);
         self.placement(st, shared, now, &draining);
-        st.last_end = now;
-        outcome(st, now, round, gap, &draining)
+        outcome(st, now, round, &draining)
     }
 
     /// New connections and close requests. A connection closed locally
@@ -651,20 +641,14 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
 /// What the round found: more work, lingering (a round that moved a few
 /// small frames: the next frame is likely close behind, and finding it by
 /// polling is much cheaper than being woken; see [`Linger`]), or idle.
-fn outcome(
-    st: &mut State,
-    now: Micros,
-    mut round: Round,
-    gap: Micros,
-    draining: &Draining,
-) -> Outcome {
+fn outcome(st: &mut State, now: Micros, mut round: Round, draining: &Draining) -> Outcome {
     let busy = !st.again.is_empty()
         || st
             .conns
             .values()
             .any(|e| e.readable && !is_held(draining, e));
     round.in_large = st.conns.values().any(|e| e.reader.in_large_frame());
-    let lingering = st.linger.round(now, &round, gap);
+    let lingering = st.linger.round(now, &round);
     if busy {
         Outcome::Busy
     } else if lingering {
