@@ -104,7 +104,8 @@ build(C, Given) ->
       channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
       drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
       affinity => maps:get(affinity, C),
-      overlay => Overlay,
+      overlay => case Overlay of {callback, _, _} -> callback; _ -> Overlay end,
+      callback => case Overlay of {callback, M, A} -> {M, A}; _ -> none end,
       cookie => cookie(C),
       max_frame_size => check(max_frame_size, C, fun(S) -> int_in(S, 1, ?MAX_FRAME) end),
       send_queue_limit => check(send_queue_limit, C, fun(S) -> int_in(S, 1, 1 bsl 62) end),
@@ -362,13 +363,18 @@ channel(_, _) ->
 
 %%% Overlays
 
-%% `full_mesh'; `{client_server, #{role => server | client}}'; or
+%% `full_mesh'; `{client_server, #{role => server | client}}';
+%% `{callback, Module, Args}' (`Module' exporting every callback of
+%% `weft_membership'); or
 %% `{static, Specs}': every spec checked as {@link weft:join/1} checks it,
 %% this node's own left out, no name twice, at most `max_members'.
 overlay(C) ->
     case maps:get(overlay, C) of
         full_mesh ->
             full_mesh;
+        {callback, Module, _Args} = O ->
+            weft_membership:callbacks_exported(Module) orelse throw({bad, overlay}),
+            O;
         {client_server, #{role := Role} = O} when map_size(O) =:= 1,
                                                   (Role =:= server orelse Role =:= client) ->
             {client_server, O};
@@ -393,14 +399,16 @@ overlay(C) ->
 %% @doc The overlay of the running (or last started) transport:
 %% `{full_mesh, []}', `{client_server, server | client}' or
 %% `{static, ConfiguredNodes}'.
--spec overlay() -> {full_mesh, []} | {client_server, server | client} | {static, [node()]}.
+-spec overlay() -> {full_mesh | callback, []} | {client_server, server | client} | {static, [node()]}.
 overlay() ->
     persistent_term:get({weft, overlay}, {full_mesh, []}).
 
 %% @doc Record the overlay of a transport being started (`weft_server').
--spec set_overlay(full_mesh | {static, [map()]} | {client_server, map()}) -> ok.
+-spec set_overlay(full_mesh | callback | {static, [map()]} | {client_server, map()}) -> ok.
 set_overlay(full_mesh) ->
     put_overlay({full_mesh, []});
+set_overlay(callback) ->
+    put_overlay({callback, []});
 set_overlay({client_server, #{role := Role}}) ->
     put_overlay({client_server, Role});
 set_overlay({static, Specs}) ->

@@ -10,7 +10,8 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, poll/1, info/0, count/2, debug_panic/1, decode_external/2]).
+         members/0, nodes/0, send/4, poll/1, info/0, count/2, debug_panic/1, decode_external/2,
+         membership_decision/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -58,6 +59,9 @@ join(_Spec) -> ?NOT_LOADED.
 
 -spec leave() -> ok | {error, not_started}.
 leave() -> ?NOT_LOADED.
+
+-spec membership_decision([map()], [{node(), binary()}]) -> ok | {error, badarg | not_started}.
+membership_decision(_Members, _Messages) -> ?NOT_LOADED.
 
 -spec leave(node()) -> ok | {error, not_started}.
 leave(_Node) -> ?NOT_LOADED.

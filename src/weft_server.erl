@@ -15,7 +15,9 @@
 %% tuple; older transports sent a string);</li>
 %% <li>`{weft_nif, refused, Node, Reason}': a dial to `Node' was refused;
 %% `sync_join' waiters for `Node' get `{error, {refused, Reason}}';</li>
-%% <li>`{weft_nif, log, Level, Text, Meta}'.</li>
+%% <li>`{weft_nif, log, Level, Text, Meta}';</li>
+%% <li>`{weft_nif, membership, Event}' (the `callback' overlay): passed to
+%% the `weft_membership' process.</li>
 %% </ul>
 %% The transport logs nodeup and nodedown itself; this process does not.
 %% No call to the NIF may crash this process: each is guarded.
@@ -33,7 +35,10 @@
     %% Node}) and/or `reason' ({nodeup, Node, []}, with nodedown reasons).
     subscribers = #{} :: #{pid() => {reference(), [plain | reason]}},
     callbacks = [] :: [{up | down, node() | any, fun()}],
-    waiters = [] :: [{node(), gen_server:from(), reference() | infinity}]
+    waiters = [] :: [{node(), gen_server:from(), reference() | infinity}],
+    %% The `callback' overlay: the process running the protocol, and how to
+    %% start it again.
+    membership :: undefined | {pid(), {module(), term(), pos_integer()}}
 }).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
@@ -75,7 +80,13 @@ init([]) ->
                 {ok, Guard, Pollers} ->
                     remember_port(Opts),
                     [{ok, _} = weft_poller_sup:start_poller(P) || P <- Pollers],
-                    {ok, #state{guard = Guard}};
+                    case start_membership(Opts) of
+                        {ok, Membership} ->
+                            {ok, #state{guard = Guard, membership = Membership}};
+                        {error, Reason} ->
+                            nif(fun weft_nif:stop/0),
+                            {stop, Reason}
+                    end;
                 {error, Reason} ->
                     {stop, Reason}
             end;
@@ -99,6 +110,15 @@ start_transport(Opts) ->
         _ ->
             Start(Opts)
     end.
+
+%% The `callback' overlay's protocol process.
+start_membership(#{callback := {Module, Args}, gossip_interval := Interval}) ->
+    case weft_membership:start_link(Module, Args, Interval) of
+        {ok, Pid} -> {ok, {Pid, {Module, Args, Interval}}};
+        {error, _} = Error -> Error
+    end;
+start_membership(_) ->
+    {ok, undefined}.
 
 remember_port(#{listen := {_, 0}}) ->
     case nif(fun weft_nif:node_spec/0) of
@@ -188,6 +208,17 @@ handle_info({timeout, Timer, {sync_join, From}}, State) ->
             {noreply, State#state{waiters = Rest}};
         false ->
             {noreply, State}
+    end;
+handle_info({weft_nif, membership, _} = Event, #state{membership = {Pid, _}} = State) ->
+    Pid ! Event,
+    {noreply, State};
+handle_info({'EXIT', Pid, Reason}, #state{membership = {Pid, {M, A, I} = How}} = State) ->
+    %% (callbacks are caught: this is a fault of weft_membership itself)
+    ?LOG_ERROR("weft: membership process of ~p ended (~tp); starting it again", [M, Reason],
+               #{weft => true}),
+    case weft_membership:start_link(M, A, I) of
+        {ok, New} -> {noreply, State#state{membership = {New, How}}};
+        {error, Why} -> {stop, Why, State}
     end;
 handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State) ->
     {noreply, State#state{subscribers = maps:remove(Pid, Subs)}};

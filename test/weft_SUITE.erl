@@ -8,7 +8,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
--export([static_overlay_with_late_and_missing_members/1, client_server_relays_and_fails_over/1]).
+-export([static_overlay_with_late_and_missing_members/1, client_server_relays_and_fails_over/1,
+         callback_overlay_cyclon_converges/1, callback_overlay_survives_a_bad_protocol/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -39,7 +40,8 @@ all() ->
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
-     static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over].
+     static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over,
+     callback_overlay_cyclon_converges, callback_overlay_survives_a_bad_protocol].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -916,6 +918,44 @@ client_server_relays_and_fails_over(_Config) ->
     [ok = call(C1, weft, forward, [NC2, inbox, {after_failover, I}, #{channel => vnode}]) || I <- lists:seq(1, 50)],
     Got = call(C2, weft_ct, collected, [inbox, 250]),
     ?assertEqual([{after_failover, I} || I <- lists:seq(1, 50)], lists:nthtail(200, Got)),
+    ok.
+
+%% A membership protocol written in Erlang (weft_cyclon, Cyclon's shuffle)
+%% on 6 nodes joined through the first: the views spread until every node
+%% knows, and is connected to, all the others (view size 8 > 5); messages
+%% and node events work as on the built-in overlays.
+callback_overlay_cyclon_converges(_Config) ->
+    Opts = opts(#{overlay => {callback, weft_cyclon, #{view_size => 8, shuffle_length => 3}}}),
+    Nodes = [First | Rest] = [start(cyclon, Opts) || _ <- lists:seq(1, 6)],
+    call(First, weft_ct, watcher, []),
+    Spec = call(First, weft, node_spec, []),
+    [ok = call(N, weft, sync_join, [Spec, 10000]) || N <- Rest],
+    converge(Nodes),
+    ?assertMatch(#{overlay := callback}, info(First)),
+    [_, B | _] = Nodes,
+    call(B, weft_ct, collector, [inbox]),
+    [ok = call(First, weft, forward, [node_of(B), inbox, {m, I}, #{channel => vnode}]) || I <- lists:seq(1, 50)],
+    ?assertEqual([{m, I} || I <- lists:seq(1, 50)], call(B, weft_ct, collected, [inbox, 50])),
+    ?assertEqual(lists:sort([{nodeup, node_of(N)} || N <- Rest]),
+                 lists:sort(call(First, weft_ct, events, []))),
+    ok.
+
+%% A protocol that raises, or returns nonsense, is logged and ignored: weft
+%% keeps running, and a module without the callbacks is a bad config.
+callback_overlay_survives_a_bad_protocol(_Config) ->
+    N = start(bad_cb, no_weft),
+    ?assertMatch({error, {bad_config, overlay, {callback, lists, []}}},
+                 call(N, weft, start, [opts(#{overlay => {callback, lists, []}})])),
+    ?assertMatch({error, {bad_config, overlay, {callback, no_such_module, []}}},
+                 call(N, weft, start, [opts(#{overlay => {callback, no_such_module, []}})])),
+    %% weft_cyclon:init/1 fails on bad options: start fails with the reason
+    ?assertMatch({error, {membership_init, _}},
+                 call(N, weft, start, [opts(#{overlay => {callback, weft_cyclon, #{view_size => 0}}})])),
+    ok = call(N, weft, start, [opts(#{overlay => {callback, weft_cyclon, #{}}})]),
+    %% a message the protocol does not expect, a join with junk: still up
+    Other = start(bad_cb, opts(#{overlay => {callback, weft_cyclon, #{}}})),
+    ok = call(Other, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
+    ?assertEqual(lists:sort([node_of(N), node_of(Other)]), call(N, weft, members, [])),
     ok.
 
 start_named(Name, Opts) ->

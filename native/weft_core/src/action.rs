@@ -3,6 +3,7 @@
 //! and carries them out in order.
 
 use crate::lane::LaneKey;
+use crate::spec::NodeSpec;
 use crate::types::{ConnId, DownReason, Level};
 use crate::wire::{Control, Refusal};
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub enum Action {
         /// Who refused and why.
         refusal: Refusal,
     },
+    /// Tell the outside half of the membership (a protocol written in
+    /// Erlang) what happened; see [`crate::membership::callback`].
+    Membership(Notice),
     /// Something worth a log line.
     Log {
         /// Severity.
@@ -87,6 +91,27 @@ pub enum Action {
         lane: Option<LaneKey>,
         /// The line.
         text: String,
+    },
+}
+
+/// What happened, for a membership decided outside the core
+/// ([`crate::membership::callback::Callback`]): the driver hands these to it in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A user asked to join the cluster of this contact.
+    Join(NodeSpec),
+    /// A user asked this node to leave.
+    Leave,
+    /// A peer's control lane came up (its authenticated description).
+    Up(NodeSpec),
+    /// A peer went down.
+    Down(String),
+    /// A membership message from a peer (untrusted bytes).
+    Message {
+        /// The peer.
+        from: String,
+        /// The message, in the outside half's own encoding.
+        payload: Vec<u8>,
     },
 }
 

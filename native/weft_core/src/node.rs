@@ -146,6 +146,19 @@ impl Node {
         self.dial_due(now);
     }
 
+    /// A membership decided outside the core (written in Erlang) wants
+    /// connections to `members` and sends `messages` (see
+    /// [`crate::membership::callback`]).
+    pub fn membership_decision(
+        &mut self,
+        now: Millis,
+        members: Vec<NodeSpec>,
+        messages: Vec<(String, Vec<u8>)>,
+    ) {
+        self.with_membership(now, |m, cx| m.on_decision(cx, members, messages));
+        self.dial_due(now);
+    }
+
     /// Leave the cluster: tell every peer, let queued frames drain, forget
     /// every peer, and start a new incarnation that may join again.
     pub fn leave(&mut self, now: Millis) {
@@ -370,6 +383,7 @@ impl Node {
                         .forget_all(DownReason::ThisNodeLeft, &mut self.actions);
                     self.new_incarnation();
                 }
+                Effect::Notify(n) => self.actions.push(Action::Membership(n)),
                 Effect::Log { level, peer, text } => {
                     self.actions.log(level, peer.as_deref(), None, text)
                 }

@@ -17,7 +17,7 @@ mod atoms {
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
-        client_server, role, server, client, relayed,
+        client_server, role, server, client, relayed, callback,
     }
 }
 
@@ -146,6 +146,8 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     };
     let overlay = match get(opts, atoms::overlay()).ok_or("overlay")? {
         o if o.decode::<Atom>().ok() == Some(atoms::full_mesh()) => Overlay::FullMesh,
+        // (the module and its arguments stay in Erlang: weft_membership)
+        o if o.decode::<Atom>().ok() == Some(atoms::callback()) => Overlay::Callback,
         o => {
             let (tag, arg): (Atom, Term) = o.decode().map_err(|_| "overlay")?;
             if tag == atoms::static_() {

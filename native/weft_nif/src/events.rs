@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use rustler::sys::enif_send;
 use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, OwnedEnv, Term};
+use weft_core::membership::Notice;
 use weft_core::{DownReason, LaneKey, Level, Refusal};
 use weft_transport::{Delivery, FrameBuffer, Sink};
 
@@ -19,6 +20,7 @@ mod atoms {
         detached, bad_spec, version,
         debug, info, notice, warning, error,
         peer, channel, lane,
+        membership, join, leave, up, down, message,
     }
 }
 
@@ -138,6 +140,10 @@ impl Sink for NifSink {
         send_log(&self.events, level, text, peer, lane);
     }
 
+    fn membership(&self, notice: &Notice) {
+        self.membership_event(notice);
+    }
+
     fn wake_poller(&self, index: usize) {
         let pid = self.pollers.read().get(index).copied().flatten();
         if let Some(pid) = pid {
@@ -147,6 +153,33 @@ impl Sink for NifSink {
 }
 
 impl NifSink {
+    /// `{weft_nif, membership, Event}` to `weft_server`, which hands it to
+    /// the `weft_membership` process of the `callback` overlay.
+    fn membership_event(&self, notice: &Notice) {
+        let notice = notice.clone();
+        self.event(move |env| {
+            let event = match &notice {
+                Notice::Join(spec) => {
+                    (atoms::join(), crate::convert::encode_spec(env, spec)).encode(env)
+                }
+                Notice::Leave => atoms::leave().encode(env),
+                Notice::Up(spec) => (
+                    atoms::up(),
+                    node_atom(env, &spec.name),
+                    crate::convert::encode_spec(env, spec),
+                )
+                    .encode(env),
+                Notice::Down(peer) => (atoms::down(), node_atom(env, peer)).encode(env),
+                Notice::Message { from, payload } => {
+                    let mut bin = rustler::OwnedBinary::new(payload.len());
+                    bin.as_mut_slice().copy_from_slice(payload);
+                    (atoms::message(), node_atom(env, from), bin.release(env)).encode(env)
+                }
+            };
+            (atoms::weft_nif(), atoms::membership(), event).encode(env)
+        });
+    }
+
     fn event(&self, build: impl for<'a> FnOnce(Env<'a>) -> Term<'a>) {
         send_built(&self.events, build);
     }

@@ -226,6 +226,39 @@ fn join<'a>(env: Env<'a>, spec: Term<'a>) -> Term<'a> {
     }
 }
 
+/// The `callback` overlay's decision: connections to `members` (node specs
+/// as `join/1` takes them, already checked by `weft_membership`) and
+/// `messages` (`[{Node, Binary}]`, on the control channel). `ok`,
+/// `{error, badarg}` if either is not what it should be, or
+/// `{error, not_started}`.
+#[rustler::nif]
+fn membership_decision<'a>(env: Env<'a>, members: Term<'a>, messages: Term<'a>) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    let members: Option<Vec<_>> = members
+        .decode::<Vec<Term>>()
+        .ok()
+        .filter(|v| v.len() <= 65536)
+        .and_then(|v| v.into_iter().map(decode_spec).collect());
+    let messages: Option<Vec<(String, Vec<u8>)>> = messages
+        .decode::<Vec<(Atom, rustler::Binary)>>()
+        .ok()
+        .filter(|v| v.len() <= 65536)
+        .and_then(|v| {
+            v.into_iter()
+                .map(|(n, b)| Some((n.to_term(env).atom_to_string().ok()?, b.as_slice().to_vec())))
+                .collect()
+        });
+    match (members, messages) {
+        (Some(m), Some(msgs)) => {
+            r.transport.membership_decision(m, msgs);
+            atoms::ok().encode(env)
+        }
+        _ => (atoms::error(), rustler::types::atom::badarg()).encode(env),
+    }
+}
+
 #[rustler::nif(name = "leave")]
 fn leave0(env: Env) -> Term {
     match running() {

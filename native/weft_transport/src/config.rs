@@ -36,6 +36,12 @@ pub enum Overlay {
         /// This node is a server (else a client).
         server: bool,
     },
+    /// A membership protocol written outside the core (in Erlang, the
+    /// `weft_membership` behaviour), told what happens through
+    /// [`crate::Sink::membership`] and deciding through
+    /// [`crate::Transport::membership_decision`]
+    /// (`weft_core::membership::callback`).
+    Callback,
 }
 
 impl Overlay {
@@ -45,6 +51,7 @@ impl Overlay {
             Overlay::FullMesh => "full_mesh",
             Overlay::Static(_) => "static",
             Overlay::ClientServer { .. } => "client_server",
+            Overlay::Callback => "callback",
         }
     }
 }

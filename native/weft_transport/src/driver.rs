@@ -57,6 +57,11 @@ pub enum Msg {
     /// What an established connection (its poller) reports.
     Conn(ConnEvent),
     Info(std::sync::mpsc::SyncSender<crate::Info>),
+    /// A decision of a membership written outside the core.
+    Decision {
+        members: Vec<NodeSpec>,
+        messages: Vec<(String, Vec<u8>)>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -175,6 +180,9 @@ impl Driver {
             Msg::Conn(ConnEvent::Control { from, conn, msg }) => {
                 self.core.on_control(now, &from, conn, msg)
             }
+            Msg::Decision { members, messages } => {
+                self.core.membership_decision(now, members, messages)
+            }
             Msg::Info(reply) => {
                 let _ = reply.send(crate::info::snapshot(&self.core, &self.shared));
             }
@@ -237,6 +245,7 @@ impl Driver {
                     self.shared.sink.peer_down(&peer, &reason);
                 }
                 Action::Refused { peer, refusal } => self.shared.sink.refused(&peer, &refusal),
+                Action::Membership(notice) => self.shared.sink.membership(&notice),
                 Action::Log {
                     level,
                     peer,

@@ -70,6 +70,7 @@ use tokio::sync::{mpsc, oneshot};
 use wake::Watcher;
 use weft_core::failure::heartbeat::HeartbeatTimeout;
 pub use weft_core::lane::Choice;
+use weft_core::membership::callback::Callback;
 use weft_core::membership::client_server::{ClientServer, Role};
 use weft_core::membership::full_mesh::FullMesh;
 use weft_core::membership::static_list::StaticList;
@@ -195,6 +196,13 @@ impl Transport {
                 config.timing.clone(),
                 random(),
                 Box::new(StaticList::new(members.clone())),
+                Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
+            ),
+            Overlay::Callback => Node::with_parts(
+                local.clone(),
+                config.timing.clone(),
+                random(),
+                Box::new(Callback::new()),
                 Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
             ),
             Overlay::ClientServer { server } => {
@@ -334,6 +342,15 @@ impl Transport {
     /// Leave the cluster (asynchronous).
     pub fn leave(&self) {
         let _ = self.shared.driver.send(driver::Msg::Leave);
+    }
+
+    /// The `callback` overlay: the protocol (written outside the core)
+    /// wants connections to `members` and sends `messages` (asynchronous).
+    pub fn membership_decision(&self, members: Vec<NodeSpec>, messages: Vec<(String, Vec<u8>)>) {
+        let _ = self
+            .shared
+            .driver
+            .send(driver::Msg::Decision { members, messages });
     }
 
     /// Remove `name` from the cluster (asynchronous).

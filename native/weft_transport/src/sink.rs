@@ -74,4 +74,8 @@ pub trait Sink: Send + Sync + 'static {
     fn refused(&self, _peer: &str, _refusal: &Refusal) {}
     /// A log line, with the peer and lane it concerns.
     fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>);
+    /// What happened, for a membership written outside the core (the
+    /// `callback` overlay; see `weft_core::membership::callback`), in
+    /// order. The default drops it.
+    fn membership(&self, _notice: &weft_core::membership::Notice) {}
 }

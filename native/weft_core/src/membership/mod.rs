@@ -34,6 +34,7 @@
 //! read-only look at the peer table, a seeded random generator, and the
 //! effects to push. Nothing here owns a socket, a thread or a clock.
 
+pub mod callback;
 pub mod client_server;
 pub mod full_mesh;
 pub mod static_list;
@@ -79,6 +80,9 @@ pub enum Effect {
         /// What was wrong, for the log.
         reason: String,
     },
+    /// Tell the membership's outside half (a protocol written in Erlang,
+    /// see [`callback`]) what happened.
+    Notify(Notice),
     /// A log line.
     Log {
         /// Severity.
@@ -89,6 +93,8 @@ pub enum Effect {
         text: String,
     },
 }
+
+pub use crate::action::Notice;
 
 /// What a membership sees and does in one call.
 pub struct Cx<'a> {
@@ -170,5 +176,17 @@ pub trait Membership: std::fmt::Debug + Send {
     /// Tombstones held (for `info`); 0 for memberships without them.
     fn tombstone_count(&self) -> usize {
         0
+    }
+
+    /// A decision taken outside the core (a membership written in Erlang,
+    /// [`callback::Callback`]): keep connections to exactly `members` (as
+    /// far as this node's own choice goes), and send `messages`. Other
+    /// memberships ignore it.
+    fn on_decision(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        _members: Vec<NodeSpec>,
+        _messages: Vec<(String, Vec<u8>)>,
+    ) {
     }
 }

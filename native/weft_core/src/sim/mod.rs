@@ -849,7 +849,7 @@ impl Sim {
                     self.close_conn(id, i);
                 }
             }
-            Action::Route { .. } | Action::Log { .. } => {}
+            Action::Route { .. } | Action::Log { .. } | Action::Membership(_) => {}
             Action::Refused { peer, refusal } => {
                 let me = self.nodes[i].name.clone();
                 self.refused.push((me, peer, refusal));

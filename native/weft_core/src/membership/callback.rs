@@ -1,0 +1,226 @@
+//! A membership decided outside the core: a protocol written in Erlang
+//! against the `weft_membership` behaviour (Partisan v3's "membership
+//! DSL" idea: the protocol says who the members are and what to tell
+//! whom; connections, lanes, heartbeats, reconnects and node events are
+//! done for it, as for the built-in overlays).
+//!
+//! This half only relays. Everything that happens goes out as a
+//! [`Notice`] (join and leave requests, peers up and down, the protocol's
+//! messages from peers); the outside half answers, whenever it likes, with
+//! a decision ([`Membership::on_decision`]): the members it wants
+//! connections to, and messages to send (on the control channel, opaque
+//! here). Members it adds are kept (dialed, redialed while down); members
+//! it takes out are dropped. A node that dials this one is admitted if it
+//! passed the handshake (it knows the cookie) and kept while it keeps the
+//! connection: protocols with asymmetric views (Cyclon, SCAMP) need the
+//! node that chose a neighbour to reach it, whether or not the neighbour
+//! chose it back.
+
+use super::{Cx, Effect, Membership, Notice};
+use crate::spec::NodeSpec;
+use crate::types::{DownReason, Millis};
+use crate::wire::Refusal;
+use std::collections::BTreeMap;
+
+/// The core's half of a membership written outside it.
+#[derive(Debug, Default)]
+pub struct Callback {
+    /// The members the outside half wants, by name.
+    wanted: BTreeMap<String, NodeSpec>,
+}
+
+impl Callback {
+    /// No members wanted yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Membership for Callback {
+    fn join(&mut self, cx: &mut Cx<'_>, contact: NodeSpec) {
+        if contact.name != cx.local.name {
+            cx.push(Effect::Notify(Notice::Join(contact)));
+        }
+    }
+
+    fn leave(&mut self, cx: &mut Cx<'_>) {
+        self.wanted.clear();
+        cx.push(Effect::Leave);
+        cx.push(Effect::Notify(Notice::Leave));
+    }
+
+    fn remove(&mut self, cx: &mut Cx<'_>, name: &str) {
+        self.wanted.remove(name);
+        cx.push(Effect::Drop {
+            name: name.to_string(),
+            reason: DownReason::Removed,
+        });
+    }
+
+    fn admit(&mut self, cx: &mut Cx<'_>, spec: &NodeSpec, inbound: bool) -> Result<(), Refusal> {
+        if spec.incarnation == 0 {
+            return Err(Refusal::BadSpec("incarnation 0".into()));
+        }
+        if inbound && spec.name == cx.local.name {
+            return Err(Refusal::Unavailable);
+        }
+        if !inbound && !self.wanted.contains_key(&spec.name) {
+            // Taken out while dialing.
+            return Err(Refusal::Unavailable);
+        }
+        if self.wanted.contains_key(&spec.name) {
+            self.wanted.insert(spec.name.clone(), spec.clone());
+        }
+        cx.push(Effect::Keep(spec.clone()));
+        Ok(())
+    }
+
+    fn on_dial_refused(
+        &mut self,
+        _cx: &mut Cx<'_>,
+        _peer: &str,
+        _refusal: &Refusal,
+        _control: bool,
+        _reason: &str,
+    ) -> bool {
+        false
+    }
+
+    fn on_peer_up(&mut self, cx: &mut Cx<'_>, peer: &str) {
+        if let Some(spec) = cx.peers.spec(peer).cloned() {
+            cx.push(Effect::Notify(Notice::Up(spec)));
+        }
+    }
+
+    fn on_peer_down(&mut self, cx: &mut Cx<'_>, peer: &str) {
+        cx.push(Effect::Notify(Notice::Down(peer.to_string())));
+        if !self.wanted.contains_key(peer) {
+            // It dialed us and is gone: nobody here wants it redialed.
+            cx.push(Effect::Drop {
+                name: peer.to_string(),
+                reason: DownReason::ConnectionClosed("closed by peer".into()),
+            });
+        }
+    }
+
+    fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
+        cx.push(Effect::Notify(Notice::Message {
+            from: from.to_string(),
+            payload: payload.to_vec(),
+        }));
+    }
+
+    fn on_timeout(&mut self, _cx: &mut Cx<'_>) {}
+
+    fn next_deadline(&self) -> Option<Millis> {
+        None
+    }
+
+    fn on_decision(
+        &mut self,
+        cx: &mut Cx<'_>,
+        members: Vec<NodeSpec>,
+        messages: Vec<(String, Vec<u8>)>,
+    ) {
+        let mut next: BTreeMap<String, NodeSpec> = BTreeMap::new();
+        for spec in members {
+            if spec.name != cx.local.name {
+                next.insert(spec.name.clone(), spec);
+            }
+        }
+        for name in self.wanted.keys() {
+            if !next.contains_key(name) {
+                cx.push(Effect::Drop {
+                    name: name.clone(),
+                    reason: DownReason::Removed,
+                });
+            }
+        }
+        for (name, spec) in next.iter_mut() {
+            match self.wanted.get(name) {
+                // Known already: keep what the handshake told (a real
+                // incarnation) over a contact the protocol passed on.
+                Some(known) if spec.incarnation == 0 => *spec = known.clone(),
+                Some(_) => {}
+                None => cx.push(Effect::Contact(spec.clone())),
+            }
+        }
+        self.wanted = next;
+        for (to, payload) in messages {
+            cx.push(Effect::Send { to, payload });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Action;
+    use crate::failure::heartbeat::HeartbeatTimeout;
+    use crate::lane::LaneKey;
+    use crate::node::Node;
+    use crate::types::Timing;
+
+    fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            incarnation,
+            max_frame: 1 << 20,
+            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+            channels: vec![],
+        }
+    }
+
+    fn actions(n: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| n.poll_action()).collect()
+    }
+
+    #[test]
+    fn notices_go_out_and_decisions_come_in() {
+        let t = Timing::default();
+        let mut a = Node::with_parts(
+            spec("a@h", 1, 1),
+            t.clone(),
+            1,
+            Box::new(Callback::new()),
+            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
+        );
+        // join: only told to the outside half
+        a.join(0, spec("b@h", 0, 2));
+        let acts = actions(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Membership(Notice::Join(s)) if s.name == "b@h")));
+        assert!(!acts.iter().any(|x| matches!(x, Action::Dial { .. })));
+        // a decision: b is a member (dialed), a message goes to it
+        a.membership_decision(0, vec![spec("b@h", 0, 2)], vec![("b@h".into(), vec![7])]);
+        let acts = actions(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Dial { peer, .. } if peer == "b@h")));
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Send { peer, .. } if peer == "b@h")));
+        // c dials in: admitted (it knows the cookie), and up is told
+        let control = LaneKey::control();
+        assert!(a.on_hello(1, 1, &spec("c@h", 3, 3), &control).is_ok());
+        let acts = actions(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Membership(Notice::Up(s)) if s.name == "c@h")));
+        // a message from c is told as it came
+        a.on_control(2, "c@h", 1, crate::wire::Control::Membership(vec![1, 2]));
+        assert!(actions(&mut a).iter().any(|x| matches!(
+            x,
+            Action::Membership(Notice::Message { from, payload }) if from == "c@h" && payload == &[1, 2]
+        )));
+        // b taken out: dropped
+        a.membership_decision(3, vec![], vec![]);
+        let acts = actions(&mut a);
+        assert!(
+            acts.iter()
+                .any(|x| matches!(x, Action::Unroute { peer } if peer == "b@h")),
+            "{acts:?}"
+        );
+    }
+}

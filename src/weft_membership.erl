@@ -1,0 +1,171 @@
+%% @doc A membership protocol written in Erlang: the behaviour, and the
+%% process that runs it (the `{callback, Module, Args}' overlay).
+%%
+%% The protocol decides who the members are (the nodes this node keeps
+%% connections to) and what to tell whom; weft does the rest, exactly as for
+%% its built-in overlays: it dials the members and redials them while they
+%% are down, keeps their lanes and heartbeats, tells the protocol when a
+%% peer comes up or goes down, sends `nodeup'/`nodedown' to `monitor_nodes'
+%% subscribers and runs `on_up'/`on_down' callbacks, and carries the
+%% protocol's messages on the control channel (encoded with
+%% `term_to_binary/1' and decoded with `binary_to_term/1': the sender passed
+%% the cookie check, and is trusted as a distribution peer is; keep them
+%% small, a few KiB).
+%%
+%% == Callbacks ==
+%%
+%% Every callback but `init/1' returns `{ok, Members, Messages, State}':
+%% <ul>
+%% <li>`Members': the node specs (as {@link weft:join/1} takes them:
+%% `#{name := Node, listen_addrs := [#{ip := Ip, port := Port}]}') this node
+%% wants connections to, all of them each time. Nodes added are dialed;
+%% nodes taken out are disconnected. This node's own spec is ignored. A
+%% spec that is not valid is skipped, with a warning.</li>
+%% <li>`Messages': `[{Node, Msg}]', protocol messages to send. A message to
+%% a node without a connection is dropped (send to members, or to the node
+%% a message came from: its connection is up while it lasts).</li>
+%% </ul>
+%% <ul>
+%% <li>`init(Args) -> {ok, State}': when weft starts; an error or anything
+%% else makes `weft:start/1' fail with `{error, {membership_init, Reason}}'.</li>
+%% <li>`join(Spec, State)': a user called {@link weft:join/1} (or
+%% `sync_join/2') with the spec of a node of the cluster to join.</li>
+%% <li>`leave(State)': a user called {@link weft:leave/0}; weft has already
+%% dropped every connection and started a new incarnation.</li>
+%% <li>`periodic(State)': every `gossip_interval' milliseconds.</li>
+%% <li>`handle_up(Node, Spec, State)': `Node' (described by `Spec', its
+%% real description from the handshake) is up: a member it dialed, or a
+%% node that dialed this one (admitted because it knows the cookie; its
+%% connection lasts while that node keeps it).</li>
+%% <li>`handle_down(Node, State)': `Node' went down.</li>
+%% <li>`handle_message(From, Msg, State)': a protocol message from `From'.</li>
+%% </ul>
+%% A callback that raises, or returns something else, is logged as an
+%% error and its call has no effect (the previous state is kept): a
+%% protocol bug never takes weft down.
+%%
+%% `weft_cyclon' is a complete protocol written with it (Cyclon's shuffle),
+%% to read as an example.
+-module(weft_membership).
+
+-include_lib("kernel/include/logger.hrl").
+
+-export([start_link/3, init/4]).
+
+-type result(State) :: {ok, Members :: [weft:join_spec()], Messages :: [{node(), term()}], State}.
+-export_type([result/1]).
+
+-callback init(Args :: term()) -> {ok, State :: term()}.
+-callback join(Spec :: map(), State) -> result(State).
+-callback leave(State) -> result(State).
+-callback periodic(State) -> result(State).
+-callback handle_up(Node :: node(), Spec :: map(), State) -> result(State).
+-callback handle_down(Node :: node(), State) -> result(State).
+-callback handle_message(From :: node(), Msg :: term(), State) -> result(State).
+
+%% The callbacks a module must export to be used as an overlay.
+-define(CALLBACKS, [{init, 1}, {join, 2}, {leave, 1}, {periodic, 1}, {handle_up, 3},
+                    {handle_down, 2}, {handle_message, 3}]).
+
+-export([callbacks_exported/1]).
+
+%% @private Whether `Module' exports every callback.
+-spec callbacks_exported(module()) -> boolean().
+callbacks_exported(Module) ->
+    is_atom(Module)
+        andalso code:ensure_loaded(Module) =:= {module, Module}
+        andalso lists:all(fun({F, A}) -> erlang:function_exported(Module, F, A) end, ?CALLBACKS).
+
+%% @private Start the process running `Module' (started and linked by
+%% `weft_server'): `{ok, Pid}' once `Module:init(Args)' returned, or
+%% `{error, {membership_init, Reason}}'.
+-spec start_link(module(), term(), pos_integer()) -> {ok, pid()} | {error, term()}.
+start_link(Module, Args, Interval) ->
+    proc_lib:start_link(?MODULE, init, [self(), Module, Args, Interval]).
+
+%% @private
+init(Parent, Module, Args, Interval) ->
+    case catch Module:init(Args) of
+        {ok, State} ->
+            proc_lib:init_ack(Parent, {ok, self()}),
+            erlang:send_after(Interval, self(), periodic),
+            loop(Module, State, Interval);
+        Other ->
+            proc_lib:init_ack(Parent, {error, {membership_init, Other}})
+    end.
+
+loop(Module, State, Interval) ->
+    receive
+        periodic ->
+            erlang:send_after(Interval, self(), periodic),
+            loop(Module, run(Module, periodic, [State], State), Interval);
+        {weft_nif, membership, Event} ->
+            loop(Module, event(Module, Event, State), Interval);
+        _ ->
+            loop(Module, State, Interval)
+    end.
+
+event(Module, {join, Spec}, State) ->
+    run(Module, join, [Spec, State], State);
+event(Module, leave, State) ->
+    run(Module, leave, [State], State);
+event(Module, {up, Node, Spec}, State) ->
+    run(Module, handle_up, [Node, Spec, State], State);
+event(Module, {down, Node}, State) ->
+    run(Module, handle_down, [Node, State], State);
+event(Module, {message, From, Bin}, State) ->
+    %% The peer passed the cookie check: its terms are trusted as the
+    %% distribution (and weft's data plane) trusts them (node names in a
+    %% membership message are often atoms new here).
+    try binary_to_term(Bin) of
+        Msg -> run(Module, handle_message, [From, Msg, State], State)
+    catch
+        _:_ ->
+            ?LOG_WARNING("weft: membership message from ~p cannot be decoded (~p bytes); ignored",
+                         [From, byte_size(Bin)], #{weft => true}),
+            State
+    end;
+event(_Module, _Other, State) ->
+    State.
+
+%% Call back; carry out the result; the new state (the old one if the call
+%% failed).
+run(Module, Fun, Args, State) ->
+    try apply(Module, Fun, Args) of
+        {ok, Members, Messages, NewState} when is_list(Members), is_list(Messages) ->
+            decide(Module, Fun, Members, Messages),
+            NewState;
+        Other ->
+            ?LOG_ERROR("weft: membership ~p:~p returned ~tp, not {ok, Members, Messages, State}; ignored",
+                       [Module, Fun, Other], #{weft => true}),
+            State
+    catch
+        Class:Reason:Stack ->
+            ?LOG_ERROR("weft: membership ~p:~p failed: ~p:~tp~n~tp; the call is ignored",
+                       [Module, Fun, Class, Reason, Stack], #{weft => true}),
+            State
+    end.
+
+decide(Module, Fun, Members, Messages) ->
+    Checked = lists:filtermap(
+                fun(Spec) ->
+                        case weft_config:check_spec(Spec) of
+                            {ok, C} -> {true, C};
+                            self -> false;
+                            {error, _} ->
+                                ?LOG_WARNING("weft: membership ~p:~p named an invalid member ~tp; skipped",
+                                             [Module, Fun, Spec], #{weft => true}),
+                                false
+                        end
+                end, Members),
+    Encoded = [{Node, term_to_binary(Msg)} || {Node, Msg} <- Messages, is_atom(Node)],
+    length(Encoded) =:= length(Messages)
+        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages not of the form {Node, Msg}; skipped",
+                            [Module, Fun], #{weft => true}),
+    try weft_nif:membership_decision(Checked, Encoded) of
+        ok -> ok;
+        Error -> ?LOG_ERROR("weft: membership decision refused: ~p", [Error], #{weft => true})
+    catch
+        error:nif_not_loaded -> ok;
+        error:undef -> ok
+    end.
