@@ -1134,3 +1134,56 @@ fn a_stage_drops_on_send_and_on_receive_and_every_drop_is_counted() {
         b.stop();
     }
 }
+
+/// The client-server overlay at the wire: two clients and a server. The
+/// clients connect to the server only; a message from one client to the
+/// other goes to the server with the destination and origin in its header,
+/// the server passes it on, and it arrives in order, large and small. A
+/// frame for a node the server has no connection to is counted there.
+#[test]
+fn client_server_relays_between_clients_in_order() {
+    use weft_transport::Overlay;
+    let server = |c: &mut TransportConfig| c.overlay = Overlay::ClientServer { server: true };
+    let client = |c: &mut TransportConfig| c.overlay = Overlay::ClientServer { server: false };
+    let (s, _srx, _ds) = node_with("s@h", "c", 1 << 22, IoMode::Threads, server);
+    let (c1, _c1rx, _d1) = node_with("c1@h", "c", 1 << 22, IoMode::Threads, client);
+    let (c2, c2rx, _d2) = node_with("c2@h", "c", 1 << 22, IoMode::Threads, client);
+    c1.join(contact(&s));
+    c2.join(contact(&s));
+    wait_for("clients up with the server", || {
+        s.up_peers() == ["c1@h", "c2@h"] && c1.up_peers() == ["s@h"] && c2.up_peers() == ["s@h"]
+    });
+    wait_for("lanes", || {
+        all_lanes_connected(&c1, "s@h") && all_lanes_connected(&s, "c2@h")
+    });
+    // the clients never connect to each other, whatever they heard
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c1.up_peers(), ["s@h"]);
+    assert!(c1.info().unwrap().peers.iter().all(|p| p.name == "s@h"));
+    // 300 messages on one lane, every tenth 100 KiB (read into its own
+    // buffer, relayed from there)
+    let bodies: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| {
+            let mut b = i.to_be_bytes().to_vec();
+            if i % 10 == 0 {
+                b.resize(100 * 1024, 7);
+            }
+            b
+        })
+        .collect();
+    for b in &bodies {
+        c1.send(Some(1), "c2@h", "vnode", 5u32, b.clone()).unwrap();
+    }
+    let got = recv_msgs(&c2rx, 300);
+    assert!(got.iter().all(|(p, _)| p == "s@h"));
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(got, bodies);
+    assert_eq!(c1.info().unwrap().relayed, 300);
+    wait_for("server counted", || s.info().unwrap().relayed == 300);
+    assert_eq!(dropped(&c1, "not_member"), 0);
+    // for a node the server does not know: counted there as no route
+    c1.send(Some(1), "nobody@h", "vnode", 5u32, b"x".to_vec())
+        .unwrap();
+    wait_for("no route counted", || dropped(&s, "no_route") == 1);
+    assert_eq!(s.info().unwrap().overlay, "client_server");
+}
