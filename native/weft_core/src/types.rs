@@ -147,3 +147,110 @@ impl std::hash::Hasher for FastHasher {
         z ^ (z >> 31)
     }
 }
+
+/// A node name as a key of the core's per-peer tables (peer table, failure
+/// detector, membership): names of up to [`Name::INLINE`] bytes, which is
+/// most of them, are held in place, so copying one allocates nothing and
+/// comparing one follows no pointer (a table of a thousand peers is looked
+/// up for every control message). Longer names live on the heap.
+///
+/// Equal names always have the same representation, so equality is that of
+/// the text; hashing and ordering are those of `str`, so a table keyed by
+/// `Name` is looked up with a `&str`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Name {
+    /// At most [`Name::INLINE`] bytes: the text, then zeros.
+    Inline {
+        /// Length of the text.
+        len: u8,
+        /// The text, padded with zeros.
+        bytes: [u8; Name::INLINE],
+    },
+    /// Longer than [`Name::INLINE`] bytes.
+    Heap(Box<str>),
+}
+
+impl Name {
+    /// The longest name held in place (the whole is as large as a `String`).
+    pub const INLINE: usize = 22;
+
+    /// The name `s`.
+    pub fn new(s: &str) -> Self {
+        if s.len() <= Self::INLINE {
+            let mut bytes = [0u8; Self::INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Name::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Name::Heap(s.into())
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Name::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied from a str")
+            }
+            Name::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name::new(s)
+    }
+}
+
+impl From<&Name> for String {
+    fn from(n: &Name) -> Self {
+        n.as_str().to_string()
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
