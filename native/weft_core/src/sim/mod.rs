@@ -19,8 +19,10 @@
 //! a node with no channels has only its control lane.
 
 use crate::action::Action;
+use crate::failure::heartbeat::HeartbeatTimeout;
 use crate::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep, HandshakeError};
 use crate::lane::LaneKey;
+use crate::membership::Membership;
 use crate::node::Node;
 use crate::peers::{PeerStatus, Slot};
 use crate::rng::Rng;
@@ -80,7 +82,13 @@ struct SimNode {
     timer_gen: u64,
     /// Open connections with an end here.
     conns: HashSet<ConnId, BuildFastHasher>,
+    /// The membership of each of its lives (`None`: the full mesh).
+    membership: Option<MakeMembership>,
 }
+
+/// Makes a node's membership for each of its lives (a restart starts a
+/// fresh one).
+pub type MakeMembership = std::sync::Arc<dyn Fn(&Timing) -> Box<dyn Membership>>;
 
 /// A dial under way.
 struct Dialing {
@@ -225,10 +233,27 @@ impl Sim {
 
     /// Add and start a node; returns its index.
     pub fn add_node(&mut self, name: &str, cookie: &str, channels: &[(&str, u16)]) -> usize {
-        let i = self.nodes.len();
-        let addr: SocketAddr = format!("10.{}.{}.{}:9000", i / 62500, i / 250 % 250, i % 250 + 1)
+        self.add_node_with(name, cookie, channels, None)
+    }
+
+    /// The address the node added `i`-th has (or will have).
+    pub fn addr_of(i: usize) -> SocketAddr {
+        format!("10.{}.{}.{}:9000", i / 62500, i / 250 % 250, i % 250 + 1)
             .parse()
-            .expect("valid address");
+            .expect("valid address")
+    }
+
+    /// As [`Sim::add_node`], with the membership `membership` makes
+    /// (`None`: the full mesh), and the heartbeat-timeout detector.
+    pub fn add_node_with(
+        &mut self,
+        name: &str,
+        cookie: &str,
+        channels: &[(&str, u16)],
+        membership: Option<MakeMembership>,
+    ) -> usize {
+        let i = self.nodes.len();
+        let addr = Self::addr_of(i);
         self.by_addr.insert(addr, i);
         self.nodes.push(SimNode {
             name: name.to_string(),
@@ -246,6 +271,7 @@ impl Sim {
             timer: None,
             timer_gen: 0,
             conns: HashSet::default(),
+            membership,
         });
         self.start(i);
         i
@@ -268,7 +294,16 @@ impl Sim {
             max_frame: 1 << 20,
         };
         let seed = self.rng.next_u64();
-        n.node = Some(Node::new(spec, self.timing.clone(), seed));
+        n.node = Some(match &n.membership {
+            None => Node::new(spec, self.timing.clone(), seed),
+            Some(make) => Node::with_parts(
+                spec,
+                self.timing.clone(),
+                seed,
+                make(&self.timing),
+                Box::new(HeartbeatTimeout::new(self.timing.heartbeat_timeout)),
+            ),
+        });
         self.drain(i);
     }
 
