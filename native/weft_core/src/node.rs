@@ -273,7 +273,7 @@ impl Node {
 
     /// A control message arrived from `from` on connection `conn`.
     pub fn on_control(&mut self, now: Millis, from: &str, conn: ConnId, msg: Control) {
-        let current = self.peers.control_conn(from) == Some(conn);
+        let current = self.peers.is_control_conn(from, conn);
         if current {
             self.detector.on_heard(now, from);
         }
@@ -305,9 +305,9 @@ impl Node {
         self.with_membership(now, |m, cx| m.on_timeout(cx));
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
-            for name in self.peers.up_peers_unsorted() {
+            for name in self.peers.up_names() {
                 self.actions.push(Action::Send {
-                    peer: name,
+                    peer: name.to_string(),
                     msg: Control::Heartbeat,
                 });
             }

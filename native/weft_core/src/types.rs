@@ -147,3 +147,145 @@ impl std::hash::Hasher for FastHasher {
         z ^ (z >> 31)
     }
 }
+
+/// A node name as a key of the core's per-peer tables (peer table, failure
+/// detector, membership): names of up to [`Name::INLINE`] bytes, which is
+/// most of them, are held in place, so copying one allocates nothing and
+/// comparing one follows no pointer (a table of a thousand peers is looked
+/// up for every control message). Longer names live on the heap.
+///
+/// Equal names always have the same representation, so equality is that of
+/// the text; hashing and ordering are those of `str`, so a table keyed by
+/// `Name` is looked up with a `&str`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name(Repr);
+
+/// How a [`Name`] holds its text (private: equal names must always get the
+/// same representation, so only [`Name::new`] makes one).
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    /// At most [`Name::INLINE`] bytes: the text, then zeros.
+    Inline { len: u8, bytes: [u8; Name::INLINE] },
+    /// Longer than [`Name::INLINE`] bytes.
+    Heap(Box<str>),
+}
+
+impl Name {
+    /// The longest name held in place (the whole is as large as a `String`).
+    pub const INLINE: usize = 22;
+
+    /// The name `s`.
+    pub fn new(s: &str) -> Self {
+        if s.len() <= Self::INLINE {
+            let mut bytes = [0u8; Self::INLINE];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Name(Repr::Inline {
+                len: s.len() as u8,
+                bytes,
+            })
+        } else {
+            Name(Repr::Heap(s.into()))
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied from a str")
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name::new(s)
+    }
+}
+
+impl From<&Name> for String {
+    fn from(n: &Name) -> Self {
+        n.as_str().to_string()
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short and long names alike: the same text, equality, order, and
+    /// lookups by `&str` in a table keyed by `Name`.
+    #[test]
+    fn names_behave_as_their_text() {
+        let texts = [
+            "",
+            "a@h",
+            "n123@h",
+            "exactly-22-bytes@hostx",
+            "twenty-three-bytes@host",
+            "a-much-longer-node-name@some.host.example.com",
+        ];
+        assert_eq!(texts[3].len(), Name::INLINE);
+        let mut map: FastMap<Name, usize> = FastMap::default();
+        for (i, t) in texts.iter().enumerate() {
+            let n = Name::new(t);
+            assert_eq!(n.as_str(), *t);
+            assert_eq!(n.to_string(), *t);
+            map.insert(n, i);
+        }
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(map.get(*t), Some(&i));
+            for (j, u) in texts.iter().enumerate() {
+                assert_eq!(Name::new(t) == Name::new(u), i == j);
+                assert_eq!(Name::new(t).cmp(&Name::new(u)), t.cmp(u));
+            }
+        }
+        assert_eq!(map.get("n124@h"), None);
+    }
+}

@@ -232,11 +232,14 @@ impl<'a> Reader<'a> {
 
     /// A string of at most 255 bytes.
     pub fn str8(&mut self) -> Result<String, FrameError> {
+        self.str8_ref().map(str::to_string)
+    }
+
+    /// A string of at most 255 bytes, as it lies in the buffer.
+    pub fn str8_ref(&mut self) -> Result<&'a str, FrameError> {
         let n = self.u8()? as usize;
         let b = self.bytes(n)?;
-        std::str::from_utf8(b)
-            .map(str::to_string)
-            .map_err(|_| self.err("string is not UTF-8"))
+        std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
     }
 
     /// A count of elements of at least `min_size` bytes each: refused unless
@@ -345,6 +348,27 @@ pub fn get_spec(r: &mut Reader<'_>) -> Result<NodeSpec, FrameError> {
         channels,
         max_frame,
     })
+}
+
+/// Read past an encoded spec with the very reads and checks of
+/// [`get_spec`] (it fails exactly where `get_spec` would), keeping only its
+/// name and incarnation: nothing is allocated.
+pub fn skip_spec<'a>(r: &mut Reader<'a>) -> Result<(&'a str, u64), FrameError> {
+    let name = r.str8_ref()?;
+    let incarnation = r.u64()?;
+    r.u32()?;
+    let n = r.u8()? as usize;
+    let n = r.count(n, MIN_ADDR)?;
+    for _ in 0..n {
+        get_addr(r)?;
+    }
+    let m = r.u16()? as usize;
+    let m = r.count(m, MIN_CHANNEL)?;
+    for _ in 0..m {
+        r.str8_ref()?;
+        r.u16()?;
+    }
+    Ok((name, incarnation))
 }
 
 fn put_lane(out: &mut Vec<u8>, l: &LaneKey) {
@@ -734,5 +758,46 @@ mod tests {
             actual: "b@h\r\nfake".into(),
         };
         assert!(!r.to_string().contains('\n') && !r.to_string().contains('\r'));
+    }
+
+    /// `skip_spec` fails exactly where `get_spec` does, stops at the same
+    /// place, and reads the same name and incarnation: on good specs and on
+    /// every truncation and byte flip of them.
+    #[test]
+    fn skip_spec_agrees_with_get_spec() {
+        let mut with = spec("a@h");
+        with.addrs.push("[::1]:7".parse().unwrap());
+        with.channels.push(ChannelSpec {
+            name: "data".into(),
+            parallelism: 3,
+        });
+        let mut rng = crate::rng::Rng::new(5);
+        for s in [spec("b@h"), with] {
+            let mut good = Vec::new();
+            put_spec(&mut good, &s);
+            good.extend_from_slice(&[9, 9]);
+            let mut cases = vec![good.clone()];
+            cases.extend((0..good.len()).map(|n| good[..n].to_vec()));
+            for i in 0..good.len() {
+                for _ in 0..8 {
+                    let mut b = good.clone();
+                    b[i] = rng.next_u64() as u8;
+                    cases.push(b);
+                }
+            }
+            for b in cases {
+                let (mut r1, mut r2) = (Reader::new("t", &b), Reader::new("t", &b));
+                let full = get_spec(&mut r1);
+                let skip = skip_spec(&mut r2);
+                match (&full, &skip) {
+                    (Ok(f), Ok((name, inc))) => {
+                        assert_eq!((f.name.as_str(), f.incarnation), (*name, *inc));
+                        assert_eq!(r1.remaining(), r2.remaining());
+                    }
+                    (Err(_), Err(_)) => {}
+                    _ => panic!("{b:?}: {full:?} vs {skip:?}"),
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! update, whatever the number of peers.
 
 use super::FailureDetector;
-use crate::types::{FastMap, Millis};
+use crate::types::{FastMap, Millis, Name};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -16,9 +16,9 @@ use std::collections::BinaryHeap;
 pub struct HeartbeatTimeout {
     timeout: Millis,
     /// peer -> (last heard, generation of its queue entry).
-    last_heard: FastMap<String, (Millis, u64)>,
+    last_heard: FastMap<Name, (Millis, u64)>,
     /// `(deadline, generation, peer)`; entries of an old generation are stale.
-    queue: BinaryHeap<Reverse<(Millis, u64, String)>>,
+    queue: BinaryHeap<Reverse<(Millis, u64, Name)>>,
     generation: u64,
 }
 
@@ -39,9 +39,10 @@ impl FailureDetector for HeartbeatTimeout {
     fn on_up(&mut self, now: Millis, peer: &str) {
         self.generation += 1;
         let g = self.generation;
-        self.last_heard.insert(peer.to_string(), (now, g));
+        let name = Name::new(peer);
         self.queue
-            .push(Reverse((now + self.timeout + 1, g, peer.to_string())));
+            .push(Reverse((now + self.timeout + 1, g, name.clone())));
+        self.last_heard.insert(name, (now, g));
     }
 
     fn on_heard(&mut self, now: Millis, peer: &str) {
@@ -71,7 +72,7 @@ impl FailureDetector for HeartbeatTimeout {
             }
             if now.saturating_sub(last) > self.timeout {
                 self.last_heard.remove(&peer);
-                down.push(peer);
+                down.push(peer.to_string());
             } else {
                 self.queue.push(Reverse((last + self.timeout + 1, g, peer)));
             }

@@ -38,8 +38,8 @@ use super::{Cx, Effect, Membership};
 use crate::frame::FrameError;
 use crate::peers::PeerStatus;
 use crate::spec::NodeSpec;
-use crate::types::{DownReason, FastMap, Level, Millis, Timing};
-use crate::wire::{get_spec, put_spec, put_str8, Reader, Refusal};
+use crate::types::{DownReason, FastMap, Level, Millis, Name, Timing};
+use crate::wire::{get_spec, put_spec, put_str8, skip_spec, Reader, Refusal};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -94,7 +94,7 @@ pub enum Message {
 pub struct FullMesh {
     /// Members other than this node, with their incarnation (0: a contact
     /// never reached).
-    members: FastMap<String, u64>,
+    members: FastMap<Name, u64>,
     /// `(name, incarnation)` -> when it expires.
     tombstones: BTreeMap<(String, u64), Millis>,
     detached: bool,
@@ -108,7 +108,7 @@ pub struct FullMesh {
     /// Views sent in answer to digests this round (at most [`FANOUT`]).
     answered: usize,
     /// `(when it may be forgotten, name)` for members that went down.
-    down: BinaryHeap<Reverse<(Millis, String)>>,
+    down: BinaryHeap<Reverse<(Millis, Name)>>,
     /// The digest of `members` and `tombstones`, kept up to date as they
     /// change (a digest per message must not cost O(members)).
     digest: u64,
@@ -147,7 +147,7 @@ impl FullMesh {
     }
 
     fn set_member(&mut self, name: &str, incarnation: u64) {
-        if let Some(old) = self.members.insert(name.to_string(), incarnation) {
+        if let Some(old) = self.members.insert(Name::new(name), incarnation) {
             self.digest ^= member_hash(name, old);
         }
         self.digest ^= member_hash(name, incarnation);
@@ -177,7 +177,7 @@ impl FullMesh {
     /// Leave: every member is dropped, the node starts a new incarnation
     /// and refuses strangers until it joins again.
     fn detach(&mut self, cx: &mut Cx<'_>) {
-        let mut names: Vec<String> = self.members.keys().cloned().collect();
+        let mut names: Vec<Name> = self.members.keys().cloned().collect();
         names.sort_unstable();
         for n in names {
             self.unset_member(&n);
@@ -213,8 +213,11 @@ impl FullMesh {
     }
 
     fn tombstoned(&self, name: &str, incarnation: u64) -> bool {
-        self.tombstones
-            .contains_key(&(name.to_string(), incarnation))
+        // (No key to build, so no copy of the name, while there is none.)
+        !self.tombstones.is_empty()
+            && self
+                .tombstones
+                .contains_key(&(name.to_string(), incarnation))
     }
 
     /// A digest of what this node knows: order-independent, so two nodes
@@ -239,20 +242,23 @@ impl FullMesh {
     /// The encoded view message, written straight from the peer table
     /// (no copy of every member's description first).
     fn view_message(&self, cx: &Cx<'_>, reply: bool) -> Vec<u8> {
-        let specs: Vec<&NodeSpec> = std::iter::once(cx.local)
-            .chain(
-                self.members
-                    .iter()
-                    .filter(|(_, inc)| **inc != 0)
-                    .filter_map(|(n, _)| cx.peers.spec(n)),
-            )
-            .collect();
-        let mut out = Vec::with_capacity(64 * specs.len());
+        let specs = std::iter::once(cx.local).chain(
+            self.members
+                .iter()
+                .filter(|(_, inc)| **inc != 0)
+                .filter_map(|(n, _)| cx.peers.spec(n)),
+        );
+        let mut out = Vec::with_capacity(64 * (1 + self.members.len()));
         out.push(u8::from(reply));
-        out.extend_from_slice(&(specs.len() as u32).to_be_bytes());
+        // The count goes before the specs: written once they are.
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut count: u32 = 0;
         for s in specs {
             put_spec(&mut out, s);
+            count += 1;
         }
+        out[count_at..count_at + 4].copy_from_slice(&count.to_be_bytes());
         put_tombstones(
             &mut out,
             self.tombstones
@@ -285,7 +291,7 @@ impl FullMesh {
                 continue;
             }
             self.tombstone(cx.now, &t.name, t.incarnation, t.ttl);
-            if self.members.get(&t.name) == Some(&t.incarnation) {
+            if self.members.get(t.name.as_str()) == Some(&t.incarnation) {
                 let reason = if cx.peers.status(&t.name) == Some(PeerStatus::Up) {
                     DownReason::Left
                 } else {
@@ -308,7 +314,7 @@ impl FullMesh {
             if self.tombstoned(&spec.name, spec.incarnation) {
                 continue;
             }
-            match self.members.get(&spec.name).copied() {
+            match self.members.get(spec.name.as_str()).copied() {
                 None if self.has_room() => self.add(cx, spec),
                 None => no_room += 1,
                 // Another incarnation, heard of second hand: worth a dial
@@ -339,33 +345,75 @@ impl FullMesh {
         }
     }
 
+    /// Whether `payload` is a well-formed view of just what this node
+    /// knows: as many members (this node among them) and tombstones, with
+    /// the same digest. Merging such a view changes nothing (every member
+    /// and tombstone in it is known, with its incarnation), and a view is
+    /// answered only when it differs; so it is read in place, without
+    /// decoding a description per member. (Once a cluster settles, the
+    /// views pushed after the last change are all of this kind.) Only the
+    /// warning about invalid member descriptions is lost, for a view that
+    /// names known members with the right incarnations and broken
+    /// descriptions: no node sends one.
+    fn is_own_view(&self, cx: &Cx<'_>, payload: &[u8]) -> bool {
+        let Ok((digest, members, tombstones)) = raw_view_digest(payload) else {
+            return false;
+        };
+        tombstones == self.tombstones.len()
+            && members == 1 + self.members.values().filter(|i| **i != 0).count()
+            && digest == self.digest(cx.local)
+    }
+
     fn round(&mut self, cx: &mut Cx<'_>) {
         self.next_round = cx.now + self.gossip_interval;
         self.answered = 0;
-        let up = cx.peers.up_peers_unsorted();
-        if up.is_empty() {
+        let n = cx.peers.up_names().count();
+        if n == 0 {
             return;
         }
-        let mut targets = up;
-        // A partial Fisher-Yates shuffle: FANOUT distinct random peers.
-        let k = FANOUT.min(targets.len());
+        // FANOUT distinct random peers: the first k places of a partial
+        // Fisher-Yates shuffle of the up peers, with the few places it
+        // touches kept aside rather than a copy of the list (a round must
+        // not allocate in proportion to the cluster).
+        let k = FANOUT.min(n);
+        let mut moved = [(0usize, 0usize); 2 * FANOUT];
+        let mut m = 0;
+        let at = |moved: &[(usize, usize)], p: usize| {
+            moved
+                .iter()
+                .rev()
+                .find(|(q, _)| *q == p)
+                .map_or(p, |(_, v)| *v)
+        };
         for i in 0..k {
-            let j = i + cx.rng.below((targets.len() - i) as u64) as usize;
-            targets.swap(i, j);
+            let j = i + cx.rng.below((n - i) as u64) as usize;
+            let (vi, vj) = (at(&moved[..m], i), at(&moved[..m], j));
+            moved[m] = (i, vj);
+            moved[m + 1] = (j, vi);
+            m += 2;
         }
-        targets.truncate(k);
+        let picks: Vec<usize> = (0..k).map(|i| at(&moved[..m], i)).collect();
+        let mut to = vec![String::new(); k];
+        for (p, name) in cx.peers.up_names().enumerate() {
+            if let Some(slot) = picks.iter().position(|q| *q == p) {
+                to[slot] = name.to_string();
+            }
+        }
         let payload = if self.dirty {
             self.view_message(cx, false)
         } else {
             encode(&Message::Digest(self.digest(cx.local)))
         };
         self.dirty = false;
-        for t in targets {
+        // (A whole view is large: the last target takes it, uncopied.)
+        let last = to.pop().expect("at least one target");
+        for t in to {
             cx.push(Effect::Send {
                 to: t,
                 payload: payload.clone(),
             });
         }
+        cx.push(Effect::Send { to: last, payload });
     }
 }
 
@@ -391,6 +439,36 @@ fn member_hash(name: &str, incarnation: u64) -> u64 {
     }
 }
 
+/// The digest of a view message (as [`view_digest`] of it decoded), with
+/// its member and tombstone counts, read in place; an error wherever
+/// [`decode`] would fail, or if it is not a view.
+fn raw_view_digest(b: &[u8]) -> Result<(u64, usize, usize), FrameError> {
+    let mut r = Reader::new("full-mesh message", b);
+    if r.u8()? > 1 {
+        return Err(FrameError::Malformed {
+            what: "full-mesh message",
+            detail: "not a view".into(),
+        });
+    }
+    let mut d = 0;
+    let n = r.u32()? as usize;
+    let n = r.count(n, MIN_SPEC)?;
+    for _ in 0..n {
+        let (name, incarnation) = skip_spec(&mut r)?;
+        d ^= entry_hash(name, incarnation, 0);
+    }
+    let t = r.u32()? as usize;
+    let t = r.count(t, MIN_TOMBSTONE)?;
+    for _ in 0..t {
+        let name = r.str8_ref()?;
+        let incarnation = r.u64()?;
+        r.u32()?;
+        d ^= entry_hash(name, incarnation, 1);
+    }
+    r.end()?;
+    Ok((d, n, t))
+}
+
 fn view_digest(v: &View) -> u64 {
     let mut d = 0;
     for s in &v.members {
@@ -408,7 +486,7 @@ impl Membership for FullMesh {
             return;
         }
         self.detached = false;
-        if self.members.contains_key(&contact.name) {
+        if self.members.contains_key(contact.name.as_str()) {
             cx.push(Effect::Contact(contact));
         } else if self.has_room() {
             self.set_member(&contact.name, contact.incarnation);
@@ -478,10 +556,10 @@ impl Membership for FullMesh {
             if spec.name == cx.local.name {
                 return Err(Refusal::Unavailable);
             }
-            if self.detached && !self.members.contains_key(&spec.name) {
+            if self.detached && !self.members.contains_key(spec.name.as_str()) {
                 return Err(Refusal::Detached);
             }
-        } else if !self.members.contains_key(&spec.name) {
+        } else if !self.members.contains_key(spec.name.as_str()) {
             // Forgotten while dialing (left, removed).
             return Err(Refusal::Unavailable);
         }
@@ -491,7 +569,7 @@ impl Membership for FullMesh {
         if self.tombstoned(&spec.name, spec.incarnation) {
             return Err(Refusal::Left);
         }
-        match self.members.get(&spec.name).copied() {
+        match self.members.get(spec.name.as_str()).copied() {
             None if self.has_room() => self.add(cx, spec.clone()),
             None => return Err(Refusal::Unavailable),
             // A typed-in contact learnt for real, or another incarnation
@@ -573,11 +651,15 @@ impl Membership for FullMesh {
     fn on_peer_down(&mut self, cx: &mut Cx<'_>, peer: &str) {
         if let Some(after) = self.forget_after {
             self.down
-                .push(Reverse((cx.now + after + 1, peer.to_string())));
+                .push(Reverse((cx.now + after + 1, Name::new(peer))));
         }
     }
 
     fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
+        if self.is_own_view(cx, payload) {
+            // Merging it would change nothing, and no answer is due.
+            return;
+        }
         let m = match decode(payload) {
             Ok(m) => m,
             Err(e) => {

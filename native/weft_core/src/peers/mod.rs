@@ -26,7 +26,7 @@ pub mod peer;
 use crate::action::{Action, Actions};
 use crate::lane::{plan, plan_keys, LaneKey};
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, FastMap, Level, Millis};
+use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name};
 use crate::wire::Refusal;
 use collision::{settle, Settle};
 use peer::{LaneState, Peer};
@@ -46,6 +46,14 @@ pub enum PeerEvent {
     Gone(String),
 }
 
+/// What a connection carries.
+#[derive(Debug)]
+struct Attached {
+    peer: Name,
+    lane: LaneKey,
+    control: bool,
+}
+
 /// Every peer and its lanes.
 #[derive(Debug)]
 pub struct PeerTable {
@@ -53,11 +61,14 @@ pub struct PeerTable {
     max_backoff: u64,
     /// By name; sorted where order shows ([`PeerTable::up_peers`],
     /// [`PeerTable::views`]).
-    peers: FastMap<String, Peer>,
-    conns: FastMap<ConnId, (String, LaneKey)>,
+    peers: FastMap<Name, Peer>,
+    /// Every connection a lane holds: its peer and lane, and whether that
+    /// is the control lane (a connection is here exactly while a slot holds
+    /// it).
+    conns: FastMap<ConnId, Attached>,
     /// `(retry_at, peer)` for lanes set idle: may hold stale entries (a
     /// spurious wake-up costs a look at one peer), never misses one.
-    due: BinaryHeap<Reverse<(Millis, String)>>,
+    due: BinaryHeap<Reverse<(Millis, Name)>>,
     next_attempt: u64,
     events: Vec<PeerEvent>,
 }
@@ -117,11 +128,16 @@ impl PeerTable {
 
     /// Peers that are up, in no particular (but a reproducible) order.
     pub fn up_peers_unsorted(&self) -> Vec<String> {
+        self.up_names().map(str::to_string).collect()
+    }
+
+    /// Names of the peers that are up, in the order of
+    /// [`PeerTable::up_peers_unsorted`], without copying them.
+    pub fn up_names(&self) -> impl Iterator<Item = &str> {
         self.peers
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Up)
-            .map(|(n, _)| n.clone())
-            .collect()
+            .map(|(n, _)| n.as_str())
     }
 
     /// How many peers are up.
@@ -159,10 +175,26 @@ impl PeerTable {
     /// lane of every plan).
     pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
         let l = self.peers.get(peer)?.lanes.first()?;
+        // Every plan starts with the control lane (its name is not read
+        // again here: this runs for every control message).
+        debug_assert!(l.key.is_control());
         match l.slot {
-            Slot::Connected { conn, .. } if l.key.is_control() => Some(conn),
+            Slot::Connected { conn, .. } => Some(conn),
             _ => None,
         }
+    }
+
+    /// Whether `conn` carries `peer`'s control lane now: as
+    /// `control_conn(peer) == Some(conn)`, but found by the connection (an
+    /// integer key, and one entry to read), as it is for every control
+    /// message.
+    pub fn is_control_conn(&self, peer: &str, conn: ConnId) -> bool {
+        let found = self
+            .conns
+            .get(&conn)
+            .is_some_and(|a| a.control && a.peer.as_str() == peer);
+        debug_assert_eq!(found, self.control_conn(peer) == Some(conn));
+        found
     }
 
     /// The status changes made since the last call.
@@ -179,13 +211,13 @@ impl PeerTable {
     // ------------------------------------------------------------ changes
 
     fn idle(
-        due: &mut BinaryHeap<Reverse<(Millis, String)>>,
+        due: &mut BinaryHeap<Reverse<(Millis, Name)>>,
         name: &str,
         l: &mut LaneState,
         at: Millis,
     ) {
         l.slot = Slot::Idle { retry_at: at };
-        due.push(Reverse((at, name.to_string())));
+        due.push(Reverse((at, Name::new(name))));
     }
 
     fn lanes_for(&self, local: &NodeSpec, spec: &NodeSpec, now: Millis) -> Vec<LaneState> {
@@ -208,7 +240,7 @@ impl PeerTable {
     }
 
     fn add(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
-        let name = spec.name.clone();
+        let name = Name::new(&spec.name);
         let lanes = self.lanes_for(local, &spec, now);
         self.peers.insert(
             name.clone(),
@@ -230,12 +262,16 @@ impl PeerTable {
     /// incarnation in place of the known one (what was queued for the old
     /// one is dropped); or, for the same incarnation, take its addresses.
     pub fn keep(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
-        match self.peers.get(&spec.name).map(|p| p.spec.incarnation) {
+        match self
+            .peers
+            .get(spec.name.as_str())
+            .map(|p| p.spec.incarnation)
+        {
             None => self.add(now, local, spec, out),
             Some(0) if spec.incarnation != 0 => {
                 let lanes = self.lanes_for(local, &spec, now);
                 let keep: Vec<LaneKey> = plan_keys(local, &spec);
-                let p = self.peers.get_mut(&spec.name).expect("peer exists");
+                let p = self.peers.get_mut(spec.name.as_str()).expect("peer exists");
                 for l in lanes {
                     if !p.lanes.iter().any(|old| old.key == l.key) {
                         p.lanes.push(l);
@@ -243,7 +279,7 @@ impl PeerTable {
                 }
                 p.lanes.retain(|l| keep.contains(&l.key));
                 p.spec = spec;
-                self.due.push(Reverse((now, p.spec.name.clone())));
+                self.due.push(Reverse((now, Name::new(&p.spec.name))));
                 let name = p.spec.name.clone();
                 out.push(self.route_action(local, &name));
             }
@@ -252,7 +288,7 @@ impl PeerTable {
                 self.add(now, local, spec, out);
             }
             Some(_) => {
-                if let Some(p) = self.peers.get_mut(&spec.name) {
+                if let Some(p) = self.peers.get_mut(spec.name.as_str()) {
                     p.spec.addrs = spec.addrs;
                 }
             }
@@ -263,7 +299,7 @@ impl PeerTable {
     /// but not up, dial it now rather than at the next backoff.
     pub fn contact(&mut self, now: Millis, local: &NodeSpec, contact: NodeSpec, out: &mut Actions) {
         let min = self.min_backoff;
-        let Some(p) = self.peers.get_mut(&contact.name) else {
+        let Some(p) = self.peers.get_mut(contact.name.as_str()) else {
             return self.add(now, local, contact, out);
         };
         if p.status == PeerStatus::Up {
@@ -304,7 +340,7 @@ impl PeerTable {
 
     /// Drop every peer.
     pub fn forget_all(&mut self, reason: DownReason, out: &mut Actions) {
-        let mut names: Vec<String> = self.peers.keys().cloned().collect();
+        let mut names: Vec<Name> = self.peers.keys().cloned().collect();
         names.sort_unstable();
         for n in names {
             self.forget(&n, reason.clone(), out);
@@ -379,7 +415,14 @@ impl PeerTable {
         };
         l.slot = Slot::Connected { conn, dialed_by_me };
         l.backoff = min;
-        self.conns.insert(conn, (peer.to_string(), lane.clone()));
+        self.conns.insert(
+            conn,
+            Attached {
+                peer: Name::new(peer),
+                lane: lane.clone(),
+                control: lane.is_control(),
+            },
+        );
         if let Some(old) = replaced {
             self.conns.remove(&old);
             out.push(Action::Close {
@@ -505,7 +548,7 @@ impl PeerTable {
         reason: &str,
         out: &mut Actions,
     ) -> Option<String> {
-        let (peer, lane) = self.conns.remove(&conn)?;
+        let Attached { peer, lane, .. } = self.conns.remove(&conn)?;
         let min = self.min_backoff;
         let p = self.peers.get_mut(&peer)?;
         let l = p.lanes.iter_mut().find(|l| l.key == lane)?;
@@ -514,7 +557,7 @@ impl PeerTable {
         }
         Self::idle(&mut self.due, &peer, l, now + min);
         if lane.is_control() {
-            return Some(peer);
+            return Some(peer.to_string());
         }
         out.log(
             Level::Info,
@@ -552,7 +595,7 @@ impl PeerTable {
                     self.next_attempt += 1;
                     l.slot = Slot::Dialing { attempt };
                     out.push(Action::Dial {
-                        peer: name.clone(),
+                        peer: name.to_string(),
                         addrs: p.spec.addrs.clone(),
                         lane: l.key.clone(),
                         attempt,

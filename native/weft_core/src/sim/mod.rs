@@ -171,6 +171,10 @@ pub struct Sim {
     /// and a heap of a million in-flight heartbeats costs a cache miss per
     /// level.)
     queue: BTreeMap<Millis, VecDeque<Entry>>,
+    /// Emptied buckets, kept for reuse: a bucket holds up to a few
+    /// thousand events, and allocating (and growing) one every millisecond
+    /// would cost more than the events in it.
+    spare: Vec<VecDeque<Entry>>,
     conns: Conns,
     next_conn: ConnId,
     tracing: bool,
@@ -196,6 +200,7 @@ impl Sim {
             nodes: Vec::new(),
             by_addr: BTreeMap::new(),
             queue: BTreeMap::new(),
+            spare: Vec::new(),
             conns: Conns::default(),
             next_conn: 1,
             tracing: true,
@@ -367,35 +372,45 @@ impl Sim {
 
     /// Run until virtual time `until`.
     pub fn run_until(&mut self, until: u64) {
-        while let Some(mut bucket) = self.queue.first_entry() {
-            let at = *bucket.key();
+        while let Some(first) = self.queue.first_entry() {
+            let at = *first.key();
             if at > until {
                 break;
             }
-            let Entry { node: i, inc, ev } = bucket.get_mut().pop_front().expect("non-empty");
-            if bucket.get().is_empty() {
-                bucket.remove();
-            }
+            // The whole bucket, in order; events scheduled for this same
+            // millisecond meanwhile go to a new bucket at `at`, which comes
+            // next (so the order of scheduling is kept).
+            let mut bucket = first.remove();
             self.now = at;
-            if self.nodes[i].inc != inc || self.nodes[i].node.is_none() {
-                // Addressed to a crashed or earlier incarnation.
-                continue;
+            while let Some(Entry { node, inc, ev }) = bucket.pop_front() {
+                self.step(at, node, inc, ev);
             }
-            if let Ev::Timeout { gen } = ev {
-                if gen != self.nodes[i].timer_gen {
-                    continue;
-                }
-                self.nodes[i].timer = None;
+            if self.spare.len() < 16 {
+                self.spare.push(bucket);
             }
-            self.events += 1;
-            if self.tracing {
-                let line = format!("{at} {} {}", self.nodes[i].name, self.short(&ev));
-                self.trace.push(line);
-            }
-            self.deliver(i, ev);
-            self.drain(i);
         }
         self.now = until;
+    }
+
+    /// Process one event, taken from the queue at time `at`.
+    fn step(&mut self, at: Millis, i: usize, inc: u64, ev: Ev) {
+        if self.nodes[i].inc != inc || self.nodes[i].node.is_none() {
+            // Addressed to a crashed or earlier incarnation.
+            return;
+        }
+        if let Ev::Timeout { gen } = ev {
+            if gen != self.nodes[i].timer_gen {
+                return;
+            }
+            self.nodes[i].timer = None;
+        }
+        self.events += 1;
+        if self.tracing {
+            let line = format!("{at} {} {}", self.nodes[i].name, self.short(&ev));
+            self.trace.push(line);
+        }
+        self.deliver(i, ev);
+        self.drain(i);
     }
 
     /// Run for `ms` more milliseconds.
@@ -411,10 +426,8 @@ impl Sim {
 
     /// Whether node `i` sees the node named `peer` up.
     pub fn sees_up(&self, i: usize, peer: &str) -> bool {
-        self.node(i).is_some_and(|n| {
-            n.peers()
-                .any(|p| p.spec.name == peer && p.status == PeerStatus::Up)
-        })
+        self.node(i)
+            .is_some_and(|n| n.status(peer) == Some(PeerStatus::Up))
     }
 
     /// Names of the peers node `i` sees up, sorted.
@@ -482,9 +495,10 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Millis, node: usize, inc: u64, ev: Ev) {
+        let spare = &mut self.spare;
         self.queue
             .entry(at)
-            .or_default()
+            .or_insert_with(|| spare.pop().unwrap_or_default())
             .push_back(Entry { node, inc, ev });
     }
 
@@ -608,12 +622,28 @@ impl Sim {
     /// Hand a control message from node `from` to node `i`'s core.
     fn control(&mut self, i: usize, from: usize, conn: ConnId, msg: Control) {
         let now = self.now;
-        // Lend the core out so that the sender's name need not be copied.
-        let Some(mut node) = self.nodes[i].node.take() else {
-            return;
+        // Borrow the two nodes apart, so that neither the sender's name nor
+        // the receiving core is copied.
+        let (to, sender) = match i.cmp(&from) {
+            std::cmp::Ordering::Less => {
+                let (a, b) = self.nodes.split_at_mut(from);
+                (&mut a[i], &b[0].name)
+            }
+            std::cmp::Ordering::Greater => {
+                let (a, b) = self.nodes.split_at_mut(i);
+                (&mut b[0], &a[from].name)
+            }
+            std::cmp::Ordering::Equal => {
+                let name = self.nodes[i].name.clone();
+                if let Some(node) = self.nodes[i].node.as_mut() {
+                    node.on_control(now, &name, conn, msg);
+                }
+                return;
+            }
         };
-        node.on_control(now, &self.nodes[from].name, conn, msg);
-        self.nodes[i].node = Some(node);
+        if let Some(node) = to.node.as_mut() {
+            node.on_control(now, sender, conn, msg);
+        }
     }
 
     fn frame(&mut self, i: usize, conn: ConnId, body: Vec<u8>) {
@@ -694,14 +724,14 @@ impl Sim {
             }
             End::Accepting(mut acceptor) => {
                 self.carried.handshake_frames += 1;
-                let local = self.core(i).local().clone();
+                let local = self.core(i).local();
                 let lane_ok = |lane: &LaneKey| {
                     lane.is_control()
                         || local
                             .parallelism(&lane.channel)
                             .is_some_and(|p| lane.index < p)
                 };
-                match acceptor.on_frame(&body, &local, lane_ok) {
+                match acceptor.on_frame(&body, local, lane_ok) {
                     Ok(AcceptorStep::Send(b)) => {
                         self.put_state(conn, side, End::Accepting(acceptor));
                         self.send_on(conn, i, Ev::Frame { conn, body: b });
@@ -710,9 +740,8 @@ impl Sim {
                         let verdict = self.core(i).on_hello(now, conn, &dialer, &lane);
                         // Answer as what the node is now (a refusal may have
                         // made it leave and change incarnation).
-                        let local = self.core(i).local().clone();
                         let answer = match &verdict {
-                            Ok(()) => acceptor.welcome(&local),
+                            Ok(()) => acceptor.welcome(self.core(i).local()),
                             Err(r) => acceptor.refuse(r.clone()),
                         };
                         self.send_on(conn, i, Ev::Frame { conn, body: answer });
@@ -774,11 +803,11 @@ impl Sim {
                 };
                 let conn = self.next_conn;
                 self.next_conn += 1;
-                let local = self.core(i).local().clone();
                 let nonce = self.nonce();
-                let cookie = self.nodes[i].cookie.clone();
+                let n = &self.nodes[i];
+                let local = n.node.as_ref().expect("running node").local().clone();
                 let (dialer, hello) = Dialer::new(
-                    cookie.as_bytes(),
+                    n.cookie.as_bytes(),
                     local,
                     &peer,
                     lane.clone(),
