@@ -158,14 +158,14 @@ impl std::hash::Hasher for FastHasher {
 /// the text; hashing and ordering are those of `str`, so a table keyed by
 /// `Name` is looked up with a `&str`.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Name {
+pub struct Name(Repr);
+
+/// How a [`Name`] holds its text (private: equal names must always get the
+/// same representation, so only [`Name::new`] makes one).
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
     /// At most [`Name::INLINE`] bytes: the text, then zeros.
-    Inline {
-        /// Length of the text.
-        len: u8,
-        /// The text, padded with zeros.
-        bytes: [u8; Name::INLINE],
-    },
+    Inline { len: u8, bytes: [u8; Name::INLINE] },
     /// Longer than [`Name::INLINE`] bytes.
     Heap(Box<str>),
 }
@@ -179,22 +179,22 @@ impl Name {
         if s.len() <= Self::INLINE {
             let mut bytes = [0u8; Self::INLINE];
             bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Name::Inline {
+            Name(Repr::Inline {
                 len: s.len() as u8,
                 bytes,
-            }
+            })
         } else {
-            Name::Heap(s.into())
+            Name(Repr::Heap(s.into()))
         }
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        match self {
-            Name::Inline { len, bytes } => {
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
                 std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied from a str")
             }
-            Name::Heap(s) => s,
+            Repr::Heap(s) => s,
         }
     }
 }
@@ -252,5 +252,40 @@ impl std::fmt::Debug for Name {
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short and long names alike: the same text, equality, order, and
+    /// lookups by `&str` in a table keyed by `Name`.
+    #[test]
+    fn names_behave_as_their_text() {
+        let texts = [
+            "",
+            "a@h",
+            "n123@h",
+            "exactly-22-bytes@hostx",
+            "twenty-three-bytes@host",
+            "a-much-longer-node-name@some.host.example.com",
+        ];
+        assert_eq!(texts[3].len(), Name::INLINE);
+        let mut map: FastMap<Name, usize> = FastMap::default();
+        for (i, t) in texts.iter().enumerate() {
+            let n = Name::new(t);
+            assert_eq!(n.as_str(), *t);
+            assert_eq!(n.to_string(), *t);
+            map.insert(n, i);
+        }
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(map.get(*t), Some(&i));
+            for (j, u) in texts.iter().enumerate() {
+                assert_eq!(Name::new(t) == Name::new(u), i == j);
+                assert_eq!(Name::new(t).cmp(&Name::new(u)), t.cmp(u));
+            }
+        }
+        assert_eq!(map.get("n124@h"), None);
     }
 }
