@@ -362,7 +362,9 @@ monitor_nodes(Flag) ->
 %% `left' (the node left the cluster), `removed' (it was removed with
 %% {@link leave/1}), `restarted' (a new incarnation of it joined),
 %% `this_node_left' (this node left or was removed), `forgotten' (down for
-%% longer than `forget_down_after'). A process may hold both subscriptions
+%% longer than `forget_down_after'), `dropped' (the membership protocol of
+%% the `callback' overlay took it out of this node's members). A process
+%% may hold both subscriptions
 %% and then gets one message for each. A bad `Flag' or `Options' gives
 %% `{error, {badarg, X}}'.
 -spec monitor_nodes(boolean(), [nodedown_reason]) -> ok | {error, not_started | {badarg, term()}}.
@@ -443,7 +445,7 @@ on_event(_Kind, Node, Fun) ->
 %% are not known yet (right after `join'). Sizes are in
 %% bytes. The control channel shows as `'$control''. `io' says where the
 %% lane's connection is served now. `overlay' is the membership overlay
-%% (`full_mesh', `static' or `client_server'); on the static overlay `peers'
+%% (`full_mesh', `static', `client_server' or `callback'); on the static overlay `peers'
 %% lists every configured member, up or not; on a client of the
 %% client-server overlay, the servers only. `relayed' counts messages
 %% relayed (client-server overlay): on a client, sent through a server to

@@ -387,6 +387,8 @@ overlay(C) ->
                 Others = [S || S <- Checked, S =/= self],
                 Names = [N || #{name := N} <- Others],
                 true = length(lists:usort(Names)) =:= length(Names),
+                %% (this node's own entry at most once too)
+                true = length([S || S <- Checked, S =:= self]) =< 1,
                 true = length(Others) =< maps:get(max_members, C),
                 {static, Others}
             catch
@@ -404,7 +406,9 @@ overlay() ->
     persistent_term:get({weft, overlay}, {full_mesh, []}).
 
 %% @doc Record the overlay of a transport being started (`weft_server').
--spec set_overlay(full_mesh | callback | {static, [map()]} | {client_server, map()}) -> ok.
+-spec set_overlay(none | full_mesh | callback | {static, [map()]} | {client_server, map()}) -> ok.
+set_overlay(none) ->
+    put_overlay({full_mesh, []});
 set_overlay(full_mesh) ->
     put_overlay({full_mesh, []});
 set_overlay(callback) ->

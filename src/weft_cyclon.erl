@@ -22,6 +22,15 @@
 %% if there is room, which is how a newcomer that joined through a contact
 %% gets known. A node that goes down leaves the view.
 %%
+%% The members being the view, connections follow it: with a view smaller
+%% than the cluster, shuffles move entries from node to node, and each move
+%% is a connection closed on one side (`nodedown' with reason `dropped')
+%% and one opened elsewhere; small views (2-3) can also leave a node with
+%% an empty view for a while, as Cyclon itself can. For a stable set of
+%% connections use a `view_size' of at least the cluster's size minus one;
+%% for large clusters, a protocol with a separate active view (HyParView)
+%% suits weft better.
+%%
 %% Options (`Opts', a map): `view_size' (default 8), `shuffle_length'
 %% (default 4, at most `view_size').
 -module(weft_cyclon).

@@ -9,8 +9,10 @@
 %% subscribers and runs `on_up'/`on_down' callbacks, and carries the
 %% protocol's messages on the control channel (encoded with
 %% `term_to_binary/1' and decoded with `binary_to_term/1': the sender passed
-%% the cookie check, and is trusted as a distribution peer is; keep them
-%% small, a few KiB).
+%% the cookie check, and is trusted as a distribution peer is). Keep them
+%% small, a few KiB: one over 1 MiB encoded is not sent (a warning says so).
+%% Every node of a cluster runs the same overlay: a node of another overlay
+%% is refused (see the README's Overlays).
 %%
 %% == Callbacks ==
 %%
@@ -26,8 +28,9 @@
 %% a message came from: its connection is up while it lasts).</li>
 %% </ul>
 %% <ul>
-%% <li>`init(Args) -> {ok, State}': when weft starts; an error or anything
-%% else makes `weft:start/1' fail with `{error, {membership_init, Reason}}'.</li>
+%% <li>`init(Args) -> {ok, State}': when weft starts; an error, anything
+%% else, or taking more than 5 s makes `weft:start/1' fail with
+%% `{error, {membership_init, Reason}}' (`Reason' `timeout' for the last).</li>
 %% <li>`join(Spec, State)': a user called {@link weft:join/1} (or
 %% `sync_join/2') with the spec of a node of the cluster to join.</li>
 %% <li>`leave(State)': a user called {@link weft:leave/0}; weft has already
@@ -51,6 +54,11 @@
 -include_lib("kernel/include/logger.hrl").
 
 -export([start_link/3, init/4]).
+
+%% How long `init/1' may take before `weft:start/1' gives up on it.
+-define(INIT_TIMEOUT, 5000).
+%% The largest protocol message sent, encoded (bytes).
+-define(MAX_MESSAGE, 1024 * 1024).
 
 -type result(State) :: {ok, Members :: [weft:join_spec()], Messages :: [{node(), term()}], State}.
 -export_type([result/1]).
@@ -81,11 +89,17 @@ callbacks_exported(Module) ->
 %% `{error, {membership_init, Reason}}'.
 -spec start_link(module(), term(), pos_integer()) -> {ok, pid()} | {error, term()}.
 start_link(Module, Args, Interval) ->
-    proc_lib:start_link(?MODULE, init, [self(), Module, Args, Interval]).
+    case proc_lib:start_link(?MODULE, init, [self(), Module, Args, Interval], ?INIT_TIMEOUT) of
+        {error, timeout} -> {error, {membership_init, timeout}};
+        Other -> Other
+    end.
 
 %% @private
 init(Parent, Module, Args, Interval) ->
-    case catch Module:init(Args) of
+    Result = try Module:init(Args)
+             catch Class:Reason -> {Class, Reason}
+             end,
+    case Result of
         {ok, State} ->
             proc_lib:init_ack(Parent, {ok, self()}),
             erlang:send_after(Interval, self(), periodic),
@@ -132,12 +146,17 @@ event(_Module, _Other, State) ->
 %% failed).
 run(Module, Fun, Args, State) ->
     try apply(Module, Fun, Args) of
-        {ok, Members, Messages, NewState} when is_list(Members), is_list(Messages) ->
-            decide(Module, Fun, Members, Messages),
-            NewState;
+        {ok, Members, Messages, NewState} = Result ->
+            case is_proper_list(Members) andalso is_proper_list(Messages) of
+                true ->
+                    decide(Module, Fun, Members, Messages),
+                    NewState;
+                false ->
+                    bad_result(Module, Fun, Result),
+                    State
+            end;
         Other ->
-            ?LOG_ERROR("weft: membership ~p:~p returned ~tp, not {ok, Members, Messages, State}; ignored",
-                       [Module, Fun, Other], #{weft => true}),
+            bad_result(Module, Fun, Other),
             State
     catch
         Class:Reason:Stack ->
@@ -145,6 +164,17 @@ run(Module, Fun, Args, State) ->
                        [Module, Fun, Class, Reason, Stack], #{weft => true}),
             State
     end.
+
+bad_result(Module, Fun, Result) ->
+    ?LOG_ERROR("weft: membership ~p:~p returned ~tP, not {ok, Members, Messages, State} "
+               "with two proper lists; ignored", [Module, Fun, Result, 20], #{weft => true}).
+
+is_proper_list(L) when is_list(L) ->
+    try length(L) of _ -> true
+    catch error:badarg -> false
+    end;
+is_proper_list(_) ->
+    false.
 
 decide(Module, Fun, Members, Messages) ->
     Checked = lists:filtermap(
@@ -158,10 +188,11 @@ decide(Module, Fun, Members, Messages) ->
                                 false
                         end
                 end, Members),
-    Encoded = [{Node, term_to_binary(Msg)} || {Node, Msg} <- Messages, is_atom(Node)],
+    Encoded = [{Node, Bin} || {Node, Msg} <- Messages, is_atom(Node),
+                              Bin <- [term_to_binary(Msg)], byte_size(Bin) =< ?MAX_MESSAGE],
     length(Encoded) =:= length(Messages)
-        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages not of the form {Node, Msg}; skipped",
-                            [Module, Fun], #{weft => true}),
+        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages that are not {Node, Msg} or are over "
+                            "~p bytes encoded; skipped", [Module, Fun, ?MAX_MESSAGE], #{weft => true}),
     try weft_nif:membership_decision(Checked, Encoded) of
         ok -> ok;
         Error -> ?LOG_ERROR("weft: membership decision refused: ~p", [Error], #{weft => true})

@@ -75,13 +75,13 @@ init([]) ->
     process_flag(trap_exit, true),
     case weft_config:from_env() of
         {ok, Opts} ->
-            weft_config:set_overlay(maps:get(overlay, Opts)),
             case start_transport(Opts) of
                 {ok, Guard, Pollers} ->
                     remember_port(Opts),
                     [{ok, _} = weft_poller_sup:start_poller(P) || P <- Pollers],
                     case start_membership(Opts) of
                         {ok, Membership} ->
+                            weft_config:set_overlay(maps:get(overlay, Opts)),
                             {ok, #state{guard = Guard, membership = Membership}};
                         {error, Reason} ->
                             nif(fun weft_nif:stop/0),
@@ -236,6 +236,8 @@ where(_) ->
 terminate(_Reason, _State) ->
     %% Stopped pollers end their processes (normally: not restarted).
     nif(fun weft_nif:stop/0),
+    %% join/leave answer `not_started' again, not the static overlay's error
+    weft_config:set_overlay(none),
     ok.
 
 %% A NIF call that cannot crash this process.

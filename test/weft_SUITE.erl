@@ -862,6 +862,12 @@ static_overlay_with_late_and_missing_members(_Config) ->
     #{peers := #{ND := #{state := DState}}} = info(A),
     ?assert(lists:member(DState, [connecting, down])),
     ?assertEqual(lists:sort([NA, NB]), call(A, weft, members, [])),
+    %% a stranger is refused at once and for good
+    X = start(stranger, opts()),
+    ?assertEqual({error, {refused, detached}}, call(X, weft, sync_join, [hd(Specs), 10000])),
+    %% after stop, join answers not_started, not the static overlay's error
+    ok = call(A, weft, stop, []),
+    ?assertEqual({error, not_started}, call(A, weft, join, [lists:last(Specs)])),
     ok.
 
 %% Client-server with 2 servers and 4 clients: servers connect to everyone,
@@ -951,11 +957,35 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
     %% weft_cyclon:init/1 fails on bad options: start fails with the reason
     ?assertMatch({error, {membership_init, _}},
                  call(N, weft, start, [opts(#{overlay => {callback, weft_cyclon, #{view_size => 0}}})])),
+    %% init that blocks: start gives up after 5 s; init that throws {ok, _}
+    ?assertEqual({error, {membership_init, timeout}},
+                 call(N, weft, start, [opts(#{overlay => {callback, weft_evil_membership, block}})])),
+    ?assertMatch({error, {membership_init, {throw, {ok, thrown}}}},
+                 call(N, weft, start, [opts(#{overlay => {callback, weft_evil_membership, throw_ok}})])),
+    %% results that are not proper lists, messages over 1 MiB, callbacks
+    %% that raise: logged and ignored, the protocol's state kept (its call
+    %% count only grows), the nodes stay connected
+    [begin
+         A = start(bad_cb, opts(#{overlay => {callback, weft_evil_membership, Mode}})),
+         B = start(bad_cb, opts(#{overlay => {callback, weft_evil_membership, Mode}})),
+         ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+         Pid = call(A, erlang, whereis, [weft_server]),
+         weft_ct:wait_until({calls, Mode}, fun() -> call(A, persistent_term, get, [weft_evil_calls, 0]) >= 8 end),
+         ?assertEqual(Pid, call(A, erlang, whereis, [weft_server])),
+         ?assertEqual(lists:sort([node_of(A), node_of(B)]), call(A, weft, members, []))
+     end || Mode <- [improper_members, improper_messages, huge_message, raise]],
     ok = call(N, weft, start, [opts(#{overlay => {callback, weft_cyclon, #{}}})]),
     %% a message the protocol does not expect, a join with junk: still up
     Other = start(bad_cb, opts(#{overlay => {callback, weft_cyclon, #{}}})),
     ok = call(Other, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
     ?assertEqual(lists:sort([node_of(N), node_of(Other)]), call(N, weft, members, [])),
+    %% a node of another overlay is refused, and not redialed
+    Mesh = start(mesh, opts()),
+    ok = call(Mesh, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(refused_other_overlay,
+                       fun() -> call(Mesh, weft, members, []) =:= [node_of(Mesh)]
+                                    andalso not lists:member(node_of(Mesh), call(N, weft, members, []))
+                       end),
     ok.
 
 start_named(Name, Opts) ->

@@ -299,7 +299,35 @@ impl Node {
             // taking those would pull the forgotten members back in.
             // Gossip is periodic, so a view dropped here comes again.
             Control::Membership(payload) if current => {
-                self.with_membership(now, |m, cx| m.on_message(cx, from, &payload));
+                let (ours, tag) = self.membership.overlay();
+                match payload.split_first() {
+                    Some((t, body)) if *t == tag => {
+                        self.with_membership(now, |m, cx| m.on_message(cx, from, body));
+                    }
+                    Some((t @ 1..=4, _)) => {
+                        // A node of another overlay: refused for good, not
+                        // a broken peer to reconnect to.
+                        let theirs = ["full_mesh", "static", "client_server", "callback"]
+                            [usize::from(*t) - 1];
+                        let why = format!("it runs {theirs}, this node {ours}");
+                        self.actions.log(
+                            Level::Warning,
+                            Some(from),
+                            None,
+                            format!("not a member: {why} (every node of a cluster runs the same overlay)"),
+                        );
+                        self.actions.push(Action::Refused {
+                            peer: from.to_string(),
+                            refusal: Refusal::BadSpec(format!("overlay: {why}")),
+                        });
+                        self.with_membership(now, |m, cx| m.forget(cx, from));
+                    }
+                    _ => {
+                        let reason = "no overlay tag".to_string();
+                        let from = from.to_string();
+                        self.apply(now, vec![Effect::Malformed { from, reason }]);
+                    }
+                }
             }
             Control::Membership(_) => {}
         }
@@ -374,10 +402,15 @@ impl Node {
                 Effect::Drop { name, reason } => {
                     self.peers.forget(&name, reason, &mut self.actions)
                 }
-                Effect::Send { to, payload } => self.actions.push(Action::Send {
-                    peer: to,
-                    msg: Control::Membership(payload),
-                }),
+                Effect::Send { to, payload } => {
+                    let mut tagged = Vec::with_capacity(1 + payload.len());
+                    tagged.push(self.membership.overlay().1);
+                    tagged.extend_from_slice(&payload);
+                    self.actions.push(Action::Send {
+                        peer: to,
+                        msg: Control::Membership(tagged),
+                    })
+                }
                 Effect::Leave => {
                     self.peers
                         .forget_all(DownReason::ThisNodeLeft, &mut self.actions);
@@ -450,7 +483,9 @@ mod tests {
     use std::net::SocketAddr;
 
     fn gossip(view: View) -> Control {
-        Control::Membership(encode(&Message::View { view, reply: false }))
+        let mut m = vec![1];
+        m.extend(encode(&Message::View { view, reply: false }));
+        Control::Membership(m)
     }
 
     fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
@@ -536,6 +571,41 @@ mod tests {
         assert!(actions.iter().any(|a| matches!(a,
             Action::Log { level: Level::Warning, peer: Some(p), text, .. }
                 if p == "a@h" && text.contains("bad membership message"))));
+    }
+
+    /// The same for a full-mesh message that cannot be read; a message of
+    /// another overlay instead refuses its node for good (no redial loop).
+    #[test]
+    fn a_node_of_another_overlay_is_refused_and_forgotten() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        b.on_control(10, "a@h", 1, Control::Membership(vec![1, 0xff, 0xff]));
+        assert!(drain(&mut b)
+            .iter()
+            .any(|a| matches!(a, Action::Close { conn: 1, .. })));
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        // a client-server message (tag 3)
+        b.on_control(10, "a@h", 1, Control::Membership(vec![3, 1, 0, 0]));
+        let actions = drain(&mut b);
+        assert!(
+            actions.iter().any(|a| matches!(a,
+            Action::Refused { peer, refusal: Refusal::BadSpec(why) }
+                if peer == "a@h" && why.contains("client_server"))),
+            "{actions:?}"
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Unroute { peer } if peer == "a@h")));
+        assert!(b.peers().next().is_none());
+        b.on_timeout(60_000);
+        assert!(!drain(&mut b)
+            .iter()
+            .any(|a| matches!(a, Action::Dial { .. })));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum DownReason {
     ThisNodeLeft,
     /// It stayed down longer than `forget_after` and was forgotten.
     Forgotten,
+    /// The membership protocol took it out of this node's members (a
+    /// protocol written in Erlang, the `callback` overlay).
+    Dropped,
 }
 
 impl std::fmt::Display for DownReason {
@@ -54,6 +57,7 @@ impl std::fmt::Display for DownReason {
             DownReason::Restarted => write!(f, "restarted (new incarnation)"),
             DownReason::ThisNodeLeft => write!(f, "this node left the cluster"),
             DownReason::Forgotten => write!(f, "down too long; forgotten"),
+            DownReason::Dropped => write!(f, "taken out of the members by the membership protocol"),
         }
     }
 }

@@ -106,7 +106,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Left => write!(f, "this incarnation has left the cluster"),
             Refusal::Duplicate => write!(f, "duplicate connection for this lane"),
             Refusal::Unavailable => write!(f, "node unavailable"),
-            Refusal::Detached => write!(f, "node has left the cluster"),
+            Refusal::Detached => write!(f, "node does not accept this node as a member"),
             // The text comes from the peer: escaped, so that it cannot
             // forge log lines.
             Refusal::BadSpec(why) => write!(f, "bad node description: {}", why.escape_debug()),

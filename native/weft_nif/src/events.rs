@@ -20,7 +20,7 @@ mod atoms {
         detached, bad_spec, version,
         debug, info, notice, warning, error,
         peer, channel, lane,
-        membership, join, leave, up, down, message,
+        membership, join, leave, up, down, message, dropped,
     }
 }
 
@@ -98,6 +98,7 @@ impl Sink for NifSink {
             DownReason::Restarted => atoms::restarted(),
             DownReason::ThisNodeLeft => atoms::this_node_left(),
             DownReason::Forgotten => atoms::forgotten(),
+            DownReason::Dropped => atoms::dropped(),
         };
         self.event(move |env| {
             (

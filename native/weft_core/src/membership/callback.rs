@@ -112,6 +112,18 @@ impl Membership for Callback {
 
     fn on_timeout(&mut self, _cx: &mut Cx<'_>) {}
 
+    fn overlay(&self) -> (&'static str, u8) {
+        ("callback", 4)
+    }
+
+    fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
+        self.wanted.remove(name);
+        cx.push(Effect::Drop {
+            name: name.to_string(),
+            reason: DownReason::ConnectionClosed("it runs another overlay".into()),
+        });
+    }
+
     fn next_deadline(&self) -> Option<Millis> {
         None
     }
@@ -132,7 +144,7 @@ impl Membership for Callback {
             if !next.contains_key(name) {
                 cx.push(Effect::Drop {
                     name: name.clone(),
-                    reason: DownReason::Removed,
+                    reason: DownReason::Dropped,
                 });
             }
         }
@@ -209,7 +221,7 @@ mod tests {
             .iter()
             .any(|x| matches!(x, Action::Membership(Notice::Up(s)) if s.name == "c@h")));
         // a message from c is told as it came
-        a.on_control(2, "c@h", 1, crate::wire::Control::Membership(vec![1, 2]));
+        a.on_control(2, "c@h", 1, crate::wire::Control::Membership(vec![4, 1, 2]));
         assert!(actions(&mut a).iter().any(|x| matches!(
             x,
             Action::Membership(Notice::Message { from, payload }) if from == "c@h" && payload == &[1, 2]

@@ -20,14 +20,17 @@
 //! for servers; other members are remembered (so one that turns out to be a
 //! server is connected to then) but not connected to, and a client refuses
 //! a connection from a node it does not know to be a server. A node joins
-//! through a server: the contact given to `join` is taken for one. On a
-//! server every effect passes.
+//! through a server: the contact given to `join` is taken for one until it
+//! says what it is (and if it is a client, a client drops it). Only
+//! servers' lists of servers are believed, and only servers this node knows
+//! from them (or from the server itself) are passed on. On a server every
+//! effect passes.
 
 use super::full_mesh::FullMesh;
 use super::{Cx, Effect, Membership};
 use crate::frame::FrameError;
 use crate::spec::{valid_node_name, NodeSpec};
-use crate::types::Millis;
+use crate::types::{DownReason, Millis};
 use crate::wire::{put_str8, Reader, Refusal};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,8 +48,12 @@ pub enum Role {
 pub struct ClientServer {
     role: Role,
     mesh: FullMesh,
-    /// Servers known (this node too, if it is one).
+    /// Servers known (this node too, if it is one): each said so itself,
+    /// or a server said so. Only these are passed on to others.
     servers: BTreeSet<String>,
+    /// Contacts given to `join`, taken for servers here until they say
+    /// what they are (never passed on: a mistaken join stays local).
+    assumed: BTreeSet<String>,
     /// Clients only: members the full mesh wants kept that are not known to
     /// be servers, held until they are (or dropped).
     held: BTreeMap<String, NodeSpec>,
@@ -59,6 +66,7 @@ impl ClientServer {
             role,
             mesh,
             servers: BTreeSet::new(),
+            assumed: BTreeSet::new(),
             held: BTreeMap::new(),
         }
     }
@@ -95,14 +103,13 @@ impl ClientServer {
 
     fn carry_out(&mut self, cx: &mut Cx<'_>, e: Effect) {
         match e {
-            Effect::Keep(spec)
-                if self.role == Role::Client && !self.servers.contains(&spec.name) =>
-            {
+            Effect::Keep(spec) if self.role == Role::Client && !self.is_server(&spec.name) => {
                 self.held.insert(spec.name.clone(), spec);
             }
             Effect::Drop { ref name, .. } => {
                 self.held.remove(name);
                 self.servers.remove(name);
+                self.assumed.remove(name);
                 cx.push(e);
             }
             Effect::Send { to, payload } => {
@@ -112,6 +119,7 @@ impl ClientServer {
             Effect::Leave => {
                 self.held.clear();
                 self.servers.clear();
+                self.assumed.clear();
                 cx.push(Effect::Leave);
             }
             other => cx.push(other),
@@ -136,8 +144,14 @@ impl ClientServer {
         out
     }
 
+    /// Known or taken for a server.
+    fn is_server(&self, name: &str) -> bool {
+        self.servers.contains(name) || self.assumed.contains(name)
+    }
+
     /// `name` is a server: a client keeps connections to it from now on.
     fn learn_server(&mut self, cx: &mut Cx<'_>, name: &str) {
+        self.assumed.remove(name);
         if name == cx.local.name || !self.servers.insert(name.to_string()) {
             return;
         }
@@ -183,8 +197,8 @@ impl Membership for ClientServer {
     fn join(&mut self, cx: &mut Cx<'_>, contact: NodeSpec) {
         // A node joins through a server: it is taken for one (its messages
         // confirm it), so its connections are kept and admitted.
-        if contact.name != cx.local.name {
-            self.servers.insert(contact.name.clone());
+        if contact.name != cx.local.name && !self.servers.contains(&contact.name) {
+            self.assumed.insert(contact.name.clone());
         }
         self.mesh(cx, |m, cx| m.join(cx, contact));
     }
@@ -198,10 +212,11 @@ impl Membership for ClientServer {
     }
 
     fn admit(&mut self, cx: &mut Cx<'_>, spec: &NodeSpec, inbound: bool) -> Result<(), Refusal> {
-        if self.role == Role::Client && inbound && !self.servers.contains(&spec.name) {
-            // Clients never connect to each other; a server not known yet
-            // is learnt from gossip, and its next dial gets in.
-            return Err(Refusal::Unavailable);
+        if self.role == Role::Client && inbound && !self.is_server(&spec.name) {
+            // Clients never connect to each other: a client that dialed
+            // stops (a server not known yet is learnt from gossip, and this
+            // node then dials it).
+            return Err(Refusal::Detached);
         }
         self.mesh(cx, |m, cx| m.admit(cx, spec, inbound))
     }
@@ -238,17 +253,47 @@ impl Membership for ClientServer {
                 return;
             }
         };
-        if role == Role::Server {
-            self.learn_server(cx, from);
-        }
-        for s in servers {
-            self.learn_server(cx, &s);
+        match role {
+            // A server's word on who the servers are is taken.
+            Role::Server => {
+                self.learn_server(cx, from);
+                for s in servers {
+                    self.learn_server(cx, &s);
+                }
+            }
+            // A client's list is not (a client may have joined another
+            // client by mistake); and a client keeps no client.
+            Role::Client => {
+                self.servers.remove(from);
+                if self.assumed.remove(from) && self.role == Role::Client {
+                    cx.log(
+                        crate::types::Level::Warning,
+                        Some(from),
+                        "joined through a client, not a server: dropped (clients do not connect to each other)".into(),
+                    );
+                    cx.push(Effect::Drop {
+                        name: from.to_string(),
+                        reason: DownReason::Removed,
+                    });
+                }
+            }
         }
         self.mesh(cx, |m, cx| m.on_message(cx, from, inner));
     }
 
     fn on_timeout(&mut self, cx: &mut Cx<'_>) {
         self.mesh(cx, |m, cx| m.on_timeout(cx));
+    }
+
+    fn overlay(&self) -> (&'static str, u8) {
+        ("client_server", 3)
+    }
+
+    fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
+        self.held.remove(name);
+        self.servers.remove(name);
+        self.assumed.remove(name);
+        self.mesh(cx, |m, cx| m.forget(cx, name));
     }
 
     fn next_deadline(&self) -> Option<Millis> {
@@ -321,7 +366,7 @@ mod tests {
         let other_client = node("x2@h", 11, Role::Client).local().clone();
         assert_eq!(
             c.on_hello(1, 1, &other_client, &control),
-            Err(Refusal::Unavailable)
+            Err(Refusal::Detached)
         );
         // A server tells it of another server and of a client.
         let s1 = node("s1@h", 20, Role::Server).local().clone();
@@ -341,7 +386,8 @@ mod tests {
             });
         let mut server = ClientServer::new(Role::Server, FullMesh::new(&Timing::default()));
         server.servers.insert("s2@h".into());
-        let payload = server.wrap(&s1, &view);
+        let mut payload = vec![3];
+        payload.extend(server.wrap(&s1, &view));
         c.on_control(1, "s1@h", 2, crate::wire::Control::Membership(payload));
         let acts: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
         let dials: Vec<&str> = acts
@@ -357,7 +403,36 @@ mod tests {
         assert!(c.on_hello(1, 3, &s2, &control).is_ok());
         assert_eq!(
             c.on_hello(1, 4, &other_client, &control),
-            Err(Refusal::Unavailable)
+            Err(Refusal::Detached)
         );
+    }
+
+    #[test]
+    fn a_client_joined_through_a_client_drops_it_and_does_not_spread_it() {
+        let mut c = node("x1@h", 10, Role::Client);
+        // (a smaller name: its dial wins the collision with ours)
+        let other = node("a2@h", 11, Role::Client).local().clone();
+        c.join(0, other.clone());
+        while c.poll_action().is_some() {}
+        let control = crate::lane::LaneKey::control();
+        assert!(c.on_hello(1, 7, &other, &control).is_ok());
+        while c.poll_action().is_some() {}
+        // a2 says it is a client, naming "y@h" as a server: not believed
+        let mut a2 = ClientServer::new(Role::Client, FullMesh::new(&Timing::default()));
+        a2.servers.insert("y@h".into());
+        let digest =
+            crate::membership::full_mesh::encode(&crate::membership::full_mesh::Message::Digest(0));
+        let mut payload = vec![3];
+        payload.extend(a2.wrap(&other, &digest));
+        c.on_control(2, "a2@h", 7, crate::wire::Control::Membership(payload));
+        let acts: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Unroute { peer } if peer == "a2@h")),
+            "{acts:?}"
+        );
+        assert!(!acts
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if peer == "y@h")));
     }
 }

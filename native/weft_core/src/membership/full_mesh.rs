@@ -614,7 +614,7 @@ impl Membership for FullMesh {
                 cx.log(
                     Level::Notice,
                     Some(peer),
-                    "peer has left the cluster; forgetting it".into(),
+                    "peer has left the cluster, or does not take this node as a member (static list, client-server client); forgetting it".into(),
                 );
                 self.drop_member(cx, peer, DownReason::Left);
                 true
@@ -751,6 +751,20 @@ impl Membership for FullMesh {
             d = d.min(*e);
         }
         Some(d)
+    }
+
+    fn overlay(&self) -> (&'static str, u8) {
+        ("full_mesh", 1)
+    }
+
+    fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
+        if self.members.contains_key(name) {
+            self.drop_member(
+                cx,
+                name,
+                DownReason::ConnectionClosed("it runs another overlay".into()),
+            );
+        }
     }
 
     fn tombstone_count(&self) -> usize {

@@ -173,6 +173,22 @@ pub trait Membership: std::fmt::Debug + Send {
     /// late is not.
     fn next_deadline(&self) -> Option<Millis>;
 
+    /// The overlay's name, and the byte that starts each of its messages
+    /// on the wire (the node adds and checks it, so that a node of another
+    /// overlay is told apart from a broken one): `full_mesh` 1, `static` 2,
+    /// `client_server` 3, `callback` 4.
+    fn overlay(&self) -> (&'static str, u8);
+
+    /// `name` runs another overlay: stop keeping connections to it. The
+    /// default drops it from the peer table; memberships that keep their
+    /// own list of members drop it from there too.
+    fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
+        cx.push(Effect::Drop {
+            name: name.to_string(),
+            reason: DownReason::ConnectionClosed("it runs another overlay".into()),
+        });
+    }
+
     /// Tombstones held (for `info`); 0 for memberships without them.
     fn tombstone_count(&self) -> usize {
         0

@@ -55,7 +55,9 @@ impl Membership for StaticList {
             return Err(Refusal::BadSpec("incarnation 0".into()));
         }
         if !self.members.contains_key(&spec.name) {
-            return Err(Refusal::Unavailable);
+            // Not in the list: for good (the dialer stops, and `sync_join`
+            // answers at once).
+            return Err(Refusal::Detached);
         }
         self.members.insert(spec.name.clone(), spec.clone());
         cx.push(Effect::Keep(spec.clone()));
@@ -85,6 +87,19 @@ impl Membership for StaticList {
             for spec in self.members.values() {
                 cx.push(Effect::Keep(spec.clone()));
             }
+        }
+    }
+
+    fn overlay(&self) -> (&'static str, u8) {
+        ("static", 2)
+    }
+
+    fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
+        if self.members.remove(name).is_some() {
+            cx.push(Effect::Drop {
+                name: name.to_string(),
+                reason: DownReason::ConnectionClosed("it runs another overlay".into()),
+            });
         }
     }
 
@@ -131,7 +146,7 @@ mod tests {
         let control = LaneKey::control();
         assert_eq!(
             a.on_hello(1, 1, &spec("c@h", 3, 3), &control),
-            Err(Refusal::Unavailable)
+            Err(Refusal::Detached)
         );
         // b's dial wins over ours (b's name is the smaller one)
         assert!(a.on_hello(1, 2, &spec("b@h", 7, 2), &control).is_ok());
