@@ -881,6 +881,8 @@ client_server_relays_and_fails_over(_Config) ->
     [S1, S2] = Servers = [start(server, Server) || _ <- [1, 2]],
     Clients = [C1, C2 | _] = [start(client, Client) || _ <- [1, 2, 3, 4]],
     [call(C, weft_ct, watcher, []) || C <- Clients],
+    %% on_up / on_down callbacks on a client, as on the full mesh
+    ok = call(C1, weft_ct, register_callbacks, [node_of(S2)]),
     Spec1 = call(S1, weft, node_spec, []),
     [ok = call(N, weft, sync_join, [Spec1, 10000]) || N <- [S2 | Clients]],
     All = lists:sort([node_of(N) || N <- Servers ++ Clients]),
@@ -921,6 +923,12 @@ client_server_relays_and_fails_over(_Config) ->
     [weft_ct:wait_until({nodedown_seen, C},
                         fun() -> lists:member({nodedown, node_of(Gone)}, call(C, weft_ct, events, [])) end)
      || C <- Clients],
+    %% C1's callbacks saw both servers come up, and the killed one go down
+    Callbacks = call(C1, weft_ct, collected, [callbacks]),
+    ?assert(lists:member({up, any, node_of(S1)}, Callbacks)),
+    ?assert(lists:member({up, any, node_of(S2)}, Callbacks)),
+    weft_ct:wait_until(down_callback,
+                       fun() -> lists:member({down, any, node_of(Gone)}, call(C1, weft_ct, collected, [callbacks])) end),
     [ok = call(C1, weft, forward, [NC2, inbox, {after_failover, I}, #{channel => vnode}]) || I <- lists:seq(1, 50)],
     Got = call(C2, weft_ct, collected, [inbox, 250]),
     ?assertEqual([{after_failover, I} || I <- lists:seq(1, 50)], lists:nthtail(200, Got)),
