@@ -10,7 +10,12 @@
 %% protocol's messages on the control channel (encoded with
 %% `term_to_binary/1' and decoded with `binary_to_term/1': the sender passed
 %% the cookie check, and is trusted as a distribution peer is). Keep them
-%% small, a few KiB: one over 1 MiB encoded is not sent (a warning says so).
+%% small, a few KiB: one over 1 MiB encoded, or over the receiver's
+%% `max_frame_size', is not sent (a warning says so). A node that refuses
+%% this one for good (it runs another overlay, or does not take this node
+%% as a member) is reported with `handle_down/2' and left out of the
+%% members for 60 s whatever the callbacks return, so that the two do not
+%% keep connecting and disconnecting.
 %% Every node of a cluster runs the same overlay: a node of another overlay
 %% is refused (see the README's Overlays).
 %%
@@ -188,8 +193,9 @@ decide(Module, Fun, Members, Messages) ->
                                 false
                         end
                 end, Members),
-    Encoded = [{Node, Bin} || {Node, Msg} <- Messages, is_atom(Node),
-                              Bin <- [term_to_binary(Msg)], byte_size(Bin) =< ?MAX_MESSAGE],
+    %% (the size is checked before anything is encoded)
+    Encoded = [{Node, term_to_binary(Msg)} || {Node, Msg} <- Messages, is_atom(Node),
+                                              erlang:external_size(Msg) =< ?MAX_MESSAGE],
     length(Encoded) =:= length(Messages)
         orelse ?LOG_WARNING("weft: membership ~p:~p sent messages that are not {Node, Msg} or are over "
                             "~p bytes encoded; skipped", [Module, Fun, ?MAX_MESSAGE], #{weft => true}),

@@ -402,6 +402,23 @@ impl Node {
                 Effect::Drop { name, reason } => {
                     self.peers.forget(&name, reason, &mut self.actions)
                 }
+                Effect::Send { to, payload }
+                    if self.peers.spec(&to).is_some_and(|s| {
+                        s.max_frame != 0 && payload.len() as u64 + 1 > s.max_frame
+                    }) =>
+                {
+                    // Sent, the peer would close the connection (over its
+                    // frame limit) and the two would flap: not sent.
+                    self.actions.log(
+                        Level::Warning,
+                        Some(&to),
+                        None,
+                        format!(
+                            "membership message of {} bytes not sent: over the peer's max_frame_size",
+                            payload.len() + 1
+                        ),
+                    );
+                }
                 Effect::Send { to, payload } => {
                     let mut tagged = Vec::with_capacity(1 + payload.len());
                     tagged.push(self.membership.overlay().1);
@@ -571,6 +588,46 @@ mod tests {
         assert!(actions.iter().any(|a| matches!(a,
             Action::Log { level: Level::Warning, peer: Some(p), text, .. }
                 if p == "a@h" && text.contains("bad membership message"))));
+    }
+
+    /// A membership message over the peer's frame limit is not sent (the
+    /// peer would close the connection, and the two would flap).
+    #[test]
+    fn a_membership_message_over_the_peers_limit_is_not_sent() {
+        use crate::membership::callback::Callback;
+        let t = Timing::default();
+        let mut a = Node::with_parts(
+            spec("a@h", 5, 1),
+            t.clone(),
+            1,
+            Box::new(Callback::new()),
+            Box::new(crate::failure::heartbeat::HeartbeatTimeout::new(
+                t.heartbeat_timeout,
+            )),
+        );
+        let mut b = spec("b@h", 7, 2);
+        b.max_frame = 1000;
+        a.on_hello(0, 1, &b, &LaneKey::control()).unwrap();
+        drain(&mut a);
+        a.membership_decision(
+            1,
+            vec![],
+            vec![("b@h".into(), vec![0; 999]), ("b@h".into(), vec![0; 1000])],
+        );
+        let actions = drain(&mut a);
+        let sent: Vec<usize> = actions
+            .iter()
+            .filter_map(|x| match x {
+                Action::Send {
+                    msg: Control::Membership(m),
+                    ..
+                } => Some(m.len()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [1000]);
+        assert!(actions.iter().any(|x| matches!(x,
+            Action::Log { level: Level::Warning, text, .. } if text.contains("max_frame_size"))));
     }
 
     /// The same for a full-mesh message that cannot be read; a message of

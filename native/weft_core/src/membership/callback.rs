@@ -22,17 +22,39 @@ use crate::types::{DownReason, Millis};
 use crate::wire::Refusal;
 use std::collections::BTreeMap;
 
+/// How long a node that refused this one for good (another overlay, or
+/// not taking this node as a member) is not dialed again, whatever the
+/// protocol decides, in milliseconds.
+pub const REFUSED_FOR: Millis = 60_000;
+
 /// The core's half of a membership written outside it.
 #[derive(Debug, Default)]
 pub struct Callback {
     /// The members the outside half wants, by name.
     wanted: BTreeMap<String, NodeSpec>,
+    /// Nodes that refused this one for good, and since when: left out of
+    /// the protocol's decisions for [`REFUSED_FOR`] (the protocol is told
+    /// they are down), so that a protocol that keeps naming them does not
+    /// make the two flap.
+    refused: BTreeMap<String, Millis>,
 }
 
 impl Callback {
     /// No members wanted yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `name` refused this node for good: drop it, tell the protocol it is
+    /// down, and leave it out of decisions for a while.
+    fn refuse(&mut self, cx: &mut Cx<'_>, name: &str, reason: DownReason) {
+        self.wanted.remove(name);
+        self.refused.insert(name.to_string(), cx.now);
+        cx.push(Effect::Drop {
+            name: name.to_string(),
+            reason,
+        });
+        cx.push(Effect::Notify(Notice::Down(name.to_string())));
     }
 }
 
@@ -77,13 +99,21 @@ impl Membership for Callback {
 
     fn on_dial_refused(
         &mut self,
-        _cx: &mut Cx<'_>,
-        _peer: &str,
-        _refusal: &Refusal,
-        _control: bool,
+        cx: &mut Cx<'_>,
+        peer: &str,
+        refusal: &Refusal,
+        control: bool,
         _reason: &str,
     ) -> bool {
-        false
+        match refusal {
+            // Not taken as a member there (a static list, a client): for
+            // good, as far as redialing goes.
+            Refusal::Detached | Refusal::Left if control => {
+                self.refuse(cx, peer, DownReason::Left);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn on_peer_up(&mut self, cx: &mut Cx<'_>, peer: &str) {
@@ -117,11 +147,11 @@ impl Membership for Callback {
     }
 
     fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
-        self.wanted.remove(name);
-        cx.push(Effect::Drop {
-            name: name.to_string(),
-            reason: DownReason::ConnectionClosed("it runs another overlay".into()),
-        });
+        self.refuse(
+            cx,
+            name,
+            DownReason::ConnectionClosed("it runs another overlay".into()),
+        );
     }
 
     fn next_deadline(&self) -> Option<Millis> {
@@ -134,9 +164,12 @@ impl Membership for Callback {
         members: Vec<NodeSpec>,
         messages: Vec<(String, Vec<u8>)>,
     ) {
+        let now = cx.now;
+        self.refused
+            .retain(|_, since| now.saturating_sub(*since) < REFUSED_FOR);
         let mut next: BTreeMap<String, NodeSpec> = BTreeMap::new();
         for spec in members {
-            if spec.name != cx.local.name {
+            if spec.name != cx.local.name && !self.refused.contains_key(&spec.name) {
                 next.insert(spec.name.clone(), spec);
             }
         }
@@ -234,5 +267,47 @@ mod tests {
                 .any(|x| matches!(x, Action::Unroute { peer } if peer == "b@h")),
             "{acts:?}"
         );
+    }
+
+    #[test]
+    fn a_node_that_refuses_for_good_is_left_out_of_decisions_for_a_while() {
+        let t = Timing::default();
+        let mut a = Node::with_parts(
+            spec("a@h", 1, 1),
+            t.clone(),
+            1,
+            Box::new(Callback::new()),
+            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
+        );
+        a.membership_decision(0, vec![spec("b@h", 0, 2)], vec![]);
+        let attempt = actions(&mut a)
+            .iter()
+            .find_map(|x| match x {
+                Action::Dial { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .unwrap();
+        a.on_dial_failed(
+            1,
+            "b@h",
+            &LaneKey::control(),
+            attempt,
+            Some(Refusal::Detached),
+            "refused",
+        );
+        let acts = actions(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Membership(Notice::Down(n)) if n == "b@h")));
+        // the protocol names it again: not dialed, until REFUSED_FOR passed
+        a.membership_decision(10, vec![spec("b@h", 0, 2)], vec![]);
+        a.on_timeout(5_000);
+        assert!(!actions(&mut a)
+            .iter()
+            .any(|x| matches!(x, Action::Dial { .. })));
+        a.membership_decision(1 + REFUSED_FOR, vec![spec("b@h", 0, 2)], vec![]);
+        assert!(actions(&mut a)
+            .iter()
+            .any(|x| matches!(x, Action::Dial { peer, .. } if peer == "b@h")));
     }
 }

@@ -16,7 +16,15 @@ pub struct StaticList {
     members: BTreeMap<String, NodeSpec>,
     /// The list is handed to the peer table at the first timeout.
     started: bool,
+    /// Members found running another overlay, dropped until then (ms):
+    /// still in the list (they are admitted if they dial in, fixed), and
+    /// kept again once the time has passed.
+    parked: BTreeMap<String, Millis>,
 }
+
+/// How long a member found running another overlay is left alone before
+/// it is dialed again, in milliseconds.
+pub const PARKED_FOR: Millis = 30_000;
 
 impl StaticList {
     /// Members `nodes` (contacts: incarnation 0 is fine).
@@ -24,6 +32,7 @@ impl StaticList {
         StaticList {
             members: nodes.into_iter().map(|s| (s.name.clone(), s)).collect(),
             started: false,
+            parked: BTreeMap::new(),
         }
     }
 }
@@ -60,6 +69,7 @@ impl Membership for StaticList {
             return Err(Refusal::Detached);
         }
         self.members.insert(spec.name.clone(), spec.clone());
+        self.parked.remove(&spec.name);
         cx.push(Effect::Keep(spec.clone()));
         Ok(())
     }
@@ -82,6 +92,19 @@ impl Membership for StaticList {
     fn on_message(&mut self, _cx: &mut Cx<'_>, _from: &str, _payload: &[u8]) {}
 
     fn on_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
+        let due: Vec<String> = self
+            .parked
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.parked.remove(&name);
+            if let Some(spec) = self.members.get(&name) {
+                cx.push(Effect::Keep(spec.clone()));
+            }
+        }
         if !self.started {
             self.started = true;
             for spec in self.members.values() {
@@ -95,7 +118,8 @@ impl Membership for StaticList {
     }
 
     fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
-        if self.members.remove(name).is_some() {
+        if self.members.contains_key(name) {
+            self.parked.insert(name.to_string(), cx.now + PARKED_FOR);
             cx.push(Effect::Drop {
                 name: name.to_string(),
                 reason: DownReason::ConnectionClosed("it runs another overlay".into()),
@@ -104,7 +128,12 @@ impl Membership for StaticList {
     }
 
     fn next_deadline(&self) -> Option<Millis> {
-        (!self.started).then_some(0)
+        let parked = self.parked.values().min().copied();
+        if !self.started {
+            Some(0)
+        } else {
+            parked
+        }
     }
 }
 
