@@ -20,7 +20,7 @@ use crate::membership::{Cx, Effect, Membership};
 use crate::peers::{PeerEvent, PeerStatus, PeerTable, PeerView};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, Level, Millis, Timing};
+use crate::types::{ConnId, DownReason, Level, Millis, Name, Timing};
 use crate::wire::{Control, Refusal};
 
 /// The peer service of one node.
@@ -222,7 +222,9 @@ impl Node {
         );
         if r.is_ok() && lane.is_control() && up_before == Some(PeerStatus::Up) {
             // A replacement control connection: heard from just now.
-            self.detector.on_heard(now, &spec.name);
+            if let Some(id) = self.peers.id(&spec.name) {
+                self.detector.on_heard(now, id);
+            }
         }
         self.settle_events(now);
         self.dial_due(now);
@@ -286,9 +288,9 @@ impl Node {
 
     /// A control message arrived from `from` on connection `conn`.
     pub fn on_control(&mut self, now: Millis, from: &str, conn: ConnId, msg: Control) {
-        let current = self.peers.is_control_conn(from, conn);
-        if current {
-            self.detector.on_heard(now, from);
+        let current = self.peers.control_peer(from, conn);
+        if let Some(id) = current {
+            self.detector.on_heard(now, id);
         }
         match msg {
             Control::Heartbeat => {}
@@ -298,7 +300,7 @@ impl Node {
             // may still carry frames sent before the other side heard of it;
             // taking those would pull the forgotten members back in.
             // Gossip is periodic, so a view dropped here comes again.
-            Control::Membership(payload) if current => {
+            Control::Membership(payload) if current.is_some() => {
                 self.with_membership(now, |m, cx| m.on_message(cx, from, &payload));
             }
             Control::Membership(_) => {}
@@ -310,7 +312,10 @@ impl Node {
     /// detection, membership timers (gossip, forgetting long-down members,
     /// expired tombstones), redials.
     pub fn on_timeout(&mut self, now: Millis) {
-        for name in self.detector.poll_down(now) {
+        for id in self.detector.poll_down(now) {
+            let Some(name) = self.peers.name_of(id).map(Name::new) else {
+                continue;
+            };
             self.peers
                 .down(now, &name, DownReason::HeartbeatTimeout, &mut self.actions);
         }
@@ -416,15 +421,15 @@ impl Node {
             }
             for ev in events {
                 match ev {
-                    PeerEvent::Up(name) => {
-                        self.detector.on_up(now, &name);
+                    PeerEvent::Up(id, name) => {
+                        self.detector.on_up(now, id);
                         self.with_membership(now, |m, cx| m.on_peer_up(cx, &name));
                     }
-                    PeerEvent::Down(name) => {
-                        self.detector.on_gone(&name);
+                    PeerEvent::Down(id, name) => {
+                        self.detector.on_gone(id);
                         self.with_membership(now, |m, cx| m.on_peer_down(cx, &name));
                     }
-                    PeerEvent::Gone(name) => self.detector.on_gone(&name),
+                    PeerEvent::Gone(id, _) => self.detector.on_gone(id),
                 }
             }
         }

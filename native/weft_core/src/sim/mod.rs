@@ -20,7 +20,7 @@
 
 use crate::action::Action;
 use crate::failure::heartbeat::HeartbeatTimeout;
-use crate::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep, HandshakeError};
+use crate::handshake::{Acceptor, AcceptorStep, CookieKey, Dialer, DialerStep, HandshakeError};
 use crate::lane::LaneKey;
 use crate::membership::Membership;
 use crate::node::Node;
@@ -73,7 +73,8 @@ struct Entry {
 struct SimNode {
     name: String,
     addr: SocketAddr,
-    cookie: String,
+    /// Its cookie, as the handshake's key (prepared once).
+    key: CookieKey,
     channels: Vec<ChannelSpec>,
     inc: u64,
     node: Option<Node>,
@@ -258,7 +259,7 @@ impl Sim {
         self.nodes.push(SimNode {
             name: name.to_string(),
             addr,
-            cookie: cookie.to_string(),
+            key: CookieKey::new(cookie.as_bytes()),
             channels: channels
                 .iter()
                 .map(|(n, p)| ChannelSpec {
@@ -841,8 +842,8 @@ impl Sim {
                 let nonce = self.nonce();
                 let n = &self.nodes[i];
                 let local = n.node.as_ref().expect("running node").local().clone();
-                let (dialer, hello) = Dialer::new(
-                    n.cookie.as_bytes(),
+                let (dialer, hello) = Dialer::with_key(
+                    &n.key,
                     local,
                     &peer,
                     lane.clone(),
@@ -850,11 +851,8 @@ impl Sim {
                     nonce,
                 );
                 let nonce = self.nonce();
-                let acceptor = Acceptor::new(
-                    self.nodes[j].cookie.as_bytes(),
-                    crate::Capabilities::SUPPORTED,
-                    nonce,
-                );
+                let acceptor =
+                    Acceptor::with_key(&self.nodes[j].key, crate::Capabilities::SUPPORTED, nonce);
                 let jinc = self.nodes[j].inc;
                 self.conns.insert(
                     conn,
