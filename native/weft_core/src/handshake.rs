@@ -295,11 +295,30 @@ impl Dialer {
                 // (decoding checked that this node speaks `version`)
                 let (nd, na) = (self.nonce, nonce);
                 let hello = &self.hello;
+                // The description and the lane are not needed after this
+                // message (this branch runs once): moved, not copied.
+                let from = std::mem::replace(
+                    &mut self.local,
+                    NodeSpec {
+                        name: String::new(),
+                        incarnation: 0,
+                        max_frame: 0,
+                        addrs: Vec::new(),
+                        channels: Vec::new(),
+                    },
+                );
+                let lane = std::mem::replace(
+                    &mut self.lane,
+                    LaneKey {
+                        channel: String::new(),
+                        index: 0,
+                    },
+                );
                 let (auth, proof) = signed(
                     Handshake::Auth {
-                        from: self.local.clone(),
+                        from,
                         to: self.to.clone(),
-                        lane: self.lane.clone(),
+                        lane,
                         proof: [0; 32],
                     },
                     |part| prove(&self.key, DIALER, &nd, &na, &[hello, body, part]),

@@ -249,7 +249,7 @@ impl Node {
             if done {
                 if control {
                     self.actions.push(Action::Refused {
-                        peer: peer.to_string(),
+                        peer: Name::new(peer),
                         refusal: r.clone(),
                     });
                 }
@@ -325,7 +325,7 @@ impl Node {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
             for name in self.peers.up_names() {
                 self.actions.push(Action::Send {
-                    peer: name.to_string(),
+                    peer: Name::new(name),
                     msg: Control::Heartbeat,
                 });
             }
@@ -380,7 +380,7 @@ impl Node {
                     self.peers.forget(&name, reason, &mut self.actions)
                 }
                 Effect::Send { to, payload } => self.actions.push(Action::Send {
-                    peer: to,
+                    peer: Name::new(&to),
                     msg: Control::Membership(payload),
                 }),
                 Effect::Leave => {

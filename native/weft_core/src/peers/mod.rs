@@ -305,7 +305,7 @@ impl PeerTable {
         // its messages wait unplanned until the handshake tells them.
         let known = p.spec.incarnation != 0;
         Action::Route {
-            peer: name.to_string(),
+            peer: Name::new(name),
             lanes: known.then(|| plan(local, &p.spec)),
             max_frame: known.then_some(p.spec.max_frame),
         }
@@ -410,7 +410,7 @@ impl PeerTable {
             }
         }
         out.push(Action::Unroute {
-            peer: peer.to_string(),
+            peer: Name::new(peer),
         });
         if p.status == PeerStatus::Up {
             node_down(out, Level::Notice, peer, reason);
@@ -457,7 +457,7 @@ impl PeerTable {
             });
         }
         out.push(Action::Unroute {
-            peer: peer.to_string(),
+            peer: Name::new(peer),
         });
         self.events.push(PeerEvent::Down(id, Name::new(peer)));
         if was_up {
@@ -527,7 +527,7 @@ impl PeerTable {
                     out.push(self.route_action(local, peer));
                 }
                 out.push(Action::PeerUp {
-                    peer: peer.to_string(),
+                    peer: Name::new(peer),
                 });
                 out.log(Level::Notice, Some(peer), None, "node up".into());
                 self.events.push(PeerEvent::Up(id, Name::new(peer)));
@@ -587,14 +587,14 @@ impl PeerTable {
         let failures = p.failures;
         if newly_down {
             out.push(Action::Unroute {
-                peer: peer.to_string(),
+                peer: Name::new(peer),
             });
             self.events.push(PeerEvent::Down(id, Name::new(peer)));
         }
         if let Some(r) = &refusal {
             if lane.is_control() {
                 out.push(Action::Refused {
-                    peer: peer.to_string(),
+                    peer: Name::new(peer),
                     refusal: r.clone(),
                 });
             }
@@ -683,7 +683,7 @@ impl PeerTable {
                     self.next_attempt += 1;
                     l.slot = Slot::Dialing { attempt };
                     out.push(Action::Dial {
-                        peer: name.to_string(),
+                        peer: name.clone(),
                         addrs: p.spec.addrs.clone(),
                         lane: l.key.clone(),
                         attempt,
@@ -699,7 +699,7 @@ impl PeerTable {
 fn node_down(out: &mut Actions, level: Level, peer: &str, reason: DownReason) {
     out.log(level, Some(peer), None, format!("node down: {reason}"));
     out.push(Action::PeerDown {
-        peer: peer.to_string(),
+        peer: Name::new(peer),
         reason,
     });
 }

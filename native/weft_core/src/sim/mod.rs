@@ -834,7 +834,12 @@ impl Sim {
                 let target = addrs.first().and_then(|a| self.by_addr.get(a)).copied();
                 let at = now + self.lat();
                 let Some(j) = target.filter(|j| self.nodes[*j].node.is_some()) else {
-                    self.schedule(at, i, inc, Ev::Unreachable(Box::new((peer, lane, attempt))));
+                    self.schedule(
+                        at,
+                        i,
+                        inc,
+                        Ev::Unreachable(Box::new((peer.to_string(), lane, attempt))),
+                    );
                     return;
                 };
                 let conn = self.next_conn;
@@ -861,7 +866,7 @@ impl Sim {
                         state: [
                             End::Dialing(Box::new(Dialing {
                                 dialer,
-                                peer,
+                                peer: peer.to_string(),
                                 lane: lane.clone(),
                                 attempt,
                             })),
@@ -914,19 +919,19 @@ impl Sim {
             Action::Route { .. } | Action::Log { .. } | Action::Membership(_) => {}
             Action::Refused { peer, refusal } => {
                 let me = self.nodes[i].name.clone();
-                self.refused.push((me, peer, refusal));
+                self.refused.push((me, peer.to_string(), refusal));
             }
             Action::PeerUp { peer } => self.seen.push(Seen {
                 at: now,
                 node: self.nodes[i].name.clone(),
                 up: true,
-                peer,
+                peer: peer.to_string(),
             }),
             Action::PeerDown { peer, .. } => self.seen.push(Seen {
                 at: now,
                 node: self.nodes[i].name.clone(),
                 up: false,
-                peer,
+                peer: peer.to_string(),
             }),
         }
     }
