@@ -32,7 +32,7 @@ use crate::spec::NodeSpec;
 use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name, PeerId};
 use crate::wire::Refusal;
 use collision::{settle, Settle};
-use peer::{LaneState, Peer};
+use peer::{LaneState, Lanes, Peer};
 pub use peer::{PeerStatus, PeerView, Slot};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -66,14 +66,6 @@ struct Attached {
 impl Attached {
     fn control(&self) -> bool {
         self.lane.is_none()
-    }
-
-    /// Whether `l` is this connection's lane.
-    fn carries(&self, l: &LaneKey) -> bool {
-        match &self.lane {
-            None => l.is_control(),
-            Some(k) => **k == *l,
-        }
     }
 }
 
@@ -224,23 +216,16 @@ impl PeerTable {
     /// The connection currently carrying `lane` to `peer`.
     pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
         let p = self.get(peer)?;
-        p.lanes
-            .iter()
-            .find(|l| &l.key == lane)
-            .and_then(|l| match l.slot {
-                Slot::Connected { conn, .. } => Some(conn),
-                _ => None,
-            })
+        p.lanes.find(lane).and_then(|l| match l.slot {
+            Slot::Connected { conn, .. } => Some(conn),
+            _ => None,
+        })
     }
 
     /// The connection currently carrying `peer`'s control lane (the first
     /// lane of every plan).
     pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
-        let l = self.get(peer)?.lanes.first()?;
-        // Every plan starts with the control lane (its name is not read
-        // again here: this runs for every control message).
-        debug_assert!(l.key.is_control());
-        match l.slot {
+        match self.get(peer)?.lanes.control().slot {
             Slot::Connected { conn, .. } => Some(conn),
             _ => None,
         }
@@ -317,7 +302,7 @@ impl PeerTable {
         let peer = Peer {
             spec,
             status: PeerStatus::Connecting,
-            lanes,
+            lanes: Lanes::new(lanes),
             since: now,
             failures: 0,
         };
@@ -346,15 +331,9 @@ impl PeerTable {
             None => self.add(now, local, spec, out),
             Some(0) if spec.incarnation != 0 => {
                 let lanes = self.lanes_for(local, &spec, now);
-                let keep: Vec<LaneKey> = plan_keys(local, &spec);
                 let id = self.id(&spec.name).expect("peer exists");
                 let p = self.slots[id as usize].as_mut().expect("a number in use");
-                for l in lanes {
-                    if !p.lanes.iter().any(|old| old.key == l.key) {
-                        p.lanes.push(l);
-                    }
-                }
-                p.lanes.retain(|l| keep.contains(&l.key));
+                p.lanes.replan(lanes);
                 p.spec = spec;
                 self.due.push(Reverse((now, Name::new(&p.spec.name))));
                 let name = p.spec.name.clone();
@@ -388,11 +367,10 @@ impl PeerTable {
         }
         p.since = now;
         let name = p.spec.name.clone();
-        if let Some(l) = p.lanes.first_mut() {
-            if let Slot::Idle { .. } = l.slot {
-                Self::idle(&mut self.due, &name, l, now);
-                l.backoff = min;
-            }
+        let l = p.lanes.control_mut();
+        if let Slot::Idle { .. } = l.slot {
+            Self::idle(&mut self.due, &name, l, now);
+            l.backoff = min;
         }
     }
 
@@ -404,7 +382,7 @@ impl PeerTable {
         };
         let p = self.slots[id as usize].take().expect("a number in use");
         self.released.push(id);
-        for l in &p.lanes {
+        for l in p.lanes.iter() {
             if let Slot::Connected { conn, .. } = l.slot {
                 self.conns.remove(&conn);
             }
@@ -442,7 +420,7 @@ impl PeerTable {
         p.since = now;
         let min = self.min_backoff;
         let mut closes = Vec::new();
-        for l in p.lanes.iter_mut() {
+        for (_, l) in p.lanes.iter_mut() {
             if let Slot::Connected { conn, .. } = l.slot {
                 closes.push(conn);
             }
@@ -485,11 +463,7 @@ impl PeerTable {
         if !lane.is_control() && p.status != PeerStatus::Up {
             return Err(Refusal::Unavailable);
         }
-        let l = p
-            .lanes
-            .iter_mut()
-            .find(|l| &l.key == lane)
-            .ok_or(Refusal::UnknownLane)?;
+        let l = p.lanes.find_mut(lane).ok_or(Refusal::UnknownLane)?;
         let replaced = match settle(l.slot, dialed_by_me, me_preferred) {
             Settle::Take => None,
             Settle::Replace(old) => Some(old),
@@ -519,7 +493,7 @@ impl PeerTable {
                 p.status = PeerStatus::Up;
                 p.since = now;
                 p.failures = 0;
-                for l in p.lanes.iter_mut().filter(|l| !l.key.is_control()) {
+                for l in p.lanes.data_mut() {
                     Self::idle(&mut self.due, peer, l, now);
                     l.backoff = min;
                 }
@@ -557,7 +531,7 @@ impl PeerTable {
             return;
         };
         let p = self.slots[id as usize].as_mut().expect("a number in use");
-        let Some(l) = p.lanes.iter_mut().find(|l| &l.key == lane) else {
+        let Some(l) = p.lanes.find_mut(lane) else {
             return;
         };
         if l.slot != (Slot::Dialing { attempt }) {
@@ -638,7 +612,10 @@ impl PeerTable {
             // (Never: a peer's connections leave this map with it.)
             return None;
         }
-        let l = p.lanes.iter_mut().find(|l| a.carries(&l.key))?;
+        let l = match &a.lane {
+            None => p.lanes.control_mut(),
+            Some(k) => p.lanes.find_mut(k)?,
+        };
         if !matches!(l.slot, Slot::Connected { conn: c, .. } if c == conn) {
             return None;
         }
@@ -669,11 +646,11 @@ impl PeerTable {
             };
             let p = self.slots[*id as usize].as_mut().expect("a number in use");
             let dial_data = p.status == PeerStatus::Up && local.name.as_str() < name.as_str();
-            for l in p.lanes.iter_mut() {
+            for (control, l) in p.lanes.iter_mut() {
                 let Slot::Idle { retry_at } = l.slot else {
                     continue;
                 };
-                let wanted = if l.key.is_control() {
+                let wanted = if control {
                     p.status != PeerStatus::Up
                 } else {
                     dial_data

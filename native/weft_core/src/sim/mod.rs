@@ -28,7 +28,7 @@ use crate::peers::{PeerStatus, Slot};
 use crate::rng::Rng;
 use crate::spec::{ChannelSpec, NodeSpec};
 use crate::types::BuildFastHasher;
-use crate::types::{ConnId, Millis, Timing};
+use crate::types::{ConnId, Millis, Name, Timing};
 use crate::wire::{decode_control, encode_control, Control, Refusal};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -54,7 +54,7 @@ enum Ev {
         conn: ConnId,
     },
     /// A dial reached no running node: `(peer, lane, attempt)`.
-    Unreachable(Box<(String, LaneKey, u64)>),
+    Unreachable(Box<(Name, LaneKey, u64)>),
     /// The dialer's handshake timer.
     HandshakeTimeout {
         conn: ConnId,
@@ -94,7 +94,7 @@ pub type MakeMembership = std::sync::Arc<dyn Fn(&Timing) -> Box<dyn Membership>>
 /// A dial under way.
 struct Dialing {
     dialer: Dialer,
-    peer: String,
+    peer: Name,
     lane: LaneKey,
     attempt: u64,
 }
@@ -834,12 +834,7 @@ impl Sim {
                 let target = addrs.first().and_then(|a| self.by_addr.get(a)).copied();
                 let at = now + self.lat();
                 let Some(j) = target.filter(|j| self.nodes[*j].node.is_some()) else {
-                    self.schedule(
-                        at,
-                        i,
-                        inc,
-                        Ev::Unreachable(Box::new((peer.to_string(), lane, attempt))),
-                    );
+                    self.schedule(at, i, inc, Ev::Unreachable(Box::new((peer, lane, attempt))));
                     return;
                 };
                 let conn = self.next_conn;
@@ -866,7 +861,7 @@ impl Sim {
                         state: [
                             End::Dialing(Box::new(Dialing {
                                 dialer,
-                                peer: peer.to_string(),
+                                peer,
                                 lane: lane.clone(),
                                 attempt,
                             })),
