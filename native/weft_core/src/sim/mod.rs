@@ -109,9 +109,12 @@ enum End {
     Done,
 }
 
+/// One connection: a cache line (every heartbeat reads one on sending and
+/// one on arrival, out of a million).
+#[repr(align(64))]
 struct SimConn {
-    /// `(node, incarnation)`: the dialer first.
-    ends: [(usize, u64); 2],
+    /// `(node, incarnation)`: the dialer first (see [`SimConn::end`]).
+    ends: [(u32, u32); 2],
     state: [End; 2],
     control: bool,
     /// Until either end closes it (or dies).
@@ -119,7 +122,18 @@ struct SimConn {
     /// The ends that closed it themselves: they read nothing more. Frames
     /// already on their way to the other end still arrive (as over TCP).
     shut: [bool; 2],
-    last: [Millis; 2],
+    /// When the last frame sent each way arrives (virtual ms).
+    last: [u32; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<SimConn>() == 64);
+
+impl SimConn {
+    /// End `k` (0: the dialer): its node and incarnation.
+    fn end(&self, k: usize) -> (usize, u64) {
+        let (node, inc) = self.ends[k];
+        (node as usize, u64::from(inc))
+    }
 }
 
 /// Every connection ever opened, by id (ids are handed out in order from 1).
@@ -375,11 +389,7 @@ impl Sim {
                 continue;
             }
             c.open = false;
-            let (other, inc) = if c.ends[0].0 == i {
-                c.ends[1]
-            } else {
-                c.ends[0]
-            };
+            let (other, inc) = c.end(usize::from(c.end(0).0 == i));
             self.nodes[other].conns.remove(&id);
             if reset {
                 let at = self.now + self.lat();
@@ -540,7 +550,7 @@ impl Sim {
 
     /// Which end of `conn` node `i` is.
     fn side(c: &SimConn, i: usize) -> usize {
-        usize::from(c.ends[0].0 != i)
+        usize::from(c.end(0).0 != i)
     }
 
     /// Send along `conn` from node `from`, in order.
@@ -554,9 +564,9 @@ impl Sim {
             return;
         }
         let dir = Self::side(c, from);
-        let at = (now + lat).max(c.last[dir]);
-        c.last[dir] = at;
-        let (to, inc) = c.ends[1 - dir];
+        let at = (now + lat).max(u64::from(c.last[dir]));
+        c.last[dir] = u32::try_from(at).expect("virtual time within 49 days");
+        let (to, inc) = c.end(1 - dir);
         self.schedule(at, to, inc, ev);
     }
 
@@ -567,7 +577,7 @@ impl Sim {
         if !c.open {
             return;
         }
-        let ends = c.ends;
+        let ends = [c.end(0), c.end(1)];
         let side = Self::side(c, by);
         self.send_on(conn, by, Ev::Closed { conn });
         let c = self.conns.get_mut(&conn).expect("conn");
@@ -626,7 +636,7 @@ impl Sim {
                     c.open = false;
                     let side = Self::side(c, i);
                     c.shut[side] = true;
-                    let ends = c.ends;
+                    let ends = [c.end(0), c.end(1)];
                     for (n, _) in ends {
                         self.nodes[n].conns.remove(&conn);
                     }
@@ -644,7 +654,7 @@ impl Sim {
                     return;
                 }
                 self.carried.heartbeats += 1;
-                self.control(i, c.ends[1 - side].0, conn, Control::Heartbeat);
+                self.control(i, c.end(1 - side).0, conn, Control::Heartbeat);
             }
         }
     }
@@ -691,7 +701,7 @@ impl Sim {
         if c.shut[side] {
             return;
         }
-        let other = c.ends[1 - side].0;
+        let other = c.end(1 - side).0;
         match std::mem::replace(&mut c.state[side], End::Done) {
             End::Done => {
                 // Established: a control frame (data lanes carry nothing).
@@ -857,7 +867,7 @@ impl Sim {
                 self.conns.insert(
                     conn,
                     SimConn {
-                        ends: [(i, inc), (j, jinc)],
+                        ends: [(small(i), small(inc)), (small(j), small(jinc))],
                         state: [
                             End::Dialing(Box::new(Dialing {
                                 dialer,
@@ -950,7 +960,7 @@ impl Sim {
                 c.open
                     && (c.control || !control_only)
                     && c.state[1].is_done()
-                    && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
+                    && (0..2).any(|k| self.nodes[c.end(k).0].name == peer)
             })
         })
     }
@@ -969,6 +979,13 @@ impl Sim {
             },
         }
     }
+}
+
+/// A node index or incarnation count as a connection holds it.
+fn small<T: TryInto<u32>>(x: T) -> u32 {
+    x.try_into()
+        .ok()
+        .expect("fewer than 2^32 nodes and restarts")
 }
 
 impl End {
