@@ -1,10 +1,15 @@
 //! What the core asks its driver to do. The driver (tokio in the NIF, the
 //! simulator in tests) drains these with [`crate::node::Node::poll_action`]
 //! and carries them out in order.
+//!
+//! Peers are named by [`Name`]s (held in place when short, as most node
+//! names are): a node sends a heartbeat to every peer every second, and
+//! naming each destination must not cost an allocation. A `Name` derefs to
+//! `&str`.
 
 use crate::lane::LaneKey;
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, Level};
+use crate::types::{ConnId, DownReason, Level, Name};
 use crate::wire::{Control, Refusal};
 use std::net::SocketAddr;
 
@@ -16,7 +21,7 @@ pub enum Action {
     /// [`crate::Node::on_dial_failed`] with the same `attempt`.
     Dial {
         /// The node dialed.
-        peer: String,
+        peer: Name,
         /// Its addresses, in order of preference.
         addrs: Vec<SocketAddr>,
         /// The lane the connection is for.
@@ -34,7 +39,7 @@ pub enum Action {
     /// Send a control message to `peer` on its control lane.
     Send {
         /// The destination.
-        peer: String,
+        peer: Name,
         /// The message.
         msg: Control,
     },
@@ -45,7 +50,7 @@ pub enum Action {
     /// `max_frame` is the largest frame body the peer accepts, if known.
     Route {
         /// The peer.
-        peer: String,
+        peer: Name,
         /// Its lane plan, once known.
         lanes: Option<Vec<(String, u16)>>,
         /// Its frame limit, once known.
@@ -56,17 +61,17 @@ pub enum Action {
     /// unconnected lanes are dropped (and counted).
     Unroute {
         /// The peer.
-        peer: String,
+        peer: Name,
     },
     /// `peer` became reachable.
     PeerUp {
         /// The peer.
-        peer: String,
+        peer: Name,
     },
     /// `peer` is no longer reachable (or left).
     PeerDown {
         /// The peer.
-        peer: String,
+        peer: Name,
         /// Why.
         reason: DownReason,
     },
@@ -74,7 +79,7 @@ pub enum Action {
     /// whoever waits for it to come up.
     Refused {
         /// The peer.
-        peer: String,
+        peer: Name,
         /// Who refused and why.
         refusal: Refusal,
     },
@@ -86,7 +91,7 @@ pub enum Action {
         /// Severity.
         level: Level,
         /// The peer it is about, if any.
-        peer: Option<String>,
+        peer: Option<Name>,
         /// The lane it is about, if any.
         lane: Option<LaneKey>,
         /// The line.
@@ -129,7 +134,7 @@ impl Actions {
     pub fn log(&mut self, level: Level, peer: Option<&str>, lane: Option<&LaneKey>, text: String) {
         self.0.push_back(Action::Log {
             level,
-            peer: peer.map(str::to_string),
+            peer: peer.map(Name::new),
             lane: lane.cloned(),
             text,
         });

@@ -59,14 +59,35 @@ type HmacSha256 = Hmac<Sha256>;
 const DIALER: &[u8; 16] = b"weft-dialer-v3\0\0";
 const ACCEPTOR: &[u8; 16] = b"weft-acceptor-v3";
 
+/// The cookie as an HMAC-SHA256 key, prepared once: the key schedule (two
+/// SHA-256 blocks) is run here, and every proof starts from a copy of the
+/// prepared state. A node makes one for its cookie and hands it to each
+/// [`Dialer`] and [`Acceptor`] ([`Dialer::with_key`], [`Acceptor::with_key`]).
+#[derive(Clone)]
+pub struct CookieKey(HmacSha256);
+
+impl CookieKey {
+    /// The key for `cookie`.
+    pub fn new(cookie: &[u8]) -> CookieKey {
+        CookieKey(HmacSha256::new_from_slice(cookie).expect("HMAC takes keys of any length"))
+    }
+}
+
+impl std::fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.write_str("CookieKey(..)")
+    }
+}
+
 fn mac(
-    cookie: &[u8],
+    key: &CookieKey,
     label: &[u8; 16],
     nd: &[u8; 32],
     na: &[u8; 32],
     parts: &[&[u8]],
 ) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(cookie).expect("HMAC takes keys of any length");
+    let mut m = key.0.clone();
     m.update(label);
     m.update(nd);
     m.update(na);
@@ -78,13 +99,13 @@ fn mac(
 }
 
 fn prove(
-    cookie: &[u8],
+    key: &CookieKey,
     label: &[u8; 16],
     nd: &[u8; 32],
     na: &[u8; 32],
     parts: &[&[u8]],
 ) -> [u8; 32] {
-    mac(cookie, label, nd, na, parts)
+    mac(key, label, nd, na, parts)
         .finalize()
         .into_bytes()
         .into()
@@ -92,16 +113,14 @@ fn prove(
 
 /// Check a proof in constant time.
 fn verify(
-    cookie: &[u8],
+    key: &CookieKey,
     label: &[u8; 16],
     nd: &[u8; 32],
     na: &[u8; 32],
     parts: &[&[u8]],
     proof: &[u8; 32],
 ) -> bool {
-    mac(cookie, label, nd, na, parts)
-        .verify_slice(proof)
-        .is_ok()
+    mac(key, label, nd, na, parts).verify_slice(proof).is_ok()
 }
 
 /// Encode a message whose last 32 bytes are a proof over the rest.
@@ -213,7 +232,7 @@ enum DialerState {
 
 /// The dialing side of one handshake.
 pub struct Dialer {
-    cookie: Vec<u8>,
+    key: CookieKey,
     local: NodeSpec,
     to: String,
     lane: LaneKey,
@@ -235,13 +254,26 @@ impl Dialer {
         caps: Capabilities,
         nonce: [u8; 32],
     ) -> (Dialer, Vec<u8>) {
+        Dialer::with_key(&CookieKey::new(cookie), local, to, lane, caps, nonce)
+    }
+
+    /// As [`Dialer::new`], with the cookie's key prepared once
+    /// ([`CookieKey`]).
+    pub fn with_key(
+        key: &CookieKey,
+        local: NodeSpec,
+        to: &str,
+        lane: LaneKey,
+        caps: Capabilities,
+        nonce: [u8; 32],
+    ) -> (Dialer, Vec<u8>) {
         let hello = encode_handshake(&Handshake::Hello {
             nonce,
             versions: SUPPORTED_VERSIONS.to_vec(),
             caps,
         });
         let d = Dialer {
-            cookie: cookie.to_vec(),
+            key: key.clone(),
             local,
             to: to.to_string(),
             lane,
@@ -263,14 +295,33 @@ impl Dialer {
                 // (decoding checked that this node speaks `version`)
                 let (nd, na) = (self.nonce, nonce);
                 let hello = &self.hello;
+                // The description and the lane are not needed after this
+                // message (this branch runs once): moved, not copied.
+                let from = std::mem::replace(
+                    &mut self.local,
+                    NodeSpec {
+                        name: String::new(),
+                        incarnation: 0,
+                        max_frame: 0,
+                        addrs: Vec::new(),
+                        channels: Vec::new(),
+                    },
+                );
+                let lane = std::mem::replace(
+                    &mut self.lane,
+                    LaneKey {
+                        channel: String::new(),
+                        index: 0,
+                    },
+                );
                 let (auth, proof) = signed(
                     Handshake::Auth {
-                        from: self.local.clone(),
+                        from,
                         to: self.to.clone(),
-                        lane: self.lane.clone(),
+                        lane,
                         proof: [0; 32],
                     },
-                    |part| prove(&self.cookie, DIALER, &nd, &na, &[hello, body, part]),
+                    |part| prove(&self.key, DIALER, &nd, &na, &[hello, body, part]),
                 );
                 self.state = DialerState::SentAuth {
                     acceptor_nonce: na,
@@ -289,7 +340,7 @@ impl Dialer {
             ) => {
                 let parts: [&[u8]; 2] = [&mine, signed_part(body)];
                 if !verify(
-                    &self.cookie,
+                    &self.key,
                     ACCEPTOR,
                     &self.nonce,
                     &acceptor_nonce,
@@ -358,7 +409,7 @@ enum AcceptorState {
 
 /// The accepting side of one handshake.
 pub struct Acceptor {
-    cookie: Vec<u8>,
+    key: CookieKey,
     caps: Capabilities,
     nonce: [u8; 32],
     state: AcceptorState,
@@ -367,8 +418,14 @@ pub struct Acceptor {
 impl Acceptor {
     /// A fresh acceptor offering `caps`; `nonce` must be fresh randomness.
     pub fn new(cookie: &[u8], caps: Capabilities, nonce: [u8; 32]) -> Acceptor {
+        Acceptor::with_key(&CookieKey::new(cookie), caps, nonce)
+    }
+
+    /// As [`Acceptor::new`], with the cookie's key prepared once
+    /// ([`CookieKey`]).
+    pub fn with_key(key: &CookieKey, caps: Capabilities, nonce: [u8; 32]) -> Acceptor {
         Acceptor {
-            cookie: cookie.to_vec(),
+            key: key.clone(),
             caps,
             nonce,
             state: AcceptorState::Start,
@@ -449,7 +506,7 @@ impl Acceptor {
             ) => {
                 let part = signed_part(body);
                 if !verify(
-                    &self.cookie,
+                    &self.key,
                     DIALER,
                     &dialer_nonce,
                     &self.nonce,
@@ -512,7 +569,7 @@ impl Acceptor {
                 caps: self.caps,
                 proof: [0; 32],
             },
-            |part| prove(&self.cookie, ACCEPTOR, &nd, &na, &[theirs, part]),
+            |part| prove(&self.key, ACCEPTOR, &nd, &na, &[theirs, part]),
         )
         .0
     }

@@ -20,7 +20,7 @@ use crate::membership::{Cx, Effect, Membership};
 use crate::peers::{PeerEvent, PeerStatus, PeerTable, PeerView};
 use crate::rng::Rng;
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, Level, Millis, Timing};
+use crate::types::{ConnId, DownReason, Level, Millis, Name, Timing};
 use crate::wire::{Control, Refusal};
 
 /// The peer service of one node.
@@ -222,7 +222,9 @@ impl Node {
         );
         if r.is_ok() && lane.is_control() && up_before == Some(PeerStatus::Up) {
             // A replacement control connection: heard from just now.
-            self.detector.on_heard(now, &spec.name);
+            if let Some(id) = self.peers.id(&spec.name) {
+                self.detector.on_heard(now, id);
+            }
         }
         self.settle_events(now);
         self.dial_due(now);
@@ -247,7 +249,7 @@ impl Node {
             if done {
                 if control {
                     self.actions.push(Action::Refused {
-                        peer: peer.to_string(),
+                        peer: Name::new(peer),
                         refusal: r.clone(),
                     });
                 }
@@ -286,9 +288,9 @@ impl Node {
 
     /// A control message arrived from `from` on connection `conn`.
     pub fn on_control(&mut self, now: Millis, from: &str, conn: ConnId, msg: Control) {
-        let current = self.peers.is_control_conn(from, conn);
-        if current {
-            self.detector.on_heard(now, from);
+        let current = self.peers.control_peer(from, conn);
+        if let Some(id) = current {
+            self.detector.on_heard(now, id);
         }
         match msg {
             Control::Heartbeat => {}
@@ -298,7 +300,7 @@ impl Node {
             // may still carry frames sent before the other side heard of it;
             // taking those would pull the forgotten members back in.
             // Gossip is periodic, so a view dropped here comes again.
-            Control::Membership(payload) if current => {
+            Control::Membership(payload) if current.is_some() => {
                 let (ours, tag) = self.membership.overlay();
                 match payload.split_first() {
                     Some((t, body)) if *t == tag => {
@@ -317,7 +319,7 @@ impl Node {
                             format!("not a member: {why} (every node of a cluster runs the same overlay)"),
                         );
                         self.actions.push(Action::Refused {
-                            peer: from.to_string(),
+                            peer: Name::new(from),
                             refusal: Refusal::BadSpec(format!("overlay: {why}")),
                         });
                         self.with_membership(now, |m, cx| m.forget(cx, from));
@@ -338,7 +340,10 @@ impl Node {
     /// detection, membership timers (gossip, forgetting long-down members,
     /// expired tombstones), redials.
     pub fn on_timeout(&mut self, now: Millis) {
-        for name in self.detector.poll_down(now) {
+        for id in self.detector.poll_down(now) {
+            let Some(name) = self.peers.name_of(id).map(Name::new) else {
+                continue;
+            };
             self.peers
                 .down(now, &name, DownReason::HeartbeatTimeout, &mut self.actions);
         }
@@ -348,7 +353,7 @@ impl Node {
             self.next_heartbeat = now + self.timing.heartbeat_interval;
             for name in self.peers.up_names() {
                 self.actions.push(Action::Send {
-                    peer: name.to_string(),
+                    peer: Name::new(name),
                     msg: Control::Heartbeat,
                 });
             }
@@ -424,7 +429,7 @@ impl Node {
                     tagged.push(self.membership.overlay().1);
                     tagged.extend_from_slice(&payload);
                     self.actions.push(Action::Send {
-                        peer: to,
+                        peer: Name::new(&to),
                         msg: Control::Membership(tagged),
                     })
                 }
@@ -466,15 +471,15 @@ impl Node {
             }
             for ev in events {
                 match ev {
-                    PeerEvent::Up(name) => {
-                        self.detector.on_up(now, &name);
+                    PeerEvent::Up(id, name) => {
+                        self.detector.on_up(now, id);
                         self.with_membership(now, |m, cx| m.on_peer_up(cx, &name));
                     }
-                    PeerEvent::Down(name) => {
-                        self.detector.on_gone(&name);
+                    PeerEvent::Down(id, name) => {
+                        self.detector.on_gone(id);
                         self.with_membership(now, |m, cx| m.on_peer_down(cx, &name));
                     }
-                    PeerEvent::Gone(name) => self.detector.on_gone(&name),
+                    PeerEvent::Gone(id, _) => self.detector.on_gone(id),
                 }
             }
         }

@@ -10,6 +10,14 @@ pub type Millis = u64;
 /// Identifies one TCP connection; assigned by the driver.
 pub type ConnId = u64;
 
+/// A peer's number inside one node: the peer table hands one out when it
+/// adds a peer, and the failure detector keeps its per-peer state in a
+/// table indexed by it, so that hot paths (every heartbeat) index an array
+/// instead of hashing a name. Numbers are small (they are reused once a
+/// forgotten peer's removal has been reported) and mean nothing to other
+/// nodes.
+pub type PeerId = u32;
+
 /// Severity of a log line the core asks the driver to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -212,6 +220,48 @@ impl From<&str> for Name {
 impl From<&Name> for String {
     fn from(n: &Name) -> Self {
         n.as_str().to_string()
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name::new(&s)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Name {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for str {
+    fn eq(&self, other: &Name) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for &str {
+    fn eq(&self, other: &Name) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Name> for String {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
     }
 }
 

@@ -204,7 +204,7 @@ impl Driver {
                 } => {
                     let shared = self.shared.clone();
                     let local = self.core.local().clone();
-                    tokio::spawn(dial(shared, local, peer, addrs, lane, attempt));
+                    tokio::spawn(dial(shared, local, peer.to_string(), addrs, lane, attempt));
                 }
                 Action::Close { conn, reason } => {
                     self.shared.sink.log(

@@ -17,18 +17,23 @@
 
 pub mod heartbeat;
 
-use crate::types::Millis;
+use crate::types::{Millis, PeerId};
 
 /// Decides when a silent peer is down.
+///
+/// Peers are named by their [`PeerId`] in the peer table (a small integer:
+/// a detector may keep its state in a table indexed by it). A number is
+/// reused for another peer only after [`FailureDetector::on_gone`] was
+/// called for the one that had it.
 pub trait FailureDetector: std::fmt::Debug + Send {
     /// `peer` came up at `now`: start watching it.
-    fn on_up(&mut self, now: Millis, peer: &str);
+    fn on_up(&mut self, now: Millis, peer: PeerId);
     /// Something arrived from `peer` on its current control connection.
-    fn on_heard(&mut self, now: Millis, peer: &str);
+    fn on_heard(&mut self, now: Millis, peer: PeerId);
     /// `peer` is down or gone for another reason: stop watching it.
-    fn on_gone(&mut self, peer: &str);
+    fn on_gone(&mut self, peer: PeerId);
     /// The peers to declare down at `now` (each reported once).
-    fn poll_down(&mut self, now: Millis) -> Vec<String>;
+    fn poll_down(&mut self, now: Millis) -> Vec<PeerId>;
     /// When [`FailureDetector::poll_down`] may next have something to say.
     /// Early is allowed (a wake-up that finds nothing); late is not.
     fn next_deadline(&self) -> Option<Millis>;

@@ -18,7 +18,10 @@
 //! - only the node with the smaller name dials data lanes (so data lanes never
 //!   collide); both sides dial the control lane;
 //! - a lane waiting to be redialed has an entry in the dial queue, so the
-//!   table knows its next deadline without scanning every lane.
+//!   table knows its next deadline without scanning every lane;
+//! - every peer has a number ([`PeerId`]) for as long as it is in the
+//!   table; a forgotten peer's number is reused only once its
+//!   [`PeerEvent::Gone`] was taken ([`PeerTable::take_events`]).
 
 pub mod collision;
 pub mod peer;
@@ -26,32 +29,44 @@ pub mod peer;
 use crate::action::{Action, Actions};
 use crate::lane::{plan, plan_keys, LaneKey};
 use crate::spec::NodeSpec;
-use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name};
+use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name, PeerId};
 use crate::wire::Refusal;
 use collision::{settle, Settle};
-use peer::{LaneState, Peer};
+use peer::{LaneState, Lanes, Peer};
 pub use peer::{PeerStatus, PeerView, Slot};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// A status change the table made, for the failure detector and the
-/// membership.
+/// membership: the peer's number and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
     /// The peer's control lane connected: it is up.
-    Up(String),
+    Up(PeerId, Name),
     /// The peer went down (it was up, or it could not be reached).
-    Down(String),
-    /// The peer was dropped from the table.
-    Gone(String),
+    Down(PeerId, Name),
+    /// The peer was dropped from the table (its number is free once this
+    /// event is taken).
+    Gone(PeerId, Name),
 }
 
-/// What a connection carries.
+/// What a connection carries: a lane of a peer.
 #[derive(Debug)]
 struct Attached {
+    /// The peer's number, and its name (held in place: every control
+    /// message compares it).
+    id: PeerId,
     peer: Name,
-    lane: LaneKey,
-    control: bool,
+    /// The lane; `None` for the control lane (the first of every plan),
+    /// which is what nearly every connection carries, so that it costs no
+    /// allocation.
+    lane: Option<Box<LaneKey>>,
+}
+
+impl Attached {
+    fn control(&self) -> bool {
+        self.lane.is_none()
+    }
 }
 
 /// Every peer and its lanes.
@@ -59,12 +74,19 @@ struct Attached {
 pub struct PeerTable {
     min_backoff: u64,
     max_backoff: u64,
-    /// By name; sorted where order shows ([`PeerTable::up_peers`],
-    /// [`PeerTable::views`]).
-    peers: FastMap<Name, Peer>,
-    /// Every connection a lane holds: its peer and lane, and whether that
-    /// is the control lane (a connection is here exactly while a slot holds
-    /// it).
+    /// Peer numbers by name; sorted where order shows
+    /// ([`PeerTable::up_peers`], [`PeerTable::views`]), else in this map's
+    /// order (reproducible: it depends only on what was inserted).
+    ids: FastMap<Name, PeerId>,
+    /// Peers by number; `None`: a free number.
+    slots: Vec<Option<Peer>>,
+    /// Free numbers, reused last freed first.
+    free: Vec<PeerId>,
+    /// Numbers of peers forgotten since the last
+    /// [`PeerTable::take_events`]: free once their `Gone` is taken.
+    released: Vec<PeerId>,
+    /// Every connection a lane holds: its peer and lane (a connection is
+    /// here exactly while a slot holds it).
     conns: FastMap<ConnId, Attached>,
     /// `(retry_at, peer)` for lanes set idle: may hold stale entries (a
     /// spurious wake-up costs a look at one peer), never misses one.
@@ -79,7 +101,10 @@ impl PeerTable {
         PeerTable {
             min_backoff,
             max_backoff,
-            peers: FastMap::default(),
+            ids: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            released: Vec::new(),
             conns: FastMap::default(),
             due: BinaryHeap::new(),
             next_attempt: 1,
@@ -89,34 +114,63 @@ impl PeerTable {
 
     // ------------------------------------------------------------ queries
 
+    fn get(&self, name: &str) -> Option<&Peer> {
+        let id = *self.ids.get(name)?;
+        self.slots[id as usize].as_ref()
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Peer> {
+        let id = *self.ids.get(name)?;
+        self.slots[id as usize].as_mut()
+    }
+
+    /// Every peer, in the table's (reproducible) order, with its name.
+    fn iter(&self) -> impl Iterator<Item = (&Name, &Peer)> {
+        self.ids.iter().map(|(n, id)| {
+            let p = self.slots[*id as usize].as_ref().expect("a number in use");
+            (n, p)
+        })
+    }
+
     /// Number of peers.
     pub fn len(&self) -> usize {
-        self.peers.len()
+        self.ids.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
+        self.ids.is_empty()
     }
 
     /// Whether `name` is in the table.
     pub fn contains(&self, name: &str) -> bool {
-        self.peers.contains_key(name)
+        self.ids.contains_key(name)
+    }
+
+    /// `name`'s number, while it is in the table.
+    pub fn id(&self, name: &str) -> Option<PeerId> {
+        self.ids.get(name).copied()
+    }
+
+    /// The name of the peer numbered `id`, if that number is in use.
+    pub fn name_of(&self, id: PeerId) -> Option<&str> {
+        let p = self.slots.get(id as usize)?.as_ref()?;
+        Some(&p.spec.name)
     }
 
     /// `name`'s status.
     pub fn status(&self, name: &str) -> Option<PeerStatus> {
-        self.peers.get(name).map(|p| p.status)
+        self.get(name).map(|p| p.status)
     }
 
     /// `name`'s status and when it last changed.
     pub fn status_since(&self, name: &str) -> Option<(PeerStatus, Millis)> {
-        self.peers.get(name).map(|p| (p.status, p.since))
+        self.get(name).map(|p| (p.status, p.since))
     }
 
     /// What is known of `name`.
     pub fn spec(&self, name: &str) -> Option<&NodeSpec> {
-        self.peers.get(name).map(|p| &p.spec)
+        self.get(name).map(|p| &p.spec)
     }
 
     /// Peers that are up, sorted by name.
@@ -134,23 +188,23 @@ impl PeerTable {
     /// Names of the peers that are up, in the order of
     /// [`PeerTable::up_peers_unsorted`], without copying them.
     pub fn up_names(&self) -> impl Iterator<Item = &str> {
-        self.peers
-            .iter()
+        self.iter()
             .filter(|(_, p)| p.status == PeerStatus::Up)
             .map(|(n, _)| n.as_str())
     }
 
     /// How many peers are up.
     pub fn up_count(&self) -> usize {
-        self.peers
-            .values()
+        self.slots
+            .iter()
+            .flatten()
             .filter(|p| p.status == PeerStatus::Up)
             .count()
     }
 
     /// Every peer (any status), sorted by name, for `info`.
     pub fn views(&self) -> impl Iterator<Item = PeerView<'_>> {
-        let mut ps: Vec<&Peer> = self.peers.values().collect();
+        let mut ps: Vec<&Peer> = self.slots.iter().flatten().collect();
         ps.sort_unstable_by(|a, b| a.spec.name.cmp(&b.spec.name));
         ps.into_iter().map(|p| PeerView {
             spec: &p.spec,
@@ -161,24 +215,17 @@ impl PeerTable {
 
     /// The connection currently carrying `lane` to `peer`.
     pub fn lane_conn(&self, peer: &str, lane: &LaneKey) -> Option<ConnId> {
-        let p = self.peers.get(peer)?;
-        p.lanes
-            .iter()
-            .find(|l| &l.key == lane)
-            .and_then(|l| match l.slot {
-                Slot::Connected { conn, .. } => Some(conn),
-                _ => None,
-            })
+        let p = self.get(peer)?;
+        p.lanes.find(lane).and_then(|l| match l.slot {
+            Slot::Connected { conn, .. } => Some(conn),
+            _ => None,
+        })
     }
 
     /// The connection currently carrying `peer`'s control lane (the first
     /// lane of every plan).
     pub fn control_conn(&self, peer: &str) -> Option<ConnId> {
-        let l = self.peers.get(peer)?.lanes.first()?;
-        // Every plan starts with the control lane (its name is not read
-        // again here: this runs for every control message).
-        debug_assert!(l.key.is_control());
-        match l.slot {
+        match self.get(peer)?.lanes.control().slot {
             Slot::Connected { conn, .. } => Some(conn),
             _ => None,
         }
@@ -189,16 +236,26 @@ impl PeerTable {
     /// integer key, and one entry to read), as it is for every control
     /// message.
     pub fn is_control_conn(&self, peer: &str, conn: ConnId) -> bool {
+        self.control_peer(peer, conn).is_some()
+    }
+
+    /// `peer`'s number if `conn` carries its control lane now (as
+    /// [`PeerTable::is_control_conn`]).
+    pub fn control_peer(&self, peer: &str, conn: ConnId) -> Option<PeerId> {
         let found = self
             .conns
             .get(&conn)
-            .is_some_and(|a| a.control && a.peer.as_str() == peer);
-        debug_assert_eq!(found, self.control_conn(peer) == Some(conn));
+            .filter(|a| a.control() && a.peer.as_str() == peer)
+            .map(|a| a.id);
+        debug_assert_eq!(found.is_some(), self.control_conn(peer) == Some(conn));
+        debug_assert!(found.is_none() || found == self.id(peer));
         found
     }
 
-    /// The status changes made since the last call.
+    /// The status changes made since the last call. The numbers of the
+    /// peers they report gone are free from now on.
     pub fn take_events(&mut self) -> Vec<PeerEvent> {
+        self.free.append(&mut self.released);
         std::mem::take(&mut self.events)
     }
 
@@ -228,12 +285,12 @@ impl PeerTable {
     }
 
     fn route_action(&self, local: &NodeSpec, name: &str) -> Action {
-        let p = &self.peers[name];
+        let p = self.get(name).expect("peer exists");
         // A spec a user typed in does not tell the peer's channels or limit:
         // its messages wait unplanned until the handshake tells them.
         let known = p.spec.incarnation != 0;
         Action::Route {
-            peer: name.to_string(),
+            peer: Name::new(name),
             lanes: known.then(|| plan(local, &p.spec)),
             max_frame: known.then_some(p.spec.max_frame),
         }
@@ -242,16 +299,24 @@ impl PeerTable {
     fn add(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
         let name = Name::new(&spec.name);
         let lanes = self.lanes_for(local, &spec, now);
-        self.peers.insert(
-            name.clone(),
-            Peer {
-                spec,
-                status: PeerStatus::Connecting,
-                lanes,
-                since: now,
-                failures: 0,
-            },
-        );
+        let peer = Peer {
+            spec,
+            status: PeerStatus::Connecting,
+            lanes: Lanes::new(lanes),
+            since: now,
+            failures: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(peer);
+                id
+            }
+            None => {
+                self.slots.push(Some(peer));
+                PeerId::try_from(self.slots.len() - 1).expect("peers are bounded")
+            }
+        };
+        self.ids.insert(name.clone(), id);
         self.due.push(Reverse((now, name.clone())));
         out.push(self.route_action(local, &name));
     }
@@ -262,22 +327,13 @@ impl PeerTable {
     /// incarnation in place of the known one (what was queued for the old
     /// one is dropped); or, for the same incarnation, take its addresses.
     pub fn keep(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
-        match self
-            .peers
-            .get(spec.name.as_str())
-            .map(|p| p.spec.incarnation)
-        {
+        match self.get(spec.name.as_str()).map(|p| p.spec.incarnation) {
             None => self.add(now, local, spec, out),
             Some(0) if spec.incarnation != 0 => {
                 let lanes = self.lanes_for(local, &spec, now);
-                let keep: Vec<LaneKey> = plan_keys(local, &spec);
-                let p = self.peers.get_mut(spec.name.as_str()).expect("peer exists");
-                for l in lanes {
-                    if !p.lanes.iter().any(|old| old.key == l.key) {
-                        p.lanes.push(l);
-                    }
-                }
-                p.lanes.retain(|l| keep.contains(&l.key));
+                let id = self.id(&spec.name).expect("peer exists");
+                let p = self.slots[id as usize].as_mut().expect("a number in use");
+                p.lanes.replan(lanes);
                 p.spec = spec;
                 self.due.push(Reverse((now, Name::new(&p.spec.name))));
                 let name = p.spec.name.clone();
@@ -288,7 +344,7 @@ impl PeerTable {
                 self.add(now, local, spec, out);
             }
             Some(_) => {
-                if let Some(p) = self.peers.get_mut(spec.name.as_str()) {
+                if let Some(p) = self.get_mut(spec.name.as_str()) {
                     p.spec.addrs = spec.addrs;
                 }
             }
@@ -299,9 +355,10 @@ impl PeerTable {
     /// but not up, dial it now rather than at the next backoff.
     pub fn contact(&mut self, now: Millis, local: &NodeSpec, contact: NodeSpec, out: &mut Actions) {
         let min = self.min_backoff;
-        let Some(p) = self.peers.get_mut(contact.name.as_str()) else {
+        let Some(id) = self.id(&contact.name) else {
             return self.add(now, local, contact, out);
         };
+        let p = self.slots[id as usize].as_mut().expect("a number in use");
         if p.status == PeerStatus::Up {
             return;
         }
@@ -310,37 +367,38 @@ impl PeerTable {
         }
         p.since = now;
         let name = p.spec.name.clone();
-        if let Some(l) = p.lanes.first_mut() {
-            if let Slot::Idle { .. } = l.slot {
-                Self::idle(&mut self.due, &name, l, now);
-                l.backoff = min;
-            }
+        let l = p.lanes.control_mut();
+        if let Slot::Idle { .. } = l.slot {
+            Self::idle(&mut self.due, &name, l, now);
+            l.backoff = min;
         }
     }
 
     /// Drop `peer`. Its lanes drain and close; its connections are no
     /// longer ours to track.
     pub fn forget(&mut self, peer: &str, reason: DownReason, out: &mut Actions) {
-        let Some(p) = self.peers.remove(peer) else {
+        let Some((name, id)) = self.ids.remove_entry(peer) else {
             return;
         };
-        for l in &p.lanes {
+        let p = self.slots[id as usize].take().expect("a number in use");
+        self.released.push(id);
+        for l in p.lanes.iter() {
             if let Slot::Connected { conn, .. } = l.slot {
                 self.conns.remove(&conn);
             }
         }
         out.push(Action::Unroute {
-            peer: peer.to_string(),
+            peer: Name::new(peer),
         });
         if p.status == PeerStatus::Up {
             node_down(out, Level::Notice, peer, reason);
         }
-        self.events.push(PeerEvent::Gone(peer.to_string()));
+        self.events.push(PeerEvent::Gone(id, name));
     }
 
     /// Drop every peer.
     pub fn forget_all(&mut self, reason: DownReason, out: &mut Actions) {
-        let mut names: Vec<Name> = self.peers.keys().cloned().collect();
+        let mut names: Vec<Name> = self.ids.keys().cloned().collect();
         names.sort_unstable();
         for n in names {
             self.forget(&n, reason.clone(), out);
@@ -350,9 +408,10 @@ impl PeerTable {
     /// `peer` is unreachable: close its connections, drop its queues, redial
     /// its control lane with backoff.
     pub fn down(&mut self, now: Millis, peer: &str, reason: DownReason, out: &mut Actions) {
-        let Some(p) = self.peers.get_mut(peer) else {
+        let Some(id) = self.id(peer) else {
             return;
         };
+        let p = self.slots[id as usize].as_mut().expect("a number in use");
         let was_up = p.status == PeerStatus::Up;
         if p.status == PeerStatus::Down {
             return;
@@ -361,7 +420,7 @@ impl PeerTable {
         p.since = now;
         let min = self.min_backoff;
         let mut closes = Vec::new();
-        for l in p.lanes.iter_mut() {
+        for (_, l) in p.lanes.iter_mut() {
             if let Slot::Connected { conn, .. } = l.slot {
                 closes.push(conn);
             }
@@ -376,9 +435,9 @@ impl PeerTable {
             });
         }
         out.push(Action::Unroute {
-            peer: peer.to_string(),
+            peer: Name::new(peer),
         });
-        self.events.push(PeerEvent::Down(peer.to_string()));
+        self.events.push(PeerEvent::Down(id, Name::new(peer)));
         if was_up {
             node_down(out, Level::Warning, peer, reason);
         }
@@ -399,15 +458,12 @@ impl PeerTable {
     ) -> Result<(), Refusal> {
         let me_preferred = local.name.as_str() < peer;
         let min = self.min_backoff;
-        let p = self.peers.get_mut(peer).ok_or(Refusal::Unavailable)?;
+        let id = self.id(peer).ok_or(Refusal::Unavailable)?;
+        let p = self.slots[id as usize].as_mut().expect("a number in use");
         if !lane.is_control() && p.status != PeerStatus::Up {
             return Err(Refusal::Unavailable);
         }
-        let l = p
-            .lanes
-            .iter_mut()
-            .find(|l| &l.key == lane)
-            .ok_or(Refusal::UnknownLane)?;
+        let l = p.lanes.find_mut(lane).ok_or(Refusal::UnknownLane)?;
         let replaced = match settle(l.slot, dialed_by_me, me_preferred) {
             Settle::Take => None,
             Settle::Replace(old) => Some(old),
@@ -418,9 +474,9 @@ impl PeerTable {
         self.conns.insert(
             conn,
             Attached {
+                id,
                 peer: Name::new(peer),
-                lane: lane.clone(),
-                control: lane.is_control(),
+                lane: (!lane.is_control()).then(|| Box::new(lane.clone())),
             },
         );
         if let Some(old) = replaced {
@@ -431,13 +487,13 @@ impl PeerTable {
             });
         }
         if lane.is_control() {
-            let p = self.peers.get_mut(peer).expect("peer exists");
+            let p = self.slots[id as usize].as_mut().expect("a number in use");
             if p.status != PeerStatus::Up {
                 let was_down = p.status == PeerStatus::Down;
                 p.status = PeerStatus::Up;
                 p.since = now;
                 p.failures = 0;
-                for l in p.lanes.iter_mut().filter(|l| !l.key.is_control()) {
+                for l in p.lanes.data_mut() {
                     Self::idle(&mut self.due, peer, l, now);
                     l.backoff = min;
                 }
@@ -445,10 +501,10 @@ impl PeerTable {
                     out.push(self.route_action(local, peer));
                 }
                 out.push(Action::PeerUp {
-                    peer: peer.to_string(),
+                    peer: Name::new(peer),
                 });
                 out.log(Level::Notice, Some(peer), None, "node up".into());
-                self.events.push(PeerEvent::Up(peer.to_string()));
+                self.events.push(PeerEvent::Up(id, Name::new(peer)));
             }
         }
         Ok(())
@@ -471,10 +527,11 @@ impl PeerTable {
         out: &mut Actions,
     ) {
         let max = self.max_backoff;
-        let Some(p) = self.peers.get_mut(peer) else {
+        let Some(id) = self.id(peer) else {
             return;
         };
-        let Some(l) = p.lanes.iter_mut().find(|l| &l.key == lane) else {
+        let p = self.slots[id as usize].as_mut().expect("a number in use");
+        let Some(l) = p.lanes.find_mut(lane) else {
             return;
         };
         if l.slot != (Slot::Dialing { attempt }) {
@@ -504,14 +561,14 @@ impl PeerTable {
         let failures = p.failures;
         if newly_down {
             out.push(Action::Unroute {
-                peer: peer.to_string(),
+                peer: Name::new(peer),
             });
-            self.events.push(PeerEvent::Down(peer.to_string()));
+            self.events.push(PeerEvent::Down(id, Name::new(peer)));
         }
         if let Some(r) = &refusal {
             if lane.is_control() {
                 out.push(Action::Refused {
-                    peer: peer.to_string(),
+                    peer: Name::new(peer),
                     refusal: r.clone(),
                 });
             }
@@ -548,21 +605,28 @@ impl PeerTable {
         reason: &str,
         out: &mut Actions,
     ) -> Option<String> {
-        let Attached { peer, lane, .. } = self.conns.remove(&conn)?;
+        let a = self.conns.remove(&conn)?;
         let min = self.min_backoff;
-        let p = self.peers.get_mut(&peer)?;
-        let l = p.lanes.iter_mut().find(|l| l.key == lane)?;
+        let p = self.slots[a.id as usize].as_mut()?;
+        if p.spec.name != a.peer.as_str() {
+            // (Never: a peer's connections leave this map with it.)
+            return None;
+        }
+        let l = match &a.lane {
+            None => p.lanes.control_mut(),
+            Some(k) => p.lanes.find_mut(k)?,
+        };
         if !matches!(l.slot, Slot::Connected { conn: c, .. } if c == conn) {
             return None;
         }
-        Self::idle(&mut self.due, &peer, l, now + min);
-        if lane.is_control() {
-            return Some(peer.to_string());
-        }
+        Self::idle(&mut self.due, &a.peer, l, now + min);
+        let Some(lane) = &a.lane else {
+            return Some(a.peer.to_string());
+        };
         out.log(
             Level::Info,
-            Some(&peer),
-            Some(&lane),
+            Some(&a.peer),
+            Some(lane),
             format!("lane closed: {reason}"),
         );
         None
@@ -577,15 +641,16 @@ impl PeerTable {
             let Some(Reverse((_, name))) = self.due.pop() else {
                 break;
             };
-            let Some(p) = self.peers.get_mut(&name) else {
+            let Some(id) = self.ids.get(name.as_str()) else {
                 continue;
             };
+            let p = self.slots[*id as usize].as_mut().expect("a number in use");
             let dial_data = p.status == PeerStatus::Up && local.name.as_str() < name.as_str();
-            for l in p.lanes.iter_mut() {
+            for (control, l) in p.lanes.iter_mut() {
                 let Slot::Idle { retry_at } = l.slot else {
                     continue;
                 };
-                let wanted = if l.key.is_control() {
+                let wanted = if control {
                     p.status != PeerStatus::Up
                 } else {
                     dial_data
@@ -595,7 +660,7 @@ impl PeerTable {
                     self.next_attempt += 1;
                     l.slot = Slot::Dialing { attempt };
                     out.push(Action::Dial {
-                        peer: name.to_string(),
+                        peer: name.clone(),
                         addrs: p.spec.addrs.clone(),
                         lane: l.key.clone(),
                         attempt,
@@ -611,7 +676,7 @@ impl PeerTable {
 fn node_down(out: &mut Actions, level: Level, peer: &str, reason: DownReason) {
     out.log(level, Some(peer), None, format!("node down: {reason}"));
     out.push(Action::PeerDown {
-        peer: peer.to_string(),
+        peer: Name::new(peer),
         reason,
     });
 }

@@ -57,11 +57,89 @@ impl LaneState {
     }
 }
 
+/// The lanes of one peer, in the order of the plan: the control lane
+/// (first in every plan) held in place, so that what every control message
+/// and every heartbeat reads is in the peer's own record, and found without
+/// comparing lane names; then the data lanes.
+#[derive(Debug, Clone)]
+pub(crate) struct Lanes {
+    control: LaneState,
+    data: Vec<LaneState>,
+}
+
+impl Lanes {
+    /// The lanes of a plan (whose first lane is the control lane).
+    pub fn new(plan: Vec<LaneState>) -> Lanes {
+        let mut lanes = plan.into_iter();
+        let control = lanes.next().expect("every plan has the control lane");
+        debug_assert!(control.key.is_control());
+        Lanes {
+            control,
+            data: lanes.collect(),
+        }
+    }
+
+    /// The control lane.
+    pub fn control(&self) -> &LaneState {
+        &self.control
+    }
+
+    /// The control lane.
+    pub fn control_mut(&mut self) -> &mut LaneState {
+        &mut self.control
+    }
+
+    /// The data lanes.
+    pub fn data_mut(&mut self) -> std::slice::IterMut<'_, LaneState> {
+        self.data.iter_mut()
+    }
+
+    /// Every lane, in the plan's order.
+    pub fn iter(&self) -> impl Iterator<Item = &LaneState> {
+        std::iter::once(&self.control).chain(self.data.iter())
+    }
+
+    /// Every lane, in the plan's order, and whether it is the control lane.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (bool, &mut LaneState)> {
+        std::iter::once((true, &mut self.control)).chain(self.data.iter_mut().map(|l| (false, l)))
+    }
+
+    /// The lane `key`.
+    pub fn find(&self, key: &LaneKey) -> Option<&LaneState> {
+        if key.is_control() {
+            Some(&self.control)
+        } else {
+            self.data.iter().find(|l| l.key == *key)
+        }
+    }
+
+    /// The lane `key`.
+    pub fn find_mut(&mut self, key: &LaneKey) -> Option<&mut LaneState> {
+        if key.is_control() {
+            Some(&mut self.control)
+        } else {
+            self.data.iter_mut().find(|l| l.key == *key)
+        }
+    }
+
+    /// Add the data lanes of `plan` that are missing, and drop those not in
+    /// it (a plan learnt once a typed-in contact described itself).
+    pub fn replan(&mut self, plan: Vec<LaneState>) {
+        let keep: Vec<LaneKey> = plan.iter().map(|l| l.key.clone()).collect();
+        for l in plan {
+            if !l.key.is_control() && !self.data.iter().any(|old| old.key == l.key) {
+                self.data.push(l);
+            }
+        }
+        self.data.retain(|l| keep.contains(&l.key));
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     pub spec: NodeSpec,
     pub status: PeerStatus,
-    pub lanes: Vec<LaneState>,
+    pub lanes: Lanes,
     /// When the status last changed.
     pub since: Millis,
     /// Failed dials of the control lane since it was last up.

@@ -20,7 +20,7 @@
 
 use crate::action::Action;
 use crate::failure::heartbeat::HeartbeatTimeout;
-use crate::handshake::{Acceptor, AcceptorStep, Dialer, DialerStep, HandshakeError};
+use crate::handshake::{Acceptor, AcceptorStep, CookieKey, Dialer, DialerStep, HandshakeError};
 use crate::lane::LaneKey;
 use crate::membership::Membership;
 use crate::node::Node;
@@ -28,7 +28,7 @@ use crate::peers::{PeerStatus, Slot};
 use crate::rng::Rng;
 use crate::spec::{ChannelSpec, NodeSpec};
 use crate::types::BuildFastHasher;
-use crate::types::{ConnId, Millis, Timing};
+use crate::types::{ConnId, Millis, Name, Timing};
 use crate::wire::{decode_control, encode_control, Control, Refusal};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -54,7 +54,7 @@ enum Ev {
         conn: ConnId,
     },
     /// A dial reached no running node: `(peer, lane, attempt)`.
-    Unreachable(Box<(String, LaneKey, u64)>),
+    Unreachable(Box<(Name, LaneKey, u64)>),
     /// The dialer's handshake timer.
     HandshakeTimeout {
         conn: ConnId,
@@ -73,7 +73,8 @@ struct Entry {
 struct SimNode {
     name: String,
     addr: SocketAddr,
-    cookie: String,
+    /// Its cookie, as the handshake's key (prepared once).
+    key: CookieKey,
     channels: Vec<ChannelSpec>,
     inc: u64,
     node: Option<Node>,
@@ -93,7 +94,7 @@ pub type MakeMembership = std::sync::Arc<dyn Fn(&Timing) -> Box<dyn Membership>>
 /// A dial under way.
 struct Dialing {
     dialer: Dialer,
-    peer: String,
+    peer: Name,
     lane: LaneKey,
     attempt: u64,
 }
@@ -108,9 +109,12 @@ enum End {
     Done,
 }
 
+/// One connection: a cache line (every heartbeat reads one on sending and
+/// one on arrival, out of a million).
+#[repr(align(64))]
 struct SimConn {
-    /// `(node, incarnation)`: the dialer first.
-    ends: [(usize, u64); 2],
+    /// `(node, incarnation)`: the dialer first (see [`SimConn::end`]).
+    ends: [(u32, u32); 2],
     state: [End; 2],
     control: bool,
     /// Until either end closes it (or dies).
@@ -118,7 +122,18 @@ struct SimConn {
     /// The ends that closed it themselves: they read nothing more. Frames
     /// already on their way to the other end still arrive (as over TCP).
     shut: [bool; 2],
-    last: [Millis; 2],
+    /// When the last frame sent each way arrives (virtual ms).
+    last: [u32; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<SimConn>() == 64);
+
+impl SimConn {
+    /// End `k` (0: the dialer): its node and incarnation.
+    fn end(&self, k: usize) -> (usize, u64) {
+        let (node, inc) = self.ends[k];
+        (node as usize, u64::from(inc))
+    }
 }
 
 /// Every connection ever opened, by id (ids are handed out in order from 1).
@@ -258,7 +273,7 @@ impl Sim {
         self.nodes.push(SimNode {
             name: name.to_string(),
             addr,
-            cookie: cookie.to_string(),
+            key: CookieKey::new(cookie.as_bytes()),
             channels: channels
                 .iter()
                 .map(|(n, p)| ChannelSpec {
@@ -374,11 +389,7 @@ impl Sim {
                 continue;
             }
             c.open = false;
-            let (other, inc) = if c.ends[0].0 == i {
-                c.ends[1]
-            } else {
-                c.ends[0]
-            };
+            let (other, inc) = c.end(usize::from(c.end(0).0 == i));
             self.nodes[other].conns.remove(&id);
             if reset {
                 let at = self.now + self.lat();
@@ -539,7 +550,7 @@ impl Sim {
 
     /// Which end of `conn` node `i` is.
     fn side(c: &SimConn, i: usize) -> usize {
-        usize::from(c.ends[0].0 != i)
+        usize::from(c.end(0).0 != i)
     }
 
     /// Send along `conn` from node `from`, in order.
@@ -553,9 +564,9 @@ impl Sim {
             return;
         }
         let dir = Self::side(c, from);
-        let at = (now + lat).max(c.last[dir]);
-        c.last[dir] = at;
-        let (to, inc) = c.ends[1 - dir];
+        let at = (now + lat).max(u64::from(c.last[dir]));
+        c.last[dir] = u32::try_from(at).expect("virtual time within 49 days");
+        let (to, inc) = c.end(1 - dir);
         self.schedule(at, to, inc, ev);
     }
 
@@ -566,7 +577,7 @@ impl Sim {
         if !c.open {
             return;
         }
-        let ends = c.ends;
+        let ends = [c.end(0), c.end(1)];
         let side = Self::side(c, by);
         self.send_on(conn, by, Ev::Closed { conn });
         let c = self.conns.get_mut(&conn).expect("conn");
@@ -625,7 +636,7 @@ impl Sim {
                     c.open = false;
                     let side = Self::side(c, i);
                     c.shut[side] = true;
-                    let ends = c.ends;
+                    let ends = [c.end(0), c.end(1)];
                     for (n, _) in ends {
                         self.nodes[n].conns.remove(&conn);
                     }
@@ -643,7 +654,7 @@ impl Sim {
                     return;
                 }
                 self.carried.heartbeats += 1;
-                self.control(i, c.ends[1 - side].0, conn, Control::Heartbeat);
+                self.control(i, c.end(1 - side).0, conn, Control::Heartbeat);
             }
         }
     }
@@ -690,7 +701,7 @@ impl Sim {
         if c.shut[side] {
             return;
         }
-        let other = c.ends[1 - side].0;
+        let other = c.end(1 - side).0;
         match std::mem::replace(&mut c.state[side], End::Done) {
             End::Done => {
                 // Established: a control frame (data lanes carry nothing).
@@ -841,8 +852,8 @@ impl Sim {
                 let nonce = self.nonce();
                 let n = &self.nodes[i];
                 let local = n.node.as_ref().expect("running node").local().clone();
-                let (dialer, hello) = Dialer::new(
-                    n.cookie.as_bytes(),
+                let (dialer, hello) = Dialer::with_key(
+                    &n.key,
                     local,
                     &peer,
                     lane.clone(),
@@ -850,16 +861,13 @@ impl Sim {
                     nonce,
                 );
                 let nonce = self.nonce();
-                let acceptor = Acceptor::new(
-                    self.nodes[j].cookie.as_bytes(),
-                    crate::Capabilities::SUPPORTED,
-                    nonce,
-                );
+                let acceptor =
+                    Acceptor::with_key(&self.nodes[j].key, crate::Capabilities::SUPPORTED, nonce);
                 let jinc = self.nodes[j].inc;
                 self.conns.insert(
                     conn,
                     SimConn {
-                        ends: [(i, inc), (j, jinc)],
+                        ends: [(small(i), small(inc)), (small(j), small(jinc))],
                         state: [
                             End::Dialing(Box::new(Dialing {
                                 dialer,
@@ -916,19 +924,19 @@ impl Sim {
             Action::Route { .. } | Action::Log { .. } | Action::Membership(_) => {}
             Action::Refused { peer, refusal } => {
                 let me = self.nodes[i].name.clone();
-                self.refused.push((me, peer, refusal));
+                self.refused.push((me, peer.to_string(), refusal));
             }
             Action::PeerUp { peer } => self.seen.push(Seen {
                 at: now,
                 node: self.nodes[i].name.clone(),
                 up: true,
-                peer,
+                peer: peer.to_string(),
             }),
             Action::PeerDown { peer, .. } => self.seen.push(Seen {
                 at: now,
                 node: self.nodes[i].name.clone(),
                 up: false,
-                peer,
+                peer: peer.to_string(),
             }),
         }
     }
@@ -952,7 +960,7 @@ impl Sim {
                 c.open
                     && (c.control || !control_only)
                     && c.state[1].is_done()
-                    && c.ends.iter().any(|(n, _)| self.nodes[*n].name == peer)
+                    && (0..2).any(|k| self.nodes[c.end(k).0].name == peer)
             })
         })
     }
@@ -971,6 +979,13 @@ impl Sim {
             },
         }
     }
+}
+
+/// A node index or incarnation count as a connection holds it.
+fn small<T: TryInto<u32>>(x: T) -> u32 {
+    x.try_into()
+        .ok()
+        .expect("fewer than 2^32 nodes and restarts")
 }
 
 impl End {
