@@ -46,21 +46,35 @@ init(Poller) ->
     loop(Poller).
 
 loop(Poller) ->
+    loop(Poller, normal).
+
+%% `Prio': the process's priority now. A lingering poller runs at low
+%% priority: when nothing else is ready it polls as often as it can, and
+%% when other processes are ready they run first (the scheduler takes a
+%% low-priority process about once per 8 normal ones), so a busy node does
+%% not spend a system call on an empty poll between each of them. As soon
+%% as a round finds work, or a wake-up comes, it is back to normal.
+loop(Poller, Prio) ->
     case weft_nif:poll(Poller) of
         more ->
-            loop(Poller);
+            loop(Poller, prio(Prio, normal));
         linger ->
             %% Traffic a moment ago: look again once the processes ready to
             %% run have run (they may be about to send), instead of sleeping.
+            Lingering = prio(Prio, low),
             erlang:yield(),
-            loop(Poller);
+            loop(Poller, Lingering);
         wait ->
+            Normal = prio(Prio, normal),
             receive {weft_poll, wake} -> ok end,
             drain(),
-            loop(Poller);
+            loop(Poller, Normal);
         stopped ->
             ok
     end.
+
+prio(Same, Same) -> Same;
+prio(_, New) -> process_flag(priority, New), New.
 
 %% Wake-ups that came while polling: the next round sees their work anyway.
 drain() ->
