@@ -104,7 +104,7 @@ build(C, Given) ->
       channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
       drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
       affinity => maps:get(affinity, C),
-      overlay => case Overlay of {callback, _, _} -> callback; _ -> Overlay end,
+      overlay => case Overlay of {callback, M, _} -> {callback, M}; _ -> Overlay end,
       callback => case Overlay of {callback, M, A} -> {M, A}; _ -> none end,
       cookie => cookie(C),
       max_frame_size => check(max_frame_size, C, fun(S) -> int_in(S, 1, ?MAX_FRAME) end),
@@ -406,12 +406,12 @@ overlay() ->
     persistent_term:get({weft, overlay}, {full_mesh, []}).
 
 %% @doc Record the overlay of a transport being started (`weft_server').
--spec set_overlay(none | full_mesh | callback | {static, [map()]} | {client_server, map()}) -> ok.
+-spec set_overlay(none | full_mesh | {callback, module()} | {static, [map()]} | {client_server, map()}) -> ok.
 set_overlay(none) ->
     put_overlay({full_mesh, []});
 set_overlay(full_mesh) ->
     put_overlay({full_mesh, []});
-set_overlay(callback) ->
+set_overlay({callback, Module}) when is_atom(Module) ->
     put_overlay({callback, []});
 set_overlay({client_server, #{role := Role}}) ->
     put_overlay({client_server, Role});

@@ -16,8 +16,9 @@
 %% as a member) is reported with `handle_down/2' and left out of the
 %% members for 60 s whatever the callbacks return, so that the two do not
 %% keep connecting and disconnecting.
-%% Every node of a cluster runs the same overlay: a node of another overlay
-%% is refused (see the README's Overlays).
+%% Every node of a cluster runs the same overlay and, here, the same
+%% protocol module: each message carries the module's name, and a node of
+%% another overlay or module is refused (see the README's Overlays).
 %%
 %% == Callbacks ==
 %%

@@ -994,6 +994,13 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
                        fun() -> call(Mesh, weft, members, []) =:= [node_of(Mesh)]
                                     andalso not lists:member(node_of(Mesh), call(N, weft, members, []))
                        end),
+    %% and a node running another protocol (another module) too
+    Evil = start(evil, opts(#{overlay => {callback, weft_evil_membership, ok}})),
+    ok = call(Evil, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(refused_other_protocol,
+                       fun() -> not lists:member(node_of(Evil), call(N, weft, members, []))
+                                    andalso not lists:member(node_of(N), call(Evil, weft, members, []))
+                       end),
     ok.
 
 start_named(Name, Opts) ->

@@ -614,10 +614,12 @@ mod tests {
         b.max_frame = 1000;
         a.on_hello(0, 1, &b, &LaneKey::control()).unwrap();
         drain(&mut a);
+        // (+1 byte: the callback's protocol name length, the name being
+        // empty; +1: the overlay's tag)
         a.membership_decision(
             1,
             vec![],
-            vec![("b@h".into(), vec![0; 999]), ("b@h".into(), vec![0; 1000])],
+            vec![("b@h".into(), vec![0; 998]), ("b@h".into(), vec![0; 999])],
         );
         let actions = drain(&mut a);
         let sent: Vec<usize> = actions

@@ -147,7 +147,9 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     let overlay = match get(opts, atoms::overlay()).ok_or("overlay")? {
         o if o.decode::<Atom>().ok() == Some(atoms::full_mesh()) => Overlay::FullMesh,
         // (the module and its arguments stay in Erlang: weft_membership)
-        o if o.decode::<Atom>().ok() == Some(atoms::callback()) => Overlay::Callback,
+        o if o.decode::<Atom>().ok() == Some(atoms::callback()) => Overlay::Callback {
+            protocol: String::new(),
+        },
         o => {
             let (tag, arg): (Atom, Term) = o.decode().map_err(|_| "overlay")?;
             if tag == atoms::static_() {
@@ -155,6 +157,10 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
                     .and_then(|v| v.into_iter().map(decode_spec).collect::<Option<Vec<_>>>())
                     .ok_or("overlay")?;
                 Overlay::Static(members)
+            } else if tag == atoms::callback() {
+                // (the module and its arguments stay in Erlang: weft_membership)
+                let protocol = arg.atom_to_string().map_err(|_| "overlay")?;
+                Overlay::Callback { protocol }
             } else if tag == atoms::client_server() {
                 let role = get(arg, atoms::role()).and_then(|r| r.decode::<Atom>().ok());
                 match role {

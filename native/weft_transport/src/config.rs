@@ -41,7 +41,11 @@ pub enum Overlay {
     /// [`crate::Sink::membership`] and deciding through
     /// [`crate::Transport::membership_decision`]
     /// (`weft_core::membership::callback`).
-    Callback,
+    Callback {
+        /// The protocol's name (the Erlang module): nodes running
+        /// different protocols refuse each other.
+        protocol: String,
+    },
 }
 
 impl Overlay {
@@ -51,7 +55,7 @@ impl Overlay {
             Overlay::FullMesh => "full_mesh",
             Overlay::Static(_) => "static",
             Overlay::ClientServer { .. } => "client_server",
-            Overlay::Callback => "callback",
+            Overlay::Callback { .. } => "callback",
         }
     }
 }

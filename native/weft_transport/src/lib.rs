@@ -198,11 +198,11 @@ impl Transport {
                 Box::new(StaticList::new(members.clone())),
                 Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
             ),
-            Overlay::Callback => Node::with_parts(
+            Overlay::Callback { protocol } => Node::with_parts(
                 local.clone(),
                 config.timing.clone(),
                 random(),
-                Box::new(Callback::new()),
+                Box::new(Callback::with_protocol(protocol)),
                 Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
             ),
             Overlay::ClientServer { server } => {

@@ -37,12 +37,28 @@ pub struct Callback {
     /// they are down), so that a protocol that keeps naming them does not
     /// make the two flap.
     refused: BTreeMap<String, Millis>,
+    /// The protocol's name (its Erlang module): every message carries it,
+    /// so that nodes running different protocols tell each other apart.
+    protocol: String,
 }
 
 impl Callback {
-    /// No members wanted yet.
+    /// No members wanted yet; protocol name empty.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same, for the protocol named `protocol` (at most 255 bytes are
+    /// used).
+    pub fn with_protocol(protocol: &str) -> Self {
+        let mut end = protocol.len().min(255);
+        while !protocol.is_char_boundary(end) {
+            end -= 1;
+        }
+        Callback {
+            protocol: protocol[..end].to_string(),
+            ..Self::default()
+        }
     }
 
     /// `name` refused this node for good: drop it, tell the protocol it is
@@ -134,9 +150,35 @@ impl Membership for Callback {
     }
 
     fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
+        // protocol name length: u8 | the name | the protocol's message
+        let Some((&n, rest)) = payload.split_first() else {
+            return cx.push(malformed(from));
+        };
+        let n = usize::from(n);
+        if rest.len() < n {
+            return cx.push(malformed(from));
+        }
+        let (theirs, body) = rest.split_at(n);
+        if theirs != self.protocol.as_bytes() {
+            cx.log(
+                crate::types::Level::Warning,
+                Some(from),
+                format!(
+                    "not a member: it runs membership protocol {:?}, this node {:?}",
+                    String::from_utf8_lossy(theirs),
+                    self.protocol
+                ),
+            );
+            self.refuse(
+                cx,
+                from,
+                DownReason::ConnectionClosed("it runs another membership protocol".into()),
+            );
+            return;
+        }
         cx.push(Effect::Notify(Notice::Message {
             from: from.to_string(),
-            payload: payload.to_vec(),
+            payload: body.to_vec(),
         }));
     }
 
@@ -192,8 +234,22 @@ impl Membership for Callback {
         }
         self.wanted = next;
         for (to, payload) in messages {
-            cx.push(Effect::Send { to, payload });
+            let mut tagged = Vec::with_capacity(1 + self.protocol.len() + payload.len());
+            tagged.push(self.protocol.len() as u8);
+            tagged.extend_from_slice(self.protocol.as_bytes());
+            tagged.extend_from_slice(&payload);
+            cx.push(Effect::Send {
+                to,
+                payload: tagged,
+            });
         }
+    }
+}
+
+fn malformed(from: &str) -> Effect {
+    Effect::Malformed {
+        from: from.to_string(),
+        reason: "callback message without its protocol name".into(),
     }
 }
 
@@ -254,7 +310,12 @@ mod tests {
             .iter()
             .any(|x| matches!(x, Action::Membership(Notice::Up(s)) if s.name == "c@h")));
         // a message from c is told as it came
-        a.on_control(2, "c@h", 1, crate::wire::Control::Membership(vec![4, 1, 2]));
+        a.on_control(
+            2,
+            "c@h",
+            1,
+            crate::wire::Control::Membership(vec![4, 0, 1, 2]),
+        );
         assert!(actions(&mut a).iter().any(|x| matches!(
             x,
             Action::Membership(Notice::Message { from, payload }) if from == "c@h" && payload == &[1, 2]
@@ -309,5 +370,50 @@ mod tests {
         assert!(actions(&mut a)
             .iter()
             .any(|x| matches!(x, Action::Dial { peer, .. } if peer == "b@h")));
+    }
+
+    #[test]
+    fn nodes_running_different_protocols_refuse_each_other() {
+        let t = Timing::default();
+        let mut a = Node::with_parts(
+            spec("a@h", 1, 1),
+            t.clone(),
+            1,
+            Box::new(Callback::with_protocol("weft_cyclon")),
+            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
+        );
+        // its own messages carry its name
+        a.on_hello(0, 1, &spec("c@h", 3, 3), &LaneKey::control())
+            .unwrap();
+        actions(&mut a);
+        a.membership_decision(1, vec![], vec![("c@h".into(), vec![9])]);
+        let sent: Vec<Vec<u8>> = actions(&mut a)
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::Send {
+                    msg: crate::wire::Control::Membership(m),
+                    ..
+                } => Some(m),
+                _ => None,
+            })
+            .collect();
+        let mut want = vec![4, 11];
+        want.extend_from_slice(b"weft_cyclon");
+        want.push(9);
+        assert_eq!(sent, [want]);
+        // a message of another protocol: refused, told as down
+        let mut other = vec![4, 5];
+        other.extend_from_slice(b"other");
+        other.push(1);
+        a.on_control(2, "c@h", 1, crate::wire::Control::Membership(other));
+        let acts = actions(&mut a);
+        assert!(
+            acts.iter()
+                .any(|x| matches!(x, Action::Membership(Notice::Down(n)) if n == "c@h")),
+            "{acts:?}"
+        );
+        assert!(!acts
+            .iter()
+            .any(|x| matches!(x, Action::Membership(Notice::Message { .. }))));
     }
 }
