@@ -44,6 +44,17 @@ impl Node {
     /// `leave`).
     pub fn new(local: NodeSpec, timing: Timing, seed: u64) -> Self {
         let membership = Box::new(FullMesh::new(&timing));
+        Node::with_overlay(local, timing, seed, membership)
+    }
+
+    /// A node with the given membership and the heartbeat-timeout failure
+    /// detector.
+    pub fn with_overlay(
+        local: NodeSpec,
+        timing: Timing,
+        seed: u64,
+        membership: Box<dyn Membership>,
+    ) -> Self {
         let detector = Box::new(HeartbeatTimeout::new(timing.heartbeat_timeout));
         Node::with_parts(local, timing, seed, membership, detector)
     }
@@ -495,6 +506,29 @@ impl Node {
     }
 }
 
+/// Helpers of the core's unit tests that drive a [`Node`].
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Action, Node};
+    use crate::spec::NodeSpec;
+
+    /// A node description on 127.0.0.1:`port`, without channels.
+    pub(crate) fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            incarnation,
+            max_frame: 1 << 20,
+            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+            channels: vec![],
+        }
+    }
+
+    /// Every action the node has queued.
+    pub(crate) fn drain(n: &mut Node) -> Vec<Action> {
+        std::iter::from_fn(|| n.poll_action()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,15 +635,7 @@ mod tests {
     fn a_membership_message_over_the_peers_limit_is_not_sent() {
         use crate::membership::callback::Callback;
         let t = Timing::default();
-        let mut a = Node::with_parts(
-            spec("a@h", 5, 1),
-            t.clone(),
-            1,
-            Box::new(Callback::new()),
-            Box::new(crate::failure::heartbeat::HeartbeatTimeout::new(
-                t.heartbeat_timeout,
-            )),
-        );
+        let mut a = Node::with_overlay(spec("a@h", 5, 1), t.clone(), 1, Box::new(Callback::new()));
         let mut b = spec("b@h", 7, 2);
         b.max_frame = 1000;
         a.on_hello(0, 1, &b, &LaneKey::control()).unwrap();

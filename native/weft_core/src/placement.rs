@@ -184,7 +184,9 @@ impl<K: Copy> ServiceOrder<K> {
         mut serve: impl FnMut(K, usize) -> Served,
     ) -> usize {
         let mut left = budget;
-        let mut again = Vec::new();
+        // Each connection waiting now, once: one served with more to give
+        // goes to the back (behind those the budget does not reach, which
+        // keep the front).
         for _ in 0..self.ready.len() {
             if left == 0 {
                 break;
@@ -196,14 +198,11 @@ impl<K: Copy> ServiceOrder<K> {
                 Served::Drained(used) => left = left.saturating_sub(used.max(1)),
                 Served::More(used) => {
                     left = left.saturating_sub(used.max(1));
-                    again.push(k);
+                    self.ready.push_back(k);
                 }
                 Served::Gone => {}
             }
         }
-        // Those the budget did not reach keep the front; those served go
-        // to the back, in the order they were served.
-        self.ready.extend(again);
         budget - left
     }
 }

@@ -55,6 +55,13 @@ pub enum DownReason {
     Dropped,
 }
 
+impl DownReason {
+    /// It runs another overlay (or membership protocol) than this node.
+    pub fn other_overlay() -> DownReason {
+        DownReason::ConnectionClosed("it runs another overlay".into())
+    }
+}
+
 impl std::fmt::Display for DownReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

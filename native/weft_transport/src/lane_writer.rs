@@ -242,6 +242,7 @@ impl Lane {
         body: Body,
         sender: Option<Sender>,
     ) -> Result<(), FrameError> {
+        // (the header first: a frame that cannot have one takes no budget)
         let header = encode_header(kind, body.len(), ext)?;
         self.budget.force(body.len() as u64);
         self.push_frame(Outgoing::with_header(header, body), sender);

@@ -68,12 +68,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use wake::Watcher;
-use weft_core::failure::heartbeat::HeartbeatTimeout;
 pub use weft_core::lane::Choice;
 use weft_core::membership::callback::Callback;
 use weft_core::membership::client_server::{ClientServer, Role};
 use weft_core::membership::full_mesh::FullMesh;
 use weft_core::membership::static_list::StaticList;
+use weft_core::membership::Membership;
 pub use weft_core::stage::{DropReason, Envelope, Stage, Verdict};
 use weft_core::{LaneKey, Node, NodeSpec};
 
@@ -188,35 +188,17 @@ impl Transport {
             channels: config.channels.clone(),
             max_frame: config.max_frame_size,
         };
-        let core = match &config.overlay {
-            Overlay::FullMesh => Node::new(local.clone(), config.timing.clone(), random())
-                .with_max_members(config.max_members),
-            Overlay::Static(members) => Node::with_parts(
-                local.clone(),
-                config.timing.clone(),
-                random(),
-                Box::new(StaticList::new(members.clone())),
-                Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
-            ),
-            Overlay::Callback { protocol } => Node::with_parts(
-                local.clone(),
-                config.timing.clone(),
-                random(),
-                Box::new(Callback::with_protocol(protocol)),
-                Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
-            ),
+        let mesh = || FullMesh::new(&config.timing).with_max_members(config.max_members);
+        let membership: Box<dyn Membership> = match &config.overlay {
+            Overlay::FullMesh => Box::new(mesh()),
+            Overlay::Static(members) => Box::new(StaticList::new(members.clone())),
+            Overlay::Callback { protocol } => Box::new(Callback::with_protocol(protocol)),
             Overlay::ClientServer { server } => {
                 let role = if *server { Role::Server } else { Role::Client };
-                let mesh = FullMesh::new(&config.timing).with_max_members(config.max_members);
-                Node::with_parts(
-                    local.clone(),
-                    config.timing.clone(),
-                    random(),
-                    Box::new(ClientServer::new(role, mesh)),
-                    Box::new(HeartbeatTimeout::new(config.timing.heartbeat_timeout)),
-                )
+                Box::new(ClientServer::new(role, mesh()))
             }
         };
+        let core = Node::with_overlay(local.clone(), config.timing.clone(), random(), membership);
         let (tx, rx) = mpsc::unbounded_channel();
         let routes = Routes::new(
             config

@@ -37,6 +37,8 @@ struct Waiting {
     choice: Choice,
     body: Body,
     sender: Option<Sender>,
+    /// The header of a message relayed through the peer (client-server).
+    ext: Option<Extensions>,
 }
 
 /// The lanes to one peer.
@@ -292,17 +294,11 @@ impl Routes {
         // At most a few rounds: a route replaced while we looked is looked
         // up again.
         loop {
+            // The peer's route; or, on a client without one, a server's,
+            // with the destination in the header.
             let route = self.peers.read().get(peer).cloned();
-            let Some(route) = route else {
-                if let Some(via) = self
-                    .relay
-                    .as_ref()
-                    .filter(|r| r.via_peers)
-                    .and_then(|r| r.via(peer))
-                {
-                    let body = body.take().expect("body not sent yet");
-                    return self.send_via(&via, peer, channel, choice, body, sender);
-                }
+            let Some((route, ext)) = route.map(|r| (r, None)).or_else(|| self.relay_route(peer))
+            else {
                 Counters::add(&c.dropped.not_member, 1);
                 return Ok(());
             };
@@ -327,6 +323,7 @@ impl Routes {
                     choice,
                     body: body.take().expect("body not sent yet"),
                     sender,
+                    ext,
                 });
                 return Ok(());
             }
@@ -357,63 +354,49 @@ impl Routes {
                     return Err(SendError::Overloaded);
                 }
             }
-            lane.push_reserved(
-                FrameKind::Data,
-                body.take().expect("body not sent yet"),
-                sender,
-            );
+            let body = body.take().expect("body not sent yet");
+            self.push_data(lane, body, sender, ext.as_ref(), &route.budget);
             return Ok(());
         }
     }
 
-    /// Send a message for `dest` through peer `via` (a client through a
-    /// server): on `via`'s lane for (`channel`, `choice`), with `dest` and
-    /// this node in the header.
-    fn send_via(
-        &self,
-        via: &str,
-        dest: &str,
-        channel: &str,
-        choice: Choice,
-        body: Body,
-        sender: Option<Sender>,
-    ) -> Result<(), SendError> {
-        let c = &self.counters;
-        let relay = self.relay.as_ref().expect("relaying");
-        let size = body.len() as u64;
-        let Some(route) = self.peers.read().get(via).cloned() else {
-            Counters::add(&c.dropped.not_member, 1);
-            return Ok(());
-        };
-        if let Some(max) = route.max_frame.filter(|m| size > *m) {
-            Counters::add(&c.refused.too_large, 1);
-            return Err(SendError::TooLarge { size, max });
-        }
-        let Some(lane) = self.pick(&route, channel, choice) else {
-            Counters::add(&c.dropped.no_channel, 1);
-            return Ok(());
-        };
-        if self.dropped_on_send(dest, channel, Some(lane.key.index), size, sender) {
-            return Ok(());
-        }
-        if !route.budget.try_reserve(size) {
-            Counters::add(&c.refused.overloaded, 1);
-            return Err(SendError::Overloaded);
-        }
+    /// Client-server, on a client: the route of the server a message for
+    /// `dest` (a node without a route here) goes through, and the header
+    /// that names `dest` and this node.
+    fn relay_route(&self, dest: &str) -> Option<(Arc<PeerRoute>, Option<Extensions>)> {
+        let relay = self.relay.as_ref().filter(|r| r.via_peers)?;
+        let route = self.peers.read().get(&relay.via(dest)?).cloned()?;
         let ext = Extensions {
             origin: Some(relay.local.clone()),
             destination: Some(dest.to_string()),
             ..Default::default()
         };
-        match lane.push_extended_reserved(FrameKind::Data, &ext, body, sender) {
-            Ok(()) => Counters::add(&c.relayed, 1),
+        Some((route, Some(ext)))
+    }
+
+    /// Queue a data frame on `lane`, its bytes already reserved in
+    /// `budget`: plain, or with `ext` in its header (a relayed message,
+    /// counted as such).
+    fn push_data(
+        &self,
+        lane: &Arc<Lane>,
+        body: Body,
+        sender: Option<Sender>,
+        ext: Option<&Extensions>,
+        budget: &Budget,
+    ) {
+        let Some(ext) = ext else {
+            return lane.push_reserved(FrameKind::Data, body, sender);
+        };
+        let size = body.len() as u64;
+        match lane.push_extended_reserved(FrameKind::Data, ext, body, sender) {
+            Ok(()) => Counters::add(&self.counters.relayed, 1),
             Err(_) => {
-                // (names are checked at the handshake: cannot happen)
-                route.budget.release(size);
-                Counters::add(&c.dropped.not_member, 1);
+                // (node names are checked at the handshake: cannot happen)
+                budget.release(size);
+                Counters::add(&self.counters.dropped.no_route, 1);
             }
         }
-        Ok(())
     }
 
     /// A server passes on a frame for `dest` that came on lane `from` (its
@@ -445,13 +428,7 @@ impl Routes {
             destination: Some(dest.to_string()),
             ..Default::default()
         };
-        match lane.push_extended_reserved(FrameKind::Data, &ext, body.to_vec().into(), None) {
-            Ok(()) => Counters::add(&c.relayed, 1),
-            Err(_) => {
-                route.budget.release(size);
-                Counters::add(&c.dropped.no_route, 1);
-            }
-        }
+        self.push_data(lane, body.to_vec().into(), None, Some(&ext), &route.budget);
         true
     }
 
@@ -579,7 +556,7 @@ impl Routes {
                 continue;
             }
             match self.pick(&new, &w.channel, w.choice) {
-                Some(lane) => lane.push_reserved(FrameKind::Data, w.body, w.sender),
+                Some(lane) => self.push_data(lane, w.body, w.sender, w.ext.as_ref(), &new.budget),
                 None => {
                     new.budget.release(size);
                     Counters::add(&c.dropped.no_channel, 1);

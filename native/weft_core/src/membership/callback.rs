@@ -189,11 +189,7 @@ impl Membership for Callback {
     }
 
     fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
-        self.refuse(
-            cx,
-            name,
-            DownReason::ConnectionClosed("it runs another overlay".into()),
-        );
+        self.refuse(cx, name, DownReason::other_overlay());
     }
 
     fn next_deadline(&self) -> Option<Millis> {
@@ -257,35 +253,15 @@ fn malformed(from: &str) -> Effect {
 mod tests {
     use super::*;
     use crate::action::Action;
-    use crate::failure::heartbeat::HeartbeatTimeout;
     use crate::lane::LaneKey;
+    use crate::node::testing::{drain as actions, spec};
     use crate::node::Node;
     use crate::types::Timing;
-
-    fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
-        NodeSpec {
-            name: name.into(),
-            incarnation,
-            max_frame: 1 << 20,
-            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
-            channels: vec![],
-        }
-    }
-
-    fn actions(n: &mut Node) -> Vec<Action> {
-        std::iter::from_fn(|| n.poll_action()).collect()
-    }
 
     #[test]
     fn notices_go_out_and_decisions_come_in() {
         let t = Timing::default();
-        let mut a = Node::with_parts(
-            spec("a@h", 1, 1),
-            t.clone(),
-            1,
-            Box::new(Callback::new()),
-            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
-        );
+        let mut a = Node::with_overlay(spec("a@h", 1, 1), t.clone(), 1, Box::new(Callback::new()));
         // join: only told to the outside half
         a.join(0, spec("b@h", 0, 2));
         let acts = actions(&mut a);
@@ -333,13 +309,7 @@ mod tests {
     #[test]
     fn a_node_that_refuses_for_good_is_left_out_of_decisions_for_a_while() {
         let t = Timing::default();
-        let mut a = Node::with_parts(
-            spec("a@h", 1, 1),
-            t.clone(),
-            1,
-            Box::new(Callback::new()),
-            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
-        );
+        let mut a = Node::with_overlay(spec("a@h", 1, 1), t.clone(), 1, Box::new(Callback::new()));
         a.membership_decision(0, vec![spec("b@h", 0, 2)], vec![]);
         let attempt = actions(&mut a)
             .iter()
@@ -375,12 +345,11 @@ mod tests {
     #[test]
     fn nodes_running_different_protocols_refuse_each_other() {
         let t = Timing::default();
-        let mut a = Node::with_parts(
+        let mut a = Node::with_overlay(
             spec("a@h", 1, 1),
             t.clone(),
             1,
             Box::new(Callback::with_protocol("weft_cyclon")),
-            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
         );
         // its own messages carry its name
         a.on_hello(0, 1, &spec("c@h", 3, 3), &LaneKey::control())

@@ -309,7 +309,6 @@ impl Membership for ClientServer {
 mod tests {
     use super::*;
     use crate::action::Action;
-    use crate::failure::heartbeat::HeartbeatTimeout;
     use crate::node::Node;
     use crate::types::Timing;
 
@@ -350,12 +349,11 @@ mod tests {
             addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
             channels: vec![],
         };
-        Node::with_parts(
+        Node::with_overlay(
             spec,
             t.clone(),
             u64::from(port),
             Box::new(ClientServer::new(role, FullMesh::new(&t))),
-            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
         )
     }
 

@@ -759,11 +759,7 @@ impl Membership for FullMesh {
 
     fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
         if self.members.contains_key(name) {
-            self.drop_member(
-                cx,
-                name,
-                DownReason::ConnectionClosed("it runs another overlay".into()),
-            );
+            self.drop_member(cx, name, DownReason::other_overlay());
         }
     }
 

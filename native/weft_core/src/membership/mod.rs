@@ -185,7 +185,7 @@ pub trait Membership: std::fmt::Debug + Send {
     fn forget(&mut self, cx: &mut Cx<'_>, name: &str) {
         cx.push(Effect::Drop {
             name: name.to_string(),
-            reason: DownReason::ConnectionClosed("it runs another overlay".into()),
+            reason: DownReason::other_overlay(),
         });
     }
 

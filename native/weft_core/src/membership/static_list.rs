@@ -122,7 +122,7 @@ impl Membership for StaticList {
             self.parked.insert(name.to_string(), cx.now + PARKED_FOR);
             cx.push(Effect::Drop {
                 name: name.to_string(),
-                reason: DownReason::ConnectionClosed("it runs another overlay".into()),
+                reason: DownReason::other_overlay(),
             });
         }
     }
@@ -141,30 +141,19 @@ impl Membership for StaticList {
 mod tests {
     use super::*;
     use crate::action::Action;
-    use crate::failure::heartbeat::HeartbeatTimeout;
     use crate::lane::LaneKey;
+    use crate::node::testing::spec;
     use crate::node::Node;
     use crate::types::Timing;
-
-    fn spec(name: &str, incarnation: u64, port: u16) -> NodeSpec {
-        NodeSpec {
-            name: name.into(),
-            incarnation,
-            max_frame: 1 << 20,
-            addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
-            channels: vec![],
-        }
-    }
 
     #[test]
     fn dials_the_list_refuses_strangers_and_gossips_nothing() {
         let t = Timing::default();
-        let mut a = Node::with_parts(
+        let mut a = Node::with_overlay(
             spec("x@h", 5, 1),
             t.clone(),
             1,
             Box::new(StaticList::new(vec![spec("b@h", 0, 2)])),
-            Box::new(HeartbeatTimeout::new(t.heartbeat_timeout)),
         );
         assert_eq!(a.next_deadline(), Some(0));
         a.on_timeout(0);
@@ -192,5 +181,37 @@ mod tests {
         // silent for longer than the timeout: down, by the same detector
         a.on_timeout(1 + t.heartbeat_timeout + 1);
         assert!(a.up_peers().is_empty());
+    }
+
+    /// A member found running another overlay is dropped, then dialed
+    /// again once [`PARKED_FOR`] has passed: it stays in the list.
+    #[test]
+    fn a_member_of_another_overlay_is_parked_not_removed() {
+        let t = Timing::default();
+        let mut a = Node::with_overlay(
+            spec("x@h", 5, 1),
+            t,
+            1,
+            Box::new(StaticList::new(vec![spec("b@h", 0, 2)])),
+        );
+        a.on_timeout(0);
+        crate::node::testing::drain(&mut a);
+        let control = LaneKey::control();
+        assert!(a.on_hello(1, 2, &spec("b@h", 7, 2), &control).is_ok());
+        crate::node::testing::drain(&mut a);
+        // a full-mesh message (tag 1) from a member of this static list
+        a.on_control(2, "b@h", 2, crate::wire::Control::Membership(vec![1, 0]));
+        let acts = crate::node::testing::drain(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Unroute { peer } if peer == "b@h")));
+        a.on_timeout(10_000);
+        assert!(!crate::node::testing::drain(&mut a)
+            .iter()
+            .any(|x| matches!(x, Action::Dial { .. })));
+        a.on_timeout(2 + PARKED_FOR);
+        assert!(crate::node::testing::drain(&mut a)
+            .iter()
+            .any(|x| matches!(x, Action::Dial { peer, .. } if peer == "b@h")));
     }
 }

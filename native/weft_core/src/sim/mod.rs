@@ -19,7 +19,6 @@
 //! a node with no channels has only its control lane.
 
 use crate::action::Action;
-use crate::failure::heartbeat::HeartbeatTimeout;
 use crate::handshake::{Acceptor, AcceptorStep, CookieKey, Dialer, DialerStep, HandshakeError};
 use crate::lane::LaneKey;
 use crate::membership::Membership;
@@ -311,13 +310,7 @@ impl Sim {
         let seed = self.rng.next_u64();
         n.node = Some(match &n.membership {
             None => Node::new(spec, self.timing.clone(), seed),
-            Some(make) => Node::with_parts(
-                spec,
-                self.timing.clone(),
-                seed,
-                make(&self.timing),
-                Box::new(HeartbeatTimeout::new(self.timing.heartbeat_timeout)),
-            ),
+            Some(make) => Node::with_overlay(spec, self.timing.clone(), seed, make(&self.timing)),
         });
         self.drain(i);
     }
