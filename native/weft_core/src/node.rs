@@ -410,7 +410,14 @@ impl Node {
     fn apply(&mut self, now: Millis, effects: Vec<Effect>) {
         for e in effects {
             match e {
-                Effect::Keep(spec) => self.peers.keep(now, &self.local, spec, &mut self.actions),
+                Effect::Keep(spec) => {
+                    self.peers
+                        .keep(now, &self.local, spec, false, &mut self.actions)
+                }
+                Effect::Learned(spec) => {
+                    self.peers
+                        .keep(now, &self.local, spec, true, &mut self.actions)
+                }
                 Effect::Contact(spec) => {
                     self.peers
                         .contact(now, &self.local, spec, &mut self.actions)

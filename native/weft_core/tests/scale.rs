@@ -46,6 +46,9 @@ fn a_thousand_nodes_join_through_one_seed_and_detect_a_silent_failure() {
     });
     let join_wall = wall.elapsed();
     println!("joined: {:?}, {} events", sim.carried, sim.events);
+    // One handshake (4 frames) per pair: the node with the larger name
+    // waits for the other's dial instead of colliding with it.
+    assert_eq!(sim.carried.handshake_frames, 4 * (n * (n - 1) / 2) as u64);
     // Every pair came up once each way, and nothing went down.
     assert_eq!(sim.seen.iter().filter(|s| s.up).count(), n * (n - 1));
     assert!(sim.seen.iter().all(|s| s.up));

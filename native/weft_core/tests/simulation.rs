@@ -73,6 +73,31 @@ fn simultaneous_dials_settle_on_one_connection_per_lane() {
 }
 
 #[test]
+fn nodes_that_learn_of_each_other_from_gossip_make_one_handshake_per_pair() {
+    // Control lanes only: a handshake is 4 frames. Without the deferred
+    // first dial of the node with the larger name, both sides of most
+    // pairs dial and a collision costs a second handshake.
+    for seed in 0..5 {
+        let n = 24u64;
+        let mut sim = Sim::new(seed, Timing::default(), (1, 5));
+        for k in 0..n {
+            sim.add_node(&format!("n{k:02}@h"), "cookie", &[]);
+        }
+        for k in 1..n as usize {
+            sim.join(k, 0);
+        }
+        sim.run_for(10_000);
+        let all: Vec<usize> = (0..n as usize).collect();
+        assert_mesh(&sim, &all);
+        assert_eq!(
+            sim.carried.handshake_frames,
+            4 * n * (n - 1) / 2,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
 fn killed_node_is_detected_by_connection_loss() {
     let mut sim = cluster(2, 4);
     for i in 1..4 {

@@ -103,7 +103,9 @@ impl ClientServer {
 
     fn carry_out(&mut self, cx: &mut Cx<'_>, e: Effect) {
         match e {
-            Effect::Keep(spec) if self.role == Role::Client && !self.is_server(&spec.name) => {
+            Effect::Keep(spec) | Effect::Learned(spec)
+                if self.role == Role::Client && !self.is_server(&spec.name) =>
+            {
                 self.held.insert(spec.name.clone(), spec);
             }
             Effect::Drop { ref name, .. } => {
@@ -387,7 +389,11 @@ mod tests {
         let mut payload = vec![3];
         payload.extend(server.wrap(&s1, &view));
         c.on_control(1, "s1@h", 2, crate::wire::Control::Membership(payload));
-        let acts: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+        let mut acts: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+        // Learned from gossip, a node with a smaller name is dialed after
+        // one reconnect_min_backoff (it is most likely dialing us).
+        c.on_timeout(1 + Timing::default().reconnect_min_backoff);
+        acts.extend(std::iter::from_fn(|| c.poll_action()));
         let dials: Vec<&str> = acts
             .iter()
             .filter_map(|a| match a {

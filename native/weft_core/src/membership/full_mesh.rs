@@ -159,9 +159,16 @@ impl FullMesh {
         }
     }
 
-    fn add(&mut self, cx: &mut Cx<'_>, spec: NodeSpec) {
+    /// Add (or update) the member `spec` describes; `gossiped`: learned
+    /// from a peer's view (see [`Effect::Learned`]), not from the node
+    /// itself.
+    fn add(&mut self, cx: &mut Cx<'_>, spec: NodeSpec, gossiped: bool) {
         self.set_member(&spec.name, spec.incarnation);
-        cx.push(Effect::Keep(spec));
+        cx.push(if gossiped {
+            Effect::Learned(spec)
+        } else {
+            Effect::Keep(spec)
+        });
         self.dirty = true;
     }
 
@@ -315,7 +322,7 @@ impl FullMesh {
                 continue;
             }
             match self.members.get(spec.name.as_str()).copied() {
-                None if self.has_room() => self.add(cx, spec),
+                None if self.has_room() => self.add(cx, spec, true),
                 None => no_room += 1,
                 // Another incarnation, heard of second hand: worth a dial
                 // only if ours is not up (the dial finds out which is alive).
@@ -323,7 +330,7 @@ impl FullMesh {
                     if known != spec.incarnation
                         && cx.peers.status(&spec.name) != Some(PeerStatus::Up) =>
                 {
-                    self.add(cx, spec)
+                    self.add(cx, spec, true)
                 }
                 Some(_) => {}
             }
@@ -570,11 +577,11 @@ impl Membership for FullMesh {
             return Err(Refusal::Left);
         }
         match self.members.get(spec.name.as_str()).copied() {
-            None if self.has_room() => self.add(cx, spec.clone()),
+            None if self.has_room() => self.add(cx, spec.clone(), false),
             None => return Err(Refusal::Unavailable),
             // A typed-in contact learnt for real, or another incarnation
             // (authenticated: the one alive now).
-            Some(known) if known != spec.incarnation => self.add(cx, spec.clone()),
+            Some(known) if known != spec.incarnation => self.add(cx, spec.clone(), false),
             Some(_) => {
                 // The same incarnation: it may have changed addresses.
                 if cx.peers.spec(&spec.name).map(|s| &s.addrs) != Some(&spec.addrs) {

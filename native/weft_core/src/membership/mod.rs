@@ -52,6 +52,12 @@ pub enum Effect {
     /// what is known of it (its real description once authenticated, a new
     /// incarnation in place of the old one, new addresses).
     Keep(NodeSpec),
+    /// [`Effect::Keep`] for a node learned from another member's gossip,
+    /// which has most likely told that node of this one at the same time:
+    /// if its name is smaller than this node's, it is first dialed one
+    /// `reconnect_min_backoff` from now, so that the pair makes one
+    /// handshake rather than two and a collision (see [`crate::peers`]).
+    Learned(NodeSpec),
     /// Keep connections to this contact a user asked to join through, and
     /// dial it now if it is known and not up.
     Contact(NodeSpec),

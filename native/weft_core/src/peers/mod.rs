@@ -16,7 +16,12 @@
 //! - a peer is `Up` exactly while its control lane is connected (the failure
 //!   detector takes it down when it goes silent);
 //! - only the node with the smaller name dials data lanes (so data lanes never
-//!   collide); both sides dial the control lane;
+//!   collide); both sides dial the control lane, but a node that learns of a
+//!   peer with a smaller name from gossip ([`PeerTable::keep`] with `defer`)
+//!   waits one `reconnect_min_backoff` before its first dial, since that
+//!   peer has most likely learned of it from the same gossip and is
+//!   dialing: when a whole cluster meets a new node, one handshake per pair
+//!   is made instead of two and a collision;
 //! - a lane waiting to be redialed has an entry in the dial queue, so the
 //!   table knows its next deadline without scanning every lane;
 //! - every peer has a number ([`PeerId`]) for as long as it is in the
@@ -296,9 +301,18 @@ impl PeerTable {
         }
     }
 
-    fn add(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
+    /// Add the peer `spec` describes, its lanes to be dialed from
+    /// `first_dial` on.
+    fn add(
+        &mut self,
+        now: Millis,
+        first_dial: Millis,
+        local: &NodeSpec,
+        spec: NodeSpec,
+        out: &mut Actions,
+    ) {
         let name = Name::new(&spec.name);
-        let lanes = self.lanes_for(local, &spec, now);
+        let lanes = self.lanes_for(local, &spec, first_dial);
         let peer = Peer {
             spec,
             status: PeerStatus::Connecting,
@@ -317,7 +331,7 @@ impl PeerTable {
             }
         };
         self.ids.insert(name.clone(), id);
-        self.due.push(Reverse((now, name.clone())));
+        self.due.push(Reverse((first_dial, name.clone())));
         out.push(self.route_action(local, &name));
     }
 
@@ -326,9 +340,26 @@ impl PeerTable {
     /// known (keeping its state and what is queued); or take a new
     /// incarnation in place of the known one (what was queued for the old
     /// one is dropped); or, for the same incarnation, take its addresses.
-    pub fn keep(&mut self, now: Millis, local: &NodeSpec, spec: NodeSpec, out: &mut Actions) {
+    ///
+    /// With `defer` (a node learned from gossip), a new peer whose name is
+    /// smaller than this node's is first dialed one `reconnect_min_backoff`
+    /// from now (it is most likely dialing this node already; see the
+    /// module's invariants); any other at once.
+    pub fn keep(
+        &mut self,
+        now: Millis,
+        local: &NodeSpec,
+        spec: NodeSpec,
+        defer: bool,
+        out: &mut Actions,
+    ) {
+        let first_dial = if defer && spec.name.as_str() < local.name.as_str() {
+            now + self.min_backoff
+        } else {
+            now
+        };
         match self.get(spec.name.as_str()).map(|p| p.spec.incarnation) {
-            None => self.add(now, local, spec, out),
+            None => self.add(now, first_dial, local, spec, out),
             Some(0) if spec.incarnation != 0 => {
                 let lanes = self.lanes_for(local, &spec, now);
                 let id = self.id(&spec.name).expect("peer exists");
@@ -341,7 +372,7 @@ impl PeerTable {
             }
             Some(known) if known != spec.incarnation && spec.incarnation != 0 => {
                 self.forget(&spec.name, DownReason::Restarted, out);
-                self.add(now, local, spec, out);
+                self.add(now, first_dial, local, spec, out);
             }
             Some(_) => {
                 if let Some(p) = self.get_mut(spec.name.as_str()) {
@@ -356,7 +387,7 @@ impl PeerTable {
     pub fn contact(&mut self, now: Millis, local: &NodeSpec, contact: NodeSpec, out: &mut Actions) {
         let min = self.min_backoff;
         let Some(id) = self.id(&contact.name) else {
-            return self.add(now, local, contact, out);
+            return self.add(now, now, local, contact, out);
         };
         let p = self.slots[id as usize].as_mut().expect("a number in use");
         if p.status == PeerStatus::Up {
