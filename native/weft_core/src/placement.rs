@@ -4,10 +4,14 @@
 //!
 //! With `io => auto` a connection starts on a poller driven by the
 //! embedding program (the BEAM's schedulers), where small messages go
-//! fastest. While it carries bulk (a round moved more than
-//! [`LINGER_MAX_BYTES`] on it, or a large frame) it is served by a poller
-//! on a thread of its own ([`Place::Bulk`]); after [`QUIET`] without bulk
-//! it goes back ([`Place::Home`]). A poller whose round moved a few small
+//! fastest. While it carries bulk (frames of more than
+//! [`crate::lane::DIRECT_MAX`] bytes, whose copies would keep a scheduler
+//! long) it is served by a poller on a thread of its own
+//! ([`Place::Bulk`]); after [`QUIET`] without bulk it goes back
+//! ([`Place::Home`]). Many small frames are not bulk, however many bytes
+//! they add up to: each is a delivery to a process, which costs a thread
+//! far more than a scheduler (it must wake a scheduler for it; measured
+//! in `bench/RESULTS.md`, "Which connections go to a thread"). A poller whose round moved a few small
 //! frames lingers (polls again instead of waiting to be woken: the next
 //! frame is likely close behind), but not during bulk transfers, where
 //! polling would only take CPU from the copying ([`Linger`]).
@@ -25,20 +29,14 @@
 use crate::lane::Micros;
 use std::collections::VecDeque;
 
-/// A round that moved more than this does not make the poller linger; a
-/// connection that moves more than this in a round carries bulk.
+/// A round that moved more than this does not make the poller linger.
 pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 
 /// How long a connection served on a thread goes without bulk before it
 /// moves back.
 pub const QUIET: Micros = 200_000;
 
-/// Whether a flush that wrote `bytes` makes its connection count as bulk
-/// (then tell its [`Traffic::wrote`]; a caller that must look the
-/// connection up can skip that otherwise).
-pub fn bulk_write(bytes: usize) -> bool {
-    bytes > LINGER_MAX_BYTES
-}
+
 
 /// Where a connection should be served from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,17 +64,15 @@ impl Traffic {
         Self::default()
     }
 
-    /// A flush of its lane wrote `bytes` this round.
-    pub fn wrote(&mut self, bytes: usize) {
-        if bulk_write(bytes) {
-            self.bulk_now = true;
-        }
+    /// A flush of its lane wrote (part of) a large frame this round.
+    pub fn wrote_large(&mut self) {
+        self.bulk_now = true;
     }
 
-    /// A read of it moved `bytes` this round and completed `large_frames`
-    /// large frames; `in_large`: it is inside one now.
-    pub fn read(&mut self, bytes: usize, large_frames: usize, in_large: bool) {
-        if large_frames > 0 || in_large || bytes > LINGER_MAX_BYTES {
+    /// A read of it this round completed `large_frames` large frames;
+    /// `in_large`: it is inside one now.
+    pub fn read(&mut self, large_frames: usize, in_large: bool) {
+        if large_frames > 0 || in_large {
             self.bulk_now = true;
         }
     }
@@ -261,16 +257,14 @@ mod tests {
     #[test]
     fn a_bulk_connection_moves_to_a_thread_and_back_once_quiet() {
         let mut t = Traffic::new();
-        // Small traffic: stays home.
-        t.read(100, 0, false);
-        t.wrote(LINGER_MAX_BYTES);
+        // Small frames, however many: stays home.
+        t.read(0, false);
         assert_eq!(t.place(SEC, false, false), Place::Stay);
-        // Much read, a large frame, inside one, much written: bulk.
+        // A large frame read, inside one, one written: bulk.
         for f in [
-            |t: &mut Traffic| t.read(LINGER_MAX_BYTES + 1, 0, false),
-            |t: &mut Traffic| t.read(10, 1, false),
-            |t: &mut Traffic| t.read(10, 0, true),
-            |t: &mut Traffic| t.wrote(LINGER_MAX_BYTES + 1),
+            |t: &mut Traffic| t.read(1, false),
+            |t: &mut Traffic| t.read(0, true),
+            |t: &mut Traffic| t.wrote_large(),
         ] {
             let mut t = Traffic::new();
             f(&mut t);
@@ -279,11 +273,11 @@ mod tests {
             assert_eq!(t.place(SEC, false, false), Place::Stay);
         }
         // On a thread: stays while bulk goes on, home after QUIET without.
-        t.wrote(LINGER_MAX_BYTES + 1);
+        t.wrote_large();
         assert_eq!(t.place(SEC, false, false), Place::Bulk);
         t.moved(5 * SEC, true);
         assert_eq!(t.place(5 * SEC + QUIET, true, false), Place::Stay);
-        t.read(0, 1, false);
+        t.read(1, false);
         assert_eq!(t.place(5 * SEC + QUIET, true, false), Place::Stay);
         assert_eq!(t.place(5 * SEC + 2 * QUIET, true, false), Place::Stay);
         assert_eq!(t.place(5 * SEC + 2 * QUIET + 1, true, false), Place::Home);
@@ -294,7 +288,7 @@ mod tests {
     #[test]
     fn a_held_connection_stays_and_forgets_the_rounds_bulk() {
         let mut t = Traffic::new();
-        t.read(0, 3, false);
+        t.read(3, false);
         assert_eq!(t.place(SEC, false, true), Place::Stay);
         assert_eq!(t.place(SEC, false, false), Place::Stay);
         t.moved(SEC, true);

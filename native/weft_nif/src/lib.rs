@@ -184,11 +184,15 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
     if p.is_stopped() {
         return atoms::stopped();
     }
-    messages::with_caller(env, || match p.poll() {
-        Outcome::Busy => {
-            rustler::schedule::consume_timeslice(env, 10);
-            atoms::more()
-        }
+    let started = std::time::Instant::now();
+    let outcome = messages::with_caller(env, || p.poll());
+    // A round's cost varies with what it moved (a few large frames copy
+    // fast, thousands of small ones each cost a delivery): charge the
+    // process for the time it took, a timeslice being about 1 ms.
+    let percent = (started.elapsed().as_micros() / 10).clamp(1, 100) as i32;
+    rustler::schedule::consume_timeslice(env, percent);
+    messages::with_caller(env, || match outcome {
+        Outcome::Busy => atoms::more(),
         Outcome::Linger => atoms::linger(),
         Outcome::Idle => {
             // Wake-ups go only to an idle poller, to the process that last

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::frame::{encode_header, header, Extensions, FrameError, HeaderBytes};
 use weft_core::lane::{
-    Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, MAX_SLICES,
+    Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, DIRECT_MAX, MAX_SLICES,
 };
 pub use weft_core::lane::{Flush, Sender};
 use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
@@ -421,19 +421,21 @@ impl Lane {
     }
 
     /// Write one batch of what is queued; called by the lane's poller.
-    /// Returns what it achieved and how many bytes it wrote.
-    pub fn flush(self: &Arc<Self>) -> (Flush, usize) {
+    /// Returns what it achieved, how many bytes it wrote, and whether the
+    /// batch held a large frame (over [`DIRECT_MAX`] bytes: bulk, for
+    /// `io => auto`).
+    pub fn flush(self: &Arc<Self>) -> (Flush, usize, bool) {
         let (conn, mut batch) = {
             let mut out = self.out.lock();
             out.flush_asked = false;
             let writable = out.writable();
             match out.queue.flush(writable) {
-                Step::Idle => return (Flush::Done, 0),
+                Step::Idle => return (Flush::Done, 0, false),
                 Step::Dropped(c) => {
                     self.publish(&out.queue);
                     drop(out);
                     self.dropped(c, &self.counters.dropped.node_down);
-                    return (Flush::Done, 0);
+                    return (Flush::Done, 0, false);
                 }
                 Step::Close => {
                     // Everything went out: end of stream, after a grace
@@ -441,11 +443,12 @@ impl Lane {
                     if let Some(conn) = out.socket.take() {
                         conn.close_later(&self.runtime, CLOSE_GRACE);
                     }
-                    return (Flush::Done, 0);
+                    return (Flush::Done, 0, false);
                 }
                 Step::Write(batch) => (out.socket.clone().expect("writable"), batch),
             }
         };
+        let large = batch.iter().any(|(f, _)| f.body_len() > DIRECT_MAX);
         match write_batch(conn.stream(), &batch) {
             Ok((offered, written)) => {
                 // Frames completed leave the batch (and are freed) here,
@@ -456,7 +459,7 @@ impl Lane {
                 self.publish(&out.queue);
                 drop(out);
                 self.sent(sent);
-                (state, written)
+                (state, written, large)
             }
             Err(_) => {
                 // The poller sees the failure too and reports it; what was
@@ -470,7 +473,7 @@ impl Lane {
                 drop(out);
                 self.dropped(lost, &self.counters.dropped.connection_lost);
                 conn.close();
-                (Flush::Done, 0)
+                (Flush::Done, 0, false)
             }
         }
     }
