@@ -70,11 +70,12 @@ impl Traffic {
     }
 
     /// A read of it this round completed `large_frames` large frames;
-    /// `in_large`: it is inside one now.
-    pub fn read(&mut self, large_frames: usize, in_large: bool) {
-        if large_frames > 0 || in_large {
-            self.bulk_now = true;
-        }
+    /// `in_large`: it is inside one now. Returns whether that is bulk
+    /// (then [`Traffic::place`] is due at the end of the round).
+    pub fn read(&mut self, large_frames: usize, in_large: bool) -> bool {
+        let bulk = large_frames > 0 || in_large;
+        self.bulk_now |= bulk;
+        bulk
     }
 
     /// The round ended at `now`: where should the connection be served?
@@ -258,12 +259,12 @@ mod tests {
     fn a_bulk_connection_moves_to_a_thread_and_back_once_quiet() {
         let mut t = Traffic::new();
         // Small frames, however many: stays home.
-        t.read(0, false);
+        assert!(!t.read(0, false));
         assert_eq!(t.place(SEC, false, false), Place::Stay);
         // A large frame read, inside one, one written: bulk.
         for f in [
-            |t: &mut Traffic| t.read(1, false),
-            |t: &mut Traffic| t.read(0, true),
+            |t: &mut Traffic| assert!(t.read(1, false)),
+            |t: &mut Traffic| assert!(t.read(0, true)),
             |t: &mut Traffic| t.wrote_large(),
         ] {
             let mut t = Traffic::new();

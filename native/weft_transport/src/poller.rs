@@ -46,7 +46,6 @@ use crate::Shared;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -55,6 +54,7 @@ use weft_core::lane::Micros;
 use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Traffic};
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::wire::decode_control;
+use weft_core::types::FastMap;
 use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
 
 /// Bytes one connection may read in one round.
@@ -116,7 +116,7 @@ enum Cmd {
 struct State {
     poll: mio::Poll,
     events: Events,
-    conns: HashMap<ConnId, Box<Entry>>,
+    conns: FastMap<ConnId, Box<Entry>>,
     /// Lanes that wrote a batch and have more queued.
     again: Vec<Arc<Lane>>,
     /// Events that a blocking wait collected, for the next round.
@@ -126,6 +126,16 @@ struct State {
     /// The readable connections, in the order they are read: round robin
     /// (each at most [`READ_BUDGET`] per round, all [`ROUND_BUDGET`]).
     order: ServiceOrder<ConnId>,
+    /// Connections set draining (ids of ended ones are dropped when seen):
+    /// rare, so that a round looks at these rather than at every
+    /// connection.
+    draining: Vec<ConnId>,
+    /// Connections that carried bulk this round (`io => auto`): the only
+    /// ones whose place can change, but for the quiet check.
+    bulk: Vec<ConnId>,
+    /// When a threaded poller next looks for quiet connections to send
+    /// home (`io => auto`), on its clock.
+    quiet_check_at: Micros,
 }
 
 /// One poller. Shared by the lanes and connections it serves.
@@ -163,11 +173,14 @@ impl Poller {
             state: Mutex::new(State {
                 poll,
                 events: Events::with_capacity(EVENTS),
-                conns: HashMap::new(),
+                conns: FastMap::default(),
                 again: Vec::new(),
                 stashed: Vec::new(),
                 linger: Linger::new(linger.as_micros() as Micros),
                 order: ServiceOrder::new(),
+                draining: Vec::new(),
+                bulk: Vec::new(),
+                quiet_check_at: 0,
             }),
             inbox: Mutex::new(Vec::new()),
             flush: Mutex::new(Vec::new()),
@@ -329,7 +342,7 @@ impl Poller {
         round.written = written;
         forget(st, shared, closes);
         let now = self.now();
-        let draining = draining_lanes(&st.conns);
+        let draining = draining_lanes(st);
         self.placement(st, shared, now, &draining);
         outcome(st, now, round, &draining)
     }
@@ -386,6 +399,7 @@ impl Poller {
             // No more writes; what the peer sent before it heard of the
             // close is still read and delivered.
             e.draining = Some(reason);
+            st.draining.push(id);
             if !e.readable {
                 e.readable = true;
                 st.order.ready(id);
@@ -424,8 +438,13 @@ impl Poller {
             // (finding the connection takes the lane's lock: only when it
             // matters)
             if large {
-                if let Some(e) = lane.socket().conn.and_then(|c| st.conns.get_mut(&c)) {
+                if let Some((id, e)) = lane
+                    .socket()
+                    .conn
+                    .and_then(|c| st.conns.get_mut(&c).map(|e| (c, e)))
+                {
                     e.traffic.wrote_large();
+                    st.bulk.push(id);
                 }
             }
             if state == Flush::More && !st.again.iter().any(|l| Arc::ptr_eq(l, &lane)) {
@@ -445,8 +464,19 @@ impl Poller {
             return;
         };
         let threaded = self.is_threaded();
+        // Only a connection that carried bulk this round can move, except
+        // that a threaded poller sends quiet ones home: it looks at all of
+        // them every QUIET_CHECK.
+        let mut candidates = std::mem::take(&mut st.bulk);
+        if threaded && now >= st.quiet_check_at {
+            st.quiet_check_at = now + QUIET_CHECK.as_micros() as Micros;
+            candidates = st.conns.keys().copied().collect();
+        }
         let mut moves: Vec<(ConnId, Arc<Poller>)> = Vec::new();
-        for (id, e) in st.conns.iter_mut() {
+        for id in candidates {
+            let Some(e) = st.conns.get_mut(&id) else {
+                continue;
+            };
             // A lane with an older connection still draining stays here
             // until it ends (see `reads`).
             let held = e.draining.is_some() || is_held(draining, e);
@@ -456,7 +486,7 @@ impl Poller {
                 Place::Home => set.home(&e.peer, &e.lane.key),
             };
             if !std::ptr::eq(Arc::as_ptr(&target), self) {
-                moves.push((*id, target));
+                moves.push((id, target));
             }
         }
         for (id, target) in moves {
@@ -539,9 +569,11 @@ fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
 /// ends: its frames were sent after the old one's, and arrive after them.
 /// Returns what was read.
 fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round {
-    let draining = draining_lanes(&st.conns);
+    let draining = draining_lanes(st);
     let mut round = Round::default();
-    let State { conns, order, .. } = st;
+    let State {
+        conns, order, bulk, ..
+    } = st;
     let Some(shared) = shared else {
         for e in conns.values_mut() {
             e.readable = false;
@@ -575,8 +607,11 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 .read(e.conn.stream(), allowance, &alloc, &mut on_frame)
         };
         let used = (e.reader.bytes_read() - before) as usize;
-        e.traffic
-            .read(round.large_frames - large_before, e.reader.in_large_frame());
+        let in_large = e.reader.in_large_frame();
+        round.in_large |= in_large;
+        if e.traffic.read(round.large_frames - large_before, in_large) {
+            bulk.push(conn_id);
+        }
         match status {
             Ok(ReadStatus::Drained) => {
                 e.readable = false;
@@ -640,13 +675,18 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
 /// What the round found: more work, lingering (a round that moved a few
 /// small frames: the next frame is likely close behind, and finding it by
 /// polling is much cheaper than being woken; see [`Linger`]), or idle.
-fn outcome(st: &mut State, now: Micros, mut round: Round, draining: &Draining) -> Outcome {
+///
+/// A readable connection is exactly one in the service order, so without
+/// a draining connection (nearly always) this looks at no connection.
+fn outcome(st: &mut State, now: Micros, round: Round, draining: &Draining) -> Outcome {
     let busy = !st.again.is_empty()
-        || st
-            .conns
-            .values()
-            .any(|e| e.readable && !is_held(draining, e));
-    round.in_large = st.conns.values().any(|e| e.reader.in_large_frame());
+        || if draining.is_empty() {
+            !st.order.is_empty()
+        } else {
+            st.conns
+                .values()
+                .any(|e| e.readable && !is_held(draining, e))
+        };
     let lingering = st.linger.round(now, &round);
     if busy {
         Outcome::Busy
@@ -660,11 +700,15 @@ fn outcome(st: &mut State, now: Micros, mut round: Round, draining: &Draining) -
 /// The lanes that have a connection draining, and its id.
 type Draining = Vec<(*const Lane, ConnId)>;
 
-/// The lanes that have a connection draining now.
-fn draining_lanes(conns: &HashMap<ConnId, Box<Entry>>) -> Draining {
-    conns
-        .values()
-        .filter(|e| e.draining.is_some())
+/// The lanes that have a connection draining now (and the ids of those
+/// that ended leave the list).
+fn draining_lanes(st: &mut State) -> Draining {
+    let conns = &st.conns;
+    st.draining
+        .retain(|id| conns.get(id).is_some_and(|e| e.draining.is_some()));
+    st.draining
+        .iter()
+        .filter_map(|id| conns.get(id))
         .map(|e| (Arc::as_ptr(&e.lane), e.conn.id))
         .collect()
 }

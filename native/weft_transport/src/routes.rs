@@ -14,7 +14,8 @@ use crate::counters::{Budget, Counters, Total};
 use crate::lane_writer::{Lane, Sender};
 use crate::poller_set::PollerSet;
 use parking_lot::{Mutex, RwLock};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use weft_core::types::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
@@ -46,7 +47,7 @@ pub struct PeerRoute {
     /// The control lane.
     pub control: Arc<Lane>,
     /// Channel name -> its lanes, in index order.
-    pub channels: HashMap<String, Vec<Arc<Lane>>>,
+    pub channels: FastMap<String, Vec<Arc<Lane>>>,
     /// Unplanned routes only: the messages waiting for the plan; `None`
     /// once they moved on (senders then look the route up again).
     waiting: Option<Mutex<Option<VecDeque<Waiting>>>>,
@@ -160,10 +161,10 @@ impl Relay {
 
 /// The routing table.
 pub struct Routes {
-    peers: RwLock<HashMap<String, Arc<PeerRoute>>>,
+    peers: RwLock<FastMap<String, Arc<PeerRoute>>>,
     pollers: Arc<PollerSet>,
     runtime: tokio::runtime::Handle,
-    channels: HashMap<String, Overload>,
+    channels: FastMap<String, Overload>,
     affinity: bool,
     limits: Limits,
     total: Arc<Total>,
@@ -190,7 +191,7 @@ impl Routes {
         stage: Option<Arc<dyn Stage>>,
     ) -> Self {
         Routes {
-            peers: RwLock::new(HashMap::new()),
+            peers: RwLock::new(FastMap::default()),
             pollers,
             runtime,
             channels: channels.into_iter().collect(),
@@ -488,7 +489,7 @@ impl Routes {
             peer.to_string(),
             Arc::new(PeerRoute {
                 control,
-                channels: HashMap::new(),
+                channels: FastMap::default(),
                 waiting: Some(Mutex::new(Some(VecDeque::new()))),
                 max_frame: None,
                 budget,
@@ -513,7 +514,7 @@ impl Routes {
                 .unwrap_or_else(|| self.new_lane(peer, key, &budget))
         };
         let control = keep(LaneKey::control());
-        let mut channels = HashMap::new();
+        let mut channels = FastMap::default();
         for (channel, n) in plan.iter().filter(|(c, _)| c != weft_core::CONTROL_CHANNEL) {
             let lanes = (0..*n)
                 .map(|index| {
