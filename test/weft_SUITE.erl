@@ -987,12 +987,17 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
     Other = start(bad_cb, opts(#{overlay => {callback, weft_cyclon, #{}}})),
     ok = call(Other, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
     ?assertEqual(lists:sort([node_of(N), node_of(Other)]), call(N, weft, members, [])),
-    %% a node of another overlay is refused, and not redialed
+    %% a node of another overlay is refused, and not redialed: both sides
+    %% say so (the full-mesh node is told, even though the protocol never
+    %% sends it anything)
     Mesh = start(mesh, opts()),
+    ok = call(Mesh, weft_ct, capture_logs, []),
     ok = call(Mesh, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
     weft_ct:wait_until(refused_other_overlay,
                        fun() -> call(Mesh, weft, members, []) =:= [node_of(Mesh)]
                                     andalso not lists:member(node_of(Mesh), call(N, weft, members, []))
+                                    andalso lists:any(fun(L) -> string:find(L, "it runs callback") =/= nomatch end,
+                                                      call(Mesh, weft_ct, logs, []))
                        end),
     %% and a node running another protocol (another module) too
     Evil = start(evil, opts(#{overlay => {callback, weft_evil_membership, ok}})),

@@ -317,9 +317,21 @@ impl Node {
                     Some((t, body)) if *t == tag => {
                         self.with_membership(now, |m, cx| m.on_message(cx, from, body));
                     }
-                    Some((t @ 1..=4, _)) => {
+                    Some((t @ 1..=4, rest)) => {
                         // A node of another overlay: refused for good, not
-                        // a broken peer to reconnect to.
+                        // a broken peer to reconnect to. It is told which
+                        // overlay runs here (a message of our tag alone)
+                        // unless its message was that already: an overlay
+                        // that sends nothing on its own (a callback
+                        // protocol whose view does not hold it) would
+                        // otherwise only see the connection close, and
+                        // redial.
+                        if !rest.is_empty() {
+                            self.actions.push(Action::Send {
+                                peer: Name::new(from),
+                                msg: Control::Membership(vec![tag]),
+                            });
+                        }
                         let theirs = ["full_mesh", "static", "client_server", "callback"]
                             [usize::from(*t) - 1];
                         let why = format!("it runs {theirs}, this node {ours}");
@@ -698,11 +710,35 @@ mod tests {
         assert!(actions
             .iter()
             .any(|a| matches!(a, Action::Unroute { peer } if peer == "a@h")));
+        // ...and told which overlay runs here (full mesh: tag 1), before the
+        // connection goes, so that it refuses this node too
+        let told = actions.iter().position(|a| {
+            matches!(a, Action::Send { peer, msg: Control::Membership(m) }
+                if peer == "a@h" && m == &vec![1])
+        });
+        let unrouted = actions
+            .iter()
+            .position(|a| matches!(a, Action::Unroute { .. }));
+        assert!(told.is_some() && told < unrouted, "{actions:?}");
         assert!(b.peers().next().is_none());
         b.on_timeout(60_000);
         assert!(!drain(&mut b)
             .iter()
             .any(|a| matches!(a, Action::Dial { .. })));
+        // A node told so (a message of the other overlay's tag alone)
+        // refuses too, and answers nothing.
+        let mut c = Node::new(spec("c@h", 9, 3), Timing::default(), 1);
+        c.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut c);
+        c.on_control(10, "a@h", 1, Control::Membership(vec![4]));
+        let actions = drain(&mut c);
+        assert!(actions.iter().any(|a| matches!(a,
+            Action::Refused { refusal: Refusal::BadSpec(why), .. } if why.contains("callback"))));
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::Send { msg: Control::Membership(_), .. })));
+        assert!(c.peers().next().is_none());
     }
 
     #[test]

@@ -102,6 +102,15 @@ impl Membership for Callback {
         if inbound && spec.name == cx.local.name {
             return Err(Refusal::Unavailable);
         }
+        if inbound
+            && self
+                .refused
+                .get(&spec.name)
+                .is_some_and(|since| cx.now.saturating_sub(*since) < REFUSED_FOR)
+        {
+            // Left out (another overlay, or dropped by the protocol).
+            return Err(Refusal::Unavailable);
+        }
         if !inbound && !self.wanted.contains_key(&spec.name) {
             // Taken out while dialing.
             return Err(Refusal::Unavailable);
@@ -336,6 +345,11 @@ mod tests {
         assert!(!actions(&mut a)
             .iter()
             .any(|x| matches!(x, Action::Dial { .. })));
+        // nor let in when it dials
+        assert_eq!(
+            a.on_hello(6_000, 9, &spec("b@h", 3, 2), &LaneKey::control()),
+            Err(Refusal::Unavailable)
+        );
         a.membership_decision(1 + REFUSED_FOR, vec![spec("b@h", 0, 2)], vec![]);
         assert!(actions(&mut a)
             .iter()
