@@ -4,7 +4,8 @@
 //! own (`io => threads`): node A sends `COUNT` messages of `SIZE` bytes to
 //! node B on one channel of `LANES` lanes, at most 256 KiB outstanding, and
 //! B's sink counts them. Under callgrind the inclusive instruction count of
-//! `Transport::send` divided by `COUNT` is the send path per message (frame
+//! `Routes::send` (what `Transport::send` calls) plus `Lane::flush`,
+//! divided by `COUNT`, is the send path per message (frame
 //! header, lane choice, queue, `writev`, counters), and that of the
 //! pollers' rounds on B is the receive path (`epoll_wait`, `read`, frame
 //! parsing, the per-message stage, the hand-over to the sink). What the NIF
@@ -15,7 +16,8 @@
 //! cargo build --profile profiling -p weft_transport --example path_cost
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
 //!     target/profiling/examples/path_cost SIZE COUNT LANES
-//! callgrind_annotate --inclusive=yes /tmp/cg.out | grep -E 'Transport::send|Poller::poll'
+//! callgrind_annotate --inclusive=yes --threshold=100 /tmp/cg.out \
+//!     | grep -E 'Routes::send \[|Lane::flush \[|FrameReader::read \[|Poller::poll \['
 //! ```
 //!
 //! `bench/RESULTS.md` ("Instructions per message") has the figures.
@@ -35,6 +37,8 @@ struct Counting {
     messages: AtomicU64,
     bytes: AtomicU64,
     buffers: Mutex<Vec<Vec<u8>>>,
+    /// Set once the run is over: the peer going down is expected then.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Sink for Counting {
@@ -60,7 +64,7 @@ impl Sink for Counting {
         eprintln!("refused by {peer}: {r}");
     }
     fn log(&self, level: Level, text: &str, _p: Option<&str>, _l: Option<&LaneKey>) {
-        if level >= Level::Warning {
+        if level >= Level::Warning && !self.stopping.load(Ordering::Relaxed) {
             eprintln!("{text}");
         }
     }
@@ -109,19 +113,44 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+const USAGE: &str = "usage: path_cost [SIZE COUNT [LANES]]
+  SIZE  bytes per message, 1..=67108864 (default 100)
+  COUNT messages, at least 1 (default 20000)
+  LANES lanes of the channel, 1..=256 (default 1)";
+
+/// `(size, count, lanes)` from the command line, or why not.
+fn parse(args: &[String]) -> Result<(usize, u64, u16), String> {
+    let num = |what: &str, a: &str, lo: u64, hi: u64| -> Result<u64, String> {
+        match a.parse::<u64>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(format!("{what}: {a:?} is not in {lo}..={hi}")),
+        }
+    };
+    let (size, count, lanes) = match args {
+        [] => ("100", "20000", "1"),
+        [s, c] => (s.as_str(), c.as_str(), "1"),
+        [s, c, l] => (s.as_str(), c.as_str(), l.as_str()),
+        _ => return Err("SIZE and COUNT go together".into()),
+    };
+    Ok((
+        num("SIZE", size, 1, 64 << 20)? as usize,
+        num("COUNT", count, 1, u64::MAX)?,
+        num("LANES", lanes, 1, 256)? as u16,
+    ))
+}
+
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("SIZE COUNT LANES: numbers"))
-        .collect();
-    let (size, count, lanes) = match args[..] {
-        [s, c, l] => (s as usize, c, l as u16),
-        [s, c] => (s as usize, c, 1),
-        _ => (100, 20_000, 1),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (size, count, lanes) = match parse(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            std::process::exit(2);
+        }
     };
     let sink_a = Arc::new(Counting::default());
     let sink_b = Arc::new(Counting::default());
-    let a = node("a@h", lanes, sink_a);
+    let a = node("a@h", lanes, sink_a.clone());
     let b = node("b@h", lanes, sink_b.clone());
     a.join(contact(&b));
     wait_for("every lane connected", || {
@@ -154,6 +183,9 @@ fn main() {
         sink_b.messages.load(Ordering::Relaxed),
         sink_b.bytes.load(Ordering::Relaxed)
     );
+    for s in [&sink_a, &sink_b] {
+        s.stopping.store(true, Ordering::Relaxed);
+    }
     a.stop();
     b.stop();
 }
