@@ -12,6 +12,8 @@ use crate::conn::{Conn, ConnEvent};
 use crate::frame_reader::ReadError;
 use crate::handshake_io::{self, HandshakeError};
 use crate::Shared;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -290,31 +292,126 @@ impl Driver {
 /// never finish their handshake cannot take memory without bound.
 pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
+/// When every handshake slot is taken, a handshake in progress is ended to
+/// make room for a new connection ([`Pending::evict`]):
+/// - the oldest one of the address that holds the most, if the newcomer's
+///   address holds fewer (so one source cannot take every slot from the
+///   others);
+/// - else the oldest of all, if it began at least this long ago. A peer's
+///   handshake takes a few round trips; sockets opened and left silent (or
+///   stalled) to fill the slots are the old ones, so they delay a real
+///   peer's handshake by about this much instead of locking it out.
+pub const EVICT_AFTER: Duration = Duration::from_millis(500);
+
+/// Incoming handshakes in progress, by start order: when each began, from
+/// where, and how to end it; and how many each address has.
+#[derive(Default)]
+pub struct Pending {
+    next: u64,
+    tasks: std::collections::BTreeMap<u64, (Instant, IpAddr, tokio::task::AbortHandle)>,
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+impl Pending {
+    fn insert(&mut self, at: Instant, ip: IpAddr, task: tokio::task::AbortHandle) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.tasks.insert(seq, (at, ip, task));
+        *self.by_addr.entry(ip).or_insert(0) += 1;
+        seq
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<tokio::task::AbortHandle> {
+        let (_, ip, task) = self.tasks.remove(&seq)?;
+        if let Some(n) = self.by_addr.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_addr.remove(&ip);
+            }
+        }
+        Some(task)
+    }
+
+    /// The handshake to end for a newcomer from `ip` (see [`EVICT_AFTER`]),
+    /// at `now`.
+    fn victim(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let (&top, &most) = self.by_addr.iter().max_by_key(|(_, n)| **n)?;
+        let mine = self.by_addr.get(&ip).copied().unwrap_or(0);
+        if mine + 1 < most {
+            return self
+                .tasks
+                .iter()
+                .find(|(_, (_, from, _))| *from == top)
+                .map(|(seq, _)| *seq);
+        }
+        let (&seq, (since, _, _)) = self.tasks.iter().next()?;
+        (now.saturating_duration_since(*since) >= EVICT_AFTER).then_some(seq)
+    }
+
+    /// End a handshake to make room for a newcomer from `ip`, if one may
+    /// be ended. Returns whether one was.
+    fn evict(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let Some(task) = self.victim(ip, now).and_then(|seq| self.remove(seq)) else {
+            return false;
+        };
+        task.abort();
+        true
+    }
+}
+
+/// Takes a handshake out of [`Pending`] when it ends, however it ends.
+struct PendingEntry(Arc<Shared>, u64);
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        self.0.pending.lock().remove(self.1);
+    }
+}
+
 /// Accept loop: one task per incoming socket.
 pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     loop {
         match listener.accept().await {
             Ok((s, addr)) => {
-                let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
-                    let text = format!(
-                        "refused incoming connection from {addr}: {} handshakes already in progress",
-                        shared.config.max_pending_handshakes
-                    );
-                    if let Some(line) = shared.refusals.record(
-                        Instant::now(),
-                        addr.ip(),
-                        "too_many_handshakes",
-                        &text,
-                    ) {
-                        shared.sink.log(Level::Warning, &line, None, None);
+                let permit = match shared.handshakes.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    // Full: end the oldest handshake if it is old enough;
+                    // the new one waits for the slot it frees.
+                    Err(_) if shared.pending.lock().evict(addr.ip(), Instant::now()) => {
+                        shared.refusals.count("evicted");
+                        None
                     }
-                    continue;
+                    Err(_) => {
+                        refuse_too_many(&shared, addr);
+                        continue;
+                    }
                 };
                 let _ = s.set_nodelay(true);
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    incoming(shared, s, addr, permit).await;
+                let task_shared = shared.clone();
+                let (go, started) = oneshot::channel::<u64>();
+                let task = tokio::spawn(async move {
+                    let Ok(seq) = started.await else { return };
+                    let _entry = PendingEntry(task_shared.clone(), seq);
+                    let permit = match permit {
+                        Some(p) => p,
+                        None => match tokio::time::timeout(
+                            Duration::from_secs(1),
+                            task_shared.handshakes.clone().acquire_owned(),
+                        )
+                        .await
+                        {
+                            Ok(Ok(p)) => p,
+                            _ => return refuse_too_many(&task_shared, addr),
+                        },
+                    };
+                    incoming(task_shared, s, addr, permit).await;
                 });
+                let seq =
+                    shared
+                        .pending
+                        .lock()
+                        .insert(Instant::now(), addr.ip(), task.abort_handle());
+                let _ = go.send(seq);
             }
             Err(e) => {
                 shared
@@ -323,6 +420,20 @@ pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+fn refuse_too_many(shared: &Shared, addr: std::net::SocketAddr) {
+    let text = format!(
+        "refused incoming connection from {addr}: {} handshakes already in progress",
+        shared.config.max_pending_handshakes
+    );
+    if let Some(line) =
+        shared
+            .refusals
+            .record(Instant::now(), addr.ip(), "too_many_handshakes", &text)
+    {
+        shared.sink.log(Level::Warning, &line, None, None);
     }
 }
 
@@ -391,14 +502,20 @@ async fn incoming(
         Err(Refusal::Duplicate) => {}
         Err(r) => {
             let text = format!("refused connection from {} ({addr}): {r}", spec.name);
+            // A data lane dialed by a peer whose control lane is not up here
+            // yet (its side finished the handshake first) is redialed at
+            // once: not worth a warning.
+            let level = if r == Refusal::Unavailable && !lane.is_control() {
+                Level::Info
+            } else {
+                Level::Warning
+            };
             if let Some(line) =
                 shared
                     .refusals
                     .record(Instant::now(), addr.ip(), refusal_reason(&r), &text)
             {
-                shared
-                    .sink
-                    .log(Level::Warning, &line, Some(&spec.name), Some(&lane));
+                shared.sink.log(level, &line, Some(&spec.name), Some(&lane));
             }
         }
     }

@@ -92,6 +92,9 @@ pub(crate) struct Shared {
     runtime: tokio::runtime::Handle,
     /// Permits for incoming handshakes in progress.
     handshakes: Arc<tokio::sync::Semaphore>,
+    /// Incoming handshakes in progress, oldest first, so that a full set
+    /// can make room ([`driver::listen`]).
+    pending: Mutex<driver::Pending>,
 }
 
 /// Established connections, for the driver to close them.
@@ -232,6 +235,7 @@ impl Transport {
         let handshakes = Arc::new(tokio::sync::Semaphore::new(
             config.max_pending_handshakes.max(1),
         ));
+        let pending = Mutex::new(driver::Pending::default());
         let shared = Arc::new(Shared {
             config,
             routes,
@@ -245,6 +249,7 @@ impl Transport {
             refusals: refusals::Refusals::default(),
             runtime: runtime.handle().clone(),
             handshakes,
+            pending,
         });
         for p in pollers.all() {
             p.set_shared(&shared);

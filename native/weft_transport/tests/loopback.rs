@@ -1023,11 +1023,15 @@ fn pending_handshakes_are_bounded() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let info = b.info().unwrap();
-        if info
-            .refused_connections
-            .iter()
-            .any(|(k, c)| *k == "too_many_handshakes" && *c >= 50)
-        {
+        // (refused, or, once the oldest are 500 ms old, making room by
+        // ending one of them)
+        let count = |k: &str| {
+            info.refused_connections
+                .iter()
+                .find(|(r, _)| *r == k)
+                .map_or(0, |(_, c)| *c)
+        };
+        if count("too_many_handshakes") + count("evicted") >= 50 {
             break;
         }
         assert!(Instant::now() < deadline, "{:?}", info.refused_connections);
@@ -1038,6 +1042,81 @@ fn pending_handshakes_are_bounded() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     a.join(contact(&b));
     wait_for("up", || a.up_peers() == ["b@h"]);
+}
+
+/// A silent connection from `from` to `to` (a first frame header claiming
+/// 200 bytes, and nothing more).
+fn silent_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    use std::io::Write;
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&std::net::SocketAddr::new(from, 0).into())?;
+    s.connect(&to.into())?;
+    let mut w: &socket2::Socket = &s;
+    let _ = w.write_all(&weft_core::frame::header(weft_core::FrameKind::Handshake, 200));
+    Ok(s)
+}
+
+/// One source that keeps every handshake slot taken (silent connections,
+/// a new one as soon as one is closed) cannot lock other sources out: a
+/// newcomer from an address holding fewer slots ends one of its
+/// handshakes. And silent connections from the peer's own address (one
+/// host) are ended once 500 ms old, so the peer's join still goes
+/// through while they are held.
+#[test]
+fn a_flood_of_silent_connections_does_not_lock_out_a_peer() {
+    let (b, _brx, _db) = node_with("b@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.max_pending_handshakes = 8;
+    });
+    let addr = b.local_spec().addrs[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    // another address of the loopback interface: another source
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(s) = silent_from(other, addr) {
+                    held.push_back(s);
+                }
+                if held.len() > 64 {
+                    held.pop_front();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    wait_for("the flood takes every slot", || {
+        b.info().unwrap().refused_connections.iter().any(|(k, c)| {
+            (*k == "too_many_handshakes" || *k == "evicted") && *c >= 20
+        })
+    });
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("up through the flood", || a.up_peers() == ["b@h"]);
+    stop.store(true, Ordering::SeqCst);
+    flood.join().unwrap();
+
+    // silent connections from the same address as the peer, held open
+    let (c, _crx, _dc) = node_with("c@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.max_pending_handshakes = 8;
+    });
+    let caddr = c.local_spec().addrs[0];
+    let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let held: Vec<_> = (0..8).filter_map(|_| silent_from(local, caddr).ok()).collect();
+    assert_eq!(held.len(), 8);
+    let (d, _drx) = node("d@h", "c", 1 << 20);
+    d.join(contact(&c));
+    wait_for("up past silent connections", || d.up_peers() == ["c@h"]);
+    let evicted = c
+        .info()
+        .unwrap()
+        .refused_connections
+        .iter()
+        .find(|(k, _)| *k == "evicted")
+        .map_or(0, |(_, n)| *n);
+    assert!(evicted >= 1, "{:?}", c.info().unwrap().refused_connections);
+    drop(held);
 }
 
 /// Drops every second application message sent on `default` (a fault).

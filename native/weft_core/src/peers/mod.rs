@@ -607,8 +607,11 @@ impl PeerTable {
         if failures.is_power_of_two() {
             // A peer that actively refuses us (cookie, name) is a
             // configuration problem worth a warning; an unreachable member
-            // is expected while it is down.
-            let level = if refusal.is_some() {
+            // is expected while it is down, and a data lane refused as
+            // unavailable is too (the peer has not seen our control lane
+            // up yet, or it is stopping).
+            let transient = refusal == Some(Refusal::Unavailable) && !lane.is_control();
+            let level = if refusal.is_some() && !transient {
                 Level::Warning
             } else {
                 Level::Info
