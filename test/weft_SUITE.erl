@@ -262,7 +262,9 @@ leave_and_remove(_Config) ->
                                      lists:all(fun(N) -> call(N, weft, members, []) =:= Three end, [A, C, D])
                              end),
     weft_ct:wait_until(alone, fun() -> call(B, weft, members, []) =:= [node_of(B)] end),
-    %% A removes D: everyone drops it, D too
+    %% A removes D: everyone drops it, D too (told by A itself, and it says
+    %% so once)
+    ok = call(D, weft_ct, capture_logs, []),
     ok = call(A, weft, leave, [node_of(D)]),
     Two = lists:sort([node_of(A), node_of(C)]),
     weft_ct:wait_until(removed, fun() ->
@@ -276,6 +278,8 @@ leave_and_remove(_Config) ->
     ?assertEqual(Two, call(C, weft, members, [])),
     ?assertEqual([node_of(D)], call(D, weft, members, [])),
     ?assertEqual([node_of(B)], call(B, weft, members, [])),
+    Removed = [L || L <- call(D, weft_ct, logs, []), string:find(L, "removed from the cluster") =/= nomatch],
+    ?assertMatch([_], Removed),
     %% a node that left may join again
     ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
     converge([A, B, C]),

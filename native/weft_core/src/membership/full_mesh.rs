@@ -547,10 +547,18 @@ impl Membership for FullMesh {
         self.tombstone(cx.now, name, inc, self.tombstone_ttl);
         let up = cx.peers.up_peers();
         let payload = self.view_message(cx, false);
-        self.drop_member(cx, name, DownReason::Removed);
         // The removed node hears it (and leaves), and so does everyone else
-        // at once: a removal is rare, and it should not wait for rounds.
-        for peer in up {
+        // at once: a removal is rare, and it should not wait for rounds. The
+        // removed node is told before its lanes go (they drain what is
+        // queued, then close).
+        if up.iter().any(|p| p == name) {
+            cx.push(Effect::Send {
+                to: name.to_string(),
+                payload: payload.clone(),
+            });
+        }
+        self.drop_member(cx, name, DownReason::Removed);
+        for peer in up.into_iter().filter(|p| p != name) {
             cx.push(Effect::Send {
                 to: peer,
                 payload: payload.clone(),
@@ -602,6 +610,10 @@ impl Membership for FullMesh {
         reason: &str,
     ) -> bool {
         match refusal {
+            Refusal::Left if self.detached => {
+                // Already out (another peer said so first): once is enough.
+                true
+            }
             Refusal::Left => {
                 // The cluster has tombstoned this incarnation: we were removed
                 // while we could not hear it. Leave, as the gossip would have said.
