@@ -171,8 +171,14 @@ fn main() {
             std::hint::spin_loop();
             std::thread::yield_now();
         }
-        a.send(None, "b@h", "bench", Choice::Index(i), body.clone())
-            .expect("send accepted");
+        // (a full send queue, with messages of tens of MiB: wait for room)
+        loop {
+            match a.send(None, "b@h", "bench", Choice::Index(i), body.clone()) {
+                Ok(()) => break,
+                Err(weft_transport::SendError::Overloaded) => std::thread::yield_now(),
+                Err(e) => panic!("send refused: {e:?}"),
+            }
+        }
     }
     wait_for("every message delivered", || {
         sink_b.messages.load(Ordering::Relaxed) == count
