@@ -98,17 +98,27 @@ init([]) ->
 %% poller supervisor) listens on the port the previous one had bound when
 %% the configuration says "any port" (0): the other members still dial
 %% that port, so the node is back in the cluster as soon as they redial,
-%% instead of listening where nobody looks. If the port is taken, any port.
+%% instead of listening where nobody looks. If the port is still taken
+%% after a second (by the previous transport, still closing), any port.
 start_transport(Opts) ->
     Start = fun(O) -> nif(fun() -> weft_nif:start(O#{event_pid => self()}) end) end,
     case {Opts, weft_sup:previous_port()} of
         {#{listen := {Ip, 0}}, {ok, Port}} ->
-            case Start(Opts#{listen := {Ip, Port}}) of
+            case start_on_port(Start, Opts#{listen := {Ip, Port}}, 10) of
                 {ok, _, _} = Ok -> Ok;
                 {error, _} -> Start(Opts)
             end;
         _ ->
             Start(Opts)
+    end.
+
+start_on_port(Start, Opts, Tries) ->
+    case Start(Opts) of
+        {error, {listen, _, eaddrinuse}} when Tries > 1 ->
+            timer:sleep(100),
+            start_on_port(Start, Opts, Tries - 1);
+        Result ->
+            Result
     end.
 
 %% The `callback' overlay's protocol process.

@@ -97,8 +97,31 @@ impl Drop for Guard {
         let mut running = RUNNING.write();
         if running.as_ref().is_some_and(|r| r.guard == self.id) {
             let r = running.take();
-            // Stopping waits for threads: never on a scheduler thread.
-            std::thread::spawn(move || drop(r));
+            // Stopping waits for threads: never on a scheduler thread. A
+            // start meanwhile waits for it (`wait_for_stops`), so that the
+            // new transport can bind the port the old one is closing.
+            *STOPPING.0.lock() += 1;
+            std::thread::spawn(move || {
+                drop(r);
+                *STOPPING.0.lock() -= 1;
+                STOPPING.1.notify_all();
+            });
+        }
+    }
+}
+
+/// Transports whose guard was collected and which are still stopping (on
+/// a thread of their own), and a signal when one is done.
+static STOPPING: (parking_lot::Mutex<usize>, parking_lot::Condvar) =
+    (parking_lot::Mutex::new(0), parking_lot::Condvar::new());
+
+/// Wait (at most `limit`) until no collected transport is still stopping.
+fn wait_for_stops(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut n = STOPPING.0.lock();
+    while *n > 0 {
+        if STOPPING.1.wait_until(&mut n, deadline).timed_out() {
+            return;
         }
     }
 }
@@ -113,6 +136,8 @@ fn not_started(env: Env) -> Term {
 
 #[rustler::nif(schedule = "DirtyIo")]
 fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
+    // (a dirty I/O scheduler: it may wait)
+    wait_for_stops(std::time::Duration::from_secs(5));
     if running().is_some() {
         return Ok((atoms::error(), atoms::already_started()).encode(env));
     }
