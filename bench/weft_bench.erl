@@ -13,6 +13,8 @@
 %% Run on the benchmark nodes:
 -export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/6]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
+%% For the other benchmark drivers (weft_callgrind):
+-export([lanes_up/2, wait/2]).
 
 -define(CAP_MBIT, 500).
 

@@ -122,20 +122,7 @@ connect(disterl, {PA, _}, {_, NB}) ->
 connect(_Weft, {PA, NA}, {PB, NB}) ->
     Spec = peer:call(PB, weft, node_spec, [], 120000),
     ok = peer:call(PA, weft, sync_join, [Spec, 120000], 180000),
-    wait(fun() -> lanes_up(peer:call(PA, weft, info, [], 60000), NB)
-                      andalso lanes_up(peer:call(PB, weft, info, [], 60000), NA)
-         end, 600).
-
-lanes_up(#{peers := Peers}, Node) ->
-    case Peers of
-        #{Node := #{state := up, channels := Chs}} ->
-            lists:all(fun(#{state := S}) -> S =:= connected end, lists:append(maps:values(Chs)));
-        _ -> false
-    end.
-
-wait(F, 0) -> F() orelse error(timeout);
-wait(F, N) ->
-    case F() of
-        true -> ok;
-        false -> timer:sleep(200), wait(F, N - 1)
-    end.
+    %% (weft_bench's helpers, with timeouts for nodes under valgrind)
+    weft_bench:wait(fun() -> weft_bench:lanes_up(peer:call(PA, weft, info, [], 60000), NB)
+                                 andalso weft_bench:lanes_up(peer:call(PB, weft, info, [], 60000), NA)
+                    end, 2400).

@@ -23,7 +23,6 @@
          frozen_receiver_every_message_counted/1, restarted_with_clock_behind_rejoins/1,
          a_restarted_transport_rejoins_its_cluster/1]).
 
--define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
 suite() ->
     [{timetrap, {minutes, 3}}].
@@ -47,9 +46,7 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, _Config) ->
-    [weft_ct:stop_node(N) || N <- get_nodes()],
-    erase(nodes),
-    ok.
+    weft_ct:stop_tracked().
 
 %%% Helpers
 
@@ -57,17 +54,11 @@ opts() ->
     opts(#{}).
 
 opts(Extra) ->
-    maps:merge(#{channels => ?CHANNELS, cookie => <<"weft-test">>,
-                 heartbeat_interval => 200, heartbeat_timeout => 1500,
-                 reconnect_min_backoff => 50, reconnect_max_backoff => 500,
-                 gossip_interval => 200}, Extra).
-
-get_nodes() ->
-    case get(nodes) of undefined -> []; L -> L end.
+    weft_ct:test_opts(Extra).
 
 start(Prefix, Opts) ->
     N = weft_ct:start_node(Prefix, Opts),
-    put(nodes, get_nodes() ++ [N]),
+    weft_ct:track(N),
     N.
 
 %% Start `Count' nodes and join them all through the first.
@@ -235,7 +226,7 @@ killed_node_goes_down_and_rejoins(_Config) ->
     [?assertEqual(Rest, call(N, weft, members, [])) || N <- [A, B]],
     %% restart under the same name: a new incarnation that joins again
     C2 = weft_ct:start_node_named(maps:get(name, C), opts()),
-    put(nodes, get_nodes() ++ [C2]),
+    weft_ct:track(C2),
     ok = call(C2, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
     converge([A, B, C2]),
     [weft_ct:wait_until({nodeup, N}, fun() ->
@@ -483,7 +474,7 @@ restarted_with_clock_behind_rejoins(_Config) ->
                       weft_ct:kill_node(Old),
                       weft_ct:wait_until(down, fun() -> call(A, weft, members, []) =:= Two end),
                       New = weft_ct:start_node_named(maps:get(name, C), opts(), Skewed),
-                      put(nodes, get_nodes() ++ [New]),
+                      weft_ct:track(New),
                       %% its clock really is behind
                       Behind = os:system_time(second) - call(New, os, system_time, [second]),
                       ?assert(Behind >= 590),
@@ -919,7 +910,7 @@ client_server_relays_and_fails_over(_Config) ->
     %% a server killed: clients see it go down, messages take the other one
     Gone = Via,
     weft_ct:kill_node(Gone),
-    put(nodes, get_nodes() -- [Gone]),
+    weft_ct:untrack(Gone),
     Left = lists:sort([node_of(S) || S <- Servers, S =/= Gone]),
     [weft_ct:wait_until({failed_over, C},
                         fun() -> call(C, weft, members, []) =:= lists:sort([node_of(C) | Left]) end)
@@ -1014,5 +1005,5 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
 
 start_named(Name, Opts) ->
     N = weft_ct:start_node_named(Name, Opts),
-    put(nodes, get_nodes() ++ [N]),
+    weft_ct:track(N),
     N.

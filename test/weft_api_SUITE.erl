@@ -45,19 +45,14 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, _Config) ->
-    [weft_ct:stop_node(N) || N <- get_nodes()],
-    erase(nodes),
-    ok.
-
-get_nodes() ->
-    case get(nodes) of undefined -> []; L -> L end.
+    weft_ct:stop_tracked().
 
 start(Prefix, Opts) ->
     start(Prefix, Opts, []).
 
 start(Prefix, Opts, Extra) ->
     N = weft_ct:start_node(Prefix, Opts, Extra),
-    put(nodes, get_nodes() ++ [N]),
+    weft_ct:track(N),
     N.
 
 call(N, M, F, A) ->

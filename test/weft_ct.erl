@@ -13,6 +13,8 @@
          register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
 -export([log/2, free_port/0]).
+%% Shared by the suites:
+-export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -310,4 +312,36 @@ log(#{msg := Msg, meta := #{weft := true}}, _Config) ->
            end,
     catch weft_logs ! lists:flatten(io_lib:format("~ts", [Text]));
 log(_, _) ->
+    ok.
+
+%%% Shared by the suites
+
+%% @doc The options the suites' nodes start with (three channels, one of
+%% 16 lanes; fast heartbeats, redials and gossip), merged with `Extra'.
+test_opts(Extra) ->
+    maps:merge(#{channels => [default, gossip, #{name => vnode, parallelism => 16}],
+                 cookie => <<"weft-test">>,
+                 heartbeat_interval => 200, heartbeat_timeout => 1500,
+                 reconnect_min_backoff => 50, reconnect_max_backoff => 500,
+                 gossip_interval => 200}, Extra).
+
+%% @doc Remember node `N' (in the calling test case's process) to be
+%% stopped by {@link stop_tracked/0}. Returns `N'.
+track(N) ->
+    put(weft_ct_nodes, tracked() ++ [N]),
+    N.
+
+%% @doc Forget `N' (it was stopped already).
+untrack(N) ->
+    put(weft_ct_nodes, tracked() -- [N]),
+    ok.
+
+%% @doc The nodes tracked so far.
+tracked() ->
+    case get(weft_ct_nodes) of undefined -> []; L -> L end.
+
+%% @doc Stop every tracked node (a suite's `end_per_testcase').
+stop_tracked() ->
+    [stop_node(N) || N <- tracked()],
+    erase(weft_ct_nodes),
     ok.

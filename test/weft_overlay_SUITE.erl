@@ -15,7 +15,6 @@
 -export([forward_between_every_pair/1, order_per_sender_and_key/1,
          small_and_large_in_order/1, node_events/1]).
 
--define(CHANNELS, [default, gossip, #{name => vnode, parallelism => 16}]).
 
 suite() ->
     [{timetrap, {minutes, 5}}].
@@ -38,23 +37,15 @@ init_per_testcase(_Case, Config) ->
     Config.
 
 end_per_testcase(_Case, _Config) ->
-    [weft_ct:stop_node(N) || N <- get_nodes()],
-    erase(nodes),
-    ok.
+    weft_ct:stop_tracked().
 
 %%% Clusters
 
 opts(Extra) ->
-    maps:merge(#{channels => ?CHANNELS, cookie => <<"weft-test">>,
-                 heartbeat_interval => 200, heartbeat_timeout => 1500,
-                 reconnect_min_backoff => 50, reconnect_max_backoff => 500,
-                 gossip_interval => 200}, Extra).
-
-get_nodes() ->
-    case get(nodes) of undefined -> []; L -> L end.
+    weft_ct:test_opts(Extra).
 
 keep(N) ->
-    put(nodes, get_nodes() ++ [N]),
+    weft_ct:track(N),
     N.
 
 %% Three nodes [A, B, C] of the group's overlay, each up with the others it
@@ -172,7 +163,7 @@ node_events(Config) ->
     %% replayed, so they see nothing until something changes
     [call(N, weft_ct, watcher, []) || N <- [A, B]],
     weft_ct:kill_node(C),
-    put(nodes, get_nodes() -- [C]),
+    weft_ct:untrack(C),
     NodeC = node_of(C),
     Saw = [N || N <- [A, B], lists:member(NodeC, expected(Config, N, Nodes))],
     ?assertNotEqual([], Saw),

@@ -735,9 +735,13 @@ mod tests {
         let actions = drain(&mut c);
         assert!(actions.iter().any(|a| matches!(a,
             Action::Refused { refusal: Refusal::BadSpec(why), .. } if why.contains("callback"))));
-        assert!(!actions
-            .iter()
-            .any(|a| matches!(a, Action::Send { msg: Control::Membership(_), .. })));
+        assert!(!actions.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: Control::Membership(_),
+                ..
+            }
+        )));
         assert!(c.peers().next().is_none());
     }
 

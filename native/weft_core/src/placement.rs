@@ -36,8 +36,6 @@ pub const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// moves back.
 pub const QUIET: Micros = 200_000;
 
-
-
 /// Where a connection should be served from now on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {

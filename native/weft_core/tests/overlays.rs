@@ -10,19 +10,10 @@ use weft_core::membership::static_list::StaticList;
 use weft_core::sim::{MakeMembership, Sim};
 use weft_core::{NodeSpec, Timing};
 
-const CH: &[(&str, u16)] = &[("default", 1), ("vnode", 4)];
+mod common;
+use common::timing;
 
-fn timing() -> Timing {
-    Timing {
-        heartbeat_interval: 100,
-        heartbeat_timeout: 500,
-        reconnect_min_backoff: 20,
-        reconnect_max_backoff: 400,
-        gossip_interval: 200,
-        forget_after: None,
-        tombstone_ttl: 60_000,
-    }
-}
+const CH: &[(&str, u16)] = &[("default", 1), ("vnode", 4)];
 
 fn contact(name: &str, i: usize) -> NodeSpec {
     NodeSpec {
@@ -59,35 +50,27 @@ fn static_list_with_a_late_member_and_one_that_never_starts() {
         for n in &names[..3] {
             sim.add_node_with(n, "cookie", CH, Some(make(n)));
         }
+        // the first `k` of the list see each other up, and no one else
+        let assert_mesh = |sim: &Sim, k: usize, when: &str| {
+            for i in 0..k {
+                let want: Vec<&str> = names[..k]
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != names[i])
+                    .collect();
+                assert_eq!(
+                    sim.up(i),
+                    sorted(&want),
+                    "seed {seed}: {when}, {}",
+                    names[i]
+                );
+            }
+        };
         sim.run_for(3000);
-        for i in 0..3 {
-            let want: Vec<&str> = names[..3]
-                .iter()
-                .copied()
-                .filter(|n| *n != names[i])
-                .collect();
-            assert_eq!(
-                sim.up(i),
-                sorted(&want),
-                "seed {seed}: before s3, {}",
-                names[i]
-            );
-        }
+        assert_mesh(&sim, 3, "before s3");
         sim.add_node_with("s3@h", "cookie", CH, Some(make("s3@h")));
         sim.run_for(3000);
-        for i in 0..4 {
-            let want: Vec<&str> = names[..4]
-                .iter()
-                .copied()
-                .filter(|n| *n != names[i])
-                .collect();
-            assert_eq!(
-                sim.up(i),
-                sorted(&want),
-                "seed {seed}: after s3, {}",
-                names[i]
-            );
-        }
+        assert_mesh(&sim, 4, "after s3");
         sim.check_lanes().unwrap();
         // a stranger is refused: the list is the membership
         let stranger = sim.add_node("x@h", "cookie", CH);

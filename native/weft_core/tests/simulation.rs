@@ -6,19 +6,10 @@ use weft_core::rng::Rng;
 use weft_core::sim::{Seen, Sim};
 use weft_core::Timing;
 
-const CH: &[(&str, u16)] = &[("default", 1), ("gossip", 1), ("vnode", 4)];
+mod common;
+use common::timing;
 
-fn timing() -> Timing {
-    Timing {
-        heartbeat_interval: 100,
-        heartbeat_timeout: 500,
-        reconnect_min_backoff: 20,
-        reconnect_max_backoff: 400,
-        gossip_interval: 200,
-        forget_after: None,
-        tombstone_ttl: 60_000,
-    }
-}
+const CH: &[(&str, u16)] = &[("default", 1), ("gossip", 1), ("vnode", 4)];
 
 fn cluster(seed: u64, n: usize) -> Sim {
     let mut sim = Sim::new(seed, timing(), (1, 5));

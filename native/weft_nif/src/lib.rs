@@ -210,13 +210,7 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
         return atoms::stopped();
     }
     let started = std::time::Instant::now();
-    let outcome = messages::with_caller(env, || p.poll());
-    // A round's cost varies with what it moved (a few large frames copy
-    // fast, thousands of small ones each cost a delivery): charge the
-    // process for the time it took, a timeslice being about 1 ms.
-    let percent = (started.elapsed().as_micros() / 10).clamp(1, 100) as i32;
-    rustler::schedule::consume_timeslice(env, percent);
-    messages::with_caller(env, || match outcome {
+    messages::with_caller(env, || match charged(env, started, p.poll()) {
         Outcome::Busy => atoms::more(),
         Outcome::Linger => atoms::linger(),
         Outcome::Idle => {
@@ -231,6 +225,16 @@ fn poll(env: Env, res: ResourceArc<PollerRes>) -> Atom {
             }
         }
     })
+}
+
+/// Charge the calling process for a poller round that began at `started`:
+/// its cost varies with what it moved (a few large frames copy fast,
+/// thousands of small ones each cost a delivery), a timeslice being about
+/// 1 ms (1 % per 10 us). Returns `outcome`.
+fn charged(env: Env, started: std::time::Instant, outcome: Outcome) -> Outcome {
+    let percent = (started.elapsed().as_micros() / 10).clamp(1, 100) as i32;
+    rustler::schedule::consume_timeslice(env, percent);
+    outcome
 }
 
 #[rustler::nif]

@@ -49,7 +49,11 @@ impl Sink for Counting {
     }
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
         let reused = self.buffers.lock().expect("not poisoned").pop();
-        Box::new(reused.filter(|b| b.len() == len).unwrap_or_else(|| vec![0; len]))
+        Box::new(
+            reused
+                .filter(|b| b.len() == len)
+                .unwrap_or_else(|| vec![0; len]),
+        )
     }
     fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
         let d = self.deliver(peer, body.bytes());

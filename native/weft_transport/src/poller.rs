@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 use weft_core::lane::Micros;
 use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Traffic};
 use weft_core::stage::{DropReason, Envelope, Verdict};
-use weft_core::wire::decode_control;
 use weft_core::types::FastMap;
+use weft_core::wire::decode_control;
 use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
 
 /// Bytes one connection may read in one round.

@@ -15,11 +15,11 @@ use crate::lane_writer::{Lane, Sender};
 use crate::poller_set::PollerSet;
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
-use weft_core::types::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weft_core::lane::{pick, Choice};
 use weft_core::stage::{Envelope, Stage, Verdict};
+use weft_core::types::FastMap;
 use weft_core::{Extensions, FrameKind, LaneKey};
 
 /// What to do when a send would pass a queue bound.

@@ -1046,13 +1046,19 @@ fn pending_handshakes_are_bounded() {
 
 /// A silent connection from `from` to `to` (a first frame header claiming
 /// 200 bytes, and nothing more).
-fn silent_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+fn silent_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<socket2::Socket> {
     use std::io::Write;
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     s.bind(&std::net::SocketAddr::new(from, 0).into())?;
     s.connect(&to.into())?;
     let mut w: &socket2::Socket = &s;
-    let _ = w.write_all(&weft_core::frame::header(weft_core::FrameKind::Handshake, 200));
+    let _ = w.write_all(&weft_core::frame::header(
+        weft_core::FrameKind::Handshake,
+        200,
+    ));
     Ok(s)
 }
 
@@ -1087,9 +1093,11 @@ fn a_flood_of_silent_connections_does_not_lock_out_a_peer() {
         })
     };
     wait_for("the flood takes every slot", || {
-        b.info().unwrap().refused_connections.iter().any(|(k, c)| {
-            (*k == "too_many_handshakes" || *k == "evicted") && *c >= 20
-        })
+        b.info()
+            .unwrap()
+            .refused_connections
+            .iter()
+            .any(|(k, c)| (*k == "too_many_handshakes" || *k == "evicted") && *c >= 20)
     });
     let (a, _arx) = node("a@h", "c", 1 << 20);
     a.join(contact(&b));
@@ -1103,7 +1111,9 @@ fn a_flood_of_silent_connections_does_not_lock_out_a_peer() {
     });
     let caddr = c.local_spec().addrs[0];
     let local: std::net::IpAddr = "127.0.0.1".parse().unwrap();
-    let held: Vec<_> = (0..8).filter_map(|_| silent_from(local, caddr).ok()).collect();
+    let held: Vec<_> = (0..8)
+        .filter_map(|_| silent_from(local, caddr).ok())
+        .collect();
     assert_eq!(held.len(), 8);
     let (d, _drx) = node("d@h", "c", 1 << 20);
     d.join(contact(&c));

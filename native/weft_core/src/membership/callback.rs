@@ -63,6 +63,14 @@ impl Callback {
 
     /// `name` refused this node for good: drop it, tell the protocol it is
     /// down, and leave it out of decisions for a while.
+    /// Whether `name` is still left out at `now` (it refused this node for
+    /// good less than [`REFUSED_FOR`] ago).
+    fn left_out(&self, name: &str, now: Millis) -> bool {
+        self.refused
+            .get(name)
+            .is_some_and(|since| now.saturating_sub(*since) < REFUSED_FOR)
+    }
+
     fn refuse(&mut self, cx: &mut Cx<'_>, name: &str, reason: DownReason) {
         self.wanted.remove(name);
         self.refused.insert(name.to_string(), cx.now);
@@ -102,12 +110,7 @@ impl Membership for Callback {
         if inbound && spec.name == cx.local.name {
             return Err(Refusal::Unavailable);
         }
-        if inbound
-            && self
-                .refused
-                .get(&spec.name)
-                .is_some_and(|since| cx.now.saturating_sub(*since) < REFUSED_FOR)
-        {
+        if inbound && self.left_out(&spec.name, cx.now) {
             // Left out (another overlay, or dropped by the protocol).
             return Err(Refusal::Unavailable);
         }
@@ -161,11 +164,11 @@ impl Membership for Callback {
     fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
         // protocol name length: u8 | the name | the protocol's message
         let Some((&n, rest)) = payload.split_first() else {
-            return cx.push(malformed(from));
+            return cx.malformed(from, NO_PROTOCOL_NAME);
         };
         let n = usize::from(n);
         if rest.len() < n {
-            return cx.push(malformed(from));
+            return cx.malformed(from, NO_PROTOCOL_NAME);
         }
         let (theirs, body) = rest.split_at(n);
         if theirs != self.protocol.as_bytes() {
@@ -216,7 +219,7 @@ impl Membership for Callback {
             .retain(|_, since| now.saturating_sub(*since) < REFUSED_FOR);
         let mut next: BTreeMap<String, NodeSpec> = BTreeMap::new();
         for spec in members {
-            if spec.name != cx.local.name && !self.refused.contains_key(&spec.name) {
+            if spec.name != cx.local.name && !self.left_out(&spec.name, now) {
                 next.insert(spec.name.clone(), spec);
             }
         }
@@ -251,12 +254,7 @@ impl Membership for Callback {
     }
 }
 
-fn malformed(from: &str) -> Effect {
-    Effect::Malformed {
-        from: from.to_string(),
-        reason: "callback message without its protocol name".into(),
-    }
-}
+const NO_PROTOCOL_NAME: &str = "callback message without its protocol name";
 
 #[cfg(test)]
 mod tests {

@@ -247,13 +247,7 @@ impl Membership for ClientServer {
     fn on_message(&mut self, cx: &mut Cx<'_>, from: &str, payload: &[u8]) {
         let (role, servers, inner) = match unwrap(payload) {
             Ok(x) => x,
-            Err(e) => {
-                cx.push(Effect::Malformed {
-                    from: from.to_string(),
-                    reason: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => return cx.malformed(from, e),
         };
         match role {
             // A server's word on who the servers are is taken.

@@ -681,13 +681,7 @@ impl Membership for FullMesh {
         }
         let m = match decode(payload) {
             Ok(m) => m,
-            Err(e) => {
-                cx.push(Effect::Malformed {
-                    from: from.to_string(),
-                    reason: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => return cx.malformed(from, e),
         };
         match m {
             Message::Digest(theirs) => {

@@ -122,6 +122,15 @@ impl Cx<'_> {
         self.out.push(e);
     }
 
+    /// `from` sent a message that cannot be read (see
+    /// [`Effect::Malformed`]).
+    pub fn malformed(&mut self, from: &str, reason: impl ToString) {
+        self.out.push(Effect::Malformed {
+            from: from.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
     /// Push a log line.
     pub fn log(&mut self, level: Level, peer: Option<&str>, text: String) {
         self.out.push(Effect::Log {
