@@ -662,7 +662,8 @@ extra_csv(Csv, What) ->
 extra_header(flood) ->
     "config,senders,run,payload_bytes,messages,send_s,delivered_s,call_p50_us,call_p99_us,call_p999_us,"
     "call_p9999_us,call_max_us,calls_over_1ms,calls_over_8ms,long_schedules,long_schedule_max_ms,"
-    "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded,long_gc_by\n";
+    "long_schedule_by,long_gcs,long_gc_max_ms,busy_dist_port,overloaded,long_gc_by,recv_sched_util_pct,"
+    "recv_sched_switches\n";
 extra_header(profile) ->
     ["config,payload_bytes,clients,window_s,round_trips_per_s,cpu_us_per_rt,context_switches_per_rt,"
      "syscalls_per_rt", [[",", S, "_per_rt"] || S <- ?PROFILE_SYSCALLS], "\n"];
@@ -671,14 +672,15 @@ extra_header(memory) ->
     "peak_queued_bytes,accepted,overloaded,refused_overloaded,received,drain_ms\n".
 
 extra_line(#{workload := flood} = R) ->
-    io_lib:format("~p,~p,~p,~p,~p,~.3f,~s,~p,~p,~p,~p,~p,~p,~p,~p,~p,\"~s\",~p,~p,~p,~p,\"~s\"~n",
+    io_lib:format("~p,~p,~p,~p,~p,~.3f,~s,~p,~p,~p,~p,~p,~p,~p,~p,~p,\"~s\",~p,~p,~p,~p,\"~s\",~s,~p~n",
                   [maps:get(K, R) || K <- [config, clients, rep, payload, messages, send_s]]
                   ++ [secs_csv(maps:get(delivered_s, R))]
                   ++ [maps:get(K, R) || K <- [p50_us, p99_us, p999_us, p9999_us, call_max_us, over_1ms,
                                               over_10ms, long_schedules, long_schedule_max_ms]]
                   ++ [who_label(maps:get(long_schedule_by, R))]
                   ++ [maps:get(K, R) || K <- [long_gcs, long_gc_max_ms, busy_dist_port, overloaded]]
-                  ++ [who_label(maps:get(long_gc_by, R))]);
+                  ++ [who_label(maps:get(long_gc_by, R)), util_label(maps:get(recv_sched_util, R)),
+                      maps:get(recv_sched_switches, R)]);
 extra_line(#{workload := profile, per_rt := Per} = R) ->
     [io_lib:format("~p,~p,~p,~p,~.1f", [maps:get(K, R) || K <- [config, payload, clients, window]] ++ [maps:get(rate, R)]),
      [io_lib:format(",~.3f", [maps:get(E, Per, 0.0)]) || E <- [cpu_us, context_switches, syscalls | ?PROFILE_SYSCALLS]],
@@ -711,19 +713,23 @@ who_name(W) -> io_lib:format("~p", [W]).
 flood_table(Rows) ->
     Head = "| config | senders | run | messages sent in | all delivered in | forward/send p50 / p99 / p99.9 / p99.99 us "
            "| longest call ms | calls > 1 ms | calls >= 8.2 ms | long_schedule >= 10 ms: count, max ms (who) "
-           "| long_gc >= 10 ms | busy_dist_port |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    Lines = [io_lib:format("| ~p | ~p | ~p | ~.2f s | ~s | ~p / ~p / ~p / ~p | ~.1f | ~p | ~p | ~p, ~p (~s) | ~p | ~p |~n",
+           "| long_gc >= 10 ms | busy_dist_port | receiver's schedulers busy % | receiver's scheduler thread switches |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    Lines = [io_lib:format("| ~p | ~p | ~p | ~.2f s | ~s | ~p / ~p / ~p / ~p | ~.1f | ~p | ~p | ~p, ~p (~s) | ~p | ~p | ~s | ~p |~n",
                            [C, S, Rep, Ts, secs(Td), P50, P99, P999, P9999, Max / 1000, O1, O8, Nls, LsMax,
-                            who_label(By), Ngc, Bdp])
+                            who_label(By), Ngc, Bdp, util_label(U), Sw])
              || #{config := C, clients := S, rep := Rep, send_s := Ts, delivered_s := Td, p50_us := P50,
                   p99_us := P99, p999_us := P999, p9999_us := P9999, call_max_us := Max, over_1ms := O1,
                   over_10ms := O8, long_schedules := Nls, long_schedule_max_ms := LsMax,
-                  long_schedule_by := By, long_gcs := Ngc, busy_dist_port := Bdp}
+                  long_schedule_by := By, long_gcs := Ngc, busy_dist_port := Bdp, recv_sched_util := U,
+                  recv_sched_switches := Sw}
                  <- lists:sort(fun(A, B) -> flood_key(A) =< flood_key(B) end, Rows)],
     [Head | Lines].
 
 flood_key(#{clients := S, config := C, rep := R}) -> {S, C, R}.
+
+%% Per-scheduler utilisation, "58/0".
+util_label(Util) -> lists:join("/", [integer_to_list(U) || U <- Util]).
 
 memory_table(Rows) ->
     Head = "| payload | send_queue_limit MiB | A's RSS before MiB | peak RSS above it MiB | peak erlang:memory(total) above MiB "
@@ -857,22 +863,60 @@ flood_cell(Configs, {flood, 0, Payload, Senders, Count}) ->
     end.
 
 %% @doc On B: a fresh `bench_count' that counts `Count' messages, then
-%% tells `bench_flood_done' on `NodeA' (by the same transport).
+%% tells `bench_flood_done' on `NodeA' (by the same transport) what the
+%% receiving node did meanwhile (see count_run/3).
 flood_counter(Config, Count, NodeA) ->
     case whereis(bench_count) of
         undefined -> ok;
         Old -> unregister(bench_count), exit(Old, kill)
     end,
-    Pid = spawn(fun() -> count_loop(Config, Count, NodeA) end),
+    Pid = spawn(fun() -> count_run(Config, Count, NodeA) end),
     true = register(bench_count, Pid),
     ok.
 
-count_loop(local, 0, _NodeA) -> bench_flood_done ! flood_counted;
-count_loop(disterl, 0, NodeA) -> {bench_flood_done, NodeA} ! flood_counted;
-count_loop(Config, 0, NodeA) ->
-    ok = fwd({bench_flood_done, NodeA}, flood_counted, #{channel => channel(Config)});
-count_loop(Config, N, NodeA) ->
-    receive _ -> count_loop(Config, N - 1, NodeA) end.
+%% The counter also measures its own node, the receiver, from the first
+%% message to the last: each normal scheduler's utilisation (%, from
+%% erlang:statistics(scheduler_wall_time)) and the OS context switches of
+%% the scheduler threads (voluntary and involuntary, from /proc): over how
+%% many schedulers the receiving work spread, and how often their threads
+%% went to sleep and were woken.
+count_run(Config, Count, NodeA) ->
+    Was = erlang:system_flag(scheduler_wall_time, true),
+    receive First -> self() ! First end,
+    W0 = lists:sort(erlang:statistics(scheduler_wall_time)),
+    S0 = scheduler_thread_switches(),
+    count_loop(Count),
+    S1 = scheduler_thread_switches(),
+    W1 = lists:sort(erlang:statistics(scheduler_wall_time)),
+    erlang:system_flag(scheduler_wall_time, Was),
+    Normal = erlang:system_info(schedulers),
+    Util = [round(100 * (A1 - A0) / max(1, T1 - T0))
+            || {{I, A0, T0}, {I, A1, T1}} <- lists:zip(W0, W1), I =< Normal],
+    Done = {flood_counted, #{recv_sched_util => Util, recv_sched_switches => S1 - S0}},
+    case Config of
+        local -> bench_flood_done ! Done;
+        disterl -> {bench_flood_done, NodeA} ! Done;
+        _ -> ok = fwd({bench_flood_done, NodeA}, Done, #{channel => channel(Config)})
+    end.
+
+count_loop(0) -> ok;
+count_loop(N) -> receive _ -> count_loop(N - 1) end.
+
+%% Context switches so far of this VM's normal scheduler threads (named
+%% "N_scheduler"), from /proc/self/task/*/status.
+scheduler_thread_switches() ->
+    {ok, Tids} = file:list_dir("/proc/self/task"),
+    lists:sum([switches(Status)
+               || Tid <- Tids,
+                  {ok, Comm} <- [file:read_file(["/proc/self/task/", Tid, "/comm"])],
+                  lists:suffix("_scheduler", string:trim(binary_to_list(Comm))),
+                  {ok, Status} <- [file:read_file(["/proc/self/task/", Tid, "/status"])]]).
+
+switches(Status) ->
+    lists:sum([binary_to_integer(string:trim(N))
+               || Line <- binary:split(Status, <<"\n">>, [global]),
+                  [K, N] <- [binary:split(Line, <<":">>)],
+                  K =:= <<"voluntary_ctxt_switches">> orelse K =:= <<"nonvoluntary_ctxt_switches">>]).
 
 %% @doc On A: the flood itself. Returns a map of what was measured.
 flood_run(Config, Node, Senders, Count, PayloadSize) ->
@@ -898,9 +942,9 @@ flood_run(Config, Node, Senders, Count, PayloadSize) ->
     [P ! go || P <- Pids],
     Sent = [receive {sent, P, Max, Over} -> {Max, Over} end || P <- Pids],
     TSent = erlang:monotonic_time(microsecond) - T0,
-    Delivered = receive flood_counted -> erlang:monotonic_time(microsecond) - T0
-                after 120000 -> timeout
-                end,
+    {Delivered, Receiver} = receive {flood_counted, Recv} -> {erlang:monotonic_time(microsecond) - T0, Recv}
+                            after 120000 -> {timeout, #{recv_sched_util => [], recv_sched_switches => 0}}
+                            end,
     erlang:system_monitor(undefined),
     Mon ! {report, self()},
     Events = receive {events, E} -> E end,
@@ -909,7 +953,7 @@ flood_run(Config, Node, Senders, Count, PayloadSize) ->
     Calls = lists:sum(Buckets),
     Schedules = [{Who, Ms, In, Out} || {long_schedule, Who, Ms, In, Out} <- Events],
     Gcs = [{Who, Ms} || {long_gc, Who, Ms} <- Events],
-    #{messages => Count, calls => Calls,
+    Receiver#{messages => Count, calls => Calls,
       send_s => TSent / 1.0e6,
       delivered_s => case Delivered of timeout -> timeout; D -> D / 1.0e6 end,
       call_max_us => lists:max([M || {M, _} <- Sent]),
@@ -1016,10 +1060,12 @@ pretty_flood(#{config := C, clients := S, rep := Rep, send_s := Ts, delivered_s 
                long_schedule_max_ms := LsMax, long_schedule_by := By, overloaded := Over} = R) ->
     io_lib:format("flood ~-8s ~p senders, run ~p: sent in ~.2f s, delivered in ~s; "
                   "call max ~.1f ms, p99.9 ~p us, >= 8.2 ms: ~p; "
-                  "long_schedule ~p (max ~p ms; ~s); long_gc ~p (max ~p ms; ~s); busy_dist_port ~p; overloaded ~p~s",
+                  "long_schedule ~p (max ~p ms; ~s); long_gc ~p (max ~p ms; ~s); busy_dist_port ~p; overloaded ~p; "
+                  "receiver: schedulers busy ~s %, scheduler thread switches ~p~s",
                   [C, S, Rep, Ts, secs(Td), Max / 1000, P999, maps:get(over_10ms, R), Nls, LsMax, who_label(By),
                    maps:get(long_gcs, R), maps:get(long_gc_max_ms, R), who_label(maps:get(long_gc_by, R)),
-                   maps:get(busy_dist_port, R), Over,
+                   maps:get(busy_dist_port, R), Over, util_label(maps:get(recv_sched_util, R)),
+                   maps:get(recv_sched_switches, R),
                    [io_lib:format("~n      ~s ~p ms, in ~p, out ~p", [who_name(W), Ms, In, Out])
                     || {W, Ms, In, Out} <- maps:get(long_schedule_top, R)]]).
 
