@@ -913,10 +913,15 @@ scheduler_thread_switches() ->
                   {ok, Status} <- [file:read_file(["/proc/self/task/", Tid, "/status"])]]).
 
 switches(Status) ->
-    lists:sum([binary_to_integer(string:trim(N))
-               || Line <- binary:split(Status, <<"\n">>, [global]),
-                  [K, N] <- [binary:split(Line, <<":">>)],
-                  K =:= <<"voluntary_ctxt_switches">> orelse K =:= <<"nonvoluntary_ctxt_switches">>]).
+    status_value(Status, <<"voluntary_ctxt_switches:">>)
+        + status_value(Status, <<"nonvoluntary_ctxt_switches:">>).
+
+%% The number after `Key' in a /proc status file (the first after it: for
+%% "VmRSS:", kB).
+status_value(Status, Key) ->
+    [_, Rest] = binary:split(Status, <<"\n", Key/binary>>),
+    [N | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(N).
 
 %% @doc On A: the flood itself. Returns a map of what was measured.
 flood_run(Config, Node, Senders, Count, PayloadSize) ->
@@ -1210,9 +1215,7 @@ sample(T, Counts) ->
 %% Resident memory of this OS process, in bytes.
 vm_rss() ->
     {ok, Status} = file:read_file("/proc/self/status"),
-    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
-    [Kb | _] = string:lexemes(Rest, " \t\n"),
-    binary_to_integer(Kb) * 1024.
+    status_value(Status, <<"VmRSS:">>) * 1024.
 
 drained(Deadline) ->
     case weft:info() of
