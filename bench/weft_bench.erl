@@ -1252,7 +1252,8 @@ profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 
         [{A, _}, {_, NodeB}] = Setup,
         Pids = string:join([peer:call(P, os, getpid, []) || {P, _} <- Setup], ","),
         Self = self(),
-        Ms = Seconds * 1000,
+        Record = os:getenv("WEFT_BENCH_PERF_RECORD"),
+        Ms = Seconds * 1000 + case Record of false -> 0; _ -> Seconds div 2 * 1000 end,
         Echo = spawn_link(fun() ->
                                   Self ! {self(), peer:call(A, ?MODULE, echo_clients,
                                                             [Config, NodeB, Clients, Payload, Ms], Ms + 60000)}
@@ -1263,6 +1264,13 @@ profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 
                   | ["syscalls:sys_enter_" ++ S || S <- ?PROFILE_SYSCALLS]],
         Out = os:cmd("perf stat -x, -p " ++ Pids ++ " -e " ++ string:join(Events, ",")
                      ++ " -- sleep " ++ integer_to_list(Window) ++ " 2>&1"),
+        %% WEFT_BENCH_PERF_RECORD=Dir: also sample call stacks, in the same
+        %% window of a second run, into Dir/<config>.data (`perf report -i').
+        case Record of
+            false -> ok;
+            Dir -> os:cmd("perf record -g -p " ++ Pids ++ " -o " ++ filename:join(Dir, atom_to_list(Config) ++ ".data")
+                          ++ " -- sleep " ++ integer_to_list(Window div 2) ++ " 2>&1")
+        end,
         {Ops, Secs, _} = receive {Echo, R} -> R end,
         Rate = Ops / Secs,
         Rts = Rate * Window,

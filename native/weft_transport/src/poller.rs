@@ -344,7 +344,14 @@ impl Poller {
         let now = self.now();
         let draining = draining_lanes(st);
         self.placement(st, shared, now, &draining);
-        outcome(st, now, round, &draining)
+        let outcome = outcome(st, now, round, &draining);
+        // (a threaded poller yields after every lingering round already)
+        let give_way = outcome == Outcome::Linger && st.linger.give_way() && !self.is_threaded();
+        drop(guard);
+        if give_way {
+            std::thread::yield_now();
+        }
+        outcome
     }
 
     /// New connections and close requests. A connection closed locally
