@@ -292,11 +292,25 @@ cap(_, 0) -> 0;
 cap(echo_uncapped, _) -> 0;
 cap(_, _) -> ?CAP_MBIT.
 
+%% `N' distinct ports free on 127.0.0.1 a moment ago, taken below the
+%% kernel's ephemeral range (32768-60999 by default): a port the kernel
+%% handed out (listen(0)) could be handed out again, as the local port of
+%% some outgoing connection, before the node binds it (seen: a cell failed
+%% with eaddrinuse).
 free_ports(N) ->
-    Socks = [begin {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]), S end || _ <- lists:seq(1, N)],
-    Ports = [begin {ok, P} = inet:port(S), P end || S <- Socks],
-    [gen_tcp:close(S) || S <- Socks],
-    Ports.
+    free_ports(N, []).
+
+free_ports(0, Ports) ->
+    Ports;
+free_ports(N, Ports) ->
+    P = 20000 + rand:uniform(12000),
+    case not lists:member(P, Ports) andalso gen_tcp:listen(P, [{ip, {127, 0, 0, 1}}]) of
+        {ok, S} ->
+            gen_tcp:close(S),
+            free_ports(N - 1, [P | Ports]);
+        _ ->
+            free_ports(N, Ports)
+    end.
 
 %% The proxy runs until its standard input (this port) closes.
 start_proxy(_Netem, 0, _Cap, _Maps) ->

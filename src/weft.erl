@@ -74,6 +74,13 @@
 %% `{error, {listen, {Ip, Port}, eaddrinuse}}'.
 -spec start() -> ok | {error, term()}.
 start() ->
+    case is_running() orelse preflight() of
+        true -> start_app();
+        ok -> start_app();
+        {error, _} = Error -> Error
+    end.
+
+start_app() ->
     case application:ensure_all_started(weft) of
         {ok, _} -> ok;
         {error, {weft, {{shutdown, {failed_to_start_child, weft_server, Reason}}, _}}} ->
@@ -98,6 +105,9 @@ start() ->
 %% <li>`{error, {nif_not_loaded, Path, Reason}}': the native library is missing.</li>
 %% </ul>
 %% A start that fails leaves the application environment as it was.
+%% The configuration and a fixed listen port are checked before the
+%% application starts, so these errors come back without the supervisor
+%% and crash reports of a failed application start.
 -spec start(weft_config:opts()) -> ok | {error, term()}.
 start(Opts) ->
     case is_running() of
@@ -124,6 +134,29 @@ start(Opts) ->
 
 is_running() ->
     lists:keymember(weft, 1, application:which_applications()).
+
+%% What can be checked before the application starts: the configuration,
+%% and whether a fixed listen port is free. A start that cannot succeed
+%% then returns its error without the supervisor and crash reports of a
+%% failed application start. (A port taken between this check and the
+%% transport's own bind still fails the start, with those reports.)
+preflight() ->
+    case weft_config:from_env() of
+        {ok, #{listen := {_Ip, 0}}} ->
+            ok;
+        {ok, #{listen := {Ip, Port}}} ->
+            Family = [inet6 || tuple_size(Ip) =:= 8],
+            %% as the transport binds: SO_REUSEADDR
+            case gen_tcp:listen(Port, [{ip, Ip}, {reuseaddr, true} | Family]) of
+                {ok, S} ->
+                    gen_tcp:close(S),
+                    ok;
+                {error, Reason} ->
+                    {error, {listen, {Ip, Port}, Reason}}
+            end;
+        {error, _} = Error ->
+            Error
+    end.
 
 restore_env(K, {ok, V}) -> application:set_env(weft, K, V);
 restore_env(K, undefined) -> application:unset_env(weft, K).

@@ -819,7 +819,7 @@ static_overlay_with_late_and_missing_members(_Config) ->
     [_, Host] = string:split(atom_to_list(node_of(A)), "@"),
     [NameB, NameC, NameD] = [peer:random_name(static) || _ <- [b, c, d]],
     Node = fun(Name) -> list_to_atom(Name ++ "@" ++ Host) end,
-    Ports = [weft_ct:free_port() || _ <- [a, b, c, d]],
+    Ports = weft_ct:free_ports(4),
     Names = [node_of(A) | [Node(N) || N <- [NameB, NameC, NameD]]],
     Specs = [#{name => Nm, listen_addrs => [#{ip => {127, 0, 0, 1}, port => P}]}
              || {Nm, P} <- lists:zip(Names, Ports)],

@@ -232,9 +232,18 @@ failed_start_restores_the_environment(_Config) ->
     N = start(restore, no_weft),
     ok = call(N, application, set_env, [weft, channels, [before]]),
     Env = env(N),
+    ok = call(N, weft_ct, capture_errors, []),
     %% valid options, but the port is taken: the start fails at bind
     Result = call(N, weft, start, [#{listen => {{127, 0, 0, 1}, Port}, channels => [zz], parallelism => 2}]),
     ?assertMatch({error, {listen, _, eaddrinuse}}, Result),
+    %% ... before the application starts: no supervisor or crash report
+    ?assertEqual([], call(N, weft_ct, errors, [])),
+    ?assertEqual(false, lists:keymember(weft, 1, call(N, application, which_applications, []))),
+    %% and the same from the environment (start/0)
+    ok = call(N, application, set_env, [weft, listen, {{127, 0, 0, 1}, Port}]),
+    ?assertMatch({error, {listen, _, eaddrinuse}}, call(N, weft, start, [])),
+    ?assertEqual([], call(N, weft_ct, errors, [])),
+    ok = call(N, application, unset_env, [weft, listen]),
     ?assertEqual(Env, env(N)),
     ?assertEqual({ok, [before]}, call(N, application, get_env, [weft, channels])),
     ?assertEqual(undefined, call(N, application, get_env, [weft, listen])),

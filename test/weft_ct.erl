@@ -8,11 +8,11 @@
          kill_node/1, call/4, wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, mixed_round_trip/3,
+         whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2, free_port/0]).
+-export([log/2, free_port/0, free_ports/1]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
@@ -162,12 +162,29 @@ events() ->
 whereis_name(Name) ->
     whereis(Name).
 
-%% @doc A TCP port free on 127.0.0.1 a moment ago.
+%% @doc A TCP port free on 127.0.0.1 a moment ago, below the kernel's
+%% ephemeral range (32768-60999 by default): a port from listen(0) could be
+%% handed out again, as the local port of an outgoing connection, before
+%% the test binds it.
 free_port() ->
-    {ok, S} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
-    {ok, P} = inet:port(S),
-    gen_tcp:close(S),
+    [P] = free_ports(1),
     P.
+
+%% @doc `N' distinct ports, each as {@link free_port/0}.
+free_ports(N) ->
+    free_ports(N, []).
+
+free_ports(0, Ports) ->
+    Ports;
+free_ports(N, Ports) ->
+    P = 20000 + rand:uniform(12000),
+    case not lists:member(P, Ports) andalso gen_tcp:listen(P, [{ip, {127, 0, 0, 1}}]) of
+        {ok, S} ->
+            gen_tcp:close(S),
+            free_ports(N - 1, [P | Ports]);
+        _ ->
+            free_ports(N, Ports)
+    end.
 
 %% @doc The port weft listens on.
 port() ->
@@ -303,7 +320,21 @@ capture_logs() ->
 logs() ->
     collected(weft_logs).
 
-%% @private logger handler: forward weft's events to the collector.
+%% @doc Keep every logger event at level error or above (of any
+%% application: supervisor and crash reports too) in a collector
+%% `error_logs', as `{Level, Domain}'.
+capture_errors() ->
+    collector(error_logs),
+    ok = logger:add_handler(weft_ct_errors, ?MODULE, #{level => error}).
+
+%% @doc The captured `{Level, Domain}' of error events.
+errors() ->
+    collected(error_logs).
+
+%% @private logger handler: forward weft's events to the collector (and
+%% error events to theirs).
+log(#{level := Level, meta := Meta}, #{id := weft_ct_errors}) ->
+    catch error_logs ! {Level, maps:get(domain, Meta, [])};
 log(#{msg := Msg, meta := #{weft := true}}, _Config) ->
     Text = case Msg of
                {report, R} -> io_lib:format("~p", [R]);

@@ -71,7 +71,7 @@ cluster(client_server, 3) ->
     [A, B, C];
 cluster(static, Count) ->
     Nodes = [keep(weft_ct:start_node(static, no_weft)) || _ <- lists:seq(1, Count)],
-    Ports = [weft_ct:free_port() || _ <- Nodes],
+    Ports = weft_ct:free_ports(length(Nodes)),
     Specs = [#{name => node_of(N), listen_addrs => [#{ip => {127, 0, 0, 1}, port => P}]}
              || {N, P} <- lists:zip(Nodes, Ports)],
     [ok = call(N, weft, start, [opts(#{listen => {{127, 0, 0, 1}, P}, overlay => {static, Specs}})])
