@@ -215,8 +215,10 @@ impl Lane {
     }
 
     /// Send a frame of an unknown sender: written at once when the lane is
-    /// idle, else queued behind every frame already queued. Never blocks;
-    /// callable from any thread.
+    /// idle, else queued behind every frame already queued. Never waits for
+    /// the socket (writes are non-blocking); it takes the lane's lock only
+    /// around queue bookkeeping, never across a write. Callable from any
+    /// thread.
     pub fn push(self: &Arc<Self>, kind: FrameKind, body: Body) {
         self.push_from(kind, body, None)
     }

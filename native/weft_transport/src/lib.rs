@@ -294,7 +294,8 @@ impl Transport {
     }
 
     /// Queue `body` for `peer` on `channel`; `choice` (a hash, or an index)
-    /// picks the lane when affinity is on. Never blocks. With a `sender`,
+    /// picks the lane when affinity is on. Never waits for the socket (see
+    /// [`lane_writer::Lane::push`]). With a `sender`,
     /// its small frames may go ahead of large frames that other senders
     /// queued on the same lane and that have not started (see [`lane_writer`]);
     /// frames of one sender, and frames without one, keep their order.
