@@ -73,6 +73,10 @@ impl Sink for NifSink {
         messages::deliver(body)
     }
 
+    fn flush_deliveries(&self) -> u64 {
+        messages::flush_deliveries()
+    }
+
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
         messages::frame_buffer(len)
     }

@@ -339,6 +339,9 @@ impl Poller {
         let writable = readiness(st);
         let written = self.flushes(st, writable);
         let mut round = reads(st, shared, &mut closes);
+        if let Some(shared) = shared {
+            flush_deliveries(shared);
+        }
         round.written = written;
         forget(st, shared, closes);
         let now = self.now();
@@ -728,6 +731,15 @@ fn is_held(draining: &Draining, e: &Entry) -> bool {
         .any(|(l, id)| *id < e.conn.id && std::ptr::eq(*l, Arc::as_ptr(&e.lane)))
 }
 
+/// Hand over what the sink held back; count what found no destination.
+fn flush_deliveries(shared: &Shared) {
+    let lost = shared.sink.flush_deliveries();
+    if lost > 0 {
+        let dropped = &shared.routes.counters.dropped;
+        dropped.no_destination.fetch_add(lost, Ordering::Relaxed);
+    }
+}
+
 fn readable(ev: &mio::event::Event) -> bool {
     ev.is_readable() || ev.is_read_closed() || ev.is_error()
 }
@@ -801,7 +813,11 @@ fn inbound(
             let len = buf.bytes().len();
             match dropped_on_receive(shared, peer, lane, len) {
                 Some(reason) => (len, Err(reason)),
-                None => (len, Ok(shared.sink.deliver_buffer(peer, buf))),
+                None => {
+                    // (what the sink holds back goes first: order)
+                    flush_deliveries(shared);
+                    (len, Ok(shared.sink.deliver_buffer(peer, buf)))
+                }
             }
         }
         Frame::Small(FrameKind::Data, body) if !control => {

@@ -49,8 +49,16 @@ pub enum Delivery {
 /// concurrently: implementations must be cheap and must not block.
 pub trait Sink: Send + Sync + 'static {
     /// An application frame from `peer`; `body` is opaque to the transport.
-    /// Returns what became of it.
+    /// Returns what became of it. The sink may hold the message back until
+    /// [`Sink::flush_deliveries`], keeping the order of what it holds.
     fn deliver(&self, peer: &str, body: &[u8]) -> Delivery;
+    /// Hand over the messages [`Sink::deliver`] held back on this thread.
+    /// Returns how many of them found no destination after all (the
+    /// process ended in between). The pollers call it at the end of each
+    /// round and before each large frame. The default holds nothing back.
+    fn flush_deliveries(&self) -> u64 {
+        0
+    }
     /// A buffer of `len` bytes for an application frame of at least
     /// [`crate::frame_reader::LARGE_FRAME`] bytes. The default is a vector.
     fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
