@@ -136,14 +136,13 @@ is_running() ->
     lists:keymember(weft, 1, application:which_applications()).
 
 %% What can be checked before the application starts: the configuration,
-%% and whether a fixed listen port is free. A start that cannot succeed
-%% then returns its error without the supervisor and crash reports of a
-%% failed application start. (A port taken between this check and the
-%% transport's own bind still fails the start, with those reports.)
+%% and whether the listen address can be bound (a fixed port: whether it
+%% is free). A start that cannot succeed then returns its error without
+%% the supervisor and crash reports of a failed application start. (A port
+%% taken between this check and the transport's own bind still fails the
+%% start, with those reports.)
 preflight() ->
     case weft_config:from_env() of
-        {ok, #{listen := {_Ip, 0}}} ->
-            ok;
         {ok, #{listen := {Ip, Port}}} ->
             Family = [inet6 || tuple_size(Ip) =:= 8],
             %% as the transport binds: SO_REUSEADDR

@@ -244,6 +244,10 @@ failed_start_restores_the_environment(_Config) ->
     ?assertMatch({error, {listen, _, eaddrinuse}}, call(N, weft, start, [])),
     ?assertEqual([], call(N, weft_ct, errors, [])),
     ok = call(N, application, unset_env, [weft, listen]),
+    %% any port on an address this host does not have: the same
+    ?assertMatch({error, {listen, {{192, 0, 2, 1}, 0}, eaddrnotavail}},
+                 call(N, weft, start, [#{listen => {{192, 0, 2, 1}, 0}}])),
+    ?assertEqual([], call(N, weft_ct, errors, [])),
     ?assertEqual(Env, env(N)),
     ?assertEqual({ok, [before]}, call(N, application, get_env, [weft, channels])),
     ?assertEqual(undefined, call(N, application, get_env, [weft, listen])),
