@@ -212,20 +212,30 @@ fn resolve(dest: Term) -> Option<LocalPid> {
 /// Send `{Dest, Msg}` (already decoded in `env`) to `Dest`. `Dest` is a
 /// name or a pid, anything else is not a message of weft's.
 fn send_decoded(env: Env, term: Term) -> Delivery {
-    let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
-        return Delivery::Malformed;
-    };
-    if !dest.is_atom() && !dest.is_pid() {
-        return Delivery::Malformed;
-    }
-    let Some(pid) = resolve(dest) else {
-        return Delivery::NoDestination;
+    let (pid, msg) = match addressed(term) {
+        Ok(x) => x,
+        Err(d) => return d,
     };
     // enif_send fails only when the process is gone.
     if unsafe { enif_send(caller(), pid.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) } != 0 {
         Delivery::Delivered
     } else {
         Delivery::NoDestination
+    }
+}
+
+/// The local process `{Dest, Msg}` goes to, and `Msg`; or why it goes
+/// nowhere (not such a term: `Malformed`; nobody there: `NoDestination`).
+fn addressed(term: Term) -> Result<(LocalPid, Term), Delivery> {
+    let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
+        return Err(Delivery::Malformed);
+    };
+    if !dest.is_atom() && !dest.is_pid() {
+        return Err(Delivery::Malformed);
+    }
+    match resolve(dest) {
+        Some(pid) => Ok((pid, msg)),
+        None => Err(Delivery::NoDestination),
     }
 }
 
@@ -270,14 +280,9 @@ pub fn deliver(body: &[u8]) -> Delivery {
                 Some((term, used)) if used == body.len() => term,
                 _ => return Delivery::Malformed,
             };
-            let Ok((dest, msg)) = term.decode::<(Term, Term)>() else {
-                return Delivery::Malformed;
-            };
-            if !dest.is_atom() && !dest.is_pid() {
-                return Delivery::Malformed;
-            }
-            let Some(pid) = resolve(dest) else {
-                return Delivery::NoDestination;
+            let (pid, msg) = match addressed(term) {
+                Ok(x) => x,
+                Err(d) => return d,
             };
             // (a pid is a plain value: copied out of its wrapper)
             sends.push((*pid.as_c_arg(), msg.as_c_arg()));
