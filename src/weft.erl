@@ -245,7 +245,10 @@ sync_join_checked(Result, Timeout) ->
     end.
 
 %% @doc Leave the cluster: every member drops this node, for good; this node
-%% is alone afterwards, and may {@link join/1} again. On the static overlay:
+%% is alone afterwards, and may {@link join/1} again. Until it does, it
+%% refuses nodes that try to join through it (they get
+%% `{error, {refused, detached}}'), so that stale members cannot pull it
+%% back in. On the static overlay:
 %% `{error, {static_overlay, Nodes}}' (see {@link join/1}).
 -spec leave() -> ok | {error, not_started | {static_overlay, [node()]}}.
 leave() ->
