@@ -12,7 +12,7 @@
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2, free_port/0, free_ports/1]).
+-export([log/2, free_ports/1]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
@@ -162,15 +162,11 @@ events() ->
 whereis_name(Name) ->
     whereis(Name).
 
-%% @doc A TCP port free on 127.0.0.1 a moment ago, below the kernel's
-%% ephemeral range (32768-60999 by default): a port from listen(0) could be
-%% handed out again, as the local port of an outgoing connection, before
-%% the test binds it.
-free_port() ->
-    [P] = free_ports(1),
-    P.
-
-%% @doc `N' distinct ports, each as {@link free_port/0}.
+%% @doc `N' distinct TCP ports free on 127.0.0.1 a moment ago, below the
+%% kernel's ephemeral range (32768-60999 by default): a port from listen(0)
+%% could be handed out again, as the local port of an outgoing connection,
+%% before the test binds it. (The bench has the same picker: it cannot
+%% call test code.)
 free_ports(N) ->
     free_ports(N, []).
 

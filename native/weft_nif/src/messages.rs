@@ -291,40 +291,44 @@ pub fn deliver(body: &[u8]) -> Delivery {
         (delivery, sends.len() >= HOLD_MAX)
     });
     if full {
-        // (what this batch loses is reported by the poller's next flush)
-        LOST.with(|l| l.set(l.get() + flush_held()));
+        send_held();
     }
     delivery
 }
 
 thread_local! {
-    // Sends of full batches that found no process, until the next flush.
+    // Held messages that found no process when sent, until the poller's
+    // next flush reports them.
     static LOST: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Send the small messages held back on this thread, in order. Returns how
-/// many found no destination (the process ended since it was looked up),
-/// including those of batches sent because they were full.
+/// many found no destination since the last call (the process ended after
+/// it was looked up), including those of batches sent because they were
+/// full.
 pub fn flush_deliveries() -> u64 {
-    flush_held() + LOST.with(|l| l.replace(0))
+    send_held();
+    LOST.with(|l| l.replace(0))
 }
 
-fn flush_held() -> u64 {
+/// Send what is held (counting in `LOST` what found no process).
+fn send_held() {
     HELD.with(|cell| {
         let mut held = cell.borrow_mut();
         if held.sends.is_empty() {
-            return 0;
+            return;
         }
         let mut lost = 0;
         for (pid, msg) in held.sends.drain(..) {
             // A NULL message environment: the message is copied out of the
-            // held one, which is cleared once all are sent.
+            // held one (its binaries are shared, not copied), which is
+            // cleared once all are sent.
             if unsafe { enif_send(caller(), &pid, ptr::null_mut(), msg) } == 0 {
                 lost += 1;
             }
         }
         held.env.clear();
-        lost
+        LOST.with(|l| l.set(l.get() + lost));
     })
 }
 
