@@ -160,8 +160,14 @@ preflight() ->
 restore_env(K, {ok, V}) -> application:set_env(weft, K, V);
 restore_env(K, undefined) -> application:unset_env(weft, K).
 
-%% @doc Stop weft: every connection, the listener and the threads close.
-%% Stopping weft that is not running is `ok'.
+%% @doc Stop weft: the listener, every connection and the threads close.
+%% Connections close gracefully, within 1 second in all: this node first
+%% writes out the messages it had queued, then closes its sending side and
+%% reads on until each peer has closed its end, delivering what the peers
+%% wrote before they heard of the stop (they count what they had not
+%% written). What is left when the second is up (a frozen peer) is dropped.
+%% Blocks for up to about 3 seconds. Stopping weft that is not running is
+%% `ok'.
 -spec stop() -> ok | {error, term()}.
 stop() ->
     case application:stop(weft) of

@@ -10,7 +10,7 @@
 -export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
-         register_callbacks/1, stream_start/4, stream_stop/1, count_collector/1, count/1]).
+         register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
 -export([log/2, free_ports/1]).
 %% Shared by the suites:
@@ -259,19 +259,30 @@ bulk_loop(Node, Name, Channel, Big, Until, Seq) ->
 %% `Size'-byte payload to `{Name, Node}' as fast as `forward' takes them,
 %% until {@link stream_stop/1}. Registered as `Tag'.
 stream_start(Node, Name, Size, Tag) ->
+    stream_start(Node, Name, Size, Tag, default).
+
+%% @doc As {@link stream_start/4}, on `Channel', each message with its
+%% sequence number as partition key (so a channel of many lanes uses them
+%% all).
+stream_start(Node, Name, Size, Tag, Channel) ->
     Payload = binary:copy(<<5>>, Size),
-    register(Tag, spawn(fun() -> stream_loop(Node, Name, Payload, 1, 0) end)),
+    Opts = fun(_) when Channel =:= default -> #{};
+              (Seq) -> #{channel => Channel, partition_key => Seq}
+           end,
+    register(Tag, spawn(fun() -> stream_loop(Node, Name, Payload, Opts, 1, 0) end)),
     ok.
 
-stream_loop(Node, Name, Payload, Seq, Accepted) ->
+stream_loop(Node, Name, Payload, Opts, Seq, Accepted) ->
     receive
         {stop, From} -> From ! {accepted, Accepted}
     after 0 ->
-            A = case weft:forward(Node, Name, {stream, Seq, Payload}, #{}) of
+            A = case weft:forward(Node, Name, {stream, Seq, Payload}, Opts(Seq)) of
                     ok -> Accepted + 1;
-                    {error, overloaded} -> timer:sleep(1), Accepted
+                    {error, overloaded} -> timer:sleep(1), Accepted;
+                    %% weft stopped on this node
+                    {error, not_started} -> timer:sleep(1), Accepted
                 end,
-            stream_loop(Node, Name, Payload, Seq + 1, A)
+            stream_loop(Node, Name, Payload, Opts, Seq + 1, A)
     end.
 
 %% @doc Stop the stream `Tag'; returns how many messages `forward' accepted.

@@ -64,7 +64,9 @@ pub enum Msg {
         members: Vec<NodeSpec>,
         messages: Vec<(String, Vec<u8>)>,
     },
-    Shutdown(oneshot::Sender<()>),
+    /// Stop: no more dials, timers or membership; every lane takes no
+    /// more frames and writes out what it has. Answers with the lanes.
+    Shutdown(oneshot::Sender<Vec<Arc<crate::lane_writer::Lane>>>),
 }
 
 impl From<ConnEvent> for Msg {
@@ -119,8 +121,7 @@ impl Driver {
                 }
                 msg = rx.recv() => match msg {
                     Some(Msg::Shutdown(done)) => {
-                        self.shutdown();
-                        let _ = done.send(());
+                        let _ = done.send(self.shutdown());
                         return;
                     }
                     Some(m) => self.handle(m),
@@ -270,20 +271,22 @@ impl Driver {
         *self.shared.up.write() = up;
     }
 
-    fn shutdown(&mut self) {
-        self.shared.routes.clear();
-        let conns: Vec<_> = self
+    /// Stop every lane (each writes out what it has queued, then takes
+    /// no more) and return them; connections handed over from now on
+    /// close at once. The transport closes the others once the lanes are
+    /// written ([`crate::Transport::stop`]).
+    fn shutdown(&mut self) -> Vec<Arc<crate::lane_writer::Lane>> {
+        self.shared.conns.lock().stopping = true;
+        let lanes = self
             .shared
-            .conns
-            .lock()
-            .live
-            .drain()
-            .map(|(_, c)| c)
+            .routes
+            .all()
+            .iter()
+            .flat_map(|(_, r)| r.lanes().cloned().collect::<Vec<_>>())
             .collect();
-        for c in conns {
-            c.close();
-        }
+        self.shared.routes.clear();
         self.shared.up.write().clear();
+        lanes
     }
 }
 
@@ -632,8 +635,9 @@ async fn run(
     let c = Conn::new(conn, std, negotiated, poller.clone());
     {
         let mut table = shared.conns.lock();
-        // The driver may have asked to close it already (replaced meanwhile).
-        if table.closed_early.remove(&conn) {
+        // The driver may have asked to close it already (replaced
+        // meanwhile), or shut down.
+        if table.closed_early.remove(&conn) || table.stopping {
             c.close();
         }
         table.live.insert(conn, c.clone());

@@ -78,6 +78,10 @@ pub struct FrameReader {
     large: Option<(Box<dyn FrameBuffer>, usize, Extensions)>,
     max: u64,
     read: u64,
+    /// The peer closed its end (the socket's event said so): a short read
+    /// no longer means the socket is empty, since the end of the stream
+    /// raises no event of its own once that one was taken.
+    peer_closed: bool,
 }
 
 impl FrameReader {
@@ -90,7 +94,17 @@ impl FrameReader {
             large: None,
             max,
             read: 0,
+            peer_closed: false,
         }
+    }
+
+    /// The socket's readiness event said the peer closed its end (or the
+    /// connection failed): from now on every read goes on until the end
+    /// of the stream (or an error) rather than stop at a short read, so
+    /// that the close is seen. Data and the close that come together raise
+    /// one edge-triggered event, which a short read would leave unseen.
+    pub fn peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// Whether a large frame is partly read.
@@ -131,7 +145,7 @@ impl FrameReader {
                             *filled += n;
                             self.read += n as u64;
                             left = left.saturating_sub(n);
-                            if n < want {
+                            if n < want && !self.peer_closed {
                                 // A short read: the socket is empty now. Data
                                 // that comes later raises a new event.
                                 self.complete_large(on_frame)?;
@@ -169,7 +183,7 @@ impl FrameReader {
                     self.end += n;
                     self.read += n as u64;
                     left = left.saturating_sub(n);
-                    if n < want {
+                    if n < want && !self.peer_closed {
                         // Short read: empty now (see above). Hand out what
                         // came, and start any large frame it begins.
                         self.parse(alloc, on_frame)?;
@@ -438,6 +452,46 @@ mod tests {
         });
         assert_eq!(status.unwrap(), ReadStatus::Drained);
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn once_the_peer_closed_a_short_read_goes_on_to_the_end() {
+        // The last data and the close came together: one event. A short
+        // read must not end the call then, or the close is never seen.
+        for (small, large) in [(true, false), (false, true)] {
+            let body = if large {
+                vec![7; LARGE_FRAME + 5000]
+            } else {
+                b"last".to_vec()
+            };
+            let make = || Chunks {
+                data: frame(FrameKind::Data, &body),
+                pos: 0,
+                // the large frame's body comes short of what is asked
+                sizes: vec![usize::MAX, 1000],
+                next: 0,
+                eof: true,
+            };
+            // a read much bigger than what is there: short
+            let budget = 4 * LARGE_FRAME;
+            let mut r = FrameReader::new(1 << 20);
+            let (status, got) = collect(&mut r, &mut make(), budget);
+            let before = if small { 1 } else { 0 };
+            assert_eq!(
+                (status, got.len()),
+                (ReadStatus::Drained, before),
+                "small {small}"
+            );
+            let mut r = FrameReader::new(1 << 20);
+            r.peer_closed();
+            let (status, got) = collect(&mut r, &mut make(), budget);
+            assert_eq!(
+                (status, got.len()),
+                (ReadStatus::Closed, 1),
+                "small {small}"
+            );
+            assert_eq!(got[0].1, body);
+        }
     }
 
     #[test]

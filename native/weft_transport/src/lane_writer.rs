@@ -409,6 +409,13 @@ impl Lane {
         self.ask_flush(out);
     }
 
+    /// Whether nothing is left to write: no frame queued or in a writer's
+    /// hands (after [`Lane::stop`], the lane is written out).
+    pub fn is_written(&self) -> bool {
+        let out = self.out.lock();
+        out.queue.queued().frames == 0 && !out.queue.is_busy()
+    }
+
     /// The socket the lane is on now.
     pub fn socket(&self) -> Socket {
         match &self.out.lock().socket {

@@ -103,6 +103,9 @@ struct ConnTable {
     live: HashMap<weft_core::ConnId, Arc<Conn>>,
     /// Closed by the driver before their handshake task handed them over.
     closed_early: HashSet<weft_core::ConnId>,
+    /// The transport is stopping: a connection handed over now closes at
+    /// once (its handshake ended as the driver shut down).
+    stopping: bool,
 }
 
 /// Why the transport could not start.
@@ -122,9 +125,17 @@ pub enum StartError {
 pub struct Transport {
     shared: Arc<Shared>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    /// The task accepting connections: ended first when stopping.
+    listener: tokio::task::AbortHandle,
     watcher: Option<Arc<Watcher>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// How long [`Transport::stop`] waits, at most, for its connections to
+/// drain: for each peer to read the close, stop writing and close its end,
+/// so that what it wrote before is read and delivered, not dropped unread.
+/// A responsive peer takes a few milliseconds; a frozen one takes all of it.
+pub const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 impl Transport {
     /// Bind the listener, start the runtime threads and the driver.
@@ -271,16 +282,18 @@ impl Transport {
             let name = format!("weft-poll-{}", p.index());
             threads.push(spawn(name, Box::new(move || poller::run_thread(p)))?);
         }
-        {
+        let listener = {
             let _guard = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(std_listener)
                 .map_err(|e| StartError::Listen(bound, e))?;
-            tokio::spawn(driver::listen(shared.clone(), listener));
+            let listener = tokio::spawn(driver::listen(shared.clone(), listener));
             tokio::spawn(driver::Driver::new(core, shared.clone()).run(rx));
-        }
+            listener.abort_handle()
+        };
         Ok(Transport {
             shared,
             runtime: Mutex::new(Some(runtime)),
+            listener,
             watcher,
             threads: Mutex::new(threads),
         })
@@ -391,16 +404,52 @@ impl Transport {
         rx.recv_timeout(Duration::from_secs(1)).ok()
     }
 
-    /// Close every connection and the listener, and stop the threads.
-    /// Blocks for up to about two seconds; idempotent.
+    /// Close the listener and every connection, and stop the threads.
+    ///
+    /// Connections close gracefully, within [`STOP_DRAIN`] in all:
+    /// 1. every lane takes no more frames and writes out what it has
+    ///    queued;
+    /// 2. then every connection closes its sending side, and is read on
+    ///    until the peer closes its end, so that what the peer wrote
+    ///    before it heard of the close is delivered. A peer that hears of
+    ///    it writes no more and counts what it had queued.
+    ///
+    /// So with responsive peers every message accepted on either side is
+    /// delivered or counted. What is left at the deadline (a frozen peer)
+    /// is dropped. The pollers must keep being driven meanwhile. Blocks
+    /// for up to about three seconds; idempotent.
     pub fn stop(&self) {
         let Some(rt) = self.runtime.lock().take() else {
             return;
         };
+        self.listener.abort();
+        let deadline = std::time::Instant::now() + STOP_DRAIN;
+        let wait = |done: &dyn Fn() -> bool| {
+            while !done() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
         let (tx, rx) = oneshot::channel();
         if self.shared.driver.send(driver::Msg::Shutdown(tx)).is_ok() {
-            let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await });
+            let lanes = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await })
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            wait(&|| lanes.iter().all(|l| l.is_written()));
         }
+        let conns: Vec<_> = self
+            .shared
+            .conns
+            .lock()
+            .live
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in conns {
+            c.close();
+        }
+        wait(&|| self.shared.pollers.all().all(|p| p.open_connections() == 0));
         rt.shutdown_timeout(Duration::from_secs(1));
         for p in self.shared.pollers.all() {
             p.stop();

@@ -47,7 +47,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use weft_core::lane::Micros;
@@ -120,7 +120,7 @@ struct State {
     /// Lanes that wrote a batch and have more queued.
     again: Vec<Arc<Lane>>,
     /// Events that a blocking wait collected, for the next round.
-    stashed: Vec<(Token, bool, bool)>,
+    stashed: Vec<(Token, Readiness)>,
     /// Whether to keep polling after a round ([`Outcome::Linger`]).
     linger: Linger,
     /// The readable connections, in the order they are read: round robin
@@ -149,6 +149,9 @@ pub struct Poller {
     fd: RawFd,
     shared: OnceLock<Weak<Shared>>,
     stopped: AtomicBool,
+    /// Connections this poller holds (served, draining, or handed to it
+    /// and not yet taken): [`Poller::open_connections`].
+    open: AtomicUsize,
     /// The origin of the poller's clock.
     origin: Instant,
 }
@@ -188,6 +191,7 @@ impl Poller {
             fd,
             shared: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
             origin: Instant::now(),
         }))
     }
@@ -218,6 +222,13 @@ impl Poller {
         self.wakeup.is_threaded()
     }
 
+    /// How many connections this poller holds: served, draining after a
+    /// close, or handed to it and not yet taken. A stopping transport
+    /// waits for this to reach 0 (every drain ended).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
     /// Which poller of the transport this is.
     pub fn index(&self) -> usize {
         self.index
@@ -231,6 +242,7 @@ impl Poller {
 
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     pub(crate) fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
+        self.open.fetch_add(1, Ordering::AcqRel);
         self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
             conn,
             reader: FrameReader::new(max_frame),
@@ -296,6 +308,7 @@ impl Poller {
         st.again.clear();
         self.inbox.lock().clear();
         self.flush.lock().clear();
+        self.open.store(0, Ordering::Release);
     }
 
     /// Threads mode: wait until there may be work (events or a wake-up).
@@ -310,8 +323,7 @@ impl Poller {
         let st = &mut *st;
         if st.poll.poll(&mut st.events, timeout).is_ok() {
             for ev in st.events.iter() {
-                st.stashed
-                    .push((ev.token(), readable(ev), ev.is_writable()));
+                st.stashed.push((ev.token(), Readiness::of(ev)));
             }
         }
         self.wakeup.busy();
@@ -343,7 +355,7 @@ impl Poller {
             flush_deliveries(shared);
         }
         round.written = written;
-        forget(st, shared, closes);
+        forget(st, shared, closes, &self.open);
         let now = self.now();
         let draining = draining_lanes(st);
         self.placement(st, shared, now, &draining);
@@ -512,6 +524,8 @@ impl Poller {
                 e.lane.move_to(target.clone());
                 e.conn.move_to(target.clone());
                 let lane = e.lane.clone();
+                target.open.fetch_add(1, Ordering::AcqRel);
+                self.open.fetch_sub(1, Ordering::AcqRel);
                 target.inbox.lock().push(Cmd::Attach(e));
                 target.wake();
                 lane.reflush();
@@ -553,19 +567,22 @@ fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
     let mut events = std::mem::take(&mut st.stashed);
     if st.poll.poll(&mut st.events, Some(Duration::ZERO)).is_ok() {
         for ev in st.events.iter() {
-            events.push((ev.token(), readable(ev), ev.is_writable()));
+            events.push((ev.token(), Readiness::of(ev)));
         }
     }
-    for (token, r, w) in events {
+    for (token, ready) in events {
         if token == WAKER {
             continue;
         }
         if let Some(e) = st.conns.get_mut(&(token.0 as ConnId)) {
-            if r && !e.readable {
+            if ready.closed {
+                e.reader.peer_closed();
+            }
+            if ready.readable && !e.readable {
                 e.readable = true;
                 st.order.ready(token.0 as ConnId);
             }
-            if w {
+            if ready.writable {
                 writable.push(e.lane.clone());
             }
         }
@@ -663,10 +680,11 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
 }
 
 /// Connections that ended: forget them and tell the driver.
-fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes) {
+fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &AtomicUsize) {
     for (id, reason) in closes {
         st.order.remove(id);
         if let Some(e) = st.conns.remove(&id) {
+            open.fetch_sub(1, Ordering::AcqRel);
             let _ = st
                 .poll
                 .registry()
@@ -740,8 +758,26 @@ fn flush_deliveries(shared: &Shared) {
     }
 }
 
-fn readable(ev: &mio::event::Event) -> bool {
-    ev.is_readable() || ev.is_read_closed() || ev.is_error()
+/// What one event of a socket says.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    /// There is something to read: data, the end of the stream, an error.
+    readable: bool,
+    writable: bool,
+    /// The peer closed its end, or the connection failed: read to the end
+    /// (see [`FrameReader::peer_closed`]).
+    closed: bool,
+}
+
+impl Readiness {
+    fn of(ev: &mio::event::Event) -> Readiness {
+        let closed = ev.is_read_closed() || ev.is_error();
+        Readiness {
+            readable: ev.is_readable() || closed,
+            writable: ev.is_writable(),
+            closed,
+        }
+    }
 }
 
 /// Whether the stage (if any) drops an application message of `len`
