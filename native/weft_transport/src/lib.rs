@@ -131,10 +131,11 @@ pub struct Transport {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// How long [`Transport::stop`] waits, at most, for its connections to
-/// drain: for each peer to read the close, stop writing and close its end,
-/// so that what it wrote before is read and delivered, not dropped unread.
-/// A responsive peer takes a few milliseconds; a frozen one takes all of it.
+/// How long [`Transport::stop`] takes at most to close gracefully: for the
+/// lanes to write out what they had queued, then for each peer to read the
+/// close, stop writing and close its end, so that what it wrote before is
+/// read and delivered, not dropped unread. Responsive peers take a few
+/// milliseconds; a frozen one takes all of it.
 pub const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 impl Transport {
