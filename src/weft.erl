@@ -329,7 +329,12 @@ send(Node, Dest, Msg, Opts) ->
                        {key, K} -> erlang:phash2(K);
                        none -> erlang:phash2(Dest)
                    end,
-            nif(fun() -> weft_nif:send(Node, Channel, Lane, Payload) end);
+            try
+                weft_nif:send(Node, Channel, Lane, Payload)
+            catch
+                error:nif_not_loaded -> {error, not_started};
+                error:undef -> {error, not_started}
+            end;
         {error, _} = Error ->
             Error
     end.
@@ -363,6 +368,15 @@ options(Opts) when is_list(Opts) ->
         true -> options(maps:from_list(Opts));
         false -> {error, {badarg, Opts}}
     end;
+%% The usual maps, matched without building a list of their keys.
+options(Opts) when map_size(Opts) =:= 0 ->
+    {ok, default, none};
+options(#{channel := Channel} = Opts) when map_size(Opts) =:= 1, is_atom(Channel) ->
+    {ok, Channel, none};
+options(#{partition_key := K} = Opts) when map_size(Opts) =:= 1 ->
+    {ok, default, {key, K}};
+options(#{channel := Channel, partition_key := K} = Opts) when map_size(Opts) =:= 2, is_atom(Channel) ->
+    {ok, Channel, {key, K}};
 options(Opts) when is_map(Opts) ->
     case [K || K <- maps:keys(Opts), K =/= channel, K =/= partition_key] of
         [Unknown | _] ->

@@ -119,22 +119,22 @@ fn send<'a>(
     let Some(body) = body_of(payload) else {
         return Ok((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
     };
-    let node = node.to_term(env).atom_to_string()?;
-    let channel_name = channel.to_term(env).atom_to_string()?;
     // The calling process, for ordering: its small messages may pass large
     // ones that other processes queued, never its own.
     let sender = {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = weft_core::types::FastHasher::default();
         env.pid().hash(&mut h);
         h.finish()
     };
     // Queuing may wake a poller: a message from this process.
     let started = std::time::Instant::now();
-    let sent = with_caller(env, || {
-        r.transport
-            .send(Some(sender), &node, &channel_name, choice, body)
-    });
+    let sent = with_names(env, node, channel, |node, channel_name| {
+        with_caller(env, || {
+            r.transport
+                .send(Some(sender), node, channel_name, choice, body)
+        })
+    })?;
     // A send that wrote for long (a slow or preempted writev) tells the
     // scheduler, so that its sender yields sooner and others get their turn.
     let us = started.elapsed().as_micros() as u64;
@@ -150,6 +150,41 @@ fn send<'a>(
             (atoms::error(), (atoms::too_large(), size, max)).encode(env)
         }
         Err(SendError::Overloaded) => (atoms::error(), atoms::overloaded()).encode(env),
+    })
+}
+
+thread_local! {
+    // The text of the node and channel atoms of this thread's last send:
+    // a sender sends to the same node and channel again and again, and an
+    // atom's text never changes while the VM runs.
+    static NAMES: RefCell<[Name; 2]> = const { RefCell::new([(None, String::new()), (None, String::new())]) };
+}
+
+/// An atom (the term) and its text.
+type Name = (Option<rustler::sys::ErlNifTerm>, String);
+
+/// Call `f` with the text of the atoms `node` and `channel`, looked up
+/// once per thread while they stay the same.
+fn with_names<R>(
+    env: Env,
+    node: Atom,
+    channel: Atom,
+    f: impl FnOnce(&str, &str) -> R,
+) -> NifResult<R> {
+    let text = |slot: &mut Name, atom: Atom| -> NifResult<()> {
+        let raw = Some(atom.as_c_arg());
+        if slot.0 != raw {
+            slot.1 = atom.to_term(env).atom_to_string()?;
+            slot.0 = raw;
+        }
+        Ok(())
+    };
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        let [n, c] = &mut *names;
+        text(n, node)?;
+        text(c, channel)?;
+        Ok(f(&n.1, &c.1))
     })
 }
 
