@@ -991,6 +991,17 @@ fn every_accepted_message_is_delivered_or_counted() {
     assert!(delivered > 0);
 }
 
+/// The `i`-th message of a stream to b@h: on `default` and on each lane of
+/// `vnode` in turn. Whether it was accepted.
+fn send_nth(a: &Transport, i: u64) -> bool {
+    let (channel, choice) = if i.is_multiple_of(2) {
+        ("default", 0)
+    } else {
+        ("vnode", i as u32)
+    };
+    a.send(None, "b@h", channel, choice, vec![5; 100]).is_ok()
+}
+
 /// A receiver that stops mid-stream closes gracefully: it stops writing,
 /// reads on until the sender closes its end, and delivers what the sender
 /// wrote before it heard of the stop; the sender counts what it had not
@@ -1020,14 +1031,7 @@ fn a_stopping_receiver_delivers_what_was_written_before_it_closed() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !stopper.is_finished() || !a.up_peers().is_empty() {
         assert!(Instant::now() < deadline, "never declared down");
-        let (channel, choice) = if i.is_multiple_of(2) {
-            ("default", 0)
-        } else {
-            ("vnode", i as u32)
-        };
-        if a.send(None, "b@h", channel, choice, vec![5; 100]).is_ok() {
-            accepted += 1;
-        }
+        accepted += send_nth(&a, i) as u64;
         i += 1;
     }
     let delivered = stopper.join().unwrap();
@@ -1061,14 +1065,7 @@ fn a_stopping_sender_writes_out_its_queues_first() {
         std::thread::spawn(move || {
             let (mut accepted, mut i) = (0u64, 0u64);
             while a.is_running() {
-                let (channel, choice) = if i.is_multiple_of(2) {
-                    ("default", 0)
-                } else {
-                    ("vnode", i as u32)
-                };
-                if a.send(None, "b@h", channel, choice, vec![5; 100]).is_ok() {
-                    accepted += 1;
-                }
+                accepted += send_nth(&a, i) as u64;
                 i += 1;
             }
             accepted
