@@ -165,9 +165,10 @@ restore_env(K, undefined) -> application:unset_env(weft, K).
 %% writes out the messages it had queued, then closes its sending side and
 %% reads on until each peer has closed its end, delivering what the peers
 %% wrote before they heard of the stop (they count what they had not
-%% written). What is left when the second is up (a frozen peer) is dropped.
-%% Blocks for up to about 3 seconds. Stopping weft that is not running is
-%% `ok'.
+%% written). What is left when the second is up (a frozen peer, or more
+%% queued than the peers read in that time) is dropped, and a warning says
+%% how many messages and bytes. Takes milliseconds when little is queued,
+%% and up to about 3 seconds. Stopping weft that is not running is `ok'.
 -spec stop() -> ok | {error, term()}.
 stop() ->
     case application:stop(weft) of
@@ -365,7 +366,8 @@ local_exists(Name) when is_atom(Name) -> whereis(Name) =/= undefined.
 
 options(Opts) when is_list(Opts) ->
     case is_proplist(Opts) of
-        true -> options(maps:from_list(Opts));
+        %% the first of a repeated key counts, as with `proplists'
+        true -> options(maps:from_list(lists:reverse(Opts)));
         false -> {error, {badarg, Opts}}
     end;
 %% The usual maps, matched without building a list of their keys.
@@ -395,8 +397,9 @@ options(Opts) when is_map(Opts) ->
 options(Opts) ->
     {error, {badarg, Opts}}.
 
-%% A proper list of `{Key, Value}' pairs with atom keys.
-is_proplist([{K, _} | T]) when is_atom(K) -> is_proplist(T);
+%% A proper list of `{Key, Value}' pairs (a key that is not an option is
+%% refused as in a map: `unknown_option').
+is_proplist([{_, _} | T]) -> is_proplist(T);
 is_proplist([]) -> true;
 is_proplist(_) -> false.
 

@@ -203,13 +203,7 @@ handle_info({weft_nif, refused, _Node, unavailable}, State) ->
 handle_info({weft_nif, refused, Node, Reason}, State) ->
     {noreply, reply_waiters(Node, {error, {refused, Reason}}, State)};
 handle_info({weft_nif, log, Level, Text, Meta}, State) ->
-    case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug])
-        andalso is_map(Meta) of
-        %% The text names the peer and lane too: the default formatter
-        %% does not print metadata.
-        true -> ?LOG(Level, "weft: ~ts~ts", [where(Meta), Text], Meta#{weft => true});
-        false -> ?LOG_WARNING("weft: ~tp", [{Level, Text, Meta}], #{weft => true})
-    end,
+    log(Level, Text, Meta),
     {noreply, State};
 handle_info({timeout, Timer, {sync_join, From}}, State) ->
     case lists:keytake(Timer, 3, State#state.waiters) of
@@ -235,6 +229,24 @@ handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State)
 handle_info(_Other, State) ->
     {noreply, State}.
 
+log(Level, Text, Meta) ->
+    case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug])
+        andalso is_map(Meta) of
+        %% The text names the peer and lane too: the default formatter
+        %% does not print metadata.
+        true -> ?LOG(Level, "weft: ~ts~ts", [where(Meta), Text], Meta#{weft => true});
+        false -> ?LOG_WARNING("weft: ~tp", [{Level, Text, Meta}], #{weft => true})
+    end.
+
+logs_while_stopping() ->
+    receive
+        {weft_nif, log, Level, Text, Meta} ->
+            log(Level, Text, Meta),
+            logs_while_stopping()
+    after 0 ->
+            ok
+    end.
+
 where(#{peer := Peer, channel := Ch, lane := Lane}) ->
     io_lib:format("~tp (~tp/~p): ", [Peer, Ch, Lane]);
 where(#{peer := Peer}) ->
@@ -246,6 +258,9 @@ where(_) ->
 terminate(_Reason, _State) ->
     %% Stopped pollers end their processes (normally: not restarted).
     nif(fun weft_nif:stop/0),
+    %% What the transport said while it stopped (such as messages it could
+    %% not write out in time) came after this process stopped reading.
+    logs_while_stopping(),
     %% join/leave answer `not_started' again, not the static overlay's error
     weft_config:set_overlay(none),
     ok.

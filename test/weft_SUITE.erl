@@ -23,6 +23,7 @@
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
          left_receiver_or_sender_every_message_counted/1,
+         a_stop_that_cannot_write_out_says_so/1,
          restarted_with_clock_behind_rejoins/1,
          a_restarted_transport_rejoins_its_cluster/1]).
 
@@ -42,7 +43,7 @@ all() ->
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
-     left_receiver_or_sender_every_message_counted,
+     left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
      static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over,
      callback_overlay_cyclon_converges, callback_overlay_survives_a_bad_protocol].
@@ -481,6 +482,30 @@ left_receiver_or_sender_every_message_counted(_Config) ->
     weft_ct:stop_tracked(),
     streams_until(fun(A, _B) -> call(A, weft, leave, []) end).
 
+%% A stop that cannot write out what is queued within its second (the peer
+%% is frozen here) drops it, and says how many messages it dropped: its
+%% counters go with it.
+a_stop_that_cannot_write_out_says_so(_Config) ->
+    [A, B] = cluster(2, opts(#{heartbeat_timeout => 60000})),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    ok = call(A, weft_ct, capture_logs, []),
+    OsPid = call(B, os, getpid, []),
+    os:cmd("kill -STOP " ++ OsPid),
+    try
+        Big = binary:copy(<<7>>, 1 bsl 20),
+        [ok = call(A, weft, forward, [NodeB, inbox, Big, #{}]) || _ <- lists:seq(1, 40)],
+        {Took, ok} = timer:tc(fun() -> call(A, weft, stop, []) end),
+        ct:log("stop took ~p ms", [Took div 1000]),
+        Said = fun() -> [L || L <- call(A, weft_ct, logs, []),
+                              string:find(L, "were not written within") =/= nomatch] end,
+        weft_ct:wait_until(dropped_logged, fun() -> Said() =/= [] end),
+        ct:log("~ts", [hd(Said())])
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    ok.
+
 %% Streams from A to B (small messages on one lane and on 16, large ones),
 %% ended by `End(A, B)' once they flow. Every message A's `forward' accepted
 %% is delivered or counted in A's `weft:info()': exactly while A runs; once
@@ -598,7 +623,17 @@ unknown_channel_and_non_member(_Config) ->
     ?assertEqual({error, {badarg, not_opts}}, call(A, weft, forward, [node_of(B), inbox, x, not_opts])),
     ok = call(A, weft, forward, ['ghost@nowhere', inbox, x, #{}]),
     ok = call(A, weft, forward, ['ghost@nowhere', inbox, x, #{}]),
-    #{dropped := #{not_member := 2}, refused := #{unknown_channel := 1}} = info(A),
+    %% names with characters past Latin-1 name no member and no channel:
+    %% the same answers, never a raise
+    Wide = binary_to_atom(<<"日本"/utf8>>, utf8),
+    WideNode = binary_to_atom(<<"日本@nowhere"/utf8>>, utf8),
+    ?assertEqual({error, {unknown_channel, Wide}},
+                 call(A, weft, forward, [node_of(B), inbox, x, #{channel => Wide}])),
+    ?assertEqual({error, {unknown_channel, Wide}},
+                 call(A, weft, forward, [WideNode, inbox, x, #{channel => Wide}])),
+    ok = call(A, weft, forward, [WideNode, inbox, x, #{}]),
+    ok = call(A, weft, leave, [WideNode]),
+    #{dropped := #{not_member := 3}, refused := #{unknown_channel := 3}} = info(A),
     %% an unregistered name on the receiver: dropped there and counted
     ok = call(A, weft, forward, [node_of(B), nobody_here, x, #{}]),
     weft_ct:wait_until(no_destination,

@@ -75,6 +75,15 @@ known_bad_arguments(_Config) ->
                  call(A, weft, forward, [x@y, inbox, hi, [{chanel, gossip}]])),
     ?assertEqual({error, {badarg, {unknown_option, priority}}},
                  call(A, weft, forward, [x@y, inbox, hi, #{priority => high}])),
+    %% a key that is not an atom: the same answer from a list as from a map
+    ?assertEqual({error, {badarg, {unknown_option, "channel"}}},
+                 call(A, weft, forward, [x@y, inbox, hi, [{"channel", gossip}]])),
+    ?assertEqual({error, {badarg, {unknown_option, "channel"}}},
+                 call(A, weft, forward, [x@y, inbox, hi, #{"channel" => gossip}])),
+    %% the first of a repeated key counts, as with proplists
+    ?assertEqual({error, {unknown_channel, nope}},
+                 call(A, weft, forward, [x@y, inbox, hi, [{channel, nope}, {channel, gossip}]])),
+    ok = call(A, weft, forward, [x@y, inbox, hi, [{channel, gossip}, {channel, nope}]]),
     ?assertEqual({error, {badarg, "str"}}, call(A, weft, leave, ["str"])),
     ?assertEqual({error, {badarg, maybe}}, call(A, weft, monitor_nodes, [maybe])),
     ?assertEqual({error, {badarg, maybe}}, call(A, weft, monitor_nodes, [maybe, []])),

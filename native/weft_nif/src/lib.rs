@@ -304,15 +304,18 @@ fn leave0(env: Env) -> Term {
 }
 
 #[rustler::nif(name = "leave")]
-fn leave1(env: Env, node: Atom) -> NifResult<Term> {
-    let name = node.to_term(env).atom_to_string()?;
-    Ok(match running() {
+fn leave1(env: Env, node: Atom) -> Term {
+    // A name past Latin-1 names no member: nothing to remove.
+    let name = messages::atom_text(env, node);
+    match running() {
         Some(r) => {
-            r.transport.remove(&name);
+            if !name.is_empty() {
+                r.transport.remove(&name);
+            }
             atoms::ok().encode(env)
         }
         None => not_started(env),
-    })
+    }
 }
 
 fn node_list<'a>(env: Env<'a>, with_self: bool) -> NifResult<Term<'a>> {

@@ -134,7 +134,7 @@ fn send<'a>(
             r.transport
                 .send(Some(sender), node, channel_name, choice, body)
         })
-    })?;
+    });
     // A send that wrote for long (a slow or preempted writev) tells the
     // scheduler, so that its sender yields sooner and others get their turn.
     let us = started.elapsed().as_micros() as u64;
@@ -165,27 +165,33 @@ type Name = (Option<rustler::sys::ErlNifTerm>, String);
 
 /// Call `f` with the text of the atoms `node` and `channel`, looked up
 /// once per thread while they stay the same.
-fn with_names<R>(
-    env: Env,
-    node: Atom,
-    channel: Atom,
-    f: impl FnOnce(&str, &str) -> R,
-) -> NifResult<R> {
-    let text = |slot: &mut Name, atom: Atom| -> NifResult<()> {
+///
+/// Names travel as Latin-1 atoms (the VM's NIF interface of OTP 25 reads
+/// no other), so an atom with a character past Latin-1 names no member and
+/// no channel: its text is the empty string, which no name is. The send
+/// then counts as `not_member`, or answers `unknown_channel`, as for any
+/// other name that is not there.
+fn with_names<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
+    let text = |slot: &mut Name, atom: Atom| {
         let raw = Some(atom.as_c_arg());
         if slot.0 != raw {
-            slot.1 = atom.to_term(env).atom_to_string()?;
+            slot.1 = atom_text(env, atom);
             slot.0 = raw;
         }
-        Ok(())
     };
     NAMES.with(|names| {
         let mut names = names.borrow_mut();
         let [n, c] = &mut *names;
-        text(n, node)?;
-        text(c, channel)?;
-        Ok(f(&n.1, &c.1))
+        text(n, node);
+        text(c, channel);
+        f(&n.1, &c.1)
     })
+}
+
+/// The text of `atom`, or the empty string (which names nothing) when it
+/// has characters past Latin-1 (see [`with_names`]).
+pub(crate) fn atom_text(env: Env, atom: Atom) -> String {
+    atom.to_term(env).atom_to_string().unwrap_or_default()
 }
 
 /// Small messages held back at most, per thread: past this many, they go

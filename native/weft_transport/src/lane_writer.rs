@@ -416,6 +416,11 @@ impl Lane {
         out.queue.queued().frames == 0 && !out.queue.is_busy()
     }
 
+    /// The frames queued or in a writer's hands, and their body bytes.
+    pub fn queued(&self) -> Counts {
+        self.out.lock().queue.queued()
+    }
+
     /// The socket the lane is on now.
     pub fn socket(&self) -> Socket {
         match &self.out.lock().socket {

@@ -134,8 +134,9 @@ pub struct Transport {
 /// How long [`Transport::stop`] takes at most to close gracefully: for the
 /// lanes to write out what they had queued, then for each peer to read the
 /// close, stop writing and close its end, so that what it wrote before is
-/// read and delivered, not dropped unread. Responsive peers take a few
-/// milliseconds; a frozen one takes all of it.
+/// read and delivered, not dropped unread. It takes milliseconds when little
+/// is queued, hundreds of them for a backlog of some hundred megabytes on
+/// loopback, and all of it with a frozen peer.
 pub const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 impl Transport {
@@ -416,9 +417,10 @@ impl Transport {
     ///    it writes no more and counts what it had queued.
     ///
     /// So with responsive peers every message accepted on either side is
-    /// delivered or counted. What is left at the deadline (a frozen peer)
-    /// is dropped. The pollers must keep being driven meanwhile. Blocks
-    /// for up to about three seconds; idempotent.
+    /// delivered or counted. What is left at the deadline (a frozen peer,
+    /// or more queued than the peers read in time) is dropped, and a
+    /// warning through the sink says how much. The pollers must keep being
+    /// driven meanwhile. Blocks for up to about three seconds; idempotent.
     pub fn stop(&self) {
         let Some(rt) = self.runtime.lock().take() else {
             return;
@@ -438,6 +440,24 @@ impl Transport {
                 .and_then(Result::ok)
                 .unwrap_or_default();
             wait(&|| lanes.iter().all(|l| l.is_written()));
+            // What the peers could not take in time is dropped: say so,
+            // since the counters go with the transport.
+            let left = lanes
+                .iter()
+                .filter(|l| !l.key.is_control())
+                .map(|l| l.queued())
+                .fold((0, 0), |(f, b), c| (f + c.frames, b + c.bytes));
+            if left.0 > 0 {
+                let text = format!(
+                    "stopping: {} messages ({} bytes) queued for peers were not written within {} ms, dropped",
+                    left.0,
+                    left.1,
+                    STOP_DRAIN.as_millis()
+                );
+                self.shared
+                    .sink
+                    .log(weft_core::Level::Warning, &text, None, None);
+            }
         }
         let conns: Vec<_> = self
             .shared
