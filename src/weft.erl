@@ -166,8 +166,8 @@ restore_env(K, undefined) -> application:unset_env(weft, K).
 %% reads on until each peer has closed its end, delivering what the peers
 %% wrote before they heard of the stop (they count what they had not
 %% written). What is left when the second is up (a frozen peer, or more
-%% queued than the peers read in that time) is dropped, and a warning says
-%% how many messages and bytes. Takes milliseconds when little is queued,
+%% queued than the peers read in that time) is dropped, and so are messages
+%% still waiting for a node to come up; a warning says how many. Takes milliseconds when little is queued,
 %% and up to about 3 seconds. Stopping weft that is not running is `ok'.
 -spec stop() -> ok | {error, term()}.
 stop() ->
@@ -189,7 +189,7 @@ node_spec() ->
 %% yourself is `ok' and does nothing.
 %%
 %% `Spec' is checked fully before anything is dialed: `name' an atom
-%% `Name@Host' of at most 255 bytes; `listen_addrs' a non-empty list of at
+%% `Name@Host' of at most 255 bytes, in Latin-1; `listen_addrs' a non-empty list of at
 %% most 16 `#{ip := Ip, port := Port}', where `Ip' is an IPv4 or IPv6 tuple
 %% or an address written as a string or binary (`"10.0.0.5"', `<<"::1">>')
 %% and `Port' is 1..65535; `channels', if present, a list of
@@ -367,7 +367,12 @@ local_exists(Name) when is_atom(Name) -> whereis(Name) =/= undefined.
 options(Opts) when is_list(Opts) ->
     case is_proplist(Opts) of
         %% the first of a repeated key counts, as with `proplists'
-        true -> options(maps:from_list(lists:reverse(Opts)));
+        true ->
+            case options(maps:from_list(lists:reverse(Opts))) of
+                %% a bad value: name the options as given
+                {error, {badarg, Map}} when is_map(Map) -> {error, {badarg, Opts}};
+                Checked -> Checked
+            end;
         false -> {error, {badarg, Opts}}
     end;
 %% The usual maps, matched without building a list of their keys.

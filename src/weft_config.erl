@@ -6,7 +6,8 @@
 %% are errors too: a typo should not pass silently.
 -module(weft_config).
 
--export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2, check_spec/1]).
+-export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2, check_spec/1,
+         is_latin1/1]).
 -export([overlay/0, set_overlay/1]).
 
 -export_type([opts/0]).
@@ -454,7 +455,12 @@ check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), i
                end,
     {ok, Checked1}.
 
+%% `Name@Host', at most 255 bytes, in Latin-1: names travel as Latin-1
+%% atoms (OTP 25's NIF interface reads no other).
 is_node_name(Name) ->
+    is_latin1(Name) andalso is_node_name1(Name).
+
+is_node_name1(Name) ->
     Bin = atom_to_binary(Name, utf8),
     case binary:split(Bin, <<"@">>) of
         [N, H] -> N =/= <<>> andalso H =/= <<>> andalso binary:match(H, <<"@">>) =:= nomatch
@@ -468,7 +474,17 @@ check_addr(#{ip := Ip0, port := Port}) when is_integer(Port), Port >= 1, Port =<
 
 check_channel(#{name := Name, parallelism := P} = C)
   when is_atom(Name), is_integer(P), P >= 1, P =< 256, map_size(C) =:= 2 ->
+    true = valid_channel_name(Name),
     C.
+
+%% @doc Whether atom `A''s text is Latin-1 (what the NIF can read).
+-spec is_latin1(atom()) -> boolean().
+is_latin1(A) ->
+    try atom_to_binary(A, latin1) of
+        _ -> true
+    catch
+        error:badarg -> false
+    end.
 
 %% The length of a proper list; raises on an improper one.
 proper_length(L) -> length(L).

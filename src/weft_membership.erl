@@ -196,10 +196,12 @@ decide(Module, Fun, Members, Messages) ->
                 end, Members),
     %% (the size is checked before anything is encoded)
     Encoded = [{Node, term_to_binary(Msg)} || {Node, Msg} <- Messages, is_atom(Node),
+                                              weft_config:is_latin1(Node),
                                               erlang:external_size(Msg) =< ?MAX_MESSAGE],
     length(Encoded) =:= length(Messages)
-        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages that are not {Node, Msg} or are over "
-                            "~p bytes encoded; skipped", [Module, Fun, ?MAX_MESSAGE], #{weft => true}),
+        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages that are not {Node, Msg} (Node "
+                            "an atom in Latin-1) or are over ~p bytes encoded; skipped",
+                            [Module, Fun, ?MAX_MESSAGE], #{weft => true}),
     try weft_nif:membership_decision(Checked, Encoded) of
         ok -> ok;
         Error -> ?LOG_ERROR("weft: membership decision refused: ~p", [Error], #{weft => true})

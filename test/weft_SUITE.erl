@@ -484,7 +484,8 @@ left_receiver_or_sender_every_message_counted(_Config) ->
 
 %% A stop that cannot write out what is queued within its second (the peer
 %% is frozen here) drops it, and says how many messages it dropped: its
-%% counters go with it.
+%% counters go with it. So does a stop with messages waiting for a node
+%% that has not come up.
 a_stop_that_cannot_write_out_says_so(_Config) ->
     [A, B] = cluster(2, opts(#{heartbeat_timeout => 60000})),
     NodeB = node_of(B),
@@ -497,10 +498,24 @@ a_stop_that_cannot_write_out_says_so(_Config) ->
         [ok = call(A, weft, forward, [NodeB, inbox, Big, #{}]) || _ <- lists:seq(1, 40)],
         {Took, ok} = timer:tc(fun() -> call(A, weft, stop, []) end),
         ct:log("stop took ~p ms", [Took div 1000]),
-        Said = fun() -> [L || L <- call(A, weft_ct, logs, []),
-                              string:find(L, "were not written within") =/= nomatch] end,
-        weft_ct:wait_until(dropped_logged, fun() -> Said() =/= [] end),
-        ct:log("~ts", [hd(Said())])
+        Said = fun(What) -> [L || L <- call(A, weft_ct, logs, []),
+                                  string:find(L, What) =/= nomatch] end,
+        weft_ct:wait_until(dropped_logged, fun() -> Said("not written within") =/= [] end),
+        ct:log("~ts", [hd(Said("not written within"))]),
+        %% messages waiting for a node whose handshake never ends (a
+        %% listener that accepts nothing)
+        ok = call(A, weft, start, []),
+        {ok, Silent} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+        {ok, Port} = inet:port(Silent),
+        Ghost = #{name => 'ghost@nowhere', listen_addrs => [#{ip => {127, 0, 0, 1}, port => Port}]},
+        ok = call(A, weft, join, [Ghost]),
+        [ok = call(A, weft, forward, ['ghost@nowhere', inbox, I, #{}]) || I <- lists:seq(1, 5)],
+        #{peers := #{'ghost@nowhere' := #{waiting := 5}}} = info(A),
+        ok = call(A, weft, stop, []),
+        gen_tcp:close(Silent),
+        weft_ct:wait_until(waiting_logged,
+                           fun() -> Said("5 messages accepted for peers were dropped: 0") =/= [] end),
+        ct:log("~ts", [hd(Said("5 messages accepted"))])
     after
         os:cmd("kill -CONT " ++ OsPid)
     end,
@@ -593,7 +608,13 @@ bad_config(_Config) ->
     [?assertEqual({error, {bad_config, overlay, O}}, call(N, weft, start, [#{overlay => O}]))
      || O <- [{static, nodes}, {static, [x]}, {static, [#{name => 'a@h'}]}, {static, [y | z]},
               {static, [#{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
-                        #{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 2}]}]}]],
+                        #{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 2}]}]},
+              %% names past Latin-1 (names travel as Latin-1 atoms)
+              {static, [#{name => binary_to_atom(<<"日本@h"/utf8>>, utf8),
+                          listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]}]},
+              {static, [#{name => 'a@h', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}],
+                          channels => [#{name => binary_to_atom(<<"日本"/utf8>>, utf8),
+                                         parallelism => 1}]}]}]],
     ?assertEqual({error, {bad_config, channels, [default, default]}},
                  call(N, weft, start, [#{channels => [default, default]}])),
     ?assertEqual({error, {bad_config, heartbeat_timeout, 10}},
@@ -1072,7 +1093,7 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
          weft_ct:wait_until({calls, Mode}, fun() -> call(A, persistent_term, get, [weft_evil_calls, 0]) >= 8 end),
          ?assertEqual(Pid, call(A, erlang, whereis, [weft_server])),
          ?assertEqual(lists:sort([node_of(A), node_of(B)]), call(A, weft, members, []))
-     end || Mode <- [improper_members, improper_messages, huge_message, raise]],
+     end || Mode <- [improper_members, improper_messages, huge_message, raise, wide_names]],
     ok = call(N, weft, start, [opts(#{overlay => {callback, weft_cyclon, #{}}})]),
     %% a message the protocol does not expect, a join with junk: still up
     Other = start(bad_cb, opts(#{overlay => {callback, weft_cyclon, #{}}})),

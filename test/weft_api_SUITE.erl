@@ -84,6 +84,12 @@ known_bad_arguments(_Config) ->
     ?assertEqual({error, {unknown_channel, nope}},
                  call(A, weft, forward, [x@y, inbox, hi, [{channel, nope}, {channel, gossip}]])),
     ok = call(A, weft, forward, [x@y, inbox, hi, [{channel, gossip}, {channel, nope}]]),
+    %% a bad value in a list: the list as given
+    ?assertEqual({error, {badarg, [{channel, "str"}]}},
+                 call(A, weft, forward, [x@y, inbox, hi, [{channel, "str"}]])),
+    %% a member name past Latin-1 cannot be joined
+    Wide = binary_to_atom(<<"日本@h"/utf8>>, utf8),
+    ?assertMatch({error, {bad_spec, _}}, call(A, weft, join, [spec_at(Wide, 1)])),
     ?assertEqual({error, {badarg, "str"}}, call(A, weft, leave, ["str"])),
     ?assertEqual({error, {badarg, maybe}}, call(A, weft, monitor_nodes, [maybe])),
     ?assertEqual({error, {badarg, maybe}}, call(A, weft, monitor_nodes, [maybe, []])),

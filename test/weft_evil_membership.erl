@@ -24,7 +24,12 @@ result(#{mode := Mode, known := Known} = S) ->
     persistent_term:put(weft_evil_calls, C + 1),
     Members = maps:values(Known),
     %% every other call misbehaves (the others keep the protocol going)
+    Wide = binary_to_atom(<<"日本@h"/utf8>>, utf8),
     case Mode of
+        %% on every call: a member and a message named past Latin-1
+        wide_names ->
+            WideSpec = #{name => Wide, listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
+            {ok, Members ++ [WideSpec], [{Wide, x}], S};
         _ when C rem 2 =:= 0 -> {ok, Members, [], S};
         improper_members -> {ok, Members ++ improper, [], S};
         improper_messages -> {ok, Members, [{node(), x} | improper], S};

@@ -43,6 +43,26 @@ pub struct Dropped {
 }
 
 impl Dropped {
+    /// All of them, whatever the reason.
+    pub fn total(&self) -> u64 {
+        [
+            &self.not_member,
+            &self.no_channel,
+            &self.node_down,
+            &self.connection_lost,
+            &self.too_large,
+            &self.overflow,
+            &self.no_destination,
+            &self.malformed,
+            &self.no_route,
+            &self.fault,
+            &self.filtered,
+        ]
+        .iter()
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+    }
+
     /// The counter of messages a stage dropped for `reason`.
     pub fn by_stage(&self, reason: DropReason) -> &AtomicU64 {
         match reason {

@@ -432,6 +432,8 @@ impl Transport {
                 std::thread::sleep(Duration::from_millis(1));
             }
         };
+        let dropped = &self.shared.routes.counters.dropped;
+        let before = dropped.total();
         let (tx, rx) = oneshot::channel();
         if self.shared.driver.send(driver::Msg::Shutdown(tx)).is_ok() {
             let lanes = rt
@@ -440,19 +442,24 @@ impl Transport {
                 .and_then(Result::ok)
                 .unwrap_or_default();
             wait(&|| lanes.iter().all(|l| l.is_written()));
-            // What the peers could not take in time is dropped: say so,
-            // since the counters go with the transport.
+            // The counters go with the transport: say what the stop
+            // dropped. What the peers could not take in time (not counted
+            // yet), and what was counted while stopping: messages waiting
+            // for a node or a connection, and sends that came meanwhile.
             let left = lanes
                 .iter()
                 .filter(|l| !l.key.is_control())
                 .map(|l| l.queued())
                 .fold((0, 0), |(f, b), c| (f + c.frames, b + c.bytes));
-            if left.0 > 0 {
+            let counted = dropped.total().saturating_sub(before);
+            if left.0 + counted > 0 {
                 let text = format!(
-                    "stopping: {} messages ({} bytes) queued for peers were not written within {} ms, dropped",
+                    "stopping: {} messages accepted for peers were dropped: {} ({} bytes) queued and not written within {} ms, {} waiting for a node or a connection or sent while stopping",
+                    left.0 + counted,
                     left.0,
                     left.1,
-                    STOP_DRAIN.as_millis()
+                    STOP_DRAIN.as_millis(),
+                    counted
                 );
                 self.shared
                     .sink
