@@ -330,6 +330,7 @@ send(Node, Dest, Msg, Opts) ->
                        {key, K} -> erlang:phash2(K);
                        none -> erlang:phash2(Dest)
                    end,
+            %% as nif/1, without making a closure on every send
             try
                 weft_nif:send(Node, Channel, Lane, Payload)
             catch

@@ -43,24 +43,26 @@ pub struct Dropped {
 }
 
 impl Dropped {
+    /// Each counter with its reason's name, as `weft:info()` shows them.
+    pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("not_member", self.not_member.load(Relaxed)),
+            ("no_channel", self.no_channel.load(Relaxed)),
+            ("node_down", self.node_down.load(Relaxed)),
+            ("connection_lost", self.connection_lost.load(Relaxed)),
+            ("too_large", self.too_large.load(Relaxed)),
+            ("overflow", self.overflow.load(Relaxed)),
+            ("no_destination", self.no_destination.load(Relaxed)),
+            ("malformed", self.malformed.load(Relaxed)),
+            ("no_route", self.no_route.load(Relaxed)),
+            (DropReason::Fault.name(), self.fault.load(Relaxed)),
+            (DropReason::Filtered.name(), self.filtered.load(Relaxed)),
+        ]
+    }
+
     /// All of them, whatever the reason.
     pub fn total(&self) -> u64 {
-        [
-            &self.not_member,
-            &self.no_channel,
-            &self.node_down,
-            &self.connection_lost,
-            &self.too_large,
-            &self.overflow,
-            &self.no_destination,
-            &self.malformed,
-            &self.no_route,
-            &self.fault,
-            &self.filtered,
-        ]
-        .iter()
-        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-        .sum()
+        self.by_reason().iter().map(|(_, n)| n).sum()
     }
 
     /// The counter of messages a stage dropped for `reason`.

@@ -3,7 +3,6 @@
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use weft_core::stage::DropReason;
 use weft_core::{LaneKey, Node, PeerStatus, Slot};
 
 /// Connection state of a lane.
@@ -152,25 +151,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
         node: core.local().name.clone(),
         incarnation: core.local().incarnation,
         listen_addrs: core.local().addrs.clone(),
-        dropped: vec![
-            ("not_member", d.not_member.load(Relaxed)),
-            ("no_channel", d.no_channel.load(Relaxed)),
-            ("node_down", d.node_down.load(Relaxed)),
-            ("connection_lost", d.connection_lost.load(Relaxed)),
-            ("too_large", d.too_large.load(Relaxed)),
-            ("overflow", d.overflow.load(Relaxed)),
-            ("no_destination", d.no_destination.load(Relaxed)),
-            ("malformed", d.malformed.load(Relaxed)),
-            ("no_route", d.no_route.load(Relaxed)),
-            (
-                DropReason::Fault.name(),
-                d.by_stage(DropReason::Fault).load(Relaxed),
-            ),
-            (
-                DropReason::Filtered.name(),
-                d.by_stage(DropReason::Filtered).load(Relaxed),
-            ),
-        ],
+        dropped: d.by_reason(),
         refused: vec![
             ("unknown_channel", r.unknown_channel.load(Relaxed)),
             ("too_large", r.too_large.load(Relaxed)),

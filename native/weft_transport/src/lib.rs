@@ -432,8 +432,7 @@ impl Transport {
                 std::thread::sleep(Duration::from_millis(1));
             }
         };
-        let dropped = &self.shared.routes.counters.dropped;
-        let before = dropped.total();
+        let before = self.shared.routes.counters.dropped.total();
         let (tx, rx) = oneshot::channel();
         if self.shared.driver.send(driver::Msg::Shutdown(tx)).is_ok() {
             let lanes = rt
@@ -442,29 +441,7 @@ impl Transport {
                 .and_then(Result::ok)
                 .unwrap_or_default();
             wait(&|| lanes.iter().all(|l| l.is_written()));
-            // The counters go with the transport: say what the stop
-            // dropped. What the peers could not take in time (not counted
-            // yet), and what was counted while stopping: messages waiting
-            // for a node or a connection, and sends that came meanwhile.
-            let left = lanes
-                .iter()
-                .filter(|l| !l.key.is_control())
-                .map(|l| l.queued())
-                .fold((0, 0), |(f, b), c| (f + c.frames, b + c.bytes));
-            let counted = dropped.total().saturating_sub(before);
-            if left.0 + counted > 0 {
-                let text = format!(
-                    "stopping: {} messages accepted for peers were dropped: {} ({} bytes) queued and not written within {} ms, {} waiting for a node or a connection or sent while stopping",
-                    left.0 + counted,
-                    left.0,
-                    left.1,
-                    STOP_DRAIN.as_millis(),
-                    counted
-                );
-                self.shared
-                    .sink
-                    .log(weft_core::Level::Warning, &text, None, None);
-            }
+            self.report_dropped_at_stop(&lanes, before);
         }
         let conns: Vec<_> = self
             .shared
@@ -487,6 +464,43 @@ impl Transport {
         }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
+        }
+    }
+
+    /// The counters go with the transport: say what the stop dropped. What
+    /// the peers could not take in time (`lanes` still hold it, not counted
+    /// yet), and what was counted since `before` (the dropped total when
+    /// the stop began): messages waiting for a node or a connection, and
+    /// sends that came meanwhile.
+    fn report_dropped_at_stop(&self, lanes: &[Arc<lane_writer::Lane>], before: u64) {
+        let mut left = weft_core::lane::Counts::default();
+        for c in lanes
+            .iter()
+            .filter(|l| !l.key.is_control())
+            .map(|l| l.queued())
+        {
+            left.frames += c.frames;
+            left.bytes += c.bytes;
+        }
+        let counted = self
+            .shared
+            .routes
+            .counters
+            .dropped
+            .total()
+            .saturating_sub(before);
+        if left.frames + counted > 0 {
+            let text = format!(
+                "stopping: {} messages accepted for peers were dropped: {} ({} bytes) queued and not written within {} ms, {} waiting for a node or a connection or sent while stopping",
+                left.frames + counted,
+                left.frames,
+                left.bytes,
+                STOP_DRAIN.as_millis(),
+                counted
+            );
+            self.shared
+                .sink
+                .log(weft_core::Level::Warning, &text, None, None);
         }
     }
 }
