@@ -110,13 +110,13 @@ run(Plan, Cells) ->
     FileStamp = io_lib:format("~4..0b~2..0b~2..0b-~2..0b~2..0b~2..0b", [Y, Mo, D, H, Mi, S]),
     ResultsDir = filename:join([Root, "bench", "results"]),
     ok = filelib:ensure_dir(filename:join(ResultsDir, "x")),
-    Csv = filename:join(ResultsDir, lists:flatten([atom_to_list(Plan), "-", FileStamp, ".csv"])),
+    Csv = filename:join(ResultsDir, lists:flatten([plan_name(Plan), "-", FileStamp, ".csv"])),
     Header = "workload,config,rtt_ms,cap_mbit,payload_bytes,clients,seconds,ops_per_sec,p50_ms,p99_ms\n",
     ok = file:write_file(Csv, Header),
     Command = case Plan of quick -> "make bench"; full -> "make bench-full";
                            flood -> "make bench-flood"; memory -> "make bench-memory"; _ -> "erl ... -eval 'weft_bench:main(" ++ atom_to_list(Plan) ++ ")'" end,
-    io:format("~s: ~p cells, emulator flags ~p, weft options ~s; results in ~s~n",
-              [Command, length(Cells), vm_flags(), os:getenv("WEFT_BENCH_OPTS", "#{}"), Csv]),
+    io:format("~s: ~p cells, emulator flags ~p, weft options ~s, CPU group ~s; results in ~s~n",
+              [Command, length(Cells), vm_flags(), os:getenv("WEFT_BENCH_OPTS", "#{}"), cpu_group_label(), Csv]),
     Emit = fun(#{workload := profile} = Row) ->
                    File = extra_csv(Csv, profile),
                    filelib:is_file(File) orelse (ok = file:write_file(File, extra_header(profile))),
@@ -158,11 +158,11 @@ run(Plan, Cells) ->
               end || Cell <- Cells]),
     Table = table(Rows),
     io:format("~n~s", [Table]),
-    Md = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.md"),
-    Flags = [[Var, "=\"", V, "\" "] || Var <- ["WEFT_BENCH_ERL_FLAGS", "WEFT_BENCH_OPTS"],
+    Md = filename:join(ResultsDir, plan_name(Plan) ++ "-latest.md"),
+    Flags = [[Var, "=\"", V, "\" "] || Var <- ["WEFT_BENCH_ERL_FLAGS", "WEFT_BENCH_OPTS", "WEFT_BENCH_CPU_GROUP"],
                                         V <- [os:getenv(Var, "")], V =/= ""],
-    ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, ")\n\n", Table]),
-    Latest = filename:join(ResultsDir, atom_to_list(Plan) ++ "-latest.csv"),
+    ok = file:write_file(Md, ["Command: `", Flags, Command, "` (", Stamp, "; CPU group ", cpu_group_label(), ")\n\n", Table]),
+    Latest = filename:join(ResultsDir, plan_name(Plan) ++ "-latest.csv"),
     case [R || #{workload := W} = R <- Rows, W =/= flood, W =/= memory, W =/= profile] of
         [] ->
             %% Only flood / memory rows: they are in their own files.
@@ -172,7 +172,25 @@ run(Plan, Cells) ->
             {ok, _} = file:copy(Csv, Latest),
             io:format("table written to ~s, rows to ~s~n", [Md, Latest])
     end,
+    cpu_group() =:= shared andalso remove_cpu_group(cpu_group_dir(), 50),
     ok.
+
+%% Remove the bench's cgroup once its last node's OS process has exited
+%% (they exit a moment after `peer:stop/1' returns); a cgroup that stays
+%% non-empty for 5 s is left, with a note.
+remove_cpu_group(Dir, 0) ->
+    io:format("note: ~s still holds processes; not removed~n", [Dir]);
+remove_cpu_group(Dir, Tries) ->
+    case file:del_dir(Dir) of
+        ok -> ok;
+        {error, enoent} -> ok;
+        {error, _} -> receive after 100 -> remove_cpu_group(Dir, Tries - 1) end
+    end.
+
+%% The name of a plan's result files: with WEFT_BENCH_CPU_GROUP=shared,
+%% `-shared' after the plan's.
+plan_name(Plan) ->
+    atom_to_list(Plan) ++ case cpu_group() of shared -> "-shared"; own -> "" end.
 
 root() ->
     filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).
@@ -348,6 +366,7 @@ start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
     {ok, Peer, Node} = peer:start(#{name => Name, connection => standard_io,
                                     args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags(),
                                     wait_boot => 30000}),
+    ok = join_cpu_group(Peer),
     case Config of
         disterl -> ok;
         _ ->
@@ -355,6 +374,80 @@ start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
             ok = peer:call(Peer, weft, start, [Opts])
     end,
     {Peer, Node}.
+
+%% How the OS shares the CPU between the bench's nodes (they all run on
+%% this machine), from WEFT_BENCH_CPU_GROUP:
+%% - `own' (the default): as `peer' starts them, each node in a session of
+%%   its own. Where the kernel's autogroup is on (Linux's
+%%   `kernel.sched_autogroup_enabled', the default of most distributions),
+%%   each session is a scheduling group of its own: while both nodes are
+%%   busy, each gets about half of the CPU whatever its number of threads,
+%%   and a node that wants more takes turns between its own threads.
+%% - `shared': the bench moves every node it starts into one cpu cgroup,
+%%   `weft-bench' (where the kernel's autogroup does not apply), so the
+%%   kernel shares the CPU between all their threads alike, as between the
+%%   threads of one program. Needs a writable cgroup file system (root);
+%%   the bench stops with a clear error when it cannot.
+%% The flood cell's longest sends depend on it (bench/RESULTS.md,
+%% 2026-12-06 "the kernel's autogroup"); `make bench-flood' runs both.
+cpu_group() ->
+    case os:getenv("WEFT_BENCH_CPU_GROUP", "own") of
+        "own" -> own;
+        "" -> own;
+        "shared" -> shared;
+        Other -> erlang:error({bad_env, "WEFT_BENCH_CPU_GROUP", Other, "own | shared"})
+    end.
+
+%% The setting, for the run's header.
+cpu_group_label() ->
+    case cpu_group() of
+        own ->
+            Auto = case file:read_file("/proc/sys/kernel/sched_autogroup_enabled") of
+                       {ok, <<"1", _/binary>>} -> "on";
+                       {ok, <<"0", _/binary>>} -> "off";
+                       _ -> "unknown"
+                   end,
+            "own (a session per node; the kernel's autogroup is " ++ Auto ++ ")";
+        shared ->
+            "shared (every node in the cpu cgroup " ++ cpu_group_dir() ++ ")"
+    end.
+
+%% The cgroup of `shared', made when missing: cgroup v1's cpu hierarchy,
+%% else v2 (with the cpu controller enabled below the root).
+cpu_group_dir() ->
+    V1 = "/sys/fs/cgroup/cpu",
+    V2 = "/sys/fs/cgroup",
+    {Dir, Prepare} =
+        case filelib:is_file(filename:join(V1, "cgroup.procs")) of
+            true -> {filename:join(V1, "weft-bench"), fun() -> ok end};
+            false ->
+                {filename:join(V2, "weft-bench"),
+                 fun() -> file:write_file(filename:join(V2, "cgroup.subtree_control"), "+cpu") end}
+        end,
+    case filelib:is_dir(Dir) of
+        true -> Dir;
+        false ->
+            R = case Prepare() of
+                    ok -> file:make_dir(Dir);
+                    Error -> Error
+                end,
+            R =:= ok orelse erlang:error({cpu_group, Dir, R, "WEFT_BENCH_CPU_GROUP=shared needs a writable cgroup file system (root)"}),
+            Dir
+    end.
+
+%% With `shared': move the OS process of the node `Peer' (all its threads)
+%% into the bench's cgroup.
+join_cpu_group(Peer) ->
+    case cpu_group() of
+        own -> ok;
+        shared ->
+            Procs = filename:join(cpu_group_dir(), "cgroup.procs"),
+            OsPid = peer:call(Peer, os, getpid, []),
+            case file:write_file(Procs, OsPid) of
+                ok -> ok;
+                Error -> erlang:error({cpu_group, Procs, Error})
+            end
+    end.
 
 %% Extra weft options for every weft node, as an Erlang map, e.g.
 %% WEFT_BENCH_OPTS="#{io => threads}".
