@@ -187,10 +187,10 @@ remove_cpu_group(Dir, Tries) ->
         {error, _} -> receive after 100 -> remove_cpu_group(Dir, Tries - 1) end
     end.
 
-%% The name of a plan's result files: with WEFT_BENCH_CPU_GROUP=shared,
-%% `-shared' after the plan's.
+%% The name of a plan's result files: `-own' after the plan's when the
+%% nodes kept a CPU group each (see cpu_group/0).
 plan_name(Plan) ->
-    atom_to_list(Plan) ++ case cpu_group() of shared -> "-shared"; own -> "" end.
+    atom_to_list(Plan) ++ case cpu_group() of shared -> ""; own -> "-own" end.
 
 root() ->
     filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).
@@ -203,8 +203,9 @@ to_atom(L) when is_list(L) -> list_to_atom(L).
 cell(Netem, limit, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     %% The latency workload makes a fixed count of round trips per actor.
     Count = case Workload of latency -> Seconds; _ -> 0 end,
-    Out = os:cmd(lists:flatten(io_lib:format("~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
-                                             [Netem, Rtt, cap(Workload, Rtt), Clients, Payload, Seconds, Count]))),
+    Out = os:cmd(lists:flatten(io_lib:format("~sexec ~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
+                                             [cpu_group_shell(), Netem, Rtt, cap(Workload, Rtt), Clients, Payload,
+                                              Seconds, Count]))),
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
@@ -338,6 +339,8 @@ start_proxy(Netem, Rtt, Cap, Maps) ->
         ++ lists:append([["--map", "127.0.0.1:" ++ integer_to_list(X) ++ "=127.0.0.1:" ++ integer_to_list(P)]
                          || {X, P} <- Maps]),
     Port = open_port({spawn_executable, Netem}, [{args, Args}, {line, 256}, binary, exit_status]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    ok = join_cpu_group_pid(integer_to_list(OsPid)),
     receive
         {Port, {data, {eol, <<"ready">>}}} -> Port;
         {Port, Other} -> error({netem, Other})
@@ -376,26 +379,50 @@ start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
     {Peer, Node}.
 
 %% How the OS shares the CPU between the bench's nodes (they all run on
-%% this machine), from WEFT_BENCH_CPU_GROUP:
-%% - `own' (the default): as `peer' starts them, each node in a session of
+%% this machine), from WEFT_BENCH_CPU_GROUP (`auto', the default: `shared'
+%% where the bench can make the cgroup, else `own'):
+%% - `own': as `peer' starts them, each node in a session of
 %%   its own. Where the kernel's autogroup is on (Linux's
 %%   `kernel.sched_autogroup_enabled', the default of most distributions),
 %%   each session is a scheduling group of its own: while both nodes are
 %%   busy, each gets about half of the CPU whatever its number of threads,
 %%   and a node that wants more takes turns between its own threads.
-%% - `shared': the bench moves every node it starts into one cpu cgroup,
-%%   `weft-bench' (where the kernel's autogroup does not apply), so the
-%%   kernel shares the CPU between all their threads alike, as between the
-%%   threads of one program. Needs a writable cgroup file system (root);
+%% - `shared': the bench moves every node it starts, the latency proxy and
+%%   the limit's program into one cpu cgroup, `weft-bench' (where the
+%%   kernel's autogroup does not apply), so the kernel shares the CPU
+%%   between all their threads alike, as between the threads of one
+%%   program. Needs a writable cgroup file system (root);
 %%   the bench stops with a clear error when it cannot.
-%% The flood cell's longest sends depend on it (bench/RESULTS.md,
-%% 2026-12-06 "the kernel's autogroup"); `make bench-flood' runs both.
+%% The flood cell's longest sends depend on it, and so does every
+%% comparison with the limit, which runs as one program: with `own', it
+%% had the whole CPU to itself where a transport's nodes and proxy had a
+%% share each (bench/RESULTS.md, 2026-12-06 "the kernel's autogroup").
+%% `make bench-flood' runs both.
 cpu_group() ->
-    case os:getenv("WEFT_BENCH_CPU_GROUP", "own") of
+    case os:getenv("WEFT_BENCH_CPU_GROUP", "") of
         "own" -> own;
-        "" -> own;
         "shared" -> shared;
-        Other -> erlang:error({bad_env, "WEFT_BENCH_CPU_GROUP", Other, "own | shared"})
+        "" -> cpu_group_auto();
+        "auto" -> cpu_group_auto();
+        Other -> erlang:error({bad_env, "WEFT_BENCH_CPU_GROUP", Other, "auto | own | shared"})
+    end.
+
+%% `auto': `shared' where the bench can make its cgroup, else `own' (said
+%% once, with the reason).
+cpu_group_auto() ->
+    case persistent_term:get({?MODULE, cpu_group}, undefined) of
+        undefined ->
+            G = try cpu_group_dir() of
+                    _ -> shared
+                catch
+                    error:Reason ->
+                        io:format("note: nodes keep a CPU group each (WEFT_BENCH_CPU_GROUP=own): ~p~n", [Reason]),
+                        own
+                end,
+            persistent_term:put({?MODULE, cpu_group}, G),
+            G;
+        G ->
+            G
     end.
 
 %% The setting, for the run's header.
@@ -409,7 +436,7 @@ cpu_group_label() ->
                    end,
             "own (a session per node; the kernel's autogroup is " ++ Auto ++ ")";
         shared ->
-            "shared (every node in the cpu cgroup " ++ cpu_group_dir() ++ ")"
+            "shared (the nodes, the proxy and the limit in the cpu cgroup " ++ cpu_group_dir() ++ ")"
     end.
 
 %% The cgroup of `shared', made when missing: cgroup v1's cpu hierarchy,
@@ -431,22 +458,37 @@ cpu_group_dir() ->
                     ok -> file:make_dir(Dir);
                     Error -> Error
                 end,
-            R =:= ok orelse erlang:error({cpu_group, Dir, R, "WEFT_BENCH_CPU_GROUP=shared needs a writable cgroup file system (root)"}),
+            R =:= ok orelse erlang:error({cpu_group, Dir, R, "a CPU group needs a writable cgroup file system (root)"}),
             Dir
     end.
 
 %% With `shared': move the OS process of the node `Peer' (all its threads)
-%% into the bench's cgroup.
+%% into the bench's cgroup; likewise the latency proxy
+%% (`join_cpu_group_pid/1') and the limit's program (`cpu_group_shell/0'),
+%% so that every process of a cell shares the CPU alike.
 join_cpu_group(Peer) ->
+    case cpu_group() of
+        own -> ok;
+        shared -> join_cpu_group_pid(peer:call(Peer, os, getpid, []))
+    end.
+
+join_cpu_group_pid(OsPid) ->
     case cpu_group() of
         own -> ok;
         shared ->
             Procs = filename:join(cpu_group_dir(), "cgroup.procs"),
-            OsPid = peer:call(Peer, os, getpid, []),
             case file:write_file(Procs, OsPid) of
                 ok -> ok;
                 Error -> erlang:error({cpu_group, Procs, Error})
             end
+    end.
+
+%% A shell prefix that moves the shell into the bench's cgroup (the
+%% program it then execs stays there).
+cpu_group_shell() ->
+    case cpu_group() of
+        own -> "";
+        shared -> "echo $$ > " ++ filename:join(cpu_group_dir(), "cgroup.procs") ++ " && "
     end.
 
 %% Extra weft options for every weft node, as an Erlang map, e.g.

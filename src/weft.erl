@@ -471,7 +471,7 @@ on_event(_Kind, Node, Fun) ->
 %% ```
 %% #{node, incarnation, listen_addrs, tombstones, overlay, relayed,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
-%%                too_large, overflow, no_destination, malformed,
+%%                too_large, overflow, no_destination, atom_limit, malformed,
 %%                no_route, fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
@@ -492,7 +492,11 @@ on_event(_Kind, Node, Fun) ->
 %% written when the connection failed), `too_large' (over its frame limit,
 %% learnt after the message was queued), `overflow' (dropped as the oldest
 %% of a `drop_oldest' channel), `no_destination' (received here for a name
-%% or pid that does not exist), `malformed' (received here from an
+%% or pid that does not exist), `atom_limit' (received here, but decoding
+%% it would create atoms while the atom table is within a twentieth of its
+%% limit: a full table ends the VM; node names that would be new atoms then
+%% show as binaries in `info/0', `members/0' and events), `malformed'
+%% (received here from an
 %% authenticated peer, not a message: a frame whose header or body could
 %% not be read, or that carries header extensions its connection did not
 %% negotiate; its connection is closed with a logged warning), `no_route'

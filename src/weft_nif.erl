@@ -11,7 +11,7 @@
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
          members/0, nodes/0, send/4, poll/1, info/0, count/2, debug_panic/1, decode_external/2,
-         membership_decision/2]).
+         membership_decision/2, atom_room/1]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -95,6 +95,14 @@ info() -> ?NOT_LOADED.
 %% send to this node itself. `ok', or `{error, not_started}'.
 -spec count(dropped | refused, atom()) -> ok | {error, not_started | {badarg, term()}}.
 count(_Kind, _Reason) -> ?NOT_LOADED.
+
+%% @doc How many more atoms received messages may create: the node's free
+%% atom table entries above a reserve (set by `weft_server' every second).
+%% A received message that would create atoms past it is dropped and
+%% counted (`dropped.atom_limit'), so that no peer can fill the atom
+%% table, which would end the VM.
+-spec atom_room(integer()) -> ok.
+atom_room(_N) -> ?NOT_LOADED.
 
 %% @doc Test hook: panic inside a NIF call (`nif') or on a background
 %% thread (`thread'). Neither may take the VM down.

@@ -29,6 +29,8 @@
 -export([start_link/0, sync_join/3, monitor_nodes/3, on_event/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
+-define(ATOM_ROOM_INTERVAL, 1000).
+
 -record(state, {
     guard :: reference(),
     %% Each subscriber's monitor and its subscriptions: `plain' ({nodeup,
@@ -75,6 +77,7 @@ init([]) ->
     process_flag(trap_exit, true),
     case weft_config:from_env() of
         {ok, Opts} ->
+            measure_atom_room(),
             case start_transport(Opts) of
                 {ok, Guard, Pollers} ->
                     remember_port(Opts),
@@ -226,8 +229,22 @@ handle_info({'EXIT', Pid, Reason}, #state{membership = {Pid, {M, A, I} = How}} =
     end;
 handle_info({'DOWN', _Ref, process, Pid, _}, #state{subscribers = Subs} = State) ->
     {noreply, State#state{subscribers = maps:remove(Pid, Subs)}};
+handle_info(atom_room, State) ->
+    measure_atom_room(),
+    {noreply, State};
 handle_info(_Other, State) ->
     {noreply, State}.
+
+%% Tell the NIF how many atoms received messages may still create (see
+%% weft_nif:atom_room/1), now and then every ?ATOM_ROOM_INTERVAL ms. The
+%% reserve (a twentieth of the table, at least 1,000 entries) is left for
+%% the node's own code.
+measure_atom_room() ->
+    Limit = erlang:system_info(atom_limit),
+    Reserve = max(Limit div 20, 1000),
+    _ = nif(fun() -> weft_nif:atom_room(Limit - erlang:system_info(atom_count) - Reserve) end),
+    erlang:send_after(?ATOM_ROOM_INTERVAL, self(), atom_room),
+    ok.
 
 log(Level, Text, Meta) ->
     case lists:member(Level, [emergency, alert, critical, error, warning, notice, info, debug])

@@ -19,7 +19,8 @@
          callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1,
          io_on_threads/1, a_killed_poller_process_is_restarted/1,
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
-         hostile_bytes_do_not_kill_the_node/1, forward_right_after_join_waits/1,
+         hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
+         forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
          left_receiver_or_sender_every_message_counted/1,
@@ -41,6 +42,7 @@ all() ->
      callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
+     new_atoms_from_a_peer_cannot_fill_the_atom_table,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
@@ -316,6 +318,38 @@ wrong_cookie_refused(_Config) ->
     ?assertEqual([real], call(A, weft_ct, collected, [inbox])),
     #{refused_connections := #{bad_cookie := Refused}} = info(A),
     ?assert(Refused >= 2),
+    ok.
+
+%% A peer that knows the cookie sends messages full of atoms the receiver
+%% does not have, far more than its atom table holds (a full table ends the
+%% VM). The receiver creates new atoms only while its table has room above
+%% a reserve; past it, such a message is dropped and counted
+%% (`atom_limit'), a warning is logged, and the connection stays: every
+%% message is delivered or counted, and a plain one behind them arrives.
+new_atoms_from_a_peer_cannot_fill_the_atom_table(_Config) ->
+    %% A's table holds 20,000 atoms, about 9,000 of them taken at boot.
+    A = weft_ct:start_node(weft, opts(), ["+t", "20000"]),
+    weft_ct:track(A),
+    B = start(weft, opts()),
+    ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    converge([A, B]),
+    call(A, weft_ct, collector, [inbox]),
+    ok = call(A, weft_ct, capture_logs, []),
+    Msgs = 30,
+    ok = call(B, weft_ct, send_new_atoms, [node_of(A), inbox, Msgs, 1000]),
+    Counted = fun() ->
+                      length(call(A, weft_ct, collected, [inbox]))
+                          + maps:get(atom_limit, maps:get(dropped, info(A)))
+              end,
+    weft_ct:wait_until(all_counted, fun() -> Counted() =:= Msgs end),
+    ?assert(maps:get(atom_limit, maps:get(dropped, info(A))) > 0),
+    ?assert(call(A, erlang, system_info, [atom_count]) < call(A, erlang, system_info, [atom_limit])),
+    ?assertEqual(0, maps:get(malformed, maps:get(dropped, info(A)))),
+    ok = call(B, weft, forward, [node_of(A), inbox, plain, #{}]),
+    weft_ct:wait_until(plain, fun() -> lists:member(plain, call(A, weft_ct, collected, [inbox])) end),
+    ?assertEqual(Msgs + 1, Counted()),
+    Warned = [L || L <- call(A, weft_ct, logs, []), string:find(L, "dropped.atom_limit") =/= nomatch],
+    ?assertMatch([_ | _], Warned),
     ok.
 
 %% A frame of the handshake by hand: `u32 length | u8 kind | body'.

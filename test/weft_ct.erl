@@ -12,7 +12,7 @@
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2, free_ports/1]).
+-export([log/2, free_ports/1, send_new_atoms/4]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
@@ -129,6 +129,17 @@ collected_loop(Name, N, Deadline) ->
         true -> L;
         false -> timer:sleep(20), collected_loop(Name, N, Deadline)
     end.
+
+%% @doc Forward `Count' messages to `Name' on `Node', each a list of
+%% `PerMsg' atoms made here for it (new to a node that never saw them).
+send_new_atoms(Node, Name, Count, PerMsg) ->
+    Tag = integer_to_list(erlang:unique_integer([positive])),
+    lists:foreach(
+      fun(I) ->
+              Atoms = [list_to_atom(lists:concat(["weft_ct_", Tag, "_", I, "_", J]))
+                       || J <- lists:seq(1, PerMsg)],
+              ok = weft:forward(Node, Name, Atoms, #{})
+      end, lists:seq(1, Count)).
 
 %% @doc A registered process answering `{From, Channel, X}' with
 %% `{echo, node(), X}' forwarded back to `From' on `Channel'.

@@ -329,9 +329,7 @@ pub fn decode_spec(t: Term) -> Option<NodeSpec> {
 }
 
 fn atom_or_text<'a>(env: Env<'a>, s: &str) -> Term<'a> {
-    Atom::from_str(env, s)
-        .map(|a| a.encode(env))
-        .unwrap_or_else(|_| s.encode(env))
+    crate::messages::name_term(env, s)
 }
 
 /// The capabilities a lane's connection agreed on, as atoms (none while it

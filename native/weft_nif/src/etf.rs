@@ -16,9 +16,10 @@
 //! of the frame are shared (see [`share_threshold`]).
 //!
 //! [`decode`] returns `None` for input it does not handle (compressed terms,
-//! nesting deeper than [`weft_etf::MAX_DEPTH`], malformed bytes); the caller
-//! then falls back to `enif_binary_to_term` on the whole frame, which also
-//! reports truly malformed input.
+//! nesting deeper than [`weft_etf::MAX_DEPTH`], atoms the node does not have
+//! yet, malformed bytes); the caller then decodes the whole frame with
+//! `enif_binary_to_term` ([`crate::messages`]), which also reports truly
+//! malformed input and creates new atoms only while the table has room.
 
 use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Binary, Encoder, Env, NewBinary, Term};
@@ -61,9 +62,12 @@ impl<'a> Builder for TermBuilder<'a> {
         Some(f.encode(self.env))
     }
 
+    /// Only an atom the node has: a new one makes the whole frame go to
+    /// [`crate::messages`]' decoder, which creates atoms only while the atom
+    /// table has room.
     #[inline]
     fn atom(&mut self, name: &[u8]) -> Option<Term<'a>> {
-        Atom::from_bytes(self.env, name)
+        Atom::existing_from_bytes(self.env, name)
             .ok()
             .map(|a| a.encode(self.env))
     }
@@ -113,13 +117,13 @@ impl<'a> Builder for TermBuilder<'a> {
         Term::map_from_arrays(self.env, &keys, &values).ok()
     }
 
-    /// Decode one subterm with `enif_binary_to_term`.
+    /// Decode one subterm with `enif_binary_to_term`, creating no atom
+    /// (as for [`Builder::atom`]).
     fn foreign(&mut self, encoded: &[u8]) -> Option<Term<'a>> {
         let mut buf = Vec::with_capacity(1 + encoded.len());
         buf.push(VERSION);
         buf.extend_from_slice(encoded);
-        // Peers passed the cookie check: trusted, as the distribution is.
-        let (t, used) = unsafe { self.env.binary_to_term_trusted(&buf) }?;
+        let (t, used) = self.env.binary_to_term(&buf)?;
         (used == buf.len()).then_some(t)
     }
 }

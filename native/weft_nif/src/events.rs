@@ -191,9 +191,7 @@ impl NifSink {
 }
 
 fn node_atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
-    Atom::from_str(env, name)
-        .map(|a| a.encode(env))
-        .unwrap_or_else(|_| name.encode(env))
+    messages::name_term(env, name)
 }
 
 fn level_atom(level: Level) -> Atom {

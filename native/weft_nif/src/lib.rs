@@ -328,14 +328,9 @@ fn node_list<'a>(env: Env<'a>, with_self: bool) -> NifResult<Term<'a>> {
         names.sort();
     }
     // Names are validated at the handshake; one that still cannot be an
-    // atom is shown as text rather than break the whole list.
-    let terms: Vec<Term> = names
-        .iter()
-        .map(|n| match Atom::from_str(env, n) {
-            Ok(a) => a.encode(env),
-            Err(_) => n.as_str().encode(env),
-        })
-        .collect();
+    // atom (or would be a new atom with the atom table near full) is shown
+    // as text rather than break the whole list.
+    let terms: Vec<Term> = names.iter().map(|n| messages::name_term(env, n)).collect();
     Ok(terms.encode(env))
 }
 
@@ -381,6 +376,15 @@ fn count<'a>(env: Env<'a>, kind: Atom, reason: Atom) -> Term<'a> {
     };
     counter.fetch_add(1, Ordering::Relaxed);
     atoms::ok().encode(env)
+}
+
+/// How many more atoms received messages may create (measured by
+/// `weft_server`: the atom table's free entries above a reserve). Returns
+/// `ok`; callable whether or not the transport runs.
+#[rustler::nif]
+fn atom_room(n: i64) -> Atom {
+    messages::set_atom_room(n);
+    atoms::ok()
 }
 
 /// Test hook: decode `bin` (external term format) as a large received frame

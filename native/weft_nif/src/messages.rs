@@ -32,6 +32,7 @@ use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedBinary, 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::ptr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
 
 /// Payloads up to this size are copied into the lane queue (cheaper than
@@ -305,6 +306,77 @@ impl FrameBuffer for BinaryBuffer {
     }
 }
 
+/// How many more atoms received messages may create: the room left in the
+/// VM's atom table above a reserve, as `weft_server` last measured it
+/// (`atom_room/1`, every second), less what was taken since. A full atom
+/// table ends the VM, and peers pass only the cookie check: a peer could
+/// otherwise send new atoms until it does.
+static ATOM_ROOM: AtomicI64 = AtomicI64::new(0);
+
+/// Set the room (see [`ATOM_ROOM`]).
+pub fn set_atom_room(n: i64) {
+    ATOM_ROOM.store(n, Ordering::SeqCst);
+}
+
+/// Take room for the atoms a term of `len` encoded bytes may create (at
+/// most one per 3 bytes: a new atom has a tag, a length and a character).
+/// Returns whether there was room.
+fn take_atom_room(len: usize) -> bool {
+    take_atoms(i64::try_from(len / 3 + 1).unwrap_or(i64::MAX))
+}
+
+/// Take room for `n` new atoms; whether there was room.
+fn take_atoms(n: i64) -> bool {
+    let before = ATOM_ROOM.fetch_sub(n, Ordering::SeqCst);
+    if before >= n {
+        true
+    } else {
+        ATOM_ROOM.fetch_add(n, Ordering::SeqCst);
+        false
+    }
+}
+
+/// A name that came from the network (a node's, a channel's) as an atom
+/// when the node has that atom or its atom table has room for it (see
+/// [`ATOM_ROOM`]), else as a binary, so that names a peer makes up cannot
+/// fill the table either.
+pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
+    if let Ok(a) = Atom::existing_from_bytes(env, name.as_bytes()) {
+        return a.encode(env);
+    }
+    if take_atoms(1) {
+        if let Ok(a) = Atom::from_str(env, name) {
+            return a.encode(env);
+        }
+    }
+    name.encode(env)
+}
+
+/// Decode a received frame's body, one term and nothing after it (as
+/// `binary_to_term/1` wants). Terms with only atoms the node has decode
+/// at once (`binary_to_term` with `safe`). A term with new atoms decodes
+/// only while the atom table has room ([`take_atom_room`]); otherwise it is
+/// refused ([`Delivery::AtomLimit`]). Peers passed the cookie check: the
+/// rest of what they send is trusted as the distribution trusts it.
+fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
+    if let Some((term, used)) = env.binary_to_term(body) {
+        return if used == body.len() {
+            Ok(term)
+        } else {
+            Err(Delivery::Malformed)
+        };
+    }
+    // Refused by `safe`: it names atoms (or functions) new here, or it is
+    // malformed.
+    if !take_atom_room(body.len()) {
+        return Err(Delivery::AtomLimit);
+    }
+    match unsafe { env.binary_to_term_trusted(body) } {
+        Some((term, used)) if used == body.len() => Ok(term),
+        _ => Err(Delivery::Malformed),
+    }
+}
+
 /// Deliver a small received frame (the external term format of
 /// `{Dest, Msg}`, decoded by the VM's `binary_to_term`): decoded and its
 /// destination found now, sent with the rest of its batch
@@ -314,12 +386,9 @@ pub fn deliver(body: &[u8]) -> Delivery {
         let mut held = cell.borrow_mut();
         let Held { env, sends } = &mut *held;
         let delivery = env.run(|env| {
-            // Peers passed the cookie check: trust their terms as the
-            // distribution does (atoms may be new here).
-            // One term and nothing after it, as `binary_to_term/1` wants.
-            let term = match unsafe { env.binary_to_term_trusted(body) } {
-                Some((term, used)) if used == body.len() => term,
-                _ => return Delivery::Malformed,
+            let term = match decode_whole(env, body) {
+                Ok(term) => term,
+                Err(d) => return d,
             };
             let (pid, msg) = match addressed(term) {
                 Ok(x) => x,
@@ -391,11 +460,9 @@ pub fn deliver_buffer(body: Box<dyn FrameBuffer>) -> Delivery {
     with_msg_env(|env| {
         let frame = body.release(env);
         let share_min = etf::share_threshold(frame.len());
-        let term = etf::decode(env, frame, share_min).or_else(|| {
-            unsafe { env.binary_to_term_trusted(frame.as_slice()) }
-                .filter(|(_, used)| *used == frame.len())
-                .map(|t| t.0)
-        });
-        term.map_or(Delivery::Malformed, |t| send_decoded(env, t))
+        match etf::decode(env, frame, share_min).ok_or(()).or_else(|()| decode_whole(env, frame.as_slice())) {
+            Ok(t) => send_decoded(env, t),
+            Err(d) => d,
+        }
     })
 }

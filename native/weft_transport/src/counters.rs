@@ -29,6 +29,9 @@ pub struct Dropped {
     pub overflow: AtomicU64,
     /// Received, but no process has the destination name or pid.
     pub no_destination: AtomicU64,
+    /// Received, but decoding it would have created atoms while the VM's
+    /// atom table was near its limit.
+    pub atom_limit: AtomicU64,
     /// Received, but not a message (not a `{Dest, Msg}` term); the
     /// connection it came on is closed.
     pub malformed: AtomicU64,
@@ -53,6 +56,7 @@ impl Dropped {
             ("too_large", self.too_large.load(Relaxed)),
             ("overflow", self.overflow.load(Relaxed)),
             ("no_destination", self.no_destination.load(Relaxed)),
+            ("atom_limit", self.atom_limit.load(Relaxed)),
             ("malformed", self.malformed.load(Relaxed)),
             ("no_route", self.no_route.load(Relaxed)),
             (DropReason::Fault.name(), self.fault.load(Relaxed)),

@@ -890,11 +890,35 @@ fn inbound(
             dropped.no_destination.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
+        Ok(Delivery::AtomLimit) => {
+            let n = dropped.atom_limit.fetch_add(1, Ordering::Relaxed) + 1;
+            // (the 1st, 10th, 100th, ... : a flood of them is a few lines)
+            if is_power_of_ten(n) {
+                shared.sink.log(
+                    Level::Warning,
+                    &format!(
+                        "{n} received messages dropped so far: decoding them would create atoms \
+                         while the atom table is near its limit (dropped.atom_limit)"
+                    ),
+                    Some(peer),
+                    Some(&lane.key),
+                );
+            }
+            Ok(())
+        }
         // (counted by the caller, with every frame it refuses)
         Ok(Delivery::Malformed) => Err(format!(
             "malformed data frame ({len} bytes, not a {{Dest, Msg}} term)"
         )),
     }
+}
+
+/// Whether `n` is 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
 }
 
 /// Threads mode: the loop of one poller's thread.

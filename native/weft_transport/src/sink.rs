@@ -38,6 +38,10 @@ pub enum Delivery {
     /// Well formed, but nothing has the destination it names (counted as
     /// dropped, `no_destination`).
     NoDestination,
+    /// Well formed, but decoding it would create atoms this node does not
+    /// have while its atom table is near its limit (a full table ends the
+    /// VM). Counted as dropped (`atom_limit`); the connection stays.
+    AtomLimit,
     /// Not a message at all (not a `{Dest, Msg}` term): the peer is broken
     /// or hostile. Counted as dropped (`malformed`), and the connection is
     /// closed with a logged reason, as Distributed Erlang does with invalid

@@ -54,6 +54,7 @@ impl Sink for TestSink {
         match body {
             b"malformed" => return Delivery::Malformed,
             b"nobody" => return Delivery::NoDestination,
+            b"new-atoms" => return Delivery::AtomLimit,
             _ => {}
         }
         HELD.with(|h| h.borrow_mut().push((peer.into(), body.to_vec())));
@@ -859,6 +860,38 @@ fn a_malformed_data_frame_is_counted_logged_and_closes_its_connection() {
         }
         assert!(Instant::now() < deadline, "the lane never came back");
     }
+}
+
+/// A message the sink refuses because decoding it would create atoms
+/// while the atom table is near its limit is counted (`atom_limit`) and
+/// logged, and, unlike a malformed frame, its connection stays: the
+/// messages behind it on the same lane arrive, in order.
+#[test]
+fn a_message_refused_for_its_atoms_is_counted_and_its_connection_stays() {
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    a.join(contact(&b));
+    wait_for("lanes", || {
+        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
+    });
+    for _ in 0..3 {
+        a.send(None, "b@h", "default", 0, b"new-atoms".to_vec())
+            .unwrap();
+    }
+    a.send(None, "b@h", "default", 0, b"behind".to_vec())
+        .unwrap();
+    let mut logged = false;
+    loop {
+        match brx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ev::Log(text)) if text.contains("dropped.atom_limit") => logged = true,
+            Ok(Ev::Msg(_, m)) if m == b"behind" => break,
+            Ok(_) => {}
+            Err(_) => panic!("the message behind never arrived"),
+        }
+    }
+    assert!(logged, "no warning before the message behind");
+    assert_eq!(dropped(&b, "atom_limit"), 3);
+    assert_eq!(dropped(&b, "malformed"), 0);
 }
 
 /// A connection that replaces one of the same lane (the sender gave up on
