@@ -51,11 +51,11 @@ bench-build: build
 
 bench: bench-build
 	timeout 300 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
-	python3 bench/plot.py bench/results/quick-latest.csv
+	python3 bench/plot.py $$(ls -t bench/results/quick-latest.csv bench/results/quick-own-latest.csv 2>/dev/null | head -1)
 
 bench-full: bench-build
 	timeout 2700 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(full)'
-	python3 bench/plot.py bench/results/full-latest.csv
+	python3 bench/plot.py $$(ls -t bench/results/full-latest.csv bench/results/full-own-latest.csv 2>/dev/null | head -1)
 
 # Fuzzing (cargo-fuzz, libFuzzer): every target in fuzz/fuzz_targets/ for
 # FUZZ_SECONDS each (FUZZ_TARGETS="etf" picks some), growing and minimising
