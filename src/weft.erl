@@ -193,8 +193,10 @@ node_spec() ->
 %% most 16 `#{ip := Ip, port := Port}', where `Ip' is an IPv4 or IPv6 tuple
 %% or an address written as a string or binary (`"10.0.0.5"', `<<"::1">>')
 %% and `Port' is 1..65535; `channels', if present, a list of
-%% `#{name := atom(), parallelism := 1..256}'. Other keys (`incarnation',
-%% `max_frame_size') are ignored: the handshake tells them. Anything else gives
+%% `#{name := atom(), parallelism := 1..256}'. The other keys of a
+%% {@link node_spec()} (`incarnation', `max_frame_size', and `epoch' of
+%% earlier releases) are ignored: the handshake tells them. Any other key,
+%% or anything else, gives
 %% `{error, {bad_spec, Spec}}'; `{error, not_started}' if weft is not
 %% running. On the static overlay (`{overlay, {static, Specs}}') the
 %% membership is the configured list: `{error, {static_overlay, Nodes}}',

@@ -442,6 +442,9 @@ check_spec(Spec) ->
     end.
 
 check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), is_list(Addrs) ->
+    %% (what node_spec/0 returns, or returned as `epoch' before it was
+    %% `incarnation', and nothing else)
+    [] = maps:keys(maps:without([name, listen_addrs, channels, incarnation, max_frame_size, epoch], Spec)),
     true = is_node_name(Name),
     N = proper_length(Addrs),
     true = N >= 1 andalso N =< ?MAX_ADDRS,

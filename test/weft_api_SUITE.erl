@@ -154,6 +154,8 @@ join_specs_checked(_Config) ->
            (spec_at(x@y, 1))#{channels => [#{name => "c", parallelism => 1}]},
            (spec_at(x@y, 1))#{channels => [#{name => c}]},
            (spec_at(x@y, 1))#{channels => x},
+           %% a key node_spec/0 never returns
+           (spec_at(x@y, 1))#{bogus => 1},
            %% an address nobody could dial
            #{name => x@y, listen_addrs => [#{ip => {0, 0, 0, 0}, port => 1}]},
            #{listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
