@@ -12,7 +12,7 @@
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2, free_ports/1, send_new_atoms/4]).
+-export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
@@ -140,6 +140,13 @@ send_new_atoms(Node, Name, Count, PerMsg) ->
                        || J <- lists:seq(1, PerMsg)],
               ok = weft:forward(Node, Name, Atoms, #{})
       end, lists:seq(1, Count)).
+
+%% @doc Forward to `Name' on `Node' one message of `Bytes' bytes that
+%% carries one atom made here for it; returns the atom.
+send_large_with_new_atom(Node, Name, Bytes) ->
+    Atom = list_to_atom("weft_ct_large_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    ok = weft:forward(Node, Name, {Atom, binary:copy(<<7>>, Bytes)}, #{}),
+    Atom.
 
 %% @doc A registered process answering `{From, Channel, X}' with
 %% `{echo, node(), X}' forwarded back to `From' on `Channel'.

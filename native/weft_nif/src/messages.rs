@@ -31,8 +31,10 @@ use rustler::types::LocalPid;
 use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedBinary, OwnedEnv, Term};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
+use weft_etf::Builder;
 use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
 
 /// Payloads up to this size are copied into the lane queue (cheaper than
@@ -318,11 +320,65 @@ pub fn set_atom_room(n: i64) {
     ATOM_ROOM.store(n, Ordering::SeqCst);
 }
 
-/// Take room for the atoms a term of `len` encoded bytes may create (at
-/// most one per 3 bytes: a new atom has a tag, a length and a character).
-/// Returns whether there was room.
-fn take_atom_room(len: usize) -> bool {
-    take_atoms(i64::try_from(len / 3 + 1).unwrap_or(i64::MAX))
+/// At most how many atoms decoding `body` may create: the distinct atom
+/// names in it that the node does not have, plus, for each subterm only
+/// the VM decodes (pids, references, funs, atoms outside ASCII), one per 3
+/// of its bytes (a new atom takes a tag, a length and a character); when
+/// the parser does not handle `body` (compressed, very deep), one per 3 of
+/// its bytes.
+fn new_atoms_bound(env: Env, body: &[u8]) -> usize {
+    struct Count<'e> {
+        env: Env<'e>,
+        seen: HashSet<Vec<u8>>,
+        n: usize,
+    }
+    impl Builder for Count<'_> {
+        type Term = ();
+        fn int(&mut self, _: i64) -> Option<()> {
+            Some(())
+        }
+        fn float(&mut self, _: f64) -> Option<()> {
+            Some(())
+        }
+        fn atom(&mut self, name: &[u8]) -> Option<()> {
+            if Atom::existing_from_bytes(self.env, name).is_err() && self.seen.insert(name.to_vec())
+            {
+                self.n += 1;
+            }
+            Some(())
+        }
+        fn nil(&mut self) -> Option<()> {
+            Some(())
+        }
+        fn string(&mut self, _: &[u8]) -> Option<()> {
+            Some(())
+        }
+        fn tuple(&mut self, _: Vec<()>) -> Option<()> {
+            Some(())
+        }
+        fn list(&mut self, _: Vec<()>, _: ()) -> Option<()> {
+            Some(())
+        }
+        fn binary(&mut self, _: usize, _: &[u8]) -> Option<()> {
+            Some(())
+        }
+        fn map(&mut self, _: Vec<()>, _: Vec<()>) -> Option<()> {
+            Some(())
+        }
+        fn foreign(&mut self, encoded: &[u8]) -> Option<()> {
+            self.n += encoded.len() / 3 + 1;
+            Some(())
+        }
+    }
+    let mut c = Count {
+        env,
+        seen: HashSet::new(),
+        n: 0,
+    };
+    match weft_etf::decode(body, &mut c) {
+        Some(()) => c.n,
+        None => body.len() / 3 + 1,
+    }
 }
 
 /// Take room for `n` new atoms; whether there was room.
@@ -355,8 +411,8 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 /// Decode a received frame's body, one term and nothing after it (as
 /// `binary_to_term/1` wants). Terms with only atoms the node has decode
 /// at once (`binary_to_term` with `safe`). A term with new atoms decodes
-/// only while the atom table has room ([`take_atom_room`]); otherwise it is
-/// refused ([`Delivery::AtomLimit`]). Peers passed the cookie check: the
+/// only while the atom table has room for them ([`new_atoms_bound`]);
+/// otherwise it is refused ([`Delivery::AtomLimit`]). Peers passed the cookie check: the
 /// rest of what they send is trusted as the distribution trusts it.
 fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     if let Some((term, used)) = env.binary_to_term(body) {
@@ -368,7 +424,8 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     }
     // Refused by `safe`: it names atoms (or functions) new here, or it is
     // malformed.
-    if !take_atom_room(body.len()) {
+    let bound = new_atoms_bound(env, body);
+    if !take_atoms(i64::try_from(bound).unwrap_or(i64::MAX)) {
         return Err(Delivery::AtomLimit);
     }
     match unsafe { env.binary_to_term_trusted(body) } {
@@ -460,7 +517,10 @@ pub fn deliver_buffer(body: Box<dyn FrameBuffer>) -> Delivery {
     with_msg_env(|env| {
         let frame = body.release(env);
         let share_min = etf::share_threshold(frame.len());
-        match etf::decode(env, frame, share_min).ok_or(()).or_else(|()| decode_whole(env, frame.as_slice())) {
+        match etf::decode(env, frame, share_min)
+            .ok_or(())
+            .or_else(|()| decode_whole(env, frame.as_slice()))
+        {
             Ok(t) => send_decoded(env, t),
             Err(d) => d,
         }

@@ -915,7 +915,7 @@ fn inbound(
 
 /// Whether `n` is 1, 10, 100, ...
 fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
+    while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
     n == 1
@@ -943,6 +943,13 @@ pub(crate) fn run_thread(poller: Arc<Poller>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn powers_of_ten() {
+        let yes: Vec<u64> = (0..=100_000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(yes, [1, 10, 100, 1_000, 10_000, 100_000]);
+        assert!(is_power_of_ten(10_000_000_000_000_000_000));
+    }
 
     /// `stop` ends a poller's thread wherever the thread is: about to park,
     /// parked, or in a round.
