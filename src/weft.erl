@@ -496,7 +496,9 @@ on_event(_Kind, Node, Fun) ->
 %% of a `drop_oldest' channel), `no_destination' (received here for a name
 %% or pid that does not exist), `atom_limit' (received here, but decoding
 %% it would create atoms while the atom table is within a twentieth of its
-%% limit: a full table ends the VM; node names that would be new atoms then
+%% limit, or external funs `fun M:F/A' new to the node past the 100,000
+%% that received messages may create: a full atom or export table ends the
+%% VM; node names that would be new atoms then
 %% show as binaries in `info/0', `members/0' and events), `malformed'
 %% (received here from an
 %% authenticated peer, not a message: a frame whose header or body could

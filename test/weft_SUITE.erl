@@ -20,6 +20,7 @@
          io_on_threads/1, a_killed_poller_process_is_restarted/1,
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
+         new_funs_from_a_peer_cannot_fill_the_export_table/1,
          forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
@@ -42,7 +43,7 @@ all() ->
      callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
-     new_atoms_from_a_peer_cannot_fill_the_atom_table,
+     new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
@@ -356,6 +357,27 @@ new_atoms_from_a_peer_cannot_fill_the_atom_table(_Config) ->
     ?assertEqual(Msgs + 1, Counted()),
     Warned = [L || L <- call(A, weft_ct, logs, []), string:find(L, "dropped.atom_limit") =/= nomatch],
     ?assertMatch([_ | _], Warned),
+    ok.
+
+%% The same for the export table (it ends the VM when full, at 524,288
+%% entries): external funs `fun M:F/A' made only of atoms the receiver
+%% has, each a new export entry there. A node creates at most 100,000 of
+%% them from received messages; past that, such a message is dropped and
+%% counted (`atom_limit'), and the connection stays.
+new_funs_from_a_peer_cannot_fill_the_export_table(_Config) ->
+    [A, B] = cluster(2),
+    call(A, weft_ct, collector, [inbox]),
+    Msgs = 12,
+    ok = call(B, weft_ct, send_new_exports, [node_of(A), inbox, Msgs, 10000]),
+    Refused = fun() -> maps:get(atom_limit, maps:get(dropped, info(A))) end,
+    Counted = fun() -> length(call(A, weft_ct, collected, [inbox])) + Refused() end,
+    weft_ct:wait_until(all_counted, fun() -> Counted() =:= Msgs end),
+    %% 10 messages of 10,000 fit in 100,000
+    ?assertEqual(2, Refused()),
+    ?assert(length(call(A, weft_ct, collected, [inbox])) >= 9),
+    ?assertEqual(0, maps:get(malformed, maps:get(dropped, info(A)))),
+    ok = call(B, weft, forward, [node_of(A), inbox, plain, #{}]),
+    weft_ct:wait_until(plain, fun() -> lists:member(plain, call(A, weft_ct, collected, [inbox])) end),
     ok.
 
 %% A frame of the handshake by hand: `u32 length | u8 kind | body'.

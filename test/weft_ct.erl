@@ -12,7 +12,8 @@
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1]).
 %% logger handler callback:
--export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3]).
+-export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
+         send_new_exports/4]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 
@@ -140,6 +141,25 @@ send_new_atoms(Node, Name, Count, PerMsg) ->
                        || J <- lists:seq(1, PerMsg)],
               ok = weft:forward(Node, Name, Atoms, #{})
       end, lists:seq(1, Count)).
+
+%% @doc Forward `Count' messages to `Name' on `Node', each a list of
+%% `PerMsg' distinct external funs `fun M:F/A' made of atoms every node has
+%% (OTP modules, common words), most of them new export entries where they
+%% arrive.
+send_new_exports(Node, Name, Count, PerMsg) ->
+    Mods = [lists, maps, erlang, ets, io, string, binary, gen_server, supervisor, application,
+            code, file, os, timer, proplists, sets, dict, queue, filename, unicode],
+    Funs = [ok, error, true, false, undefined, badarg, infinity, normal, value, none,
+            all, any, name, node, self, data, info, list, map, key, port, pid, ref, time, type],
+    Exports = [{M, F, A} || M <- Mods, F <- Funs, A <- lists:seq(0, 255)],
+    send_exports(Node, Name, Count, PerMsg, Exports).
+
+send_exports(_Node, _Name, 0, _PerMsg, _Exports) ->
+    ok;
+send_exports(Node, Name, Count, PerMsg, Exports) ->
+    {These, Rest} = lists:split(PerMsg, Exports),
+    ok = weft:forward(Node, Name, [erlang:make_fun(M, F, A) || {M, F, A} <- These], #{}),
+    send_exports(Node, Name, Count - 1, PerMsg, Rest).
 
 %% @doc Forward to `Name' on `Node' one message of `Bytes' bytes that
 %% carries one atom made here for it; returns the atom.

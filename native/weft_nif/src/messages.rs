@@ -320,17 +320,37 @@ pub fn set_atom_room(n: i64) {
     ATOM_ROOM.store(n, Ordering::SeqCst);
 }
 
+/// How many more external functions (`fun M:F/A`) new to the VM received
+/// messages may create, for the life of the VM. Decoding one adds an entry
+/// to the VM's export table, which never shrinks and, full (524,288
+/// entries in OTP 25), ends the VM; OTP 25 does not say how full it is. A
+/// node that knows the functions it is sent spends none of this.
+static EXPORT_ROOM: AtomicI64 = AtomicI64::new(100_000);
+
+/// The external term format's tags of an external fun and a local fun.
+const EXPORT_EXT: u8 = 113;
+const NEW_FUN_EXT: u8 = 112;
+
+/// At most how many atoms and how many external functions decoding `body`
+/// may create (see [`new_atoms_bound`]).
+struct NewEntries {
+    atoms: usize,
+    exports: usize,
+}
+
 /// At most how many atoms decoding `body` may create: the distinct atom
 /// names in it that the node does not have, plus, for each subterm only
 /// the VM decodes (pids, references, funs, atoms outside ASCII), one per 3
 /// of its bytes (a new atom takes a tag, a length and a character); when
 /// the parser does not handle `body` (compressed, very deep), one per 3 of
-/// its bytes.
-fn new_atoms_bound(env: Env, body: &[u8]) -> usize {
+/// its bytes. Each external function (`EXPORT_EXT`) counts as one new
+/// export entry.
+fn new_atoms_bound(env: Env, body: &[u8]) -> NewEntries {
     struct Count<'e> {
         env: Env<'e>,
         seen: HashSet<Vec<u8>>,
         n: usize,
+        exports: usize,
     }
     impl Builder for Count<'_> {
         type Term = ();
@@ -367,6 +387,13 @@ fn new_atoms_bound(env: Env, body: &[u8]) -> usize {
         }
         fn foreign(&mut self, encoded: &[u8]) -> Option<()> {
             self.n += encoded.len() / 3 + 1;
+            // An external fun is one; a local fun may hold some in its free
+            // variables (bounded by its EXPORT_EXT tag bytes).
+            self.exports += match encoded.first() {
+                Some(&EXPORT_EXT) => 1,
+                Some(&NEW_FUN_EXT) => encoded.iter().filter(|&&b| b == EXPORT_EXT).count(),
+                _ => 0,
+            };
             Some(())
         }
     }
@@ -374,20 +401,35 @@ fn new_atoms_bound(env: Env, body: &[u8]) -> usize {
         env,
         seen: HashSet::new(),
         n: 0,
+        exports: 0,
     };
     match weft_etf::decode(body, &mut c) {
-        Some(()) => c.n,
-        None => body.len() / 3 + 1,
+        Some(()) => NewEntries {
+            atoms: c.n,
+            exports: c.exports,
+        },
+        None => NewEntries {
+            atoms: body.len() / 3 + 1,
+            exports: body.len() / 3 + 1,
+        },
     }
 }
 
 /// Take room for `n` new atoms; whether there was room.
 fn take_atoms(n: i64) -> bool {
-    let before = ATOM_ROOM.fetch_sub(n, Ordering::SeqCst);
+    take(&ATOM_ROOM, n)
+}
+
+/// Take `n` of `room`; whether there was that much.
+fn take(room: &AtomicI64, n: i64) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let before = room.fetch_sub(n, Ordering::SeqCst);
     if before >= n {
         true
     } else {
-        ATOM_ROOM.fetch_add(n, Ordering::SeqCst);
+        room.fetch_add(n, Ordering::SeqCst);
         false
     }
 }
@@ -425,7 +467,13 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     // Refused by `safe`: it names atoms (or functions) new here, or it is
     // malformed.
     let bound = new_atoms_bound(env, body);
-    if !take_atoms(i64::try_from(bound).unwrap_or(i64::MAX)) {
+    let atoms = i64::try_from(bound.atoms).unwrap_or(i64::MAX);
+    let exports = i64::try_from(bound.exports).unwrap_or(i64::MAX);
+    if !take(&ATOM_ROOM, atoms) {
+        return Err(Delivery::AtomLimit);
+    }
+    if !take(&EXPORT_ROOM, exports) {
+        ATOM_ROOM.fetch_add(atoms, Ordering::SeqCst);
         return Err(Delivery::AtomLimit);
     }
     match unsafe { env.binary_to_term_trusted(body) } {
