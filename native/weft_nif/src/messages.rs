@@ -344,7 +344,7 @@ struct NewEntries {
 /// of its bytes (a new atom takes a tag, a length and a character); when
 /// the parser does not handle `body` (compressed, very deep), one per 3 of
 /// its bytes. Each external function (`EXPORT_EXT`) counts as one new
-/// export entry.
+/// export entry (unparsed, each `EXPORT_EXT` tag byte does).
 fn new_atoms_bound(env: Env, body: &[u8]) -> NewEntries {
     struct Count<'e> {
         env: Env<'e>,
@@ -410,7 +410,7 @@ fn new_atoms_bound(env: Env, body: &[u8]) -> NewEntries {
         },
         None => NewEntries {
             atoms: body.len() / 3 + 1,
-            exports: body.len() / 3 + 1,
+            exports: body.iter().filter(|&&b| b == EXPORT_EXT).count(),
         },
     }
 }
@@ -454,8 +454,9 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 /// `binary_to_term/1` wants). Terms with only atoms the node has decode
 /// at once (`binary_to_term` with `safe`). A term with new atoms decodes
 /// only while the atom table has room for them ([`new_atoms_bound`]);
-/// otherwise it is refused ([`Delivery::AtomLimit`]). Peers passed the cookie check: the
-/// rest of what they send is trusted as the distribution trusts it.
+/// otherwise it is refused ([`Delivery::AtomLimit`]). Peers passed the
+/// cookie check: the rest of what they send is trusted as the distribution
+/// trusts it.
 fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     if let Some((term, used)) = env.binary_to_term(body) {
         return if used == body.len() {
@@ -478,6 +479,9 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     }
     match unsafe { env.binary_to_term_trusted(body) } {
         Some((term, used)) if used == body.len() => Ok(term),
+        // (The export room is not given back: a decode that fails late may
+        // have made entries already. The atom room is measured again
+        // within a second anyway.)
         _ => Err(Delivery::Malformed),
     }
 }
