@@ -315,9 +315,16 @@ impl FrameBuffer for BinaryBuffer {
 /// otherwise send new atoms until it does.
 static ATOM_ROOM: AtomicI64 = AtomicI64::new(0);
 
-/// Set the room (see [`ATOM_ROOM`]).
+/// Atoms taken from [`ATOM_ROOM`] by decodes still running: the VM's atom
+/// count, measured meanwhile, may not include them yet.
+static ATOMS_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+/// Set the room (see [`ATOM_ROOM`]) to `n`, the free entries above the
+/// reserve just measured, less what decodes still running have taken (a
+/// measurement taken while a long decode makes its atoms would otherwise
+/// give its room out a second time).
 pub fn set_atom_room(n: i64) {
-    ATOM_ROOM.store(n, Ordering::SeqCst);
+    ATOM_ROOM.store(n - ATOMS_IN_FLIGHT.load(Ordering::SeqCst), Ordering::SeqCst);
 }
 
 /// How many more external functions (`fun M:F/A`) new to the VM received
@@ -420,18 +427,17 @@ fn take_atoms(n: i64) -> bool {
     take(&ATOM_ROOM, n)
 }
 
-/// Take `n` of `room`; whether there was that much.
+/// Take `n` of `room`; whether there was that much. (One exchange, never a
+/// subtraction undone later: a measurement stored in between must not be
+/// raised by an undo.)
 fn take(room: &AtomicI64, n: i64) -> bool {
     if n == 0 {
         return true;
     }
-    let before = room.fetch_sub(n, Ordering::SeqCst);
-    if before >= n {
-        true
-    } else {
-        room.fetch_add(n, Ordering::SeqCst);
-        false
-    }
+    room.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+        (r >= n).then_some(r - n)
+    })
+    .is_ok()
 }
 
 /// A name that came from the network (a node's, a channel's) as an atom
@@ -470,14 +476,22 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     let bound = new_atoms_bound(env, body);
     let atoms = i64::try_from(bound.atoms).unwrap_or(i64::MAX);
     let exports = i64::try_from(bound.exports).unwrap_or(i64::MAX);
+    // In flight from before the room is taken until the atoms exist, so
+    // that a measurement in between (set_atom_room) never gives the same
+    // room out twice; at worst it subtracts it twice, for a second.
+    ATOMS_IN_FLIGHT.fetch_add(atoms, Ordering::SeqCst);
     if !take(&ATOM_ROOM, atoms) {
+        ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
         return Err(Delivery::AtomLimit);
     }
     if !take(&EXPORT_ROOM, exports) {
         ATOM_ROOM.fetch_add(atoms, Ordering::SeqCst);
+        ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
         return Err(Delivery::AtomLimit);
     }
-    match unsafe { env.binary_to_term_trusted(body) } {
+    let decoded = unsafe { env.binary_to_term_trusted(body) };
+    ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
+    match decoded {
         Some((term, used)) if used == body.len() => Ok(term),
         // (The export room is not given back: a decode that fails late may
         // have made entries already. The atom room is measured again
