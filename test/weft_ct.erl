@@ -10,7 +10,8 @@
 -export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
-         register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1]).
+         register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1,
+         count_other/1]).
 %% logger handler callback:
 -export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
          send_new_exports/4]).
@@ -328,22 +329,31 @@ stream_stop(Tag) ->
     Tag ! {stop, self()},
     receive {accepted, N} -> N after 20000 -> timeout end.
 
-%% @doc A registered process that counts the messages it gets.
+%% @doc A registered process that counts the stream messages
+%% (`{stream, Seq, Payload}', see {@link stream_start/5}) it gets, and
+%% apart, any other message.
 count_collector(Name) ->
-    Pid = spawn(fun() -> count_loop(0) end),
+    Pid = spawn(fun() -> count_loop(0, []) end),
     register(Name, Pid),
     Pid.
 
-count_loop(N) ->
+count_loop(N, Other) ->
     receive
-        {'$count', From} -> From ! {'$count', N}, count_loop(N);
-        _ -> count_loop(N + 1)
+        {'$count', From} -> From ! {'$count', N}, count_loop(N, Other);
+        {'$other', From} -> From ! {'$other', lists:reverse(Other)}, count_loop(N, Other);
+        {stream, _, _} -> count_loop(N + 1, Other);
+        X -> count_loop(N, [X | Other])
     end.
 
-%% @doc How many messages the counter `Name' has had.
+%% @doc How many stream messages the counter `Name' has had.
 count(Name) ->
     Name ! {'$count', self()},
     receive {'$count', N} -> N after 5000 -> timeout end.
+
+%% @doc The other messages the counter `Name' has had, in order.
+count_other(Name) ->
+    Name ! {'$other', self()},
+    receive {'$other', L} -> L after 5000 -> timeout end.
 
 %% @doc Register `on_up' / `on_down' callbacks that report to the
 %% collector `callbacks': for any node (arity 1) and for `Node' (arity 0).
