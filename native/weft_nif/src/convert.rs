@@ -1,5 +1,6 @@
 //! Terms <-> Rust values: the start options, node specs, and `info`.
 
+use crate::messages::name_term;
 use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -271,7 +272,7 @@ pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
             Term::map_from_pairs(
                 env,
                 &[
-                    (atoms::name(), atom_or_text(env, &c.name)),
+                    (atoms::name(), name_term(env, &c.name)),
                     (atoms::parallelism(), c.parallelism.encode(env)),
                 ],
             )
@@ -281,7 +282,7 @@ pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
     Term::map_from_pairs(
         env,
         &[
-            (atoms::name(), atom_or_text(env, &s.name)),
+            (atoms::name(), name_term(env, &s.name)),
             (atoms::listen_addrs(), addrs.encode(env)),
             (atoms::channels(), channels.encode(env)),
             (atoms::incarnation(), s.incarnation.encode(env)),
@@ -326,10 +327,6 @@ pub fn decode_spec(t: Term) -> Option<NodeSpec> {
     };
     spec.validate(true).ok()?;
     Some(spec)
-}
-
-fn atom_or_text<'a>(env: Env<'a>, s: &str) -> Term<'a> {
-    crate::messages::name_term(env, s)
 }
 
 /// The capabilities a lane's connection agreed on, as atoms (none while it
@@ -415,7 +412,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                     )
                 })
                 .collect::<NifResult<_>>()?;
-            channels = channels.map_put(atom_or_text(env, ch), lanes)?;
+            channels = channels.map_put(name_term(env, ch), lanes)?;
         }
         let status = match p.status {
             PeerStatus::Up => atoms::up(),
@@ -438,7 +435,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             ],
         )?;
         // One odd entry never breaks the whole map.
-        peers = peers.map_put(atom_or_text(env, &p.name), peer)?;
+        peers = peers.map_put(name_term(env, &p.name), peer)?;
     }
     let addrs: Vec<Term> = i.listen_addrs.iter().map(|a| addr_map(env, *a)).collect();
     let queue = Term::map_from_pairs(
@@ -452,7 +449,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
     Term::map_from_pairs(
         env,
         &[
-            (atoms::node(), atom_or_text(env, &i.node)),
+            (atoms::node(), name_term(env, &i.node)),
             (atoms::incarnation(), i.incarnation.encode(env)),
             (atoms::listen_addrs(), addrs.encode(env)),
             (atoms::dropped(), counts(env, &i.dropped)?),
@@ -464,7 +461,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::queued(), queue),
             (atoms::tombstones(), i.tombstones.encode(env)),
             (atoms::relayed(), i.relayed.encode(env)),
-            (atoms::overlay(), atom_or_text(env, i.overlay)),
+            (atoms::overlay(), name_term(env, i.overlay)),
             (atoms::peers(), peers),
         ],
     )

@@ -339,7 +339,7 @@ const EXPORT_EXT: u8 = 113;
 const NEW_FUN_EXT: u8 = 112;
 
 /// At most how many atoms and how many external functions decoding `body`
-/// may create (see [`new_atoms_bound`]).
+/// may create (see [`new_entries_bound`]).
 struct NewEntries {
     atoms: usize,
     exports: usize,
@@ -352,7 +352,7 @@ struct NewEntries {
 /// the parser does not handle `body` (compressed, very deep), one per 3 of
 /// its bytes. Each external function (`EXPORT_EXT`) counts as one new
 /// export entry (unparsed, each `EXPORT_EXT` tag byte does).
-fn new_atoms_bound(env: Env, body: &[u8]) -> NewEntries {
+fn new_entries_bound(env: Env, body: &[u8]) -> NewEntries {
     struct Count<'e> {
         env: Env<'e>,
         seen: HashSet<Vec<u8>>,
@@ -422,11 +422,6 @@ fn new_atoms_bound(env: Env, body: &[u8]) -> NewEntries {
     }
 }
 
-/// Take room for `n` new atoms; whether there was room.
-fn take_atoms(n: i64) -> bool {
-    take(&ATOM_ROOM, n)
-}
-
 /// Take `n` of `room`; whether there was that much. (One exchange, never a
 /// subtraction undone later: a measurement stored in between must not be
 /// raised by an undo.)
@@ -448,7 +443,7 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
     if let Ok(a) = Atom::existing_from_bytes(env, name.as_bytes()) {
         return a.encode(env);
     }
-    if take_atoms(1) {
+    if take(&ATOM_ROOM, 1) {
         if let Ok(a) = Atom::from_str(env, name) {
             return a.encode(env);
         }
@@ -459,7 +454,7 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 /// Decode a received frame's body, one term and nothing after it (as
 /// `binary_to_term/1` wants). Terms with only atoms the node has decode
 /// at once (`binary_to_term` with `safe`). A term with new atoms decodes
-/// only while the atom table has room for them ([`new_atoms_bound`]);
+/// only while the atom table has room for them ([`new_entries_bound`]);
 /// otherwise it is refused ([`Delivery::AtomLimit`]). Peers passed the
 /// cookie check: the rest of what they send is trusted as the distribution
 /// trusts it.
@@ -473,7 +468,7 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     }
     // Refused by `safe`: it names atoms (or functions) new here, or it is
     // malformed.
-    let bound = new_atoms_bound(env, body);
+    let bound = new_entries_bound(env, body);
     let atoms = i64::try_from(bound.atoms).unwrap_or(i64::MAX);
     let exports = i64::try_from(bound.exports).unwrap_or(i64::MAX);
     // In flight from before the room is taken until the atoms exist, so

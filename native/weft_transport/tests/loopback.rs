@@ -226,6 +226,15 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `a` joins `b` (named "a@h" and "b@h"); wait until every lane is
+/// connected both ways.
+fn join_and_connect(a: &Transport, b: &Transport) {
+    a.join(contact(b));
+    wait_for("lanes", || {
+        all_lanes_connected(a, "b@h") && all_lanes_connected(b, "a@h")
+    });
+}
+
 fn all_lanes_connected(t: &Transport, peer: &str) -> bool {
     t.info().is_some_and(|i| {
         i.peers
@@ -491,10 +500,7 @@ fn a_hello_claiming_a_huge_name_is_refused_and_the_node_lives() {
 fn the_sender_refuses_what_the_receiver_would() {
     let (a, _x) = node("a@h", "c", 8 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     assert_eq!(
         a.send(None, "b@h", "vnode", 1, vec![7; 2 << 20]),
         Err(weft_transport::SendError::TooLarge {
@@ -616,10 +622,7 @@ fn a_protocol_2_hello_is_refused_naming_the_versions() {
 fn connections_know_what_they_negotiated() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, _brx) = node("b@h", "c", 1 << 20);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     for (t, peer) in [(&a, "b@h"), (&b, "a@h")] {
         let n = t.negotiated(peer, &LaneKey::control()).unwrap();
         assert_eq!(n.version, 3);
@@ -647,10 +650,7 @@ fn extensions_are_read_if_negotiated_and_refused_if_not() {
     };
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     assert!(a.negotiated("b@h", &vnode0).unwrap().allows(&ext));
     let lane = a.lane("b@h", &vnode0).unwrap();
     lane.push_extended(FrameKind::Data, &ext, b"with ext".to_vec().into(), None)
@@ -697,10 +697,7 @@ fn lane_on_thread(t: &Transport, peer: &str, channel: &str, index: u16) -> Optio
 fn auto_mode_moves_bulk_lanes_to_threads_and_back_in_order() {
     let (a, _arx, _da) = node_in("a@h", "c", 8 << 20, IoMode::Auto);
     let (b, brx, _db) = node_in("b@h", "c", 8 << 20, IoMode::Auto);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     // affinity: key 0 always picks the same vnode lane; find which
     let lane = (0..4u16)
         .find(|i| lane_on_thread(&a, "b@h", "vnode", *i).is_some())
@@ -830,10 +827,7 @@ fn messages_for_an_unreachable_node_are_counted_when_it_is_given_up() {
 fn a_malformed_data_frame_is_counted_logged_and_closes_its_connection() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     a.send(None, "b@h", "default", 0, b"nobody".to_vec())
         .unwrap();
     wait_for("no_destination", || dropped(&b, "no_destination") == 1);
@@ -870,10 +864,7 @@ fn a_malformed_data_frame_is_counted_logged_and_closes_its_connection() {
 fn a_message_refused_for_its_atoms_is_counted_and_its_connection_stays() {
     let (a, _arx) = node("a@h", "c", 1 << 20);
     let (b, brx) = node("b@h", "c", 1 << 20);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     for _ in 0..3 {
         a.send(None, "b@h", "default", 0, b"new-atoms".to_vec())
             .unwrap();
@@ -907,10 +898,7 @@ fn a_replaced_connection_is_read_to_its_end_before_its_successor() {
         c.timing.heartbeat_timeout = 600_000;
         c.timing.gossip_interval = 300_000;
     });
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     // B stops reading; A sends numbered messages until it has given up on
     // B and reconnected at least once, then some more.
     db.pause.store(true, Ordering::SeqCst);
@@ -976,10 +964,7 @@ fn every_accepted_message_is_delivered_or_counted() {
         c.timing.heartbeat_timeout = 600_000;
         c.timing.gossip_interval = 300_000;
     });
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     db.pause.store(true, Ordering::SeqCst);
     let mut accepted = 0u64;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1044,10 +1029,7 @@ fn send_nth(a: &Transport, i: u64) -> bool {
 fn a_stopping_receiver_delivers_what_was_written_before_it_closed() {
     let (a, _x, _da) = node_in("a@h", "c", 1 << 20, IoMode::Threads);
     let (b, brx, db) = node_in("b@h", "c", 1 << 20, IoMode::Schedulers);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     let stopper = std::thread::spawn(move || {
         let mut seen = 0;
         while seen < 20_000 {
@@ -1088,10 +1070,7 @@ fn a_stopping_receiver_delivers_what_was_written_before_it_closed() {
 fn a_stopping_sender_writes_out_its_queues_first() {
     let (a, _x, _da) = node_in("a@h", "c", 1 << 20, IoMode::Schedulers);
     let (b, brx, _db) = node_in("b@h", "c", 1 << 20, IoMode::Threads);
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     let a = Arc::new(a);
     let sender = {
         let a = a.clone();
@@ -1144,10 +1123,7 @@ fn send_queues_are_bounded() {
     let (b, _brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, |c| {
         c.timing.heartbeat_timeout = 600_000;
     });
-    a.join(contact(&b));
-    wait_for("lanes", || {
-        all_lanes_connected(&a, "b@h") && all_lanes_connected(&b, "a@h")
-    });
+    join_and_connect(&a, &b);
     db.pause.store(true, Ordering::SeqCst);
     // The socket buffers fill first, then the queue, up to the bound.
     let mut refused = false;
