@@ -370,7 +370,10 @@ impl Lane {
         self.stats.sent_bytes.fetch_add(c.bytes, Ordering::Relaxed);
     }
 
-    /// Frames not queued any more are dropped for `reason`.
+    /// Frames not queued any more are dropped for `reason`. `reason` (a
+    /// counter of `weft:info()`'s `dropped`) counts messages that `forward`
+    /// accepted, so not the control lane's frames (heartbeats, gossip, a
+    /// goodbye): those count only in the lane's own `dropped_frames`.
     fn dropped(&self, c: Counts, reason: &AtomicU64) {
         if c.frames == 0 {
             return;
@@ -379,7 +382,9 @@ impl Lane {
         self.stats
             .dropped_frames
             .fetch_add(c.frames, Ordering::Relaxed);
-        reason.fetch_add(c.frames, Ordering::Relaxed);
+        if !self.key.is_control() {
+            reason.fetch_add(c.frames, Ordering::Relaxed);
+        }
     }
 
     /// Hand the lane a connection; the previous one, if any, is closed.
@@ -532,6 +537,10 @@ mod tests {
     /// A lane with no connection yet, its poller, and the runtime of its
     /// timers (keep it alive as long as the lane).
     fn unconnected_lane() -> (tokio::runtime::Runtime, Arc<Poller>, Arc<Lane>) {
+        unconnected_lane_of(LaneKey::control())
+    }
+
+    fn unconnected_lane_of(key: LaneKey) -> (tokio::runtime::Runtime, Arc<Poller>, Arc<Lane>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -542,7 +551,7 @@ mod tests {
             limit: u64::MAX,
         });
         let lane = Lane::new(
-            LaneKey::control(),
+            key,
             poller.clone(),
             rt.handle().clone(),
             Budget::new(u64::MAX, total),
@@ -598,6 +607,36 @@ mod tests {
         let mut body = vec![0u8; h.body_len];
         server.read_exact(&mut body).unwrap();
         (h.ext, body)
+    }
+
+    /// Frames dropped from a data lane count in the transport's `dropped`
+    /// counters (they were messages `forward` accepted); frames of the
+    /// control lane (heartbeats, gossip) only in the lane's own count, so
+    /// that sent = delivered + dropped holds for messages.
+    #[test]
+    fn only_data_frames_count_as_dropped_messages() {
+        let data = LaneKey {
+            channel: "default".into(),
+            index: 0,
+        };
+        for (key, counted) in [(LaneKey::control(), 0), (data, 2)] {
+            let (_rt, poller, lane) = unconnected_lane_of(key);
+            lane.push(FrameKind::Control, Body::from(vec![0u8; 1]));
+            // queued while unconnected, dropped at the stop
+            lane.stop();
+            // refused once stopped
+            lane.push(FrameKind::Control, Body::from(vec![0u8; 1]));
+            // (what the poller does when asked for a flush)
+            lane.flush();
+            assert!(lane.is_written());
+            assert_eq!(lane.stats.dropped_frames.load(Ordering::Relaxed), 2);
+            assert_eq!(
+                lane.counters.dropped.node_down.load(Ordering::Relaxed),
+                counted
+            );
+            assert_eq!(lane.budget.queued(), 0);
+            poller.stop();
+        }
     }
 
     /// Frames pushed from several threads at once, some large enough to fill
