@@ -425,6 +425,7 @@ monitor_nodes(Flag) ->
 %% {@link monitor_nodes/1}) or `[nodedown_reason]': then the caller gets
 %% `{nodeup, Node, []}' and `{nodedown, Node, [{nodedown_reason, Reason}]}',
 %% where `Reason' is one of `connection_closed', `heartbeat_timeout',
+%% `stopped' (the node called {@link stop/0} and said so before closing),
 %% `left' (the node left the cluster), `removed' (it was removed with
 %% {@link leave/1}), `restarted' (a new incarnation of it joined),
 %% `this_node_left' (this node left or was removed), `forgotten' (down for

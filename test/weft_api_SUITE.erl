@@ -19,7 +19,7 @@
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
-         server_survives_nif_errors/1]).
+         server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1]).
 %% Run on the peers:
 -export([safe_apply/2, safe_apply_stopped/2, waiters/0, subscriber/1]).
 
@@ -36,7 +36,8 @@ all() ->
      start_while_running_changes_nothing, failed_start_restores_the_environment,
      listen_and_advertise_forms, unspecified_listen_advertises_interfaces,
      advertise_addrs_from_interfaces, refused_answers_sync_join_at_once,
-     nodedown_reasons_and_monitor_nodes_2, nodedown_not_logged_by_the_server,
+     nodedown_reasons_and_monitor_nodes_2, a_stopped_peer_is_down_as_stopped,
+     nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
      creation_differs_without_dist_listen, server_survives_nif_errors,
      no_function_raises_on_a_running_node, no_function_raises_on_a_stopped_node].
@@ -401,6 +402,33 @@ nodedown_reasons_and_monitor_nodes_2(_Config) ->
     weft_ct:wait_until(real_nodedown,
                        fun() -> [X || {nodedown, N, [{nodedown_reason, _}]} = X <- Got(sub_reason, 5),
                                       N =:= NodeB] =/= [] end),
+    ok.
+
+%% A node that stops (`weft:stop/0') says so before it closes: its peers
+%% report it down as `stopped', logged as a notice and not as a failed
+%% connection, keep it a member, and see it up again when it starts and
+%% joins again.
+a_stopped_peer_is_down_as_stopped(_Config) ->
+    A = start(mon, ?OPTS),
+    B = start(mon, ?OPTS),
+    NodeB = node_of(B),
+    ok = call(A, ?MODULE, subscriber, [reason]),
+    ok = call(A, weft_ct, capture_logs, []),
+    ok = call(A, weft, sync_join, [call(B, weft, node_spec, []), 10000]),
+    Got = fun(N) -> call(A, weft_ct, collected, [sub_reason, N]) end,
+    ?assertEqual([{nodeup, NodeB, []}], Got(1)),
+    ok = call(B, weft, stop, []),
+    ?assertEqual([{nodeup, NodeB, []}, {nodedown, NodeB, [{nodedown_reason, stopped}]}], Got(2)),
+    Logs = call(A, weft_ct, logs, []),
+    ct:log("~p", [Logs]),
+    Said = fun(What) -> [L || L <- Logs, string:find(L, What) =/= nomatch] end,
+    ?assertMatch([_], Said("node down: it stopped")),
+    ?assertEqual([], Said("node down: control connection closed")),
+    %% (not reachable, so not in members/0, but still known and redialed)
+    #{peers := #{NodeB := _}} = call(A, weft, info, []),
+    ok = call(B, weft, start, []),
+    ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    ?assertMatch([_, _, {nodeup, NodeB, []}], Got(3)),
     ok.
 
 %% @private On the peer: a collector `sub_Kind' subscribed with

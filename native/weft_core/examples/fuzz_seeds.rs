@@ -62,6 +62,7 @@ fn main() {
             reply: true,
         })),
         Control::Membership(encode(&Message::Digest(0x0123_4567_89ab_cdef))),
+        Control::Stopping,
     ];
     for (i, c) in controls.iter().enumerate() {
         write(

@@ -355,8 +355,28 @@ impl Node {
                 }
             }
             Control::Membership(_) => {}
+            // (only from its current control connection: an old one may
+            // still carry the goodbye of a previous run)
+            Control::Stopping if current.is_some() => {
+                self.peers
+                    .down(now, from, DownReason::Stopped, &mut self.actions);
+                self.settle_events(now);
+            }
+            Control::Stopping => {}
         }
         self.dial_due(now);
+    }
+
+    /// This node is stopping (`weft:stop/0`): tell every peer that is up,
+    /// on its control lane, before the lanes are written out and closed.
+    /// The peers report this node down as `stopped`, not as a failure.
+    pub fn stop(&mut self) {
+        for name in self.peers.up_names() {
+            self.actions.push(Action::Send {
+                peer: Name::new(name),
+                msg: Control::Stopping,
+            });
+        }
     }
 
     /// Time has come (see [`Node::next_deadline`]): heartbeats, failure
@@ -625,6 +645,54 @@ mod tests {
         b.on_control(10, "a@h", 1, gossip(view));
         let known: Vec<&str> = b.peers().map(|p| p.spec.name.as_str()).collect();
         assert_eq!(known, ["a@h", "c@h"]);
+    }
+
+    /// A stopping node says goodbye to every peer that is up; a peer that
+    /// hears it reports the node down as `stopped`, at notice level (not
+    /// as a failure), keeps it a member and redials it. A goodbye on a
+    /// connection that is not the current one counts for nothing.
+    #[test]
+    fn a_node_that_says_it_stops_is_down_as_stopped_not_failed() {
+        let mut a = Node::new(spec("a@h", 5, 1), Timing::default(), 1);
+        a.on_hello(0, 1, &spec("b@h", 7, 2), &LaneKey::control())
+            .unwrap();
+        drain(&mut a);
+        a.stop();
+        let said = drain(&mut a);
+        assert!(
+            matches!(&said[..], [Action::Send { peer, msg: Control::Stopping }] if peer == "b@h"),
+            "{said:?}"
+        );
+
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        b.on_control(10, "a@h", 2, Control::Stopping);
+        assert_eq!(b.up_peers(), ["a@h"], "not its current connection");
+        b.on_control(10, "a@h", 1, Control::Stopping);
+        let actions = drain(&mut b);
+        assert!(b.up_peers().is_empty());
+        assert!(actions.iter().any(|a| matches!(a,
+            Action::PeerDown { peer, reason: DownReason::Stopped } if peer == "a@h")));
+        assert!(actions.iter().any(|a| matches!(a,
+            Action::Log { level: Level::Notice, text, .. } if text.contains("node down: it stopped"))));
+        assert!(!actions.iter().any(|a| matches!(
+            a,
+            Action::Log {
+                level: Level::Warning,
+                ..
+            }
+        )));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { conn: 1, .. })));
+        // still a member, redialed
+        assert!(b.peers().any(|p| p.spec.name == "a@h"));
+        b.on_timeout(60_000);
+        assert!(drain(&mut b)
+            .iter()
+            .any(|a| matches!(a, Action::Dial { peer, .. } if peer == "a@h")));
     }
 
     /// A membership message that cannot be read closes the control

@@ -42,6 +42,9 @@ pub enum DownReason {
     HeartbeatTimeout,
     /// It left the cluster.
     Left,
+    /// It stopped (`weft:stop/0`) and said so; it stays a member and is
+    /// redialed, as after a failure.
+    Stopped,
     /// It was removed from the cluster (`leave(Node)`).
     Removed,
     /// A new incarnation of it took its place.
@@ -68,6 +71,7 @@ impl std::fmt::Display for DownReason {
             DownReason::ConnectionClosed(why) => write!(f, "control connection closed: {why}"),
             DownReason::HeartbeatTimeout => write!(f, "no heartbeat within the timeout"),
             DownReason::Left => write!(f, "left the cluster"),
+            DownReason::Stopped => write!(f, "it stopped"),
             DownReason::Removed => write!(f, "removed from the cluster"),
             DownReason::Restarted => write!(f, "restarted (new incarnation)"),
             DownReason::ThisNodeLeft => write!(f, "this node left the cluster"),

@@ -54,6 +54,10 @@ pub enum Control {
     Heartbeat,
     /// A message of the membership, in its own encoding (opaque here).
     Membership(Vec<u8>),
+    /// "I am stopping" (`weft:stop/0`): the last frame a stopping node
+    /// sends on each control lane, so that its peers report it down as
+    /// `stopped` rather than as a failure.
+    Stopping,
 }
 
 /// Why a connection was turned down. Before the dialer has proved that it
@@ -394,6 +398,7 @@ pub fn encode_control(c: &Control) -> Vec<u8> {
             out.push(1);
             out.extend_from_slice(payload);
         }
+        Control::Stopping => out.push(2),
     }
     out
 }
@@ -404,6 +409,7 @@ pub fn decode_control(b: &[u8]) -> Result<Control, FrameError> {
     let c = match r.u8()? {
         0 => Control::Heartbeat,
         1 => Control::Membership(r.bytes(r.remaining())?.to_vec()),
+        2 => Control::Stopping,
         t => return Err(r.err(format!("unknown control tag {t}"))),
     };
     r.end()?;
@@ -634,6 +640,8 @@ mod tests {
             decode_control(&encode_control(&Control::Heartbeat)).unwrap(),
             Control::Heartbeat
         );
+        assert_eq!(decode_control(&[2]).unwrap(), Control::Stopping);
+        assert!(decode_control(&[2, 0]).is_err());
         assert!(decode_control(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode_control(&[0, 0]).is_err());
         assert!(decode_control(&[]).is_err());

@@ -16,7 +16,7 @@ mod atoms {
     rustler::atoms! {
         weft_nif, nodeup, nodedown, log, weft_poll, wake, refused,
         connection_closed, heartbeat_timeout, left, removed, restarted, this_node_left,
-        forgotten, bad_cookie, unexpected_node, unknown_lane, duplicate, unavailable,
+        forgotten, stopped, bad_cookie, unexpected_node, unknown_lane, duplicate, unavailable,
         detached, bad_spec, version,
         debug, info, notice, warning, error,
         peer, channel, lane,
@@ -98,6 +98,7 @@ impl Sink for NifSink {
             DownReason::ConnectionClosed(_) => atoms::connection_closed(),
             DownReason::HeartbeatTimeout => atoms::heartbeat_timeout(),
             DownReason::Left => atoms::left(),
+            DownReason::Stopped => atoms::stopped(),
             DownReason::Removed => atoms::removed(),
             DownReason::Restarted => atoms::restarted(),
             DownReason::ThisNodeLeft => atoms::this_node_left(),

@@ -64,9 +64,23 @@ pub enum Msg {
         members: Vec<NodeSpec>,
         messages: Vec<(String, Vec<u8>)>,
     },
-    /// Stop: no more dials, timers or membership; every lane takes no
-    /// more frames and writes out what it has. Answers with the lanes.
-    Shutdown(oneshot::Sender<Vec<Arc<crate::lane_writer::Lane>>>),
+    /// Stop: no more dials, timers or membership; every data lane takes
+    /// no more frames and writes out what it has. Answers with the lanes
+    /// and the goodbyes to say once they are written.
+    Shutdown(oneshot::Sender<Stopped>),
+}
+
+/// What a stopping driver hands the transport.
+#[derive(Default)]
+pub struct Stopped {
+    /// Every lane: the data lanes are stopped (they write out what they
+    /// have); the control lanes are not, they still carry the goodbyes.
+    pub lanes: Vec<Arc<crate::lane_writer::Lane>>,
+    /// The goodbye (an encoded [`Control::Stopping`]) for each peer that is
+    /// up, with its control lane: to push, then stop the lane, once the
+    /// data lanes are written, so that a peer hears of the stop after it
+    /// has read what this node had queued for it.
+    pub goodbyes: Vec<(Arc<crate::lane_writer::Lane>, Vec<u8>)>,
 }
 
 impl From<ConnEvent> for Msg {
@@ -275,7 +289,7 @@ impl Driver {
     /// no more) and return them; connections handed over from now on
     /// close at once. The transport closes the others once the lanes are
     /// written ([`crate::Transport::stop`]).
-    fn shutdown(&mut self) -> Vec<Arc<crate::lane_writer::Lane>> {
+    fn shutdown(&mut self) -> Stopped {
         self.shared.conns.lock().stopping = true;
         let lanes = self
             .shared
@@ -284,9 +298,26 @@ impl Driver {
             .iter()
             .flat_map(|(_, r)| r.lanes().cloned().collect::<Vec<_>>())
             .collect();
-        self.shared.routes.clear();
+        let controls: HashMap<String, _> =
+            self.shared.routes.clear_but_control().into_iter().collect();
         self.shared.up.write().clear();
-        lanes
+        // The core says whom to tell; nothing else is carried out now.
+        self.core.stop();
+        let mut goodbyes = Vec::new();
+        while let Some(a) = self.core.poll_action() {
+            if let Action::Send { peer, msg } = a {
+                if let Some(lane) = controls.get(&*peer) {
+                    goodbyes.push((lane.clone(), encode_control(&msg)));
+                }
+            }
+        }
+        // A control lane with no goodbye (its peer is not up) stops now.
+        for lane in controls.values() {
+            if !goodbyes.iter().any(|(l, _)| Arc::ptr_eq(l, lane)) {
+                lane.stop();
+            }
+        }
+        Stopped { lanes, goodbyes }
     }
 }
 

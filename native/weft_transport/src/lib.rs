@@ -435,11 +435,18 @@ impl Transport {
         let before = self.shared.routes.counters.dropped.total();
         let (tx, rx) = oneshot::channel();
         if self.shared.driver.send(driver::Msg::Shutdown(tx)).is_ok() {
-            let lanes = rt
+            let driver::Stopped { lanes, goodbyes } = rt
                 .block_on(async { tokio::time::timeout(Duration::from_secs(1), rx).await })
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
+            wait(&|| lanes.iter().all(|l| l.is_written()));
+            // Only now the goodbyes: a peer that hears of the stop closes
+            // its end, and what it has not read by then would be lost.
+            for (lane, body) in goodbyes {
+                lane.push(weft_core::FrameKind::Control, body.into());
+                lane.stop();
+            }
             wait(&|| lanes.iter().all(|l| l.is_written()));
             self.report_dropped_at_stop(&lanes, before);
         }

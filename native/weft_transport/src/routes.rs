@@ -577,7 +577,28 @@ impl Routes {
         }
     }
 
+    /// Remove every route: what waits for a plan is dropped and counted
+    /// (`node_down`), the data lanes drain and stop; each control lane is
+    /// left open (it takes frames still) and returned. The stopping
+    /// transport says goodbye on them once the data lanes are written, then
+    /// stops them.
+    pub fn clear_but_control(&self) -> Vec<(String, Arc<Lane>)> {
+        let all: Vec<_> = self.peers.write().drain().collect();
+        all.into_iter()
+            .map(|(peer, r)| {
+                self.retire_data(&r);
+                (peer, r.control.clone())
+            })
+            .collect()
+    }
+
     fn retire(&self, r: &PeerRoute) {
+        self.retire_data(r);
+        r.control.stop();
+    }
+
+    /// Drop what waits for `r`'s plan and stop its data lanes.
+    fn retire_data(&self, r: &PeerRoute) {
         if let Some(w) = &r.waiting {
             if let Some(q) = w.lock().take() {
                 for m in q {
@@ -586,16 +607,8 @@ impl Routes {
                 }
             }
         }
-        for lane in r.lanes() {
+        for lane in r.channels.values().flatten() {
             lane.stop();
-        }
-    }
-
-    /// Remove every route.
-    pub fn clear(&self) {
-        let all: Vec<_> = self.peers.write().drain().collect();
-        for (_, r) in all {
-            self.retire(&r);
         }
     }
 

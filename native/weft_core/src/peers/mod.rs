@@ -470,7 +470,13 @@ impl PeerTable {
         });
         self.events.push(PeerEvent::Down(id, Name::new(peer)));
         if was_up {
-            node_down(out, Level::Warning, peer, reason);
+            // A peer that said it was stopping did not fail.
+            let level = if reason == DownReason::Stopped {
+                Level::Notice
+            } else {
+                Level::Warning
+            };
+            node_down(out, level, peer, reason);
         }
     }
 

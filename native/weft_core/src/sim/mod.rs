@@ -706,6 +706,7 @@ impl Sim {
                                 self.carried.membership += 1;
                                 self.carried.membership_bytes += p.len() as u64;
                             }
+                            Control::Stopping => {}
                         }
                         self.control(i, other, conn, msg);
                     }
@@ -968,6 +969,7 @@ impl Sim {
             Ev::Frame { conn, body } => match decode_control(body) {
                 Ok(Control::Heartbeat) => format!("hb {conn}"),
                 Ok(Control::Membership(p)) => format!("membership {conn} {}", p.len()),
+                Ok(Control::Stopping) => format!("stopping {conn}"),
                 Err(_) => format!("handshake {conn} {}", body.len()),
             },
         }
