@@ -267,7 +267,9 @@ leave() ->
     end.
 
 %% @doc Remove `Node' from the cluster, everywhere, itself included.
-%% `leave(node())' is {@link leave/0}. A `Node' that is not an atom gives
+%% `leave(node())' is {@link leave/0}. Removing a node that is not a
+%% member is `ok' and changes nothing (a removal is idempotent, as a second
+%% removal of the same node is). A `Node' that is not an atom gives
 %% `{error, {badarg, Node}}'; on the static overlay,
 %% `{error, {static_overlay, Nodes}}' (see {@link join/1}).
 -spec leave(node()) -> ok | {error, not_started | {badarg, term()} | {static_overlay, [node()]}}.
