@@ -11,7 +11,7 @@
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
          members/0, nodes/0, send/4, poll/1, info/0, count/2, debug_panic/1, decode_external/2,
-         membership_decision/2, atom_room/1]).
+         membership_decision/2, atom_room_mark/0, atom_room/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -96,13 +96,20 @@ info() -> ?NOT_LOADED.
 -spec count(dropped | refused, atom()) -> ok | {error, not_started | {badarg, term()}}.
 count(_Kind, _Reason) -> ?NOT_LOADED.
 
-%% @doc How many more atoms received messages may create: the node's free
-%% atom table entries above a reserve (set by `weft_server' every second).
-%% A received message that would create atoms past it is dropped and
-%% counted (`dropped.atom_limit'), so that no peer can fill the atom
-%% table, which would end the VM.
--spec atom_room(integer()) -> ok.
-atom_room(_N) -> ?NOT_LOADED.
+%% @doc Step 1 of a measurement of the atom table: a mark, taken before
+%% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.
+-spec atom_room_mark() -> integer().
+atom_room_mark() -> ?NOT_LOADED.
+
+%% @doc How many more atoms received messages may create: `Free', the
+%% node's free atom table entries above a reserve, counted after `Mark'
+%% was taken ({@link atom_room_mark/0}; `weft_server' measures every
+%% second). Atoms that decodes took room for and had not made by the mark
+%% are subtracted. A received message that would create atoms past the
+%% room is dropped and counted (`dropped.atom_limit'), so that no peer can
+%% fill the atom table, which would end the VM.
+-spec atom_room(integer(), integer()) -> ok.
+atom_room(_Free, _Mark) -> ?NOT_LOADED.
 
 %% @doc Test hook: panic inside a NIF call (`nif') or on a background
 %% thread (`thread'). Neither may take the VM down.

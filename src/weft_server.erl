@@ -236,13 +236,18 @@ handle_info(_Other, State) ->
     {noreply, State}.
 
 %% Tell the NIF how many atoms received messages may still create (see
-%% weft_nif:atom_room/1), now and then every ?ATOM_ROOM_INTERVAL ms. The
+%% weft_nif:atom_room/2), now and then every ?ATOM_ROOM_INTERVAL ms. The
 %% reserve (a twentieth of the table, at least 1,000 entries) is left for
-%% the node's own code.
+%% the node's own code. The mark comes first: decodes that finish while
+%% the table is counted keep the room they took.
 measure_atom_room() ->
     Limit = erlang:system_info(atom_limit),
     Reserve = max(Limit div 20, 1000),
-    _ = nif(fun() -> weft_nif:atom_room(Limit - erlang:system_info(atom_count) - Reserve) end),
+    _ = nif(fun() ->
+                    Mark = weft_nif:atom_room_mark(),
+                    Free = Limit - erlang:system_info(atom_count) - Reserve,
+                    weft_nif:atom_room(Free, Mark)
+            end),
     erlang:send_after(?ATOM_ROOM_INTERVAL, self(), atom_room),
     ok.
 

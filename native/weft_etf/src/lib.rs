@@ -23,6 +23,7 @@
 //! floats, atoms outside ASCII) are skipped and handed whole, one subterm at
 //! a time, to [`Builder::foreign`].
 
+pub mod room;
 pub mod value;
 
 #[doc(hidden)]

@@ -378,12 +378,22 @@ fn count<'a>(env: Env<'a>, kind: Atom, reason: Atom) -> Term<'a> {
     atoms::ok().encode(env)
 }
 
-/// How many more atoms received messages may create (measured by
-/// `weft_server`: the atom table's free entries above a reserve). Returns
-/// `ok`; callable whether or not the transport runs.
+/// Step 1 of a measurement of the atom table by `weft_server`: a mark to
+/// pass to `atom_room/2`, taken before counting the table. Callable
+/// whether or not the transport runs.
 #[rustler::nif]
-fn atom_room(n: i64) -> Atom {
-    messages::set_atom_room(n);
+fn atom_room_mark() -> i64 {
+    messages::atom_room_mark()
+}
+
+/// How many more atoms received messages may create: `free`, the atom
+/// table's free entries above a reserve, counted after `mark` was taken
+/// (`atom_room_mark/0`); what decodes took and had not finished by the
+/// mark is subtracted. Returns `ok`; callable whether or not the transport
+/// runs.
+#[rustler::nif]
+fn atom_room(free: i64, mark: i64) -> Atom {
+    messages::set_atom_room(free, mark);
     atoms::ok()
 }
 

@@ -34,6 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
+use weft_etf::room::Room;
 use weft_etf::Builder;
 use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
 
@@ -310,21 +311,19 @@ impl FrameBuffer for BinaryBuffer {
 
 /// How many more atoms received messages may create: the room left in the
 /// VM's atom table above a reserve, as `weft_server` last measured it
-/// (`atom_room/1`, every second), less what was taken since. A full atom
-/// table ends the VM, and peers pass only the cookie check: a peer could
-/// otherwise send new atoms until it does.
-static ATOM_ROOM: AtomicI64 = AtomicI64::new(0);
+/// (`atom_room/2`, every second), less what was taken since (see
+/// [`Room`]). A full atom table ends the VM, and peers pass only the
+/// cookie check: a peer could otherwise send new atoms until it does.
+static ATOM_ROOM: Room = Room::new(0);
 
-/// Atoms taken from [`ATOM_ROOM`] by decodes still running: the VM's atom
-/// count, measured meanwhile, may not include them yet.
-static ATOMS_IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+/// Step 1 of a measurement of the atom table (see [`Room::mark`]).
+pub fn atom_room_mark() -> i64 {
+    ATOM_ROOM.mark()
+}
 
-/// Set the room (see [`ATOM_ROOM`]) to `n`, the free entries above the
-/// reserve just measured, less what decodes still running have taken (a
-/// measurement taken while a long decode makes its atoms would otherwise
-/// give its room out a second time).
-pub fn set_atom_room(n: i64) {
-    ATOM_ROOM.store(n - ATOMS_IN_FLIGHT.load(Ordering::SeqCst), Ordering::SeqCst);
+/// Step 3: `free` entries above the reserve were counted after `mark`.
+pub fn set_atom_room(free: i64, mark: i64) {
+    ATOM_ROOM.set(free, mark);
 }
 
 /// How many more external functions (`fun M:F/A`) new to the VM received
@@ -423,8 +422,7 @@ fn new_entries_bound(env: Env, body: &[u8]) -> NewEntries {
 }
 
 /// Take `n` of `room`; whether there was that much. (One exchange, never a
-/// subtraction undone later: a measurement stored in between must not be
-/// raised by an undo.)
+/// subtraction undone later.)
 fn take(room: &AtomicI64, n: i64) -> bool {
     if n == 0 {
         return true;
@@ -443,7 +441,7 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
     if let Ok(a) = Atom::existing_from_bytes(env, name.as_bytes()) {
         return a.encode(env);
     }
-    if take(&ATOM_ROOM, 1) {
+    if let Some(_taken) = ATOM_ROOM.take(1) {
         if let Ok(a) = Atom::from_str(env, name) {
             return a.encode(env);
         }
@@ -471,21 +469,17 @@ fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     let bound = new_entries_bound(env, body);
     let atoms = i64::try_from(bound.atoms).unwrap_or(i64::MAX);
     let exports = i64::try_from(bound.exports).unwrap_or(i64::MAX);
-    // In flight from before the room is taken until the atoms exist, so
-    // that a measurement in between (set_atom_room) never gives the same
-    // room out twice; at worst it subtracts it twice, for a second.
-    ATOMS_IN_FLIGHT.fetch_add(atoms, Ordering::SeqCst);
-    if !take(&ATOM_ROOM, atoms) {
-        ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
+    // Held until the atoms exist (or the decode failed), so that a
+    // measurement meanwhile never gives the same room out twice.
+    let Some(taken) = ATOM_ROOM.take(atoms) else {
         return Err(Delivery::AtomLimit);
-    }
+    };
     if !take(&EXPORT_ROOM, exports) {
-        ATOM_ROOM.fetch_add(atoms, Ordering::SeqCst);
-        ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
+        taken.give_back();
         return Err(Delivery::AtomLimit);
     }
     let decoded = unsafe { env.binary_to_term_trusted(body) };
-    ATOMS_IN_FLIGHT.fetch_sub(atoms, Ordering::SeqCst);
+    drop(taken);
     match decoded {
         Some((term, used)) if used == body.len() => Ok(term),
         // (The export room is not given back: a decode that fails late may
