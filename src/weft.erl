@@ -506,7 +506,9 @@ on_event(_Kind, Node, Fun) ->
 %% (received here from an
 %% authenticated peer, not a message: a frame whose header or body could
 %% not be read, or that carries header extensions its connection did not
-%% negotiate; its connection is closed with a logged warning), `no_route'
+%% negotiate; its connection is closed with a logged warning), `no_memory'
+%% (received here, but no memory could be had for the frame; its
+%% connection is closed with a logged warning), `no_route'
 %% (a server of the client-server overlay received a message to relay to a
 %% node it has no connection to, or whose queues are full), `fault' and `filtered' (dropped on send or on receive
 %% by a per-message stage of the transport, for fault injection or

@@ -21,6 +21,7 @@
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
+         large_frame_headers_alone_take_no_memory/1,
          forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
@@ -44,7 +45,7 @@ all() ->
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
-     forward_right_after_join_waits, frozen_receiver_every_message_counted,
+     large_frame_headers_alone_take_no_memory, forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
@@ -379,6 +380,63 @@ new_funs_from_a_peer_cannot_fill_the_export_table(_Config) ->
     ok = call(B, weft, forward, [node_of(A), inbox, plain, #{}]),
     weft_ct:wait_until(plain, fun() -> lists:member(plain, call(A, weft_ct, collected, [inbox])) end),
     ok.
+
+%% Peers that know the cookie announce large frames (64 MiB each, the
+%% frame limit) and send none of their bytes. The receiver allocates a
+%% large frame's buffer whole only while such claims stay under a bound
+%% (256 MiB over all connections); past it, a buffer follows the bytes
+%% that came. Before, each header took its 64 MiB at once, and an
+%% allocation the VM could not meet ended it. The claims go when the
+%% connections close, and the node works throughout.
+large_frame_headers_alone_take_no_memory(_Config) ->
+    [A, B] = cluster(2),
+    call(A, weft_ct, collector, [inbox]),
+    NodeA = atom_to_binary(node_of(A)),
+    Port = call(A, weft_ct, port, []),
+    Binary = fun() -> call(A, erlang, memory, [binary]) end,
+    Before = Binary(),
+    Fakes = 12,
+    Socks = [fake_with_a_claim(Port, NodeA, I) || I <- lists:seq(1, Fakes)],
+    Beat = spawn_link(fun() -> heartbeats([C || {C, _} <- Socks]) end),
+    MiB = 1 bsl 20,
+    %% 4 claims of 64 MiB fill the bound; every further one takes 1 MiB
+    weft_ct:wait_until(claims_read, fun() -> Binary() - Before >= 260 * MiB end),
+    Grown = Binary() - Before,
+    ct:log("binaries grew by ~p MiB for ~p frames of 64 MiB announced",
+           [Grown div MiB, Fakes]),
+    ?assert(Grown =< 300 * MiB),
+    ok = call(B, weft, forward, [node_of(A), inbox, alive, #{}]),
+    ?assertEqual([alive], call(A, weft_ct, collected, [inbox, 1])),
+    unlink(Beat),
+    exit(Beat, kill),
+    [gen_tcp:close(S) || {C, D} <- Socks, S <- [C, D]],
+    weft_ct:wait_until(released, fun() -> Binary() - Before < 64 * MiB end),
+    ok.
+
+%% A fake peer `fakeI@127.0.0.1' with its control lane, and a data lane on
+%% which it announced a 64 MiB frame and sent one byte of it.
+fake_with_a_claim(Port, NodeA, I) ->
+    Name = <<"fake", (integer_to_binary(I))/binary, "@127.0.0.1">>,
+    Spec = weft_ct:fake_spec(Name, [{<<"default">>, 1}]),
+    Cookie = maps:get(cookie, opts()),
+    {ok, C} = weft_ct:fake_peer(Port, Cookie, NodeA, {<<"$control">>, 0}, Spec),
+    %% (the data lane is welcome once the control lane is up there)
+    Data = fun() -> weft_ct:fake_peer(Port, Cookie, NodeA, {<<"default">>, 0}, Spec) end,
+    D = until_welcome(Data, 200),
+    ok = gen_tcp:send(D, <<(64 bsl 20 + 1):32, 1, 131>>),
+    {C, D}.
+
+until_welcome(Dial, Tries) ->
+    case Dial() of
+        {ok, S} -> S;
+        {refused, Why} when Tries > 0 ->
+            ct:log("refused: ~p", [Why]),
+            receive after 50 -> until_welcome(Dial, Tries - 1) end
+    end.
+
+heartbeats(Controls) ->
+    [gen_tcp:send(C, weft_ct:raw_frame(2, <<0>>)) || C <- Controls],
+    receive after 200 -> heartbeats(Controls) end.
 
 %% A frame of the handshake by hand: `u32 length | u8 kind | body'.
 raw_frame(Kind, Body) ->

@@ -17,6 +17,8 @@
          send_new_exports/4]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
+%% A peer of our own making, for attacks that need the cookie:
+-export([fake_peer/5, fake_spec/2, raw_frame/2]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -431,3 +433,55 @@ stop_tracked() ->
     [stop_node(N) || N <- tracked()],
     erase(weft_ct_nodes),
     ok.
+
+%%% A peer of our own making
+
+%% @doc Connect to the weft node `To' (its name, a binary) listening on
+%% `Port' as a peer that knows `Cookie', for lane `{Channel, Index}'
+%% (`<<"$control">>' for the control lane), describing itself with `Spec'
+%% ({@link fake_spec/2}, which holds its name). Returns `{ok, Socket}' (passive, binary)
+%% once welcomed, or `{refused, Body}'. Protocol version 3, as the README's
+%% wire section describes it.
+fake_peer(Port, Cookie, To, {Channel, Index}, Spec) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
+    Nd = crypto:strong_rand_bytes(32),
+    Hello = <<"WEFT", 3:16, 0, Nd/binary, 1, 3:16, 7:64>>,
+    ok = gen_tcp:send(S, raw_frame(0, Hello)),
+    {0, <<"WEFT", 3:16, 1, Na:32/binary, _/binary>> = Challenge} = recv_raw(S),
+    Auth = <<"WEFT", 3:16, 2, Spec/binary, (str8(To))/binary, (str8(Channel))/binary,
+             Index:16>>,
+    Proof = proof(Cookie, Nd, Na, [Hello, Challenge, Auth]),
+    ok = gen_tcp:send(S, raw_frame(0, <<Auth/binary, Proof/binary>>)),
+    case recv_raw(S) of
+        {0, <<"WEFT", 3:16, 3, _/binary>>} -> {ok, S};
+        {0, Other} -> gen_tcp:close(S), {refused, Other}
+    end.
+
+%% @doc A node description for {@link fake_peer/5}: `Name', a random
+%% incarnation, a 64 MiB frame limit, an address nobody listens on, and
+%% `Channels' (`[{Name, Parallelism}]', binaries).
+fake_spec(Name, Channels) ->
+    Inc = rand:uniform(1 bsl 62),
+    <<(str8(Name))/binary, Inc:64, (64 bsl 20):32, 1, 4, 127, 0, 0, 1, 9:16,
+      (length(Channels)):16,
+      (iolist_to_binary([[str8(C), <<P:16>>] || {C, P} <- Channels]))/binary>>.
+
+%% @doc A frame by hand: `u32 length | u8 kind | body'.
+raw_frame(Kind, Body) ->
+    <<(byte_size(Body) + 1):32, Kind:8, Body/binary>>.
+
+recv_raw(S) ->
+    {ok, <<Len:32, Kind:8>>} = gen_tcp:recv(S, 5, 10000),
+    case Len - 1 of
+        0 -> {Kind, <<>>};
+        N -> {ok, Body} = gen_tcp:recv(S, N, 10000), {Kind, Body}
+    end.
+
+str8(B) -> <<(byte_size(B)):8, B/binary>>.
+
+%% The dialer's proof: HMAC-SHA256 keyed by the cookie over a label, both
+%% nonces, and each part with its length.
+proof(Cookie, Nd, Na, Parts) ->
+    Label = <<"weft-dialer-v3", 0, 0>>,
+    crypto:mac(hmac, sha256, Cookie,
+               [Label, Nd, Na | [[<<(byte_size(P)):32>>, P] || P <- Parts]]).

@@ -250,6 +250,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             send_queue_total_limit,
             max_members,
             max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
+            large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
             drop_oldest,
             timing,
             io,

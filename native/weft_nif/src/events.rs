@@ -77,7 +77,7 @@ impl Sink for NifSink {
         messages::flush_deliveries()
     }
 
-    fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
+    fn frame_buffer(&self, len: usize) -> Option<Box<dyn FrameBuffer>> {
         messages::frame_buffer(len)
     }
 

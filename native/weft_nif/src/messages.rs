@@ -304,6 +304,10 @@ impl FrameBuffer for BinaryBuffer {
     fn bytes(&self) -> &[u8] {
         self.0.as_slice()
     }
+    fn grow(&mut self, len: usize) -> bool {
+        // (enif_realloc_binary: fails without touching the binary)
+        self.0.realloc(len)
+    }
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
@@ -554,9 +558,21 @@ fn send_held() {
     })
 }
 
-/// A buffer for a large frame's body: a refc binary of `len` bytes.
-pub fn frame_buffer(len: usize) -> Box<dyn FrameBuffer> {
-    Box::new(BinaryBuffer(OwnedBinary::new(len)))
+/// A buffer for a large frame's body: a refc binary of `len` bytes, or
+/// `None` when the VM has no memory for it (`OwnedBinary::new` would abort
+/// the process).
+pub fn frame_buffer(len: usize) -> Option<Box<dyn FrameBuffer>> {
+    let mut bin = std::mem::MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
+    // SAFETY: enif_alloc_binary fills `bin` when it returns non-zero, and
+    // the binary is then owned by the OwnedBinary (released on drop).
+    unsafe {
+        if rustler::sys::enif_alloc_binary(len, bin.as_mut_ptr()) == 0 {
+            return None;
+        }
+        Some(Box::new(BinaryBuffer(OwnedBinary::from_raw(
+            bin.assume_init(),
+        ))))
+    }
 }
 
 /// Deliver a large received frame read into [`frame_buffer`]: decoded by

@@ -47,13 +47,13 @@ impl Sink for Counting {
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         Delivery::Delivered
     }
-    fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
+    fn frame_buffer(&self, len: usize) -> Option<Box<dyn FrameBuffer>> {
         let reused = self.buffers.lock().expect("not poisoned").pop();
-        Box::new(
+        Some(Box::new(
             reused
                 .filter(|b| b.len() == len)
                 .unwrap_or_else(|| vec![0; len]),
-        )
+        ))
     }
     fn deliver_buffer(&self, peer: &str, body: Box<dyn FrameBuffer>) -> Delivery {
         let d = self.deliver(peer, body.bytes());
@@ -92,6 +92,7 @@ fn node(name: &str, lanes: u16, sink: Arc<Counting>) -> Transport {
         send_queue_total_limit: 256 << 20,
         max_members: 16,
         max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
+        large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
         drop_oldest: vec![],
         timing: Timing::default(),
         io: IoMode::Threads,

@@ -90,6 +90,12 @@ pub struct TransportConfig {
     /// Incoming handshakes in progress at most; past this new connections
     /// are closed at once (and counted).
     pub max_pending_handshakes: usize,
+    /// Bytes of large frames being received, over all connections, whose
+    /// buffers are allocated whole when their header comes; past this a
+    /// buffer grows with the bytes that arrive (see
+    /// [`crate::frame_reader::Claims`]). Normally
+    /// [`crate::frame_reader::CLAIMS_LIMIT`].
+    pub large_frame_claims: u64,
     /// Most members kept (see `weft_core::Node::with_max_members`).
     pub max_members: usize,
     /// Channels whose oldest queued messages are dropped to make room,

@@ -35,6 +35,9 @@ pub struct Dropped {
     /// Received, but not a message (not a `{Dest, Msg}` term); the
     /// connection it came on is closed.
     pub malformed: AtomicU64,
+    /// Being received when no memory could be had for it (the connection
+    /// it came on is closed).
+    pub no_memory: AtomicU64,
     /// Received to be relayed (client-server overlay) to a node this one
     /// has no connection to, or whose send queues are full.
     pub no_route: AtomicU64,
@@ -58,6 +61,7 @@ impl Dropped {
             ("no_destination", self.no_destination.load(Relaxed)),
             ("atom_limit", self.atom_limit.load(Relaxed)),
             ("malformed", self.malformed.load(Relaxed)),
+            ("no_memory", self.no_memory.load(Relaxed)),
             ("no_route", self.no_route.load(Relaxed)),
             (DropReason::Fault.name(), self.fault.load(Relaxed)),
             (DropReason::Filtered.name(), self.filtered.load(Relaxed)),

@@ -12,9 +12,21 @@
 //! ([`decode_header`]) before its body is read: the buffer of a large frame
 //! is allocated knowing exactly what the frame is, and a malformed header
 //! ends the read before anything is allocated for it.
+//!
+//! What a header claims is not trusted with memory: a large frame's buffer
+//! is allocated whole only while the claims of all large frames in
+//! progress stay under a bound ([`Claims`]); past it, the buffer starts at
+//! [`GROW_FROM`] bytes and doubles as the bytes come, so the memory a peer
+//! holds follows what it has sent, not what it announced. A control frame
+//! bigger than the read buffer grows that buffer the same way (and the
+//! buffer shrinks back once the frame is handed out). An allocation that
+//! fails ends the read ([`ReadError::NoMemory`]), never the process.
 
 use crate::sink::FrameBuffer;
+use std::any::Any;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use weft_core::frame::{decode_header, Extensions, FrameError, FrameKind, HEADER_LEN};
 
 /// Why reading a frame failed.
@@ -30,6 +42,9 @@ pub enum ReadError {
     /// allowed on this connection).
     #[error("{0}")]
     Refused(String),
+    /// No memory could be had for a frame of this many bytes.
+    #[error("no memory for a frame of {0} bytes")]
+    NoMemory(usize),
 }
 
 impl ReadError {
@@ -48,6 +63,126 @@ pub const LARGE_FRAME: usize = 64 * 1024;
 
 /// Size of the read buffer; a control frame larger than this grows it.
 const BUFFER: usize = 64 * 1024;
+
+/// The first size of a large frame's buffer that is not allocated whole
+/// (see [`Claims`]); it doubles as the bytes come.
+pub const GROW_FROM: usize = 1024 * 1024;
+
+/// The default bound of [`Claims`]: bytes of large frames in progress, over
+/// all connections, whose buffers are allocated whole when their header
+/// comes.
+pub const CLAIMS_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// The bytes that the headers of large frames in progress claimed and got
+/// whole, over all connections of a transport, and their bound. A buffer
+/// allocated whole at the header saves copies, but the header is only a
+/// claim: without a bound, peers could announce frames that they never
+/// send and have the node reserve the sum. Past the bound a frame still
+/// comes in, into a buffer that grows with what arrives.
+#[derive(Debug)]
+pub struct Claims {
+    claimed: AtomicU64,
+    limit: u64,
+}
+
+impl Claims {
+    /// Claims bounded by `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Claims> {
+        Arc::new(Claims {
+            claimed: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes claimed now.
+    pub fn claimed(&self) -> u64 {
+        self.claimed.load(Ordering::Relaxed)
+    }
+
+    /// The buffer for a large frame of `len` bytes, from `alloc` (which
+    /// allocates the bytes it is asked for, or answers `None`): all `len`
+    /// bytes if they fit under the bound with the other claims (released
+    /// when the buffer is handed on or dropped), else the first
+    /// [`GROW_FROM`] of them. `None` when there is no memory.
+    pub fn buffer(
+        self: &Arc<Self>,
+        len: usize,
+        alloc: impl FnOnce(usize) -> Option<Box<dyn FrameBuffer>>,
+    ) -> Option<Box<dyn FrameBuffer>> {
+        let n = len as u64;
+        let claimed = self
+            .claimed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c.saturating_add(n) <= self.limit).then_some(c + n)
+            })
+            .is_ok();
+        if !claimed {
+            return alloc(len.min(GROW_FROM));
+        }
+        match alloc(len) {
+            Some(inner) => Some(Box::new(Claimed {
+                inner: Some(inner),
+                claims: self.clone(),
+                n,
+            })),
+            None => {
+                self.claimed.fetch_sub(n, Ordering::AcqRel);
+                None
+            }
+        }
+    }
+}
+
+/// A buffer allocated whole under a claim, which it holds until handed on
+/// ([`FrameBuffer::into_any`]) or dropped.
+struct Claimed {
+    inner: Option<Box<dyn FrameBuffer>>,
+    claims: Arc<Claims>,
+    n: u64,
+}
+
+impl Claimed {
+    fn inner(&self) -> &dyn FrameBuffer {
+        self.inner.as_deref().expect("until handed on")
+    }
+}
+
+impl FrameBuffer for Claimed {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.inner
+            .as_deref_mut()
+            .expect("until handed on")
+            .bytes_mut()
+    }
+    fn bytes(&self) -> &[u8] {
+        self.inner().bytes()
+    }
+    fn grow(&mut self, len: usize) -> bool {
+        self.inner
+            .as_deref_mut()
+            .expect("until handed on")
+            .grow(len)
+    }
+    fn into_any(mut self: Box<Self>) -> Box<dyn Any> {
+        self.inner.take().expect("handed on once").into_any()
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        self.claims.claimed.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// A large frame in progress.
+struct Large {
+    buf: Box<dyn FrameBuffer>,
+    /// Bytes of it read so far.
+    filled: usize,
+    /// Its body's length.
+    len: usize,
+    ext: Extensions,
+}
 
 /// A frame handed to the callback (with the extensions of its header).
 pub enum Frame<'a> {
@@ -73,9 +208,8 @@ pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// A large frame in progress: its buffer, the bytes filled, and the
-    /// extensions of its header.
-    large: Option<(Box<dyn FrameBuffer>, usize, Extensions)>,
+    /// A large frame in progress.
+    large: Option<Large>,
     max: u64,
     read: u64,
     /// The peer closed its end (the socket's event said so): a short read
@@ -124,13 +258,24 @@ impl FrameReader {
         &mut self,
         mut src: S,
         budget: usize,
-        alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
+        alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
         on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
     ) -> Result<ReadStatus, ReadError> {
         let mut left = budget;
         loop {
             // A large frame in progress reads straight into its buffer.
-            if let Some((buf, filled, _)) = &mut self.large {
+            if let Some(Large {
+                buf, filled, len, ..
+            }) = &mut self.large
+            {
+                if *filled == buf.bytes().len() && *filled < *len {
+                    // (a buffer that was not allocated whole: full, so it
+                    // doubles)
+                    let to = (*filled * 2).max(GROW_FROM).min(*len);
+                    if !buf.grow(to) || buf.bytes().len() != to {
+                        return Err(ReadError::NoMemory(*len));
+                    }
+                }
                 let rest = buf.bytes().len() - *filled;
                 if rest > 0 {
                     if left == 0 {
@@ -154,6 +299,7 @@ impl FrameReader {
                         }
                     }
                 }
+                // (full and not complete: it grows above)
                 self.complete_large(on_frame)?;
                 continue;
             }
@@ -172,8 +318,16 @@ impl FrameReader {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
-                let need = self.frame_len();
-                self.buf.resize(need.max(self.buf.len() * 2), 0);
+                // Doubling up to the frame's length, so that its memory
+                // follows the bytes that came.
+                let to = self
+                    .frame_len()
+                    .min(self.buf.len() * 2)
+                    .max(self.buf.len() + 1);
+                if self.buf.try_reserve_exact(to - self.buf.len()).is_err() {
+                    return Err(ReadError::NoMemory(self.frame_len()));
+                }
+                self.buf.resize(to, 0);
             }
             let want = (self.buf.len() - self.end).min(left);
             match read_some(&mut src, &mut self.buf[self.end..self.end + want])? {
@@ -187,8 +341,8 @@ impl FrameReader {
                         // Short read: empty now (see above). Hand out what
                         // came, and start any large frame it begins.
                         self.parse(alloc, on_frame)?;
-                        if let Some((buf, filled, _)) = &self.large {
-                            if *filled < buf.bytes().len() {
+                        if let Some(l) = &self.large {
+                            if l.filled < l.len {
                                 return Ok(ReadStatus::Drained);
                             }
                             self.complete_large(on_frame)?;
@@ -201,18 +355,20 @@ impl FrameReader {
         }
     }
 
-    /// Hand out the large frame in progress if it is complete.
+    /// Hand out the large frame in progress if it is complete; whether it
+    /// was.
     fn complete_large(
         &mut self,
         on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
-    ) -> Result<(), ReadError> {
-        if let Some((buf, filled, _)) = &self.large {
-            if *filled == buf.bytes().len() {
-                let (buf, _, ext) = self.large.take().expect("large frame in progress");
+    ) -> Result<bool, ReadError> {
+        match &self.large {
+            Some(l) if l.filled == l.len => {
+                let Large { buf, ext, .. } = self.large.take().expect("large frame in progress");
                 on_frame(Frame::Large(buf), &ext).map_err(ReadError::Refused)?;
+                Ok(true)
             }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     /// Bytes of the frame at `start` (header and body), or as many as its
@@ -230,7 +386,7 @@ impl FrameReader {
     /// one begins.
     fn parse(
         &mut self,
-        alloc: &dyn Fn(usize) -> Box<dyn FrameBuffer>,
+        alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
         on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
     ) -> Result<(), ReadError> {
         while self.end > self.start {
@@ -242,16 +398,25 @@ impl FrameReader {
             let (kind, len) = (h.kind, h.body_len);
             let body = self.start + h.header_len;
             if kind == FrameKind::Data && len >= LARGE_FRAME {
-                let mut buf = alloc(len);
-                if buf.bytes().len() != len {
+                let mut buf = alloc(len).ok_or(ReadError::NoMemory(len))?;
+                let cap = buf.bytes().len();
+                if cap == 0 || cap > len {
                     return Err(ReadError::Io(io::Error::other(
                         "frame buffer of the wrong size",
                     )));
                 }
                 let have = (self.end - body).min(len);
+                if have > cap && (!buf.grow(have) || buf.bytes().len() != have) {
+                    return Err(ReadError::NoMemory(len));
+                }
                 buf.bytes_mut()[..have].copy_from_slice(&self.buf[body..body + have]);
                 self.start = body + have;
-                self.large = Some((buf, have, h.ext));
+                self.large = Some(Large {
+                    buf,
+                    filled: have,
+                    len,
+                    ext: h.ext,
+                });
                 return Ok(());
             }
             if self.end - body < len {
@@ -264,6 +429,11 @@ impl FrameReader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            // (grown for a large control frame: not kept for the
+            // connection's life)
+            if self.buf.len() > BUFFER {
+                self.buf = vec![0; BUFFER];
+            }
         }
         Ok(())
     }
@@ -331,8 +501,8 @@ mod tests {
         }
     }
 
-    fn alloc(n: usize) -> Box<dyn FrameBuffer> {
-        Box::new(vec![0u8; n])
+    fn alloc(n: usize) -> Option<Box<dyn FrameBuffer>> {
+        Some(Box::new(vec![0u8; n]))
     }
 
     fn collect(
@@ -545,7 +715,7 @@ mod tests {
             eof: false,
         };
         let mut r = FrameReader::new(1 << 20);
-        let no_alloc = |_: usize| -> Box<dyn FrameBuffer> { panic!("allocated") };
+        let no_alloc = |_: usize| -> Option<Box<dyn FrameBuffer>> { panic!("allocated") };
         let mut res = Ok(ReadStatus::Drained);
         for _ in 0..100 {
             res = r.read(&mut src, 1 << 20, &no_alloc, &mut |_, _| Ok(()));
@@ -558,5 +728,149 @@ mod tests {
             "{:?}",
             res.map(|_| ())
         );
+    }
+
+    fn src(data: Vec<u8>) -> Chunks {
+        Chunks {
+            data,
+            pos: 0,
+            sizes: vec![],
+            next: 0,
+            eof: false,
+        }
+    }
+
+    /// Claims: a frame gets its whole buffer while the claims stay under
+    /// the bound, and gives the claim back when handed on or dropped; past
+    /// the bound it gets only [`GROW_FROM`] bytes to start.
+    #[test]
+    fn claims_are_bounded_and_given_back() {
+        let claims = Claims::new(5 << 20);
+        let sizes = std::cell::RefCell::new(Vec::new());
+        let alloc = |n: usize| {
+            sizes.borrow_mut().push(n);
+            Some(Box::new(vec![0u8; n]) as Box<dyn FrameBuffer>)
+        };
+        let a = claims.buffer(3 << 20, alloc).unwrap();
+        assert_eq!(claims.claimed(), 3 << 20);
+        let b = claims.buffer(3 << 20, alloc).unwrap();
+        assert_eq!(b.bytes().len(), GROW_FROM, "past the bound");
+        assert_eq!(claims.claimed(), 3 << 20);
+        let c = claims.buffer(2 << 20, alloc).unwrap();
+        assert_eq!(claims.claimed(), 5 << 20);
+        assert!(
+            a.into_any().downcast::<Vec<u8>>().is_ok(),
+            "the sink gets its own type back"
+        );
+        assert_eq!(claims.claimed(), 2 << 20);
+        drop(c);
+        assert_eq!(claims.claimed(), 0);
+        drop(b);
+        assert_eq!(*sizes.borrow(), [3 << 20, GROW_FROM, 2 << 20]);
+        // no memory: nothing stays claimed
+        assert!(claims.buffer(1 << 20, |_| None).is_none());
+        assert_eq!(claims.claimed(), 0);
+    }
+
+    /// A header alone does not make the reader allocate what it announces:
+    /// past the claims' bound a large frame's buffer follows the bytes that
+    /// came (at most twice them), and the frame still arrives whole.
+    #[test]
+    fn past_the_claims_memory_follows_the_bytes_that_came() {
+        let len = 5 * GROW_FROM + 3;
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let whole = frame(FrameKind::Data, &body);
+        let claims = Claims::new(0);
+        let biggest = std::cell::Cell::new(0usize);
+        let alloc = |n: usize| {
+            claims.buffer(n, |n| {
+                biggest.set(biggest.get().max(n));
+                Some(Box::new(vec![0u8; n]) as Box<dyn FrameBuffer>)
+            })
+        };
+        let mut r = FrameReader::new(1 << 30);
+        let mut got = Vec::new();
+        let mut fed = 0;
+        for step in [HEADER_LEN + 10, GROW_FROM, 2 * GROW_FROM, whole.len()] {
+            let mut s = src(whole[fed..step.min(whole.len())].to_vec());
+            fed = step.min(whole.len());
+            r.read(&mut s, usize::MAX, &alloc, &mut |f, _| {
+                if let Frame::Large(b) = f {
+                    got.push(b.bytes().to_vec());
+                }
+                Ok(())
+            })
+            .unwrap();
+            let held = r.large.as_ref().map_or(0, |l| l.buf.bytes().len());
+            let came = fed - HEADER_LEN;
+            assert!(
+                held <= (2 * came).max(GROW_FROM),
+                "{held} bytes held for {came} received"
+            );
+        }
+        assert_eq!(biggest.get(), GROW_FROM, "never allocated whole");
+        assert_eq!(got, [body]);
+        assert_eq!(claims.claimed(), 0);
+    }
+
+    /// No memory for a frame ends the read with `NoMemory` (the connection
+    /// closes), whether at the header or while the buffer grows; it never
+    /// aborts.
+    #[test]
+    fn no_memory_ends_the_read() {
+        let whole = frame(FrameKind::Data, &vec![1u8; 3 * GROW_FROM]);
+        let none = |_: usize| -> Option<Box<dyn FrameBuffer>> { None };
+        let mut r = FrameReader::new(1 << 30);
+        let res = r.read(&mut src(whole.clone()), usize::MAX, &none, &mut |_, _| {
+            Ok(())
+        });
+        assert!(matches!(res, Err(ReadError::NoMemory(n)) if n == 3 * GROW_FROM));
+
+        /// A buffer that cannot grow.
+        struct Fixed(Vec<u8>);
+        impl FrameBuffer for Fixed {
+            fn bytes_mut(&mut self) -> &mut [u8] {
+                &mut self.0
+            }
+            fn bytes(&self) -> &[u8] {
+                &self.0
+            }
+            fn grow(&mut self, _: usize) -> bool {
+                false
+            }
+            fn into_any(self: Box<Self>) -> Box<dyn Any> {
+                self
+            }
+        }
+        let fixed = |_: usize| Some(Box::new(Fixed(vec![0; GROW_FROM])) as Box<dyn FrameBuffer>);
+        let mut r = FrameReader::new(1 << 30);
+        let res = r.read(&mut src(whole), usize::MAX, &fixed, &mut |_, _| Ok(()));
+        assert!(
+            matches!(res, Err(ReadError::NoMemory(_))),
+            "{:?}",
+            res.map(|_| ())
+        );
+    }
+
+    /// A control frame larger than the read buffer grows it with the bytes
+    /// that came, not to what its header announces, and the buffer shrinks
+    /// back once the frame is handed out.
+    #[test]
+    fn a_large_control_frame_grows_the_buffer_with_its_bytes_only() {
+        let body = vec![3u8; 8 * BUFFER];
+        let whole = frame(FrameKind::Control, &body);
+        let mut r = FrameReader::new(1 << 30);
+        let part = 2 * BUFFER;
+        let (_, got) = collect(&mut r, &mut src(whole[..part].to_vec()), usize::MAX);
+        assert!(got.is_empty());
+        assert!(
+            r.buf.len() <= 2 * part,
+            "{} bytes for {part} received",
+            r.buf.len()
+        );
+        let (_, got) = collect(&mut r, &mut src(whole[part..].to_vec()), usize::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, body);
+        assert_eq!(r.buf.len(), BUFFER);
     }
 }

@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     /// Incoming handshakes in progress, oldest first, so that a full set
     /// can make room ([`driver::listen`]).
     pending: Mutex<driver::Pending>,
+    /// What the headers of large frames being received claimed and got
+    /// whole, over all connections.
+    claims: Arc<frame_reader::Claims>,
 }
 
 /// Established connections, for the driver to close them.
@@ -249,6 +252,7 @@ impl Transport {
             config.max_pending_handshakes.max(1),
         ));
         let pending = Mutex::new(driver::Pending::default());
+        let claims = frame_reader::Claims::new(config.large_frame_claims);
         let shared = Arc::new(Shared {
             config,
             routes,
@@ -263,6 +267,7 @@ impl Transport {
             runtime: runtime.handle().clone(),
             handshakes,
             pending,
+            claims,
         });
         for p in pollers.all() {
             p.set_shared(&shared);

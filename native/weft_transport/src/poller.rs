@@ -38,7 +38,7 @@
 
 pub use crate::config::IoMode;
 use crate::conn::{Conn, ConnEvent, ConnPoller};
-use crate::frame_reader::{Frame, FrameReader, ReadStatus};
+use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
@@ -618,7 +618,7 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         if is_held(&draining, e) {
             return Served::More(0);
         }
-        let alloc = |len: usize| shared.sink.frame_buffer(len);
+        let alloc = |len: usize| shared.claims.buffer(len, |n| shared.sink.frame_buffer(n));
         let before = e.reader.bytes_read();
         let negotiated = e.conn.negotiated;
         let large_before = round.large_frames;
@@ -658,9 +658,11 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 // A frame from the peer that is not a message (its header
                 // cannot be read, or `inbound` refused it) is counted here,
                 // the one place for all of them.
+                let dropped = &shared.routes.counters.dropped;
                 if err.is_bad_frame() {
-                    let malformed = &shared.routes.counters.dropped.malformed;
-                    malformed.fetch_add(1, Ordering::Relaxed);
+                    dropped.malformed.fetch_add(1, Ordering::Relaxed);
+                } else if let ReadError::NoMemory(_) = err {
+                    dropped.no_memory.fetch_add(1, Ordering::Relaxed);
                 }
                 e.readable = false;
                 if let Some(why) = &e.draining {

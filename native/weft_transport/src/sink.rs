@@ -14,6 +14,9 @@ pub trait FrameBuffer: Send {
     fn bytes_mut(&mut self) -> &mut [u8];
     /// The filled buffer.
     fn bytes(&self) -> &[u8];
+    /// Make the buffer `len` bytes long, keeping its bytes; `false` when
+    /// there is no memory (the buffer is then as it was).
+    fn grow(&mut self, len: usize) -> bool;
     /// For the sink to get its own type back.
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
@@ -24,6 +27,16 @@ impl FrameBuffer for Vec<u8> {
     }
     fn bytes(&self) -> &[u8] {
         self
+    }
+    fn grow(&mut self, len: usize) -> bool {
+        if self
+            .try_reserve_exact(len.saturating_sub(self.len()))
+            .is_err()
+        {
+            return false;
+        }
+        self.resize(len, 0);
+        true
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
@@ -63,10 +76,13 @@ pub trait Sink: Send + Sync + 'static {
     fn flush_deliveries(&self) -> u64 {
         0
     }
-    /// A buffer of `len` bytes for an application frame of at least
-    /// [`crate::frame_reader::LARGE_FRAME`] bytes. The default is a vector.
-    fn frame_buffer(&self, len: usize) -> Box<dyn FrameBuffer> {
-        Box::new(vec![0u8; len])
+    /// A buffer of `len` bytes for (the start of) an application frame of
+    /// at least [`crate::frame_reader::LARGE_FRAME`] bytes, or `None` when
+    /// there is no memory for it (the connection is then closed, never the
+    /// process). The default is a vector.
+    fn frame_buffer(&self, len: usize) -> Option<Box<dyn FrameBuffer>> {
+        let mut v = Vec::new();
+        v.grow(len).then(|| Box::new(v) as Box<dyn FrameBuffer>)
     }
     /// A large application frame, read into a buffer from
     /// [`Sink::frame_buffer`]. The default passes its bytes to `deliver`.

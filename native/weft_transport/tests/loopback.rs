@@ -153,6 +153,7 @@ fn node_with(
         send_queue_total_limit: 256 << 20,
         max_members: 1024,
         max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
+        large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
         drop_oldest: vec![],
         timing: Timing {
             heartbeat_interval: 100,
