@@ -133,20 +133,30 @@ event(Module, {up, Node, Spec}, State) ->
     run(Module, handle_up, [Node, Spec, State], State);
 event(Module, {down, Node}, State) ->
     run(Module, handle_down, [Node, State], State);
-event(Module, {message, From, Bin}, State) ->
-    %% The peer passed the cookie check: its terms are trusted as the
-    %% distribution (and weft's data plane) trusts them (node names in a
-    %% membership message are often atoms new here).
-    try binary_to_term(Bin) of
-        Msg -> run(Module, handle_message, [From, Msg, State], State)
-    catch
-        _:_ ->
-            ?LOG_WARNING("weft: membership message from ~p cannot be decoded (~p bytes); ignored",
-                         [From, byte_size(Bin)], #{weft => true}),
-            State
-    end;
+event(Module, {message, From, {term, Msg}}, State) ->
+    %% Decoded by the transport, under the bounds of data messages: atoms
+    %% (node names in a membership message are often new here) and external
+    %% funs new to this node only while their tables have room.
+    run(Module, handle_message, [From, Msg, State], State);
+event(_Module, {message, From, {refused, Why, Size}}, State) ->
+    %% At the 1st, 10th, 100th, ... such message: a peer sending them
+    %% cannot flood the log.
+    N = case get(refused_messages) of undefined -> 1; M -> M + 1 end,
+    put(refused_messages, N),
+    case is_power_of_ten(N) of
+        true ->
+            ?LOG_WARNING("weft: ~p: membership message of ~p bytes ignored (~p); ~p so far",
+                         [From, Size, Why, N], #{weft => true});
+        false ->
+            ok
+    end,
+    State;
 event(_Module, _Other, State) ->
     State.
+
+is_power_of_ten(1) -> true;
+is_power_of_ten(N) when N rem 10 =:= 0 -> is_power_of_ten(N div 10);
+is_power_of_ten(_) -> false.
 
 %% Call back; carry out the result; the new state (the old one if the call
 %% failed).

@@ -9,7 +9,8 @@
 
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([static_overlay_with_late_and_missing_members/1, client_server_relays_and_fails_over/1,
-         callback_overlay_cyclon_converges/1, callback_overlay_survives_a_bad_protocol/1]).
+         callback_overlay_cyclon_converges/1, callback_overlay_survives_a_bad_protocol/1,
+         callback_overlay_messages_cannot_fill_the_atom_table/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -50,7 +51,8 @@ all() ->
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
      static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over,
-     callback_overlay_cyclon_converges, callback_overlay_survives_a_bad_protocol].
+     callback_overlay_cyclon_converges, callback_overlay_survives_a_bad_protocol,
+     callback_overlay_messages_cannot_fill_the_atom_table].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -1187,6 +1189,44 @@ callback_overlay_cyclon_converges(_Config) ->
     ?assertEqual([{m, I} || I <- lists:seq(1, 50)], call(B, weft_ct, collected, [inbox, 50])),
     ?assertEqual(lists:sort([{nodeup, node_of(N)} || N <- Rest]),
                  lists:sort(call(First, weft_ct, events, []))),
+    ok.
+
+%% On the callback overlay, a peer that knows the cookie sends protocol
+%% messages full of atoms the receiver does not have (one of 1.1 M atoms
+%% ended the VM: they were decoded with a plain binary_to_term). They are
+%% decoded under the bounds of data messages: past the room, refused and
+%% logged (at the 1st, 10th, ... one), the node lives and the protocol
+%% goes on.
+callback_overlay_messages_cannot_fill_the_atom_table(_Config) ->
+    Opts = opts(#{overlay => {callback, weft_cyclon, #{view_size => 8, shuffle_length => 3}}}),
+    A = weft_ct:start_node(cyclon, Opts, ["+t", "20000"]),
+    weft_ct:track(A),
+    ok = call(A, weft_ct, capture_logs, []),
+    NodeA = atom_to_binary(node_of(A)),
+    Spec = weft_ct:fake_spec(<<"fake@127.0.0.1">>, [{<<"default">>, 1}]),
+    {ok, C} = weft_ct:fake_peer(call(A, weft_ct, port, []), maps:get(cookie, Opts), NodeA,
+                                {<<"$control">>, 0}, Spec),
+    Msgs = 4,
+    %% 4 messages of 6,000 atoms new to A (made by hand: none is made here)
+    [begin
+         Atoms = [begin
+                      Name = iolist_to_binary(io_lib:format("evil_~b_~b", [M, I])),
+                      <<119, (byte_size(Name)), Name/binary>>
+                  end || I <- lists:seq(1, 6000)],
+         Etf = iolist_to_binary([<<131, 108, 6000:32>>, Atoms, <<106>>]),
+         Body = <<1, 4, 11, "weft_cyclon", Etf/binary>>,
+         ok = gen_tcp:send(C, weft_ct:raw_frame(2, Body))
+     end || M <- lists:seq(1, Msgs)],
+    Ignored = fun() -> [L || L <- call(A, weft_ct, logs, []),
+                             string:find(L, "membership message of") =/= nomatch] end,
+    weft_ct:wait_until(refused_logged, fun() -> Ignored() =/= [] end),
+    ct:log("~p", [Ignored()]),
+    ?assert(call(A, erlang, system_info, [atom_count]) < call(A, erlang, system_info, [atom_limit])),
+    %% the protocol goes on: a real node joins
+    B = start(cyclon, Opts),
+    ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(member, fun() -> lists:member(node_of(B), call(A, weft, members, [])) end),
+    gen_tcp:close(C),
     ok.
 
 %% A protocol that raises, or returns nonsense, is logged and ignored: weft

@@ -21,6 +21,7 @@ mod atoms {
         debug, info, notice, warning, error,
         peer, channel, lane,
         membership, join, leave, up, down, message, dropped,
+        term, atom_limit, malformed,
     }
 }
 
@@ -177,9 +178,17 @@ impl NifSink {
                     .encode(env),
                 Notice::Down(peer) => (atoms::down(), node_atom(env, peer)).encode(env),
                 Notice::Message { from, payload } => {
-                    let mut bin = rustler::OwnedBinary::new(payload.len());
-                    bin.as_mut_slice().copy_from_slice(payload);
-                    (atoms::message(), node_atom(env, from), bin.release(env)).encode(env)
+                    // Decoded here, under the same bounds on new atoms and
+                    // funs as a data message: a peer's membership message
+                    // must not fill the atom table either.
+                    let msg = match messages::decode_whole(env, payload) {
+                        Ok(term) => (atoms::term(), term).encode(env),
+                        Err(Delivery::AtomLimit) => {
+                            (atoms::refused(), atoms::atom_limit(), payload.len()).encode(env)
+                        }
+                        Err(_) => (atoms::refused(), atoms::malformed(), payload.len()).encode(env),
+                    };
+                    (atoms::message(), node_atom(env, from), msg).encode(env)
                 }
             };
             (atoms::weft_nif(), atoms::membership(), event).encode(env)

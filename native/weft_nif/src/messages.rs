@@ -460,7 +460,7 @@ pub fn name_term<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 /// otherwise it is refused ([`Delivery::AtomLimit`]). Peers passed the
 /// cookie check: the rest of what they send is trusted as the distribution
 /// trusts it.
-fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
+pub(crate) fn decode_whole<'a>(env: Env<'a>, body: &[u8]) -> Result<Term<'a>, Delivery> {
     if let Some((term, used)) = env.binary_to_term(body) {
         return if used == body.len() {
             Ok(term)
