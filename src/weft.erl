@@ -24,7 +24,9 @@
 %%     configured with `overload => drop_oldest' drops its oldest queued
 %%     messages that have not started on the wire to make room instead
 %%     (counted as `dropped.overflow');</li>
-%% <li>`{error, not_started}': the weft application is not running;</li>
+%% <li>`{error, not_started}': the weft application is not running (or
+%% it stops while the call waits for it: a call never raises because
+%% {@link stop/0} runs at the same time);</li>
 %% <li>`{error, {badarg, X}}': `X' is not a destination or an options map or
 %% proper list;</li>
 %% <li>`{error, {badarg, {unknown_option, Key}}}': options other than
@@ -232,9 +234,10 @@ join_checked(Result) ->
 %% other said about itself unacceptable: a name, an address, a channel).
 %% (A node that is shutting down refuses as `unavailable'; that is
 %% transient, and `sync_join' keeps waiting.)</li>
+%% <li>`{error, not_started}': weft is not running, or stopped while
+%% the call waited;</li>
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',
-%% `{error, not_started}', `{error, {static_overlay, Nodes}}' (see
-%% {@link join/1}).</li>
+%% `{error, {static_overlay, Nodes}}' (see {@link join/1}).</li>
 %% </ul>
 -spec sync_join(join_spec(), timeout()) -> ok | {error, term()}.
 sync_join(Spec, Timeout) ->

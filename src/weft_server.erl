@@ -63,12 +63,29 @@ monitor_nodes(Pid, Flag, Kind) ->
 on_event(Kind, Node, Fun) ->
     call({on_event, Kind, Node, Fun}).
 
+%% The server is not running, or stops (weft:stop/0) or is killed while
+%% the call waits: `not_started', as for every other function of the API.
+%% Any other exit (a fault of the server) is raised as it is. (The calls
+%% wait without a time limit: `sync_join' keeps its own timer.)
 call(Request) ->
     try
         gen_server:call(?MODULE, Request, infinity)
     catch
-        exit:{noproc, _} -> {error, not_started}
+        exit:{Reason, {gen_server, call, _}} = Exit:Stack ->
+            case gone(Reason) of
+                true -> {error, not_started};
+                false -> erlang:raise(exit, Exit, Stack)
+            end
     end.
+
+%% Exit reasons of a call whose server was not there or went away.
+gone(noproc) -> true;
+gone(normal) -> true;
+gone(shutdown) -> true;
+gone({shutdown, _}) -> true;
+gone(killed) -> true;
+gone({nodedown, _}) -> true;
+gone(_) -> false.
 
 %% gen_server
 

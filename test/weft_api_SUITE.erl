@@ -19,9 +19,10 @@
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
-         server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1]).
+         server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1,
+         calls_during_stop_return_not_started/1]).
 %% Run on the peers:
--export([safe_apply/2, safe_apply_stopped/2, waiters/0, subscriber/1]).
+-export([safe_apply/2, safe_apply_stopped/2, waiters/0, subscriber/1, churn/3]).
 
 -define(OPTS, #{cookie => <<"weft-api">>, channels => [default, gossip],
                 heartbeat_interval => 200, heartbeat_timeout => 1500,
@@ -40,7 +41,8 @@ all() ->
      nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
      creation_differs_without_dist_listen, server_survives_nif_errors,
-     no_function_raises_on_a_running_node, no_function_raises_on_a_stopped_node].
+     no_function_raises_on_a_running_node, no_function_raises_on_a_stopped_node,
+     calls_during_stop_return_not_started].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -558,6 +560,110 @@ server_survives_nif_errors(_Config) ->
     ?assertMatch(#{}, call(A, weft, info, [])),
     ?assertEqual(Server, call(A, erlang, whereis, [weft_server])),
     ok.
+
+%% Calls that go through weft_server (monitor_nodes, on_up, on_down,
+%% sync_join) while weft stops and starts again: a call that finds the
+%% server gone, or whose server stops while it waits (a sync_join waiter),
+%% returns `{error, not_started}', never raises. 10 processes call every
+%% function of the API in a loop while weft stops and starts 5 times; each
+%% stop comes while a sync_join waits in the server.
+calls_during_stop_return_not_started(_Config) ->
+    A = start(churn, ?OPTS),
+    B = start(churn, ?OPTS),
+    NodeB = node_of(B),
+    SpecB = call(B, weft, node_spec, []),
+    ok = call(A, weft, sync_join, [SpecB, 10000]),
+    {Tally, Bad} = call(A, ?MODULE, churn, [SpecB, 10, 5]),
+    ct:log("results by function:~n~p", [Tally]),
+    ?assertEqual([], Bad),
+    %% each call ran while weft ran and while it was stopped
+    Kinds = fun(F) -> lists:usort([K || {{F1, K}, _} <- Tally, F1 =:= F]) end,
+    [?assert(lists:member({error, not_started}, Kinds(F)) andalso lists:member(ok, Kinds(F)))
+     || F <- [monitor_nodes, on_up, on_down]],
+    ?assert(lists:member({error, not_started}, Kinds(sync_join))),
+    %% the node works afterwards: it joins, sends and hears of nodes
+    ok = call(A, weft, sync_join, [SpecB, 10000]),
+    weft_ct:wait_until(members, fun() -> lists:member(NodeB, call(A, weft, nodes, [])) end),
+    call(B, weft_ct, echo, [echo]),
+    call(A, weft_ct, collector, [inbox]),
+    Inbox = call(A, erlang, whereis, [inbox]),
+    ok = call(A, weft, forward, [NodeB, echo, {Inbox, default, after_churn}, #{}]),
+    ?assertEqual([{echo, NodeB, after_churn}], call(A, weft_ct, collected, [inbox, 1])),
+    ok = call(A, ?MODULE, subscriber, [reason]),
+    ok = call(B, weft, stop, []),
+    weft_ct:wait_until(nodedown, fun() ->
+                                         lists:member({nodedown, NodeB, [{nodedown_reason, stopped}]},
+                                                      call(A, weft_ct, collected, [sub_reason]))
+                                 end),
+    ok.
+
+%% @private On the peer, weft running: `Workers' processes call the API in
+%% a loop (each from its own place in the list of calls) while weft is
+%% stopped and started `Rounds' times. Each stop waits until a sync_join
+%% waits in the server and every worker has had an answer since the last
+%% start; each start until every worker has had `{error, not_started}'.
+%% Returns `{Tally, Bad}': how many calls gave each kind of result, by
+%% function, and the results that were not documented ones (a raise among
+%% them).
+churn(SpecB, Workers, Rounds) ->
+    Tab = ets:new(churn, [public, set, {write_concurrency, true}]),
+    Ghost = spec_at('weft_api_ghost@localhost', 1),
+    IsOk = fun(R) -> R =:= ok end,
+    NotStarted = fun(R) -> R =:= {error, not_started} end,
+    Calls = [{monitor_nodes, [true, []], [IsOk]},
+             {sync_join, [Ghost, 1000], [fun(R) -> R =:= {error, timeout} end]},
+             {monitor_nodes, [true, [nodedown_reason]], [IsOk]},
+             {on_up, [any, fun(_) -> ok end], [IsOk]},
+             {sync_join, [SpecB, 1000], [IsOk, fun(R) -> R =:= {error, timeout} end,
+                                         fun({error, {refused, _}}) -> true; (_) -> false end]},
+             {on_down, [any, fun() -> ok end], [IsOk]},
+             {monitor_nodes, [false, [nodedown_reason]], [IsOk]},
+             {monitor_nodes, [false], [IsOk]},
+             {join, [Ghost], [IsOk]},
+             {node_spec, [], [fun erlang:is_map/1]},
+             {members, [], [fun erlang:is_list/1]},
+             {nodes, [], [fun erlang:is_list/1]},
+             {info, [], [fun erlang:is_map/1, fun(R) -> R =:= {error, timeout} end]},
+             {forward, [self, hi], [IsOk]},
+             {forward, [node_of_spec(SpecB), nobody, hi, #{}], [IsOk, fun(R) -> R =:= {error, overloaded} end]}],
+    N = length(Calls),
+    Pids = [spawn_link(fun() -> churn_loop(Tab, I, lists:nthtail(I rem N, Calls) ++ lists:sublist(Calls, I rem N), NotStarted) end)
+            || I <- lists:seq(1, Workers)],
+    Answered = fun(Key) -> length([P || P <- Pids, ets:lookup(Tab, {Key, P}) =/= []]) =:= Workers end,
+    Clear = fun(Key) -> [ets:delete(Tab, {Key, P}) || P <- Pids] end,
+    lists:foreach(
+      fun(_) ->
+              Clear(answered),
+              wait(fun() -> Answered(answered) andalso waiters() =/= [] end),
+              ok = weft:stop(),
+              Clear(not_started),
+              wait(fun() -> Answered(not_started) end),
+              ok = weft:start()
+      end, lists:seq(1, Rounds)),
+    [begin unlink(P), P ! {stop, self()}, receive {stopped, P} -> ok end end || P <- Pids],
+    Tally = lists:sort([{FK, C} || {{tally, FK}, C} <- ets:tab2list(Tab)]),
+    Bad = [X || {{bad, _}, X} <- ets:tab2list(Tab)],
+    ets:delete(Tab),
+    {Tally, Bad}.
+
+node_of_spec(#{name := Name}) -> Name.
+
+churn_loop(Tab, I, [{F, Args, Allowed} = Call | Rest], NotStarted) ->
+    receive
+        {stop, From} -> From ! {stopped, self()}
+    after 0 ->
+            R = try apply(weft, F, Args)
+                catch C:E:St -> {raised, C, E, St}
+                end,
+            case NotStarted(R) orelse lists:any(fun(A) -> A(R) end, Allowed) of
+                true -> ok;
+                false -> ets:insert(Tab, {{bad, erlang:unique_integer()}, {F, Args, R}})
+            end,
+            ets:update_counter(Tab, {tally, {F, kind(R)}}, 1, {{tally, {F, kind(R)}}, 0}),
+            ets:insert(Tab, {{answered, self()}, true}),
+            NotStarted(R) andalso ets:insert(Tab, {{not_started, self()}, true}),
+            churn_loop(Tab, I, Rest ++ [Call], NotStarted)
+    end.
 
 %%% The property: no function raises
 
