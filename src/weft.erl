@@ -73,13 +73,26 @@
 %% @doc Start weft with the configuration in the application environment.
 %% A bad configuration gives `{error, {bad_config, Key, Value}}'; an
 %% unnamed node gives `{error, not_alive}'; a port in use gives
-%% `{error, {listen, {Ip, Port}, eaddrinuse}}'.
+%% `{error, {listen, {Ip, Port}, eaddrinuse}}'. The environment is the
+%% application's once loaded (loaded here if it is not yet): what
+%% `sys.config', the `.app' file and `-weft Key Value' arguments set, and
+%% what `application:set_env/3' or {@link start/1} set. It is checked, and
+%% the listen address bound once and closed, before the application
+%% starts, so these errors come back without the supervisor and crash
+%% reports of a failed application start. (Only a port taken by someone
+%% else in the milliseconds between that check and the transport's own
+%% bind fails the application's start, with those reports.)
 -spec start() -> ok | {error, term()}.
 start() ->
-    case is_running() orelse preflight() of
-        true -> start_app();
-        ok -> start_app();
-        {error, _} = Error -> Error
+    case load() of
+        ok ->
+            case is_running() orelse weft_app:preflight() of
+                true -> start_app();
+                ok -> start_app();
+                {error, _} = Error -> Error
+            end;
+        {error, _} = Error ->
+            Error
     end.
 
 start_app() ->
@@ -94,7 +107,10 @@ start_app() ->
     end.
 
 %% @doc Start weft with `Opts' (map or proplist) set in its environment.
-%% The options are validated first: on error nothing is set. Errors:
+%% They override what `sys.config' (or the command line) says for the
+%% same keys, and the other keys keep those values: the application is
+%% loaded before the options are set. The options are validated first: on
+%% error nothing is set. Errors:
 %% <ul>
 %% <li>`{error, {bad_config, Key, Value}}': a bad or unknown option (an
 %% options term that is not a map or a proper list of `{Key, Value}' pairs
@@ -107,8 +123,9 @@ start_app() ->
 %% <li>`{error, {nif_not_loaded, Path, Reason}}': the native library is missing.</li>
 %% </ul>
 %% A start that fails leaves the application environment as it was.
-%% The configuration and a fixed listen port are checked before the
-%% application starts, so these errors come back without the supervisor
+%% The whole configuration (the options and the rest of the environment)
+%% and the listen address are checked before the application starts, as
+%% in {@link start/0}, so these errors come back without the supervisor
 %% and crash reports of a failed application start.
 -spec start(weft_config:opts()) -> ok | {error, term()}.
 start(Opts) ->
@@ -116,8 +133,10 @@ start(Opts) ->
         true ->
             {error, already_started};
         false ->
-            case weft_config:validate(Opts) of
-                {ok, _} ->
+            %% loaded first: a load sets the keys of sys.config, which
+            %% would override the options
+            case check_and_load(Opts) of
+                ok ->
                     List = case is_map(Opts) of true -> maps:to_list(Opts); false -> Opts end,
                     Keys = lists:usort([K || {K, _} <- List]),
                     Saved = [{K, application:get_env(weft, K)} || K <- Keys],
@@ -134,29 +153,24 @@ start(Opts) ->
             end
     end.
 
+check_and_load(Opts) ->
+    case weft_config:validate(Opts) of
+        {ok, _} -> load();
+        {error, _} = Error -> Error
+    end.
+
 is_running() ->
     lists:keymember(weft, 1, application:which_applications()).
 
-%% What can be checked before the application starts: the configuration,
-%% and whether the listen address can be bound (a fixed port: whether it
-%% is free). A start that cannot succeed then returns its error without
-%% the supervisor and crash reports of a failed application start. (A port
-%% taken between this check and the transport's own bind still fails the
-%% start, with those reports.)
-preflight() ->
-    case weft_config:from_env() of
-        {ok, #{listen := {Ip, Port}}} ->
-            Family = [inet6 || tuple_size(Ip) =:= 8],
-            %% as the transport binds: SO_REUSEADDR
-            case gen_tcp:listen(Port, [{ip, Ip}, {reuseaddr, true} | Family]) of
-                {ok, S} ->
-                    gen_tcp:close(S),
-                    ok;
-                {error, Reason} ->
-                    {error, {listen, {Ip, Port}, Reason}}
-            end;
-        {error, _} = Error ->
-            Error
+%% Load the application (if it is not loaded): only then is its
+%% environment complete. Before the load, `application:get_all_env(weft)'
+%% holds none of what `sys.config' or the command line set (the load puts
+%% those in, over any key set before it).
+load() ->
+    case application:load(weft) of
+        ok -> ok;
+        {error, {already_loaded, weft}} -> ok;
+        {error, Reason} -> {error, Reason}
     end.
 
 restore_env(K, {ok, V}) -> application:set_env(weft, K, V);

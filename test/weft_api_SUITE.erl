@@ -20,7 +20,7 @@
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
          server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1,
-         calls_during_stop_return_not_started/1]).
+         calls_during_stop_return_not_started/1, bad_config_in_sys_config_returns_cleanly/1]).
 %% Run on the peers:
 -export([safe_apply/2, safe_apply_stopped/2, waiters/0, subscriber/1, churn/3]).
 
@@ -42,7 +42,7 @@ all() ->
      default_logger_prints_weft_events, works_without_dist_listen,
      creation_differs_without_dist_listen, server_survives_nif_errors,
      no_function_raises_on_a_running_node, no_function_raises_on_a_stopped_node,
-     calls_during_stop_return_not_started].
+     calls_during_stop_return_not_started, bad_config_in_sys_config_returns_cleanly].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -664,6 +664,74 @@ churn_loop(Tab, I, [{F, Args, Allowed} = Call | Rest], NotStarted) ->
             NotStarted(R) andalso ets:insert(Tab, {{not_started, self()}, true}),
             churn_loop(Tab, I, Rest ++ [Call], NotStarted)
     end.
+
+%% A configuration in sys.config, set before weft is loaded (the
+%% reviewer's case: the environment was read before the load put it
+%% there, and the bad value found by weft_server under the supervisor),
+%% and on the command line: weft:start/0 returns the error, before any
+%% process starts, without any supervisor, crash or error report. A port
+%% in use the same. And the options of start/1 override sys.config.
+bad_config_in_sys_config_returns_cleanly(Config) ->
+    A = start(busy, ?OPTS),
+    Port = call(A, weft_ct, port, []),
+    Dir = ?config(priv_dir, Config),
+    SysConfig = fun(Name, Env) ->
+                        File = filename:join(Dir, Name ++ ".config"),
+                        ok = file:write_file(File, io_lib:format("~p.~n", [[{weft, Env}]])),
+                        filename:rootname(File)
+                end,
+    Busy = {{127, 0, 0, 1}, Port},
+    File1 = SysConfig("bad_key", [{bogus_key, 1}, {listen, Busy}, {cookie, <<"weft-api">>}]),
+    N = start(sysconf, no_weft, ["-config", File1]),
+    ?assertEqual(false, lists:keymember(weft, 1, call(N, application, loaded_applications, []))),
+    ok = call(N, weft_ct, capture_all, []),
+    Clean = fun() ->
+                    Logs = call(N, weft_ct, all_logs, []),
+                    ct:log("logged: ~p", [Logs]),
+                    Reports = [L || {Level, Domain, _} = L <- Logs,
+                                    logger:compare_levels(Level, error) =/= lt
+                                        orelse lists:member(otp, Domain)],
+                    ?assertEqual([], Reports),
+                    ?assertEqual(undefined, call(N, erlang, whereis, [weft_sup])),
+                    ?assertEqual(false, lists:keymember(weft, 1, call(N, application, which_applications, [])))
+            end,
+    ?assertEqual({error, {bad_config, bogus_key, 1}}, call(N, weft, start, [])),
+    Clean(),
+    %% the same through start/1: the options are good, the environment not
+    ?assertEqual({error, {bad_config, bogus_key, 1}}, call(N, weft, start, [#{parallelism => 2}])),
+    Clean(),
+    ?assertEqual(undefined, call(N, application, get_env, [weft, parallelism])),
+    %% a port in use, from sys.config
+    ok = call(N, application, unset_env, [weft, bogus_key]),
+    ?assertEqual({error, {listen, Busy, eaddrinuse}}, call(N, weft, start, [])),
+    Clean(),
+    %% a bad value
+    ok = call(N, application, set_env, [weft, parallelism, 0]),
+    ?assertEqual({error, {bad_config, parallelism, 0}}, call(N, weft, start, [])),
+    Clean(),
+    %% application:start/1 refuses before any process starts too (with the
+    %% application master's report of a failed start, as OTP does)
+    ?assertMatch({error, {{bad_config, parallelism, 0}, {weft_app, start, _}}},
+                 call(N, application, start, [weft])),
+    ok = call(N, application, unset_env, [weft, parallelism]),
+    ok = call(N, weft, start, [#{listen => {{127, 0, 0, 1}, 0}}]),
+    ok = call(N, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    %% the command line (-weft Key Value), before the load, likewise
+    M = start(cmdline, no_weft, ["-weft", "bogus_key", "1"]),
+    ok = call(M, weft_ct, capture_errors, []),
+    ?assertEqual({error, {bad_config, bogus_key, 1}}, call(M, weft, start, [])),
+    ?assertEqual([], call(M, weft_ct, errors, [])),
+    %% start/1 before the load: its options win over sys.config's
+    File2 = SysConfig("override", [{channels, [from_sys_config]}, {cookie, <<"from-sys-config">>},
+                                   {parallelism, 3}]),
+    O = start(override, no_weft, ["-config", File2]),
+    ok = call(O, weft, start, [?OPTS]),
+    #{channels := Chs} = call(O, weft, node_spec, []),
+    ?assertEqual([default, gossip], lists:sort([C || #{name := C} <- Chs])),
+    ?assertEqual({ok, <<"weft-api">>}, call(O, application, get_env, [weft, cookie])),
+    ?assertEqual({ok, 3}, call(O, application, get_env, [weft, parallelism])),
+    ok = call(O, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    ok.
 
 %%% The property: no function raises
 

@@ -8,7 +8,8 @@
          kill_node/1, call/4, wait_until/2, wait_until/3]).
 %% Run on the peers:
 -export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
-         whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0, mixed_round_trip/3,
+         whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0,
+         capture_all/0, all_logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1,
          count_other/1]).
@@ -388,10 +389,25 @@ capture_errors() ->
 errors() ->
     collected(error_logs).
 
+%% @doc Keep every logger event, of any application and at every level
+%% (the primary level is set to `all' for it), in a collector `all_logs',
+%% as `{Level, Domain, Text}', `Text' the event shortened.
+capture_all() ->
+    collector(all_logs),
+    ok = logger:set_primary_config(level, all),
+    ok = logger:add_handler(weft_ct_all, ?MODULE, #{level => all}).
+
+%% @doc The captured `{Level, Domain, Text}' of every event.
+all_logs() ->
+    collected(all_logs).
+
 %% @private logger handler: forward weft's events to the collector (and
-%% error events to theirs).
+%% error events, or all events, to theirs).
 log(#{level := Level, meta := Meta}, #{id := weft_ct_errors}) ->
     catch error_logs ! {Level, maps:get(domain, Meta, [])};
+log(#{level := Level, msg := Msg, meta := Meta}, #{id := weft_ct_all}) ->
+    Text = lists:flatten(io_lib:format("~0P", [Msg, 12])),
+    catch all_logs ! {Level, maps:get(domain, Meta, []), Text};
 log(#{msg := Msg, meta := #{weft := true}}, _Config) ->
     Text = case Msg of
                {report, R} -> io_lib:format("~p", [R]);
