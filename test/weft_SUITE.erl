@@ -22,7 +22,7 @@
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
-         large_frame_headers_alone_take_no_memory/1,
+         large_frame_headers_alone_take_no_memory/1, made_up_members_stay_where_pushed/1,
          forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
@@ -46,7 +46,8 @@ all() ->
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
-     large_frame_headers_alone_take_no_memory, forward_right_after_join_waits, frozen_receiver_every_message_counted,
+     large_frame_headers_alone_take_no_memory, made_up_members_stay_where_pushed,
+     forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
@@ -413,6 +414,38 @@ large_frame_headers_alone_take_no_memory(_Config) ->
     exit(Beat, kill),
     [gen_tcp:close(S) || {C, D} <- Socks, S <- [C, D]],
     weft_ct:wait_until(released, fun() -> Binary() - Before < 64 * MiB end),
+    ok.
+
+%% A peer that knows the cookie pushes a view of made-up members, more
+%% than `max_members': they fill the node it pushed to (up to the bound),
+%% but go no further (a node gossips only the members it has reached), and
+%% a real node still joins, taking the place of one of them.
+made_up_members_stay_where_pushed(_Config) ->
+    Opts = opts(#{max_members => 40}),
+    [A, B] = cluster(2, Opts),
+    NodeA = atom_to_binary(node_of(A)),
+    Spec = weft_ct:fake_spec(<<"fake@127.0.0.1">>, [{<<"default">>, 1}]),
+    {ok, C} = weft_ct:fake_peer(call(A, weft_ct, port, []), maps:get(cookie, Opts), NodeA,
+                                {<<"$control">>, 0}, Spec),
+    Fakes = [weft_ct:fake_spec(<<"made", (integer_to_binary(I))/binary, "-up@127.0.0.1">>,
+                               [{<<"default">>, 1}]) || I <- lists:seq(1, 100)],
+    View = <<1, 1, 0, (length(Fakes)):32, (iolist_to_binary(Fakes))/binary, 0:32>>,
+    ok = gen_tcp:send(C, weft_ct:raw_frame(2, View)),
+    Peers = fun(N) -> maps:size(maps:get(peers, info(N))) end,
+    weft_ct:wait_until(filled, fun() -> Peers(A) =:= 40 end),
+    %% a real node joins A: it takes the place of a made-up member
+    D = start(weft, Opts),
+    ok = call(D, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    converge([A, B, D]),
+    ?assertEqual(40, Peers(A)),
+    %% and nothing made up reached B or D (the pushing peer itself, which
+    %% A reached, may be passed on)
+    MadeUp = fun(N) -> [P || P <- maps:keys(maps:get(peers, info(N))),
+                             string:find(atom_to_list(P), "-up@") =/= nomatch] end,
+    ?assertMatch([_ | _], MadeUp(A)),
+    ?assertEqual([], MadeUp(B)),
+    ?assertEqual([], MadeUp(D)),
+    gen_tcp:close(C),
     ok.
 
 %% A fake peer `fakeI@127.0.0.1' with its control lane, and a data lane on

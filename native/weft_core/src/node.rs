@@ -925,14 +925,76 @@ mod tests {
         };
         b.on_control(10, "a@h", 1, gossip(view));
         assert_eq!(b.peers().count(), 3);
-        // a newcomer's handshake is refused, a known member's is not
+        // A node that proves the cookie takes the place of a member only
+        // heard of (made-up members must not lock real nodes out).
+        let control = LaneKey::control();
+        assert!(b.on_hello(20, 2, &spec("new@h", 4, 4), &control).is_ok());
+        assert_eq!(b.peers().count(), 3);
+        let heard_of: Vec<String> = b
+            .peers()
+            .map(|p| p.spec.name.clone())
+            .filter(|n| n != "a@h" && n != "new@h")
+            .collect();
+        assert_eq!(heard_of.len(), 1);
+        // Once every member has been up here, a newcomer is refused, and a
+        // known member is not.
+        // (b dials it: its name is the smaller)
+        drain(&mut b);
+        b.on_timeout(10_000);
+        drain(&mut b);
+        let r = b.on_dialed(10_000, 3, &spec(&heard_of[0], 9, 3), &control);
+        assert!(r.is_ok(), "{r:?}");
         assert_eq!(
-            b.on_hello(20, 2, &spec("new@h", 4, 4), &LaneKey::control()),
+            b.on_hello(10_010, 4, &spec("late@h", 4, 5), &control),
             Err(Refusal::Unavailable)
         );
-        assert!(b
-            .on_hello(20, 3, &spec("a@h", 5, 1), &LaneKey::control())
-            .is_ok());
+        assert!(b.on_hello(10_010, 5, &spec("a@h", 5, 1), &control).is_ok());
+    }
+
+    /// A node gossips only the members it has reached: made-up members
+    /// pushed to it go no further, and are forgotten once they stayed
+    /// unreached for `UNREACHED_FOR`.
+    #[test]
+    fn members_only_heard_of_are_not_passed_on_and_are_forgotten() {
+        use crate::membership::full_mesh::{decode, Message, UNREACHED_FOR};
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        b.on_hello(0, 2, &spec("c@h", 6, 3), &LaneKey::control())
+            .unwrap();
+        let view = View {
+            members: (0..50).map(|i| spec(&format!("fake{i}@h"), 9, 3)).collect(),
+            tombstones: vec![],
+        };
+        b.on_control(10, "a@h", 1, gossip(view));
+        assert_eq!(b.peers().count(), 52);
+        drain(&mut b);
+        // the views b sends name only a, c and itself
+        let mut t = 10;
+        let mut views = 0;
+        while views == 0 && t < 10_000 {
+            t += 100;
+            b.on_timeout(t);
+            for a in drain(&mut b) {
+                if let Action::Send {
+                    msg: Control::Membership(p),
+                    ..
+                } = a
+                {
+                    if let Ok(Message::View { view, .. }) = decode(&p[1..]) {
+                        let mut names: Vec<String> =
+                            view.members.iter().map(|s| s.name.clone()).collect();
+                        names.sort();
+                        assert_eq!(names, ["a@h", "b@h", "c@h"]);
+                        views += 1;
+                    }
+                }
+            }
+        }
+        assert!(views > 0, "no view sent");
+        b.on_timeout(10 + UNREACHED_FOR + 1);
+        let left: Vec<String> = b.peers().map(|p| p.spec.name.clone()).collect();
+        assert_eq!(left, ["a@h", "c@h"]);
     }
 
     #[test]

@@ -211,7 +211,9 @@ impl Transport {
         let membership: Box<dyn Membership> = match &config.overlay {
             Overlay::FullMesh => Box::new(mesh()),
             Overlay::Static(members) => Box::new(StaticList::new(members.clone())),
-            Overlay::Callback { protocol } => Box::new(Callback::with_protocol(protocol)),
+            Overlay::Callback { protocol } => {
+                Box::new(Callback::with_protocol(protocol).with_max_members(config.max_members))
+            }
             Overlay::ClientServer { server } => {
                 let role = if *server { Role::Server } else { Role::Client };
                 Box::new(ClientServer::new(role, mesh()))

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 pub const REFUSED_FOR: Millis = 60_000;
 
 /// The core's half of a membership written outside it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Callback {
     /// The members the outside half wants, by name.
     wanted: BTreeMap<String, NodeSpec>,
@@ -40,6 +40,20 @@ pub struct Callback {
     /// The protocol's name (its Erlang module): every message carries it,
     /// so that nodes running different protocols tell each other apart.
     protocol: String,
+    /// Most peers: a node that dials in past it is refused, unless the
+    /// protocol wants it.
+    max_members: usize,
+}
+
+impl Default for Callback {
+    fn default() -> Self {
+        Callback {
+            wanted: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            protocol: String::new(),
+            max_members: super::full_mesh::DEFAULT_MAX_MEMBERS,
+        }
+    }
 }
 
 impl Callback {
@@ -59,6 +73,13 @@ impl Callback {
             protocol: protocol[..end].to_string(),
             ..Self::default()
         }
+    }
+
+    /// Admit at most `n` peers that dial in (the protocol's own choices
+    /// are not bounded here: its code is trusted, its peers are not).
+    pub fn with_max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
     }
 
     /// `name` refused this node for good: drop it, tell the protocol it is
@@ -116,6 +137,19 @@ impl Membership for Callback {
         }
         if !inbound && !self.wanted.contains_key(&spec.name) {
             // Taken out while dialing.
+            return Err(Refusal::Unavailable);
+        }
+        if inbound
+            && !self.wanted.contains_key(&spec.name)
+            && !cx.peers.contains(&spec.name)
+            && cx.peers.len() >= self.max_members
+        {
+            let n = self.max_members;
+            cx.log(
+                crate::types::Level::Warning,
+                Some(&spec.name),
+                format!("refused: this node has {n} peers (max_members)"),
+            );
             return Err(Refusal::Unavailable);
         }
         if self.wanted.contains_key(&spec.name) {
@@ -264,6 +298,31 @@ mod tests {
     use crate::node::testing::{drain as actions, spec};
     use crate::node::Node;
     use crate::types::Timing;
+
+    /// Nodes that dial in are admitted up to `max_members` peers; past it
+    /// they are refused (a peer with the cookie could otherwise make up
+    /// any number of names), unless the protocol wants them.
+    #[test]
+    fn nodes_that_dial_in_are_bounded_by_max_members() {
+        let t = Timing::default();
+        let cb = Callback::with_protocol("p").with_max_members(2);
+        let mut a = Node::with_overlay(spec("a@h", 1, 1), t, 1, Box::new(cb));
+        let control = LaneKey::control();
+        assert!(a.on_hello(1, 1, &spec("b@h", 3, 2), &control).is_ok());
+        assert!(a.on_hello(1, 2, &spec("c@h", 3, 3), &control).is_ok());
+        assert_eq!(
+            a.on_hello(1, 3, &spec("d@h", 3, 4), &control),
+            Err(Refusal::Unavailable)
+        );
+        assert!(actions(&mut a).iter().any(|x| matches!(x,
+            Action::Log { text, .. } if text.contains("max_members"))));
+        // the protocol's own choice is not bounded here
+        // (named before a@h, so that its dial, not a's, is the one kept)
+        a.membership_decision(2, vec![spec("Ae@h", 0, 5)], vec![]);
+        actions(&mut a);
+        let r = a.on_hello(3, 4, &spec("Ae@h", 3, 5), &control);
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     #[test]
     fn notices_go_out_and_decisions_come_in() {

@@ -23,6 +23,13 @@
 //!   tombstones are never extended, so they expire everywhere;
 //! - at most `max_members` members (memory stays bounded whatever a peer
 //!   gossips), at most [`MAX_TOMBSTONES`] tombstones;
+//! - a node gossips only the members it has reached itself (that have been
+//!   up here), and its digest covers just those: a peer that pushes made-up
+//!   members fills at most the node it pushed to, not the cluster. There,
+//!   a member learned from gossip and not reached within
+//!   [`UNREACHED_FOR`] is forgotten, and when the members are at
+//!   `max_members` a node that proves the cookie takes the place of one
+//!   never reached;
 //! - after leaving (or being removed), hellos from unknown nodes are
 //!   refused until the next explicit join, so a peer that has not heard of
 //!   the leave yet cannot pull this node back in.
@@ -51,6 +58,11 @@ pub const DEFAULT_MAX_MEMBERS: usize = 1024;
 
 /// Peers a gossip round goes to.
 pub const FANOUT: usize = 3;
+
+/// A member learned from gossip that this node has not reached within this
+/// many milliseconds is forgotten (gossip brings it back if others reach
+/// it).
+pub const UNREACHED_FOR: Millis = 600_000;
 
 /// A membership view as gossiped: members and tombstones of incarnations
 /// that left, so late gossip cannot bring a departed incarnation back.
@@ -109,9 +121,14 @@ pub struct FullMesh {
     answered: usize,
     /// `(when it may be forgotten, name)` for members that went down.
     down: BinaryHeap<Reverse<(Millis, Name)>>,
-    /// The digest of `members` and `tombstones`, kept up to date as they
-    /// change (a digest per message must not cost O(members)).
+    /// The digest of the reached members and the tombstones, kept up to
+    /// date as they change (a digest per message must not cost O(members)).
     digest: u64,
+    /// Members that have been up here (by name): the ones gossiped.
+    reached: FastMap<Name, ()>,
+    /// `(when, name)`: members learned from gossip, to forget then if still
+    /// not reached.
+    unreached: BinaryHeap<Reverse<(Millis, Name)>>,
 }
 
 impl FullMesh {
@@ -131,6 +148,8 @@ impl FullMesh {
             answered: 0,
             down: BinaryHeap::new(),
             digest: 0,
+            reached: FastMap::default(),
+            unreached: BinaryHeap::new(),
         }
     }
 
@@ -147,22 +166,75 @@ impl FullMesh {
     }
 
     fn set_member(&mut self, name: &str, incarnation: u64) {
+        let reached = self.reached.contains_key(name);
         if let Some(old) = self.members.insert(Name::new(name), incarnation) {
-            self.digest ^= member_hash(name, old);
+            if reached {
+                self.digest ^= member_hash(name, old);
+            }
         }
-        self.digest ^= member_hash(name, incarnation);
+        if reached {
+            self.digest ^= member_hash(name, incarnation);
+        }
     }
 
     fn unset_member(&mut self, name: &str) {
+        let reached = self.reached.remove(name).is_some();
         if let Some(old) = self.members.remove(name) {
-            self.digest ^= member_hash(name, old);
+            if reached {
+                self.digest ^= member_hash(name, old);
+            }
         }
+    }
+
+    /// `name` is up here: from now on it is gossiped.
+    fn set_reached(&mut self, name: &str) {
+        let Some(inc) = self.members.get(name).copied() else {
+            return;
+        };
+        if self.reached.insert(Name::new(name), ()).is_none() {
+            self.digest ^= member_hash(name, inc);
+            self.dirty = true;
+        }
+    }
+
+    /// Whether `name` is a member this node gossips.
+    fn gossiped(&self, name: &str, incarnation: u64) -> bool {
+        incarnation != 0 && self.reached.contains_key(name)
+    }
+
+    /// A member that could give its place to a node proving the cookie:
+    /// learned from gossip, never reached, not up (the smallest name, so
+    /// the choice does not depend on the map's order).
+    fn never_reached(&self, cx: &Cx<'_>) -> Option<Name> {
+        self.members
+            .iter()
+            .filter(|(n, inc)| {
+                **inc != 0
+                    && !self.reached.contains_key(n.as_str())
+                    && cx.peers.status(n) != Some(PeerStatus::Up)
+            })
+            .map(|(n, _)| n)
+            .min()
+            .cloned()
     }
 
     /// Add (or update) the member `spec` describes; `gossiped`: learned
     /// from a peer's view (see [`Effect::Learned`]), not from the node
     /// itself.
     fn add(&mut self, cx: &mut Cx<'_>, spec: NodeSpec, gossiped: bool) {
+        if gossiped && !self.members.contains_key(spec.name.as_str()) {
+            self.unreached
+                .push(Reverse((cx.now + UNREACHED_FOR, Name::new(&spec.name))));
+            if self.unreached.len() > 2 * self.max_members.max(16) {
+                // (entries of members gone or reached since: dropped, so
+                // churn cannot grow the heap)
+                let members = &self.members;
+                let reached = &self.reached;
+                self.unreached.retain(|Reverse((_, n))| {
+                    members.contains_key(n.as_str()) && !reached.contains_key(n.as_str())
+                });
+            }
+        }
         self.set_member(&spec.name, spec.incarnation);
         cx.push(if gossiped {
             Effect::Learned(spec)
@@ -190,6 +262,8 @@ impl FullMesh {
             self.unset_member(&n);
         }
         self.down.clear();
+        self.reached.clear();
+        self.unreached.clear();
         self.dirty = false;
         self.detached = true;
         cx.push(Effect::Leave);
@@ -238,7 +312,9 @@ impl FullMesh {
     fn digest_from_scratch(&self) -> u64 {
         let mut d = 0;
         for (n, inc) in &self.members {
-            d ^= member_hash(n, *inc);
+            if self.reached.contains_key(n.as_str()) {
+                d ^= member_hash(n, *inc);
+            }
         }
         for (n, inc) in self.tombstones.keys() {
             d ^= entry_hash(n, *inc, 1);
@@ -252,7 +328,7 @@ impl FullMesh {
         let specs = std::iter::once(cx.local).chain(
             self.members
                 .iter()
-                .filter(|(_, inc)| **inc != 0)
+                .filter(|(n, inc)| self.gossiped(n, **inc))
                 .filter_map(|(n, _)| cx.peers.spec(n)),
         );
         let mut out = Vec::with_capacity(64 * (1 + self.members.len()));
@@ -367,7 +443,12 @@ impl FullMesh {
             return false;
         };
         tombstones == self.tombstones.len()
-            && members == 1 + self.members.values().filter(|i| **i != 0).count()
+            && members
+                == 1 + self
+                    .members
+                    .iter()
+                    .filter(|(n, inc)| self.gossiped(n, **inc))
+                    .count()
             && digest == self.digest(cx.local)
     }
 
@@ -586,7 +667,32 @@ impl Membership for FullMesh {
         }
         match self.members.get(spec.name.as_str()).copied() {
             None if self.has_room() => self.add(cx, spec.clone(), false),
-            None => return Err(Refusal::Unavailable),
+            None => {
+                // Full: a node that proved the cookie takes the place of a
+                // member only heard of (made-up members pushed by a peer
+                // must not lock real nodes out).
+                let Some(victim) = self.never_reached(cx) else {
+                    let n = self.max_members;
+                    cx.log(
+                        Level::Warning,
+                        Some(&spec.name),
+                        format!(
+                            "refused: this node has {n} members (max_members), all of them reached"
+                        ),
+                    );
+                    return Err(Refusal::Unavailable);
+                };
+                cx.log(
+                    Level::Notice,
+                    Some(&victim),
+                    format!(
+                        "forgotten (never reached) to make room for {} (max_members is {})",
+                        spec.name, self.max_members
+                    ),
+                );
+                self.drop_member(cx, &victim, DownReason::Forgotten);
+                self.add(cx, spec.clone(), false);
+            }
             // A typed-in contact learnt for real, or another incarnation
             // (authenticated: the one alive now).
             Some(known) if known != spec.incarnation => self.add(cx, spec.clone(), false),
@@ -662,6 +768,7 @@ impl Membership for FullMesh {
     }
 
     fn on_peer_up(&mut self, cx: &mut Cx<'_>, peer: &str) {
+        self.set_reached(peer);
         // A digest is cheap; if the newcomer knows something else, the
         // views follow (push-pull).
         Self::send(cx, peer, &Message::Digest(self.digest(cx.local)));
@@ -738,6 +845,32 @@ impl Membership for FullMesh {
                 }
             }
         }
+        let mut forgotten = 0;
+        while let Some(Reverse((at, _))) = self.unreached.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, name))) = self.unreached.pop() else {
+                break;
+            };
+            if self.members.get(name.as_str()).is_some_and(|i| *i != 0)
+                && !self.reached.contains_key(name.as_str())
+                && cx.peers.status(&name) != Some(PeerStatus::Up)
+            {
+                self.drop_member(cx, &name, DownReason::Forgotten);
+                forgotten += 1;
+            }
+        }
+        if forgotten > 0 {
+            let secs = UNREACHED_FOR / 1000;
+            cx.log(
+                Level::Notice,
+                None,
+                format!(
+                    "forgot {forgotten} members learned from gossip and not reached in {secs} s"
+                ),
+            );
+        }
         let mut expired = 0;
         self.tombstones.retain(|(n, inc), expires| {
             let keep = *expires > now;
@@ -758,6 +891,9 @@ impl Membership for FullMesh {
     fn next_deadline(&self) -> Option<Millis> {
         let mut d = self.next_round;
         if let Some(Reverse((at, _))) = self.down.peek() {
+            d = d.min(*at);
+        }
+        if let Some(Reverse((at, _))) = self.unreached.peek() {
             d = d.min(*at);
         }
         if let Some(e) = self.tombstones.values().min() {
