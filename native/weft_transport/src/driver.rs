@@ -128,11 +128,7 @@ impl Driver {
                     self.core.on_timeout(now);
                     self.apply();
                 }
-                _ = flush.tick() => {
-                    for line in self.shared.refusals.flush(Instant::now()) {
-                        self.shared.sink.log(Level::Warning, &line, None, None);
-                    }
-                }
+                _ = flush.tick() => self.flush_held_lines(Instant::now()),
                 msg = rx.recv() => match msg {
                     Some(Msg::Shutdown(done)) => {
                         let _ = done.send(self.shutdown());
@@ -142,6 +138,22 @@ impl Driver {
                     None => return,
                 }
             }
+        }
+    }
+
+    /// The summaries of the rate-limited warnings whose window ended
+    /// (refusals, closes for bad frames, accept failures).
+    fn flush_held_lines(&self, now: Instant) {
+        let sink = &self.shared.sink;
+        for line in self.shared.refusals.flush(now) {
+            sink.log(Level::Warning, &line, None, None);
+        }
+        for (peer, held) in self.shared.closes.flush(now) {
+            let line = crate::poller::close_summary(peer.as_deref(), held);
+            sink.log(Level::Warning, &line, peer.as_deref(), None);
+        }
+        for (_, held) in self.shared.accept_failures.flush(now) {
+            sink.log(Level::Warning, &accept_summary(held), None, None);
         }
     }
 
@@ -404,9 +416,11 @@ impl Drop for PendingEntry {
 
 /// Accept loop: one task per incoming socket.
 pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept().await {
             Ok((s, addr)) => {
+                backoff.reset();
                 let permit = match shared.handshakes.clone().try_acquire_owned() {
                     Ok(p) => Some(p),
                     // Full: end the oldest handshake if it is old enough;
@@ -448,13 +462,82 @@ pub async fn listen(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                 let _ = go.send(seq);
             }
             Err(e) => {
-                shared
-                    .sink
-                    .log(Level::Warning, &format!("accept failed: {e}"), None, None);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(pass) = shared.accept_failures.record(Instant::now(), &()) {
+                    let line = match pass.held {
+                        0 => format!("accept failed: {e}"),
+                        n => format!("accept failed: {e} ({n} more failures in the last window)"),
+                    };
+                    shared.sink.log(Level::Warning, &line, None, None);
+                }
+                match backoff.failed(&e) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => tokio::task::yield_now().await,
+                }
             }
         }
     }
+}
+
+/// The summary line of the accept failures held back in a window.
+fn accept_summary(held: u64) -> String {
+    format!(
+        "accept failed {held} more times in the last {} s",
+        crate::log_limit::WINDOW.as_secs()
+    )
+}
+
+/// How long the accept loop waits after a failure. An error of the
+/// connection being accepted (it was reset or aborted while it waited in
+/// the backlog: a remote party can cause one per connection) is retried at
+/// once. Any other (out of file descriptors or memory: the pending
+/// connection stays in the backlog and the listener stays readable, so an
+/// immediate retry fails again) waits, from [`ACCEPT_BACKOFF_MIN`]
+/// doubling to [`ACCEPT_BACKOFF_MAX`], until an accept succeeds.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    next: Option<Duration>,
+}
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl AcceptBackoff {
+    /// The pause after `e`, if any.
+    fn failed(&mut self, e: &std::io::Error) -> Option<Duration> {
+        if accept_error_is_per_connection(e) {
+            return None;
+        }
+        let pause = self.next.unwrap_or(ACCEPT_BACKOFF_MIN);
+        self.next = Some((pause * 2).min(ACCEPT_BACKOFF_MAX));
+        Some(pause)
+    }
+
+    fn reset(&mut self) {
+        self.next = None;
+    }
+}
+
+/// An `accept` error that concerns the connection being accepted, not the
+/// listener or the process: accept(2) (Linux) says to retry these as
+/// EAGAIN.
+fn accept_error_is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || e.raw_os_error().is_some_and(|n| {
+        [
+            libc::EPROTO,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+            libc::ENETDOWN,
+        ]
+        .contains(&n)
+    })
 }
 
 fn refuse_too_many(shared: &Shared, addr: std::net::SocketAddr) {
@@ -682,4 +765,26 @@ async fn run(
         shared.config.max_frame_size
     };
     poller.attach(c, peer, lane, max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn accept_backs_off_on_lasting_errors_and_not_on_per_connection_ones() {
+        let mut b = AcceptBackoff::default();
+        let emfile = Error::from_raw_os_error(libc::EMFILE);
+        let pauses: Vec<_> = (0..8).map(|_| b.failed(&emfile).unwrap()).collect();
+        assert_eq!(pauses[0], ACCEPT_BACKOFF_MIN);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*pauses.last().unwrap(), ACCEPT_BACKOFF_MAX);
+        // a connection reset in the backlog is retried at once
+        assert_eq!(b.failed(&Error::from(ErrorKind::ConnectionAborted)), None);
+        assert_eq!(b.failed(&Error::from_raw_os_error(libc::EPROTO)), None);
+        // an accept that succeeds starts over
+        b.reset();
+        assert_eq!(b.failed(&emfile), Some(ACCEPT_BACKOFF_MIN));
+    }
 }

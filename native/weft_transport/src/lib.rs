@@ -14,6 +14,9 @@
 //!   [`poller_set`]: which poller serves a lane; [`wake`]: the whole
 //!   wake-up protocol of idle pollers (the idle flag, the watcher thread);
 //! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
+//! - [`log_limit`]: warnings that a remote party can repeat, at most one
+//!   per source (address, peer) per window; [`refusals`]: refused
+//!   incoming connections, counted and logged through it;
 //! - [`handshake_io`]: the handshake over a fresh socket (the hello and the
 //!   cookie proofs, framed with async reads and writes);
 //!   [`lane_writer`]: a lane's writer around the core's send queue;
@@ -41,6 +44,7 @@ pub mod fuzzing;
 pub mod handshake_io;
 pub mod info;
 pub mod lane_writer;
+pub mod log_limit;
 pub mod poller;
 pub mod poller_set;
 pub mod refusals;
@@ -89,6 +93,12 @@ pub(crate) struct Shared {
     conns: Mutex<ConnTable>,
     pollers: Arc<PollerSet>,
     refusals: refusals::Refusals,
+    /// Established connections closed for what their peer sent (a bad
+    /// frame, a read error): one warning per peer per window
+    /// ([`poller::log_close`]).
+    closes: log_limit::Limiter<String>,
+    /// `accept` failing (out of file descriptors): one warning per window.
+    accept_failures: log_limit::Limiter<()>,
     runtime: tokio::runtime::Handle,
     /// Permits for incoming handshakes in progress.
     handshakes: Arc<tokio::sync::Semaphore>,
@@ -266,6 +276,8 @@ impl Transport {
             conns: Mutex::new(ConnTable::default()),
             pollers: pollers.clone(),
             refusals: refusals::Refusals::default(),
+            closes: log_limit::Limiter::default(),
+            accept_failures: log_limit::Limiter::default(),
             runtime: runtime.handle().clone(),
             handshakes,
             pending,

@@ -40,6 +40,7 @@ pub use crate::config::IoMode;
 use crate::conn::{Conn, ConnEvent, ConnPoller};
 use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
+use crate::log_limit;
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
 use crate::Shared;
@@ -55,7 +56,7 @@ use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Tra
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::types::FastMap;
 use weft_core::wire::decode_control;
-use weft_core::{ConnId, Extensions, FrameKind, Level, Negotiated};
+use weft_core::{ConnId, Extensions, FrameKind, LaneKey, Level, Negotiated};
 
 /// Bytes one connection may read in one round.
 const READ_BUDGET: usize = 64 * 1024;
@@ -670,15 +671,53 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                     return Served::Drained(used);
                 }
                 let reason = format!("closing connection: {err}");
-                shared
-                    .sink
-                    .log(Level::Warning, &reason, Some(&e.peer), Some(&e.lane.key));
+                log_close(shared, Instant::now(), &e.peer, &e.lane.key, &reason);
                 closes.push((conn_id, reason));
                 Served::Drained(used)
             }
         }
     });
     round
+}
+
+/// Warn that a connection of `peer` is closed for what it sent (a bad
+/// frame, a read error): the first time at once, then at most once per
+/// peer per [`log_limit::WINDOW`] (and [`log_limit::MAX_LINES`] over all
+/// peers). A peer that knows the cookie can reconnect and send a bad frame
+/// without end; the frames are all counted (`dropped.malformed`), and what
+/// is not logged is told in a summary ([`close_summary`]).
+pub(crate) fn log_close(shared: &Shared, now: Instant, peer: &str, lane: &LaneKey, reason: &str) {
+    let Some(pass) = shared.closes.record(now, &peer.to_string()) else {
+        return;
+    };
+    let text = match pass.held {
+        0 => reason.to_string(),
+        n => {
+            let whose = if pass.others {
+                "other peers"
+            } else {
+                "this peer"
+            };
+            format!("{reason} ({n} more connections of {whose} closed in the last window)")
+        }
+    };
+    shared
+        .sink
+        .log(Level::Warning, &text, Some(peer), Some(lane));
+}
+
+/// The summary line of the closes of `peer` (`None`: of other peers) that
+/// [`log_close`] held back in a window that ended.
+pub(crate) fn close_summary(peer: Option<&str>, held: u64) -> String {
+    let from = match peer {
+        Some(p) => format!("peer {p}"),
+        None => "other peers".to_string(),
+    };
+    format!(
+        "{held} more connections from {from} closed for bad frames or read errors in the last {} s \
+         (bad frames are counted in weft:info() dropped.malformed)",
+        log_limit::WINDOW.as_secs()
+    )
 }
 
 /// Connections that ended: forget them and tell the driver.

@@ -4,35 +4,20 @@
 //! dropping lines). What was held back is logged as one summary line when
 //! the window ends.
 
+use crate::log_limit::{Limiter, Pass};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// One log line per source address per window.
-pub const WINDOW: Duration = Duration::from_secs(10);
-/// Addresses tracked one by one; past this, all others share one entry.
-const MAX_SOURCES: usize = 1024;
-/// Lines logged per window over all sources together: past this, a
-/// refusal from a new source is held with those of "other addresses" (so
-/// many sources cannot drown the log either).
-pub const MAX_LINES: u32 = 20;
-
-#[derive(Debug)]
-struct Source {
-    since: Instant,
-    held: u64,
-}
+pub use crate::log_limit::{MAX_LINES, WINDOW};
 
 /// Counts and rate-limited logging of refused incoming connections.
 #[derive(Debug, Default)]
 pub struct Refusals {
     counts: Mutex<BTreeMap<&'static str, u64>>,
-    /// `None`: every address past [`MAX_SOURCES`], or past [`MAX_LINES`].
-    sources: Mutex<HashMap<Option<IpAddr>, Source>>,
-    /// Lines logged in the current window (over all sources), and when the
-    /// window started.
-    lines: Mutex<Option<(Instant, u32)>>,
+    /// One line per source address per window (see [`crate::log_limit`]).
+    lines: Limiter<IpAddr>,
 }
 
 impl Refusals {
@@ -45,81 +30,29 @@ impl Refusals {
         reason: &'static str,
         text: &str,
     ) -> Option<String> {
-        *self.counts.lock().entry(reason).or_insert(0) += 1;
-        let mut sources = self.sources.lock();
-        let mut key = if sources.contains_key(&Some(ip)) || sources.len() < MAX_SOURCES {
-            Some(ip)
-        } else {
-            None
-        };
-        // A line from this source would go out now: within the budget of
-        // the window over all sources, or held with the other addresses.
-        let would_log = sources
-            .get(&key)
-            .is_none_or(|s| now.duration_since(s.since) >= WINDOW);
-        if key.is_some() && would_log && !self.take_line(now) {
-            key = None;
-        }
-        match sources.get_mut(&key) {
-            Some(s) if now.duration_since(s.since) < WINDOW => {
-                s.held += 1;
-                None
-            }
-            Some(s) => {
-                let held = std::mem::take(&mut s.held);
-                s.since = now;
-                Some(with_held(text, held, key))
-            }
-            None => {
-                sources.insert(
-                    key,
-                    Source {
-                        since: now,
-                        held: 0,
-                    },
-                );
-                Some(text.to_string())
-            }
-        }
-    }
-
-    /// One line of the window's budget, if any is left.
-    fn take_line(&self, now: Instant) -> bool {
-        let mut lines = self.lines.lock();
-        match &mut *lines {
-            Some((since, n)) if now.duration_since(*since) < WINDOW => {
-                *n += 1;
-                *n <= MAX_LINES
-            }
-            other => {
-                *other = Some((now, 1));
-                true
-            }
-        }
+        self.count(reason);
+        self.lines
+            .record(now, &ip)
+            .map(|pass| with_held(text, pass))
     }
 
     /// Summaries of what was held back in windows that have ended; forgets
     /// quiet sources.
     pub fn flush(&self, now: Instant) -> Vec<String> {
-        let mut out = Vec::new();
-        self.sources.lock().retain(|key, s| {
-            if now.duration_since(s.since) < WINDOW {
-                return true;
-            }
-            if s.held > 0 {
+        self.lines
+            .flush(now)
+            .into_iter()
+            .map(|(key, held)| {
                 let from = match key {
                     Some(ip) => format!("from {ip}"),
                     None => "from other addresses".to_string(),
                 };
-                out.push(format!(
-                    "refused {} more incoming connections {from} in the last {} s (see weft:info())",
-                    s.held,
+                format!(
+                    "refused {held} more incoming connections {from} in the last {} s (see weft:info())",
                     WINDOW.as_secs()
-                ));
-            }
-            false
-        });
-        out
+                )
+            })
+            .collect()
     }
 
     /// Count a refusal of `reason` without logging it.
@@ -133,17 +66,24 @@ impl Refusals {
     }
 }
 
-fn with_held(text: &str, held: u64, key: Option<IpAddr>) -> String {
-    match (held, key) {
-        (0, _) => text.to_string(),
-        (n, Some(_)) => format!("{text} ({n} more from this address in the last window)"),
-        (n, None) => format!("{text} ({n} more from other addresses in the last window)"),
+fn with_held(text: &str, pass: Pass) -> String {
+    match pass {
+        Pass { held: 0, .. } => text.to_string(),
+        Pass {
+            held: n,
+            others: false,
+        } => format!("{text} ({n} more from this address in the last window)"),
+        Pass {
+            held: n,
+            others: true,
+        } => format!("{text} ({n} more from other addresses in the last window)"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn one_line_per_source_per_window_and_every_refusal_counted() {
@@ -181,7 +121,7 @@ mod tests {
         }
         // MAX_LINES sources have their line, one more for all the others
         assert_eq!(lines, MAX_LINES + 1);
-        assert!(r.sources.lock().len() <= MAX_SOURCES + 1);
+        assert!(r.lines.tracked() <= crate::log_limit::MAX_KEYS + 1);
         assert_eq!(r.counts(), vec![("timeout", 5000)]);
         // the others are summed up when the window ends
         let summary = r.flush(t + WINDOW);

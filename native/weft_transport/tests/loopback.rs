@@ -857,6 +857,37 @@ fn a_malformed_data_frame_is_counted_logged_and_closes_its_connection() {
     }
 }
 
+/// A peer that sends a bad frame on each of its connections, again and
+/// again, is warned about once per window (10 s), not once per connection:
+/// the first warning comes at once, naming the peer, and every bad frame
+/// is counted (`malformed`).
+#[test]
+fn bad_frames_on_connection_after_connection_give_a_bounded_number_of_warnings() {
+    let (a, _arx) = node("a@h", "c", 1 << 20);
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    join_and_connect(&a, &b);
+    let closes = 10;
+    wait_for("bad frames", || {
+        // one at a time: each closes the lane, which reconnects
+        if a.send(None, "b@h", "default", 0, b"malformed".to_vec())
+            .is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        dropped(&b, "malformed") >= closes
+    });
+    let warnings: Vec<String> = brx
+        .try_iter()
+        .filter_map(|e| match e {
+            Ev::Log(t) if t.starts_with("closing connection") => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert!(warnings[0].contains("malformed data frame"), "{warnings:?}");
+    // one, or two if the test outlasted a window
+    assert!(warnings.len() <= 2, "{warnings:?}");
+}
+
 /// A message the sink refuses because decoding it would create atoms
 /// while the atom table is near its limit is counted (`atom_limit`) and
 /// logged, and, unlike a malformed frame, its connection stays: the
