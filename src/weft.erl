@@ -205,7 +205,7 @@ node_spec() ->
 %% yourself is `ok' and does nothing.
 %%
 %% `Spec' is checked fully before anything is dialed: `name' an atom
-%% `Name@Host' of at most 255 bytes, in Latin-1; `listen_addrs' a non-empty list of at
+%% `Name@Host' of at most 255 bytes of printable ASCII; `listen_addrs' a non-empty list of at
 %% most 16 `#{ip := Ip, port := Port}', where `Ip' is an IPv4 or IPv6 tuple
 %% or an address written as a string or binary (`"10.0.0.5"', `<<"::1">>')
 %% and `Port' is 1..65535; `channels', if present, a list of

@@ -458,10 +458,12 @@ check_spec1(#{name := Name, listen_addrs := Addrs} = Spec) when is_atom(Name), i
                end,
     {ok, Checked1}.
 
-%% `Name@Host', at most 255 bytes, in Latin-1: names travel as Latin-1
-%% atoms (OTP 25's NIF interface reads no other).
+%% `Name@Host', at most 255 bytes of printable ASCII: names become atoms
+%% on every node, and OTP 25's NIF interface reads Latin-1 atoms only;
+%% ASCII is what reads the same on every side (as the transport checks).
 is_node_name(Name) ->
-    is_latin1(Name) andalso is_node_name1(Name).
+    is_latin1(Name) andalso is_node_name1(Name)
+        andalso lists:all(fun(C) -> C > 32 andalso C < 127 end, atom_to_list(Name)).
 
 is_node_name1(Name) ->
     Bin = atom_to_binary(Name, utf8),

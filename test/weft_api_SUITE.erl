@@ -146,6 +146,9 @@ join_specs_checked(_Config) ->
            #{name => x@y, listen_addrs => [#{ip => {127, 0, 0, 1}, port => P} || P <- lists:seq(1, 17)]},
            #{name => x@y, listen_addrs => [#{ip => {127, 0, 0, 1}}]},
            #{name => "x@y", listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
+           %% (names are printable ASCII: Latin-1 beyond it, or a space, is refused)
+           #{name => list_to_atom([233 | "@vm"]), listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
+           #{name => 'a b@vm', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
            spec_at(noat, 1),
            spec_at('@host', 1),
            spec_at('name@', 1),

@@ -219,6 +219,18 @@ impl Node {
         lane: &LaneKey,
         dialed_by_me: bool,
     ) -> Result<(), Refusal> {
+        if lane.is_control() && lane.index != 0 {
+            // (the control channel has one lane)
+            return Err(Refusal::UnknownLane);
+        }
+        if !dialed_by_me && spec.name == self.local.name {
+            // Not a passing state (as `unavailable` would say): the dialer
+            // is configured with this node's name.
+            return Err(Refusal::BadSpec(format!(
+                "name {} is this node's",
+                spec.name
+            )));
+        }
         let admitted = self.with_membership(now, |m, cx| m.admit(cx, spec, !dialed_by_me));
         admitted?;
         let up_before = self.peers.status(&spec.name);
@@ -645,6 +657,33 @@ mod tests {
         b.on_control(10, "a@h", 1, gossip(view));
         let known: Vec<&str> = b.peers().map(|p| p.spec.name.as_str()).collect();
         assert_eq!(known, ["a@h", "c@h"]);
+    }
+
+    /// A hello for a control lane other than 0 (the control channel has
+    /// one lane) is refused as an unknown lane, and one from a node that
+    /// claims this node's own name as a bad description, a refusal for
+    /// good (not `unavailable`, which a dialer waits out).
+    #[test]
+    fn hellos_for_other_control_lanes_or_this_nodes_name_are_refused() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        for index in [1, 65535] {
+            let lane = LaneKey {
+                index,
+                ..LaneKey::control()
+            };
+            assert_eq!(
+                b.on_hello(0, 1, &spec("a@h", 5, 1), &lane),
+                Err(Refusal::UnknownLane)
+            );
+        }
+        assert!(matches!(
+            b.on_hello(0, 2, &spec("b@h", 5, 1), &LaneKey::control()),
+            Err(Refusal::BadSpec(_))
+        ));
+        assert!(b.peers().next().is_none());
+        assert!(b
+            .on_hello(0, 3, &spec("a@h", 5, 1), &LaneKey::control())
+            .is_ok());
     }
 
     /// A stopping node says goodbye to every peer that is up; a peer that
