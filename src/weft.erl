@@ -284,7 +284,10 @@ leave() ->
     end.
 
 %% @doc Remove `Node' from the cluster, everywhere, itself included.
-%% `leave(node())' is {@link leave/0}. Removing a node that is not a
+%% `leave(node())' is {@link leave/0}. On the `callback' overlay the
+%% removal is local: `Node' is dropped here, the protocol is told it is
+%% down, and it is kept out for 60 s (the protocol's messages tell others,
+%% or not). Removing a node that is not a
 %% member is `ok' and changes nothing (a removal is idempotent, as a second
 %% removal of the same node is). A `Node' that is not an atom gives
 %% `{error, {badarg, Node}}'; on the static overlay,

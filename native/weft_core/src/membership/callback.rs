@@ -117,11 +117,14 @@ impl Membership for Callback {
     }
 
     fn remove(&mut self, cx: &mut Cx<'_>, name: &str) {
-        self.wanted.remove(name);
-        cx.push(Effect::Drop {
-            name: name.to_string(),
-            reason: DownReason::Removed,
-        });
+        if name == cx.local.name {
+            return self.leave(cx);
+        }
+        // Dropped here, the protocol told it is down, and left out of its
+        // decisions and of the nodes that may dial in for REFUSED_FOR (it
+        // came straight back before). The protocol decides the rest: other
+        // nodes hear of it only through its own messages.
+        self.refuse(cx, name, DownReason::Removed);
     }
 
     fn admit(&mut self, cx: &mut Cx<'_>, spec: &NodeSpec, inbound: bool) -> Result<(), Refusal> {
@@ -322,6 +325,35 @@ mod tests {
         actions(&mut a);
         let r = a.on_hello(3, 4, &spec("Ae@h", 3, 5), &control);
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// `leave(Node)` on the callback overlay drops the node here, tells
+    /// the protocol, and keeps it from dialing back in for REFUSED_FOR.
+    #[test]
+    fn a_removed_node_stays_out_for_a_while() {
+        let t = Timing::default();
+        let mut a = Node::with_overlay(
+            spec("a@h", 1, 1),
+            t,
+            1,
+            Box::new(Callback::with_protocol("p")),
+        );
+        let control = LaneKey::control();
+        assert!(a.on_hello(1, 1, &spec("b@h", 3, 2), &control).is_ok());
+        actions(&mut a);
+        a.remove(2, "b@h");
+        let acts = actions(&mut a);
+        assert!(acts
+            .iter()
+            .any(|x| matches!(x, Action::Membership(Notice::Down(n)) if n == "b@h")));
+        assert!(a.peers().next().is_none());
+        assert_eq!(
+            a.on_hello(3, 2, &spec("b@h", 3, 2), &control),
+            Err(Refusal::Unavailable)
+        );
+        assert!(a
+            .on_hello(3 + REFUSED_FOR, 3, &spec("b@h", 3, 2), &control)
+            .is_ok());
     }
 
     #[test]
