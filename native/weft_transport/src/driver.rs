@@ -155,6 +155,20 @@ impl Driver {
         for (_, held) in self.shared.accept_failures.flush(now) {
             sink.log(Level::Warning, &accept_summary(held), None, None);
         }
+        for (key, held) in self.shared.peer_lines.flush(now) {
+            let line = match &key {
+                Some((_, like)) => format!(
+                    "{held} more lines like \"{like}\" in the last {} s",
+                    crate::log_limit::WINDOW.as_secs()
+                ),
+                None => format!(
+                    "{held} more lines about other peers in the last {} s",
+                    crate::log_limit::WINDOW.as_secs()
+                ),
+            };
+            let peer = key.as_ref().map(|(p, _)| p.as_str());
+            sink.log(Level::Notice, &line, peer, None);
+        }
     }
 
     fn handle(&mut self, m: Msg) {
@@ -280,10 +294,7 @@ impl Driver {
                     peer,
                     lane,
                     text,
-                } => self
-                    .shared
-                    .sink
-                    .log(level, &text, peer.as_deref(), lane.as_ref()),
+                } => log_about_peer(&self.shared, level, &text, peer.as_deref(), lane.as_ref()),
             }
         }
         if membership_changed || *self.shared.local.read() != *self.core.local() {
@@ -330,6 +341,51 @@ impl Driver {
             }
         }
         Stopped { lanes, goodbyes }
+    }
+}
+
+/// Lines about peers (notice and above) per [`crate::log_limit::WINDOW`]
+/// over all peers; past it they are summed up.
+pub const PEER_LINES: u32 = 200;
+
+/// Log a line of the core: one about a peer, at notice level or above, at
+/// most once per peer and line (digits aside) per
+/// [`crate::log_limit::WINDOW`], the rest summed up (a peer that knows the
+/// cookie can reconnect without end, and each time be up and down again);
+/// any other line as it comes.
+fn log_about_peer(
+    shared: &Shared,
+    level: Level,
+    text: &str,
+    peer: Option<&str>,
+    lane: Option<&LaneKey>,
+) {
+    let Some(p) = peer.filter(|_| level >= Level::Notice) else {
+        return shared.sink.log(level, text, peer, lane);
+    };
+    let like: String = text
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    let Some(pass) = shared
+        .peer_lines
+        .record(Instant::now(), &(p.to_string(), like))
+    else {
+        return;
+    };
+    if pass.held == 0 {
+        shared.sink.log(level, text, peer, lane);
+    } else {
+        let whose = if pass.others {
+            "about other peers"
+        } else {
+            "like it"
+        };
+        let line = format!(
+            "{text} ({} more lines {whose} in the last window)",
+            pass.held
+        );
+        shared.sink.log(level, &line, peer, lane);
     }
 }
 

@@ -99,6 +99,10 @@ pub(crate) struct Shared {
     closes: log_limit::Limiter<String>,
     /// `accept` failing (out of file descriptors): one warning per window.
     accept_failures: log_limit::Limiter<()>,
+    /// Lines of the core about a peer, by peer and line (its digits
+    /// aside): a peer that reconnects without end repeats its node up and
+    /// node down lines.
+    peer_lines: log_limit::Limiter<(String, String)>,
     runtime: tokio::runtime::Handle,
     /// Permits for incoming handshakes in progress.
     handshakes: Arc<tokio::sync::Semaphore>,
@@ -278,6 +282,7 @@ impl Transport {
             refusals: refusals::Refusals::default(),
             closes: log_limit::Limiter::default(),
             accept_failures: log_limit::Limiter::default(),
+            peer_lines: log_limit::Limiter::with_max_lines(driver::PEER_LINES),
             runtime: runtime.handle().clone(),
             handshakes,
             pending,

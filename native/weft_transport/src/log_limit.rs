@@ -52,6 +52,8 @@ pub struct Limiter<K> {
     /// Lines logged in the current window (over all keys), and when the
     /// window started.
     lines: Mutex<Option<(Instant, u32)>>,
+    /// Lines per window over all keys ([`MAX_LINES`] by default).
+    max_lines: u32,
 }
 
 impl<K> Default for Limiter<K> {
@@ -59,6 +61,17 @@ impl<K> Default for Limiter<K> {
         Limiter {
             keys: Mutex::new(HashMap::new()),
             lines: Mutex::new(None),
+            max_lines: MAX_LINES,
+        }
+    }
+}
+
+impl<K> Limiter<K> {
+    /// A limiter of at most `n` lines per window over all keys.
+    pub fn with_max_lines(n: u32) -> Self {
+        Limiter {
+            max_lines: n,
+            ..Self::default()
         }
     }
 }
@@ -110,7 +123,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         match &mut *lines {
             Some((since, n)) if now.duration_since(*since) < WINDOW => {
                 *n += 1;
-                *n <= MAX_LINES
+                *n <= self.max_lines
             }
             other => {
                 *other = Some((now, 1));

@@ -83,7 +83,7 @@ impl Sink for TestSink {
             .send(Ev::Refused(peer.into(), r.clone()));
     }
     fn log(&self, level: Level, text: &str, _p: Option<&str>, _l: Option<&LaneKey>) {
-        if level >= Level::Warning {
+        if level >= Level::Notice {
             let _ = self.0.lock().unwrap().send(Ev::Log(text.into()));
         }
     }
@@ -886,6 +886,34 @@ fn bad_frames_on_connection_after_connection_give_a_bounded_number_of_warnings()
     assert!(warnings[0].contains("malformed data frame"), "{warnings:?}");
     // one, or two if the test outlasted a window
     assert!(warnings.len() <= 2, "{warnings:?}");
+}
+
+/// A peer that comes and goes again and again (here: stopped and started
+/// 5 times in a row) is logged as up, and as down, once per window (10 s),
+/// not once per time: a peer that knows the cookie could otherwise flood
+/// the log by reconnecting. Subscribers still get every nodeup/nodedown.
+#[test]
+fn a_peer_that_comes_and_goes_is_logged_once_per_window() {
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let times = 5;
+    for _ in 0..times {
+        let (b, _brx) = node("b@h", "c", 1 << 20);
+        join_and_connect(&a, &b);
+        b.stop();
+        wait_for("down", || a.up_peers().is_empty());
+    }
+    let events: Vec<Ev> = arx.try_iter().collect();
+    let ups = events.iter().filter(|e| matches!(e, Ev::Up(_))).count();
+    let lines = |needle: &str| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Ev::Log(t) if t.contains(needle)))
+            .count()
+    };
+    assert_eq!(ups, times);
+    // once, or twice if the test outlasted a window
+    assert!((1..=2).contains(&lines("node up")), "{events:?}");
+    assert!((1..=2).contains(&lines("node down")), "{events:?}");
 }
 
 /// A message the sink refuses because decoding it would create atoms
