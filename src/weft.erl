@@ -245,7 +245,8 @@ join_checked(Result) ->
 %% is not accepting members); `{version, Versions}' (no common protocol
 %% version: it speaks `Versions'); `unknown_lane' (the node does not have
 %% that channel or lane); `{bad_spec, Detail}' (one node found what the
-%% other said about itself unacceptable: a name, an address, a channel).
+%% other said about itself unacceptable: a name, an address, a channel);
+%% `full' (the node has `max_members' members, all of them up).
 %% (A node that is shutting down refuses as `unavailable'; that is
 %% transient, and `sync_join' keeps waiting.)</li>
 %% <li>`{error, not_started}': weft is not running, or stopped while
@@ -497,10 +498,11 @@ on_event(_Kind, Node, Fun) ->
 %% #{node, incarnation, listen_addrs, tombstones, overlay, relayed,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
 %%                too_large, overflow, no_destination, atom_limit, malformed,
-%%                no_route, fault, filtered},
+%%                no_memory, no_route, fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
 %%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
+%%   receiving => #{frames, claimed_bytes, claim_limit},
 %%   peers => #{Node => #{state => up | connecting | down, incarnation,
 %%                        queued_bytes, waiting, max_frame_size,
 %%                        channels => #{Channel => [#{lane, state, local, remote,
@@ -510,6 +512,10 @@ on_event(_Kind, Node, Fun) ->
 %%                            protocol => Version | undefined,
 %%                            capabilities => [seq_ack | relay | trace]}]}}}}
 %% '''
+%% `receiving' tells the large frames (64 KiB or more) being received now
+%% (`frames'), and the bytes of those whose buffers were allocated whole
+%% when their header came (`claimed_bytes', at most `claim_limit', 256 MiB:
+%% past it a buffer grows with the bytes that arrive).
 %% `dropped' counts messages that `forward' accepted and that were then
 %% lost, by reason: `not_member' (the destination is not a member),
 %% `no_channel' (it does not have the channel), `node_down' (queued when it

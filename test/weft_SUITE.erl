@@ -402,18 +402,24 @@ large_frame_headers_alone_take_no_memory(_Config) ->
     Socks = [fake_with_a_claim(Port, NodeA, I) || I <- lists:seq(1, Fakes)],
     Beat = spawn_link(fun() -> heartbeats([C || {C, _} <- Socks]) end),
     MiB = 1 bsl 20,
-    %% 4 claims of 64 MiB fill the bound; every further one takes 1 MiB
-    weft_ct:wait_until(claims_read, fun() -> Binary() - Before >= 260 * MiB end),
+    Receiving = fun() -> maps:get(receiving, info(A)) end,
+    weft_ct:wait_until(claims_read, fun() -> maps:get(frames, Receiving()) =:= Fakes end),
+    %% 4 claims of 64 MiB fill the bound; every further one starts at 16 KiB
+    #{claimed_bytes := Claimed, claim_limit := Limit} = Receiving(),
     Grown = Binary() - Before,
-    ct:log("binaries grew by ~p MiB for ~p frames of 64 MiB announced",
-           [Grown div MiB, Fakes]),
+    ct:log("binaries grew by ~p MiB for ~p frames of 64 MiB announced; claimed ~p MiB of ~p",
+           [Grown div MiB, Fakes, Claimed div MiB, Limit div MiB]),
+    ?assertEqual(256 * MiB, Limit),
+    ?assertEqual(256 * MiB, Claimed),
     ?assert(Grown =< 300 * MiB),
     ok = call(B, weft, forward, [node_of(A), inbox, alive, #{}]),
     ?assertEqual([alive], call(A, weft_ct, collected, [inbox, 1])),
     unlink(Beat),
     exit(Beat, kill),
     [gen_tcp:close(S) || {C, D} <- Socks, S <- [C, D]],
-    weft_ct:wait_until(released, fun() -> Binary() - Before < 64 * MiB end),
+    weft_ct:wait_until(released, fun() -> Receiving() =:= #{frames => 0, claimed_bytes => 0,
+                                                            claim_limit => Limit} end),
+    weft_ct:wait_until(freed, fun() -> Binary() - Before < 64 * MiB end),
     ok.
 
 %% A peer that knows the cookie pushes a view of made-up members, more

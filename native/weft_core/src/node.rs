@@ -975,19 +975,26 @@ mod tests {
             .filter(|n| n != "a@h" && n != "new@h")
             .collect();
         assert_eq!(heard_of.len(), 1);
-        // Once every member has been up here, a newcomer is refused, and a
-        // known member is not.
+        // Once every member is up, a newcomer is refused (`full`, not
+        // waited out), and a known member is not.
         // (b dials it: its name is the smaller)
         drain(&mut b);
-        b.on_timeout(10_000);
+        b.on_timeout(100);
         drain(&mut b);
-        let r = b.on_dialed(10_000, 3, &spec(&heard_of[0], 9, 3), &control);
+        let r = b.on_dialed(100, 3, &spec(&heard_of[0], 9, 3), &control);
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(
-            b.on_hello(10_010, 4, &spec("late@h", 4, 5), &control),
-            Err(Refusal::Unavailable)
+            b.on_hello(110, 4, &spec("late@h", 4, 5), &control),
+            Err(Refusal::Full)
         );
-        assert!(b.on_hello(10_010, 5, &spec("a@h", 5, 1), &control).is_ok());
+        assert!(b.on_hello(110, 5, &spec("a@h", 5, 1), &control).is_ok());
+        // One that was reached and went down gives its place too (names
+        // that dialed in and left must not lock real nodes out either).
+        b.on_closed(120, 3, "gone");
+        drain(&mut b);
+        assert!(b.on_hello(130, 6, &spec("late@h", 4, 5), &control).is_ok());
+        assert_eq!(b.peers().count(), 3);
+        assert!(!b.peers().any(|p| p.spec.name == heard_of[0]));
     }
 
     /// A node gossips only the members it has reached: made-up members

@@ -91,6 +91,9 @@ pub enum Refusal {
     /// The peer speaks only these protocol versions (local reason; the
     /// wire carries it as a [`Handshake::Versions`] message).
     Version(Vec<u16>),
+    /// The acceptor has `max_members` members, all of them up: no room
+    /// for another until one goes down.
+    Full,
 }
 
 impl std::fmt::Display for Refusal {
@@ -115,6 +118,7 @@ impl std::fmt::Display for Refusal {
             // forge log lines.
             Refusal::BadSpec(why) => write!(f, "bad node description: {}", why.escape_debug()),
             Refusal::Version(vs) => write!(f, "peer speaks protocol versions {vs:?}"),
+            Refusal::Full => write!(f, "no room: max_members members, all up"),
         }
     }
 }
@@ -444,6 +448,7 @@ fn put_refusal(out: &mut Vec<u8>, r: &Refusal) {
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
+        Refusal::Full => out.push(10),
     }
 }
 
@@ -466,6 +471,7 @@ fn get_refusal(r: &mut Reader<'_>) -> Result<Refusal, FrameError> {
             let n = r.count(n, 2)?;
             Refusal::Version((0..n).map(|_| r.u16()).collect::<Result<_, _>>()?)
         }
+        10 => Refusal::Full,
         t => return Err(r.err(format!("unknown refusal {t}"))),
     })
 }

@@ -19,6 +19,7 @@ mod atoms {
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
         client_server, role, server, client, relayed, callback,
+        receiving, frames, claimed_bytes, claim_limit,
     }
 }
 
@@ -447,6 +448,14 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::send_queue_total_limit(), i.send_queue_total_limit),
         ],
     )?;
+    let receiving = Term::map_from_pairs(
+        env,
+        &[
+            (atoms::frames(), i.receiving_frames),
+            (atoms::claimed_bytes(), i.receiving_claimed),
+            (atoms::claim_limit(), i.receiving_claim_limit),
+        ],
+    )?;
     Term::map_from_pairs(
         env,
         &[
@@ -460,6 +469,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                 counts(env, &i.refused_connections)?,
             ),
             (atoms::queued(), queue),
+            (atoms::receiving(), receiving),
             (atoms::tombstones(), i.tombstones.encode(env)),
             (atoms::relayed(), i.relayed.encode(env)),
             (atoms::overlay(), name_term(env, i.overlay)),

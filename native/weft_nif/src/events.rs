@@ -17,7 +17,7 @@ mod atoms {
         weft_nif, nodeup, nodedown, log, weft_poll, wake, refused,
         connection_closed, heartbeat_timeout, left, removed, restarted, this_node_left,
         forgotten, stopped, bad_cookie, unexpected_node, unknown_lane, duplicate, unavailable,
-        detached, bad_spec, version,
+        detached, bad_spec, version, full,
         debug, info, notice, warning, error,
         peer, channel, lane,
         membership, join, leave, up, down, message, dropped,
@@ -132,6 +132,7 @@ impl Sink for NifSink {
                 Refusal::Detached => atoms::detached().encode(env),
                 Refusal::BadSpec(why) => (atoms::bad_spec(), why.as_str()).encode(env),
                 Refusal::Version(vs) => (atoms::version(), vs.clone()).encode(env),
+                Refusal::Full => atoms::full().encode(env),
             };
             (
                 atoms::weft_nif(),

@@ -706,6 +706,7 @@ fn refusal_reason(r: &Refusal) -> &'static str {
         Refusal::Detached => "detached",
         Refusal::BadSpec(_) => "bad_spec",
         Refusal::Version(_) => "version",
+        Refusal::Full => "full",
     }
 }
 

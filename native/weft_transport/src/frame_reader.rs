@@ -65,8 +65,10 @@ pub const LARGE_FRAME: usize = 64 * 1024;
 const BUFFER: usize = 64 * 1024;
 
 /// The first size of a large frame's buffer that is not allocated whole
-/// (see [`Claims`]); it doubles as the bytes come.
-pub const GROW_FROM: usize = 1024 * 1024;
+/// (see [`Claims`]); it doubles as the bytes come. Small: a peer that
+/// announces frames and sends a byte of each must not make the node hold
+/// much more than it sent (about what the kernel holds per connection).
+pub const GROW_FROM: usize = 16 * 1024;
 
 /// The default bound of [`Claims`]: bytes of large frames in progress, over
 /// all connections, whose buffers are allocated whole when their header
@@ -83,6 +85,9 @@ pub const CLAIMS_LIMIT: u64 = 256 * 1024 * 1024;
 pub struct Claims {
     claimed: AtomicU64,
     limit: u64,
+    /// Large frames being received now (buffers handed out and not yet
+    /// handed on or dropped).
+    in_progress: AtomicU64,
 }
 
 impl Claims {
@@ -91,12 +96,23 @@ impl Claims {
         Arc::new(Claims {
             claimed: AtomicU64::new(0),
             limit,
+            in_progress: AtomicU64::new(0),
         })
     }
 
     /// Bytes claimed now.
     pub fn claimed(&self) -> u64 {
         self.claimed.load(Ordering::Relaxed)
+    }
+
+    /// The bound of the claims.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Large frames being received now, claimed or not.
+    pub fn in_progress(&self) -> u64 {
+        self.in_progress.load(Ordering::Relaxed)
     }
 
     /// The buffer for a large frame of `len` bytes, from `alloc` (which
@@ -116,15 +132,20 @@ impl Claims {
                 (c.saturating_add(n) <= self.limit).then_some(c + n)
             })
             .is_ok();
-        if !claimed {
-            return alloc(len.min(GROW_FROM));
-        }
-        match alloc(len) {
-            Some(inner) => Some(Box::new(Claimed {
-                inner: Some(inner),
-                claims: self.clone(),
-                n,
-            })),
+        let (size, n) = if claimed {
+            (len, n)
+        } else {
+            (len.min(GROW_FROM), 0)
+        };
+        match alloc(size) {
+            Some(inner) => {
+                self.in_progress.fetch_add(1, Ordering::AcqRel);
+                Some(Box::new(Claimed {
+                    inner: Some(inner),
+                    claims: self.clone(),
+                    n,
+                }))
+            }
             None => {
                 self.claimed.fetch_sub(n, Ordering::AcqRel);
                 None
@@ -133,7 +154,8 @@ impl Claims {
     }
 }
 
-/// A buffer allocated whole under a claim, which it holds until handed on
+/// A large frame's buffer, counted in [`Claims`] (with the claim of its
+/// whole length when it got one) until handed on
 /// ([`FrameBuffer::into_any`]) or dropped.
 struct Claimed {
     inner: Option<Box<dyn FrameBuffer>>,
@@ -171,6 +193,7 @@ impl FrameBuffer for Claimed {
 impl Drop for Claimed {
     fn drop(&mut self) {
         self.claims.claimed.fetch_sub(self.n, Ordering::AcqRel);
+        self.claims.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -758,14 +781,17 @@ mod tests {
         assert_eq!(claims.claimed(), 3 << 20);
         let c = claims.buffer(2 << 20, alloc).unwrap();
         assert_eq!(claims.claimed(), 5 << 20);
+        assert_eq!(claims.in_progress(), 3);
         assert!(
             a.into_any().downcast::<Vec<u8>>().is_ok(),
             "the sink gets its own type back"
         );
         assert_eq!(claims.claimed(), 2 << 20);
+        assert_eq!(claims.in_progress(), 2);
         drop(c);
         assert_eq!(claims.claimed(), 0);
         drop(b);
+        assert_eq!(claims.in_progress(), 0);
         assert_eq!(*sizes.borrow(), [3 << 20, GROW_FROM, 2 << 20]);
         // no memory: nothing stays claimed
         assert!(claims.buffer(1 << 20, |_| None).is_none());
@@ -777,7 +803,7 @@ mod tests {
     /// came (at most twice them), and the frame still arrives whole.
     #[test]
     fn past_the_claims_memory_follows_the_bytes_that_came() {
-        let len = 5 * GROW_FROM + 3;
+        let len = (5 << 20) + 3;
         let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let whole = frame(FrameKind::Data, &body);
         let claims = Claims::new(0);
@@ -791,7 +817,7 @@ mod tests {
         let mut r = FrameReader::new(1 << 30);
         let mut got = Vec::new();
         let mut fed = 0;
-        for step in [HEADER_LEN + 10, GROW_FROM, 2 * GROW_FROM, whole.len()] {
+        for step in [HEADER_LEN + 10, 1 << 20, 2 << 20, whole.len()] {
             let mut s = src(whole[fed..step.min(whole.len())].to_vec());
             fed = step.min(whole.len());
             r.read(&mut s, usize::MAX, &alloc, &mut |f, _| {
@@ -818,13 +844,13 @@ mod tests {
     /// aborts.
     #[test]
     fn no_memory_ends_the_read() {
-        let whole = frame(FrameKind::Data, &vec![1u8; 3 * GROW_FROM]);
+        let whole = frame(FrameKind::Data, &vec![1u8; 3 << 20]);
         let none = |_: usize| -> Option<Box<dyn FrameBuffer>> { None };
         let mut r = FrameReader::new(1 << 30);
         let res = r.read(&mut src(whole.clone()), usize::MAX, &none, &mut |_, _| {
             Ok(())
         });
-        assert!(matches!(res, Err(ReadError::NoMemory(n)) if n == 3 * GROW_FROM));
+        assert!(matches!(res, Err(ReadError::NoMemory(n)) if n == 3 << 20));
 
         /// A buffer that cannot grow.
         struct Fixed(Vec<u8>);

@@ -88,6 +88,13 @@ pub struct Info {
     pub send_queue_limit: u64,
     /// The bound of all queues.
     pub send_queue_total_limit: u64,
+    /// Large frames being received now (partly read).
+    pub receiving_frames: u64,
+    /// Bytes their headers claimed and got allocated whole (see
+    /// [`crate::frame_reader::Claims`]), and the bound of that.
+    pub receiving_claimed: u64,
+    /// The bound of `receiving_claimed`.
+    pub receiving_claim_limit: u64,
     /// Nodes remembered as removed.
     pub tombstones: u64,
     /// Messages relayed (client-server overlay).
@@ -163,6 +170,9 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
         queued_bytes: shared.routes.queued(),
         send_queue_limit: limits.peer_queue,
         send_queue_total_limit: limits.total_queue,
+        receiving_frames: shared.claims.in_progress(),
+        receiving_claimed: shared.claims.claimed(),
+        receiving_claim_limit: shared.claims.limit(),
         tombstones: core.tombstone_count() as u64,
         peers,
     }

@@ -202,20 +202,27 @@ impl FullMesh {
         incarnation != 0 && self.reached.contains_key(name)
     }
 
-    /// A member that could give its place to a node proving the cookie:
-    /// learned from gossip, never reached, not up (the smallest name, so
-    /// the choice does not depend on the map's order).
-    fn never_reached(&self, cx: &Cx<'_>) -> Option<Name> {
+    /// A member that could give its place to a node proving the cookie
+    /// (which is up, by then): one that is not up. First one learned from
+    /// gossip and never reached, then the one down the longest (a typed-in
+    /// contact never reached last); among equals the smallest name, so the
+    /// choice does not depend on the map's order.
+    fn evictable(&self, cx: &Cx<'_>) -> Option<Name> {
         self.members
             .iter()
-            .filter(|(n, inc)| {
-                **inc != 0
-                    && !self.reached.contains_key(n.as_str())
-                    && cx.peers.status(n) != Some(PeerStatus::Up)
+            .filter(|(n, _)| cx.peers.status(n) != Some(PeerStatus::Up))
+            .map(|(n, inc)| {
+                let rank = if *inc == 0 {
+                    (2, 0)
+                } else if !self.reached.contains_key(n.as_str()) {
+                    (0, 0)
+                } else {
+                    (1, cx.peers.status_since(n).map_or(0, |(_, since)| since))
+                };
+                (rank, n)
             })
-            .map(|(n, _)| n)
             .min()
-            .cloned()
+            .map(|(_, n)| n.clone())
     }
 
     /// Add (or update) the member `spec` describes; `gossiped`: learned
@@ -669,24 +676,23 @@ impl Membership for FullMesh {
             None if self.has_room() => self.add(cx, spec.clone(), false),
             None => {
                 // Full: a node that proved the cookie takes the place of a
-                // member only heard of (made-up members pushed by a peer
-                // must not lock real nodes out).
-                let Some(victim) = self.never_reached(cx) else {
+                // member that is not up (made-up members, pushed by a peer
+                // or dialed in under made-up names, must not lock real
+                // nodes out).
+                let Some(victim) = self.evictable(cx) else {
                     let n = self.max_members;
                     cx.log(
                         Level::Warning,
                         Some(&spec.name),
-                        format!(
-                            "refused: this node has {n} members (max_members), all of them reached"
-                        ),
+                        format!("refused: this node has {n} members (max_members), all of them up"),
                     );
-                    return Err(Refusal::Unavailable);
+                    return Err(Refusal::Full);
                 };
                 cx.log(
                     Level::Notice,
                     Some(&victim),
                     format!(
-                        "forgotten (never reached) to make room for {} (max_members is {})",
+                        "forgotten (not up) to make room for {} (max_members is {})",
                         spec.name, self.max_members
                     ),
                 );
