@@ -155,19 +155,8 @@ impl Driver {
         for (_, held) in self.shared.accept_failures.flush(now) {
             sink.log(Level::Warning, &accept_summary(held), None, None);
         }
-        for (key, held) in self.shared.peer_lines.flush(now) {
-            let line = match &key {
-                Some((_, like)) => format!(
-                    "{held} more lines like \"{like}\" in the last {} s",
-                    crate::log_limit::WINDOW.as_secs()
-                ),
-                None => format!(
-                    "{held} more lines about other peers in the last {} s",
-                    crate::log_limit::WINDOW.as_secs()
-                ),
-            };
-            let peer = key.as_ref().map(|(p, _)| p.as_str());
-            sink.log(Level::Notice, &line, peer, None);
+        for (peer, line) in peer_summaries(self.shared.peer_lines.flush(now)) {
+            sink.log(Level::Notice, &line, peer.as_deref(), None);
         }
     }
 
@@ -345,8 +334,49 @@ impl Driver {
 }
 
 /// Lines about peers (notice and above) per [`crate::log_limit::WINDOW`]
-/// over all peers; past it they are summed up.
-pub const PEER_LINES: u32 = 200;
+/// over all peers; past it they are summed up. Large enough that a real
+/// node's line is not hidden by a peer cycling through made-up names (each
+/// needs a handshake), small enough for OTP's logger (100 lines a second).
+pub const PEER_LINES: u32 = 1000;
+
+/// Summary lines of held-back peer lines per window: past it, one line
+/// sums up the rest.
+const PEER_SUMMARIES: usize = 20;
+
+/// The summary lines of peer lines held back in a window that ended (see
+/// [`log_about_peer`]): one per peer and line, the [`PEER_SUMMARIES`] most
+/// held, and one line for the rest. With the peer each is about.
+fn peer_summaries(
+    mut held: Vec<crate::log_limit::Held<(String, String)>>,
+) -> Vec<(Option<String>, String)> {
+    let secs = crate::log_limit::WINDOW.as_secs();
+    held.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let mut out = Vec::new();
+    if held.len() > PEER_SUMMARIES {
+        let rest = held.split_off(PEER_SUMMARIES - 1);
+        let lines: u64 = rest.iter().map(|(_, n)| n).sum();
+        out.push((
+            None,
+            format!(
+                "{lines} more lines about {} peers in the last {secs} s",
+                rest.len()
+            ),
+        ));
+    }
+    for (key, n) in held {
+        out.push(match key {
+            Some((peer, like)) => (
+                Some(peer),
+                format!("{n} more lines like \"{like}\" in the last {secs} s"),
+            ),
+            None => (
+                None,
+                format!("{n} more lines about other peers in the last {secs} s"),
+            ),
+        });
+    }
+    out
+}
 
 /// Log a line of the core: one about a peer, at notice level or above, at
 /// most once per peer and line (digits aside) per
@@ -827,6 +857,36 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Held-back lines about peers are summed up per peer and line, at
+    /// most PEER_SUMMARIES lines in all: the most held first, the rest in
+    /// one line.
+    #[test]
+    fn peer_summaries_are_bounded() {
+        let held = |n: usize| -> Vec<crate::log_limit::Held<(String, String)>> {
+            (0..n)
+                .map(|i| {
+                    (
+                        Some((format!("p{i}@h"), "node up".to_string())),
+                        i as u64 + 1,
+                    )
+                })
+                .collect()
+        };
+        let few = peer_summaries(held(3));
+        assert_eq!(few.len(), 3);
+        assert_eq!(few[0].0.as_deref(), Some("p2@h"));
+        assert!(few[0].1.starts_with("3 more lines like \"node up\""));
+        let many = peer_summaries(held(400));
+        assert_eq!(many.len(), PEER_SUMMARIES);
+        // the rest: peers p0..p380 (381 of them), 1 + ... + 381 lines
+        assert_eq!(many[0].0, None);
+        assert_eq!(
+            many[0].1,
+            "72771 more lines about 381 peers in the last 10 s"
+        );
+        assert_eq!(many[1].0.as_deref(), Some("p399@h"));
+    }
     use std::io::{Error, ErrorKind};
 
     #[test]
