@@ -23,6 +23,7 @@
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
          large_frame_headers_alone_take_no_memory/1, made_up_members_stay_where_pushed/1,
+         a_full_node_says_so_and_makes_room_when_members_go_down/1,
          forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
@@ -47,6 +48,7 @@ all() ->
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
      large_frame_headers_alone_take_no_memory, made_up_members_stay_where_pushed,
+     a_full_node_says_so_and_makes_room_when_members_go_down,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
@@ -452,6 +454,38 @@ made_up_members_stay_where_pushed(_Config) ->
     ?assertEqual([], MadeUp(B)),
     ?assertEqual([], MadeUp(D)),
     gen_tcp:close(C),
+    ok.
+
+%% A node with `max_members' members, all up, refuses a newcomer as
+%% `full' (sync_join says so at once, rather than time out); once members
+%% go down (here: peers of our own making that dialed in under made-up
+%% names and left), a newcomer takes the place of one of them.
+a_full_node_says_so_and_makes_room_when_members_go_down(_Config) ->
+    Opts = opts(#{max_members => 5}),
+    A = start(weft, Opts),
+    NodeA = atom_to_binary(node_of(A)),
+    Port = call(A, weft_ct, port, []),
+    Fakes = [begin
+                 Name = <<"dialed", (integer_to_binary(I))/binary, "@127.0.0.1">>,
+                 Spec = weft_ct:fake_spec(Name, [{<<"default">>, 1}]),
+                 {ok, C} = weft_ct:fake_peer(Port, maps:get(cookie, Opts), NodeA,
+                                             {<<"$control">>, 0}, Spec),
+                 C
+             end || I <- lists:seq(1, 5)],
+    Beat = spawn_link(fun() -> heartbeats(Fakes) end),
+    weft_ct:wait_until(all_up, fun() -> length(call(A, weft, nodes, [])) =:= 5 end),
+    D = start(weft, Opts),
+    SpecA = call(A, weft, node_spec, []),
+    ?assertEqual({error, {refused, full}}, call(D, weft, sync_join, [SpecA, 10000])),
+    unlink(Beat),
+    exit(Beat, kill),
+    [gen_tcp:close(C) || C <- Fakes],
+    %% (D keeps dialing: it may get in as soon as one is down)
+    Dialed = fun() -> [N || N <- call(A, weft, nodes, []),
+                            lists:prefix("dialed", atom_to_list(N))] end,
+    weft_ct:wait_until(all_down, fun() -> Dialed() =:= [] end),
+    ok = call(D, weft, sync_join, [SpecA, 10000]),
+    ?assertEqual(5, maps:size(maps:get(peers, info(A)))),
     ok.
 
 %% A fake peer `fakeI@127.0.0.1' with its control lane, and a data lane on
