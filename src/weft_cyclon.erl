@@ -31,10 +31,22 @@
 %% for large clusters, a protocol with a separate active view (HyParView)
 %% suits weft better.
 %%
+%% What a peer sends is checked before it is used: of a shuffle or an
+%% answer, at most `shuffle_length' entries are read, and an entry enters
+%% the view only if it is `{Spec, Age}', `Spec' a node spec as
+%% {@link weft:join/1} takes it (checked with `weft_config:check_spec/1',
+%% and kept as checked) and `Age' a non-negative integer. Other entries are
+%% dropped and counted (a warning at the 1st, 10th, 100th, ... one, none
+%% per entry); a message of another shape, or an answer to no shuffle of
+%% this node's, is ignored. So a peer cannot put in the view entries this
+%% node could never connect to, nor entries that make it log.
+%%
 %% Options (`Opts', a map): `view_size' (default 8), `shuffle_length'
 %% (default 4, at most `view_size').
 -module(weft_cyclon).
 -behaviour(weft_membership).
+
+-include_lib("kernel/include/logger.hrl").
 
 -export([init/1, join/2, leave/1, periodic/1, handle_up/3, handle_down/2, handle_message/3]).
 
@@ -43,11 +55,14 @@
     pending = #{} :: #{node() => {map(), [node()], non_neg_integer()}},  % shuffles waiting: Spec, sent, periods
     self :: map() | undefined,
     size :: pos_integer(),
-    length :: pos_integer()
+    length :: pos_integer(),
+    dropped = 0 :: non_neg_integer()    % entries from peers that were not valid
 }).
 
 %% A shuffle not answered after this many periods is given up.
 -define(PENDING_PERIODS, 3).
+%% Ages a peer sends are taken up to this (an age only orders entries).
+-define(MAX_AGE, 1 bsl 32).
 
 init(Opts) when is_map(Opts) ->
     Size = maps:get(view_size, Opts, 8),
@@ -92,20 +107,35 @@ handle_down(Node, S) ->
     done(S#cyclon{view = maps:remove(Node, S#cyclon.view),
                   pending = maps:remove(Node, S#cyclon.pending)}).
 
-handle_message(From, {cyclon_shuffle, Entries}, S) when is_list(Entries) ->
-    Reply = random_entries(maps:remove(From, S#cyclon.view), S#cyclon.length),
-    Sent = [N || {N, _, _} <- Reply],
-    S1 = merge(Entries, Sent, S),
-    {ok, Members, [], S2} = done(S1),
-    {ok, Members, [{From, {cyclon_reply, [{Spec, Age} || {_, Spec, Age} <- Reply]}}], S2};
-handle_message(From, {cyclon_reply, Entries}, S) when is_list(Entries) ->
-    {_, Sent, _} = maps:get(From, S#cyclon.pending, {none, [], 0}),
-    View = case S#cyclon.view of
-               #{From := {Spec, _}} -> (S#cyclon.view)#{From := {Spec, 0}};
-               V -> V
-           end,
-    S1 = merge(Entries, Sent, S#cyclon{view = View, pending = maps:remove(From, S#cyclon.pending)}),
-    done(S1);
+handle_message(From, {cyclon_shuffle, Received}, S) ->
+    case entries(From, Received, S) of
+        {ok, Entries, S0} ->
+            Reply = random_entries(maps:remove(From, S0#cyclon.view), S0#cyclon.length),
+            Sent = [N || {N, _, _} <- Reply],
+            S1 = merge(Entries, Sent, S0),
+            {ok, Members, [], S2} = done(S1),
+            {ok, Members, [{From, {cyclon_reply, [{Spec, Age} || {_, Spec, Age} <- Reply]}}], S2};
+        error ->
+            done(S)
+    end;
+handle_message(From, {cyclon_reply, Received}, S) ->
+    case maps:find(From, S#cyclon.pending) of
+        {ok, {_, Sent, _}} ->
+            case entries(From, Received, S) of
+                {ok, Entries, S0} ->
+                    View = case S0#cyclon.view of
+                               #{From := {Spec, _}} -> (S0#cyclon.view)#{From := {Spec, 0}};
+                               V -> V
+                           end,
+                    done(merge(Entries, Sent, S0#cyclon{view = View,
+                                                        pending = maps:remove(From, S0#cyclon.pending)}));
+                error ->
+                    done(S)
+            end;
+        error ->
+            %% (an answer to no shuffle of this node's)
+            done(S)
+    end;
 handle_message(_From, _Other, S) ->
     done(S).
 
@@ -142,11 +172,65 @@ random_entries(View, N) ->
                                            || {Node, {Spec, Age}} <- maps:to_list(View)])],
     lists:sublist(Shuffled, max(0, N)).
 
-%% Merge received entries: skip this node and nodes already in the view;
-%% fill empty slots first, then replace the entries sent (`Sent').
+%% The entries a peer sent, checked: `{ok, [{Spec, Age}], S}' (the count
+%% of dropped entries updated), or `error' if `Received' is not a list.
+%% At most `shuffle_length' entries are read; an entry is kept if it is
+%% `{Spec, Age}' with `Spec' a node spec as weft:join/1 takes it (kept as
+%% checked: name and addresses, channels if any) and `Age' a non-negative
+%% integer; this node's own entry is left out.
+entries(From, Received, S) ->
+    case first(Received, S#cyclon.length) of
+        {ok, Taken} ->
+            {Entries, Bad} = lists:foldr(fun(E, {Good, B}) ->
+                                                 case entry(E) of
+                                                     {ok, Entry} -> {[Entry | Good], B};
+                                                     self -> {Good, B};
+                                                     error -> {Good, B + 1}
+                                                 end
+                                         end, {[], 0}, Taken),
+            {ok, Entries, dropped(From, Bad, S)};
+        error ->
+            error
+    end.
+
+entry({Spec, Age}) when is_integer(Age), Age >= 0 ->
+    case weft_config:check_spec(Spec) of
+        {ok, Checked} -> {ok, {Checked, min(Age, ?MAX_AGE)}};
+        self -> self;
+        {error, _} -> error
+    end;
+entry(_) ->
+    error.
+
+%% The first `N' elements of a list (whatever follows them); `error' if it
+%% is not a list, or ends improperly before.
+first(L, N) ->
+    first(L, N, []).
+
+first(_, 0, Acc) -> {ok, lists:reverse(Acc)};
+first([], _, Acc) -> {ok, lists:reverse(Acc)};
+first([E | Rest], N, Acc) -> first(Rest, N - 1, [E | Acc]);
+first(_, _, _) -> error.
+
+%% Count `Bad' more invalid entries, logging when the count reaches or
+%% passes a power of ten (the 1st, 10th, 100th, ...).
+dropped(_From, 0, S) ->
+    S;
+dropped(From, Bad, #cyclon{dropped = D} = S) ->
+    Total = D + Bad,
+    next_power_of_ten(1, D + 1) =< Total
+        andalso ?LOG_WARNING("weft_cyclon: ~p invalid entries from peers dropped so far (the last from ~p)",
+                             [Total, From], #{weft => true}),
+    S#cyclon{dropped = Total}.
+
+next_power_of_ten(P, N) when P < N -> next_power_of_ten(P * 10, N);
+next_power_of_ten(P, _) -> P.
+
+%% Merge received entries (checked): skip this node and nodes already in
+%% the view; fill empty slots first, then replace the entries sent (`Sent').
 merge(Entries, Sent, S) ->
     {View, _} = lists:foldl(
-                  fun({#{name := Node} = Spec, Age}, {V, Replaceable}) when is_atom(Node), is_integer(Age) ->
+                  fun({#{name := Node} = Spec, Age}, {V, Replaceable}) ->
                           case Node =:= node() orelse maps:is_key(Node, V) of
                               true -> {V, Replaceable};
                               false when map_size(V) < S#cyclon.size -> {V#{Node => {Spec, Age}}, Replaceable};
@@ -155,9 +239,7 @@ merge(Entries, Sent, S) ->
                                       [R | Rest] -> {maps:put(Node, {Spec, Age}, maps:remove(R, V)), Rest};
                                       [] -> {V, []}
                                   end
-                          end;
-                     (_Bad, Acc) ->
-                          Acc
+                          end
                   end, {S#cyclon.view, Sent}, Entries),
     S#cyclon{view = View}.
 

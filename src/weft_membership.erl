@@ -28,7 +28,10 @@
 %% `#{name := Node, listen_addrs := [#{ip := Ip, port := Port}]}') this node
 %% wants connections to, all of them each time. Nodes added are dialed;
 %% nodes taken out are disconnected. This node's own spec is ignored. A
-%% spec that is not valid is skipped, with a warning.</li>
+%% spec that is not valid is skipped, with a warning (at the 1st, 10th,
+%% 100th, ... one, the spec cut short: a protocol may keep returning what
+%% a peer sent it). Check what a peer sends before it becomes a member:
+%% `weft_config:check_spec/1' is what {@link weft:join/1} checks.</li>
 %% <li>`Messages': `[{Node, Msg}]', protocol messages to send. A message to
 %% a node without a connection is dropped (send to members, or to the node
 %% a message came from: its connection is up while it lasts).</li>
@@ -51,7 +54,9 @@
 %% </ul>
 %% A callback that raises, or returns something else, is logged as an
 %% error and its call has no effect (the previous state is kept): a
-%% protocol bug never takes weft down.
+%% protocol bug never takes weft down. Such errors are logged at the 1st,
+%% 10th, 100th, ... time of each callback, with the count and the terms
+%% cut short (a peer could make a protocol raise at every message).
 %%
 %% `weft_cyclon' is a complete protocol written with it (Cyclon's shuffle),
 %% to read as an example.
@@ -141,22 +146,101 @@ event(Module, {message, From, {term, Msg}}, State) ->
 event(_Module, {message, From, {refused, Why, Size}}, State) ->
     %% At the 1st, 10th, 100th, ... such message: a peer sending them
     %% cannot flood the log.
-    N = case get(refused_messages) of undefined -> 1; M -> M + 1 end,
-    put(refused_messages, N),
-    case is_power_of_ten(N) of
-        true ->
-            ?LOG_WARNING("weft: ~p: membership message of ~p bytes ignored (~p); ~p so far",
-                         [From, Size, Why, N], #{weft => true});
-        false ->
-            ok
-    end,
+    rarely(refused_messages, warning,
+           "weft: ~p: membership message of ~p bytes ignored (~ts); ~p so far",
+           [From, Size, bounded(Why)]),
     State;
 event(_Module, _Other, State) ->
     State.
 
+%%% Warnings a peer can cause again and again (a protocol that keeps a
+%%% bad spec a peer sent, or raises on a message it does not expect) are
+%%% logged at the 1st, 10th, 100th, ... time of each kind, with the count,
+%%% and print the terms involved cut short (see bounded/1): no peer can
+%%% flood the log, however often it tries or however large its terms.
+
+%% One more `Kind': logged (`Format' given `Args' and the count so far)
+%% if it is the 1st, 10th, 100th, ... of its kind.
+rarely(Kind, Level, Format, Args) ->
+    N = case get({weft_count, Kind}) of undefined -> 1; M -> M + 1 end,
+    put({weft_count, Kind}, N),
+    case is_power_of_ten(N) of
+        true -> ?LOG(Level, Format, Args ++ [N], #{weft => true});
+        false -> ok
+    end.
+
 is_power_of_ten(1) -> true;
 is_power_of_ten(N) when N rem 10 =:= 0 -> is_power_of_ten(N div 10);
 is_power_of_ten(_) -> false.
+
+%% `Term' printed in a few hundred characters at most, whatever it holds:
+%% at most 4 levels deep, 8 elements a level and 64 in all; binaries cut
+%% at 32 bytes, integers past 2^64 not printed (their digits could take
+%% megabytes, and time).
+-define(PRINT_DEPTH, 4).
+-define(PRINT_WIDTH, 8).
+-define(PRINT_BUDGET, 64).
+-define(PRINT_CHARS, 600).
+
+bounded(Term) ->
+    {Cut, _} = cut(Term, ?PRINT_DEPTH, ?PRINT_BUDGET),
+    io_lib:format("~0tP", [Cut, 4 * ?PRINT_WIDTH], [{chars_limit, ?PRINT_CHARS}]).
+
+%% An invalid member: its name if it has one that prints short, else the
+%% whole of it, cut.
+bounded_spec(#{name := Name}) when is_atom(Name) ->
+    io_lib:format("~tp", [Name]);
+bounded_spec(Spec) ->
+    bounded(Spec).
+
+cut(_, _, Budget) when Budget =< 0 ->
+    {'...', 0};
+cut(I, _, Budget) when is_integer(I), (I > 1 bsl 64 orelse I < -(1 bsl 64)) ->
+    {'<big integer>', Budget - 1};
+cut(B, _, Budget) when is_bitstring(B), bit_size(B) > 256 ->
+    <<Head:32/binary, _/bitstring>> = B,
+    {<<Head/binary, "...">>, Budget - 1};
+cut(T, 0, Budget) when is_tuple(T), tuple_size(T) > 0; is_map(T), map_size(T) > 0;
+                       is_list(T), T =/= [] ->
+    {'...', Budget - 1};
+cut(T, Depth, Budget) when is_tuple(T) ->
+    Elements = [element(I, T) || I <- lists:seq(1, min(tuple_size(T), ?PRINT_WIDTH))],
+    {Cut, B} = lists:mapfoldl(fun(E, B0) -> cut(E, Depth - 1, B0) end, Budget - 1, Elements),
+    {list_to_tuple(more(Cut, tuple_size(T) > ?PRINT_WIDTH)), B};
+cut(M, Depth, Budget) when is_map(M) ->
+    Pairs = first_pairs(maps:next(maps:iterator(M)), ?PRINT_WIDTH),
+    {Cut, B} = lists:mapfoldl(fun({K, V}, B0) ->
+                                      {CK, B1} = cut(K, Depth - 1, B0),
+                                      {CV, B2} = cut(V, Depth - 1, B1),
+                                      {{CK, CV}, B2}
+                              end, Budget - 1, Pairs),
+    Map = maps:from_list(more(Cut, map_size(M) > ?PRINT_WIDTH, {'...', '...'})),
+    {Map, B};
+cut(L, Depth, Budget) when is_list(L) ->
+    cut_list(L, ?PRINT_WIDTH, Depth - 1, Budget - 1);
+cut(T, _, Budget) ->
+    {T, Budget - 1}.
+
+cut_list([], _, _, Budget) ->
+    {[], Budget};
+cut_list([_ | _], 0, _, Budget) ->
+    {['...'], Budget};
+cut_list([H | T], Width, Depth, Budget) ->
+    {CH, B1} = cut(H, Depth, Budget),
+    {CT, B2} = cut_list(T, Width - 1, Depth, B1),
+    {[CH | CT], B2};
+cut_list(Tail, _, Depth, Budget) ->
+    cut(Tail, Depth, Budget).
+
+first_pairs(none, _) -> [];
+first_pairs(_, 0) -> [];
+first_pairs({K, V, I}, N) -> [{K, V} | first_pairs(maps:next(I), N - 1)].
+
+more(L, More) ->
+    more(L, More, '...').
+
+more(L, true, Mark) -> L ++ [Mark];
+more(L, false, _) -> L.
 
 %% Call back; carry out the result; the new state (the old one if the call
 %% failed).
@@ -176,14 +260,19 @@ run(Module, Fun, Args, State) ->
             State
     catch
         Class:Reason:Stack ->
-            ?LOG_ERROR("weft: membership ~p:~p failed: ~p:~tp~n~tp; the call is ignored",
-                       [Module, Fun, Class, Reason, Stack], #{weft => true}),
+            %% (a protocol that raises on what a peer sends would log it
+            %% at every message, the message in the stack's arguments)
+            rarely({failed, Fun}, error,
+                   "weft: membership ~p:~p failed: ~p:~ts~n~ts; the call is ignored (~p such failures so far)",
+                   [Module, Fun, Class, bounded(Reason), bounded(Stack)]),
             State
     end.
 
 bad_result(Module, Fun, Result) ->
-    ?LOG_ERROR("weft: membership ~p:~p returned ~tP, not {ok, Members, Messages, State} "
-               "with two proper lists; ignored", [Module, Fun, Result, 20], #{weft => true}).
+    rarely({bad_result, Fun}, error,
+           "weft: membership ~p:~p returned ~ts, not {ok, Members, Messages, State} "
+           "with two proper lists; ignored (~p such results so far)",
+           [Module, Fun, bounded(Result)]).
 
 is_proper_list(L) when is_list(L) ->
     try length(L) of _ -> true
@@ -199,8 +288,12 @@ decide(Module, Fun, Members, Messages) ->
                             {ok, C} -> {true, C};
                             self -> false;
                             {error, _} ->
-                                ?LOG_WARNING("weft: membership ~p:~p named an invalid member ~tp; skipped",
-                                             [Module, Fun, Spec], #{weft => true}),
+                                %% (a protocol may keep a spec a peer sent it,
+                                %% and return it at every call)
+                                rarely(invalid_member, warning,
+                                       "weft: membership ~p:~p named an invalid member ~ts; skipped "
+                                       "(~p invalid members so far)",
+                                       [Module, Fun, bounded_spec(Spec)]),
                                 false
                         end
                 end, Members),
@@ -209,12 +302,14 @@ decide(Module, Fun, Members, Messages) ->
                                               weft_config:is_latin1(Node),
                                               erlang:external_size(Msg) =< ?MAX_MESSAGE],
     length(Encoded) =:= length(Messages)
-        orelse ?LOG_WARNING("weft: membership ~p:~p sent messages that are not {Node, Msg} (Node "
-                            "an atom in Latin-1) or are over ~p bytes encoded; skipped",
-                            [Module, Fun, ?MAX_MESSAGE], #{weft => true}),
+        orelse rarely(bad_messages, warning,
+                      "weft: membership ~p:~p sent messages that are not {Node, Msg} (Node an atom "
+                      "in Latin-1) or are over ~p bytes encoded; skipped (~p times so far)",
+                      [Module, Fun, ?MAX_MESSAGE]),
     try weft_nif:membership_decision(Checked, Encoded) of
         ok -> ok;
-        Error -> ?LOG_ERROR("weft: membership decision refused: ~p", [Error], #{weft => true})
+        Error -> rarely(decision_refused, error, "weft: membership decision refused: ~ts (~p times so far)",
+                        [bounded(Error)])
     catch
         error:nif_not_loaded -> ok;
         error:undef -> ok

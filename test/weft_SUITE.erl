@@ -10,7 +10,8 @@
 -export([all/0, suite/0, init_per_testcase/2, end_per_testcase/2]).
 -export([static_overlay_with_late_and_missing_members/1, client_server_relays_and_fails_over/1,
          callback_overlay_cyclon_converges/1, callback_overlay_survives_a_bad_protocol/1,
-         callback_overlay_messages_cannot_fill_the_atom_table/1]).
+         callback_overlay_messages_cannot_fill_the_atom_table/1,
+         callback_overlay_invalid_entries_stay_out/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -55,7 +56,8 @@ all() ->
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
      static_overlay_with_late_and_missing_members, client_server_relays_and_fails_over,
      callback_overlay_cyclon_converges, callback_overlay_survives_a_bad_protocol,
-     callback_overlay_messages_cannot_fill_the_atom_table].
+     callback_overlay_messages_cannot_fill_the_atom_table,
+     callback_overlay_invalid_entries_stay_out].
 
 init_per_testcase(_Case, Config) ->
     Config.
@@ -1301,6 +1303,129 @@ callback_overlay_messages_cannot_fill_the_atom_table(_Config) ->
     weft_ct:wait_until(member, fun() -> lists:member(node_of(B), call(A, weft, members, [])) end),
     gen_tcp:close(C),
     ok.
+
+%% On the callback overlay with weft_cyclon, a peer that knows the cookie
+%% sends shuffles whose entries are not node specs (a name only, an unknown
+%% key with 10 KB in it, no or bad addresses, a bad channel, a bad age, not
+%% a pair), more entries than shuffle_length, and messages of other shapes
+%% (an improper list, an answer to no shuffle). Before, such entries
+%% entered the view: each was logged whole at every period, for ever, and
+%% they spread, and ten shuffles left a node of view size 4 alone. Now none
+%% enters: the node's own shuffles carry only real nodes, the dropped
+%% entries are logged at the 1st, 10th and 100th only, a real node still
+%% joins. And a protocol that returns invalid members at every call is
+%% logged at the 1st, 10th, ... one, the spec cut short.
+callback_overlay_invalid_entries_stay_out(_Config) ->
+    Opts = opts(#{overlay => {callback, weft_cyclon, #{view_size => 4, shuffle_length => 2}}}),
+    A = start(cyclon, Opts),
+    ok = call(A, weft_ct, capture_logs, []),
+    B = start(cyclon, Opts),
+    ok = call(B, weft_ct, capture_logs, []),
+    ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(b_member, fun() -> lists:member(node_of(B), call(A, weft, members, [])) end),
+    NodeA = atom_to_binary(node_of(A)),
+    Spec = weft_ct:fake_spec(<<"fake@127.0.0.1">>, [{<<"default">>, 1}]),
+    {ok, C} = weft_ct:fake_peer(call(A, weft_ct, port, []), maps:get(cookie, Opts), NodeA,
+                                {<<"$control">>, 0}, Spec),
+    Beat = spawn_link(fun() -> heartbeats([C]) end),
+    Send = fun(Msg) ->
+                   Body = <<1, 4, 11, "weft_cyclon", (term_to_binary(Msg))/binary>>,
+                   ok = gen_tcp:send(C, weft_ct:raw_frame(2, Body))
+           end,
+    Addrs = [#{ip => {127, 0, 0, 1}, port => 9}],
+    Junk = fun(Prefix, I) -> list_to_atom(Prefix ++ integer_to_list(I) ++ "@127.0.0.1") end,
+    Invalid = fun(I) ->
+                      N = Junk("junk", I),
+                      case I rem 10 of
+                          0 -> {#{name => N}, 0};
+                          1 -> {#{name => N, listen_addrs => Addrs, pad => binary:copy(<<"x">>, 10000)}, 0};
+                          2 -> {#{name => N, listen_addrs => []}, 0};
+                          3 -> {#{name => N, listen_addrs => [#{ip => {127, 0, 0, 1}, port => 0}]}, 0};
+                          4 -> {#{name => N, listen_addrs => [#{ip => {300, 0, 0, 1}, port => 9}]}, 0};
+                          5 -> {#{name => N, listen_addrs => lists:duplicate(17, hd(Addrs))}, 0};
+                          6 -> {#{name => list_to_atom("junk-no-host" ++ integer_to_list(I)),
+                                  listen_addrs => Addrs}, 0};
+                          7 -> {#{name => N, listen_addrs => Addrs,
+                                  channels => [#{name => default, parallelism => 0}]}, 0};
+                          8 -> {#{name => N, listen_addrs => Addrs}, -1};
+                          9 -> #{name => N, listen_addrs => Addrs}
+                      end
+              end,
+    %% messages of other shapes, and an answer to no shuffle: ignored
+    Send({cyclon_shuffle, not_a_list}),
+    Send({cyclon_shuffle, [{#{name => Junk("improper", 1), listen_addrs => Addrs}, 0} | tail]}),
+    Send({cyclon_reply, [{#{name => Junk("unasked", 1), listen_addrs => Addrs}, 0}]}),
+    Send({something, else}),
+    %% 50 shuffles of 2 invalid entries, then valid ones past shuffle_length
+    [Send({cyclon_shuffle, [Invalid(2 * I), Invalid(2 * I + 1)
+                            | [{#{name => Junk("past", 4 * I + J), listen_addrs => Addrs}, 0}
+                               || J <- lists:seq(0, 3)]]})
+     || I <- lists:seq(0, 49)],
+    About = fun() -> [L || L <- call(A, weft_ct, logs, []), string:find(L, "invalid") =/= nomatch] end,
+    weft_ct:wait_until(hundred_dropped,
+                       fun() -> lists:any(fun(L) -> string:find(L, "100 invalid entries") =/= nomatch end,
+                                          About())
+                       end),
+    %% a real node still joins
+    D = start(cyclon, Opts),
+    ok = call(D, weft_ct, capture_logs, []),
+    ok = call(D, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    weft_ct:wait_until(d_member, fun() -> lists:member(node_of(D), call(A, weft, members, [])) end),
+    %% 15 of A's own shuffles to the fake peer (one period each at least):
+    %% every entry A sends, its view, is a real node
+    Real = [node_of(A), node_of(B), node_of(D), 'fake@127.0.0.1'],
+    Sent = read_cyclon(C, 15, erlang:monotonic_time(millisecond) + 60000, []),
+    [begin
+         ?assertMatch({ok, _}, weft_config:check_spec(S)),
+         ?assert(lists:member(maps:get(name, S), Real))
+     end || {_, Entries} <- Sent, {S, _Age} <- Entries],
+    ?assert(lists:member(node_of(B), call(A, weft, members, []))),
+    ?assertEqual([], [P || P <- maps:keys(maps:get(peers, info(A))), not lists:member(P, Real)]),
+    %% 3 lines about the 100 invalid entries (1st, 10th, 100th), no more
+    Lines = About(),
+    ct:log("~p", [Lines]),
+    ?assertEqual(3, length(Lines)),
+    ?assertEqual([], [L || L <- call(B, weft_ct, logs, []) ++ call(D, weft_ct, logs, []),
+                           string:find(L, "invalid") =/= nomatch]),
+    unlink(Beat),
+    exit(Beat, kill),
+    gen_tcp:close(C),
+    %% a protocol that returns 2 large invalid members at every call
+    E = start(bad_cb, opts(#{overlay => {callback, weft_evil_membership, invalid_members}})),
+    ok = call(E, weft_ct, capture_logs, []),
+    weft_ct:wait_until(calls, fun() -> call(E, persistent_term, get, [weft_evil_calls, 0]) >= 30 end),
+    Invalid2 = [L || L <- call(E, weft_ct, logs, []), string:find(L, "invalid member") =/= nomatch],
+    ct:log("~p", [Invalid2]),
+    %% (the 1st and 10th of 60 or so, maybe the 100th)
+    ?assert(length(Invalid2) >= 2 andalso length(Invalid2) =< 3),
+    ?assertEqual([], [L || L <- Invalid2, length(L) > 1000]),
+    ok.
+
+%% Cyclon messages that `A' sends the fake peer on socket `C', until
+%% `Shuffles' shuffles: `[{cyclon_shuffle | cyclon_reply, Entries}]'.
+read_cyclon(_C, 0, _Deadline, Acc) ->
+    lists:reverse(Acc);
+read_cyclon(C, Shuffles, Deadline, Acc) ->
+    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    {ok, <<Len:32, Type:8>>} = gen_tcp:recv(C, 5, Left),
+    {Ext, BodyLen} = case Type band 16#80 of
+                         0 -> {0, Len - 1};
+                         _ -> {ok, <<E:16>>} = gen_tcp:recv(C, 2, Left), {E, Len - 3 - E}
+                     end,
+    case Ext of
+        0 -> ok;
+        _ -> {ok, _} = gen_tcp:recv(C, Ext, Left)
+    end,
+    {ok, Body} = case BodyLen of 0 -> {ok, <<>>}; _ -> gen_tcp:recv(C, BodyLen, Left) end,
+    case {Type band 16#0F, Body} of
+        {2, <<1, 4, 11, "weft_cyclon", Etf/binary>>} ->
+            case binary_to_term(Etf) of
+                {cyclon_shuffle, Entries} -> read_cyclon(C, Shuffles - 1, Deadline, [{cyclon_shuffle, Entries} | Acc]);
+                {cyclon_reply, Entries} -> read_cyclon(C, Shuffles, Deadline, [{cyclon_reply, Entries} | Acc])
+            end;
+        _ ->
+            read_cyclon(C, Shuffles, Deadline, Acc)
+    end.
 
 %% A protocol that raises, or returns nonsense, is logged and ignored: weft
 %% keeps running, and a module without the callbacks is a bad config.

@@ -30,6 +30,13 @@ result(#{mode := Mode, known := Known} = S) ->
         wide_names ->
             WideSpec = #{name => Wide, listen_addrs => [#{ip => {127, 0, 0, 1}, port => 1}]},
             {ok, Members ++ [WideSpec], [{Wide, x}], S};
+        %% on every call: two invalid members, large (a spec with an
+        %% unknown key and 100 KB in it, and a tuple of 100 KB)
+        invalid_members ->
+            Pad = binary:copy(<<"p">>, 100000),
+            Junk = [#{name => 'junk@127.0.0.1', listen_addrs => [#{ip => {127, 0, 0, 1}, port => 9}], pad => Pad},
+                    {spec, Pad}],
+            {ok, Members ++ Junk, [], S};
         _ when C rem 2 =:= 0 -> {ok, Members, [], S};
         improper_members -> {ok, Members ++ improper, [], S};
         improper_messages -> {ok, Members, [{node(), x} | improper], S};
