@@ -312,14 +312,14 @@ wrong_cookie_refused(_Config) ->
     {ok, S} = gen_tcp:connect({127,0,0,1}, Port, [binary, {active, false}]),
     %% hello (protocol 3): nonce, versions [3], capabilities
     Hello = <<"WEFT", 3:16, 0, (binary:copy(<<1>>, 32))/binary, 1, 3:16, 7:64>>,
-    ok = gen_tcp:send(S, raw_frame(0, Hello)),
-    {0, <<"WEFT", 3:16, 1, _Nonce:32/binary>>} = recv_frame(S),
+    ok = gen_tcp:send(S, weft_ct:raw_frame(0, Hello)),
+    {0, <<"WEFT", 3:16, 1, _Nonce:32/binary>>} = weft_ct:recv_raw(S),
     NodeA = atom_to_binary(node_of(A)),
-    Auth = <<"WEFT", 3:16, 2, (spec_bin(<<"x@127.0.0.1">>))/binary, (str8(NodeA))/binary,
-             (str8(<<"default">>))/binary, 0:16, (binary:copy(<<7>>, 32))/binary>>,
-    Sneaky = raw_frame(1, term_to_binary({inbox, sneaky})),
-    ok = gen_tcp:send(S, [raw_frame(0, Auth), Sneaky]),
-    ?assertEqual({0, <<"WEFT", 3:16, 4, 0>>}, recv_frame(S)),
+    Auth = <<"WEFT", 3:16, 2, (spec_bin(<<"x@127.0.0.1">>))/binary, (weft_ct:str8(NodeA))/binary,
+             (weft_ct:str8(<<"default">>))/binary, 0:16, (binary:copy(<<7>>, 32))/binary>>,
+    Sneaky = weft_ct:raw_frame(1, term_to_binary({inbox, sneaky})),
+    ok = gen_tcp:send(S, [weft_ct:raw_frame(0, Auth), Sneaky]),
+    ?assertEqual({0, <<"WEFT", 3:16, 4, 0>>}, weft_ct:recv_raw(S)),
     ?assertEqual({error, closed}, gen_tcp:recv(S, 0, 10000)),
     %% the same frame through an authenticated connection does arrive
     ok = call(B, weft, forward, [node_of(A), inbox, real, #{}]),
@@ -515,23 +515,10 @@ heartbeats(Controls) ->
     [gen_tcp:send(C, weft_ct:raw_frame(2, <<0>>)) || C <- Controls],
     receive after 200 -> heartbeats(Controls) end.
 
-%% A frame of the handshake by hand: `u32 length | u8 kind | body'.
-raw_frame(Kind, Body) ->
-    <<(byte_size(Body) + 1):32, Kind:8, Body/binary>>.
-
-recv_frame(S) ->
-    {ok, <<Len:32, Kind:8>>} = gen_tcp:recv(S, 5, 10000),
-    case Len - 1 of
-        0 -> {Kind, <<>>};
-        N -> {ok, Body} = gen_tcp:recv(S, N, 10000), {Kind, Body}
-    end.
-
-str8(B) -> <<(byte_size(B)):8, B/binary>>.
-
 %% A node description as the wire carries it (protocol versions 2 and 3).
 spec_bin(Name) ->
-    <<(str8(Name))/binary, 1:64, (1 bsl 20):32, 1, 4, 127, 0, 0, 1, 9999:16,
-      1:16, (str8(<<"default">>))/binary, 1:16>>.
+    <<(weft_ct:str8(Name))/binary, 1:64, (1 bsl 20):32, 1, 4, 127, 0, 0, 1, 9999:16,
+      1:16, (weft_ct:str8(<<"default">>))/binary, 1:16>>.
 
 %% Peers tell each other their frame limits at the handshake: the sender
 %% refuses what the receiver would refuse (`{too_large, Size, PeerMax}'),

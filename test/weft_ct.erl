@@ -19,7 +19,7 @@
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 %% A peer of our own making, for attacks that need the cookie:
--export([fake_peer/5, fake_spec/2, raw_frame/2]).
+-export([fake_peer/5, fake_spec/2, raw_frame/2, recv_raw/1, str8/1]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -486,6 +486,7 @@ fake_spec(Name, Channels) ->
 raw_frame(Kind, Body) ->
     <<(byte_size(Body) + 1):32, Kind:8, Body/binary>>.
 
+%% @doc The next frame from socket `S' (passive): `{Kind, Body}'.
 recv_raw(S) ->
     {ok, <<Len:32, Kind:8>>} = gen_tcp:recv(S, 5, 10000),
     case Len - 1 of
@@ -493,6 +494,7 @@ recv_raw(S) ->
         N -> {ok, Body} = gen_tcp:recv(S, N, 10000), {Kind, Body}
     end.
 
+%% @doc A string with its length in one byte before it.
 str8(B) -> <<(byte_size(B)):8, B/binary>>.
 
 %% The dialer's proof: HMAC-SHA256 keyed by the cookie over a label, both
