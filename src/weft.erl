@@ -512,7 +512,7 @@ on_event(_Kind, Node, Fun) ->
 %%                            protocol => Version | undefined,
 %%                            capabilities => [seq_ack | relay | trace]}]}}}}
 %% '''
-%% `receiving' tells the large frames (64 KiB or more) being received now
+%% `receiving' tells the large data frames (64 KiB or more) being received now
 %% (`frames'), and the bytes of those whose buffers were allocated whole
 %% when their header came (`claimed_bytes', at most `claim_limit', 256 MiB:
 %% past it a buffer grows with the bytes that arrive).

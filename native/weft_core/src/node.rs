@@ -997,6 +997,26 @@ mod tests {
         assert!(!b.peers().any(|p| p.spec.name == heard_of[0]));
     }
 
+    /// When a newcomer takes the place of a member that is down, the
+    /// newest member goes, not one the cluster has had for long: names a
+    /// peer makes up and cycles are always the newest.
+    #[test]
+    fn the_newest_down_member_gives_its_place() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1).with_max_members(3);
+        let control = LaneKey::control();
+        assert!(b.on_hello(0, 1, &spec("a@h", 5, 1), &control).is_ok());
+        assert!(b.on_hello(100, 2, &spec("f1@h", 5, 3), &control).is_ok());
+        assert!(b.on_hello(200, 3, &spec("f2@h", 5, 4), &control).is_ok());
+        // a went down first (it has been down the longest), f2 later
+        b.on_closed(300, 1, "gone");
+        b.on_closed(400, 3, "gone");
+        drain(&mut b);
+        assert!(b.on_hello(500, 4, &spec("new@h", 5, 5), &control).is_ok());
+        let mut known: Vec<String> = b.peers().map(|p| p.spec.name.clone()).collect();
+        known.sort();
+        assert_eq!(known, ["a@h", "f1@h", "new@h"]);
+    }
+
     /// A node gossips only the members it has reached: made-up members
     /// pushed to it go no further, and are forgotten once they stayed
     /// unreached for `UNREACHED_FOR`.

@@ -126,6 +126,9 @@ pub struct FullMesh {
     digest: u64,
     /// Members that have been up here (by name): the ones gossiped.
     reached: FastMap<Name, ()>,
+    /// When each member was first added (by name, whatever its
+    /// incarnations since): the oldest give their place last.
+    added: FastMap<Name, Millis>,
     /// `(when, name)`: members learned from gossip, to forget then if still
     /// not reached.
     unreached: BinaryHeap<Reverse<(Millis, Name)>>,
@@ -149,6 +152,7 @@ impl FullMesh {
             down: BinaryHeap::new(),
             digest: 0,
             reached: FastMap::default(),
+            added: FastMap::default(),
             unreached: BinaryHeap::new(),
         }
     }
@@ -165,7 +169,8 @@ impl FullMesh {
         self.members.len() < self.max_members
     }
 
-    fn set_member(&mut self, name: &str, incarnation: u64) {
+    fn set_member(&mut self, now: Millis, name: &str, incarnation: u64) {
+        self.added.entry(Name::new(name)).or_insert(now);
         let reached = self.reached.contains_key(name);
         if let Some(old) = self.members.insert(Name::new(name), incarnation) {
             if reached {
@@ -178,6 +183,7 @@ impl FullMesh {
     }
 
     fn unset_member(&mut self, name: &str) {
+        self.added.remove(name);
         let reached = self.reached.remove(name).is_some();
         if let Some(old) = self.members.remove(name) {
             if reached {
@@ -204,22 +210,25 @@ impl FullMesh {
 
     /// A member that could give its place to a node proving the cookie
     /// (which is up, by then): one that is not up. First one learned from
-    /// gossip and never reached, then the one down the longest (a typed-in
-    /// contact never reached last); among equals the smallest name, so the
+    /// gossip and never reached, then one reached before (a typed-in
+    /// contact never reached last); among those the newest member first, so
+    /// that names made up and cycled by a peer go before the members a
+    /// cluster has had for long; among equals the smallest name, so the
     /// choice does not depend on the map's order.
     fn evictable(&self, cx: &Cx<'_>) -> Option<Name> {
         self.members
             .iter()
             .filter(|(n, _)| cx.peers.status(n) != Some(PeerStatus::Up))
             .map(|(n, inc)| {
-                let rank = if *inc == 0 {
-                    (2, 0)
+                let kind = if *inc == 0 {
+                    2
                 } else if !self.reached.contains_key(n.as_str()) {
-                    (0, 0)
+                    0
                 } else {
-                    (1, cx.peers.status_since(n).map_or(0, |(_, since)| since))
+                    1
                 };
-                (rank, n)
+                let added = self.added.get(n.as_str()).copied().unwrap_or(0);
+                ((kind, Reverse(added)), n)
             })
             .min()
             .map(|(_, n)| n.clone())
@@ -242,7 +251,7 @@ impl FullMesh {
                 });
             }
         }
-        self.set_member(&spec.name, spec.incarnation);
+        self.set_member(cx.now, &spec.name, spec.incarnation);
         cx.push(if gossiped {
             Effect::Learned(spec)
         } else {
@@ -270,6 +279,7 @@ impl FullMesh {
         }
         self.down.clear();
         self.reached.clear();
+        self.added.clear();
         self.unreached.clear();
         self.dirty = false;
         self.detached = true;
@@ -372,8 +382,9 @@ impl FullMesh {
                 if t.incarnation == cx.local.incarnation {
                     cx.log(
                         Level::Notice,
-                        None,
-                        "removed from the cluster by a peer".into(),
+                        Some(from),
+                        "removed from the cluster: this peer's gossip carries this node's tombstone"
+                            .into(),
                     );
                     self.detach(cx);
                     return;
@@ -387,6 +398,13 @@ impl FullMesh {
                 } else {
                     DownReason::Removed
                 };
+                // (which peer said so: a tombstone is honoured from any
+                // peer, as a leave(Node) on any node is)
+                cx.log(
+                    Level::Notice,
+                    Some(&t.name),
+                    format!("out of the cluster: a tombstone in {from}'s gossip"),
+                );
                 self.drop_member(cx, &t.name, reason);
             }
         }
@@ -584,7 +602,7 @@ impl Membership for FullMesh {
         if self.members.contains_key(contact.name.as_str()) {
             cx.push(Effect::Contact(contact));
         } else if self.has_room() {
-            self.set_member(&contact.name, contact.incarnation);
+            self.set_member(cx.now, &contact.name, contact.incarnation);
             self.dirty = true;
             cx.push(Effect::Contact(contact));
         } else {
