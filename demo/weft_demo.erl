@@ -62,6 +62,9 @@ run() ->
     LargeRate = blast(PB, B, ?LARGE, binary:copy(<<"y">>, 512 * 1024)),
     io:format("throughput ~p -> ~p on vnode: ~s msg/s with 100 B messages, ~s MB/s with 512 KB messages~n",
               [node(), B, fmt(SmallRate), fmt(LargeRate * 0.5)]),
+    %% weft stops first on each node: the others see it go as `stopped'
+    %% (a notice), not as a failed connection.
+    [ok = peer:call(P, weft, stop, []) || {P, _} <- Peers],
     [peer:stop(P) || {P, _} <- Peers],
     weft:stop(),
     ok.
