@@ -310,7 +310,7 @@ impl Driver {
             .iter()
             .flat_map(|(_, r)| r.lanes().cloned().collect::<Vec<_>>())
             .collect();
-        let controls: HashMap<String, _> =
+        let mut controls: HashMap<String, _> =
             self.shared.routes.clear_but_control().into_iter().collect();
         self.shared.up.write().clear();
         // The core says whom to tell; nothing else is carried out now.
@@ -318,16 +318,14 @@ impl Driver {
         let mut goodbyes = Vec::new();
         while let Some(a) = self.core.poll_action() {
             if let Action::Send { peer, msg } = a {
-                if let Some(lane) = controls.get(&*peer) {
-                    goodbyes.push((lane.clone(), encode_control(&msg)));
+                if let Some(lane) = controls.remove(&*peer) {
+                    goodbyes.push((lane, encode_control(&msg)));
                 }
             }
         }
         // A control lane with no goodbye (its peer is not up) stops now.
         for lane in controls.values() {
-            if !goodbyes.iter().any(|(l, _)| Arc::ptr_eq(l, lane)) {
-                lane.stop();
-            }
+            lane.stop();
         }
         Stopped { lanes, goodbyes }
     }
