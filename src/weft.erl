@@ -510,7 +510,7 @@ on_event(_Kind, Node, Fun) ->
 %%                            recv_frames, recv_bytes, dropped_frames,
 %%                            io => scheduler | thread,
 %%                            protocol => Version | undefined,
-%%                            capabilities => [seq_ack | relay | trace]}]}}}}
+%%                            capabilities => [seq_ack | relay | trace | parts]}]}}}}
 %% '''
 %% `receiving' tells the large data frames (64 KiB or more) being received now
 %% (`frames'), and the bytes of those whose buffers were allocated whole

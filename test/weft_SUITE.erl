@@ -13,7 +13,8 @@
          callback_overlay_messages_cannot_fill_the_atom_table/1,
          callback_overlay_invalid_entries_stay_out/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
-         large_and_small_on_separate_sockets/1, killed_node_goes_down_and_rejoins/1,
+         large_and_small_on_separate_sockets/1, a_small_message_goes_between_the_parts_of_a_large_one/1,
+         killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
@@ -39,7 +40,8 @@ suite() ->
 
 all() ->
     [join_converges, forward_on_every_channel, partition_key_order,
-     large_and_small_on_separate_sockets, killed_node_goes_down_and_rejoins,
+     large_and_small_on_separate_sockets, a_small_message_goes_between_the_parts_of_a_large_one,
+     killed_node_goes_down_and_rejoins,
      leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
@@ -228,6 +230,29 @@ large_and_small_on_separate_sockets(_Config) ->
     %% address: the pair of ends tells the connections apart)
     ?assertNotEqual({VLocal, VRemote}, {DLocal, DRemote}),
     weft_ct:wait_until(sent, fun() -> [#{sent_frames := S}] = lanes(A, NodeB, default), S =:= 1000 end),
+    ok.
+
+%% On one lane, a message of more than 1 MiB goes out in parts, and a
+%% small message of another process goes between two of them: it arrives
+%% before the large one, which arrives whole. B is stopped (SIGSTOP) while
+%% A sends, so the 48 MiB (more than loopback's socket buffers hold) are
+%% still on their way when the small message comes.
+a_small_message_goes_between_the_parts_of_a_large_one(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    [_] = lanes(A, NodeB, default),
+    call(B, weft_ct, collector, [mixed, fun({big, Bin}) -> {big, byte_size(Bin), Bin =:= binary:copy(<<"b">>, byte_size(Bin))};
+                                           (M) -> M
+                                        end]),
+    OsPid = call(B, os, getpid, []),
+    Size = 48 * 1024 * 1024,
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    Sent = try call(A, weft_ct, big_then_small, [NodeB, mixed, default, Size])
+           after os:cmd("kill -CONT " ++ OsPid)
+           end,
+    ?assertEqual(ok, Sent),
+    ?assertEqual([small, {big, Size, true}], call(B, weft_ct, collected, [mixed, 2])),
     ok.
 
 killed_node_goes_down_and_rejoins(_Config) ->
@@ -1096,7 +1121,7 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     call(B, weft_ct, collector, [inbox]),
     ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
     %% what each connection's handshake negotiated (protocol 3, everything)
-    ?assertEqual([{3, [relay, seq_ack, trace]}],
+    ?assertEqual([{3, [parts, relay, seq_ack, trace]}],
                  lists:usort([{P, lists:sort(C)}
                               || #{protocol := P, capabilities := C} <- lanes(A, NodeB, vnode)])),
     ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),

@@ -15,7 +15,7 @@
          count_other/1]).
 %% logger handler callback:
 -export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
-         send_new_exports/4]).
+         send_new_exports/4, big_then_small/4]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 %% A peer of our own making, for attacks that need the cookie:
@@ -134,6 +134,15 @@ collected_loop(Name, N, Deadline) ->
         true -> L;
         false -> timer:sleep(20), collected_loop(Name, N, Deadline)
     end.
+
+%% @doc `{big, Binary}' of `Size' bytes to `Name' on `Node' on `Channel',
+%% then, once that `forward' returned, `small' from another process.
+big_then_small(Node, Name, Channel, Size) ->
+    Big = binary:copy(<<"b">>, Size),
+    ok = weft:forward(Node, Name, {big, Big}, #{channel => Channel}),
+    Self = self(),
+    spawn(fun() -> Self ! {small, weft:forward(Node, Name, small, #{channel => Channel})} end),
+    receive {small, R} -> R end.
 
 %% @doc Forward `Count' messages to `Name' on `Node', each a list of
 %% `PerMsg' atoms made here for it (new to a node that never saw them).

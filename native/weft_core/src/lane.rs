@@ -35,6 +35,13 @@
 //!   one sender keep their order, and so do frames of unknown senders
 //!   (control frames), which nothing passes. The promise is Erlang's: order
 //!   holds per sender and destination, not across senders.
+//! - **Between parts**: a large frame that goes out in parts
+//!   ([`Payload::next_boundary`]; the wire format is
+//!   [`crate::frame::PartedLayout`]) is written one part per batch, and
+//!   while it stands between two parts it is passed as if unstarted, by
+//!   frames of at most [`INTERLEAVE_MAX`] bytes (again at most
+//!   [`MAX_PASSES`] at each boundary). A small frame then waits behind at
+//!   most one part of a large frame, not all of it.
 //! - **Batches** ([`SendQueue::flush`]): a writer takes at most
 //!   [`BATCH_FRAMES`] frames, about [`BATCH_BYTES`] bytes and
 //!   [`MAX_SLICES`] slices for one vectored write; what is left of them
@@ -51,6 +58,7 @@
 //! dropped (handed back or counted), or still queued
 //! ([`SendQueue::queued`]).
 
+use crate::frame::INTERLEAVE_MAX;
 use crate::spec::{NodeSpec, CONTROL_CHANNEL};
 use std::collections::VecDeque;
 
@@ -191,6 +199,17 @@ pub trait Payload {
     fn slices(&self) -> usize {
         2
     }
+    /// For a frame that goes out in parts: the end of the part that wire
+    /// offset `sent` is in (where other frames may go between), at most
+    /// [`Payload::wire_len`]. `None`: a frame written whole.
+    fn next_boundary(&self, _sent: usize) -> Option<usize> {
+        None
+    }
+    /// Whether wire offset `sent` (started, not finished) is between two
+    /// parts of a frame that goes out in parts.
+    fn at_boundary(&self, _sent: usize) -> bool {
+        false
+    }
 }
 
 /// Frames and their body bytes.
@@ -227,17 +246,48 @@ struct Entry<T> {
     item: T,
     sent: usize,
     sender: Option<Sender>,
-    /// How many frames went ahead of this one.
+    /// How many frames went ahead of this one at wire offset `pass_mark`.
     passed: u32,
+    pass_mark: usize,
 }
 
 impl<T: Payload> Entry<T> {
-    /// May a small frame from `sender` go ahead of this one?
-    fn passable_by(&self, sender: Sender) -> bool {
-        self.sent == 0
+    fn new(item: T, sender: Option<Sender>) -> Self {
+        Entry {
+            item,
+            sent: 0,
+            sender,
+            passed: 0,
+            pass_mark: 0,
+        }
+    }
+
+    /// May a small frame of `len` bytes from `sender` go ahead of this one?
+    fn passable_by(&self, sender: Sender, len: usize) -> bool {
+        let between = self.sent == 0 || (len <= INTERLEAVE_MAX && self.item.at_boundary(self.sent));
+        between
+            && len <= DIRECT_MAX
             && self.item.body_len() > DIRECT_MAX
-            && self.passed < MAX_PASSES
+            && self.passes() < MAX_PASSES
             && self.sender.is_some_and(|s| s != sender)
+    }
+
+    /// Frames that went ahead of this one where it stands now.
+    fn passes(&self) -> u32 {
+        if self.pass_mark == self.sent {
+            self.passed
+        } else {
+            0
+        }
+    }
+
+    /// A frame went ahead of this one.
+    fn pass(&mut self) {
+        if self.pass_mark != self.sent {
+            self.pass_mark = self.sent;
+            self.passed = 0;
+        }
+        self.passed += 1;
     }
 
     fn unsent(&self) -> usize {
@@ -389,12 +439,7 @@ impl<T: Payload> SendQueue<T> {
             .last_push
             .is_some_and(|t| now.saturating_sub(t) < STREAM_GAP);
         self.last_push = Some(now);
-        let entry = Entry {
-            item,
-            sent: 0,
-            sender,
-            passed: 0,
-        };
+        let entry = Entry::new(item, sender);
         if writable
             && !self.busy
             && self.queue.is_empty()
@@ -415,17 +460,42 @@ impl<T: Payload> SendQueue<T> {
     fn enqueue(&mut self, e: Entry<T>) {
         self.queued.add(e.item.body_len());
         let at = match e.sender {
-            Some(s) if e.item.body_len() <= DIRECT_MAX => {
+            Some(s) => {
+                let len = e.item.body_len();
                 let mut at = self.queue.len();
-                while at > 0 && self.queue[at - 1].passable_by(s) {
+                while at > 0 && self.queue[at - 1].passable_by(s, len) {
                     at -= 1;
-                    self.queue[at].passed += 1;
+                    self.queue[at].pass();
                 }
                 at
             }
-            _ => self.queue.len(),
+            None => self.queue.len(),
         };
         self.queue.insert(at, e);
+    }
+
+    /// The front frame stopped between two of its parts: the frames queued
+    /// right behind it that may pass it go first (in their order).
+    fn interleave(&mut self) {
+        let Some(front) = self.queue.front() else {
+            return;
+        };
+        if front.sent == 0 || !front.item.at_boundary(front.sent) {
+            return;
+        }
+        let mut k = 1;
+        while k < self.queue.len() {
+            let (len, sender) = (self.queue[k].item.body_len(), self.queue[k].sender);
+            if !sender.is_some_and(|s| self.queue[0].passable_by(s, len)) {
+                break;
+            }
+            self.queue[0].pass();
+            k += 1;
+        }
+        if k > 1 {
+            let parted = self.queue.pop_front().expect("front exists");
+            self.queue.insert(k - 1, parted);
+        }
     }
 
     /// A direct write ended at `now`: the socket took `written` bytes
@@ -459,7 +529,9 @@ impl<T: Payload> SendQueue<T> {
     /// write to. A batch holds the queue's front, at most [`BATCH_FRAMES`]
     /// frames, [`BATCH_BYTES`] bytes (its last frame may go past them: the
     /// writer offers no more) and [`MAX_SLICES`] slices (unless its one
-    /// frame has more); frames left in the queue can still be passed.
+    /// frame has more); frames left in the queue can still be passed. A
+    /// frame in parts ends the batch: the writer offers it to the end of
+    /// its current part (past [`BATCH_BYTES`] if need be).
     pub fn flush(&mut self, writable: bool) -> Step<T> {
         if self.busy {
             return Step::Idle;
@@ -489,8 +561,14 @@ impl<T: Payload> SendQueue<T> {
                 break;
             }
             slices += s;
-            bytes += f.unsent();
             n += 1;
+            if f.item.next_boundary(f.sent).is_some() {
+                // In parts: to the end of this part (the writer offers no
+                // more), and the batch ends there, so that what queues
+                // meanwhile may go between.
+                break;
+            }
+            bytes += f.unsent();
         }
         self.busy = true;
         Step::Write(Batch {
@@ -508,6 +586,7 @@ impl<T: Payload> SendQueue<T> {
         for f in batch.frames.into_iter().rev() {
             self.queue.push_front(f);
         }
+        self.interleave();
         let next = if blocked {
             Flush::Blocked
         } else if self.has_work() {
@@ -536,8 +615,8 @@ impl<T: Payload> SendQueue<T> {
     /// no writer holds (`overload => drop_oldest`: the caller drops frames
     /// this way until there is room).
     pub fn pop_oldest(&mut self) -> Option<T> {
-        // Only the front can have started (what is left of a write goes
-        // back there).
+        // (what is left of a write goes back to the front; a frame in parts
+        // may have been passed since)
         let i = self.queue.iter().position(|f| f.sent == 0)?;
         let f = self.queue.remove(i).expect("index in range");
         self.queued.sub(Counts {
@@ -545,6 +624,25 @@ impl<T: Payload> SendQueue<T> {
             bytes: f.item.body_len() as u64,
         });
         Some(f.item)
+    }
+
+    /// The lane has a new connection: frames that started on the previous
+    /// one cannot go on from the middle on this one, so they leave (their
+    /// counts are returned: lost with the connection), and `relay` may lay
+    /// out again each frame that has not started (for what the new
+    /// connection agreed on). Frames a writer holds are not touched.
+    pub fn reconnected(&mut self, mut relay: impl FnMut(&mut T)) -> Counts {
+        let mut lost = Counts::default();
+        self.queue.retain_mut(|e| {
+            if e.sent > 0 {
+                lost.add(e.item.body_len());
+                return false;
+            }
+            relay(&mut e.item);
+            true
+        });
+        self.queued.sub(lost);
+        lost
     }
 
     /// Take no more frames; what is queued is still written (if the lane

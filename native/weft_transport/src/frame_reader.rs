@@ -27,7 +27,9 @@ use std::any::Any;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_core::frame::{decode_header, Extensions, FrameError, FrameKind, HEADER_LEN};
+use weft_core::frame::{
+    decode_header, Extensions, FrameError, FrameKind, Parted, HEADER_LEN, PARTED_BODY,
+};
 
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +207,31 @@ struct Large {
     /// Its body's length.
     len: usize,
     ext: Extensions,
+    /// A frame in parts: bytes of the current part still to read straight
+    /// into the buffer (0: between parts, frames come through the read
+    /// buffer). `None`: a frame whose body follows its header whole.
+    part_left: Option<usize>,
+}
+
+impl Large {
+    /// Bytes to read straight into the buffer now.
+    fn straight(&self) -> usize {
+        self.part_left.unwrap_or(self.len - self.filled)
+    }
+
+    /// Make room in the buffer for `need` bytes in all (a buffer that was
+    /// not allocated whole grows: doubling, at least to `need`).
+    fn room(&mut self, need: usize) -> Result<(), ReadError> {
+        let have = self.buf.bytes().len();
+        if need <= have {
+            return Ok(());
+        }
+        let to = (have * 2).max(GROW_FROM).max(need).min(self.len);
+        if need > to || !self.buf.grow(to) || self.buf.bytes().len() != to {
+            return Err(ReadError::NoMemory(self.len));
+        }
+        Ok(())
+    }
 }
 
 /// A frame handed to the callback (with the extensions of its header).
@@ -233,6 +260,10 @@ pub struct FrameReader {
     end: usize,
     /// A large frame in progress.
     large: Option<Large>,
+    /// Frames in parts: whether the peer agreed on them, and the checks of
+    /// their order.
+    parts: bool,
+    parted: Parted,
     max: u64,
     read: u64,
     /// The peer closed its end (the socket's event said so): a short read
@@ -249,9 +280,20 @@ impl FrameReader {
             start: 0,
             end: 0,
             large: None,
+            parts: false,
+            parted: Parted::default(),
             max,
             read: 0,
             peer_closed: false,
+        }
+    }
+
+    /// A reader that also takes frames in parts (the peer agreed on
+    /// `parts`; see [`weft_core::frame`]).
+    pub fn with_parts(max: u64) -> Self {
+        FrameReader {
+            parts: true,
+            ..Self::new(max)
         }
     }
 
@@ -286,39 +328,35 @@ impl FrameReader {
     ) -> Result<ReadStatus, ReadError> {
         let mut left = budget;
         loop {
-            // A large frame in progress reads straight into its buffer.
-            if let Some(Large {
-                buf, filled, len, ..
-            }) = &mut self.large
-            {
-                if *filled == buf.bytes().len() && *filled < *len {
+            // A large frame in progress reads straight into its buffer
+            // (a frame in parts: to the end of the current part).
+            if let Some(l) = self.large.as_mut().filter(|l| l.straight() > 0) {
+                if l.filled == l.buf.bytes().len() {
                     // (a buffer that was not allocated whole: full, so it
                     // doubles)
-                    let to = (*filled * 2).max(GROW_FROM).min(*len);
-                    if !buf.grow(to) || buf.bytes().len() != to {
-                        return Err(ReadError::NoMemory(*len));
-                    }
+                    l.room(l.filled + 1)?;
                 }
-                let rest = buf.bytes().len() - *filled;
-                if rest > 0 {
-                    if left == 0 {
-                        return Ok(ReadStatus::Budget);
-                    }
-                    let want = rest.min(left);
-                    let dst = &mut buf.bytes_mut()[*filled..*filled + want];
-                    match read_some(&mut src, dst)? {
-                        None => return Ok(ReadStatus::Drained),
-                        Some(0) => return Ok(ReadStatus::Closed),
-                        Some(n) => {
-                            *filled += n;
-                            self.read += n as u64;
-                            left = left.saturating_sub(n);
-                            if n < want && !self.peer_closed {
-                                // A short read: the socket is empty now. Data
-                                // that comes later raises a new event.
-                                self.complete_large(on_frame)?;
-                                return Ok(ReadStatus::Drained);
-                            }
+                let rest = (l.buf.bytes().len() - l.filled).min(l.straight());
+                if left == 0 {
+                    return Ok(ReadStatus::Budget);
+                }
+                let want = rest.min(left);
+                let dst = &mut l.buf.bytes_mut()[l.filled..l.filled + want];
+                match read_some(&mut src, dst)? {
+                    None => return Ok(ReadStatus::Drained),
+                    Some(0) => return Ok(ReadStatus::Closed),
+                    Some(n) => {
+                        l.filled += n;
+                        if let Some(p) = &mut l.part_left {
+                            *p -= n;
+                        }
+                        self.read += n as u64;
+                        left = left.saturating_sub(n);
+                        if n < want && !self.peer_closed {
+                            // A short read: the socket is empty now. Data
+                            // that comes later raises a new event.
+                            self.complete_large(on_frame)?;
+                            return Ok(ReadStatus::Drained);
                         }
                     }
                 }
@@ -327,7 +365,7 @@ impl FrameReader {
                 continue;
             }
             self.parse(alloc, on_frame)?;
-            if self.large.is_some() {
+            if self.large.as_ref().is_some_and(|l| l.straight() > 0) {
                 continue;
             }
             if left == 0 {
@@ -364,13 +402,6 @@ impl FrameReader {
                         // Short read: empty now (see above). Hand out what
                         // came, and start any large frame it begins.
                         self.parse(alloc, on_frame)?;
-                        if let Some(l) = &self.large {
-                            if l.filled < l.len {
-                                return Ok(ReadStatus::Drained);
-                            }
-                            self.complete_large(on_frame)?;
-                            continue;
-                        }
                         return Ok(ReadStatus::Drained);
                     }
                 }
@@ -406,7 +437,7 @@ impl FrameReader {
     }
 
     /// Hand out every complete frame in the buffer; start a large frame if
-    /// one begins.
+    /// one begins (or the next part of one in parts).
     fn parse(
         &mut self,
         alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
@@ -420,13 +451,70 @@ impl FrameReader {
             };
             let (kind, len) = (h.kind, h.body_len);
             let body = self.start + h.header_len;
-            if kind == FrameKind::Data && len >= LARGE_FRAME {
-                let mut buf = alloc(len).ok_or(ReadError::NoMemory(len))?;
+            if matches!(kind, FrameKind::Parted | FrameKind::Part) && !self.parts {
+                return Err(ReadError::Refused(
+                    "a frame in parts from a peer that did not agree on parts".into(),
+                ));
+            }
+            if kind == FrameKind::Part {
+                // The next bytes of the frame in parts: those here now are
+                // copied, the rest are read straight into its buffer.
+                let done = self.parted.part(len)?;
+                let have = (self.end - body).min(len);
+                let Some(l) = self.large.as_mut() else {
+                    return Err(ReadError::Refused("a part without its frame".into()));
+                };
+                l.room(l.filled + have)?;
+                l.buf.bytes_mut()[l.filled..l.filled + have]
+                    .copy_from_slice(&self.buf[body..body + have]);
+                l.filled += have;
+                l.part_left = Some(len - have);
+                self.start = body + have;
+                if done && have == len {
+                    self.complete_large(on_frame)?;
+                    continue;
+                }
+                if have < len {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.parted.between(kind, len)?;
+            if kind == FrameKind::Data && len >= LARGE_FRAME || kind == FrameKind::Parted {
+                if kind == FrameKind::Parted && len != PARTED_BODY {
+                    return Err(FrameError::Malformed {
+                        what: "parted frame",
+                        detail: format!("body of {len} bytes"),
+                    }
+                    .into());
+                }
+                if kind == FrameKind::Parted && self.end - body < len {
+                    return Ok(());
+                }
+                let (total, parted) = match kind {
+                    FrameKind::Parted => (
+                        self.parted.begin(&self.buf[body..body + len], self.max)?,
+                        true,
+                    ),
+                    _ => (len, false),
+                };
+                let mut buf = alloc(total).ok_or(ReadError::NoMemory(total))?;
                 let cap = buf.bytes().len();
-                if cap == 0 || cap > len {
+                if cap == 0 || cap > total {
                     return Err(ReadError::Io(io::Error::other(
                         "frame buffer of the wrong size",
                     )));
+                }
+                if parted {
+                    self.start = body + len;
+                    self.large = Some(Large {
+                        buf,
+                        filled: 0,
+                        len: total,
+                        ext: h.ext,
+                        part_left: Some(0),
+                    });
+                    continue;
                 }
                 let have = (self.end - body).min(len);
                 if have > cap && (!buf.grow(have) || buf.bytes().len() != have) {
@@ -439,8 +527,13 @@ impl FrameReader {
                     filled: have,
                     len,
                     ext: h.ext,
+                    part_left: None,
                 });
-                return Ok(());
+                if have < len {
+                    return Ok(());
+                }
+                self.complete_large(on_frame)?;
+                continue;
             }
             if self.end - body < len {
                 return Ok(());
@@ -591,6 +684,159 @@ mod tests {
                 }
             }
             assert_eq!(got, want, "chunks of {chunk}");
+        }
+    }
+
+    /// A message sent in parts, as a lane writer lays it out: the parted
+    /// frame, then the parts, with `between[k]` (whole frames) after part
+    /// `k`.
+    fn in_parts(body: &[u8], between: &[(usize, Vec<u8>)]) -> Vec<u8> {
+        let l = weft_core::frame::PartedLayout {
+            body_len: body.len(),
+        };
+        let mut out = l.begin().to_vec();
+        for (k, part) in body.chunks(weft_core::frame::PART_BYTES).enumerate() {
+            out.extend(frame(FrameKind::Part, part));
+            for (at, f) in between {
+                if *at == k {
+                    out.extend(f);
+                }
+            }
+        }
+        out
+    }
+
+    /// Read `data` in chunks of every size in `chunks`, with `parts`;
+    /// what came, or the error.
+    fn read_all(
+        data: &[u8],
+        chunk: usize,
+        parts: bool,
+    ) -> Result<Vec<(FrameKind, Vec<u8>, Extensions)>, ReadError> {
+        let mut src = Chunks {
+            data: data.to_vec(),
+            pos: 0,
+            sizes: vec![chunk; 10_000_000],
+            next: 0,
+            eof: false,
+        };
+        let mut r = if parts {
+            FrameReader::with_parts(1 << 24)
+        } else {
+            FrameReader::new(1 << 24)
+        };
+        r.max = 1 << 27;
+        let mut got = Vec::new();
+        for _ in 0..10_000_000 {
+            let status = r.read(&mut src, 300_000, &alloc, &mut |f, e| {
+                got.push(match f {
+                    Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
+                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
+                });
+                Ok(())
+            })?;
+            assert_ne!(status, ReadStatus::Closed);
+            if src.pos == src.data.len() && status == ReadStatus::Drained {
+                break;
+            }
+        }
+        Ok(got)
+    }
+
+    /// Frames in parts come out whole, at their end, with the small frames
+    /// that came between their parts handed out as they came; however the
+    /// bytes are split.
+    #[test]
+    fn frames_in_parts_come_out_whole_with_small_frames_between() {
+        let part = weft_core::frame::PART_BYTES;
+        let body: Vec<u8> = (0..2 * part + 1000).map(|i| (i % 251) as u8).collect();
+        let exact: Vec<u8> = (0..3 * part).map(|i| (i % 241) as u8).collect();
+        let none = Extensions::default();
+        let small = vec![9u8; weft_core::frame::INTERLEAVE_MAX];
+        let mut data = frame(FrameKind::Data, b"first");
+        data.extend(in_parts(
+            &body,
+            &[
+                (0, frame(FrameKind::Data, b"between")),
+                (0, frame(FrameKind::Control, b"beat")),
+                (1, frame(FrameKind::Data, &small)),
+            ],
+        ));
+        data.extend(in_parts(&exact, &[(1, frame(FrameKind::Data, b""))]));
+        data.extend(frame(FrameKind::Data, b"last"));
+        let want = vec![
+            (FrameKind::Data, b"first".to_vec(), none.clone()),
+            (FrameKind::Data, b"between".to_vec(), none.clone()),
+            (FrameKind::Control, b"beat".to_vec(), none.clone()),
+            (FrameKind::Data, small.clone(), none.clone()),
+            (FrameKind::Data, body.clone(), none.clone()),
+            (FrameKind::Data, vec![], none.clone()),
+            (FrameKind::Data, exact.clone(), none.clone()),
+            (FrameKind::Data, b"last".to_vec(), none.clone()),
+        ];
+        for chunk in [1, 3, 4096, 65_536, 70_000, 300_000, usize::MAX] {
+            assert_eq!(
+                read_all(&data, chunk, true).unwrap(),
+                want,
+                "chunks of {chunk}"
+            );
+        }
+    }
+
+    /// Parts that do not come as a writer sends them end the read: from a
+    /// peer that did not agree on parts, a part without its frame, a frame
+    /// in parts inside another, too many bytes, an empty part, a large
+    /// frame between parts, a total that is not larger than a part or
+    /// over the limit, a parted frame whose body is not the 8-byte total.
+    #[test]
+    fn parts_out_of_place_end_the_read() {
+        let part = weft_core::frame::PART_BYTES;
+        let body = vec![1u8; part + 10];
+        let good = in_parts(&body, &[]);
+        assert!(read_all(&good, usize::MAX, true).is_ok());
+        let begin = weft_core::frame::PartedLayout {
+            body_len: body.len(),
+        }
+        .begin()
+        .to_vec();
+        let total = |n: u64| [&header(FrameKind::Parted, 8)[..], &n.to_be_bytes()].concat();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("not agreed", good.clone()),
+            ("part alone", frame(FrameKind::Part, b"x")),
+            ("parted in parted", [begin.clone(), begin.clone()].concat()),
+            (
+                "too many bytes",
+                [
+                    begin.clone(),
+                    frame(FrameKind::Part, &vec![0; part]),
+                    frame(FrameKind::Part, &[0; 11]),
+                ]
+                .concat(),
+            ),
+            (
+                "empty part",
+                [begin.clone(), frame(FrameKind::Part, b"")].concat(),
+            ),
+            (
+                "large between",
+                [begin.clone(), frame(FrameKind::Data, &vec![0; LARGE_FRAME])].concat(),
+            ),
+            ("part-sized total", total(part as u64)),
+            ("total over the limit", total(1 << 28)),
+            ("short body", frame(FrameKind::Parted, &[0; 7])),
+            ("long body", frame(FrameKind::Parted, &[0; 9])),
+            ("huge body", header(FrameKind::Parted, 1 << 20).to_vec()),
+        ];
+        for (what, data) in cases {
+            let parts = what != "not agreed";
+            for chunk in [1, usize::MAX] {
+                let r = read_all(&data, chunk, parts);
+                assert!(
+                    r.as_ref().is_err_and(|e| e.is_bad_frame()),
+                    "{what}: {:?}",
+                    r.map(|g| g.len())
+                );
+            }
         }
     }
 

@@ -183,7 +183,7 @@ pub fn frame_reader(data: &[u8]) {
         let cap = if len % 2 == 1 { LARGE_FRAME } else { len };
         Some(Box::new(vec![0u8; cap]))
     };
-    let mut reader = FrameReader::new(MAX);
+    let mut reader = FrameReader::with_parts(MAX);
     // Frames handed out so far, each checked against `want` as it comes.
     let mut got = 0usize;
     // Every call reads at least one byte or consumes an event, so this many

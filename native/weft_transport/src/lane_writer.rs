@@ -27,12 +27,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weft_core::frame::{encode_header, header, Extensions, FrameError, HeaderBytes};
+use weft_core::frame::{
+    encode_header, header, is_parted, Extensions, FrameError, HeaderBytes, Located, PartedLayout,
+    HEADER_LEN,
+};
 use weft_core::lane::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, DIRECT_MAX, MAX_SLICES,
 };
 pub use weft_core::lane::{Flush, Sender};
-use weft_core::{ConnId, FrameKind, LaneKey, Negotiated};
+use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
 /// How long a stopped lane's connection stays open after its last frame,
 /// so that the peer reads everything and closes first.
@@ -46,6 +49,17 @@ const DIRECT_SLICES: usize = 16;
 struct Outgoing {
     header: HeaderBytes,
     body: Body,
+    /// Laid out in parts (a plain data frame larger than
+    /// [`weft_core::frame::PART_BYTES`], to a peer that agreed on `parts`).
+    parted: Option<Box<Parted>>,
+}
+
+/// The headers of a frame sent in parts.
+struct Parted {
+    layout: PartedLayout,
+    begin: [u8; PartedLayout::BEGIN],
+    part: [u8; HEADER_LEN],
+    last: [u8; HEADER_LEN],
 }
 
 impl Outgoing {
@@ -54,7 +68,29 @@ impl Outgoing {
     }
 
     fn with_header(header: HeaderBytes, body: Body) -> Self {
-        Outgoing { header, body }
+        Outgoing {
+            header,
+            body,
+            parted: None,
+        }
+    }
+
+    /// Lay the frame out in parts if it may go in parts (`parts`: the peer
+    /// agreed on them), else whole. Only for a frame not started.
+    fn lay_out(&mut self, parts: bool) {
+        let plain_data =
+            matches!(self.header, HeaderBytes::Plain(h) if h[4] == FrameKind::Data as u8);
+        self.parted = (parts && plain_data && is_parted(self.body.len())).then(|| {
+            let layout = PartedLayout {
+                body_len: self.body.len(),
+            };
+            Box::new(Parted {
+                layout,
+                begin: layout.begin(),
+                part: layout.part_header(),
+                last: layout.last_part_header(),
+            })
+        });
     }
 
     /// Fill `out` with the bytes from offset `sent` on (header first), at
@@ -62,6 +98,9 @@ impl Outgoing {
     fn fill<'a>(&'a self, sent: usize, out: &mut [IoSlice<'a>], max: usize) -> usize {
         if out.is_empty() || max == 0 {
             return 0;
+        }
+        if let Some(p) = &self.parted {
+            return self.fill_parted(p, sent, out, max);
         }
         let header_len = self.header.len();
         if sent < header_len {
@@ -73,6 +112,45 @@ impl Outgoing {
             self.body.fill_max(sent - header_len, out, max)
         }
     }
+
+    /// [`Outgoing::fill`] for a frame in parts: the `parted` frame, then
+    /// each part's header and bytes.
+    fn fill_parted<'a>(
+        &'a self,
+        p: &'a Parted,
+        mut sent: usize,
+        out: &mut [IoSlice<'a>],
+        max: usize,
+    ) -> usize {
+        let end = p.layout.wire_len();
+        let (mut n, mut left) = (0, max);
+        while n < out.len() && left > 0 && sent < end {
+            let bytes: &[u8] = match p.layout.locate(sent) {
+                Located::Begin(at) => &p.begin[at..],
+                Located::PartHeader { last: true, at } => &p.last[at..],
+                Located::PartHeader { last: false, at } => &p.part[at..],
+                Located::Body { at, left_in_part } => {
+                    let k = self
+                        .body
+                        .fill_max(at, &mut out[n..], left.min(left_in_part));
+                    if k == 0 {
+                        break;
+                    }
+                    let took: usize = out[n..n + k].iter().map(|s| s.len()).sum();
+                    n += k;
+                    sent += took;
+                    left -= took;
+                    continue;
+                }
+            };
+            let take = bytes.len().min(left);
+            out[n] = IoSlice::new(&bytes[..take]);
+            n += 1;
+            sent += take;
+            left -= take;
+        }
+        n
+    }
 }
 
 impl Payload for Outgoing {
@@ -81,11 +159,25 @@ impl Payload for Outgoing {
     }
 
     fn wire_len(&self) -> usize {
-        self.header.len() + self.body.len()
+        match &self.parted {
+            Some(p) => p.layout.wire_len(),
+            None => self.header.len() + self.body.len(),
+        }
     }
 
     fn slices(&self) -> usize {
-        1 + self.body.part_count()
+        // (in parts: one part's header, bytes, and the next header)
+        1 + self.body.part_count() + usize::from(self.parted.is_some())
+    }
+
+    fn next_boundary(&self, sent: usize) -> Option<usize> {
+        self.parted.as_ref().map(|p| p.layout.next_boundary(sent))
+    }
+
+    fn at_boundary(&self, sent: usize) -> bool {
+        self.parted
+            .as_ref()
+            .is_some_and(|p| p.layout.at_boundary(sent))
     }
 }
 
@@ -128,6 +220,9 @@ struct Out {
     socket: Option<Arc<Conn>>,
     /// A flush was asked of the poller and has not started yet.
     flush_asked: bool,
+    /// The connection agreed on parted frames (the last one, while
+    /// reconnecting).
+    parts: bool,
 }
 
 impl Out {
@@ -276,8 +371,9 @@ impl Lane {
         self.push_frame(Outgoing::new(kind, body), sender)
     }
 
-    fn push_frame(self: &Arc<Self>, f: Outgoing, sender: Option<Sender>) {
+    fn push_frame(self: &Arc<Self>, mut f: Outgoing, sender: Option<Sender>) {
         let mut out = self.out.lock();
+        f.lay_out(out.parts);
         let writable = out.writable();
         let direct = match out.queue.push(self.now(), f, sender, writable) {
             Pushed::Write(d) => d,
@@ -390,12 +486,21 @@ impl Lane {
     /// Hand the lane a connection; the previous one, if any, is closed.
     pub fn attach(self: &Arc<Self>, conn: Arc<Conn>) {
         let mut out = self.out.lock();
+        let parts = conn.negotiated.caps.contains(Capabilities::PARTS);
         if let Some(old) = out.socket.replace(conn) {
             old.close();
         }
+        // Frames that started on the old connection cannot go on in the
+        // middle of this one; the rest are laid out for it.
+        out.parts = parts;
+        let lost = out.queue.reconnected(|f| f.lay_out(parts));
+        self.publish(&out.queue);
         if out.queue.has_work() {
             self.ask_flush(out);
+        } else {
+            drop(out);
         }
+        self.dropped(lost, &self.counters.dropped.connection_lost);
     }
 
     /// The connection `conn` is gone; stop writing to it.
@@ -514,7 +619,14 @@ fn write_batch(
             break;
         }
         let before = n;
-        n += f.fill(sent, &mut slices[n..], BATCH_BYTES - offered);
+        // (a frame in parts: to the end of the part, where the batch ends,
+        // even past BATCH_BYTES: a part is at most PART_BYTES and two
+        // headers)
+        let max = match f.next_boundary(sent) {
+            Some(end) => end - sent,
+            None => BATCH_BYTES - offered,
+        };
+        n += f.fill(sent, &mut slices[n..], max);
         offered += slices[before..n].iter().map(|s| s.len()).sum::<usize>();
     }
     loop {
@@ -582,6 +694,53 @@ mod tests {
         read_frame_ext(server).1
     }
 
+    /// The data frames that come on `server`, read as the poller reads
+    /// them (frames in parts put together).
+    struct Frames<'a> {
+        server: &'a mut std::net::TcpStream,
+        reader: crate::frame_reader::FrameReader,
+        got: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl<'a> Frames<'a> {
+        fn new(server: &'a mut std::net::TcpStream) -> Self {
+            // (a read with nothing to read ends, as on the poller's
+            // non-blocking sockets, where a read that fills its buffer
+            // is followed by another)
+            server
+                .set_read_timeout(Some(Duration::from_millis(10)))
+                .unwrap();
+            Frames {
+                server,
+                reader: crate::frame_reader::FrameReader::with_parts(1 << 27),
+                got: Default::default(),
+            }
+        }
+
+        /// The next frame's body.
+        fn next(&mut self) -> Vec<u8> {
+            use crate::frame_reader::Frame;
+            while self.got.is_empty() {
+                let got = &mut self.got;
+                self.reader
+                    .read(
+                        &mut *self.server,
+                        1 << 20,
+                        &|n| Some(Box::new(vec![0u8; n])),
+                        &mut |f, _| {
+                            got.push_back(match f {
+                                Frame::Small(_, b) => b.to_vec(),
+                                Frame::Large(b) => b.bytes().to_vec(),
+                            });
+                            Ok(())
+                        },
+                    )
+                    .unwrap();
+            }
+            self.got.pop_front().unwrap()
+        }
+    }
+
     fn negotiated() -> weft_core::Negotiated {
         weft_core::Negotiated {
             version: weft_core::frame::PROTOCOL_VERSION,
@@ -639,6 +798,23 @@ mod tests {
         }
     }
 
+    /// On a shared lane a small frame pushed while a large one is on its
+    /// way goes between two of the large frame's parts: the peer has it
+    /// before the large frame is whole. (64 MiB: more than the socket
+    /// buffers of loopback hold, so the large frame cannot be out yet.)
+    #[test]
+    fn a_small_frame_goes_between_the_parts_of_a_large_one() {
+        let (_rt, poller, lane) = unconnected_lane();
+        let (mut server, driving) = connect(&lane, &poller);
+        lane.push_from(FrameKind::Data, vec![7u8; 64 << 20].into(), Some(1));
+        lane.push_from(FrameKind::Data, b"ping".to_vec().into(), Some(2));
+        let mut frames = Frames::new(&mut server);
+        assert_eq!(frames.next(), b"ping");
+        assert_eq!(frames.next().len(), 64 << 20);
+        poller.stop();
+        driving.join().unwrap();
+    }
+
     /// Frames pushed from several threads at once, some large enough to fill
     /// the socket buffer (so direct writes, partial writes, flushes by the
     /// poller and small frames passing large ones all take turns), arrive
@@ -654,7 +830,12 @@ mod tests {
                 let lane = lane.clone();
                 std::thread::spawn(move || {
                     for seq in 0..FRAMES {
-                        let size = if seq % 97 == 0 { 300_000 } else { 16 };
+                        // (large ones: whole, or in parts)
+                        let size = match seq % 97 {
+                            0 if seq % 2 == 0 => 1_100_000,
+                            0 => 300_000,
+                            _ => 16,
+                        };
                         let mut body = vec![0u8; size];
                         body[..4].copy_from_slice(&t.to_be_bytes());
                         body[4..8].copy_from_slice(&seq.to_be_bytes());
@@ -667,8 +848,9 @@ mod tests {
             })
             .collect();
         let mut next = [0u32; THREADS as usize];
+        let mut frames = Frames::new(&mut server);
         for _ in 0..THREADS * FRAMES {
-            let body = read_frame(&mut server);
+            let body = frames.next();
             let t = u32::from_be_bytes(body[..4].try_into().unwrap()) as usize;
             let seq = u32::from_be_bytes(body[4..8].try_into().unwrap());
             assert_eq!(seq, next[t], "thread {t} out of order");

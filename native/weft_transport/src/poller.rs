@@ -244,9 +244,18 @@ impl Poller {
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     pub(crate) fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
         self.open.fetch_add(1, Ordering::AcqRel);
+        let reader = if conn
+            .negotiated
+            .caps
+            .contains(weft_core::Capabilities::PARTS)
+        {
+            FrameReader::with_parts(max_frame)
+        } else {
+            FrameReader::new(max_frame)
+        };
         self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
             conn,
-            reader: FrameReader::new(max_frame),
+            reader,
             peer,
             lane,
             readable: true,

@@ -2,36 +2,101 @@
 //! property test that drives the queue as the transport's lane does.
 
 use super::*;
+use crate::frame::{PartedLayout, INTERLEAVE_MAX, PART_BYTES};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
-/// A test frame: an id, its body size, a header of 5 bytes.
+/// A test frame: an id, its body size, a header of 5 bytes; or in parts
+/// (as [`crate::frame::PartedLayout`] lays them out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct F {
     id: u32,
     body: usize,
+    parted: bool,
 }
 
 const HEADER: usize = 5;
+
+impl F {
+    fn layout(&self) -> Option<PartedLayout> {
+        self.parted.then_some(PartedLayout {
+            body_len: self.body,
+        })
+    }
+}
 
 impl Payload for F {
     fn body_len(&self) -> usize {
         self.body
     }
     fn wire_len(&self) -> usize {
-        HEADER + self.body
+        match self.layout() {
+            Some(l) => l.wire_len(),
+            None => HEADER + self.body,
+        }
+    }
+    fn next_boundary(&self, sent: usize) -> Option<usize> {
+        self.layout().map(|l| l.next_boundary(sent))
+    }
+    fn at_boundary(&self, sent: usize) -> bool {
+        self.layout().is_some_and(|l| l.at_boundary(sent))
     }
 }
 
 fn small(id: u32) -> F {
-    F { id, body: 8 }
+    F {
+        id,
+        body: 8,
+        parted: false,
+    }
 }
 
 fn large(id: u32) -> F {
     F {
         id,
         body: DIRECT_MAX + 1,
+        parted: false,
     }
+}
+
+/// A frame of 3.5 parts, in parts.
+fn in_parts(id: u32) -> F {
+    F {
+        id,
+        body: 3 * PART_BYTES + PART_BYTES / 2,
+        parted: true,
+    }
+}
+
+/// Bytes a writer offers of a batch (as the transport's does): each frame
+/// to its end, at most [`BATCH_BYTES`] in all, except that the frame in
+/// parts that ends a batch goes to the end of its part.
+fn offered(b: &Batch<F>) -> usize {
+    let mut offered = 0;
+    for (f, s) in b.iter() {
+        if offered == BATCH_BYTES {
+            break;
+        }
+        offered += match f.next_boundary(s) {
+            Some(end) => end - s,
+            None => (f.wire_len() - s).min(BATCH_BYTES - offered),
+        };
+    }
+    offered
+}
+
+/// Write one batch, the socket taking `take` bytes at most; the ids of
+/// the frames it wrote to (in order).
+fn write_one(q: &mut SendQueue<F>, take: usize) -> Vec<u32> {
+    let Step::Write(mut b) = q.flush(true) else {
+        return vec![];
+    };
+    let ids = b.iter().map(|(f, _)| f.id).collect();
+    let take = take.min(offered(&b));
+    let blocked = take < offered(&b);
+    b.wrote(take);
+    let _ = q.put_back(b, blocked);
+    ids
 }
 
 /// Flush everything (a socket that takes all), returning ids in wire
@@ -40,7 +105,7 @@ fn drain(q: &mut SendQueue<F>) -> Vec<u32> {
     let mut out = Vec::new();
     while let Step::Write(mut b) = q.flush(true) {
         out.extend(b.iter().map(|(f, _)| f.id));
-        let all: usize = b.iter().map(|(f, s)| f.wire_len() - s).sum();
+        let all = offered(&b);
         b.wrote(all);
         let (next, _) = q.put_back(b, false);
         if next == Flush::Done {
@@ -77,6 +142,138 @@ fn small_frames_pass_large_ones_of_other_senders_only() {
     let order: Vec<u8> = order.into_iter().map(|i| i as u8).collect();
     assert_eq!(order, b"caAbnCdDe".to_vec());
     assert_eq!(q.queued(), Counts::default());
+}
+
+/// A frame in parts stops between parts; there, small frames of other
+/// senders go first, as they would ahead of a large frame not started.
+/// Its own sender's frames and control frames wait for its end.
+#[test]
+fn small_frames_of_other_senders_go_between_parts() {
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    // One batch: the parted frame and its first part, then it stops.
+    assert_eq!(write_one(&mut q, usize::MAX), vec![1]);
+    for (id, s) in [(2, Some(2)), (3, Some(1)), (4, Some(3)), (5, None)] {
+        assert!(matches!(q.push(100, small(id), s, true), Pushed::Queued));
+    }
+    // 2 goes between the first and the second part; 3 (its sender's)
+    // keeps 4 and 5 behind the end of frame 1.
+    assert_eq!(drain(&mut q), vec![2, 1, 1, 1, 3, 4, 5]);
+
+    // Frames that queue while a part is being written go first when it
+    // ends (put back between parts).
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("a batch")
+    };
+    for id in [2, 3] {
+        assert!(matches!(
+            q.push(100, small(id), Some(2), true),
+            Pushed::Queued
+        ));
+    }
+    b.wrote(offered(&b));
+    let _ = q.put_back(b, false);
+    assert_eq!(drain(&mut q), vec![2, 3, 1, 1, 1]);
+
+    // A write that stops inside a part: nothing passes until it ends.
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    assert_eq!(write_one(&mut q, 1000), vec![1]);
+    assert!(matches!(
+        q.push(100, small(2), Some(2), true),
+        Pushed::Queued
+    ));
+    assert_eq!(write_one(&mut q, usize::MAX), vec![1]);
+    assert_eq!(drain(&mut q), vec![2, 1, 1, 1]);
+}
+
+/// At each boundary a frame in parts is passed at most MAX_PASSES times,
+/// and the frames that may go between parts are those a receiver takes
+/// there: at most INTERLEAVE_MAX bytes.
+#[test]
+fn passing_between_parts_is_bounded() {
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    assert_eq!(write_one(&mut q, usize::MAX), vec![1]);
+    let n = MAX_PASSES + 5;
+    for id in 0..n {
+        assert!(matches!(
+            q.push(100, small(10 + id), Some(2), true),
+            Pushed::Queued
+        ));
+    }
+    let first: Vec<u32> = drain(&mut q)
+        .into_iter()
+        .take(MAX_PASSES as usize + 1)
+        .collect();
+    let expect: Vec<u32> = (0..MAX_PASSES).map(|i| 10 + i).chain([1]).collect();
+    assert_eq!(first, expect);
+
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    assert_eq!(write_one(&mut q, usize::MAX), vec![1]);
+    let big = F {
+        id: 2,
+        body: INTERLEAVE_MAX + 1,
+        parted: false,
+    };
+    assert!(big.body <= DIRECT_MAX);
+    assert!(matches!(q.push(100, big, Some(2), true), Pushed::Queued));
+    assert_eq!(drain(&mut q), vec![1, 1, 1, 2]);
+}
+
+/// A new connection: frames that started on the old one leave (counted),
+/// the others stay, laid out again.
+#[test]
+fn frames_started_on_an_old_connection_leave_on_a_new_one() {
+    let mut q = SendQueue::new();
+    assert!(matches!(
+        q.push(0, in_parts(1), Some(1), true),
+        Pushed::Queued
+    ));
+    assert_eq!(write_one(&mut q, 100), vec![1]);
+    assert!(matches!(
+        q.push(100, small(2), Some(2), true),
+        Pushed::Queued
+    ));
+    assert!(matches!(
+        q.push(200, in_parts(3), Some(3), true),
+        Pushed::Queued
+    ));
+    let lost = q.reconnected(|f| f.parted = false);
+    assert_eq!(lost, Counts::one(&in_parts(1)));
+    assert_eq!(q.queued().frames, 2);
+    let Step::Write(b) = q.flush(true) else {
+        panic!("a batch")
+    };
+    let got: Vec<F> = b.iter().map(|(f, _)| *f).collect();
+    assert_eq!(
+        got,
+        vec![
+            small(2),
+            F {
+                parted: false,
+                ..in_parts(3)
+            }
+        ]
+    );
 }
 
 #[test]
@@ -196,7 +393,16 @@ fn batches_are_bounded_in_frames_bytes_and_slices() {
     let mut q = SendQueue::new();
     for i in 0..4 {
         let body = BATCH_BYTES / 2 - 100;
-        let _ = q.push(0, F { id: i, body }, None, false);
+        let _ = q.push(
+            0,
+            F {
+                id: i,
+                body,
+                parted: false,
+            },
+            None,
+            false,
+        );
     }
     let Step::Write(b) = q.flush(true) else {
         panic!()
@@ -335,6 +541,7 @@ struct Known {
     body: usize,
     /// How many frames had been pushed before it.
     pushed_at: u32,
+    f: F,
 }
 
 proptest! {
@@ -350,6 +557,7 @@ proptest! {
     fn order_passing_and_accounting_hold(
         ops in (0u32..4).prop_flat_map(|w| proptest::collection::vec(op(w), 1..400)),
         split in any::<bool>(),
+        parts in any::<bool>(),
     ) {
         let mut q: SendQueue<F> = SendQueue::new();
         let mut now: Micros = 0;
@@ -381,12 +589,17 @@ proptest! {
                         (true, 0) => size.max(DIRECT_MAX + 1),
                         (true, _) => size.min(63),
                     };
-                    let f = F { id: next_id, body: size };
+                    let f = F {
+                        id: next_id,
+                        body: size,
+                        parted: parts && crate::frame::is_parted(size),
+                    };
                     known.insert(next_id, Known {
                         sender: s,
                         seq: next_seq[s as usize],
                         body: size,
                         pushed_at: next_id,
+                        f,
                     });
                     next_id += 1;
                     next_seq[s as usize] += 1;
@@ -415,18 +628,14 @@ proptest! {
                 }
                 Op::Flush { take } => match q.flush(true) {
                     Step::Write(mut b) => {
-                        let offered: usize = b
-                            .iter()
-                            .map(|(f, s)| f.wire_len() - s)
-                            .sum::<usize>()
-                            .min(BATCH_BYTES);
+                        let offered = offered(&b);
                         let take = take.min(offered);
                         let mut left = take;
                         for (f, s) in b.iter() {
                             if left == 0 {
                                 break;
                             }
-                            let n = (f.wire_len() - s).min(left);
+                            let n = (f.next_boundary(s).unwrap_or(f.wire_len()) - s).min(left);
                             wire.push((f.id, n));
                             left -= n;
                         }
@@ -467,27 +676,41 @@ proptest! {
         prop_assert_eq!(pushed.frames, written.frames + dropped.frames);
         prop_assert_eq!(pushed.bytes, written.bytes + dropped.bytes);
 
-        // The wire is whole frames, one after another.
+        // The wire is whole frames, one after another, except that whole
+        // frames of at most INTERLEAVE_MAX bytes may come between the
+        // parts of a frame in parts (one at a time). `order`: the order in
+        // which frames end, which is the order a receiver delivers them.
         let mut order: Vec<u32> = Vec::new();
-        let mut cur: Option<(u32, usize)> = None;
+        let mut got: HashMap<u32, usize> = HashMap::new();
+        // A frame cut in the middle (of itself or of a part), and the frame
+        // in parts in progress.
+        let mut mid: Option<u32> = None;
+        let mut open: Option<u32> = None;
         for &(id, n) in &wire {
-            let (cid, got) = match cur {
-                Some((cid, got)) => {
-                    prop_assert_eq!(cid, id, "frames interleave on the wire");
-                    (cid, got + n)
+            let f = known[&id].f;
+            if let Some(m) = mid {
+                prop_assert_eq!(m, id, "a frame cut in the middle by another");
+            } else if let Some(p) = open.filter(|p| *p != id) {
+                prop_assert!(!f.parted && f.body <= INTERLEAVE_MAX,
+                             "frame {} between the parts of {}", id, p);
+            }
+            let g = got.entry(id).or_default();
+            *g += n;
+            prop_assert!(*g <= f.wire_len());
+            if *g == f.wire_len() {
+                order.push(id);
+                mid = None;
+                if open == Some(id) {
+                    open = None;
                 }
-                None => (id, n),
-            };
-            let len = known[&cid].body + HEADER;
-            prop_assert!(got <= len);
-            if got == len {
-                order.push(cid);
-                cur = None;
+            } else if f.parted {
+                open = Some(id);
+                mid = (!f.at_boundary(*g)).then_some(id);
             } else {
-                cur = Some((cid, got));
+                mid = Some(id);
             }
         }
-        prop_assert!(cur.is_none(), "a frame is cut short");
+        prop_assert!(mid.is_none() && open.is_none(), "a frame is cut short");
         prop_assert_eq!(order.len() as u64, written.frames);
         let mut all: Vec<u32> = order.iter().chain(&dropped_ids).copied().collect();
         all.sort();
@@ -501,8 +724,8 @@ proptest! {
                 prop_assert!(prev < k.seq, "sender {} out of order", k.sender);
             }
         }
-        // A large frame is passed at most MAX_PASSES times: frames
-        // pushed after it and written before it.
+        // A large frame is passed at most MAX_PASSES times (in parts: at
+        // each boundary): frames pushed after it and written before it.
         for (i, id) in order.iter().enumerate() {
             let k = &known[id];
             if k.body > DIRECT_MAX {
@@ -510,7 +733,8 @@ proptest! {
                     .iter()
                     .filter(|o| known[o].pushed_at > k.pushed_at)
                     .count();
-                prop_assert!(passed <= MAX_PASSES as usize, "passed {} times", passed);
+                let stops = k.f.layout().map_or(1, |l| l.parts() + 1);
+                prop_assert!(passed <= MAX_PASSES as usize * stops, "passed {} times", passed);
             }
         }
     }
