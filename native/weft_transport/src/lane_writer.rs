@@ -409,9 +409,25 @@ impl Lane {
                 self.sent(Counts::one(&f));
             }
             None => {
+                let lost = self.replaced_meanwhile(&mut out, conn.id);
                 self.publish(&out.queue);
                 self.ask_flush(out);
+                self.dropped(lost, &self.counters.dropped.connection_lost);
             }
+        }
+    }
+
+    /// A writer wrote to connection `conn` without the lane's lock, and
+    /// the lane may have a new connection now: if so, the frames that
+    /// started on `conn` and came back to the queue cannot go on in the
+    /// middle of the new one (see [`Lane::attach`]). Returns them, to be
+    /// counted as dropped once the lock is let go.
+    fn replaced_meanwhile(&self, out: &mut Out, conn: ConnId) -> Counts {
+        if out.socket.as_ref().is_some_and(|s| s.id != conn) {
+            let parts = out.parts;
+            out.queue.reconnected(|f| f.lay_out(parts))
+        } else {
+            Counts::default()
         }
     }
 
@@ -580,9 +596,11 @@ impl Lane {
                 batch.wrote(written);
                 let mut out = self.out.lock();
                 let (state, sent) = out.queue.put_back(batch, written < offered);
+                let lost = self.replaced_meanwhile(&mut out, conn.id);
                 self.publish(&out.queue);
                 drop(out);
                 self.sent(sent);
+                self.dropped(lost, &self.counters.dropped.connection_lost);
                 (state, written, large)
             }
             Err(_) => {
