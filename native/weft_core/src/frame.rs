@@ -95,11 +95,13 @@
 //! ```
 //!
 //! The parts follow the `parted` frame in order, and the message is whole
-//! when they have brought `total` bytes. Between them only whole frames
-//! smaller than [`INTERLEAVE_MAX`] + 1 bytes of body may come (control
-//! frames, small data frames); one parted frame at a time per connection.
+//! when they have brought `total` bytes. Between them only whole data
+//! frames of at most [`INTERLEAVE_MAX`] bytes of body may come; one
+//! parted frame at a time per connection, on data lanes only. The
+//! extensions of the `parted` frame are the message's; a `part` has none.
 //! A receiver refuses anything else ([`Parted`] checks it), and a `parted`
-//! or `part` frame from a peer that did not agree on `parts`.
+//! or `part` frame from a peer that did not agree on `parts` or on the
+//! control lane.
 //!
 //! # Capabilities
 //!
@@ -714,11 +716,12 @@ impl Parted {
     }
 
     /// A whole frame of `kind` and `len` bytes comes while a parted frame
-    /// may be in progress: only a small one may.
+    /// may be in progress: only a data frame of at most
+    /// [`INTERLEAVE_MAX`] bytes may.
     pub fn between(&self, kind: FrameKind, len: usize) -> Result<(), FrameError> {
-        if self.open.is_some() && kind == FrameKind::Data && len > INTERLEAVE_MAX {
+        if self.open.is_some() && (kind != FrameKind::Data || len > INTERLEAVE_MAX) {
             return Err(parted_bad(format!(
-                "a data frame of {len} bytes between parts"
+                "a {kind:?} frame of {len} bytes between parts"
             )));
         }
         Ok(())
@@ -923,7 +926,7 @@ mod tests {
             .begin(&(PART_BYTES as u64 + 2).to_be_bytes(), u64::MAX)
             .is_err());
         assert!(p.between(FrameKind::Data, INTERLEAVE_MAX).is_ok());
-        assert!(p.between(FrameKind::Control, 1 << 20).is_ok());
+        assert!(p.between(FrameKind::Control, 1).is_err());
         assert!(p.between(FrameKind::Data, INTERLEAVE_MAX + 1).is_err());
         assert!(p.part(0).is_err());
         assert!(p.part(PART_BYTES + 1).is_err());

@@ -630,7 +630,9 @@ impl<T: Payload> SendQueue<T> {
     /// one cannot go on from the middle on this one, so they leave (their
     /// counts are returned: lost with the connection), and `relay` may lay
     /// out again each frame that has not started (for what the new
-    /// connection agreed on). Frames a writer holds are not touched.
+    /// connection agreed on). Frames a writer holds are not touched: a
+    /// writer that wrote them to the old connection calls this again once
+    /// it has put them back.
     pub fn reconnected(&mut self, mut relay: impl FnMut(&mut T)) -> Counts {
         let mut lost = Counts::default();
         self.queue.retain_mut(|e| {

@@ -453,12 +453,19 @@ impl FrameReader {
             let body = self.start + h.header_len;
             if matches!(kind, FrameKind::Parted | FrameKind::Part) && !self.parts {
                 return Err(ReadError::Refused(
-                    "a frame in parts from a peer that did not agree on parts".into(),
+                    "a frame in parts on a connection that takes none (the control lane, or a peer that did not agree on parts)".into(),
                 ));
             }
             if kind == FrameKind::Part {
                 // The next bytes of the frame in parts: those here now are
                 // copied, the rest are read straight into its buffer.
+                if h.header_len != HEADER_LEN {
+                    return Err(FrameError::Malformed {
+                        what: "parted frame",
+                        detail: "a part with header extensions".into(),
+                    }
+                    .into());
+                }
                 let done = self.parted.part(len)?;
                 let have = (self.end - body).min(len);
                 let Some(l) = self.large.as_mut() else {
@@ -758,7 +765,7 @@ mod tests {
             &body,
             &[
                 (0, frame(FrameKind::Data, b"between")),
-                (0, frame(FrameKind::Control, b"beat")),
+                (0, frame_ext(FrameKind::Data, &ext(7), b"ext")),
                 (1, frame(FrameKind::Data, &small)),
             ],
         ));
@@ -767,7 +774,7 @@ mod tests {
         let want = vec![
             (FrameKind::Data, b"first".to_vec(), none.clone()),
             (FrameKind::Data, b"between".to_vec(), none.clone()),
-            (FrameKind::Control, b"beat".to_vec(), none.clone()),
+            (FrameKind::Data, b"ext".to_vec(), ext(7)),
             (FrameKind::Data, small.clone(), none.clone()),
             (FrameKind::Data, body.clone(), none.clone()),
             (FrameKind::Data, vec![], none.clone()),
@@ -785,8 +792,8 @@ mod tests {
 
     /// Parts that do not come as a writer sends them end the read: from a
     /// peer that did not agree on parts, a part without its frame, a frame
-    /// in parts inside another, too many bytes, an empty part, a large
-    /// frame between parts, a total that is not larger than a part or
+    /// in parts inside another, too many bytes, an empty part, a part with
+    /// extensions, a control frame or a large data frame between parts, a total that is not larger than a part or
     /// over the limit, a parted frame whose body is not the 8-byte total.
     #[test]
     fn parts_out_of_place_end_the_read() {
@@ -816,6 +823,14 @@ mod tests {
             (
                 "empty part",
                 [begin.clone(), frame(FrameKind::Part, b"")].concat(),
+            ),
+            (
+                "part with extensions",
+                [begin.clone(), frame_ext(FrameKind::Part, &ext(1), b"x")].concat(),
+            ),
+            (
+                "control between",
+                [begin.clone(), frame(FrameKind::Control, b"beat")].concat(),
             ),
             (
                 "large between",

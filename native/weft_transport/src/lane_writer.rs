@@ -974,4 +974,111 @@ mod tests {
         poller.stop();
         driving.join().unwrap();
     }
+
+    /// The lane gets a new connection while its writer is in the middle
+    /// of a batch on the old one (found by a review: the rest of a frame
+    /// went out on the new connection in 5-9 rounds of 20). What the new
+    /// connection carries starts with a whole frame, and every frame is
+    /// written, dropped (counted) or still queued. The moment of the
+    /// reconnect varies from round to round.
+    #[test]
+    fn a_reconnect_during_a_write_never_starts_the_new_connection_mid_frame() {
+        use crate::frame_reader::{Frame, FrameReader, ReadError};
+        let mut bad = 0;
+        let mut tries = 0;
+        for round in 0..8u32 {
+            tries += 1;
+            let (_rt, poller, lane) = unconnected_lane_of(LaneKey {
+                channel: "default".into(),
+                index: 0,
+            });
+            let (mut server1, driving) = connect(&lane, &poller);
+            let drain = std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                server1
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                while let Ok(n) = server1.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+            for i in 0..6u8 {
+                lane.push_from(FrameKind::Data, vec![i; 8 << 20].into(), Some(1));
+            }
+            // (not a wait for a condition: the moment of the reconnect)
+            std::thread::sleep(Duration::from_micros(500 + 700 * round as u64));
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (mut server2, _) = listener.accept().unwrap();
+            client.set_nonblocking(true).unwrap();
+            let conn = Conn::new(2, client, negotiated(), poller.clone());
+            lane.attach(conn.clone());
+            poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+            server2
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut reader = FrameReader::with_parts(1 << 27);
+            let mut got = Vec::new();
+            let mut err: Option<String> = None;
+            let mut idle = 0;
+            let mut last = 0;
+            for _ in 0..100000 {
+                match reader.read(
+                    &mut server2,
+                    1 << 20,
+                    &|n| Some(Box::new(vec![0u8; n])),
+                    &mut |f, _| {
+                        got.push(match f {
+                            Frame::Small(_, b) => b.len(),
+                            Frame::Large(b) => b.bytes().len(),
+                        });
+                        Ok(())
+                    },
+                ) {
+                    Ok(crate::frame_reader::ReadStatus::Closed) => break,
+                    Ok(crate::frame_reader::ReadStatus::Drained) => {
+                        if reader.bytes_read() == last {
+                            idle += 1;
+                        } else {
+                            idle = 0;
+                        }
+                        last = reader.bytes_read();
+                        if idle > 3 {
+                            break;
+                        }
+                    }
+                    Ok(_) => idle = 0,
+                    Err(ReadError::Io(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        break
+                    }
+                    Err(e) => {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if err.is_some() {
+                bad += 1;
+            }
+            poller.stop();
+            driving.join().unwrap();
+            drain.join().unwrap();
+            let sent = lane.stats.sent_frames.load(Ordering::Relaxed);
+            let dropped = lane.stats.dropped_frames.load(Ordering::Relaxed);
+            assert_eq!(
+                sent + dropped + lane.queued().frames,
+                6,
+                "round {round}: {got:?}"
+            );
+        }
+        assert_eq!(
+            bad, 0,
+            "{bad} of {tries} rounds: the new connection began in the middle of a frame"
+        );
+    }
 }

@@ -244,11 +244,13 @@ impl Poller {
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     pub(crate) fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
         self.open.fetch_add(1, Ordering::AcqRel);
-        let reader = if conn
+        // (frames in parts are data: never on the control lane)
+        let parts = conn
             .negotiated
             .caps
             .contains(weft_core::Capabilities::PARTS)
-        {
+            && !lane.key.is_control();
+        let reader = if parts {
             FrameReader::with_parts(max_frame)
         } else {
             FrameReader::new(max_frame)
