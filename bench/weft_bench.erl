@@ -213,7 +213,9 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     %% Each node listens on a port of its own; the others reach it through
     %% its proxy (or directly, without emulation).
     Listen = free_ports(Count),
-    Advertised = case Rtt of 0 -> Listen; _ -> free_ports(Count) end,
+    %% (ports other than Listen: the proxy binds these while the nodes
+    %% bind those; seen: a node failed to start with eaddrinuse)
+    Advertised = case Rtt of 0 -> Listen; _ -> lists:sublist(free_ports(Count, Listen), Count) end,
     Proxy = start_proxy(Netem, Rtt, cap(Workload, Rtt), lists:zip(Advertised, Listen)),
     Tag = integer_to_list(erlang:unique_integer([positive])),
     Names = ["bench_" ++ [$a + I - 1] ++ Tag || I <- lists:seq(1, Count)],
