@@ -477,54 +477,43 @@ impl FrameReader {
                 l.filled += have;
                 l.part_left = Some(len - have);
                 self.start = body + have;
-                if done && have == len {
-                    self.complete_large(on_frame)?;
-                    continue;
-                }
                 if have < len {
                     return Ok(());
+                }
+                if done {
+                    self.complete_large(on_frame)?;
                 }
                 continue;
             }
             self.parted.between(kind, len)?;
-            if kind == FrameKind::Data && len >= LARGE_FRAME || kind == FrameKind::Parted {
-                if kind == FrameKind::Parted && len != PARTED_BODY {
+            if kind == FrameKind::Parted {
+                // (a body other than the 8-byte total is refused before
+                // its bytes are waited for)
+                if len != PARTED_BODY {
                     return Err(FrameError::Malformed {
                         what: "parted frame",
                         detail: format!("body of {len} bytes"),
                     }
                     .into());
                 }
-                if kind == FrameKind::Parted && self.end - body < len {
+                if self.end - body < len {
                     return Ok(());
                 }
-                let (total, parted) = match kind {
-                    FrameKind::Parted => (
-                        self.parted.begin(&self.buf[body..body + len], self.max)?,
-                        true,
-                    ),
-                    _ => (len, false),
-                };
-                let mut buf = alloc(total).ok_or(ReadError::NoMemory(total))?;
-                let cap = buf.bytes().len();
-                if cap == 0 || cap > total {
-                    return Err(ReadError::Io(io::Error::other(
-                        "frame buffer of the wrong size",
-                    )));
-                }
-                if parted {
-                    self.start = body + len;
-                    self.large = Some(Large {
-                        buf,
-                        filled: 0,
-                        len: total,
-                        ext: h.ext,
-                        part_left: Some(0),
-                    });
-                    continue;
-                }
+                let total = self.parted.begin(&self.buf[body..body + len], self.max)?;
+                self.start = body + len;
+                self.large = Some(Large {
+                    buf: large_buffer(alloc, total)?,
+                    filled: 0,
+                    len: total,
+                    ext: h.ext,
+                    part_left: Some(0),
+                });
+                continue;
+            }
+            if kind == FrameKind::Data && len >= LARGE_FRAME {
+                let mut buf = large_buffer(alloc, len)?;
                 let have = (self.end - body).min(len);
-                if have > cap && (!buf.grow(have) || buf.bytes().len() != have) {
+                if have > buf.bytes().len() && (!buf.grow(have) || buf.bytes().len() != have) {
                     return Err(ReadError::NoMemory(len));
                 }
                 buf.bytes_mut()[..have].copy_from_slice(&self.buf[body..body + have]);
@@ -560,6 +549,22 @@ impl FrameReader {
         }
         Ok(())
     }
+}
+
+/// The buffer of a large frame of `len` bytes, from `alloc` (all of it,
+/// or its first bytes past the claims' bound).
+fn large_buffer(
+    alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
+    len: usize,
+) -> Result<Box<dyn FrameBuffer>, ReadError> {
+    let buf = alloc(len).ok_or(ReadError::NoMemory(len))?;
+    let cap = buf.bytes().len();
+    if cap == 0 || cap > len {
+        return Err(ReadError::Io(io::Error::other(
+            "frame buffer of the wrong size",
+        )));
+    }
+    Ok(buf)
 }
 
 /// One read: `None` when it would block.
@@ -628,22 +633,27 @@ mod tests {
         Some(Box::new(vec![0u8; n]))
     }
 
-    fn collect(
+    type Got = Vec<(FrameKind, Vec<u8>, Extensions)>;
+
+    /// One call to `read`: its status and the frames it handed out.
+    fn try_collect(
         r: &mut FrameReader,
         src: &mut Chunks,
         budget: usize,
-    ) -> (ReadStatus, Vec<(FrameKind, Vec<u8>, Extensions)>) {
+    ) -> Result<(ReadStatus, Got), ReadError> {
         let mut got = Vec::new();
-        let status = r
-            .read(src, budget, &alloc, &mut |f, e| {
-                got.push(match f {
-                    Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
-                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
-                });
-                Ok(())
-            })
-            .unwrap();
-        (status, got)
+        let status = r.read(src, budget, &alloc, &mut |f, e| {
+            got.push(match f {
+                Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
+                Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
+            });
+            Ok(())
+        })?;
+        Ok((status, got))
+    }
+
+    fn collect(r: &mut FrameReader, src: &mut Chunks, budget: usize) -> (ReadStatus, Got) {
+        try_collect(r, src, budget).unwrap()
     }
 
     #[test]
@@ -713,13 +723,9 @@ mod tests {
         out
     }
 
-    /// Read `data` in chunks of every size in `chunks`, with `parts`;
+    /// Read `data` in chunks of `chunk` bytes, with `parts` or not;
     /// what came, or the error.
-    fn read_all(
-        data: &[u8],
-        chunk: usize,
-        parts: bool,
-    ) -> Result<Vec<(FrameKind, Vec<u8>, Extensions)>, ReadError> {
+    fn read_all(data: &[u8], chunk: usize, parts: bool) -> Result<Got, ReadError> {
         let mut src = Chunks {
             data: data.to_vec(),
             pos: 0,
@@ -727,21 +733,16 @@ mod tests {
             next: 0,
             eof: false,
         };
+        let max = 1 << 27;
         let mut r = if parts {
-            FrameReader::with_parts(1 << 24)
+            FrameReader::with_parts(max)
         } else {
-            FrameReader::new(1 << 24)
+            FrameReader::new(max)
         };
-        r.max = 1 << 27;
         let mut got = Vec::new();
         for _ in 0..10_000_000 {
-            let status = r.read(&mut src, 300_000, &alloc, &mut |f, e| {
-                got.push(match f {
-                    Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
-                    Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
-                });
-                Ok(())
-            })?;
+            let (status, mut g) = try_collect(&mut r, &mut src, 300_000)?;
+            got.append(&mut g);
             assert_ne!(status, ReadStatus::Closed);
             if src.pos == src.data.len() && status == ReadStatus::Drained {
                 break;
