@@ -524,7 +524,11 @@ weft_opts(weft_16, Listen, Advertise) ->
     #{listen => {{127, 0, 0, 1}, Listen}, advertise => [{{127, 0, 0, 1}, Advertise}],
       channels => [default, gossip, #{name => vnode, parallelism => 16}],
       affinity => true, cookie => <<"bench">>,
-      send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT}.
+      send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT};
+%% (16 lanes without the shared lane: every lane's small messages on its own
+%% connection, as before it; for custom cells that measure the shared lane)
+weft_opts(weft_16_own, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false}.
 
 %% Connect the first node to every other (for weft: join them all, and
 %% wait until every node has all its lanes to every other).
@@ -572,7 +576,8 @@ fwd(Node, Name, Msg, Opts) ->
 
 channel(disterl) -> default;
 channel(weft_1) -> default;
-channel(weft_16) -> vnode.
+channel(weft_16) -> vnode;
+channel(weft_16_own) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->

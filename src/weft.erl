@@ -510,8 +510,15 @@ on_event(_Kind, Node, Fun) ->
 %%                            recv_frames, recv_bytes, dropped_frames,
 %%                            io => scheduler | thread,
 %%                            protocol => Version | undefined,
-%%                            capabilities => [seq_ack | relay | trace | parts]}]}}}}
+%%                            capabilities => [seq_ack | relay | trace | parts | share],
+%%                            shared_lane => boolean(),
+%%                            small_messages => own | shared_lane | changing}]}}}}
 %% '''
+%% A channel of two lanes or more lists one more connection, its shared lane
+%% (`shared_lane => true', index = the channel's lane count), which carries
+%% the small messages of the lanes whose `small_messages' is `shared_lane'
+%% (`changing': held back until the peer answers a fence; see the README,
+%% "Sending semantics"). Frame and byte counters are per connection.
 %% `receiving' tells the large data frames (64 KiB or more) being received now
 %% (`frames'), and the bytes of those whose buffers were allocated whole
 %% when their header came (`claimed_bytes', at most `claim_limit', 256 MiB:

@@ -31,6 +31,7 @@ defaults() ->
       channels => [default],
       parallelism => 1,
       affinity => true,
+      shared_lane => true,
       overlay => full_mesh,
       cookie => undefined,               % erlang:get_cookie() at start
       max_frame_size => 64 * 1024 * 1024,
@@ -97,6 +98,7 @@ build(C, Given) ->
     related(reconnect_min_backoff, reconnect_max_backoff, C, Given,
             fun(M) -> M >= Min end),
     check(affinity, C, fun is_boolean/1),
+    check(shared_lane, C, fun is_boolean/1),
     Overlay = overlay(C),
     Listen = listen(C),
     #{node => node(),
@@ -105,6 +107,7 @@ build(C, Given) ->
       channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
       drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
       affinity => maps:get(affinity, C),
+      shared_lane => maps:get(shared_lane, C),
       overlay => case Overlay of {callback, M, _} -> {callback, M}; _ -> Overlay end,
       callback => case Overlay of {callback, M, A} -> {M, A}; _ -> none end,
       cookie => cookie(C),

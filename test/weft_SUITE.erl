@@ -13,6 +13,8 @@
          callback_overlay_messages_cannot_fill_the_atom_table/1,
          callback_overlay_invalid_entries_stay_out/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
+         small_messages_share_a_connection_and_keep_order_with_large_ones/1,
+         fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers/1,
          large_and_small_on_separate_sockets/1, a_small_message_goes_between_the_parts_of_a_large_one/1,
          killed_node_goes_down_and_rejoins/1,
          leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
@@ -40,6 +42,8 @@ suite() ->
 
 all() ->
     [join_converges, forward_on_every_channel, partition_key_order,
+     small_messages_share_a_connection_and_keep_order_with_large_ones,
+     fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers,
      large_and_small_on_separate_sockets, a_small_message_goes_between_the_parts_of_a_large_one,
      killed_node_goes_down_and_rejoins,
      leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
@@ -163,7 +167,9 @@ forward_on_every_channel(_Config) ->
     ok.
 
 partition_key_order(_Config) ->
-    [A, B] = cluster(2),
+    %% (without the shared lane, so that each lane's own connection shows
+    %% what it carried)
+    [A, B] = cluster(2, opts(#{shared_lane => false})),
     NodeB = node_of(B),
     Count = 10000,
     Keys = 64,
@@ -173,14 +179,90 @@ partition_key_order(_Config) ->
     check_key_order(call(B, weft_ct, collected, [inbox, Count]), Count, Keys),
     %% (a frame is counted after its delivery: wait for the counters)
     weft_ct:wait_until(counted, fun() ->
-                                        [Count div 16] =:= lists:usort([R || #{recv_frames := R} <- lanes(B, node_of(A), vnode)])
+                                        [Count div 16] =:= lists:usort([R || #{recv_frames := R, shared_lane := false} <- lanes(B, node_of(A), vnode)])
                                 end),
     Used = [L || #{lane := L, recv_frames := R} <- lanes(B, node_of(A), vnode), R > 0],
     ?assertEqual(lists:seq(0, 15), lists:sort(Used)),
+    %% the shared lane is connected, agreed on nothing to share, and
+    %% carried nothing
+    [#{lane := 16, state := connected, recv_frames := 0, capabilities := Caps}] =
+        [L || #{shared_lane := true} = L <- lanes(B, node_of(A), vnode)],
+    ?assertNot(lists:member(share, Caps)),
+    ?assertEqual([own], lists:usort([M || #{small_messages := M, shared_lane := false} <- lanes(A, NodeB, vnode)])),
     %% other keys are hashed: order per key holds all the same
     call(B, weft_ct, collector, [inbox2]),
     ok = call(A, weft_ct, send_many, [NodeB, inbox2, vnode, Count, Keys, tuple]),
     check_key_order(call(B, weft_ct, collected, [inbox2, Count]), Count, Keys),
+    ok.
+
+%% A channel of 16 lanes has a 17th connection, its shared lane: the lanes'
+%% small messages go on it (one system call carries many lanes' messages),
+%% their large ones on their own connections. A lane that changes
+%% connection keeps its order: per key, small and large messages arrive in
+%% the order they were sent, as lanes go to their own connection and, once
+%% quiet for a second, back.
+small_messages_share_a_connection_and_keep_order_with_large_ones(_Config) ->
+    [A, B] = cluster(2),
+    NodeA = node_of(A),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    Lanes = lanes(A, NodeB, vnode),
+    ?assertEqual(17, length(Lanes)),
+    ?assertEqual([16], [L || #{lane := L, shared_lane := true} <- Lanes]),
+    ?assertEqual([[parts, relay, seq_ack, share, trace]],
+                 lists:usort([lists:sort(C) || #{capabilities := C} <- Lanes])),
+    Data = fun(N, Peer) -> [L || #{shared_lane := false} = L <- lanes(N, Peer, vnode)] end,
+    Modes = fun() -> lists:usort([M || #{small_messages := M} <- Data(A, NodeB)]) end,
+    %% small messages: the lanes move to the shared lane
+    call(B, weft_ct, collector, [inbox]),
+    ok = call(A, weft_ct, send_many, [NodeB, inbox, vnode, 1600, 16]),
+    check_key_order(call(B, weft_ct, collected, [inbox, 1600]), 1600, 16),
+    weft_ct:wait_until(shared, fun() -> Modes() =:= [shared_lane] end),
+    RecvB = fun() -> lists:sum([R || #{recv_frames := R} <- Data(B, NodeA)]) end,
+    Before = RecvB(),
+    [#{recv_frames := SharedBefore}] = [L || #{shared_lane := true} = L <- lanes(B, NodeA, vnode)],
+    call(B, weft_ct, collector, [inbox2]),
+    ok = call(A, weft_ct, send_many, [NodeB, inbox2, vnode, 1600, 16]),
+    check_key_order(call(B, weft_ct, collected, [inbox2, 1600]), 1600, 16),
+    weft_ct:wait_until(counted, fun() ->
+                                        [#{recv_frames := S}] = [L || #{shared_lane := true} = L <- lanes(B, NodeA, vnode)],
+                                        S >= SharedBefore + 1600
+                                end),
+    ?assertEqual(Before, RecvB()),
+    %% B stopped: the shared lane backs up with small messages, then every
+    %% key sends a large one and small ones again. The large ones wait for
+    %% the small ones before them, whichever connection B reads first.
+    call(B, weft_ct, collector, [stopped, fun({K, S, _}) -> {K, S}; (KS) -> KS end]),
+    OsPid = call(B, os, getpid, []),
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    try
+        %% (one sender: order holds per sender)
+        ok = call(A, weft_ct, in_turn, [[{weft_ct, send_seqs, [NodeB, stopped, vnode, 1, 6400, 16]},
+                                         {weft_ct, send_big_seqs, [NodeB, stopped, vnode, 6401, 6416, 16, 100 * 1024]},
+                                         {weft_ct, send_seqs, [NodeB, stopped, vnode, 6417, 6800, 16]}]])
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    check_key_order(call(B, weft_ct, collected, [stopped, 6800]), 6800, 16),
+    %% small and large (100 KB) messages per key: every lane goes to its
+    %% own connection, in order
+    call(B, weft_ct, collector, [mixed, fun({K, S, _}) -> {K, S} end]),
+    ok = call(A, weft_ct, send_mixed_keys, [NodeB, mixed, vnode, 960, 16, 100 * 1024]),
+    check_key_order(call(B, weft_ct, collected, [mixed, 960]), 960, 16),
+    weft_ct:wait_until(own, fun() -> Modes() =:= [own] end),
+    ?assert(RecvB() >= Before + 960 div 3),
+    %% quiet for a second, the lanes go back with their next small message
+    call(B, weft_ct, collector, [back]),
+    Sent = counters:new(1, []),
+    weft_ct:wait_until(back, fun() ->
+                                     From = counters:get(Sent, 1) + 1,
+                                     ok = call(A, weft_ct, send_seqs, [NodeB, back, vnode, From, From + 15, 16]),
+                                     counters:add(Sent, 1, 16),
+                                     Modes() =:= [shared_lane]
+                             end),
+    N = counters:get(Sent, 1),
+    ok = call(A, weft_ct, send_seqs, [NodeB, back, vnode, N + 1, N + 160, 16]),
+    check_key_order(call(B, weft_ct, collected, [back, N + 160]), N + 160, 16),
     ok.
 
 check_key_order(Got, Count, Keys) ->
@@ -513,6 +595,43 @@ a_full_node_says_so_and_makes_room_when_members_go_down(_Config) ->
     weft_ct:wait_until(all_down, fun() -> Dialed() =:= [] end),
     ok = call(D, weft, sync_join, [SpecA, 10000]),
     ?assertEqual(5, maps:size(maps:get(peers, info(A)))),
+    ok.
+
+%% A peer that knows the cookie sends fences (each asks for an answer on
+%% its control lane) and reads nothing: the answers queued for it stay
+%% under 1 MiB (the rest are not sent), and the node goes on.
+fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers(_Config) ->
+    Opts = opts(),
+    A = start(fenced, Opts),
+    NodeA = atom_to_binary(node_of(A)),
+    call(A, weft_ct, collector, [inbox]),
+    Port = call(A, weft_ct, port, []),
+    Name = <<"fencer@127.0.0.1">>,
+    Spec = weft_ct:fake_spec(Name, [{<<"default">>, 1}]),
+    Cookie = maps:get(cookie, Opts),
+    {ok, C} = weft_ct:fake_peer(Port, Cookie, NodeA, {<<"$control">>, 0}, Spec, 31),
+    D = until_welcome(fun() -> weft_ct:fake_peer(Port, Cookie, NodeA, {<<"default">>, 0}, Spec, 31) end,
+                      200),
+    Fence = fun(T) -> weft_ct:raw_frame(2, <<3, 0:16, T:64>>) end,
+    Beats = spawn_link(fun() -> heartbeats([C]) end),
+    %% (the answers, some 30 bytes each, are more than the socket buffers
+    %% hold)
+    Count = 2000000,
+    [ok = gen_tcp:send(D, [Fence(T) || T <- lists:seq(I, I + 999)]) || I <- lists:seq(1, Count, 1000)],
+    %% a message after the fences: once it is delivered, they were all read
+    ok = gen_tcp:send(D, weft_ct:raw_frame(1, term_to_binary({inbox, after_the_fences}))),
+    ?assertEqual([after_the_fences], call(A, weft_ct, collected, [inbox, 1])),
+    #{peers := #{'fencer@127.0.0.1' := #{queued_bytes := Queued,
+                                          channels := #{'$control' := [Control]}}}} = info(A),
+    #{sent_frames := Answered, queued_frames := Waiting} = Control,
+    ct:log("answers queued for the fencer: ~p bytes; sent ~p, waiting ~p", [Queued, Answered, Waiting]),
+    ?assert(Queued =< (1 bsl 20) + 1024),
+    %% (what the socket buffers took, and at most 1 MiB more)
+    ?assert(Answered + Waiting < Count div 4),
+    unlink(Beats),
+    exit(Beats, kill),
+    gen_tcp:close(D),
+    gen_tcp:close(C),
     ok.
 
 %% A fake peer `fakeI@127.0.0.1' with its control lane, and a data lane on
@@ -1121,7 +1240,7 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     call(B, weft_ct, collector, [inbox]),
     ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
     %% what each connection's handshake negotiated (protocol 3, everything)
-    ?assertEqual([{3, [parts, relay, seq_ack, trace]}],
+    ?assertEqual([{3, [parts, relay, seq_ack, share, trace]}],
                  lists:usort([{P, lists:sort(C)}
                               || #{protocol := P, capabilities := C} <- lanes(A, NodeB, vnode)])),
     ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),

@@ -10,7 +10,7 @@
 -export([collect/1, collector/1, collector/2, mixed_senders/5, collected/1, collected/2, echo/1, watcher/0, events/0,
          whereis_name/1, port/0, send_many/5, send_many/6, capture_logs/0, logs/0, capture_errors/0, errors/0,
          capture_all/0, all_logs/0, mixed_round_trip/3,
-         bulk_stream/4, bulk_seqs/1,
+         bulk_stream/4, bulk_seqs/1, send_seqs/6, send_mixed_keys/6, send_big_seqs/7, in_turn/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1,
          count_other/1]).
 %% logger handler callback:
@@ -19,7 +19,7 @@
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 %% A peer of our own making, for attacks that need the cookie:
--export([fake_peer/5, fake_spec/2, raw_frame/2, recv_raw/1, str8/1]).
+-export([fake_peer/5, fake_peer/6, fake_spec/2, raw_frame/2, recv_raw/1, str8/1]).
 
 -define(BOOT_TIMEOUT, 30000).
 
@@ -251,6 +251,37 @@ send_many(Node, Name, Channel, Count, Keys, KeyKind) ->
      || Seq <- lists:seq(1, Count)],
     ok.
 
+%% @doc As {@link send_many/5}, for the sequence numbers `From'..`To'.
+send_seqs(Node, Name, Channel, From, To, Keys) ->
+    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
+     || Seq <- lists:seq(From, To)],
+    ok.
+
+%% @doc Forward `Count' messages `{Key, Seq, Payload}' to `Name' on `Node'
+%% on `Channel', with integer partition key `Seq rem Keys'; every third
+%% payload is `BigSize' bytes, the others a few.
+send_mixed_keys(Node, Name, Channel, Count, Keys, BigSize) ->
+    Big = crypto:strong_rand_bytes(BigSize),
+    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq, case Seq rem 3 of 0 -> Big; _ -> <<Seq:32>> end},
+                       #{channel => Channel, partition_key => Seq rem Keys})
+     || Seq <- lists:seq(1, Count)],
+    ok.
+
+%% @doc Apply each `{M, F, A}' in turn, in this one process (so that the
+%% messages they forward have one sender, and keep its order).
+in_turn(MFAs) ->
+    [ok = apply(M, F, A) || {M, F, A} <- MFAs],
+    ok.
+
+%% @doc Forward `{Seq rem Keys, Seq, Big}' for each `Seq' in `From'..`To'
+%% to `Name' on `Node' on `Channel' (integer partition key `Seq rem Keys'),
+%% with `Big' a binary of `BigSize' bytes.
+send_big_seqs(Node, Name, Channel, From, To, Keys, BigSize) ->
+    Big = crypto:strong_rand_bytes(BigSize),
+    [ok = weft:forward(Node, Name, {Seq rem Keys, Seq, Big}, #{channel => Channel, partition_key => Seq rem Keys})
+     || Seq <- lists:seq(From, To)],
+    ok.
+
 %% @doc `Senders' processes each forward `PerSender' messages `{Id, Seq,
 %% Payload}' to `{Name, Node}' on `Channel' (one lane), every other one with
 %% a 300 KB payload, the rest with a few bytes. Returns once all are sent.
@@ -467,10 +498,15 @@ stop_tracked() ->
 %% ({@link fake_spec/2}, which holds its name). Returns `{ok, Socket}' (passive, binary)
 %% once welcomed, or `{refused, Body}'. Protocol version 3, as the README's
 %% wire section describes it.
-fake_peer(Port, Cookie, To, {Channel, Index}, Spec) ->
+fake_peer(Port, Cookie, To, Lane, Spec) ->
+    fake_peer(Port, Cookie, To, Lane, Spec, 7).
+
+%% @doc As {@link fake_peer/5}, saying it has the capabilities `Caps' (a
+%% bit set: 1 seq_ack, 2 relay, 4 trace, 8 parts, 16 share).
+fake_peer(Port, Cookie, To, {Channel, Index}, Spec, Caps) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
     Nd = crypto:strong_rand_bytes(32),
-    Hello = <<"WEFT", 3:16, 0, Nd/binary, 1, 3:16, 7:64>>,
+    Hello = <<"WEFT", 3:16, 0, Nd/binary, 1, 3:16, Caps:64>>,
     ok = gen_tcp:send(S, raw_frame(0, Hello)),
     {0, <<"WEFT", 3:16, 1, Na:32/binary, _/binary>> = Challenge} = recv_raw(S),
     Auth = <<"WEFT", 3:16, 2, Spec/binary, (str8(To))/binary, (str8(Channel))/binary,

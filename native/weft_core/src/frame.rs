@@ -760,14 +760,17 @@ impl Capabilities {
     pub const TRACE: Capabilities = Capabilities(4);
     /// Parted frames (frame kinds 3 and 4).
     pub const PARTS: Capabilities = Capabilities(8);
+    /// The shared lane: fences on data lanes (see [`crate::share`]).
+    pub const SHARE: Capabilities = Capabilities(16);
     /// What this node understands.
-    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8);
+    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16);
 
-    const NAMES: [(Capabilities, &'static str); 4] = [
+    const NAMES: [(Capabilities, &'static str); 5] = [
         (Capabilities::SEQ_ACK, "seq_ack"),
         (Capabilities::RELAY, "relay"),
         (Capabilities::TRACE, "trace"),
         (Capabilities::PARTS, "parts"),
+        (Capabilities::SHARE, "share"),
     ];
 
     /// Both sets.

@@ -98,17 +98,35 @@ pub fn plan(local: &NodeSpec, remote: &NodeSpec) -> Vec<(String, u16)> {
     out
 }
 
-/// Every lane of [`plan`], one key each.
+/// Every connection of [`plan`], one key each: the lanes of each channel,
+/// and after them, for a channel of two lanes or more, its shared lane
+/// ([`shared_lane`]).
 pub fn plan_keys(local: &NodeSpec, remote: &NodeSpec) -> Vec<LaneKey> {
     plan(local, remote)
         .into_iter()
         .flat_map(|(channel, n)| {
-            (0..n).map(move |index| LaneKey {
+            let shared = shared_lane(n);
+            (0..n).chain(shared).map(move |index| LaneKey {
                 channel: channel.clone(),
                 index,
             })
         })
         .collect()
+}
+
+/// The index of the shared lane of a channel of `lanes` lanes (see
+/// [`crate::share`]): `lanes` itself, one past the last lane, when there
+/// are two lanes or more; none for a single lane, which carries everything
+/// on one connection anyway.
+pub fn shared_lane(lanes: u16) -> Option<u16> {
+    (lanes >= 2).then_some(lanes)
+}
+
+/// Whether a channel with `parallelism` lanes here has a connection of
+/// index `index` (a lane or the shared lane) for some peer: what an
+/// acceptor checks of a hello before it knows the plan.
+pub fn index_exists(parallelism: u16, index: u16) -> bool {
+    index < parallelism || shared_lane(parallelism).is_some_and(|s| index <= s)
 }
 
 /// What picks a message's lane when affinity is on.
@@ -210,6 +228,12 @@ pub trait Payload {
     fn at_boundary(&self, _sent: usize) -> bool {
         false
     }
+    /// Whether the frame counts in [`Counts`] (and so in the send-queue
+    /// bounds and the lane's counters): every frame but a lane's fences
+    /// (see [`crate::share`]), which are the lane's own bookkeeping.
+    fn counts(&self) -> bool {
+        true
+    }
 }
 
 /// Frames and their body bytes.
@@ -224,15 +248,20 @@ pub struct Counts {
 impl Counts {
     /// One frame: `f`.
     pub fn one(f: &impl Payload) -> Counts {
-        Counts {
-            frames: 1,
-            bytes: f.body_len() as u64,
-        }
+        let mut c = Counts::default();
+        c.add_item(f);
+        c
     }
 
     fn add(&mut self, body: usize) {
         self.frames += 1;
         self.bytes += body as u64;
+    }
+
+    fn add_item(&mut self, f: &impl Payload) {
+        if f.counts() {
+            self.add(f.body_len());
+        }
     }
 
     fn sub(&mut self, c: Counts) {
@@ -386,7 +415,7 @@ impl<T: Payload> Batch<T> {
             }
             n -= unsent;
             let f = self.frames.pop_front().expect("front exists");
-            self.written.add(f.item.body_len());
+            self.written.add_item(&f.item);
         }
     }
 }
@@ -458,7 +487,7 @@ impl<T: Payload> SendQueue<T> {
     /// Queue `e` where the policy puts it: a small frame of a known sender
     /// before the unstarted large frames of other senders at the end.
     fn enqueue(&mut self, e: Entry<T>) {
-        self.queued.add(e.item.body_len());
+        self.queued.add_item(&e.item);
         let at = match e.sender {
             Some(s) => {
                 let len = e.item.body_len();
@@ -514,7 +543,7 @@ impl<T: Payload> SendQueue<T> {
             Some(n) => {
                 // Partly written: before anything queued meanwhile.
                 e.sent = n;
-                self.queued.add(e.item.body_len());
+                self.queued.add_item(&e.item);
                 self.queue.push_front(e);
                 None
             }
@@ -605,7 +634,7 @@ impl<T: Payload> SendQueue<T> {
         self.queued.sub(batch.written);
         let mut lost = Counts::default();
         for f in &batch.frames {
-            lost.add(f.item.body_len());
+            lost.add_item(&f.item);
         }
         self.queued.sub(lost);
         lost
@@ -619,10 +648,7 @@ impl<T: Payload> SendQueue<T> {
         // may have been passed since)
         let i = self.queue.iter().position(|f| f.sent == 0)?;
         let f = self.queue.remove(i).expect("index in range");
-        self.queued.sub(Counts {
-            frames: 1,
-            bytes: f.item.body_len() as u64,
-        });
+        self.queued.sub(Counts::one(&f.item));
         Some(f.item)
     }
 
@@ -637,7 +663,7 @@ impl<T: Payload> SendQueue<T> {
         let mut lost = Counts::default();
         self.queue.retain_mut(|e| {
             if e.sent > 0 {
-                lost.add(e.item.body_len());
+                lost.add_item(&e.item);
                 return false;
             }
             relay(&mut e.item);

@@ -20,6 +20,8 @@
 //!   timeout;
 //! - [`node`]: the composition of those, fed events and deadlines,
 //!   returning actions;
+//! - [`share`]: which connection a lane's frame takes, its own or the
+//!   channel's shared lane, and the fences that keep its order across both;
 //! - [`placement`]: bulk detection (`io => auto`) and poller lingering;
 //! - [`stage`]: the per-message stage on send and receive (interposition,
 //!   fault injection; later tracing, reliable and causal delivery);
@@ -34,8 +36,8 @@
 //!
 //! Module dependencies go one way: `types`, `spec`, `lane`, `rng` <-
 //! `frame` <- `wire` <- `handshake`, `action` <- `peers` <- `membership`,
-//! `failure` <- `node` <- `sim` (`lane` <- `placement`; `stage` stands
-//! apart). `scripts/deps.py` checks that there is no
+//! `failure` <- `node` <- `sim` (`lane` <- `placement`; `frame` <- `share`;
+//! `stage` stands apart). `scripts/deps.py` checks that there is no
 //! circle (run by `make test`).
 
 #![warn(missing_docs)]
@@ -50,6 +52,7 @@ pub mod node;
 pub mod peers;
 pub mod placement;
 pub mod rng;
+pub mod share;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod spec;

@@ -375,6 +375,8 @@ impl Node {
                 self.settle_events(now);
             }
             Control::Stopping => {}
+            // (answered and taken by the transport, see `crate::share`)
+            Control::Fence { .. } | Control::Fenced { .. } => {}
         }
         self.dial_due(now);
     }

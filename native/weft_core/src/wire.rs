@@ -58,6 +58,25 @@ pub enum Control {
     /// sends on each control lane, so that its peers report it down as
     /// `stopped` rather than as a failure.
     Stopping,
+    /// A fence of lane `index` of the connection's channel (capability
+    /// `share`, see [`crate::share`]): sent on a data lane, after the
+    /// lane's last frame on that connection. The receiver delivers what it
+    /// read before it, then answers with [`Control::Fenced`] on the control
+    /// lane.
+    Fence {
+        /// The lane that changes connection.
+        index: u16,
+        /// What the answer repeats.
+        token: u64,
+    },
+    /// The answer to a [`Control::Fence`]: everything before the fence on
+    /// its connection was delivered. Control lane only.
+    Fenced {
+        /// The lane that sent the fence.
+        lane: LaneKey,
+        /// The fence's token.
+        token: u64,
+    },
 }
 
 /// Why a connection was turned down. Before the dialer has proved that it
@@ -403,6 +422,16 @@ pub fn encode_control(c: &Control) -> Vec<u8> {
             out.extend_from_slice(payload);
         }
         Control::Stopping => out.push(2),
+        Control::Fence { index, token } => {
+            out.push(3);
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&token.to_be_bytes());
+        }
+        Control::Fenced { lane, token } => {
+            out.push(4);
+            put_lane(&mut out, lane);
+            out.extend_from_slice(&token.to_be_bytes());
+        }
     }
     out
 }
@@ -414,6 +443,14 @@ pub fn decode_control(b: &[u8]) -> Result<Control, FrameError> {
         0 => Control::Heartbeat,
         1 => Control::Membership(r.bytes(r.remaining())?.to_vec()),
         2 => Control::Stopping,
+        3 => Control::Fence {
+            index: r.u16()?,
+            token: r.u64()?,
+        },
+        4 => Control::Fenced {
+            lane: get_lane(&mut r)?,
+            token: r.u64()?,
+        },
         t => return Err(r.err(format!("unknown control tag {t}"))),
     };
     r.end()?;
@@ -651,6 +688,26 @@ mod tests {
         assert!(decode_control(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode_control(&[0, 0]).is_err());
         assert!(decode_control(&[]).is_err());
+        let fence = Control::Fence {
+            index: 16,
+            token: u64::MAX - 1,
+        };
+        let fenced = Control::Fenced {
+            lane: LaneKey {
+                channel: "vnode".into(),
+                index: 3,
+            },
+            token: 7,
+        };
+        for c in [fence, fenced] {
+            let b = encode_control(&c);
+            assert_eq!(decode_control(&b).unwrap(), c);
+            // every shorter body, and one byte more, is refused
+            for n in 0..b.len() {
+                assert!(decode_control(&b[..n]).is_err(), "{c:?} cut at {n}");
+            }
+            assert!(decode_control(&[&b[..], &[0]].concat()).is_err());
+        }
     }
 
     #[test]

@@ -5,13 +5,13 @@ use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use weft_core::{ChannelSpec, NodeSpec, PeerStatus, Timing};
-use weft_transport::{Info, IoMode, LaneState, Overlay, TransportConfig};
+use weft_transport::{Info, IoMode, LaneState, Overlay, SmallMessages, TransportConfig};
 
 mod atoms {
     rustler::atoms! {
         name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, max_members, forget_down_after, infinity,
         refused, refused_connections, queued, waiting, dropped_frames, tombstones,
-        node, listen, advertise, affinity, cookie, max_frame_size,
+        node, listen, advertise, affinity, shared_lane, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
         reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, thread, scheduler,
         dropped,
@@ -19,7 +19,7 @@ mod atoms {
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
         client_server, role, server, client, relayed, callback,
-        receiving, frames, claimed_bytes, claim_limit,
+        receiving, frames, claimed_bytes, claim_limit, small_messages, own, changing,
     }
 }
 
@@ -178,6 +178,18 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     let affinity = get(opts, atoms::affinity())
         .and_then(|t| t.decode::<bool>().ok())
         .ok_or("affinity")?;
+    // (without `share`, a channel's shared lane connects but carries
+    // nothing: see `weft_core::share`)
+    let shared_lane = get(opts, atoms::shared_lane())
+        .and_then(|t| t.decode::<bool>().ok())
+        .ok_or("shared_lane")?;
+    let capabilities = if shared_lane {
+        weft_core::Capabilities::SUPPORTED
+    } else {
+        weft_core::Capabilities(
+            weft_core::Capabilities::SUPPORTED.0 & !weft_core::Capabilities::SHARE.0,
+        )
+    };
     let cookie = get(opts, atoms::cookie())
         .and_then(|t| t.decode::<rustler::Binary>().ok())
         .map(|b| b.as_slice().to_vec())
@@ -245,7 +257,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             overlay,
             affinity,
             cookie,
-            capabilities: weft_core::Capabilities::SUPPORTED,
+            capabilities,
             max_frame_size,
             send_queue_limit,
             send_queue_total_limit,
@@ -410,6 +422,16 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                                 },
                             ),
                             (atoms::capabilities(), capability_names(env, l.negotiated)?),
+                            (atoms::shared_lane(), l.shared_lane.encode(env)),
+                            (
+                                atoms::small_messages(),
+                                match l.small_messages {
+                                    SmallMessages::Own => atoms::own(),
+                                    SmallMessages::SharedLane => atoms::shared_lane(),
+                                    SmallMessages::Changing => atoms::changing(),
+                                }
+                                .encode(env),
+                            ),
                         ],
                     )
                 })

@@ -649,7 +649,7 @@ async fn incoming(
         lane.is_control()
             || local
                 .parallelism(&lane.channel)
-                .is_some_and(|p| lane.index < p)
+                .is_some_and(|p| weft_core::lane::index_exists(p, lane.index))
     };
     let (cookie, caps) = (&shared.config.cookie, shared.config.capabilities);
     let mut accepted = match handshake_io::accept(s, &local, cookie, caps, lane_ok).await {

@@ -46,6 +46,22 @@ pub struct LaneInfo {
     pub on_thread: bool,
     /// What the handshake of its connection agreed on, while connected.
     pub negotiated: Option<weft_core::Negotiated>,
+    /// Whether this is its channel's shared lane (see [`weft_core::share`]).
+    pub shared_lane: bool,
+    /// Where the lane's small messages go now.
+    pub small_messages: SmallMessages,
+}
+
+/// Where a lane's small messages go (see [`weft_core::share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmallMessages {
+    /// On its own connection (also every lane of a channel without a
+    /// shared lane).
+    Own,
+    /// On the channel's shared lane (for the shared lane itself: on it).
+    SharedLane,
+    /// Held back behind a fence until the peer answers it.
+    Changing,
 }
 
 /// One member.
@@ -114,6 +130,10 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
             .iter()
             .map(|(key, slot)| {
                 let lane = route.as_ref().and_then(|r| r.lane(key));
+                let shared_lane = route
+                    .as_ref()
+                    .and_then(|r| r.shared.get(&key.channel))
+                    .is_some_and(|s| s.key == **key);
                 let sock = lane.map(|l| l.socket()).unwrap_or_default();
                 let stat =
                     |f: fn(&crate::lane_writer::LaneStats) -> &std::sync::atomic::AtomicU64| {
@@ -137,6 +157,12 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     dropped_frames: stat(|s| &s.dropped_frames),
                     on_thread: lane.is_some_and(|l| l.poller().is_threaded()),
                     negotiated: sock.negotiated,
+                    shared_lane,
+                    small_messages: if shared_lane {
+                        SmallMessages::SharedLane
+                    } else {
+                        lane.map_or(SmallMessages::Own, |l| l.small_messages())
+                    },
                 }
             })
             .collect();

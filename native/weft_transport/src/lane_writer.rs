@@ -22,9 +22,10 @@ use crate::body::Body;
 use crate::conn::{Conn, ConnPoller};
 use crate::counters::{Budget, Counters};
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::frame::{
@@ -35,6 +36,8 @@ use weft_core::lane::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, DIRECT_MAX, MAX_SLICES,
 };
 pub use weft_core::lane::{Flush, Sender};
+use weft_core::share::{Answered, Fence, Mode, Route, Router, RETRY_US, SHARE_MAX};
+use weft_core::wire::{encode_control, Control};
 use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
 /// How long a stopped lane's connection stays open after its last frame,
@@ -52,6 +55,9 @@ struct Outgoing {
     /// Laid out in parts (a plain data frame larger than
     /// [`weft_core::frame::PART_BYTES`], to a peer that agreed on `parts`).
     parted: Option<Box<Parted>>,
+    /// A fence of this lane (see [`weft_core::share`]): not a message, not
+    /// counted.
+    fence: bool,
 }
 
 /// The headers of a frame sent in parts.
@@ -72,7 +78,24 @@ impl Outgoing {
             header,
             body,
             parted: None,
+            fence: false,
         }
+    }
+
+    /// The fence `token` of lane `index`.
+    fn fence(index: u16, token: u64) -> Self {
+        let body = encode_control(&Control::Fence { index, token });
+        Outgoing {
+            fence: true,
+            ..Self::new(FrameKind::Control, body.into())
+        }
+    }
+
+    /// Whether the frame may take the channel's shared lane: a plain data
+    /// frame of at most [`SHARE_MAX`] bytes.
+    fn shareable(&self) -> bool {
+        self.body.len() <= SHARE_MAX
+            && matches!(self.header, HeaderBytes::Plain(h) if h[4] == FrameKind::Data as u8)
     }
 
     /// Lay the frame out in parts if it may go in parts (`parts`: the peer
@@ -184,6 +207,10 @@ impl Payload for Outgoing {
             .as_ref()
             .is_some_and(|p| p.layout.at_boundary(sent))
     }
+
+    fn counts(&self) -> bool {
+        !self.fence
+    }
 }
 
 /// Counters of a lane (frames and bytes of frame bodies).
@@ -228,12 +255,35 @@ struct Out {
     /// The connection agreed on parted frames (the last one, while
     /// reconnecting).
     parts: bool,
+    /// The channel's shared lane, for a lane of a channel that has one.
+    share: Option<Share>,
+}
+
+/// A lane's side of its channel's shared lane (see [`weft_core::share`]).
+struct Share {
+    lane: Arc<Lane>,
+    router: Router,
+    /// Frames pushed while a fence waits for its answer, in order.
+    held: VecDeque<(Outgoing, Option<Sender>)>,
+    /// A timer will look at the fence out ([`Lane::retry_fence`]).
+    retry_armed: bool,
 }
 
 impl Out {
     /// Whether the lane has a connection it can write to now.
     fn writable(&self) -> bool {
         self.socket.as_ref().is_some_and(|c| !c.is_closing())
+    }
+
+    /// The frames held back behind a fence.
+    fn held(&self) -> Counts {
+        let mut c = Counts::default();
+        for (f, _) in self.share.iter().flat_map(|s| &s.held) {
+            let one = Counts::one(f);
+            c.frames += one.frames;
+            c.bytes += one.bytes;
+        }
+        c
     }
 
     /// The connection is new: the frames that started on the previous one
@@ -271,6 +321,10 @@ pub struct Lane {
     counters: Arc<Counters>,
     /// The origin of the queue's clock.
     origin: Instant,
+    /// Its connection (the last one, while reconnecting) agreed on `share`:
+    /// as a shared lane, it may carry the small frames of its channel's
+    /// lanes.
+    shares: AtomicBool,
 }
 
 impl Lane {
@@ -293,6 +347,7 @@ impl Lane {
             budget,
             counters,
             origin: Instant::now(),
+            shares: AtomicBool::new(false),
         })
     }
 
@@ -385,6 +440,12 @@ impl Lane {
 
     fn push_frame(self: &Arc<Self>, mut f: Outgoing, sender: Option<Sender>) {
         let mut out = self.out.lock();
+        if out.share.is_some() {
+            match self.share_route(&mut out, f, sender) {
+                Some(own) => f = own,
+                None => return,
+            }
+        }
         f.lay_out(out.parts);
         let writable = out.writable();
         let direct = match out.queue.push(self.now(), f, sender, writable) {
@@ -412,6 +473,9 @@ impl Lane {
         let mut out = self.out.lock();
         match out.queue.wrote_direct(self.now(), direct, written) {
             Some(f) => {
+                if !out.queue.has_work() {
+                    self.idle(&mut out);
+                }
                 if out.queue.has_work() {
                     self.ask_flush(out);
                 } else {
@@ -425,6 +489,229 @@ impl Lane {
                 self.publish(&out.queue);
                 self.ask_flush(out);
                 self.dropped(lost, &self.counters.dropped.connection_lost);
+            }
+        }
+    }
+
+    /// With a shared lane: where `f` goes (see [`weft_core::share`]). It
+    /// is returned if it goes on this lane's own queue now; otherwise it
+    /// went on the shared lane, or waits with the frames held back.
+    fn share_route(
+        self: &Arc<Self>,
+        out: &mut Out,
+        f: Outgoing,
+        sender: Option<Sender>,
+    ) -> Option<Outgoing> {
+        let now = self.now();
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = out;
+        let share = share.as_mut().expect("a lane with a shared lane");
+        let (route, fence) = share.router.push(now, f.shareable());
+        if let Some(fence) = fence {
+            // (a change from the shared lane: its fence goes there)
+            self.send_fence(share, queue, *parts, fence);
+        }
+        match route {
+            Route::Shared => {
+                share.lane.push_frame(f, sender);
+                None
+            }
+            Route::Held => {
+                share.held.push_back((f, sender));
+                None
+            }
+            Route::Own => {
+                // (frames held behind a fence on this lane's own
+                // connection, now written there: before this one)
+                for (h, s) in std::mem::take(&mut share.held) {
+                    self.queue_own(queue, *parts, h, s);
+                }
+                Some(f)
+            }
+        }
+    }
+
+    /// Send `fence`: on the shared lane, or queued on this lane's own
+    /// queue. Arms its retry.
+    fn send_fence(
+        self: &Arc<Self>,
+        share: &mut Share,
+        queue: &mut SendQueue<Outgoing>,
+        parts: bool,
+        fence: Fence,
+    ) {
+        let f = Outgoing::fence(self.key.index, fence.token);
+        match fence.on {
+            Mode::Shared => share.lane.push_frame(f, None),
+            Mode::Own => self.queue_own(queue, parts, f, None),
+        }
+        self.arm_retry(share);
+    }
+
+    /// Look at the fence out again in [`RETRY_US`] (one timer at a time).
+    fn arm_retry(self: &Arc<Self>, share: &mut Share) {
+        if std::mem::replace(&mut share.retry_armed, true) {
+            return;
+        }
+        let lane = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_micros(RETRY_US)).await;
+            if let Some(lane) = lane.upgrade() {
+                lane.retry_fence();
+            }
+        });
+    }
+
+    /// Queue `f` on this lane's own queue, never written directly (the
+    /// caller asks for a flush).
+    fn queue_own(
+        &self,
+        queue: &mut SendQueue<Outgoing>,
+        parts: bool,
+        mut f: Outgoing,
+        sender: Option<Sender>,
+    ) {
+        f.lay_out(parts);
+        if let Pushed::Refused(f) = queue.push(self.now(), f, sender, false) {
+            self.dropped(Counts::one(&f), &self.counters.dropped.node_down);
+        }
+    }
+
+    /// This lane's own queue is empty: a lane back on its own connection
+    /// for long enough without a frame that needs it goes back to the
+    /// shared lane, behind a fence.
+    fn idle(self: &Arc<Self>, out: &mut Out) {
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = out;
+        let Some(share) = share.as_mut() else {
+            return;
+        };
+        if !share.lane.shares.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(fence) = share.router.idle(self.now()) {
+            self.send_fence(share, queue, *parts, fence);
+        }
+    }
+
+    /// A fence out too long without an answer goes again.
+    fn retry_fence(self: &Arc<Self>) {
+        let mut out = self.out.lock();
+        let own_up = out.writable();
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = &mut *out;
+        let Some(share) = share.as_mut() else {
+            return;
+        };
+        share.retry_armed = false;
+        if !share.router.is_holding() {
+            return;
+        }
+        // A fence goes again only on a connection that is up: while it is
+        // down, the one queued waits there (and is answered once it is
+        // back), so that fences do not pile up.
+        let up = share.router.retry_due(self.now())
+            && match share.router.mode() {
+                Mode::Shared => share.lane.out.lock().writable(),
+                Mode::Own => own_up,
+            };
+        if !up {
+            self.arm_retry(share);
+            return;
+        }
+        if let Some(fence) = share.router.retry(self.now()) {
+            self.send_fence(share, queue, *parts, fence);
+            self.publish(queue);
+            self.ask_flush(out);
+        }
+    }
+
+    /// The peer answered this lane's fence `token`: the frames held behind
+    /// it leave, on the connection the lane is on now.
+    pub(crate) fn fence_answered(self: &Arc<Self>, token: u64) {
+        let mut out = self.out.lock();
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = &mut *out;
+        let Some(share) = share.as_mut() else {
+            return;
+        };
+        match share.router.answered(token) {
+            Answered::Stale => return,
+            Answered::Now(Mode::Shared) => {
+                for (h, s) in std::mem::take(&mut share.held) {
+                    share.lane.push_frame(h, s);
+                }
+            }
+            Answered::Now(Mode::Own) => {
+                for (h, s) in std::mem::take(&mut share.held) {
+                    self.queue_own(queue, *parts, h, s);
+                }
+            }
+        }
+        self.publish(queue);
+        if out.queue.has_work() {
+            self.ask_flush(out);
+        }
+    }
+
+    /// From now on the lane sends its small frames on `shared`, its
+    /// channel's shared lane (`None`: the channel has none any more, and
+    /// whatever was held back goes on the lane's own connection).
+    pub(crate) fn set_shared(self: &Arc<Self>, shared: Option<Arc<Lane>>) {
+        let mut out = self.out.lock();
+        let same = match (&out.share, &shared) {
+            (Some(s), Some(l)) => Arc::ptr_eq(&s.lane, l),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        // (another shared lane, or none: what was held goes on this lane's
+        // own connection; a new plan means the peer restarted with other
+        // lanes, and what was queued for its earlier life is dropped)
+        self.release(&mut out);
+        out.share = shared.map(|lane| Share {
+            lane,
+            router: Router::new(),
+            held: VecDeque::new(),
+            retry_armed: false,
+        });
+        self.publish(&out.queue);
+        if out.queue.has_work() {
+            self.ask_flush(out);
+        }
+    }
+
+    /// Whatever is held back goes on the lane's own queue, and the lane
+    /// stays on its own connection.
+    fn release(&self, out: &mut Out) {
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = out;
+        if let Some(share) = share.as_mut() {
+            share.router.release();
+            for (h, s) in std::mem::take(&mut share.held) {
+                self.queue_own(queue, *parts, h, s);
             }
         }
     }
@@ -449,7 +736,10 @@ impl Lane {
         let mut out = self.out.lock();
         let mut any = false;
         while !budget.fits(need) {
-            let Some(f) = out.queue.pop_oldest() else {
+            // (held back behind a fence: after everything queued)
+            let Out { queue, share, .. } = &mut *out;
+            let held = || share.as_mut()?.held.pop_front().map(|h| h.0);
+            let Some(f) = queue.pop_oldest().or_else(held) else {
                 break;
             };
             self.dropped(Counts::one(&f), &self.counters.dropped.overflow);
@@ -514,6 +804,8 @@ impl Lane {
     pub fn attach(self: &Arc<Self>, conn: Arc<Conn>) {
         let mut out = self.out.lock();
         out.parts = conn.negotiated.caps.contains(Capabilities::PARTS);
+        let shares = conn.negotiated.caps.contains(Capabilities::SHARE);
+        self.shares.store(shares, Ordering::Relaxed);
         if let Some(old) = out.socket.replace(conn) {
             old.close();
         }
@@ -539,6 +831,7 @@ impl Lane {
     /// take no more frames. Frames of an unconnected lane are dropped.
     pub fn stop(self: &Arc<Self>) {
         let mut out = self.out.lock();
+        self.release(&mut out);
         out.queue.stop();
         self.ask_flush(out);
     }
@@ -547,12 +840,27 @@ impl Lane {
     /// hands (after [`Lane::stop`], the lane is written out).
     pub fn is_written(&self) -> bool {
         let out = self.out.lock();
-        out.queue.queued().frames == 0 && !out.queue.is_busy()
+        out.queue.queued().frames == 0 && !out.queue.is_busy() && out.held().frames == 0
     }
 
     /// The frames queued or in a writer's hands, and their body bytes.
     pub fn queued(&self) -> Counts {
-        self.out.lock().queue.queued()
+        let out = self.out.lock();
+        let (q, h) = (out.queue.queued(), out.held());
+        Counts {
+            frames: q.frames + h.frames,
+            bytes: q.bytes + h.bytes,
+        }
+    }
+
+    /// Where the lane's small messages go now.
+    pub fn small_messages(&self) -> crate::info::SmallMessages {
+        use crate::info::SmallMessages;
+        match &self.out.lock().share {
+            Some(s) if s.router.is_holding() => SmallMessages::Changing,
+            Some(s) if s.router.mode() == Mode::Shared => SmallMessages::SharedLane,
+            _ => SmallMessages::Own,
+        }
     }
 
     /// The socket the lane is on now.
@@ -605,8 +913,16 @@ impl Lane {
                 let mut out = self.out.lock();
                 let (state, sent) = out.queue.put_back(batch, written < offered);
                 let lost = self.replaced_meanwhile(&mut out, conn.id);
+                let fenced = !out.queue.has_work() && {
+                    self.idle(&mut out);
+                    out.queue.has_work()
+                };
                 self.publish(&out.queue);
-                drop(out);
+                if fenced {
+                    self.ask_flush(out);
+                } else {
+                    drop(out);
+                }
                 self.sent(sent);
                 self.dropped(lost, &self.counters.dropped.connection_lost);
                 (state, written, large)

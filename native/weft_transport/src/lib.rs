@@ -55,7 +55,7 @@ pub mod wake;
 pub use body::Body;
 pub use config::{IoMode, Overlay, TransportConfig};
 pub use driver::MAX_PENDING_HANDSHAKES;
-pub use info::{Info, LaneInfo, LaneState, PeerInfo};
+pub use info::{Info, LaneInfo, LaneState, PeerInfo, SmallMessages};
 pub use lane_writer::Sender;
 pub use poller::{Outcome, Poller};
 use routes::Routes;

@@ -55,8 +55,8 @@ use weft_core::lane::Micros;
 use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Traffic};
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::types::FastMap;
-use weft_core::wire::decode_control;
-use weft_core::{ConnId, Extensions, FrameKind, LaneKey, Level, Negotiated};
+use weft_core::wire::{decode_control, Control};
+use weft_core::{Capabilities, ConnId, Extensions, FrameKind, LaneKey, Level, Negotiated};
 
 /// Bytes one connection may read in one round.
 const READ_BUDGET: usize = 64 * 1024;
@@ -914,8 +914,31 @@ fn inbound(
                 None => (body.len(), Ok(shared.sink.deliver(peer, body))),
             }
         }
-        Frame::Small(FrameKind::Control, body) if control => {
+        Frame::Small(FrameKind::Control, body) if !control => {
+            // A fence (capability `share`, see `weft_core::share`): what was
+            // read before it is delivered, then answered.
+            let (index, token) = match decode_control(body) {
+                Ok(Control::Fence { index, token })
+                    if negotiated.caps.contains(Capabilities::SHARE) =>
+                {
+                    (index, token)
+                }
+                _ => return Err("unexpected Control frame on this lane".into()),
+            };
+            flush_deliveries(shared);
+            let lane = LaneKey {
+                channel: lane.key.channel.clone(),
+                index,
+            };
+            shared.routes.answer_fence(peer, lane, token);
+            return Ok(());
+        }
+        Frame::Small(FrameKind::Control, body) => {
             let msg = decode_control(body).map_err(|e| format!("bad control frame: {e}"))?;
+            if let Control::Fenced { lane, token } = &msg {
+                shared.routes.fenced(peer, lane, *token);
+                return Ok(());
+            }
             let event = ConnEvent::Control {
                 from: peer.to_string(),
                 conn,

@@ -17,10 +17,16 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_core::lane::{pick, Choice};
+use weft_core::lane::{pick, shared_lane, Choice};
 use weft_core::stage::{Envelope, Stage, Verdict};
 use weft_core::types::FastMap;
+use weft_core::wire::{encode_control, Control};
 use weft_core::{Extensions, FrameKind, LaneKey};
+
+/// Bytes a peer's control lane may have queued (counted as the send-queue
+/// bounds count them) for a fence to be answered on it (see
+/// [`Routes::answer_fence`]).
+pub const ANSWERS_QUEUED_MAX: u64 = 1 << 20;
 
 /// What to do when a send would pass a queue bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +54,9 @@ pub struct PeerRoute {
     pub control: Arc<Lane>,
     /// Channel name -> its lanes, in index order.
     pub channels: FastMap<String, Vec<Arc<Lane>>>,
+    /// Channel name -> its shared lane, for a channel of two lanes or more
+    /// (see [`weft_core::share`]).
+    pub shared: FastMap<String, Arc<Lane>>,
     /// Unplanned routes only: the messages waiting for the plan; `None`
     /// once they moved on (senders then look the route up again).
     waiting: Option<Mutex<Option<VecDeque<Waiting>>>>,
@@ -60,7 +69,9 @@ pub struct PeerRoute {
 impl PeerRoute {
     /// Every lane, control first.
     pub fn lanes(&self) -> impl Iterator<Item = &Arc<Lane>> {
-        std::iter::once(&self.control).chain(self.channels.values().flatten())
+        std::iter::once(&self.control)
+            .chain(self.channels.values().flatten())
+            .chain(self.shared.values())
     }
 
     /// The lane for `key`, if planned.
@@ -68,7 +79,10 @@ impl PeerRoute {
         if key.is_control() {
             return Some(&self.control);
         }
-        self.channels.get(&key.channel)?.get(key.index as usize)
+        let lanes = self.channels.get(&key.channel)?;
+        lanes
+            .get(key.index as usize)
+            .or_else(|| self.shared.get(&key.channel).filter(|s| s.key == *key))
     }
 
     /// Whether the peer's channels are not known yet.
@@ -342,7 +356,8 @@ impl Routes {
                 let room = overload == Overload::DropOldest && {
                     let others = route.channels[channel]
                         .iter()
-                        .filter(|l| !Arc::ptr_eq(l, lane));
+                        .filter(|l| !Arc::ptr_eq(l, lane))
+                        .chain(route.shared.get(channel));
                     std::iter::once(lane).chain(others).any(|l| {
                         // (the writer may have made room meanwhile: try
                         // again whether or not this dropped anything)
@@ -453,6 +468,36 @@ impl Routes {
         lanes.get(pick(lanes.len() as u16, self.affinity, choice, rr) as usize)
     }
 
+    /// `peer` answered the fence `token` of our lane `lane` (see
+    /// [`weft_core::share`]). An answer for a lane it does not have is
+    /// ignored.
+    pub fn fenced(&self, peer: &str, lane: &LaneKey, token: u64) {
+        let route = self.peers.read().get(peer).cloned();
+        if let Some(l) = route
+            .as_ref()
+            .and_then(|r| r.channels.get(&lane.channel)?.get(lane.index as usize))
+        {
+            l.fence_answered(token);
+        }
+    }
+
+    /// Answer `peer`'s fence `token` of its lane `lane` (see
+    /// [`weft_core::share`]), on its control lane. Not while that lane has
+    /// more than [`ANSWERS_QUEUED_MAX`] bytes queued: a peer that sends
+    /// fences and reads nothing cannot make this node queue answers without
+    /// bound (a peer that does read sends its fence again, after a second).
+    pub fn answer_fence(&self, peer: &str, lane: LaneKey, token: u64) {
+        let Some(r) = self.get(peer) else {
+            return;
+        };
+        // (as the send-queue bounds count: each frame's entry too)
+        let q = r.control.queued();
+        if q.bytes + q.frames * crate::counters::PER_MESSAGE <= ANSWERS_QUEUED_MAX {
+            let body = encode_control(&Control::Fenced { lane, token });
+            r.control.push(FrameKind::Control, body.into());
+        }
+    }
+
     /// Queue a control frame for `peer`; dropped if it has no route.
     pub fn send_control(&self, peer: &str, body: Vec<u8>) {
         if let Some(r) = self.peers.read().get(peer) {
@@ -490,6 +535,7 @@ impl Routes {
             Arc::new(PeerRoute {
                 control,
                 channels: FastMap::default(),
+                shared: FastMap::default(),
                 waiting: Some(Mutex::new(Some(VecDeque::new()))),
                 max_frame: None,
                 budget,
@@ -515,20 +561,26 @@ impl Routes {
         };
         let control = keep(LaneKey::control());
         let mut channels = FastMap::default();
+        let mut shared = FastMap::default();
         for (channel, n) in plan.iter().filter(|(c, _)| c != weft_core::CONTROL_CHANNEL) {
-            let lanes = (0..*n)
-                .map(|index| {
-                    keep(LaneKey {
-                        channel: channel.clone(),
-                        index,
-                    })
-                })
-                .collect();
+            let key = |index| LaneKey {
+                channel: channel.clone(),
+                index,
+            };
+            let lanes: Vec<Arc<Lane>> = (0..*n).map(|index| keep(key(index))).collect();
+            let share = shared_lane(*n).map(|index| keep(key(index)));
+            for lane in &lanes {
+                lane.set_shared(share.clone());
+            }
+            if let Some(s) = share {
+                shared.insert(channel.clone(), s);
+            }
             channels.insert(channel.clone(), lanes);
         }
         let new = Arc::new(PeerRoute {
             control,
             channels,
+            shared,
             waiting: None,
             max_frame,
             budget,
@@ -607,7 +659,9 @@ impl Routes {
                 }
             }
         }
-        for lane in r.channels.values().flatten() {
+        // (the shared lanes last: the lanes put what they held back behind
+        // a fence on their own queues when they stop)
+        for lane in r.channels.values().flatten().chain(r.shared.values()) {
             lane.stop();
         }
     }

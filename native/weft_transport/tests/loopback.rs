@@ -315,7 +315,7 @@ fn join_deliver_and_order(io: IoMode) {
     let ib = b.info().unwrap();
     let la = &ia.peers[0].lanes;
     let lb = &ib.peers[0].lanes;
-    assert_eq!(la.len(), 6); // control + default + 4 vnode
+    assert_eq!(la.len(), 7); // control + default + 4 vnode + vnode's shared lane
     for x in la {
         let y = lb.iter().find(|y| y.key == x.key).unwrap();
         assert_eq!(x.local, y.remote);
@@ -323,7 +323,7 @@ fn join_deliver_and_order(io: IoMode) {
     }
     let mut locals: Vec<_> = la.iter().map(|l| l.local).collect();
     locals.dedup();
-    assert_eq!(locals.len(), 6, "every lane has its own socket");
+    assert_eq!(locals.len(), 7, "every lane has its own socket");
 
     // per-key order over 4 lanes
     for i in 0..2000u32 {

@@ -706,7 +706,7 @@ impl Sim {
                                 self.carried.membership += 1;
                                 self.carried.membership_bytes += p.len() as u64;
                             }
-                            Control::Stopping => {}
+                            Control::Stopping | Control::Fence { .. } | Control::Fenced { .. } => {}
                         }
                         self.control(i, other, conn, msg);
                     }
@@ -769,7 +769,7 @@ impl Sim {
                     lane.is_control()
                         || local
                             .parallelism(&lane.channel)
-                            .is_some_and(|p| lane.index < p)
+                            .is_some_and(|p| crate::lane::index_exists(p, lane.index))
                 };
                 match acceptor.on_frame(&body, local, lane_ok) {
                     Ok(AcceptorStep::Send(b)) => {
@@ -970,6 +970,8 @@ impl Sim {
                 Ok(Control::Heartbeat) => format!("hb {conn}"),
                 Ok(Control::Membership(p)) => format!("membership {conn} {}", p.len()),
                 Ok(Control::Stopping) => format!("stopping {conn}"),
+                Ok(Control::Fence { index, token }) => format!("fence {conn} {index} {token}"),
+                Ok(Control::Fenced { lane, token }) => format!("fenced {conn} {lane:?} {token}"),
                 Err(_) => format!("handshake {conn} {}", body.len()),
             },
         }

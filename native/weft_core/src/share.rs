@@ -1,0 +1,235 @@
+//! The shared lane: small frames of a channel's lanes on one connection.
+//!
+//! A channel with `n` lanes (`n >= 2`) has `n + 1` connections to a peer
+//! that agreed on the capability `share`: its lanes `0..n`, and the
+//! *shared lane* (index `n`, see [`crate::lane::plan`]). A lane sends its
+//! small frames (data frames of at most [`SHARE_MAX`] bytes, without header
+//! extensions) on the shared lane, so that many lanes' small messages leave
+//! and arrive in one system call as on a single connection; its large
+//! frames (and frames with extensions) go on its own connection, where they
+//! hold back no other lane. This is Akka Artery's split of ordinary and
+//! large messages into streams, decided per frame instead of per recipient.
+//!
+//! # Order across two connections
+//!
+//! Order holds per lane, so a lane uses one connection at a time: its
+//! *mode*, [`Mode::Shared`] or [`Mode::Own`]. To change mode it sends a
+//! *fence* on the connection it leaves, after its last frame there, and
+//! holds its new frames back (queued on its own connection, unwritten)
+//! until the peer answers the fence. The peer answers (on the control lane)
+//! after it has delivered everything it read before the fence, so every
+//! frame the lane sent on the old connection was delivered (or lost with
+//! that connection) before the first on the new one is written.
+//!
+//! - A lane starts in [`Mode::Own`]. It moves to the shared lane the first
+//!   time its queue is empty ([`Router::idle`]; the transport asks only
+//!   once the shared lane's connection agreed on `share`), and again later
+//!   once it has sent no unshareable frame for [`QUIET_US`]. Frames pushed
+//!   while that fence is out wait for the answer, then leave on the shared
+//!   lane; an unshareable one ends the change at once: the lane stays in
+//!   [`Mode::Own`] and writes what it held behind the fence, where the
+//!   fence went before them.
+//! - In [`Mode::Shared`], the first frame that may not be shared starts a
+//!   change to [`Mode::Own`]: that frame, and every frame after it until
+//!   the answer, waits one round trip.
+//! - A fence whose answer does not come within [`RETRY_US`] (its connection
+//!   or the control lane's was replaced, and took it) is sent again with a
+//!   new token; an answer to an older token is ignored.
+//!
+//! Pure policy: the transport's lane calls it under its lock, with the time.
+
+use crate::lane::Micros;
+
+/// Largest body a lane sends on the shared lane, in bytes: a frame that
+/// may go between the parts of a large one ([`crate::frame::INTERLEAVE_MAX`]).
+pub const SHARE_MAX: usize = crate::frame::INTERLEAVE_MAX;
+
+/// How long a lane in [`Mode::Own`] must have sent only shareable frames
+/// before it goes back to the shared lane, in microseconds (1 s).
+pub const QUIET_US: Micros = 1_000_000;
+
+/// How long a fence waits for its answer before it is sent again, in
+/// microseconds (1 s).
+pub const RETRY_US: Micros = 1_000_000;
+
+/// Which connection a lane's frames take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The channel's shared lane.
+    Shared,
+    /// The lane's own connection.
+    Own,
+}
+
+/// Where a frame pushed now goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Onto the shared lane's queue.
+    Shared,
+    /// Onto the lane's own queue, written as usual.
+    Own,
+    /// Onto the lane's own queue, not written until the fence is answered.
+    Held,
+}
+
+/// A fence to send: on the connection of `on`, after every frame the lane
+/// put there so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The connection it goes on (the one the lane leaves).
+    pub on: Mode,
+    /// Its token, which the answer repeats.
+    pub token: u64,
+}
+
+/// What an answer to a fence did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Not the fence out now (an old token, or none out): nothing changes.
+    Stale,
+    /// The lane is in `Mode` now. With [`Mode::Shared`], the frames it held
+    /// move to the shared lane's queue, in order; with [`Mode::Own`], they
+    /// are written on its own connection.
+    Now(Mode),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    to: Mode,
+    token: u64,
+    sent_at: Micros,
+}
+
+/// The mode of one lane and the change in progress, if any.
+#[derive(Debug, Clone)]
+pub struct Router {
+    mode: Mode,
+    change: Option<Change>,
+    next_token: u64,
+    /// When the last unshareable frame was pushed.
+    last_unshareable: Option<Micros>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+impl Router {
+    /// A lane in [`Mode::Own`], with no change in progress.
+    pub fn new() -> Router {
+        Router {
+            mode: Mode::Own,
+            change: None,
+            next_token: 1,
+            last_unshareable: None,
+        }
+    }
+
+    /// The mode frames are written in now (the one being left, while a
+    /// change is in progress).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the lane holds its frames back, waiting for an answer.
+    pub fn is_holding(&self) -> bool {
+        self.change.is_some()
+    }
+
+    fn fence(&mut self, now: Micros, to: Mode) -> Fence {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.change = Some(Change {
+            to,
+            token,
+            sent_at: now,
+        });
+        Fence {
+            on: self.mode,
+            token,
+        }
+    }
+
+    /// A frame is pushed at `now`; `shareable` says whether it may take the
+    /// shared lane. Returns where it goes, and a fence to send before it
+    /// (on the connection the lane leaves).
+    pub fn push(&mut self, now: Micros, shareable: bool) -> (Route, Option<Fence>) {
+        if !shareable {
+            self.last_unshareable = Some(now);
+        }
+        match (self.change, self.mode) {
+            (Some(c), _) if c.to == Mode::Shared && !shareable => {
+                // Back to the shared lane no more: the fence went on the own
+                // connection, which the lane keeps, so nothing need wait.
+                self.change = None;
+                (Route::Own, None)
+            }
+            (Some(_), _) => (Route::Held, None),
+            (None, Mode::Shared) if shareable => (Route::Shared, None),
+            (None, Mode::Shared) => {
+                let f = self.fence(now, Mode::Own);
+                (Route::Held, Some(f))
+            }
+            (None, Mode::Own) => (Route::Own, None),
+        }
+    }
+
+    /// The lane's own queue is empty at `now` (everything written): in
+    /// [`Mode::Own`], with no unshareable frame for [`QUIET_US`] (or none
+    /// ever), it starts to the shared lane. Returns the fence to send on its
+    /// own connection.
+    pub fn idle(&mut self, now: Micros) -> Option<Fence> {
+        if self.mode != Mode::Own || self.change.is_some() {
+            return None;
+        }
+        if self
+            .last_unshareable
+            .is_some_and(|t| now.saturating_sub(t) < QUIET_US)
+        {
+            return None;
+        }
+        Some(self.fence(now, Mode::Shared))
+    }
+
+    /// The peer answered the fence `token`.
+    pub fn answered(&mut self, token: u64) -> Answered {
+        match self.change {
+            Some(c) if c.token == token => {
+                self.change = None;
+                self.mode = c.to;
+                Answered::Now(c.to)
+            }
+            _ => Answered::Stale,
+        }
+    }
+
+    /// At `now`: a fence out for [`RETRY_US`] without an answer is sent
+    /// again, with a new token (returned).
+    pub fn retry(&mut self, now: Micros) -> Option<Fence> {
+        let c = self.change?;
+        if now.saturating_sub(c.sent_at) < RETRY_US {
+            return None;
+        }
+        Some(self.fence(now, c.to))
+    }
+
+    /// Whether a fence out now is due to go again at `now` (see
+    /// [`Router::retry`]).
+    pub fn retry_due(&self, now: Micros) -> bool {
+        self.change
+            .is_some_and(|c| now.saturating_sub(c.sent_at) >= RETRY_US)
+    }
+
+    /// The lane stops (or its peer went away): whatever it holds is
+    /// written on its own connection, in [`Mode::Own`].
+    pub fn release(&mut self) {
+        if self.change.take().is_some() {
+            self.mode = Mode::Own;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+use crate::rng::Rng;
+use std::collections::VecDeque;
+
+/// A router on the shared lane.
+fn shared() -> Router {
+    let mut r = Router::new();
+    let f = r.idle(0).unwrap();
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
+    r
+}
+
+#[test]
+fn a_lane_moves_to_the_shared_lane_when_first_idle_and_back_for_an_unshareable_frame() {
+    let mut r = Router::new();
+    assert_eq!(r.mode(), Mode::Own);
+    assert_eq!(r.push(0, true), (Route::Own, None));
+    let f = r.idle(1).unwrap();
+    assert_eq!(f.on, Mode::Own);
+    assert_eq!(r.push(2, true), (Route::Held, None));
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
+    assert_eq!(r.push(3, true), (Route::Shared, None));
+    let (route, fence) = r.push(10, false);
+    assert_eq!(route, Route::Held);
+    let fence = fence.unwrap();
+    assert_eq!(fence.on, Mode::Shared);
+    // everything waits for the answer, shareable or not
+    assert_eq!(r.push(20, true), (Route::Held, None));
+    assert_eq!(r.answered(fence.token + 1), Answered::Stale);
+    assert_eq!(r.answered(fence.token), Answered::Now(Mode::Own));
+    assert_eq!(r.answered(fence.token), Answered::Stale);
+    assert_eq!(r.push(30, true), (Route::Own, None));
+    assert_eq!(r.mode(), Mode::Own);
+}
+
+#[test]
+fn a_quiet_lane_goes_back_and_an_unshareable_frame_cancels_that() {
+    let mut r = shared();
+    let (_, f) = r.push(0, false);
+    r.answered(f.unwrap().token);
+    assert_eq!(r.idle(QUIET_US - 1), None, "not quiet for long enough");
+    let f = r.idle(QUIET_US).unwrap();
+    assert_eq!(f.on, Mode::Own);
+    assert_eq!(r.idle(QUIET_US + 1), None, "one fence at a time");
+    assert_eq!(r.push(QUIET_US + 2, true), (Route::Held, None));
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
+    assert_eq!(r.push(QUIET_US + 3, true), (Route::Shared, None));
+
+    // going back, then an unshareable frame: the lane keeps its connection
+    let (_, f) = r.push(2 * QUIET_US, false);
+    r.answered(f.unwrap().token);
+    let f = r.idle(4 * QUIET_US).unwrap();
+    assert_eq!(r.push(4 * QUIET_US + 1, true), (Route::Held, None));
+    assert_eq!(r.push(4 * QUIET_US + 2, false), (Route::Own, None));
+    assert!(!r.is_holding());
+    assert_eq!(r.answered(f.token), Answered::Stale);
+    assert_eq!(r.mode(), Mode::Own);
+}
+
+#[test]
+fn an_unanswered_fence_is_sent_again_with_a_new_token() {
+    let mut r = shared();
+    let (_, f) = r.push(0, false);
+    let f = f.unwrap();
+    assert_eq!(r.retry(RETRY_US - 1), None);
+    let g = r.retry(RETRY_US).unwrap();
+    assert_eq!(g.on, Mode::Shared);
+    assert_ne!(g.token, f.token);
+    assert_eq!(r.answered(f.token), Answered::Stale);
+    assert_eq!(r.answered(g.token), Answered::Now(Mode::Own));
+    assert_eq!(r.retry(10 * RETRY_US), None);
+}
+
+#[test]
+fn release_ends_a_change_on_the_own_connection() {
+    let mut r = shared();
+    r.push(0, false);
+    r.release();
+    assert!(!r.is_holding());
+    assert_eq!(r.mode(), Mode::Own);
+}
+
+/// A one-way connection with a delay: what is sent arrives in order, no
+/// earlier than `delay` later; `cut` loses what is on the way.
+struct Wire<T> {
+    on_way: VecDeque<(Micros, T)>,
+}
+
+impl<T> Default for Wire<T> {
+    fn default() -> Self {
+        Wire {
+            on_way: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Wire<T> {
+    fn send(&mut self, now: Micros, delay: Micros, x: T) {
+        let at = self.on_way.back().map_or(0, |b| b.0).max(now + delay);
+        self.on_way.push_back((at, x));
+    }
+    fn arrived(&mut self, now: Micros) -> Option<T> {
+        if self.on_way.front().is_some_and(|f| f.0 <= now) {
+            self.on_way.pop_front().map(|f| f.1)
+        } else {
+            None
+        }
+    }
+    fn cut(&mut self) -> Vec<T> {
+        self.on_way.drain(..).map(|f| f.1).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    Frame(u64),
+    Fence(u64),
+}
+
+/// One lane's frames over its own connection and the shared lane, with
+/// fences answered over the control lane, random delays, and connections
+/// that lose what is on their way: every frame not lost is delivered, in
+/// the order it was pushed.
+#[test]
+fn frames_keep_their_order_across_the_two_connections() {
+    for seed in 0..300u64 {
+        let mut rng = Rng::new(seed);
+        let mut r = Router::new();
+        let (mut shared, mut own) = (Wire::default(), Wire::default());
+        let mut answers: Wire<u64> = Wire::default();
+        let mut held: VecDeque<u64> = VecDeque::new();
+        let mut delivered: Vec<u64> = Vec::new();
+        let mut lost: Vec<u64> = Vec::new();
+        let mut next = 0u64;
+        let mut now: Micros = 0;
+        let unshareable_odds = 1 + rng.below(20);
+        let cut_odds = 200 + rng.below(2000);
+        let delay = |rng: &mut Rng| 1 + rng.below(5_000);
+        let send_fence =
+            |f: Fence, now, rng: &mut Rng, shared: &mut Wire<Item>, own: &mut Wire<Item>| {
+                let d = delay(rng);
+                match f.on {
+                    Mode::Shared => shared.send(now, d, Item::Fence(f.token)),
+                    Mode::Own => own.send(now, d, Item::Fence(f.token)),
+                }
+            };
+        let steps = 3_000 + rng.below(3_000);
+        for step in 0..steps + 20_000 {
+            now += rng.below(400);
+            let pushing = step < steps;
+            if pushing && rng.below(3) == 0 {
+                let id = next;
+                next += 1;
+                let shareable = rng.below(unshareable_odds) != 0;
+                let (route, fence) = r.push(now, shareable);
+                if let Some(f) = fence {
+                    send_fence(f, now, &mut rng, &mut shared, &mut own);
+                }
+                match route {
+                    Route::Shared => shared.send(now, delay(&mut rng), Item::Frame(id)),
+                    Route::Held => held.push_back(id),
+                    Route::Own => {
+                        for h in held.drain(..) {
+                            own.send(now, delay(&mut rng), Item::Frame(h));
+                        }
+                        own.send(now, delay(&mut rng), Item::Frame(id));
+                    }
+                }
+            }
+            // the peer reads both connections and answers fences
+            for wire in [&mut shared, &mut own] {
+                while let Some(x) = wire.arrived(now) {
+                    match x {
+                        Item::Frame(id) => delivered.push(id),
+                        Item::Fence(t) => answers.send(now, delay(&mut rng), t),
+                    }
+                }
+            }
+            while let Some(t) = answers.arrived(now) {
+                match r.answered(t) {
+                    Answered::Stale => {}
+                    Answered::Now(m) => {
+                        for h in held.drain(..) {
+                            let w = if m == Mode::Shared {
+                                &mut shared
+                            } else {
+                                &mut own
+                            };
+                            w.send(now, delay(&mut rng), Item::Frame(h));
+                        }
+                    }
+                }
+            }
+            if let Some(f) = r.retry(now) {
+                send_fence(f, now, &mut rng, &mut shared, &mut own);
+            }
+            if held.is_empty() {
+                if let Some(f) = r.idle(now) {
+                    send_fence(f, now, &mut rng, &mut shared, &mut own);
+                }
+            }
+            if pushing && rng.below(cut_odds) == 0 {
+                let w = match rng.below(3) {
+                    0 => &mut shared,
+                    1 => &mut own,
+                    _ => {
+                        answers.cut();
+                        continue;
+                    }
+                };
+                lost.extend(w.cut().into_iter().filter_map(|x| match x {
+                    Item::Frame(id) => Some(id),
+                    Item::Fence(_) => None,
+                }));
+            }
+        }
+        assert!(
+            delivered.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: out of order"
+        );
+        assert!(
+            held.is_empty(),
+            "seed {seed}: {} frames still held",
+            held.len()
+        );
+        assert_eq!(
+            delivered.len() + lost.len(),
+            next as usize,
+            "seed {seed}: frames neither delivered nor lost"
+        );
+    }
+}
