@@ -1,5 +1,6 @@
 //! A snapshot of the transport for `weft:info()`.
 
+use crate::lane_writer::SmallMessages;
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,18 +51,6 @@ pub struct LaneInfo {
     pub shared_lane: bool,
     /// Where the lane's small messages go now.
     pub small_messages: SmallMessages,
-}
-
-/// Where a lane's small messages go (see [`weft_core::share`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmallMessages {
-    /// On its own connection (also every lane of a channel without a
-    /// shared lane).
-    Own,
-    /// On the channel's shared lane (for the shared lane itself: on it).
-    SharedLane,
-    /// Held back behind a fence until the peer answers it.
-    Changing,
 }
 
 /// One member.

@@ -245,6 +245,18 @@ pub struct Socket {
     pub negotiated: Option<Negotiated>,
 }
 
+/// Where a lane's small messages go (see [`weft_core::share`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmallMessages {
+    /// On its own connection (also every lane of a channel without a
+    /// shared lane).
+    Own,
+    /// On the channel's shared lane (for the shared lane itself: on it).
+    SharedLane,
+    /// Held back behind a fence until the peer answers it.
+    Changing,
+}
+
 /// What the lane's lock guards.
 #[derive(Default)]
 struct Out {
@@ -854,8 +866,7 @@ impl Lane {
     }
 
     /// Where the lane's small messages go now.
-    pub fn small_messages(&self) -> crate::info::SmallMessages {
-        use crate::info::SmallMessages;
+    pub fn small_messages(&self) -> SmallMessages {
         match &self.out.lock().share {
             Some(s) if s.router.is_holding() => SmallMessages::Changing,
             Some(s) if s.router.mode() == Mode::Shared => SmallMessages::SharedLane,
