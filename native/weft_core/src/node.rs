@@ -1065,6 +1065,62 @@ mod tests {
         assert_eq!(left, ["a@h", "c@h"]);
     }
 
+    /// A peer of a build before the shared lane refuses it as an unknown
+    /// lane: it is not dialed again (the lanes then keep to their own
+    /// connections), while the channel's other lanes are.
+    #[test]
+    fn a_shared_lane_the_peer_does_not_know_is_not_redialed() {
+        let with_lanes = |name: &str, inc, port| NodeSpec {
+            channels: vec![ChannelSpec {
+                name: "vnode".into(),
+                parallelism: 2,
+            }],
+            ..spec(name, inc, port)
+        };
+        let mut a = Node::new(with_lanes("a@h", 5, 1), Timing::default(), 1);
+        a.join(0, with_lanes("b@h", 0, 2));
+        dial_attempt(&drain(&mut a), &LaneKey::control());
+        a.on_dialed(1, 1, &with_lanes("b@h", 7, 2), &LaneKey::control())
+            .unwrap();
+        let key = |index| LaneKey {
+            channel: "vnode".into(),
+            index,
+        };
+        let acts = drain(&mut a);
+        let (lane1, shared) = (dial_attempt(&acts, &key(1)), dial_attempt(&acts, &key(2)));
+        a.on_dial_failed(
+            2,
+            "b@h",
+            &key(2),
+            shared,
+            Some(Refusal::UnknownLane),
+            "unknown",
+        );
+        a.on_dial_failed(
+            2,
+            "b@h",
+            &key(1),
+            lane1,
+            Some(Refusal::UnknownLane),
+            "unknown",
+        );
+        for t in [1_000, 2_000] {
+            a.on_timeout(t);
+            let acts = drain(&mut a);
+            let dials = |k: &LaneKey| {
+                acts.iter()
+                    .filter(|x| matches!(x, Action::Dial { lane, .. } if lane == k))
+                    .count()
+            };
+            assert_eq!(dials(&key(2)), 0, "the shared lane is redialed");
+            assert_eq!(dials(&key(1)), 1, "a lane refused so is redialed");
+            let attempt = dial_attempt(&acts, &key(1));
+            a.on_dial_failed(t, "b@h", &key(1), attempt, Some(Refusal::UnknownLane), "x");
+        }
+        let p = a.peers().next().unwrap();
+        assert!(!p.lanes.iter().any(|(k, _)| **k == key(2)));
+    }
+
     #[test]
     fn a_node_never_reached_that_refuses_for_good_is_forgotten() {
         for r in [

@@ -34,7 +34,11 @@
 //!   the answer, waits one round trip.
 //! - A fence whose answer does not come within [`RETRY_US`] (its connection
 //!   or the control lane's was replaced, and took it) is sent again with a
-//!   new token; an answer to an older token is ignored.
+//!   new token, on the same connection. The answer to any fence of the
+//!   change in progress ends it; an answer to an earlier change's is
+//!   ignored.
+//! - A lane that stops without waiting for the answer puts what it held on
+//!   the connection it was leaving, behind what it sent there.
 //!
 //! Pure policy: the transport's lane calls it under its lock, with the time.
 
@@ -96,6 +100,11 @@ pub enum Answered {
 #[derive(Debug, Clone, Copy)]
 struct Change {
     to: Mode,
+    /// The change's first fence: an answer to it or to any fence sent
+    /// again since (they all went on the same connection, after every
+    /// frame the lane put there before the change) ends the change.
+    first: u64,
+    /// Its last fence.
     token: u64,
     sent_at: Micros,
 }
@@ -143,6 +152,7 @@ impl Router {
         self.next_token += 1;
         self.change = Some(Change {
             to,
+            first: self.change.map_or(token, |c| c.first),
             token,
             sent_at: now,
         });
@@ -193,10 +203,13 @@ impl Router {
         Some(self.fence(now, Mode::Shared))
     }
 
-    /// The peer answered the fence `token`.
+    /// The peer answered the fence `token`: the change ends if it is one
+    /// of the change's fences, the first or one sent again (so a change
+    /// ends after one round trip of its connection however long that is;
+    /// see [`Router::retry`]).
     pub fn answered(&mut self, token: u64) -> Answered {
         match self.change {
-            Some(c) if c.token == token => {
+            Some(c) if (c.first..=c.token).contains(&token) => {
                 self.change = None;
                 self.mode = c.to;
                 Answered::Now(c.to)
@@ -206,7 +219,9 @@ impl Router {
     }
 
     /// At `now`: a fence out for [`RETRY_US`] without an answer is sent
-    /// again, with a new token (returned).
+    /// again, with a new token (returned), on the same connection: for a
+    /// fence lost with a connection that was replaced. An answer to the
+    /// earlier ones still counts, so a slow connection only adds fences.
     pub fn retry(&mut self, now: Micros) -> Option<Fence> {
         let c = self.change?;
         if now.saturating_sub(c.sent_at) < RETRY_US {
@@ -222,12 +237,14 @@ impl Router {
             .is_some_and(|c| now.saturating_sub(c.sent_at) >= RETRY_US)
     }
 
-    /// The lane stops (or its peer went away): whatever it holds is
-    /// written on its own connection, in [`Mode::Own`].
-    pub fn release(&mut self) {
-        if self.change.take().is_some() {
-            self.mode = Mode::Own;
-        }
+    /// The lane stops (or its plan changes) without waiting for the
+    /// answer: the change in progress, if any, ends, and the lane stays on
+    /// the connection it was leaving. Returns that connection: what the
+    /// lane held goes there, after everything it sent there before (a
+    /// connection keeps its order).
+    pub fn release(&mut self) -> Mode {
+        self.change = None;
+        self.mode
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     .and_then(|r| r.shared.get(&key.channel))
                     .is_some_and(|s| s.key == **key);
                 let sock = lane.map(|l| l.socket()).unwrap_or_default();
+                let queued = lane.map(|l| l.queued()).unwrap_or_default();
                 let stat =
                     |f: fn(&crate::lane_writer::LaneStats) -> &std::sync::atomic::AtomicU64| {
                         lane.map(|l| f(&l.stats).load(Relaxed)).unwrap_or(0)
@@ -137,8 +138,9 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     },
                     local: sock.local,
                     remote: sock.remote,
-                    queued_frames: stat(|s| &s.queued_frames),
-                    queued_bytes: stat(|s| &s.queued_bytes),
+                    // (with what a lane holds back behind a fence)
+                    queued_frames: queued.frames,
+                    queued_bytes: queued.bytes,
                     sent_frames: stat(|s| &s.sent_frames),
                     sent_bytes: stat(|s| &s.sent_bytes),
                     recv_frames: stat(|s| &s.recv_frames),
@@ -148,7 +150,13 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     negotiated: sock.negotiated,
                     shared_lane,
                     small_messages: if shared_lane {
-                        SmallMessages::SharedLane
+                        // (the shared lane carries them if its connection
+                        // agreed on `share`)
+                        if lane.is_some_and(|l| l.shares()) {
+                            SmallMessages::SharedLane
+                        } else {
+                            SmallMessages::Own
+                        }
                     } else {
                         lane.map_or(SmallMessages::Own, |l| l.small_messages())
                     },

@@ -711,8 +711,9 @@ impl Lane {
         }
     }
 
-    /// Whatever is held back goes on the lane's own queue, and the lane
-    /// stays on its own connection.
+    /// The change in progress ends without its answer: whatever is held
+    /// back goes on the connection the lane was leaving, and the lane stays
+    /// on it.
     fn release(&self, out: &mut Out) {
         let Out {
             queue,
@@ -721,9 +722,14 @@ impl Lane {
             ..
         } = out;
         if let Some(share) = share.as_mut() {
-            share.router.release();
+            // (on the connection the lane was leaving: behind what it sent
+            // there, so that the peer delivers them after it)
+            let on = share.router.release();
             for (h, s) in std::mem::take(&mut share.held) {
-                self.queue_own(queue, *parts, h, s);
+                match on {
+                    Mode::Shared => share.lane.push_frame(h, s),
+                    Mode::Own => self.queue_own(queue, *parts, h, s),
+                }
             }
         }
     }
@@ -863,6 +869,13 @@ impl Lane {
             frames: q.frames + h.frames,
             bytes: q.bytes + h.bytes,
         }
+    }
+
+    /// Whether the lane's connection (the last one, while reconnecting)
+    /// agreed on `share`: as a shared lane, whether it carries its
+    /// channel's small messages.
+    pub fn shares(&self) -> bool {
+        self.shares.load(Ordering::Relaxed)
     }
 
     /// Where the lane's small messages go now.

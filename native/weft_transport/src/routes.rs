@@ -354,11 +354,13 @@ impl Routes {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
                 let room = overload == Overload::DropOldest && {
+                    // (the shared lane right after this lane: it holds
+                    // the small messages of every lane that shares it)
                     let others = route.channels[channel]
                         .iter()
-                        .filter(|l| !Arc::ptr_eq(l, lane))
-                        .chain(route.shared.get(channel));
-                    std::iter::once(lane).chain(others).any(|l| {
+                        .filter(|l| !Arc::ptr_eq(l, lane));
+                    let shared = route.shared.get(channel);
+                    std::iter::once(lane).chain(shared).chain(others).any(|l| {
                         // (the writer may have made room meanwhile: try
                         // again whether or not this dropped anything)
                         l.drop_oldest(size, &route.budget);
@@ -569,6 +571,11 @@ impl Routes {
             };
             let lanes: Vec<Arc<Lane>> = (0..*n).map(|index| keep(key(index))).collect();
             let share = shared_lane(*n).map(|index| keep(key(index)));
+            if let Some(s) = &share {
+                // (a lane of an earlier plan kept as the shared lane does
+                // not share in turn)
+                s.set_shared(None);
+            }
             for lane in &lanes {
                 lane.set_shared(share.clone());
             }
@@ -659,8 +666,9 @@ impl Routes {
                 }
             }
         }
-        // (the shared lanes last: the lanes put what they held back behind
-        // a fence on their own queues when they stop)
+        // (the shared lanes last: a lane that stops puts what it held back
+        // behind a fence on the connection it was leaving, maybe the
+        // shared lane)
         for lane in r.channels.values().flatten().chain(r.shared.values()) {
             lane.stop();
         }

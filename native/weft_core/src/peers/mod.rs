@@ -32,7 +32,7 @@ pub mod collision;
 pub mod peer;
 
 use crate::action::{Action, Actions};
-use crate::lane::{plan, plan_keys, LaneKey};
+use crate::lane::{plan, plan_keys, shared_lane, LaneKey};
 use crate::spec::NodeSpec;
 use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name, PeerId};
 use crate::wire::Refusal;
@@ -283,9 +283,18 @@ impl PeerTable {
     }
 
     fn lanes_for(&self, local: &NodeSpec, spec: &NodeSpec, now: Millis) -> Vec<LaneState> {
+        let plan = plan(local, spec);
         plan_keys(local, spec)
             .into_iter()
-            .map(|key| LaneState::idle(key, now, self.min_backoff))
+            .map(|key| {
+                let shared = plan
+                    .iter()
+                    .any(|(c, n)| *c == key.channel && shared_lane(*n) == Some(key.index));
+                LaneState {
+                    shared,
+                    ..LaneState::idle(key, now, self.min_backoff)
+                }
+            })
             .collect()
     }
 
@@ -572,6 +581,22 @@ impl PeerTable {
             return;
         };
         if l.slot != (Slot::Dialing { attempt }) {
+            return;
+        }
+        // A node of a build before the shared lane does not know it: its
+        // channel's lanes carry everything on their own connections (they
+        // move to the shared lane only once it connects), and it is not
+        // dialed again while this peer's plan stands.
+        if l.shared && refusal == Some(Refusal::UnknownLane) {
+            p.lanes.forget(lane);
+            out.log(
+                Level::Info,
+                Some(peer),
+                Some(lane),
+                "the peer has no shared lane for this channel (an earlier build): its lanes send \
+                 everything on their own connections"
+                    .into(),
+            );
             return;
         }
         // Jitter within [backoff / 2, backoff]: never past the maximum.

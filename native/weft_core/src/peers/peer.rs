@@ -44,6 +44,8 @@ pub(crate) struct LaneState {
     pub slot: Slot,
     /// Wait before the next redial; doubles on failure, up to the maximum.
     pub backoff: u64,
+    /// Whether this is its channel's shared lane (see [`crate::share`]).
+    pub shared: bool,
 }
 
 impl LaneState {
@@ -53,6 +55,7 @@ impl LaneState {
             key,
             slot: Slot::Idle { retry_at: now },
             backoff,
+            shared: false,
         }
     }
 }
@@ -120,6 +123,11 @@ impl Lanes {
         } else {
             self.data.iter_mut().find(|l| l.key == *key)
         }
+    }
+
+    /// Drop the data lane `key` from the plan: no more dials.
+    pub fn forget(&mut self, key: &LaneKey) {
+        self.data.retain(|l| l.key != *key);
     }
 
     /// Add the data lanes of `plan` that are missing, and drop those not in
