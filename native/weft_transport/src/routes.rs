@@ -28,6 +28,10 @@ use weft_core::{Extensions, FrameKind, LaneKey};
 /// [`Routes::answer_fence`]).
 pub const ANSWERS_QUEUED_MAX: u64 = 1 << 20;
 
+/// Rounds over a `drop_oldest` channel's lanes that a send makes to find
+/// room, before it is refused (see [`Routes::send`]).
+const DROP_ROUNDS: usize = 4;
+
 /// What to do when a send would pass a queue bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overload {
@@ -353,20 +357,27 @@ impl Routes {
             if !route.budget.try_reserve(size) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
-                let room = overload == Overload::DropOldest && {
-                    // (the shared lane right after this lane: it holds
-                    // the small messages of every lane that shares it)
+                // (the shared lane right after this lane: it holds the
+                // small messages of every lane that shares it)
+                let lanes = || {
                     let others = route.channels[channel]
                         .iter()
                         .filter(|l| !Arc::ptr_eq(l, lane));
                     let shared = route.shared.get(channel);
-                    std::iter::once(lane).chain(shared).chain(others).any(|l| {
-                        // (the writer may have made room meanwhile: try
-                        // again whether or not this dropped anything)
-                        l.drop_oldest(size, &route.budget);
-                        route.budget.try_reserve(size)
-                    })
+                    std::iter::once(lane).chain(shared).chain(others)
                 };
+                // A few rounds: other senders may take the room a round
+                // made, and most of the channel's messages wait in one
+                // queue, the shared lane's.
+                let room = overload == Overload::DropOldest
+                    && (0..DROP_ROUNDS).any(|_| {
+                        lanes().any(|l| {
+                            // (the writer may have made room meanwhile: try
+                            // again whether or not this dropped anything)
+                            l.drop_oldest(size, &route.budget);
+                            route.budget.try_reserve(size)
+                        })
+                    });
                 if !room {
                     Counters::add(&c.refused.overloaded, 1);
                     return Err(SendError::Overloaded);
