@@ -539,9 +539,7 @@ impl Lane {
             Route::Own => {
                 // (frames held behind a fence on this lane's own
                 // connection, now written there: before this one)
-                for (h, s) in std::mem::take(&mut share.held) {
-                    self.queue_own(queue, *parts, h, s);
-                }
+                self.put_held(share, queue, *parts, Mode::Own);
                 Some(f)
             }
         }
@@ -665,16 +663,7 @@ impl Lane {
         };
         match share.router.answered(token) {
             Answered::Stale => return,
-            Answered::Now(Mode::Shared) => {
-                for (h, s) in std::mem::take(&mut share.held) {
-                    share.lane.push_frame(h, s);
-                }
-            }
-            Answered::Now(Mode::Own) => {
-                for (h, s) in std::mem::take(&mut share.held) {
-                    self.queue_own(queue, *parts, h, s);
-                }
-            }
+            Answered::Now(on) => self.put_held(share, queue, *parts, on),
         }
         self.publish(queue);
         if out.queue.has_work() {
@@ -725,11 +714,16 @@ impl Lane {
             // (on the connection the lane was leaving: behind what it sent
             // there, so that the peer delivers them after it)
             let on = share.router.release();
-            for (h, s) in std::mem::take(&mut share.held) {
-                match on {
-                    Mode::Shared => share.lane.push_frame(h, s),
-                    Mode::Own => self.queue_own(queue, *parts, h, s),
-                }
+            self.put_held(share, queue, *parts, on);
+        }
+    }
+
+    /// What the lane held back goes, in order, on the connection of `on`.
+    fn put_held(&self, share: &mut Share, queue: &mut SendQueue<Outgoing>, parts: bool, on: Mode) {
+        for (h, s) in std::mem::take(&mut share.held) {
+            match on {
+                Mode::Shared => share.lane.push_frame(h, s),
+                Mode::Own => self.queue_own(queue, parts, h, s),
             }
         }
     }
