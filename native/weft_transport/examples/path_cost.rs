@@ -86,7 +86,14 @@ fn node(name: &str, lanes: u16, sink: Arc<Counting>) -> Transport {
         overlay: weft_transport::Overlay::FullMesh,
         affinity: true,
         cookie: b"cost".to_vec(),
-        capabilities: weft_core::Capabilities::SUPPORTED,
+        // (PATH_COST_NO_SHARE set: without the shared lane, to compare)
+        capabilities: if std::env::var_os("PATH_COST_NO_SHARE").is_some() {
+            weft_core::Capabilities(
+                weft_core::Capabilities::SUPPORTED.0 & !weft_core::Capabilities::SHARE.0,
+            )
+        } else {
+            weft_core::Capabilities::SUPPORTED
+        },
         max_frame_size: 64 << 20,
         send_queue_limit: 64 << 20,
         send_queue_total_limit: 256 << 20,
@@ -121,7 +128,9 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 const USAGE: &str = "usage: path_cost [SIZE COUNT [LANES]]
   SIZE  bytes per message, 1..=67108864 (default 100)
   COUNT messages, at least 1 (default 20000)
-  LANES lanes of the channel, 1..=256 (default 1)";
+  LANES lanes of the channel, 1..=256 (default 1)
+With PATH_COST_NO_SHARE in the environment, the lanes do not use the
+channel's shared lane.";
 
 /// `(size, count, lanes)` from the command line, or why not.
 fn parse(args: &[String]) -> Result<(usize, u64, u16), String> {
@@ -162,7 +171,10 @@ fn main() {
         a.info().is_some_and(|i| {
             i.peers.iter().any(|p| {
                 p.name == "b@h"
-                    && p.lanes.len() == 1 + lanes as usize
+                    // (control, the lanes, and the shared lane of a
+                    // channel of two lanes or more)
+                    && p.lanes.len()
+                        == 1 + lanes as usize + weft_core::lane::shared_lane(lanes).map_or(0, |_| 1)
                     && p.lanes.iter().all(|l| l.state == LaneState::Connected)
             })
         })
