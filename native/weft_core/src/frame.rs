@@ -778,6 +778,11 @@ impl Capabilities {
         Capabilities(self.0 & other.0)
     }
 
+    /// This set without the capabilities of `other`.
+    pub fn without(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 & !other.0)
+    }
+
     /// Whether every capability of `other` is in this set.
     pub fn contains(self, other: Capabilities) -> bool {
         self.0 & other.0 == other.0

@@ -230,13 +230,6 @@ impl Router {
         Some(self.fence(now, c.to))
     }
 
-    /// Whether a fence out now is due to go again at `now` (see
-    /// [`Router::retry`]).
-    pub fn retry_due(&self, now: Micros) -> bool {
-        self.change
-            .is_some_and(|c| now.saturating_sub(c.sent_at) >= RETRY_US)
-    }
-
     /// The lane stops (or its plan changes) without waiting for the
     /// answer: the change in progress, if any, ends, and the lane stays on
     /// the connection it was leaving. Returns that connection: what the

@@ -186,9 +186,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     let capabilities = if shared_lane {
         weft_core::Capabilities::SUPPORTED
     } else {
-        weft_core::Capabilities(
-            weft_core::Capabilities::SUPPORTED.0 & !weft_core::Capabilities::SHARE.0,
-        )
+        weft_core::Capabilities::SUPPORTED.without(weft_core::Capabilities::SHARE)
     };
     let cookie = get(opts, atoms::cookie())
         .and_then(|t| t.decode::<rustler::Binary>().ok())

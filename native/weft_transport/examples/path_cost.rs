@@ -88,9 +88,7 @@ fn node(name: &str, lanes: u16, sink: Arc<Counting>) -> Transport {
         cookie: b"cost".to_vec(),
         // (PATH_COST_NO_SHARE set: without the shared lane, to compare)
         capabilities: if std::env::var_os("PATH_COST_NO_SHARE").is_some() {
-            weft_core::Capabilities(
-                weft_core::Capabilities::SUPPORTED.0 & !weft_core::Capabilities::SHARE.0,
-            )
+            weft_core::Capabilities::SUPPORTED.without(weft_core::Capabilities::SHARE)
         } else {
             weft_core::Capabilities::SUPPORTED
         },

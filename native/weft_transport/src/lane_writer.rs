@@ -287,6 +287,19 @@ impl Out {
         self.socket.as_ref().is_some_and(|c| !c.is_closing())
     }
 
+    /// For a lane with a shared lane: its side of it, with its own queue
+    /// and whether its connection agreed on parts (what moving frames
+    /// between the two needs).
+    fn sharing(&mut self) -> Option<(&mut Share, &mut SendQueue<Outgoing>, bool)> {
+        let Out {
+            queue,
+            share,
+            parts,
+            ..
+        } = self;
+        Some((share.as_mut()?, queue, *parts))
+    }
+
     /// The frames held back behind a fence.
     fn held(&self) -> Counts {
         let mut c = Counts::default();
@@ -515,17 +528,11 @@ impl Lane {
         sender: Option<Sender>,
     ) -> Option<Outgoing> {
         let now = self.now();
-        let Out {
-            queue,
-            share,
-            parts,
-            ..
-        } = out;
-        let share = share.as_mut().expect("a lane with a shared lane");
+        let (share, queue, parts) = out.sharing().expect("a lane with a shared lane");
         let (route, fence) = share.router.push(now, f.shareable());
         if let Some(fence) = fence {
             // (a change from the shared lane: its fence goes there)
-            self.send_fence(share, queue, *parts, fence);
+            self.send_fence(share, queue, parts, fence);
         }
         match route {
             Route::Shared => {
@@ -539,7 +546,7 @@ impl Lane {
             Route::Own => {
                 // (frames held behind a fence on this lane's own
                 // connection, now written there: before this one)
-                self.put_held(share, queue, *parts, Mode::Own);
+                self.put_held(share, queue, parts, Mode::Own);
                 Some(f)
             }
         }
@@ -595,77 +602,59 @@ impl Lane {
     /// for long enough without a frame that needs it goes back to the
     /// shared lane, behind a fence.
     fn idle(self: &Arc<Self>, out: &mut Out) {
-        let Out {
-            queue,
-            share,
-            parts,
-            ..
-        } = out;
-        let Some(share) = share.as_mut() else {
+        let Some((share, queue, parts)) = out.sharing() else {
             return;
         };
-        if !share.lane.shares.load(Ordering::Relaxed) {
+        if !share.lane.shares() {
             return;
         }
         if let Some(fence) = share.router.idle(self.now()) {
-            self.send_fence(share, queue, *parts, fence);
+            self.send_fence(share, queue, parts, fence);
         }
     }
 
-    /// A fence out too long without an answer goes again.
+    /// A fence out too long without an answer goes again, but only on a
+    /// connection that is up: while it is down, the one queued waits there
+    /// (and is answered once it is back), so that fences do not pile up.
     fn retry_fence(self: &Arc<Self>) {
         let mut out = self.out.lock();
         let own_up = out.writable();
-        let Out {
-            queue,
-            share,
-            parts,
-            ..
-        } = &mut *out;
-        let Some(share) = share.as_mut() else {
+        let now = self.now();
+        let Some((share, queue, parts)) = out.sharing() else {
             return;
         };
         share.retry_armed = false;
         if !share.router.is_holding() {
             return;
         }
-        // A fence goes again only on a connection that is up: while it is
-        // down, the one queued waits there (and is answered once it is
-        // back), so that fences do not pile up.
-        let up = share.router.retry_due(self.now())
-            && match share.router.mode() {
-                Mode::Shared => share.lane.out.lock().writable(),
-                Mode::Own => own_up,
-            };
+        let up = match share.router.mode() {
+            Mode::Shared => share.lane.out.lock().writable(),
+            Mode::Own => own_up,
+        };
         if !up {
-            self.arm_retry(share);
-            return;
+            return self.arm_retry(share);
         }
-        if let Some(fence) = share.router.retry(self.now()) {
-            self.send_fence(share, queue, *parts, fence);
-            self.publish(queue);
-            self.ask_flush(out);
+        match share.router.retry(now) {
+            // (send_fence arms the next look)
+            Some(fence) => self.send_fence(share, queue, parts, fence),
+            None => return self.arm_retry(share),
         }
+        self.publish(&out.queue);
+        self.ask_flush(out);
     }
 
     /// The peer answered this lane's fence `token`: the frames held behind
     /// it leave, on the connection the lane is on now.
     pub(crate) fn fence_answered(self: &Arc<Self>, token: u64) {
         let mut out = self.out.lock();
-        let Out {
-            queue,
-            share,
-            parts,
-            ..
-        } = &mut *out;
-        let Some(share) = share.as_mut() else {
+        let Some((share, queue, parts)) = out.sharing() else {
             return;
         };
         match share.router.answered(token) {
             Answered::Stale => return,
-            Answered::Now(on) => self.put_held(share, queue, *parts, on),
+            Answered::Now(on) => self.put_held(share, queue, parts, on),
         }
-        self.publish(queue);
+        self.publish(&out.queue);
         if out.queue.has_work() {
             self.ask_flush(out);
         }
@@ -704,17 +693,11 @@ impl Lane {
     /// back goes on the connection the lane was leaving, and the lane stays
     /// on it.
     fn release(&self, out: &mut Out) {
-        let Out {
-            queue,
-            share,
-            parts,
-            ..
-        } = out;
-        if let Some(share) = share.as_mut() {
+        if let Some((share, queue, parts)) = out.sharing() {
             // (on the connection the lane was leaving: behind what it sent
             // there, so that the peer delivers them after it)
             let on = share.router.release();
-            self.put_held(share, queue, *parts, on);
+            self.put_held(share, queue, parts, on);
         }
     }
 
