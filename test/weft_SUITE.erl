@@ -14,6 +14,7 @@
          callback_overlay_invalid_entries_stay_out/1]).
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          small_messages_share_a_connection_and_keep_order_with_large_ones/1,
+         a_flood_on_one_key_leaves_the_shared_lane_to_the_others/1,
          fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers/1,
          large_and_small_on_separate_sockets/1, a_small_message_goes_between_the_parts_of_a_large_one/1,
          killed_node_goes_down_and_rejoins/1,
@@ -43,6 +44,7 @@ suite() ->
 all() ->
     [join_converges, forward_on_every_channel, partition_key_order,
      small_messages_share_a_connection_and_keep_order_with_large_ones,
+     a_flood_on_one_key_leaves_the_shared_lane_to_the_others,
      fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers,
      large_and_small_on_separate_sockets, a_small_message_goes_between_the_parts_of_a_large_one,
      killed_node_goes_down_and_rejoins,
@@ -263,6 +265,58 @@ small_messages_share_a_connection_and_keep_order_with_large_ones(_Config) ->
     N = counters:get(Sent, 1),
     ok = call(A, weft_ct, send_seqs, [NodeB, back, vnode, N + 1, N + 160, 16]),
     check_key_order(call(B, weft_ct, collected, [back, N + 160]), N + 160, 16),
+    ok.
+
+%% One key floods small messages while B reads nothing (SIGSTOP): once
+%% more than 64 KiB of them wait, its lane leaves the shared lane, so that
+%% the shared lane holds at most 64 KiB of it (plus a frame) and the other
+%% keys' small messages do not queue behind the flood. Every key's order
+%% holds when B reads again.
+a_flood_on_one_key_leaves_the_shared_lane_to_the_others(_Config) ->
+    [A, B] = cluster(2),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    Data = fun() -> [L || #{shared_lane := false} = L <- lanes(A, NodeB, vnode)] end,
+    Shared = fun() -> [L] = [L || #{shared_lane := true} = L <- lanes(A, NodeB, vnode)], L end,
+    call(B, weft_ct, collector, [warm]),
+    ok = call(A, weft_ct, send_many, [NodeB, warm, vnode, 1600, 16]),
+    1600 = length(call(B, weft_ct, collected, [warm, 1600])),
+    weft_ct:wait_until(shared, fun() -> [M || #{small_messages := M} <- Data()] =:= lists:duplicate(16, shared_lane) end),
+    call(B, weft_ct, collector, [flood, fun({K, S, _}) -> {K, S} end]),
+    call(B, weft_ct, collector, [others]),
+    OsPid = call(B, os, getpid, []),
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    {Flood, Others} = {30000, 1500},
+    try
+        %% 30 MB in 1 KB messages on key 0 (lane 0): more than loopback's
+        %% socket buffers take
+        ok = call(A, weft_ct, send_big_seqs, [NodeB, flood, vnode, 1, Flood, 1, 1024]),
+        ok = call(A, weft_ct, send_seqs, [NodeB, others, vnode, 1, Others, 16]),
+        [#{lane := 0, small_messages := Lane0, queued_bytes := Queued0} | Rest] = Data(),
+        #{queued_bytes := SharedQueued} = Shared(),
+        ct:pal("lane 0: ~p, ~p bytes queued; shared lane: ~p bytes queued", [Lane0, Queued0, SharedQueued]),
+        ?assert(lists:member(Lane0, [changing, own])),
+        ?assert(Queued0 > 10 * 1024 * 1024),
+        %% key 0's at most 64 KiB and a frame, the others' few bytes
+        ?assert(SharedQueued < 256 * 1024),
+        ?assertEqual([shared_lane], lists:usort([M || #{small_messages := M} <- Rest]))
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    ?assertEqual([{0, S} || S <- lists:seq(1, Flood)], call(B, weft_ct, collected, [flood, Flood])),
+    check_key_order(call(B, weft_ct, collected, [others, Others]), Others, 16),
+    %% written out, key 0 counts nothing waiting any more: after a quiet
+    %% second its small messages take the shared lane again
+    call(B, weft_ct, collector, [back]),
+    Sent = counters:new(1, []),
+    weft_ct:wait_until(back, fun() ->
+                                     N = counters:get(Sent, 1) + 1,
+                                     ok = call(A, weft_ct, send_seqs, [NodeB, back, vnode, 16 * N, 16 * N, 16]),
+                                     counters:add(Sent, 1, 1),
+                                     [#{lane := 0, small_messages := M} | _] = Data(),
+                                     M =:= shared_lane
+                             end),
+    ?assertEqual(counters:get(Sent, 1), length(call(B, weft_ct, collected, [back, counters:get(Sent, 1)]))),
     ok.
 
 check_key_order(Got, Count, Keys) ->

@@ -40,6 +40,19 @@
 //! - A lane that stops without waiting for the answer puts what it held on
 //!   the connection it was leaving, behind what it sent there.
 //!
+//! # A bound on what one lane puts on the shared lane
+//!
+//! A frame may take the shared lane only while its lane has at most
+//! [`BACKLOG_MAX`] bytes waiting, with it ([`may_share`]): on the shared
+//! lane, held behind a fence, or queued on its own connection. A lane that
+//! sends faster than the shared lane drains (a flood on one partition key)
+//! thus leaves it for its own connection, as for a large frame, and comes
+//! back after [`QUIET_US`] without such a frame. So a small frame on the
+//! shared lane waits behind at most `BACKLOG_MAX` + [`SHARE_MAX`] bytes of
+//! each other lane (plus the batch on the wire), however much any of them
+//! sends; without the bound, one lane's flood delayed every other lane's
+//! small messages for as long as it took to drain.
+//!
 //! Pure policy: the transport's lane calls it under its lock, with the time.
 
 use crate::lane::Micros;
@@ -47,6 +60,19 @@ use crate::lane::Micros;
 /// Largest body a lane sends on the shared lane, in bytes: a frame that
 /// may go between the parts of a large one ([`crate::frame::INTERLEAVE_MAX`]).
 pub const SHARE_MAX: usize = crate::frame::INTERLEAVE_MAX;
+
+/// Most bytes a lane may have waiting for a frame of it to take the shared
+/// lane (64 KiB; see [`may_share`]).
+pub const BACKLOG_MAX: usize = 64 * 1024;
+
+/// Whether a frame of `len` body bytes may take the shared lane: it is
+/// `small` (a plain data frame of at most [`SHARE_MAX`] bytes, without
+/// header extensions), and its lane's `backlog` (the body bytes of its
+/// frames not yet written: on the shared lane, held behind a fence, or on
+/// its own queue) stays within [`BACKLOG_MAX`] with it.
+pub fn may_share(small: bool, backlog: usize, len: usize) -> bool {
+    small && len <= SHARE_MAX && backlog.saturating_add(len) <= BACKLOG_MAX
+}
 
 /// How long a lane in [`Mode::Own`] must have sent only shareable frames
 /// before it goes back to the shared lane, in microseconds (1 s).

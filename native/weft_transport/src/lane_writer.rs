@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::frame::{
@@ -36,7 +36,7 @@ use weft_core::lane::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, DIRECT_MAX, MAX_SLICES,
 };
 pub use weft_core::lane::{Flush, Sender};
-use weft_core::share::{Answered, Fence, Mode, Route, Router, RETRY_US, SHARE_MAX};
+use weft_core::share::{may_share, Answered, Fence, Mode, Route, Router, RETRY_US, SHARE_MAX};
 use weft_core::wire::{encode_control, Control};
 use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
@@ -58,6 +58,34 @@ struct Outgoing {
     /// A fence of this lane (see [`weft_core::share`]): not a message, not
     /// counted.
     fence: bool,
+    /// On the shared lane or held behind a fence: counted in its lane's
+    /// backlog until it is written, dropped or moved to the lane's own
+    /// queue.
+    waiting: Option<Waiting>,
+}
+
+/// A frame's bytes in its lane's backlog on the shared lane (see
+/// [`weft_core::share::may_share`]), taken off when the frame is freed,
+/// whichever way it leaves.
+struct Waiting {
+    backlog: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn new(backlog: &Arc<AtomicUsize>, bytes: usize) -> Waiting {
+        backlog.fetch_add(bytes, Ordering::Relaxed);
+        Waiting {
+            backlog: backlog.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// The headers of a frame sent in parts.
@@ -79,6 +107,7 @@ impl Outgoing {
             body,
             parted: None,
             fence: false,
+            waiting: None,
         }
     }
 
@@ -91,9 +120,9 @@ impl Outgoing {
         }
     }
 
-    /// Whether the frame may take the channel's shared lane: a plain data
-    /// frame of at most [`SHARE_MAX`] bytes.
-    fn shareable(&self) -> bool {
+    /// Whether the frame is small enough for the channel's shared lane: a
+    /// plain data frame of at most [`SHARE_MAX`] bytes.
+    fn small(&self) -> bool {
         self.body.len() <= SHARE_MAX
             && matches!(self.header, HeaderBytes::Plain(h) if h[4] == FrameKind::Data as u8)
     }
@@ -279,6 +308,8 @@ struct Share {
     held: VecDeque<(Outgoing, Option<Sender>)>,
     /// A timer will look at the fence out ([`Lane::retry_fence`]).
     retry_armed: bool,
+    /// The body bytes of this lane's frames on the shared lane or held.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Out {
@@ -524,22 +555,26 @@ impl Lane {
     fn share_route(
         self: &Arc<Self>,
         out: &mut Out,
-        f: Outgoing,
+        mut f: Outgoing,
         sender: Option<Sender>,
     ) -> Option<Outgoing> {
         let now = self.now();
         let (share, queue, parts) = out.sharing().expect("a lane with a shared lane");
-        let (route, fence) = share.router.push(now, f.shareable());
+        let len = f.body.len();
+        let backlog = share.backlog.load(Ordering::Relaxed) + queue.queued().bytes as usize;
+        let (route, fence) = share.router.push(now, may_share(f.small(), backlog, len));
         if let Some(fence) = fence {
             // (a change from the shared lane: its fence goes there)
             self.send_fence(share, queue, parts, fence);
         }
         match route {
             Route::Shared => {
+                f.waiting = Some(Waiting::new(&share.backlog, len));
                 share.lane.push_frame(f, sender);
                 None
             }
             Route::Held => {
+                f.waiting = Some(Waiting::new(&share.backlog, len));
                 share.held.push_back((f, sender));
                 None
             }
@@ -682,6 +717,7 @@ impl Lane {
             router: Router::new(),
             held: VecDeque::new(),
             retry_armed: false,
+            backlog: Arc::new(AtomicUsize::new(0)),
         });
         self.publish(&out.queue);
         if out.queue.has_work() {
@@ -703,10 +739,14 @@ impl Lane {
 
     /// What the lane held back goes, in order, on the connection of `on`.
     fn put_held(&self, share: &mut Share, queue: &mut SendQueue<Outgoing>, parts: bool, on: Mode) {
-        for (h, s) in std::mem::take(&mut share.held) {
+        for (mut h, s) in std::mem::take(&mut share.held) {
             match on {
                 Mode::Shared => share.lane.push_frame(h, s),
-                Mode::Own => self.queue_own(queue, parts, h, s),
+                Mode::Own => {
+                    // (counted in the own queue's bytes from now on)
+                    h.waiting = None;
+                    self.queue_own(queue, parts, h, s)
+                }
             }
         }
     }

@@ -58,6 +58,28 @@ fn a_quiet_lane_goes_back_and_an_unshareable_frame_cancels_that() {
 }
 
 #[test]
+fn a_lane_with_more_than_the_bound_waiting_may_not_share() {
+    // Small frames, while the lane's backlog stays within the bound.
+    assert!(may_share(true, 0, 100));
+    assert!(may_share(true, BACKLOG_MAX - 100, 100));
+    assert!(may_share(true, 0, SHARE_MAX));
+    // Past it: a flooding lane leaves the shared lane.
+    assert!(!may_share(true, BACKLOG_MAX - 99, 100));
+    assert!(!may_share(true, usize::MAX, 1));
+    // Never a large frame, nor one with extensions.
+    assert!(!may_share(true, 0, SHARE_MAX + 1));
+    assert!(!may_share(false, 0, 100));
+    // A flood leaves as a large frame does, and comes back once quiet.
+    let mut r = shared();
+    let (route, fence) = r.push(10, may_share(true, BACKLOG_MAX, 100));
+    assert_eq!(route, Route::Held);
+    assert_eq!(fence.map(|f| f.on), Some(Mode::Shared));
+    assert_eq!(r.answered(fence.unwrap().token), Answered::Now(Mode::Own));
+    assert_eq!(r.idle(10 + QUIET_US - 1), None);
+    assert_eq!(r.idle(10 + QUIET_US).map(|f| f.on), Some(Mode::Own));
+}
+
+#[test]
 fn an_unanswered_fence_is_sent_again_with_a_new_token() {
     let mut r = shared();
     let (_, f) = r.push(0, false);
