@@ -52,7 +52,7 @@ def main():
             # Head-of-line rows are about the ping's tail latency; latency
             # rows about the time all actors take to finish (as the paper
             # plots latency against actors).
-            if workload == "hol":
+            if workload in ("hol", "keyhol"):
                 ylabel, value = "ping p99 (ms)", lambda r: float(r["p99_ms"])
             elif workload == "latency":
                 ylabel = "time for all to finish (s)"

@@ -11,7 +11,7 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5, hol_run/4, latency_run/5, kvs_server/2, kvs_clients/6]).
+-export([echo_server/1, echo_clients/5, hol_run/4, keyhol_run/5, latency_run/5, kvs_server/2, kvs_clients/6]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 %% For the other benchmark drivers (weft_callgrind):
 -export([lanes_up/2, wait/2]).
@@ -41,6 +41,11 @@ main(Plan) ->
 %% `hol': one small-message ping-pong on one channel while 4 senders stream
 %% PayloadBytes messages on another (on the same connection for disterl and
 %% weft N=1).
+%% `keyhol': one small-message ping-pong on key 0 of a channel while
+%% Clients senders flood PayloadBytes messages on keys 1..Clients of the
+%% same channel (each with at most ?KEYHOL_BATCH * ?KEYHOL_ACKS messages
+%% unacknowledged): other lanes of the channel for weft N=16, the same
+%% connection for disterl and weft N=1.
 %% `latency': each of Clients actors makes a fixed number of round trips
 %% (Seconds is then that count); reports the time for all to finish.
 %% `kvs': 16 vnode processes on B hold 512 KB / 8 MB values; clients do 90 %
@@ -54,6 +59,7 @@ cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
         ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}]
+        ++ [{keyhol, 1, 1024, 15, 5}]
         ++ [{latency, 20, 512 * 1024, 128, 10}]
         ++ [{kvs, 20, 512 * 1024, 16, 5}]
         ++ [{kvs3, 20, 512 * 1024, 16, 5}];
@@ -72,6 +78,7 @@ cells(full) ->
      || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024], Clients <- [16, 32, 64, 128]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
         ++ [{hol, Rtt, 8 * 1024 * 1024, 1, 5} || Rtt <- [1, 20]]
+        ++ [{keyhol, Rtt, 1024, 15, 5} || Rtt <- [1, 20]]
         ++ [{latency, Rtt, Payload, Actors, Count}
             || Rtt <- [1, 20], {Payload, Count} <- [{512 * 1024, 10}, {8 * 1024 * 1024, 2}],
                Actors <- [16, 32, 64, 128]]
@@ -87,6 +94,7 @@ cell_configs({_, _, _, _, _, Configs}) -> Configs.
 configs(echo) -> [disterl, weft_1, weft_16, limit];
 configs(echo_uncapped) -> configs(echo);
 configs(hol) -> [disterl, weft_1, weft_16];
+configs(keyhol) -> [disterl, weft_1, weft_16, weft_16_own];
 configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
 configs(kvs3) -> [disterl, weft_1, weft_16];
@@ -234,6 +242,7 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
                           E when E =:= echo; E =:= echo_uncapped ->
                               {echo_clients, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           hol -> {hol_run, [Config, NodeB, Payload, Seconds * 1000]};
+                          keyhol -> {keyhol_run, [Config, NodeB, Clients, Payload, Seconds * 1000]};
                           latency -> {latency_run, [Config, NodeB, Clients, Payload, Seconds]};
                           kvs -> {kvs_clients, [Config, [NodeB], 1, Clients, Payload, Seconds * 1000]};
                           kvs3 -> {kvs_clients, [Config, Replicas, 2, Clients, Payload, Seconds * 1000]}
@@ -583,6 +592,7 @@ channel(weft_16_own) -> vnode.
 echo_server(Config) ->
     Pid = spawn(fun() -> echo_loop(Config) end),
     register(bench_echo, Pid),
+    register(bench_key_sink, spawn(fun() -> key_sink_loop(Config) end)),
     ok.
 
 echo_loop(disterl) ->
@@ -657,6 +667,56 @@ hol_run(Config, Node, BulkSize, Ms) ->
     Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
     [begin unlink(B), exit(B, kill) end || B <- Bulkers],
     {length(Rtts), Secs, Rtts}.
+
+-define(KEYHOL_BATCH, 100).
+-define(KEYHOL_ACKS, 10).
+
+%% @doc Head-of-line blocking across keys: one client pings `Node' with
+%% 100-byte messages on key 0 of the bench's channel while `Flooders'
+%% senders flood `Size'-byte messages to `bench_key_sink' on keys
+%% 1..`Flooders' of the same channel, each asking for an acknowledgement
+%% every ?KEYHOL_BATCH messages and waiting while ?KEYHOL_ACKS are missing.
+%% Returns the pings as {Ops, Seconds, RoundTripsMsSorted}.
+keyhol_run(Config, Node, Flooders, Size, Ms) ->
+    Msg = binary:copy(<<"k">>, Size),
+    Channel = channel(Config),
+    Floods = [spawn_link(fun() -> key_flood(Config, Channel, Node, Msg, K, queue:new()) end)
+              || K <- lists:seq(1, Flooders)],
+    timer:sleep(500),
+    Self = self(),
+    Pinger = spawn_link(fun() -> client(Config, Channel, Node, binary:copy(<<"p">>, 100), 0, Self) end),
+    T0 = erlang:monotonic_time(microsecond),
+    timer:sleep(Ms),
+    Pinger ! stop,
+    Rtts = receive {done, Pinger, R} -> lists:sort(R) end,
+    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
+    [begin unlink(F), exit(F, kill) end || F <- Floods],
+    {length(Rtts), Secs, Rtts}.
+
+key_flood(Config, Channel, Node, Msg, Key, Out) ->
+    [to_sink(Config, Channel, Node, {sink, Msg}, Key) || _ <- lists:seq(1, ?KEYHOL_BATCH)],
+    Ref = make_ref(),
+    to_sink(Config, Channel, Node, {ack, self(), Ref, Key, Channel}, Key),
+    Waiting = queue:in(Ref, Out),
+    case queue:len(Waiting) > ?KEYHOL_ACKS of
+        true ->
+            {{value, Oldest}, Rest} = queue:out(Waiting),
+            receive {Oldest, ack} -> ok end,
+            key_flood(Config, Channel, Node, Msg, Key, Rest);
+        false ->
+            key_flood(Config, Channel, Node, Msg, Key, Waiting)
+    end.
+
+to_sink(disterl, _Channel, Node, Msg, _Key) -> {bench_key_sink, Node} ! Msg;
+to_sink(_, Channel, Node, Msg, Key) -> ok = fwd(Node, bench_key_sink, Msg, #{channel => Channel, partition_key => Key}).
+
+key_sink_loop(Config) ->
+    receive
+        {sink, _} -> ok;
+        {ack, From, Ref, _Key, _Channel} when Config =:= disterl -> From ! {Ref, ack};
+        {ack, From, Ref, Key, Channel} -> ok = fwd(From, {Ref, ack}, #{channel => Channel, partition_key => Key})
+    end,
+    key_sink_loop(Config).
 
 %% @doc `Actors' processes each make `Count' round trips of `PayloadSize'
 %% bytes, as fast as they can. Returns {Ops, SecondsForAllToFinish, Rtts}.
@@ -803,10 +863,12 @@ size_label(P) -> integer_to_list(P) ++ " B".
 table(Rows) ->
     Echo = [R || #{workload := W} = R <- Rows, lists:member(W, [echo, kvs, kvs3, echo_uncapped])],
     Hol = [R || #{workload := hol} = R <- Rows],
+    KeyHol = [R || #{workload := keyhol} = R <- Rows],
     Lat = [R || #{workload := latency} = R <- Rows],
     Flood = [R || #{workload := flood} = R <- Rows],
     Mem = [R || #{workload := memory} = R <- Rows],
     [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
+        ++ [["\n", keyhol_table(KeyHol)] || KeyHol =/= []]
         ++ [["\n", latency_table(Lat)] || Lat =/= []]
         ++ [["\n", flood_table(Flood)] || Flood =/= []]
         ++ [["\n", memory_table(Mem)] || Mem =/= []].
@@ -946,6 +1008,25 @@ hol_table(Rows) ->
                                [rtt_label(R), size_label(P), Lat(D), Lat(W1), Lat(W16),
                                 ratio(maps:get(p99, D), maps:get(p99, W16))])
              end || {R, P} = Key <- Cells],
+    [Head | Lines].
+
+keyhol_table(Rows) ->
+    Cells = lists:usort([{R, P, N} || #{rtt := R, payload := P, clients := N} <- Rows]),
+    Configs = [disterl, weft_1, weft_16, weft_16_own],
+    Head = "| workload | RTT | flood | disterl ping p50 / p99 ms | weft N=1 p50 / p99 ms "
+           "| weft N=16 p50 / p99 ms | weft N=16 without the shared lane p50 / p99 ms |\n"
+           "|---|---|---|---|---|---|---|\n",
+    Lines = [begin
+                 Lat = fun(C) ->
+                               case [X || #{rtt := R1, payload := P1, clients := N1, config := C1} = X <- Rows,
+                                          {R1, P1, N1} =:= Key, C1 =:= C] of
+                                   [#{p50 := A, p99 := B}] -> io_lib:format("~.2f / ~.2f", [A * 1.0, B * 1.0]);
+                                   [] -> "n/a"
+                               end
+                       end,
+                 io_lib:format("| keyhol | ~s | ~p keys x ~s | ~s | ~s | ~s | ~s |~n",
+                               [rtt_label(R), N, size_label(P) | [Lat(C) || C <- Configs]])
+             end || {R, P, N} = Key <- Cells],
     [Head | Lines].
 
 echo_table(Rows) ->
