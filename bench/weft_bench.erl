@@ -657,15 +657,21 @@ hol_run(Config, Node, BulkSize, Ms) ->
     Bulk = binary:copy(<<"b">>, BulkSize),
     BulkChannel = channel(Config),
     Bulkers = [spawn_link(fun() -> bulk(Config, BulkChannel, Node, Bulk, K) end) || K <- lists:seq(1, 4)],
+    ping_while(Config, default, Node, Bulkers, Ms).
+
+%% One client pings `Node' with 100-byte messages on key 0 of `Channel'
+%% for `Ms', half a second after `Background' started; then they are
+%% killed. Returns the pings as {Ops, Seconds, RoundTripsMsSorted}.
+ping_while(Config, Channel, Node, Background, Ms) ->
     timer:sleep(500),
     Self = self(),
-    Pinger = spawn_link(fun() -> client(Config, default, Node, binary:copy(<<"p">>, 100), 0, Self) end),
+    Pinger = spawn_link(fun() -> client(Config, Channel, Node, binary:copy(<<"p">>, 100), 0, Self) end),
     T0 = erlang:monotonic_time(microsecond),
     timer:sleep(Ms),
     Pinger ! stop,
     Rtts = receive {done, Pinger, R} -> lists:sort(R) end,
     Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
-    [begin unlink(B), exit(B, kill) end || B <- Bulkers],
+    [begin unlink(B), exit(B, kill) end || B <- Background],
     {length(Rtts), Secs, Rtts}.
 
 -define(KEYHOL_BATCH, 100).
@@ -682,16 +688,7 @@ keyhol_run(Config, Node, Flooders, Size, Ms) ->
     Channel = channel(Config),
     Floods = [spawn_link(fun() -> key_flood(Config, Channel, Node, Msg, K, queue:new()) end)
               || K <- lists:seq(1, Flooders)],
-    timer:sleep(500),
-    Self = self(),
-    Pinger = spawn_link(fun() -> client(Config, Channel, Node, binary:copy(<<"p">>, 100), 0, Self) end),
-    T0 = erlang:monotonic_time(microsecond),
-    timer:sleep(Ms),
-    Pinger ! stop,
-    Rtts = receive {done, Pinger, R} -> lists:sort(R) end,
-    Secs = (erlang:monotonic_time(microsecond) - T0) / 1.0e6,
-    [begin unlink(F), exit(F, kill) end || F <- Floods],
-    {length(Rtts), Secs, Rtts}.
+    ping_while(Config, Channel, Node, Floods, Ms).
 
 key_flood(Config, Channel, Node, Msg, Key, Out) ->
     [to_sink(Config, Channel, Node, {sink, Msg}, Key) || _ <- lists:seq(1, ?KEYHOL_BATCH)],
