@@ -1201,6 +1201,93 @@ mod tests {
         }
     }
 
+    /// A lane's small frames take its channel's shared lane only while at
+    /// most `BACKLOG_MAX` bytes of it wait ([`weft_core::share::may_share`]):
+    /// with the shared lane's peer reading nothing, the lane leaves it and
+    /// holds its next frames; and the count of what waits comes back to
+    /// zero however the frames leave (here, dropped at a stop).
+    #[test]
+    fn a_lane_leaves_a_backed_up_shared_lane_and_its_backlog_comes_back_to_zero() {
+        use weft_core::share::{BACKLOG_MAX, SHARE_MAX};
+        let key = |index| LaneKey {
+            channel: "c".into(),
+            index,
+        };
+        let (rt, poller, lane) = unconnected_lane_of(key(0));
+        let shared = Lane::new(
+            key(1),
+            poller.clone(),
+            rt.handle().clone(),
+            lane.budget.clone(),
+            lane.counters.clone(),
+        );
+        let attach = |lane: &Arc<Lane>, id| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, _) = listener.accept().unwrap();
+            client.set_nonblocking(true).unwrap();
+            let conn = Conn::new(id, client, negotiated(), poller.clone());
+            lane.attach(conn.clone());
+            poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+            server
+        };
+        // (the shared lane's peer reads nothing)
+        let _shared_server = attach(&shared, 1);
+        lane.set_shared(Some(shared.clone()));
+        let mut server = attach(&lane, 2);
+        let p = poller.clone();
+        let driving = std::thread::spawn(move || run_thread(p));
+        let backlog = || {
+            let out = lane.out.lock();
+            out.share.as_ref().unwrap().backlog.load(Ordering::Relaxed)
+        };
+        // Its first frame empties its queue: the lane moves to the shared
+        // lane behind a fence on its own connection (token 1).
+        lane.push_from(FrameKind::Data, vec![1u8; 10].into(), Some(1));
+        let mut frames = Frames::new(&mut server);
+        assert_eq!(frames.next(), vec![1u8; 10]);
+        wait_for(|| lane.small_messages() == SmallMessages::Changing);
+        lane.fence_answered(1);
+        assert_eq!(lane.small_messages(), SmallMessages::SharedLane);
+        // Until the shared lane's socket is full and 64 KiB wait, then
+        // held.
+        let mut pushed = 0;
+        while lane.small_messages() == SmallMessages::SharedLane {
+            lane.push_from(FrameKind::Data, vec![2u8; 1000].into(), Some(1));
+            pushed += 1;
+            assert!(pushed < 1_000_000, "the lane never left the shared lane");
+        }
+        for _ in 0..1000 {
+            lane.push_from(FrameKind::Data, vec![3u8; 1000].into(), Some(1));
+        }
+        poller.stop();
+        driving.join().unwrap();
+        let on_shared = shared.queued().bytes as usize;
+        assert!(
+            on_shared <= BACKLOG_MAX + SHARE_MAX,
+            "{on_shared} bytes on the shared lane"
+        );
+        // (held: the frame that found the bound reached, and those after)
+        assert_eq!(lane.queued().bytes, 1001 * 1000);
+        assert_eq!(backlog(), on_shared + 1001 * 1000);
+        // Dropped (both lanes stop unconnected): nothing waits any more.
+        shared.stop();
+        shared.flush();
+        lane.stop();
+        lane.flush();
+        assert!(shared.is_written() && lane.is_written());
+        assert_eq!(backlog(), 0);
+        assert_eq!(lane.budget.queued(), 0);
+    }
+
+    fn wait_for(mut cond: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// On a shared lane a small frame pushed while a large one is on its
     /// way goes between two of the large frame's parts: the peer has it
     /// before the large frame is whole. (64 MiB: more than the socket
