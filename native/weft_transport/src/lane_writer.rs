@@ -58,33 +58,16 @@ struct Outgoing {
     /// A fence of this lane (see [`weft_core::share`]): not a message, not
     /// counted.
     fence: bool,
-    /// On the shared lane or held behind a fence: counted in its lane's
-    /// backlog until it is written, dropped or moved to the lane's own
-    /// queue.
-    waiting: Option<Waiting>,
+    /// On the shared lane or held behind a fence: its body's bytes count
+    /// in its lane's backlog (see [`weft_core::share::may_share`]) until it
+    /// is freed, whichever way it leaves (written, dropped, lost), or moved
+    /// to the lane's own queue ([`Outgoing::uncount`]).
+    backlog: Option<Arc<AtomicUsize>>,
 }
 
-/// A frame's bytes in its lane's backlog on the shared lane (see
-/// [`weft_core::share::may_share`]), taken off when the frame is freed,
-/// whichever way it leaves.
-struct Waiting {
-    backlog: Arc<AtomicUsize>,
-    bytes: usize,
-}
-
-impl Waiting {
-    fn new(backlog: &Arc<AtomicUsize>, bytes: usize) -> Waiting {
-        backlog.fetch_add(bytes, Ordering::Relaxed);
-        Waiting {
-            backlog: backlog.clone(),
-            bytes,
-        }
-    }
-}
-
-impl Drop for Waiting {
+impl Drop for Outgoing {
     fn drop(&mut self) {
-        self.backlog.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.uncount();
     }
 }
 
@@ -107,16 +90,28 @@ impl Outgoing {
             body,
             parted: None,
             fence: false,
-            waiting: None,
+            backlog: None,
         }
     }
 
     /// The fence `token` of lane `index`.
     fn fence(index: u16, token: u64) -> Self {
         let body = encode_control(&Control::Fence { index, token });
-        Outgoing {
-            fence: true,
-            ..Self::new(FrameKind::Control, body.into())
+        let mut f = Self::new(FrameKind::Control, body.into());
+        f.fence = true;
+        f
+    }
+
+    /// Count the frame in `backlog` until it is freed or uncounted.
+    fn count_in(&mut self, backlog: &Arc<AtomicUsize>) {
+        backlog.fetch_add(self.body.len(), Ordering::Relaxed);
+        self.backlog = Some(backlog.clone());
+    }
+
+    /// Take the frame out of the backlog it counts in, if any.
+    fn uncount(&mut self) {
+        if let Some(b) = self.backlog.take() {
+            b.fetch_sub(self.body.len(), Ordering::Relaxed);
         }
     }
 
@@ -569,12 +564,12 @@ impl Lane {
         }
         match route {
             Route::Shared => {
-                f.waiting = Some(Waiting::new(&share.backlog, len));
+                f.count_in(&share.backlog);
                 share.lane.push_frame(f, sender);
                 None
             }
             Route::Held => {
-                f.waiting = Some(Waiting::new(&share.backlog, len));
+                f.count_in(&share.backlog);
                 share.held.push_back((f, sender));
                 None
             }
@@ -744,7 +739,7 @@ impl Lane {
                 Mode::Shared => share.lane.push_frame(h, s),
                 Mode::Own => {
                     // (counted in the own queue's bytes from now on)
-                    h.waiting = None;
+                    h.uncount();
                     self.queue_own(queue, parts, h, s)
                 }
             }
@@ -1270,12 +1265,17 @@ mod tests {
         // (held: the frame that found the bound reached, and those after)
         assert_eq!(lane.queued().bytes, 1001 * 1000);
         assert_eq!(backlog(), on_shared + 1001 * 1000);
-        // Dropped (both lanes stop unconnected): nothing waits any more.
+        // Dropped (both lanes stop unconnected; the poller detaches only
+        // the connections it took in before it stopped): nothing waits any
+        // more.
+        shared.detach(1);
+        lane.detach(2);
         shared.stop();
         shared.flush();
         lane.stop();
         lane.flush();
-        assert!(shared.is_written() && lane.is_written());
+        assert!(shared.is_written(), "shared: {:?}", shared.queued());
+        assert!(lane.is_written(), "lane: {:?}", lane.queued());
         assert_eq!(backlog(), 0);
         assert_eq!(lane.budget.queued(), 0);
     }
