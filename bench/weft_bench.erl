@@ -11,7 +11,8 @@
 
 -export([main/1]).
 %% Run on the benchmark nodes:
--export([echo_server/1, echo_clients/5, hol_run/4, keyhol_run/5, latency_run/5, kvs_server/2, kvs_clients/6]).
+-export([echo_server/1, echo_clients/5, hol_run/4, keyhol_run/5, latency_run/5, kvs_server/2, kvs_clients/6,
+         kvs_count/1]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 %% For the other benchmark drivers (weft_callgrind):
 -export([lanes_up/2, wait/2]).
@@ -249,6 +250,7 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
                       end,
         {Ops, Secs, Rtts} = peer:call(A, ?MODULE, Fun, Args, (Seconds + 120) * 1000),
         report_overloaded(Config, Started),
+        lists:member(Workload, [kvs, kvs3]) andalso report_in_flight(Config, A, Started),
         row(Config, Cell, Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99))
     after
         [catch peer:stop(P) || {P, _} <- Started],
@@ -309,6 +311,14 @@ report_overloaded(Config, Started) ->
          _ -> ok
      end || {P, Node} <- Started],
     ok.
+
+%% The get replies the replicas had sent and the clients had not received
+%% when the window ended (a backlog the window's rate does not pay for).
+report_in_flight(Config, A, Started) ->
+    Sent = lists:sum([peer:call(P, ?MODULE, kvs_count, [sent]) || {P, _} <- Started]),
+    Got = peer:call(A, ?MODULE, kvs_count, [got]),
+    io:format("  ~p: ~p get replies sent, ~p received, ~p on their way when the window ended~n",
+              [Config, Sent, Got, Sent - Got]).
 
 node_count(kvs3) -> 3;
 node_count(_) -> 2.
@@ -752,6 +762,7 @@ kvs_name(Key) ->
 %% every value `ValueSize' bytes.
 kvs_server(Config, ValueSize) ->
     Value = binary:copy(<<"v">>, ValueSize),
+    persistent_term:put({?MODULE, kvs_sent}, counters:new(1, [write_concurrency])),
     [begin
          Keys = [K || K <- lists:seq(0, ?KVS_KEYS - 1), K rem ?KVS_VNODES =:= V],
          Pid = spawn(fun() -> kvs_loop(Config, maps:from_list([{K, Value} || K <- Keys])) end),
@@ -763,6 +774,7 @@ kvs_loop(Config, Store) ->
     receive
         {get, From, Ref, Key, Channel} ->
             kvs_reply(Config, From, {Ref, maps:get(Key, Store)}, Key, Channel),
+            counters:add(persistent_term:get({?MODULE, kvs_sent}), 1, 1),
             kvs_loop(Config, Store);
         {put, From, Ref, Key, Value, Channel} ->
             kvs_reply(Config, From, {Ref, ok}, Key, Channel),
@@ -779,6 +791,7 @@ kvs_reply(_, From, Msg, Key, Channel) -> ok = fwd(From, Msg, #{channel => Channe
 %% of 2 for `kvs3', as in the paper's KVS.
 kvs_clients(Config, Nodes, Quorum, Clients, ValueSize, Ms) ->
     Value = binary:copy(<<"n">>, ValueSize),
+    persistent_term:put({?MODULE, kvs_got}, counters:new(1, [write_concurrency])),
     Self = self(),
     Channel = channel(Config),
     Pids = [spawn_link(fun() ->
@@ -795,7 +808,7 @@ kvs_clients(Config, Nodes, Quorum, Clients, ValueSize, Ms) ->
 
 kvs_client(Config, Channel, {Nodes, Quorum} = Replicas, Value, Parent, Acc) ->
     receive
-        stop -> Parent ! {done, self(), Acc}
+        stop -> kvs_done(Parent, Acc)
     after 0 ->
             Key = rand:uniform(?KVS_KEYS) - 1,
             Ref = make_ref(),
@@ -813,8 +826,28 @@ kvs_client(Config, Channel, {Nodes, Quorum} = Replicas, Value, Parent, Acc) ->
                     kvs_client(Config, Channel, Replicas, Value, Parent,
                                [(erlang:monotonic_time(microsecond) - T) / 1000 | Acc]);
                 stop ->
-                    Parent ! {done, self(), Acc}
+                    kvs_done(Parent, Acc)
             end
+    end.
+
+%% Count the get replies still in the mailbox, then report.
+kvs_done(Parent, Acc) ->
+    receive
+        {R, V} when is_reference(R) -> got_reply(V), kvs_done(Parent, Acc)
+    after 0 ->
+            Parent ! {done, self(), Acc}
+    end.
+
+got_reply(V) when is_binary(V) -> counters:add(persistent_term:get({?MODULE, kvs_got}), 1, 1);
+got_reply(_) -> ok.
+
+%% @doc Get replies sent by this node's vnodes (`sent') or received by its
+%% clients (`got') in the last kvs cell.
+kvs_count(What) ->
+    Key = case What of sent -> kvs_sent; got -> kvs_got end,
+    case persistent_term:get({?MODULE, Key}, undefined) of
+        undefined -> 0;
+        C -> counters:get(C, 1)
     end.
 
 %% Wait for `N' replies to `Ref'; late replies to earlier requests are
@@ -823,8 +856,8 @@ quorum(_Ref, 0) ->
     ok;
 quorum(Ref, N) ->
     receive
-        {Ref, _} -> quorum(Ref, N - 1);
-        {R, _} when is_reference(R) -> quorum(Ref, N);
+        {Ref, V} -> got_reply(V), quorum(Ref, N - 1);
+        {R, V} when is_reference(R) -> got_reply(V), quorum(Ref, N);
         stop -> stop
     end.
 
