@@ -485,11 +485,9 @@ impl Routes {
     /// [`weft_core::share`]). An answer for a lane it does not have is
     /// ignored.
     pub fn fenced(&self, peer: &str, lane: &LaneKey, token: u64) {
-        let route = self.peers.read().get(peer).cloned();
-        if let Some(l) = route
-            .as_ref()
-            .and_then(|r| r.channels.get(&lane.channel)?.get(lane.index as usize))
-        {
+        // (a lane without a shared lane, the shared lane itself or the
+        // control lane has no fence out: the answer changes nothing)
+        if let Some(l) = self.get(peer).as_deref().and_then(|r| r.lane(lane)) {
             l.fence_answered(token);
         }
     }
