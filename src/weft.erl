@@ -507,10 +507,10 @@ on_event(_Kind, Node, Fun) ->
 %%                        queued_bytes, waiting, max_frame_size,
 %%                        channels => #{Channel => [#{lane, state, local, remote,
 %%                            queued_frames, queued_bytes, sent_frames, sent_bytes,
-%%                            recv_frames, recv_bytes, dropped_frames,
+%%                            recv_frames, recv_bytes, recv_waits, dropped_frames,
 %%                            io => scheduler | thread,
 %%                            protocol => Version | undefined,
-%%                            capabilities => [seq_ack | relay | trace | parts | share],
+%%                            capabilities => [seq_ack | relay | trace | parts | share | share_wait],
 %%                            shared_lane => boolean(),
 %%                            small_messages => own | shared_lane | changing}]}}}}
 %% '''
@@ -519,6 +519,9 @@ on_event(_Kind, Node, Fun) ->
 %% the small messages of the lanes whose `small_messages' is `shared_lane'
 %% (`changing': held back until the peer answers a fence; see the README,
 %% "Sending semantics"). Frame and byte counters are per connection.
+%% `recv_waits' counts the times reading a lane's connection stopped to wait
+%% for the fence of a change from the peer's shared lane (the receiving side
+%% of the same protocol).
 %% `receiving' tells the large data frames (64 KiB or more) being received now
 %% (`frames'), and the bytes of those whose buffers were allocated whole
 %% when their header came (`claimed_bytes', at most `claim_limit', 256 MiB:

@@ -762,15 +762,20 @@ impl Capabilities {
     pub const PARTS: Capabilities = Capabilities(8);
     /// The shared lane: fences on data lanes (see [`crate::share`]).
     pub const SHARE: Capabilities = Capabilities(16);
+    /// The shared lane's waits: a lane leaving the shared lane sends a
+    /// wait on its own connection instead of holding its frames (see
+    /// [`crate::share`]).
+    pub const SHARE_WAIT: Capabilities = Capabilities(32);
     /// What this node understands.
-    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16);
+    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16 | 32);
 
-    const NAMES: [(Capabilities, &'static str); 5] = [
+    const NAMES: [(Capabilities, &'static str); 6] = [
         (Capabilities::SEQ_ACK, "seq_ack"),
         (Capabilities::RELAY, "relay"),
         (Capabilities::TRACE, "trace"),
         (Capabilities::PARTS, "parts"),
         (Capabilities::SHARE, "share"),
+        (Capabilities::SHARE_WAIT, "share_wait"),
     ];
 
     /// Both sets.

@@ -640,6 +640,17 @@ impl<T: Payload> SendQueue<T> {
         lost
     }
 
+    /// Put `item` first, before every queued frame (none of which has
+    /// started on the wire: right after [`SendQueue::reconnected`], with no
+    /// writer holding frames). For a control frame that must open a new
+    /// connection (a wait, see [`crate::share`]); nothing passes it.
+    pub fn push_front(&mut self, item: T) {
+        debug_assert!(!self.busy && self.queue.iter().all(|e| e.sent == 0));
+        let e = Entry::new(item, None);
+        self.queued.add_item(&e.item);
+        self.queue.push_front(e);
+    }
+
     /// Remove the oldest frame that has not started on the wire and that
     /// no writer holds (`overload => drop_oldest`: the caller drops frames
     /// this way until there is room).

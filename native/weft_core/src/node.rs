@@ -376,7 +376,7 @@ impl Node {
             }
             Control::Stopping => {}
             // (answered and taken by the transport, see `crate::share`)
-            Control::Fence { .. } | Control::Fenced { .. } => {}
+            Control::Fence { .. } | Control::Wait { .. } | Control::Fenced { .. } => {}
         }
         self.dial_due(now);
     }

@@ -40,6 +40,29 @@
 //! - A lane that stops without waiting for the answer puts what it held on
 //!   the connection it was leaving, behind what it sent there.
 //!
+//! # The peer waits instead (capability `share_wait`)
+//!
+//! With a peer that agreed on `share_wait` ([`Router::set_peer_waits`]), a
+//! change from the shared lane to the lane's own connection holds nothing
+//! back: the lane sends the fence on the shared lane as before, then at
+//! once a *wait* for that fence ([`Fence::wait`]) on its own connection,
+//! and writes its frames there behind it. The peer reads nothing more
+//! from that connection, after the wait, until it has delivered the fence
+//! from the shared lane ([`wait_passes`]); so the order holds as before,
+//! and the frame that starts the change goes out at once instead of one
+//! round trip later. The answer still comes, and a fence without one is
+//! sent again as before, with the same token (the wait names it): a fence
+//! lost with a replaced shared connection would otherwise leave the
+//! lane's own connection waiting for ever. Until the answer, a new own
+//! connection of the lane starts with the wait again ([`Router::wait_out`]),
+//! and the peer keeps the wait per lane, not per connection: what follows
+//! a wait lost with a connection still waits. Only one such change is out
+//! at a time: the lane goes back to the shared lane only after the answer.
+//!
+//! The change back to the shared lane is unchanged (held until answered):
+//! a wait on the shared lane would hold back every other lane's frames
+//! there.
+//!
 //! # A bound on what one lane puts on the shared lane
 //!
 //! A frame may take the shared lane only while its lane has at most
@@ -110,6 +133,20 @@ pub struct Fence {
     pub on: Mode,
     /// Its token, which the answer repeats.
     pub token: u64,
+    /// Whether a wait for it ([`Router::set_peer_waits`]) goes on the lane's
+    /// own connection too, before the frame that started the change.
+    pub wait: bool,
+}
+
+/// Whether the peer's wait for the fence `token` of a lane, read on the
+/// lane's own connection, lets what follows it be read: the last fence of
+/// that lane delivered from the shared lane had that token (capability
+/// `share_wait`). Tokens start at a random value per lane's life
+/// ([`Router::set_peer_waits`]), so a fence of an earlier life of the lane
+/// does not pass a wait of this one; and a lane has at most one such wait
+/// out, so the last fence is the only one to look at.
+pub fn wait_passes(last_fence: Option<u64>, token: u64) -> bool {
+    last_fence == Some(token)
 }
 
 /// What an answer to a fence did.
@@ -126,6 +163,11 @@ pub enum Answered {
 #[derive(Debug, Clone, Copy)]
 struct Change {
     to: Mode,
+    /// The connection its fences go on (the one the lane leaves).
+    on: Mode,
+    /// Whether the lane holds its frames back until the answer (otherwise
+    /// the peer waits: [`Router::set_peer_waits`]).
+    holding: bool,
     /// The change's first fence: an answer to it or to any fence sent
     /// again since (they all went on the same connection, after every
     /// frame the lane put there before the change) ends the change.
@@ -141,6 +183,9 @@ pub struct Router {
     mode: Mode,
     change: Option<Change>,
     next_token: u64,
+    /// Whether the peer waits for a fence on the lane's own connection
+    /// ([`Router::set_peer_waits`]).
+    peer_waits: bool,
     /// When the last unshareable frame was pushed.
     last_unshareable: Option<Micros>,
 }
@@ -158,8 +203,34 @@ impl Router {
             mode: Mode::Own,
             change: None,
             next_token: 1,
+            peer_waits: false,
             last_unshareable: None,
         }
+    }
+
+    /// A lane in [`Mode::Own`] whose tokens start at `first_token`, which
+    /// the caller draws at random: so that, with a peer that waits
+    /// ([`Router::set_peer_waits`]), no fence of an earlier life of the
+    /// lane passes this one's waits ([`wait_passes`]).
+    pub fn starting_at(first_token: u64) -> Router {
+        Router {
+            next_token: first_token,
+            ..Router::new()
+        }
+    }
+
+    /// Whether the peer agreed on `share_wait` (the lane's own connection
+    /// did, the last one while reconnecting): if so, a change to
+    /// [`Mode::Own`] that starts from now on holds nothing back (see the
+    /// module's docs).
+    pub fn set_peer_waits(&mut self, waits: bool) {
+        self.peer_waits = waits;
+    }
+
+    /// The connection the fences of the change in progress go on, if a
+    /// change is in progress (held back or waited for by the peer).
+    pub fn fence_out(&self) -> Option<Mode> {
+        self.change.map(|c| c.on)
     }
 
     /// The mode frames are written in now (the one being left, while a
@@ -168,23 +239,42 @@ impl Router {
         self.mode
     }
 
-    /// Whether the lane holds its frames back, waiting for an answer.
-    pub fn is_holding(&self) -> bool {
-        self.change.is_some()
+    /// The token of a change the peer waits for, while its answer has not
+    /// come: a new connection of the lane then starts with a wait for it
+    /// too (the wait sent on the connection it replaces may have been
+    /// lost with it, and what follows must still wait for the fence).
+    pub fn wait_out(&self) -> Option<u64> {
+        self.change.filter(|c| !c.holding).map(|c| c.token)
     }
 
-    fn fence(&mut self, now: Micros, to: Mode) -> Fence {
+    /// Whether the lane holds its frames back, waiting for an answer.
+    pub fn is_holding(&self) -> bool {
+        self.change.is_some_and(|c| c.holding)
+    }
+
+    /// A change to `to` starts (its first fence) at `now`, on the
+    /// connection the lane is on.
+    fn start(&mut self, now: Micros, to: Mode) -> Fence {
         let token = self.next_token;
-        self.next_token += 1;
-        self.change = Some(Change {
+        self.next_token = self.next_token.wrapping_add(1);
+        // (the peer waits only for a change to the lane's own connection)
+        let waits = self.peer_waits && to == Mode::Own;
+        let c = Change {
             to,
-            first: self.change.map_or(token, |c| c.first),
+            on: self.mode,
+            holding: !waits,
+            first: token,
             token,
             sent_at: now,
-        });
+        };
+        self.change = Some(c);
+        if waits {
+            self.mode = to;
+        }
         Fence {
-            on: self.mode,
+            on: c.on,
             token,
+            wait: waits,
         }
     }
 
@@ -202,11 +292,15 @@ impl Router {
                 self.change = None;
                 (Route::Own, None)
             }
-            (Some(_), _) => (Route::Held, None),
+            (Some(c), _) if c.holding => (Route::Held, None),
+            // (a change the peer waits for: the lane is on its own
+            // connection already)
+            (Some(_), mode) => (route(mode), None),
             (None, Mode::Shared) if shareable => (Route::Shared, None),
             (None, Mode::Shared) => {
-                let f = self.fence(now, Mode::Own);
-                (Route::Held, Some(f))
+                let f = self.start(now, Mode::Own);
+                let r = if f.wait { Route::Own } else { Route::Held };
+                (r, Some(f))
             }
             (None, Mode::Own) => (Route::Own, None),
         }
@@ -226,7 +320,7 @@ impl Router {
         {
             return None;
         }
-        Some(self.fence(now, Mode::Shared))
+        Some(self.start(now, Mode::Shared))
     }
 
     /// The peer answered the fence `token`: the change ends if it is one
@@ -235,7 +329,8 @@ impl Router {
     /// see [`Router::retry`]).
     pub fn answered(&mut self, token: u64) -> Answered {
         match self.change {
-            Some(c) if (c.first..=c.token).contains(&token) => {
+            // (tokens wrap: a change's fences are `first` and those after)
+            Some(c) if token.wrapping_sub(c.first) <= c.token.wrapping_sub(c.first) => {
                 self.change = None;
                 self.mode = c.to;
                 Answered::Now(c.to)
@@ -248,12 +343,24 @@ impl Router {
     /// again, with a new token (returned), on the same connection: for a
     /// fence lost with a connection that was replaced. An answer to the
     /// earlier ones still counts, so a slow connection only adds fences.
+    ///
+    /// For a change the peer waits for, the fence goes again with the same
+    /// token: the wait on the lane's own connection names it.
     pub fn retry(&mut self, now: Micros) -> Option<Fence> {
-        let c = self.change?;
+        let c = self.change.as_mut()?;
         if now.saturating_sub(c.sent_at) < RETRY_US {
             return None;
         }
-        Some(self.fence(now, c.to))
+        c.sent_at = now;
+        if c.holding {
+            c.token = self.next_token;
+            self.next_token = self.next_token.wrapping_add(1);
+        }
+        Some(Fence {
+            on: c.on,
+            token: c.token,
+            wait: false,
+        })
     }
 
     /// The lane stops (or its plan changes) without waiting for the
@@ -264,6 +371,14 @@ impl Router {
     pub fn release(&mut self) -> Mode {
         self.change = None;
         self.mode
+    }
+}
+
+/// The route of a frame on a lane in `mode` with no change held back.
+fn route(mode: Mode) -> Route {
+    match mode {
+        Mode::Shared => Route::Shared,
+        Mode::Own => Route::Own,
     }
 }
 

@@ -69,6 +69,15 @@ pub enum Control {
         /// What the answer repeats.
         token: u64,
     },
+    /// A wait for the fence `token` of the lane whose connection carries it
+    /// (capability `share_wait`, see [`crate::share`]): the receiver reads
+    /// nothing more of that lane's connections until it has delivered that
+    /// fence from the channel's shared lane. Never on the shared lane or
+    /// the control lane.
+    Wait {
+        /// The fence's token.
+        token: u64,
+    },
     /// The answer to a [`Control::Fence`]: everything before the fence on
     /// its connection was delivered. Control lane only.
     Fenced {
@@ -427,6 +436,10 @@ pub fn encode_control(c: &Control) -> Vec<u8> {
             out.extend_from_slice(&index.to_be_bytes());
             out.extend_from_slice(&token.to_be_bytes());
         }
+        Control::Wait { token } => {
+            out.push(5);
+            out.extend_from_slice(&token.to_be_bytes());
+        }
         Control::Fenced { lane, token } => {
             out.push(4);
             put_lane(&mut out, lane);
@@ -451,6 +464,7 @@ pub fn decode_control(b: &[u8]) -> Result<Control, FrameError> {
             lane: get_lane(&mut r)?,
             token: r.u64()?,
         },
+        5 => Control::Wait { token: r.u64()? },
         t => return Err(r.err(format!("unknown control tag {t}"))),
     };
     r.end()?;
@@ -699,7 +713,8 @@ mod tests {
             },
             token: 7,
         };
-        for c in [fence, fenced] {
+        let wait = Control::Wait { token: 1 << 63 };
+        for c in [fence, fenced, wait] {
             let b = encode_control(&c);
             assert_eq!(decode_control(&b).unwrap(), c);
             // every shorter body, and one byte more, is refused

@@ -16,7 +16,7 @@ mod atoms {
         reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, thread, scheduler,
         dropped,
         peers, state, up, connecting, down, connected, lane, local, remote,
-        queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes,
+        queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes, recv_waits,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
         client_server, role, server, client, relayed, callback,
         receiving, frames, claimed_bytes, claim_limit, small_messages, own, changing,
@@ -402,6 +402,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
                             (atoms::sent_bytes(), l.sent_bytes.encode(env)),
                             (atoms::recv_frames(), l.recv_frames.encode(env)),
                             (atoms::recv_bytes(), l.recv_bytes.encode(env)),
+                            (atoms::recv_waits(), l.recv_waits.encode(env)),
                             (atoms::dropped_frames(), l.dropped_frames.encode(env)),
                             (
                                 atoms::io(),

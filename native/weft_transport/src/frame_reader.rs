@@ -251,7 +251,24 @@ pub enum ReadStatus {
     Budget,
     /// The peer closed the connection.
     Closed,
+    /// The callback paused after a frame ([`Flow::Pause`]): what came after
+    /// it stays in the reader, handed out by the next read.
+    Paused,
 }
+
+/// What the reader does after the callback took a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Go,
+    /// Stop here, before the next frame (a wait, see
+    /// [`weft_core::share`]).
+    Pause,
+}
+
+/// The callback that takes each frame: an error ends the read with that
+/// reason.
+pub type OnFrame<'f> = dyn FnMut(Frame<'_>, &Extensions) -> Result<Flow, String> + 'f;
 
 /// The receiving state of one connection.
 pub struct FrameReader {
@@ -270,6 +287,8 @@ pub struct FrameReader {
     /// no longer means the socket is empty, since the end of the stream
     /// raises no event of its own once that one was taken.
     peer_closed: bool,
+    /// The callback paused after the last frame it took.
+    paused: bool,
 }
 
 impl FrameReader {
@@ -285,6 +304,7 @@ impl FrameReader {
             max,
             read: 0,
             peer_closed: false,
+            paused: false,
         }
     }
 
@@ -318,13 +338,14 @@ impl FrameReader {
 
     /// Read up to about `budget` bytes from `src`, handing each complete
     /// frame to `on_frame`. An error from `on_frame` ends the read with
-    /// that reason.
+    /// that reason; [`Flow::Pause`] ends it after that frame
+    /// ([`ReadStatus::Paused`]).
     pub fn read<S: Read>(
         &mut self,
         mut src: S,
         budget: usize,
         alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
-        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
+        on_frame: &mut OnFrame<'_>,
     ) -> Result<ReadStatus, ReadError> {
         let mut left = budget;
         loop {
@@ -356,15 +377,21 @@ impl FrameReader {
                             // A short read: the socket is empty now. Data
                             // that comes later raises a new event.
                             self.complete_large(on_frame)?;
-                            return Ok(ReadStatus::Drained);
+                            return Ok(self.unless_paused(ReadStatus::Drained));
                         }
                     }
                 }
                 // (full and not complete: it grows above)
                 self.complete_large(on_frame)?;
+                if std::mem::take(&mut self.paused) {
+                    return Ok(ReadStatus::Paused);
+                }
                 continue;
             }
             self.parse(alloc, on_frame)?;
+            if std::mem::take(&mut self.paused) {
+                return Ok(ReadStatus::Paused);
+            }
             if self.large.as_ref().is_some_and(|l| l.straight() > 0) {
                 continue;
             }
@@ -402,23 +429,31 @@ impl FrameReader {
                         // Short read: empty now (see above). Hand out what
                         // came, and start any large frame it begins.
                         self.parse(alloc, on_frame)?;
-                        return Ok(ReadStatus::Drained);
+                        return Ok(self.unless_paused(ReadStatus::Drained));
                     }
                 }
             }
         }
     }
 
+    /// `status`, or [`ReadStatus::Paused`] if the callback paused (and
+    /// the pause is over: the next read goes on).
+    fn unless_paused(&mut self, status: ReadStatus) -> ReadStatus {
+        if std::mem::take(&mut self.paused) {
+            ReadStatus::Paused
+        } else {
+            status
+        }
+    }
+
     /// Hand out the large frame in progress if it is complete; whether it
     /// was.
-    fn complete_large(
-        &mut self,
-        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
-    ) -> Result<bool, ReadError> {
+    fn complete_large(&mut self, on_frame: &mut OnFrame<'_>) -> Result<bool, ReadError> {
         match &self.large {
             Some(l) if l.filled == l.len => {
                 let Large { buf, ext, .. } = self.large.take().expect("large frame in progress");
-                on_frame(Frame::Large(buf), &ext).map_err(ReadError::Refused)?;
+                let flow = on_frame(Frame::Large(buf), &ext).map_err(ReadError::Refused)?;
+                self.paused |= flow == Flow::Pause;
                 Ok(true)
             }
             _ => Ok(false),
@@ -441,9 +476,9 @@ impl FrameReader {
     fn parse(
         &mut self,
         alloc: &dyn Fn(usize) -> Option<Box<dyn FrameBuffer>>,
-        on_frame: &mut dyn FnMut(Frame<'_>, &Extensions) -> Result<(), String>,
+        on_frame: &mut OnFrame<'_>,
     ) -> Result<(), ReadError> {
-        while self.end > self.start {
+        while self.end > self.start && !self.paused {
             let h = match decode_header(&self.buf[self.start..self.end], self.max) {
                 Ok(h) => h,
                 Err(FrameError::Truncated { .. }) => return Ok(()),
@@ -535,8 +570,9 @@ impl FrameReader {
                 return Ok(());
             }
             self.start = body + len;
-            on_frame(Frame::Small(kind, &self.buf[body..body + len]), &h.ext)
+            let flow = on_frame(Frame::Small(kind, &self.buf[body..body + len]), &h.ext)
                 .map_err(ReadError::Refused)?;
+            self.paused |= flow == Flow::Pause;
         }
         if self.start == self.end {
             self.start = 0;
@@ -647,13 +683,67 @@ mod tests {
                 Frame::Small(k, b) => (k, b.to_vec(), e.clone()),
                 Frame::Large(b) => (FrameKind::Data, b.bytes().to_vec(), e.clone()),
             });
-            Ok(())
+            Ok(Flow::Go)
         })?;
         Ok((status, got))
     }
 
     fn collect(r: &mut FrameReader, src: &mut Chunks, budget: usize) -> (ReadStatus, Got) {
         try_collect(r, src, budget).unwrap()
+    }
+
+    /// A pause after a frame ends the read there; the frames after it,
+    /// already read from the socket, come out of the next read, which
+    /// reads nothing more until they are out.
+    #[test]
+    fn a_pause_ends_the_read_after_its_frame_and_the_next_read_goes_on() {
+        let big: Vec<u8> = (0..LARGE_FRAME + 10).map(|i| i as u8).collect();
+        let data = [
+            frame(FrameKind::Data, b"one"),
+            frame(FrameKind::Control, b"wait"),
+            frame(FrameKind::Data, b"two"),
+            frame(FrameKind::Data, &big),
+            frame(FrameKind::Data, b"three"),
+        ]
+        .concat();
+        let len = data.len() as u64;
+        let mut src = Chunks {
+            data,
+            pos: 0,
+            sizes: vec![],
+            next: 0,
+            eof: false,
+        };
+        let mut r = FrameReader::new(1 << 20);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        fn read(
+            r: &mut FrameReader,
+            src: &mut Chunks,
+            got: &mut Vec<Vec<u8>>,
+            pause_on: &[u8],
+        ) -> ReadStatus {
+            r.read(src, 1 << 20, &alloc, &mut |f, _| {
+                let b = match f {
+                    Frame::Small(_, b) => b.to_vec(),
+                    Frame::Large(b) => b.bytes().to_vec(),
+                };
+                let pause = b == pause_on;
+                got.push(b);
+                Ok(if pause { Flow::Pause } else { Flow::Go })
+            })
+            .unwrap()
+        }
+        assert_eq!(
+            read(&mut r, &mut src, &mut got, b"wait"),
+            ReadStatus::Paused
+        );
+        assert_eq!(got, [b"one".to_vec(), b"wait".to_vec()]);
+        // (a large frame pauses too)
+        assert_eq!(read(&mut r, &mut src, &mut got, &big), ReadStatus::Paused);
+        assert_eq!(got.len(), 4);
+        assert_eq!(read(&mut r, &mut src, &mut got, b"-"), ReadStatus::Drained);
+        assert_eq!(got.last().unwrap(), b"three");
+        assert_eq!(r.bytes_read(), len);
     }
 
     #[test]
@@ -903,7 +993,7 @@ mod tests {
         let mut n = 0;
         let status = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| {
             n += 1;
-            Ok(())
+            Ok(Flow::Go)
         });
         assert_eq!(status.unwrap(), ReadStatus::Drained);
         assert_eq!(n, 1);
@@ -959,7 +1049,7 @@ mod tests {
             eof: false,
         };
         let mut r = FrameReader::new(1000);
-        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| Ok(()));
+        let res = r.read(&mut src, 1 << 20, &alloc, &mut |_, _| Ok(Flow::Go));
         assert!(
             matches!(res, Err(ReadError::Frame(_))),
             "{:?}",
@@ -1003,7 +1093,7 @@ mod tests {
         let no_alloc = |_: usize| -> Option<Box<dyn FrameBuffer>> { panic!("allocated") };
         let mut res = Ok(ReadStatus::Drained);
         for _ in 0..100 {
-            res = r.read(&mut src, 1 << 20, &no_alloc, &mut |_, _| Ok(()));
+            res = r.read(&mut src, 1 << 20, &no_alloc, &mut |_, _| Ok(Flow::Go));
             if res.is_err() {
                 break;
             }
@@ -1086,7 +1176,7 @@ mod tests {
                 if let Frame::Large(b) = f {
                     got.push(b.bytes().to_vec());
                 }
-                Ok(())
+                Ok(Flow::Go)
             })
             .unwrap();
             let held = r.large.as_ref().map_or(0, |l| l.buf.bytes().len());
@@ -1110,7 +1200,7 @@ mod tests {
         let none = |_: usize| -> Option<Box<dyn FrameBuffer>> { None };
         let mut r = FrameReader::new(1 << 30);
         let res = r.read(&mut src(whole.clone()), usize::MAX, &none, &mut |_, _| {
-            Ok(())
+            Ok(Flow::Go)
         });
         assert!(matches!(res, Err(ReadError::NoMemory(n)) if n == 3 << 20));
 
@@ -1132,7 +1222,9 @@ mod tests {
         }
         let fixed = |_: usize| Some(Box::new(Fixed(vec![0; GROW_FROM])) as Box<dyn FrameBuffer>);
         let mut r = FrameReader::new(1 << 30);
-        let res = r.read(&mut src(whole), usize::MAX, &fixed, &mut |_, _| Ok(()));
+        let res = r.read(&mut src(whole), usize::MAX, &fixed, &mut |_, _| {
+            Ok(Flow::Go)
+        });
         assert!(
             matches!(res, Err(ReadError::NoMemory(_))),
             "{:?}",

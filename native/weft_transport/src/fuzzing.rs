@@ -25,7 +25,7 @@
 //! data frames of [`LARGE_FRAME`] bytes or more, an error exactly when the
 //! stream has a bad header, and progress on every call.
 
-use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus, LARGE_FRAME};
+use crate::frame_reader::{Flow, Frame, FrameReader, ReadError, ReadStatus, LARGE_FRAME};
 use crate::sink::FrameBuffer;
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -200,13 +200,13 @@ pub fn frame_reader(data: &[u8]) {
     let mut reader = FrameReader::with_parts(MAX);
     // Frames handed out so far, each checked against `want` as it comes.
     let mut got = 0usize;
-    // Every call reads at least one byte or consumes an event, so this many
-    // calls are enough for the whole program.
-    let calls = stream.len() + socket.events.len() + 2;
+    // Every call reads at least one byte, consumes an event or hands out a
+    // frame, so this many calls are enough for the whole program.
+    let calls = stream.len() + socket.events.len() + want.len() + 2;
     let mut failed = false;
     for call in 0.. {
         assert!(call <= calls, "no progress after {call} calls");
-        let before = (reader.bytes_read(), socket.events.len());
+        let before = (reader.bytes_read(), socket.events.len(), got);
         let status = reader.read(&mut socket, budget, &alloc, &mut |f, ext| {
             let (kind, body) = match &f {
                 Frame::Small(kind, body) => {
@@ -232,7 +232,13 @@ pub fn frame_reader(data: &[u8]) {
             assert_eq!(ext, we, "extensions of frame {got}");
             assert!(body == *wb, "body of frame {got} ({} bytes)", body.len());
             got += 1;
-            Ok(())
+            // (every third frame pauses the read: the next read hands out
+            // what follows it, from the reader's buffer)
+            Ok(if got.is_multiple_of(3) {
+                Flow::Pause
+            } else {
+                Flow::Go
+            })
         });
         match status {
             Err(ReadError::Frame(_)) => {
@@ -242,11 +248,14 @@ pub fn frame_reader(data: &[u8]) {
             Err(e) => panic!("unexpected read error: {e}"),
             Ok(ReadStatus::Closed) => break,
             Ok(ReadStatus::Drained) if socket.exhausted() => break,
+            Ok(ReadStatus::Paused) => {
+                assert!(got.is_multiple_of(3), "a pause without a frame that asked")
+            }
             Ok(ReadStatus::Drained | ReadStatus::Budget) => {}
         }
         assert_ne!(
             before,
-            (reader.bytes_read(), socket.events.len()),
+            (reader.bytes_read(), socket.events.len(), got),
             "a call that read nothing"
         );
         assert!(

@@ -40,6 +40,9 @@ pub struct LaneInfo {
     pub recv_frames: u64,
     /// Their body bytes.
     pub recv_bytes: u64,
+    /// Waits for a fence that stopped the lane's reads (see
+    /// [`weft_core::share`]).
+    pub recv_waits: u64,
     /// Frames dropped from this lane's queue (any reason).
     pub dropped_frames: u64,
     /// Whether a poller on a thread of its own serves the lane now (else a
@@ -145,6 +148,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
                     sent_bytes: stat(|s| &s.sent_bytes),
                     recv_frames: stat(|s| &s.recv_frames),
                     recv_bytes: stat(|s| &s.recv_bytes),
+                    recv_waits: stat(|s| &s.recv_waits),
                     dropped_frames: stat(|s| &s.dropped_frames),
                     on_thread: lane.is_some_and(|l| l.poller().is_threaded()),
                     negotiated: sock.negotiated,

@@ -36,7 +36,9 @@ use weft_core::lane::{
     Batch, Counts, Micros, Payload, Pushed, SendQueue, Step, BATCH_BYTES, DIRECT_MAX, MAX_SLICES,
 };
 pub use weft_core::lane::{Flush, Sender};
-use weft_core::share::{may_share, Answered, Fence, Mode, Route, Router, RETRY_US, SHARE_MAX};
+use weft_core::share::{
+    may_share, wait_passes, Answered, Fence, Mode, Route, Router, RETRY_US, SHARE_MAX,
+};
 use weft_core::wire::{encode_control, Control};
 use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
@@ -55,8 +57,8 @@ struct Outgoing {
     /// Laid out in parts (a plain data frame larger than
     /// [`weft_core::frame::PART_BYTES`], to a peer that agreed on `parts`).
     parted: Option<Box<Parted>>,
-    /// A fence of this lane (see [`weft_core::share`]): not a message, not
-    /// counted.
+    /// A fence or a wait of this lane (see [`weft_core::share`]): not a
+    /// message, not counted.
     fence: bool,
     /// On the shared lane or held behind a fence: its body's bytes count
     /// in its lane's backlog (see [`weft_core::share::may_share`]) until it
@@ -97,6 +99,14 @@ impl Outgoing {
     /// The fence `token` of lane `index`.
     fn fence(index: u16, token: u64) -> Self {
         let body = encode_control(&Control::Fence { index, token });
+        let mut f = Self::new(FrameKind::Control, body.into());
+        f.fence = true;
+        f
+    }
+
+    /// A wait for this lane's fence `token` (capability `share_wait`).
+    fn wait(token: u64) -> Self {
+        let body = encode_control(&Control::Wait { token });
         let mut f = Self::new(FrameKind::Control, body.into());
         f.fence = true;
         f
@@ -252,6 +262,9 @@ pub struct LaneStats {
     pub recv_frames: AtomicU64,
     /// Their body bytes.
     pub recv_bytes: AtomicU64,
+    /// Waits read on the lane's connections that stopped its reads until
+    /// the fence came on the shared lane (capability `share_wait`).
+    pub recv_waits: AtomicU64,
     /// Frames dropped from the queue (any reason).
     pub dropped_frames: AtomicU64,
 }
@@ -291,6 +304,10 @@ struct Out {
     /// The connection agreed on parted frames (the last one, while
     /// reconnecting).
     parts: bool,
+    /// The connection agreed on `share_wait` (the last one, while
+    /// reconnecting): the peer waits for a fence, so the lane need not
+    /// hold its frames when it leaves the shared lane.
+    waits: bool,
     /// The channel's shared lane, for a lane of a channel that has one.
     share: Option<Share>,
 }
@@ -339,9 +356,20 @@ impl Out {
 
     /// The connection is new: the frames that started on the previous one
     /// leave (returned, to be counted), the rest are laid out for this one.
+    ///
+    /// While the peer's answer to a fence it waits for has not come, the
+    /// new connection starts with the wait ([`Router::wait_out`]): the one
+    /// sent on the connection it replaces may have been lost with it, and
+    /// the frames behind it must still wait. (With a writer holding frames,
+    /// the writer calls this again once it has put them back.)
     fn reconnected(&mut self) -> Counts {
         let parts = self.parts;
-        self.queue.reconnected(|f| f.lay_out(parts))
+        let lost = self.queue.reconnected(|f| f.lay_out(parts));
+        let wait = self.share.as_ref().and_then(|s| s.router.wait_out());
+        if let Some(token) = wait.filter(|_| self.waits && !self.queue.is_busy()) {
+            self.queue.push_front(Outgoing::wait(token));
+        }
+        lost
     }
 }
 
@@ -357,6 +385,8 @@ pub trait LanePoller: ConnPoller {
     fn is_threaded(&self) -> bool;
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64);
+    /// A lane whose reads waited for a fence may be read again.
+    fn resume_reads(&self);
 }
 
 /// One lane to one peer.
@@ -376,6 +406,24 @@ pub struct Lane {
     /// as a shared lane, it may carry the small frames of its channel's
     /// lanes.
     shares: AtomicBool,
+    /// The peer's fences and waits for this lane, as its receiving side
+    /// sees them (capability `share_wait`).
+    peer_fence: Mutex<PeerFence>,
+    /// Reads of this lane's connections wait for a fence (a copy of
+    /// `peer_fence.waiting.is_some()`, read without the lock by the
+    /// pollers in every round).
+    reads_wait: AtomicBool,
+}
+
+/// The receiving side of a lane's changes of connection (see
+/// [`weft_core::share`]).
+#[derive(Debug, Default)]
+struct PeerFence {
+    /// The token of the last fence of this lane read on the channel's
+    /// shared lane (what was read before it is delivered).
+    last: Option<u64>,
+    /// The wait that reads of this lane's connections stopped at.
+    waiting: Option<u64>,
 }
 
 impl Lane {
@@ -399,6 +447,8 @@ impl Lane {
             counters,
             origin: Instant::now(),
             shares: AtomicBool::new(false),
+            peer_fence: Mutex::new(PeerFence::default()),
+            reads_wait: AtomicBool::new(false),
         })
     }
 
@@ -596,6 +646,12 @@ impl Lane {
             Mode::Shared => share.lane.push_frame(f, None),
             Mode::Own => self.queue_own(queue, parts, f, None),
         }
+        if fence.wait {
+            // (the peer reads nothing after it on this lane's connection
+            // until it has the fence: the frame that started the change
+            // goes behind it at once)
+            self.queue_own(queue, parts, Outgoing::wait(fence.token), None);
+        }
         self.arm_retry(share);
     }
 
@@ -654,10 +710,10 @@ impl Lane {
             return;
         };
         share.retry_armed = false;
-        if !share.router.is_holding() {
+        let Some(on) = share.router.fence_out() else {
             return;
-        }
-        let up = match share.router.mode() {
+        };
+        let up = match on {
             Mode::Shared => share.lane.out.lock().writable(),
             Mode::Own => own_up,
         };
@@ -690,6 +746,43 @@ impl Lane {
         }
     }
 
+    /// Receiving side: the peer's fence `token` of this lane was read on
+    /// the channel's shared lane, and what was read there before it was
+    /// delivered. Reads of this lane's connections that wait for it go on.
+    pub(crate) fn fence_read(&self, token: u64) {
+        let mut p = self.peer_fence.lock();
+        p.last = Some(token);
+        let go = p.waiting.is_some_and(|w| wait_passes(p.last, w));
+        if go {
+            p.waiting = None;
+            self.reads_wait.store(false, Ordering::Release);
+        }
+        drop(p);
+        if go {
+            self.poller().resume_reads();
+        }
+    }
+
+    /// Receiving side: a wait for the peer's fence `token` of this lane was
+    /// read on one of its connections. Whether what follows may be read
+    /// now; if not, reads of the lane's connections stop until that fence
+    /// comes on the shared lane ([`Lane::fence_read`]).
+    pub(crate) fn wait_read(&self, token: u64) -> bool {
+        let mut p = self.peer_fence.lock();
+        if wait_passes(p.last, token) {
+            return true;
+        }
+        p.waiting = Some(token);
+        self.reads_wait.store(true, Ordering::Release);
+        self.stats.recv_waits.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Whether reads of this lane's connections wait for a fence.
+    pub(crate) fn reads_wait(&self) -> bool {
+        self.reads_wait.load(Ordering::Acquire)
+    }
+
     /// From now on the lane sends its small frames on `shared`, its
     /// channel's shared lane (`None`: the channel has none any more, and
     /// whatever was held back goes on the lane's own connection).
@@ -707,9 +800,14 @@ impl Lane {
         // own connection; a new plan means the peer restarted with other
         // lanes, and what was queued for its earlier life is dropped)
         self.release(&mut out);
+        let waits = out.waits;
         out.share = shared.map(|lane| Share {
             lane,
-            router: Router::new(),
+            router: {
+                let mut r = Router::starting_at(first_token());
+                r.set_peer_waits(waits);
+                r
+            },
             held: VecDeque::new(),
             retry_armed: false,
             backlog: Arc::new(AtomicUsize::new(0)),
@@ -834,6 +932,11 @@ impl Lane {
     pub fn attach(self: &Arc<Self>, conn: Arc<Conn>) {
         let mut out = self.out.lock();
         out.parts = conn.negotiated.caps.contains(Capabilities::PARTS);
+        out.waits = conn.negotiated.caps.contains(Capabilities::SHARE_WAIT);
+        let waits = out.waits;
+        if let Some(s) = &mut out.share {
+            s.router.set_peer_waits(waits);
+        }
         let shares = conn.negotiated.caps.contains(Capabilities::SHARE);
         self.shares.store(shares, Ordering::Relaxed);
         if let Some(old) = out.socket.replace(conn) {
@@ -981,6 +1084,21 @@ impl Lane {
     }
 }
 
+/// The first fence token of a lane's life, at random: so that a fence of
+/// an earlier life of the lane does not pass a wait of this one at the
+/// peer (see [`Router::starting_at`]). Without the OS's randomness (it
+/// does not fail on Linux), the clock and an address stand in.
+fn first_token() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (&b as *const _ as u64).rotate_left(32)
+}
+
 /// Write `batch` with one `writev` of at most [`BATCH_BYTES`] bytes and
 /// [`MAX_SLICES`] slices. Returns how many bytes it offered and how many
 /// the socket took (0 when it is full).
@@ -1109,7 +1227,7 @@ mod tests {
                         Frame::Small(_, b) => b.to_vec(),
                         Frame::Large(b) => b.bytes().to_vec(),
                     });
-                    Ok(())
+                    Ok(crate::frame_reader::Flow::Go)
                 },
             )
         }
@@ -1203,7 +1321,25 @@ mod tests {
     /// zero however the frames leave (here, dropped at a stop).
     #[test]
     fn a_lane_leaves_a_backed_up_shared_lane_and_its_backlog_comes_back_to_zero() {
+        leaves_a_backed_up_shared_lane(false);
+    }
+
+    /// The same with a peer that agreed on `share_wait`: the lane holds
+    /// nothing; on its own connection, a wait for the fence goes first,
+    /// then the frame that found the bound reached and those after it.
+    #[test]
+    fn with_a_peer_that_waits_a_lane_leaves_the_shared_lane_behind_a_wait() {
+        leaves_a_backed_up_shared_lane(true);
+    }
+
+    fn leaves_a_backed_up_shared_lane(waits: bool) {
         use weft_core::share::{BACKLOG_MAX, SHARE_MAX};
+        use weft_core::wire::decode_control;
+        let caps = if waits {
+            Capabilities::SUPPORTED
+        } else {
+            Capabilities::SUPPORTED.without(Capabilities::SHARE_WAIT)
+        };
         let key = |index| LaneKey {
             channel: "c".into(),
             index,
@@ -1221,7 +1357,11 @@ mod tests {
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (server, _) = listener.accept().unwrap();
             client.set_nonblocking(true).unwrap();
-            let conn = Conn::new(id, client, negotiated(), poller.clone());
+            let negotiated = weft_core::Negotiated {
+                caps,
+                ..negotiated()
+            };
+            let conn = Conn::new(id, client, negotiated, poller.clone());
             lane.attach(conn.clone());
             poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
             server
@@ -1237,12 +1377,15 @@ mod tests {
             out.share.as_ref().unwrap().backlog.load(Ordering::Relaxed)
         };
         // Its first frame empties its queue: the lane moves to the shared
-        // lane behind a fence on its own connection (token 1).
+        // lane behind a fence on its own connection.
         lane.push_from(FrameKind::Data, vec![1u8; 10].into(), Some(1));
         let mut frames = Frames::new(&mut server);
         assert_eq!(frames.next(), vec![1u8; 10]);
         wait_for(|| lane.small_messages() == SmallMessages::Changing);
-        lane.fence_answered(1);
+        let Ok(Control::Fence { index: 0, token }) = decode_control(&frames.next()) else {
+            panic!("no fence")
+        };
+        lane.fence_answered(token);
         assert_eq!(lane.small_messages(), SmallMessages::SharedLane);
         // Until the shared lane's socket is full and 64 KiB wait, then
         // held.
@@ -1255,6 +1398,19 @@ mod tests {
         for _ in 0..1000 {
             lane.push_from(FrameKind::Data, vec![3u8; 1000].into(), Some(1));
         }
+        if waits {
+            // Nothing held: on the lane's own connection, a wait for the
+            // fence out on the shared lane, then every frame.
+            assert_eq!(lane.small_messages(), SmallMessages::Own);
+            let Ok(Control::Wait { token: t }) = decode_control(&frames.next()) else {
+                panic!("no wait")
+            };
+            assert_eq!(t, token.wrapping_add(1));
+            assert_eq!(frames.next(), vec![2u8; 1000]);
+            for _ in 0..1000 {
+                assert_eq!(frames.next(), vec![3u8; 1000]);
+            }
+        }
         poller.stop();
         driving.join().unwrap();
         let on_shared = shared.queued().bytes as usize;
@@ -1262,9 +1418,15 @@ mod tests {
             on_shared <= BACKLOG_MAX + SHARE_MAX,
             "{on_shared} bytes on the shared lane"
         );
-        // (held: the frame that found the bound reached, and those after)
-        assert_eq!(lane.queued().bytes, 1001 * 1000);
-        assert_eq!(backlog(), on_shared + 1001 * 1000);
+        if waits {
+            assert_eq!(lane.queued().bytes, 0);
+            assert_eq!(backlog(), on_shared);
+        } else {
+            // (held: the frame that found the bound reached, and those
+            // after)
+            assert_eq!(lane.queued().bytes, 1001 * 1000);
+            assert_eq!(backlog(), on_shared + 1001 * 1000);
+        }
         // Dropped (both lanes stop unconnected; the poller detaches only
         // the connections it took in before it stopped): nothing waits any
         // more.

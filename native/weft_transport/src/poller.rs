@@ -38,7 +38,7 @@
 
 pub use crate::config::IoMode;
 use crate::conn::{Conn, ConnEvent, ConnPoller};
-use crate::frame_reader::{Frame, FrameReader, ReadError, ReadStatus};
+use crate::frame_reader::{Flow, Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::log_limit;
 use crate::sink::Delivery;
@@ -112,6 +112,9 @@ enum Cmd {
     Close(ConnId, String),
     /// End a drain now.
     Abort(ConnId),
+    /// A lane whose reads waited for a fence may be read again (the round
+    /// looks at every connection that waits).
+    Recheck,
 }
 
 struct State {
@@ -127,6 +130,10 @@ struct State {
     /// The readable connections, in the order they are read: round robin
     /// (each at most [`READ_BUDGET`] per round, all [`ROUND_BUDGET`]).
     order: ServiceOrder<ConnId>,
+    /// Connections whose lane's reads wait for a fence (see
+    /// [`weft_core::share`]): not read until it comes; rare, looked at in
+    /// every round while there are any.
+    waiting: Vec<ConnId>,
     /// Connections set draining (ids of ended ones are dropped when seen):
     /// rare, so that a round looks at these rather than at every
     /// connection.
@@ -182,6 +189,7 @@ impl Poller {
                 stashed: Vec::new(),
                 linger: Linger::new(linger.as_micros() as Micros),
                 order: ServiceOrder::new(),
+                waiting: Vec::new(),
                 draining: Vec::new(),
                 bulk: Vec::new(),
                 quiet_check_at: 0,
@@ -360,6 +368,9 @@ impl Poller {
         let st = &mut *guard;
         let mut closes = Vec::new();
         self.commands(st, shared, &mut closes);
+        if !st.waiting.is_empty() {
+            resume_waiting(st);
+        }
         let writable = readiness(st);
         let written = self.flushes(st, writable);
         let mut round = reads(st, shared, &mut closes);
@@ -408,6 +419,8 @@ impl Poller {
                     }
                 }
                 Cmd::Close(id, reason) => drains.push((id, reason)),
+                // (the round looks at the waiting connections)
+                Cmd::Recheck => {}
                 Cmd::Abort(id) => {
                     if let Some(e) = st.conns.get(&id) {
                         let why = e
@@ -567,6 +580,32 @@ impl LanePoller for Poller {
     fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
         Poller::attach(self, conn, peer, lane, max_frame);
     }
+    fn resume_reads(&self) {
+        // (in the inbox, so that a poller going idle sees it: see
+        // `crate::wake`)
+        self.inbox.lock().push(Cmd::Recheck);
+        self.wake();
+    }
+}
+
+/// The waiting connections whose lane's fence came are read again (they
+/// may have bytes buffered, in their reader or their socket).
+fn resume_waiting(st: &mut State) {
+    let State {
+        conns,
+        order,
+        waiting,
+        ..
+    } = st;
+    waiting.retain(|id| match conns.get_mut(id) {
+        None => false,
+        Some(e) if e.lane.reads_wait() => true,
+        Some(e) => {
+            e.readable = true;
+            order.ready(*id);
+            false
+        }
+    });
 }
 
 /// Connections to forget, and why.
@@ -611,7 +650,11 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
     let draining = draining_lanes(st);
     let mut round = Round::default();
     let State {
-        conns, order, bulk, ..
+        conns,
+        order,
+        bulk,
+        waiting,
+        ..
     } = st;
     let Some(shared) = shared else {
         for e in conns.values_mut() {
@@ -629,6 +672,14 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         }
         if is_held(&draining, e) {
             return Served::More(0);
+        }
+        if e.lane.reads_wait() {
+            // (until its lane's fence comes: `resume_waiting`)
+            e.readable = false;
+            if !waiting.contains(&conn_id) {
+                waiting.push(conn_id);
+            }
+            return Served::Drained(0);
         }
         let alloc = |len: usize| shared.claims.buffer(len, |n| shared.sink.frame_buffer(n));
         let before = e.reader.bytes_read();
@@ -657,6 +708,16 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 Served::Drained(used)
             }
             Ok(ReadStatus::Budget) => Served::More(used),
+            // A wait: what follows it waits for its lane's fence, unless
+            // that came meanwhile (then it is read on its next turn).
+            Ok(ReadStatus::Paused) if e.lane.reads_wait() => {
+                e.readable = false;
+                if !waiting.contains(&conn_id) {
+                    waiting.push(conn_id);
+                }
+                Served::Drained(used)
+            }
+            Ok(ReadStatus::Paused) => Served::More(used),
             Ok(ReadStatus::Closed) => {
                 let why = e
                     .draining
@@ -865,7 +926,7 @@ fn inbound(
     negotiated: &Negotiated,
     frame: Frame<'_>,
     ext: &Extensions,
-) -> Result<(), String> {
+) -> Result<Flow, String> {
     if !negotiated.allows(ext) {
         return Err(format!(
             "frame with header extensions {} not negotiated (this connection agreed on {})",
@@ -894,7 +955,7 @@ fn inbound(
             let no_route = &shared.routes.counters.dropped.no_route;
             no_route.fetch_add(1, Ordering::Relaxed);
         }
-        return Ok(());
+        return Ok(Flow::Go);
     }
     let (len, delivered) = match frame {
         Frame::Large(buf) if !control => {
@@ -923,21 +984,38 @@ fn inbound(
                 {
                     (index, token)
                 }
+                // A wait (capability `share_wait`): nothing more is read
+                // from this lane's connections until its fence has come on
+                // the shared lane (never on the shared lane itself).
+                Ok(Control::Wait { token })
+                    if negotiated.caps.contains(Capabilities::SHARE_WAIT)
+                        && !shared.routes.is_shared_lane(peer, lane) =>
+                {
+                    return Ok(if lane.wait_read(token) {
+                        Flow::Go
+                    } else {
+                        Flow::Pause
+                    });
+                }
                 _ => return Err("unexpected Control frame on this lane".into()),
             };
             flush_deliveries(shared);
-            let lane = LaneKey {
+            let key = LaneKey {
                 channel: lane.key.channel.clone(),
                 index,
             };
-            shared.routes.answer_fence(peer, lane, token);
-            return Ok(());
+            // (on the shared lane: a wait for it on the lane's own
+            // connection may go on, now that what came before it here is
+            // delivered)
+            shared.routes.fence_read(peer, lane, &key, token);
+            shared.routes.answer_fence(peer, key, token);
+            return Ok(Flow::Go);
         }
         Frame::Small(FrameKind::Control, body) => {
             let msg = decode_control(body).map_err(|e| format!("bad control frame: {e}"))?;
             if let Control::Fenced { lane, token } = &msg {
                 shared.routes.fenced(peer, lane, *token);
-                return Ok(());
+                return Ok(Flow::Go);
             }
             let event = ConnEvent::Control {
                 from: peer.to_string(),
@@ -956,14 +1034,14 @@ fn inbound(
         .fetch_add(len as u64, Ordering::Relaxed);
     let dropped = &shared.routes.counters.dropped;
     match delivered {
-        Ok(Delivery::Delivered) => Ok(()),
+        Ok(Delivery::Delivered) => Ok(Flow::Go),
         Err(reason) => {
             dropped.by_stage(reason).fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            Ok(Flow::Go)
         }
         Ok(Delivery::NoDestination) => {
             dropped.no_destination.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            Ok(Flow::Go)
         }
         Ok(Delivery::AtomLimit) => {
             let n = dropped.atom_limit.fetch_add(1, Ordering::Relaxed) + 1;
@@ -979,7 +1057,7 @@ fn inbound(
                     Some(&lane.key),
                 );
             }
-            Ok(())
+            Ok(Flow::Go)
         }
         // (counted by the caller, with every frame it refuses)
         Ok(Delivery::Malformed) => Err(format!(

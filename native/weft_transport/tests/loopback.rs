@@ -1504,3 +1504,111 @@ fn client_server_relays_between_clients_in_order() {
     wait_for("no route counted", || dropped(&s, "no_route") == 1);
     assert_eq!(s.info().unwrap().overlay, "client_server");
 }
+
+/// A lane that leaves its channel's shared lane for its own connection
+/// (capability `share_wait`) holds nothing back: with the receiver reading
+/// nothing, the sender writes the large message at once, behind a wait.
+/// When the receiver reads again, it meets the wait before the fence (the
+/// shared lane has others' backlog to read first), stops reading that lane
+/// until the fence comes, and every key's order holds.
+#[test]
+fn a_lane_leaving_the_shared_lane_waits_at_the_receiver() {
+    use weft_transport::{Choice, SmallMessages};
+    let patient = |c: &mut TransportConfig| {
+        c.timing.heartbeat_interval = 300_000;
+        c.timing.heartbeat_timeout = 600_000;
+        c.timing.gossip_interval = 300_000;
+    };
+    let (a, _arx, _da) = node_with("a@h", "c", 1 << 22, IoMode::Threads, patient);
+    // (one poller: B reads its connections in turn, a bounded amount each)
+    let (b, brx, db) = node_with("b@h", "c", 1 << 22, IoMode::Schedulers, |c| {
+        patient(c);
+        c.pollers = 1;
+    });
+    join_and_connect(&a, &b);
+    let vnode_lanes = |t: &Transport, peer: &str| -> Vec<weft_transport::LaneInfo> {
+        let i = t.info().unwrap();
+        let p = i.peers.iter().find(|p| p.name == peer).unwrap();
+        let mut ls: Vec<_> = p
+            .lanes
+            .iter()
+            .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
+            .cloned()
+            .collect();
+        ls.sort_by_key(|l| l.key.index);
+        ls
+    };
+    let msg = |key: u8, seq: u32, len: usize| {
+        let mut m = vec![0u8; len.max(5)];
+        m[0] = key;
+        m[1..5].copy_from_slice(&seq.to_be_bytes());
+        m
+    };
+    let seqs = std::cell::Cell::new([0u32; 4]);
+    let send = |key: u8, len: usize| {
+        let mut s = seqs.get();
+        let m = msg(key, s[key as usize], len);
+        s[key as usize] += 1;
+        seqs.set(s);
+        a.send(
+            Some(u64::from(key) + 1),
+            "b@h",
+            "vnode",
+            Choice::Index(key.into()),
+            m,
+        )
+        .unwrap();
+    };
+    // Small messages: the four lanes move to the shared lane.
+    let mut delivered = 0;
+    wait_for("the lanes on the shared lane", || {
+        for key in 0..4 {
+            send(key, 100);
+        }
+        delivered += 4;
+        vnode_lanes(&a, "b@h")
+            .iter()
+            .all(|l| l.small_messages == SmallMessages::SharedLane)
+    });
+    let got = recv_msgs(&brx, delivered);
+    assert_eq!(got.len(), delivered);
+    // B reads nothing. Keys 1-3 put 60 KB each on the shared lane, key 0
+    // some small messages, then a large one: it leaves the shared lane.
+    db.pause.store(true, Ordering::SeqCst);
+    let mut next = seqs.get();
+    for _ in 0..600 {
+        for key in 1..4 {
+            send(key, 100);
+        }
+    }
+    for _ in 0..50 {
+        send(0, 100);
+    }
+    // (the smallest message that may not share: read in one turn, so that
+    // without the wait it would overtake the shared lane's backlog)
+    send(0, 64 * 1024);
+    for _ in 0..50 {
+        send(0, 100);
+    }
+    let sent: u32 = seqs.get().iter().zip(next).map(|(s, n)| s - n).sum();
+    // Nothing held at the sender: lane 0 is on its own connection and has
+    // written the large message (no answer can come from B now).
+    wait_for("lane 0 written out", || {
+        let l = &vnode_lanes(&a, "b@h")[0];
+        l.small_messages == SmallMessages::Own && l.queued_frames == 0
+    });
+    db.pause.store(false, Ordering::SeqCst);
+    // Every message, in order per key.
+    for (_, m) in recv_msgs(&brx, sent as usize) {
+        let key = m[0] as usize;
+        let seq = u32::from_be_bytes(m[1..5].try_into().unwrap());
+        assert_eq!(seq, next[key], "key {key}");
+        next[key] += 1;
+    }
+    assert_eq!(next, seqs.get());
+    // B met the wait before the fence, and waited.
+    let waits: u64 = vnode_lanes(&b, "a@h").iter().map(|l| l.recv_waits).sum();
+    assert_eq!(waits, 1, "waits that stopped B's reads");
+    a.stop();
+    b.stop();
+}

@@ -167,22 +167,42 @@ impl<T> Wire<T> {
 enum Item {
     Frame(u64),
     Fence(u64),
+    /// A wait for the fence of this token (`share_wait`).
+    Wait(u64),
 }
 
 /// One lane's frames over its own connection and the shared lane, with
 /// fences answered over the control lane, random delays, and connections
 /// that lose what is on their way: every frame not lost is delivered, in
-/// the order it was pushed.
+/// the order it was pushed. Odd seeds run with a peer that waits
+/// ([`Router::set_peer_waits`]): it reads nothing of the lane's own
+/// connection after a wait until it has read the fence from the shared
+/// lane, and a new own connection starts with the wait while it is
+/// unanswered.
 #[test]
 fn frames_keep_their_order_across_the_two_connections() {
-    for seed in 0..300u64 {
+    let (mut total_passed, mut total_stopped) = (0u64, 0u64);
+    for seed in 0..600u64 {
         let mut rng = Rng::new(seed);
-        let mut r = Router::new();
+        let peer_waits = seed % 2 == 1;
+        let mut r = if peer_waits {
+            // (near the end of the tokens' range: they wrap)
+            let mut r = Router::starting_at(u64::MAX - rng.below(50));
+            r.set_peer_waits(true);
+            r
+        } else {
+            Router::new()
+        };
         let (mut shared, mut own) = (Wire::default(), Wire::default());
         let mut answers: Wire<u64> = Wire::default();
         let mut held: VecDeque<u64> = VecDeque::new();
         let mut delivered: Vec<u64> = Vec::new();
         let mut lost: Vec<u64> = Vec::new();
+        // the peer: the last fence read from the shared lane, and the wait
+        // its reading of the own connection stopped at
+        let mut last_fence: Option<u64> = None;
+        let mut waiting: Option<u64> = None;
+        let (mut waits_passed, mut waits_stopped) = (0u64, 0u64);
         let mut next = 0u64;
         let mut now: Micros = 0;
         let unshareable_odds = 1 + rng.below(20);
@@ -198,10 +218,19 @@ fn frames_keep_their_order_across_the_two_connections() {
                     Mode::Shared => shared.send(now, d, Item::Fence(f.token)),
                     Mode::Own => own.send(now, d, Item::Fence(f.token)),
                 }
+                if f.wait {
+                    assert_eq!(f.on, Mode::Shared);
+                    own.send(now, delay(rng), Item::Wait(f.token));
+                }
             };
         let steps = 3_000 + rng.below(3_000);
         for step in 0..steps + 200_000 {
             now += rng.below(400);
+            // (now and then a pause past the quiet time, so that the lane
+            // goes back and forth between the connections many times)
+            if rng.below(150) == 0 {
+                now += rng.below(2 * QUIET_US);
+            }
             let pushing = step < steps;
             if pushing && rng.below(3) == 0 {
                 let id = next;
@@ -223,11 +252,29 @@ fn frames_keep_their_order_across_the_two_connections() {
                 }
             }
             // the peer reads both connections and answers fences
-            for wire in [&mut shared, &mut own] {
-                while let Some(x) = wire.arrived(now) {
-                    match x {
-                        Item::Frame(id) => delivered.push(id),
-                        Item::Fence(t) => answers.send(now, delay(&mut rng), t),
+            while let Some(x) = shared.arrived(now) {
+                match x {
+                    Item::Frame(id) => delivered.push(id),
+                    Item::Fence(t) => {
+                        last_fence = Some(t);
+                        answers.send(now, delay(&mut rng), t)
+                    }
+                    Item::Wait(_) => panic!("seed {seed}: a wait on the shared lane"),
+                }
+            }
+            if waiting.is_some_and(|t| wait_passes(last_fence, t)) {
+                waiting = None;
+                waits_passed += 1;
+            }
+            while waiting.is_none() {
+                let Some(x) = own.arrived(now) else { break };
+                match x {
+                    Item::Frame(id) => delivered.push(id),
+                    Item::Fence(t) => answers.send(now, delay(&mut rng), t),
+                    Item::Wait(t) if wait_passes(last_fence, t) => waits_passed += 1,
+                    Item::Wait(t) => {
+                        waiting = Some(t);
+                        waits_stopped += 1;
                     }
                 }
             }
@@ -255,7 +302,8 @@ fn frames_keep_their_order_across_the_two_connections() {
                 }
             }
             if pushing && rng.below(cut_odds) == 0 {
-                let w = match rng.below(3) {
+                let which = rng.below(3);
+                let w = match which {
                     0 => &mut shared,
                     1 => &mut own,
                     _ => {
@@ -265,8 +313,14 @@ fn frames_keep_their_order_across_the_two_connections() {
                 };
                 lost.extend(w.cut().into_iter().filter_map(|x| match x {
                     Item::Frame(id) => Some(id),
-                    Item::Fence(_) => None,
+                    Item::Fence(_) | Item::Wait(_) => None,
                 }));
+                // (a new own connection starts with the wait out, if any)
+                if which == 1 {
+                    if let Some(t) = r.wait_out() {
+                        own.send(now, delay(&mut rng), Item::Wait(t));
+                    }
+                }
             }
         }
         assert!(
@@ -278,10 +332,55 @@ fn frames_keep_their_order_across_the_two_connections() {
             "seed {seed}: {} frames still held",
             held.len()
         );
+        assert!(waiting.is_none(), "seed {seed}: the peer still waits");
         assert_eq!(
             delivered.len() + lost.len(),
             next as usize,
             "seed {seed}: frames neither delivered nor lost"
         );
+        if peer_waits {
+            total_passed += waits_passed;
+            total_stopped += waits_stopped;
+        }
     }
+    // (the waiting runs did wait: many times, and often before the fence)
+    assert!(
+        total_passed > 500 && total_stopped > 200,
+        "{total_passed} {total_stopped}"
+    );
+}
+
+/// With a peer that waits, a change to the lane's own connection holds
+/// nothing: the frame goes on at once, behind a wait for the fence; the
+/// fence goes again with the same token; the lane goes back to the shared
+/// lane only after the answer.
+#[test]
+fn with_a_peer_that_waits_the_lane_leaves_the_shared_lane_at_once() {
+    let mut r = Router::starting_at(u64::MAX);
+    r.set_peer_waits(true);
+    let f = r.idle(0).unwrap();
+    assert_eq!((f.on, f.wait), (Mode::Own, false));
+    assert_eq!(r.push(1, true), (Route::Held, None));
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
+    assert_eq!(r.wait_out(), None);
+    // a large frame: on its own connection at once, behind a wait
+    let (route, f) = r.push(2, false);
+    let f = f.unwrap();
+    assert_eq!(route, Route::Own);
+    assert_eq!((f.on, f.wait, f.token), (Mode::Shared, true, 0));
+    assert!(!r.is_holding());
+    assert_eq!(r.fence_out(), Some(Mode::Shared));
+    assert_eq!(r.wait_out(), Some(0));
+    assert_eq!(r.push(3, true), (Route::Own, None));
+    // no answer: the same fence again, and not back before the answer
+    assert_eq!(r.retry(2 + RETRY_US - 1), None);
+    let again = r.retry(2 + RETRY_US).unwrap();
+    assert_eq!(
+        (again.on, again.wait, again.token),
+        (Mode::Shared, false, 0)
+    );
+    assert_eq!(r.idle(10 * QUIET_US), None);
+    assert_eq!(r.answered(0), Answered::Now(Mode::Own));
+    assert_eq!((r.wait_out(), r.fence_out()), (None, None));
+    assert!(r.idle(10 * QUIET_US).is_some());
 }

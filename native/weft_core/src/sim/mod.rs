@@ -706,7 +706,10 @@ impl Sim {
                                 self.carried.membership += 1;
                                 self.carried.membership_bytes += p.len() as u64;
                             }
-                            Control::Stopping | Control::Fence { .. } | Control::Fenced { .. } => {}
+                            Control::Stopping
+                            | Control::Fence { .. }
+                            | Control::Wait { .. }
+                            | Control::Fenced { .. } => {}
                         }
                         self.control(i, other, conn, msg);
                     }
@@ -971,6 +974,7 @@ impl Sim {
                 Ok(Control::Membership(p)) => format!("membership {conn} {}", p.len()),
                 Ok(Control::Stopping) => format!("stopping {conn}"),
                 Ok(Control::Fence { index, token }) => format!("fence {conn} {index} {token}"),
+                Ok(Control::Wait { token }) => format!("wait {conn} {token}"),
                 Ok(Control::Fenced { lane, token }) => format!("fenced {conn} {lane:?} {token}"),
                 Err(_) => format!("handshake {conn} {}", body.len()),
             },
