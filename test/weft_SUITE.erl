@@ -190,6 +190,7 @@ partition_key_order(_Config) ->
     [#{lane := 16, state := connected, recv_frames := 0, capabilities := Caps}] =
         [L || #{shared_lane := true} = L <- lanes(B, node_of(A), vnode)],
     ?assertNot(lists:member(share, Caps)),
+    ?assertNot(lists:member(share_wait, Caps)),
     ?assertEqual([own], lists:usort([M || #{small_messages := M, shared_lane := false} <- lanes(A, NodeB, vnode)])),
     %% other keys are hashed: order per key holds all the same
     call(B, weft_ct, collector, [inbox2]),

@@ -230,7 +230,8 @@ pub trait Payload {
     }
     /// Whether the frame counts in [`Counts`] (and so in the send-queue
     /// bounds and the lane's counters): every frame but a lane's fences
-    /// (see [`crate::share`]), which are the lane's own bookkeeping.
+    /// and waits (see [`crate::share`]), which are the lane's own
+    /// bookkeeping and never dropped to make room.
     fn counts(&self) -> bool {
         true
     }
@@ -651,13 +652,19 @@ impl<T: Payload> SendQueue<T> {
         self.queue.push_front(e);
     }
 
-    /// Remove the oldest frame that has not started on the wire and that
-    /// no writer holds (`overload => drop_oldest`: the caller drops frames
-    /// this way until there is room).
+    /// Remove the oldest frame that has not started on the wire, that no
+    /// writer holds, and that counts (`overload => drop_oldest`: the
+    /// caller drops frames this way until there is room). A frame that
+    /// does not count (a lane's fence or wait, see [`crate::share`]) takes
+    /// no room, and stays: dropping a wait would let the frames behind it
+    /// overtake those before its fence.
     pub fn pop_oldest(&mut self) -> Option<T> {
         // (what is left of a write goes back to the front; a frame in parts
         // may have been passed since)
-        let i = self.queue.iter().position(|f| f.sent == 0)?;
+        let i = self
+            .queue
+            .iter()
+            .position(|f| f.sent == 0 && f.item.counts())?;
         let f = self.queue.remove(i).expect("index in range");
         self.queued.sub(Counts::one(&f.item));
         Some(f.item)

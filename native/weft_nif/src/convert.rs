@@ -179,14 +179,17 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         .and_then(|t| t.decode::<bool>().ok())
         .ok_or("affinity")?;
     // (without `share`, a channel's shared lane connects but carries
-    // nothing: see `weft_core::share`)
+    // nothing, and `share_wait` has nothing to wait for: see
+    // `weft_core::share`)
     let shared_lane = get(opts, atoms::shared_lane())
         .and_then(|t| t.decode::<bool>().ok())
         .ok_or("shared_lane")?;
     let capabilities = if shared_lane {
         weft_core::Capabilities::SUPPORTED
     } else {
-        weft_core::Capabilities::SUPPORTED.without(weft_core::Capabilities::SHARE)
+        weft_core::Capabilities::SUPPORTED
+            .without(weft_core::Capabilities::SHARE)
+            .without(weft_core::Capabilities::SHARE_WAIT)
     };
     let cookie = get(opts, atoms::cookie())
         .and_then(|t| t.decode::<rustler::Binary>().ok())

@@ -988,7 +988,8 @@ fn inbound(
                 // from this lane's connections until its fence has come on
                 // the shared lane (never on the shared lane itself).
                 Ok(Control::Wait { token })
-                    if negotiated.caps.contains(Capabilities::SHARE_WAIT)
+                    if negotiated.caps.contains(Capabilities::SHARE)
+                        && negotiated.caps.contains(Capabilities::SHARE_WAIT)
                         && !shared.routes.is_shared_lane(peer, lane) =>
                 {
                     return Ok(if lane.wait_read(token) {

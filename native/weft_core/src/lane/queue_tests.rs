@@ -469,6 +469,37 @@ fn stop_refuses_then_closes_or_drops() {
     assert!(matches!(q.flush(false), Step::Idle));
 }
 
+/// A lane's fences and waits do not count: dropping them makes no room,
+/// and dropping a wait would break the order, so they stay.
+#[test]
+fn pop_oldest_leaves_the_frames_that_do_not_count() {
+    #[derive(Debug)]
+    struct C(u32, bool);
+    impl Payload for C {
+        fn body_len(&self) -> usize {
+            8
+        }
+        fn wire_len(&self) -> usize {
+            13
+        }
+        fn counts(&self) -> bool {
+            self.1
+        }
+    }
+    let mut q = SendQueue::new();
+    let _ = q.push(0, C(0, false), None, false);
+    let _ = q.push(0, C(1, true), None, false);
+    q.push_front(C(2, false));
+    assert_eq!(q.pop_oldest().map(|c| c.0), Some(1));
+    assert!(q.pop_oldest().is_none());
+    assert_eq!(q.queued(), Counts::default());
+    let Step::Write(b) = q.flush(true) else {
+        panic!()
+    };
+    let ids: Vec<u32> = b.iter().map(|(c, _)| c.0).collect();
+    assert_eq!(ids, [2, 0]);
+}
+
 #[test]
 fn pop_oldest_takes_unstarted_frames_from_the_front() {
     let mut q = SendQueue::new();
