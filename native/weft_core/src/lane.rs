@@ -235,6 +235,11 @@ pub trait Payload {
     fn counts(&self) -> bool {
         true
     }
+    /// The frame is all on the wire (the socket took its last byte):
+    /// called once, by the writer, before the frame leaves the queue's
+    /// hands (outside the queue's lock for a batch; see
+    /// [`crate::share::Router::written`] for what a fence does with it).
+    fn written(&mut self) {}
 }
 
 /// Frames and their body bytes.
@@ -415,7 +420,8 @@ impl<T: Payload> Batch<T> {
                 return;
             }
             n -= unsent;
-            let f = self.frames.pop_front().expect("front exists");
+            let mut f = self.frames.pop_front().expect("front exists");
+            f.item.written();
             self.written.add_item(&f.item);
         }
     }
@@ -540,7 +546,10 @@ impl<T: Payload> SendQueue<T> {
         self.last_push = Some(now);
         let mut e = d.0;
         match written {
-            Some(n) if n >= e.item.wire_len() => Some(e.item),
+            Some(n) if n >= e.item.wire_len() => {
+                e.item.written();
+                Some(e.item)
+            }
             Some(n) => {
                 // Partly written: before anything queued meanwhile.
                 e.sent = n;

@@ -43,21 +43,25 @@
 //! # The peer waits instead (capability `share_wait`)
 //!
 //! With a peer that agreed on `share_wait` ([`Router::set_peer_waits`]), a
-//! change from the shared lane to the lane's own connection holds nothing
-//! back: the lane sends the fence on the shared lane as before, then at
-//! once a *wait* for that fence ([`Fence::wait`]) on its own connection,
-//! and writes its frames there behind it. The peer reads nothing more
-//! from that connection, after the wait, until it has delivered the fence
-//! from the shared lane ([`wait_passes`]); so the order holds as before,
-//! and the frame that starts the change goes out at once instead of one
-//! round trip later. The answer still comes, and a fence without one is
-//! sent again as before, with the same token (the wait names it): a fence
-//! lost with a replaced shared connection would otherwise leave the
-//! lane's own connection waiting for ever. Until the answer, a new own
-//! connection of the lane starts with the wait again ([`Router::wait_out`]),
-//! and the peer keeps the wait per lane, not per connection: what follows
-//! a wait lost with a connection still waits. Only one such change is out
-//! at a time: the lane goes back to the shared lane only after the answer.
+//! change from the shared lane to the lane's own connection holds its
+//! frames only until the fence is *written* (the shared lane's socket took
+//! it; [`Router::written`]), not until it is answered: then a *wait* for
+//! that fence opens the lane's own connection, and the frames follow it at
+//! once. The peer reads nothing more from that connection, after the wait,
+//! until it has delivered the fence from the shared lane ([`wait_passes`]);
+//! so the order holds as before, and the change costs no round trip. The
+//! frames behind a wait never depend on a frame still in this node's
+//! queues (which a peer given up on drops, and counts): only on bytes that
+//! a socket took, as every frame does.
+//!
+//! The answer still comes. A fence without one is sent again as before,
+//! but with the same token (the wait names it): a fence lost with a
+//! replaced shared connection would otherwise leave the lane's own
+//! connection waiting for ever. Until the answer, a new own connection of
+//! the lane starts with the wait again ([`Router::wait_out`]), and the
+//! peer keeps the wait per lane, not per connection: what follows a wait
+//! lost with a connection still waits. Only one such change is out at a
+//! time: the lane goes back to the shared lane only after the answer.
 //!
 //! The change back to the shared lane is unchanged (held until answered):
 //! a wait on the shared lane would hold back every other lane's frames
@@ -133,8 +137,9 @@ pub struct Fence {
     pub on: Mode,
     /// Its token, which the answer repeats.
     pub token: u64,
-    /// Whether a wait for it ([`Router::set_peer_waits`]) goes on the lane's
-    /// own connection too, before the frame that started the change.
+    /// Whether the lane is told when the fence is written
+    /// ([`Router::written`]): a change the peer waits for
+    /// ([`Router::set_peer_waits`]).
     pub wait: bool,
 }
 
@@ -165,8 +170,10 @@ struct Change {
     to: Mode,
     /// The connection its fences go on (the one the lane leaves).
     on: Mode,
-    /// Whether the lane holds its frames back until the answer (otherwise
-    /// the peer waits: [`Router::set_peer_waits`]).
+    /// Whether the peer waits for its fence ([`Router::set_peer_waits`]).
+    waits: bool,
+    /// Whether the lane holds its frames back: until the answer, or, if
+    /// the peer waits, until the fence is written.
     holding: bool,
     /// The change's first fence: an answer to it or to any fence sent
     /// again since (they all went on the same connection, after every
@@ -239,12 +246,15 @@ impl Router {
         self.mode
     }
 
-    /// The token of a change the peer waits for, while its answer has not
-    /// come: a new connection of the lane then starts with a wait for it
-    /// too (the wait sent on the connection it replaces may have been
-    /// lost with it, and what follows must still wait for the fence).
+    /// The token of a change the peer waits for, once its wait was sent
+    /// and while its answer has not come: a new connection of the lane
+    /// then starts with a wait for it too (the wait sent on the connection
+    /// it replaces may have been lost with it, and what follows must still
+    /// wait for the fence).
     pub fn wait_out(&self) -> Option<u64> {
-        self.change.filter(|c| !c.holding).map(|c| c.token)
+        self.change
+            .filter(|c| c.waits && !c.holding)
+            .map(|c| c.token)
     }
 
     /// Whether the lane holds its frames back, waiting for an answer.
@@ -262,15 +272,13 @@ impl Router {
         let c = Change {
             to,
             on: self.mode,
-            holding: !waits,
+            waits,
+            holding: true,
             first: token,
             token,
             sent_at: now,
         };
         self.change = Some(c);
-        if waits {
-            self.mode = to;
-        }
         Fence {
             on: c.on,
             token,
@@ -299,8 +307,7 @@ impl Router {
             (None, Mode::Shared) if shareable => (Route::Shared, None),
             (None, Mode::Shared) => {
                 let f = self.start(now, Mode::Own);
-                let r = if f.wait { Route::Own } else { Route::Held };
-                (r, Some(f))
+                (Route::Held, Some(f))
             }
             (None, Mode::Own) => (Route::Own, None),
         }
@@ -321,6 +328,23 @@ impl Router {
             return None;
         }
         Some(self.start(now, Mode::Shared))
+    }
+
+    /// The fence `token` was written (its socket took it): for a change
+    /// the peer waits for, still holding, the lane is on its own
+    /// connection from now on, and `true` says that a wait for `token`
+    /// goes there now, then the frames it held, in order. Otherwise
+    /// (another token, an answer came first, a change that holds until
+    /// the answer) nothing changes.
+    pub fn written(&mut self, token: u64) -> bool {
+        match &mut self.change {
+            Some(c) if c.waits && c.holding && token == c.token => {
+                c.holding = false;
+                self.mode = c.to;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The peer answered the fence `token`: the change ends if it is one
@@ -352,14 +376,14 @@ impl Router {
             return None;
         }
         c.sent_at = now;
-        if c.holding {
+        if !c.waits {
             c.token = self.next_token;
             self.next_token = self.next_token.wrapping_add(1);
         }
         Some(Fence {
             on: c.on,
             token: c.token,
-            wait: false,
+            wait: c.waits,
         })
     }
 

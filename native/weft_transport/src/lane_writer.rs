@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use weft_core::frame::{
     encode_header, header, is_parted, Extensions, FrameError, HeaderBytes, Located, PartedLayout,
@@ -60,6 +60,9 @@ struct Outgoing {
     /// A fence or a wait of this lane (see [`weft_core::share`]): not a
     /// message, not counted.
     fence: bool,
+    /// A fence whose lane hears when it is written (`share_wait`; see
+    /// [`Router::written`]): the lane and the token.
+    notify: Option<(Weak<Lane>, u64)>,
     /// On the shared lane or held behind a fence: its body's bytes count
     /// in its lane's backlog (see [`weft_core::share::may_share`]) until it
     /// is freed, whichever way it leaves (written, dropped, lost), or moved
@@ -92,6 +95,7 @@ impl Outgoing {
             body,
             parted: None,
             fence: false,
+            notify: None,
             backlog: None,
         }
     }
@@ -244,6 +248,14 @@ impl Payload for Outgoing {
 
     fn counts(&self) -> bool {
         !self.fence
+    }
+
+    fn written(&mut self) {
+        if let Some((lane, token)) = self.notify.take() {
+            if let Some(lane) = lane.upgrade() {
+                lane.fence_left(token);
+            }
+        }
     }
 }
 
@@ -409,6 +421,13 @@ pub struct Lane {
     /// The peer's fences and waits for this lane, as its receiving side
     /// sees them (capability `share_wait`).
     peer_fence: Mutex<PeerFence>,
+    /// For a shared lane: its channel's lanes, by index, as their
+    /// [`Lane::set_shared`] named it (the lanes of the same route: a route
+    /// that replaced theirs has lanes of its own). Empty for other lanes.
+    siblings: Mutex<Vec<Weak<Lane>>>,
+    /// A fence of this lane that the shared lane wrote, for the next flush
+    /// ([`Lane::fence_left`]).
+    fence_written: Mutex<Option<u64>>,
     /// Reads of this lane's connections wait for a fence (a copy of
     /// `peer_fence.waiting.is_some()`, read without the lock by the
     /// pollers in every round).
@@ -448,6 +467,8 @@ impl Lane {
             origin: Instant::now(),
             shares: AtomicBool::new(false),
             peer_fence: Mutex::new(PeerFence::default()),
+            fence_written: Mutex::new(None),
+            siblings: Mutex::new(Vec::new()),
             reads_wait: AtomicBool::new(false),
         })
     }
@@ -641,16 +662,15 @@ impl Lane {
         parts: bool,
         fence: Fence,
     ) {
-        let f = Outgoing::fence(self.key.index, fence.token);
+        let mut f = Outgoing::fence(self.key.index, fence.token);
+        if fence.wait {
+            // (once written, a wait for it opens this lane's own
+            // connection, and what the lane held follows: `fence_left`)
+            f.notify = Some((Arc::downgrade(self), fence.token));
+        }
         match fence.on {
             Mode::Shared => share.lane.push_frame(f, None),
             Mode::Own => self.queue_own(queue, parts, f, None),
-        }
-        if fence.wait {
-            // (the peer reads nothing after it on this lane's connection
-            // until it has the fence: the frame that started the change
-            // goes behind it at once)
-            self.queue_own(queue, parts, Outgoing::wait(fence.token), None);
         }
         self.arm_retry(share);
     }
@@ -746,6 +766,30 @@ impl Lane {
         }
     }
 
+    /// This lane's fence `token` was written on the shared lane (called by
+    /// that lane's writer, which may hold this lane's lock: the rest is
+    /// done by this lane's next flush, [`Lane::fence_written`]).
+    fn fence_left(self: &Arc<Self>, token: u64) {
+        *self.fence_written.lock() = Some(token);
+        self.poller().flush_later(self.clone());
+    }
+
+    /// If a fence of this lane was written, and the peer waits for it: a
+    /// wait for it opens the lane's own connection, and what the lane held
+    /// follows (see [`Router::written`]).
+    fn fence_written(&self, out: &mut Out) {
+        let Some(token) = self.fence_written.lock().take() else {
+            return;
+        };
+        let Some((share, queue, parts)) = out.sharing() else {
+            return;
+        };
+        if share.router.written(token) {
+            self.queue_own(queue, parts, Outgoing::wait(token), None);
+            self.put_held(share, queue, parts, Mode::Own);
+        }
+    }
+
     /// Receiving side: the peer's fence `token` of this lane was read on
     /// the channel's shared lane, and what was read there before it was
     /// delivered. Reads of this lane's connections that wait for it go on.
@@ -783,6 +827,26 @@ impl Lane {
         self.reads_wait.load(Ordering::Acquire)
     }
 
+    /// Whether this is a shared lane (of a channel whose lanes named it).
+    pub(crate) fn is_shared_lane(&self) -> bool {
+        !self.siblings.lock().is_empty()
+    }
+
+    /// For a shared lane: lane `index` of its channel.
+    pub(crate) fn sibling(&self, index: u16) -> Option<Arc<Lane>> {
+        self.siblings.lock().get(index as usize)?.upgrade()
+    }
+
+    /// `lane` names this lane its shared lane.
+    fn add_sibling(&self, lane: &Arc<Lane>) {
+        let mut s = self.siblings.lock();
+        let i = lane.key.index as usize;
+        if s.len() <= i {
+            s.resize(i + 1, Weak::new());
+        }
+        s[i] = Arc::downgrade(lane);
+    }
+
     /// From now on the lane sends its small frames on `shared`, its
     /// channel's shared lane (`None`: the channel has none any more, and
     /// whatever was held back goes on the lane's own connection).
@@ -801,6 +865,9 @@ impl Lane {
         // lanes, and what was queued for its earlier life is dropped)
         self.release(&mut out);
         let waits = out.waits;
+        if let Some(s) = &shared {
+            s.add_sibling(self);
+        }
         out.share = shared.map(|lane| Share {
             lane,
             router: {
@@ -1023,6 +1090,7 @@ impl Lane {
         let (conn, mut batch) = {
             let mut out = self.out.lock();
             out.flush_asked = false;
+            self.fence_written(&mut out);
             let writable = out.writable();
             match out.queue.flush(writable) {
                 Step::Idle => return (Flush::Done, 0, false),
@@ -1325,8 +1393,10 @@ mod tests {
     }
 
     /// The same with a peer that agreed on `share_wait`: the lane holds
-    /// nothing; on its own connection, a wait for the fence goes first,
-    /// then the frame that found the bound reached and those after it.
+    /// its frames as long as its fence waits on the shared lane; once the
+    /// shared lane's peer reads and the fence is written, a wait for it
+    /// goes first on the lane's own connection, then the frame that found
+    /// the bound reached and those after it.
     #[test]
     fn with_a_peer_that_waits_a_lane_leaves_the_shared_lane_behind_a_wait() {
         leaves_a_backed_up_shared_lane(true);
@@ -1366,8 +1436,8 @@ mod tests {
             poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
             server
         };
-        // (the shared lane's peer reads nothing)
-        let _shared_server = attach(&shared, 1);
+        // (the shared lane's peer reads nothing, for now)
+        let mut shared_server = Some(attach(&shared, 1));
         lane.set_shared(Some(shared.clone()));
         let mut server = attach(&lane, 2);
         let p = poller.clone();
@@ -1399,9 +1469,19 @@ mod tests {
             lane.push_from(FrameKind::Data, vec![3u8; 1000].into(), Some(1));
         }
         if waits {
-            // Nothing held: on the lane's own connection, a wait for the
-            // fence out on the shared lane, then every frame.
-            assert_eq!(lane.small_messages(), SmallMessages::Own);
+            // Held: the fence is behind the lane's 64 KiB, which the
+            // shared lane cannot write.
+            assert_eq!(lane.small_messages(), SmallMessages::Changing);
+            // The shared lane's peer reads: the fence is written, and the
+            // lane goes on, on its own connection: a wait for the fence,
+            // then every frame (no answer comes).
+            let mut s = shared_server.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = vec![0u8; 1 << 16];
+                while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+            wait_for(|| lane.small_messages() == SmallMessages::Own);
             let Ok(Control::Wait { token: t }) = decode_control(&frames.next()) else {
                 panic!("no wait")
             };

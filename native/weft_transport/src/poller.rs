@@ -990,7 +990,7 @@ fn inbound(
                 Ok(Control::Wait { token })
                     if negotiated.caps.contains(Capabilities::SHARE)
                         && negotiated.caps.contains(Capabilities::SHARE_WAIT)
-                        && !shared.routes.is_shared_lane(peer, lane) =>
+                        && !lane.is_shared_lane() =>
                 {
                     return Ok(if lane.wait_read(token) {
                         Flow::Go
@@ -1007,8 +1007,11 @@ fn inbound(
             };
             // (on the shared lane: a wait for it on the lane's own
             // connection may go on, now that what came before it here is
-            // delivered)
-            shared.routes.fence_read(peer, lane, &key, token);
+            // delivered; the lane of this shared lane's route, even if a
+            // newer route replaced it)
+            if let Some(l) = lane.sibling(index) {
+                l.fence_read(token);
+            }
             shared.routes.answer_fence(peer, key, token);
             return Ok(Flow::Go);
         }

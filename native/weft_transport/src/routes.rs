@@ -492,39 +492,6 @@ impl Routes {
         }
     }
 
-    /// Whether `lane` is a shared lane of `peer`'s route.
-    pub fn is_shared_lane(&self, peer: &str, lane: &Lane) -> bool {
-        self.get(peer).is_some_and(|r| {
-            r.shared
-                .get(&lane.key.channel)
-                .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), lane))
-        })
-    }
-
-    /// `peer`'s fence `token` of its lane `key` was read on `on`, and what
-    /// came before it there was delivered: if `on` is the channel's shared
-    /// lane, reads of lane `key` that wait for that fence go on (see
-    /// [`weft_core::share`]).
-    pub fn fence_read(&self, peer: &str, on: &Lane, key: &LaneKey, token: u64) {
-        let Some(r) = self.get(peer) else {
-            return;
-        };
-        let Some(s) = r.shared.get(&key.channel) else {
-            return;
-        };
-        if !std::ptr::eq(Arc::as_ptr(s), on) {
-            return;
-        }
-        // (a lane of the channel, not the shared lane itself)
-        if let Some(l) = r
-            .channels
-            .get(&key.channel)
-            .and_then(|ls| ls.get(key.index as usize))
-        {
-            l.fence_read(token);
-        }
-    }
-
     /// Answer `peer`'s fence `token` of its lane `lane` (see
     /// [`weft_core::share`]), on its control lane. Not while that lane has
     /// more than [`ANSWERS_QUEUED_MAX`] bytes queued: a peer that sends

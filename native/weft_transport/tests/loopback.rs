@@ -1011,6 +1011,28 @@ fn a_replaced_connection_is_read_to_its_end_before_its_successor() {
 
 #[test]
 fn every_accepted_message_is_delivered_or_counted() {
+    delivered_or_counted(false, |a, _| {
+        a.send(None, "b@h", "default", 0, vec![5; 1000]).is_ok()
+    });
+}
+
+/// The same over a channel's lanes and their shared lane, with a large
+/// message now and then: lanes leave the shared lane while the receiver is
+/// frozen. A lane holds what it sends until its fence is written, so what
+/// a wait holds back at the receiver never waits for a fence that the
+/// sender dropped when it gave up on the receiver (`share_wait`).
+#[test]
+fn every_accepted_message_is_delivered_or_counted_across_the_shared_lane() {
+    delivered_or_counted(true, |a, i| {
+        let len = if i % 97 == 0 { 70_000 } else { 1000 };
+        let key = weft_transport::Choice::Index(i % 8);
+        a.send(Some(i % 8), "b@h", "vnode", key, vec![5; len])
+            .is_ok()
+    });
+}
+
+/// `warm`: first, the lanes of `vnode` move to its shared lane.
+fn delivered_or_counted(warm: bool, send: impl Fn(&Transport, u64) -> bool) {
     // The sender gives up on a silent peer after 1 s and redials only much
     // later; the receiver never gives up on its own, and reads what reached
     // it once it thaws (a connection closed by the sender is read to its end).
@@ -1025,6 +1047,23 @@ fn every_accepted_message_is_delivered_or_counted() {
         c.timing.gossip_interval = 300_000;
     });
     join_and_connect(&a, &b);
+    if warm {
+        let mut sent = 0;
+        wait_for("vnode's lanes on its shared lane", || {
+            for k in 0..4 {
+                let key = weft_transport::Choice::Index(k);
+                a.send(Some(k), "b@h", "vnode", key, vec![1; 10]).unwrap();
+                sent += 1;
+            }
+            let info = a.info().unwrap();
+            let p = info.peers.iter().find(|p| p.name == "b@h").unwrap();
+            p.lanes
+                .iter()
+                .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
+                .all(|l| l.small_messages == weft_transport::SmallMessages::SharedLane)
+        });
+        recv_msgs(&brx, sent);
+    }
     db.pause.store(true, Ordering::SeqCst);
     let mut accepted = 0u64;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1033,7 +1072,7 @@ fn every_accepted_message_is_delivered_or_counted() {
     while after_down < 100 {
         assert!(Instant::now() < deadline, "never declared down");
         for _ in 0..100 {
-            if a.send(None, "b@h", "default", 0, vec![5; 1000]).is_ok() {
+            if send(&a, accepted) {
                 accepted += 1;
             }
         }

@@ -175,10 +175,11 @@ enum Item {
 /// fences answered over the control lane, random delays, and connections
 /// that lose what is on their way: every frame not lost is delivered, in
 /// the order it was pushed. Odd seeds run with a peer that waits
-/// ([`Router::set_peer_waits`]): it reads nothing of the lane's own
-/// connection after a wait until it has read the fence from the shared
-/// lane, and a new own connection starts with the wait while it is
-/// unanswered.
+/// ([`Router::set_peer_waits`]): the lane hears that its fence was written
+/// (at once, or later than the answer), then sends the wait and what it
+/// held on its own connection; the peer reads nothing of that connection
+/// after a wait until it has read the fence from the shared lane; and a
+/// new own connection starts with the wait while it is unanswered.
 #[test]
 fn frames_keep_their_order_across_the_two_connections() {
     let (mut total_passed, mut total_stopped) = (0u64, 0u64);
@@ -211,18 +212,29 @@ fn frames_keep_their_order_across_the_two_connections() {
         // connection)
         let slow = rng.below(3) == 0;
         let delay = move |rng: &mut Rng| 1 + rng.below(if slow { 3 * RETRY_US } else { 5_000 });
-        let send_fence =
-            |f: Fence, now, rng: &mut Rng, shared: &mut Wire<Item>, own: &mut Wire<Item>| {
-                let d = delay(rng);
-                match f.on {
-                    Mode::Shared => shared.send(now, d, Item::Fence(f.token)),
-                    Mode::Own => own.send(now, d, Item::Fence(f.token)),
-                }
-                if f.wait {
-                    assert_eq!(f.on, Mode::Shared);
-                    own.send(now, delay(rng), Item::Wait(f.token));
-                }
-            };
+        // (fences written, as the lane hears of it: token and when)
+        let mut written: Vec<(u64, Micros)> = Vec::new();
+        let send_fence = |f: Fence,
+                          now,
+                          rng: &mut Rng,
+                          shared: &mut Wire<Item>,
+                          own: &mut Wire<Item>,
+                          written: &mut Vec<(u64, Micros)>| {
+            let d = delay(rng);
+            match f.on {
+                Mode::Shared => shared.send(now, d, Item::Fence(f.token)),
+                Mode::Own => own.send(now, d, Item::Fence(f.token)),
+            }
+            if f.wait {
+                assert_eq!(f.on, Mode::Shared);
+                let later = if rng.below(2) == 0 {
+                    0
+                } else {
+                    rng.below(20_000)
+                };
+                written.push((f.token, now + later));
+            }
+        };
         let steps = 3_000 + rng.below(3_000);
         for step in 0..steps + 200_000 {
             now += rng.below(400);
@@ -238,7 +250,7 @@ fn frames_keep_their_order_across_the_two_connections() {
                 let shareable = rng.below(unshareable_odds) != 0;
                 let (route, fence) = r.push(now, shareable);
                 if let Some(f) = fence {
-                    send_fence(f, now, &mut rng, &mut shared, &mut own);
+                    send_fence(f, now, &mut rng, &mut shared, &mut own, &mut written);
                 }
                 match route {
                     Route::Shared => shared.send(now, delay(&mut rng), Item::Frame(id)),
@@ -248,6 +260,22 @@ fn frames_keep_their_order_across_the_two_connections() {
                             own.send(now, delay(&mut rng), Item::Frame(h));
                         }
                         own.send(now, delay(&mut rng), Item::Frame(id));
+                    }
+                }
+            }
+            // the lane hears that a fence was written: the wait, then
+            // what it held, on its own connection
+            let mut i = 0;
+            while i < written.len() {
+                if written[i].1 > now {
+                    i += 1;
+                    continue;
+                }
+                let (t, _) = written.swap_remove(i);
+                if r.written(t) {
+                    own.send(now, delay(&mut rng), Item::Wait(t));
+                    for h in held.drain(..) {
+                        own.send(now, delay(&mut rng), Item::Frame(h));
                     }
                 }
             }
@@ -294,11 +322,11 @@ fn frames_keep_their_order_across_the_two_connections() {
                 }
             }
             if let Some(f) = r.retry(now) {
-                send_fence(f, now, &mut rng, &mut shared, &mut own);
+                send_fence(f, now, &mut rng, &mut shared, &mut own, &mut written);
             }
             if held.is_empty() {
                 if let Some(f) = r.idle(now) {
-                    send_fence(f, now, &mut rng, &mut shared, &mut own);
+                    send_fence(f, now, &mut rng, &mut shared, &mut own, &mut written);
                 }
             }
             if pushing && rng.below(cut_odds) == 0 {
@@ -351,9 +379,10 @@ fn frames_keep_their_order_across_the_two_connections() {
 }
 
 /// With a peer that waits, a change to the lane's own connection holds
-/// nothing: the frame goes on at once, behind a wait for the fence; the
-/// fence goes again with the same token; the lane goes back to the shared
-/// lane only after the answer.
+/// its frames only until the fence is written: then they go on at once,
+/// behind a wait for it. The fence goes again with the same token; the
+/// lane goes back to the shared lane only after the answer; an answer that
+/// comes before the lane hears of the write ends the hold as well.
 #[test]
 fn with_a_peer_that_waits_the_lane_leaves_the_shared_lane_at_once() {
     let mut r = Router::starting_at(u64::MAX);
@@ -363,24 +392,36 @@ fn with_a_peer_that_waits_the_lane_leaves_the_shared_lane_at_once() {
     assert_eq!(r.push(1, true), (Route::Held, None));
     assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
     assert_eq!(r.wait_out(), None);
-    // a large frame: on its own connection at once, behind a wait
+    // a large frame: held until its fence is written
     let (route, f) = r.push(2, false);
     let f = f.unwrap();
-    assert_eq!(route, Route::Own);
+    assert_eq!(route, Route::Held);
     assert_eq!((f.on, f.wait, f.token), (Mode::Shared, true, 0));
+    assert!(r.is_holding());
+    assert_eq!(r.wait_out(), None);
+    assert!(!r.written(1));
+    assert!(r.written(0));
+    assert!(!r.written(0));
     assert!(!r.is_holding());
+    assert_eq!(r.mode(), Mode::Own);
     assert_eq!(r.fence_out(), Some(Mode::Shared));
     assert_eq!(r.wait_out(), Some(0));
     assert_eq!(r.push(3, true), (Route::Own, None));
     // no answer: the same fence again, and not back before the answer
     assert_eq!(r.retry(2 + RETRY_US - 1), None);
     let again = r.retry(2 + RETRY_US).unwrap();
-    assert_eq!(
-        (again.on, again.wait, again.token),
-        (Mode::Shared, false, 0)
-    );
+    assert_eq!((again.on, again.wait, again.token), (Mode::Shared, true, 0));
     assert_eq!(r.idle(10 * QUIET_US), None);
     assert_eq!(r.answered(0), Answered::Now(Mode::Own));
     assert_eq!((r.wait_out(), r.fence_out()), (None, None));
-    assert!(r.idle(10 * QUIET_US).is_some());
+    // back on the shared lane, and off again: the answer comes before the
+    // lane hears that the fence was written, and ends the hold
+    let f = r.idle(10 * QUIET_US).unwrap();
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Shared));
+    let (route, f) = r.push(11 * QUIET_US, false);
+    assert_eq!(route, Route::Held);
+    let f = f.unwrap();
+    assert_eq!(r.answered(f.token), Answered::Now(Mode::Own));
+    assert!(!r.written(f.token));
+    assert_eq!(r.wait_out(), None);
 }
