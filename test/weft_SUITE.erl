@@ -15,6 +15,7 @@
 -export([join_converges/1, forward_on_every_channel/1, partition_key_order/1,
          small_messages_share_a_connection_and_keep_order_with_large_ones/1,
          a_flood_on_one_key_leaves_the_shared_lane_to_the_others/1,
+         order_holds_when_the_sender_gives_up_on_a_frozen_receiver/1,
          fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers/1,
          large_and_small_on_separate_sockets/1, a_small_message_goes_between_the_parts_of_a_large_one/1,
          killed_node_goes_down_and_rejoins/1,
@@ -45,6 +46,7 @@ all() ->
     [join_converges, forward_on_every_channel, partition_key_order,
      small_messages_share_a_connection_and_keep_order_with_large_ones,
      a_flood_on_one_key_leaves_the_shared_lane_to_the_others,
+     order_holds_when_the_sender_gives_up_on_a_frozen_receiver,
      fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers,
      large_and_small_on_separate_sockets, a_small_message_goes_between_the_parts_of_a_large_one,
      killed_node_goes_down_and_rejoins,
@@ -323,6 +325,46 @@ a_flood_on_one_key_leaves_the_shared_lane_to_the_others(_Config) ->
                                      M =:= shared_lane
                              end),
     ?assertEqual(counters:get(Sent, 1), length(call(B, weft_ct, collected, [back, counters:get(Sent, 1)]))),
+    ok.
+
+%% Four senders on A flood 64 keys of `vnode' (small messages, a 70 KB one
+%% now and then) while B is stopped (SIGSTOP) past heartbeat_timeout: A
+%% gives up on B, and connects again when B goes on, with messages of the
+%% earlier connections still unread at B, on every lane and on the shared
+%% lane. B reads what A sent before it gave up first: per sender and key,
+%% no message arrives after a later one. Every message accepted is
+%% delivered, or counted as dropped by A (B drops none).
+order_holds_when_the_sender_gives_up_on_a_frozen_receiver(_Config) ->
+    [A, B] = cluster(2),
+    NodeA = node_of(A),
+    NodeB = node_of(B),
+    weft_ct:wait_until(lanes, fun() -> all_lanes_connected(A, NodeB) end),
+    call(B, weft_ct, order_checker, [checker]),
+    Self = self(),
+    spawn_link(fun() -> Self ! {flooded, call(A, weft_ct, key_flood, [NodeB, checker, vnode, 4, 64, 6000])} end),
+    weft_ct:wait_until(flowing, fun() -> maps:get(received, call(B, weft_ct, order_checked, [checker])) > 1000 end),
+    OsPid = call(B, os, getpid, []),
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    try
+        weft_ct:wait_until(given_up, fun() ->
+                                             #{peers := #{NodeB := #{state := S}}} = info(A),
+                                             S =/= up
+                                     end)
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    Accepted = receive {flooded, N} -> N after 60000 -> error(flood_never_ended) end,
+    Dropped = fun(Node) -> lists:sum(maps:values(maps:get(dropped, info(Node)))) end,
+    weft_ct:wait_until(accounted, fun() ->
+                                          #{received := R} = call(B, weft_ct, order_checked, [checker]),
+                                          R + Dropped(A) + Dropped(B) >= Accepted
+                                  end),
+    #{received := Received, late := Late, examples := Examples} = call(B, weft_ct, order_checked, [checker]),
+    ct:pal("accepted ~p, received ~p, dropped by A ~p, by B ~p; late ~p ~p; B's waits ~p",
+           [Accepted, Received, maps:get(dropped, info(A)), maps:get(dropped, info(B)), Late, Examples,
+            lists:sum([W || #{recv_waits := W} <- lanes(B, NodeA, vnode)])]),
+    ?assertEqual(0, Late),
+    ?assertEqual(Accepted, Received + Dropped(A) + Dropped(B)),
     ok.
 
 check_key_order(Got, Count, Keys) ->

@@ -12,7 +12,7 @@
          capture_all/0, all_logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1, send_seqs/6, send_mixed_keys/6, send_big_seqs/7, in_turn/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1,
-         count_other/1]).
+         count_other/1, order_checker/1, order_checked/1, key_flood/6]).
 %% logger handler callback:
 -export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
          send_new_exports/4, big_then_small/4]).
@@ -256,6 +256,59 @@ send_seqs(Node, Name, Channel, From, To, Keys) ->
     [ok = weft:forward(Node, Name, {Seq rem Keys, Seq}, #{channel => Channel, partition_key => Seq rem Keys})
      || Seq <- lists:seq(From, To)],
     ok.
+
+%% @doc A process `Name' that checks messages `{Sender, Key, Seq, _}': per
+%% sender and key, each `Seq' must be above the last one seen (gaps are
+%% allowed: messages lost with a connection). See {@link order_checked/1}.
+order_checker(Name) ->
+    Pid = spawn(fun() -> order_loop(#{}, 0, []) end),
+    register(Name, Pid),
+    Pid.
+
+order_loop(Last, N, Late) ->
+    receive
+        {'$checked', From} ->
+            From ! {'$checked', #{received => N, late => length(Late), examples => lists:sublist(Late, 5)}},
+            order_loop(Last, N, Late);
+        {S, K, Seq, _} ->
+            L = maps:get({S, K}, Last, 0),
+            Late1 = case Seq =< L of true -> [{S, K, Seq, 'after', L} | Late]; false -> Late end,
+            order_loop(Last#{{S, K} => max(L, Seq)}, N + 1, Late1)
+    end.
+
+%% @doc What the order checker `Name' saw: `#{received, late, examples}'
+%% (`late': messages that came after a later one of the same sender and key).
+order_checked(Name) ->
+    Name ! {'$checked', self()},
+    receive {'$checked', R} -> R after 5000 -> timeout end.
+
+%% @doc `Senders' processes forward `{Sender, Key, Seq, Payload}' to `Name'
+%% on `Node' on `Channel' for `Ms' ms, to random keys of `Keys' (the
+%% partition key), each Seq one above the last to that key; one message in
+%% 500 carries a 70 KB payload (it does not share the shared lane), the
+%% others 8 bytes. Returns how many `forward' accepted, once all are done.
+key_flood(Node, Name, Channel, Senders, Keys, Ms) ->
+    Until = erlang:monotonic_time(millisecond) + Ms,
+    Big = binary:copy(<<"L">>, 70000),
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               rand:seed(exsss, {S, S, S}),
+                               Self ! {flooded, self(), key_flood_loop(Node, Name, Channel, S, Keys, Until, Big, #{}, 0)}
+                       end) || S <- lists:seq(1, Senders)],
+    lists:sum([receive {flooded, P, N} -> N end || P <- Pids]).
+
+key_flood_loop(Node, Name, Channel, S, Keys, Until, Big, Seqs, Ok) ->
+    case erlang:monotonic_time(millisecond) > Until of
+        true -> Ok;
+        false ->
+            K = rand:uniform(Keys),
+            Seq = maps:get(K, Seqs, 0) + 1,
+            P = case rand:uniform(500) of 1 -> Big; _ -> <<Seq:64>> end,
+            case weft:forward(Node, Name, {S, K, Seq, P}, #{channel => Channel, partition_key => K}) of
+                ok -> key_flood_loop(Node, Name, Channel, S, Keys, Until, Big, Seqs#{K => Seq}, Ok + 1);
+                {error, overloaded} -> timer:sleep(1), key_flood_loop(Node, Name, Channel, S, Keys, Until, Big, Seqs, Ok)
+            end
+    end.
 
 %% @doc Forward `Count' messages `{Key, Seq, Payload}' to `Name' on `Node'
 %% on `Channel', with integer partition key `Seq rem Keys'; every third

@@ -418,9 +418,10 @@ pub struct Lane {
     /// as a shared lane, it may carry the small frames of its channel's
     /// lanes.
     shares: AtomicBool,
-    /// The peer's fences and waits for this lane, as its receiving side
-    /// sees them (capability `share_wait`).
-    peer_fence: Mutex<PeerFence>,
+    /// Receiving side: the token of the peer's last fence of this lane read
+    /// on the channel's shared lane, what was read before it delivered
+    /// (capability `share_wait`; see [`Lane::fence_passed`]).
+    peer_fence: Mutex<Option<u64>>,
     /// For a shared lane: its channel's lanes, by index, as their
     /// [`Lane::set_shared`] named it (the lanes of the same route: a route
     /// that replaced theirs has lanes of its own). Empty for other lanes.
@@ -428,21 +429,6 @@ pub struct Lane {
     /// A fence of this lane that the shared lane wrote, for the next flush
     /// ([`Lane::fence_left`]).
     fence_written: Mutex<Option<u64>>,
-    /// Reads of this lane's connections wait for a fence (a copy of
-    /// `peer_fence.waiting.is_some()`, read without the lock by the
-    /// pollers in every round).
-    reads_wait: AtomicBool,
-}
-
-/// The receiving side of a lane's changes of connection (see
-/// [`weft_core::share`]).
-#[derive(Debug, Default)]
-struct PeerFence {
-    /// The token of the last fence of this lane read on the channel's
-    /// shared lane (what was read before it is delivered).
-    last: Option<u64>,
-    /// The wait that reads of this lane's connections stopped at.
-    waiting: Option<u64>,
 }
 
 impl Lane {
@@ -466,10 +452,9 @@ impl Lane {
             counters,
             origin: Instant::now(),
             shares: AtomicBool::new(false),
-            peer_fence: Mutex::new(PeerFence::default()),
+            peer_fence: Mutex::new(None),
             fence_written: Mutex::new(None),
             siblings: Mutex::new(Vec::new()),
-            reads_wait: AtomicBool::new(false),
         })
     }
 
@@ -792,39 +777,21 @@ impl Lane {
 
     /// Receiving side: the peer's fence `token` of this lane was read on
     /// the channel's shared lane, and what was read there before it was
-    /// delivered. Reads of this lane's connections that wait for it go on.
+    /// delivered.
     pub(crate) fn fence_read(&self, token: u64) {
-        let mut p = self.peer_fence.lock();
-        p.last = Some(token);
-        let go = p.waiting.is_some_and(|w| wait_passes(p.last, w));
-        if go {
-            p.waiting = None;
-            self.reads_wait.store(false, Ordering::Release);
-        }
-        drop(p);
-        if go {
-            self.poller().resume_reads();
-        }
+        *self.peer_fence.lock() = Some(token);
     }
 
-    /// Receiving side: a wait for the peer's fence `token` of this lane was
-    /// read on one of its connections. Whether what follows may be read
-    /// now; if not, reads of the lane's connections stop until that fence
-    /// comes on the shared lane ([`Lane::fence_read`]).
-    pub(crate) fn wait_read(&self, token: u64) -> bool {
-        let mut p = self.peer_fence.lock();
-        if wait_passes(p.last, token) {
-            return true;
-        }
-        p.waiting = Some(token);
-        self.reads_wait.store(true, Ordering::Release);
-        self.stats.recv_waits.fetch_add(1, Ordering::Relaxed);
-        false
-    }
-
-    /// Whether reads of this lane's connections wait for a fence.
-    pub(crate) fn reads_wait(&self) -> bool {
-        self.reads_wait.load(Ordering::Acquire)
+    /// Receiving side: whether a wait for the peer's fence `token` of this
+    /// lane, read on one of its connections, lets what follows it be read
+    /// (that fence was read on the shared lane; see
+    /// [`weft_core::share::wait_passes`]). The wait belongs to the
+    /// connection that carried it: the peer starts each new connection
+    /// with the wait while it has no answer, so a connection without one
+    /// has nothing to wait for (and a lane whose peer gave up on a change
+    /// is not held up for ever).
+    pub(crate) fn fence_passed(&self, token: u64) -> bool {
+        wait_passes(*self.peer_fence.lock(), token)
     }
 
     /// Whether this is a shared lane (of a channel whose lanes named it).

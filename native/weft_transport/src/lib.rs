@@ -113,6 +113,9 @@ pub(crate) struct Shared {
     /// What the headers of large frames being received claimed and got
     /// whole, over all connections.
     claims: Arc<frame_reader::Claims>,
+    /// The connections being read, by peer and lane, over every poller and
+    /// route ([`poller::Reading`]).
+    reading: poller::Reading,
 }
 
 /// Established connections, for the driver to close them.
@@ -288,6 +291,7 @@ impl Transport {
             handshakes,
             pending,
             claims,
+            reading: poller::Reading::default(),
         });
         for p in pollers.all() {
             p.set_shared(&shared);

@@ -56,7 +56,7 @@ use weft_core::placement::{self, Linger, Place, Round, Served, ServiceOrder, Tra
 use weft_core::stage::{DropReason, Envelope, Verdict};
 use weft_core::types::FastMap;
 use weft_core::wire::{decode_control, Control};
-use weft_core::{Capabilities, ConnId, Extensions, FrameKind, LaneKey, Level, Negotiated};
+use weft_core::{Capabilities, ConnId, Extensions, FrameKind, LaneKey, Level};
 
 /// Bytes one connection may read in one round.
 const READ_BUDGET: usize = 64 * 1024;
@@ -104,6 +104,100 @@ struct Entry {
     /// Closed locally, read until the peer closes too or [`DRAIN`] ends;
     /// the reason to report then.
     draining: Option<String>,
+    /// An older connection of the same peer and lane was still read when
+    /// this one came ([`Reading`]): this one is not read until none is.
+    older: bool,
+    /// A wait for the fence of this token, read on this connection: what
+    /// follows it is not read until that fence came on the shared lane
+    /// (see [`weft_core::share`]).
+    waits_for: Option<u64>,
+}
+
+/// The connections being read, by peer, over every poller and every route
+/// of the peer. A connection is read only once every connection it must
+/// follow has ended:
+/// - an older one of the same lane: the peer sent its frames on that one
+///   first, so one sender's frames on a lane arrive in order across a
+///   replacement, also when the older connection belongs to an earlier
+///   route of the peer (it went down and up: new lanes) or is served by
+///   another poller;
+/// - for a data lane, every connection older than a control connection
+///   that is older than it: a new control connection starts a new life of
+///   the link to the peer (the peer gave up on this node, or the reverse,
+///   and connected again), and what the peer sent in the earlier life, on
+///   any lane or the shared lane, is read before what it sent since.
+///
+/// The wait is bounded: a connection that another one must follow was
+/// closed by one side or the other, and is read until the peer closes it
+/// too, or for [`DRAIN`] once closed locally.
+#[derive(Default)]
+pub(crate) struct Reading {
+    peers: Mutex<FastMap<String, PeerReads>>,
+    /// Connections stopped at a wait for a fence, over every poller: while
+    /// there are any, a fence read on a shared lane makes every poller
+    /// look at its waiting connections.
+    waits: AtomicUsize,
+}
+
+/// One peer's connections being read, and where its control connections
+/// started a new life of the link (ids of control connections that an
+/// open connection is older than).
+#[derive(Default)]
+struct PeerReads {
+    open: Vec<(LaneKey, ConnId)>,
+    lives: Vec<ConnId>,
+}
+
+impl PeerReads {
+    /// Whether connection `id` of lane `key` must wait for another.
+    fn follows(&self, key: &LaneKey, id: ConnId) -> bool {
+        self.open.iter().any(|(k, o)| {
+            *o < id
+                && (k == key
+                    || (!key.is_control() && self.lives.iter().any(|c| *o < *c && *c < id)))
+        })
+    }
+}
+
+impl Reading {
+    /// Connection `id` of `peer`'s lane `key` is read from now on. Whether
+    /// it must wait for another.
+    fn open(&self, peer: &str, key: &LaneKey, id: ConnId) -> bool {
+        let mut m = self.peers.lock();
+        let p = m.entry(peer.to_string()).or_default();
+        p.open.push((key.clone(), id));
+        if key.is_control() {
+            p.lives.push(id);
+        }
+        p.follows(key, id)
+    }
+
+    /// Whether connection `id` of `peer`'s lane `key` must still wait for
+    /// another.
+    fn older(&self, peer: &str, key: &LaneKey, id: ConnId) -> bool {
+        self.peers
+            .lock()
+            .get(peer)
+            .is_some_and(|p| p.follows(key, id))
+    }
+
+    /// Connection `id` of `peer`'s lane `key` ended. Whether a newer
+    /// connection of the peer may wait for it.
+    fn close(&self, peer: &str, key: &LaneKey, id: ConnId) -> bool {
+        let mut m = self.peers.lock();
+        let Some(p) = m.get_mut(peer) else {
+            return false;
+        };
+        p.open.retain(|(k, o)| !(*o == id && k == key));
+        let newer = p.open.iter().any(|(_, o)| *o > id);
+        // (a life matters while a connection older than it is read)
+        let open = &p.open;
+        p.lives.retain(|c| open.iter().any(|(_, o)| o < c));
+        if p.open.is_empty() {
+            m.remove(peer);
+        }
+        newer
+    }
 }
 
 enum Cmd {
@@ -263,6 +357,8 @@ impl Poller {
         } else {
             FrameReader::new(max_frame)
         };
+        let shared = self.shared.get().and_then(Weak::upgrade);
+        let older = shared.is_some_and(|s| s.reading.open(&peer, &lane.key, conn.id));
         self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
             conn,
             reader,
@@ -271,6 +367,8 @@ impl Poller {
             readable: true,
             traffic: Traffic::new(),
             draining: None,
+            older,
+            waits_for: None,
         })));
         self.wake();
     }
@@ -369,7 +467,7 @@ impl Poller {
         let mut closes = Vec::new();
         self.commands(st, shared, &mut closes);
         if !st.waiting.is_empty() {
-            resume_waiting(st);
+            resume_waiting(st, shared);
         }
         let writable = readiness(st);
         let written = self.flushes(st, writable);
@@ -588,9 +686,10 @@ impl LanePoller for Poller {
     }
 }
 
-/// The waiting connections whose lane's fence came are read again (they
-/// may have bytes buffered, in their reader or their socket).
-fn resume_waiting(st: &mut State) {
+/// The waiting connections that may be read now (their lane's fence
+/// came, or their older connections ended) are read again (they may have
+/// bytes buffered, in their reader or their socket).
+fn resume_waiting(st: &mut State, shared: Option<&Shared>) {
     let State {
         conns,
         order,
@@ -599,13 +698,39 @@ fn resume_waiting(st: &mut State) {
     } = st;
     waiting.retain(|id| match conns.get_mut(id) {
         None => false,
-        Some(e) if e.lane.reads_wait() => true,
         Some(e) => {
+            if blocked(e, shared) {
+                return true;
+            }
             e.readable = true;
             order.ready(*id);
             false
         }
     });
+}
+
+/// Whether `e` may not be read now: it stopped at a wait whose fence has
+/// not come, or an older connection of its peer and lane is still read
+/// ([`Reading`]).
+fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
+    if let Some(token) = e.waits_for {
+        if !e.lane.fence_passed(token) {
+            return true;
+        }
+        e.waits_for = None;
+        if let Some(s) = shared {
+            s.reading.waits.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    if e.older {
+        let still = shared.is_some_and(|s| s.reading.older(&e.peer, &e.lane.key, e.conn.id));
+        if still {
+            return true;
+        }
+        // (ids grow: once none is older, none ever will be)
+        e.older = false;
+    }
+    false
 }
 
 /// Connections to forget, and why.
@@ -673,8 +798,9 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         if is_held(&draining, e) {
             return Served::More(0);
         }
-        if e.lane.reads_wait() {
-            // (until its lane's fence comes: `resume_waiting`)
+        if blocked(e, Some(shared)) {
+            // (until its lane's fence comes, or its older connections end:
+            // `resume_waiting`)
             e.readable = false;
             if !waiting.contains(&conn_id) {
                 waiting.push(conn_id);
@@ -683,19 +809,22 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         }
         let alloc = |len: usize| shared.claims.buffer(len, |n| shared.sink.frame_buffer(n));
         let before = e.reader.bytes_read();
-        let negotiated = e.conn.negotiated;
         let large_before = round.large_frames;
+        let mut wait = None;
         let status = {
             let mut on_frame = |f: Frame<'_>, ext: &Extensions| {
                 match f {
                     Frame::Small(..) => round.small_frames += 1,
                     Frame::Large(_) => round.large_frames += 1,
                 }
-                inbound(shared, &e.peer, &e.lane, conn_id, &negotiated, f, ext)
+                inbound(shared, &e.peer, &e.lane, &e.conn, f, ext, &mut wait)
             };
             e.reader
                 .read(e.conn.stream(), allowance, &alloc, &mut on_frame)
         };
+        if wait.is_some() {
+            e.waits_for = wait;
+        }
         let used = (e.reader.bytes_read() - before) as usize;
         let in_large = e.reader.in_large_frame();
         round.in_large |= in_large;
@@ -710,7 +839,7 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             Ok(ReadStatus::Budget) => Served::More(used),
             // A wait: what follows it waits for its lane's fence, unless
             // that came meanwhile (then it is read on its next turn).
-            Ok(ReadStatus::Paused) if e.lane.reads_wait() => {
+            Ok(ReadStatus::Paused) if blocked(e, Some(shared)) => {
                 e.readable = false;
                 if !waiting.contains(&conn_id) {
                     waiting.push(conn_id);
@@ -805,6 +934,16 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &Atomic
             e.lane.detach(id);
             let _ = e.conn.stream().shutdown(std::net::Shutdown::Both);
             if let Some(shared) = shared {
+                if e.waits_for.is_some() {
+                    shared.reading.waits.fetch_sub(1, Ordering::AcqRel);
+                }
+                // (a newer connection of the lane may wait for this one:
+                // every poller looks at its waiting ones; rare)
+                if shared.reading.close(&e.peer, &e.lane.key, id) {
+                    for p in shared.pollers.all() {
+                        p.resume_reads();
+                    }
+                }
                 let _ = shared
                     .driver
                     .send(ConnEvent::Closed { conn: id, reason }.into());
@@ -914,19 +1053,21 @@ fn dropped_on_receive(shared: &Shared, peer: &str, lane: &Lane, len: usize) -> O
 /// One frame from `peer` on `lane`, with the extensions of its header:
 /// application data to the sink (unless the per-message stage drops it),
 /// control frames (only on the control lane) to the driver. A frame may
-/// carry only the extensions of capabilities its connection `negotiated`;
-/// any other is a protocol error. (Nothing uses the extensions beyond that
+/// carry only the extensions of capabilities its connection `conn`
+/// negotiated; any other is a protocol error. A wait whose fence has not
+/// come pauses the read, its token in `wait`. (Nothing uses the extensions beyond that
 /// check yet: this is where sequence numbers, acks, relaying and traces
 /// will be handled.)
 fn inbound(
     shared: &Shared,
     peer: &str,
     lane: &Lane,
-    conn: ConnId,
-    negotiated: &Negotiated,
+    conn: &Conn,
     frame: Frame<'_>,
     ext: &Extensions,
+    wait: &mut Option<u64>,
 ) -> Result<Flow, String> {
+    let negotiated = &conn.negotiated;
     if !negotiated.allows(ext) {
         return Err(format!(
             "frame with header extensions {} not negotiated (this connection agreed on {})",
@@ -992,11 +1133,13 @@ fn inbound(
                         && negotiated.caps.contains(Capabilities::SHARE_WAIT)
                         && !lane.is_shared_lane() =>
                 {
-                    return Ok(if lane.wait_read(token) {
-                        Flow::Go
-                    } else {
-                        Flow::Pause
-                    });
+                    if lane.fence_passed(token) {
+                        return Ok(Flow::Go);
+                    }
+                    *wait = Some(token);
+                    lane.stats.recv_waits.fetch_add(1, Ordering::Relaxed);
+                    shared.reading.waits.fetch_add(1, Ordering::AcqRel);
+                    return Ok(Flow::Pause);
                 }
                 _ => return Err("unexpected Control frame on this lane".into()),
             };
@@ -1011,6 +1154,12 @@ fn inbound(
             // newer route replaced it)
             if let Some(l) = lane.sibling(index) {
                 l.fence_read(token);
+                // (rare: a connection stopped at a wait, somewhere)
+                if shared.reading.waits.load(Ordering::Acquire) > 0 {
+                    for p in shared.pollers.all() {
+                        p.resume_reads();
+                    }
+                }
             }
             shared.routes.answer_fence(peer, key, token);
             return Ok(Flow::Go);
@@ -1023,7 +1172,7 @@ fn inbound(
             }
             let event = ConnEvent::Control {
                 from: peer.to_string(),
-                conn,
+                conn: conn.id,
                 msg,
             };
             let _ = shared.driver.send(event.into());
@@ -1100,6 +1249,48 @@ pub(crate) fn run_thread(poller: Arc<Poller>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection waits for an older one of its lane, and a data lane's
+    /// for every one older than a control connection older than it (a new
+    /// life of the link); the control lane only for its own kind; and
+    /// none once those ended.
+    #[test]
+    fn a_connection_follows_older_ones_of_its_lane_and_of_an_earlier_life() {
+        let r = Reading::default();
+        let lane = |i| LaneKey {
+            channel: "c".into(),
+            index: i,
+        };
+        let control = LaneKey::control();
+        // the first life: control 1, lanes 0-2 on 2, 3, 4
+        assert!(!r.open("p", &control, 1));
+        for (i, id) in [(0, 2), (1, 3), (2, 4)] {
+            assert!(!r.open("p", &lane(i), id));
+        }
+        // lane 1 reconnects: it follows its older connection only
+        assert!(r.open("p", &lane(1), 5));
+        assert!(!r.older("p", &lane(2), 4));
+        assert!(r.close("p", &lane(1), 3));
+        assert!(!r.older("p", &lane(1), 5));
+        // a new life: control 6; lane 0's new connection 7 follows every
+        // data connection older than 6, the control lane's 6 only control 1
+        assert!(r.open("p", &control, 6));
+        assert!(r.open("p", &lane(0), 7));
+        assert!(r.close("p", &control, 1));
+        assert!(!r.older("p", &control, 6));
+        for (i, id) in [(0, 2), (2, 4)] {
+            assert!(r.older("p", &lane(0), 7));
+            r.close("p", &lane(i), id);
+        }
+        assert!(
+            r.older("p", &lane(0), 7),
+            "lane 1's 5 is of the earlier life"
+        );
+        r.close("p", &lane(1), 5);
+        assert!(!r.older("p", &lane(0), 7));
+        // another peer is another matter
+        assert!(!r.open("q", &lane(0), 8));
+    }
 
     #[test]
     fn powers_of_ten() {

@@ -1651,3 +1651,84 @@ fn a_lane_leaving_the_shared_lane_waits_at_the_receiver() {
     a.stop();
     b.stop();
 }
+
+/// The sender gives up on a frozen receiver and connects again while the
+/// receiver still holds unread messages of the earlier connections, on
+/// every lane of a channel and its shared lane. The receiver reads what
+/// the sender sent before it gave up (on any lane) before what it sent
+/// since: per key, messages arrive in the order sent (some are lost with
+/// the give-up, counted by the sender).
+#[test]
+fn what_came_before_the_sender_gave_up_is_read_first() {
+    let (a, _arx, _da) = node_in("a@h", "c", 1 << 20, IoMode::Threads);
+    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, |c| {
+        // Silent while frozen, and patient: only the sender gives up.
+        c.timing.heartbeat_interval = 300_000;
+        c.timing.heartbeat_timeout = 600_000;
+        c.timing.gossip_interval = 300_000;
+    });
+    join_and_connect(&a, &b);
+    let mut seq = [0u32; 8];
+    let mut send = |a: &Transport, n: usize| {
+        for i in 0..n {
+            let key = i % 8;
+            let len = if seq[key] % 50 == 49 { 70_000 } else { 200 };
+            let mut m = vec![0u8; len];
+            m[0] = key as u8;
+            m[1..5].copy_from_slice(&seq[key].to_be_bytes());
+            let choice = weft_transport::Choice::Index(key as u64);
+            if a.send(Some(key as u64), "b@h", "vnode", choice, m).is_ok() {
+                seq[key] += 1;
+            }
+        }
+    };
+    // The lanes on the shared lane first.
+    wait_for("vnode's lanes on its shared lane", || {
+        send(&a, 8);
+        let info = a.info().unwrap();
+        let p = info.peers.iter().find(|p| p.name == "b@h").unwrap();
+        p.lanes
+            .iter()
+            .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
+            .all(|l| l.small_messages == weft_transport::SmallMessages::SharedLane)
+    });
+    // B reads nothing; A sends until it has given up on B and is up with
+    // it again (B's tokio side answers), then some more.
+    db.pause.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut was_down = false;
+    while !(was_down && a.up_peers() == ["b@h"] && all_lanes_connected(&a, "b@h")) {
+        assert!(
+            Instant::now() < deadline,
+            "A never gave up on B and came back"
+        );
+        send(&a, 200);
+        was_down |= a.up_peers().is_empty();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for _ in 0..20 {
+        send(&a, 200);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    db.pause.store(false, Ordering::SeqCst);
+    // Everything that arrives, until nothing has for a while: per key, in
+    // the order sent.
+    let mut next = [0u32; 8];
+    let mut got = 0;
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_millis(2500) {
+        if let Ok(Ev::Msg(_, m)) = brx.recv_timeout(Duration::from_millis(100)) {
+            let key = m[0] as usize;
+            let s = u32::from_be_bytes(m[1..5].try_into().unwrap());
+            assert!(s >= next[key], "key {key}: {s} after {}", next[key] - 1);
+            next[key] = s + 1;
+            got += 1;
+            last = Instant::now();
+        }
+    }
+    assert!(got > 0);
+    assert!(
+        dropped(&a, "node_down") > 0,
+        "A gave up with messages queued"
+    );
+}

@@ -178,8 +178,9 @@ enum Item {
 /// ([`Router::set_peer_waits`]): the lane hears that its fence was written
 /// (at once, or later than the answer), then sends the wait and what it
 /// held on its own connection; the peer reads nothing of that connection
-/// after a wait until it has read the fence from the shared lane; and a
-/// new own connection starts with the wait while it is unanswered.
+/// after a wait until it has read the fence from the shared lane (the wait
+/// belongs to the connection: it is gone with it); and a new own
+/// connection starts with the wait while it is unanswered.
 #[test]
 fn frames_keep_their_order_across_the_two_connections() {
     let (mut total_passed, mut total_stopped) = (0u64, 0u64);
@@ -343,8 +344,10 @@ fn frames_keep_their_order_across_the_two_connections() {
                     Item::Frame(id) => Some(id),
                     Item::Fence(_) | Item::Wait(_) => None,
                 }));
-                // (a new own connection starts with the wait out, if any)
+                // (a wait belongs to the connection that carried it; a new
+                // own connection starts with the wait out, if any)
                 if which == 1 {
+                    waiting = None;
                     if let Some(t) = r.wait_out() {
                         own.send(now, delay(&mut rng), Item::Wait(t));
                     }
