@@ -127,9 +127,15 @@ struct Entry {
 ///   and connected again), and what the peer sent in the earlier life, on
 ///   any lane or the shared lane, is read before what it sent since.
 ///
-/// The wait is bounded: a connection that another one must follow was
-/// closed by one side or the other, and is read until the peer closes it
-/// too, or for [`DRAIN`] once closed locally.
+/// The wait is bounded. An older connection of the same lane was closed
+/// when the newer one took the lane, and is read until the peer closes it
+/// too, or for [`DRAIN`]. A new life makes data connections wait for
+/// at most [`LIFE_WAIT`]: after a give-up, the earlier life's connections
+/// end within it (the side that gave up closed them; the other closes its
+/// lanes within [`crate::lane_writer`]'s grace and [`DRAIN`]); a peer that
+/// replaces its control connection and keeps its old data connections
+/// open (a peer of its own making) only delays its own new ones by that
+/// much.
 #[derive(Default)]
 pub(crate) struct Reading {
     peers: Mutex<FastMap<String, PeerReads>>,
@@ -145,16 +151,26 @@ pub(crate) struct Reading {
 #[derive(Default)]
 struct PeerReads {
     open: Vec<(LaneKey, ConnId)>,
-    lives: Vec<ConnId>,
+    /// Control connections and when they came.
+    lives: Vec<(ConnId, Instant)>,
 }
 
+/// How long, at most, a data connection of a new life of the link waits
+/// for the connections of the earlier one ([`Reading`]): 5 s, past the
+/// 2 s grace of a stopped lane and the 2 s [`DRAIN`].
+pub const LIFE_WAIT: Duration = Duration::from_secs(5);
+
 impl PeerReads {
-    /// Whether connection `id` of lane `key` must wait for another.
-    fn follows(&self, key: &LaneKey, id: ConnId) -> bool {
+    /// Whether connection `id` of lane `key` must wait for another, at
+    /// `now`.
+    fn follows(&self, key: &LaneKey, id: ConnId, now: Instant) -> bool {
         self.open.iter().any(|(k, o)| {
             *o < id
                 && (k == key
-                    || (!key.is_control() && self.lives.iter().any(|c| *o < *c && *c < id)))
+                    || (!key.is_control()
+                        && self.lives.iter().any(|(c, at)| {
+                            *o < *c && *c < id && now.duration_since(*at) < LIFE_WAIT
+                        })))
         })
     }
 }
@@ -162,23 +178,23 @@ impl PeerReads {
 impl Reading {
     /// Connection `id` of `peer`'s lane `key` is read from now on. Whether
     /// it must wait for another.
-    fn open(&self, peer: &str, key: &LaneKey, id: ConnId) -> bool {
+    fn open(&self, peer: &str, key: &LaneKey, id: ConnId, now: Instant) -> bool {
         let mut m = self.peers.lock();
         let p = m.entry(peer.to_string()).or_default();
         p.open.push((key.clone(), id));
         if key.is_control() {
-            p.lives.push(id);
+            p.lives.push((id, now));
         }
-        p.follows(key, id)
+        p.follows(key, id, now)
     }
 
     /// Whether connection `id` of `peer`'s lane `key` must still wait for
     /// another.
-    fn older(&self, peer: &str, key: &LaneKey, id: ConnId) -> bool {
+    fn older(&self, peer: &str, key: &LaneKey, id: ConnId, now: Instant) -> bool {
         self.peers
             .lock()
             .get(peer)
-            .is_some_and(|p| p.follows(key, id))
+            .is_some_and(|p| p.follows(key, id, now))
     }
 
     /// Connection `id` of `peer`'s lane `key` ended. Whether a newer
@@ -192,7 +208,7 @@ impl Reading {
         let newer = p.open.iter().any(|(_, o)| *o > id);
         // (a life matters while a connection older than it is read)
         let open = &p.open;
-        p.lives.retain(|c| open.iter().any(|(_, o)| o < c));
+        p.lives.retain(|(c, _)| open.iter().any(|(_, o)| o < c));
         if p.open.is_empty() {
             m.remove(peer);
         }
@@ -358,7 +374,19 @@ impl Poller {
             FrameReader::new(max_frame)
         };
         let shared = self.shared.get().and_then(Weak::upgrade);
-        let older = shared.is_some_and(|s| s.reading.open(&peer, &lane.key, conn.id));
+        let older = shared
+            .as_ref()
+            .is_some_and(|s| s.reading.open(&peer, &lane.key, conn.id, Instant::now()));
+        if let Some(s) = shared.filter(|_| older) {
+            // (a wait for a new life ends in time: look again then)
+            let pollers = s.pollers.clone();
+            s.runtime.spawn(async move {
+                tokio::time::sleep(LIFE_WAIT).await;
+                for p in pollers.all() {
+                    p.resume_reads();
+                }
+            });
+        }
         self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
             conn,
             reader,
@@ -723,7 +751,10 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
         }
     }
     if e.older {
-        let still = shared.is_some_and(|s| s.reading.older(&e.peer, &e.lane.key, e.conn.id));
+        let still = shared.is_some_and(|s| {
+            s.reading
+                .older(&e.peer, &e.lane.key, e.conn.id, Instant::now())
+        });
         if still {
             return true;
         }
@@ -1262,34 +1293,38 @@ mod tests {
             index: i,
         };
         let control = LaneKey::control();
+        let t = Instant::now();
         // the first life: control 1, lanes 0-2 on 2, 3, 4
-        assert!(!r.open("p", &control, 1));
+        assert!(!r.open("p", &control, 1, t));
         for (i, id) in [(0, 2), (1, 3), (2, 4)] {
-            assert!(!r.open("p", &lane(i), id));
+            assert!(!r.open("p", &lane(i), id, t));
         }
         // lane 1 reconnects: it follows its older connection only
-        assert!(r.open("p", &lane(1), 5));
-        assert!(!r.older("p", &lane(2), 4));
+        assert!(r.open("p", &lane(1), 5, t));
+        assert!(!r.older("p", &lane(2), 4, t));
         assert!(r.close("p", &lane(1), 3));
-        assert!(!r.older("p", &lane(1), 5));
+        assert!(!r.older("p", &lane(1), 5, t));
         // a new life: control 6; lane 0's new connection 7 follows every
         // data connection older than 6, the control lane's 6 only control 1
-        assert!(r.open("p", &control, 6));
-        assert!(r.open("p", &lane(0), 7));
+        assert!(r.open("p", &control, 6, t));
+        assert!(r.open("p", &lane(0), 7, t));
         assert!(r.close("p", &control, 1));
-        assert!(!r.older("p", &control, 6));
+        assert!(!r.older("p", &control, 6, t));
         for (i, id) in [(0, 2), (2, 4)] {
-            assert!(r.older("p", &lane(0), 7));
+            assert!(r.older("p", &lane(0), 7, t));
             r.close("p", &lane(i), id);
         }
         assert!(
-            r.older("p", &lane(0), 7),
+            r.older("p", &lane(0), 7, t),
             "lane 1's 5 is of the earlier life"
         );
+        // ... for at most LIFE_WAIT: a connection of the earlier life that
+        // stays open holds up the new life no longer
+        assert!(!r.older("p", &lane(0), 7, t + LIFE_WAIT));
         r.close("p", &lane(1), 5);
-        assert!(!r.older("p", &lane(0), 7));
+        assert!(!r.older("p", &lane(0), 7, t));
         // another peer is another matter
-        assert!(!r.open("q", &lane(0), 8));
+        assert!(!r.open("q", &lane(0), 8, t));
     }
 
     #[test]
