@@ -244,6 +244,25 @@ fn all_lanes_connected(t: &Transport, peer: &str) -> bool {
     })
 }
 
+/// Silent while frozen (`Drivers::pause`), and patient: only its peer
+/// gives up on it.
+fn patient(c: &mut TransportConfig) {
+    c.timing.heartbeat_interval = 300_000;
+    c.timing.heartbeat_timeout = 600_000;
+    c.timing.gossip_interval = 300_000;
+}
+
+/// Whether every lane of `t`'s channel `vnode` to b@h sends its small
+/// messages on the channel's shared lane.
+fn on_the_shared_lane(t: &Transport) -> bool {
+    let info = t.info().unwrap();
+    let p = info.peers.iter().find(|p| p.name == "b@h").unwrap();
+    p.lanes
+        .iter()
+        .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
+        .all(|l| l.small_messages == weft_transport::SmallMessages::SharedLane)
+}
+
 fn recv_msgs(rx: &Receiver<Ev>, n: usize) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -952,12 +971,7 @@ fn a_message_refused_for_its_atoms_is_counted_and_its_connection_stays() {
 #[test]
 fn a_replaced_connection_is_read_to_its_end_before_its_successor() {
     let (a, _arx, _da) = node_in("a@h", "c", 1 << 20, IoMode::Threads);
-    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, |c| {
-        // Silent while frozen, and patient: only the sender gives up.
-        c.timing.heartbeat_interval = 300_000;
-        c.timing.heartbeat_timeout = 600_000;
-        c.timing.gossip_interval = 300_000;
-    });
+    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, patient);
     join_and_connect(&a, &b);
     // B stops reading; A sends numbered messages until it has given up on
     // B and reconnected at least once, then some more.
@@ -1040,12 +1054,7 @@ fn delivered_or_counted(warm: bool, send: impl Fn(&Transport, u64) -> bool) {
         c.timing.reconnect_min_backoff = 60_000;
         c.timing.reconnect_max_backoff = 60_000;
     });
-    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, |c| {
-        // Silent once frozen: no heartbeat or gossip comes from it.
-        c.timing.heartbeat_interval = 300_000;
-        c.timing.heartbeat_timeout = 600_000;
-        c.timing.gossip_interval = 300_000;
-    });
+    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, patient);
     join_and_connect(&a, &b);
     if warm {
         let mut sent = 0;
@@ -1055,12 +1064,7 @@ fn delivered_or_counted(warm: bool, send: impl Fn(&Transport, u64) -> bool) {
                 a.send(Some(k), "b@h", "vnode", key, vec![1; 10]).unwrap();
                 sent += 1;
             }
-            let info = a.info().unwrap();
-            let p = info.peers.iter().find(|p| p.name == "b@h").unwrap();
-            p.lanes
-                .iter()
-                .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
-                .all(|l| l.small_messages == weft_transport::SmallMessages::SharedLane)
+            on_the_shared_lane(&a)
         });
         recv_msgs(&brx, sent);
     }
@@ -1553,11 +1557,6 @@ fn client_server_relays_between_clients_in_order() {
 #[test]
 fn a_lane_leaving_the_shared_lane_waits_at_the_receiver() {
     use weft_transport::{Choice, SmallMessages};
-    let patient = |c: &mut TransportConfig| {
-        c.timing.heartbeat_interval = 300_000;
-        c.timing.heartbeat_timeout = 600_000;
-        c.timing.gossip_interval = 300_000;
-    };
     let (a, _arx, _da) = node_with("a@h", "c", 1 << 22, IoMode::Threads, patient);
     // (one poller: B reads its connections in turn, a bounded amount each)
     let (b, brx, db) = node_with("b@h", "c", 1 << 22, IoMode::Schedulers, |c| {
@@ -1605,9 +1604,7 @@ fn a_lane_leaving_the_shared_lane_waits_at_the_receiver() {
             send(key, 100);
         }
         delivered += 4;
-        vnode_lanes(&a, "b@h")
-            .iter()
-            .all(|l| l.small_messages == SmallMessages::SharedLane)
+        on_the_shared_lane(&a)
     });
     let got = recv_msgs(&brx, delivered);
     assert_eq!(got.len(), delivered);
@@ -1661,12 +1658,7 @@ fn a_lane_leaving_the_shared_lane_waits_at_the_receiver() {
 #[test]
 fn what_came_before_the_sender_gave_up_is_read_first() {
     let (a, _arx, _da) = node_in("a@h", "c", 1 << 20, IoMode::Threads);
-    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, |c| {
-        // Silent while frozen, and patient: only the sender gives up.
-        c.timing.heartbeat_interval = 300_000;
-        c.timing.heartbeat_timeout = 600_000;
-        c.timing.gossip_interval = 300_000;
-    });
+    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, patient);
     join_and_connect(&a, &b);
     let mut seq = [0u32; 8];
     let mut send = |a: &Transport, n: usize| {
@@ -1685,12 +1677,7 @@ fn what_came_before_the_sender_gave_up_is_read_first() {
     // The lanes on the shared lane first.
     wait_for("vnode's lanes on its shared lane", || {
         send(&a, 8);
-        let info = a.info().unwrap();
-        let p = info.peers.iter().find(|p| p.name == "b@h").unwrap();
-        p.lanes
-            .iter()
-            .filter(|l| l.key.channel == "vnode" && !l.shared_lane)
-            .all(|l| l.small_messages == weft_transport::SmallMessages::SharedLane)
+        on_the_shared_lane(&a)
     });
     // B reads nothing; A sends until it has given up on B and is up with
     // it again (B's tokio side answers), then some more.
