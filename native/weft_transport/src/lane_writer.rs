@@ -281,6 +281,17 @@ pub struct LaneStats {
     pub dropped_frames: AtomicU64,
 }
 
+/// The receiving side of a lane's changes of connection (see
+/// [`weft_core::share`]).
+#[derive(Debug, Default)]
+struct PeerFence {
+    /// The token of the peer's last fence of this lane read on the
+    /// channel's shared lane (what was read before it is delivered).
+    last: Option<u64>,
+    /// The tokens that connections of this lane stopped at (one each).
+    waited: Vec<u64>,
+}
+
 /// Which socket a lane is on, for `info`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Socket {
@@ -418,10 +429,9 @@ pub struct Lane {
     /// as a shared lane, it may carry the small frames of its channel's
     /// lanes.
     shares: AtomicBool,
-    /// Receiving side: the token of the peer's last fence of this lane read
-    /// on the channel's shared lane, what was read before it delivered
-    /// (capability `share_wait`; see [`Lane::fence_passed`]).
-    peer_fence: Mutex<Option<u64>>,
+    /// Receiving side: the peer's fences and waits for this lane
+    /// (capability `share_wait`; see [`Lane::wait`]).
+    peer_fence: Mutex<PeerFence>,
     /// For a shared lane: its channel's lanes, by index, as their
     /// [`Lane::set_shared`] named it (the lanes of the same route: a route
     /// that replaced theirs has lanes of its own). Empty for other lanes.
@@ -452,7 +462,7 @@ impl Lane {
             counters,
             origin: Instant::now(),
             shares: AtomicBool::new(false),
-            peer_fence: Mutex::new(None),
+            peer_fence: Mutex::new(PeerFence::default()),
             fence_written: Mutex::new(None),
             siblings: Mutex::new(Vec::new()),
         })
@@ -777,21 +787,42 @@ impl Lane {
 
     /// Receiving side: the peer's fence `token` of this lane was read on
     /// the channel's shared lane, and what was read there before it was
-    /// delivered.
-    pub(crate) fn fence_read(&self, token: u64) {
-        *self.peer_fence.lock() = Some(token);
+    /// delivered. Whether a connection of the lane stopped at a wait for
+    /// it (it may go on now).
+    pub(crate) fn fence_read(&self, token: u64) -> bool {
+        let mut p = self.peer_fence.lock();
+        p.last = Some(token);
+        p.waited.iter().any(|&w| wait_passes(p.last, w))
     }
 
-    /// Receiving side: whether a wait for the peer's fence `token` of this
-    /// lane, read on one of its connections, lets what follows it be read
-    /// (that fence was read on the shared lane; see
-    /// [`weft_core::share::wait_passes`]). The wait belongs to the
-    /// connection that carried it: the peer starts each new connection
-    /// with the wait while it has no answer, so a connection without one
-    /// has nothing to wait for (and a lane whose peer gave up on a change
-    /// is not held up for ever).
+    /// Receiving side: a connection of this lane read a wait for the
+    /// peer's fence `token`. Whether it stops there (the fence has not
+    /// come on the shared lane; see [`weft_core::share::wait_passes`]): it
+    /// is then counted as waiting until [`Lane::unwait`]. The wait belongs
+    /// to the connection that carried it: the peer starts each new
+    /// connection with the wait while it has no answer, so a connection
+    /// without one has nothing to wait for (and a lane whose peer gave up
+    /// on a change is not held up for ever).
+    pub(crate) fn wait(&self, token: u64) -> bool {
+        let mut p = self.peer_fence.lock();
+        if wait_passes(p.last, token) {
+            return false;
+        }
+        p.waited.push(token);
+        true
+    }
+
+    /// Whether the fence `token` of this lane has come.
     pub(crate) fn fence_passed(&self, token: u64) -> bool {
-        wait_passes(*self.peer_fence.lock(), token)
+        wait_passes(self.peer_fence.lock().last, token)
+    }
+
+    /// A connection that stopped at a wait for `token` goes on, or ended.
+    pub(crate) fn unwait(&self, token: u64) {
+        let mut p = self.peer_fence.lock();
+        if let Some(i) = p.waited.iter().position(|&w| w == token) {
+            p.waited.swap_remove(i);
+        }
     }
 
     /// Whether this is a shared lane (of a channel whose lanes named it).

@@ -139,10 +139,6 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Reading {
     peers: Mutex<FastMap<String, PeerReads>>,
-    /// Connections stopped at a wait for a fence, over every poller: while
-    /// there are any, a fence read on a shared lane makes every poller
-    /// look at its waiting connections.
-    waits: AtomicUsize,
 }
 
 /// One peer's connections being read, and where its control connections
@@ -746,9 +742,7 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
             return true;
         }
         e.waits_for = None;
-        if let Some(s) = shared {
-            s.reading.waits.fetch_sub(1, Ordering::AcqRel);
-        }
+        e.lane.unwait(token);
     }
     if e.older {
         let still = shared.is_some_and(|s| {
@@ -965,8 +959,8 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &Atomic
             e.lane.detach(id);
             let _ = e.conn.stream().shutdown(std::net::Shutdown::Both);
             if let Some(shared) = shared {
-                if e.waits_for.is_some() {
-                    shared.reading.waits.fetch_sub(1, Ordering::AcqRel);
+                if let Some(token) = e.waits_for {
+                    e.lane.unwait(token);
                 }
                 // (a newer connection of the lane may wait for this one:
                 // every poller looks at its waiting ones; rare)
@@ -1164,12 +1158,11 @@ fn inbound(
                         && negotiated.caps.contains(Capabilities::SHARE_WAIT)
                         && !lane.is_shared_lane() =>
                 {
-                    if lane.fence_passed(token) {
+                    if !lane.wait(token) {
                         return Ok(Flow::Go);
                     }
                     *wait = Some(token);
                     lane.stats.recv_waits.fetch_add(1, Ordering::Relaxed);
-                    shared.reading.waits.fetch_add(1, Ordering::AcqRel);
                     return Ok(Flow::Pause);
                 }
                 _ => return Err("unexpected Control frame on this lane".into()),
@@ -1183,13 +1176,11 @@ fn inbound(
             // connection may go on, now that what came before it here is
             // delivered; the lane of this shared lane's route, even if a
             // newer route replaced it)
-            if let Some(l) = lane.sibling(index) {
-                l.fence_read(token);
-                // (rare: a connection stopped at a wait, somewhere)
-                if shared.reading.waits.load(Ordering::Acquire) > 0 {
-                    for p in shared.pollers.all() {
-                        p.resume_reads();
-                    }
+            // (rare: a connection stopped at a wait for this fence; every
+            // poller looks at its waiting connections)
+            if lane.sibling(index).is_some_and(|l| l.fence_read(token)) {
+                for p in shared.pollers.all() {
+                    p.resume_reads();
                 }
             }
             shared.routes.answer_fence(peer, key, token);
