@@ -102,16 +102,17 @@ impl Outgoing {
 
     /// The fence `token` of lane `index`.
     fn fence(index: u16, token: u64) -> Self {
-        let body = encode_control(&Control::Fence { index, token });
-        let mut f = Self::new(FrameKind::Control, body.into());
-        f.fence = true;
-        f
+        Self::mark(&Control::Fence { index, token })
     }
 
     /// A wait for this lane's fence `token` (capability `share_wait`).
     fn wait(token: u64) -> Self {
-        let body = encode_control(&Control::Wait { token });
-        let mut f = Self::new(FrameKind::Control, body.into());
+        Self::mark(&Control::Wait { token })
+    }
+
+    /// A control frame of the lane's own bookkeeping (not counted).
+    fn mark(c: &Control) -> Self {
+        let mut f = Self::new(FrameKind::Control, encode_control(c).into());
         f.fence = true;
         f
     }
@@ -408,8 +409,6 @@ pub trait LanePoller: ConnPoller {
     fn is_threaded(&self) -> bool;
     /// Serve `conn` (a connection of `lane` to `peer`) from now on.
     fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64);
-    /// A lane whose reads waited for a fence may be read again.
-    fn resume_reads(&self);
 }
 
 /// One lane to one peer.

@@ -240,10 +240,6 @@ struct State {
     /// [`weft_core::share`]): not read until it comes; rare, looked at in
     /// every round while there are any.
     waiting: Vec<ConnId>,
-    /// Connections set draining (ids of ended ones are dropped when seen):
-    /// rare, so that a round looks at these rather than at every
-    /// connection.
-    draining: Vec<ConnId>,
     /// Connections that carried bulk this round (`io => auto`): the only
     /// ones whose place can change, but for the quiet check.
     bulk: Vec<ConnId>,
@@ -296,7 +292,6 @@ impl Poller {
                 linger: Linger::new(linger.as_micros() as Micros),
                 order: ServiceOrder::new(),
                 waiting: Vec::new(),
-                draining: Vec::new(),
                 bulk: Vec::new(),
                 quiet_check_at: 0,
             }),
@@ -378,9 +373,7 @@ impl Poller {
             let pollers = s.pollers.clone();
             s.runtime.spawn(async move {
                 tokio::time::sleep(LIFE_WAIT).await;
-                for p in pollers.all() {
-                    p.resume_reads();
-                }
+                pollers.resume_reads();
             });
         }
         self.inbox.lock().push(Cmd::Attach(Box::new(Entry {
@@ -414,6 +407,15 @@ impl Poller {
     /// `lane` has frames to write.
     pub(crate) fn flush_later(&self, lane: Arc<Lane>) {
         self.flush.lock().push(lane);
+        self.wake();
+    }
+
+    /// Look at the connections set aside: one may be read now (see
+    /// [`Reading`] and [`weft_core::share`]).
+    pub(crate) fn resume_reads(&self) {
+        // (in the inbox, so that a poller going idle sees it: see
+        // `crate::wake`)
+        self.inbox.lock().push(Cmd::Recheck);
         self.wake();
     }
 
@@ -502,9 +504,8 @@ impl Poller {
         round.written = written;
         forget(st, shared, closes, &self.open);
         let now = self.now();
-        let draining = draining_lanes(st);
-        self.placement(st, shared, now, &draining);
-        let outcome = outcome(st, now, round, &draining);
+        self.placement(st, shared, now);
+        let outcome = outcome(st, now, round);
         // (a threaded poller yields after every lingering round already)
         let give_way = outcome == Outcome::Linger && st.linger.give_way() && !self.is_threaded();
         drop(guard);
@@ -568,7 +569,6 @@ impl Poller {
             // No more writes; what the peer sent before it heard of the
             // close is still read and delivered.
             e.draining = Some(reason);
-            st.draining.push(id);
             if !e.readable {
                 e.readable = true;
                 st.order.ready(id);
@@ -625,7 +625,7 @@ impl Poller {
 
     /// Auto mode: bulk connections to a threaded poller, quiet ones back
     /// (the policy is [`Traffic::place`]).
-    fn placement(&self, st: &mut State, shared: Option<&Shared>, now: Micros, draining: &Draining) {
+    fn placement(&self, st: &mut State, shared: Option<&Shared>, now: Micros) {
         let Some(set) = shared
             .map(|s| &s.pollers)
             .filter(|p| p.mode == IoMode::Auto)
@@ -646,9 +646,9 @@ impl Poller {
             let Some(e) = st.conns.get_mut(&id) else {
                 continue;
             };
-            // A lane with an older connection still draining stays here
-            // until it ends (see `reads`).
-            let held = e.draining.is_some() || is_held(draining, e);
+            // A draining connection, or one that may wait for an older one
+            // ([`Reading`]), stays here until that ends.
+            let held = e.draining.is_some() || e.older;
             let target = match e.traffic.place(now, threaded, held) {
                 Place::Stay => continue,
                 Place::Bulk => set.bulk(&e.peer, &e.lane.key),
@@ -702,12 +702,6 @@ impl LanePoller for Poller {
     fn attach(&self, conn: Arc<Conn>, peer: String, lane: Arc<Lane>, max_frame: u64) {
         Poller::attach(self, conn, peer, lane, max_frame);
     }
-    fn resume_reads(&self) {
-        // (in the inbox, so that a poller going idle sees it: see
-        // `crate::wake`)
-        self.inbox.lock().push(Cmd::Recheck);
-        self.wake();
-    }
 }
 
 /// The waiting connections that may be read now (their lane's fence
@@ -731,6 +725,16 @@ fn resume_waiting(st: &mut State, shared: Option<&Shared>) {
             false
         }
     });
+}
+
+/// `e` (connection `id`) is not read until it may be: its lane's fence
+/// comes, or the connections it follows end ([`resume_waiting`] looks at
+/// it again when a poller is told so).
+fn set_aside(e: &mut Entry, waiting: &mut Vec<ConnId>, id: ConnId) {
+    e.readable = false;
+    if !waiting.contains(&id) {
+        waiting.push(id);
+    }
 }
 
 /// Whether `e` may not be read now: it stopped at a wait whose fence has
@@ -793,11 +797,10 @@ fn readiness(st: &mut State) -> Vec<Arc<Lane>> {
 
 /// Reads, within the round's budget, the readable connections in turn
 /// ([`ServiceOrder`]: round robin, bounded work each). A connection that
-/// replaced one of the same lane still draining here waits until that one
-/// ends: its frames were sent after the old one's, and arrive after them.
-/// Returns what was read.
+/// must follow another ([`Reading`]: one it replaced, whose frames were
+/// sent before its own) or that stopped at a wait is set aside until it
+/// may be read ([`resume_waiting`]). Returns what was read.
 fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round {
-    let draining = draining_lanes(st);
     let mut round = Round::default();
     let State {
         conns,
@@ -820,16 +823,8 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
         if !e.readable {
             return Served::Gone;
         }
-        if is_held(&draining, e) {
-            return Served::More(0);
-        }
         if blocked(e, Some(shared)) {
-            // (until its lane's fence comes, or its older connections end:
-            // `resume_waiting`)
-            e.readable = false;
-            if !waiting.contains(&conn_id) {
-                waiting.push(conn_id);
-            }
+            set_aside(e, waiting, conn_id);
             return Served::Drained(0);
         }
         let alloc = |len: usize| shared.claims.buffer(len, |n| shared.sink.frame_buffer(n));
@@ -865,10 +860,7 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             // A wait: what follows it waits for its lane's fence, unless
             // that came meanwhile (then it is read on its next turn).
             Ok(ReadStatus::Paused) if blocked(e, Some(shared)) => {
-                e.readable = false;
-                if !waiting.contains(&conn_id) {
-                    waiting.push(conn_id);
-                }
+                set_aside(e, waiting, conn_id);
                 Served::Drained(used)
             }
             Ok(ReadStatus::Paused) => Served::More(used),
@@ -965,9 +957,7 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &Atomic
                 // (a newer connection of the lane may wait for this one:
                 // every poller looks at its waiting ones; rare)
                 if shared.reading.close(&e.peer, &e.lane.key, id) {
-                    for p in shared.pollers.all() {
-                        p.resume_reads();
-                    }
+                    shared.pollers.resume_reads();
                 }
                 let _ = shared
                     .driver
@@ -981,17 +971,10 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &Atomic
 /// small frames: the next frame is likely close behind, and finding it by
 /// polling is much cheaper than being woken; see [`Linger`]), or idle.
 ///
-/// A readable connection is exactly one in the service order, so without
-/// a draining connection (nearly always) this looks at no connection.
-fn outcome(st: &mut State, now: Micros, round: Round, draining: &Draining) -> Outcome {
-    let busy = !st.again.is_empty()
-        || if draining.is_empty() {
-            !st.order.is_empty()
-        } else {
-            st.conns
-                .values()
-                .any(|e| e.readable && !is_held(draining, e))
-        };
+/// A readable connection is exactly one in the service order (one set
+/// aside leaves it), so this looks at no connection.
+fn outcome(st: &mut State, now: Micros, round: Round) -> Outcome {
+    let busy = !st.again.is_empty() || !st.order.is_empty();
     let lingering = st.linger.round(now, &round);
     if busy {
         Outcome::Busy
@@ -1000,30 +983,6 @@ fn outcome(st: &mut State, now: Micros, round: Round, draining: &Draining) -> Ou
     } else {
         Outcome::Idle
     }
-}
-
-/// The lanes that have a connection draining, and its id.
-type Draining = Vec<(*const Lane, ConnId)>;
-
-/// The lanes that have a connection draining now (and the ids of those
-/// that ended leave the list).
-fn draining_lanes(st: &mut State) -> Draining {
-    let conns = &st.conns;
-    st.draining
-        .retain(|id| conns.get(id).is_some_and(|e| e.draining.is_some()));
-    st.draining
-        .iter()
-        .filter_map(|id| conns.get(id))
-        .map(|e| (Arc::as_ptr(&e.lane), e.conn.id))
-        .collect()
-}
-
-/// Whether `e` replaced a connection of its lane that is still draining
-/// (ids grow with time): it is not read until that one ends.
-fn is_held(draining: &Draining, e: &Entry) -> bool {
-    draining
-        .iter()
-        .any(|(l, id)| *id < e.conn.id && std::ptr::eq(*l, Arc::as_ptr(&e.lane)))
 }
 
 /// Hand over what the sink held back; count what found no destination.
@@ -1179,9 +1138,7 @@ fn inbound(
             // (rare: a connection stopped at a wait for this fence; every
             // poller looks at its waiting connections)
             if lane.sibling(index).is_some_and(|l| l.fence_read(token)) {
-                for p in shared.pollers.all() {
-                    p.resume_reads();
-                }
+                shared.pollers.resume_reads();
             }
             shared.routes.answer_fence(peer, key, token);
             return Ok(Flow::Go);

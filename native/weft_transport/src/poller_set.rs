@@ -44,6 +44,14 @@ impl PollerSet {
         })
     }
 
+    /// Every poller looks at the connections it set aside (a fence came,
+    /// or a connection others follow ended: see [`crate::poller`]).
+    pub(crate) fn resume_reads(&self) {
+        for p in self.all() {
+            p.resume_reads();
+        }
+    }
+
     /// Every poller.
     pub fn all(&self) -> impl Iterator<Item = &Arc<Poller>> {
         self.driven.iter().chain(self.threaded.iter())
