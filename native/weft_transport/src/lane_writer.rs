@@ -1399,6 +1399,28 @@ mod tests {
         leaves_a_backed_up_shared_lane(true);
     }
 
+    /// Receiving side: a wait stops a connection until its fence was read;
+    /// only that fence says a connection may go on (a peer's fences with
+    /// other tokens wake no poller), and once a connection goes on or
+    /// ends, nothing waits.
+    #[test]
+    fn only_the_fence_a_connection_waits_for_lets_it_go_on() {
+        let (_rt, poller, lane) = unconnected_lane_of(LaneKey {
+            channel: "c".into(),
+            index: 0,
+        });
+        assert!(lane.wait(7));
+        assert!(!lane.fence_read(6));
+        assert!(!lane.fence_passed(7));
+        assert!(lane.fence_read(7));
+        assert!(lane.fence_passed(7));
+        // (read before the wait: it does not stop)
+        assert!(!lane.wait(7));
+        lane.unwait(7);
+        assert!(!lane.fence_read(7));
+        poller.stop();
+    }
+
     fn leaves_a_backed_up_shared_lane(waits: bool) {
         use weft_core::share::{BACKLOG_MAX, SHARE_MAX};
         use weft_core::wire::decode_control;
