@@ -762,6 +762,21 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
     false
 }
 
+/// Bytes came on `e`, a control connection that is not read yet (it waits
+/// for an older one of its peer to end, [`Reading`]): the peer is alive.
+/// It counts as a heartbeat on that connection, so a peer whose heartbeats
+/// wait there (up to [`DRAIN`]) is not declared down meanwhile. (Only for
+/// the peer's current control connection, as every heartbeat; once per
+/// readiness event, which comes once per arrival of bytes.)
+fn heard(shared: &Shared, e: &Entry) {
+    let event = ConnEvent::Control {
+        from: e.peer.clone(),
+        conn: e.conn.id,
+        msg: Control::Heartbeat,
+    };
+    let _ = shared.driver.send(event.into());
+}
+
 /// Connections to forget, and why.
 type Closes = Vec<(ConnId, String)>;
 
@@ -824,6 +839,9 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             return Served::Gone;
         }
         if blocked(e, Some(shared)) {
+            if e.lane.key.is_control() {
+                heard(shared, e);
+            }
             set_aside(e, waiting, conn_id);
             return Served::Drained(0);
         }

@@ -1719,3 +1719,77 @@ fn what_came_before_the_sender_gave_up_is_read_first() {
         "A gave up with messages queued"
     );
 }
+
+/// A peer's newest control connection, which waits to be read until the
+/// older one it replaced has ended (at most `DRAIN`, 2 s, when the peer
+/// keeps the older one open), still shows that the peer is alive: bytes
+/// arriving on it count as heard, so a heartbeat timeout shorter than
+/// that wait (1 s here) does not declare the peer down. The peer here is
+/// a raw client that authenticates as `x@h`, keeps its first control
+/// connection open and silent, and sends heartbeats on a second one.
+#[test]
+fn a_control_connection_waiting_behind_an_older_one_keeps_its_peer_up() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use weft_core::handshake::{Dialer, DialerStep};
+    use weft_core::wire::encode_control;
+    use weft_core::{Capabilities, Control, FrameKind};
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let addr = b.local_spec().addrs[0];
+    let frame =
+        |kind, body: &[u8]| [weft_core::frame::header(kind, body.len()).as_slice(), body].concat();
+    let read_frame = |s: &mut TcpStream| -> Vec<u8> {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).unwrap();
+        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+        body
+    };
+    let dial = |nonce: u8| -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut me = b.local_spec();
+        me.name = "x@h".into();
+        me.incarnation = 7;
+        me.addrs = vec!["127.0.0.1:1".parse().unwrap()];
+        let (mut d, hello) = Dialer::new(
+            b"c",
+            me,
+            "b@h",
+            LaneKey::control(),
+            Capabilities::SUPPORTED,
+            [nonce; 32],
+        );
+        s.write_all(&frame(FrameKind::Handshake, &hello)).unwrap();
+        loop {
+            let body = read_frame(&mut s);
+            match d.on_frame(&body).unwrap() {
+                DialerStep::Send(m) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
+                DialerStep::Done(..) => return s,
+            }
+        }
+    };
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    let mut first = dial(1);
+    first.write_all(&heartbeat).unwrap();
+    let mut seen = Vec::new();
+    wait_for("x@h up", || {
+        seen.extend(brx.try_iter());
+        seen.contains(&Ev::Up("x@h".into()))
+    });
+    let mut second = dial(2);
+    // Past the heartbeat timeout, and past DRAIN, after which the first
+    // connection has ended at b and the second is read.
+    let until = Instant::now() + Duration::from_millis(3500);
+    while Instant::now() < until {
+        second.write_all(&heartbeat).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        seen.extend(brx.try_iter());
+        assert!(
+            !seen.contains(&Ev::Down("x@h".into())),
+            "x@h declared down while it sent heartbeats: {seen:?}"
+        );
+    }
+    drop(first);
+}
