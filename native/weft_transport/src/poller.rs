@@ -766,8 +766,9 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
 /// for an older one of its peer to end, [`Reading`]): the peer is alive.
 /// It counts as a heartbeat on that connection, so a peer whose heartbeats
 /// wait there (up to [`DRAIN`]) is not declared down meanwhile. (Only for
-/// the peer's current control connection, as every heartbeat; once per
-/// readiness event, which comes once per arrival of bytes.)
+/// the peer's current control connection, as every heartbeat; at most
+/// once per readiness event: when it is attached, when bytes arrive
+/// (several arrivals between two rounds make one), when it closes.)
 fn heard(shared: &Shared, e: &Entry) {
     let event = ConnEvent::Control {
         from: e.peer.clone(),
