@@ -58,10 +58,11 @@
 //! but with the same token (the wait names it): a fence lost with a
 //! replaced shared connection would otherwise leave the lane's own
 //! connection waiting for ever. Until the answer, a new own connection of
-//! the lane starts with the wait again ([`Router::wait_out`]), and the
-//! peer keeps the wait per lane, not per connection: what follows a wait
-//! lost with a connection still waits. Only one such change is out at a
-//! time: the lane goes back to the shared lane only after the answer.
+//! the lane starts with the wait again ([`Router::wait_out`]): the peer
+//! keeps a wait per connection, the one that carried it, so what follows
+//! a wait lost with its connection waits behind the new connection's own.
+//! Only one such change is out at a time: the lane goes back to the
+//! shared lane only after the answer.
 //!
 //! The change back to the shared lane is unchanged (held until answered):
 //! a wait on the shared lane would hold back every other lane's frames

@@ -214,6 +214,22 @@ fn contact(t: &Transport) -> NodeSpec {
     s
 }
 
+/// A frame as a raw peer writes it: header and body.
+fn frame(kind: weft_core::FrameKind, body: &[u8]) -> Vec<u8> {
+    [weft_core::frame::header(kind, body.len()).as_slice(), body].concat()
+}
+
+/// The next frame's body on a raw peer's socket (`None`: it ended).
+fn read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut h = [0u8; 5];
+    s.read_exact(&mut h).ok()?;
+    let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).ok()?;
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
 fn dropped(t: &Transport, reason: &str) -> u64 {
     let info = t.info().unwrap();
     info.dropped.iter().find(|(k, _)| *k == reason).unwrap().1
@@ -430,16 +446,6 @@ fn data_after_a_refused_handshake_is_never_delivered() {
     let addr = b.local_spec().addrs[0];
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let frame =
-        |kind, body: &[u8]| [weft_core::frame::header(kind, body.len()).as_slice(), body].concat();
-    let read_frame = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
-        let mut h = [0u8; 5];
-        s.read_exact(&mut h).ok()?;
-        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).ok()?;
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).ok()?;
-        Some(body)
-    };
     let hello = encode_handshake(&Handshake::Hello {
         nonce: [1; 32],
         versions: weft_core::frame::SUPPORTED_VERSIONS.to_vec(),
@@ -1729,23 +1735,13 @@ fn what_came_before_the_sender_gave_up_is_read_first() {
 /// connection open and silent, and sends heartbeats on a second one.
 #[test]
 fn a_control_connection_waiting_behind_an_older_one_keeps_its_peer_up() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::TcpStream;
     use weft_core::handshake::{Dialer, DialerStep};
     use weft_core::wire::encode_control;
     use weft_core::{Capabilities, Control, FrameKind};
     let (b, brx) = node("b@h", "c", 1 << 20);
     let addr = b.local_spec().addrs[0];
-    let frame =
-        |kind, body: &[u8]| [weft_core::frame::header(kind, body.len()).as_slice(), body].concat();
-    let read_frame = |s: &mut TcpStream| -> Vec<u8> {
-        let mut h = [0u8; 5];
-        s.read_exact(&mut h).unwrap();
-        let (_, len) = weft_core::frame::parse_header(&h, 1 << 20).unwrap();
-        let mut body = vec![0; len];
-        s.read_exact(&mut body).unwrap();
-        body
-    };
     let dial = |nonce: u8| -> TcpStream {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -1763,7 +1759,7 @@ fn a_control_connection_waiting_behind_an_older_one_keeps_its_peer_up() {
         );
         s.write_all(&frame(FrameKind::Handshake, &hello)).unwrap();
         loop {
-            let body = read_frame(&mut s);
+            let body = read_frame(&mut s).unwrap();
             match d.on_frame(&body).unwrap() {
                 DialerStep::Send(m) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
                 DialerStep::Done(..) => return s,
