@@ -50,7 +50,7 @@ bench-build: build
 	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl bench/weft_stream.erl bench/weft_callgrind.erl
 
 bench: bench-build
-	timeout 300 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
+	timeout 600 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
 	python3 bench/plot.py $$(ls -t bench/results/quick-latest.csv bench/results/quick-own-latest.csv 2>/dev/null | head -1)
 
 bench-full: bench-build

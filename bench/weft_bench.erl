@@ -23,7 +23,8 @@
 %% total).
 -define(PROFILE_SYSCALLS, ["writev", "write", "sendmsg", "sendto", "read", "readv", "recvfrom",
                            "recvmsg", "epoll_wait", "epoll_pwait", "epoll_ctl", "poll", "ppoll",
-                           "futex", "sched_yield", "ioctl", "nanosleep", "clock_nanosleep"]).
+                           "futex", "sched_yield", "ioctl", "nanosleep", "clock_nanosleep",
+                           "mmap", "munmap", "madvise", "mremap"]).
 
 main([Plan]) when not is_tuple(Plan) ->
     main(Plan);
@@ -58,6 +59,7 @@ main(Plan) ->
 %% transport: what weft's own path costs with large payloads.
 cells(quick) ->
     [{echo, Rtt, Payload, 16, 5} || Rtt <- [1, 20], Payload <- [512 * 1024, 8 * 1024 * 1024]]
+        ++ [{echo, Rtt, 512 * 1024, 128, 5} || Rtt <- [1, 20]]
         ++ [{echo, 0, 100, Pairs, 5} || Pairs <- [1, 16]]
         ++ [{hol, 1, 8 * 1024 * 1024, 1, 5}]
         ++ [{keyhol, 1, 1024, 15, 5}]
@@ -914,7 +916,7 @@ extra_header(flood) ->
     "recv_sched_switches\n";
 extra_header(profile) ->
     ["config,payload_bytes,clients,window_s,round_trips_per_s,cpu_us_per_rt,context_switches_per_rt,"
-     "syscalls_per_rt", [[",", S, "_per_rt"] || S <- ?PROFILE_SYSCALLS], "\n"];
+     "page_faults_per_rt,ipis_per_rt,syscalls_per_rt", [[",", S, "_per_rt"] || S <- ?PROFILE_SYSCALLS], "\n"];
 extra_header(memory) ->
     "config,payload_bytes,seconds,bound_bytes,base_rss_bytes,peak_rss_bytes,base_erlang_bytes,peak_erlang_bytes,"
     "peak_queued_bytes,accepted,overloaded,refused_overloaded,received,drain_ms\n".
@@ -931,7 +933,7 @@ extra_line(#{workload := flood} = R) ->
                       maps:get(recv_sched_switches, R)]);
 extra_line(#{workload := profile, per_rt := Per} = R) ->
     [io_lib:format("~p,~p,~p,~p,~.1f", [maps:get(K, R) || K <- [config, payload, clients, window]] ++ [maps:get(rate, R)]),
-     [io_lib:format(",~.3f", [maps:get(E, Per, 0.0)]) || E <- [cpu_us, context_switches, syscalls | ?PROFILE_SYSCALLS]],
+     [io_lib:format(",~.3f", [maps:get(E, Per, 0.0)]) || E <- [cpu_us, context_switches, page_faults, ipis, syscalls | ?PROFILE_SYSCALLS]],
      "\n"];
 extra_line(#{workload := memory, base := B} = R) ->
     io_lib:format("~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p,~p~n",
@@ -1510,8 +1512,9 @@ pretty_memory(#{payload := P, base := #{rss := R0, erlang := E0}, peak_rss := R,
 %% `{profile, 0, Payload, Clients, Seconds}': the echo workload of the
 %% small-message cells (no proxy), while `perf stat' counts, over the
 %% middle Seconds - 1 seconds and on the two nodes' OS processes only, CPU
-%% time, context switches and system calls (software events and
-%% tracepoints: they work in this VM, where hardware counters do not).
+%% time, context switches, page faults, inter-processor interrupts sent
+%% and system calls (software events and tracepoints: they work in this
+%% VM, where hardware counters do not).
 %% Each count is divided by the round trips completed in that window.
 profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 ->
     Setup = setup_pair(Config),
@@ -1527,7 +1530,8 @@ profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 
                           end),
         Window = Seconds - 1,
         timer:sleep(500),
-        Events = ["cpu-clock", "context-switches", "raw_syscalls:sys_enter"
+        Events = ["cpu-clock", "context-switches", "page-faults", "ipi:ipi_send_cpu", "ipi:ipi_send_cpumask",
+                  "raw_syscalls:sys_enter"
                   | ["syscalls:sys_enter_" ++ S || S <- ?PROFILE_SYSCALLS]],
         Out = os:cmd("perf stat -x, -p " ++ Pids ++ " -e " ++ string:join(Events, ",")
                      ++ " -- sleep " ++ integer_to_list(Window) ++ " 2>&1"),
@@ -1545,6 +1549,8 @@ profile_cell(Config, {profile, 0, Payload, Clients, Seconds}) when Seconds >= 2 
         Per = maps:from_list(
                 [{cpu_us, maps:get("cpu-clock", Counts, 0) * 1000 / Rts},
                  {context_switches, maps:get("context-switches", Counts, 0) / Rts},
+                 {page_faults, maps:get("page-faults", Counts, 0) / Rts},
+                 {ipis, (maps:get("ipi:ipi_send_cpu", Counts, 0) + maps:get("ipi:ipi_send_cpumask", Counts, 0)) / Rts},
                  {syscalls, maps:get("raw_syscalls:sys_enter", Counts, 0) / Rts}]
                 ++ [{S, maps:get("syscalls:sys_enter_" ++ S, Counts, 0) / Rts} || S <- ?PROFILE_SYSCALLS]),
         #{workload => profile, config => Config, payload => Payload, clients => Clients,
@@ -1573,6 +1579,7 @@ to_number(S) ->
 pretty_profile(#{config := C, payload := P, clients := N, rate := Rate, per_rt := Per}) ->
     Calls = [io_lib:format(" ~s ~.2f", [S, V]) || S <- ?PROFILE_SYSCALLS, V <- [maps:get(S, Per)], V >= 0.01],
     io_lib:format("~-8s ~p B x ~p: ~b round trips/s; per round trip: CPU ~.1f us, "
-                  "context switches ~.2f, system calls ~.2f (~s)",
+                  "context switches ~.2f, page faults ~.2f, IPIs ~.2f, system calls ~.2f (~s)",
                   [C, P, N, round(Rate), maps:get(cpu_us, Per), maps:get(context_switches, Per),
+                   maps:get(page_faults, Per), maps:get(ipis, Per),
                    maps:get(syscalls, Per), string:trim(Calls)]).
