@@ -265,6 +265,13 @@ impl Node {
         refusal: Option<Refusal>,
         reason: &str,
     ) {
+        if !self.peers.is_dialing(peer, lane, attempt) {
+            // A dial made before this node forgot the peer (it left, or was
+            // removed, or the peer was dropped) or dialed the lane again:
+            // what it met was said to what this node was then (perhaps an
+            // incarnation that left), not to what it is now.
+            return;
+        }
         if let Some(r) = &refusal {
             let control = lane.is_control();
             let (done, effects) =
@@ -1142,5 +1149,36 @@ mod tests {
             assert!(acts.iter().any(|x| matches!(x, Action::Unroute { .. })));
             assert!(a.peers().next().is_none());
         }
+    }
+
+    /// A refusal met by a dial made before this node left (the
+    /// incarnation that dialed is tombstoned there) is not taken for
+    /// the new incarnation: it does not make it leave again.
+    #[test]
+    fn a_refusal_of_a_dial_made_before_leaving_is_not_taken() {
+        let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+        b.join(0, spec("a@h", 0, 1));
+        let control = LaneKey::control();
+        let old = dial_attempt(&drain(&mut b), &control);
+        b.leave(10);
+        b.join(20, spec("a@h", 0, 1));
+        let current = dial_attempt(&drain(&mut b), &control);
+        let inc = b.local().incarnation;
+        b.on_dial_failed(30, "a@h", &control, old, Some(Refusal::Left), "x");
+        let acts = drain(&mut b);
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Refused { .. })),
+            "{acts:?}"
+        );
+        assert_eq!(b.local().incarnation, inc);
+        assert!(b.peers().any(|p| p.spec.name == "a@h"));
+        // the dial of the current incarnation is taken: it leaves
+        b.on_dial_failed(40, "a@h", &control, current, Some(Refusal::Left), "x");
+        let acts = drain(&mut b);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Refused { .. })),
+            "{acts:?}"
+        );
+        assert_ne!(b.local().incarnation, inc);
     }
 }

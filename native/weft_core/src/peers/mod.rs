@@ -236,6 +236,15 @@ impl PeerTable {
         }
     }
 
+    /// Whether `attempt` is the dial under way for `peer`'s `lane` (not one
+    /// made before the peer was forgotten, or before the lane was dialed
+    /// again).
+    pub fn is_dialing(&self, peer: &str, lane: &LaneKey, attempt: u64) -> bool {
+        self.get(peer)
+            .and_then(|p| p.lanes.find(lane))
+            .is_some_and(|l| l.slot == Slot::Dialing { attempt })
+    }
+
     /// Whether `conn` carries `peer`'s control lane now: as
     /// `control_conn(peer) == Some(conn)`, but found by the connection (an
     /// integer key, and one entry to read), as it is for every control
