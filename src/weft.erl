@@ -510,7 +510,7 @@ on_event(_Kind, Node, Fun) ->
 %%                            recv_frames, recv_bytes, recv_waits, dropped_frames,
 %%                            io => scheduler | thread,
 %%                            protocol => Version | undefined,
-%%                            capabilities => [seq_ack | relay | trace | parts | share | share_wait],
+%%                            capabilities => [seq_ack | relay | trace | parts | share | share_wait | join_check],
 %%                            shared_lane => boolean(),
 %%                            small_messages => own | shared_lane | changing}]}}}}
 %% '''

@@ -555,7 +555,8 @@ fake_peer(Port, Cookie, To, Lane, Spec) ->
     fake_peer(Port, Cookie, To, Lane, Spec, 7).
 
 %% @doc As {@link fake_peer/5}, saying it has the capabilities `Caps' (a
-%% bit set: 1 seq_ack, 2 relay, 4 trace, 8 parts, 16 share, 32 share_wait).
+%% bit set: 1 seq_ack, 2 relay, 4 trace, 8 parts, 16 share, 32 share_wait,
+%% 64 join_check).
 fake_peer(Port, Cookie, To, {Channel, Index}, Spec, Caps) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
     Nd = crypto:strong_rand_bytes(32),

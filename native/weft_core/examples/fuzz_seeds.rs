@@ -63,6 +63,8 @@ fn main() {
         })),
         Control::Membership(encode(&Message::Digest(0x0123_4567_89ab_cdef))),
         Control::Stopping,
+        Control::Membership(encode(&Message::JoinCheck(0x0123_4567_89ab_cdef))),
+        Control::Membership(encode(&Message::JoinConfirmed(u64::MAX))),
     ];
     for (i, c) in controls.iter().enumerate() {
         write(

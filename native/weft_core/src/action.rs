@@ -83,6 +83,17 @@ pub enum Action {
         /// Who refused and why.
         refusal: Refusal,
     },
+    /// A contact a user asked to join has confirmed this node's current
+    /// incarnation as a member (the full mesh's join check, see
+    /// [`crate::membership::full_mesh`]), for whoever waits for the join.
+    Joined {
+        /// The contact.
+        peer: Name,
+    },
+    /// This node left the cluster or was removed from it: it has dropped
+    /// every peer and is a new incarnation now, which no tombstone of the
+    /// old one covers. Whoever waits for a join may make it again.
+    ThisNodeLeft,
     /// Tell the outside half of the membership (a protocol written in
     /// Erlang) what happened; see [`crate::membership::callback`].
     Membership(Notice),

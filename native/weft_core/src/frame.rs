@@ -766,16 +766,22 @@ impl Capabilities {
     /// wait on its own connection instead of holding its frames (see
     /// [`crate::share`]).
     pub const SHARE_WAIT: Capabilities = Capabilities(32);
+    /// The full mesh's join check: a node answers a member's check on its
+    /// control lane (see [`crate::membership::full_mesh`]). Without it
+    /// (a node of an earlier build) a join counts as confirmed when the
+    /// contact's control lane is up.
+    pub const JOIN_CHECK: Capabilities = Capabilities(64);
     /// What this node understands.
-    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16 | 32);
+    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16 | 32 | 64);
 
-    const NAMES: [(Capabilities, &'static str); 6] = [
+    const NAMES: [(Capabilities, &'static str); 7] = [
         (Capabilities::SEQ_ACK, "seq_ack"),
         (Capabilities::RELAY, "relay"),
         (Capabilities::TRACE, "trace"),
         (Capabilities::PARTS, "parts"),
         (Capabilities::SHARE, "share"),
         (Capabilities::SHARE_WAIT, "share_wait"),
+        (Capabilities::JOIN_CHECK, "join_check"),
     ];
 
     /// Both sets.

@@ -14,6 +14,7 @@
 use crate::action::{Action, Actions};
 use crate::failure::heartbeat::HeartbeatTimeout;
 use crate::failure::FailureDetector;
+use crate::frame::Capabilities;
 use crate::lane::LaneKey;
 use crate::membership::full_mesh::FullMesh;
 use crate::membership::{Cx, Effect, Membership};
@@ -187,6 +188,8 @@ impl Node {
 
     /// An authenticated hello arrived on connection `conn` for `lane`.
     /// `Ok` means: answer welcome and attach the connection to the lane.
+    /// (As [`Node::on_hello_agreed`] for a connection that agreed on every
+    /// capability of this build.)
     pub fn on_hello(
         &mut self,
         now: Millis,
@@ -194,13 +197,29 @@ impl Node {
         from: &NodeSpec,
         lane: &LaneKey,
     ) -> Result<(), Refusal> {
-        self.connected(now, conn, from, lane, false)
+        self.connected(now, conn, from, lane, false, Capabilities::SUPPORTED)
+    }
+
+    /// [`Node::on_hello`] for a connection whose handshake agreed on `caps`
+    /// (what the membership may ask of the peer on its control lane, see
+    /// [`PeerTable::control_caps`]).
+    pub fn on_hello_agreed(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        from: &NodeSpec,
+        lane: &LaneKey,
+        caps: Capabilities,
+    ) -> Result<(), Refusal> {
+        self.connected(now, conn, from, lane, false, caps)
     }
 
     /// A dial for `lane` completed its handshake with the node described by
     /// `acceptor`. `Err` means: close it. Which attempt it was does not
     /// matter: a connection that got through is kept whenever the lane
-    /// still wants one (collision rules apply as for incoming ones).
+    /// still wants one (collision rules apply as for incoming ones). (As
+    /// [`Node::on_dialed_agreed`] for a connection that agreed on every
+    /// capability of this build.)
     pub fn on_dialed(
         &mut self,
         now: Millis,
@@ -208,7 +227,20 @@ impl Node {
         acceptor: &NodeSpec,
         lane: &LaneKey,
     ) -> Result<(), Refusal> {
-        self.connected(now, conn, acceptor, lane, true)
+        self.connected(now, conn, acceptor, lane, true, Capabilities::SUPPORTED)
+    }
+
+    /// [`Node::on_dialed`] for a connection whose handshake agreed on
+    /// `caps`.
+    pub fn on_dialed_agreed(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        acceptor: &NodeSpec,
+        lane: &LaneKey,
+        caps: Capabilities,
+    ) -> Result<(), Refusal> {
+        self.connected(now, conn, acceptor, lane, true, caps)
     }
 
     fn connected(
@@ -218,6 +250,7 @@ impl Node {
         spec: &NodeSpec,
         lane: &LaneKey,
         dialed_by_me: bool,
+        caps: Capabilities,
     ) -> Result<(), Refusal> {
         if lane.is_control() && lane.index != 0 {
             // (the control channel has one lane)
@@ -241,6 +274,7 @@ impl Node {
             &spec.name,
             lane,
             dialed_by_me,
+            caps,
             &mut self.actions,
         );
         if r.is_ok() && lane.is_control() && up_before == Some(PeerStatus::Up) {
@@ -508,7 +542,11 @@ impl Node {
                     self.peers
                         .forget_all(DownReason::ThisNodeLeft, &mut self.actions);
                     self.new_incarnation();
+                    self.actions.push(Action::ThisNodeLeft);
                 }
+                Effect::Joined(peer) => self.actions.push(Action::Joined {
+                    peer: Name::new(&peer),
+                }),
                 Effect::Notify(n) => self.actions.push(Action::Membership(n)),
                 Effect::Log { level, peer, text } => {
                     self.actions.log(level, peer.as_deref(), None, text)

@@ -67,9 +67,15 @@ fn simultaneous_dials_settle_on_one_connection_per_lane() {
 fn nodes_that_learn_of_each_other_from_gossip_make_one_handshake_per_pair() {
     // Control lanes only: a handshake is 4 frames. Without the deferred
     // first dial of the node with the larger name, both sides of most
-    // pairs dial and a collision costs a second handshake.
+    // pairs dial and a collision costs a second handshake. With it, a
+    // collision is rare, not impossible (both sides may still learn of
+    // each other at about the same time): over seeds 0..60, 10 second
+    // handshakes in 16,560 pairs (with the join check; 13 before it),
+    // 0 in most seeds. At most 1 % of the pairs here.
+    let n = 24u64;
+    let pairs = n * (n - 1) / 2;
+    let mut second = 0;
     for seed in 0..5 {
-        let n = 24u64;
         let mut sim = Sim::new(seed, Timing::default(), (1, 5));
         for k in 0..n {
             sim.add_node(&format!("n{k:02}@h"), "cookie", &[]);
@@ -80,12 +86,14 @@ fn nodes_that_learn_of_each_other_from_gossip_make_one_handshake_per_pair() {
         sim.run_for(10_000);
         let all: Vec<usize> = (0..n as usize).collect();
         assert_mesh(&sim, &all);
-        assert_eq!(
-            sim.carried.handshake_frames,
-            4 * n * (n - 1) / 2,
-            "seed {seed}"
+        let frames = sim.carried.handshake_frames;
+        assert!(
+            frames >= 4 * pairs && frames.is_multiple_of(4),
+            "seed {seed}: {frames}"
         );
+        second += (frames - 4 * pairs) / 4;
     }
+    assert!(second * 100 <= 5 * pairs, "{second} second handshakes");
 }
 
 #[test]
@@ -402,4 +410,95 @@ fn refusals_are_reported() {
         .refusals()
         .iter()
         .any(|(me, peer, r)| me == "x@h" && peer == "n0@h" && *r == weft_core::Refusal::BadCookie));
+}
+
+/// What `weft_server` does for a `sync_join` through `contact` from node
+/// `i`: join, make the join again whenever `i` leaves or is removed
+/// (`this_node_left`) meanwhile, until the contact confirms it
+/// (`joined`). Returns when it was confirmed and how many times the join
+/// was made again.
+fn sync_join(sim: &mut Sim, i: usize, contact: usize) -> (u64, usize) {
+    let (me, them) = (sim.name(i).to_string(), sim.name(contact).to_string());
+    let (joined0, left0) = (sim.joined.len(), sim.left.len());
+    sim.join(i, contact);
+    let mut again = 0;
+    let deadline = sim.now() + 10_000;
+    while sim.now() < deadline {
+        sim.run_for(1);
+        if let Some((at, _, _)) = sim.joined[joined0..]
+            .iter()
+            .find(|(_, n, c)| *n == me && *c == them)
+        {
+            return (*at, again);
+        }
+        let left = sim.left[left0..].iter().filter(|(_, n)| *n == me).count();
+        if left > again {
+            again = left;
+            sim.join(i, contact);
+        }
+    }
+    panic!("{me}'s join through {them} was never confirmed");
+}
+
+/// The reviewer's race: n0 removes n1 while n1, which has not heard of it,
+/// asks to join n0 (up, as far as it knows). The join is confirmed only by
+/// n0's answer to a check sent after it; the removal, sent before, comes
+/// first, n1 leaves and joins again as a new incarnation, and once that is
+/// confirmed all three are a mesh, for good. Over many seeds (latencies).
+#[test]
+fn a_join_racing_a_removal_is_made_again_and_holds() {
+    for seed in 0..20 {
+        let mut sim = cluster(100 + seed, 3);
+        sim.join(1, 0);
+        sim.join(2, 0);
+        sim.run_for(2000);
+        assert_mesh(&sim, &[0, 1, 2]);
+        let old = sim.node(1).unwrap().local().incarnation;
+        sim.remove(0, 1);
+        let (_, again) = sync_join(&mut sim, 1, 0);
+        assert_eq!(again, 1, "seed {seed}: removed once, joined again once");
+        let new = sim.node(1).unwrap().local().incarnation;
+        assert_ne!(new, old);
+        // confirmed: both sides see each other at once
+        assert!(
+            sim.sees_up(0, "n1@h") && sim.sees_up(1, "n0@h"),
+            "seed {seed}"
+        );
+        sim.run_for(5000); // many gossip rounds
+        assert_mesh(&sim, &[0, 1, 2]);
+        assert_eq!(sim.node(1).unwrap().local().incarnation, new, "seed {seed}");
+    }
+}
+
+/// The other order: the contact answers the check before it removes the
+/// node. The join was confirmed, and the removal made after it removes the
+/// node, as any removal does.
+#[test]
+fn a_removal_made_after_the_confirmation_still_removes() {
+    let mut sim = cluster(40, 3);
+    sim.join(1, 0);
+    sim.join(2, 0);
+    sim.run_for(2000);
+    let (at, again) = sync_join(&mut sim, 1, 0);
+    assert_eq!(again, 0);
+    assert!(at <= sim.now());
+    sim.remove(0, 1);
+    sim.run_for(5000);
+    assert_mesh(&sim, &[0, 2]);
+    assert!(sim.up(1).is_empty());
+}
+
+/// A node of an earlier build (no `join_check`; set before it has any
+/// connection) is not asked: its control lane coming up confirms the join,
+/// as it did before.
+#[test]
+fn a_contact_of_an_earlier_build_confirms_by_coming_up() {
+    let mut sim = cluster(41, 2);
+    sim.set_caps(
+        0,
+        weft_core::Capabilities::SUPPORTED.without(weft_core::Capabilities::JOIN_CHECK),
+    );
+    sync_join(&mut sim, 1, 0);
+    sim.run_for(2000);
+    assert_mesh(&sim, &[0, 1]);
 }

@@ -14,7 +14,7 @@ use weft_transport::{Delivery, FrameBuffer, Sink};
 
 mod atoms {
     rustler::atoms! {
-        weft_nif, nodeup, nodedown, log, weft_poll, wake, refused,
+        weft_nif, nodeup, nodedown, log, weft_poll, wake, refused, joined,
         connection_closed, heartbeat_timeout, left, removed, restarted, this_node_left,
         forgotten, stopped, bad_cookie, unexpected_node, unknown_lane, duplicate, unavailable,
         detached, bad_spec, version, full,
@@ -142,6 +142,17 @@ impl Sink for NifSink {
             )
                 .encode(env)
         });
+    }
+
+    fn joined(&self, peer: &str) {
+        let peer = peer.to_string();
+        self.event(move |env| {
+            (atoms::weft_nif(), atoms::joined(), node_atom(env, &peer)).encode(env)
+        });
+    }
+
+    fn this_node_left(&self) {
+        self.event(|env| (atoms::weft_nif(), atoms::this_node_left()).encode(env));
     }
 
     fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>) {

@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::handshake::HandshakeError as Failure;
 use weft_core::wire::encode_control;
-use weft_core::{Action, ConnId, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal};
+use weft_core::{
+    Action, Capabilities, ConnId, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal,
+};
 
 /// Largest control frame accepted: a gossiped view of the largest
 /// membership allowed (65536 members of a few hundred bytes each) fits.
@@ -40,6 +42,8 @@ pub enum Msg {
         conn: ConnId,
         spec: NodeSpec,
         lane: LaneKey,
+        /// What the handshake agreed on.
+        caps: Capabilities,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
     Dialed {
@@ -47,6 +51,8 @@ pub enum Msg {
         spec: NodeSpec,
         lane: LaneKey,
         attempt: u64,
+        /// What the handshake agreed on.
+        caps: Capabilities,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
     DialFailed {
@@ -170,9 +176,10 @@ impl Driver {
                 conn,
                 spec,
                 lane,
+                caps,
                 reply,
             } => {
-                let r = self.core.on_hello(now, conn, &spec, &lane);
+                let r = self.core.on_hello_agreed(now, conn, &spec, &lane, caps);
                 // Routes must exist before the connection attaches to them.
                 self.apply();
                 let _ = reply.send(r);
@@ -182,9 +189,10 @@ impl Driver {
                 spec,
                 lane,
                 attempt,
+                caps,
                 reply,
             } => {
-                let r = self.core.on_dialed(now, conn, &spec, &lane);
+                let r = self.core.on_dialed_agreed(now, conn, &spec, &lane, caps);
                 if let Err(refusal) = &r {
                     let why = format!("connection not kept: {refusal}");
                     self.core
@@ -277,6 +285,8 @@ impl Driver {
                     self.shared.sink.peer_down(&peer, &reason);
                 }
                 Action::Refused { peer, refusal } => self.shared.sink.refused(&peer, &refusal),
+                Action::Joined { peer } => self.shared.sink.joined(&peer),
+                Action::ThisNodeLeft => self.shared.sink.this_node_left(),
                 Action::Membership(notice) => self.shared.sink.membership(&notice),
                 Action::Log {
                     level,
@@ -683,6 +693,7 @@ async fn incoming(
         conn,
         spec: spec.clone(),
         lane: lane.clone(),
+        caps: accepted.negotiated.caps,
         reply: tx,
     });
     let verdict = rx.await.unwrap_or(Err(Refusal::Unavailable));
@@ -791,6 +802,7 @@ async fn dial(
         spec,
         lane: lane.clone(),
         attempt,
+        caps: negotiated.caps,
         reply: tx,
     });
     if let Ok(Ok(())) = rx.await {

@@ -100,6 +100,13 @@ pub trait Sink: Send + Sync + 'static {
     /// A dial of `peer` was refused (by either side); whoever waits for it
     /// to come up may stop waiting.
     fn refused(&self, _peer: &str, _refusal: &Refusal) {}
+    /// `peer`, a contact a user asked to join, has confirmed this node's
+    /// current incarnation as a member (the full mesh's join check):
+    /// whoever waits for that join may stop waiting.
+    fn joined(&self, _peer: &str) {}
+    /// This node left the cluster or was removed from it, and is a new
+    /// incarnation now: whoever waits for a join may make it again.
+    fn this_node_left(&self) {}
     /// A log line, with the peer and lane it concerns.
     fn log(&self, level: Level, text: &str, peer: Option<&str>, lane: Option<&LaneKey>);
     /// What happened, for a membership written outside the core (the

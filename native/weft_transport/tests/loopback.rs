@@ -18,6 +18,8 @@ enum Ev {
     Up(String),
     Down(String),
     Refused(String, Refusal),
+    Joined(String),
+    ThisNodeLeft,
     Log(String),
 }
 
@@ -81,6 +83,12 @@ impl Sink for TestSink {
             .lock()
             .unwrap()
             .send(Ev::Refused(peer.into(), r.clone()));
+    }
+    fn joined(&self, peer: &str) {
+        let _ = self.0.lock().unwrap().send(Ev::Joined(peer.into()));
+    }
+    fn this_node_left(&self) {
+        let _ = self.0.lock().unwrap().send(Ev::ThisNodeLeft);
     }
     fn log(&self, level: Level, text: &str, _p: Option<&str>, _l: Option<&LaneKey>) {
         if level >= Level::Notice {
@@ -1788,4 +1796,56 @@ fn a_control_connection_waiting_behind_an_older_one_keeps_its_peer_up() {
         );
     }
     drop(first);
+}
+
+/// The events `rx` gets until one matches `until` (10 s at most), in order.
+fn events_until(rx: &Receiver<Ev>, until: impl Fn(&Ev) -> bool) -> Vec<Ev> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ev) => {
+                let done = until(&ev);
+                got.push(ev);
+                if done {
+                    return got;
+                }
+            }
+            Err(_) => panic!("timed out; got {got:?}"),
+        }
+    }
+}
+
+/// The reviewer's race over real connections: a removes b while b reads
+/// nothing (its pollers paused), and b then joins a, which it still takes
+/// for up. The join is not confirmed: b first reads the removal, leaves
+/// (`this_node_left`) and, joined again as a new incarnation (as
+/// `weft_server` does for a waiting `sync_join`), is confirmed (`joined`)
+/// once a has taken it back; both then see each other up.
+#[test]
+fn a_join_racing_a_removal_is_confirmed_only_after_it() {
+    let (a, arx, _da) = node_with("a@h", "c", 1 << 20, IoMode::Schedulers, patient);
+    let (b, brx, db) = node_with("b@h", "c", 1 << 20, IoMode::Schedulers, patient);
+    join_and_connect(&a, &b);
+    let old = b.local_spec().incarnation;
+    db.pause.store(true, Ordering::SeqCst);
+    a.remove("b@h");
+    wait_for("a to drop b", || a.up_peers().is_empty());
+    assert_eq!(b.up_peers(), ["a@h"], "b has read nothing");
+    b.join(contact(&a));
+    db.pause.store(false, Ordering::SeqCst);
+    let before = events_until(&brx, |e| *e == Ev::ThisNodeLeft);
+    assert!(
+        !before.iter().any(|e| matches!(e, Ev::Joined(_))),
+        "{before:?}"
+    );
+    assert_ne!(b.local_spec().incarnation, old);
+    b.join(contact(&a));
+    events_until(&brx, |e| *e == Ev::Joined("a@h".into()));
+    assert_eq!(b.up_peers(), ["a@h"]);
+    wait_for("a to take b back", || a.up_peers() == ["b@h"]);
+    // and a plain join through a member that is up is confirmed too
+    a.join(contact(&b));
+    events_until(&arx, |e| *e == Ev::Joined("b@h".into()));
 }

@@ -32,17 +32,34 @@
 //!   never reached;
 //! - after leaving (or being removed), hellos from unknown nodes are
 //!   refused until the next explicit join, so a peer that has not heard of
-//!   the leave yet cannot pull this node back in.
+//!   the leave yet cannot pull this node back in;
+//! - a join a user asks for is confirmed ([`Effect::Joined`]) only once
+//!   the contact has answered a *join check* sent after the join, on the
+//!   contact's control lane (below). Control frames on one connection
+//!   arrive in order, and a node takes membership messages only from a
+//!   peer's current control connection; so whatever the contact sent this
+//!   node before it answered, a view carrying this node's tombstone (a
+//!   `leave(Node)` made there before the check came) included, is merged
+//!   first, and a contact that has removed this node never answers. A
+//!   removal that wins so makes this node leave (a new incarnation, which
+//!   the tombstone does not cover), and drops the check: whoever waits for
+//!   the join makes it again ([`crate::action::Action::ThisNodeLeft`]). A
+//!   contact whose control connection did not agree on the capability
+//!   `join_check` (a node of an earlier build) is not asked: its control
+//!   lane coming up confirms the join, as it did before.
 //!
 //! Messages (the payload of a membership control message; integers
 //! big-endian; specs as in [`crate::wire`]):
 //! `0 | view` (push), `1 | view` (push, answer with yours if it differs),
-//! `2 | digest: u64`, where `view` is `members: u32 | specs | tombstones:
-//! u32 | tombstones × (name | incarnation: u64 | ttl_ms: u32)`. Every count
-//! is checked against the bytes present before anything is allocated.
+//! `2 | digest: u64`, `3 | token: u64` (a join check: answer if the sender
+//! is a member here), `4 | token: u64` (the answer, with the check's
+//! token), where `view` is `members: u32 | specs | tombstones: u32 |
+//! tombstones × (name | incarnation: u64 | ttl_ms: u32)`. Every count is
+//! checked against the bytes present before anything is allocated; a join
+//! check and its answer are exactly 9 bytes.
 
 use super::{Cx, Effect, Membership};
-use crate::frame::FrameError;
+use crate::frame::{Capabilities, FrameError};
 use crate::peers::PeerStatus;
 use crate::spec::NodeSpec;
 use crate::types::{DownReason, FastMap, Level, Millis, Name, Timing};
@@ -99,6 +116,12 @@ pub enum Message {
     },
     /// A digest of the sender's view.
     Digest(u64),
+    /// A join check: answer with [`Message::JoinConfirmed`] and the same
+    /// token if the sender is a member here.
+    JoinCheck(u64),
+    /// The answer to a [`Message::JoinCheck`]: the sender has this node as
+    /// a member (the incarnation on this control connection).
+    JoinConfirmed(u64),
 }
 
 /// The full-mesh membership.
@@ -132,6 +155,10 @@ pub struct FullMesh {
     /// `(when, name)`: members learned from gossip, to forget then if still
     /// not reached.
     unreached: BinaryHeap<Reverse<(Millis, Name)>>,
+    /// Joins a user asked for that their contact has not confirmed yet:
+    /// contact -> the token of its join check (sent once the contact is
+    /// up). Only members have one, so there are at most `max_members`.
+    checks: FastMap<Name, u64>,
 }
 
 impl FullMesh {
@@ -154,6 +181,7 @@ impl FullMesh {
             reached: FastMap::default(),
             added: FastMap::default(),
             unreached: BinaryHeap::new(),
+            checks: FastMap::default(),
         }
     }
 
@@ -184,6 +212,7 @@ impl FullMesh {
 
     fn unset_member(&mut self, name: &str) {
         self.added.remove(name);
+        self.checks.remove(name);
         let reached = self.reached.remove(name).is_some();
         if let Some(old) = self.members.remove(name) {
             if reached {
@@ -281,6 +310,7 @@ impl FullMesh {
         self.reached.clear();
         self.added.clear();
         self.unreached.clear();
+        self.checks.clear();
         self.dirty = false;
         self.detached = true;
         cx.push(Effect::Leave);
@@ -374,6 +404,23 @@ impl FullMesh {
             to: to.to_string(),
             payload: encode(m),
         });
+    }
+
+    /// `contact`, which has a join waiting for confirmation, is up: ask it
+    /// (on its control lane, behind whatever this node sent it before), or,
+    /// if its control connection did not agree on `join_check`, take the
+    /// connection for the confirmation, as earlier builds do.
+    fn check_join(&mut self, cx: &mut Cx<'_>, contact: &str) {
+        let Some(token) = self.checks.get(contact).copied() else {
+            return;
+        };
+        let caps = cx.peers.control_caps(contact).unwrap_or_default();
+        if caps.contains(Capabilities::JOIN_CHECK) {
+            Self::send(cx, contact, &Message::JoinCheck(token));
+        } else {
+            self.checks.remove(contact);
+            cx.push(Effect::Joined(contact.to_string()));
+        }
     }
 
     fn merge(&mut self, cx: &mut Cx<'_>, from: &str, view: View) {
@@ -599,6 +646,7 @@ impl Membership for FullMesh {
             return;
         }
         self.detached = false;
+        let name = Name::new(&contact.name);
         if self.members.contains_key(contact.name.as_str()) {
             cx.push(Effect::Contact(contact));
         } else if self.has_room() {
@@ -612,6 +660,14 @@ impl Membership for FullMesh {
                 Some(&contact.name),
                 format!("not joined: this node already has {n} members (max_members)"),
             );
+            return;
+        }
+        // A new check for each join: an answer to an earlier one (still on
+        // its way) does not confirm this one.
+        let token = cx.rng.next_u64();
+        self.checks.insert(name.clone(), token);
+        if cx.peers.status(&name) == Some(PeerStatus::Up) {
+            self.check_join(cx, &name);
         }
     }
 
@@ -796,6 +852,9 @@ impl Membership for FullMesh {
         // A digest is cheap; if the newcomer knows something else, the
         // views follow (push-pull).
         Self::send(cx, peer, &Message::Digest(self.digest(cx.local)));
+        // (again on each new control connection: an answer on an earlier
+        // one is not taken)
+        self.check_join(cx, peer);
     }
 
     fn on_peer_down(&mut self, cx: &mut Cx<'_>, peer: &str) {
@@ -835,6 +894,19 @@ impl Membership for FullMesh {
                         to: from.to_string(),
                         payload,
                     });
+                }
+            }
+            Message::JoinCheck(token) => {
+                // (on `from`'s current control connection: the node kept
+                // it, so it is a member with that connection's incarnation)
+                if !self.detached && self.members.contains_key(from) {
+                    Self::send(cx, from, &Message::JoinConfirmed(token));
+                }
+            }
+            Message::JoinConfirmed(token) => {
+                if self.checks.get(from) == Some(&token) {
+                    self.checks.remove(from);
+                    cx.push(Effect::Joined(from.to_string()));
                 }
             }
         }
@@ -1006,6 +1078,14 @@ pub fn encode(m: &Message) -> Vec<u8> {
             out.push(2);
             out.extend_from_slice(&d.to_be_bytes());
         }
+        Message::JoinCheck(t) => {
+            out.push(3);
+            out.extend_from_slice(&t.to_be_bytes());
+        }
+        Message::JoinConfirmed(t) => {
+            out.push(4);
+            out.extend_from_slice(&t.to_be_bytes());
+        }
     }
     out
 }
@@ -1020,6 +1100,8 @@ pub fn decode(b: &[u8]) -> Result<Message, FrameError> {
             reply: t == 1,
         },
         2 => Message::Digest(r.u64()?),
+        3 => Message::JoinCheck(r.u64()?),
+        4 => Message::JoinConfirmed(r.u64()?),
         t => {
             return Err(FrameError::Malformed {
                 what: "full-mesh message",
@@ -1072,6 +1154,8 @@ mod tests {
                 reply: false,
             },
             Message::Digest(0x0123_4567_89ab_cdef),
+            Message::JoinCheck(u64::MAX),
+            Message::JoinConfirmed(7),
         ];
         for m in all {
             let b = encode(&m);
@@ -1104,7 +1188,7 @@ mod tests {
         for len in 0..400 {
             let data = rng.bytes(len);
             fuzzing::message(&data);
-            for tag in 0..3u8 {
+            for tag in 0..5u8 {
                 let mut d = vec![tag];
                 d.extend_from_slice(&data);
                 fuzzing::message(&d);
@@ -1123,5 +1207,211 @@ mod tests {
         assert_eq!(view_digest(&v), view_digest(&w));
         w.members.pop();
         assert_ne!(view_digest(&v), view_digest(&w));
+    }
+
+    // ------------------------------------------------------ the join check
+
+    mod join_check {
+        use super::super::{decode, encode, Message, Tombstone, View};
+        use crate::action::Action;
+        use crate::frame::Capabilities;
+        use crate::lane::LaneKey;
+        use crate::node::testing::{drain, spec};
+        use crate::node::Node;
+        use crate::types::Timing;
+        use crate::wire::Control;
+
+        /// A full-mesh message as the control lane carries it (the
+        /// overlay's tag first).
+        fn msg(m: &Message) -> Control {
+            Control::Membership([&[1u8][..], &encode(m)].concat())
+        }
+
+        /// The full-mesh messages `actions` send to `to`.
+        fn sent(actions: &[Action], to: &str) -> Vec<Message> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send {
+                        peer,
+                        msg: Control::Membership(p),
+                    } if peer == to => decode(&p[1..]).ok(),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn check_token(actions: &[Action], to: &str) -> Option<u64> {
+            sent(actions, to).into_iter().find_map(|m| match m {
+                Message::JoinCheck(t) => Some(t),
+                _ => None,
+            })
+        }
+
+        fn joined(actions: &[Action]) -> Vec<String> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Joined { peer } => Some(peer.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// `b@h` with `a@h` up on control connection 1, agreed on `caps`.
+        fn b_with_a_up(caps: Capabilities) -> Node {
+            let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
+            b.on_hello_agreed(0, 1, &spec("a@h", 5, 1), &LaneKey::control(), caps)
+                .unwrap();
+            drain(&mut b);
+            b
+        }
+
+        /// A member answers a check, on its control lane, with the same
+        /// token; a node that is not a member (any more) does not.
+        #[test]
+        fn a_member_answers_a_join_check() {
+            let mut a = Node::new(spec("a@h", 5, 1), Timing::default(), 1);
+            a.on_hello(0, 1, &spec("b@h", 7, 2), &LaneKey::control())
+                .unwrap();
+            drain(&mut a);
+            a.on_control(10, "b@h", 1, msg(&Message::JoinCheck(42)));
+            assert_eq!(sent(&drain(&mut a), "b@h"), [Message::JoinConfirmed(42)]);
+            // removed: the removal goes to b, and a check that comes after
+            // it (on the connection b had) is not answered
+            a.remove(20, "b@h");
+            let removal = sent(&drain(&mut a), "b@h");
+            assert!(
+                matches!(&removal[..], [Message::View { view, .. }]
+                    if view.tombstones.iter().any(|t| t.name == "b@h" && t.incarnation == 7)),
+                "{removal:?}"
+            );
+            a.on_control(30, "b@h", 1, msg(&Message::JoinCheck(43)));
+            assert!(sent(&drain(&mut a), "b@h").is_empty());
+        }
+
+        /// A join through a contact that is up already is confirmed by the
+        /// contact's answer to a check sent after it, not by the contact
+        /// being up; an answer with another token does nothing, and an
+        /// answer counts once.
+        #[test]
+        fn a_join_is_confirmed_by_the_answer_with_its_token_only() {
+            let mut b = b_with_a_up(Capabilities::SUPPORTED);
+            b.join(100, spec("a@h", 0, 1));
+            let acts = drain(&mut b);
+            assert!(joined(&acts).is_empty(), "{acts:?}");
+            let token = check_token(&acts, "a@h").expect("a check to a");
+            b.on_control(110, "a@h", 1, msg(&Message::JoinConfirmed(token ^ 1)));
+            assert!(joined(&drain(&mut b)).is_empty());
+            // (on a connection that is not a's control connection: ignored)
+            b.on_control(115, "a@h", 9, msg(&Message::JoinConfirmed(token)));
+            assert!(joined(&drain(&mut b)).is_empty());
+            b.on_control(120, "a@h", 1, msg(&Message::JoinConfirmed(token)));
+            assert_eq!(joined(&drain(&mut b)), ["a@h"]);
+            b.on_control(130, "a@h", 1, msg(&Message::JoinConfirmed(token)));
+            assert!(joined(&drain(&mut b)).is_empty());
+            // a second join is asked again, with a new token
+            b.join(140, spec("a@h", 0, 1));
+            let again = check_token(&drain(&mut b), "a@h").expect("a new check");
+            assert_ne!(again, token);
+        }
+
+        /// The reviewer's race, on b: a removed b, and b, not knowing it
+        /// yet, joins a. What a sent before answering, the removal
+        /// included, is merged first: b leaves (a new incarnation), the
+        /// join is not confirmed, and an answer that follows on the old
+        /// connection is not taken. Made again (as `weft_server` does on
+        /// `this_node_left`), the join goes to a as the new incarnation
+        /// and is confirmed on the new connection.
+        #[test]
+        fn a_removal_sent_before_the_answer_is_processed_first() {
+            let mut b = b_with_a_up(Capabilities::SUPPORTED);
+            b.join(100, spec("a@h", 0, 1));
+            let token = check_token(&drain(&mut b), "a@h").unwrap();
+            let removal = View {
+                members: vec![spec("a@h", 5, 1)],
+                tombstones: vec![Tombstone {
+                    name: "b@h".into(),
+                    incarnation: 7,
+                    ttl: 60_000,
+                }],
+            };
+            b.on_control(
+                110,
+                "a@h",
+                1,
+                msg(&Message::View {
+                    view: removal,
+                    reply: false,
+                }),
+            );
+            b.on_control(110, "a@h", 1, msg(&Message::JoinConfirmed(token)));
+            let acts = drain(&mut b);
+            assert!(
+                acts.iter().any(|a| matches!(a, Action::ThisNodeLeft)),
+                "{acts:?}"
+            );
+            assert!(joined(&acts).is_empty(), "{acts:?}");
+            let new = b.local().incarnation;
+            assert_ne!(new, 7);
+            assert!(b.peers().next().is_none());
+            // joined again: a is dialed, and asked once its control lane is up
+            b.join(120, spec("a@h", 0, 1));
+            let acts = drain(&mut b);
+            assert!(check_token(&acts, "a@h").is_none(), "not up yet: {acts:?}");
+            assert!(acts.iter().any(|a| matches!(a, Action::Dial { .. })));
+            b.on_dialed(130, 2, &spec("a@h", 5, 1), &LaneKey::control())
+                .unwrap();
+            let acts = drain(&mut b);
+            let token2 = check_token(&acts, "a@h").expect("a check on the new connection");
+            assert!(joined(&acts).is_empty());
+            b.on_control(140, "a@h", 2, msg(&Message::JoinConfirmed(token2)));
+            assert_eq!(joined(&drain(&mut b)), ["a@h"]);
+            assert_eq!(b.local().incarnation, new);
+        }
+
+        /// A check or an answer that is not exactly a tag and 8 bytes is
+        /// malformed: its control connection is closed.
+        #[test]
+        fn a_short_or_long_check_is_malformed() {
+            for tag in [3u8, 4] {
+                for body in [vec![], vec![1; 7], vec![1; 9]] {
+                    let mut b = b_with_a_up(Capabilities::SUPPORTED);
+                    let bytes = [&[1u8, tag][..], &body].concat();
+                    b.on_control(10, "a@h", 1, Control::Membership(bytes));
+                    let acts = drain(&mut b);
+                    assert!(
+                        acts.iter()
+                            .any(|a| matches!(a, Action::Close { conn: 1, .. })),
+                        "tag {tag}, {} bytes: {acts:?}",
+                        body.len()
+                    );
+                    assert!(sent(&acts, "a@h").is_empty());
+                }
+            }
+        }
+
+        /// A contact whose control connection did not agree on
+        /// `join_check` (a node of an earlier build, which would close the
+        /// connection on a message it cannot read) is not asked: its
+        /// control lane being up confirms the join, as before.
+        #[test]
+        fn a_contact_of_an_earlier_build_is_not_asked() {
+            let older = Capabilities::SUPPORTED.without(Capabilities::JOIN_CHECK);
+            let mut b = b_with_a_up(older);
+            b.join(100, spec("a@h", 0, 1));
+            let acts = drain(&mut b);
+            assert_eq!(joined(&acts), ["a@h"]);
+            assert!(check_token(&acts, "a@h").is_none(), "{acts:?}");
+            // nor when it comes up later
+            let mut c = Node::new(spec("c@h", 9, 3), Timing::default(), 1);
+            c.join(0, spec("a@h", 0, 1));
+            drain(&mut c);
+            c.on_dialed_agreed(10, 1, &spec("a@h", 5, 1), &LaneKey::control(), older)
+                .unwrap();
+            let acts = drain(&mut c);
+            assert_eq!(joined(&acts), ["a@h"]);
+            assert!(check_token(&acts, "a@h").is_none());
+        }
     }
 }

@@ -77,6 +77,10 @@ pub enum Effect {
     },
     /// This node leaves: drop every peer and start a new incarnation.
     Leave,
+    /// This contact (by name), which a user asked to join, has confirmed
+    /// this node's current incarnation as a member (see the join check of
+    /// [`full_mesh`]).
+    Joined(String),
     /// A message from this peer could not be read: the peer is broken or
     /// hostile, and its control connection is closed (it reconnects), as a
     /// malformed control frame closes it.

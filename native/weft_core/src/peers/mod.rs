@@ -32,6 +32,7 @@ pub mod collision;
 pub mod peer;
 
 use crate::action::{Action, Actions};
+use crate::frame::Capabilities;
 use crate::lane::{plan, plan_keys, shared_lane, LaneKey};
 use crate::spec::NodeSpec;
 use crate::types::{ConnId, DownReason, FastMap, Level, Millis, Name, PeerId};
@@ -245,6 +246,16 @@ impl PeerTable {
             .is_some_and(|l| l.slot == Slot::Dialing { attempt })
     }
 
+    /// What the connection carrying `peer`'s control lane now agreed on in
+    /// its handshake (`None` while none does).
+    pub fn control_caps(&self, peer: &str) -> Option<Capabilities> {
+        let p = self.get(peer)?;
+        match p.lanes.control().slot {
+            Slot::Connected { .. } => Some(p.control_caps),
+            _ => None,
+        }
+    }
+
     /// Whether `conn` carries `peer`'s control lane now: as
     /// `control_conn(peer) == Some(conn)`, but found by the connection (an
     /// integer key, and one entry to read), as it is for every control
@@ -337,6 +348,7 @@ impl PeerTable {
             lanes: Lanes::new(lanes),
             since: now,
             failures: 0,
+            control_caps: Capabilities::NONE,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -499,7 +511,8 @@ impl PeerTable {
     }
 
     /// Put `conn` in `peer`'s `lane` slot, settling collisions. A control
-    /// lane brings the peer up.
+    /// lane brings the peer up. `caps`: what the connection agreed on in
+    /// its handshake.
     #[allow(clippy::too_many_arguments)]
     pub fn install(
         &mut self,
@@ -509,6 +522,7 @@ impl PeerTable {
         peer: &str,
         lane: &LaneKey,
         dialed_by_me: bool,
+        caps: Capabilities,
         out: &mut Actions,
     ) -> Result<(), Refusal> {
         let me_preferred = local.name.as_str() < peer;
@@ -543,6 +557,7 @@ impl PeerTable {
         }
         if lane.is_control() {
             let p = self.slots[id as usize].as_mut().expect("a number in use");
+            p.control_caps = caps;
             if p.status != PeerStatus::Up {
                 let was_down = p.status == PeerStatus::Down;
                 p.status = PeerStatus::Up;

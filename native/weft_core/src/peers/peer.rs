@@ -1,6 +1,7 @@
 //! One peer as the peer table sees it: its status and the slot of each lane
 //! (idle, dialing, connected).
 
+use crate::frame::Capabilities;
 use crate::lane::LaneKey;
 use crate::spec::NodeSpec;
 use crate::types::{ConnId, Millis};
@@ -152,6 +153,9 @@ pub(crate) struct Peer {
     pub since: Millis,
     /// Failed dials of the control lane since it was last up.
     pub failures: u32,
+    /// What the connection carrying the control lane agreed on (set when
+    /// one is installed; read only while it is connected).
+    pub control_caps: Capabilities,
 }
 
 /// A read-only view of one peer, for `info`.

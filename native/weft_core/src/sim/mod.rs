@@ -84,6 +84,9 @@ struct SimNode {
     conns: HashSet<ConnId, BuildFastHasher>,
     /// The membership of each of its lives (`None`: the full mesh).
     membership: Option<MakeMembership>,
+    /// The capabilities it states in handshakes (all of this build's,
+    /// unless a test makes it a node of an earlier build).
+    caps: crate::Capabilities,
 }
 
 /// Makes a node's membership for each of its lives (a restart starts a
@@ -206,6 +209,12 @@ pub struct Sim {
     pub carried: Carried,
     /// Every PeerUp / PeerDown, in order.
     pub seen: Vec<Seen>,
+    /// Every join confirmed (`Action::Joined`), in order: when, the node,
+    /// the contact.
+    pub joined: Vec<(Millis, String, String)>,
+    /// Every time a node left or was removed (`Action::ThisNodeLeft`), in
+    /// order: when, the node.
+    pub left: Vec<(Millis, String)>,
     /// A line per processed event, to compare runs (see [`Sim::set_trace`]).
     pub trace: Vec<String>,
     refused: Vec<(String, String, Refusal)>,
@@ -229,6 +238,8 @@ impl Sim {
             events: 0,
             carried: Carried::default(),
             seen: Vec::new(),
+            joined: Vec::new(),
+            left: Vec::new(),
             trace: Vec::new(),
             refused: Vec::new(),
         }
@@ -286,9 +297,16 @@ impl Sim {
             timer_gen: 0,
             conns: HashSet::default(),
             membership,
+            caps: crate::Capabilities::SUPPORTED,
         });
         self.start(i);
         i
+    }
+
+    /// Make node `i` state `caps` in its handshakes from now on (a node of
+    /// an earlier build lacks some of this build's).
+    pub fn set_caps(&mut self, i: usize, caps: crate::Capabilities) {
+        self.nodes[i].caps = caps;
     }
 
     fn start(&mut self, i: usize) {
@@ -724,9 +742,15 @@ impl Sim {
                         self.put_state(conn, side, End::Dialing(d));
                         self.send_on(conn, i, Ev::Frame { conn, body: b });
                     }
-                    Ok(DialerStep::Done(acceptor, _negotiated)) => {
+                    Ok(DialerStep::Done(acceptor, negotiated)) => {
                         let Dialing { lane, attempt, .. } = *d;
-                        let r = self.core(i).on_dialed(now, conn, &acceptor, &lane);
+                        let r = self.core(i).on_dialed_agreed(
+                            now,
+                            conn,
+                            &acceptor,
+                            &lane,
+                            negotiated.caps,
+                        );
                         if let Err(refusal) = r {
                             // As the transport's driver does.
                             let why = format!("connection not kept: {refusal}");
@@ -779,8 +803,18 @@ impl Sim {
                         self.put_state(conn, side, End::Accepting(acceptor));
                         self.send_on(conn, i, Ev::Frame { conn, body: b });
                     }
-                    Ok(AcceptorStep::Authenticated { dialer, lane, .. }) => {
-                        let verdict = self.core(i).on_hello(now, conn, &dialer, &lane);
+                    Ok(AcceptorStep::Authenticated {
+                        dialer,
+                        lane,
+                        negotiated,
+                    }) => {
+                        let verdict = self.core(i).on_hello_agreed(
+                            now,
+                            conn,
+                            &dialer,
+                            &lane,
+                            negotiated.caps,
+                        );
                         // Answer as what the node is now (a refusal may have
                         // made it leave and change incarnation).
                         let answer = match &verdict {
@@ -849,17 +883,10 @@ impl Sim {
                 let nonce = self.nonce();
                 let n = &self.nodes[i];
                 let local = n.node.as_ref().expect("running node").local().clone();
-                let (dialer, hello) = Dialer::with_key(
-                    &n.key,
-                    local,
-                    &peer,
-                    lane.clone(),
-                    crate::Capabilities::SUPPORTED,
-                    nonce,
-                );
+                let (dialer, hello) =
+                    Dialer::with_key(&n.key, local, &peer, lane.clone(), n.caps, nonce);
                 let nonce = self.nonce();
-                let acceptor =
-                    Acceptor::with_key(&self.nodes[j].key, crate::Capabilities::SUPPORTED, nonce);
+                let acceptor = Acceptor::with_key(&self.nodes[j].key, self.nodes[j].caps, nonce);
                 let jinc = self.nodes[j].inc;
                 self.conns.insert(
                     conn,
@@ -919,6 +946,14 @@ impl Sim {
                 }
             }
             Action::Route { .. } | Action::Log { .. } | Action::Membership(_) => {}
+            Action::Joined { peer } => {
+                let me = self.nodes[i].name.clone();
+                self.joined.push((now, me, peer.to_string()));
+            }
+            Action::ThisNodeLeft => {
+                let me = self.nodes[i].name.clone();
+                self.left.push((now, me));
+            }
             Action::Refused { peer, refusal } => {
                 let me = self.nodes[i].name.clone();
                 self.refused.push((me, peer.to_string(), refusal));
