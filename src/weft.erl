@@ -232,23 +232,45 @@ join_checked(Result) ->
         Error -> Error
     end.
 
-%% @doc Join and wait until `Spec''s node is up, at most `Timeout' ms
-%% (a non-negative integer below 2^32, or `infinity'). `Spec' is checked as
-%% in {@link join/1}. Returns `ok', or:
+%% @doc Join and wait until `Spec''s node has taken this node as a member,
+%% at most `Timeout' ms (a non-negative integer below 2^32, or
+%% `infinity'). `Spec' is checked as in {@link join/1}.
+%%
+%% On the `full_mesh' and `client_server' overlays, `ok' means that the
+%% node has confirmed this node's current incarnation as a member, on its
+%% control lane, after the join was asked for; so both list each other
+%% afterwards, also when the node had just removed this one (with
+%% {@link leave/1}) and this node had not heard of it yet: the removal
+%% arrives first, this node leaves as it says (a new incarnation, which the
+%% removal does not cover), and `sync_join' joins again by itself before it
+%% answers. A removal made after the confirmation, or elsewhere in the
+%% cluster, still removes this node. (The node is asked even when it is up
+%% already, which costs a round trip on its control lane; a node of an
+%% earlier build, which cannot be asked, counts as confirming when it is
+%% up.) On the `callback' overlay, `ok' means that the node is up (at once
+%% if it is).
+%%
+%% Returns `ok', or:
 %% <ul>
-%% <li>`{error, timeout}': the node did not come up in time (unreachable,
-%% or it did not answer);</li>
+%% <li>`{error, timeout}': the node did not take this node in time
+%% (unreachable, or it did not answer);</li>
 %% <li>`{error, {refused, Reason}}', as soon as a dial to the node was
 %% refused, where `Reason' is one of: `bad_cookie' (the cookies differ);
 %% `{unexpected_node, Actual}' (another node, `Actual', listens at that
-%% address); `left' (the node has left the cluster); `detached' (the node
-%% is not accepting members); `{version, Versions}' (no common protocol
-%% version: it speaks `Versions'); `unknown_lane' (the node does not have
-%% that channel or lane); `{bad_spec, Detail}' (one node found what the
-%% other said about itself unacceptable: a name, an address, a channel);
-%% `full' (the node has `max_members' members, all of them up).
+%% address); `left' (on the `callback' overlay: the node holds this node
+%% as having left; on the others this is the removal above, and the join
+%% is made again); `detached' (the node is not accepting members);
+%% `{version, Versions}' (no common protocol version: it speaks
+%% `Versions'); `unknown_lane' (the node does not have that channel or
+%% lane); `{bad_spec, Detail}' (one node found what the other said about
+%% itself unacceptable: a name, an address, a channel; or, on the
+%% `full_mesh' and `client_server' overlays, the node runs another
+%% overlay: `<<"overlay: it runs ..., this node ...">>'); `full' (the node
+%% has `max_members' members, all of them up).
 %% (A node that is shutting down refuses as `unavailable'; that is
 %% transient, and `sync_join' keeps waiting.)</li>
+%% <li>`{error, left}': this node left the cluster ({@link leave/0}) while
+%% the call waited; the leave holds, nothing is joined again for it;</li>
 %% <li>`{error, not_started}': weft is not running, or stopped while
 %% the call waited;</li>
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',
@@ -272,20 +294,27 @@ sync_join_checked(Result, Timeout) ->
     end.
 
 %% @doc Leave the cluster: every member drops this node, for good; this node
-%% is alone afterwards, and may {@link join/1} again. Until it does, it
-%% refuses nodes that try to join through it (they get
+%% is alone afterwards (a new incarnation), and may {@link join/1} again.
+%% Until it does, it refuses nodes that try to join through it (they get
 %% `{error, {refused, detached}}'), so that stale members cannot pull it
-%% back in. On the static overlay:
+%% back in. Calls of {@link sync_join/2} waiting on this node return
+%% `{error, left}' first: the leave is not undone by the joins they asked
+%% for. On the static overlay:
 %% `{error, {static_overlay, Nodes}}' (see {@link join/1}).
 -spec leave() -> ok | {error, not_started | {static_overlay, [node()]}}.
 leave() ->
     case static_overlay() of
-        false -> nif(fun weft_nif:leave/0);
+        false -> weft_server:leave();
         Static -> Static
     end.
 
 %% @doc Remove `Node' from the cluster, everywhere, itself included.
-%% `leave(node())' is {@link leave/0}. On the `callback' overlay the
+%% `leave(node())' is {@link leave/0}. The removal is of the incarnation
+%% of `Node' that is a member (a tombstone of it goes everywhere, `Node'
+%% first, which leaves). A {@link sync_join/2} that `Node' was waiting
+%% on as the removal reached it is made again, as `Node''s next
+%% incarnation, and holds (see {@link sync_join/2}); so does a join that
+%% `Node' asks for later. On the `callback' overlay the
 %% removal is local: `Node' is dropped here, the protocol is told it is
 %% down, and it is kept out for 60 s (the protocol's messages tell others,
 %% or not). Removing a node that is not a

@@ -8,13 +8,34 @@
 %% `sync_join', and `logger' events. It is not on the message path: the
 %% transport delivers application messages itself.
 %%
+%% A `sync_join' waits here. On the overlays whose joins the contact
+%% confirms (`full_mesh', `client_server': the full mesh's join check), it
+%% is answered `ok' when the contact has confirmed this node's current
+%% incarnation as a member (`joined'), even when the contact was up
+%% already; on the `callback' overlay, when the contact is up (at once if
+%% it is). When this node leaves or is removed while joins wait, it is a
+%% new incarnation, which the removal does not cover: the waiting joins are
+%% made again, so that a removal that was on its way when the user asked
+%% to join does not undo the join. The user's own `weft:leave/0' goes
+%% through here and answers the waiting joins `{error, left}' first, so
+%% that it is not undone either.
+%%
 %% Events from the transport:
 %% <ul>
 %% <li>`{weft_nif, nodeup, Node}';</li>
 %% <li>`{weft_nif, nodedown, Node, Reason}': `Reason' a term (an atom or a
 %% tuple; older transports sent a string);</li>
+%% <li>`{weft_nif, joined, Node}': `Node', a contact this node joined,
+%% confirmed this node's current incarnation as a member; `sync_join'
+%% waiters for `Node' get `ok';</li>
+%% <li>`{weft_nif, this_node_left}': this node left the cluster or was
+%% removed, and is a new incarnation: the waiting `sync_join's join
+%% again;</li>
 %% <li>`{weft_nif, refused, Node, Reason}': a dial to `Node' was refused;
-%% `sync_join' waiters for `Node' get `{error, {refused, Reason}}';</li>
+%% `sync_join' waiters for `Node' get `{error, {refused, Reason}}' (but for
+%% `left' on the overlays that confirm joins: this node's incarnation was
+%% removed there, it leaves, and the join is made again, as for
+%% `this_node_left');</li>
 %% <li>`{weft_nif, log, Level, Text, Meta}';</li>
 %% <li>`{weft_nif, membership, Event}' (the `callback' overlay): passed to
 %% the `weft_membership' process.</li>
@@ -26,7 +47,7 @@
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/0, sync_join/3, monitor_nodes/3, on_event/3]).
+-export([start_link/0, sync_join/3, leave/0, monitor_nodes/3, on_event/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(ATOM_ROOM_INTERVAL, 1000).
@@ -37,20 +58,32 @@
     %% Node}) and/or `reason' ({nodeup, Node, []}, with nodedown reasons).
     subscribers = #{} :: #{pid() => {reference(), [plain | reason]}},
     callbacks = [] :: [{up | down, node() | any, fun()}],
-    waiters = [] :: [{node(), gen_server:from(), reference() | infinity}],
+    %% Each waiting sync_join: the contact, the caller, its timer, and the
+    %% spec to join again with if this node is removed meanwhile.
+    waiters = [] :: [{node(), gen_server:from(), reference() | infinity, map()}],
     %% The `callback' overlay: the process running the protocol, and how to
     %% start it again.
-    membership :: undefined | {pid(), {module(), term(), pos_integer()}}
+    membership :: undefined | {pid(), {module(), term(), pos_integer()}},
+    %% Whether the contact confirms joins (`joined' events): the full mesh
+    %% and client-server overlays.
+    confirms = false :: boolean()
 }).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% @doc Join and wait for `nodeup' of the spec's node.
+%% @doc Join and wait until the spec's node has confirmed this node as a
+%% member (or, on the `callback' overlay, is up).
 -spec sync_join(map(), node(), timeout()) -> ok | {error, term()}.
 sync_join(Spec, Node, Timeout) ->
     call({sync_join, Spec, Node, Timeout}).
+
+%% @doc Leave the cluster (`weft:leave/0'): the waiting `sync_join's are
+%% answered `{error, left}' first.
+-spec leave() -> ok | {error, not_started}.
+leave() ->
+    call(leave).
 
 %% @doc Subscribe `Pid' to (or unsubscribe it from) nodeup/nodedown
 %% messages of one kind: `plain' or `reason' (with nodedown reasons).
@@ -101,8 +134,10 @@ init([]) ->
                     [{ok, _} = weft_poller_sup:start_poller(P) || P <- Pollers],
                     case start_membership(Opts) of
                         {ok, Membership} ->
-                            weft_config:set_overlay(maps:get(overlay, Opts)),
-                            {ok, #state{guard = Guard, membership = Membership}};
+                            Overlay = maps:get(overlay, Opts),
+                            weft_config:set_overlay(Overlay),
+                            {ok, #state{guard = Guard, membership = Membership,
+                                        confirms = confirms(Overlay)}};
                         {error, Reason} ->
                             nif(fun weft_nif:stop/0),
                             {stop, Reason}
@@ -150,6 +185,12 @@ start_membership(#{callback := {Module, Args}, gossip_interval := Interval}) ->
 start_membership(_) ->
     {ok, undefined}.
 
+%% Whether the overlay's contacts confirm joins: its membership runs the
+%% full mesh's join check.
+confirms(full_mesh) -> true;
+confirms({client_server, _}) -> true;
+confirms(_) -> false.
+
 remember_port(#{listen := {_, 0}}) ->
     case nif(fun weft_nif:node_spec/0) of
         #{listen_addrs := [#{port := Port} | _]} -> weft_sup:remember_port(Port);
@@ -160,10 +201,13 @@ remember_port(_) ->
 
 -spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}} | {noreply, #state{}}.
 handle_call({sync_join, Spec, Node, Timeout}, From, State) ->
-    Up = case nif(fun weft_nif:nodes/0) of
-             Nodes when is_list(Nodes) -> lists:member(Node, Nodes);
-             _ -> false
-         end,
+    %% A contact that confirms joins is asked even when it is up: it may
+    %% have removed this node, and the removal still be on its way here.
+    Up = not State#state.confirms andalso
+        case nif(fun weft_nif:nodes/0) of
+            Nodes when is_list(Nodes) -> lists:member(Node, Nodes);
+            _ -> false
+        end,
     case Up of
         true ->
             {reply, ok, State};
@@ -174,13 +218,19 @@ handle_call({sync_join, Spec, Node, Timeout}, From, State) ->
                                 infinity -> infinity;
                                 _ -> erlang:start_timer(Timeout, self(), {sync_join, From})
                             end,
-                    {noreply, State#state{waiters = [{Node, From, Timer} | State#state.waiters]}};
+                    Waiter = {Node, From, Timer, Spec},
+                    {noreply, State#state{waiters = [Waiter | State#state.waiters]}};
                 {error, {nif_raised, _, _}} ->
                     {reply, {error, {bad_spec, Spec}}, State};
                 Error ->
                     {reply, Error, State}
             end
     end;
+handle_call(leave, _From, #state{waiters = Waiters} = State) ->
+    %% The user's own leave: the joins that wait end here, and are not made
+    %% again when the transport says this node left.
+    [begin cancel(T), gen_server:reply(From, {error, left}) end || {_, From, T, _} <- Waiters],
+    {reply, nif(fun weft_nif:leave/0), State#state{waiters = []}};
 handle_call({monitor_nodes, Pid, true, Kind}, _From, #state{subscribers = Subs} = State) ->
     Sub = case maps:find(Pid, Subs) of
               {ok, {Ref, Kinds}} -> {Ref, lists:usort([Kind | Kinds])};
@@ -210,15 +260,32 @@ handle_cast(_Msg, State) ->
     {noreply, State}.
 
 -spec handle_info(term(), #state{}) -> {noreply, #state{}}.
-handle_info({weft_nif, nodeup, Node}, State) ->
+handle_info({weft_nif, nodeup, Node}, #state{confirms = Confirms} = State) ->
     notify(up, Node, [], State),
+    case Confirms of
+        true -> {noreply, State};
+        false -> {noreply, reply_waiters(Node, ok, State)}
+    end;
+handle_info({weft_nif, joined, Node}, State) ->
     {noreply, reply_waiters(Node, ok, State)};
+handle_info({weft_nif, this_node_left}, #state{waiters = Waiters} = State) ->
+    %% Removed (the user's own leave answered the waiters already): this
+    %% node is a new incarnation, which the removal does not cover, and
+    %% joins again for those who wait. (Once per contact.)
+    Specs = maps:from_list([{Node, Spec} || {Node, _, _, Spec} <- Waiters]),
+    [nif(fun() -> weft_nif:join(Spec) end) || Spec <- maps:values(Specs)],
+    {noreply, State};
 handle_info({weft_nif, nodedown, Node, Reason}, State) ->
     %% The transport logs it; `Reason' is a term (a string from older ones).
     notify(down, Node, [{nodedown_reason, Reason}], State),
     {noreply, State};
 handle_info({weft_nif, refused, _Node, unavailable}, State) ->
     %% The peer is stopping: a transient refusal, keep waiting.
+    {noreply, State};
+handle_info({weft_nif, refused, _Node, left}, #state{confirms = true} = State) ->
+    %% The peer holds a tombstone of the incarnation that dialed it: this
+    %% node was removed, and leaves (or has left) as a new incarnation;
+    %% `this_node_left' makes the waiting joins again.
     {noreply, State};
 handle_info({weft_nif, refused, Node, Reason}, State) ->
     {noreply, reply_waiters(Node, {error, {refused, Reason}}, State)};
@@ -318,8 +385,8 @@ nif(F) ->
 
 %% Answer the sync_join waiters for `Node'.
 reply_waiters(Node, Reply, State) ->
-    {Ready, Waiting} = lists:partition(fun({N, _, _}) -> N =:= Node end, State#state.waiters),
-    [begin cancel(T), gen_server:reply(From, Reply) end || {_, From, T} <- Ready],
+    {Ready, Waiting} = lists:partition(fun({N, _, _, _}) -> N =:= Node end, State#state.waiters),
+    [begin cancel(T), gen_server:reply(From, Reply) end || {_, From, T, _} <- Ready],
     State#state{waiters = Waiting}.
 
 cancel(infinity) -> ok;

@@ -19,7 +19,9 @@
          fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers/1,
          large_and_small_on_separate_sockets/1, a_small_message_goes_between_the_parts_of_a_large_one/1,
          killed_node_goes_down_and_rejoins/1,
-         leave_and_remove/1, wrong_cookie_refused/1, oversized_frame_refused/1,
+         leave_and_remove/1, sync_join_through_a_removal_in_flight_holds/1,
+         leave_while_sync_join_waits_holds/1,
+         wrong_cookie_refused/1, oversized_frame_refused/1,
          bad_config/1, unknown_channel_and_non_member/1, stop_closes_everything/1,
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
@@ -50,7 +52,9 @@ all() ->
      fences_from_a_peer_that_reads_nothing_get_a_bounded_queue_of_answers,
      large_and_small_on_separate_sockets, a_small_message_goes_between_the_parts_of_a_large_one,
      killed_node_goes_down_and_rejoins,
-     leave_and_remove, wrong_cookie_refused, oversized_frame_refused, bad_config,
+     leave_and_remove, sync_join_through_a_removal_in_flight_holds,
+     leave_while_sync_join_waits_holds,
+     wrong_cookie_refused, oversized_frame_refused, bad_config,
      unknown_channel_and_non_member, stop_closes_everything,
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
@@ -500,6 +504,119 @@ leave_and_remove(_Config) ->
     %% a node that left may join again
     ok = call(B, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
     converge([A, B, C]),
+    ok.
+
+%% The reviewer's race: A removes B (`leave(B)') while B, which has not
+%% heard of it yet, asks to join A, up as far as B knows. B's sync_join
+%% says `ok' only once A has confirmed B's current incarnation as a
+%% member: the removal, which A sent before, is seen first; B leaves as it
+%% says (a new incarnation) and joins again by itself; after `ok' A and B
+%% list each other, and C learns of B's new incarnation from gossip (rounds
+%% after the `ok') and nothing removes it again. B's pollers are held
+%% (suspended) from just before the removal until its sync_join is asked,
+%% so that B reads the removal only after it asked to join: the
+%% interleaving that lost the join (2 of 2 times under a flood), every
+%% time. Before the fix, sync_join said `ok' at once and B then left, for
+%% good.
+sync_join_through_a_removal_in_flight_holds(_Config) ->
+    %% (no connection read on a thread: holding the pollers holds all
+    %% reading; B must not give A up while it reads nothing)
+    [A, B, C] = Nodes = cluster(3, opts(#{io => schedulers, heartbeat_timeout => 10000})),
+    [NodeA, NodeB, NodeC] = [node_of(N) || N <- Nodes],
+    %% (no dial under way: a lane B dialed now would be refused, and tell
+    %% B of the removal without its pollers)
+    [weft_ct:wait_until(lanes, fun() -> all_lanes_connected(X, node_of(Y)) end)
+     || X <- Nodes, Y <- Nodes, X =/= Y],
+    SpecA = call(A, weft, node_spec, []),
+    #{incarnation := Old} = call(B, weft, node_spec, []),
+    ok = call(B, weft_ct, capture_logs, []),
+    ok = call(B, weft_ct, hold_pollers, []),
+    ok = call(A, weft, leave, [NodeB]),
+    weft_ct:wait_until(removed_on_a, fun() -> call(A, weft, members, []) =:= lists:sort([NodeA, NodeC]) end),
+    %% B, reading nothing, still takes A for up
+    ?assert(lists:member(NodeA, call(B, weft, nodes, []))),
+    Join = fun() ->
+                   Self = self(),
+                   spawn(fun() -> Self ! {joined, weft:sync_join(SpecA, 30000)} end),
+                   %% the pollers go on once the join is asked for (it
+                   %% waits), or answered
+                   Asked = fun Asked() ->
+                                   {message_queue_len, Q} = process_info(self(), message_queue_len),
+                                   case Q > 0 orelse weft_ct:sync_join_waiters() =/= [] of
+                                       true -> ok;
+                                       false -> timer:sleep(2), Asked()
+                                   end
+                           end,
+                   Asked(),
+                   ok = weft_ct:release_pollers(),
+                   receive {joined, R} -> R end
+           end,
+    ?assertEqual(ok, call(B, erlang, apply, [Join, []])),
+    %% at `ok', B is a member on both sides, as its new incarnation
+    #{incarnation := New} = call(B, weft, node_spec, []),
+    ?assertNotEqual(Old, New),
+    ?assert(lists:member(NodeA, call(B, weft, members, []))),
+    ?assert(lists:member(NodeB, call(A, weft, members, []))),
+    %% and stays one: gossip brings the new incarnation to C
+    converge(Nodes),
+    weft_ct:wait_until(new_incarnation_everywhere,
+                       fun() ->
+                               [maps:get(incarnation, maps:get(NodeB, maps:get(peers, info(N))))
+                                || N <- [A, C]] =:= [New, New]
+                       end),
+    ?assertEqual(lists:sort([NodeA, NodeB, NodeC]), call(B, weft, members, [])),
+    ?assertMatch(#{incarnation := New}, call(B, weft, node_spec, [])),
+    %% B was removed once (and said so), and joined again
+    Removed = [L || L <- call(B, weft_ct, logs, []), string:find(L, "removed from the cluster") =/= nomatch],
+    ?assertMatch([_], Removed),
+    ok.
+
+%% The user's own leave while a sync_join waits: the call returns
+%% `{error, left}', and the leave holds (nothing joins again for it). A's
+%% pollers are held, so that the join waits for A's answer to its check
+%% (A is up and B a member: the check is B's only wait).
+leave_while_sync_join_waits_holds(_Config) ->
+    [A, B] = cluster(2, opts(#{io => schedulers, heartbeat_timeout => 10000})),
+    [NodeA, NodeB] = [node_of(N) || N <- [A, B]],
+    [weft_ct:wait_until(lanes, fun() -> all_lanes_connected(X, node_of(Y)) end)
+     || {X, Y} <- [{A, B}, {B, A}]],
+    SpecA = call(A, weft, node_spec, []),
+    ok = call(A, weft_ct, hold_pollers, []),
+    Leave = fun() ->
+                    Self = self(),
+                    spawn(fun() -> Self ! {joined, weft:sync_join(SpecA, 30000)} end),
+                    Waiting = fun Waiting() ->
+                                      {message_queue_len, Q} = process_info(self(), message_queue_len),
+                                      case {Q, weft_ct:sync_join_waiters()} of
+                                          {0, []} -> timer:sleep(2), Waiting();
+                                          {0, _} -> ok;
+                                          _ -> receive {joined, Early} -> {answered_before_the_leave, Early} end
+                                      end
+                              end,
+                    case Waiting() of
+                        ok ->
+                            ok = weft:leave(),
+                            R = receive {joined, X} -> X after 10000 -> timeout end,
+                            %% the transport has carried out the leave
+                            %% (info/0 comes after it), and weft_server
+                            %% has had what the transport said of it
+                            %% (this_node_left) once its state is read: a
+                            %% join made again would show in the peers
+                            _ = weft:info(),
+                            _ = sys:get_state(weft_server),
+                            {R, maps:keys(maps:get(peers, weft:info())), weft:members()};
+                        Early ->
+                            Early
+                    end
+            end,
+    ?assertEqual({{error, left}, [], [NodeB]}, call(B, erlang, apply, [Leave, []])),
+    ok = call(A, weft_ct, release_pollers, []),
+    weft_ct:wait_until(apart, fun() ->
+                                      call(A, weft, members, []) =:= [NodeA] andalso
+                                          not maps:is_key(NodeB, maps:get(peers, info(A)))
+                              end),
+    ?assertEqual([NodeB], call(B, weft, members, [])),
+    ?assertEqual(#{}, maps:get(peers, info(B))),
     ok.
 
 wrong_cookie_refused(_Config) ->
@@ -1704,10 +1821,12 @@ callback_overlay_survives_a_bad_protocol(_Config) ->
                                               =:= lists:sort([node_of(N), node_of(Other)]) end),
     %% a node of another overlay is refused, and not redialed: both sides
     %% say so (the full-mesh node is told, even though the protocol never
-    %% sends it anything)
+    %% sends it anything); the full-mesh node's sync_join, which waits for
+    %% a confirmation that a callback node never gives, gets the refusal
     Mesh = start(mesh, opts()),
     ok = call(Mesh, weft_ct, capture_logs, []),
-    ok = call(Mesh, weft, sync_join, [call(N, weft, node_spec, []), 10000]),
+    ?assertEqual({error, {refused, {bad_spec, <<"overlay: it runs callback, this node full_mesh">>}}},
+                 call(Mesh, weft, sync_join, [call(N, weft, node_spec, []), 10000])),
     weft_ct:wait_until(refused_other_overlay,
                        fun() -> call(Mesh, weft, members, []) =:= [node_of(Mesh)]
                                     andalso not lists:member(node_of(Mesh), call(N, weft, members, []))

@@ -12,7 +12,8 @@
          capture_all/0, all_logs/0, mixed_round_trip/3,
          bulk_stream/4, bulk_seqs/1, send_seqs/6, send_mixed_keys/6, send_big_seqs/7, in_turn/1,
          register_callbacks/1, stream_start/4, stream_start/5, stream_stop/1, count_collector/1, count/1,
-         count_other/1, order_checker/1, order_checked/1, key_flood/6]).
+         count_other/1, order_checker/1, order_checked/1, key_flood/6,
+         hold_pollers/0, release_pollers/0, sync_join_waiters/0]).
 %% logger handler callback:
 -export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
          send_new_exports/4, big_then_small/4]).
@@ -450,6 +451,35 @@ count(Name) ->
 count_other(Name) ->
     Name ! {'$other', self()},
     receive {'$other', L} -> L after 5000 -> timeout end.
+
+%% @doc Hold every poller process of weft on this node (suspended), so
+%% that the node reads nothing from its connections (with `io =>
+%% schedulers': no connection is read on a thread), until
+%% {@link release_pollers/0}. A registered process holds them: a
+%% suspension ends with the process that made it.
+hold_pollers() ->
+    Self = self(),
+    Pid = spawn(fun() ->
+                        Pollers = [P || {_, P, _, _} <- supervisor:which_children(weft_poller_sup),
+                                        is_pid(P)],
+                        [true = erlang:suspend_process(P) || P <- Pollers],
+                        Self ! {held, self(), length(Pollers)},
+                        receive {release, From} ->
+                                [true = erlang:resume_process(P) || P <- Pollers],
+                                From ! released
+                        end
+                end),
+    register(weft_ct_holder, Pid),
+    receive {held, Pid, N} when N > 0 -> ok end.
+
+%% @doc Let the pollers held by {@link hold_pollers/0} run again.
+release_pollers() ->
+    weft_ct_holder ! {release, self()},
+    receive released -> ok after 10000 -> timeout end.
+
+%% @doc The nodes that `sync_join' calls wait for in `weft_server'.
+sync_join_waiters() ->
+    [N || {N, _, _, _} <- element(5, sys:get_state(weft_server))].
 
 %% @doc Register `on_up' / `on_down' callbacks that report to the
 %% collector `callbacks': for any node (arity 1) and for `Node' (arity 0).
