@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::handshake::HandshakeError as Failure;
-use weft_core::wire::encode_control;
+use weft_core::wire::{encode_control, Control};
 use weft_core::{
     Action, Capabilities, ConnId, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal,
 };
@@ -266,7 +266,20 @@ impl Driver {
                     }
                 }
                 Action::Send { peer, msg } => {
-                    self.shared.routes.send_control(&peer, encode_control(&msg));
+                    let bounded = matches!(msg, Control::Membership(_));
+                    if !self
+                        .shared
+                        .routes
+                        .send_control(&peer, encode_control(&msg), bounded)
+                    {
+                        log_about_peer(
+                            &self.shared,
+                            Level::Warning,
+                            "membership message not sent: the peer's control lane has over 1 MiB queued (it reads too slowly, or not at all)",
+                            Some(&peer),
+                            None,
+                        );
+                    }
                 }
                 Action::Route {
                     peer,

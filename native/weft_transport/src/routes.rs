@@ -25,7 +25,8 @@ use weft_core::{Extensions, FrameKind, LaneKey};
 
 /// Bytes a peer's control lane may have queued (counted as the send-queue
 /// bounds count them) for a fence to be answered on it (see
-/// [`Routes::answer_fence`]).
+/// [`Routes::answer_fence`]), or a membership message to be queued on it
+/// (see [`Routes::send_control`]).
 pub const ANSWERS_QUEUED_MAX: u64 = 1 << 20;
 
 /// Rounds over a `drop_oldest` channel's lanes that a send makes to find
@@ -40,6 +41,13 @@ pub enum Overload {
     Refuse,
     /// Drop the oldest unstarted messages of the lane to make room.
     DropOldest,
+}
+
+/// Whether `control` has at most [`ANSWERS_QUEUED_MAX`] bytes queued (as
+/// the send-queue bounds count: each frame's entry too).
+fn room_for_answers(control: &Lane) -> bool {
+    let q = control.queued();
+    q.bytes + q.frames * crate::counters::PER_MESSAGE <= ANSWERS_QUEUED_MAX
 }
 
 /// A message that waits for its peer's plan.
@@ -502,18 +510,29 @@ impl Routes {
             return;
         };
         // (as the send-queue bounds count: each frame's entry too)
-        let q = r.control.queued();
-        if q.bytes + q.frames * crate::counters::PER_MESSAGE <= ANSWERS_QUEUED_MAX {
+        if room_for_answers(&r.control) {
             let body = encode_control(&Control::Fenced { lane, token });
             r.control.push(FrameKind::Control, body.into());
         }
     }
 
     /// Queue a control frame for `peer`; dropped if it has no route.
-    pub fn send_control(&self, peer: &str, body: Vec<u8>) {
-        if let Some(r) = self.peers.read().get(peer) {
-            r.control.push(FrameKind::Control, body.into());
+    /// `bounded` (a membership message, which a peer's own messages can
+    /// call for: an answer to a join check, a view for a view): not while
+    /// the control lane has more than [`ANSWERS_QUEUED_MAX`] bytes queued,
+    /// so that a peer that asks and reads nothing cannot make this node
+    /// queue without bound (the membership's gossip sends again later).
+    /// Returns whether it was queued (or had no route).
+    pub fn send_control(&self, peer: &str, body: Vec<u8>, bounded: bool) -> bool {
+        let peers = self.peers.read();
+        let Some(r) = peers.get(peer) else {
+            return true;
+        };
+        if bounded && !room_for_answers(&r.control) {
+            return false;
         }
+        r.control.push(FrameKind::Control, body.into());
+        true
     }
 
     /// The route to `peer`.

@@ -227,6 +227,37 @@ fn frame(kind: weft_core::FrameKind, body: &[u8]) -> Vec<u8> {
     [weft_core::frame::header(kind, body.len()).as_slice(), body].concat()
 }
 
+/// A raw peer named `name` (incarnation 7) that has authenticated its
+/// control lane to `b` (cookie "c"), with the handshake's nonce `nonce`.
+fn raw_control(b: &Transport, name: &str, nonce: u8) -> std::net::TcpStream {
+    use std::io::Write;
+    use weft_core::handshake::{Dialer, DialerStep};
+    use weft_core::{Capabilities, FrameKind};
+    let b_spec = b.local_spec();
+    let mut s = std::net::TcpStream::connect(b_spec.addrs[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut me = b_spec.clone();
+    me.name = name.into();
+    me.incarnation = 7;
+    me.addrs = vec!["127.0.0.1:1".parse().unwrap()];
+    let (mut d, hello) = Dialer::new(
+        b"c",
+        me,
+        &b_spec.name,
+        LaneKey::control(),
+        Capabilities::SUPPORTED,
+        [nonce; 32],
+    );
+    s.write_all(&frame(FrameKind::Handshake, &hello)).unwrap();
+    loop {
+        let body = read_frame(&mut s).unwrap();
+        match d.on_frame(&body).unwrap() {
+            DialerStep::Send(m) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
+            DialerStep::Done(..) => return s,
+        }
+    }
+}
+
 /// The next frame's body on a raw peer's socket (`None`: it ended).
 fn read_frame(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     use std::io::Read;
@@ -1744,36 +1775,10 @@ fn what_came_before_the_sender_gave_up_is_read_first() {
 #[test]
 fn a_control_connection_waiting_behind_an_older_one_keeps_its_peer_up() {
     use std::io::Write;
-    use std::net::TcpStream;
-    use weft_core::handshake::{Dialer, DialerStep};
     use weft_core::wire::encode_control;
-    use weft_core::{Capabilities, Control, FrameKind};
+    use weft_core::{Control, FrameKind};
     let (b, brx) = node("b@h", "c", 1 << 20);
-    let addr = b.local_spec().addrs[0];
-    let dial = |nonce: u8| -> TcpStream {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut me = b.local_spec();
-        me.name = "x@h".into();
-        me.incarnation = 7;
-        me.addrs = vec!["127.0.0.1:1".parse().unwrap()];
-        let (mut d, hello) = Dialer::new(
-            b"c",
-            me,
-            "b@h",
-            LaneKey::control(),
-            Capabilities::SUPPORTED,
-            [nonce; 32],
-        );
-        s.write_all(&frame(FrameKind::Handshake, &hello)).unwrap();
-        loop {
-            let body = read_frame(&mut s).unwrap();
-            match d.on_frame(&body).unwrap() {
-                DialerStep::Send(m) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
-                DialerStep::Done(..) => return s,
-            }
-        }
-    };
+    let dial = |nonce: u8| raw_control(&b, "x@h", nonce);
     let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
     let mut first = dial(1);
     first.write_all(&heartbeat).unwrap();
@@ -1848,4 +1853,66 @@ fn a_join_racing_a_removal_is_confirmed_only_after_it() {
     // and a plain join through a member that is up is confirmed too
     a.join(contact(&b));
     events_until(&arx, |e| *e == Ev::Joined("b@h".into()));
+}
+
+/// A peer that sends join checks and reads none of the answers cannot make
+/// this node queue answers without bound: membership messages wait only
+/// while the control lane has at most `ANSWERS_QUEUED_MAX` bytes queued
+/// (a million checks queued 102 MB of answers before).
+#[test]
+fn join_checks_from_a_peer_that_reads_nothing_queue_a_bounded_amount() {
+    use std::io::Write;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let mut x = raw_control(&b, "x@h", 1);
+    x.write_all(&frame(
+        FrameKind::Control,
+        &encode_control(&Control::Heartbeat),
+    ))
+    .unwrap();
+    wait_for("x@h up", || {
+        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    const CHECKS: u64 = 1_000_000;
+    // (full mesh's tag 1, then a join check: 3 and a token)
+    let check = frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(
+            [1, 3, 0, 0, 0, 0, 0, 0, 0, 42].to_vec(),
+        )),
+    );
+    let batch: Vec<u8> = check.repeat(10_000);
+    for _ in 0..CHECKS / 10_000 {
+        x.write_all(&batch).unwrap();
+    }
+    x.write_all(&frame(
+        FrameKind::Control,
+        &encode_control(&Control::Heartbeat),
+    ))
+    .unwrap();
+    // (None while the driver is too busy answering to give a snapshot)
+    let control = |t: &Transport| {
+        let info = t.info()?;
+        let Some(p) = info.peers.into_iter().find(|p| p.name == "x@h") else {
+            panic!("x@h is gone: {:?}", brx.try_iter().collect::<Vec<_>>());
+        };
+        p.lanes.into_iter().find(|l| l.key.is_control())
+    };
+    wait_for("b to read every check", || {
+        control(&b).is_some_and(|l| l.recv_frames > CHECKS)
+    });
+    // (a snapshot asked for after the last check was read comes after the
+    // driver has answered the checks before it)
+    let mut last = None;
+    wait_for("a snapshot", || {
+        last = control(&b);
+        last.is_some()
+    });
+    let queued = last.unwrap().queued_bytes;
+    assert!(
+        queued <= weft_transport::routes::ANSWERS_QUEUED_MAX + 1024,
+        "{queued} bytes queued for a peer that reads nothing"
+    );
+    drop(x);
 }
