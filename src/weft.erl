@@ -245,9 +245,11 @@ join_checked(Result) ->
 %% removal does not cover), and `sync_join' joins again by itself before it
 %% answers. A removal made after the confirmation, or elsewhere in the
 %% cluster, still removes this node. (The node is asked even when it is up
-%% already, which costs a round trip on its control lane; a node of an
-%% earlier build, which cannot be asked, counts as confirming when it is
-%% up.) On the `callback' overlay, `ok' means that the node is up (at once
+%% already, which costs a round trip on its control lane, so a `Timeout'
+%% of 0 may give `{error, timeout}' where the node is up; right after this
+%% node left or was removed, the answer waits for the old connections to
+%% the node to end, about 2 s. A node of an earlier build, which cannot be
+%% asked, counts as confirming when it is up.) On the `callback' overlay, `ok' means that the node is up (at once
 %% if it is).
 %%
 %% Returns `ok', or:
@@ -271,6 +273,10 @@ join_checked(Result) ->
 %% transient, and `sync_join' keeps waiting.)</li>
 %% <li>`{error, left}': this node left the cluster ({@link leave/0}) while
 %% the call waited; the leave holds, nothing is joined again for it;</li>
+%% <li>`{error, removed}': this node was removed twice while the call
+%% waited (the call joins again after the first removal only: the cluster
+%% keeps removing this node, or the contact keeps refusing it as
+%% `left');</li>
 %% <li>`{error, not_started}': weft is not running, or stopped while
 %% the call waited;</li>
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',

@@ -59,8 +59,10 @@
     subscribers = #{} :: #{pid() => {reference(), [plain | reason]}},
     callbacks = [] :: [{up | down, node() | any, fun()}],
     %% Each waiting sync_join: the contact, the caller, its timer, and the
-    %% spec to join again with if this node is removed meanwhile.
-    waiters = [] :: [{node(), gen_server:from(), reference() | infinity, map()}],
+    %% spec to join again with if this node is removed meanwhile (`first':
+    %% not joined again yet; `again': joined again once, see
+    %% `this_node_left').
+    waiters = [] :: [{node(), gen_server:from(), reference() | infinity, {map(), first | again}}],
     %% The `callback' overlay: the process running the protocol, and how to
     %% start it again.
     membership :: undefined | {pid(), {module(), term(), pos_integer()}},
@@ -218,7 +220,7 @@ handle_call({sync_join, Spec, Node, Timeout}, From, State) ->
                                 infinity -> infinity;
                                 _ -> erlang:start_timer(Timeout, self(), {sync_join, From})
                             end,
-                    Waiter = {Node, From, Timer, Spec},
+                    Waiter = {Node, From, Timer, {Spec, first}},
                     {noreply, State#state{waiters = [Waiter | State#state.waiters]}};
                 {error, {nif_raised, _, _}} ->
                     {reply, {error, {bad_spec, Spec}}, State};
@@ -271,10 +273,16 @@ handle_info({weft_nif, joined, Node}, State) ->
 handle_info({weft_nif, this_node_left}, #state{waiters = Waiters} = State) ->
     %% Removed (the user's own leave answered the waiters already): this
     %% node is a new incarnation, which the removal does not cover, and
-    %% joins again for those who wait. (Once per contact.)
-    Specs = maps:from_list([{Node, Spec} || {Node, _, _, Spec} <- Waiters]),
+    %% joins again for those who wait (once per contact). A call joins
+    %% again once: the removal it was made for. Removed once more while it
+    %% waits (the cluster keeps removing this node, or a contact keeps
+    %% answering `left', which needs no cookie), it is answered
+    %% `{error, removed}', rather than looping.
+    {Again, Removed} = lists:partition(fun({_, _, _, {_, W}}) -> W =:= first end, Waiters),
+    [begin cancel(T), gen_server:reply(From, {error, removed}) end || {_, From, T, _} <- Removed],
+    Specs = maps:from_list([{Node, Spec} || {Node, _, _, {Spec, _}} <- Again]),
     [nif(fun() -> weft_nif:join(Spec) end) || Spec <- maps:values(Specs)],
-    {noreply, State};
+    {noreply, State#state{waiters = [{N, F, T, {Spec, again}} || {N, F, T, {Spec, _}} <- Again]}};
 handle_info({weft_nif, nodedown, Node, Reason}, State) ->
     %% The transport logs it; `Reason' is a term (a string from older ones).
     notify(down, Node, [{nodedown_reason, Reason}], State),

@@ -17,6 +17,7 @@
          failed_start_restores_the_environment/1, listen_and_advertise_forms/1,
          unspecified_listen_advertises_interfaces/1, advertise_addrs_from_interfaces/1,
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
+         a_contact_refusing_left_ends_sync_join_without_a_loop/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
          server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1,
@@ -37,6 +38,7 @@ all() ->
      start_while_running_changes_nothing, failed_start_restores_the_environment,
      listen_and_advertise_forms, unspecified_listen_advertises_interfaces,
      advertise_addrs_from_interfaces, refused_answers_sync_join_at_once,
+     a_contact_refusing_left_ends_sync_join_without_a_loop,
      nodedown_reasons_and_monitor_nodes_2, a_stopped_peer_is_down_as_stopped,
      nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
@@ -378,6 +380,52 @@ refused_answers_sync_join_at_once(_Config) ->
             end,
     ?assertEqual({error, {refused, detached}}, on(A, Other)),
     ok.
+
+%% A "contact" that answers every hello with a refusal `left' (which needs
+%% no cookie: it is not authenticated) makes the node leave and the waiting
+%% sync_join join again once, not in a loop: the second removal answers
+%% `{error, removed}', after two dials, and nothing dials it afterwards.
+a_contact_refusing_left_ends_sync_join_without_a_loop(_Config) ->
+    V = start(refuser, ?OPTS),
+    Self = self(),
+    Refuser = spawn_link(fun() -> refuser(Self) end),
+    Port = receive {refuser_port, P} -> P end,
+    Evil = spec_at(evil@nowhere, Port),
+    ?assertEqual({error, removed}, call(V, weft, sync_join, [Evil, 20000])),
+    Dials = refuser_dials(Refuser),
+    ?assert(Dials >= 2 andalso Dials =< 3, Dials),
+    ?assertEqual([node_of(V)], call(V, weft, members, [])),
+    ?assertEqual(Dials, refuser_dials(Refuser)),
+    unlink(Refuser),
+    exit(Refuser, kill),
+    ok.
+
+%% A listener that answers each connection's first frame with a refusal
+%% `left' (handshake version 3, message 4, reason 4) and counts them.
+refuser(Parent) ->
+    {ok, L} = gen_tcp:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(L),
+    Parent ! {refuser_port, Port},
+    Me = self(),
+    spawn_link(fun() -> refuser_accept(L, Me) end),
+    refuser_count(0).
+
+refuser_accept(L, Counter) ->
+    {ok, S} = gen_tcp:accept(L),
+    Counter ! dialed,
+    _ = (catch weft_ct:recv_raw(S)),
+    ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<"WEFT", 3:16, 4, 4>>)),
+    refuser_accept(L, Counter).
+
+refuser_count(N) ->
+    receive
+        dialed -> refuser_count(N + 1);
+        {count, From} -> From ! {dials, N}, refuser_count(N)
+    end.
+
+refuser_dials(Refuser) ->
+    Refuser ! {count, self()},
+    receive {dials, N} -> N end.
 
 %% @private On the peer: the nodes that sync_join callers wait for.
 waiters() ->
