@@ -274,9 +274,10 @@ join_checked(Result) ->
 %% <li>`{error, left}': this node left the cluster ({@link leave/0}) while
 %% the call waited; the leave holds, nothing is joined again for it;</li>
 %% <li>`{error, removed}': this node was removed twice while the call
-%% waited (the call joins again after the first removal only: the cluster
-%% keeps removing this node, or the contact keeps refusing it as
-%% `left');</li>
+%% waited (the call joins again after the first removal only): the
+%% cluster keeps removing this node, or a node it dials, this contact or
+%% any other, refuses it as `left' (a refusal is not authenticated: a
+%% listener at an address this node dials can say it);</li>
 %% <li>`{error, not_started}': weft is not running, or stopped while
 %% the call waited;</li>
 %% <li>`{error, {bad_spec, Spec}}', `{error, {badarg, Timeout}}',

@@ -50,6 +50,15 @@ fn room_for_answers(control: &Lane) -> bool {
     q.bytes + q.frames * crate::counters::PER_MESSAGE <= ANSWERS_QUEUED_MAX
 }
 
+/// A membership message this small ([`Routes::send_control`]) is queued
+/// past [`ANSWERS_QUEUED_MAX`] while the control lane has fewer than
+/// [`SMALL_ANSWERS`] frames queued: behind a view of a large membership
+/// (over a megabyte), a join check's answer still goes.
+pub const SMALL_ANSWER: usize = 1024;
+
+/// See [`SMALL_ANSWER`].
+pub const SMALL_ANSWERS: u64 = 64;
+
 /// A message that waits for its peer's plan.
 struct Waiting {
     channel: String,
@@ -520,15 +529,23 @@ impl Routes {
     /// `bounded` (a membership message, which a peer's own messages can
     /// call for: an answer to a join check, a view for a view): not while
     /// the control lane has more than [`ANSWERS_QUEUED_MAX`] bytes queued,
-    /// so that a peer that asks and reads nothing cannot make this node
-    /// queue without bound (the membership's gossip sends again later).
-    /// Returns whether it was queued (or had no route).
+    /// unless it is a small one ([`SMALL_ANSWER`] bytes at most) and fewer
+    /// than [`SMALL_ANSWERS`] frames are queued. So a peer that asks and
+    /// reads nothing makes this node queue at most about a megabyte, one
+    /// view and 64 small frames, while a peer that reads gets a join
+    /// check's answer behind the largest view. A message not queued is
+    /// lost: the full mesh's gossip sends views and digests again, a join
+    /// check is not (its `sync_join` times out), nor is a callback
+    /// protocol's message. Returns whether it was queued (or had no route).
     pub fn send_control(&self, peer: &str, body: Vec<u8>, bounded: bool) -> bool {
         let peers = self.peers.read();
         let Some(r) = peers.get(peer) else {
             return true;
         };
-        if bounded && !room_for_answers(&r.control) {
+        if bounded
+            && !room_for_answers(&r.control)
+            && !(body.len() <= SMALL_ANSWER && r.control.queued().frames < SMALL_ANSWERS)
+        {
             return false;
         }
         r.control.push(FrameKind::Control, body.into());

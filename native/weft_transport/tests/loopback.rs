@@ -1938,3 +1938,52 @@ fn join_checks_from_a_peer_that_reads_nothing_queue_a_bounded_amount() {
     );
     drop(x);
 }
+
+/// The bound on membership messages does not stop a join check's answer
+/// behind a view of over a megabyte: b's view holds 4,096 tombstones of
+/// 250-byte names (pushed by a raw peer), and a joins b. The answer, small,
+/// goes past the bound while few frames are queued (it was dropped after
+/// the view, and a's join never confirmed).
+#[test]
+fn a_join_is_confirmed_behind_a_view_over_the_bound() {
+    use std::io::Write;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let (b, brx) = node("b@h", "c", 1 << 24);
+    let mut x = raw_control(&b, "x@h", 1);
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    x.write_all(&heartbeat).unwrap();
+    wait_for("x@h up", || {
+        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    // full mesh (1), a push (0): no members, 4,096 tombstones
+    let mut view = vec![1u8, 0, 0, 0, 0, 0];
+    view.extend_from_slice(&4096u32.to_be_bytes());
+    for i in 0..4096u64 {
+        let name = format!("t{i:05}@{}", "h".repeat(243));
+        view.push(name.len() as u8);
+        view.extend_from_slice(name.as_bytes());
+        view.extend_from_slice(&(i + 1).to_be_bytes());
+        view.extend_from_slice(&600_000u32.to_be_bytes());
+    }
+    assert!(view.len() > 1 << 20);
+    x.write_all(&frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(view)),
+    ))
+    .unwrap();
+    x.write_all(&heartbeat).unwrap();
+    wait_for("b to read the view", || {
+        b.info().is_some_and(|i| {
+            i.peers
+                .iter()
+                .filter(|p| p.name == "x@h")
+                .flat_map(|p| p.lanes.iter())
+                .any(|l| l.key.is_control() && l.recv_frames >= 3)
+        })
+    });
+    let (a, arx) = node("a@h", "c", 1 << 24);
+    a.join(contact(&b));
+    events_until(&arx, |e| *e == Ev::Joined("b@h".into()));
+    drop(x);
+}
