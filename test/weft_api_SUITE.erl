@@ -18,6 +18,7 @@
          unspecified_listen_advertises_interfaces/1, advertise_addrs_from_interfaces/1,
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
          a_contact_refusing_left_ends_sync_join_without_a_loop/1,
+         sync_join_behind_a_view_over_a_megabyte/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
          server_survives_nif_errors/1, a_stopped_peer_is_down_as_stopped/1,
@@ -38,7 +39,7 @@ all() ->
      start_while_running_changes_nothing, failed_start_restores_the_environment,
      listen_and_advertise_forms, unspecified_listen_advertises_interfaces,
      advertise_addrs_from_interfaces, refused_answers_sync_join_at_once,
-     a_contact_refusing_left_ends_sync_join_without_a_loop,
+     a_contact_refusing_left_ends_sync_join_without_a_loop, sync_join_behind_a_view_over_a_megabyte,
      nodedown_reasons_and_monitor_nodes_2, a_stopped_peer_is_down_as_stopped,
      nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
@@ -398,6 +399,33 @@ a_contact_refusing_left_ends_sync_join_without_a_loop(_Config) ->
     ?assertEqual(Dials, refuser_dials(Refuser)),
     unlink(Refuser),
     exit(Refuser, kill),
+    ok.
+
+%% The bound on membership messages (1 MiB queued on a control lane) lets
+%% a join check's answer through behind a view of over a megabyte: B holds
+%% 4,096 tombstones of 250-byte names (pushed by a fake peer), and C's
+%% sync_join to B is answered. (It timed out when the answer was dropped
+%% behind the view.)
+sync_join_behind_a_view_over_a_megabyte(_Config) ->
+    B = start(bigview, ?OPTS),
+    NodeB = atom_to_binary(node_of(B)),
+    Port = call(B, weft_ct, port, []),
+    Spec = weft_ct:fake_spec(<<"f@127.0.0.1">>, [{<<"default">>, 1}, {<<"gossip">>, 1}]),
+    {ok, S} = weft_ct:fake_peer(Port, <<"weft-api">>, NodeB, {<<"$control">>, 0}, Spec, 64),
+    N = 4096,
+    Tombs = [begin
+                 I = integer_to_binary(K),
+                 Name = <<I/binary, "@", (binary:copy(<<"h">>, 249 - byte_size(I)))/binary>>,
+                 [weft_ct:str8(Name), <<K:64, 3600000:32>>]
+             end || K <- lists:seq(1, N)],
+    %% a membership message (1), full mesh (1), a push (0): no members
+    View = iolist_to_binary([<<1, 1, 0, 0:32, N:32>>, Tombs]),
+    ?assert(byte_size(View) > 1 bsl 20),
+    ok = gen_tcp:send(S, weft_ct:raw_frame(2, View)),
+    weft_ct:wait_until(tombstones, fun() -> maps:get(tombstones, call(B, weft, info, [])) >= N end),
+    gen_tcp:close(S),
+    C = start(bigview, ?OPTS),
+    ?assertEqual(ok, call(C, weft, sync_join, [call(B, weft, node_spec, []), 20000])),
     ok.
 
 %% A listener that answers each connection's first frame with a refusal
