@@ -231,7 +231,7 @@ handle_call({sync_join, Spec, Node, Timeout}, From, State) ->
 handle_call(leave, _From, #state{waiters = Waiters} = State) ->
     %% The user's own leave: the joins that wait end here, and are not made
     %% again when the transport says this node left.
-    [begin cancel(T), gen_server:reply(From, {error, left}) end || {_, From, T, _} <- Waiters],
+    answer(Waiters, {error, left}),
     {reply, nif(fun weft_nif:leave/0), State#state{waiters = []}};
 handle_call({monitor_nodes, Pid, true, Kind}, _From, #state{subscribers = Subs} = State) ->
     Sub = case maps:find(Pid, Subs) of
@@ -279,7 +279,7 @@ handle_info({weft_nif, this_node_left}, #state{waiters = Waiters} = State) ->
     %% answering `left', which needs no cookie), it is answered
     %% `{error, removed}', rather than looping.
     {Again, Removed} = lists:partition(fun({_, _, _, {_, W}}) -> W =:= first end, Waiters),
-    [begin cancel(T), gen_server:reply(From, {error, removed}) end || {_, From, T, _} <- Removed],
+    answer(Removed, {error, removed}),
     Specs = maps:from_list([{Node, Spec} || {Node, _, _, {Spec, _}} <- Again]),
     [nif(fun() -> weft_nif:join(Spec) end) || Spec <- maps:values(Specs)],
     {noreply, State#state{waiters = [{N, F, T, {Spec, again}} || {N, F, T, {Spec, _}} <- Again]}};
@@ -394,8 +394,13 @@ nif(F) ->
 %% Answer the sync_join waiters for `Node'.
 reply_waiters(Node, Reply, State) ->
     {Ready, Waiting} = lists:partition(fun({N, _, _, _}) -> N =:= Node end, State#state.waiters),
-    [begin cancel(T), gen_server:reply(From, Reply) end || {_, From, T, _} <- Ready],
+    answer(Ready, Reply),
     State#state{waiters = Waiting}.
+
+%% Answer these sync_join waiters `Reply', and cancel their timers.
+answer(Waiters, Reply) ->
+    [begin cancel(T), gen_server:reply(From, Reply) end || {_, From, T, _} <- Waiters],
+    ok.
 
 cancel(infinity) -> ok;
 cancel(Timer) -> erlang:cancel_timer(Timer, [{async, true}, {info, false}]).

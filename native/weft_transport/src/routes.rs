@@ -43,10 +43,10 @@ pub enum Overload {
     DropOldest,
 }
 
-/// Whether `control` has at most [`ANSWERS_QUEUED_MAX`] bytes queued (as
-/// the send-queue bounds count: each frame's entry too).
-fn room_for_answers(control: &Lane) -> bool {
-    let q = control.queued();
+/// Whether a control lane with `q` queued has at most
+/// [`ANSWERS_QUEUED_MAX`] bytes queued (as the send-queue bounds count:
+/// each frame's entry too).
+fn room_for_answers(q: weft_core::lane::Counts) -> bool {
     q.bytes + q.frames * crate::counters::PER_MESSAGE <= ANSWERS_QUEUED_MAX
 }
 
@@ -519,7 +519,7 @@ impl Routes {
             return;
         };
         // (as the send-queue bounds count: each frame's entry too)
-        if room_for_answers(&r.control) {
+        if room_for_answers(r.control.queued()) {
             let body = encode_control(&Control::Fenced { lane, token });
             r.control.push(FrameKind::Control, body.into());
         }
@@ -542,11 +542,12 @@ impl Routes {
         let Some(r) = peers.get(peer) else {
             return true;
         };
-        if bounded
-            && !room_for_answers(&r.control)
-            && !(body.len() <= SMALL_ANSWER && r.control.queued().frames < SMALL_ANSWERS)
-        {
-            return false;
+        if bounded {
+            let q = r.control.queued();
+            let small = body.len() <= SMALL_ANSWER && q.frames < SMALL_ANSWERS;
+            if !(room_for_answers(q) || small) {
+                return false;
+            }
         }
         r.control.push(FrameKind::Control, body.into());
         true
