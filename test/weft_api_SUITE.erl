@@ -18,6 +18,7 @@
          unspecified_listen_advertises_interfaces/1, advertise_addrs_from_interfaces/1,
          refused_answers_sync_join_at_once/1, nodedown_reasons_and_monitor_nodes_2/1,
          a_contact_refusing_left_ends_sync_join_without_a_loop/1,
+         a_forged_refusal_left_is_not_taken/1,
          sync_join_behind_a_view_over_a_megabyte/1,
          nodedown_not_logged_by_the_server/1, default_logger_prints_weft_events/1,
          works_without_dist_listen/1, creation_differs_without_dist_listen/1,
@@ -39,7 +40,8 @@ all() ->
      start_while_running_changes_nothing, failed_start_restores_the_environment,
      listen_and_advertise_forms, unspecified_listen_advertises_interfaces,
      advertise_addrs_from_interfaces, refused_answers_sync_join_at_once,
-     a_contact_refusing_left_ends_sync_join_without_a_loop, sync_join_behind_a_view_over_a_megabyte,
+     a_contact_refusing_left_ends_sync_join_without_a_loop, a_forged_refusal_left_is_not_taken,
+     sync_join_behind_a_view_over_a_megabyte,
      nodedown_reasons_and_monitor_nodes_2, a_stopped_peer_is_down_as_stopped,
      nodedown_not_logged_by_the_server,
      default_logger_prints_weft_events, works_without_dist_listen,
@@ -382,14 +384,14 @@ refused_answers_sync_join_at_once(_Config) ->
     ?assertEqual({error, {refused, detached}}, on(A, Other)),
     ok.
 
-%% A "contact" that answers every hello with a refusal `left' (which needs
-%% no cookie: it is not authenticated) makes the node leave and the waiting
-%% sync_join join again once, not in a loop: the second removal answers
-%% `{error, removed}', after two dials, and nothing dials it afterwards.
+%% A "contact" that knows the cookie and answers every dial with a signed
+%% refusal `left' makes the node leave and the waiting sync_join join
+%% again once, not in a loop: the second removal answers `{error, removed}',
+%% after two dials, and nothing dials it afterwards.
 a_contact_refusing_left_ends_sync_join_without_a_loop(_Config) ->
     V = start(refuser, ?OPTS),
     Self = self(),
-    Refuser = spawn_link(fun() -> refuser(Self) end),
+    Refuser = spawn_link(fun() -> refuser(Self, {signed, maps:get(cookie, ?OPTS)}) end),
     Port = receive {refuser_port, P} -> P end,
     Evil = spec_at(evil@nowhere, Port),
     ?assertEqual({error, removed}, call(V, weft, sync_join, [Evil, 20000])),
@@ -428,22 +430,77 @@ sync_join_behind_a_view_over_a_megabyte(_Config) ->
     ?assertEqual(ok, call(C, weft, sync_join, [call(B, weft, node_spec, []), 20000])),
     ok.
 
-%% A listener that answers each connection's first frame with a refusal
-%% `left' (handshake version 3, message 4, reason 4) and counts them.
-refuser(Parent) ->
+%% Someone without the cookie answers where V dials with a refusal `left':
+%% before the challenge, or after V's proof (unsigned). V takes neither: it
+%% stays in its cluster with W, as the same incarnation, and says in its
+%% log that it did not take the refusal. (Before signed refusals, one such
+%% answer made V leave its cluster.)
+a_forged_refusal_left_is_not_taken(_Config) ->
+    V = start(forged, ?OPTS),
+    W = start(forged, ?OPTS),
+    ok = call(V, weft, sync_join, [call(W, weft, node_spec, []), 20000]),
+    #{incarnation := Inc} = call(V, weft, node_spec, []),
+    ok = call(V, weft_ct, capture_logs, []),
+    Self = self(),
+    lists:foreach(
+      fun(Mode) ->
+              Refuser = spawn_link(fun() -> refuser(Self, Mode) end),
+              Port = receive {refuser_port, P} -> P end,
+              Evil = spec_at(binary_to_atom(<<"evil_", (atom_to_binary(Mode))/binary, "@nowhere">>), Port),
+              ?assertEqual({error, timeout}, call(V, weft, sync_join, [Evil, 1000])),
+              ?assert(refuser_dials(Refuser) >= 1),
+              ok = call(V, weft, leave, [maps:get(name, Evil)]),
+              unlink(Refuser),
+              exit(Refuser, kill)
+      end, [before_challenge, unsigned]),
+    ?assertMatch(#{incarnation := Inc}, call(V, weft, node_spec, [])),
+    ?assertEqual(lists:sort([node_of(V), node_of(W)]), lists:sort(call(V, weft, members, []))),
+    ?assertEqual(lists:sort([node_of(V), node_of(W)]), lists:sort(call(W, weft, members, []))),
+    Logs = call(V, weft_ct, logs, []),
+    ?assertEqual([], [L || L <- Logs, string:find(L, "removed from the cluster") =/= nomatch]),
+    ?assertNotEqual([], [L || L <- Logs, string:find(L, "unsigned: not taken") =/= nomatch]),
+    ok.
+
+%% A listener that answers every dial with a refusal `left' (handshake
+%% version 3, reason 4) and counts the dials. `Mode': `before_challenge'
+%% answers the hello with it (message 4); `unsigned' sends a challenge and
+%% answers the proof with it, unsigned (message 4); `{signed, Cookie}'
+%% answers the proof with it signed (message 5): HMAC-SHA256 keyed by
+%% the cookie over the label, both nonces, the dialer's proof and the
+%% refusal, each part with its length.
+refuser(Parent, Mode) ->
     {ok, L} = gen_tcp:listen(0, [binary, {active, false}, {ip, {127, 0, 0, 1}}]),
     {ok, Port} = inet:port(L),
     Parent ! {refuser_port, Port},
     Me = self(),
-    spawn_link(fun() -> refuser_accept(L, Me) end),
+    spawn_link(fun() -> refuser_accept(L, Me, Mode) end),
     refuser_count(0).
 
-refuser_accept(L, Counter) ->
+refuser_accept(L, Counter, Mode) ->
     {ok, S} = gen_tcp:accept(L),
     Counter ! dialed,
-    _ = (catch weft_ct:recv_raw(S)),
-    ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<"WEFT", 3:16, 4, 4>>)),
-    refuser_accept(L, Counter).
+    _ = (catch refuse_left(S, Mode)),
+    refuser_accept(L, Counter, Mode).
+
+refuse_left(S, before_challenge) ->
+    _ = weft_ct:recv_raw(S),
+    ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<"WEFT", 3:16, 4, 4>>));
+refuse_left(S, Mode) ->
+    {0, <<"WEFT", 3:16, 0, Nd:32/binary, _/binary>>} = weft_ct:recv_raw(S),
+    Na = crypto:strong_rand_bytes(32),
+    ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<"WEFT", 3:16, 1, Na/binary>>)),
+    {0, Auth} = weft_ct:recv_raw(S),
+    ProofD = binary:part(Auth, byte_size(Auth), -32),
+    case Mode of
+        unsigned ->
+            ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<"WEFT", 3:16, 4, 4>>));
+        {signed, Cookie} ->
+            Part = <<"WEFT", 3:16, 5, 4>>,
+            Proof = crypto:mac(hmac, sha256, Cookie,
+                               [<<"weft-refusal-v3", 0>>, Nd, Na,
+                                [[<<(byte_size(P)):32>>, P] || P <- [ProofD, Part]]]),
+            ok = gen_tcp:send(S, weft_ct:raw_frame(0, <<Part/binary, Proof/binary>>))
+    end.
 
 refuser_count(N) ->
     receive

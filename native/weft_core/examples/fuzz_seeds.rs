@@ -121,6 +121,18 @@ fn main() {
             encode_handshake(&Handshake::Refuse(r)),
         ]));
     }
+    // `left`, unsigned and signed (with no valid proof)
+    hs.push(frames(&[
+        challenge.clone(),
+        encode_handshake(&Handshake::Refuse(Refusal::Left)),
+    ]));
+    hs.push(frames(&[
+        challenge.clone(),
+        encode_handshake(&Handshake::SignedRefuse {
+            refusal: Refusal::Left,
+            proof: [5; 32],
+        }),
+    ]));
     // a hello of protocol 2 (no versions, no capabilities), and one whose
     // versions this node does not speak
     let mut v2 = b"WEFT\x00\x02\x00".to_vec();

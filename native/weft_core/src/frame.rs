@@ -771,10 +771,15 @@ impl Capabilities {
     /// (a node of an earlier build) a join counts as confirmed when the
     /// contact's control lane is up.
     pub const JOIN_CHECK: Capabilities = Capabilities(64);
+    /// Signed refusals: an acceptor that refuses a dialer after the
+    /// dialer's proof signs the refusal with the cookie (see
+    /// [`crate::handshake`]). The dialer acts on a refusal that changes
+    /// membership (`left`, `detached`) only when it is signed.
+    pub const SIGNED_REFUSAL: Capabilities = Capabilities(128);
     /// What this node understands.
-    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16 | 32 | 64);
+    pub const SUPPORTED: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16 | 32 | 64 | 128);
 
-    const NAMES: [(Capabilities, &'static str); 7] = [
+    const NAMES: [(Capabilities, &'static str); 8] = [
         (Capabilities::SEQ_ACK, "seq_ack"),
         (Capabilities::RELAY, "relay"),
         (Capabilities::TRACE, "trace"),
@@ -782,6 +787,7 @@ impl Capabilities {
         (Capabilities::SHARE, "share"),
         (Capabilities::SHARE_WAIT, "share_wait"),
         (Capabilities::JOIN_CHECK, "join_check"),
+        (Capabilities::SIGNED_REFUSAL, "signed_refusal"),
     ];
 
     /// Both sets.

@@ -12,6 +12,7 @@
 //!          proof_d }             ------>   checks proof_d: only now does it
 //!                                          say anything about itself
 //!                                <------   Welcome { spec, caps_a, proof_a }
+//!                                          | SignedRefuse { reason, proof_r }
 //!                                          | Refuse
 //! ```
 //!
@@ -36,11 +37,27 @@
 //! caller's to log. A dialer of another protocol version is told the
 //! versions the acceptor speaks.
 //!
+//! **Refusals.** Only an authenticated peer says why it refuses. A refusal
+//! that changes membership ([`Refusal::Left`]: the dialer was removed, and
+//! leaves; [`Refusal::Detached`]: the acceptor left, and is forgotten)
+//! would otherwise let whoever answers at an address the node dials make it
+//! leave its cluster. So when both sides offer
+//! [`Capabilities::SIGNED_REFUSAL`], the acceptor signs every refusal made
+//! after the dialer's proof (`SignedRefuse`), and the dialer takes `left`
+//! and `detached` only signed: unsigned, they are
+//! [`HandshakeError::Unsigned`], a failed dial that is retried. Other
+//! reasons (`duplicate`, `unavailable`, `full`, ...) change only when the
+//! dialer tries again, and are taken unsigned from an acceptor of an
+//! earlier build. A reason before the challenge (no honest acceptor gives
+//! one) is a protocol error.
+//!
 //! `proof_d` covers both nonces, the hello and the challenge as the dialer
 //! saw them (so a version or capability downgrade in transit fails the
 //! proof) and everything in `Auth` before it (the dialer's spec, the name
 //! it expects, the lane); `proof_a` covers both nonces, `proof_d` and
-//! everything in `Welcome` before it (the acceptor's capabilities too).
+//! everything in `Welcome` before it (the acceptor's capabilities too);
+//! `proof_r` covers both nonces, `proof_d` and the refusal, under a label
+//! of its own.
 //! Proofs are bound to the role (a proof cannot be reflected), to fresh
 //! nonces (no replay) and to the lane and both descriptions (no splicing
 //! into another connection). Randomness (the nonces) is an argument, as time is elsewhere
@@ -58,6 +75,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 const DIALER: &[u8; 16] = b"weft-dialer-v3\0\0";
 const ACCEPTOR: &[u8; 16] = b"weft-acceptor-v3";
+const REFUSAL: &[u8; 16] = b"weft-refusal-v3\0";
 
 /// The cookie as an HMAC-SHA256 key, prepared once: the key schedule (two
 /// SHA-256 blocks) is run here, and every proof starts from a copy of the
@@ -139,6 +157,13 @@ pub enum HandshakeError {
     /// only "refused" (before).
     #[error("refused by peer: {0}")]
     Refused(Refusal),
+    /// The acceptor refused with a reason that changes membership
+    /// ([`Refusal::Left`], [`Refusal::Detached`]) without signing it: a
+    /// node of a build before [`Capabilities::SIGNED_REFUSAL`], or someone
+    /// without the cookie. Not taken: [`HandshakeError::refusal`] is
+    /// `None`, so the dial counts as failed and is retried.
+    #[error("refused by peer: {0} (unsigned: not taken)")]
+    Unsigned(Refusal),
     /// This side refuses: `reason` is for the local log; send `tell` first.
     #[error("refused: {reason}")]
     Refusing {
@@ -204,6 +229,7 @@ fn name(h: &Handshake) -> &'static str {
         Handshake::Auth { .. } => "auth",
         Handshake::Welcome { .. } => "welcome",
         Handshake::Refuse(_) => "refuse",
+        Handshake::SignedRefuse { .. } => "signed refuse",
         Handshake::Versions(_) => "versions",
     }
 }
@@ -289,7 +315,42 @@ impl Dialer {
     pub fn on_frame(&mut self, body: &[u8]) -> Result<DialerStep, HandshakeError> {
         let h = decode_handshake(body)?;
         match (std::mem::replace(&mut self.state, DialerState::Over), h) {
-            (_, Handshake::Refuse(r)) => Err(HandshakeError::Refused(r)),
+            (
+                DialerState::SentAuth {
+                    acceptor_nonce,
+                    proof: mine,
+                    ..
+                },
+                Handshake::SignedRefuse { refusal, proof },
+            ) => {
+                let parts: [&[u8]; 2] = [&mine, signed_part(body)];
+                if !verify(
+                    &self.key,
+                    REFUSAL,
+                    &self.nonce,
+                    &acceptor_nonce,
+                    &parts,
+                    &proof,
+                ) {
+                    return Err(HandshakeError::Protocol(
+                        "a signed refusal whose proof does not verify".into(),
+                    ));
+                }
+                Err(HandshakeError::Refused(refusal))
+            }
+            // After our proof an acceptor may say why; one that changes
+            // membership is taken only signed (above).
+            (DialerState::SentAuth { .. }, Handshake::Refuse(r)) => Err(match r {
+                Refusal::Left | Refusal::Detached => HandshakeError::Unsigned(r),
+                r => HandshakeError::Refused(r),
+            }),
+            // Before it, an acceptor of any build says only "refused".
+            (_, Handshake::Refuse(Refusal::Refused)) => {
+                Err(HandshakeError::Refused(Refusal::Refused))
+            }
+            (_, Handshake::Refuse(r)) => Err(HandshakeError::Protocol(format!(
+                "a refusal with a reason before authentication ({r})"
+            ))),
             (_, Handshake::Versions(theirs)) => Err(HandshakeError::Version { theirs, tell: None }),
             (DialerState::SentHello, Handshake::Challenge { nonce, version }) => {
                 // (decoding checked that this node speaks `version`)
@@ -403,6 +464,8 @@ enum AcceptorState {
     Authenticated {
         dialer_nonce: [u8; 32],
         proof: [u8; 32],
+        /// Whether refusals are signed ([`Capabilities::SIGNED_REFUSAL`]).
+        sign: bool,
     },
     Over,
 }
@@ -519,6 +582,7 @@ impl Acceptor {
                 self.state = AcceptorState::Authenticated {
                     dialer_nonce,
                     proof,
+                    sign: negotiated.caps.contains(Capabilities::SIGNED_REFUSAL),
                 };
                 let refusal = if to != local.name {
                     Some(Refusal::UnexpectedNode {
@@ -533,7 +597,10 @@ impl Acceptor {
                     None
                 };
                 match refusal {
-                    Some(r) => Err(refusing(r.clone(), r)),
+                    Some(r) => Err(HandshakeError::Refusing {
+                        tell: self.refuse(r.clone()),
+                        reason: r,
+                    }),
                     None => Ok(AcceptorStep::Authenticated {
                         dialer: from,
                         lane,
@@ -557,6 +624,7 @@ impl Acceptor {
         let AcceptorState::Authenticated {
             dialer_nonce,
             proof: theirs,
+            ..
         } = &self.state
         else {
             // Never welcome an unauthenticated dialer.
@@ -574,14 +642,29 @@ impl Acceptor {
         .0
     }
 
-    /// A refusal for the dialer: the reason itself once it is authenticated,
-    /// only "refused" before.
+    /// A refusal for the dialer: the reason itself once it is authenticated
+    /// (signed with the cookie when both offered
+    /// [`Capabilities::SIGNED_REFUSAL`]), only "refused" before.
     pub fn refuse(&self, reason: Refusal) -> Vec<u8> {
-        let wire = match self.state {
-            AcceptorState::Authenticated { .. } => reason,
-            _ => Refusal::Refused,
-        };
-        encode_handshake(&Handshake::Refuse(wire))
+        match &self.state {
+            AcceptorState::Authenticated {
+                dialer_nonce,
+                proof: theirs,
+                sign: true,
+            } => {
+                let (nd, na) = (*dialer_nonce, self.nonce);
+                signed(
+                    Handshake::SignedRefuse {
+                        refusal: reason,
+                        proof: [0; 32],
+                    },
+                    |part| prove(&self.key, REFUSAL, &nd, &na, &[theirs, part]),
+                )
+                .0
+            }
+            AcceptorState::Authenticated { .. } => encode_handshake(&Handshake::Refuse(reason)),
+            _ => encode_handshake(&Handshake::Refuse(Refusal::Refused)),
+        }
     }
 }
 
@@ -616,8 +699,9 @@ pub mod fuzzing {
     /// Frames from someone who does not know the cookie, into an acceptor
     /// (anyone can reach it) and into a dialer (anyone can listen where we
     /// dial): no panic, no authentication, before authentication the
-    /// acceptor says nothing but "refused" or its versions, and the version
-    /// it picks from a hello is the highest both sides speak.
+    /// acceptor says nothing but "refused" or its versions, the version
+    /// it picks from a hello is the highest both sides speak, and the
+    /// dialer takes no refusal that changes membership.
     pub fn handshake(data: &[u8]) {
         let frames = frames(data);
         for f in &frames {
@@ -668,7 +752,15 @@ pub mod fuzzing {
             match d.on_frame(f) {
                 Ok(DialerStep::Send(_)) => {}
                 Ok(DialerStep::Done(..)) => panic!("dialer: authenticated without the cookie"),
-                Err(_) => break,
+                Err(e) => {
+                    // Without the cookie nobody makes this node leave, or
+                    // forget a member.
+                    assert!(
+                        !matches!(e.refusal(), Some(Refusal::Left | Refusal::Detached)),
+                        "dialer took {e:?} from someone without the cookie"
+                    );
+                    break;
+                }
             }
         }
     }
@@ -820,6 +912,7 @@ mod tests {
         a.state = AcceptorState::Authenticated {
             dialer_nonce: [1; 32],
             proof,
+            sign: true,
         };
         let forged = a.welcome(&b);
         assert!(matches!(
@@ -1049,9 +1142,17 @@ mod tests {
                 })
                 .collect()
         };
+        let left = encode_handshake(&Handshake::Refuse(Refusal::Left));
+        let signed_left = encode_handshake(&Handshake::SignedRefuse {
+            refusal: Refusal::Detached,
+            proof: [0; 32],
+        });
         for fs in [
             vec![&hello[..], &auth[..]],
             vec![&challenge[..], &welcome[..]],
+            vec![&challenge[..], &left[..]],
+            vec![&challenge[..], &signed_left[..]],
+            vec![&left[..]],
             vec![&hello[..], &hello[..]],
             vec![&auth[..]],
             vec![&b"garbage"[..]],
@@ -1088,5 +1189,153 @@ mod tests {
         ));
         let r = a.on_frame(&refuse, &spec("b@h"), |_| true);
         assert!(matches!(r, Err(HandshakeError::Protocol(_))), "{r:?}");
+    }
+
+    /// A dialer and an acceptor with these cookies and capabilities, run
+    /// up to the acceptor's verdict on the dialer's proof.
+    fn to_verdict(
+        cookies: (&[u8], &[u8]),
+        caps: (Capabilities, Capabilities),
+        nonces: ([u8; 32], [u8; 32]),
+    ) -> (Dialer, Acceptor, Result<AcceptorStep, HandshakeError>) {
+        let b = spec("b@h");
+        let lane = LaneKey::control();
+        let (mut d, hello) = Dialer::new(cookies.0, spec("a@h"), "b@h", lane, caps.0, nonces.0);
+        let mut a = Acceptor::new(cookies.1, caps.1, nonces.1);
+        let AcceptorStep::Send(c) = a.on_frame(&hello, &b, |_| true).unwrap() else {
+            panic!()
+        };
+        let DialerStep::Send(auth) = d.on_frame(&c).unwrap() else {
+            panic!()
+        };
+        let verdict = a.on_frame(&auth, &b, |_| true);
+        (d, a, verdict)
+    }
+
+    fn every_refusal() -> Vec<Refusal> {
+        vec![
+            Refusal::Left,
+            Refusal::Detached,
+            Refusal::Duplicate,
+            Refusal::Unavailable,
+            Refusal::Full,
+            Refusal::UnknownLane,
+            Refusal::BadSpec("overlay".into()),
+        ]
+    }
+
+    /// Refusals after the dialer's proof are signed when both offer
+    /// signed refusals, and the dialer takes them, whatever the reason.
+    #[test]
+    fn refusals_after_the_proof_are_signed_and_taken() {
+        for r in every_refusal() {
+            let (mut d, a, verdict) = to_verdict((b"k", b"k"), (ALL, ALL), ([1; 32], [2; 32]));
+            assert!(matches!(verdict, Ok(AcceptorStep::Authenticated { .. })));
+            let body = a.refuse(r.clone());
+            assert!(
+                matches!(decode_handshake(&body), Ok(Handshake::SignedRefuse { .. })),
+                "{r:?}"
+            );
+            assert_eq!(d.on_frame(&body), Err(HandshakeError::Refused(r)));
+        }
+        // and the acceptor's own refusals (a wrong name)
+        let r = run(b"k", b"k", "c@h", &spec("b@h"));
+        assert!(
+            matches!(r.wire[3], Handshake::SignedRefuse { .. }),
+            "{:?}",
+            r.wire[3]
+        );
+        assert!(matches!(
+            r.dialer,
+            Err(HandshakeError::Refused(Refusal::UnexpectedNode { .. }))
+        ));
+    }
+
+    /// An acceptor of an earlier build (no signed refusals) still says
+    /// why; the dialer takes every reason but those that change
+    /// membership, which are reported as unsigned and not taken.
+    #[test]
+    fn unsigned_left_and_detached_are_not_taken() {
+        let earlier = ALL.without(Capabilities::SIGNED_REFUSAL);
+        for caps in [(ALL, earlier), (earlier, ALL)] {
+            for r in every_refusal() {
+                let (mut d, a, verdict) = to_verdict((b"k", b"k"), caps, ([1; 32], [2; 32]));
+                assert!(verdict.is_ok());
+                let body = a.refuse(r.clone());
+                assert_eq!(decode_handshake(&body), Ok(Handshake::Refuse(r.clone())));
+                let e = d.on_frame(&body).unwrap_err();
+                if matches!(r, Refusal::Left | Refusal::Detached) {
+                    assert_eq!(e, HandshakeError::Unsigned(r));
+                    assert_eq!(e.refusal(), None);
+                    assert!(e.to_string().contains("unsigned"), "{e}");
+                } else {
+                    assert_eq!(e, HandshakeError::Refused(r));
+                }
+            }
+        }
+    }
+
+    /// Whoever answers where we dial without the cookie cannot make the
+    /// dialer take `left` or `detached`: not before the challenge, not
+    /// after our proof unsigned, not signed with another cookie, not with
+    /// a signature from another handshake, not with the reason changed.
+    #[test]
+    fn a_forged_refusal_is_not_taken() {
+        let take = |d: &mut Dialer, body: &[u8]| d.on_frame(body).unwrap_err();
+        // before the challenge: no honest acceptor says why
+        for r in every_refusal() {
+            let (mut d, _) =
+                Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), ALL, [1; 32]);
+            let e = take(&mut d, &encode_handshake(&Handshake::Refuse(r)));
+            assert!(matches!(e, HandshakeError::Protocol(_)), "{e:?}");
+        }
+        let (mut d, _) = Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), ALL, [1; 32]);
+        let e = take(
+            &mut d,
+            &encode_handshake(&Handshake::Refuse(Refusal::Refused)),
+        );
+        assert_eq!(e, HandshakeError::Refused(Refusal::Refused));
+        // after our proof, unsigned
+        let (mut d, _, _) = to_verdict((b"k", b"other"), (ALL, ALL), ([1; 32], [2; 32]));
+        let e = take(&mut d, &encode_handshake(&Handshake::Refuse(Refusal::Left)));
+        assert_eq!(e.refusal(), None);
+        // signed with another cookie (an acceptor that skips its check)
+        let (mut d, mut a, verdict) = to_verdict((b"k", b"other"), (ALL, ALL), ([1; 32], [2; 32]));
+        assert_eq!(verdict.unwrap_err().refusal(), Some(&Refusal::BadCookie));
+        let AcceptorState::Over = a.state else {
+            panic!("the acceptor is done after a bad proof")
+        };
+        a.state = AcceptorState::Authenticated {
+            dialer_nonce: [1; 32],
+            proof: [0; 32],
+            sign: true,
+        };
+        let e = take(&mut d, &a.refuse(Refusal::Left));
+        assert!(matches!(e, HandshakeError::Protocol(_)), "{e:?}");
+        // a good signature from another handshake (other nonces)
+        let (_, a, _) = to_verdict((b"k", b"k"), (ALL, ALL), ([1; 32], [3; 32]));
+        let replayed = a.refuse(Refusal::Left);
+        let (mut d, _, _) = to_verdict((b"k", b"k"), (ALL, ALL), ([1; 32], [2; 32]));
+        let e = take(&mut d, &replayed);
+        assert!(matches!(e, HandshakeError::Protocol(_)), "{e:?}");
+        // this handshake's signature on another reason (`detached` for `duplicate`)
+        let (mut d, a, _) = to_verdict((b"k", b"k"), (ALL, ALL), ([1; 32], [2; 32]));
+        let mut body = a.refuse(Refusal::Duplicate);
+        let at = body.len() - 33;
+        assert_eq!(body[at], 5, "the refusal's tag");
+        body[at] = 7;
+        assert!(matches!(
+            decode_handshake(&body),
+            Ok(Handshake::SignedRefuse {
+                refusal: Refusal::Detached,
+                ..
+            })
+        ));
+        let e = take(&mut d, &body);
+        assert!(matches!(e, HandshakeError::Protocol(_)), "{e:?}");
+        // a signed refusal before our proof is out of order
+        let (mut d, _) = Dialer::new(b"k", spec("a@h"), "b@h", LaneKey::control(), ALL, [1; 32]);
+        let e = take(&mut d, &replayed);
+        assert!(e.refusal().is_none(), "{e:?}");
     }
 }

@@ -197,6 +197,15 @@ pub enum Handshake {
     },
     /// Either side refuses (before authentication: only `Refused`).
     Refuse(Refusal),
+    /// The acceptor refuses an authenticated dialer and proves the cookie
+    /// (when both offered [`Capabilities::SIGNED_REFUSAL`]).
+    SignedRefuse {
+        /// Why.
+        refusal: Refusal,
+        /// Its cookie proof over both nonces, the dialer's proof and the
+        /// refusal.
+        proof: [u8; 32],
+    },
     /// The sender does not speak the version it was addressed in; these are
     /// the versions it does speak.
     Versions(Vec<u16>),
@@ -587,6 +596,11 @@ pub fn encode_handshake(h: &Handshake) -> Vec<u8> {
             out.push(4);
             put_refusal(&mut out, r);
         }
+        Handshake::SignedRefuse { refusal, proof } => {
+            out.push(5);
+            put_refusal(&mut out, refusal);
+            out.extend_from_slice(proof);
+        }
         Handshake::Versions(_) => unreachable!("encoded above"),
     }
     out
@@ -651,14 +665,18 @@ pub fn decode_handshake(b: &[u8]) -> Result<Handshake, FrameError> {
             proof: r.array()?,
         },
         4 => Handshake::Refuse(get_refusal(&mut r)?),
+        5 => Handshake::SignedRefuse {
+            refusal: get_refusal(&mut r)?,
+            proof: r.array()?,
+        },
         t => return Err(r.err(format!("unknown handshake tag {t}"))),
     };
     r.end()?;
     Ok(h)
 }
 
-/// The part of an encoded `Auth` or `Welcome` that its proof covers:
-/// everything but the proof (the last 32 bytes).
+/// The part of an encoded `Auth`, `Welcome` or `SignedRefuse` that its
+/// proof covers: everything but the proof (the last 32 bytes).
 pub fn signed_part(body: &[u8]) -> &[u8] {
     &body[..body.len().saturating_sub(32)]
 }
@@ -753,6 +771,14 @@ mod tests {
                 actual: "y@h".into(),
             }),
             Handshake::Refuse(Refusal::BadSpec("why".into())),
+            Handshake::SignedRefuse {
+                refusal: Refusal::Left,
+                proof: [5; 32],
+            },
+            Handshake::SignedRefuse {
+                refusal: Refusal::BadSpec("why".into()),
+                proof: [6; 32],
+            },
             Handshake::Versions(vec![2, 3]),
         ];
         for h in all {

@@ -766,7 +766,8 @@ fn failure_reason(f: &Failure) -> &'static str {
     match f {
         Failure::Refused(r) | Failure::Refusing { reason: r, .. } => refusal_reason(r),
         Failure::Version { .. } => "version",
-        Failure::Protocol(_) => "protocol",
+        // (a dialer's failure: never met when accepting)
+        Failure::Protocol(_) | Failure::Unsigned(_) => "protocol",
     }
 }
 
@@ -803,6 +804,14 @@ async fn dial(
         match handshake_io::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
             Ok(x) => x,
             Err(e) => {
+                if let HandshakeError::Handshake(Failure::Unsigned(_)) = &e {
+                    // (the core logs it as any failed dial, at info level)
+                    let text = format!(
+                        "{e}: the peer runs a build before signed refusals, or does not know \
+                         the cookie; dialing it again"
+                    );
+                    log_about_peer(&shared, Level::Warning, &text, Some(&peer), Some(&lane));
+                }
                 // The core logs failures (rate-limited) and reports refusals.
                 let _ = shared.driver.send(failed(dial_refusal(&e), e.to_string()));
                 return;
