@@ -218,7 +218,7 @@ small_messages_share_a_connection_and_keep_order_with_large_ones(_Config) ->
     Lanes = lanes(A, NodeB, vnode),
     ?assertEqual(17, length(Lanes)),
     ?assertEqual([16], [L || #{lane := L, shared_lane := true} <- Lanes]),
-    ?assertEqual([[join_check, parts, relay, seq_ack, share, share_wait, trace]],
+    ?assertEqual([[join_check, parts, relay, seq_ack, share, share_wait, signed_refusal, trace]],
                  lists:usort([lists:sort(C) || #{capabilities := C} <- Lanes])),
     Data = fun(N, Peer) -> [L || #{shared_lane := false} = L <- lanes(N, Peer, vnode)] end,
     Modes = fun() -> lists:usort([M || #{small_messages := M} <- Data(A, NodeB)]) end,
@@ -1459,7 +1459,7 @@ bulk_lanes_move_to_threads_and_back(_Config) ->
     call(B, weft_ct, collector, [inbox]),
     ?assertEqual([scheduler], lists:usort([Io || #{io := Io} <- lanes(A, NodeB, vnode)])),
     %% what each connection's handshake negotiated (protocol 3, everything)
-    ?assertEqual([{3, [join_check, parts, relay, seq_ack, share, share_wait, trace]}],
+    ?assertEqual([{3, [join_check, parts, relay, seq_ack, share, share_wait, signed_refusal, trace]}],
                  lists:usort([{P, lists:sort(C)}
                               || #{protocol := P, capabilities := C} <- lanes(A, NodeB, vnode)])),
     ok = call(A, weft_ct, bulk_stream, [NodeB, inbox, vnode, 1500]),

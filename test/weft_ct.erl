@@ -586,7 +586,7 @@ fake_peer(Port, Cookie, To, Lane, Spec) ->
 
 %% @doc As {@link fake_peer/5}, saying it has the capabilities `Caps' (a
 %% bit set: 1 seq_ack, 2 relay, 4 trace, 8 parts, 16 share, 32 share_wait,
-%% 64 join_check).
+%% 64 join_check, 128 signed_refusal).
 fake_peer(Port, Cookie, To, {Channel, Index}, Spec, Caps) ->
     {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
     Nd = crypto:strong_rand_bytes(32),

@@ -35,6 +35,9 @@ pub enum Action {
         conn: ConnId,
         /// Why, for the log.
         reason: String,
+        /// Closed for a malformed message from its (authenticated) peer:
+        /// counted as `malformed`, as a malformed data frame is.
+        malformed: bool,
     },
     /// Send a control message to `peer` on its control lane.
     Send {

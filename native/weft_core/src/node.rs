@@ -562,6 +562,7 @@ impl Node {
                         self.actions.push(Action::Close {
                             conn,
                             reason: format!("bad membership message: {reason}"),
+                            malformed: true,
                         });
                     }
                 }

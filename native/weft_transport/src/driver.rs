@@ -246,7 +246,19 @@ impl Driver {
                     let local = self.core.local().clone();
                     tokio::spawn(dial(shared, local, peer.to_string(), addrs, lane, attempt));
                 }
-                Action::Close { conn, reason } => {
+                Action::Close {
+                    conn,
+                    reason,
+                    malformed,
+                } => {
+                    if malformed {
+                        self.shared
+                            .routes
+                            .counters
+                            .dropped
+                            .malformed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     self.shared.sink.log(
                         Level::Debug,
                         &format!("closing connection: {reason}"),
@@ -299,7 +311,12 @@ impl Driver {
                 }
                 Action::Refused { peer, refusal } => self.shared.sink.refused(&peer, &refusal),
                 Action::Joined { peer } => self.shared.sink.joined(&peer),
-                Action::ThisNodeLeft => self.shared.sink.this_node_left(),
+                Action::ThisNodeLeft => {
+                    // The new incarnation first: whoever hears of the
+                    // leave and asks for this node's description gets it.
+                    *self.shared.local.write() = self.core.local().clone();
+                    self.shared.sink.this_node_left()
+                }
                 Action::Membership(notice) => self.shared.sink.membership(&notice),
                 Action::Log {
                     level,

@@ -1981,3 +1981,33 @@ fn a_join_is_confirmed_behind_a_view_over_the_bound() {
     events_until(&arx, |e| *e == Ev::Joined("b@h".into()));
     drop(x);
 }
+
+/// A membership message that does not decode, from a peer that proved the
+/// cookie, closes its control connection and is counted as `malformed`, as
+/// a malformed data frame is (it was only logged before).
+#[test]
+fn a_malformed_membership_message_is_counted_and_closes_its_connection() {
+    use std::io::{Read, Write};
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let (b, brx) = node("b@h", "c", 1 << 20);
+    let mut x = raw_control(&b, "x@h", 1);
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    x.write_all(&heartbeat).unwrap();
+    wait_for("x@h up", || {
+        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    assert_eq!(dropped(&b, "malformed"), 0);
+    // full mesh (1), then a message kind it does not have (99)
+    x.write_all(&frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(vec![1, 99])),
+    ))
+    .unwrap();
+    wait_for("counted", || dropped(&b, "malformed") == 1);
+    // b closed the connection: x reads to its end
+    x.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rest = Vec::new();
+    let _ = x.read_to_end(&mut rest);
+    assert!(logs_until(&brx, "bad membership message"));
+}

@@ -493,6 +493,7 @@ impl PeerTable {
             out.push(Action::Close {
                 conn,
                 reason: format!("peer down: {reason}"),
+                malformed: false,
             });
         }
         out.push(Action::Unroute {
@@ -553,6 +554,7 @@ impl PeerTable {
             out.push(Action::Close {
                 conn: old,
                 reason: "replaced by a newer connection for the same lane".into(),
+                malformed: false,
             });
         }
         if lane.is_control() {
