@@ -9,7 +9,6 @@
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use weft_core::{ConnId, Control, Negotiated};
 
 /// What an established connection reports to the driver (through its
@@ -101,15 +100,5 @@ impl Conn {
     /// Whether `close` was called.
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
-    }
-
-    /// Close after `after`, giving the peer time to read what was written
-    /// and close first. Needs a tokio runtime (the transport's).
-    pub fn close_later(self: &Arc<Self>, rt: &tokio::runtime::Handle, after: Duration) {
-        let me = self.clone();
-        rt.spawn(async move {
-            tokio::time::sleep(after).await;
-            me.close();
-        });
     }
 }

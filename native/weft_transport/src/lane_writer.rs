@@ -42,10 +42,6 @@ use weft_core::share::{
 use weft_core::wire::{encode_control, Control};
 use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
-/// How long a stopped lane's connection stays open after its last frame,
-/// so that the peer reads everything and closes first.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
 /// Slices a direct write offers: a frame with more parts than this goes out
 /// in several writes, the rest by the writer.
 const DIRECT_SLICES: usize = 16;
@@ -1017,10 +1013,21 @@ impl Lane {
     }
 
     /// The connection `conn` is gone; stop writing to it.
-    pub fn detach(&self, conn: ConnId) {
+    pub fn detach(self: &Arc<Self>, conn: ConnId) {
         let mut out = self.out.lock();
         if out.socket.as_ref().is_some_and(|s| s.id == conn) {
             out.socket = None;
+            self.drop_if_stopped(out);
+        }
+    }
+
+    /// A stopped lane that lost its connection with frames queued: they
+    /// are dropped and counted now (`node_down`). Nothing else would flush
+    /// the lane again: it waits for no connection, and a blocked write
+    /// waited for the socket that is gone.
+    fn drop_if_stopped(self: &Arc<Self>, out: parking_lot::MutexGuard<'_, Out>) {
+        if out.queue.is_stopped() && out.queue.has_work() {
+            self.ask_flush(out);
         }
     }
 
@@ -1098,10 +1105,12 @@ impl Lane {
                     return (Flush::Done, 0, false);
                 }
                 Step::Close => {
-                    // Everything went out: end of stream, after a grace
-                    // period for the peer to read it and close first.
+                    // Everything went out: end of stream. The connection
+                    // drains (see `crate::poller::DRAIN`): the peer reads
+                    // to the end, then closes, and what it sent before
+                    // that is still read here.
                     if let Some(conn) = out.socket.take() {
-                        conn.close_later(&self.runtime, CLOSE_GRACE);
+                        conn.close();
                     }
                     return (Flush::Done, 0, false);
                 }
@@ -1140,7 +1149,7 @@ impl Lane {
                 if out.socket.as_ref().is_some_and(|s| s.id == conn.id) {
                     out.socket = None;
                 }
-                drop(out);
+                self.drop_if_stopped(out);
                 self.dropped(lost, &self.counters.dropped.connection_lost);
                 conn.close();
                 (Flush::Done, 0, false)

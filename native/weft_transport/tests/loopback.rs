@@ -241,7 +241,36 @@ fn raw_control_with(
     nonce: u8,
     rcvbuf: Option<usize>,
 ) -> std::net::TcpStream {
+    raw_lane(b, name, nonce, rcvbuf, LaneKey::control())
+}
+
+/// [`raw_control_with`] for any lane; dialed again while `b` refuses it as
+/// a duplicate (`b` dials the raw peer's lanes too, and fails: nothing
+/// listens at the address the raw peer gives).
+fn raw_lane(
+    b: &Transport,
+    name: &str,
+    nonce: u8,
+    rcvbuf: Option<usize>,
+    lane: LaneKey,
+) -> std::net::TcpStream {
+    let mut s = None;
+    wait_for("a lane that is not a duplicate", || {
+        s = try_raw_lane(b, name, nonce, rcvbuf, lane.clone());
+        s.is_some()
+    });
+    s.unwrap()
+}
+
+fn try_raw_lane(
+    b: &Transport,
+    name: &str,
+    nonce: u8,
+    rcvbuf: Option<usize>,
+    lane: LaneKey,
+) -> Option<std::net::TcpStream> {
     use std::io::Write;
+    use weft_core::handshake::HandshakeError;
     use weft_core::handshake::{Dialer, DialerStep};
     use weft_core::{Capabilities, FrameKind};
     let b_spec = b.local_spec();
@@ -260,16 +289,18 @@ fn raw_control_with(
         b"c",
         me,
         &b_spec.name,
-        LaneKey::control(),
+        lane,
         Capabilities::SUPPORTED,
         [nonce; 32],
     );
     s.write_all(&frame(FrameKind::Handshake, &hello)).unwrap();
     loop {
         let body = read_frame(&mut s).unwrap();
-        match d.on_frame(&body).unwrap() {
-            DialerStep::Send(m) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
-            DialerStep::Done(..) => return s,
+        match d.on_frame(&body) {
+            Ok(DialerStep::Send(m)) => s.write_all(&frame(FrameKind::Handshake, &m)).unwrap(),
+            Ok(DialerStep::Done(..)) => return Some(s),
+            Err(HandshakeError::Refused(Refusal::Duplicate)) => return None,
+            Err(e) => panic!("{e}"),
         }
     }
 }
@@ -2010,4 +2041,73 @@ fn a_malformed_membership_message_is_counted_and_closes_its_connection() {
     let mut rest = Vec::new();
     let _ = x.read_to_end(&mut rest);
     assert!(logs_until(&brx, "bad membership message"));
+}
+
+/// A stopped lane whose connection ends (reset) while it still holds
+/// frames drops and counts them (`node_down`): a raw peer x offers a
+/// 4 KiB window on lane default/0 and reads nothing, a queues 8 MiB for it,
+/// x leaves (the lane stops, and cannot write out), and x resets the
+/// connection. Before, nothing flushed the lane again: its frames stayed
+/// queued for ever, neither sent nor counted.
+#[test]
+fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
+    use std::io::Write;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let mut x = raw_control(&a, "x@h", 1);
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    x.write_all(&heartbeat).unwrap();
+    wait_for("x@h up", || {
+        arx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    let lane = LaneKey {
+        channel: "default".into(),
+        index: 0,
+    };
+    let data = raw_lane(&a, "x@h", 2, Some(4096), lane);
+    wait_for("x's lane default/0", || {
+        a.info().is_some_and(|i| {
+            i.peers.iter().any(|p| {
+                p.name == "x@h"
+                    && p.lanes.iter().any(|l| {
+                        l.key.channel == "default"
+                            && l.key.index == 0
+                            && l.state == LaneState::Connected
+                    })
+            })
+        })
+    });
+    let mut accepted = 0;
+    for _ in 0..128 {
+        if a.send(None, "x@h", "default", 0, vec![7u8; 64 * 1024])
+            .is_ok()
+        {
+            accepted += 1;
+        }
+    }
+    assert!(accepted > 64, "{accepted} accepted");
+    // x leaves: its own tombstone (full mesh 1, a push 0, no members,
+    // one tombstone: x@h, incarnation 7, 600 s). a stops x's lanes, which
+    // write out what they hold, without closing their connections first.
+    let mut leave = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3];
+    leave.extend_from_slice(b"x@h");
+    leave.extend_from_slice(&7u64.to_be_bytes());
+    leave.extend_from_slice(&600_000u32.to_be_bytes());
+    x.write_all(&frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(leave)),
+    ))
+    .unwrap();
+    wait_for("x to leave", || a.up_peers().is_empty());
+    // A reset (linger 0): the end of the connection is an error at a.
+    socket2::Socket::from(data)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(x);
+    wait_for("what the lane held to be counted", || {
+        a.info().is_some_and(|i| i.queued_bytes == 0)
+    });
+    let lost = dropped(&a, "node_down") + dropped(&a, "connection_lost");
+    assert!(lost > 0, "nothing counted of {accepted}");
 }
