@@ -6,6 +6,7 @@
 //! reads happen only on the poller. Closing is a request: the poller drops
 //! its registration and reports the end to the driver, once.
 
+use crate::backlog::{Backlog, Queued};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,12 +20,65 @@ use weft_core::{ConnId, Control, Negotiated};
 pub enum ConnEvent {
     /// The connection ended, for `reason`.
     Closed { conn: ConnId, reason: String },
-    /// A control frame from `from` on connection `conn`.
+    /// A control frame from `from` on connection `conn`, and its place in
+    /// the connection's backlog: the driver drops `ticket` as it takes it.
     Control {
         from: String,
         conn: ConnId,
         msg: Control,
+        ticket: Ticket,
     },
+}
+
+/// A control event's place in its connection's [`Backlog`] and in the
+/// transport's [`Queued`]: given back when dropped (by the driver as it
+/// takes the event, or with the event if it never gets there). Giving back
+/// the place that brings a stalled connection down to half has its poller
+/// read it again.
+pub struct Ticket {
+    conn: Arc<Conn>,
+    bytes: u64,
+    heartbeat: bool,
+    totals: Arc<Queued>,
+}
+
+impl Ticket {
+    /// A place for an event of `bytes` (a heartbeat or not) of `conn`, and
+    /// whether the connection's backlog is full now (see [`Backlog::add`]).
+    pub fn new(
+        conn: &Arc<Conn>,
+        bytes: u64,
+        heartbeat: bool,
+        totals: &Arc<Queued>,
+    ) -> (Self, bool) {
+        let full = conn.backlog.add(bytes, totals);
+        let ticket = Ticket {
+            conn: conn.clone(),
+            bytes,
+            heartbeat,
+            totals: totals.clone(),
+        };
+        (ticket, full)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let c = &self.conn;
+        if c.backlog.taken(self.bytes, self.heartbeat, &self.totals) {
+            c.poller().resume_reads();
+        }
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Ticket({} bytes of connection {})",
+            self.bytes, self.conn.id
+        )
+    }
 }
 
 /// The poller that serves a connection, as the connection sees it:
@@ -37,6 +91,9 @@ pub trait ConnPoller: Send + Sync {
     fn close(&self, id: ConnId);
     /// End the drain of connection `id` now.
     fn abort(&self, id: ConnId);
+    /// Look again at the connections not read for now: one may be read
+    /// (its backlog came down, see [`Backlog`]).
+    fn resume_reads(&self);
 }
 
 /// One TCP connection of one lane.
@@ -50,6 +107,8 @@ pub struct Conn {
     stream: TcpStream,
     poller: parking_lot::RwLock<Arc<dyn ConnPoller>>,
     closing: AtomicBool,
+    /// Its control events on their way to the driver.
+    pub backlog: Backlog,
 }
 
 impl Conn {
@@ -69,6 +128,7 @@ impl Conn {
             stream,
             poller: parking_lot::RwLock::new(poller),
             closing: AtomicBool::new(false),
+            backlog: Backlog::default(),
         })
     }
 

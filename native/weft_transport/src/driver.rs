@@ -217,7 +217,14 @@ impl Driver {
                 drop(table);
                 self.core.on_closed(now, conn, &reason);
             }
-            Msg::Conn(ConnEvent::Control { from, conn, msg }) => {
+            Msg::Conn(ConnEvent::Control {
+                from,
+                conn,
+                msg,
+                ticket,
+            }) => {
+                // (taken: its poller may read on while the core runs)
+                drop(ticket);
                 self.core.on_control(now, &from, conn, msg)
             }
             Msg::Decision { members, messages } => {

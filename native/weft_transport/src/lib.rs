@@ -9,7 +9,8 @@
 //!
 //! - [`config`]: settings; [`sink`]: where deliveries and events go (the
 //!   NIF implements it in `weft_nif/src/events.rs`);
-//! - [`conn`]: an established connection; [`frame_reader`]: frames from a
+//! - [`conn`]: an established connection; [`backlog`]: its control events
+//!   on their way to the driver, bounded; [`frame_reader`]: frames from a
 //!   non-blocking socket; [`poller`]: who reads and flushes, and when;
 //!   [`poller_set`]: which poller serves a lane; [`wake`]: the whole
 //!   wake-up protocol of idle pollers (the idle flag, the watcher thread);
@@ -25,14 +26,15 @@
 //!   for `weft:info()`.
 //!
 //! Module dependencies go one way (`scripts/deps.py` checks it, run by
-//! `make test`): `config`, `sink`, `body`, `counters`, `wake`, `conn` <-
-//! `frame_reader`, `lane_writer` <- `handshake_io`, `info`, `poller` <-
-//! `poller_set` <- `routes`; `driver` uses `conn`, `handshake_io` and
-//! `info`. The connection and the lane reach their poller through traits
+//! `make test`): `config`, `sink`, `body`, `counters`, `wake`, `backlog` <-
+//! `conn` <- `frame_reader`, `lane_writer` <- `handshake_io`, `info`,
+//! `poller` <- `poller_set` <- `routes`; `driver` uses `conn`,
+//! `handshake_io` and `info`. The connection and the lane reach their poller through traits
 //! they define ([`conn::ConnPoller`], [`lane_writer::LanePoller`]), and a
 //! poller reports to the driver with [`conn::ConnEvent`], so that nothing
 //! low in the graph names what is above it. This root composes them all.
 
+pub mod backlog;
 pub mod body;
 pub mod config;
 pub mod conn;
@@ -116,6 +118,8 @@ pub(crate) struct Shared {
     /// The connections being read, by peer and lane, over every poller and
     /// route ([`poller::Reading`]).
     reading: poller::Reading,
+    /// Control events on their way to the driver ([`backlog`]).
+    driver_queued: Arc<backlog::Queued>,
 }
 
 /// Established connections, for the driver to close them.
@@ -292,6 +296,7 @@ impl Transport {
             pending,
             claims,
             reading: poller::Reading::default(),
+            driver_queued: Arc::default(),
         });
         for p in pollers.all() {
             p.set_shared(&shared);
@@ -354,6 +359,14 @@ impl Transport {
         self.shared
             .routes
             .send(peer, channel, choice.into(), body.into(), sender)
+    }
+
+    /// Control events that the pollers handed to the driver and it has not
+    /// taken yet, and the most at once so far (see [`backlog`]). For tests
+    /// and measurements.
+    #[doc(hidden)]
+    pub fn driver_queued(&self) -> backlog::QueuedNow {
+        self.shared.driver_queued.now()
     }
 
     /// The counters of dropped and refused messages.

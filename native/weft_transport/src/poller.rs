@@ -7,7 +7,8 @@
 //! socket became writable again (`flushes`), reads the readable
 //! connections, handing each frame to the sink (application data, through
 //! the per-message stage if one is installed) or to the driver (control
-//! frames) (`reads`), forgets the connections that ended (`forget`), moves
+//! frames, a bounded backlog per connection: see [`crate::backlog`])
+//! (`reads`), forgets the connections that ended (`forget`), moves
 //! connections between pollers (`placement`), and says whether more is
 //! waiting ([`Outcome::Busy`]), whether to keep polling
 //! ([`Outcome::Linger`]) or not ([`Outcome::Idle`]) (`outcome`). When a
@@ -37,7 +38,7 @@
 //! whoever adds work wakes it only if it takes the idle mark.
 
 pub use crate::config::IoMode;
-use crate::conn::{Conn, ConnEvent, ConnPoller};
+use crate::conn::{Conn, ConnEvent, ConnPoller, Ticket};
 use crate::frame_reader::{Flow, Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::log_limit;
@@ -689,6 +690,9 @@ impl ConnPoller for Poller {
     fn abort(&self, id: ConnId) {
         Poller::abort(self, id);
     }
+    fn resume_reads(&self) {
+        Poller::resume_reads(self);
+    }
 }
 
 /// How lanes and the driver reach a lane's poller (see [`LanePoller`]).
@@ -738,8 +742,9 @@ fn set_aside(e: &mut Entry, waiting: &mut Vec<ConnId>, id: ConnId) {
 }
 
 /// Whether `e` may not be read now: it stopped at a wait whose fence has
-/// not come, or an older connection of its peer and lane is still read
-/// ([`Reading`]).
+/// not come, an older connection of its peer and lane is still read
+/// ([`Reading`]), or (a control connection) the driver has not taken
+/// enough of what it carried ([`crate::backlog`]).
 fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
     if let Some(token) = e.waits_for {
         if !e.lane.fence_passed(token) {
@@ -759,7 +764,7 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
         // (ids grow: once none is older, none ever will be)
         e.older = false;
     }
-    false
+    e.lane.key.is_control() && e.conn.backlog.holds_reads()
 }
 
 /// Bytes came on `e`, a control connection that is not read yet (it waits
@@ -768,14 +773,35 @@ fn blocked(e: &mut Entry, shared: Option<&Shared>) -> bool {
 /// wait there (up to [`DRAIN`]) is not declared down meanwhile. (Only for
 /// the peer's current control connection, as every heartbeat; at most
 /// once per readiness event: when it is attached, when bytes arrive
-/// (several arrivals between two rounds make one), when it closes.)
+/// (several arrivals between two rounds make one), when it closes; and
+/// not while one of the connection's heartbeats is on its way.)
 fn heard(shared: &Shared, e: &Entry) {
+    to_driver(shared, &e.peer, &e.conn, Control::Heartbeat, 1);
+}
+
+/// Hand control message `msg` (a frame body of `len` bytes) of `peer`'s
+/// connection `conn` to the driver, counted in the connection's backlog
+/// (see [`crate::backlog`]); a heartbeat only if none of the connection's
+/// is on its way already. [`Flow::Pause`]: the backlog is full, read no
+/// more of the connection for now ([`blocked`]).
+fn to_driver(shared: &Shared, peer: &str, conn: &Arc<Conn>, msg: Control, len: usize) -> Flow {
+    let heartbeat = matches!(msg, Control::Heartbeat);
+    if heartbeat && !conn.backlog.heartbeat_wanted() {
+        return Flow::Go;
+    }
+    let (ticket, full) = Ticket::new(conn, len as u64, heartbeat, &shared.driver_queued);
     let event = ConnEvent::Control {
-        from: e.peer.clone(),
-        conn: e.conn.id,
-        msg: Control::Heartbeat,
+        from: peer.to_string(),
+        conn: conn.id,
+        msg,
+        ticket,
     };
     let _ = shared.driver.send(event.into());
+    if full {
+        Flow::Pause
+    } else {
+        Flow::Go
+    }
 }
 
 /// Connections to forget, and why.
@@ -840,7 +866,8 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             return Served::Gone;
         }
         if blocked(e, Some(shared)) {
-            if e.lane.key.is_control() {
+            // (a full backlog: what the driver has not taken says as much)
+            if e.lane.key.is_control() && e.older {
                 heard(shared, e);
             }
             set_aside(e, waiting, conn_id);
@@ -877,7 +904,8 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
             }
             Ok(ReadStatus::Budget) => Served::More(used),
             // A wait: what follows it waits for its lane's fence, unless
-            // that came meanwhile (then it is read on its next turn).
+            // that came meanwhile (then it is read on its next turn); or a
+            // full backlog: what follows waits for the driver.
             Ok(ReadStatus::Paused) if blocked(e, Some(shared)) => {
                 set_aside(e, waiting, conn_id);
                 Served::Drained(used)
@@ -1065,7 +1093,7 @@ fn inbound(
     shared: &Shared,
     peer: &str,
     lane: &Lane,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     frame: Frame<'_>,
     ext: &Extensions,
     wait: &mut Option<u64>,
@@ -1168,13 +1196,11 @@ fn inbound(
                 shared.routes.fenced(peer, lane, *token);
                 return Ok(Flow::Go);
             }
-            let event = ConnEvent::Control {
-                from: peer.to_string(),
-                conn: conn.id,
-                msg,
-            };
-            let _ = shared.driver.send(event.into());
-            (body.len(), Ok(Delivery::Delivered))
+            let flow = to_driver(shared, peer, conn, msg, body.len());
+            lane.stats.recv_frames.fetch_add(1, Ordering::Relaxed);
+            let len = body.len() as u64;
+            lane.stats.recv_bytes.fetch_add(len, Ordering::Relaxed);
+            return Ok(flow);
         }
         Frame::Small(kind, _) => return Err(format!("unexpected {kind:?} frame on this lane")),
         Frame::Large(_) => return Err("unexpected data frame on this lane".into()),
