@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use weft_core::handshake::HandshakeError as Failure;
-use weft_core::wire::{encode_control, Control};
+use weft_core::wire::encode_control;
 use weft_core::{
     Action, Capabilities, ConnId, LaneKey, Level, Negotiated, Node, NodeSpec, Refusal,
 };
@@ -285,12 +285,7 @@ impl Driver {
                     }
                 }
                 Action::Send { peer, msg } => {
-                    let bounded = matches!(msg, Control::Membership(_));
-                    if !self
-                        .shared
-                        .routes
-                        .send_control(&peer, encode_control(&msg), bounded)
-                    {
+                    if !self.shared.routes.send_control(&peer, &msg) {
                         log_about_peer(
                             &self.shared,
                             Level::Warning,

@@ -525,29 +525,40 @@ impl Routes {
         }
     }
 
-    /// Queue a control frame for `peer`; dropped if it has no route.
-    /// `bounded` (a membership message, which a peer's own messages can
-    /// call for: an answer to a join check, a view for a view): not while
-    /// the control lane has more than [`ANSWERS_QUEUED_MAX`] bytes queued,
-    /// unless it is a small one ([`SMALL_ANSWER`] bytes at most) and fewer
-    /// than [`SMALL_ANSWERS`] frames are queued. So a peer that asks and
-    /// reads nothing makes this node queue at most about a megabyte, one
-    /// view and 64 small frames, while a peer that reads gets a join
-    /// check's answer behind the largest view. A message not queued is
-    /// lost: the full mesh's gossip sends views and digests again, a join
-    /// check is not (its `sync_join` times out), nor is a callback
-    /// protocol's message. Returns whether it was queued (or had no route).
-    pub fn send_control(&self, peer: &str, body: Vec<u8>, bounded: bool) -> bool {
+    /// Queue control message `msg` for `peer`; dropped if it has no route.
+    /// A membership message (which a peer's own messages can call for: an
+    /// answer to a join check, a view for a view) only while the control
+    /// lane has at most [`ANSWERS_QUEUED_MAX`] bytes queued, unless it is
+    /// a small one ([`SMALL_ANSWER`] bytes at most) and fewer than
+    /// [`SMALL_ANSWERS`] frames are queued. So a peer that asks and reads
+    /// nothing makes this node queue at most about a megabyte, one view and
+    /// 64 small frames, while a peer that reads gets a join check's answer
+    /// behind the largest view. A message not queued is lost: the full
+    /// mesh's gossip sends views and digests again, a join check is not
+    /// (its `sync_join` times out), nor is a callback protocol's message.
+    /// Returns `false` for a membership message not queued.
+    ///
+    /// A heartbeat only onto an empty control lane: whatever is queued
+    /// shows the peer that this node is alive once it is written, and a
+    /// heartbeat behind it would come no sooner. So a peer that never
+    /// reads (and keeps sending, so is never given up on) makes this node
+    /// queue one heartbeat, not one every `heartbeat_interval` for ever.
+    pub fn send_control(&self, peer: &str, msg: &Control) -> bool {
         let peers = self.peers.read();
         let Some(r) = peers.get(peer) else {
             return true;
         };
-        if bounded {
-            let q = r.control.queued();
-            let small = body.len() <= SMALL_ANSWER && q.frames < SMALL_ANSWERS;
-            if !(room_for_answers(q) || small) {
-                return false;
+        let body = encode_control(msg);
+        match msg {
+            Control::Membership(_) => {
+                let q = r.control.queued();
+                let small = body.len() <= SMALL_ANSWER && q.frames < SMALL_ANSWERS;
+                if !(room_for_answers(q) || small) {
+                    return false;
+                }
             }
+            Control::Heartbeat if r.control.queued().frames > 0 => return true,
+            _ => {}
         }
         r.control.push(FrameKind::Control, body.into());
         true

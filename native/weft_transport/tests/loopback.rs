@@ -2191,3 +2191,73 @@ fn a_control_flood_queues_a_bounded_amount_for_the_driver() {
     assert_eq!(b.up_peers(), ["x@h"]);
     drop(x);
 }
+
+/// A peer that sends and never reads makes this node queue no heartbeats
+/// behind what it cannot write: a heartbeat is queued only onto an empty
+/// control lane (one every `heartbeat_interval` was queued for ever
+/// before: 134 bytes a second as the bounds count, at the default 1 s).
+/// x (a raw peer offering a 4 KiB window) sends b views of over a
+/// megabyte asking for b's in return, and reads none: b's control lane to
+/// x fills. b heartbeats every 10 ms; while a, which reads, gets 100 more
+/// control frames from b, b's queue to x gains none.
+#[test]
+fn heartbeats_to_a_peer_that_reads_nothing_queue_a_bounded_amount() {
+    use std::io::Write;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    use weft_transport::routes::ANSWERS_QUEUED_MAX;
+    let quick_and_patient = |c: &mut TransportConfig| {
+        patient(c);
+        c.timing.heartbeat_interval = 10;
+    };
+    let (b, brx, _db) = node_with("b@h", "c", 1 << 24, IoMode::Threads, quick_and_patient);
+    let (a, _arx, _da) = node_with("a@h", "c", 1 << 24, IoMode::Threads, patient);
+    join_and_connect(&a, &b);
+    let mut x = raw_control_with(&b, "x@h", 1, Some(4096));
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    x.write_all(&heartbeat).unwrap();
+    wait_for("x@h up", || {
+        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    // full mesh (1), a view that wants one back (1): no members, 4,096
+    // tombstones of 250-byte names
+    let mut view = vec![1u8, 1, 0, 0, 0, 0];
+    view.extend_from_slice(&4096u32.to_be_bytes());
+    for i in 0..4096u64 {
+        let name = format!("t{i:05}@{}", "h".repeat(243));
+        view.push(name.len() as u8);
+        view.extend_from_slice(name.as_bytes());
+        view.extend_from_slice(&(i + 1).to_be_bytes());
+        view.extend_from_slice(&600_000u32.to_be_bytes());
+    }
+    let view = frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(view)),
+    );
+    // (b's answers, over a megabyte each, past what the kernel's buffers
+    // take: the rest waits on the lane)
+    for _ in 0..8 {
+        x.write_all(&view).unwrap();
+    }
+    let to = |t: &Transport, peer: &str| {
+        let info = t.info().unwrap();
+        let p = info.peers.into_iter().find(|p| p.name == peer).unwrap();
+        p.lanes.into_iter().find(|l| l.key.is_control()).unwrap()
+    };
+    wait_for("b's control lane to x to fill", || {
+        to(&b, "x@h").queued_bytes >= ANSWERS_QUEUED_MAX
+    });
+    let before = to(&b, "x@h").queued_frames;
+    let heard = to(&a, "b@h").recv_frames;
+    wait_for("100 heartbeats from b at a", || {
+        to(&a, "b@h").recv_frames >= heard + 100
+    });
+    let after = to(&b, "x@h").queued_frames;
+    assert!(
+        after <= before + 1,
+        "{} frames queued for x, {before} before 100 heartbeats",
+        after
+    );
+    assert!(b.up_peers().contains(&"x@h".to_string()));
+    drop(x);
+}
