@@ -1970,6 +1970,41 @@ fn join_checks_from_a_peer_that_reads_nothing_queue_a_bounded_amount() {
     drop(x);
 }
 
+/// A raw peer `x@h` ([`raw_control_with`]) that sent `b` a heartbeat and
+/// that `b` has up; with the frame of a heartbeat, to send more.
+fn raw_peer_up(
+    b: &Transport,
+    brx: &Receiver<Ev>,
+    rcvbuf: Option<usize>,
+) -> (std::net::TcpStream, Vec<u8>) {
+    use std::io::Write;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let mut x = raw_control_with(b, "x@h", 1, rcvbuf);
+    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
+    x.write_all(&heartbeat).unwrap();
+    wait_for("x@h up", || {
+        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
+    });
+    (x, heartbeat)
+}
+
+/// A full mesh view (tag 1) of no members and 4,096 tombstones of 250-byte
+/// names (over a megabyte): a push (0), or one that asks for the
+/// receiver's view in return (1, `reply`).
+fn tombstones_view(reply: bool) -> Vec<u8> {
+    let mut view = vec![1u8, u8::from(reply), 0, 0, 0, 0];
+    view.extend_from_slice(&4096u32.to_be_bytes());
+    for i in 0..4096u64 {
+        let name = format!("t{i:05}@{}", "h".repeat(243));
+        view.push(name.len() as u8);
+        view.extend_from_slice(name.as_bytes());
+        view.extend_from_slice(&(i + 1).to_be_bytes());
+        view.extend_from_slice(&600_000u32.to_be_bytes());
+    }
+    view
+}
+
 /// The bound on membership messages does not stop a join check's answer
 /// behind a view of over a megabyte: b's view holds 4,096 tombstones of
 /// 250-byte names (pushed by a raw peer), and a joins b. The answer, small,
@@ -1987,16 +2022,7 @@ fn a_join_is_confirmed_behind_a_view_over_the_bound() {
     wait_for("x@h up", || {
         brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
     });
-    // full mesh (1), a push (0): no members, 4,096 tombstones
-    let mut view = vec![1u8, 0, 0, 0, 0, 0];
-    view.extend_from_slice(&4096u32.to_be_bytes());
-    for i in 0..4096u64 {
-        let name = format!("t{i:05}@{}", "h".repeat(243));
-        view.push(name.len() as u8);
-        view.extend_from_slice(name.as_bytes());
-        view.extend_from_slice(&(i + 1).to_be_bytes());
-        view.extend_from_slice(&600_000u32.to_be_bytes());
-    }
+    let view = tombstones_view(false);
     assert!(view.len() > 1 << 20);
     x.write_all(&frame(
         FrameKind::Control,
@@ -2127,12 +2153,7 @@ fn a_control_flood_queues_a_bounded_amount_for_the_driver() {
     use weft_core::{Control, FrameKind};
     use weft_transport::backlog::{BYTES_MAX, EVENTS_MAX};
     let (b, brx) = node("b@h", "c", 1 << 20);
-    let mut x = raw_control(&b, "x@h", 1);
-    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
-    x.write_all(&heartbeat).unwrap();
-    wait_for("x@h up", || {
-        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
-    });
+    let (mut x, heartbeat) = raw_peer_up(&b, &brx, None);
     // (full mesh's tag 1, then a confirmation, 4, of a join check b never
     // made: the core takes it and does nothing)
     let confirmed = frame(
@@ -2213,26 +2234,10 @@ fn heartbeats_to_a_peer_that_reads_nothing_queue_a_bounded_amount() {
     let (b, brx, _db) = node_with("b@h", "c", 1 << 24, IoMode::Threads, quick_and_patient);
     let (a, _arx, _da) = node_with("a@h", "c", 1 << 24, IoMode::Threads, patient);
     join_and_connect(&a, &b);
-    let mut x = raw_control_with(&b, "x@h", 1, Some(4096));
-    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
-    x.write_all(&heartbeat).unwrap();
-    wait_for("x@h up", || {
-        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
-    });
-    // full mesh (1), a view that wants one back (1): no members, 4,096
-    // tombstones of 250-byte names
-    let mut view = vec![1u8, 1, 0, 0, 0, 0];
-    view.extend_from_slice(&4096u32.to_be_bytes());
-    for i in 0..4096u64 {
-        let name = format!("t{i:05}@{}", "h".repeat(243));
-        view.push(name.len() as u8);
-        view.extend_from_slice(name.as_bytes());
-        view.extend_from_slice(&(i + 1).to_be_bytes());
-        view.extend_from_slice(&600_000u32.to_be_bytes());
-    }
+    let (mut x, _) = raw_peer_up(&b, &brx, Some(4096));
     let view = frame(
         FrameKind::Control,
-        &encode_control(&Control::Membership(view)),
+        &encode_control(&Control::Membership(tombstones_view(true))),
     );
     // (b's answers, over a megabyte each, past what the kernel's buffers
     // take: the rest waits on the lane)
