@@ -42,6 +42,13 @@ use weft_core::share::{
 use weft_core::wire::{encode_control, Control};
 use weft_core::{Capabilities, ConnId, FrameKind, LaneKey, Negotiated};
 
+/// How long a stopped lane (its peer left, was removed or given up) may
+/// write nothing before it gives up: its connection closes and what it
+/// still holds is dropped and counted (`node_down`). Without it, a peer
+/// that stops reading (frozen, or hostile) as it goes would hold the
+/// lane's queue, up to `send_queue_limit`, for ever.
+pub const WRITE_OUT_STALL: Duration = Duration::from_secs(5);
+
 /// Slices a direct write offers: a frame with more parts than this goes out
 /// in several writes, the rest by the writer.
 const DIRECT_SLICES: usize = 16;
@@ -1033,11 +1040,53 @@ impl Lane {
 
     /// Write what is queued (if connected), then close the connection and
     /// take no more frames. Frames of an unconnected lane are dropped.
+    ///
+    /// A stopped lane that writes nothing for [`WRITE_OUT_STALL`] gives up:
+    /// its connection closes and what it still holds is dropped and counted
+    /// (`node_down`).
     pub fn stop(self: &Arc<Self>) {
         let mut out = self.out.lock();
         self.release(&mut out);
         out.queue.stop();
         self.ask_flush(out);
+        self.watch_write_out();
+    }
+
+    /// Every [`WRITE_OUT_STALL`] until the stopped lane is written out:
+    /// give up if it wrote nothing meanwhile.
+    fn watch_write_out(self: &Arc<Self>) {
+        let lane = Arc::downgrade(self);
+        let mut before = self.stats.sent_bytes.load(Ordering::Relaxed);
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(WRITE_OUT_STALL).await;
+                let Some(lane) = lane.upgrade() else {
+                    return;
+                };
+                if lane.is_written() {
+                    return;
+                }
+                let now = lane.stats.sent_bytes.load(Ordering::Relaxed);
+                if now == before {
+                    lane.give_up_write_out();
+                    return;
+                }
+                before = now;
+            }
+        });
+    }
+
+    /// Close the stopped lane's connection; what it still holds is dropped
+    /// and counted once the connection is gone ([`Lane::detach`]).
+    fn give_up_write_out(self: &Arc<Self>) {
+        let out = self.out.lock();
+        match out.socket.clone() {
+            Some(conn) => {
+                drop(out);
+                conn.close();
+            }
+            None => self.drop_if_stopped(out),
+        }
     }
 
     /// Whether nothing is left to write: no frame queued or in a writer's

@@ -2069,19 +2069,20 @@ fn a_malformed_membership_message_is_counted_and_closes_its_connection() {
     assert!(logs_until(&brx, "bad membership message"));
 }
 
-/// A stopped lane whose connection ends (reset) while it still holds
-/// frames drops and counts them (`node_down`): a raw peer x offers a
-/// 4 KiB window on lane default/0 and reads nothing, a queues 8 MiB for it,
-/// x leaves (the lane stops, and cannot write out), and x resets the
-/// connection. Before, nothing flushed the lane again: its frames stayed
-/// queued for ever, neither sent nor counted.
-#[test]
-fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
+/// A raw peer x, up at `a`, that offers a 4 KiB window on lane default/0
+/// and reads nothing; `a` queues 8 MiB for it there, then x leaves (its own
+/// tombstone: full mesh 1, a push 0, no members, one tombstone, x@h,
+/// incarnation 7, 600 s), so `a` stops x's lanes, which write out what
+/// they hold (they cannot) without closing their connections first.
+/// Returns x's control and data sockets and how many messages `a` took.
+fn a_stopped_lane_holding_frames(
+    a: &Transport,
+    arx: &Receiver<Ev>,
+) -> (std::net::TcpStream, std::net::TcpStream, usize) {
     use std::io::Write;
     use weft_core::wire::encode_control;
     use weft_core::{Control, FrameKind};
-    let (a, arx) = node("a@h", "c", 1 << 20);
-    let mut x = raw_control(&a, "x@h", 1);
+    let mut x = raw_control(a, "x@h", 1);
     let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
     x.write_all(&heartbeat).unwrap();
     wait_for("x@h up", || {
@@ -2091,7 +2092,7 @@ fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
         channel: "default".into(),
         index: 0,
     };
-    let data = raw_lane(&a, "x@h", 2, Some(4096), lane);
+    let data = raw_lane(a, "x@h", 2, Some(4096), lane);
     wait_for("x's lane default/0", || {
         a.info().is_some_and(|i| {
             i.peers.iter().any(|p| {
@@ -2113,9 +2114,6 @@ fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
         }
     }
     assert!(accepted > 64, "{accepted} accepted");
-    // x leaves: its own tombstone (full mesh 1, a push 0, no members,
-    // one tombstone: x@h, incarnation 7, 600 s). a stops x's lanes, which
-    // write out what they hold, without closing their connections first.
     let mut leave = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3];
     leave.extend_from_slice(b"x@h");
     leave.extend_from_slice(&7u64.to_be_bytes());
@@ -2126,6 +2124,17 @@ fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
     ))
     .unwrap();
     wait_for("x to leave", || a.up_peers().is_empty());
+    (x, data, accepted)
+}
+
+/// A stopped lane whose connection ends (a reset) while it still holds
+/// frames drops and counts them (`node_down`). Before, nothing flushed the
+/// lane again: its frames stayed queued for ever, neither sent nor
+/// counted.
+#[test]
+fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let (x, data, accepted) = a_stopped_lane_holding_frames(&a, &arx);
     // A reset (linger 0): the end of the connection is an error at a.
     socket2::Socket::from(data)
         .set_linger(Some(Duration::ZERO))
@@ -2136,6 +2145,29 @@ fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
     });
     let lost = dropped(&a, "node_down") + dropped(&a, "connection_lost");
     assert!(lost > 0, "nothing counted of {accepted}");
+}
+
+/// A stopped lane that writes nothing for `WRITE_OUT_STALL` (its peer
+/// reads nothing, and keeps the connection open) gives up: it closes the
+/// connection and drops and counts what it held (`node_down`). Before, a
+/// peer removed while frozen held 128 MiB queued at the remover for ever.
+#[test]
+fn a_stopped_lane_that_writes_nothing_gives_up() {
+    use weft_transport::lane_writer::WRITE_OUT_STALL;
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let (_x, _data, accepted) = a_stopped_lane_holding_frames(&a, &arx);
+    let deadline = Instant::now() + 4 * WRITE_OUT_STALL;
+    while a.info().is_none_or(|i| i.queued_bytes > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped lane holds its frames"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        dropped(&a, "node_down") > 0,
+        "nothing counted of {accepted}"
+    );
 }
 
 /// A peer that knows the cookie and floods its control connection cannot
