@@ -275,8 +275,8 @@ handle_info({weft_nif, this_node_left}, #state{waiters = Waiters} = State) ->
     %% node is a new incarnation, which the removal does not cover, and
     %% joins again for those who wait (once per contact). A call joins
     %% again once: the removal it was made for. Removed once more while it
-    %% waits (the cluster keeps removing this node, or a contact keeps
-    %% answering `left', which needs no cookie), it is answered
+    %% waits (the cluster keeps removing this node, or a contact that
+    %% knows the cookie keeps answering a signed `left'), it is answered
     %% `{error, removed}', rather than looping.
     {Again, Removed} = lists:partition(fun({_, _, _, {_, W}}) -> W =:= first end, Waiters),
     answer(Removed, {error, removed}),

@@ -459,6 +459,8 @@ a_forged_refusal_left_is_not_taken(_Config) ->
     Logs = call(V, weft_ct, logs, []),
     ?assertEqual([], [L || L <- Logs, string:find(L, "removed from the cluster") =/= nomatch]),
     ?assertNotEqual([], [L || L <- Logs, string:find(L, "unsigned: not taken") =/= nomatch]),
+    %% (the refusal before the challenge: a protocol error, a warning too)
+    ?assertNotEqual([], [L || L <- Logs, string:find(L, "is not a weft node that knows the cookie") =/= nomatch]),
     ok.
 
 %% A listener that answers every dial with a refusal `left' (handshake

@@ -226,7 +226,8 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, what }
     }
 
-    fn err(&self, detail: impl Into<String>) -> FrameError {
+    /// A [`FrameError::Malformed`] of what this reader reads.
+    pub fn err(&self, detail: impl Into<String>) -> FrameError {
         FrameError::Malformed {
             what: self.what,
             detail: detail.into(),

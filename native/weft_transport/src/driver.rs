@@ -289,7 +289,7 @@ impl Driver {
                         log_about_peer(
                             &self.shared,
                             Level::Warning,
-                            "membership message not sent: the peer's control lane has over 1 MiB queued (it reads too slowly, or not at all)",
+                            "membership message not sent: the peer's control lane has over 1 MiB queued (it reads too slowly, or not at all, or the views are that large)",
                             Some(&peer),
                             None,
                         );
@@ -823,12 +823,19 @@ async fn dial(
         match handshake_io::dial(&local, cookie, caps, &peer, &addrs, &lane).await {
             Ok(x) => x,
             Err(e) => {
-                if let HandshakeError::Handshake(Failure::Unsigned(_)) = &e {
-                    // (the core logs it as any failed dial, at info level)
-                    let text = format!(
-                        "{e}: the peer runs a build before signed refusals, or does not know \
-                         the cookie; dialing it again"
-                    );
+                // (the core logs these as any failed dial, at info level)
+                let why = match &e {
+                    HandshakeError::Handshake(Failure::Unsigned(_)) => Some(
+                        "the peer runs a build before signed refusals, or does not know the cookie",
+                    ),
+                    // A forged refusal, or not a weft node: worth seeing.
+                    HandshakeError::Handshake(Failure::Protocol(_)) => {
+                        Some("what answers there is not a weft node that knows the cookie")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    let text = format!("dial failed: {e}: {why}; dialing it again");
                     log_about_peer(&shared, Level::Warning, &text, Some(&peer), Some(&lane));
                 }
                 // The core logs failures (rate-limited) and reports refusals.

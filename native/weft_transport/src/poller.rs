@@ -133,7 +133,9 @@ struct Entry {
 /// too, or for [`DRAIN`]. A new life makes data connections wait for
 /// at most [`LIFE_WAIT`]: after a give-up, the earlier life's connections
 /// end within it (the side that gave up closed them; the other closes its
-/// lanes within [`crate::lane_writer`]'s grace and [`DRAIN`]); a peer that
+/// lanes once they are written out, or within
+/// [`crate::lane_writer::WRITE_OUT_STALL`] of writing nothing, and
+/// [`DRAIN`]); a peer that
 /// replaces its control connection and keeps its old data connections
 /// open (a peer of its own making) only delays its own new ones by that
 /// much.
@@ -154,7 +156,7 @@ struct PeerReads {
 
 /// How long, at most, a data connection of a new life of the link waits
 /// for the connections of the earlier one ([`Reading`]): 5 s, past the
-/// 2 s grace of a stopped lane and the 2 s [`DRAIN`].
+/// 2 s [`DRAIN`] of a stopped lane's connection.
 pub const LIFE_WAIT: Duration = Duration::from_secs(5);
 
 impl PeerReads {
