@@ -1237,10 +1237,9 @@ mod tests {
         }
     }
 
-    /// Past MAX_TOMBSTONES the one that expires first gives its place; they
-    /// expire in order, and the next deadline is the first expiry. (Found
-    /// by a scan of every tombstone before: a view of 80,000 tombstones
-    /// held the driver 2.5 s.)
+    /// Past MAX_TOMBSTONES the one that expires first gives its place (it
+    /// was found by a scan of every tombstone before), and the next
+    /// deadline is the first expiry.
     #[test]
     fn tombstones_past_the_bound_evict_the_first_to_expire() {
         let mut m = FullMesh::new(&Timing::default());
