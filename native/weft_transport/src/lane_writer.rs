@@ -1089,6 +1089,12 @@ impl Lane {
         }
     }
 
+    /// Whether the lane is stopped and still has frames to write out.
+    pub fn is_writing_out(&self) -> bool {
+        let out = self.out.lock();
+        out.queue.is_stopped() && out.queue.has_work()
+    }
+
     /// Whether nothing is left to write: no frame queued or in a writer's
     /// hands (after [`Lane::stop`], the lane is written out).
     pub fn is_written(&self) -> bool {

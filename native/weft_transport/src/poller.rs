@@ -913,6 +913,16 @@ fn reads(st: &mut State, shared: Option<&Shared>, closes: &mut Closes) -> Round 
                 Served::Drained(used)
             }
             Ok(ReadStatus::Paused) => Served::More(used),
+            // The peer is done sending, and this side still writes out a
+            // stopped lane (the peer left or was removed, and closed its
+            // end of a lane it had nothing more to write on): the peer
+            // still reads (its drain), so the connection stays until the
+            // lane is written out (then it closes as every stopped lane
+            // does), or fails, or writes nothing for `WRITE_OUT_STALL`.
+            Ok(ReadStatus::Closed) if e.draining.is_none() && e.lane.is_writing_out() => {
+                e.readable = false;
+                Served::Drained(used)
+            }
             Ok(ReadStatus::Closed) => {
                 let why = e
                     .draining

@@ -2147,6 +2147,27 @@ fn a_stopped_lane_that_loses_its_connection_counts_what_it_held() {
     assert!(lost > 0, "nothing counted of {accepted}");
 }
 
+/// A stopped lane whose peer closes its end (as a weft peer does once it
+/// has nothing more to write on a lane it stopped) while it still reads
+/// writes out what it holds before it closes: every message reaches the
+/// peer, none is dropped. (Closing on the peer's end of stream dropped
+/// all but what the socket buffers held, counted as `node_down`.)
+#[test]
+fn a_stopped_lane_writes_out_to_a_peer_that_closed_its_end() {
+    let (a, arx) = node("a@h", "c", 1 << 20);
+    let (_x, mut data, accepted) = a_stopped_lane_holding_frames(&a, &arx);
+    data.shutdown(std::net::Shutdown::Write).unwrap();
+    data.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut frames = 0;
+    while read_frame(&mut data).is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, accepted, "frames read before a closed");
+    assert_eq!(dropped(&a, "node_down"), 0);
+    assert!(a.info().is_some_and(|i| i.queued_bytes == 0));
+}
+
 /// A stopped lane that writes nothing for `WRITE_OUT_STALL` (its peer
 /// reads nothing, and keeps the connection open) gives up: it closes the
 /// connection and drops and counts what it held (`node_down`). Before, a
