@@ -311,6 +311,21 @@ impl Dialer {
         (d, hello)
     }
 
+    /// Whether `proof`, of the acceptor's message `body` under `label`,
+    /// proves the cookie: it covers both nonces, our proof `mine` and the
+    /// message before the proof.
+    fn acceptor_proved(
+        &self,
+        label: &[u8; 16],
+        acceptor_nonce: &[u8; 32],
+        mine: &[u8; 32],
+        body: &[u8],
+        proof: &[u8; 32],
+    ) -> bool {
+        let parts: [&[u8]; 2] = [mine, signed_part(body)];
+        verify(&self.key, label, &self.nonce, acceptor_nonce, &parts, proof)
+    }
+
     /// The next handshake frame body from the acceptor.
     pub fn on_frame(&mut self, body: &[u8]) -> Result<DialerStep, HandshakeError> {
         let h = decode_handshake(body)?;
@@ -323,15 +338,7 @@ impl Dialer {
                 },
                 Handshake::SignedRefuse { refusal, proof },
             ) => {
-                let parts: [&[u8]; 2] = [&mine, signed_part(body)];
-                if !verify(
-                    &self.key,
-                    REFUSAL,
-                    &self.nonce,
-                    &acceptor_nonce,
-                    &parts,
-                    &proof,
-                ) {
+                if !self.acceptor_proved(REFUSAL, &acceptor_nonce, &mine, body, &proof) {
                     return Err(HandshakeError::Protocol(
                         "a signed refusal whose proof does not verify".into(),
                     ));
@@ -399,15 +406,7 @@ impl Dialer {
                 },
                 Handshake::Welcome { from, caps, proof },
             ) => {
-                let parts: [&[u8]; 2] = [&mine, signed_part(body)];
-                if !verify(
-                    &self.key,
-                    ACCEPTOR,
-                    &self.nonce,
-                    &acceptor_nonce,
-                    &parts,
-                    &proof,
-                ) {
+                if !self.acceptor_proved(ACCEPTOR, &acceptor_nonce, &mine, body, &proof) {
                     return Err(refusing(Refusal::BadCookie, Refusal::Refused));
                 }
                 if let Err(e) = from.validate(false) {

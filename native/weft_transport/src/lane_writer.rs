@@ -357,6 +357,11 @@ impl Out {
         self.socket.as_ref().is_some_and(|c| !c.is_closing())
     }
 
+    /// Stopped, with frames still to write out.
+    fn writing_out(&self) -> bool {
+        self.queue.is_stopped() && self.queue.has_work()
+    }
+
     /// For a lane with a shared lane: its side of it, with its own queue
     /// and whether its connection agreed on parts (what moving frames
     /// between the two needs).
@@ -1033,7 +1038,7 @@ impl Lane {
     /// the lane again: it waits for no connection, and a blocked write
     /// waited for the socket that is gone.
     fn drop_if_stopped(self: &Arc<Self>, out: parking_lot::MutexGuard<'_, Out>) {
-        if out.queue.is_stopped() && out.queue.has_work() {
+        if out.writing_out() {
             self.ask_flush(out);
         }
     }
@@ -1091,8 +1096,7 @@ impl Lane {
 
     /// Whether the lane is stopped and still has frames to write out.
     pub fn is_writing_out(&self) -> bool {
-        let out = self.out.lock();
-        out.queue.is_stopped() && out.queue.has_work()
+        self.out.lock().writing_out()
     }
 
     /// Whether nothing is left to write: no frame queued or in a writer's

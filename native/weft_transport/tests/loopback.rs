@@ -2048,12 +2048,7 @@ fn a_malformed_membership_message_is_counted_and_closes_its_connection() {
     use weft_core::wire::encode_control;
     use weft_core::{Control, FrameKind};
     let (b, brx) = node("b@h", "c", 1 << 20);
-    let mut x = raw_control(&b, "x@h", 1);
-    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
-    x.write_all(&heartbeat).unwrap();
-    wait_for("x@h up", || {
-        brx.try_iter().any(|e| e == Ev::Up("x@h".into()))
-    });
+    let (mut x, _) = raw_peer_up(&b, &brx, None);
     assert_eq!(dropped(&b, "malformed"), 0);
     // full mesh (1), then a message kind it does not have (99)
     x.write_all(&frame(
@@ -2082,12 +2077,7 @@ fn a_stopped_lane_holding_frames(
     use std::io::Write;
     use weft_core::wire::encode_control;
     use weft_core::{Control, FrameKind};
-    let mut x = raw_control(a, "x@h", 1);
-    let heartbeat = frame(FrameKind::Control, &encode_control(&Control::Heartbeat));
-    x.write_all(&heartbeat).unwrap();
-    wait_for("x@h up", || {
-        arx.try_iter().any(|e| e == Ev::Up("x@h".into()))
-    });
+    let (mut x, _) = raw_peer_up(a, arx, None);
     let lane = LaneKey {
         channel: "default".into(),
         index: 0,
