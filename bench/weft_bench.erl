@@ -19,6 +19,14 @@
 
 -define(CAP_MBIT, 500).
 
+%% Echo cells through the proxy with this many clients or more are bound by
+%% two cores that run both nodes, the proxy and the limit's program, where
+%% one 5-second pass moved by 15-25 % (bench/RESULTS.md, 2026-12-06 23:03
+%% and 2026-12-07 05:46): their configurations alternate ?CAPPED_REPS
+%% times on nodes started once, and each row is the median run.
+-define(MANY_CLIENTS, 128).
+-define(CAPPED_REPS, 3).
+
 %% System calls counted one by one in a profile (the others only in the
 %% total).
 -define(PROFILE_SYSCALLS, ["writev", "write", "sendmsg", "sendto", "read", "readv", "recvfrom",
@@ -158,9 +166,9 @@ run(Plan, Cells) ->
                       [Emit(profile_cell(C, Cell)) || C <- cell_configs(Cell)];
                   {profile, _, _, _, _, _} ->
                       [Emit(profile_cell(C, erlang:delete_element(6, Cell))) || C <- cell_configs(Cell)];
-                  {echo, 0, _, _, _} ->
+                  {echo, Rtt, _, Clients, _} when Rtt =:= 0; Clients >= ?MANY_CLIENTS ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
-                  {echo, 0, _, _, _, _} ->
+                  {echo, Rtt, _, Clients, _, _} when Rtt =:= 0; Clients >= ?MANY_CLIENTS ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), erlang:delete_element(6, Cell))];
                   _ ->
                       [Emit(cell(Netem, Config, {element(1, Cell), element(2, Cell), element(3, Cell),
@@ -220,19 +228,7 @@ cell(Netem, limit, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
-    Count = node_count(Workload),
-    %% Each node listens on a port of its own; the others reach it through
-    %% its proxy (or directly, without emulation).
-    Listen = free_ports(Count),
-    %% (ports other than Listen: the proxy binds these while the nodes
-    %% bind those; seen: a node failed to start with eaddrinuse)
-    Advertised = case Rtt of 0 -> Listen; _ -> lists:sublist(free_ports(Count, Listen), Count) end,
-    Proxy = start_proxy(Netem, Rtt, cap(Workload, Rtt), lists:zip(Advertised, Listen)),
-    Tag = integer_to_list(erlang:unique_integer([positive])),
-    Names = ["bench_" ++ [$a + I - 1] ++ Tag || I <- lists:seq(1, Count)],
-    Ports = lists:join(",", [N ++ "=" ++ integer_to_list(X) || {N, X} <- lists:zip(Names, Advertised)]),
-    Started = [start_node(N, Config, L, X, lists:flatten(Ports))
-               || {N, L, X} <- lists:zip3(Names, Listen, Advertised)],
+    {Started, Proxy} = start_nodes(Netem, Config, node_count(Workload), Rtt, cap(Workload, Rtt)),
     [{A, _NodeA} | Others] = Started,
     [{_B, NodeB} | _] = Others,
     try
@@ -259,47 +255,84 @@ cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
         Proxy =:= none orelse port_close(Proxy)
     end.
 
+%% `Count' fresh nodes of `Config', each behind the latency proxy (none
+%% with `Rtt' 0: plain loopback). Returns them and the proxy's port.
+start_nodes(Netem, Config, Count, Rtt, Cap) ->
+    %% Each node listens on a port of its own; the others reach it through
+    %% its proxy (or directly, without emulation).
+    Listen = free_ports(Count),
+    %% (ports other than Listen: the proxy binds these while the nodes
+    %% bind those; seen: a node failed to start with eaddrinuse)
+    Advertised = case Rtt of 0 -> Listen; _ -> lists:sublist(free_ports(Count, Listen), Count) end,
+    Proxy = start_proxy(Netem, Rtt, Cap, lists:zip(Advertised, Listen)),
+    Tag = integer_to_list(erlang:unique_integer([positive])),
+    Names = ["bench_" ++ [$a + I - 1] ++ Tag || I <- lists:seq(1, Count)],
+    Ports = lists:join(",", [N ++ "=" ++ integer_to_list(X) || {N, X} <- lists:zip(Names, Advertised)]),
+    Started = [start_node(N, Config, L, X, lists:flatten(Ports))
+               || {N, L, X} <- lists:zip3(Names, Listen, Advertised)],
+    {Started, Proxy}.
+
 %% Small messages without emulation: what is measured is each transport's
 %% own path on a shared 2-core machine, where one run of a few seconds can
 %% be 30 % off the next. So every configuration's nodes start once, and
 %% ?REPS short runs of each alternate; each row is the median run (by ops/s).
 -define(REPS, 5).
 -define(REP_MS, 1500).
+%% Echo through the proxy with ?MANY_CLIENTS clients or more: the same,
+%% with ?CAPPED_REPS runs of the cell's length (see ?MANY_CLIENTS).
 
-repeated_cell(Netem, Configs, {echo, 0, Payload, Clients, _Seconds} = Cell) ->
-    Setups = [{C, setup_pair(C)} || C <- Configs, C =/= limit],
+repeated_cell(Netem, Configs, {echo, Rtt, _Payload, _Clients, Seconds} = Cell) ->
+    {Reps, Ms} = case Rtt of
+                     0 -> {?REPS, ?REP_MS};
+                     _ -> {?CAPPED_REPS, round(Seconds * 1000)}
+                 end,
+    Setups = [{C, setup_echo(Netem, C, Rtt, cap(echo, Rtt))} || C <- Configs, C =/= limit],
     try
-        Runs = [[{C, rep(Netem, C, proplists:get_value(C, Setups), Payload, Clients)} || C <- Configs]
-                || _ <- lists:seq(1, ?REPS)],
-        [report_overloaded(C, S) || {C, S} <- Setups],
+        Runs = [[{C, rep(Netem, C, proplists:get_value(C, Setups), Cell, Ms)} || C <- Configs]
+                || _ <- lists:seq(1, Reps)],
+        [report_overloaded(C, S) || {C, {S, _Proxy}} <- Setups],
         [begin
              Mine = lists:sort([R || Rep <- Runs, {C1, R} <- Rep, C1 =:= C]),
              {Ops, P50, P99} = lists:nth((length(Mine) + 1) div 2, Mine),
-             row(C, setelement(5, Cell, ?REP_MS / 1000), Ops, P50, P99)
+             Reps > 1 andalso io:format("  ~p: ~s ops/s in the ~p runs, the median kept~n",
+                                        [C, lists:join(", ", [io_lib:format("~.1f", [O]) || {O, _, _} <- Mine]),
+                                         Reps]),
+             row(C, setelement(5, Cell, Ms / 1000), Ops, P50, P99)
          end || C <- Configs]
     after
         [teardown(S) || {_, S} <- Setups]
     end.
 
+%% Two nodes of `Config', connected (behind the proxy unless `Rtt' is 0),
+%% B running the echo server. Returns the nodes.
 setup_pair(Config) ->
-    [PA, PB] = free_ports(2),
-    Tag = integer_to_list(erlang:unique_integer([positive])),
-    Names = ["bench_a" ++ Tag, "bench_b" ++ Tag],
-    Ports = lists:flatten(lists:join(",", [N ++ "=" ++ integer_to_list(P) || {N, P} <- lists:zip(Names, [PA, PB])])),
-    Started = [start_node(N, Config, P, P, Ports) || {N, P} <- lists:zip(Names, [PA, PB])],
-    connect_all(Config, Started),
-    [_, {B, _}] = Started,
-    ok = peer:call(B, ?MODULE, echo_server, [Config]),
+    {Started, none} = setup_echo(none, Config, 0, 0),
     Started.
 
+setup_echo(Netem, Config, Rtt, Cap) ->
+    {Started, _Proxy} = Setup = start_nodes(Netem, Config, 2, Rtt, Cap),
+    try
+        connect_all(Config, Started),
+        [_, {B, _}] = Started,
+        ok = peer:call(B, ?MODULE, echo_server, [Config]),
+        Setup
+    catch
+        Class:Reason:Stack ->
+            teardown(Setup),
+            erlang:raise(Class, Reason, Stack)
+    end.
+
+teardown({Started, Proxy}) ->
+    teardown(Started),
+    Proxy =:= none orelse port_close(Proxy);
 teardown(Started) ->
     [catch peer:stop(P) || {P, _} <- Started].
 
-rep(Netem, limit, undefined, Payload, Clients) ->
-    #{ops := Ops, p50 := P50, p99 := P99} = cell(Netem, limit, {echo, 0, Payload, Clients, ?REP_MS / 1000}),
+rep(Netem, limit, undefined, {echo, Rtt, Payload, Clients, _}, Ms) ->
+    #{ops := Ops, p50 := P50, p99 := P99} = cell(Netem, limit, {echo, Rtt, Payload, Clients, Ms / 1000}),
     {Ops, P50, P99};
-rep(_Netem, Config, [{A, _}, {_, NodeB}], Payload, Clients) ->
-    {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients, [Config, NodeB, Clients, Payload, ?REP_MS], 60000),
+rep(_Netem, Config, {[{A, _}, {_, NodeB}], _Proxy}, {echo, _, Payload, Clients, _}, Ms) ->
+    {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients, [Config, NodeB, Clients, Payload, Ms], Ms + 120000),
     {Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99)}.
 
 %% Sends that weft refused as overloaded (and `fwd' retried) on the nodes of
@@ -390,7 +423,7 @@ start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
                     "-weft_bench_ports", ""]
            end,
     {ok, Peer, Node} = peer:start(#{name => Name, connection => standard_io,
-                                    args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags(),
+                                    args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags() ++ nospin_flags(Config),
                                     wait_boot => 30000}),
     ok = join_cpu_group(Peer),
     case Config of
@@ -530,6 +563,12 @@ extra_weft_opts() ->
 vm_flags() ->
     string:lexemes(os:getenv("WEFT_BENCH_ERL_FLAGS", ""), " ").
 
+%% For custom cells that compare, in one run, nodes whose schedulers
+%% busy-wait before they sleep (the VM's default) with nodes whose
+%% schedulers do not.
+nospin_flags(weft_16_nospin) -> ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
+nospin_flags(_) -> [].
+
 %% Send queues: weft bounds them (128 MiB per peer, 512 MiB in all, by
 %% default) and refuses more with `{error, overloaded}'. The echo and
 %% latency cells queue up to 128 clients x 8 MB = 1 GiB toward one peer, so
@@ -549,7 +588,10 @@ weft_opts(weft_16, Listen, Advertise) ->
 %% (16 lanes without the shared lane: every lane's small messages on its own
 %% connection, as before it; for custom cells that measure the shared lane)
 weft_opts(weft_16_own, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false}.
+    (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false};
+%% (16 lanes on nodes whose schedulers do not busy-wait: see nospin_flags/1)
+weft_opts(weft_16_nospin, Listen, Advertise) ->
+    weft_opts(weft_16, Listen, Advertise).
 
 %% Connect the first node to every other (for weft: join them all, and
 %% wait until every node has all its lanes to every other).
@@ -598,7 +640,8 @@ fwd(Node, Name, Msg, Opts) ->
 channel(disterl) -> default;
 channel(weft_1) -> default;
 channel(weft_16) -> vnode;
-channel(weft_16_own) -> vnode.
+channel(weft_16_own) -> vnode;
+channel(weft_16_nospin) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->
