@@ -438,7 +438,21 @@ impl Node {
     /// detection, membership timers (gossip, forgetting long-down members,
     /// expired tombstones), redials.
     pub fn on_timeout(&mut self, now: Millis) {
-        for id in self.detector.poll_down(now) {
+        self.on_timeout_behind(now, None);
+    }
+
+    /// [`Node::on_timeout`] for a driver that has input it has not given
+    /// to the node yet, the oldest of it received at `waiting_since` (`None`:
+    /// none waits). Everything is done as at `now`, but a peer is declared
+    /// down only for a silence before `waiting_since`: what waits may be
+    /// its heartbeat, which came in time and must not count late because
+    /// the driver was busy with something else (a slow message, a
+    /// stalled callback). A peer whose deadline passed since is not
+    /// decided: its deadline stays due, for the next call once the
+    /// driver has taken some of its input.
+    pub fn on_timeout_behind(&mut self, now: Millis, waiting_since: Option<Millis>) {
+        let heard_until = waiting_since.map_or(now, |t| t.min(now));
+        for id in self.detector.poll_down(heard_until) {
             let Some(name) = self.peers.name_of(id).map(Name::new) else {
                 continue;
             };
@@ -784,6 +798,52 @@ mod tests {
 
     /// A membership message that cannot be read closes the control
     /// connection it came on, with a warning naming the peer.
+    /// A driver that was busy tells the node when its oldest waiting
+    /// input came: a peer is declared down only for a silence before
+    /// then (its heartbeat may be what waits), and is looked at again
+    /// once the input is taken; everything else is done as at `now`.
+    #[test]
+    fn a_peer_is_not_down_for_a_silence_that_is_the_drivers_backlog() {
+        let timing = Timing {
+            heartbeat_interval: 100,
+            heartbeat_timeout: 1000,
+            ..Timing::default()
+        };
+        let mut b = Node::new(spec("b@h", 7, 2), timing.clone(), 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        // busy from 50 to 1500; a's heartbeat came at 900 and waits
+        b.on_timeout_behind(1500, Some(900));
+        assert_eq!(b.up_peers(), ["a@h"]);
+        let heartbeats = drain(&mut b)
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        msg: Control::Heartbeat,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(heartbeats, 1, "heartbeats are sent as at now");
+        assert!(b.next_deadline() <= Some(1500), "a is looked at again");
+        b.on_control(1500, "a@h", 1, Control::Heartbeat);
+        b.on_timeout(1501);
+        assert_eq!(b.up_peers(), ["a@h"]);
+        // silent since, with nothing waiting: down
+        b.on_timeout_behind(2501, None);
+        assert!(b.up_peers().is_empty());
+        // and as before, without the backlog: down at 1001
+        let mut c = Node::new(spec("c@h", 8, 3), timing, 1);
+        c.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        c.on_timeout(1001);
+        assert!(c.up_peers().is_empty());
+    }
+
     #[test]
     fn a_malformed_membership_message_closes_the_control_connection() {
         let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);

@@ -239,6 +239,11 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// The bytes not read yet, as they lie in the buffer.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     /// The next `n` bytes, if present.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
         if n > self.remaining() {

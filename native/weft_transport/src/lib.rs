@@ -73,7 +73,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use wake::Watcher;
 pub use weft_core::lane::Choice;
 use weft_core::membership::callback::Callback;
@@ -91,7 +91,7 @@ pub(crate) struct Shared {
     local: RwLock<NodeSpec>,
     up: RwLock<Vec<String>>,
     sink: Arc<dyn Sink>,
-    driver: mpsc::UnboundedSender<driver::Msg>,
+    driver: driver::Inbox,
     next_conn: AtomicU64,
     conns: Mutex<ConnTable>,
     pollers: Arc<PollerSet>,
@@ -242,7 +242,7 @@ impl Transport {
             }
         };
         let core = Node::with_overlay(local.clone(), config.timing.clone(), random(), membership);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = driver::inbox();
         let routes = Routes::new(
             config
                 .channels

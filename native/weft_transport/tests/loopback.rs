@@ -90,12 +90,21 @@ impl Sink for TestSink {
     fn this_node_left(&self) {
         let _ = self.0.lock().unwrap().send(Ev::ThisNodeLeft);
     }
-    fn log(&self, level: Level, text: &str, _p: Option<&str>, _l: Option<&LaneKey>) {
+    fn log(&self, level: Level, text: &str, p: Option<&str>, _l: Option<&LaneKey>) {
+        if p == Some(STALLER) && text == "node up" {
+            // (the driver logs it: held as if it were busy)
+            std::thread::sleep(STALL);
+        }
         if level >= Level::Notice {
             let _ = self.0.lock().unwrap().send(Ev::Log(text.into()));
         }
     }
 }
+
+/// A peer whose "node up" line holds the driver that logs it for
+/// [`STALL`] (the sink sleeps), as a slow step of the driver would.
+const STALLER: &str = "stall@h";
+const STALL: Duration = Duration::from_millis(1500);
 
 fn node(name: &str, cookie: &str, max_frame: u64) -> (Transport, Receiver<Ev>) {
     let (t, rx, _) = node_in(name, cookie, max_frame, IoMode::Threads);
@@ -2308,4 +2317,119 @@ fn heartbeats_to_a_peer_that_reads_nothing_queue_a_bounded_amount() {
     );
     assert!(b.up_peers().contains(&"x@h".to_string()));
     drop(x);
+}
+
+/// A full-mesh view (tag 1, a push) of `n` members as a peer with the
+/// cookie may send them at the bounds: 240-byte names, one address and 8
+/// channels each (335 bytes: 21 MB for `MAX_VIEW_MEMBERS`), all of
+/// incarnation `incarnation`.
+fn members_view(n: usize, incarnation: u64) -> Vec<u8> {
+    use weft_core::membership::full_mesh::{encode, Message, View};
+    let members = (0..n)
+        .map(|i| NodeSpec {
+            name: format!("m{i:05}@{}", "h".repeat(233)),
+            incarnation,
+            addrs: vec!["127.0.0.1:1".parse().unwrap()],
+            channels: (0..8)
+                .map(|c| ChannelSpec {
+                    name: format!("chan{c}"),
+                    parallelism: 4,
+                })
+                .collect(),
+            max_frame: 1 << 20,
+        })
+        .collect();
+    let view = View {
+        members,
+        tombstones: vec![],
+    };
+    [&[1u8][..], &encode(&Message::View { view, reply: false })].concat()
+}
+
+/// A peer with the cookie that sends views at the bounds back to back
+/// (65,536 members, 21 MB each) does not make the heartbeats between a and
+/// b, two real peers, come late: neither declares the other down
+/// (`heartbeat_interval` 100 ms, `heartbeat_timeout` 1 s). Before, each
+/// view took b 855 ms here (debug build; 155 ms in a release build: each
+/// member decoded, checked and dropped), and b saw a go down. With views
+/// read in place (about 200 ms here, 30 ms in a release build), b still
+/// went down at a: b's driver took a view, then a's heartbeats, then the
+/// next view, and sent no heartbeat meanwhile (see `Driver::run`).
+#[test]
+fn views_at_the_bounds_back_to_back_keep_real_peers_up() {
+    use std::io::Write;
+    use weft_core::membership::full_mesh::MAX_VIEW_MEMBERS;
+    use weft_core::wire::encode_control;
+    use weft_core::{Control, FrameKind};
+    let (b, brx, _db) = node_with("b@h", "c", 1 << 25, IoMode::Threads, |_| {});
+    let (a, arx, _da) = node_with("a@h", "c", 1 << 25, IoMode::Threads, |_| {});
+    join_and_connect(&a, &b);
+    let (mut x, _) = raw_peer_up(&b, &brx, None);
+    let view = frame(
+        FrameKind::Control,
+        &encode_control(&Control::Membership(members_view(MAX_VIEW_MEMBERS, 9))),
+    );
+    const VIEWS: u64 = 10;
+    let taken = |t: &Transport| {
+        let info = t.info().unwrap();
+        let p = info.peers.into_iter().find(|p| p.name == "x@h").unwrap();
+        let l = p.lanes.into_iter().find(|l| l.key.is_control()).unwrap();
+        l.recv_frames
+    };
+    let before = taken(&b);
+    let start = Instant::now();
+    for _ in 0..VIEWS {
+        x.write_all(&view).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while taken(&b) < before + VIEWS || b.driver_queued().events > 0 {
+        assert!(Instant::now() < deadline, "b did not take every view");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = start.elapsed();
+    eprintln!(
+        "{VIEWS} views of {} bytes taken in {:?} ({:?} each)",
+        view.len(),
+        took,
+        took / VIEWS as u32
+    );
+    let downs = |rx: &Receiver<Ev>| {
+        rx.try_iter()
+            .filter(|e| matches!(e, Ev::Down(_)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(downs(&brx), [], "at b");
+    assert_eq!(downs(&arx), [], "at a");
+    assert_eq!(b.up_peers().len(), 2, "{:?}", b.up_peers());
+    drop(x);
+}
+
+/// A heartbeat that came in time is not taken for silence because the
+/// driver was busy when it came: b's driver is held for 1.5 s (its sink
+/// sleeps as it logs a peer up), past a's `heartbeat_timeout` at b (1 s),
+/// while a's heartbeats wait for it. Once free, b's deadline for a has
+/// passed, and b sees it before it takes what waits; told when the oldest
+/// message waiting came, it does not declare a down. (a waits longer for
+/// b, which was silent for real.)
+#[test]
+fn a_heartbeat_waiting_for_a_busy_driver_is_not_late() {
+    let (b, brx, _db) = node_with("b@h", "c", 1 << 20, IoMode::Threads, |_| {});
+    let (a, arx, _da) = node_with("a@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.timing.heartbeat_timeout = 5000;
+    });
+    join_and_connect(&a, &b);
+    let stalled = Instant::now();
+    let _staller = raw_control(&b, STALLER, 1);
+    assert!(stalled.elapsed() >= STALL, "the driver was not held");
+    // (a second timeout's worth after the stall)
+    std::thread::sleep(Duration::from_millis(1000));
+    // (the staller sends no heartbeats: it goes down, as it should)
+    let downs = |rx: &Receiver<Ev>| {
+        rx.try_iter()
+            .filter(|e| matches!(e, Ev::Down(p) if p != STALLER))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(downs(&brx), [], "at b");
+    assert_eq!(downs(&arx), [], "at a");
+    assert!(b.up_peers().contains(&"a@h".to_string()));
 }

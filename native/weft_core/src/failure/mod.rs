@@ -32,7 +32,9 @@ pub trait FailureDetector: std::fmt::Debug + Send {
     fn on_heard(&mut self, now: Millis, peer: PeerId);
     /// `peer` is down or gone for another reason: stop watching it.
     fn on_gone(&mut self, peer: PeerId);
-    /// The peers to declare down at `now` (each reported once).
+    /// The peers to declare down at `now`, everything heard until then
+    /// having been told (each reported once). `now` may be earlier than
+    /// an earlier call's (see [`crate::node::Node::on_timeout_behind`]).
     fn poll_down(&mut self, now: Millis) -> Vec<PeerId>;
     /// When [`FailureDetector::poll_down`] may next have something to say.
     /// Early is allowed (a wake-up that finds nothing); late is not.
