@@ -796,8 +796,6 @@ mod tests {
             .any(|a| matches!(a, Action::Dial { peer, .. } if peer == "a@h")));
     }
 
-    /// A membership message that cannot be read closes the control
-    /// connection it came on, with a warning naming the peer.
     /// A driver that was busy tells the node when its oldest waiting
     /// input came: a peer is declared down only for a silence before
     /// then (its heartbeat may be what waits), and is looked at again
@@ -844,6 +842,8 @@ mod tests {
         assert!(c.up_peers().is_empty());
     }
 
+    /// A membership message that cannot be read closes the control
+    /// connection it came on, with a warning naming the peer.
     #[test]
     fn a_malformed_membership_message_closes_the_control_connection() {
         let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);
