@@ -423,7 +423,7 @@ start_node(Name, Config, Listen, Advertise, Ports, Extra) ->
                     "-weft_bench_ports", ""]
            end,
     {ok, Peer, Node} = peer:start(#{name => Name, connection => standard_io,
-                                    args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags() ++ nospin_flags(Config),
+                                    args => ["-pa", Bench, "-pa", Ebin | Dist] ++ vm_flags() ++ config_flags(Config),
                                     wait_boot => 30000}),
     ok = join_cpu_group(Peer),
     case Config of
@@ -563,11 +563,14 @@ extra_weft_opts() ->
 vm_flags() ->
     string:lexemes(os:getenv("WEFT_BENCH_ERL_FLAGS", ""), " ").
 
-%% For custom cells that compare, in one run, nodes whose schedulers
-%% busy-wait before they sleep (the VM's default) with nodes whose
-%% schedulers do not.
-nospin_flags(weft_16_nospin) -> ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
-nospin_flags(_) -> [].
+%% Emulator flags of a configuration, for custom cells that compare in
+%% one run nodes with the VM's defaults (weft_16) and nodes with a flag:
+%% schedulers that do not busy-wait before they sleep (weft_16_nospin), or
+%% binaries up to 4 MB in the binary allocator's multiblock carriers
+%% (weft_16_sbct; the README's advice for large messages).
+config_flags(weft_16_nospin) -> ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
+config_flags(weft_16_sbct) -> ["+MBsbct", "4096"];
+config_flags(_) -> [].
 
 %% Send queues: weft bounds them (128 MiB per peer, 512 MiB in all, by
 %% default) and refuses more with `{error, overloaded}'. The echo and
@@ -589,8 +592,8 @@ weft_opts(weft_16, Listen, Advertise) ->
 %% connection, as before it; for custom cells that measure the shared lane)
 weft_opts(weft_16_own, Listen, Advertise) ->
     (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false};
-%% (16 lanes on nodes whose schedulers do not busy-wait: see nospin_flags/1)
-weft_opts(weft_16_nospin, Listen, Advertise) ->
+%% (16 lanes on nodes started with other emulator flags: see config_flags/1)
+weft_opts(Config, Listen, Advertise) when Config =:= weft_16_nospin; Config =:= weft_16_sbct ->
     weft_opts(weft_16, Listen, Advertise).
 
 %% Connect the first node to every other (for weft: join them all, and
@@ -641,7 +644,8 @@ channel(disterl) -> default;
 channel(weft_1) -> default;
 channel(weft_16) -> vnode;
 channel(weft_16_own) -> vnode;
-channel(weft_16_nospin) -> vnode.
+channel(weft_16_nospin) -> vnode;
+channel(weft_16_sbct) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->

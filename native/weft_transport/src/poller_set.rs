@@ -76,11 +76,56 @@ impl PollerSet {
     }
 }
 
-/// Which of `pollers` serves the lane `key` to `peer`: spread over all.
+/// Which of `pollers` serves the lane `key` to `peer`: the lanes of one
+/// channel to one peer go to consecutive pollers from one that a hash of
+/// the peer and the channel picks, so that they spread evenly. (A hash of
+/// each lane split the 16 bulk lanes of a channel over two threaded
+/// pollers unevenly, differently on each start of a node: one poller
+/// thread took as little as two thirds of the other's CPU time in the
+/// 512 KB echo with 128 clients. No change of throughput was seen in that
+/// cell, which the latency proxy's CPU bounds; `bench/RESULTS.md`,
+/// 2026-12-07 05:46-06:50.)
 fn pick(pollers: &[Arc<Poller>], peer: &str, key: &LaneKey) -> Arc<Poller> {
+    pollers[spread(pollers.len(), peer, key)].clone()
+}
+
+/// The index of the poller of `n` that serves the lane `key` to `peer`.
+fn spread(n: usize, peer: &str, key: &LaneKey) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     peer.hash(&mut h);
-    key.hash(&mut h);
-    pollers[(h.finish() % pollers.len() as u64) as usize].clone()
+    key.channel.hash(&mut h);
+    (h.finish().wrapping_add(u64::from(key.index)) % n as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+    use weft_core::LaneKey;
+
+    /// The lanes of a channel to a peer are spread evenly over the
+    /// pollers, whatever the peer's name: at most one lane more on one
+    /// poller than on another.
+    #[test]
+    fn a_channels_lanes_spread_evenly_over_the_pollers() {
+        for pollers in [1, 2, 3, 4, 7] {
+            for peer in (0..200).map(|i| format!("bench_b{i}@host")) {
+                for lanes in [1u16, 2, 16, 17, 100] {
+                    let mut on = vec![0; pollers];
+                    for index in 0..lanes {
+                        let key = LaneKey {
+                            channel: "vnode".into(),
+                            index,
+                        };
+                        on[spread(pollers, &peer, &key)] += 1;
+                    }
+                    let (min, max) = (on.iter().min().unwrap(), on.iter().max().unwrap());
+                    assert!(
+                        max - min <= 1,
+                        "{peer}, {lanes} lanes over {pollers}: {on:?}"
+                    );
+                }
+            }
+        }
+    }
 }
