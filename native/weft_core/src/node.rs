@@ -449,9 +449,14 @@ impl Node {
     /// the driver was busy with something else (a slow message, a
     /// stalled callback). A peer whose deadline passed since is not
     /// decided: its deadline stays due, for the next call once the
-    /// driver has taken some of its input.
+    /// driver has taken some of its input. The allowance is at most one
+    /// more `heartbeat_timeout`: a driver that stays behind longer (a
+    /// flood that keeps its inbox full) declares a silent peer down at
+    /// most twice `heartbeat_timeout` after its last heartbeat taken, not
+    /// never (a review measured 15-20 s with no bound).
     pub fn on_timeout_behind(&mut self, now: Millis, waiting_since: Option<Millis>) {
-        let heard_until = waiting_since.map_or(now, |t| t.min(now));
+        let floor = now.saturating_sub(self.timing.heartbeat_timeout);
+        let heard_until = waiting_since.map_or(now, |t| t.clamp(floor, now));
         for id in self.detector.poll_down(heard_until) {
             let Some(name) = self.peers.name_of(id).map(Name::new) else {
                 continue;
@@ -834,6 +839,17 @@ mod tests {
         // silent since, with nothing waiting: down
         b.on_timeout_behind(2501, None);
         assert!(b.up_peers().is_empty());
+        // a driver behind by more than heartbeat_timeout: the allowance
+        // is one more heartbeat_timeout (a heard at 0, input waiting
+        // since 100: up at 1900, down at 2002)
+        let mut b2 = Node::new(spec("b@h", 7, 2), timing.clone(), 1);
+        b2.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b2);
+        b2.on_timeout_behind(1900, Some(100));
+        assert_eq!(b2.up_peers(), ["a@h"], "within the allowance");
+        b2.on_timeout_behind(2002, Some(100));
+        assert!(b2.up_peers().is_empty(), "past the allowance");
         // and as before, without the backlog: down at 1001
         let mut c = Node::new(spec("c@h", 8, 3), timing, 1);
         c.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())

@@ -95,7 +95,8 @@ fn spread(n: usize, peer: &str, key: &LaneKey) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     peer.hash(&mut h);
     key.channel.hash(&mut h);
-    (h.finish().wrapping_add(u64::from(key.index)) % n as u64) as usize
+    let n = n as u64;
+    ((h.finish() % n + u64::from(key.index)) % n) as usize
 }
 
 #[cfg(test)]
