@@ -691,6 +691,41 @@ mod tests {
             .expect("a dial for the lane")
     }
 
+    /// A member gossiped with a new incarnation in every view, never
+    /// reached, is not dialed again at once each time: its redial
+    /// schedule (with its backoff) carries over, so made-up members whose
+    /// incarnations change cost at most one dial each per backoff.
+    #[test]
+    fn a_member_never_reached_is_not_redialed_for_each_new_incarnation() {
+        let timing = Timing {
+            reconnect_min_backoff: 100,
+            reconnect_max_backoff: 5000,
+            ..Timing::default()
+        };
+        let mut b = Node::new(spec("b@h", 7, 2), timing, 1);
+        b.on_hello(0, 1, &spec("a@h", 5, 1), &LaneKey::control())
+            .unwrap();
+        drain(&mut b);
+        let mut dials = Vec::new();
+        for t in 10..1010 {
+            let view = View {
+                members: vec![spec("a@h", 5, 1), spec("b@h", 7, 2), spec("c@h", 3 + t, 3)],
+                tombstones: vec![],
+            };
+            b.on_control(t, "a@h", 1, gossip(view));
+            b.on_timeout(t);
+            let n = drain(&mut b)
+                .iter()
+                .filter(|a| matches!(a, Action::Dial { peer, .. } if peer == "c@h"))
+                .count();
+            dials.extend(std::iter::repeat_n(t, n));
+        }
+        assert_eq!(dials.first(), Some(&10), "the first is dialed at once");
+        // (backoff 100, 200, 400 ms...: a handful in a second, not 1,000)
+        assert!(dials.len() <= 5, "{dials:?}");
+        assert!(dials.windows(2).all(|w| w[1] - w[0] >= 100), "{dials:?}");
+    }
+
     #[test]
     fn gossip_on_a_forgotten_connection_is_ignored() {
         let mut b = Node::new(spec("b@h", 7, 2), Timing::default(), 1);

@@ -401,8 +401,39 @@ impl PeerTable {
                 out.push(self.route_action(local, &name));
             }
             Some(known) if known != spec.incarnation && spec.incarnation != 0 => {
+                // A member never reached in this incarnation keeps its
+                // redial schedule across a new one heard of second hand
+                // (as if its dial under way had failed): a peer with the
+                // cookie that gossips members whose incarnations change
+                // with every view made this node dial each of them at once
+                // every time (a review: 1,023 dials per 30 KB view, 86,427
+                // connections in 5.5 s to an address it chose). A member
+                // that was up, or is down, is dialed at once as before: a
+                // node that restarted comes back without waiting.
+                let carried = self
+                    .get(spec.name.as_str())
+                    .filter(|p| p.status == PeerStatus::Connecting)
+                    .map(|p| {
+                        let l = p.lanes.control();
+                        match l.slot {
+                            Slot::Idle { retry_at } => (retry_at, l.backoff),
+                            _ => (
+                                now + l.backoff,
+                                l.backoff.saturating_mul(2).min(self.max_backoff),
+                            ),
+                        }
+                    });
                 self.forget(&spec.name, DownReason::Restarted, out);
-                self.add(now, first_dial, local, spec, out);
+                let name = Name::new(&spec.name);
+                match carried {
+                    Some((next, backoff)) => {
+                        self.add(now, first_dial.max(next), local, spec, out);
+                        if let Some(p) = self.get_mut(name.as_str()) {
+                            p.lanes.control_mut().backoff = backoff;
+                        }
+                    }
+                    None => self.add(now, first_dial, local, spec, out),
+                }
             }
             Some(_) => {
                 if let Some(p) = self.get_mut(spec.name.as_str()) {
