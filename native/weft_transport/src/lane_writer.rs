@@ -1053,8 +1053,17 @@ impl Lane {
         let mut out = self.out.lock();
         self.release(&mut out);
         out.queue.stop();
+        // (a lane with nothing to write out is watched by no task: a peer
+        // with the cookie that gossips made-up members whose incarnations
+        // change made the node stop thousands of empty lanes a second, and
+        // a task each, asleep for WRITE_OUT_STALL with the lane's memory,
+        // took it to 1 GB in 5 s)
+        let written =
+            out.queue.queued().frames == 0 && !out.queue.is_busy() && out.held().frames == 0;
         self.ask_flush(out);
-        self.watch_write_out();
+        if !written {
+            self.watch_write_out();
+        }
     }
 
     /// Every [`WRITE_OUT_STALL`] until the stopped lane is written out:
@@ -1275,6 +1284,19 @@ mod tests {
     use crate::poller::{run_thread, Poller};
     use std::io::Read;
     use weft_core::lane::DIRECT_MAX;
+
+    /// A stopped lane with nothing to write out is not watched (no task
+    /// holds it for `WRITE_OUT_STALL`); one with frames is.
+    #[test]
+    fn only_a_stopped_lane_with_frames_is_watched_until_written_out() {
+        let (_rt, _poller, empty) = unconnected_lane();
+        empty.stop();
+        assert_eq!(Arc::weak_count(&empty), 0, "nothing to write: no watcher");
+        let (_rt2, _poller2, full) = unconnected_lane();
+        full.push(FrameKind::Control, vec![1, 2, 3].into());
+        full.stop();
+        assert_eq!(Arc::weak_count(&full), 1, "a watcher until written out");
+    }
 
     /// A lane with no connection yet, its poller, and the runtime of its
     /// timers (keep it alive as long as the lane).

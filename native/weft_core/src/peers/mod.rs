@@ -340,6 +340,21 @@ impl PeerTable {
         spec: NodeSpec,
         out: &mut Actions,
     ) {
+        self.add_scheduled(now, first_dial, true, local, spec, out)
+    }
+
+    /// [`PeerTable::add`]; `schedule`: whether to put the first dial in
+    /// the queue of due dials (`false`: an entry for this name at
+    /// `first_dial` or earlier is there already).
+    fn add_scheduled(
+        &mut self,
+        now: Millis,
+        first_dial: Millis,
+        schedule: bool,
+        local: &NodeSpec,
+        spec: NodeSpec,
+        out: &mut Actions,
+    ) {
         let name = Name::new(&spec.name);
         let lanes = self.lanes_for(local, &spec, first_dial);
         let peer = Peer {
@@ -361,7 +376,9 @@ impl PeerTable {
             }
         };
         self.ids.insert(name.clone(), id);
-        self.due.push(Reverse((first_dial, name.clone())));
+        if schedule {
+            self.due.push(Reverse((first_dial, name.clone())));
+        }
         out.push(self.route_action(local, &name));
     }
 
@@ -410,24 +427,28 @@ impl PeerTable {
                 // connections in 5.5 s to an address it chose). A member
                 // that was up, or is down, is dialed at once as before: a
                 // node that restarted comes back without waiting.
+                // (an idle lane's next dial is queued already: one entry
+                // per name, not one per incarnation heard of)
                 let carried = self
                     .get(spec.name.as_str())
                     .filter(|p| p.status == PeerStatus::Connecting)
                     .map(|p| {
                         let l = p.lanes.control();
                         match l.slot {
-                            Slot::Idle { retry_at } => (retry_at, l.backoff),
+                            Slot::Idle { retry_at } => (retry_at, l.backoff, true),
                             _ => (
                                 now + l.backoff,
                                 l.backoff.saturating_mul(2).min(self.max_backoff),
+                                false,
                             ),
                         }
                     });
                 self.forget(&spec.name, DownReason::Restarted, out);
                 let name = Name::new(&spec.name);
                 match carried {
-                    Some((next, backoff)) => {
-                        self.add(now, first_dial.max(next), local, spec, out);
+                    Some((next, backoff, queued)) => {
+                        let queued = queued && first_dial <= next;
+                        self.add_scheduled(now, first_dial.max(next), !queued, local, spec, out);
                         if let Some(p) = self.get_mut(name.as_str()) {
                             p.lanes.control_mut().backoff = backoff;
                         }
@@ -752,6 +773,12 @@ impl PeerTable {
             format!("lane closed: {reason}"),
         );
         None
+    }
+
+    /// How many dials are queued (stale entries included).
+    #[cfg(test)]
+    pub(crate) fn queued_dials(&self) -> usize {
+        self.due.len()
     }
 
     /// Start every dial that is due.
