@@ -357,6 +357,12 @@ impl Out {
         self.socket.as_ref().is_some_and(|c| !c.is_closing())
     }
 
+    /// Nothing left to write: no frame queued or in a writer's hands, none
+    /// held back.
+    fn is_written(&self) -> bool {
+        self.queue.queued().frames == 0 && !self.queue.is_busy() && self.held().frames == 0
+    }
+
     /// Stopped, with frames still to write out.
     fn writing_out(&self) -> bool {
         self.queue.is_stopped() && self.queue.has_work()
@@ -1058,8 +1064,7 @@ impl Lane {
         // change made the node stop thousands of empty lanes a second, and
         // a task each, asleep for WRITE_OUT_STALL with the lane's memory,
         // took it to 1 GB in 5 s)
-        let written =
-            out.queue.queued().frames == 0 && !out.queue.is_busy() && out.held().frames == 0;
+        let written = out.is_written();
         self.ask_flush(out);
         if !written {
             self.watch_write_out();
@@ -1111,8 +1116,7 @@ impl Lane {
     /// Whether nothing is left to write: no frame queued or in a writer's
     /// hands (after [`Lane::stop`], the lane is written out).
     pub fn is_written(&self) -> bool {
-        let out = self.out.lock();
-        out.queue.queued().frames == 0 && !out.queue.is_busy() && out.held().frames == 0
+        self.out.lock().is_written()
     }
 
     /// The frames queued or in a writer's hands, and their body bytes.
