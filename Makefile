@@ -42,15 +42,15 @@ demo: build
 	    -eval 'weft_demo:main()'
 
 # Benchmarks: weft against Distributed Erlang and the network's limit,
-# through the weft-netem proxy. Quick subset (< 5 min) and the whole matrix.
+# through the weft-netem proxy. Quick subset (about 8 min) and the whole matrix.
 bench-build: build
 	@python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 	cargo build --release --locked -p weft_netem
 	@mkdir -p _build/bench
-	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl bench/weft_stream.erl bench/weft_callgrind.erl
+	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl bench/weft_stream.erl bench/weft_callgrind.erl bench/weft_passes.erl
 
 bench: bench-build
-	timeout 600 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
+	timeout 900 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'
 	python3 bench/plot.py $$(ls -t bench/results/quick-latest.csv bench/results/quick-own-latest.csv 2>/dev/null | head -1)
 
 bench-full: bench-build

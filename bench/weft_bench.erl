@@ -14,8 +14,8 @@
 -export([echo_server/1, echo_clients/5, hol_run/4, keyhol_run/5, latency_run/5, kvs_server/2, kvs_clients/6,
          kvs_count/1]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
-%% For the other benchmark drivers (weft_callgrind):
--export([lanes_up/2, wait/2]).
+%% For the other benchmark drivers (weft_callgrind, weft_passes):
+-export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2]).
 
 -define(CAP_MBIT, 500).
 
@@ -23,9 +23,12 @@
 %% two cores that run both nodes, the proxy and the limit's program, where
 %% one 5-second pass moved by 15-25 % (bench/RESULTS.md, 2026-12-06 23:03
 %% and 2026-12-07 05:46): their configurations alternate ?CAPPED_REPS
-%% times on nodes started once, and each row is the median run.
+%% times on nodes started once, and each row is the median run. Five, not
+%% three: the machine's slower periods last 10-30 s (2026-12-07 08:18),
+%% about one configuration's three passes, so a median of three often
+%% measured one configuration in such a period and the other outside.
 -define(MANY_CLIENTS, 128).
--define(CAPPED_REPS, 3).
+-define(CAPPED_REPS, 5).
 
 %% System calls counted one by one in a profile (the others only in the
 %% total).

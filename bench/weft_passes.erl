@@ -1,0 +1,166 @@
+%% @doc Many short passes of one echo cell, configurations in turn on nodes
+%% started once, with where each pass's CPU went: what `make bench' runs
+%% three times per configuration, run as often as asked, to tell a
+%% transport's own spread from the machine's.
+%%
+%% ```
+%% make bench-build
+%% erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench \
+%%     -eval 'weft_passes:main([8, 1, 128, [weft_16, limit]])' -s init stop
+%% '''
+%%
+%% Arguments: passes, RTT in ms, clients, configurations (as
+%% `weft_bench''s: `weft_16', `weft_1', `disterl', `limit', ...). Each pass
+%% is the 512 KB echo through the proxy, capped as in `make bench', for
+%% 5 s. Printed per pass:
+%% - round trips per second, p50 and p99 (ms);
+%% - CPU per round trip (us) of each node's threads by kind (`sched': the
+%%   VM's schedulers, `weft-poll-': weft's pollers, `_aux', ...) and of the
+%%   weft nodes' latency proxy, from `/proc/PID/task/*/stat' (10 ms ticks);
+%% - machine-wide steal and interrupt ticks during the pass;
+%% - for weft: the bytes per second each lane of channel `vnode' sent, and
+%%   whether a thread (`t') or a scheduler (`s') served it;
+%% - with `WEFT_PASSES_PERF=1': context switches, wake-ups, inter-processor
+%%   interrupts and page faults per round trip over the whole machine
+%%   (`perf stat -a', software events and tracepoints only);
+%% - with `WEFT_PASSES_RECORD=DIR': a `perf record -a' profile of each
+%%   pass into DIR (`perf report --sort comm,sym' reads it).
+%% The `limit' runs its own proxy inside its program: its CPU is in the
+%% steal/interrupt line only; use the profiles to split it.
+-module(weft_passes).
+
+-export([main/1]).
+
+-define(PASS_MS, 5000).
+-define(PAYLOAD, 524288).
+
+main([Passes, Rtt, Clients, Configs]) ->
+    Netem = filename:join([root(), "target", "release", "weft-netem"]),
+    Cell = {echo, Rtt, ?PAYLOAD, Clients, ?PASS_MS / 1000},
+    io:format("~p passes of ~p, configurations ~p in turn~n", [Passes, Cell, Configs]),
+    Setups = [{C, setup(Netem, C, Rtt)} || C <- Configs, C =/= limit],
+    try
+        Rows = [[{C, pass(Netem, C, proplists:get_value(C, Setups), Cell, I)} || C <- Configs]
+                || I <- lists:seq(1, Passes)],
+        summary(Configs, lists:append(Rows))
+    after
+        [weft_bench:teardown(S) || {_, {S, _}} <- Setups]
+    end.
+
+setup(Netem, Config, Rtt) ->
+    {[{A, _}, {B, _}], Proxy} = S = weft_bench:setup_echo(Netem, Config, Rtt, weft_bench:cap(echo, Rtt)),
+    {os_pid, P} = erlang:port_info(Proxy, os_pid),
+    Procs = [{a, peer:call(A, os, getpid, [])}, {b, peer:call(B, os, getpid, [])},
+             {proxy, integer_to_list(P)}],
+    {S, Procs}.
+
+pass(Netem, Config, Setup, Cell, I) ->
+    {S, Procs} = case Setup of undefined -> {undefined, []}; _ -> Setup end,
+    Me = self(),
+    Perf = case os:getenv("WEFT_PASSES_PERF") of
+               false -> none;
+               _ -> spawn_cmd(Me, "perf stat -a -x, -e context-switches,cpu-migrations,page-faults,"
+                                  "sched:sched_wakeup,ipi:ipi_send_cpu,irq_vectors:reschedule_entry,"
+                                  "irq_vectors:call_function_single_entry -- sleep 4.5 2>&1")
+           end,
+    Record = case os:getenv("WEFT_PASSES_RECORD") of
+                 false -> none;
+                 Dir -> spawn_cmd(Me, lists:flatten(io_lib:format("perf record -a -F 499 -o ~s/~p-~p.data -- sleep 4 >/dev/null 2>&1",
+                                                                  [Dir, Config, I])))
+             end,
+    Cpu0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S),
+    {Ops, P50, P99} = weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS),
+    Cpu1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S),
+    N = Ops * ?PASS_MS / 1000,
+    PerOp = [{K, (V - maps:get(K, Cpu0, 0)) * 10000 / N} || {K, V} <- lists:sort(maps:to_list(Cpu1))],
+    io:format("~2w ~-16s ~7.1f ops/s  p50 ~6.1f  p99 ~6.1f ms | us of CPU per round trip: ~s~n",
+              [I, Config, Ops, P50, P99,
+               lists:join(" ", [io_lib:format("~s ~w", [K, round(V)]) || {K, V} <- PerOp, V >= 5])]),
+    io:format("   machine: steal ~p, irq+softirq ~p ticks~n",
+              [maps:get(steal, Stat1) - maps:get(steal, Stat0), maps:get(irq, Stat1) - maps:get(irq, Stat0)]),
+    [io:format("   ~s's lanes, MB/s: ~s~n",
+               [Side, lists:join(" ", [io_lib:format("~.1f~c", [(Sent - element(1, proplists:get_value(Idx, L0, {0, x}))) * 1000 / ?PASS_MS / 1.0e6, Io])
+                                       || {Idx, {Sent, Io}} <- L1])])
+     || {Side, L0, L1} <- case Lanes0 of [] -> []; _ -> lists:zip3(["A", "B"], Lanes0, Lanes1) end],
+    Perf =:= none orelse
+        receive {Perf, Out} ->
+                Vals = [{lists:last(string:split(E, ":", all)), list_to_integer(V)}
+                        || L <- string:split(Out, "\n", all),
+                           [V, _, E | _] <- [string:split(L, ",", all)], V =/= "<not counted>", V =/= ""],
+                io:format("   per round trip: ~s~n",
+                          [lists:join(" ", [io_lib:format("~s ~.1f", [E, V / (Ops * 4.5)]) || {E, V} <- Vals])])
+        end,
+    Record =:= none orelse receive {Record, _} -> ok end,
+    Ops.
+
+spawn_cmd(To, Cmd) ->
+    spawn(fun() -> To ! {self(), os:cmd(Cmd)} end).
+
+summary(Configs, Rows) ->
+    Mean = fun(C) -> Os = [O || {C1, O} <- Rows, C1 =:= C], lists:sum(Os) / length(Os) end,
+    [begin
+         Os = [O || {C1, O} <- Rows, C1 =:= C],
+         io:format("~-16s mean ~7.1f ops/s (~.1f-~.1f)~s~n",
+                   [C, Mean(C), lists:min(Os), lists:max(Os),
+                    case lists:member(limit, Configs) andalso C =/= limit of
+                        true -> io_lib:format(", ~.3f of the limit's mean", [Mean(C) / Mean(limit)]);
+                        false -> ""
+                    end])
+     end || C <- Configs],
+    ok.
+
+%% CPU ticks of each node's and the proxy's threads, summed by kind.
+threads(Procs) ->
+    lists:foldl(fun({Name, Pid}, Acc) ->
+                        Dir = "/proc/" ++ Pid ++ "/task",
+                        Tids = case file:list_dir(Dir) of {ok, Ts} -> Ts; _ -> [] end,
+                        lists:foldl(fun(T, A) ->
+                                            case thread(Dir ++ "/" ++ T ++ "/stat") of
+                                                {Kind, Ticks} ->
+                                                    K = atom_to_list(Name) ++ "." ++ Kind,
+                                                    maps:update_with(K, fun(X) -> X + Ticks end, Ticks, A);
+                                                none -> A
+                                            end
+                                    end, Acc, Tids)
+                end, #{}, Procs).
+
+thread(File) ->
+    case file:read_file(File) of
+        {ok, Stat} ->
+            [_, Rest] = binary:split(Stat, <<"(">>),
+            [Comm, Tail] = binary:split(Rest, <<") ">>),
+            F = binary:split(Tail, <<" ">>, [global]),
+            Ticks = binary_to_integer(lists:nth(12, F)) + binary_to_integer(lists:nth(13, F)),
+            {kind(binary_to_list(Comm)), Ticks};
+        _ ->
+            none
+    end.
+
+kind(Comm) ->
+    case re:run(Comm, "^[0-9]+_(.*)$", [{capture, all_but_first, list}]) of
+        {match, [Rest]} -> Rest;
+        nomatch -> re:replace(Comm, "[0-9]+", "", [global, {return, list}])
+    end.
+
+stat() ->
+    {ok, B} = file:read_file("/proc/stat"),
+    [L | _] = binary:split(B, <<"\n">>),
+    [_User, _Nice, _Sys, _Idle, _Iowait, Irq, Soft, Steal | _] =
+        [list_to_integer(X) || X <- tl(string:lexemes(binary_to_list(L), " "))],
+    #{irq => Irq + Soft, steal => Steal}.
+
+%% Bytes sent so far on each lane of channel `vnode' by A and by B, and
+%% how each lane is served now.
+lanes(undefined) -> [];
+lanes({[{A, _}, {B, _}], _}) ->
+    [case catch peer:call(P, weft, info, []) of
+         #{peers := Peers} when map_size(Peers) =:= 1 ->
+             [#{channels := #{vnode := Ls}}] = maps:values(Peers),
+             lists:sort([{maps:get(lane, L), {maps:get(sent_bytes, L), case maps:get(io, L) of thread -> $t; _ -> $s end}}
+                         || L <- Ls]);
+         _ ->
+             []
+     end || P <- [A, B]].
+
+root() ->
+    filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).
