@@ -68,14 +68,20 @@ pass(Netem, Config, Setup, Cell, I) ->
                  Dir -> spawn_cmd(Me, lists:flatten(io_lib:format("perf record -a -F 499 -o ~s/~p-~p.data -- sleep 4 >/dev/null 2>&1",
                                                                   [Dir, Config, I])))
              end,
-    Cpu0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S),
+    Cpu0 = threads(Procs), Sw0 = switches(Procs), Stat0 = stat(), Lanes0 = lanes(S),
     {Ops, P50, P99} = weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS),
-    Cpu1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S),
+    Cpu1 = threads(Procs), Sw1 = switches(Procs), Stat1 = stat(), Lanes1 = lanes(S),
     N = Ops * ?PASS_MS / 1000,
     PerOp = [{K, (V - maps:get(K, Cpu0, 0)) * 10000 / N} || {K, V} <- lists:sort(maps:to_list(Cpu1))],
     io:format("~2w ~-16s ~7.1f ops/s  p50 ~6.1f  p99 ~6.1f ms | us of CPU per round trip: ~s~n",
               [I, Config, Ops, P50, P99,
                lists:join(" ", [io_lib:format("~s ~w", [K, round(V)]) || {K, V} <- PerOp, V >= 5])]),
+    Procs =:= [] orelse
+        io:format("   context switches per round trip, voluntary/involuntary: ~s~n",
+                  [lists:join(" ", [io_lib:format("~s ~.1f/~.1f", [K, (V - element(1, maps:get(K, Sw0, {0, 0}))) / N,
+                                                                   (I1 - element(2, maps:get(K, Sw0, {0, 0}))) / N])
+                                    || {K, {V, I1}} <- lists:sort(maps:to_list(Sw1)),
+                                       (V + I1 - element(1, maps:get(K, Sw0, {0, 0})) - element(2, maps:get(K, Sw0, {0, 0}))) / N >= 0.1])]),
     io:format("   machine: steal ~p, irq+softirq ~p ticks~n",
               [maps:get(steal, Stat1) - maps:get(steal, Stat0), maps:get(irq, Stat1) - maps:get(irq, Stat0)]),
     [io:format("   ~s's lanes, MB/s: ~s~n",
@@ -141,6 +147,26 @@ kind(Comm) ->
         {match, [Rest]} -> Rest;
         nomatch -> re:replace(Comm, "[0-9]+", "", [global, {return, list}])
     end.
+
+%% Context switches of each node's and the proxy's threads, summed by
+%% kind: {voluntary, involuntary}.
+switches(Procs) ->
+    lists:foldl(fun({Name, Pid}, Acc) ->
+                        Dir = "/proc/" ++ Pid ++ "/task",
+                        Tids = case file:list_dir(Dir) of {ok, Ts} -> Ts; _ -> [] end,
+                        lists:foldl(fun(T, A) ->
+                                            case {thread(Dir ++ "/" ++ T ++ "/stat"), file:read_file(Dir ++ "/" ++ T ++ "/status")} of
+                                                {{Kind, _}, {ok, Status}} ->
+                                                    [V, I] = [begin
+                                                                  {match, [X]} = re:run(Status, Key ++ ":\\s+([0-9]+)", [{capture, all_but_first, list}]),
+                                                                  list_to_integer(X)
+                                                              end || Key <- ["\\nvoluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]],
+                                                    K = atom_to_list(Name) ++ "." ++ Kind,
+                                                    maps:update_with(K, fun({X, Y}) -> {X + V, Y + I} end, {V, I}, A);
+                                                _ -> A
+                                            end
+                                    end, Acc, Tids)
+                end, #{}, Procs).
 
 stat() ->
     {ok, B} = file:read_file("/proc/stat"),
