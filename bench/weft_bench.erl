@@ -15,7 +15,7 @@
          kvs_count/1]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 %% For the other benchmark drivers (weft_callgrind, weft_passes):
--export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2]).
+-export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2, cpu_group_shell/0]).
 
 -define(CAP_MBIT, 500).
 

@@ -10,9 +10,10 @@
 %% '''
 %%
 %% Arguments: passes, RTT in ms, clients, configurations (as
-%% `weft_bench''s: `weft_16', `weft_1', `disterl', `limit', ...). Each pass
-%% is the 512 KB echo through the proxy, capped as in `make bench', for
-%% 5 s. Printed per pass:
+%% `weft_bench''s: `weft_16', `weft_1', `disterl', `limit', ...), and
+%% optionally the proxy's rate cap per flow and direction in Mbit/s (0: no
+%% cap; default: `make bench''s). Each pass is the 512 KB echo through the
+%% proxy for 5 s. Printed per pass:
 %% - round trips per second, p50 and p99 (ms);
 %% - CPU per round trip (us) of each node's threads by kind (`sched': the
 %%   VM's schedulers, `weft-poll-': weft's pollers, `_aux', ...) and of the
@@ -35,26 +36,28 @@
 -define(PAYLOAD, 524288).
 
 main([Passes, Rtt, Clients, Configs]) ->
+    main([Passes, Rtt, Clients, Configs, weft_bench:cap(echo, Rtt)]);
+main([Passes, Rtt, Clients, Configs, Cap]) ->
     Netem = filename:join([root(), "target", "release", "weft-netem"]),
     Cell = {echo, Rtt, ?PAYLOAD, Clients, ?PASS_MS / 1000},
-    io:format("~p passes of ~p, configurations ~p in turn~n", [Passes, Cell, Configs]),
-    Setups = [{C, setup(Netem, C, Rtt)} || C <- Configs, C =/= limit],
+    io:format("~p passes of ~p, configurations ~p in turn, cap ~p Mbit/s per flow~n", [Passes, Cell, Configs, Cap]),
+    Setups = [{C, setup(Netem, C, Rtt, Cap)} || C <- Configs, C =/= limit],
     try
-        Rows = [[{C, pass(Netem, C, proplists:get_value(C, Setups), Cell, I)} || C <- Configs]
+        Rows = [[{C, pass(Netem, C, proplists:get_value(C, Setups), Cell, Cap, I)} || C <- Configs]
                 || I <- lists:seq(1, Passes)],
         summary(Configs, lists:append(Rows))
     after
         [weft_bench:teardown(S) || {_, {S, _}} <- Setups]
     end.
 
-setup(Netem, Config, Rtt) ->
-    {[{A, _}, {B, _}], Proxy} = S = weft_bench:setup_echo(Netem, Config, Rtt, weft_bench:cap(echo, Rtt)),
+setup(Netem, Config, Rtt, Cap) ->
+    {[{A, _}, {B, _}], Proxy} = S = weft_bench:setup_echo(Netem, Config, Rtt, Cap),
     {os_pid, P} = erlang:port_info(Proxy, os_pid),
     Procs = [{a, peer:call(A, os, getpid, [])}, {b, peer:call(B, os, getpid, [])},
              {proxy, integer_to_list(P)}],
     {S, Procs}.
 
-pass(Netem, Config, Setup, Cell, I) ->
+pass(Netem, Config, Setup, Cell, Cap, I) ->
     {S, Procs} = case Setup of undefined -> {undefined, []}; _ -> Setup end,
     Me = self(),
     Perf = case os:getenv("WEFT_PASSES_PERF") of
@@ -69,7 +72,10 @@ pass(Netem, Config, Setup, Cell, I) ->
                                                                   [Dir, Config, I])))
              end,
     Cpu0 = threads(Procs), Sw0 = switches(Procs), Stat0 = stat(), Lanes0 = lanes(S),
-    {Ops, P50, P99} = weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS),
+    {Ops, P50, P99} = case Config of
+                          limit -> limit(Netem, Cell, Cap);
+                          _ -> weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS)
+                      end,
     Cpu1 = threads(Procs), Sw1 = switches(Procs), Stat1 = stat(), Lanes1 = lanes(S),
     N = Ops * ?PASS_MS / 1000,
     PerOp = [{K, (V - maps:get(K, Cpu0, 0)) * 10000 / N} || {K, V} <- lists:sort(maps:to_list(Cpu1))],
@@ -98,6 +104,13 @@ pass(Netem, Config, Setup, Cell, I) ->
         end,
     Record =:= none orelse receive {Record, _} -> ok end,
     Ops.
+
+%% The plain TCP echo through its own proxy, with the cap given.
+limit(Netem, {echo, Rtt, Payload, Clients, Seconds}, Cap) ->
+    Out = os:cmd(lists:flatten(io_lib:format("~sexec ~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count 0",
+                                             [weft_bench:cpu_group_shell(), Netem, Rtt, Cap, Clients, Payload, Seconds]))),
+    [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
+    {Ops, P50, P99}.
 
 spawn_cmd(To, Cmd) ->
     spawn(fun() -> To ! {self(), os:cmd(Cmd)} end).
