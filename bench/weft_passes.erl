@@ -96,9 +96,11 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
      || {Side, L0, L1} <- case Lanes0 of [] -> []; _ -> lists:zip3(["A", "B"], Lanes0, Lanes1) end],
     Perf =:= none orelse
         receive {Perf, Out} ->
-                Vals = [{lists:last(string:split(E, ":", all)), list_to_integer(V)}
+                %% (lines that are not counts, e.g. perf's errors, are left out)
+                Vals = [{lists:last(string:split(E, ":", all)), V}
                         || L <- string:split(Out, "\n", all),
-                           [V, _, E | _] <- [string:split(L, ",", all)], V =/= "<not counted>", V =/= ""],
+                           [Text, _, E | _] <- [string:split(L, ",", all)],
+                           {V, ""} <- [string:to_integer(Text)]],
                 io:format("   per round trip: ~s~n",
                           [lists:join(" ", [io_lib:format("~s ~.1f", [E, V / (Ops * 4.5)]) || {E, V} <- Vals])])
         end,
