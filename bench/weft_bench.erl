@@ -15,7 +15,7 @@
          kvs_count/1]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 %% For the other benchmark drivers (weft_callgrind, weft_passes):
--export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2, cpu_group_shell/0]).
+-export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2, cpu_group_shell/0, remove_cpu_group/0]).
 
 -define(CAP_MBIT, 500).
 
@@ -194,6 +194,10 @@ run(Plan, Cells) ->
             {ok, _} = file:copy(Csv, Latest),
             io:format("table written to ~s, rows to ~s~n", [Md, Latest])
     end,
+    remove_cpu_group().
+
+%% Remove the bench's cgroup (with `shared'), once its processes are gone.
+remove_cpu_group() ->
     cpu_group() =:= shared andalso remove_cpu_group(cpu_group_dir(), 50),
     ok.
 

@@ -1,7 +1,7 @@
 %% @doc Many short passes of one echo cell, configurations in turn on nodes
 %% started once, with where each pass's CPU went: what `make bench' runs
-%% three times per configuration, run as often as asked, to tell a
-%% transport's own spread from the machine's.
+%% five times per configuration in its 128-client cells, run as often as
+%% asked, to tell a transport's own spread from the machine's.
 %%
 %% ```
 %% make bench-build
@@ -9,25 +9,32 @@
 %%     -eval 'weft_passes:main([8, 1, 128, [weft_16, limit]])' -s init stop
 %% '''
 %%
-%% Arguments: passes, RTT in ms, clients, configurations (as
-%% `weft_bench''s: `weft_16', `weft_1', `disterl', `limit', ...), and
+%% Arguments: passes (at least 1), RTT in ms (at least 1: the cell goes
+%% through the latency proxy), clients, configurations (as `weft_bench''s:
+%% `weft_16', `weft_1', `disterl', `limit', `weft_16_sbct', ...), and
 %% optionally the proxy's rate cap per flow and direction in Mbit/s (0: no
-%% cap; default: `make bench''s). Each pass is the 512 KB echo through the
-%% proxy for 5 s. Printed per pass:
+%% cap; default: `make bench''s). Each pass is the 512 KB echo for 5 s.
+%% Printed per pass:
 %% - round trips per second, p50 and p99 (ms);
-%% - CPU per round trip (us) of each node's threads by kind (`sched': the
-%%   VM's schedulers, `weft-poll-': weft's pollers, `_aux', ...) and of the
-%%   weft nodes' latency proxy, from `/proc/PID/task/*/stat' (10 ms ticks);
-%% - machine-wide steal and interrupt ticks during the pass;
-%% - for weft: the bytes per second each lane of channel `vnode' sent, and
-%%   whether a thread (`t') or a scheduler (`s') served it;
+%% - CPU per round trip (us) of each node's threads by kind (`a.scheduler':
+%%   node A's VM schedulers, `a.weft-poll-': its weft pollers, `a.aux', ...)
+%%   and of the nodes' latency proxy (`proxy.netem-conn'), from
+%%   `/proc/PID/task/*/stat' (10 ms ticks, so a kind under 5 us is left
+%%   out); the CPU is counted from the clients' start to their last reply,
+%%   a little more than the 5 s whose round trips are counted;
+%% - the same threads' context switches per round trip, voluntary /
+%%   involuntary;
+%% - machine-wide steal and irq+softirq ticks during the pass;
+%% - for weft: the MB/s each lane of its channel (`vnode', or `default'
+%%   for `weft_1') sent, and whether a thread (`t') or a scheduler (`s')
+%%   served it; a channel of 2 lanes or more lists its shared lane last;
 %% - with `WEFT_PASSES_PERF=1': context switches, wake-ups, inter-processor
 %%   interrupts and page faults per round trip over the whole machine
 %%   (`perf stat -a', software events and tracepoints only);
 %% - with `WEFT_PASSES_RECORD=DIR': a `perf record -a' profile of each
 %%   pass into DIR (`perf report --sort comm,sym' reads it).
-%% The `limit' runs its own proxy inside its program: its CPU is in the
-%% steal/interrupt line only; use the profiles to split it.
+%% The `limit' runs as one program with its own proxy, whose CPU this
+%% does not measure (only the machine-wide lines); its profiles split it.
 -module(weft_passes).
 
 -export([main/1]).
@@ -35,20 +42,31 @@
 -define(PASS_MS, 5000).
 -define(PAYLOAD, 524288).
 
-main([Passes, Rtt, Clients, Configs]) ->
+main([Passes, Rtt, Clients, Configs]) when is_integer(Rtt) ->
     main([Passes, Rtt, Clients, Configs, weft_bench:cap(echo, Rtt)]);
-main([Passes, Rtt, Clients, Configs, Cap]) ->
+main([Passes, Rtt, Clients, [_ | _] = Configs, Cap])
+  when is_integer(Passes), Passes >= 1, is_integer(Rtt), Rtt >= 1, is_integer(Clients), Clients >= 1,
+       is_integer(Cap), Cap >= 0 ->
     Netem = filename:join([root(), "target", "release", "weft-netem"]),
     Cell = {echo, Rtt, ?PAYLOAD, Clients, ?PASS_MS / 1000},
-    io:format("~p passes of ~p, configurations ~p in turn, cap ~p Mbit/s per flow~n", [Passes, Cell, Configs, Cap]),
-    Setups = [{C, setup(Netem, C, Rtt, Cap)} || C <- Configs, C =/= limit],
+    io:format("~p passes of ~p, configurations ~p in turn, ~s~n",
+              [Passes, Cell, Configs, case Cap of 0 -> "no rate cap"; _ -> io_lib:format("cap ~p Mbit/s per flow", [Cap]) end]),
+    %% (what is started is torn down, even when a later setup fails)
+    Started = ets:new(weft_passes_setups, [set]),
     try
-        Rows = [[{C, pass(Netem, C, proplists:get_value(C, Setups), Cell, Cap, I)} || C <- Configs]
+        [ets:insert(Started, {C, setup(Netem, C, Rtt, Cap)}) || C <- Configs, C =/= limit],
+        Rows = [[{C, pass(Netem, C, setup_of(Started, C), Cell, Cap, I)} || C <- Configs]
                 || I <- lists:seq(1, Passes)],
         summary(Configs, lists:append(Rows))
     after
-        [weft_bench:teardown(S) || {_, {S, _}} <- Setups]
-    end.
+        [weft_bench:teardown(S) || {_, {S, _}} <- ets:tab2list(Started)],
+        weft_bench:remove_cpu_group()
+    end;
+main(Args) ->
+    erlang:error({bad_args, Args, "[Passes >= 1, RttMs >= 1, Clients >= 1, [Config, ...]], and optionally CapMbit >= 0"}).
+
+setup_of(_, limit) -> undefined;
+setup_of(Started, C) -> [{C, Setup}] = ets:lookup(Started, C), Setup.
 
 setup(Netem, Config, Rtt, Cap) ->
     {[{A, _}, {B, _}], Proxy} = S = weft_bench:setup_echo(Netem, Config, Rtt, Cap),
@@ -190,13 +208,15 @@ stat() ->
         [list_to_integer(X) || X <- tl(string:lexemes(binary_to_list(L), " "))],
     #{irq => Irq + Soft, steal => Steal}.
 
-%% Bytes sent so far on each lane of channel `vnode' by A and by B, and
+%% Bytes sent so far on each lane of the channel (`vnode', else `default')
+%% by A and by B, and
 %% how each lane is served now.
 lanes(undefined) -> [];
 lanes({[{A, _}, {B, _}], _}) ->
     [case catch peer:call(P, weft, info, []) of
          #{peers := Peers} when map_size(Peers) =:= 1 ->
-             [#{channels := #{vnode := Ls}}] = maps:values(Peers),
+             [#{channels := Chs}] = maps:values(Peers),
+             Ls = maps:get(vnode, Chs, maps:get(default, Chs, [])),
              lists:sort([{maps:get(lane, L), {maps:get(sent_bytes, L), case maps:get(io, L) of thread -> $t; _ -> $s end}}
                          || L <- Ls]);
          _ ->
