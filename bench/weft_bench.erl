@@ -15,7 +15,8 @@
          kvs_count/1]).
 -export([flood_counter/3, flood_run/5, sink/0, sink_count/0, memory_run/5]).
 %% For the other benchmark drivers (weft_callgrind, weft_passes):
--export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2, cpu_group_shell/0, remove_cpu_group/0]).
+-export([lanes_up/2, wait/2, setup_echo/4, teardown/1, rep/5, cap/2, limit_run/7, remove_cpu_group/0,
+         parse_perf/1, status_value/2]).
 
 -define(CAP_MBIT, 500).
 
@@ -229,10 +230,7 @@ to_atom(L) when is_list(L) -> list_to_atom(L).
 cell(Netem, limit, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     %% The latency workload makes a fixed count of round trips per actor.
     Count = case Workload of latency -> Seconds; _ -> 0 end,
-    Out = os:cmd(lists:flatten(io_lib:format("~sexec ~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
-                                             [cpu_group_shell(), Netem, Rtt, cap(Workload, Rtt), Clients, Payload,
-                                              Seconds, Count]))),
-    [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
+    {Ops, P50, P99} = limit_run(Netem, Rtt, cap(Workload, Rtt), Clients, Payload, Seconds, Count),
     row(limit, Cell, Ops, P50, P99);
 cell(Netem, Config, {Workload, Rtt, Payload, Clients, Seconds} = Cell) ->
     {Started, Proxy} = start_nodes(Netem, Config, node_count(Workload), Rtt, cap(Workload, Rtt)),
@@ -278,6 +276,14 @@ start_nodes(Netem, Config, Count, Rtt, Cap) ->
     Started = [start_node(N, Config, L, X, lists:flatten(Ports))
                || {N, L, X} <- lists:zip3(Names, Listen, Advertised)],
     {Started, Proxy}.
+
+%% The limit's program (a plain TCP echo through a proxy of its own, capped
+%% at `Cap' Mbit/s per flow, 0: none): {Ops per second, p50, p99 in ms}.
+limit_run(Netem, Rtt, Cap, Clients, Payload, Seconds, Count) ->
+    Out = os:cmd(lists:flatten(io_lib:format("~sexec ~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count ~p",
+                                             [cpu_group_shell(), Netem, Rtt, Cap, Clients, Payload, Seconds, Count]))),
+    [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
+    {Ops, P50, P99}.
 
 %% Small messages without emulation: what is measured is each transport's
 %% own path on a shared 2-core machine, where one run of a few seconds can

@@ -89,23 +89,26 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                  Dir -> spawn_cmd(Me, lists:flatten(io_lib:format("perf record -a -F 499 -o ~s/~p-~p.data -- sleep 4 >/dev/null 2>&1",
                                                                   [Dir, Config, I])))
              end,
-    Cpu0 = threads(Procs), Sw0 = switches(Procs), Stat0 = stat(), Lanes0 = lanes(S),
+    Threads0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S),
     {Ops, P50, P99} = case Config of
-                          limit -> limit(Netem, Cell, Cap);
+                          limit ->
+                              {echo, Rtt, Payload, Clients, Seconds} = Cell,
+                              weft_bench:limit_run(Netem, Rtt, Cap, Clients, Payload, Seconds, 0);
                           _ -> weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS)
                       end,
-    Cpu1 = threads(Procs), Sw1 = switches(Procs), Stat1 = stat(), Lanes1 = lanes(S),
+    Threads1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S),
     N = Ops * ?PASS_MS / 1000,
-    PerOp = [{K, (V - maps:get(K, Cpu0, 0)) * 10000 / N} || {K, V} <- lists:sort(maps:to_list(Cpu1))],
+    %% per round trip, by kind: {us of CPU (a tick is 10 ms), voluntary and
+    %% involuntary context switches}
+    PerOp = [{K, {Ticks * 10000 / N, V / N, Inv / N}}
+             || {K, C1} <- lists:sort(maps:to_list(Threads1)),
+                {Ticks, V, Inv} <- [sub(C1, maps:get(K, Threads0, {0, 0, 0}))]],
     io:format("~2w ~-16s ~7.1f ops/s  p50 ~6.1f  p99 ~6.1f ms | us of CPU per round trip: ~s~n",
               [I, Config, Ops, P50, P99,
-               lists:join(" ", [io_lib:format("~s ~w", [K, round(V)]) || {K, V} <- PerOp, V >= 5])]),
+               lists:join(" ", [io_lib:format("~s ~w", [K, round(Us)]) || {K, {Us, _, _}} <- PerOp, Us >= 5])]),
     Procs =:= [] orelse
         io:format("   context switches per round trip, voluntary/involuntary: ~s~n",
-                  [lists:join(" ", [io_lib:format("~s ~.1f/~.1f", [K, (V - element(1, maps:get(K, Sw0, {0, 0}))) / N,
-                                                                   (I1 - element(2, maps:get(K, Sw0, {0, 0}))) / N])
-                                    || {K, {V, I1}} <- lists:sort(maps:to_list(Sw1)),
-                                       (V + I1 - element(1, maps:get(K, Sw0, {0, 0})) - element(2, maps:get(K, Sw0, {0, 0}))) / N >= 0.1])]),
+                  [lists:join(" ", [io_lib:format("~s ~.1f/~.1f", [K, V, Inv]) || {K, {_, V, Inv}} <- PerOp, V + Inv >= 0.1])]),
     io:format("   machine: steal ~p, irq+softirq ~p ticks~n",
               [maps:get(steal, Stat1) - maps:get(steal, Stat0), maps:get(irq, Stat1) - maps:get(irq, Stat0)]),
     [io:format("   ~s's lanes, MB/s: ~s~n",
@@ -116,21 +119,12 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
         receive {Perf, Out} ->
                 %% (lines that are not counts, e.g. perf's errors, are left out)
                 Vals = [{lists:last(string:split(E, ":", all)), V}
-                        || L <- string:split(Out, "\n", all),
-                           [Text, _, E | _] <- [string:split(L, ",", all)],
-                           {V, ""} <- [string:to_integer(Text)]],
+                        || {E, V} <- lists:sort(maps:to_list(weft_bench:parse_perf(Out)))],
                 io:format("   per round trip: ~s~n",
                           [lists:join(" ", [io_lib:format("~s ~.1f", [E, V / (Ops * 4.5)]) || {E, V} <- Vals])])
         end,
     Record =:= none orelse receive {Record, _} -> ok end,
     Ops.
-
-%% The plain TCP echo through its own proxy, with the cap given.
-limit(Netem, {echo, Rtt, Payload, Clients, Seconds}, Cap) ->
-    Out = os:cmd(lists:flatten(io_lib:format("~sexec ~s limit --rtt-ms ~p --rate-mbit ~p --clients ~p --payload ~p --seconds ~p --count 0",
-                                             [weft_bench:cpu_group_shell(), Netem, Rtt, Cap, Clients, Payload, Seconds]))),
-    [Ops, P50, P99] = [list_to_float(string:trim(X)) || X <- string:split(string:trim(Out), ",", all)],
-    {Ops, P50, P99}.
 
 spawn_cmd(To, Cmd) ->
     spawn(fun() -> To ! {self(), os:cmd(Cmd)} end).
@@ -148,58 +142,46 @@ summary(Configs, Rows) ->
      end || C <- Configs],
     ok.
 
-%% CPU ticks of each node's and the proxy's threads, summed by kind.
+%% CPU ticks and context switches (voluntary, involuntary) of each node's
+%% and the proxy's threads, summed by kind: #{Kind => {Ticks, V, I}}.
 threads(Procs) ->
     lists:foldl(fun({Name, Pid}, Acc) ->
-                        Dir = "/proc/" ++ Pid ++ "/task",
+                        Dir = "/proc/" ++ Pid ++ "/task/",
                         Tids = case file:list_dir(Dir) of {ok, Ts} -> Ts; _ -> [] end,
                         lists:foldl(fun(T, A) ->
-                                            case thread(Dir ++ "/" ++ T ++ "/stat") of
-                                                {Kind, Ticks} ->
+                                            case thread(Dir ++ T) of
+                                                {Kind, Counts} ->
                                                     K = atom_to_list(Name) ++ "." ++ Kind,
-                                                    maps:update_with(K, fun(X) -> X + Ticks end, Ticks, A);
+                                                    maps:update_with(K, fun(X) -> add(X, Counts) end, Counts, A);
                                                 none -> A
                                             end
                                     end, Acc, Tids)
                 end, #{}, Procs).
 
-thread(File) ->
-    case file:read_file(File) of
-        {ok, Stat} ->
+%% A thread's kind and {Ticks, V, I}; none if it is gone.
+thread(Dir) ->
+    case {file:read_file(Dir ++ "/stat"), file:read_file(Dir ++ "/status")} of
+        {{ok, Stat}, {ok, Status}} ->
             [_, Rest] = binary:split(Stat, <<"(">>),
             [Comm, Tail] = binary:split(Rest, <<") ">>),
             F = binary:split(Tail, <<" ">>, [global]),
             Ticks = binary_to_integer(lists:nth(12, F)) + binary_to_integer(lists:nth(13, F)),
-            {kind(binary_to_list(Comm)), Ticks};
+            {kind(binary_to_list(Comm)),
+             {Ticks, weft_bench:status_value(Status, <<"voluntary_ctxt_switches:">>),
+              weft_bench:status_value(Status, <<"nonvoluntary_ctxt_switches:">>)}};
         _ ->
             none
     end.
+
+add({A, B, C}, {X, Y, Z}) -> {A + X, B + Y, C + Z}.
+
+sub({A, B, C}, {X, Y, Z}) -> {A - X, B - Y, C - Z}.
 
 kind(Comm) ->
     case re:run(Comm, "^[0-9]+_(.*)$", [{capture, all_but_first, list}]) of
         {match, [Rest]} -> Rest;
         nomatch -> re:replace(Comm, "[0-9]+", "", [global, {return, list}])
     end.
-
-%% Context switches of each node's and the proxy's threads, summed by
-%% kind: {voluntary, involuntary}.
-switches(Procs) ->
-    lists:foldl(fun({Name, Pid}, Acc) ->
-                        Dir = "/proc/" ++ Pid ++ "/task",
-                        Tids = case file:list_dir(Dir) of {ok, Ts} -> Ts; _ -> [] end,
-                        lists:foldl(fun(T, A) ->
-                                            case {thread(Dir ++ "/" ++ T ++ "/stat"), file:read_file(Dir ++ "/" ++ T ++ "/status")} of
-                                                {{Kind, _}, {ok, Status}} ->
-                                                    [V, I] = [begin
-                                                                  {match, [X]} = re:run(Status, Key ++ ":\\s+([0-9]+)", [{capture, all_but_first, list}]),
-                                                                  list_to_integer(X)
-                                                              end || Key <- ["\\nvoluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]],
-                                                    K = atom_to_list(Name) ++ "." ++ Kind,
-                                                    maps:update_with(K, fun({X, Y}) -> {X + V, Y + I} end, {V, I}, A);
-                                                _ -> A
-                                            end
-                                    end, Acc, Tids)
-                end, #{}, Procs).
 
 stat() ->
     {ok, B} = file:read_file("/proc/stat"),
