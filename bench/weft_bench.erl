@@ -605,6 +605,10 @@ weft_opts(weft_16, Listen, Advertise) ->
 %% connection, as before it; for custom cells that measure the shared lane)
 weft_opts(weft_16_own, Listen, Advertise) ->
     (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false};
+%% (16 lanes, received large frames in binaries from the VM's allocator
+%% rather than in weft's pool of buffers: what the pool saves)
+weft_opts(weft_16_nopool, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{large_frame_pool => 0};
 %% (16 lanes on nodes started with other emulator flags: see config_flags/1)
 weft_opts(Config, Listen, Advertise) when Config =:= weft_16_nospin; Config =:= weft_16_sbct ->
     weft_opts(weft_16, Listen, Advertise).
@@ -658,7 +662,8 @@ channel(weft_1) -> default;
 channel(weft_16) -> vnode;
 channel(weft_16_own) -> vnode;
 channel(weft_16_nospin) -> vnode;
-channel(weft_16_sbct) -> vnode.
+channel(weft_16_sbct) -> vnode;
+channel(weft_16_nopool) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->

@@ -538,7 +538,8 @@ on_event(_Kind, Node, Fun) ->
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
 %%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
-%%   receiving => #{frames, claimed_bytes, claim_limit},
+%%   receiving => #{frames, claimed_bytes, claim_limit,
+%%                  pool => #{limit, idle_bytes, in_use_bytes, allocated, reused}},
 %%   peers => #{Node => #{state => up | connecting | down, incarnation,
 %%                        queued_bytes, waiting, max_frame_size,
 %%                        channels => #{Channel => [#{lane, state, local, remote,
@@ -561,7 +562,14 @@ on_event(_Kind, Node, Fun) ->
 %% `receiving' tells the large data frames (64 KiB or more) being received now
 %% (`frames'), and the bytes of those whose buffers were allocated whole
 %% when their header came (`claimed_bytes', at most `claim_limit', 256 MiB:
-%% past it a buffer grows with the bytes that arrive).
+%% past it a buffer grows with the bytes that arrive). `pool' tells the
+%% buffers that received large frames are read into, kept for reuse (see
+%% `large_frame_pool' in the README): `limit' (bytes of idle buffers kept
+%% at most, the option), `idle_bytes' (kept now), `in_use_bytes' (buffers
+%% of frames being read and of messages not yet freed; the VM's
+%% `erlang:memory()' does not count these), `allocated' and `reused'
+%% (buffers taken new from the allocator and from the idle ones, since the
+%% VM started; the pool is one per VM and outlives a restart of weft).
 %% `dropped' counts messages that `forward' accepted and that were then
 %% lost, by reason: `not_member' (the destination is not a member),
 %% `no_channel' (it does not have the channel), `node_down' (queued when it

@@ -46,7 +46,8 @@ defaults() ->
       gossip_interval => 1000,
       io => auto,
       pollers => schedulers,             % erlang:system_info(schedulers_online)
-      poll_linger_us => 100}.
+      poll_linger_us => 100,
+      large_frame_pool => 64 * 1024 * 1024}.      % bytes of idle receive buffers kept
 
 %% @doc The application environment, validated.
 -spec from_env() -> {ok, map()} | {error, term()}.
@@ -123,7 +124,8 @@ build(C, Given) ->
       gossip_interval => check(gossip_interval, C, fun ms/1),
       io => check(io, C, fun(M) -> lists:member(M, [auto, schedulers, threads]) end),
       pollers => pollers(C),
-      poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end)}.
+      poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end),
+      large_frame_pool => check(large_frame_pool, C, fun(B) -> int_in(B, 0, 1 bsl 40) end)}.
 
 %% Pollers: a count, or one per online scheduler.
 pollers(C) ->

@@ -30,7 +30,7 @@
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
-         large_frame_headers_alone_take_no_memory/1, made_up_members_stay_where_pushed/1,
+         large_frame_headers_alone_take_no_memory/1, large_frames_reuse_buffers_never_one_in_use/1, made_up_members_stay_where_pushed/1,
          a_full_node_says_so_and_makes_room_when_members_go_down/1,
          forward_right_after_join_waits/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
@@ -62,7 +62,8 @@ all() ->
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
-     large_frame_headers_alone_take_no_memory, made_up_members_stay_where_pushed,
+     large_frame_headers_alone_take_no_memory, large_frames_reuse_buffers_never_one_in_use,
+     made_up_members_stay_where_pushed,
      a_full_node_says_so_and_makes_room_when_members_go_down,
      forward_right_after_join_waits, frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
@@ -726,7 +727,9 @@ large_frame_headers_alone_take_no_memory(_Config) ->
     call(A, weft_ct, collector, [inbox]),
     NodeA = atom_to_binary(node_of(A)),
     Port = call(A, weft_ct, port, []),
-    Binary = fun() -> call(A, erlang, memory, [binary]) end,
+    %% (large frames' buffers: the VM's binaries and weft's pool)
+    Binary = fun() -> call(A, erlang, memory, [binary])
+                          + maps:get(in_use_bytes, maps:get(pool, maps:get(receiving, info(A)))) end,
     Before = Binary(),
     Fakes = 12,
     Socks = [fake_with_a_claim(Port, NodeA, I) || I <- lists:seq(1, Fakes)],
@@ -747,9 +750,54 @@ large_frame_headers_alone_take_no_memory(_Config) ->
     unlink(Beat),
     exit(Beat, kill),
     [gen_tcp:close(S) || {C, D} <- Socks, S <- [C, D]],
-    weft_ct:wait_until(released, fun() -> Receiving() =:= #{frames => 0, claimed_bytes => 0,
-                                                            claim_limit => Limit} end),
+    weft_ct:wait_until(released, fun() -> maps:with([frames, claimed_bytes, claim_limit], Receiving())
+                                              =:= #{frames => 0, claimed_bytes => 0,
+                                                    claim_limit => Limit} end),
     weft_ct:wait_until(freed, fun() -> Binary() - Before < 64 * MiB end),
+    ok.
+
+%% Received large frames are read into buffers that weft keeps for reuse
+%% (`large_frame_pool', bytes of idle buffers): a buffer goes back to the
+%% pool only when the last binary of its message is freed, so a message
+%% the application holds is never written over, and the next frames reuse
+%% the buffers of messages that were freed. `weft:info()' counts them. With
+%% `large_frame_pool => 0' large frames go into the VM's binaries and the
+%% pool stays empty.
+large_frames_reuse_buffers_never_one_in_use(_Config) ->
+    [A, B] = cluster(2),
+    C = start(weft, opts(#{large_frame_pool => 0})),
+    ok = call(C, weft, sync_join, [call(A, weft, node_spec, []), 10000]),
+    converge([A, B, C]),
+    Size = 600000,
+    Pool = fun(N) -> maps:get(pool, maps:get(receiving, info(N))) end,
+    Rounds = 20,
+    [begin
+         call(N, weft_ct, buffer_keeper, [keeper, Size]),
+         [begin
+              ok = call(A, weft, forward, [node_of(N), keeper, {I, binary:copy(<<I>>, Size)},
+                                           #{channel => vnode}]),
+              weft_ct:wait_until({checked, I},
+                                 fun() -> maps:get(checked, call(N, weft_ct, keeper_state, [keeper]))
+                                              =:= I - 1 end)
+          end || I <- lists:seq(1, Rounds)],
+         weft_ct:wait_until(kept, fun() -> maps:get(kept_ok, call(N, weft_ct, keeper_state, [keeper])) end),
+         ?assertMatch(#{checked := 19, bad := 0, kept_ok := true},
+                      call(N, weft_ct, keeper_state, [keeper]))
+     end || N <- [B, C]],
+    %% B: one buffer held all along (the kept message), one going round
+    #{limit := Limit, allocated := Allocated, reused := Reused, in_use_bytes := InUse,
+      idle_bytes := Idle} = Pool(B),
+    ct:log("B's pool: ~p", [Pool(B)]),
+    ?assertEqual(64 * 1024 * 1024, Limit),
+    ?assert(Allocated =< 3),
+    ?assert(Reused >= Rounds - 3),
+    ?assert(InUse >= Size andalso InUse =< 2 * Size),
+    ?assert(Idle >= Size andalso Idle =< Limit),
+    ok = call(B, weft_ct, keeper_drop, [keeper]),
+    weft_ct:wait_until(returned, fun() -> maps:get(in_use_bytes, Pool(B)) =:= 0 end),
+    %% C keeps no buffers
+    ?assertMatch(#{limit := 0, allocated := 0, reused := 0, in_use_bytes := 0, idle_bytes := 0},
+                 Pool(C)),
     ok.
 
 %% A peer that knows the cookie pushes a view of made-up members, more
@@ -1172,6 +1220,10 @@ bad_config(_Config) ->
     ?assertEqual({error, {bad_config, io, ports}}, call(N, weft, start, [#{io => ports}])),
     ?assertEqual({error, {bad_config, pollers, 0}}, call(N, weft, start, [#{pollers => 0}])),
     ?assertEqual({error, {bad_config, poll_linger_us, -1}}, call(N, weft, start, [#{poll_linger_us => -1}])),
+    ?assertEqual({error, {bad_config, large_frame_pool, -1}}, call(N, weft, start, [#{large_frame_pool => -1}])),
+    ?assertEqual({error, {bad_config, large_frame_pool, 1 bsl 41}},
+                 call(N, weft, start, [#{large_frame_pool => 1 bsl 41}])),
+    ?assertEqual({error, {bad_config, large_frame_pool, big}}, call(N, weft, start, [#{large_frame_pool => big}])),
     %% application environment checked the same way at start
     ok = call(N, application, set_env, [weft, affinity, maybe]),
     ?assertEqual({error, {bad_config, affinity, maybe}}, call(N, weft, start, [])),

@@ -16,7 +16,7 @@
          hold_pollers/0, release_pollers/0, sync_join_waiters/0]).
 %% logger handler callback:
 -export([log/2, free_ports/1, send_new_atoms/4, send_large_with_new_atom/3,
-         send_new_exports/4, big_then_small/4]).
+         send_new_exports/4, big_then_small/4, buffer_keeper/2, keeper_state/1, keeper_drop/1]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
 %% A peer of our own making, for attacks that need the cookie:
@@ -135,6 +135,48 @@ collected_loop(Name, N, Deadline) ->
         true -> L;
         false -> timer:sleep(20), collected_loop(Name, N, Deadline)
     end.
+
+%% @doc A process registered as `Name' that receives `{I, Binary}'
+%% messages of `Size' bytes, each byte `I rem 256': it keeps the first
+%% one's binary (a sub-binary of its frame's buffer), checks every later one
+%% and drops it at once (collecting its garbage, so that the frame's buffer
+%% is freed before the next message comes).
+buffer_keeper(Name, Size) ->
+    Pid = spawn(fun() -> keeper(Size, none, 0, 0) end),
+    register(Name, Pid),
+    Pid.
+
+keeper(Size, Kept, Checked, Bad) ->
+    receive
+        {'$keeper', From} ->
+            KeptOk = Kept =/= none andalso Kept =:= binary:copy(<<1>>, Size),
+            From ! {'$keeper', #{checked => Checked, bad => Bad, kept_ok => KeptOk}},
+            keeper(Size, Kept, Checked, Bad);
+        {'$keeper_drop', From} ->
+            keeper_dropped(From, Size, Checked, Bad);
+        {1, Bin} when Kept =:= none ->
+            keeper(Size, Bin, Checked, Bad);
+        {I, Bin} ->
+            Ok = Bin =:= binary:copy(<<(I rem 256)>>, Size),
+            erlang:garbage_collect(),
+            keeper(Size, Kept, Checked + 1, Bad + (case Ok of true -> 0; false -> 1 end))
+    end.
+
+%% (the kept binary is no longer live here: the collection frees it)
+keeper_dropped(From, Size, Checked, Bad) ->
+    erlang:garbage_collect(),
+    From ! {'$keeper_drop', ok},
+    keeper(Size, dropped, Checked, Bad).
+
+%% @doc What the keeper `Name' saw: `#{checked, bad, kept_ok}'.
+keeper_state(Name) ->
+    Name ! {'$keeper', self()},
+    receive {'$keeper', S} -> S after 5000 -> timeout end.
+
+%% @doc Make the keeper `Name' drop the binary it kept.
+keeper_drop(Name) ->
+    Name ! {'$keeper_drop', self()},
+    receive {'$keeper_drop', ok} -> ok after 5000 -> timeout end.
 
 %% @doc `{big, Binary}' of `Size' bytes to `Name' on `Node' on `Channel',
 %% then, once that `forward' returned, `small' from another process.

@@ -20,6 +20,7 @@ mod atoms {
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
         client_server, role, server, client, relayed, callback,
         receiving, frames, claimed_bytes, claim_limit, small_messages, own, changing,
+        large_frame_pool, pool, limit, idle_bytes, in_use_bytes, allocated, reused,
     }
 }
 
@@ -276,6 +277,15 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
     ))
 }
 
+/// The `large_frame_pool` option: bytes of idle buffers of received large
+/// frames kept for reuse (0 to 2^40).
+pub fn large_frame_pool(opts: Term) -> Result<usize, &'static str> {
+    get(opts, atoms::large_frame_pool())
+        .and_then(int::<usize>)
+        .filter(|n| *n <= 1 << 40)
+        .ok_or("large_frame_pool")
+}
+
 /// `#{name, listen_addrs => [#{ip, port}], channels => [#{name, parallelism}],
 /// incarnation, max_frame_size}`.
 pub fn encode_spec<'a>(env: Env<'a>, s: &NodeSpec) -> Term<'a> {
@@ -480,6 +490,18 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::claim_limit(), i.receiving_claim_limit),
         ],
     )?;
+    let p = crate::messages::RECV_POOL.stats();
+    let pool = Term::map_from_pairs(
+        env,
+        &[
+            (atoms::limit(), crate::messages::RECV_POOL.limit() as u64),
+            (atoms::idle_bytes(), p.idle_bytes),
+            (atoms::in_use_bytes(), p.in_use_bytes),
+            (atoms::allocated(), p.allocated),
+            (atoms::reused(), p.reused),
+        ],
+    )?;
+    let receiving = receiving.map_put(atoms::pool().encode(env), pool)?;
     Term::map_from_pairs(
         env,
         &[

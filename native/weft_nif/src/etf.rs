@@ -1,7 +1,8 @@
 //! Decoding a received message without copying its large binaries.
 //!
 //! `enif_binary_to_term` copies every binary out of the encoded bytes. For a
-//! large frame, weft reads the body straight into a refc binary and decodes
+//! large frame, weft reads the body straight into a buffer that becomes a
+//! binary (from its pool of receive buffers, or a refc binary) and decodes
 //! it here instead: a binary of at least `share_min` bytes becomes a
 //! sub-binary of the frame, so an 8 MB payload reaches its process without
 //! another 8 MB copy. The parser is [`weft_etf::decode`] (pure Rust,

@@ -151,6 +151,17 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
                 .encode(env))
         }
     };
+    let pool = match convert::large_frame_pool(opts) {
+        Ok(n) => n,
+        Err(key) => {
+            return Ok((
+                atoms::error(),
+                (atoms::bad_option(), Atom::from_str(env, key)?),
+            )
+                .encode(env))
+        }
+    };
+    messages::RECV_POOL.set_limit(pool);
     let listen = config.listen;
     let sink = Arc::new(NifSink::new(event_pid));
     events::install_panic_hook();

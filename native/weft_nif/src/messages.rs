@@ -15,8 +15,9 @@
 //! are read and sent together, up to [`HOLD_MAX`] at a time, at the end of
 //! the poller's round ([`flush_deliveries`]): a receiver that runs on
 //! another scheduler is then woken once per batch rather than once per
-//! message (measured in `bench/RESULTS.md`, "deliveries in batches"). Large frames are read into a refc
-//! binary ([`frame_buffer`]) and decoded by [`etf`], so the large binaries
+//! message (measured in `bench/RESULTS.md`, "deliveries in batches"). Large frames are read into a buffer
+//! ([`frame_buffer`]: from [`RECV_POOL`], handed to the VM as a resource
+//! binary, or a refc binary) and decoded by [`etf`], so the large binaries
 //! in them reach the destination without another copy.
 //!
 //! Sends into the VM happen on two kinds of threads: the transport's own (no
@@ -28,7 +29,9 @@
 use crate::{atoms, etf, not_started, running};
 use rustler::sys::{enif_send, ErlNifEnv};
 use rustler::types::LocalPid;
-use rustler::{Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedBinary, OwnedEnv, Term};
+use rustler::{
+    Atom, Binary, Encoder, Env, ListIterator, NifResult, OwnedBinary, OwnedEnv, ResourceArc, Term,
+};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -36,6 +39,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use weft_etf::room::Room;
 use weft_etf::Builder;
+use weft_transport::recv_pool::{BufferPool, PooledBuffer};
 use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
 
 /// Payloads up to this size are copied into the lane queue (cheaper than
@@ -558,10 +562,29 @@ fn send_held() {
     })
 }
 
-/// A buffer for a large frame's body: a refc binary of `len` bytes, or
-/// `None` when the VM has no memory for it (`OwnedBinary::new` would abort
-/// the process).
+/// Buffers of received large frames kept for reuse, bounded by the
+/// `large_frame_pool` option (bytes of idle buffers; 0: none kept, large
+/// frames are read into refc binaries from the VM's allocator). One per
+/// VM: its buffers outlive a transport in the messages that hold them.
+pub static RECV_POOL: BufferPool = BufferPool::new(0);
+
+/// A large frame's buffer from [`RECV_POOL`], owned by the VM as a
+/// resource once delivered: the message's binaries point into it, and the
+/// buffer goes back to the pool when the last of them is freed.
+pub struct RecvBuffer(PooledBuffer);
+
+#[rustler::resource_impl]
+impl rustler::Resource for RecvBuffer {}
+
+/// A buffer for a large frame's body of `len` bytes, or `None` when there
+/// is no memory for it (`OwnedBinary::new` would abort the process): from
+/// [`RECV_POOL`], or, when it keeps nothing, a refc binary.
 pub fn frame_buffer(len: usize) -> Option<Box<dyn FrameBuffer>> {
+    if RECV_POOL.limit() > 0 {
+        return RECV_POOL
+            .take(len)
+            .map(|b| Box::new(b) as Box<dyn FrameBuffer>);
+    }
     let mut bin = std::mem::MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
     // SAFETY: enif_alloc_binary fills `bin` when it returns non-zero, and
     // the binary is then owned by the OwnedBinary (released on drop).
@@ -578,22 +601,32 @@ pub fn frame_buffer(len: usize) -> Option<Box<dyn FrameBuffer>> {
 /// Deliver a large received frame read into [`frame_buffer`]: decoded by
 /// [`etf`], which shares its large binaries instead of copying them.
 pub fn deliver_buffer(body: Box<dyn FrameBuffer>) -> Delivery {
-    let body = match body.into_any().downcast::<BinaryBuffer>() {
+    let body = body.into_any();
+    let body = match body.downcast::<PooledBuffer>() {
+        Ok(pooled) => {
+            let res = ResourceArc::new(RecvBuffer(*pooled));
+            return with_msg_env(|env| deliver_frame(env, res.make_binary(env, |r| r.0.bytes())));
+        }
+        Err(other) => other,
+    };
+    let body = match body.downcast::<BinaryBuffer>() {
         Ok(b) => b.0,
         Err(other) => {
             let bytes = other.downcast::<Vec<u8>>().map(|v| *v).unwrap_or_default();
             return deliver(&bytes);
         }
     };
-    with_msg_env(|env| {
-        let frame = body.release(env);
-        let share_min = etf::share_threshold(frame.len());
-        match etf::decode(env, frame, share_min)
-            .ok_or(())
-            .or_else(|()| decode_whole(env, frame.as_slice()))
-        {
-            Ok(t) => send_decoded(env, t),
-            Err(d) => d,
-        }
-    })
+    with_msg_env(|env| deliver_frame(env, body.release(env)))
+}
+
+/// Decode `frame` (a large frame's body, as a binary) and send it.
+fn deliver_frame<'a>(env: Env<'a>, frame: Binary<'a>) -> Delivery {
+    let share_min = etf::share_threshold(frame.len());
+    match etf::decode(env, frame, share_min)
+        .ok_or(())
+        .or_else(|()| decode_whole(env, frame.as_slice()))
+    {
+        Ok(t) => send_decoded(env, t),
+        Err(d) => d,
+    }
 }

@@ -15,6 +15,7 @@
 //!   [`poller_set`]: which poller serves a lane; [`wake`]: the whole
 //!   wake-up protocol of idle pollers (the idle flag, the watcher thread);
 //! - [`body`]: frame bodies, owned or pinned by their owner (no copy);
+//!   [`recv_pool`]: buffers of received large frames, kept for reuse;
 //! - [`log_limit`]: warnings that a remote party can repeat, at most one
 //!   per source (address, peer) per window; [`refusals`]: refused
 //!   incoming connections, counted and logged through it;
@@ -49,6 +50,7 @@ pub mod lane_writer;
 pub mod log_limit;
 pub mod poller;
 pub mod poller_set;
+pub mod recv_pool;
 pub mod refusals;
 pub mod routes;
 pub mod sink;

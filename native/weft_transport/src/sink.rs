@@ -6,9 +6,9 @@ use std::any::Any;
 use weft_core::{DownReason, LaneKey, Level, Refusal};
 
 /// Memory that a large frame body is read into, provided by the sink so
-/// that the body lands where the sink wants it (the NIF: a refc binary that
-/// the decoded message then shares) rather than in a buffer that is copied
-/// once more.
+/// that the body lands where the sink wants it (the NIF: a buffer that
+/// becomes the binary that the decoded message then shares) rather than in
+/// a buffer that is copied once more.
 pub trait FrameBuffer: Send {
     /// The whole buffer, to be filled.
     fn bytes_mut(&mut self) -> &mut [u8];
