@@ -60,24 +60,30 @@ fn pipe_pair(a: TcpStream, b: TcpStream, link: Link) {
     let _ = up.join();
 }
 
-/// Move bytes from `from` to `to`, delayed and capped.
+/// Move bytes from `from` to `to`, delayed and capped. The chunks' buffers
+/// go back from the writer to the reader and are used again, so that the
+/// proxy does not allocate (and fault in) memory for every chunk.
 fn pipe(from: TcpStream, to: TcpStream, link: Link) {
-    let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
-    let writer = thread::spawn(move || write_side(to, rx, link));
-    read_side(from, tx, link.delay);
+    let (tx, rx) = sync_channel::<(Instant, Vec<u8>, usize)>(IN_FLIGHT);
+    let (back_tx, back_rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let writer = thread::spawn(move || write_side(to, rx, back_tx, link));
+    read_side(from, tx, back_rx, link.delay);
     let _ = writer.join();
 }
 
-fn read_side(mut from: TcpStream, tx: SyncSender<(Instant, Vec<u8>)>, delay: Duration) {
-    let mut buf = vec![0u8; CHUNK];
+fn read_side(
+    mut from: TcpStream,
+    tx: SyncSender<(Instant, Vec<u8>, usize)>,
+    back: Receiver<Vec<u8>>,
+    delay: Duration,
+) {
     loop {
+        // (a buffer is CHUNK bytes long; the first `n` are the chunk)
+        let mut buf = back.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx
-                    .send((Instant::now() + delay, buf[..n].to_vec()))
-                    .is_err()
-                {
+                if tx.send((Instant::now() + delay, buf, n)).is_err() {
                     break;
                 }
             }
@@ -86,20 +92,28 @@ fn read_side(mut from: TcpStream, tx: SyncSender<(Instant, Vec<u8>)>, delay: Dur
     // Dropping `tx` ends the writer once it has written what is queued.
 }
 
-fn write_side(mut to: TcpStream, rx: Receiver<(Instant, Vec<u8>)>, link: Link) {
+fn write_side(
+    mut to: TcpStream,
+    rx: Receiver<(Instant, Vec<u8>, usize)>,
+    back: SyncSender<Vec<u8>>,
+    link: Link,
+) {
     // With a cap, a chunk may leave no sooner than the previous one's bytes
     // have gone through the "wire".
     let mut wire_free = Instant::now();
-    while let Ok((due, chunk)) = rx.recv() {
+    while let Ok((due, buf, n)) = rx.recv() {
+        let chunk = &buf[..n];
         let mut at = due;
         if let Some(rate) = link.rate {
             at = at.max(wire_free);
             wire_free = at + Duration::from_secs_f64(chunk.len() as f64 / rate as f64);
         }
         sleep_until(at);
-        if to.write_all(&chunk).is_err() {
+        if to.write_all(chunk).is_err() {
             break;
         }
+        // (the reader may have gone: the buffer is then freed)
+        let _ = back.try_send(buf);
     }
     let _ = to.shutdown(Shutdown::Write);
 }

@@ -520,6 +520,9 @@ impl FullMesh {
                 self.drop_member(cx, name, reason);
             }
         }
+        // (entries, not distinct names: a name listed twice counts twice;
+        // no node lists one twice, and finding out would cost a set of
+        // names per view)
         let mut bad = 0;
         let mut no_room = 0;
         let mut decodes = 0;
@@ -559,7 +562,7 @@ impl FullMesh {
             cx.log(
                 Level::Warning,
                 Some(from),
-                format!("gossip named {no_room} more members than max_members ({n}) allows; skipped them"),
+                format!("gossip listed {no_room} entries of members past what max_members ({n}) allows; skipped them"),
             );
         }
         if bad > 0 {
@@ -573,7 +576,7 @@ impl FullMesh {
             cx.log(
                 Level::Info,
                 Some(from),
-                format!("gossip named {later} more newcomers than one view brings in ({MAX_VIEW_DECODES}); later views bring them"),
+                format!("gossip listed {later} entries of newcomers past the {MAX_VIEW_DECODES} one view brings in; later views bring them"),
             );
         }
     }
