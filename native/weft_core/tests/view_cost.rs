@@ -176,10 +176,12 @@ fn newcomers_past_the_decodes_of_a_view_come_with_the_next() {
     let mut logs = vec![];
     for t in [10, 20, 30] {
         b.on_control(t, "a@h", 1, newcomers.clone());
-        logs.extend(std::iter::from_fn(|| b.poll_action()).filter_map(|a| match a {
-            weft_core::Action::Log { text, .. } => Some(text),
-            _ => None,
-        }));
+        logs.extend(
+            std::iter::from_fn(|| b.poll_action()).filter_map(|a| match a {
+                weft_core::Action::Log { text, .. } => Some(text),
+                _ => None,
+            }),
+        );
         members.push(b.peers().count());
     }
     assert_eq!(
@@ -189,6 +191,9 @@ fn newcomers_past_the_decodes_of_a_view_come_with_the_next() {
     // (the log counts the newcomers each view left for later)
     let later: Vec<&String> = logs.iter().filter(|l| l.contains("later views")).collect();
     assert_eq!(later.len(), 2, "{logs:?}");
-    assert!(later[0].contains("listed 1976 entries of newcomers past the 1024"), "{later:?}");
+    assert!(
+        later[0].contains("listed 1976 entries of newcomers past the 1024"),
+        "{later:?}"
+    );
     assert!(later[1].contains("listed 952 entries"), "{later:?}");
 }
