@@ -609,6 +609,12 @@ weft_opts(weft_16_own, Listen, Advertise) ->
 %% rather than in weft's pool of buffers: what the pool saves)
 weft_opts(weft_16_nopool, Listen, Advertise) ->
     (weft_opts(weft_16, Listen, Advertise))#{large_frame_pool => 0};
+%% (16 lanes served by one poller per node, or by pollers on the schedulers
+%% only: for custom cells that look at how the pollers share the cores)
+weft_opts(weft_16_p1, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{pollers => 1};
+weft_opts(weft_16_sched, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{io => schedulers};
 %% (16 lanes on nodes started with other emulator flags: see config_flags/1)
 weft_opts(Config, Listen, Advertise) when Config =:= weft_16_nospin; Config =:= weft_16_sbct ->
     weft_opts(weft_16, Listen, Advertise).
@@ -663,7 +669,9 @@ channel(weft_16) -> vnode;
 channel(weft_16_own) -> vnode;
 channel(weft_16_nospin) -> vnode;
 channel(weft_16_sbct) -> vnode;
-channel(weft_16_nopool) -> vnode.
+channel(weft_16_nopool) -> vnode;
+channel(weft_16_p1) -> vnode;
+channel(weft_16_sched) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->
