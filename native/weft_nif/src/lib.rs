@@ -141,18 +141,10 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
     if running().is_some() {
         return Ok((atoms::error(), atoms::already_started()).encode(env));
     }
-    let (config, event_pid) = match decode_config(opts) {
+    let decoded = decode_config(opts)
+        .and_then(|(config, pid)| Ok((config, pid, convert::large_frame_pool(opts)?)));
+    let (config, event_pid, pool) = match decoded {
         Ok(x) => x,
-        Err(key) => {
-            return Ok((
-                atoms::error(),
-                (atoms::bad_option(), Atom::from_str(env, key)?),
-            )
-                .encode(env))
-        }
-    };
-    let pool = match convert::large_frame_pool(opts) {
-        Ok(n) => n,
         Err(key) => {
             return Ok((
                 atoms::error(),
