@@ -569,7 +569,8 @@ on_event(_Kind, Node, Fun) ->
 %% of frames being read and of messages not yet freed; the VM's
 %% `erlang:memory()' does not count these), `allocated' and `reused'
 %% (buffers taken new from the allocator and from the idle ones, since the
-%% VM started; the pool is one per VM and outlives a restart of weft).
+%% VM started: the pool is one per VM; its idle buffers are freed when weft
+%% stops, the buffers of messages still held when those are freed).
 %% `dropped' counts messages that `forward' accepted and that were then
 %% lost, by reason: `not_member' (the destination is not a member),
 %% `no_channel' (it does not have the channel), `node_down' (queued when it

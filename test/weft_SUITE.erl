@@ -795,6 +795,19 @@ large_frames_reuse_buffers_never_one_in_use(_Config) ->
     ?assert(Idle >= Size andalso Idle =< Limit),
     ok = call(B, weft_ct, keeper_drop, [keeper]),
     weft_ct:wait_until(returned, fun() -> maps:get(in_use_bytes, Pool(B)) =:= 0 end),
+    ?assert(maps:get(idle_bytes, Pool(B)) > 0),
+    %% a stopped weft keeps no idle buffers (here: its server killed, and
+    %% started again by its supervisor)
+    Old = call(B, erlang, whereis, [weft_server]),
+    call(B, erlang, exit, [Old, kill]),
+    weft_ct:wait_until(restarted,
+                       fun() ->
+                               case call(B, erlang, whereis, [weft_server]) of
+                                   P when is_pid(P), P =/= Old -> is_map(call(B, weft, info, []));
+                                   _ -> false
+                               end
+                       end),
+    ?assertMatch(#{limit := Limit, idle_bytes := 0, in_use_bytes := 0}, Pool(B)),
     %% C keeps no buffers
     ?assertMatch(#{limit := 0, allocated := 0, reused := 0, in_use_bytes := 0, idle_bytes := 0},
                  Pool(C)),

@@ -97,6 +97,7 @@ impl Drop for Guard {
         let mut running = RUNNING.write();
         if running.as_ref().is_some_and(|r| r.guard == self.id) {
             let r = running.take();
+            messages::RECV_POOL.set_limit(0);
             // Stopping waits for threads: never on a scheduler thread. A
             // start meanwhile waits for it (`wait_for_stops`), so that the
             // new transport can bind the port the old one is closing.
@@ -200,6 +201,9 @@ fn stop(env: Env) -> Atom {
     if let Some(r) = r {
         messages::with_caller(env, || r.transport.stop());
     }
+    // A stopped node keeps no idle receive buffers (those of messages
+    // still held are freed with them).
+    messages::RECV_POOL.set_limit(0);
     atoms::ok()
 }
 

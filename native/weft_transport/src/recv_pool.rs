@@ -35,6 +35,18 @@ pub struct BufferPool {
 struct Idle {
     by_class: BTreeMap<usize, Vec<Vec<u8>>>,
     bytes: usize,
+    /// The bound, as `BufferPool::limit` (read here under the lock, so
+    /// that a buffer given back while the bound is lowered is held to the
+    /// new one).
+    limit: usize,
+}
+
+impl Idle {
+    /// Whether a buffer of `size` bytes (a size class) may be kept now: at
+    /// most a quarter of the bound, and under it with the others.
+    fn keeps(&self, size: usize) -> bool {
+        size > 0 && size <= self.limit / 4 && self.bytes + size <= self.limit
+    }
 }
 
 #[derive(Debug)]
@@ -78,6 +90,7 @@ impl BufferPool {
             idle: Mutex::new(Idle {
                 by_class: BTreeMap::new(),
                 bytes: 0,
+                limit,
             }),
             limit: AtomicUsize::new(limit),
             stats: Stats {
@@ -94,13 +107,27 @@ impl BufferPool {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Keep at most `limit` bytes of idle buffers from now on (idle ones
-    /// over it are freed).
+    /// Keep at most `limit` bytes of idle buffers from now on: idle ones
+    /// over a quarter of it are freed, then the largest until the rest
+    /// fit (0 frees them all).
     pub fn set_limit(&self, limit: usize) {
-        self.limit.store(limit, Ordering::Relaxed);
         let freed = {
             let mut idle = self.idle.lock();
+            idle.limit = limit;
+            self.limit.store(limit, Ordering::Relaxed);
             let mut freed = Vec::new();
+            let too_large: Vec<usize> = idle
+                .by_class
+                .keys()
+                .copied()
+                .filter(|&c| c > limit / 4)
+                .collect();
+            for class in too_large {
+                if let Some(bufs) = idle.by_class.remove(&class) {
+                    idle.bytes -= class * bufs.len();
+                    freed.extend(bufs);
+                }
+            }
             while idle.bytes > limit {
                 let Some(mut last) = idle.by_class.last_entry() else {
                     break;
@@ -167,12 +194,11 @@ impl BufferPool {
         self.stats
             .in_use_bytes
             .fetch_sub(size as u64, Ordering::Relaxed);
-        let limit = self.limit();
-        if size == 0 || size > limit / 4 || size != size_class(size) {
+        if size != size_class(size) {
             return;
         }
         let mut idle = self.idle.lock();
-        if idle.bytes + size > limit {
+        if !idle.keeps(size) {
             return;
         }
         idle.bytes += size;
@@ -195,8 +221,9 @@ impl BufferPool {
 
 /// `n` zero bytes, or `None` when the allocator has none. Zeroed by the
 /// allocator (`calloc`): a large allocation is fresh pages that the
-/// kernel zeroes as they are first touched, so a buffer whose frame never
-/// comes costs address space, not memory.
+/// kernel zeroes as they are first touched, so a new buffer whose frame
+/// never comes costs address space, not memory (an idle one reused for it
+/// costs what it already held).
 fn zeroed(n: usize) -> Option<Vec<u8>> {
     if n == 0 {
         return Some(Vec::new());
@@ -232,18 +259,21 @@ impl FrameBuffer for PooledBuffer {
     fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
+    /// A buffer past its class moves to a new one of the larger class
+    /// (zeroed by the allocator, so only the bytes copied and those read
+    /// later are touched); the old one goes back to the pool.
     fn grow(&mut self, len: usize) -> bool {
         if len > self.buf.len() {
-            let class = size_class(len);
-            let more = class - self.buf.len();
-            if self.buf.try_reserve_exact(more).is_err() {
+            let Some(mut larger) = zeroed(size_class(len)) else {
                 return false;
-            }
-            self.buf.resize(class, 0);
+            };
+            larger[..self.len].copy_from_slice(&self.buf[..self.len]);
             self.pool
                 .stats
                 .in_use_bytes
-                .fetch_add(more as u64, Ordering::Relaxed);
+                .fetch_add(larger.len() as u64, Ordering::Relaxed);
+            let old = std::mem::replace(&mut self.buf, larger);
+            self.pool.give_back(old);
         }
         self.len = len;
         true
@@ -319,6 +349,12 @@ mod tests {
         assert_eq!(p.stats().in_use_bytes, 0);
         drop(p.take(2 << 20).unwrap());
         assert_eq!(p.stats().idle_bytes, 4 << 20);
+        // (a quarter of 3 MiB is under 1 MiB: none of them is kept)
+        p.set_limit(3 << 20);
+        assert_eq!(p.stats().idle_bytes, 0);
+        let bufs: Vec<_> = (0..10).map(|_| p.take(512 * 1024).unwrap()).collect();
+        drop(bufs);
+        assert_eq!(p.stats().idle_bytes, 3 << 20);
         p.set_limit(2 << 20);
         assert_eq!(p.stats().idle_bytes, 2 << 20);
         p.set_limit(0);
@@ -340,9 +376,14 @@ mod tests {
         assert!(b.grow(100_000));
         assert_eq!(b.bytes().len(), 100_000);
         assert!(b.bytes()[..16 * 1024].iter().all(|&x| x == 7));
+        // (the 16 KiB buffer it left is idle again)
         assert_eq!(p.stats().in_use_bytes, size_class(100_000) as u64);
+        assert_eq!(p.stats().idle_bytes, 16 * 1024);
         drop(b);
         assert_eq!(p.stats().in_use_bytes, 0);
-        assert_eq!(p.stats().idle_bytes, size_class(100_000) as u64);
+        assert_eq!(
+            p.stats().idle_bytes,
+            (size_class(100_000) + 16 * 1024) as u64
+        );
     }
 }
