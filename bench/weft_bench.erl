@@ -613,6 +613,10 @@ weft_opts(weft_16_nopool, Listen, Advertise) ->
 %% only: for custom cells that look at how the pollers share the cores)
 weft_opts(weft_16_p1, Listen, Advertise) ->
     (weft_opts(weft_16, Listen, Advertise))#{pollers => 1};
+weft_opts(weft_16_p4, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{pollers => 4};
+weft_opts(weft_16_p8, Listen, Advertise) ->
+    (weft_opts(weft_16, Listen, Advertise))#{pollers => 8};
 weft_opts(weft_16_sched, Listen, Advertise) ->
     (weft_opts(weft_16, Listen, Advertise))#{io => schedulers};
 %% (16 lanes on nodes started with other emulator flags: see config_flags/1)
@@ -671,6 +675,8 @@ channel(weft_16_nospin) -> vnode;
 channel(weft_16_sbct) -> vnode;
 channel(weft_16_nopool) -> vnode;
 channel(weft_16_p1) -> vnode;
+channel(weft_16_p4) -> vnode;
+channel(weft_16_p8) -> vnode;
 channel(weft_16_sched) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
