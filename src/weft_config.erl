@@ -45,7 +45,7 @@ defaults() ->
       reconnect_max_backoff => 5000,
       gossip_interval => 1000,
       io => auto,
-      pollers => auto,                   % one per online scheduler, at least 4
+      pollers => schedulers,             % erlang:system_info(schedulers_online)
       poll_linger_us => 100,
       large_frame_pool => 64 * 1024 * 1024}.      % bytes of idle receive buffers kept
 
@@ -127,19 +127,11 @@ build(C, Given) ->
       poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end),
       large_frame_pool => check(large_frame_pool, C, fun(B) -> int_in(B, 0, 1 bsl 40) end)}.
 
-%% Pollers: a count, one per online scheduler (`schedulers'), or that and
-%% at least 4 (`auto'): on a machine of few cores, the pollers' threads
-%% share them with every other thread there, and the kernel's scheduler
-%% gives each thread its share; 4 pollers per node on 2 cores made 2-5 %
-%% more 512 KB round trips with 128 clients than 2, and small messages as
-%% many (bench/RESULTS.md, 2026-12-07 12:02-12:16).
+%% Pollers: a count, or one per online scheduler.
 pollers(C) ->
-    Ok = fun(N) -> N =:= schedulers orelse N =:= auto orelse int_in(N, 1, 64) end,
-    Online = erlang:system_info(schedulers_online),
-    case check(pollers, C, Ok) of
+    case check(pollers, C, fun(N) -> N =:= schedulers orelse int_in(N, 1, 64) end) of
         %% (at most 64, what the transport takes)
-        schedulers -> min(64, Online);
-        auto -> min(64, max(4, Online));
+        schedulers -> min(64, erlang:system_info(schedulers_online));
         N -> N
     end.
 

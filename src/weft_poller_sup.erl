@@ -2,7 +2,7 @@
 %% @doc The supervisor of the poller processes ({@link weft_poller}).
 %%
 %% {@link weft_server} starts the transport, then one child here per poller
-%% the transport has (one per online scheduler and at least 4 by default, see the
+%% the transport has (one per online scheduler by default, see the
 %% `pollers' option). A poller process that crashes is started again on the
 %% same poller: the connections it serves stay open and nothing queued is
 %% lost, they only wait while no process drives them. A poller process

@@ -199,7 +199,7 @@ config_ranges(_Config) ->
     Bad = [{max_frame_size, Max32}, {max_frame_size, 0}, {max_frame_size, 1 bsl 64},
            {heartbeat_interval, Max32 + 1}, {heartbeat_interval, 0},
            {gossip_interval, Max32 + 1}, {reconnect_min_backoff, Max32 + 1},
-           {pollers, 65}, {pollers, 0}, {pollers, other}, {parallelism, 257}, {parallelism, 0},
+           {pollers, 65}, {pollers, 0}, {parallelism, 257}, {parallelism, 0},
            {poll_linger_us, 1000001},
            %% out of order with the other's default: the key given is named
            {heartbeat_interval, 10000}, {reconnect_min_backoff, 10000},
@@ -231,15 +231,6 @@ config_ranges(_Config) ->
     ok = call(N, weft, start, [?OPTS#{max_frame_size => Max32 - 1, reconnect_max_backoff => Max32,
                                       heartbeat_timeout => Max32, pollers => 64}]),
     ok = call(N, weft, stop, []),
-    %% pollers: one per online scheduler, or that and at least 4 (the default)
-    Online = call(N, erlang, system_info, [schedulers_online]),
-    [begin
-         ok = call(N, weft, start, [?OPTS#{pollers => P}]),
-         Running = fun() -> [C || {_, C, _, _} <- call(N, supervisor, which_children, [weft_poller_sup]),
-                                  is_pid(C)] end,
-         weft_ct:wait_until({pollers, P, Want}, fun() -> length(Running()) =:= Want end),
-         ok = call(N, weft, stop, [])
-     end || {P, Want} <- [{schedulers, min(64, Online)}, {auto, min(64, max(4, Online))}]],
     %% 255 channels plus default, 16 addresses, a 255-byte channel name
     Chans = [list_to_atom("c" ++ integer_to_list(I)) || I <- lists:seq(1, 254)]
         ++ [list_to_atom(lists:duplicate(255, $c))],
