@@ -601,27 +601,24 @@ weft_opts(weft_16, Listen, Advertise) ->
       channels => [default, gossip, #{name => vnode, parallelism => 16}],
       affinity => true, cookie => <<"bench">>,
       send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT};
-%% (16 lanes without the shared lane: every lane's small messages on its own
-%% connection, as before it; for custom cells that measure the shared lane)
-weft_opts(weft_16_own, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{shared_lane => false};
-%% (16 lanes, received large frames in binaries from the VM's allocator
-%% rather than in weft's pool of buffers: what the pool saves)
-weft_opts(weft_16_nopool, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{large_frame_pool => 0};
-%% (16 lanes served by one poller per node, or by pollers on the schedulers
-%% only: for custom cells that look at how the pollers share the cores)
-weft_opts(weft_16_p1, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{pollers => 1};
-weft_opts(weft_16_p4, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{pollers => 4};
-weft_opts(weft_16_p8, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{pollers => 8};
-weft_opts(weft_16_sched, Listen, Advertise) ->
-    (weft_opts(weft_16, Listen, Advertise))#{io => schedulers};
-%% (16 lanes on nodes started with other emulator flags: see config_flags/1)
-weft_opts(Config, Listen, Advertise) when Config =:= weft_16_nospin; Config =:= weft_16_sbct ->
-    weft_opts(weft_16, Listen, Advertise).
+%% Variants of 16 lanes, for custom cells: weft_16's options and these.
+weft_opts(Config, Listen, Advertise) ->
+    maps:merge(weft_opts(weft_16, Listen, Advertise), variant(Config)).
+
+%% weft_16_own: without the shared lane (every lane's small messages on its
+%% own connection, as before it). weft_16_nopool: received large frames in
+%% binaries from the VM's allocator rather than in weft's pool of buffers.
+%% weft_16_p1 / _p4 / _p8: that many pollers per node; weft_16_sched:
+%% pollers on the schedulers only. weft_16_nospin, weft_16_sbct: nodes
+%% started with other emulator flags (config_flags/1).
+variant(weft_16_own) -> #{shared_lane => false};
+variant(weft_16_nopool) -> #{large_frame_pool => 0};
+variant(weft_16_p1) -> #{pollers => 1};
+variant(weft_16_p4) -> #{pollers => 4};
+variant(weft_16_p8) -> #{pollers => 8};
+variant(weft_16_sched) -> #{io => schedulers};
+variant(weft_16_nospin) -> #{};
+variant(weft_16_sbct) -> #{}.
 
 %% Connect the first node to every other (for weft: join them all, and
 %% wait until every node has all its lanes to every other).
@@ -669,15 +666,8 @@ fwd(Node, Name, Msg, Opts) ->
 
 channel(disterl) -> default;
 channel(weft_1) -> default;
-channel(weft_16) -> vnode;
-channel(weft_16_own) -> vnode;
-channel(weft_16_nospin) -> vnode;
-channel(weft_16_sbct) -> vnode;
-channel(weft_16_nopool) -> vnode;
-channel(weft_16_p1) -> vnode;
-channel(weft_16_p4) -> vnode;
-channel(weft_16_p8) -> vnode;
-channel(weft_16_sched) -> vnode.
+%% (weft_16 and its variants: variant/1)
+channel(_Weft16) -> vnode.
 
 %% @doc Register `bench_echo': answers each request with its payload.
 echo_server(Config) ->

@@ -54,7 +54,6 @@ struct Stats {
     allocated: AtomicU64,
     reused: AtomicU64,
     in_use_bytes: AtomicU64,
-    idle_bytes: AtomicU64,
 }
 
 /// What a pool holds and has done (all counts since it was made).
@@ -97,7 +96,6 @@ impl BufferPool {
                 allocated: AtomicU64::new(0),
                 reused: AtomicU64::new(0),
                 in_use_bytes: AtomicU64::new(0),
-                idle_bytes: AtomicU64::new(0),
             },
         }
     }
@@ -115,19 +113,9 @@ impl BufferPool {
             let mut idle = self.idle.lock();
             idle.limit = limit;
             self.limit.store(limit, Ordering::Relaxed);
-            let mut freed = Vec::new();
-            let too_large: Vec<usize> = idle
-                .by_class
-                .keys()
-                .copied()
-                .filter(|&c| c > limit / 4)
-                .collect();
-            for class in too_large {
-                if let Some(bufs) = idle.by_class.remove(&class) {
-                    idle.bytes -= class * bufs.len();
-                    freed.extend(bufs);
-                }
-            }
+            let too_large = idle.by_class.split_off(&(limit / 4).saturating_add(1));
+            idle.bytes -= too_large.iter().map(|(c, v)| c * v.len()).sum::<usize>();
+            let mut freed: Vec<Vec<u8>> = too_large.into_values().flatten().collect();
             while idle.bytes > limit {
                 let Some(mut last) = idle.by_class.last_entry() else {
                     break;
@@ -145,10 +133,8 @@ impl BufferPool {
             }
             freed
         };
-        let bytes: usize = freed.iter().map(Vec::len).sum();
-        self.stats
-            .idle_bytes
-            .fetch_sub(bytes as u64, Ordering::Relaxed);
+        // (freed here, outside the lock)
+        drop(freed);
     }
 
     /// A buffer of `len` bytes: an idle one of its size class, or a new
@@ -160,9 +146,6 @@ impl BufferPool {
             let found = idle.by_class.get_mut(&class).and_then(|v| v.pop());
             if found.is_some() {
                 idle.bytes -= class;
-                self.stats
-                    .idle_bytes
-                    .fetch_sub(class as u64, Ordering::Relaxed);
             }
             found
         };
@@ -203,9 +186,6 @@ impl BufferPool {
         }
         idle.bytes += size;
         idle.by_class.entry(size).or_default().push(buf);
-        self.stats
-            .idle_bytes
-            .fetch_add(size as u64, Ordering::Relaxed);
     }
 
     /// What the pool holds and has done.
@@ -214,7 +194,7 @@ impl BufferPool {
             allocated: self.stats.allocated.load(Ordering::Relaxed),
             reused: self.stats.reused.load(Ordering::Relaxed),
             in_use_bytes: self.stats.in_use_bytes.load(Ordering::Relaxed),
-            idle_bytes: self.stats.idle_bytes.load(Ordering::Relaxed),
+            idle_bytes: self.idle.lock().bytes as u64,
         }
     }
 }
