@@ -37,7 +37,7 @@
 %% does not measure (only the machine-wide lines); its profiles split it.
 -module(weft_passes).
 
--export([main/1]).
+-export([main/1, sample_here/0]).
 
 -define(PASS_MS, 5000).
 -define(PAYLOAD, 524288).
@@ -89,14 +89,16 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                  Dir -> spawn_cmd(Me, lists:flatten(io_lib:format("perf record -a -F 499 -o ~s/~p-~p.data -- sleep 4 >/dev/null 2>&1",
                                                                   [Dir, Config, I])))
              end,
-    Threads0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S),
+    Threads0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S), Pool0 = pools(S),
+    Sampler = pool_sampler(S),
     {Ops, P50, P99} = case Config of
                           limit ->
                               {echo, Rtt, Payload, Clients, Seconds} = Cell,
                               weft_bench:limit_run(Netem, Rtt, Cap, Clients, Payload, Seconds, 0);
                           _ -> weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS)
                       end,
-    Threads1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S),
+    Threads1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S), Pool1 = pools(S),
+    Samples = pool_samples(Sampler),
     N = Ops * ?PASS_MS / 1000,
     %% per round trip, by kind: {us of CPU (a tick is 10 ms), voluntary and
     %% involuntary context switches}
@@ -115,6 +117,10 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                [Side, lists:join(" ", [io_lib:format("~.1f~c", [(Sent - element(1, proplists:get_value(Idx, L0, {0, x}))) * 1000 / ?PASS_MS / 1.0e6, Io])
                                        || {Idx, {Sent, Io}} <- L1])])
      || {Side, L0, L1} <- case Lanes0 of [] -> []; _ -> lists:zip3(["A", "B"], Lanes0, Lanes1) end],
+    [io:format("   ~s: receive pool ~p buffers allocated, ~p reused; sampled each 250 ms, mean / max: pool in use ~.1f / ~.1f MB, send queue ~.1f / ~.1f MB, echo server's mailbox ~.1f / ~p~n",
+               [Side, Al1 - Al0, Re1 - Re0 | lists:append([[lists:sum(L) / max(1, length(L)) / D, lists:max([0 | L]) / D]
+                                                          || {L, D} <- lists:zip(unzip3(Ss), [1.0e6, 1.0e6, 1])])])
+     || {Side, {{Al0, Re0}, {Al1, Re1}}, Ss} <- case Pool0 of [] -> []; _ -> lists:zip3(["A", "B"], lists:zip(Pool0, Pool1), Samples) end],
     Perf =:= none orelse
         receive {Perf, Out} ->
                 %% (lines that are not counts, e.g. perf's errors, are left out)
@@ -204,6 +210,56 @@ lanes({[{A, _}, {B, _}], _}) ->
          _ ->
              []
      end || P <- [A, B]].
+
+%% Each node's receive pool: [{Allocated, Reused}] (A, B).
+pools(undefined) -> [];
+pools({[{A, _}, {B, _}], _}) -> [pool(P, fun(#{allocated := Al, reused := Re}) -> {Al, Re} end) || P <- [A, B]].
+
+pool(P, F) ->
+    case catch peer:call(P, weft, info, []) of
+        #{receiving := #{pool := Pool}} -> F(Pool);
+        _ -> F(#{allocated => 0, reused => 0, in_use_bytes => 0})
+    end.
+
+%% A process that samples, every 250 ms until asked, each node's pool bytes
+%% in use, bytes in its send queues and the echo server's mailbox length:
+%% [[{InUse, Queued, Mailbox}]] (A, B).
+pool_sampler(undefined) -> none;
+pool_sampler({[{A, _}, {B, _}], _}) ->
+    spawn_link(fun() -> pool_sample([A, B], [[], []]) end).
+
+pool_sample(Peers, Acc) ->
+    receive
+        {stop, To} -> To ! {self(), [lists:reverse(L) || L <- Acc]}
+    after 250 ->
+            Now = [sample(P) || P <- Peers],
+            pool_sample(Peers, [[U | L] || {U, L} <- lists:zip(Now, Acc)])
+    end.
+
+sample(P) ->
+    case catch peer:call(P, ?MODULE, sample_here, []) of
+        {_, _, _} = T -> T;
+        _ -> {0, 0, 0}
+    end.
+
+%% @doc (on a node) Its pool bytes in use, bytes queued to send, and the
+%% echo server's mailbox length.
+sample_here() ->
+    #{receiving := #{pool := #{in_use_bytes := U}}, queued := #{queued_bytes := Q}} = weft:info(),
+    M = case whereis(bench_echo) of
+            undefined -> 0;
+            E -> element(2, process_info(E, message_queue_len))
+        end,
+    {U, Q, M}.
+
+unzip3(Ts) ->
+    {As, Bs, Cs} = lists:unzip3(Ts),
+    [As, Bs, Cs].
+
+pool_samples(none) -> [];
+pool_samples(Pid) ->
+    Pid ! {stop, self()},
+    receive {Pid, Samples} -> Samples end.
 
 root() ->
     filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).
