@@ -280,7 +280,12 @@ pub struct Poller {
     budget: Budget,
 }
 
-/// Bytes a poller's round may read (and write), in all and per connection.
+/// Bytes a poller's round may read, in all and per connection (a round
+/// writes up to [`ROUND_BUDGET`] whatever the poller's kind). With `io =>
+/// threads` every connection is on a threaded poller, so a ready one waits
+/// behind up to `(n - 1) * 256 KiB` of others (see
+/// [`weft_core::placement`], "Fairness"); with `io => auto` only bulk
+/// connections are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Budget {
     round: usize,
