@@ -291,8 +291,11 @@ limit_run(Netem, Rtt, Cap, Clients, Payload, Seconds, Count) ->
 %% A figure of the limit's program; its quantiles are "NaN" when no round
 %% trip completed in the window (seen: 8 MB with 128 clients in 5 s), kept
 %% as 0.0 (ratios against 0 print as n/a).
-limit_value("NaN") -> 0.0;
-limit_value(X) -> list_to_float(X).
+limit_value(X) ->
+    case lists:member(string:lowercase(X), ["nan", "-nan", "inf", "-inf"]) of
+        true -> 0.0;
+        false -> list_to_float(X)
+    end.
 
 %% Small messages without emulation: what is measured is each transport's
 %% own path on a shared 2-core machine, where one run of a few seconds can

@@ -32,7 +32,11 @@
 %%   interrupts and page faults per round trip over the whole machine
 %%   (`perf stat -a', software events and tracepoints only);
 %% - with `WEFT_PASSES_RECORD=DIR': a `perf record -a' profile of each
-%%   pass into DIR (`perf report --sort comm,sym' reads it).
+%%   pass into DIR (`perf report --sort comm,sym' reads it);
+%% - each node's receive pool: buffers allocated and reused in the pass;
+%%   with `WEFT_PASSES_SAMPLE=1' also, sampled every 250 ms (a `weft:info/0'
+%%   call on each node, so some load of its own), its bytes in use, its
+%%   send queues' bytes and the echo server's mailbox length.
 %% The `limit' runs as one program with its own proxy, whose CPU this
 %% does not measure (only the machine-wide lines); its profiles split it.
 -module(weft_passes).
@@ -117,10 +121,19 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                [Side, lists:join(" ", [io_lib:format("~.1f~c", [(Sent - element(1, proplists:get_value(Idx, L0, {0, x}))) * 1000 / ?PASS_MS / 1.0e6, Io])
                                        || {Idx, {Sent, Io}} <- L1])])
      || {Side, L0, L1} <- case Lanes0 of [] -> []; _ -> lists:zip3(["A", "B"], Lanes0, Lanes1) end],
-    [io:format("   ~s: receive pool ~p buffers allocated, ~p reused; sampled each 250 ms, mean / max: pool in use ~.1f / ~.1f MB, send queue ~.1f / ~.1f MB, echo server's mailbox ~.1f / ~p~n",
-               [Side, Al1 - Al0, Re1 - Re0 | lists:append([[lists:sum(L) / max(1, length(L)) / D, lists:max([0 | L]) / D]
-                                                          || {L, D} <- lists:zip(unzip3(Ss), [1.0e6, 1.0e6, 1])])])
-     || {Side, {{Al0, Re0}, {Al1, Re1}}, Ss} <- case Pool0 of [] -> []; _ -> lists:zip3(["A", "B"], lists:zip(Pool0, Pool1), Samples) end],
+    [io:format("   ~s: receive pool ~p buffers allocated, ~p reused~s~n",
+               [Side, Al1 - Al0, Re1 - Re0,
+                case Ss of
+                    none -> "";
+                    _ -> io_lib:format("; sampled each 250 ms, mean / max: pool in use ~.1f / ~.1f MB, send queue ~.1f / ~.1f MB, echo server's mailbox ~.1f / ~p",
+                                       lists:append([[lists:sum(L) / max(1, length(L)) / D, lists:max([0 | L]) / D]
+                                                     || {L, D} <- lists:zip(unzip3(Ss), [1.0e6, 1.0e6, 1])]))
+                end])
+     || {Side, {{Al0, Re0}, {Al1, Re1}}, Ss} <- case Pool0 of
+                                                   [] -> [];
+                                                   _ -> lists:zip3(["A", "B"], lists:zip(Pool0, Pool1),
+                                                                   case Samples of [] -> [none, none]; _ -> Samples end)
+                                               end],
     Perf =:= none orelse
         receive {Perf, Out} ->
                 %% (lines that are not counts, e.g. perf's errors, are left out)
@@ -226,7 +239,10 @@ pool(P, F) ->
 %% [[{InUse, Queued, Mailbox}]] (A, B).
 pool_sampler(undefined) -> none;
 pool_sampler({[{A, _}, {B, _}], _}) ->
-    spawn_link(fun() -> pool_sample([A, B], [[], []]) end).
+    case os:getenv("WEFT_PASSES_SAMPLE") of
+        false -> none;
+        _ -> spawn_link(fun() -> pool_sample([A, B], [[], []]) end)
+    end.
 
 pool_sample(Peers, Acc) ->
     receive
