@@ -154,7 +154,7 @@ summary(Configs, Rows) ->
          Os = [O || {C1, O} <- Rows, C1 =:= C],
          io:format("~-16s mean ~7.1f ops/s (~.1f-~.1f)~s~n",
                    [C, Mean(C), lists:min(Os), lists:max(Os),
-                    case lists:member(limit, Configs) andalso C =/= limit of
+                    case lists:member(limit, Configs) andalso C =/= limit andalso Mean(limit) > 0 of
                         true -> io_lib:format(", ~.3f of the limit's mean", [Mean(C) / Mean(limit)]);
                         false -> ""
                     end])
