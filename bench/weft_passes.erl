@@ -93,7 +93,7 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                  Dir -> spawn_cmd(Me, lists:flatten(io_lib:format("perf record -a -F 499 -o ~s/~p-~p.data -- sleep 4 >/dev/null 2>&1",
                                                                   [Dir, Config, I])))
              end,
-    Threads0 = threads(Procs), Stat0 = stat(), Lanes0 = lanes(S), Pool0 = pools(S),
+    Threads0 = threads(Procs), Stat0 = stat(), Infos0 = infos(S),
     Sampler = pool_sampler(S),
     {Ops, P50, P99} = case Config of
                           limit ->
@@ -101,8 +101,9 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                               weft_bench:limit_run(Netem, Rtt, Cap, Clients, Payload, Seconds, 0);
                           _ -> weft_bench:rep(Netem, Config, S, Cell, ?PASS_MS)
                       end,
-    Threads1 = threads(Procs), Stat1 = stat(), Lanes1 = lanes(S), Pool1 = pools(S),
+    Threads1 = threads(Procs), Stat1 = stat(), Infos1 = infos(S),
     Samples = pool_samples(Sampler),
+    {Lanes0, Lanes1} = {[lanes(Info) || Info <- Infos0], [lanes(Info) || Info <- Infos1]},
     N = Ops * ?PASS_MS / 1000,
     %% per round trip, by kind: {us of CPU (a tick is 10 ms), voluntary and
     %% involuntary context switches}
@@ -122,17 +123,12 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
                                        || {Idx, {Sent, Io}} <- L1])])
      || {Side, L0, L1} <- case Lanes0 of [] -> []; _ -> lists:zip3(["A", "B"], Lanes0, Lanes1) end],
     [io:format("   ~s: receive pool ~p buffers allocated, ~p reused~s~n",
-               [Side, Al1 - Al0, Re1 - Re0,
-                case Ss of
-                    none -> "";
-                    _ -> io_lib:format("; sampled each 250 ms, mean / max: pool in use ~.1f / ~.1f MB, send queue ~.1f / ~.1f MB, echo server's mailbox ~.1f / ~p",
-                                       lists:append([[lists:sum(L) / max(1, length(L)) / D, lists:max([0 | L]) / D]
-                                                     || {L, D} <- lists:zip(unzip3(Ss), [1.0e6, 1.0e6, 1])]))
-                end])
-     || {Side, {{Al0, Re0}, {Al1, Re1}}, Ss} <- case Pool0 of
+               [Side, Al1 - Al0, Re1 - Re0, sampled(Ss)])
+     || {Side, {{Al0, Re0}, {Al1, Re1}}, Ss} <- case Infos0 of
                                                    [] -> [];
-                                                   _ -> lists:zip3(["A", "B"], lists:zip(Pool0, Pool1),
-                                                                   case Samples of [] -> [none, none]; _ -> Samples end)
+                                                   _ -> lists:zip3(["A", "B"], lists:zip([pool(Info) || Info <- Infos0],
+                                                                                         [pool(Info) || Info <- Infos1]),
+                                                                   Samples)
                                                end],
     Perf =:= none orelse
         receive {Perf, Out} ->
@@ -212,35 +208,30 @@ stat() ->
 %% Bytes sent so far on each lane of the channel (`vnode', else `default')
 %% by A and by B, and
 %% how each lane is served now.
-lanes(undefined) -> [];
-lanes({[{A, _}, {B, _}], _}) ->
-    [case catch peer:call(P, weft, info, []) of
-         #{peers := Peers} when map_size(Peers) =:= 1 ->
-             [#{channels := Chs}] = maps:values(Peers),
-             Ls = maps:get(vnode, Chs, maps:get(default, Chs, [])),
-             lists:sort([{maps:get(lane, L), {maps:get(sent_bytes, L), case maps:get(io, L) of thread -> $t; _ -> $s end}}
-                         || L <- Ls]);
-         _ ->
-             []
-     end || P <- [A, B]].
+%% Each node's `weft:info()' (A, B), or [] without weft nodes.
+infos(undefined) -> [];
+infos({[{A, _}, {B, _}], _}) -> [catch peer:call(P, weft, info, []) || P <- [A, B]].
 
-%% Each node's receive pool: [{Allocated, Reused}] (A, B).
-pools(undefined) -> [];
-pools({[{A, _}, {B, _}], _}) -> [pool(P, fun(#{allocated := Al, reused := Re}) -> {Al, Re} end) || P <- [A, B]].
+%% A node's lanes of its one peer: [{Index, {SentBytes, $t | $s}}].
+lanes(#{peers := Peers}) when map_size(Peers) =:= 1 ->
+    [#{channels := Chs}] = maps:values(Peers),
+    Ls = maps:get(vnode, Chs, maps:get(default, Chs, [])),
+    lists:sort([{maps:get(lane, L), {maps:get(sent_bytes, L), case maps:get(io, L) of thread -> $t; _ -> $s end}}
+                || L <- Ls]);
+lanes(_) ->
+    [].
 
-pool(P, F) ->
-    case catch peer:call(P, weft, info, []) of
-        #{receiving := #{pool := Pool}} -> F(Pool);
-        _ -> F(#{allocated => 0, reused => 0, in_use_bytes => 0})
-    end.
+%% A node's receive pool: {Allocated, Reused}.
+pool(#{receiving := #{pool := #{allocated := Al, reused := Re}}}) -> {Al, Re};
+pool(_) -> {0, 0}.
 
 %% A process that samples, every 250 ms until asked, each node's pool bytes
 %% in use, bytes in its send queues and the echo server's mailbox length:
 %% [[{InUse, Queued, Mailbox}]] (A, B).
 pool_sampler(undefined) -> none;
 pool_sampler({[{A, _}, {B, _}], _}) ->
-    case os:getenv("WEFT_PASSES_SAMPLE") of
-        false -> none;
+    case os:getenv("WEFT_PASSES_SAMPLE", "") of
+        "" -> none;
         _ -> spawn_link(fun() -> pool_sample([A, B], [[], []]) end)
     end.
 
@@ -268,14 +259,19 @@ sample_here() ->
         end,
     {U, Q, M}.
 
-unzip3(Ts) ->
-    {As, Bs, Cs} = lists:unzip3(Ts),
-    [As, Bs, Cs].
-
-pool_samples(none) -> [];
+%% Both nodes' samples, [none, none] when not sampled.
+pool_samples(none) -> [none, none];
 pool_samples(Pid) ->
     Pid ! {stop, self()},
     receive {Pid, Samples} -> Samples end.
+
+%% One node's samples as text: mean and max of each kind.
+sampled(none) -> "";
+sampled(Samples) ->
+    {U, Q, M} = lists:unzip3(Samples),
+    io_lib:format("; sampled each 250 ms, mean / max: pool in use ~.1f / ~.1f MB, send queue ~.1f / ~.1f MB, echo server's mailbox ~.1f / ~p",
+                  lists:append([[lists:sum(L) / max(1, length(L)) / D, lists:max([0 | L]) / D]
+                                || {L, D} <- [{U, 1.0e6}, {Q, 1.0e6}, {M, 1}]])).
 
 root() ->
     filename:dirname(filename:dirname(filename:dirname(code:which(?MODULE)))).

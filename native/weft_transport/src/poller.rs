@@ -276,8 +276,6 @@ pub struct Poller {
     open: AtomicUsize,
     /// The origin of the poller's clock.
     origin: Instant,
-    /// What a round may read: in all, and from one connection.
-    budget: Budget,
 }
 
 /// Bytes a poller's round may read, in all and per connection (a round
@@ -345,7 +343,6 @@ impl Poller {
             stopped: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             origin: Instant::now(),
-            budget: Budget::of(threaded),
         }))
     }
 
@@ -540,7 +537,7 @@ impl Poller {
         }
         let writable = readiness(st);
         let written = self.flushes(st, writable);
-        let mut round = reads(st, shared, &mut closes, self.budget);
+        let mut round = reads(st, shared, &mut closes, Budget::of(self.is_threaded()));
         if let Some(shared) = shared {
             flush_deliveries(shared);
         }
