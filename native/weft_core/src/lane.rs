@@ -433,6 +433,11 @@ pub struct SendQueue<T> {
     /// A writer holds frames taken off the queue (a direct write or a
     /// batch).
     busy: bool,
+    /// A flush came while a writer held frames ([`SendQueue::flush`]
+    /// answered [`Step::Idle`]): it may have been asked because the socket
+    /// had room again, so the writer does not wait for that news
+    /// ([`SendQueue::put_back`]).
+    missed: bool,
     stopped: bool,
     /// When the previous frame was pushed, or a direct write ended.
     last_push: Option<Micros>,
@@ -445,6 +450,7 @@ impl<T> Default for SendQueue<T> {
         SendQueue {
             queue: VecDeque::new(),
             busy: false,
+            missed: false,
             stopped: false,
             last_push: None,
             queued: Counts::default(),
@@ -540,6 +546,8 @@ impl<T: Payload> SendQueue<T> {
     /// (nothing written) is queued as if just pushed.
     pub fn wrote_direct(&mut self, now: Micros, d: Direct<T>, written: Option<usize>) -> Option<T> {
         self.busy = false;
+        // (the writer asks for a flush whenever frames are left)
+        self.missed = false;
         // A stream counts from the end of this write: a write that took
         // long (the thread was preempted) is not followed by another direct
         // one at once.
@@ -573,6 +581,7 @@ impl<T: Payload> SendQueue<T> {
     /// its current part (past [`BATCH_BYTES`] if need be).
     pub fn flush(&mut self, writable: bool) -> Step<T> {
         if self.busy {
+            self.missed = true;
             return Step::Idle;
         }
         if !writable {
@@ -619,14 +628,22 @@ impl<T: Payload> SendQueue<T> {
     /// The write of `batch` ended; `blocked`: the socket took less than it
     /// was offered. What is left of the batch goes back to the front, in
     /// order. Returns what to do next and the frames the batch completed.
+    ///
+    /// Blocked, the writer waits until the socket is writable again; but
+    /// not if a flush came while it wrote: that flush may have been the
+    /// news that the socket had room (an edge-triggered readiness, taken by
+    /// another thread and not repeated), so it is [`Flush::More`] and the
+    /// writer tries again (a full socket then refuses it, and tells again
+    /// when it has room).
     pub fn put_back(&mut self, batch: Batch<T>, blocked: bool) -> (Flush, Counts) {
         self.busy = false;
+        let missed = std::mem::take(&mut self.missed);
         self.queued.sub(batch.written);
         for f in batch.frames.into_iter().rev() {
             self.queue.push_front(f);
         }
         self.interleave();
-        let next = if blocked {
+        let next = if blocked && !missed {
             Flush::Blocked
         } else if self.has_work() {
             Flush::More
@@ -641,6 +658,7 @@ impl<T: Payload> SendQueue<T> {
     /// completed before stay written).
     pub fn lost(&mut self, batch: Batch<T>) -> Counts {
         self.busy = false;
+        self.missed = false;
         self.queued.sub(batch.written);
         let mut lost = Counts::default();
         for f in &batch.frames {

@@ -711,6 +711,12 @@ impl Poller {
                 e.lane.move_to(target.clone());
                 e.conn.move_to(target.clone());
                 let lane = e.lane.clone();
+                // Its flushes are the target's from now on (`reflush` asks
+                // it): none here, where the socket's readiness no longer
+                // comes. (A request that read the old poller just before
+                // the move may still come here: one flush, harmless.)
+                st.again.retain(|l| !Arc::ptr_eq(l, &lane));
+                self.flush.lock().retain(|l| !Arc::ptr_eq(l, &lane));
                 target.open.fetch_add(1, Ordering::AcqRel);
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 target.inbox.lock().push(Cmd::Attach(e));

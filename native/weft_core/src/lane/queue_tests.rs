@@ -378,6 +378,53 @@ fn a_partial_direct_write_goes_first_a_failed_one_queues() {
     assert_eq!(drain(&mut q), vec![1, 2]);
 }
 
+/// A writer that the socket refused waits for it to be writable again,
+/// unless a flush came while it wrote: that flush may have been the
+/// socket's news that it had room (one edge, taken by another thread,
+/// not repeated), so the writer tries again. Found as a stall of one
+/// `QUIET` (200 ms) in `make demo`, when a lane's connection moved between
+/// pollers while writing (`bench/RESULTS.md`, 2026-12-07 15:36).
+#[test]
+fn a_flush_refused_while_a_batch_is_out_is_not_lost() {
+    let mut q = SendQueue::new();
+    for id in 0..3 {
+        assert!(matches!(q.push(0, large(id), None, true), Pushed::Queued));
+    }
+    // Blocked with no flush meanwhile: wait for the socket.
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("no batch")
+    };
+    b.wrote(10);
+    assert_eq!(q.put_back(b, true).0, Flush::Blocked);
+    // A flush while the batch is out finds a writer (and does nothing);
+    // the writer, refused by the socket, tries again instead of waiting.
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("no batch")
+    };
+    assert!(matches!(q.flush(true), Step::Idle));
+    b.wrote(10);
+    assert_eq!(q.put_back(b, true).0, Flush::More);
+    // Once only: the next refusal waits again.
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("no batch")
+    };
+    b.wrote(0);
+    assert_eq!(q.put_back(b, true).0, Flush::Blocked);
+    // A flush during a direct write leaves nothing behind: the direct
+    // writer asks for a flush itself when frames are left.
+    let mut q = SendQueue::new();
+    let Pushed::Write(d) = q.push(0, small(1), None, true) else {
+        panic!("not direct")
+    };
+    assert!(matches!(q.flush(true), Step::Idle));
+    assert_eq!(q.wrote_direct(1, d, Some(2)), None);
+    let Step::Write(mut b) = q.flush(true) else {
+        panic!("no batch")
+    };
+    b.wrote(0);
+    assert_eq!(q.put_back(b, true).0, Flush::Blocked);
+}
+
 #[test]
 fn batches_are_bounded_in_frames_bytes_and_slices() {
     let mut q = SendQueue::new();
