@@ -24,7 +24,9 @@
 %%   a little more than the 5 s whose round trips are counted;
 %% - the same threads' context switches per round trip, voluntary /
 %%   involuntary;
-%% - machine-wide steal and irq+softirq ticks during the pass;
+%% - machine-wide steal, irq+softirq and idle ticks during the pass, and
+%%   the TCP segments received per round trip and their mean size (every
+%%   connection of the machine, the proxy's included);
 %% - for weft: the MB/s each lane of its channel (`vnode', or `default'
 %%   for `weft_1') sent, and whether a thread (`t') or a scheduler (`s')
 %%   served it; a channel of 2 lanes or more lists its shared lane last;
@@ -116,8 +118,9 @@ pass(Netem, Config, Setup, Cell, Cap, I) ->
     Procs =:= [] orelse
         io:format("   context switches per round trip, voluntary/involuntary: ~s~n",
                   [lists:join(" ", [io_lib:format("~s ~.1f/~.1f", [K, V, Inv]) || {K, {_, V, Inv}} <- PerOp, V + Inv >= 0.1])]),
-    io:format("   machine: steal ~p, irq+softirq ~p ticks~n",
-              [maps:get(steal, Stat1) - maps:get(steal, Stat0), maps:get(irq, Stat1) - maps:get(irq, Stat0)]),
+    D = fun(K) -> maps:get(K, Stat1) - maps:get(K, Stat0) end,
+    io:format("   machine: steal ~p, irq+softirq ~p, idle ~p ticks; TCP segments received per round trip ~.1f, ~.1f KB each~n",
+              [D(steal), D(irq), D(idle), D(segs) / max(N, 1), D(octets) / max(D(segs), 1) / 1000]),
     [io:format("   ~s's lanes, MB/s: ~s~n",
                [Side, lists:join(" ", [io_lib:format("~.1f~c", [(Sent - element(1, proplists:get_value(Idx, L0, {0, x}))) * 1000 / ?PASS_MS / 1.0e6, Io])
                                        || {Idx, {Sent, Io}} <- L1])])
@@ -201,9 +204,23 @@ kind(Comm) ->
 stat() ->
     {ok, B} = file:read_file("/proc/stat"),
     [L | _] = binary:split(B, <<"\n">>),
-    [_User, _Nice, _Sys, _Idle, _Iowait, Irq, Soft, Steal | _] =
+    [_User, _Nice, _Sys, Idle, _Iowait, Irq, Soft, Steal | _] =
         [list_to_integer(X) || X <- tl(string:lexemes(binary_to_list(L), " "))],
-    #{irq => Irq + Soft, steal => Steal}.
+    Tcp = net_counters("/proc/net/snmp", "Tcp:"),
+    IpExt = net_counters("/proc/net/netstat", "IpExt:"),
+    #{irq => Irq + Soft, steal => Steal, idle => Idle,
+      segs => maps:get("InSegs", Tcp, 0), octets => maps:get("InOctets", IpExt, 0)}.
+
+%% The counters of one protocol in a /proc/net file (a line of names, then
+%% a line of values, both starting with Prefix).
+net_counters(File, Prefix) ->
+    {ok, B} = file:read_file(File),
+    case [string:lexemes(L, " ") || L <- string:lexemes(binary_to_list(B), "\n"),
+                                   lists:prefix(Prefix, L)] of
+        [[_ | Names], [_ | Values]] ->
+            maps:from_list([{N, list_to_integer(V)} || {N, V} <- lists:zip(Names, Values)]);
+        _ -> #{}
+    end.
 
 %% Bytes sent so far on each lane of the channel (`vnode', else `default')
 %% by A and by B, and
