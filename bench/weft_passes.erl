@@ -26,7 +26,9 @@
 %%   involuntary;
 %% - machine-wide steal, irq+softirq and idle ticks during the pass, and
 %%   the TCP segments received per round trip and their mean size (every
-%%   connection of the machine, the proxy's included);
+%%   connection of the machine, the proxy's included; the size is IP bytes
+%%   received over TCP segments received, headers included: close, not
+%%   exact);
 %% - for weft: the MB/s each lane of its channel (`vnode', or `default'
 %%   for `weft_1') sent, and whether a thread (`t') or a scheduler (`s')
 %%   served it; a channel of 2 lanes or more lists its shared lane last;

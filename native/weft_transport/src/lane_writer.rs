@@ -491,6 +491,12 @@ impl Lane {
         self.poller.read().clone()
     }
 
+    /// Whether the poller at `poller` serves this lane now (compared by
+    /// address, without taking a reference).
+    pub(crate) fn served_by(&self, poller: *const ()) -> bool {
+        std::ptr::eq(Arc::as_ptr(&*self.poller.read()) as *const (), poller)
+    }
+
     /// From now on `poller` serves this lane (its connection moves with it).
     pub fn move_to(&self, poller: Arc<dyn LanePoller>) {
         *self.poller.write() = poller;
@@ -1441,6 +1447,42 @@ mod tests {
         let mut body = vec![0u8; h.body_len];
         server.read_exact(&mut body).unwrap();
         (h.ext, body)
+    }
+
+    /// A flush asked of a poller that no longer serves the lane (asked
+    /// before or while the lane moved) is not done there: it goes on to the
+    /// poller that serves it, which writes. (Two pollers writing one lane
+    /// lost a writable readiness: a 200 ms stall, `bench/RESULTS.md`
+    /// 2026-12-07 15:36.)
+    #[test]
+    fn only_the_poller_that_serves_a_lane_flushes_it() {
+        let (_rt, p1, lane) = unconnected_lane();
+        let p2 = Poller::new(1, true, Duration::from_micros(50)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        // Queued while unconnected; the connection asks p1 for a flush.
+        lane.push(FrameKind::Control, vec![7u8; 32].into());
+        let conn = Conn::new(1, client, negotiated(), p1.clone());
+        lane.attach(conn.clone());
+        p1.attach(conn.clone(), "peer".into(), lane.clone(), 1 << 20);
+        // The lane moves to p2 before p1 gets to it.
+        lane.move_to(p2.clone());
+        conn.move_to(p2.clone());
+        let _ = p1.poll();
+        assert_eq!(
+            lane.stats.sent_frames.load(Ordering::Relaxed),
+            0,
+            "p1 wrote"
+        );
+        assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 1);
+        // p1 passed the request on: p2 writes it.
+        let _ = p2.poll();
+        assert_eq!(lane.stats.sent_frames.load(Ordering::Relaxed), 1);
+        assert_eq!(read_frame(&mut server), vec![7u8; 32]);
+        p1.stop();
+        p2.stop();
     }
 
     /// Frames dropped from a data lane count in the transport's `dropped`

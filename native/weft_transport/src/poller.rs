@@ -633,6 +633,16 @@ impl Poller {
         lanes.append(&mut *self.flush.lock());
         let mut written = 0;
         for lane in lanes {
+            // Only the poller that serves a lane now flushes it, where its
+            // socket's readiness comes: a request that came here before or
+            // while the lane moved away (a flush again, one asked meanwhile,
+            // a fence written on the shared lane) goes on to that poller.
+            // Two pollers writing one lane would each take the other's
+            // readiness for their own (see `SendQueue::put_back`).
+            if !lane.served_by(self as *const Self as *const ()) {
+                lane.poller().flush_later(lane);
+                continue;
+            }
             // A round writes about as much as it may read: lanes past that
             // wait for the next round, so that one call stays short (on a
             // scheduler, a long call is a long schedule).
@@ -711,12 +721,6 @@ impl Poller {
                 e.lane.move_to(target.clone());
                 e.conn.move_to(target.clone());
                 let lane = e.lane.clone();
-                // Its flushes are the target's from now on (`reflush` asks
-                // it): none here, where the socket's readiness no longer
-                // comes. (A request that read the old poller just before
-                // the move may still come here: one flush, harmless.)
-                st.again.retain(|l| !Arc::ptr_eq(l, &lane));
-                self.flush.lock().retain(|l| !Arc::ptr_eq(l, &lane));
                 target.open.fetch_add(1, Ordering::AcqRel);
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 target.inbox.lock().push(Cmd::Attach(e));
