@@ -1449,6 +1449,15 @@ mod tests {
         (h.ext, body)
     }
 
+    /// A connected socket pair: the lane's non-blocking end, and the peer's.
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client.set_nonblocking(true).unwrap();
+        (client, server)
+    }
+
     /// A flush asked of a poller that no longer serves the lane (asked
     /// before or while the lane moved) is not done there: it goes on to the
     /// poller that serves it, which writes. (Two pollers writing one lane
@@ -1458,29 +1467,52 @@ mod tests {
     fn only_the_poller_that_serves_a_lane_flushes_it() {
         let (_rt, p1, lane) = unconnected_lane();
         let p2 = Poller::new(1, true, Duration::from_micros(50)).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
-        // Queued while unconnected; the connection asks p1 for a flush.
+        let (client, mut server) = socket_pair();
+        // The lane and its connection are p2's; p1 gets a late request.
+        lane.move_to(p2.clone());
         lane.push(FrameKind::Control, vec![7u8; 32].into());
+        let conn = Conn::new(1, client, negotiated(), p2.clone());
+        lane.attach(conn.clone());
+        p2.attach(conn, "peer".into(), lane.clone(), 1 << 20);
+        p1.flush_later(lane.clone());
+        let _ = p1.poll();
+        let sent = || lane.stats.sent_frames.load(Ordering::Relaxed);
+        assert_eq!(sent(), 0, "p1 wrote");
+        assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 1);
+        let _ = p2.poll();
+        assert_eq!(sent(), 1);
+        assert_eq!(read_frame(&mut server), vec![7u8; 32]);
+        p1.stop();
+        p2.stop();
+    }
+
+    /// A lane's newest connection handed to a poller while the lane moved
+    /// to another (the driver read the lane's poller before a move of the
+    /// connection it replaces): the lane follows its connection, so one
+    /// poller gets its readiness and writes it.
+    #[test]
+    fn a_lane_follows_its_newest_connection_to_its_poller() {
+        let (_rt, p1, lane) = unconnected_lane();
+        let p2 = Poller::new(1, true, Duration::from_micros(50)).unwrap();
+        let (client, mut server) = socket_pair();
+        lane.push(FrameKind::Control, vec![9u8; 32].into());
         let conn = Conn::new(1, client, negotiated(), p1.clone());
         lane.attach(conn.clone());
-        p1.attach(conn.clone(), "peer".into(), lane.clone(), 1 << 20);
-        // The lane moves to p2 before p1 gets to it.
         lane.move_to(p2.clone());
-        conn.move_to(p2.clone());
+        p1.attach(conn, "peer".into(), lane.clone(), 1 << 20);
         let _ = p1.poll();
-        assert_eq!(
-            lane.stats.sent_frames.load(Ordering::Relaxed),
-            0,
-            "p1 wrote"
-        );
-        assert_eq!(lane.stats.queued_frames.load(Ordering::Relaxed), 1);
-        // p1 passed the request on: p2 writes it.
+        assert!(lane.served_by(Arc::as_ptr(&p1) as *const ()));
         let _ = p2.poll();
+        let _ = p1.poll();
         assert_eq!(lane.stats.sent_frames.load(Ordering::Relaxed), 1);
-        assert_eq!(read_frame(&mut server), vec![7u8; 32]);
+        assert_eq!(read_frame(&mut server), vec![9u8; 32]);
+        // A connection the lane no longer writes to does not take it.
+        let (client2, _server2) = socket_pair();
+        let old = Conn::new(2, client2, negotiated(), p2.clone());
+        old.close();
+        p2.attach(old, "peer".into(), lane.clone(), 1 << 20);
+        let _ = p2.poll();
+        assert!(lane.served_by(Arc::as_ptr(&p1) as *const ()));
         p1.stop();
         p2.stop();
     }

@@ -263,6 +263,8 @@ struct State {
 /// One poller. Shared by the lanes and connections it serves.
 pub struct Poller {
     index: usize,
+    /// This poller, for a lane that must follow a connection here.
+    me: Weak<Poller>,
     state: Mutex<State>,
     inbox: Mutex<Vec<Cmd>>,
     flush: Mutex<Vec<Arc<Lane>>>,
@@ -321,8 +323,9 @@ impl Poller {
             None
         };
         let fd = poll.as_raw_fd();
-        Ok(Arc::new(Poller {
+        Ok(Arc::new_cyclic(|me| Poller {
             index,
+            me: me.clone(),
             state: Mutex::new(State {
                 poll,
                 events: Events::with_capacity(EVENTS),
@@ -575,6 +578,22 @@ impl Poller {
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         closes.push((id, format!("cannot poll the socket: {err}")));
+                    }
+                    // The lane's newest connection comes here while the
+                    // lane moved to another poller (the driver read the
+                    // lane's poller before a move of the connection this one
+                    // replaces): the lane follows its connection, whose
+                    // readiness comes here, so that one poller writes it
+                    // and sees its bulk.
+                    if !closing
+                        && !e.lane.served_by(self as *const Self as *const ())
+                        && e.lane.socket().conn == Some(id)
+                    {
+                        if let Some(me) = self.me.upgrade() {
+                            e.lane.move_to(me.clone());
+                            e.conn.move_to(me);
+                            e.lane.reflush();
+                        }
                     }
                     st.conns.insert(id, e);
                     if closing {
