@@ -491,10 +491,13 @@ impl Lane {
         self.poller.read().clone()
     }
 
-    /// Whether the poller at `poller` serves this lane now (compared by
-    /// address, without taking a reference).
-    pub(crate) fn served_by(&self, poller: *const ()) -> bool {
-        std::ptr::eq(Arc::as_ptr(&*self.poller.read()) as *const (), poller)
+    /// Whether `poller` serves this lane now (the same poller, compared by
+    /// address without taking a reference).
+    pub(crate) fn served_by(&self, poller: &dyn LanePoller) -> bool {
+        std::ptr::addr_eq(
+            Arc::as_ptr(&*self.poller.read()),
+            poller as *const dyn LanePoller,
+        )
     }
 
     /// From now on `poller` serves this lane (its connection moves with it).
@@ -1340,10 +1343,7 @@ mod tests {
         lane: &Arc<Lane>,
         poller: &Arc<Poller>,
     ) -> (std::net::TcpStream, std::thread::JoinHandle<()>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client.set_nonblocking(true).unwrap();
+        let (client, server) = socket_pair();
         let conn = Conn::new(1, client, negotiated(), poller.clone());
         lane.attach(conn.clone());
         poller.attach(conn, "peer".into(), lane.clone(), 1 << 20);
@@ -1501,7 +1501,7 @@ mod tests {
         lane.move_to(p2.clone());
         p1.attach(conn, "peer".into(), lane.clone(), 1 << 20);
         let _ = p1.poll();
-        assert!(lane.served_by(Arc::as_ptr(&p1) as *const ()));
+        assert!(lane.served_by(&*p1));
         let _ = p2.poll();
         let _ = p1.poll();
         assert_eq!(lane.stats.sent_frames.load(Ordering::Relaxed), 1);
@@ -1512,7 +1512,7 @@ mod tests {
         old.close();
         p2.attach(old, "peer".into(), lane.clone(), 1 << 20);
         let _ = p2.poll();
-        assert!(lane.served_by(Arc::as_ptr(&p1) as *const ()));
+        assert!(lane.served_by(&*p1));
         p1.stop();
         p2.stop();
     }

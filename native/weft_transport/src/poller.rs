@@ -585,10 +585,7 @@ impl Poller {
                     // replaces): the lane follows its connection, whose
                     // readiness comes here, so that one poller writes it
                     // and sees its bulk.
-                    if !closing
-                        && !e.lane.served_by(self as *const Self as *const ())
-                        && e.lane.socket().conn == Some(id)
-                    {
+                    if !closing && !e.lane.served_by(self) && e.lane.socket().conn == Some(id) {
                         if let Some(me) = self.me.upgrade() {
                             e.lane.move_to(me.clone());
                             e.conn.move_to(me);
@@ -658,7 +655,7 @@ impl Poller {
             // a fence written on the shared lane) goes on to that poller.
             // Two pollers writing one lane would each take the other's
             // readiness for their own (see `SendQueue::put_back`).
-            if !lane.served_by(self as *const Self as *const ()) {
+            if !lane.served_by(self) {
                 lane.poller().flush_later(lane);
                 continue;
             }
