@@ -28,6 +28,9 @@
 %% three: the machine's slower periods last 10-30 s (2026-12-07 08:18),
 %% about one configuration's three passes, so a median of three often
 %% measured one configuration in such a period and the other outside.
+%% `echo_uncapped' cells are bound by the same cores by design and get the
+%% same treatment (one pass each had ranged 0.68-1.47x Distributed
+%% Erlang's between runs, bench/RESULTS.md 2026-12-07).
 -define(MANY_CLIENTS, 128).
 -define(CAPPED_REPS, 5).
 
@@ -174,6 +177,10 @@ run(Plan, Cells) ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
                   {echo, Rtt, _, Clients, _, _} when Rtt =:= 0; Clients >= ?MANY_CLIENTS ->
                       [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), erlang:delete_element(6, Cell))];
+                  {echo_uncapped, _, _, _, _} ->
+                      [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), Cell)];
+                  {echo_uncapped, _, _, _, _, _} ->
+                      [Emit(R) || R <- repeated_cell(Netem, cell_configs(Cell), erlang:delete_element(6, Cell))];
                   _ ->
                       [Emit(cell(Netem, Config, {element(1, Cell), element(2, Cell), element(3, Cell),
                                                  element(4, Cell), element(5, Cell)}))
@@ -306,12 +313,12 @@ limit_value(X) ->
 %% Echo through the proxy with ?MANY_CLIENTS clients or more: the same,
 %% with ?CAPPED_REPS runs of the cell's length (see ?MANY_CLIENTS).
 
-repeated_cell(Netem, Configs, {echo, Rtt, _Payload, _Clients, Seconds} = Cell) ->
+repeated_cell(Netem, Configs, {Workload, Rtt, _Payload, _Clients, Seconds} = Cell) ->
     {Reps, Ms} = case Rtt of
                      0 -> {?REPS, ?REP_MS};
                      _ -> {?CAPPED_REPS, round(Seconds * 1000)}
                  end,
-    Setups = [{C, setup_echo(Netem, C, Rtt, cap(echo, Rtt))} || C <- Configs, C =/= limit],
+    Setups = [{C, setup_echo(Netem, C, Rtt, cap(Workload, Rtt))} || C <- Configs, C =/= limit],
     try
         Runs = [[{C, rep(Netem, C, proplists:get_value(C, Setups), Cell, Ms)} || C <- Configs]
                 || _ <- lists:seq(1, Reps)],
@@ -353,10 +360,10 @@ teardown({Started, Proxy}) ->
 teardown(Started) ->
     [catch peer:stop(P) || {P, _} <- Started].
 
-rep(Netem, limit, undefined, {echo, Rtt, Payload, Clients, _}, Ms) ->
-    #{ops := Ops, p50 := P50, p99 := P99} = cell(Netem, limit, {echo, Rtt, Payload, Clients, Ms / 1000}),
+rep(Netem, limit, undefined, {Workload, Rtt, Payload, Clients, _}, Ms) ->
+    #{ops := Ops, p50 := P50, p99 := P99} = cell(Netem, limit, {Workload, Rtt, Payload, Clients, Ms / 1000}),
     {Ops, P50, P99};
-rep(_Netem, Config, {[{A, _}, {_, NodeB}], _Proxy}, {echo, _, Payload, Clients, _}, Ms) ->
+rep(_Netem, Config, {[{A, _}, {_, NodeB}], _Proxy}, {_Echo, _, Payload, Clients, _}, Ms) ->
     {Ops, Secs, Rtts} = peer:call(A, ?MODULE, echo_clients, [Config, NodeB, Clients, Payload, Ms], Ms + 120000),
     {Ops / Secs, quantile(Rtts, 0.5), quantile(Rtts, 0.99)}.
 

@@ -17,6 +17,11 @@
 //!     How close the emulated round trip is to R with 100-byte messages, and
 //!     the proxy's own throughput ceiling (no delay, no cap, 8 MB echoes).
 //! ```
+//!
+//! With `WEFT_NETEM_TRACE=DIR` in its environment, the proxy writes every
+//! chunk each direction of each connection reads and writes into `DIR`
+//! (`bench/netem_trace.py DIR PORT` reads them: how busy each flow was,
+//! per 10 ms, pass by pass).
 
 mod echo;
 mod proxy;

@@ -1517,6 +1517,74 @@ mod tests {
         p2.stop();
     }
 
+    /// A lane written in bulk while its connection moves from poller to
+    /// poller again and again, as `io => auto` moves it, gets every frame
+    /// out in order, and no burst waits for a socket readiness that the
+    /// other poller took (two pollers writing one lane lost one: the lane
+    /// stalled until the next move, `bench/RESULTS.md` 2026-12-07 15:36).
+    /// Each move comes in the middle of a burst larger than the socket
+    /// holds, and no later move comes to rescue that burst: it must be
+    /// read whole, in order, within a bound far above its time (about
+    /// 17 ms). A race, so a guard rather than a proof: with both parts of
+    /// the fix turned off, two runs of three stalled (at bursts 291 and
+    /// 493); the unit tests of each part fail every time without it.
+    #[test]
+    fn a_lane_moved_between_pollers_while_written_in_bulk_never_stalls() {
+        let (_rt, p1, lane) = unconnected_lane_of(LaneKey {
+            channel: "bulk".into(),
+            index: 0,
+        });
+        let p2 = Poller::new(1, true, Duration::from_micros(50)).unwrap();
+        let (mut server, d1) = connect(&lane, &p1);
+        let p = p2.clone();
+        let d2 = std::thread::spawn(move || run_thread(p));
+        let mut frames = Frames::new(&mut server);
+        const BURSTS: u32 = 600;
+        const FRAMES: u32 = 16;
+        const SIZE: usize = 256 << 10;
+        let mut sent = 0u64;
+        for burst in 0..BURSTS {
+            let (from, to) = if burst % 2 == 0 {
+                (&p1, &p2)
+            } else {
+                (&p2, &p1)
+            };
+            assert!(lane.served_by(&**from));
+            for i in 0..FRAMES {
+                let mut body = vec![0u8; SIZE];
+                body[..4].copy_from_slice(&burst.to_be_bytes());
+                body[4..8].copy_from_slice(&i.to_be_bytes());
+                lane.push_from(FrameKind::Data, body.into(), Some(1));
+                if i == FRAMES / 4 {
+                    from.hand_over_later(1, (*to).clone());
+                }
+            }
+            let t0 = Instant::now();
+            for i in 0..FRAMES {
+                while frames.got.is_empty() {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "burst {burst} stalled after {i} frames"
+                    );
+                    frames.read().unwrap();
+                }
+                let body = frames.got.pop_front().unwrap();
+                assert_eq!(body.len(), SIZE);
+                assert_eq!(body[..4], burst.to_be_bytes());
+                assert_eq!(body[4..8], i.to_be_bytes(), "burst {burst} out of order");
+            }
+            sent += u64::from(FRAMES);
+            wait_for(|| lane.served_by(&**to));
+        }
+        // (the writer counts a frame after its write returns)
+        wait_for(|| lane.stats.sent_frames.load(Ordering::Relaxed) == sent);
+        assert_eq!(lane.budget.queued(), 0);
+        p1.stop();
+        p2.stop();
+        d1.join().unwrap();
+        d2.join().unwrap();
+    }
+
     /// Frames dropped from a data lane count in the transport's `dropped`
     /// counters (they were messages `forward` accepted); frames of the
     /// control lane (heartbeats, gossip) only in the lane's own count, so

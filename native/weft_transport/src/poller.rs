@@ -233,6 +233,10 @@ enum Cmd {
     /// A lane whose reads waited for a fence may be read again (the round
     /// looks at every connection that waits).
     Recheck,
+    /// Move a connection to another poller now, as `io => auto` does
+    /// (tests drive moves with it).
+    #[cfg(test)]
+    HandOver(ConnId, Arc<Poller>),
 }
 
 struct State {
@@ -563,6 +567,8 @@ impl Poller {
     /// the close is still read (for [`DRAIN`] at most).
     fn commands(&self, st: &mut State, shared: Option<&Shared>, closes: &mut Closes) {
         let mut drains: Closes = Vec::new();
+        #[cfg(test)]
+        let mut hand_overs = Vec::new();
         let inbox = std::mem::take(&mut *self.inbox.lock());
         for cmd in inbox {
             match cmd {
@@ -600,6 +606,8 @@ impl Poller {
                 Cmd::Close(id, reason) => drains.push((id, reason)),
                 // (the round looks at the waiting connections)
                 Cmd::Recheck => {}
+                #[cfg(test)]
+                Cmd::HandOver(id, target) => hand_overs.push((id, target)),
                 Cmd::Abort(id) => {
                     if let Some(e) = st.conns.get(&id) {
                         let why = e
@@ -610,6 +618,10 @@ impl Poller {
                     }
                 }
             }
+        }
+        #[cfg(test)]
+        for (id, target) in hand_overs {
+            self.hand_over(st, id, target);
         }
         for (id, reason) in drains {
             let Some(e) = st.conns.get_mut(&id) else {
@@ -725,25 +737,38 @@ impl Poller {
             }
         }
         for (id, target) in moves {
-            st.order.remove(id);
-            if let Some(mut e) = st.conns.remove(&id) {
-                let _ = st
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
-                // The entry keeps its reader state; its traffic is on the
-                // new poller's clock from now on.
-                e.traffic.moved(target.now(), target.is_threaded());
-                e.lane.move_to(target.clone());
-                e.conn.move_to(target.clone());
-                let lane = e.lane.clone();
-                target.open.fetch_add(1, Ordering::AcqRel);
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                target.inbox.lock().push(Cmd::Attach(e));
-                target.wake();
-                lane.reflush();
-            }
+            self.hand_over(st, id, target);
         }
+    }
+
+    /// Move connection `id` (and its lane) from this poller to `target`.
+    fn hand_over(&self, st: &mut State, id: ConnId, target: Arc<Poller>) {
+        st.order.remove(id);
+        if let Some(mut e) = st.conns.remove(&id) {
+            let _ = st
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&e.conn.stream().as_raw_fd()));
+            // The entry keeps its reader state; its traffic is on the new
+            // poller's clock from now on.
+            e.traffic.moved(target.now(), target.is_threaded());
+            e.lane.move_to(target.clone());
+            e.conn.move_to(target.clone());
+            let lane = e.lane.clone();
+            target.open.fetch_add(1, Ordering::AcqRel);
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            target.inbox.lock().push(Cmd::Attach(e));
+            target.wake();
+            lane.reflush();
+        }
+    }
+
+    /// Move connection `id` to `target` at this poller's next round (tests:
+    /// `io => auto` moves connections in [`Poller::placement`]).
+    #[cfg(test)]
+    pub(crate) fn hand_over_later(&self, id: ConnId, target: Arc<Poller>) {
+        self.inbox.lock().push(Cmd::HandOver(id, target));
+        self.wake();
     }
 }
 
