@@ -620,6 +620,13 @@ weft_opts(weft_16, Listen, Advertise) ->
       channels => [default, gossip, #{name => vnode, parallelism => 16}],
       affinity => true, cookie => <<"bench">>,
       send_queue_limit => ?BENCH_QUEUE_LIMIT, send_queue_total_limit => ?BENCH_QUEUE_TOTAL_LIMIT};
+%% weft_1_wait: weft_1 whose channel waits for room (`overload => wait')
+%% past 16 MiB queued for a peer, as Distributed Erlang suspends a sender
+%% on a busy connection (its `dist_buf_busy_limit' is 1 MiB).
+weft_opts(weft_1_wait, Listen, Advertise) ->
+    maps:merge(weft_opts(weft_1, Listen, Advertise),
+               #{channels => [#{name => default, overload => wait, wait_timeout => infinity}],
+                 send_queue_limit => 16 * 1024 * 1024});
 %% Variants of 16 lanes, for custom cells: weft_16's options and these.
 weft_opts(Config, Listen, Advertise) ->
     maps:merge(weft_opts(weft_16, Listen, Advertise), variant(Config)).
@@ -685,6 +692,7 @@ fwd(Node, Name, Msg, Opts) ->
 
 channel(disterl) -> default;
 channel(weft_1) -> default;
+channel(weft_1_wait) -> default;
 %% (weft_16 and its variants: variant/1)
 channel(_Weft16) -> vnode.
 

@@ -23,7 +23,10 @@
 %%     (`send_queue_total_limit') is full; retry later or shed load. A channel
 %%     configured with `overload => drop_oldest' drops its oldest queued
 %%     messages that have not started on the wire to make room instead
-%%     (counted as `dropped.overflow');</li>
+%%     (counted as `dropped.overflow'); on one configured with `overload =>
+%%     wait' the calling process waits for room (trying again after 1, 2,
+%%     4, then every 8 ms) and gets this error only once the channel's
+%%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because
 %% {@link stop/0} runs at the same time);</li>
@@ -391,15 +394,61 @@ send(Node, Dest, Msg, Opts) ->
                        {key, K} -> erlang:phash2(K);
                        none -> erlang:phash2(Dest)
                    end,
-            %% as nif/1, without making a closure on every send
-            try
-                weft_nif:send(Node, Channel, Lane, Payload)
-            catch
-                error:nif_not_loaded -> {error, not_started};
-                error:undef -> {error, not_started}
+            case nif_send(Node, Channel, Lane, Payload) of
+                {error, overloaded} -> overloaded(Node, Channel, Lane, Payload);
+                Result -> Result
             end;
         {error, _} = Error ->
             Error
+    end.
+
+%% as nif/1, without making a closure on every send
+nif_send(Node, Channel, Lane, Payload) ->
+    try
+        weft_nif:send(Node, Channel, Lane, Payload)
+    catch
+        error:nif_not_loaded -> {error, not_started};
+        error:undef -> {error, not_started}
+    end.
+
+%% A full queue: on a channel with `overload => wait', the caller waits
+%% for room and sends again (counted once in `info()' as `waited'), until
+%% its `wait_timeout' passes (then refused, and counted as such).
+overloaded(Node, Channel, Lane, Payload) ->
+    case weft_config:wait_timeout(Channel) of
+        none ->
+            {error, overloaded};
+        0 ->
+            nif(fun() -> weft_nif:count(refused, overloaded) end),
+            {error, overloaded};
+        Timeout ->
+            nif(fun() -> weft_nif:count(waited, overloaded) end),
+            Deadline = case Timeout of
+                           infinity -> infinity;
+                           _ -> erlang:monotonic_time(millisecond) + Timeout
+                       end,
+            wait_for_room(Node, Channel, Lane, Payload, Deadline, 1)
+    end.
+
+%% Polls: tries again after 1 ms, then 2, 4, at most 8 (no order among
+%% the senders that wait).
+wait_for_room(Node, Channel, Lane, Payload, Deadline, Pause) ->
+    Left = case Deadline of
+               infinity -> Pause;
+               _ -> Deadline - erlang:monotonic_time(millisecond)
+           end,
+    case Left =< 0 of
+        true ->
+            nif(fun() -> weft_nif:count(refused, overloaded) end),
+            {error, overloaded};
+        false ->
+            receive after min(Pause, Left) -> ok end,
+            case nif_send(Node, Channel, Lane, Payload) of
+                {error, overloaded} ->
+                    wait_for_room(Node, Channel, Lane, Payload, Deadline, min(2 * Pause, 8));
+                Result ->
+                    Result
+            end
     end.
 
 %% To ourselves: a plain send (never raising), after the same channel check.
@@ -537,7 +586,7 @@ on_event(_Kind, Node, Fun) ->
 %%                no_memory, no_route, fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
-%%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit},
+%%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit, waited},
 %%   receiving => #{frames, claimed_bytes, claim_limit,
 %%                  pool => #{limit, idle_bytes, in_use_bytes, allocated, reused}},
 %%   peers => #{Node => #{state => up | connecting | down, incarnation,
@@ -595,7 +644,9 @@ on_event(_Kind, Node, Fun) ->
 %% by a per-message stage of the transport, for fault injection or
 %% filtering; none is installed by default, so these stay 0).
 %% `refused' counts calls to `forward' that
-%% returned an error. `refused_connections' counts incoming connections
+%% returned an error. `queued.waited' counts calls to `forward' on an
+%% `overload => wait' channel that found a queue full and waited for
+%% room (each once, however long it waited). `refused_connections' counts incoming connections
 %% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
 %% `unexpected_node', `closed', ...); they are logged at most once per
 %% source address per 10 s, and at most 20 lines per 10 s over all

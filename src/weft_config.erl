@@ -8,7 +8,7 @@
 
 -export([validate/1, from_env/0, defaults/0, parse_ip/1, advertise_addrs/2, check_spec/1,
          is_latin1/1]).
--export([overlay/0, set_overlay/1]).
+-export([overlay/0, set_overlay/1, wait_timeout/1, set_wait_timeouts/1]).
 
 -export_type([opts/0]).
 
@@ -107,6 +107,8 @@ build(C, Given) ->
       advertise => advertise(C, Listen),
       channels => [{N, P} || {N, P, _} <- channels(C, Parallelism)],
       drop_oldest => [N || {N, _, drop_oldest} <- channels(C, Parallelism)],
+      wait => [N || {N, _, {wait, _}} <- channels(C, Parallelism)],
+      wait_timeouts => maps:from_list([{N, T} || {N, _, {wait, T}} <- channels(C, Parallelism)]),
       affinity => maps:get(affinity, C),
       shared_lane => maps:get(shared_lane, C),
       overlay => case Overlay of {callback, M, _} -> {callback, M}; _ -> Overlay end,
@@ -353,12 +355,19 @@ channel(Name, Default) when is_atom(Name) ->
     {Name, Default, refuse};
 channel(#{name := Name} = M, Default) when is_atom(Name), Name =/= '$control' ->
     P = maps:get(parallelism, M, Default),
-    %% What a full send queue does: refuse (`{error, overloaded}') or drop
-    %% the channel's oldest queued messages.
+    %% What a full send queue does: refuse (`{error, overloaded}'), drop
+    %% the channel's oldest queued messages, or make the sender wait for
+    %% room (at most `wait_timeout' ms, 5000 unless given; only with
+    %% `wait').
     Overload = maps:get(overload, M, refuse),
-    Extra = maps:keys(maps:without([name, parallelism, overload], M)),
+    Timeout = maps:get(wait_timeout, M, 5000),
+    Extra = maps:keys(maps:without([name, parallelism, overload, wait_timeout], M)),
+    ValidTimeout = Timeout =:= infinity orelse int_in(Timeout, 0, ?MAX_U32),
+    TimeoutGiven = maps:is_key(wait_timeout, M),
     case valid_channel_name(Name) andalso int_in(P, 1, ?MAX_PARALLELISM) andalso Extra =:= []
-        andalso lists:member(Overload, [refuse, drop_oldest]) of
+        andalso lists:member(Overload, [refuse, drop_oldest, wait]) andalso ValidTimeout
+        andalso (Overload =:= wait orelse not TimeoutGiven) of
+        true when Overload =:= wait -> {Name, P, {wait, Timeout}};
         true -> {Name, P, Overload};
         false -> throw({bad, channels})
     end;
@@ -423,6 +432,24 @@ set_overlay({client_server, #{role := Role}}) ->
     put_overlay({client_server, Role});
 set_overlay({static, Specs}) ->
     put_overlay({static, lists:sort([N || #{name := N} <- Specs])}).
+
+%% @doc How long a send on `Channel' waits for room (`overload => wait'):
+%% milliseconds or `infinity'; `none' for a channel that does not wait.
+-spec wait_timeout(atom()) -> non_neg_integer() | infinity | none.
+wait_timeout(Channel) ->
+    case persistent_term:get({weft, wait_timeouts}, #{}) of
+        #{Channel := T} -> T;
+        _ -> none
+    end.
+
+%% @doc Record the waiting channels of a transport being started
+%% (`weft_server'); `#{}' when it stops.
+-spec set_wait_timeouts(#{atom() => non_neg_integer() | infinity}) -> ok.
+set_wait_timeouts(W) ->
+    case persistent_term:get({weft, wait_timeouts}, undefined) of
+        W -> ok;
+        _ -> persistent_term:put({weft, wait_timeouts}, W)
+    end.
 
 put_overlay(O) ->
     %% (an unchanged value costs nothing; a changed one is rare: a start)

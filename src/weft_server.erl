@@ -138,6 +138,7 @@ init([]) ->
                         {ok, Membership} ->
                             Overlay = maps:get(overlay, Opts),
                             weft_config:set_overlay(Overlay),
+                            weft_config:set_wait_timeouts(maps:get(wait_timeouts, Opts)),
                             {ok, #state{guard = Guard, membership = Membership,
                                         confirms = confirms(Overlay)}};
                         {error, Reason} ->
@@ -377,6 +378,7 @@ terminate(_Reason, _State) ->
     logs_while_stopping(),
     %% join/leave answer `not_started' again, not the static overlay's error
     weft_config:set_overlay(none),
+    weft_config:set_wait_timeouts(#{}),
     ok.
 
 %% A NIF call that cannot crash this process.

@@ -32,7 +32,7 @@
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
          large_frame_headers_alone_take_no_memory/1, large_frames_reuse_buffers_never_one_in_use/1, made_up_members_stay_where_pushed/1,
          a_full_node_says_so_and_makes_room_when_members_go_down/1,
-         forward_right_after_join_waits/1,
+         forward_right_after_join_waits/1, overload_wait_holds_the_sender_until_there_is_room/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
          left_receiver_or_sender_every_message_counted/1,
@@ -65,7 +65,8 @@ all() ->
      large_frame_headers_alone_take_no_memory, large_frames_reuse_buffers_never_one_in_use,
      made_up_members_stay_where_pushed,
      a_full_node_says_so_and_makes_room_when_members_go_down,
-     forward_right_after_join_waits, frozen_receiver_every_message_counted,
+     forward_right_after_join_waits, overload_wait_holds_the_sender_until_there_is_room,
+     frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
      restarted_with_clock_behind_rejoins, a_restarted_transport_rejoins_its_cluster,
@@ -1034,6 +1035,55 @@ forward_right_after_join_waits(_Config) ->
 %% down and drops what it had queued for it, counting it; once the receiver
 %% thaws it reads what reached it. Every message forward accepted is
 %% delivered or counted: sent = delivered + dropped.
+%% A channel with `overload => wait': while B reads nothing (SIGSTOP) and
+%% A's queue for B is full, a sender on it waits in `forward' instead of
+%% getting `{error, overloaded}', and goes on when B reads again: every
+%% message delivered, in order. A send that waits past its channel's
+%% `wait_timeout' gets `{error, overloaded}'. `info()' counts each send
+%% that waited once (`queued.waited') and only the send that gave up as
+%% refused; a `refuse' channel still refuses at once.
+overload_wait_holds_the_sender_until_there_is_room(_Config) ->
+    Limit = 4 * 1024 * 1024,
+    [A, B] = cluster(2, opts(#{heartbeat_timeout => 30000, send_queue_limit => Limit,
+                               channels => [default,
+                                            #{name => bulk, overload => wait, wait_timeout => infinity},
+                                            #{name => quick, overload => wait, wait_timeout => 200}]})),
+    NodeB = node_of(B),
+    call(B, weft_ct, collector, [held, fun({_, Seq, _}) -> Seq end]),
+    Count = 40,
+    OsPid = call(B, os, getpid, []),
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    try
+        %% 40 MB in 1 MB messages: more than the socket buffers and the
+        %% 4 MiB queue hold
+        Sender = call(A, erlang, spawn, [weft_ct, send_big_seqs, [NodeB, held, bulk, 1, Count, 1, 1024 * 1024]]),
+        Waited = fun() -> #{queued := #{waited := W}} = info(A), W end,
+        weft_ct:wait_until(waiting, fun() -> Waited() >= 1 end),
+        ?assert(call(A, erlang, is_process_alive, [Sender])),
+        #{queued := #{queued_bytes := Queued}, refused := #{overloaded := Refused0}} = info(A),
+        ?assert(Queued =< Limit + 1024 * 1024),
+        ?assertEqual(0, Refused0),
+        %% a send that waits past its timeout is refused, counted once
+        %% (larger than the bound: it fits only an empty queue, and the
+        %% sender's messages stay queued while B is stopped)
+        Big = binary:copy(<<1>>, Limit + 1),
+        %% (the sender may wait again meanwhile: the kernel's buffers for
+        %% B can still grow a little)
+        W1 = Waited(),
+        T0 = erlang:monotonic_time(millisecond),
+        ?assertEqual({error, overloaded}, call(A, weft, forward, [NodeB, nobody, Big, #{channel => quick}])),
+        ?assert(erlang:monotonic_time(millisecond) - T0 >= 200),
+        %% a `refuse' channel: at once
+        ?assertEqual({error, overloaded}, call(A, weft, forward, [NodeB, nobody, Big, #{}])),
+        #{refused := #{overloaded := Refused}} = info(A),
+        ?assertEqual(2, Refused),
+        ?assert(Waited() >= W1 + 1)
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    ?assertEqual(lists:seq(1, Count), call(B, weft_ct, collected, [held, Count])),
+    ok.
+
 frozen_receiver_every_message_counted(_Config) ->
     A = start(weft, opts(#{heartbeat_timeout => 1000, reconnect_min_backoff => 20000,
                            reconnect_max_backoff => 20000})),
@@ -1228,6 +1278,14 @@ bad_config(_Config) ->
                                          parallelism => 1}]}]}]],
     ?assertEqual({error, {bad_config, channels, [default, default]}},
                  call(N, weft, start, [#{channels => [default, default]}])),
+    %% `wait_timeout' only with `overload => wait', in ms or `infinity'
+    [?assertEqual({error, {bad_config, channels, Chs}}, call(N, weft, start, [#{channels => Chs}]))
+     || Chs <- [[#{name => c, overload => block}],
+                [#{name => c, wait_timeout => 100}],
+                [#{name => c, overload => refuse, wait_timeout => 100}],
+                [#{name => c, overload => wait, wait_timeout => -1}],
+                [#{name => c, overload => wait, wait_timeout => 1 bsl 32}],
+                [#{name => c, overload => wait, wait_timeout => forever}]]],
     ?assertEqual({error, {bad_config, heartbeat_timeout, 10}},
                  call(N, weft, start, [#{heartbeat_interval => 100, heartbeat_timeout => 10}])),
     ?assertEqual({error, {bad_config, io, ports}}, call(N, weft, start, [#{io => ports}])),

@@ -9,7 +9,7 @@ use weft_transport::{Info, IoMode, LaneState, Overlay, SmallMessages, TransportC
 
 mod atoms {
     rustler::atoms! {
-        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, max_members, forget_down_after, infinity,
+        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, wait, waited, max_members, forget_down_after, infinity,
         refused, refused_connections, queued, waiting, dropped_frames, tombstones,
         node, listen, advertise, affinity, shared_lane, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
@@ -147,6 +147,12 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             .and_then(|v| v.into_iter().map(atom_text).collect::<Option<Vec<_>>>())
             .ok_or("drop_oldest")?,
     };
+    let wait = match get(opts, atoms::wait()) {
+        None => vec![],
+        Some(t) => list(t)
+            .and_then(|v| v.into_iter().map(atom_text).collect::<Option<Vec<_>>>())
+            .ok_or("wait")?,
+    };
     let overlay = match get(opts, atoms::overlay()).ok_or("overlay")? {
         o if o.decode::<Atom>().ok() == Some(atoms::full_mesh()) => Overlay::FullMesh,
         // (the module and its arguments stay in Erlang: weft_membership)
@@ -267,6 +273,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
             large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
             drop_oldest,
+            wait,
             timing,
             io,
             pollers,
@@ -480,6 +487,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::queued_bytes(), i.queued_bytes),
             (atoms::send_queue_limit(), i.send_queue_limit),
             (atoms::send_queue_total_limit(), i.send_queue_total_limit),
+            (atoms::waited(), i.waited),
         ],
     )?;
     let receiving = Term::map_from_pairs(

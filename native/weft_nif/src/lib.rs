@@ -60,6 +60,7 @@ mod atoms {
         linger,
         index,
         wait,
+        waited,
         stopped,
     }
 }
@@ -363,7 +364,8 @@ fn info(env: Env) -> NifResult<Term> {
     }
 }
 
-/// Count what `weft` dropped or refused itself (sends to this node).
+/// Count what `weft` dropped or refused itself (sends to this node), and
+/// the waits and final refusals of `overload => wait` channels.
 #[rustler::nif]
 fn count<'a>(env: Env<'a>, kind: Atom, reason: Atom) -> Term<'a> {
     let Some(r) = running() else {
@@ -374,6 +376,10 @@ fn count<'a>(env: Env<'a>, kind: Atom, reason: Atom) -> Term<'a> {
         &c.dropped.no_destination
     } else if kind == atoms::refused() && reason == atoms::unknown_channel() {
         &c.refused.unknown_channel
+    } else if kind == atoms::refused() && reason == atoms::overloaded() {
+        &c.refused.overloaded
+    } else if kind == atoms::waited() && reason == atoms::overloaded() {
+        &c.waited
     } else {
         return (
             atoms::error(),

@@ -99,6 +99,7 @@ fn node(name: &str, lanes: u16, sink: Arc<Counting>) -> Transport {
         max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
         large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
         drop_oldest: vec![],
+        wait: vec![],
         timing: Timing::default(),
         io: IoMode::Threads,
         pollers: 1,

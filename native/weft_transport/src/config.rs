@@ -101,6 +101,9 @@ pub struct TransportConfig {
     /// Channels whose oldest queued messages are dropped to make room,
     /// instead of refusing new ones, when a queue is full.
     pub drop_oldest: Vec<String>,
+    /// Channels whose senders wait for room when a queue is full (the
+    /// Erlang side waits; here a refusal on them is not counted).
+    pub wait: Vec<String>,
     /// Heartbeats, failure detection, backoff and gossip timing.
     pub timing: Timing,
     /// Where the pollers (socket reads, lane flushes) run.

@@ -103,6 +103,9 @@ pub struct Counters {
     /// Messages relayed: sent through a server for a node without a
     /// connection (a client), or passed on for others (a server).
     pub relayed: AtomicU64,
+    /// Sends on an `overload => wait` channel that found a queue full and
+    /// waited for room (counted once per send, by the Erlang side).
+    pub waited: AtomicU64,
 }
 
 impl Counters {

@@ -96,6 +96,8 @@ pub struct Info {
     pub send_queue_limit: u64,
     /// The bound of all queues.
     pub send_queue_total_limit: u64,
+    /// Sends that waited for room (`overload => wait`).
+    pub waited: u64,
     /// Large frames being received now (partly read).
     pub receiving_frames: u64,
     /// Bytes their headers claimed and got allocated whole (see
@@ -195,6 +197,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
         relayed: c.relayed.load(Relaxed),
         overlay: shared.config.overlay.name(),
         queued_bytes: shared.routes.queued(),
+        waited: c.waited.load(Relaxed),
         send_queue_limit: limits.peer_queue,
         send_queue_total_limit: limits.total_queue,
         receiving_frames: shared.claims.in_progress(),

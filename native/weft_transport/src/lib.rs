@@ -252,6 +252,8 @@ impl Transport {
                 .map(|c| {
                     let o = if config.drop_oldest.contains(&c.name) {
                         Overload::DropOldest
+                    } else if config.wait.contains(&c.name) {
+                        Overload::Wait
                     } else {
                         Overload::Refuse
                     };

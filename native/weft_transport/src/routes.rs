@@ -41,6 +41,10 @@ pub enum Overload {
     Refuse,
     /// Drop the oldest unstarted messages of the lane to make room.
     DropOldest,
+    /// Refuse the message without counting it: the caller waits for room
+    /// and sends again (`overload => wait`; the Erlang side counts the
+    /// wait, and a refusal when it gives up).
+    Wait,
 }
 
 /// Whether a control lane with `q` queued has at most
@@ -351,7 +355,9 @@ impl Routes {
                     return Ok(());
                 }
                 if !route.budget.try_reserve(size) {
-                    Counters::add(&c.refused.overloaded, 1);
+                    if overload != Overload::Wait {
+                        Counters::add(&c.refused.overloaded, 1);
+                    }
                     return Err(SendError::Overloaded);
                 }
                 q.push_back(Waiting {
@@ -396,7 +402,9 @@ impl Routes {
                         })
                     });
                 if !room {
-                    Counters::add(&c.refused.overloaded, 1);
+                    if overload != Overload::Wait {
+                        Counters::add(&c.refused.overloaded, 1);
+                    }
                     return Err(SendError::Overloaded);
                 }
             }

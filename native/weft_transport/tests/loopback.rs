@@ -172,6 +172,7 @@ fn node_with(
         max_pending_handshakes: weft_transport::MAX_PENDING_HANDSHAKES,
         large_frame_claims: weft_transport::frame_reader::CLAIMS_LIMIT,
         drop_oldest: vec![],
+        wait: vec![],
         timing: Timing {
             heartbeat_interval: 100,
             heartbeat_timeout: 1000,
