@@ -6,7 +6,9 @@
 %% {@link forward/4}. Swap `erlang:send/2' for {@link forward/2}.
 %%
 %% Sending never raises and never blocks a scheduler: it enqueues and
-%% returns. A message to a node that is not a member is dropped and counted
+%% returns (on a channel configured with `overload => wait', it waits in
+%% the calling process while the destination's queue is full; see
+%% `{error, overloaded}' below). A message to a node that is not a member is dropped and counted
 %% in {@link info/0} (as `!' drops a message to an unreachable node); a
 %% message to a node that {@link join/1} was called for waits until that
 %% node is up, or is dropped and counted when it is given up on. Every
@@ -427,12 +429,14 @@ overloaded(Node, Channel, Lane, Payload) ->
                            infinity -> infinity;
                            _ -> erlang:monotonic_time(millisecond) + Timeout
                        end,
-            wait_for_room(Node, Channel, Lane, Payload, Deadline, 1)
+            Size = erlang:iolist_size(Payload),
+            wait_for_room(Node, Channel, Lane, {Payload, Size}, Deadline, 1)
     end.
 
-%% Polls: tries again after 1 ms, then 2, 4, at most 8 (no order among
+%% Polls whether the message would fit (cheap: nothing is built) after
+%% 1 ms, then 2, 4, and every 8, and sends when it would (no order among
 %% the senders that wait).
-wait_for_room(Node, Channel, Lane, Payload, Deadline, Pause) ->
+wait_for_room(Node, Channel, Lane, {Payload, Size} = Msg, Deadline, Pause) ->
     Left = case Deadline of
                infinity -> Pause;
                _ -> Deadline - erlang:monotonic_time(millisecond)
@@ -443,11 +447,17 @@ wait_for_room(Node, Channel, Lane, Payload, Deadline, Pause) ->
             {error, overloaded};
         false ->
             receive after min(Pause, Left) -> ok end,
-            case nif_send(Node, Channel, Lane, Payload) of
-                {error, overloaded} ->
-                    wait_for_room(Node, Channel, Lane, Payload, Deadline, min(2 * Pause, 8));
-                Result ->
-                    Result
+            Next = min(2 * Pause, 8),
+            case nif(fun() -> weft_nif:room(Node, Size) end) of
+                false ->
+                    wait_for_room(Node, Channel, Lane, Msg, Deadline, Next);
+                _ ->
+                    case nif_send(Node, Channel, Lane, Payload) of
+                        {error, overloaded} ->
+                            wait_for_room(Node, Channel, Lane, Msg, Deadline, Next);
+                        Result ->
+                            Result
+                    end
             end
     end.
 

@@ -433,8 +433,9 @@ set_overlay({client_server, #{role := Role}}) ->
 set_overlay({static, Specs}) ->
     put_overlay({static, lists:sort([N || #{name := N} <- Specs])}).
 
-%% @doc How long a send on `Channel' waits for room (`overload => wait'):
-%% milliseconds or `infinity'; `none' for a channel that does not wait.
+%% @private How long a send on `Channel' waits for room (`overload =>
+%% wait'): milliseconds or `infinity'; `none' for a channel that does not
+%% wait.
 -spec wait_timeout(atom()) -> non_neg_integer() | infinity | none.
 wait_timeout(Channel) ->
     case persistent_term:get({weft, wait_timeouts}, #{}) of
@@ -442,7 +443,7 @@ wait_timeout(Channel) ->
         _ -> none
     end.
 
-%% @doc Record the waiting channels of a transport being started
+%% @private Record the waiting channels of a transport being started
 %% (`weft_server'); `#{}' when it stops.
 -spec set_wait_timeouts(#{atom() => non_neg_integer() | infinity}) -> ok.
 set_wait_timeouts(W) ->

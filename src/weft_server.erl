@@ -130,6 +130,9 @@ init([]) ->
     case weft_config:from_env() of
         {ok, Opts} ->
             measure_atom_room(),
+            %% (before the transport: a send that finds a queue full from
+            %% its first moment waits on a waiting channel)
+            weft_config:set_wait_timeouts(maps:get(wait_timeouts, Opts)),
             case start_transport(Opts) of
                 {ok, Guard, Pollers} ->
                     remember_port(Opts),
@@ -138,14 +141,15 @@ init([]) ->
                         {ok, Membership} ->
                             Overlay = maps:get(overlay, Opts),
                             weft_config:set_overlay(Overlay),
-                            weft_config:set_wait_timeouts(maps:get(wait_timeouts, Opts)),
                             {ok, #state{guard = Guard, membership = Membership,
                                         confirms = confirms(Overlay)}};
                         {error, Reason} ->
                             nif(fun weft_nif:stop/0),
+                            weft_config:set_wait_timeouts(#{}),
                             {stop, Reason}
                     end;
                 {error, Reason} ->
+                    weft_config:set_wait_timeouts(#{}),
                     {stop, Reason}
             end;
         {error, Reason} ->

@@ -1031,10 +1031,6 @@ forward_right_after_join_waits(_Config) ->
     converge([A, B, C, D]),
     ok.
 
-%% The receiver is frozen (SIGSTOP) during a stream: the sender declares it
-%% down and drops what it had queued for it, counting it; once the receiver
-%% thaws it reads what reached it. Every message forward accepted is
-%% delivered or counted: sent = delivered + dropped.
 %% A channel with `overload => wait': while B reads nothing (SIGSTOP) and
 %% A's queue for B is full, a sender on it waits in `forward' instead of
 %% getting `{error, overloaded}', and goes on when B reads again: every
@@ -1082,8 +1078,17 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
         os:cmd("kill -CONT " ++ OsPid)
     end,
     ?assertEqual(lists:seq(1, Count), call(B, weft_ct, collected, [held, Count])),
+    %% the edges of `wait_timeout' are accepted
+    [begin
+         ok = call(A, weft, stop, []),
+         ok = call(A, weft, start, [#{channels => [#{name => default, overload => wait, wait_timeout => T}]}])
+     end || T <- [0, infinity, (1 bsl 32) - 1]],
     ok.
 
+%% The receiver is frozen (SIGSTOP) during a stream: the sender declares it
+%% down and drops what it had queued for it, counting it; once the receiver
+%% thaws it reads what reached it. Every message forward accepted is
+%% delivered or counted: sent = delivered + dropped.
 frozen_receiver_every_message_counted(_Config) ->
     A = start(weft, opts(#{heartbeat_timeout => 1000, reconnect_min_backoff => 20000,
                            reconnect_max_backoff => 20000})),

@@ -364,6 +364,18 @@ fn info(env: Env) -> NifResult<Term> {
     }
 }
 
+/// Whether a message of `size` bytes for `node` would find room in the send
+/// queues now: what a sender on an `overload => wait` channel polls before
+/// it sends again (no message is built).
+#[rustler::nif]
+fn room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    let name = messages::atom_text(env, node);
+    r.transport.has_room(&name, size).encode(env)
+}
+
 /// Count what `weft` dropped or refused itself (sends to this node), and
 /// the waits and final refusals of `overload => wait` channels.
 #[rustler::nif]

@@ -1585,6 +1585,27 @@ mod tests {
         d2.join().unwrap();
     }
 
+    /// A poller that does not move connections (`io => schedulers` or
+    /// `threads`, or no transport, as here) still forgets, after each
+    /// round, which connections carried bulk in it: the list stays empty
+    /// however many large frames go by (it grew by one per round with a
+    /// large frame: found by the review of 2026-12-07 19:37).
+    #[test]
+    fn a_poller_that_does_not_move_connections_keeps_no_list_of_bulk() {
+        let (_rt, poller, lane) = unconnected_lane();
+        let (mut server, driving) = connect(&lane, &poller);
+        let mut frames = Frames::new(&mut server);
+        for i in 0..200u32 {
+            let mut body = vec![0u8; 256 << 10];
+            body[..4].copy_from_slice(&i.to_be_bytes());
+            lane.push_from(FrameKind::Data, body.into(), Some(1));
+            assert_eq!(frames.next()[..4], i.to_be_bytes());
+        }
+        poller.stop();
+        driving.join().unwrap();
+        assert_eq!(poller.bulk_noted(), 0);
+    }
+
     /// Frames dropped from a data lane count in the transport's `dropped`
     /// counters (they were messages `forward` accepted); frames of the
     /// control lane (heartbeats, gossip) only in the lane's own count, so

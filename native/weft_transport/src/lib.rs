@@ -365,6 +365,12 @@ impl Transport {
             .send(peer, channel, choice.into(), body.into(), sender)
     }
 
+    /// Whether a message of `size` bytes for `peer` would find room in the
+    /// send queues now (see [`routes::Routes::has_room`]).
+    pub fn has_room(&self, peer: &str, size: u64) -> bool {
+        self.shared.routes.has_room(peer, size)
+    }
+
     /// Control events that the pollers handed to the driver and it has not
     /// taken yet, and the most at once so far (see [`backlog`]). For tests
     /// and measurements.

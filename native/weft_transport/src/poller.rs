@@ -704,6 +704,8 @@ impl Poller {
     /// Auto mode: bulk connections to a threaded poller, quiet ones back
     /// (the policy is [`Traffic::place`]).
     fn placement(&self, st: &mut State, shared: Option<&Shared>, now: Micros) {
+        // (taken in every mode: the rounds note bulk whatever the mode)
+        let mut candidates = std::mem::take(&mut st.bulk);
         let Some(set) = shared
             .map(|s| &s.pollers)
             .filter(|p| p.mode == IoMode::Auto)
@@ -714,7 +716,6 @@ impl Poller {
         // Only a connection that carried bulk this round can move, except
         // that a threaded poller sends quiet ones home: it looks at all of
         // them every QUIET_CHECK.
-        let mut candidates = std::mem::take(&mut st.bulk);
         if threaded && now >= st.quiet_check_at {
             st.quiet_check_at = now + QUIET_CHECK.as_micros() as Micros;
             candidates = st.conns.keys().copied().collect();
@@ -761,6 +762,13 @@ impl Poller {
             target.wake();
             lane.reflush();
         }
+    }
+
+    /// The connections noted as carrying bulk and not yet looked at by
+    /// [`Poller::placement`] (tests: none are left after a round).
+    #[cfg(test)]
+    pub(crate) fn bulk_noted(&self) -> usize {
+        self.state.lock().bulk.len()
     }
 
     /// Move connection `id` to `target` at this poller's next round (tests:

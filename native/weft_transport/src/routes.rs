@@ -414,6 +414,18 @@ impl Routes {
         }
     }
 
+    /// Whether a message of `size` bytes for `peer` would find room in the
+    /// send queues now (also when `peer` has no route: a send then drops
+    /// it, and counts it, rather than refusing it). Cheap: no message is
+    /// built; senders that wait for room (`overload => wait`) poll this.
+    pub fn has_room(&self, peer: &str, size: u64) -> bool {
+        let route = self.peers.read().get(peer).cloned();
+        match route.or_else(|| self.relay_route(peer).map(|(r, _)| r)) {
+            Some(route) => route.budget.would_take(size),
+            None => true,
+        }
+    }
+
     /// Client-server, on a client: the route of the server a message for
     /// `dest` (a node without a route here) goes through, and the header
     /// that names `dest` and this node.
