@@ -26,8 +26,9 @@
 %%     configured with `overload => drop_oldest' drops its oldest queued
 %%     messages that have not started on the wire to make room instead
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
-%%     wait' the calling process waits for room (trying again after 1, 2,
-%%     4, then every 8 ms) and gets this error only once the channel's
+%%     wait' the calling process waits for room (woken within about a
+%%     millisecond of the room it needs; senders to one destination in a
+%%     random order) and gets this error only once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because
@@ -429,37 +430,53 @@ overloaded(Node, Channel, Lane, Payload) ->
                            infinity -> infinity;
                            _ -> erlang:monotonic_time(millisecond) + Timeout
                        end,
-            Size = erlang:iolist_size(Payload),
-            wait_for_room(Node, Channel, Lane, {Payload, Size}, Deadline, 1)
+            Send = fun() -> nif_send(Node, Channel, Lane, Payload) end,
+            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline)
     end.
 
-%% Polls whether the message would fit (cheap: nothing is built) after
-%% 1 ms, then 2, 4, and every 8, and sends when it would (no order among
-%% the senders that wait).
-wait_for_room(Node, Channel, Lane, {Payload, Size} = Msg, Deadline, Pause) ->
+%% Wait until `weft_room' says the message fits (it wakes the senders that
+%% wait for a destination in a random order), then send; again if
+%% another sender took the room first. The wake-up comes to an alias of a
+%% monitor of `weft_room', deactivated when this stops waiting, so no late
+%% wake-up reaches the caller's mailbox.
+wait_for_room(Node, Size, Send, Deadline) ->
     Left = case Deadline of
-               infinity -> Pause;
-               _ -> Deadline - erlang:monotonic_time(millisecond)
+               infinity -> infinity;
+               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
            end,
-    case Left =< 0 of
-        true ->
-            nif(fun() -> weft_nif:count(refused, overloaded) end),
-            {error, overloaded};
-        false ->
-            receive after min(Pause, Left) -> ok end,
-            Next = min(2 * Pause, 8),
-            case nif(fun() -> weft_nif:room(Node, Size) end) of
-                false ->
-                    wait_for_room(Node, Channel, Lane, Msg, Deadline, Next);
-                _ ->
-                    case nif_send(Node, Channel, Lane, Payload) of
-                        {error, overloaded} ->
-                            wait_for_room(Node, Channel, Lane, Msg, Deadline, Next);
-                        Result ->
-                            Result
-                    end
+    case whereis(weft_room) of
+        _ when Left =:= 0 ->
+            gave_up();
+        undefined ->
+            %% weft is stopping or restarting: look again in a moment
+            receive after min(Left, 10) -> ok end,
+            sent_or_wait(Node, Size, Send, Deadline);
+        Room ->
+            Alias = erlang:monitor(process, Room, [{alias, demonitor}]),
+            weft_room:wait(Alias, Node, Size),
+            receive
+                {Alias, room} ->
+                    erlang:demonitor(Alias, [flush]),
+                    sent_or_wait(Node, Size, Send, Deadline);
+                {'DOWN', Alias, process, _, _} ->
+                    sent_or_wait(Node, Size, Send, Deadline)
+            after Left ->
+                    erlang:demonitor(Alias, [flush]),
+                    weft_room:cancel(Alias),
+                    receive {Alias, room} -> ok after 0 -> ok end,
+                    gave_up()
             end
     end.
+
+sent_or_wait(Node, Size, Send, Deadline) ->
+    case Send() of
+        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
+        Result -> Result
+    end.
+
+gave_up() ->
+    nif(fun() -> weft_nif:count(refused, overloaded) end),
+    {error, overloaded}.
 
 %% To ourselves: a plain send (never raising), after the same channel check.
 local_send(Channel, _Key, Dest, Msg) ->

@@ -10,7 +10,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, poll/1, info/0, count/2, room/2, debug_panic/1, decode_external/2,
+         members/0, nodes/0, send/4, poll/1, info/0, count/2, queue_state/1, debug_panic/1, decode_external/2,
          membership_decision/2, atom_room_mark/0, atom_room/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
@@ -98,12 +98,14 @@ info() -> ?NOT_LOADED.
 -spec count(dropped | refused | waited, atom()) -> ok | {error, not_started | {badarg, term()}}.
 count(_Kind, _Reason) -> ?NOT_LOADED.
 
-%% @doc Whether a message of `Size' bytes (encoded) for `Node' would find
-%% room in the send queues now (`true' also for a node without a route: a
-%% send then drops and counts it). What a sender on an `overload => wait'
-%% channel polls before it sends again.
--spec room(node(), non_neg_integer()) -> boolean() | {error, not_started}.
-room(_Node, _Size) -> ?NOT_LOADED.
+%% @doc `{PeerQueued, PeerLimit, TotalQueued, TotalLimit}': the bytes
+%% queued for `Node' (each message counting 128 more, what its queue entry
+%% costs) and `send_queue_limit', and the same over all peers; `none' when
+%% `Node' has no route (a send to it is dropped and counted, not refused).
+%% What {@link weft_room} wakes the senders that wait for room by.
+-spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer()}
+                             | none | {error, not_started}.
+queue_state(_Node) -> ?NOT_LOADED.
 
 %% @doc Step 1 of a measurement of the atom table: a mark, taken before
 %% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.

@@ -31,7 +31,15 @@ init([]) ->
                 shutdown => infinity,
                 type => supervisor,
                 modules => [weft_poller_sup]},
-    {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, [Pollers, Server]}}.
+    %% Wakes the senders that wait for room (`overload => wait'); last, so
+    %% that its restart restarts nothing else.
+    Room = #{id => weft_room,
+             start => {weft_room, start_link, []},
+             restart => permanent,
+             shutdown => 1000,
+             type => worker,
+             modules => [weft_room]},
+    {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, [Pollers, Server, Room]}}.
 
 %% @private The port the transport listened on before it was restarted.
 -spec previous_port() -> {ok, inet:port_number()} | none.

@@ -1046,6 +1046,7 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
                                             #{name => quick, overload => wait, wait_timeout => 200}]})),
     NodeB = node_of(B),
     call(B, weft_ct, collector, [held, fun({_, Seq, _}) -> Seq end]),
+    call(B, weft_ct, collector, [many, fun({Id, _}) -> Id end]),
     Count = 40,
     OsPid = call(B, os, getpid, []),
     [] = os:cmd("kill -STOP " ++ OsPid),
@@ -1055,6 +1056,10 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
         Sender = call(A, erlang, spawn, [weft_ct, send_big_seqs, [NodeB, held, bulk, 1, Count, 1, 1024 * 1024]]),
         Waited = fun() -> #{queued := #{waited := W}} = info(A), W end,
         weft_ct:wait_until(waiting, fun() -> Waited() >= 1 end),
+        %% and 200 more senders, each of one message as large (none fits
+        %% where the first one's does not)
+        ok = call(A, weft_ct, start_senders, [many, NodeB, many, bulk, 200, 1024 * 1024]),
+        weft_ct:wait_until(many_waiting, fun() -> Waited() >= 201 end),
         ?assert(call(A, erlang, is_process_alive, [Sender])),
         #{queued := #{queued_bytes := Queued}, refused := #{overloaded := Refused0}} = info(A),
         ?assert(Queued =< Limit + 1024 * 1024),
@@ -1078,6 +1083,10 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
         os:cmd("kill -CONT " ++ OsPid)
     end,
     ?assertEqual(lists:seq(1, Count), call(B, weft_ct, collected, [held, Count])),
+    %% every one of the 200 went on once there was room, and no wake-up was
+    %% left in a sender's mailbox
+    ?assertEqual(lists:duplicate(200, {ok, 0}), call(A, weft_ct, senders_result, [many])),
+    ?assertEqual(lists:seq(1, 200), lists:sort(call(B, weft_ct, collected, [many, 200]))),
     %% the edges of `wait_timeout' are accepted
     [begin
          ok = call(A, weft, stop, []),

@@ -19,6 +19,7 @@
          send_new_exports/4, big_then_small/4, buffer_keeper/2, keeper_state/1, keeper_drop/1]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
+-export([start_senders/6, senders_result/1]).
 %% A peer of our own making, for attacks that need the cookie:
 -export([fake_peer/5, fake_peer/6, fake_spec/2, raw_frame/2, recv_raw/1, str8/1]).
 
@@ -377,6 +378,32 @@ send_big_seqs(Node, Name, Channel, From, To, Keys, BigSize) ->
     [ok = weft:forward(Node, Name, {Seq rem Keys, Seq, Big}, #{channel => Channel, partition_key => Seq rem Keys})
      || Seq <- lists:seq(From, To)],
     ok.
+
+%% @doc Start `Count' processes that each forward one message `{Id, Bin}'
+%% (`Size' bytes) to `{Name, Node}' on `Channel', under a coordinator
+%% registered as `Tag'; {@link senders_result/1} waits for them. Returns at
+%% once.
+start_senders(Tag, Node, Name, Channel, Count, Size) ->
+    Bin = binary:copy(<<9>>, Size),
+    Coordinator = spawn(fun() ->
+                                Self = self(),
+                                Pids = [spawn(fun() ->
+                                                      R = weft:forward(Node, Name, {Id, Bin}, #{channel => Channel}),
+                                                      %% (nothing else may reach a sender's mailbox)
+                                                      {message_queue_len, Q} = process_info(self(), message_queue_len),
+                                                      Self ! {self(), R, Q}
+                                              end) || Id <- lists:seq(1, Count)],
+                                Results = [receive {P, R, Q} -> {R, Q} end || P <- Pids],
+                                receive {result, From} -> From ! {senders, Results} end
+                        end),
+    register(Tag, Coordinator),
+    ok.
+
+%% @doc The results of the senders started as `Tag': `{Result,
+%% MessageQueueLen}' each, once all have returned (or `timeout' after 30 s).
+senders_result(Tag) ->
+    Tag ! {result, self()},
+    receive {senders, Results} -> Results after 30000 -> timeout end.
 
 %% @doc `Senders' processes each forward `PerSender' messages `{Id, Seq,
 %% Payload}' to `{Name, Node}' on `Channel' (one lane), every other one with

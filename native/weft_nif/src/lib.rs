@@ -61,6 +61,7 @@ mod atoms {
         index,
         wait,
         waited,
+        none,
         stopped,
     }
 }
@@ -364,16 +365,19 @@ fn info(env: Env) -> NifResult<Term> {
     }
 }
 
-/// Whether a message of `size` bytes for `node` would find room in the send
-/// queues now: what a sender on an `overload => wait` channel polls before
-/// it sends again (no message is built).
+/// `{PeerQueued, PeerLimit, TotalQueued, TotalLimit}` (bytes, each queued
+/// message counting 128 more) for `node`, or `none` when it has no route:
+/// what `weft_room` wakes the senders that wait for room by.
 #[rustler::nif]
-fn room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
+fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
     let Some(r) = running() else {
         return not_started(env);
     };
     let name = messages::atom_text(env, node);
-    r.transport.has_room(&name, size).encode(env)
+    match r.transport.queue_state(&name) {
+        Some([q, l, tq, tl]) => (q, l, tq, tl).encode(env),
+        None => atoms::none().encode(env),
+    }
 }
 
 /// Count what `weft` dropped or refused itself (sends to this node), and

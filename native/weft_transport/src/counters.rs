@@ -190,15 +190,6 @@ impl Budget {
         self.total.queued.fetch_sub(n, Relaxed);
     }
 
-    /// Whether [`Budget::try_reserve`] would take a message of `n` bytes
-    /// now (both bounds, and an empty queue takes any message), without
-    /// taking it: what a sender that waits for room polls.
-    pub fn would_take(&self, n: u64) -> bool {
-        let n = n + PER_MESSAGE;
-        let (q, t) = (self.queued(), self.total.queued.load(Relaxed));
-        (q == 0 || q + n <= self.limit) && (t == 0 || t + n <= self.total.limit)
-    }
-
     /// Whether a message of `n` bytes fits this peer's bound now.
     pub fn fits(&self, n: u64) -> bool {
         self.queued() + n + PER_MESSAGE <= self.limit

@@ -365,10 +365,10 @@ impl Transport {
             .send(peer, channel, choice.into(), body.into(), sender)
     }
 
-    /// Whether a message of `size` bytes for `peer` would find room in the
-    /// send queues now (see [`routes::Routes::has_room`]).
-    pub fn has_room(&self, peer: &str, size: u64) -> bool {
-        self.shared.routes.has_room(peer, size)
+    /// The bytes queued for `peer` and their bound, and the same for all
+    /// peers (see [`routes::Routes::queue_state`]).
+    pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
+        self.shared.routes.queue_state(peer)
     }
 
     /// Control events that the pollers handed to the driver and it has not

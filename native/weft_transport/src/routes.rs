@@ -414,16 +414,21 @@ impl Routes {
         }
     }
 
-    /// Whether a message of `size` bytes for `peer` would find room in the
-    /// send queues now (also when `peer` has no route: a send then drops
-    /// it, and counts it, rather than refusing it). Cheap: no message is
-    /// built; senders that wait for room (`overload => wait`) poll this.
-    pub fn has_room(&self, peer: &str, size: u64) -> bool {
+    /// The bytes queued for `peer` (with [`crate::counters::PER_MESSAGE`]
+    /// each) and their bound, and the same for all peers: `None` when
+    /// `peer` has no route (a send then drops the message, and counts it,
+    /// rather than refusing it). What the senders that wait for room
+    /// (`overload => wait`) are woken by.
+    pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
         let route = self.peers.read().get(peer).cloned();
-        match route.or_else(|| self.relay_route(peer).map(|(r, _)| r)) {
-            Some(route) => route.budget.would_take(size),
-            None => true,
-        }
+        let route = route.or_else(|| self.relay_route(peer).map(|(r, _)| r))?;
+        let b = &route.budget;
+        Some([
+            b.queued(),
+            b.limit,
+            b.total.queued.load(Ordering::Relaxed),
+            b.total.limit,
+        ])
     }
 
     /// Client-server, on a client: the route of the server a message for
