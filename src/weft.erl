@@ -26,9 +26,9 @@
 %%     configured with `overload => drop_oldest' drops its oldest queued
 %%     messages that have not started on the wire to make room instead
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
-%%     wait' the calling process waits for room (woken within about a
-%%     millisecond of the room it needs; senders to one destination in a
-%%     random order) and gets this error only once the channel's
+%%     wait' the calling process waits for room (woken within a
+%%     millisecond or a few of the room it needs; senders to one
+%%     destination in a random order) and gets this error only once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because

@@ -1078,6 +1078,27 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
         ?assertEqual({error, overloaded}, call(A, weft, forward, [NodeB, nobody, Big, #{}])),
         #{refused := #{overloaded := Refused}} = info(A),
         ?assertEqual(2, Refused),
+        %% `weft_room' keeps nothing of a sender that gave up (alive) or
+        %% died while it waited (it monitors the senders that wait)
+        Watched = fun(P) ->
+                          {monitors, Ms} = call(A, erlang, process_info, [whereis_room(A), monitors]),
+                          lists:member({process, P}, Ms)
+                  end,
+        GivesUp = call(A, erlang, spawn, [fun() ->
+                                                  {error, overloaded} = weft:forward(NodeB, nobody, Big, #{channel => quick}),
+                                                  receive stop -> ok end
+                                          end]),
+        Doomed = call(A, erlang, spawn, [weft, forward, [NodeB, nobody, Big, #{channel => bulk}]]),
+        weft_ct:wait_until(doomed_waits, fun() -> Watched(Doomed) end),
+        true = call(A, erlang, exit, [Doomed, kill]),
+        weft_ct:wait_until(doomed_gone, fun() -> not Watched(Doomed) end),
+        %% (it waits 200 ms, gives up, then counts)
+        weft_ct:wait_until(gave_up, fun() ->
+                                            #{refused := #{overloaded := R}} = info(A),
+                                            R =:= 3
+                                    end),
+        ?assert(call(A, erlang, is_process_alive, [GivesUp])),
+        weft_ct:wait_until(given_up_gone, fun() -> not Watched(GivesUp) end),
         ?assert(Waited() >= W1 + 1)
     after
         os:cmd("kill -CONT " ++ OsPid)
@@ -1098,6 +1119,9 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
 %% down and drops what it had queued for it, counting it; once the receiver
 %% thaws it reads what reached it. Every message forward accepted is
 %% delivered or counted: sent = delivered + dropped.
+whereis_room(N) ->
+    call(N, erlang, whereis, [weft_room]).
+
 frozen_receiver_every_message_counted(_Config) ->
     A = start(weft, opts(#{heartbeat_timeout => 1000, reconnect_min_backoff => 20000,
                            reconnect_max_backoff => 20000})),
