@@ -47,7 +47,7 @@ bench-build: build
 	@python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib
 	cargo build --release --locked -p weft_netem
 	@mkdir -p _build/bench
-	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl bench/weft_stream.erl bench/weft_callgrind.erl bench/weft_passes.erl bench/weft_fresh_stream.erl
+	erlc +warnings_as_errors -o _build/bench bench/weft_bench.erl bench/weft_bench_epmd.erl bench/weft_stream.erl bench/weft_callgrind.erl bench/weft_passes.erl bench/weft_fresh_stream.erl bench/weft_wait_bench.erl
 
 bench: bench-build
 	timeout 900 erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench -eval 'weft_bench:main(quick)'

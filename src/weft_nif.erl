@@ -10,7 +10,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, poll/1, info/0, count/2, queue_state/1, debug_panic/1, decode_external/2,
+         members/0, nodes/0, send/4, poll/1, info/0, count/2, queue_state/1, watch_room/2, debug_panic/1, decode_external/2,
          membership_decision/2, atom_room_mark/0, atom_room/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
@@ -106,6 +106,15 @@ count(_Kind, _Reason) -> ?NOT_LOADED.
 -spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer()}
                              | none | {error, not_started}.
 queue_state(_Node) -> ?NOT_LOADED.
+
+%% @doc Watch for room for a message of `Size' bytes (its encoded body) to
+%% `Node': `fits' if it fits both send-queue bounds now; `watched' if not,
+%% and then the calling process gets `{weft_nif, room}' (once) as soon as
+%% a bound it did not fit has room again (given-back bytes, written or
+%% dropped); `none' when `Node' has no route. Only {@link weft_room}
+%% calls it: the transport tells one process.
+-spec watch_room(node(), non_neg_integer()) -> fits | watched | none | {error, not_started}.
+watch_room(_Node, _Size) -> ?NOT_LOADED.
 
 %% @doc Step 1 of a measurement of the atom table: a mark, taken before
 %% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.

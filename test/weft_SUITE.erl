@@ -1099,7 +1099,10 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
                                     end),
         ?assert(call(A, erlang, is_process_alive, [GivesUp])),
         weft_ct:wait_until(given_up_gone, fun() -> not Watched(GivesUp) end),
-        ?assert(Waited() >= W1 + 1)
+        ?assert(Waited() >= W1 + 1),
+        %% once B reads again, the transport tells `weft_room' that there
+        %% is room (no timer needed)
+        ok = call(A, weft_ct, count_room_rings, [])
     after
         os:cmd("kill -CONT " ++ OsPid)
     end,
@@ -1108,6 +1111,7 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
     %% left in a sender's mailbox
     ?assertEqual(lists:duplicate(200, {ok, 0}), call(A, weft_ct, senders_result, [many])),
     ?assertEqual(lists:seq(1, 200), lists:sort(call(B, weft_ct, collected, [many, 200]))),
+    ?assert(call(A, weft_ct, room_rings, []) >= 1),
     %% the edges of `wait_timeout' are accepted
     [begin
          ok = call(A, weft, stop, []),

@@ -19,7 +19,7 @@
          send_new_exports/4, big_then_small/4, buffer_keeper/2, keeper_state/1, keeper_drop/1]).
 %% Shared by the suites:
 -export([test_opts/1, track/1, untrack/1, tracked/0, stop_tracked/0]).
--export([start_senders/6, senders_result/1]).
+-export([start_senders/6, senders_result/1, count_room_rings/0, room_rings/0]).
 %% A peer of our own making, for attacks that need the cookie:
 -export([fake_peer/5, fake_peer/6, fake_spec/2, raw_frame/2, recv_raw/1, str8/1]).
 
@@ -404,6 +404,32 @@ start_senders(Tag, Node, Name, Channel, Count, Size) ->
 senders_result(Tag) ->
     Tag ! {result, self()},
     receive {senders, Results} -> Results after 30000 -> timeout end.
+
+%% @doc Count the `{weft_nif, room}' messages that `weft_room' gets from
+%% now on (the transport's word that a watched send queue has room), in a
+%% process registered as `weft_ct_rings' that traces it.
+count_room_rings() ->
+    Room = whereis(weft_room),
+    Self = self(),
+    Pid = spawn(fun() ->
+                        erlang:trace(Room, true, ['receive']),
+                        Self ! traced,
+                        rings(Room, 0)
+                end),
+    register(weft_ct_rings, Pid),
+    receive traced -> ok end.
+
+rings(Room, N) ->
+    receive
+        {trace, Room, 'receive', {weft_nif, room}} -> rings(Room, N + 1);
+        {trace, _, _, _} -> rings(Room, N);
+        {count, From} -> From ! {rings, N}, rings(Room, N)
+    end.
+
+%% @doc How many rings {@link count_room_rings/0} has seen.
+room_rings() ->
+    weft_ct_rings ! {count, self()},
+    receive {rings, N} -> N after 5000 -> timeout end.
 
 %% @doc `Senders' processes each forward `PerSender' messages `{Id, Seq,
 %% Payload}' to `{Name, Node}' on `Channel' (one lane), every other one with

@@ -21,7 +21,7 @@ mod atoms {
         debug, info, notice, warning, error,
         peer, channel, lane,
         membership, join, leave, up, down, message, dropped,
-        term, atom_limit, malformed,
+        term, atom_limit, malformed, room,
     }
 }
 
@@ -44,6 +44,8 @@ pub struct NifSink {
     events: LocalPid,
     /// The process that drives each poller, once it has gone idle.
     pollers: RwLock<Vec<Option<LocalPid>>>,
+    /// The process that watches send queues for room (`weft_room`).
+    room_watcher: RwLock<Option<LocalPid>>,
 }
 
 impl NifSink {
@@ -52,6 +54,15 @@ impl NifSink {
         NifSink {
             events,
             pollers: RwLock::new(Vec::new()),
+            room_watcher: RwLock::new(None),
+        }
+    }
+
+    /// `pid` watches send queues for room: [`Sink::room`] sends it
+    /// `{weft_nif, room}` (a restarted watcher replaces the one that died).
+    pub fn set_room_watcher(&self, pid: LocalPid) {
+        if *self.room_watcher.read() != Some(pid) {
+            *self.room_watcher.write() = Some(pid);
         }
     }
 
@@ -167,6 +178,20 @@ impl Sink for NifSink {
         let pid = self.pollers.read().get(index).copied().flatten();
         if let Some(pid) = pid {
             send_built(&pid, |env| (atoms::weft_poll(), atoms::wake()).encode(env));
+        }
+    }
+
+    fn room(&self) {
+        // (a scheduler thread outside a call that made its environment
+        // known cannot send; no path gives bytes back there, and the
+        // watcher also looks now and then)
+        if messages::caller().is_null() && rustler::thread::is_scheduler_thread() {
+            debug_assert!(false, "room rung on a scheduler thread without a caller");
+            return;
+        }
+        let pid = *self.room_watcher.read();
+        if let Some(pid) = pid {
+            send_built(&pid, |env| (atoms::weft_nif(), atoms::room()).encode(env));
         }
     }
 }

@@ -34,6 +34,7 @@ use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use weft_transport::counters::Room;
 use weft_transport::{Outcome, Poller, Transport};
 
 mod atoms {
@@ -62,6 +63,8 @@ mod atoms {
         wait,
         waited,
         none,
+        fits,
+        watched,
         stopped,
     }
 }
@@ -69,6 +72,7 @@ mod atoms {
 /// The running transport and the guard id that owns it.
 struct Running {
     transport: Transport,
+    sink: Arc<NifSink>,
     guard: u64,
 }
 
@@ -175,6 +179,7 @@ fn start<'a>(env: Env<'a>, opts: Term<'a>) -> NifResult<Term<'a>> {
                 .collect();
             *RUNNING.write() = Some(Arc::new(Running {
                 transport,
+                sink,
                 guard: id,
             }));
             Ok((atoms::ok(), ResourceArc::new(Guard { id }), pollers).encode(env))
@@ -376,6 +381,25 @@ fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
     let name = messages::atom_text(env, node);
     match r.transport.queue_state(&name) {
         Some([q, l, tq, tl]) => (q, l, tq, tl).encode(env),
+        None => atoms::none().encode(env),
+    }
+}
+
+/// Watch for room for a message of `size` bytes to `node`: `fits` (it
+/// fits both send-queue bounds now), `watched` (it does not; the calling
+/// process, `weft_room`, gets `{weft_nif, room}` once a bound it did not
+/// fit has room again: once, and it looks and watches again), or `none`
+/// when `node` has no route.
+#[rustler::nif]
+fn watch_room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    r.sink.set_room_watcher(env.pid());
+    let name = messages::atom_text(env, node);
+    match r.transport.watch_room(&name, size) {
+        Some(Room::Fits) => atoms::fits().encode(env),
+        Some(Room::Watched) => atoms::watched().encode(env),
         None => atoms::none().encode(env),
     }
 }

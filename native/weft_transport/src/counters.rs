@@ -8,7 +8,10 @@
 //! bound is refused (or, on a channel that asks for it, the oldest queued
 //! messages make room).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use weft_core::stage::DropReason;
 
@@ -115,13 +118,78 @@ impl Counters {
     }
 }
 
+/// Rung when a bound that someone watches has room again (see
+/// [`Budget::watch_room`]); called from whichever thread gave the bytes
+/// back, so it must be cheap and must not block.
+pub type Bell = Arc<dyn Fn() + Send + Sync>;
+
 /// Bytes queued for sending, against their limits.
-#[derive(Debug)]
 pub struct Total {
     /// Bytes queued for all peers now (with [`PER_MESSAGE`] each).
     pub queued: AtomicU64,
     /// Their bound.
     pub limit: u64,
+    /// Watched: ring [`Total::bell`] once `queued` is below this (0: not
+    /// watched).
+    wake_below: AtomicU64,
+    /// What a watched bound rings.
+    bell: Option<Bell>,
+}
+
+impl std::fmt::Debug for Total {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Total")
+            .field("queued", &self.queued)
+            .field("limit", &self.limit)
+            .field("wake_below", &self.wake_below)
+            .finish()
+    }
+}
+
+impl Total {
+    /// An empty total of `limit` bytes; a watched bound (its own or a
+    /// peer's) rings `bell` when it has room again.
+    pub fn new(limit: u64, bell: Option<Bell>) -> Arc<Total> {
+        Arc::new(Total {
+            queued: AtomicU64::new(0),
+            limit,
+            wake_below: AtomicU64::new(0),
+            bell,
+        })
+    }
+
+    fn ring(&self) {
+        if let Some(bell) = &self.bell {
+            bell();
+        }
+    }
+}
+
+/// What [`Budget::watch_room`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// The message fits both bounds now; nothing is watched for it.
+    Fits,
+    /// It does not: the bell rings once a bound it did not fit has room.
+    Watched,
+}
+
+/// Below how many queued bytes a message that costs `n` (with
+/// [`PER_MESSAGE`]) fits a bound of `limit`: as [`Budget::try_reserve`]
+/// counts, when the queue is empty or has room for all of it.
+fn fits_below(n: u64, limit: u64) -> u64 {
+    if n <= limit {
+        limit - n + 1
+    } else {
+        1
+    }
+}
+
+/// Clear `wake_below` and say so if `left` bytes are below it (once: a
+/// concurrent release that also saw it gets `false`).
+fn crossed(wake_below: &AtomicU64, left: u64) -> bool {
+    let w = wake_below.load(SeqCst);
+    w != 0 && left < w && wake_below.swap(0, SeqCst) != 0
 }
 
 /// What a queued message costs besides its body (its queue entry and
@@ -139,6 +207,9 @@ pub struct Budget {
     pub limit: u64,
     /// The transport's total, which this budget also counts in.
     pub total: Arc<Total>,
+    /// Watched: ring the total's bell once `queued` is below this (0: not
+    /// watched).
+    wake_below: AtomicU64,
 }
 
 impl Budget {
@@ -148,6 +219,7 @@ impl Budget {
             queued: AtomicU64::new(0),
             limit,
             total,
+            wake_below: AtomicU64::new(0),
         })
     }
 
@@ -178,16 +250,56 @@ impl Budget {
 
     /// Give back `n` bytes (written or dropped).
     pub fn release(&self, n: u64) {
-        let n = n + PER_MESSAGE;
-        self.queued.fetch_sub(n, Relaxed);
-        self.total.queued.fetch_sub(n, Relaxed);
+        self.give_back(n + PER_MESSAGE);
     }
 
     /// Give back `frames` messages of `bytes` in all (written or dropped).
     pub fn release_many(&self, frames: u64, bytes: u64) {
-        let n = bytes + frames * PER_MESSAGE;
-        self.queued.fetch_sub(n, Relaxed);
-        self.total.queued.fetch_sub(n, Relaxed);
+        self.give_back(bytes + frames * PER_MESSAGE);
+    }
+
+    /// The bytes go back to both bounds; a watched bound that now has the
+    /// room watched for rings the bell. (SeqCst, here and in
+    /// [`Budget::watch_room`]: a watch set while bytes go back is seen
+    /// either by the release or by the watch's own look at the queue. On
+    /// x86 the same instructions as Relaxed.)
+    fn give_back(&self, n: u64) {
+        let left = self.queued.fetch_sub(n, SeqCst) - n;
+        let left_total = self.total.queued.fetch_sub(n, SeqCst) - n;
+        let peer = crossed(&self.wake_below, left);
+        let total = crossed(&self.total.wake_below, left_total);
+        if peer || total {
+            self.total.ring();
+        }
+    }
+
+    /// Watch for room for a message of `n` bytes (body): [`Room::Fits`] if
+    /// it fits both bounds now, else [`Room::Watched`], and the bell rings
+    /// (once) as soon as given-back bytes make room in a bound it did not
+    /// fit. Whoever watches looks again when it rings (the room may have
+    /// been taken since, or the other bound may still be full) and watches
+    /// again if need be. A peer's bound has one watch (the last set); the
+    /// total's keeps the watch that rings first (the smallest message's).
+    pub fn watch_room(&self, n: u64) -> Room {
+        let n = n + PER_MESSAGE;
+        let peer_below = fits_below(n, self.limit);
+        let total_below = fits_below(n, self.total.limit);
+        // Watch first, then look: a release in between rings.
+        let peer_full = self.queued.load(SeqCst) >= peer_below;
+        if peer_full {
+            self.wake_below.store(peer_below, SeqCst);
+        }
+        let total_full = self.total.queued.load(SeqCst) >= total_below;
+        if total_full {
+            self.total.wake_below.fetch_max(total_below, SeqCst);
+        }
+        let peer_full = peer_full && self.queued.load(SeqCst) >= peer_below;
+        let total_full = total_full && self.total.queued.load(SeqCst) >= total_below;
+        if peer_full || total_full {
+            Room::Watched
+        } else {
+            Room::Fits
+        }
     }
 
     /// Whether a message of `n` bytes fits this peer's bound now.
@@ -208,10 +320,7 @@ mod tests {
     #[test]
     fn bounds_per_peer_and_in_total() {
         let m = PER_MESSAGE;
-        let total = Arc::new(Total {
-            queued: AtomicU64::new(0),
-            limit: 150 + 3 * m,
-        });
+        let total = Total::new(150 + 3 * m, None);
         let a = Budget::new(100 + 2 * m, total.clone());
         let b = Budget::new(100 + 2 * m, total.clone());
         assert!(a.try_reserve(60));
@@ -224,14 +333,105 @@ mod tests {
         assert!(b.try_reserve(50));
         assert_eq!(total.queued.load(Relaxed), 100 + 2 * m);
         // an empty queue takes one message of any size
-        let c = Budget::new(
-            10,
-            Arc::new(Total {
-                queued: AtomicU64::new(0),
-                limit: 10,
-            }),
-        );
+        let c = Budget::new(10, Total::new(10, None));
         assert!(c.try_reserve(1000));
         assert!(!c.try_reserve(1));
+    }
+
+    /// A total whose bell counts its rings.
+    fn belled(limit: u64) -> (Arc<Total>, Arc<AtomicU64>) {
+        let rings = Arc::new(AtomicU64::new(0));
+        let r = rings.clone();
+        let bell: Bell = Arc::new(move || {
+            r.fetch_add(1, Relaxed);
+        });
+        (Total::new(limit, Some(bell)), rings)
+    }
+
+    #[test]
+    fn a_watched_peer_bound_rings_once_when_the_message_fits() {
+        let m = PER_MESSAGE;
+        let (total, rings) = belled(u64::MAX);
+        let a = Budget::new(100 + 2 * m, total);
+        assert_eq!(
+            a.watch_room(60),
+            Room::Fits,
+            "an empty queue takes anything"
+        );
+        assert!(a.try_reserve(60));
+        assert!(a.try_reserve(40));
+        assert_eq!(a.watch_room(50), Room::Watched);
+        a.release(0); // (no message, only to show that too little rings nothing)
+        a.force(0);
+        assert_eq!(rings.load(Relaxed), 0);
+        assert_eq!(rings.load(Relaxed), 0);
+        a.release(60);
+        assert_eq!(rings.load(Relaxed), 1, "40 + 50 + 2m fits 100 + 2m");
+        // once only, however many bytes go back after
+        a.release(40);
+        assert_eq!(rings.load(Relaxed), 1);
+        assert_eq!(a.watch_room(50), Room::Fits);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bound_is_watched_until_the_queue_is_empty() {
+        let (total, rings) = belled(u64::MAX);
+        let a = Budget::new(1000, total);
+        assert!(a.try_reserve(10));
+        assert!(a.try_reserve(20));
+        assert_eq!(a.watch_room(5000), Room::Watched);
+        a.release(10);
+        assert_eq!(rings.load(Relaxed), 0, "not empty yet");
+        a.release_many(1, 20);
+        assert_eq!(rings.load(Relaxed), 1, "empty: any message fits");
+    }
+
+    #[test]
+    fn the_total_rings_for_any_peer_that_gives_bytes_back() {
+        let m = PER_MESSAGE;
+        let (total, rings) = belled(200 + 2 * m);
+        let a = Budget::new(u64::MAX, total.clone());
+        let b = Budget::new(u64::MAX, total);
+        assert!(a.try_reserve(100));
+        assert!(b.try_reserve(100));
+        // a's own queue has room; the total does not
+        assert_eq!(a.watch_room(50), Room::Watched);
+        b.release(100);
+        assert_eq!(
+            rings.load(Relaxed),
+            1,
+            "b's bytes made the room a waits for"
+        );
+        assert_eq!(a.watch_room(50), Room::Fits);
+        // the total keeps the watch that rings first
+        assert!(b.try_reserve(100));
+        assert_eq!(a.watch_room(150), Room::Watched);
+        assert_eq!(b.watch_room(10), Room::Watched);
+        a.release(100);
+        assert_eq!(rings.load(Relaxed), 2, "room for 10, not yet for 150");
+    }
+
+    #[test]
+    fn watching_while_bytes_go_back_on_other_threads_never_misses_the_room() {
+        // Whatever the interleaving, once everything went back either the
+        // watch saw the room (Fits) or the bell rang.
+        for _ in 0..200 {
+            let (total, rings) = belled(u64::MAX);
+            let a = Budget::new(8 * PER_MESSAGE, total);
+            for _ in 0..8 {
+                assert!(a.try_reserve(0));
+            }
+            let giver = {
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..8 {
+                        a.release(0);
+                    }
+                })
+            };
+            let room = a.watch_room(2000);
+            giver.join().unwrap();
+            assert!(room == Room::Fits || rings.load(Relaxed) == 1);
+        }
     }
 }

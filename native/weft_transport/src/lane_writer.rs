@@ -1323,10 +1323,7 @@ mod tests {
             .build()
             .unwrap();
         let poller = Poller::new(0, true, Duration::from_micros(50)).unwrap();
-        let total = Arc::new(crate::counters::Total {
-            queued: AtomicU64::new(0),
-            limit: u64::MAX,
-        });
+        let total = crate::counters::Total::new(u64::MAX, None);
         let lane = Lane::new(
             key,
             poller.clone(),

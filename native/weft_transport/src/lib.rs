@@ -270,6 +270,13 @@ impl Transport {
             runtime.handle().clone(),
             config.stage.clone(),
         );
+        // (a weak reference: the sink outlives no transport through this)
+        let bell_sink = Arc::downgrade(&sink);
+        let routes = routes.with_room_bell(Arc::new(move || {
+            if let Some(sink) = bell_sink.upgrade() {
+                sink.room();
+            }
+        }));
         let routes = match config.overlay {
             Overlay::ClientServer { server } => {
                 routes.with_relay(routes::Relay::new(config.node.clone(), !server, server))
@@ -369,6 +376,15 @@ impl Transport {
     /// peers (see [`routes::Routes::queue_state`]).
     pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
         self.shared.routes.queue_state(peer)
+    }
+
+    /// Watch for room for a message of `size` bytes (body) to `peer`:
+    /// `Some(Room::Fits)` if it fits now, `Some(Room::Watched)` if not, and
+    /// then [`Sink::room`] is called once a bound it did not fit has room
+    /// again; `None` when `peer` has no route (see
+    /// [`counters::Budget::watch_room`]).
+    pub fn watch_room(&self, peer: &str, size: u64) -> Option<counters::Room> {
+        self.shared.routes.watch_room(peer, size)
     }
 
     /// Control events that the pollers handed to the driver and it has not

@@ -10,7 +10,7 @@
 //! peer's and the transport's send-queue bounds ([`Budget`]).
 
 use crate::body::Body;
-use crate::counters::{Budget, Counters, Total};
+use crate::counters::{Bell, Budget, Counters, Room, Total};
 use crate::lane_writer::{Lane, Sender};
 use crate::poller_set::PollerSet;
 use parking_lot::{Mutex, RwLock};
@@ -235,16 +235,20 @@ impl Routes {
             runtime,
             channels: channels.into_iter().collect(),
             affinity,
-            total: Arc::new(Total {
-                queued: AtomicU64::new(0),
-                limit: limits.total_queue,
-            }),
+            total: Total::new(limits.total_queue, None),
             limits,
             round_robin: AtomicU64::new(0),
             counters: Arc::new(Counters::default()),
             stage,
             relay: None,
         }
+    }
+
+    /// Ring `bell` when a watched send-queue bound has room again (see
+    /// [`Routes::watch_room`]). Before any route is made.
+    pub fn with_room_bell(mut self, bell: Bell) -> Self {
+        self.total = Total::new(self.limits.total_queue, Some(bell));
+        self
     }
 
     /// Relay as `relay` says (client-server overlay).
@@ -420,8 +424,7 @@ impl Routes {
     /// rather than refusing it). What the senders that wait for room
     /// (`overload => wait`) are woken by.
     pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
-        let route = self.peers.read().get(peer).cloned();
-        let route = route.or_else(|| self.relay_route(peer).map(|(r, _)| r))?;
+        let route = self.route_to(peer)?;
         let b = &route.budget;
         Some([
             b.queued(),
@@ -429,6 +432,20 @@ impl Routes {
             b.total.queued.load(Ordering::Relaxed),
             b.total.limit,
         ])
+    }
+
+    /// Watch for room for a message of `size` bytes to `peer` (see
+    /// [`Budget::watch_room`]): `None` when `peer` has no route (as
+    /// [`Routes::queue_state`]).
+    pub fn watch_room(&self, peer: &str, size: u64) -> Option<Room> {
+        Some(self.route_to(peer)?.budget.watch_room(size))
+    }
+
+    /// The route a message to `peer` takes: its own, or (client-server, on
+    /// a client) its server's.
+    fn route_to(&self, peer: &str) -> Option<Arc<PeerRoute>> {
+        let route = self.peers.read().get(peer).cloned();
+        route.or_else(|| self.relay_route(peer).map(|(r, _)| r))
     }
 
     /// Client-server, on a client: the route of the server a message for

@@ -93,6 +93,11 @@ pub trait Sink: Send + Sync + 'static {
     /// the whole protocol is in [`crate::wake`]): wake it. Called from any thread, often from
     /// inside a send; must be cheap.
     fn wake_poller(&self, _index: usize) {}
+    /// A send-queue bound that someone watches for room (the senders that
+    /// wait, `overload => wait`; see [`crate::Transport::watch_room`]) has
+    /// some again. Called from any thread that gave bytes back (a writer,
+    /// a send that dropped older messages, the driver); must be cheap.
+    fn room(&self) {}
     /// `peer` became reachable.
     fn peer_up(&self, peer: &str);
     /// `peer` stopped being reachable.
