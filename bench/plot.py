@@ -18,8 +18,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CONFIGS = ["disterl", "weft_1", "weft_16", "weft_16_own", "limit"]
+CONFIGS = ["disterl", "weft_1", "weft_1_wait", "weft_16", "weft_16_own", "limit"]
 LABELS = {"disterl": "Distributed Erlang", "weft_1": "weft N=1",
+          "weft_1_wait": "weft N=1, overload => wait",
           "weft_16": "weft N=16 (affinity)", "weft_16_own": "weft N=16, no shared lane",
           "limit": "limit (plain TCP)"}
 

@@ -115,7 +115,10 @@ configs(hol) -> [disterl, weft_1, weft_16];
 configs(keyhol) -> [disterl, weft_1, weft_16, weft_16_own];
 configs(latency) -> [disterl, weft_1, weft_16, limit];
 configs(kvs) -> [disterl, weft_1, weft_16];
-configs(kvs3) -> [disterl, weft_1, weft_16];
+%% (`kvs3' also with weft's back-pressure, `weft_1_wait': a quorum read's
+%% replicas then answer in different orders, as Distributed Erlang's do;
+%% bench/RESULTS.md, 2026-12-07 19:37 and 21:16)
+configs(kvs3) -> [disterl, weft_1, weft_1_wait, weft_16];
 configs(flood) -> [local, disterl, weft_1, weft_16];
 configs(memory) -> [weft_1];
 configs(profile) -> [disterl, weft_1, weft_16].
@@ -995,7 +998,9 @@ table(Rows) ->
     Lat = [R || #{workload := latency} = R <- Rows],
     Flood = [R || #{workload := flood} = R <- Rows],
     Mem = [R || #{workload := memory} = R <- Rows],
-    [echo_table(Echo) || Echo =/= []] ++ [["\n", hol_table(Hol)] || Hol =/= []]
+    Wait = [R || #{config := weft_1_wait} = R <- Rows],
+    [echo_table(Echo) || Echo =/= []] ++ [["\n", wait_table(Wait, Echo)] || Wait =/= []]
+        ++ [["\n", hol_table(Hol)] || Hol =/= []]
         ++ [["\n", keyhol_table(KeyHol)] || KeyHol =/= []]
         ++ [["\n", latency_table(Lat)] || Lat =/= []]
         ++ [["\n", flood_table(Flood)] || Flood =/= []]
@@ -1175,6 +1180,28 @@ echo_table(Rows) ->
                                [W, rtt_label(R), size_label(P), N, ops(D), ops(W1), ops(W16), ops(L),
                                 ratio(W1, D), ratio(W16, D), ratio(W16, L)])
              end || {W, R, P, N} = Key <- Cells],
+    [Head | Lines].
+
+%% The cells also run with a channel that waits for room (`weft_1_wait'):
+%% against Distributed Erlang and weft's default on 1 lane.
+wait_table(Wait, Rows) ->
+    Head = "| workload | RTT | payload | clients | disterl ops/s | weft N=1 ops/s "
+           "| weft N=1, `overload => wait` ops/s | N=1 / disterl | N=1 wait / disterl |\n"
+           "|---|---|---|---|---|---|---|---|---|\n",
+    Get = fun(Key, Config) ->
+                  case [maps:get(ops, X) || #{workload := W, rtt := R, payload := P, clients := N, config := C} = X <- Rows,
+                                            {W, R, P, N} =:= Key, C =:= Config] of
+                      [Ops] -> Ops;
+                      _ -> 0.0
+                  end
+          end,
+    Lines = [begin
+                 Key = {W, R, P, N},
+                 D = Get(Key, disterl), W1 = Get(Key, weft_1),
+                 io_lib:format("| ~p | ~s | ~s | ~p | ~s | ~s | ~s | ~s | ~s |~n",
+                               [W, rtt_label(R), size_label(P), N, ops(D), ops(W1), ops(Ops),
+                                ratio(W1, D), ratio(Ops, D)])
+             end || #{workload := W, rtt := R, payload := P, clients := N, ops := Ops} <- Wait],
     [Head | Lines].
 
 %% A configuration the cell does not run (no limit for KVS) shows as n/a.
