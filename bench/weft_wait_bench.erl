@@ -11,8 +11,10 @@
 %% used in `Seconds' (% of one core), and whether every sender returned
 %% `ok' with an empty mailbox once B runs again.
 %%
-%% erl -noshell -pa _build/default/lib/weft/ebin -pa _build/bench \
+%% erl -sname weft_wait -noshell -pa _build/default/lib/weft/ebin -pa _build/bench \
 %%     -eval 'weft_wait_bench:main([stream, 262144, 65536, 1, 3])' -s init stop
+%%
+%% (The node needs a name: the peers send their results to it.)
 -module(weft_wait_bench).
 -export([main/1, stream/5, sink/0, waiter/3]).
 

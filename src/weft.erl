@@ -26,8 +26,8 @@
 %%     configured with `overload => drop_oldest' drops its oldest queued
 %%     messages that have not started on the wire to make room instead
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
-%%     wait' the calling process waits for room (woken as soon as the
-%%     transport has written or dropped enough to make it; senders to one
+%%     wait' the calling process waits for room (woken when the transport
+%%     has written or dropped enough to make it; senders to one
 %%     destination in a random order) and gets this error only once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or

@@ -98,21 +98,25 @@ info() -> ?NOT_LOADED.
 -spec count(dropped | refused | waited, atom()) -> ok | {error, not_started | {badarg, term()}}.
 count(_Kind, _Reason) -> ?NOT_LOADED.
 
-%% @doc `{PeerQueued, PeerLimit, TotalQueued, TotalLimit}': the bytes
+%% @doc `{PeerQueued, PeerLimit, TotalQueued, TotalLimit, Via}': the bytes
 %% queued for `Node' (each message counting 128 more, what its queue entry
-%% costs) and `send_queue_limit', and the same over all peers; `none' when
-%% `Node' has no route (a send to it is dropped and counted, not refused).
-%% What {@link weft_room} wakes the senders that wait for room by.
--spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer()}
+%% costs) and `send_queue_limit', the same over all peers, and the peer
+%% whose route and bound a message to `Node' takes (`Node' itself, or on a
+%% client of the client-server overlay the server it relays through);
+%% `none' when `Node' has no route (a send to it is dropped and counted,
+%% not refused). What {@link weft_room} wakes the senders that wait for
+%% room by.
+-spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer(), node()}
                              | none | {error, not_started}.
 queue_state(_Node) -> ?NOT_LOADED.
 
 %% @doc Watch for room for a message of `Size' bytes (its encoded body) to
 %% `Node': `fits' if it fits both send-queue bounds now; `watched' if not,
-%% and then the calling process gets `{weft_nif, room}' (once) as soon as
-%% a bound it did not fit has room again (given-back bytes, written or
-%% dropped); `none' when `Node' has no route. Only {@link weft_room}
-%% calls it: the transport tells one process.
+%% and then the transport sends `{weft_nif, room}' (once per watch; a
+%% watch may also ring for nothing) as soon as a bound it did not fit has
+%% room again (given-back bytes, written or dropped); `none' when `Node'
+%% has no route. The ring goes to the process that called this last: only
+%% {@link weft_room} calls it.
 -spec watch_room(node(), non_neg_integer()) -> fits | watched | none | {error, not_started}.
 watch_room(_Node, _Size) -> ?NOT_LOADED.
 

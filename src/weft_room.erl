@@ -12,13 +12,16 @@
 %% sender sends and says so (`sent/1'); until then its message counts as
 %% taken here too. If another took the room first, it registers again.
 %%
-%% When nobody that was woken is still to send and some still wait, this
-%% process asks the transport to tell it when there is room for the
-%% smallest waiting message of each destination (`weft_nif:watch_room/2'):
-%% the transport sends `{weft_nif, room}' from the thread that gave the
-%% bytes back, so a sender goes on as soon as its room comes, without a
-%% timer. Besides, while anyone waits, it looks every ?SAFETY_MS
-%% milliseconds (a safety net: nothing is known to need it).
+%% For each destination whose route has no woken sender still to send,
+%% while some wait, this process asks the transport to tell it when there
+%% is room for the smallest waiting message (`weft_nif:watch_room/2'): the
+%% transport sends `{weft_nif, room}' from the thread that gave the bytes
+%% back, so a sender goes on as soon as its room comes, without a timer.
+%% (Destinations behind one route, a client's relayed ones, share its
+%% bound and its count of woken senders' bytes.) While anyone waits, it
+%% also looks every ?SAFETY_MS milliseconds, and a woken sender that has
+%% not said it sent by then (suspended, or starved of CPU) stops counting,
+%% so it holds back nobody for longer.
 %%
 %% A sender that gives up deactivates its alias, so a late wake-up never
 %% reaches its mailbox, and says so here (its entry goes at once); one that
@@ -43,15 +46,18 @@
 %% The senders waiting for room to one destination: in the order they are
 %% to be tried (each a random key), and by size (the smallest first).
 -record(dest, {order = gb_trees:empty() :: gb_trees:tree(key(), non_neg_integer()),
-               sizes = gb_sets:empty() :: gb_sets:set({non_neg_integer(), reference()})}).
+               sizes = gb_sets:empty() :: gb_sets:set({non_neg_integer(), reference()}),
+               %% the peer whose route messages to it take, last seen
+               via :: node() | undefined}).
 
 -record(state, {dests = #{} :: #{node() => #dest{}},
                 %% each waiting sender: where it is, its message's size, and
                 %% a monitor of it
                 waiting = #{} :: #{reference() => {node(), key(), non_neg_integer(), reference()}},
-                %% each woken sender that has not said it sent yet
-                woken = #{} :: #{reference() => {node(), non_neg_integer(), reference()}},
-                %% the bytes of those, per destination and in all
+                %% each woken sender that has not said it sent yet: its
+                %% route, message, monitor, and when it was woken
+                woken = #{} :: #{reference() => {node(), non_neg_integer(), reference(), integer()}},
+                %% the bytes of those, per route and in all
                 pending = #{} :: #{node() => non_neg_integer()},
                 pending_all = 0 :: non_neg_integer(),
                 %% a `pass' message is on its way to this process
@@ -107,7 +113,7 @@ handle_info(pass, S) ->
 handle_info({weft_nif, room}, S) ->
     {noreply, pass_soon(S)};
 handle_info(safety, S) ->
-    {noreply, pass(S#state{safety = false})};
+    {noreply, pass(expire(S#state{safety = false}))};
 handle_info({{'DOWN', Alias}, _Mon, process, _Pid, _Reason}, S) ->
     {noreply, done(Alias, forget(Alias, S))};
 handle_info(_Msg, S) ->
@@ -136,20 +142,28 @@ forget(Alias, #state{dests = D, waiting = W} = S) ->
 %% the others may fit now.
 done(Alias, #state{woken = Wk, pending = P, pending_all = All} = S) ->
     case maps:take(Alias, Wk) of
-        {{Node, N, Mon}, Wk1} ->
+        {{Via, N, Mon, _}, Wk1} ->
             erlang:demonitor(Mon, [flush]),
-            Left = maps:get(Node, P) - N,
-            P1 = case Left of 0 -> maps:remove(Node, P); _ -> P#{Node := Left} end,
+            Left = maps:get(Via, P) - N,
+            P1 = case Left of 0 -> maps:remove(Via, P); _ -> P#{Via := Left} end,
             pass_soon(S#state{woken = Wk1, pending = P1, pending_all = All - N});
         error ->
             S
     end.
 
-add(Key = {_, Alias}, Size, #dest{order = O, sizes = Z}) ->
-    #dest{order = gb_trees:insert(Key, Size, O), sizes = gb_sets:add({Size, Alias}, Z)}.
+%% Woken senders that have not said they sent for ?SAFETY_MS count no more
+%% (forgotten: what they say later is ignored).
+expire(#state{woken = Wk} = S) ->
+    Old = erlang:monotonic_time(millisecond) - ?SAFETY_MS,
+    maps:fold(fun(Alias, {_, _, _, At}, Acc) when At =< Old -> done(Alias, Acc);
+                 (_, _, Acc) -> Acc
+              end, S, Wk).
 
-remove(Key = {_, Alias}, Size, #dest{order = O, sizes = Z}) ->
-    #dest{order = gb_trees:delete_any(Key, O), sizes = gb_sets:delete_any({Size, Alias}, Z)}.
+add(Key = {_, Alias}, Size, #dest{order = O, sizes = Z} = Dest) ->
+    Dest#dest{order = gb_trees:insert(Key, Size, O), sizes = gb_sets:add({Size, Alias}, Z)}.
+
+remove(Key = {_, Alias}, Size, #dest{order = O, sizes = Z} = Dest) ->
+    Dest#dest{order = gb_trees:delete_any(Key, O), sizes = gb_sets:delete_any({Size, Alias}, Z)}.
 
 put_dest(Node, #dest{order = O} = Dest, D) ->
     case gb_trees:is_empty(O) of
@@ -158,26 +172,26 @@ put_dest(Node, #dest{order = O} = Dest, D) ->
     end.
 
 %% Wake, per destination, the senders that fit now; the total bound's room
-%% is shared by all destinations in one pass. Then, if nobody woken is
-%% still to send, ask the transport to say when there is room for those
-%% still waiting; and look again in ?SAFETY_MS anyway.
+%% is shared by all destinations in one pass. Then ask the transport to
+%% say when there is room for those still waiting (where no woken sender
+%% is still to send); and look again in ?SAFETY_MS anyway.
 pass(#state{dests = D} = S0) ->
     S = maps:fold(fun wake_node/3, S0, D),
     safety(watch(S)).
 
-wake_node(Node, Dest, #state{dests = D, pending = P, pending_all = All} = S) ->
+wake_node(Node, Dest, #state{pending = P, pending_all = All} = S) ->
     case weft_nif_state(Node) of
-        {PQ, PL, TQ, TL} ->
+        {PQ, PL, TQ, TL, Via} ->
             %% (bytes woken senders are still to send count as queued)
-            Mine = maps:get(Node, P, 0),
-            {Dest1, S1} = pop_fitting(Node, Dest, PQ + Mine, PL, TQ + All, TL, S),
-            S1#state{dests = put_dest(Node, Dest1, D)};
+            Mine = maps:get(Via, P, 0),
+            {Dest1, S1} = pop_fitting(Node, Dest#dest{via = Via}, PQ + Mine, PL, TQ + All, TL, S),
+            S1#state{dests = put_dest(Node, Dest1, S1#state.dests)};
         _ ->
             %% No route (their sends are dropped and counted) or weft not
             %% running (they get `not_started'): all go on.
-            S1 = lists:foldl(fun({_, Alias}, Acc) -> woken(Alias, Acc) end,
+            S1 = lists:foldl(fun({_, Alias}, Acc) -> woken(Alias, Node, Acc) end,
                              S, gb_trees:keys(Dest#dest.order)),
-            S1#state{dests = maps:remove(Node, D)}
+            S1#state{dests = maps:remove(Node, S1#state.dests)}
     end.
 
 %% Senders taken in a random order (each gets a random key when it
@@ -220,9 +234,9 @@ pop_fitting(Node, #dest{order = O, sizes = Z} = Dest, PQ, PL, TQ, TL, S, Skipped
             redraw(Node, Skipped, Dest, S)
     end.
 
-take(Node, {_, Alias} = Key, Size, Dest, PQ, PL, TQ, TL, S, Skipped) ->
+take(Node, {_, Alias} = Key, Size, #dest{via = Via} = Dest, PQ, PL, TQ, TL, S, Skipped) ->
     N = Size + ?PER_MESSAGE,
-    pop_fitting(Node, remove(Key, Size, Dest), PQ + N, PL, TQ + N, TL, woken(Alias, S), Skipped).
+    pop_fitting(Node, remove(Key, Size, Dest), PQ + N, PL, TQ + N, TL, woken(Alias, Via, S), Skipped).
 
 fits(Size, PQ, PL, TQ, TL) ->
     N = Size + ?PER_MESSAGE,
@@ -236,31 +250,40 @@ redraw(Node, Skipped, Dest, S) ->
                         {add(Key, Size, DAcc), SAcc#state{waiting = W#{Alias := {Node, Key, Size, Mon}}}}
                 end, {Dest, S}, Skipped).
 
-%% Wake `Alias': its message counts as queued until it says it sent.
-woken(Alias, #state{waiting = W, woken = Wk, pending = P, pending_all = All} = S) ->
+%% Wake `Alias': its message counts as queued on route `Via' until it says
+%% it sent.
+woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P, pending_all = All} = S) ->
     Alias ! {Alias, room},
     case maps:take(Alias, W) of
-        {{Node, _, Size, Mon}, W1} ->
+        {{_, _, Size, Mon}, W1} ->
             N = Size + ?PER_MESSAGE,
-            S#state{waiting = W1, woken = Wk#{Alias => {Node, N, Mon}},
-                    pending = P#{Node => maps:get(Node, P, 0) + N}, pending_all = All + N};
+            At = erlang:monotonic_time(millisecond),
+            S#state{waiting = W1, woken = Wk#{Alias => {Via, N, Mon, At}},
+                    pending = P#{Via => maps:get(Via, P, 0) + N}, pending_all = All + N};
         error ->
             S
     end.
 
-%% With nobody woken still to send, the transport says when there is room
-%% for each destination's smallest waiting message (or at once, if there
-%% is room already). With senders woken, what they send or say comes first.
-watch(#state{pending_all = 0, dests = D} = S) ->
-    maps:fold(fun(Node, #dest{sizes = Z}, Acc) ->
-                      {Min, _} = gb_sets:smallest(Z),
-                      case weft_nif_watch(Node, Min) of
-                          watched -> Acc;
-                          _ -> pass_soon(Acc)
+%% The transport says when there is room for each destination's smallest
+%% waiting message, for the destinations whose route has no woken sender
+%% still to send (there, what they send or say comes first). If there is
+%% room already, look again at once; but not while woken senders elsewhere
+%% count in the total (the transport does not count them, and would say
+%% so again and again): what they send or say comes first then too.
+watch(#state{dests = D} = S) ->
+    maps:fold(fun(Node, #dest{sizes = Z, via = Via}, #state{pending = P, pending_all = All} = Acc) ->
+                      case maps:is_key(Via, P) of
+                          true ->
+                              Acc;
+                          false ->
+                              {Min, _} = gb_sets:smallest(Z),
+                              case weft_nif_watch(Node, Min) of
+                                  watched -> Acc;
+                                  fits when All > 0 -> Acc;
+                                  _ -> pass_soon(Acc)
+                              end
                       end
-              end, S, D);
-watch(S) ->
-    S.
+              end, S, D).
 
 safety(#state{safety = true} = S) ->
     S;

@@ -370,9 +370,11 @@ fn info(env: Env) -> NifResult<Term> {
     }
 }
 
-/// `{PeerQueued, PeerLimit, TotalQueued, TotalLimit}` (bytes, each queued
-/// message counting 128 more) for `node`, or `none` when it has no route:
-/// what `weft_room` wakes the senders that wait for room by.
+/// `{PeerQueued, PeerLimit, TotalQueued, TotalLimit, Via}` (bytes, each
+/// queued message counting 128 more; `Via`: the peer whose route a message
+/// to `node` takes, `node` itself but for a client's relayed destinations)
+/// for `node`, or `none` when it has no route: what `weft_room` wakes the
+/// senders that wait for room by.
 #[rustler::nif]
 fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
     let Some(r) = running() else {
@@ -380,7 +382,7 @@ fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
     };
     let name = messages::atom_text(env, node);
     match r.transport.queue_state(&name) {
-        Some([q, l, tq, tl]) => (q, l, tq, tl).encode(env),
+        Some(([q, l, tq, tl], via)) => (q, l, tq, tl, messages::name_term(env, &via)).encode(env),
         None => atoms::none().encode(env),
     }
 }

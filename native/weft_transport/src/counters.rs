@@ -278,8 +278,11 @@ impl Budget {
     /// (once) as soon as given-back bytes make room in a bound it did not
     /// fit. Whoever watches looks again when it rings (the room may have
     /// been taken since, or the other bound may still be full) and watches
-    /// again if need be. A peer's bound has one watch (the last set); the
-    /// total's keeps the watch that rings first (the smallest message's).
+    /// again if need be. Each bound keeps the watch that rings first (the
+    /// smallest message's): several destinations may share a route (a
+    /// client's relayed ones), and the total is everyone's. A watch set
+    /// here while the message fits stays set: it may ring once for
+    /// nothing.
     pub fn watch_room(&self, n: u64) -> Room {
         let n = n + PER_MESSAGE;
         let peer_below = fits_below(n, self.limit);
@@ -287,7 +290,7 @@ impl Budget {
         // Watch first, then look: a release in between rings.
         let peer_full = self.queued.load(SeqCst) >= peer_below;
         if peer_full {
-            self.wake_below.store(peer_below, SeqCst);
+            self.wake_below.fetch_max(peer_below, SeqCst);
         }
         let total_full = self.total.queued.load(SeqCst) >= total_below;
         if total_full {
@@ -371,6 +374,24 @@ mod tests {
         a.release(40);
         assert_eq!(rings.load(Relaxed), 1);
         assert_eq!(a.watch_room(50), Room::Fits);
+    }
+
+    #[test]
+    fn two_watches_on_one_bound_ring_for_the_smaller_message() {
+        // (a client's relayed destinations share their server's bound)
+        let m = PER_MESSAGE;
+        let (total, rings) = belled(u64::MAX);
+        let a = Budget::new(1000 + 2 * m, total);
+        assert!(a.try_reserve(500));
+        assert!(a.try_reserve(500));
+        assert_eq!(a.watch_room(100), Room::Watched);
+        assert_eq!(
+            a.watch_room(5000),
+            Room::Watched,
+            "fits only an empty queue"
+        );
+        a.release(500);
+        assert_eq!(rings.load(Relaxed), 1, "room for 100, not for 5000");
     }
 
     #[test]

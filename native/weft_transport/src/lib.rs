@@ -372,9 +372,10 @@ impl Transport {
             .send(peer, channel, choice.into(), body.into(), sender)
     }
 
-    /// The bytes queued for `peer` and their bound, and the same for all
-    /// peers (see [`routes::Routes::queue_state`]).
-    pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
+    /// The bytes queued for `peer` and their bound, the same for all
+    /// peers, and the peer whose route a message to `peer` takes (see
+    /// [`routes::Routes::queue_state`]).
+    pub fn queue_state(&self, peer: &str) -> Option<([u64; 4], String)> {
         self.shared.routes.queue_state(peer)
     }
 

@@ -247,6 +247,11 @@ impl Routes {
     /// Ring `bell` when a watched send-queue bound has room again (see
     /// [`Routes::watch_room`]). Before any route is made.
     pub fn with_room_bell(mut self, bell: Bell) -> Self {
+        // (a route made before would keep the old total)
+        assert!(
+            self.peers.get_mut().is_empty(),
+            "the room bell comes before any route"
+        );
         self.total = Total::new(self.limits.total_queue, Some(bell));
         self
     }
@@ -419,19 +424,24 @@ impl Routes {
     }
 
     /// The bytes queued for `peer` (with [`crate::counters::PER_MESSAGE`]
-    /// each) and their bound, and the same for all peers: `None` when
-    /// `peer` has no route (a send then drops the message, and counts it,
-    /// rather than refusing it). What the senders that wait for room
-    /// (`overload => wait`) are woken by.
-    pub fn queue_state(&self, peer: &str) -> Option<[u64; 4]> {
-        let route = self.route_to(peer)?;
+    /// each) and their bound, the same for all peers, and the peer whose
+    /// route (and bound) a message to `peer` takes: `peer`, or on a
+    /// client of the client-server overlay its server. `None` when `peer`
+    /// has no route (a send then drops the message, and counts it, rather
+    /// than refusing it). What the senders that wait for room (`overload
+    /// => wait`) are woken by.
+    pub fn queue_state(&self, peer: &str) -> Option<([u64; 4], String)> {
+        let (via, route) = self.route_via(peer)?;
         let b = &route.budget;
-        Some([
-            b.queued(),
-            b.limit,
-            b.total.queued.load(Ordering::Relaxed),
-            b.total.limit,
-        ])
+        Some((
+            [
+                b.queued(),
+                b.limit,
+                b.total.queued.load(Ordering::Relaxed),
+                b.total.limit,
+            ],
+            via,
+        ))
     }
 
     /// Watch for room for a message of `size` bytes to `peer` (see
@@ -444,16 +454,32 @@ impl Routes {
     /// The route a message to `peer` takes: its own, or (client-server, on
     /// a client) its server's.
     fn route_to(&self, peer: &str) -> Option<Arc<PeerRoute>> {
-        let route = self.peers.read().get(peer).cloned();
-        route.or_else(|| self.relay_route(peer).map(|(r, _)| r))
+        self.route_via(peer).map(|(_, r)| r)
+    }
+
+    /// As [`Routes::route_to`], with the peer whose route it is.
+    fn route_via(&self, peer: &str) -> Option<(String, Arc<PeerRoute>)> {
+        if let Some(r) = self.peers.read().get(peer).cloned() {
+            return Some((peer.to_string(), r));
+        }
+        self.relay_via(peer)
+    }
+
+    /// Client-server, on a client: the server a message for `dest` (a node
+    /// without a route here) goes through, and its route.
+    fn relay_via(&self, dest: &str) -> Option<(String, Arc<PeerRoute>)> {
+        let relay = self.relay.as_ref().filter(|r| r.via_peers)?;
+        let via = relay.via(dest)?;
+        let route = self.peers.read().get(&via).cloned()?;
+        Some((via, route))
     }
 
     /// Client-server, on a client: the route of the server a message for
     /// `dest` (a node without a route here) goes through, and the header
     /// that names `dest` and this node.
     fn relay_route(&self, dest: &str) -> Option<(Arc<PeerRoute>, Option<Extensions>)> {
-        let relay = self.relay.as_ref().filter(|r| r.via_peers)?;
-        let route = self.peers.read().get(&relay.via(dest)?).cloned()?;
+        let (_, route) = self.relay_via(dest)?;
+        let relay = self.relay.as_ref()?;
         let ext = Extensions {
             origin: Some(relay.local.clone()),
             destination: Some(dest.to_string()),
