@@ -388,10 +388,10 @@ fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
 }
 
 /// Watch for room for a message of `size` bytes to `node`: `fits` (it
-/// fits both send-queue bounds now), `watched` (it does not; the calling
-/// process, `weft_room`, gets `{weft_nif, room}` once a bound it did not
-/// fit has room again: once, and it looks and watches again), or `none`
-/// when `node` has no route.
+/// fits both send-queue bounds now), `watched` (it does not; the transport
+/// sends `{weft_nif, room}` once a bound it did not fit has room again,
+/// to the process that called this last, `weft_room`, which looks and
+/// watches again), or `none` when `node` has no route.
 #[rustler::nif]
 fn watch_room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
     let Some(r) = running() else {

@@ -270,7 +270,7 @@ impl Transport {
             runtime.handle().clone(),
             config.stage.clone(),
         );
-        // (a weak reference: the sink outlives no transport through this)
+        // (weak: the queues do not keep the sink alive)
         let bell_sink = Arc::downgrade(&sink);
         let routes = routes.with_room_bell(Arc::new(move || {
             if let Some(sink) = bell_sink.upgrade() {
