@@ -102,11 +102,13 @@ count(_Kind, _Reason) -> ?NOT_LOADED.
 %% queued for `Node' (each message counting 128 more, what its queue entry
 %% costs) and `send_queue_limit', the same over all peers, and the peer
 %% whose route and bound a message to `Node' takes (`Node' itself, or on a
-%% client of the client-server overlay the server it relays through);
+%% client of the client-server overlay the server it relays through; a
+%% binary if no such atom exists);
 %% `none' when `Node' has no route (a send to it is dropped and counted,
 %% not refused). What {@link weft_room} wakes the senders that wait for
 %% room by.
--spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer(), node()}
+-spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer(),
+                              node() | binary()}
                              | none | {error, not_started}.
 queue_state(_Node) -> ?NOT_LOADED.
 

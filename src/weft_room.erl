@@ -20,8 +20,9 @@
 %% (Destinations behind one route, a client's relayed ones, share its
 %% bound and its count of woken senders' bytes.) While anyone waits, it
 %% also looks every ?SAFETY_MS milliseconds, and a woken sender that has
-%% not said it sent by then (suspended, or starved of CPU) stops counting,
-%% so it holds back nobody for longer.
+%% not said it sent ?SAFETY_MS after it was woken (suspended, or starved
+%% of CPU) counts no more from the next look on, so it holds back nobody
+%% for long.
 %%
 %% A sender that gives up deactivates its alias, so a late wake-up never
 %% reaches its mailbox, and says so here (its entry goes at once); one that
@@ -48,7 +49,7 @@
 -record(dest, {order = gb_trees:empty() :: gb_trees:tree(key(), non_neg_integer()),
                sizes = gb_sets:empty() :: gb_sets:set({non_neg_integer(), reference()}),
                %% the peer whose route messages to it take, last seen
-               via :: node() | undefined}).
+               via :: node() | binary() | undefined}).
 
 -record(state, {dests = #{} :: #{node() => #dest{}},
                 %% each waiting sender: where it is, its message's size, and
@@ -56,9 +57,9 @@
                 waiting = #{} :: #{reference() => {node(), key(), non_neg_integer(), reference()}},
                 %% each woken sender that has not said it sent yet: its
                 %% route, message, monitor, and when it was woken
-                woken = #{} :: #{reference() => {node(), non_neg_integer(), reference(), integer()}},
+                woken = #{} :: #{reference() => {node() | binary(), non_neg_integer(), reference(), integer()}},
                 %% the bytes of those, per route and in all
-                pending = #{} :: #{node() => non_neg_integer()},
+                pending = #{} :: #{node() | binary() => non_neg_integer()},
                 pending_all = 0 :: non_neg_integer(),
                 %% a `pass' message is on its way to this process
                 pass_due = false :: boolean(),
@@ -113,7 +114,7 @@ handle_info(pass, S) ->
 handle_info({weft_nif, room}, S) ->
     {noreply, pass_soon(S)};
 handle_info(safety, S) ->
-    {noreply, pass(expire(S#state{safety = false}))};
+    {noreply, pass(S#state{safety = false})};
 handle_info({{'DOWN', Alias}, _Mon, process, _Pid, _Reason}, S) ->
     {noreply, done(Alias, forget(Alias, S))};
 handle_info(_Msg, S) ->
@@ -175,8 +176,9 @@ put_dest(Node, #dest{order = O} = Dest, D) ->
 %% is shared by all destinations in one pass. Then ask the transport to
 %% say when there is room for those still waiting (where no woken sender
 %% is still to send); and look again in ?SAFETY_MS anyway.
-pass(#state{dests = D} = S0) ->
-    S = maps:fold(fun wake_node/3, S0, D),
+pass(S0) ->
+    #state{dests = D} = S1 = expire(S0),
+    S = maps:fold(fun wake_node/3, S1, D),
     safety(watch(S)).
 
 wake_node(Node, Dest, #state{pending = P, pending_all = All} = S) ->
@@ -279,15 +281,29 @@ watch(#state{dests = D} = S) ->
                               {Min, _} = gb_sets:smallest(Z),
                               case weft_nif_watch(Node, Min) of
                                   watched -> Acc;
-                                  fits when All > 0 -> Acc;
+                                  fits when All > 0 -> fits_with_woken(Node, Min, All, Acc);
                                   _ -> pass_soon(Acc)
                               end
                       end
               end, S, D).
 
+%% Room for `Min' to `Node' now, as the transport counts: look again
+%% unless the woken senders' bytes take it.
+fits_with_woken(Node, Min, All, S) ->
+    case weft_nif_state(Node) of
+        {PQ, PL, TQ, TL, _} ->
+            case fits(Min, PQ, PL, TQ + All, TL) of
+                true -> pass_soon(S);
+                false -> S
+            end;
+        _ ->
+            pass_soon(S)
+    end.
+
+%% While senders wait or woken ones are still to send.
 safety(#state{safety = true} = S) ->
     S;
-safety(#state{dests = D} = S) when map_size(D) =:= 0 ->
+safety(#state{dests = D, woken = Wk} = S) when map_size(D) =:= 0, map_size(Wk) =:= 0 ->
     S;
 safety(S) ->
     erlang:send_after(?SAFETY_MS, self(), safety),

@@ -306,6 +306,16 @@ impl Budget {
         }
     }
 
+    /// The route this budget belongs to is gone (its lanes drain and stop,
+    /// and may hold their bytes until the connection ends): ring if it is
+    /// watched, so that whoever waits for room looks again (and finds no
+    /// route).
+    pub fn route_gone(&self) {
+        if self.wake_below.swap(0, SeqCst) != 0 {
+            self.total.ring();
+        }
+    }
+
     /// Whether a message of `n` bytes fits this peer's bound now.
     pub fn fits(&self, n: u64) -> bool {
         self.queued() + n + PER_MESSAGE <= self.limit
@@ -392,6 +402,18 @@ mod tests {
         );
         a.release(500);
         assert_eq!(rings.load(Relaxed), 1, "room for 100, not for 5000");
+    }
+
+    #[test]
+    fn a_watched_bound_whose_route_is_gone_rings() {
+        let (total, rings) = belled(u64::MAX);
+        let a = Budget::new(1000, total);
+        assert!(a.try_reserve(900));
+        a.route_gone();
+        assert_eq!(rings.load(Relaxed), 0, "nobody watched");
+        assert_eq!(a.watch_room(500), Room::Watched);
+        a.route_gone();
+        assert_eq!(rings.load(Relaxed), 1);
     }
 
     #[test]

@@ -797,6 +797,9 @@ impl Routes {
         for lane in r.channels.values().flatten().chain(r.shared.values()) {
             lane.stop();
         }
+        // (those who wait for room on it learn at once that it is gone:
+        // its lanes may hold their bytes until the connection ends)
+        r.budget.route_gone();
     }
 
     /// All routes, for `info`.
