@@ -58,9 +58,8 @@
                 %% each woken sender that has not said it sent yet: its
                 %% route, message, monitor, and when it was woken
                 woken = #{} :: #{reference() => {node() | binary(), non_neg_integer(), reference(), integer()}},
-                %% the bytes of those, per route and in all
+                %% the bytes of those, per route
                 pending = #{} :: #{node() | binary() => non_neg_integer()},
-                pending_all = 0 :: non_neg_integer(),
                 %% a `pass' message is on its way to this process
                 pass_due = false :: boolean(),
                 safety = false :: boolean()}).
@@ -141,13 +140,13 @@ forget(Alias, #state{dests = D, waiting = W} = S) ->
 
 %% A woken sender sent, gave up or died: its message counts no more, and
 %% the others may fit now.
-done(Alias, #state{woken = Wk, pending = P, pending_all = All} = S) ->
+done(Alias, #state{woken = Wk, pending = P} = S) ->
     case maps:take(Alias, Wk) of
         {{Via, N, Mon, _}, Wk1} ->
             erlang:demonitor(Mon, [flush]),
             Left = maps:get(Via, P) - N,
             P1 = case Left of 0 -> maps:remove(Via, P); _ -> P#{Via := Left} end,
-            pass_soon(S#state{woken = Wk1, pending = P1, pending_all = All - N});
+            pass_soon(S#state{woken = Wk1, pending = P1});
         error ->
             S
     end.
@@ -181,12 +180,12 @@ pass(S0) ->
     S = maps:fold(fun wake_node/3, S1, D),
     safety(watch(S)).
 
-wake_node(Node, Dest, #state{pending = P, pending_all = All} = S) ->
-    case weft_nif_state(Node) of
+wake_node(Node, Dest, #state{pending = P} = S) ->
+    case nif(fun() -> weft_nif:queue_state(Node) end) of
         {PQ, PL, TQ, TL, Via} ->
             %% (bytes woken senders are still to send count as queued)
             Mine = maps:get(Via, P, 0),
-            {Dest1, S1} = pop_fitting(Node, Dest#dest{via = Via}, PQ + Mine, PL, TQ + All, TL, S),
+            {Dest1, S1} = pop_fitting(Node, Dest#dest{via = Via}, PQ + Mine, PL, TQ + all(P), TL, S),
             S1#state{dests = put_dest(Node, Dest1, S1#state.dests)};
         _ ->
             %% No route (their sends are dropped and counted) or weft not
@@ -254,14 +253,14 @@ redraw(Node, Skipped, Dest, S) ->
 
 %% Wake `Alias': its message counts as queued on route `Via' until it says
 %% it sent.
-woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P, pending_all = All} = S) ->
+woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P} = S) ->
     Alias ! {Alias, room},
     case maps:take(Alias, W) of
         {{_, _, Size, Mon}, W1} ->
             N = Size + ?PER_MESSAGE,
             At = erlang:monotonic_time(millisecond),
             S#state{waiting = W1, woken = Wk#{Alias => {Via, N, Mon, At}},
-                    pending = P#{Via => maps:get(Via, P, 0) + N}, pending_all = All + N};
+                    pending = P#{Via => maps:get(Via, P, 0) + N}};
         error ->
             S
     end.
@@ -273,15 +272,15 @@ woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P, pending_all = All
 %% count in the total (the transport does not count them, and would say
 %% so again and again): what they send or say comes first then too.
 watch(#state{dests = D} = S) ->
-    maps:fold(fun(Node, #dest{sizes = Z, via = Via}, #state{pending = P, pending_all = All} = Acc) ->
+    maps:fold(fun(Node, #dest{sizes = Z, via = Via}, #state{pending = P} = Acc) ->
                       case maps:is_key(Via, P) of
                           true ->
                               Acc;
                           false ->
                               {Min, _} = gb_sets:smallest(Z),
-                              case weft_nif_watch(Node, Min) of
+                              case nif(fun() -> weft_nif:watch_room(Node, Min) end) of
                                   watched -> Acc;
-                                  fits when All > 0 -> fits_with_woken(Node, Min, All, Acc);
+                                  fits when P =/= #{} -> fits_with_woken(Node, Min, all(P), Acc);
                                   _ -> pass_soon(Acc)
                               end
                       end
@@ -290,7 +289,7 @@ watch(#state{dests = D} = S) ->
 %% Room for `Min' to `Node' now, as the transport counts: look again
 %% unless the woken senders' bytes take it.
 fits_with_woken(Node, Min, All, S) ->
-    case weft_nif_state(Node) of
+    case nif(fun() -> weft_nif:queue_state(Node) end) of
         {PQ, PL, TQ, TL, _} ->
             case fits(Min, PQ, PL, TQ + All, TL) of
                 true -> pass_soon(S);
@@ -309,17 +308,13 @@ safety(S) ->
     erlang:send_after(?SAFETY_MS, self(), safety),
     S#state{safety = true}.
 
-weft_nif_state(Node) ->
-    try
-        weft_nif:queue_state(Node)
-    catch
-        error:nif_not_loaded -> {error, not_started};
-        error:undef -> {error, not_started}
-    end.
+%% Bytes woken senders are still to send, over all routes.
+all(Pending) ->
+    lists:sum(maps:values(Pending)).
 
-weft_nif_watch(Node, Size) ->
+nif(F) ->
     try
-        weft_nif:watch_room(Node, Size)
+        F()
     catch
         error:nif_not_loaded -> {error, not_started};
         error:undef -> {error, not_started}
