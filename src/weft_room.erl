@@ -313,9 +313,4 @@ all(Pending) ->
     lists:sum(maps:values(Pending)).
 
 nif(F) ->
-    try
-        F()
-    catch
-        error:nif_not_loaded -> {error, not_started};
-        error:undef -> {error, not_started}
-    end.
+    weft:nif(F).
