@@ -44,8 +44,6 @@
 -export([node_spec/0, join/1, sync_join/2, leave/0, leave/1, members/0, nodes/0]).
 -export([forward/2, forward/3, forward/4]).
 -export([monitor_nodes/1, monitor_nodes/2, on_up/2, on_down/2, info/0]).
-%% For weft's own modules:
--export([nif/1]).
 
 -export_type([node_spec/0, join_spec/0, forward_opts/0, dest/0]).
 
@@ -708,9 +706,7 @@ static_overlay() ->
         _ -> false
     end.
 
-%% @private A NIF call that may find the library unloaded: `{error,
-%% not_started}' then.
--spec nif(fun(() -> T)) -> T | {error, not_started}.
+%% A NIF call that may find the library unloaded.
 nif(F) ->
     try
         F()

@@ -313,4 +313,9 @@ all(Pending) ->
     lists:sum(maps:values(Pending)).
 
 nif(F) ->
-    weft:nif(F).
+    try
+        F()
+    catch
+        error:nif_not_loaded -> {error, not_started};
+        error:undef -> {error, not_started}
+    end.
