@@ -11,6 +11,11 @@
 %% used in `Seconds' (% of one core), and whether every sender returned
 %% `ok' with an empty mailbox once B runs again.
 %%
+%% `pulse': as `stream', while B runs only 2 ms of every 50 (SIGSTOP and
+%% SIGCONT from this node): most sends find the queue full. Prints also
+%% the longest `forward' call of any sender, the fewest and most messages
+%% one sender sent, and the CPU A's VM used (% of one core).
+%%
 %% erl -sname weft_wait -noshell -pa _build/default/lib/weft/ebin -pa _build/bench \
 %%     -eval 'weft_wait_bench:main([stream, 262144, 65536, 1, 3])' -s init stop
 %%
@@ -26,13 +31,35 @@ main([stream, Limit, Size, Senders, Secs]) ->
         Self = self(),
         [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
          || I <- lists:seq(1, Senders)],
-        Sent = lists:sum([receive {done, I, N} -> N end || I <- lists:seq(1, Senders)]),
+        Sent = lists:sum([receive {done, I, N, _} -> N end || I <- lists:seq(1, Senders)]),
         T1 = erlang:monotonic_time(millisecond),
         {_, R1} = call(A, erlang, process_info, [Room, reductions]),
         #{queued := #{waited := W}} = call(A, weft, info, []),
         io:format("stream: limit ~p B, ~p B messages, ~p senders: ~p messages in ~p ms = ~.1f MB/s; "
                   "~p sends waited; weft_room ~p reductions~n",
                   [Limit, Size, Senders, Sent, T1 - T0, Sent * Size / 1000 / (T1 - T0), W, R1 - R0])
+    end);
+main([pulse, Limit, Size, Senders, Secs]) ->
+    with_pair(Limit, fun(A, _B, NodeB, OsPidB) ->
+        OsPidA = call(A, os, getpid, []),
+        Self = self(),
+        C0 = cpu_ticks(OsPidA),
+        T0 = erlang:monotonic_time(millisecond),
+        [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
+         || I <- lists:seq(1, Senders)],
+        pulse(OsPidB, T0 + Secs * 1000),
+        Done = [receive {done, I, N, Max} -> {N, Max} end || I <- lists:seq(1, Senders)],
+        T1 = erlang:monotonic_time(millisecond),
+        C1 = cpu_ticks(OsPidA),
+        Hz = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))),
+        #{queued := #{waited := W}} = call(A, weft, info, []),
+        Ns = [N || {N, _} <- Done],
+        io:format("pulse: limit ~p B, ~p B messages, ~p senders, B running 2 ms of 50: ~p messages in ~p ms; "
+                  "~p sends waited; longest forward ~.1f ms; per sender ~p..~p messages; "
+                  "A's VM ~.1f % of a core~n",
+                  [Limit, Size, Senders, lists:sum(Ns), T1 - T0, W,
+                   lists:max([M || {_, M} <- Done]) / 1000, lists:min(Ns), lists:max(Ns),
+                   100 * (C1 - C0) / Hz / ((T1 - T0) / 1000)])
     end);
 main([idle, Limit, Size, Senders, Secs]) ->
     with_pair(Limit, fun(A, _B, NodeB, OsPidB) ->
@@ -57,6 +84,19 @@ main([idle, Limit, Size, Senders, Secs]) ->
         Ok = length([R || {ok, 0} = R <- Results]),
         io:format("idle: after SIGCONT ~p of ~p returned ok with an empty mailbox~n", [Ok, Senders])
     end).
+
+%% B stopped 48 ms, running 2 ms, until `Until'.
+pulse(OsPidB, Until) ->
+    case erlang:monotonic_time(millisecond) >= Until of
+        true ->
+            os:cmd("kill -CONT " ++ OsPidB);
+        false ->
+            os:cmd("kill -STOP " ++ OsPidB),
+            timer:sleep(48),
+            os:cmd("kill -CONT " ++ OsPidB),
+            timer:sleep(2),
+            pulse(OsPidB, Until)
+    end.
 
 %% Senders waiting, as `weft:info()' counts them (each waits once).
 wait_waiting(A, Want, Tries) ->
@@ -102,15 +142,18 @@ call(Peer, M, F, A) ->
 %% @doc Forward `Size'-byte messages to B's sink for `Ms' milliseconds.
 stream(Node, Size, Ms, Parent, I) ->
     Bin = binary:copy(<<"x">>, Size),
-    loop(Node, Bin, erlang:monotonic_time(millisecond) + Ms, Parent, I, 0).
+    loop(Node, Bin, erlang:monotonic_time(millisecond) + Ms, Parent, I, 0, 0).
 
-loop(Node, Bin, Deadline, Parent, I, N) ->
+%% (`Max': the longest `forward' call so far, in microseconds)
+loop(Node, Bin, Deadline, Parent, I, N, Max) ->
     case N rem 64 =:= 0 andalso erlang:monotonic_time(millisecond) > Deadline of
         true ->
-            Parent ! {done, I, N};
+            Parent ! {done, I, N, Max};
         false ->
+            T0 = erlang:monotonic_time(microsecond),
             ok = weft:forward(Node, weft_wait_sink, Bin, #{}),
-            loop(Node, Bin, Deadline, Parent, I, N + 1)
+            T = erlang:monotonic_time(microsecond) - T0,
+            loop(Node, Bin, Deadline, Parent, I, N + 1, max(Max, T))
     end.
 
 %% @doc One message; reports the result and the mailbox's length after.

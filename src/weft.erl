@@ -28,7 +28,9 @@
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
 %%     wait' the calling process waits for room (woken when the transport
 %%     has written or dropped enough to make it; senders to one
-%%     destination in a random order) and gets this error only once the channel's
+%%     destination in a random order, and while any waits a new send on a
+%%     waiting channel to it waits its turn behind them) and gets this
+%%     error only once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because
@@ -414,6 +416,14 @@ nif_send(Node, Channel, Lane, Payload) ->
         error:undef -> {error, not_started}
     end.
 
+nif_send_woken(Node, Channel, Lane, Payload) ->
+    try
+        weft_nif:send_woken(Node, Channel, Lane, Payload)
+    catch
+        error:nif_not_loaded -> {error, not_started};
+        error:undef -> {error, not_started}
+    end.
+
 %% A full queue: on a channel with `overload => wait', the caller waits
 %% for room and sends again (counted once in `info()' as `waited'), until
 %% its `wait_timeout' passes (then refused, and counted as such).
@@ -430,7 +440,11 @@ overloaded(Node, Channel, Lane, Payload) ->
                            infinity -> infinity;
                            _ -> erlang:monotonic_time(millisecond) + Timeout
                        end,
-            Send = fun() -> nif_send(Node, Channel, Lane, Payload) end,
+            %% (a woken sender takes the room held for the senders that
+            %% wait; see weft_room)
+            Send = fun(false) -> nif_send(Node, Channel, Lane, Payload);
+                      (woken) -> nif_send_woken(Node, Channel, Lane, Payload)
+                   end,
             wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline)
     end.
 
@@ -459,7 +473,7 @@ wait_for_room(Node, Size, Send, Deadline) ->
                     erlang:demonitor(Alias, [flush]),
                     %% (until it hears this, `weft_room' counts the message
                     %% as queued)
-                    Result = Send(),
+                    Result = Send(woken),
                     weft_room:sent(Alias),
                     case Result of
                         {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
@@ -476,7 +490,7 @@ wait_for_room(Node, Size, Send, Deadline) ->
     end.
 
 sent_or_wait(Node, Size, Send, Deadline) ->
-    case Send() of
+    case Send(false) of
         {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
         Result -> Result
     end.

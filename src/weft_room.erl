@@ -10,7 +10,13 @@
 %% fits the room there is, counting each woken one's message as taken (a
 %% message always fits an empty queue, as the transport counts). A woken
 %% sender sends and says so (`sent/1'); until then its message counts as
-%% taken here too. If another took the room first, it registers again.
+%% taken here too. While senders wait for a destination, the room of its
+%% route is held for them (`weft_nif:hold_room/2'): a new send on a
+%% waiting channel there finds it full and registers here too, in the
+%% same random order, and a woken sender sends with
+%% `weft_nif:send_woken/4', which looks at the bounds. If another took the
+%% room first all the same (a send on a channel that does not wait, or to
+%% another route sharing the total), it registers again.
 %%
 %% For each destination whose route has no woken sender still to send,
 %% while some wait, this process asks the transport to tell it when there
@@ -60,6 +66,10 @@
                 woken = #{} :: #{reference() => {node() | binary(), non_neg_integer(), reference(), integer()}},
                 %% the bytes of those, per route
                 pending = #{} :: #{node() | binary() => non_neg_integer()},
+                %% the routes whose room is held for the senders that wait
+                %% (by the peer whose route it is), each with a destination
+                %% it takes, as last held
+                held = #{} :: #{node() | binary() => node()},
                 %% a `pass' message is on its way to this process
                 pass_due = false :: boolean(),
                 safety = false :: boolean()}).
@@ -103,7 +113,7 @@ handle_cast({wait, Alias, Pid, Node, Size}, #state{dests = D, waiting = W} = S) 
 handle_cast({sent, Alias}, S) ->
     {noreply, done(Alias, S)};
 handle_cast({cancel, Alias}, S) ->
-    {noreply, done(Alias, forget(Alias, S))};
+    {noreply, pass_soon(done(Alias, forget(Alias, S)))};
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
@@ -115,7 +125,7 @@ handle_info({weft_nif, room}, S) ->
 handle_info(safety, S) ->
     {noreply, pass(S#state{safety = false})};
 handle_info({{'DOWN', Alias}, _Mon, process, _Pid, _Reason}, S) ->
-    {noreply, done(Alias, forget(Alias, S))};
+    {noreply, pass_soon(done(Alias, forget(Alias, S)))};
 handle_info(_Msg, S) ->
     {noreply, S}.
 
@@ -178,7 +188,23 @@ put_dest(Node, #dest{order = O} = Dest, D) ->
 pass(S0) ->
     #state{dests = D} = S1 = expire(S0),
     S = maps:fold(fun wake_node/3, S1, D),
-    safety(watch(S)).
+    safety(watch(hold(S))).
+
+%% The room of each route with senders still waiting is held for them
+%% (`weft_nif:hold_room/2'): a fresh send on a waiting channel there waits
+%% its turn behind them, and a woken sender's send takes the room it was
+%% woken for (a send on a channel that does not wait still may). Held
+%% again at each pass (a route that came back new is not held); released
+%% once none waits.
+hold(#state{dests = D, held = H} = S) ->
+    Want = maps:fold(fun(Node, #dest{via = undefined}, Acc) -> Acc#{Node => Node};
+                        (Node, #dest{via = Via}, Acc) -> Acc#{Via => Node}
+                     end, #{}, D),
+    maps:foreach(fun(Via, Node) when not is_map_key(Via, Want) -> nif(fun() -> weft_nif:hold_room(Node, false) end);
+                    (_, _) -> ok
+                 end, H),
+    maps:foreach(fun(_, Node) -> nif(fun() -> weft_nif:hold_room(Node, true) end) end, Want),
+    S#state{held = Want}.
 
 wake_node(Node, Dest, #state{pending = P} = S) ->
     case nif(fun() -> weft_nif:queue_state(Node) end) of

@@ -406,6 +406,23 @@ fn watch_room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
     }
 }
 
+/// Hold the room of the route to `node` for the senders that wait for it
+/// (`true`), or stop (`false`): while held, a send on a waiting channel
+/// that was not woken (`send/4`) finds the route full, so its sender waits
+/// its turn; `send_woken/4` looks at the bounds. `ok`, or `none` when
+/// `node` has no route.
+#[rustler::nif]
+fn hold_room<'a>(env: Env<'a>, node: Atom, on: bool) -> Term<'a> {
+    let Some(r) = running() else {
+        return not_started(env);
+    };
+    let name = messages::atom_text(env, node);
+    match r.transport.hold_room(&name, on) {
+        Some(()) => atoms::ok().encode(env),
+        None => atoms::none().encode(env),
+    }
+}
+
 /// Count what `weft` dropped or refused itself (sends to this node), and
 /// the waits and final refusals of `overload => wait` channels.
 #[rustler::nif]

@@ -9,7 +9,7 @@
 //! messages make room).
 
 use std::sync::atomic::{
-    AtomicU64,
+    AtomicBool, AtomicU64,
     Ordering::{Relaxed, SeqCst},
 };
 use std::sync::Arc;
@@ -210,6 +210,8 @@ pub struct Budget {
     /// Watched: ring the total's bell once `queued` is below this (0: not
     /// watched).
     wake_below: AtomicU64,
+    /// Held for the senders that wait for room (see [`Budget::hold`]).
+    held: AtomicBool,
 }
 
 impl Budget {
@@ -220,7 +222,24 @@ impl Budget {
             limit,
             total,
             wake_below: AtomicU64::new(0),
+            held: AtomicBool::new(false),
         })
+    }
+
+    /// Hold the room for the senders that wait for it (`overload =>
+    /// wait`), or stop: while held, a send on a waiting channel that was
+    /// not woken for the room is refused before it looks at the bounds, so
+    /// its sender waits its turn behind those that waited first instead of
+    /// taking the room they are woken for (see
+    /// [`crate::routes::Routes::send_as`]). Whoever wakes the senders holds
+    /// it while any wait.
+    pub fn hold(&self, on: bool) {
+        self.held.store(on, Relaxed);
+    }
+
+    /// Whether the room is held (see [`Budget::hold`]).
+    pub fn is_held(&self) -> bool {
+        self.held.load(Relaxed)
     }
 
     /// Take `n` bytes if both bounds allow it. A message always fits into a

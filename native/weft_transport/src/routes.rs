@@ -326,6 +326,23 @@ impl Routes {
         body: Body,
         sender: Option<Sender>,
     ) -> Result<(), SendError> {
+        self.send_as(peer, channel, choice, body, sender, false)
+    }
+
+    /// As [`Routes::send`]; `woken`: the sender waited for room and was
+    /// woken for it, so a route whose room is held for the senders that
+    /// wait ([`crate::counters::Budget::hold`]) lets it look at the bounds.
+    /// Any other send on a waiting channel (`overload => wait`) finds such
+    /// a route full, and its sender waits its turn.
+    pub fn send_as(
+        &self,
+        peer: &str,
+        channel: &str,
+        choice: Choice,
+        body: Body,
+        sender: Option<Sender>,
+        woken: bool,
+    ) -> Result<(), SendError> {
         let c = &self.counters;
         let Some(overload) = self.channels.get(channel).copied() else {
             Counters::add(&c.refused.unknown_channel, 1);
@@ -363,7 +380,7 @@ impl Routes {
                 if self.dropped_on_send(peer, channel, None, size, sender) {
                     return Ok(());
                 }
-                if !route.budget.try_reserve(size) {
+                if held(&route, overload, woken) || !route.budget.try_reserve(size) {
                     if overload != Overload::Wait {
                         Counters::add(&c.refused.overloaded, 1);
                     }
@@ -385,6 +402,9 @@ impl Routes {
             };
             if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
                 return Ok(());
+            }
+            if held(&route, overload, woken) {
+                return Err(SendError::Overloaded);
             }
             if !route.budget.try_reserve(size) {
                 // drop_oldest: the channel's own oldest waiting messages
@@ -442,6 +462,14 @@ impl Routes {
             ],
             via,
         ))
+    }
+
+    /// Hold the room of the route a message to `peer` takes for the
+    /// senders that wait for it, or stop (see
+    /// [`crate::counters::Budget::hold`]): `None` when `peer` has no route.
+    pub fn hold_room(&self, peer: &str, on: bool) -> Option<()> {
+        self.route_to(peer)?.budget.hold(on);
+        Some(())
     }
 
     /// Watch for room for a message of `size` bytes to `peer` (see
@@ -810,4 +838,10 @@ impl Routes {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+}
+
+/// A send on a waiting channel, not woken for the room, to a route whose
+/// room is held for the senders that wait: it waits its turn.
+fn held(route: &PeerRoute, overload: Overload, woken: bool) -> bool {
+    overload == Overload::Wait && !woken && route.budget.is_held()
 }

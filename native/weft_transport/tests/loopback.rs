@@ -1372,6 +1372,30 @@ fn send_queues_are_bounded() {
     db.pause.store(false, Ordering::SeqCst);
 }
 
+/// A route whose room is held for the senders that wait for it
+/// (`hold_room`) refuses sends on waiting channels that were not woken,
+/// without counting them (their senders wait), and takes woken ones and
+/// sends on other channels as before; released, it takes them all again.
+#[test]
+fn a_held_route_makes_fresh_sends_on_waiting_channels_wait_their_turn() {
+    let (a, _x, _da) = node_with("a@h", "c", 1 << 20, IoMode::Threads, |c| {
+        c.wait = vec!["vnode".into()];
+    });
+    let (b, _brx, _db) = node_in("b@h", "c", 1 << 20, IoMode::Threads);
+    join_and_connect(&a, &b);
+    assert_eq!(a.hold_room("nobody@h", true), None, "no route");
+    assert_eq!(a.hold_room("b@h", true), Some(()));
+    let fresh = a.send(None, "b@h", "vnode", 0, vec![1; 100]);
+    assert!(matches!(fresh, Err(weft_transport::SendError::Overloaded)), "{fresh:?}");
+    let refused = &a.counters().refused.overloaded;
+    assert_eq!(refused.load(Ordering::Relaxed), 0, "a wait is not a refusal");
+    a.send_woken(None, "b@h", "vnode", 0, vec![2; 100]).unwrap();
+    a.send(None, "b@h", "default", 0, vec![3; 100]).unwrap();
+    assert_eq!(a.hold_room("b@h", false), Some(()));
+    a.send(None, "b@h", "vnode", 0, vec![4; 100]).unwrap();
+    wait_for("both sent", || a.info().unwrap().queued_bytes == 0);
+}
+
 /// Incoming connections that never finish their handshake are bounded:
 /// past the bound, new ones are closed at once and counted; memory per
 /// pending connection grows with what it sent, not with what it claims.
