@@ -3,8 +3,9 @@
 %%
 %% `stream': two nodes on loopback (no proxy), `send_queue_limit' of
 %% `Limit' bytes, `Senders' processes on A forwarding `Size'-byte binaries
-%% to a sink on B for `Seconds'; prints MB/s, the sends that waited, and
-%% the reductions of `weft_room' (the process that wakes them).
+%% to a sink on B for `Seconds'; prints MB/s, the sends that waited, the
+%% reductions of `weft_room' (the process that wakes them) and the longest
+%% `forward' call.
 %%
 %% `idle': B stopped with SIGSTOP, `Senders' processes on A each waiting
 %% in `forward' with one `Size'-byte message; prints the CPU that A's VM
@@ -31,13 +32,15 @@ main([stream, Limit, Size, Senders, Secs]) ->
         Self = self(),
         [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
          || I <- lists:seq(1, Senders)],
-        Sent = lists:sum([receive {done, I, N, _} -> N end || I <- lists:seq(1, Senders)]),
+        Done = [receive {done, I, N, M} -> {N, M} end || I <- lists:seq(1, Senders)],
+        Sent = lists:sum([N || {N, _} <- Done]),
         T1 = erlang:monotonic_time(millisecond),
         {_, R1} = call(A, erlang, process_info, [Room, reductions]),
         #{queued := #{waited := W}} = call(A, weft, info, []),
         io:format("stream: limit ~p B, ~p B messages, ~p senders: ~p messages in ~p ms = ~.1f MB/s; "
-                  "~p sends waited; weft_room ~p reductions~n",
-                  [Limit, Size, Senders, Sent, T1 - T0, Sent * Size / 1000 / (T1 - T0), W, R1 - R0])
+                  "~p sends waited; weft_room ~p reductions; longest forward ~.1f ms~n",
+                  [Limit, Size, Senders, Sent, T1 - T0, Sent * Size / 1000 / (T1 - T0), W, R1 - R0,
+                   lists:max([M || {_, M} <- Done]) / 1000])
     end);
 main([pulse, Limit, Size, Senders, Secs]) ->
     with_pair(Limit, fun(A, _B, NodeB, OsPidB) ->

@@ -28,9 +28,10 @@
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
 %%     wait' the calling process waits for room (woken when the transport
 %%     has written or dropped enough to make it; senders to one
-%%     destination in a random order, and while any waits a new send on a
-%%     waiting channel to it waits its turn behind them) and gets this
-%%     error only once the channel's
+%%     destination in a random order, but those that have waited 20 ms
+%%     before the others, with their room held for them against new sends
+%%     on waiting channels) and gets this error only
+%%     once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because
@@ -445,7 +446,8 @@ overloaded(Node, Channel, Lane, Payload) ->
             Send = fun(false) -> nif_send(Node, Channel, Lane, Payload);
                       (woken) -> nif_send_woken(Node, Channel, Lane, Payload)
                    end,
-            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline)
+            Since = erlang:monotonic_time(millisecond),
+            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline, Since)
     end.
 
 %% Wait until `weft_room' says the message fits (it wakes the senders that
@@ -453,7 +455,7 @@ overloaded(Node, Channel, Lane, Payload) ->
 %% another sender took the room first. The wake-up comes to an alias of a
 %% monitor of `weft_room', deactivated when this stops waiting, so no late
 %% wake-up reaches the caller's mailbox.
-wait_for_room(Node, Size, Send, Deadline) ->
+wait_for_room(Node, Size, Send, Deadline, Since) ->
     Left = case Deadline of
                infinity -> infinity;
                _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
@@ -464,10 +466,10 @@ wait_for_room(Node, Size, Send, Deadline) ->
         undefined ->
             %% weft is stopping or restarting: look again in a moment
             receive after min(Left, 10) -> ok end,
-            sent_or_wait(Node, Size, Send, Deadline);
+            sent_or_wait(Node, Size, Send, Deadline, Since);
         Room ->
             Alias = erlang:monitor(process, Room, [{alias, demonitor}]),
-            weft_room:wait(Alias, Node, Size),
+            weft_room:wait(Alias, Node, Size, Since),
             receive
                 {Alias, room} ->
                     erlang:demonitor(Alias, [flush]),
@@ -476,11 +478,11 @@ wait_for_room(Node, Size, Send, Deadline) ->
                     Result = Send(woken),
                     weft_room:sent(Alias),
                     case Result of
-                        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
+                        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline, Since);
                         _ -> Result
                     end;
                 {'DOWN', Alias, process, _, _} ->
-                    sent_or_wait(Node, Size, Send, Deadline)
+                    sent_or_wait(Node, Size, Send, Deadline, Since)
             after Left ->
                     erlang:demonitor(Alias, [flush]),
                     weft_room:cancel(Alias),
@@ -489,9 +491,9 @@ wait_for_room(Node, Size, Send, Deadline) ->
             end
     end.
 
-sent_or_wait(Node, Size, Send, Deadline) ->
+sent_or_wait(Node, Size, Send, Deadline, Since) ->
     case Send(false) of
-        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
+        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline, Since);
         Result -> Result
     end.
 

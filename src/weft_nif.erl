@@ -83,7 +83,7 @@ send(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 
 %% @doc As {@link send/4}, for a sender that waited for room on a channel
 %% with `overload => wait' and was woken for it: a route whose room is
-%% held for the senders that wait ({@link hold_room/2}) takes its message
+%% held for the senders that wait ({@link hold_room/2}) is its to take,
 %% if the bounds allow.
 -spec send_woken(node(), atom(), non_neg_integer() | {index, non_neg_integer()}, binary() | [binary()]) ->
           ok | {error, term()}.
@@ -130,15 +130,16 @@ queue_state(_Node) -> ?NOT_LOADED.
 -spec watch_room(node(), non_neg_integer()) -> fits | watched | none | {error, not_started}.
 watch_room(_Node, _Size) -> ?NOT_LOADED.
 
-%% @doc Hold the room of the route a message to `Node' takes for the
-%% senders that wait for it (`true'), or stop (`false'): while held, a
-%% {@link send/4} on a channel with `overload => wait' finds the route
-%% full (`{error, overloaded}', not counted as refused), so its sender
-%% waits its turn behind those already waiting; {@link send_woken/4} looks
-%% at the bounds. `ok', or `none' when `Node' has no route. Only
-%% {@link weft_room} calls it.
--spec hold_room(node(), boolean()) -> ok | none | {error, not_started}.
-hold_room(_Node, _On) -> ?NOT_LOADED.
+%% @doc Hold `Bytes' of the room of `Peer''s route (`Peer': the node, or
+%% binary, that {@link queue_state/1} names as the one a route is through)
+%% for the senders that wait for it, for 300 ms unless held again (`0':
+%% none): a {@link send/4} on a channel with `overload => wait' then fits
+%% only beside them (else `{error, overloaded}', not counted as refused:
+%% its sender waits its turn); {@link send_woken/4} may take the held
+%% room; sends on other channels do not look at it. `ok', or `none' when
+%% `Peer' has no route. Only {@link weft_room} calls it.
+-spec hold_room(node() | binary(), non_neg_integer()) -> ok | none | {error, not_started | {badarg, term()}}.
+hold_room(_Peer, _Bytes) -> ?NOT_LOADED.
 
 %% @doc Step 1 of a measurement of the atom table: a mark, taken before
 %% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.

@@ -387,11 +387,11 @@ impl Transport {
             .send_as(peer, channel, choice.into(), body.into(), sender, true)
     }
 
-    /// Hold the room of the route to `peer` for the senders that wait for
-    /// it, or stop; `None` when `peer` has no route (see
+    /// Hold `bytes` of the room of `peer`'s route for the senders that wait
+    /// for it (0: none); `None` when `peer` has no route (see
     /// [`counters::Budget::hold`]).
-    pub fn hold_room(&self, peer: &str, on: bool) -> Option<()> {
-        self.shared.routes.hold_room(peer, on)
+    pub fn hold_room(&self, peer: &str, bytes: u64) -> Option<()> {
+        self.shared.routes.hold_room(peer, bytes)
     }
 
     /// The bytes queued for `peer` and their bound, the same for all

@@ -330,10 +330,10 @@ impl Routes {
     }
 
     /// As [`Routes::send`]; `woken`: the sender waited for room and was
-    /// woken for it, so a route whose room is held for the senders that
-    /// wait ([`crate::counters::Budget::hold`]) lets it look at the bounds.
-    /// Any other send on a waiting channel (`overload => wait`) finds such
-    /// a route full, and its sender waits its turn.
+    /// woken for it, so it may take the room held for the senders that wait
+    /// ([`crate::counters::Budget::hold`]). Any other send on a waiting
+    /// channel (`overload => wait`) fits only beside the held bytes, or its
+    /// sender waits its turn; sends on other channels do not look at them.
     pub fn send_as(
         &self,
         peer: &str,
@@ -380,7 +380,7 @@ impl Routes {
                 if self.dropped_on_send(peer, channel, None, size, sender) {
                     return Ok(());
                 }
-                if held(&route, overload, woken) || !route.budget.try_reserve(size) {
+                if !route.budget.try_reserve_beyond(size, held(&route, overload, woken)) {
                     if overload != Overload::Wait {
                         Counters::add(&c.refused.overloaded, 1);
                     }
@@ -403,10 +403,7 @@ impl Routes {
             if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
                 return Ok(());
             }
-            if held(&route, overload, woken) {
-                return Err(SendError::Overloaded);
-            }
-            if !route.budget.try_reserve(size) {
+            if !route.budget.try_reserve_beyond(size, held(&route, overload, woken)) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
                 // (the shared lane right after this lane: it holds the
@@ -464,11 +461,12 @@ impl Routes {
         ))
     }
 
-    /// Hold the room of the route a message to `peer` takes for the
-    /// senders that wait for it, or stop (see
-    /// [`crate::counters::Budget::hold`]): `None` when `peer` has no route.
-    pub fn hold_room(&self, peer: &str, on: bool) -> Option<()> {
-        self.route_to(peer)?.budget.hold(on);
+    /// Hold `bytes` of the room of `peer`'s own route (a peer that
+    /// [`Routes::queue_state`] named as the one a route is through) for the
+    /// senders that wait for it (see [`crate::counters::Budget::hold`]; 0:
+    /// none): `None` when `peer` has no route.
+    pub fn hold_room(&self, peer: &str, bytes: u64) -> Option<()> {
+        self.peers.read().get(peer)?.budget.hold(bytes);
         Some(())
     }
 
@@ -840,8 +838,13 @@ impl Routes {
     }
 }
 
-/// A send on a waiting channel, not woken for the room, to a route whose
-/// room is held for the senders that wait: it waits its turn.
-fn held(route: &PeerRoute, overload: Overload, woken: bool) -> bool {
-    overload == Overload::Wait && !woken && route.budget.is_held()
+/// The bytes of `route`'s room a send must leave to the senders that wait
+/// for it: what is held, for a send on a waiting channel that was not
+/// woken for the room (its sender waits its turn); none for others.
+fn held(route: &PeerRoute, overload: Overload, woken: bool) -> u64 {
+    if overload == Overload::Wait && !woken {
+        route.budget.held()
+    } else {
+        0
+    }
 }
