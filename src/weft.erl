@@ -28,10 +28,7 @@
 %%     (counted as `dropped.overflow'); on one configured with `overload =>
 %%     wait' the calling process waits for room (woken when the transport
 %%     has written or dropped enough to make it; senders to one
-%%     destination in a random order, but those that have waited 20 ms
-%%     before the others, with their room held for them against new sends
-%%     on waiting channels) and gets this error only
-%%     once the channel's
+%%     destination in a random order) and gets this error only once the channel's
 %%     `wait_timeout' (ms, default 5000, or `infinity') has passed;</li>
 %% <li>`{error, not_started}': the weft application is not running (or
 %% it stops while the call waits for it: a call never raises because
@@ -417,14 +414,6 @@ nif_send(Node, Channel, Lane, Payload) ->
         error:undef -> {error, not_started}
     end.
 
-nif_send_woken(Node, Channel, Lane, Payload) ->
-    try
-        weft_nif:send_woken(Node, Channel, Lane, Payload)
-    catch
-        error:nif_not_loaded -> {error, not_started};
-        error:undef -> {error, not_started}
-    end.
-
 %% A full queue: on a channel with `overload => wait', the caller waits
 %% for room and sends again (counted once in `info()' as `waited'), until
 %% its `wait_timeout' passes (then refused, and counted as such).
@@ -441,13 +430,8 @@ overloaded(Node, Channel, Lane, Payload) ->
                            infinity -> infinity;
                            _ -> erlang:monotonic_time(millisecond) + Timeout
                        end,
-            %% (a woken sender takes the room held for the senders that
-            %% wait; see weft_room)
-            Send = fun(false) -> nif_send(Node, Channel, Lane, Payload);
-                      (woken) -> nif_send_woken(Node, Channel, Lane, Payload)
-                   end,
-            Since = erlang:monotonic_time(millisecond),
-            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline, Since)
+            Send = fun() -> nif_send(Node, Channel, Lane, Payload) end,
+            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline)
     end.
 
 %% Wait until `weft_room' says the message fits (it wakes the senders that
@@ -455,7 +439,7 @@ overloaded(Node, Channel, Lane, Payload) ->
 %% another sender took the room first. The wake-up comes to an alias of a
 %% monitor of `weft_room', deactivated when this stops waiting, so no late
 %% wake-up reaches the caller's mailbox.
-wait_for_room(Node, Size, Send, Deadline, Since) ->
+wait_for_room(Node, Size, Send, Deadline) ->
     Left = case Deadline of
                infinity -> infinity;
                _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
@@ -466,23 +450,23 @@ wait_for_room(Node, Size, Send, Deadline, Since) ->
         undefined ->
             %% weft is stopping or restarting: look again in a moment
             receive after min(Left, 10) -> ok end,
-            sent_or_wait(Node, Size, Send, Deadline, Since);
+            sent_or_wait(Node, Size, Send, Deadline);
         Room ->
             Alias = erlang:monitor(process, Room, [{alias, demonitor}]),
-            weft_room:wait(Alias, Node, Size, Since),
+            weft_room:wait(Alias, Node, Size),
             receive
                 {Alias, room} ->
                     erlang:demonitor(Alias, [flush]),
                     %% (until it hears this, `weft_room' counts the message
                     %% as queued)
-                    Result = Send(woken),
+                    Result = Send(),
                     weft_room:sent(Alias),
                     case Result of
-                        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline, Since);
+                        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
                         _ -> Result
                     end;
                 {'DOWN', Alias, process, _, _} ->
-                    sent_or_wait(Node, Size, Send, Deadline, Since)
+                    sent_or_wait(Node, Size, Send, Deadline)
             after Left ->
                     erlang:demonitor(Alias, [flush]),
                     weft_room:cancel(Alias),
@@ -491,9 +475,9 @@ wait_for_room(Node, Size, Send, Deadline, Since) ->
             end
     end.
 
-sent_or_wait(Node, Size, Send, Deadline, Since) ->
-    case Send(false) of
-        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline, Since);
+sent_or_wait(Node, Size, Send, Deadline) ->
+    case Send() of
+        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
         Result -> Result
     end.
 

@@ -10,7 +10,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, send_woken/4, poll/1, info/0, count/2, queue_state/1, watch_room/2, hold_room/2, debug_panic/1, decode_external/2,
+         members/0, nodes/0, send/4, poll/1, info/0, count/2, queue_state/1, watch_room/2, debug_panic/1, decode_external/2,
          membership_decision/2, atom_room_mark/0, atom_room/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
@@ -81,14 +81,6 @@ nodes() -> ?NOT_LOADED.
           ok | {error, term()}.
 send(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 
-%% @doc As {@link send/4}, for a sender that waited for room on a channel
-%% with `overload => wait' and was woken for it: a route whose room is
-%% held for the senders that wait ({@link hold_room/2}) is its to take,
-%% if the bounds allow.
--spec send_woken(node(), atom(), non_neg_integer() | {index, non_neg_integer()}, binary() | [binary()]) ->
-          ok | {error, term()}.
-send_woken(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
-
 %% @doc One round of `Poller' in the calling process: `more' (call again),
 %% `linger' (call again after letting other processes run), `wait' (call
 %% again after `{weft_poll, wake}' arrives) or `stopped'.
@@ -129,17 +121,6 @@ queue_state(_Node) -> ?NOT_LOADED.
 %% {@link weft_room} calls it.
 -spec watch_room(node(), non_neg_integer()) -> fits | watched | none | {error, not_started}.
 watch_room(_Node, _Size) -> ?NOT_LOADED.
-
-%% @doc Hold `Bytes' of the room of `Peer''s route (`Peer': the node, or
-%% binary, that {@link queue_state/1} names as the one a route is through)
-%% for the senders that wait for it, for 300 ms unless held again (`0':
-%% none): a {@link send/4} on a channel with `overload => wait' then fits
-%% only beside them (else `{error, overloaded}', not counted as refused:
-%% its sender waits its turn); {@link send_woken/4} may take the held
-%% room; sends on other channels do not look at it. `ok', or `none' when
-%% `Peer' has no route. Only {@link weft_room} calls it.
--spec hold_room(node() | binary(), non_neg_integer()) -> ok | none | {error, not_started | {badarg, term()}}.
-hold_room(_Peer, _Bytes) -> ?NOT_LOADED.
 
 %% @doc Step 1 of a measurement of the atom table: a mark, taken before
 %% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.

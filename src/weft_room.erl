@@ -6,25 +6,15 @@
 %% demonitor}'), and waits for `{Alias, room}'. This process then looks at
 %% the queues (`weft_nif:queue_state/1', one call per destination with
 %% senders waiting, however many there are) and wakes, per destination and
-%% in a random order (see `pop_fitting/7'), senders while the next one
+%% in a random order (see `pop_fitting/6'), senders while the next one
 %% fits the room there is, counting each woken one's message as taken (a
 %% message always fits an empty queue, as the transport counts). A woken
 %% sender sends and says so (`sent/1'); until then its message counts as
-%% taken here too. Senders that have waited ?HOLD_AFTER_MS go before the
-%% others, and part of the room of their route is held for them
-%% (`weft_nif:hold_room/2'): their bytes and those the woken ones are
-%% still to send. A new send on a waiting channel there fits only beside
-%% those bytes, or it registers here too, so it cannot take the room of
-%% senders that waited before it; a woken sender sends with
-%% `weft_nif:send_woken/4', which may take it. If another took the room
-%% first all the same (a send on a channel that does not wait, or to
-%% another route sharing the total), it registers again, keeping the time
-%% it first waited.
+%% taken here too. If another took the room first, it registers again.
 %%
 %% For each destination whose route has no woken sender still to send,
 %% while some wait, this process asks the transport to tell it when there
-%% is room for the smallest waiting message, or for the next overdue one
-%% (`weft_nif:watch_room/2'): the
+%% is room for the smallest waiting message (`weft_nif:watch_room/2'): the
 %% transport sends `{weft_nif, room}' from the thread that gave the bytes
 %% back, so a sender goes on as soon as its room comes, without a timer.
 %% (Destinations behind one route, a client's relayed ones, share its
@@ -42,7 +32,7 @@
 -module(weft_room).
 -behaviour(gen_server).
 
--export([start_link/0, wait/4, sent/1, cancel/1]).
+-export([start_link/0, wait/3, sent/1, cancel/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 %% Bytes a queued message's entry counts besides its body
@@ -51,9 +41,6 @@
 -define(SAFETY_MS, 100).
 %% Senders whose messages do not fit passed over per destination and pass.
 -define(SKIPS, 8).
-%% Senders waiting this long (ms, since their `forward' first waited) go
-%% before the others to their destination, their room held for them.
--define(HOLD_AFTER_MS, 20).
 
 -type key() :: {float(), reference()}.
 
@@ -67,17 +54,12 @@
 -record(state, {dests = #{} :: #{node() => #dest{}},
                 %% each waiting sender: where it is, its message's size, and
                 %% a monitor of it
-                %% each waiting sender: where it is, its message's size, a
-                %% monitor of it, and since when its `forward' waits (ms)
-                waiting = #{} :: #{reference() => {node(), key(), non_neg_integer(), reference(), integer()}},
+                waiting = #{} :: #{reference() => {node(), key(), non_neg_integer(), reference()}},
                 %% each woken sender that has not said it sent yet: its
                 %% route, message, monitor, and when it was woken
                 woken = #{} :: #{reference() => {node() | binary(), non_neg_integer(), reference(), integer()}},
                 %% the bytes of those, per route
                 pending = #{} :: #{node() | binary() => non_neg_integer()},
-                %% the bytes held for the senders that wait or were woken,
-                %% per route (by the peer whose route it is), as last held
-                held = #{} :: #{node() | binary() => pos_integer()},
                 %% a `pass' message is on its way to this process
                 pass_due = false :: boolean(),
                 safety = false :: boolean()}).
@@ -88,12 +70,10 @@ start_link() ->
 
 %% @doc Register the calling process, by `Alias' (a monitor of this
 %% process made with `{alias, demonitor}'), as waiting for room for `Size'
-%% bytes to `Node', since `Since' (`erlang:monotonic_time(millisecond)'
-%% when its `forward' first waited: a sender that registers again keeps
-%% its place in time).
--spec wait(reference(), node(), non_neg_integer(), integer()) -> ok.
-wait(Alias, Node, Size, Since) ->
-    gen_server:cast(?MODULE, {wait, Alias, self(), Node, Size, Since}).
+%% bytes to `Node'.
+-spec wait(reference(), node(), non_neg_integer()) -> ok.
+wait(Alias, Node, Size) ->
+    gen_server:cast(?MODULE, {wait, Alias, self(), Node, Size}).
 
 %% @doc The sender woken by `Alias' has sent (or tried to: it registers
 %% again if it did not fit).
@@ -115,15 +95,15 @@ handle_call(_Req, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 -spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
-handle_cast({wait, Alias, Pid, Node, Size, Since}, #state{dests = D, waiting = W} = S) ->
+handle_cast({wait, Alias, Pid, Node, Size}, #state{dests = D, waiting = W} = S) ->
     Key = {rand:uniform(), Alias},
     Dest = add(Key, Size, maps:get(Node, D, #dest{})),
     Mon = erlang:monitor(process, Pid, [{tag, {'DOWN', Alias}}]),
-    {noreply, pass_soon(S#state{dests = D#{Node => Dest}, waiting = W#{Alias => {Node, Key, Size, Mon, Since}}})};
+    {noreply, pass_soon(S#state{dests = D#{Node => Dest}, waiting = W#{Alias => {Node, Key, Size, Mon}}})};
 handle_cast({sent, Alias}, S) ->
     {noreply, done(Alias, S)};
 handle_cast({cancel, Alias}, S) ->
-    {noreply, pass_soon(done(Alias, forget(Alias, S)))};
+    {noreply, done(Alias, forget(Alias, S))};
 handle_cast(_Msg, S) ->
     {noreply, S}.
 
@@ -135,7 +115,7 @@ handle_info({weft_nif, room}, S) ->
 handle_info(safety, S) ->
     {noreply, pass(S#state{safety = false})};
 handle_info({{'DOWN', Alias}, _Mon, process, _Pid, _Reason}, S) ->
-    {noreply, pass_soon(done(Alias, forget(Alias, S)))};
+    {noreply, done(Alias, forget(Alias, S))};
 handle_info(_Msg, S) ->
     {noreply, S}.
 
@@ -150,7 +130,7 @@ pass_soon(S) ->
 %% A waiting sender that gave up or died: out of its destination's queue.
 forget(Alias, #state{dests = D, waiting = W} = S) ->
     case maps:take(Alias, W) of
-        {{Node, Key, Size, Mon, _}, W1} ->
+        {{Node, Key, Size, Mon}, W1} ->
             erlang:demonitor(Mon, [flush]),
             Dest = remove(Key, Size, maps:get(Node, D)),
             S#state{dests = put_dest(Node, Dest, D), waiting = W1};
@@ -197,34 +177,15 @@ put_dest(Node, #dest{order = O} = Dest, D) ->
 %% is still to send); and look again in ?SAFETY_MS anyway.
 pass(S0) ->
     #state{dests = D} = S1 = expire(S0),
-    Now = erlang:monotonic_time(millisecond),
-    Overdue = overdue(S1, Now),
-    S = maps:fold(fun(Node, Dest, Acc) -> wake_node(Node, Dest, maps:get(Node, Overdue, []), Acc) end,
-                  S1, D),
-    Still = overdue(S, Now),
-    safety(watch(hold(S, Still), Still)).
+    S = maps:fold(fun wake_node/3, S1, D),
+    safety(watch(S)).
 
-%% Per destination, its senders that have waited ?HOLD_AFTER_MS or more,
-%% in their random order: `#{Node => [{Key, Alias}]}'.
-overdue(#state{waiting = W}, Now) ->
-    Old = maps:fold(fun(Alias, {Node, Key, _, _, Since}, Acc) when Now - Since >= ?HOLD_AFTER_MS ->
-                            Acc#{Node => [{Key, Alias} | maps:get(Node, Acc, [])]};
-                       (_, _, Acc) ->
-                            Acc
-                    end, #{}, W),
-    maps:map(fun(_, L) -> lists:sort(L) end, Old).
-
-%% A destination's senders that fit now, in their random order; but those
-%% that have waited ?HOLD_AFTER_MS (`Overdue') before the others, and
-%% while the next of them does not fit, none (the room there is held for
-%% them: see hold/2). (Among them too the order is random, not the order
-%% they came in: see pop_fitting/7.)
-wake_node(Node, Dest, Overdue, #state{pending = P} = S) ->
+wake_node(Node, Dest, #state{pending = P} = S) ->
     case nif(fun() -> weft_nif:queue_state(Node) end) of
         {PQ, PL, TQ, TL, Via} ->
             %% (bytes woken senders are still to send count as queued)
-            {Dest1, S1} = wake_overdue(Node, Dest#dest{via = Via}, Overdue,
-                                       PQ + maps:get(Via, P, 0), PL, TQ + all(P), TL, S),
+            Mine = maps:get(Via, P, 0),
+            {Dest1, S1} = pop_fitting(Node, Dest#dest{via = Via}, PQ + Mine, PL, TQ + all(P), TL, S),
             S1#state{dests = put_dest(Node, Dest1, S1#state.dests)};
         _ ->
             %% No route (their sends are dropped and counted) or weft not
@@ -233,50 +194,6 @@ wake_node(Node, Dest, Overdue, #state{pending = P} = S) ->
                              S, gb_trees:keys(Dest#dest.order)),
             S1#state{dests = maps:remove(Node, S1#state.dests)}
     end.
-
-%% Those that have waited ?HOLD_AFTER_MS, in order, while they fit; then,
-%% if all went, the others.
-wake_overdue(Node, Dest, [], PQ, PL, TQ, TL, S) ->
-    pop_fitting(Node, Dest, PQ, PL, TQ, TL, S);
-wake_overdue(Node, #dest{via = Via} = Dest, [{_, Alias} | Rest], PQ, PL, TQ, TL, S) ->
-    #{Alias := {Node, Key, Size, _, _}} = S#state.waiting,
-    case fits(Size, PQ, PL, TQ, TL) of
-        true ->
-            N = Size + ?PER_MESSAGE,
-            wake_overdue(Node, remove(Key, Size, Dest), Rest, PQ + N, PL, TQ + N, TL, woken(Alias, Via, S));
-        false ->
-            {Dest, S}
-    end.
-
-%% Part of the room of a route is held for the senders that wait for it
-%% (`weft_nif:hold_room/2') once they have waited ?HOLD_AFTER_MS: the
-%% bytes of those senders, and those its woken senders are still to
-%% send. A fresh send on a waiting channel fits only beside them, so it
-%% can no longer take the room those senders wait for; one that does not
-%% waits its turn here.
-%% (Before that, fresh sends go straight through while there is room, as
-%% the woken ones do: a bound that is often full is not turned into a
-%% queue through this process.) Held again at each look (a hold not
-%% renewed lapses in 300 ms: one left by a process that died holds nobody
-%% back for long), by the route's own peer (so a destination now behind
-%% another server leaves the old route's hold to lapse or be released
-%% here); released once none is overdue there.
-hold(#state{dests = D, pending = P, held = H, waiting = W} = S, Overdue) ->
-    Heads = maps:fold(fun(Node, Old, Acc) ->
-                              case D of
-                                  #{Node := #dest{via = Via}} when Via =/= undefined ->
-                                      N = lists:sum([element(3, maps:get(A, W)) + ?PER_MESSAGE || {_, A} <- Old]),
-                                      Acc#{Via => maps:get(Via, Acc, 0) + N};
-                                  _ ->
-                                      Acc
-                              end
-                      end, #{}, Overdue),
-    Want = maps:map(fun(Via, N) -> N + maps:get(Via, P, 0) end, Heads),
-    maps:foreach(fun(Via, _) when not is_map_key(Via, Want) -> nif(fun() -> weft_nif:hold_room(Via, 0) end);
-                    (_, _) -> ok
-                 end, H),
-    maps:foreach(fun(Via, N) -> nif(fun() -> weft_nif:hold_room(Via, N) end) end, Want),
-    S#state{held = Want}.
 
 %% Senders taken in a random order (each gets a random key when it
 %% registers; the smallest key goes first) while the smallest waiting
@@ -304,7 +221,7 @@ pop_fitting(Node, #dest{order = O, sizes = Z} = Dest, PQ, PL, TQ, TL, S, Skipped
                 false ->
                     redraw(Node, Skipped, Dest, S);
                 true when length(Skipped) >= ?SKIPS ->
-                    #{MinAlias := {Node, MinKey, Min, _, _}} = S#state.waiting,
+                    #{MinAlias := {Node, MinKey, Min, _}} = S#state.waiting,
                     take(Node, MinKey, Min, Dest, PQ, PL, TQ, TL, S, Skipped);
                 true ->
                     {Key, Size} = gb_trees:smallest(O),
@@ -330,8 +247,8 @@ fits(Size, PQ, PL, TQ, TL) ->
 redraw(Node, Skipped, Dest, S) ->
     lists:foldl(fun({{_, Alias}, Size}, {DAcc, #state{waiting = W} = SAcc}) ->
                         Key = {rand:uniform(), Alias},
-                        #{Alias := {Node, _, Size, Mon, Since}} = W,
-                        {add(Key, Size, DAcc), SAcc#state{waiting = W#{Alias := {Node, Key, Size, Mon, Since}}}}
+                        #{Alias := {Node, _, Size, Mon}} = W,
+                        {add(Key, Size, DAcc), SAcc#state{waiting = W#{Alias := {Node, Key, Size, Mon}}}}
                 end, {Dest, S}, Skipped).
 
 %% Wake `Alias': its message counts as queued on route `Via' until it says
@@ -339,7 +256,7 @@ redraw(Node, Skipped, Dest, S) ->
 woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P} = S) ->
     Alias ! {Alias, room},
     case maps:take(Alias, W) of
-        {{_, _, Size, Mon, _}, W1} ->
+        {{_, _, Size, Mon}, W1} ->
             N = Size + ?PER_MESSAGE,
             At = erlang:monotonic_time(millisecond),
             S#state{waiting = W1, woken = Wk#{Alias => {Via, N, Mon, At}},
@@ -349,23 +266,18 @@ woken(Alias, Via, #state{waiting = W, woken = Wk, pending = P} = S) ->
     end.
 
 %% The transport says when there is room for each destination's smallest
-%% waiting message (or its next sender that has waited ?HOLD_AFTER_MS:
-%% none other goes before it), for the destinations whose route has no woken sender
+%% waiting message, for the destinations whose route has no woken sender
 %% still to send (there, what they send or say comes first). If there is
 %% room already, look again at once; but not while woken senders elsewhere
 %% count in the total (the transport does not count them, and would say
 %% so again and again): what they send or say comes first then too.
-watch(#state{dests = D} = S, Overdue) ->
-    maps:fold(fun(Node, #dest{sizes = Z, via = Via}, #state{pending = P, waiting = W} = Acc) ->
+watch(#state{dests = D} = S) ->
+    maps:fold(fun(Node, #dest{sizes = Z, via = Via}, #state{pending = P} = Acc) ->
                       case maps:is_key(Via, P) of
                           true ->
                               Acc;
                           false ->
-                              %% (the room for the sender that goes first)
-                              Min = case Overdue of
-                                        #{Node := [{_, Alias} | _]} -> element(3, maps:get(Alias, W));
-                                        _ -> element(1, gb_sets:smallest(Z))
-                                    end,
+                              {Min, _} = gb_sets:smallest(Z),
                               case nif(fun() -> weft_nif:watch_room(Node, Min) end) of
                                   watched -> Acc;
                                   fits when P =/= #{} -> fits_with_woken(Node, Min, all(P), Acc);

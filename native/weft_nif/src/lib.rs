@@ -406,30 +406,6 @@ fn watch_room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
     }
 }
 
-/// Hold `bytes` of the room of the route of `peer` (a node atom, or a
-/// binary when no such atom exists: the peer `queue_state` names as the
-/// one a route is through) for the senders that wait for it, for 300 ms
-/// unless held again (0: none): a `send/4` on a waiting channel then fits
-/// only beside them; `send_woken/4` may take it. `ok`, or `none` when the
-/// peer has no route.
-#[rustler::nif]
-fn hold_room<'a>(env: Env<'a>, peer: Term<'a>, bytes: u64) -> Term<'a> {
-    let Some(r) = running() else {
-        return not_started(env);
-    };
-    let name = if let Ok(a) = peer.decode::<Atom>() {
-        messages::atom_text(env, a)
-    } else if let Ok(b) = peer.decode::<rustler::Binary>() {
-        String::from_utf8_lossy(b.as_slice()).into_owned()
-    } else {
-        return (atoms::error(), (rustler::types::atom::badarg(), peer)).encode(env);
-    };
-    match r.transport.hold_room(&name, bytes) {
-        Some(()) => atoms::ok().encode(env),
-        None => atoms::none().encode(env),
-    }
-}
-
 /// Count what `weft` dropped or refused itself (sends to this node), and
 /// the waits and final refusals of `overload => wait` channels.
 #[rustler::nif]

@@ -109,31 +109,6 @@ fn send<'a>(
     lane: Term<'a>,
     payload: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    send_as(env, node, channel, lane, payload, false)
-}
-
-/// As `send`, for a sender that waited for room (`overload => wait`) and
-/// was woken for it: a route whose room is held for the senders that wait
-/// takes its message (see `weft_transport::routes::Routes::send_as`).
-#[rustler::nif]
-fn send_woken<'a>(
-    env: Env<'a>,
-    node: Atom,
-    channel: Atom,
-    lane: Term<'a>,
-    payload: Term<'a>,
-) -> NifResult<Term<'a>> {
-    send_as(env, node, channel, lane, payload, true)
-}
-
-fn send_as<'a>(
-    env: Env<'a>,
-    node: Atom,
-    channel: Atom,
-    lane: Term<'a>,
-    payload: Term<'a>,
-    woken: bool,
-) -> NifResult<Term<'a>> {
     let Some(r) = running() else {
         return Ok(not_started(env));
     };
@@ -164,13 +139,8 @@ fn send_as<'a>(
     let started = std::time::Instant::now();
     let sent = with_names(env, node, channel, |node, channel_name| {
         with_caller(env, || {
-            if woken {
-                r.transport
-                    .send_woken(Some(sender), node, channel_name, choice, body)
-            } else {
-                r.transport
-                    .send(Some(sender), node, channel_name, choice, body)
-            }
+            r.transport
+                .send(Some(sender), node, channel_name, choice, body)
         })
     });
     // A send that wrote for long (a slow or preempted writev) tells the

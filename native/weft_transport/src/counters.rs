@@ -12,8 +12,7 @@ use std::sync::atomic::{
     AtomicU64,
     Ordering::{Relaxed, SeqCst},
 };
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use weft_core::stage::DropReason;
 
 /// Messages accepted by `send` and then lost, by reason.
@@ -193,17 +192,6 @@ fn crossed(wake_below: &AtomicU64, left: u64) -> bool {
     w != 0 && left < w && wake_below.swap(0, SeqCst) != 0
 }
 
-/// How long a hold lasts unless renewed ([`Budget::hold`]): three times
-/// the 100 ms within which `weft_room` looks again while anyone waits.
-pub const HOLD_FOR: Duration = Duration::from_millis(300);
-
-/// Microseconds since the first call, on the monotonic clock: holds'
-/// deadlines.
-fn now_us() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
-
 /// What a queued message costs besides its body (its queue entry and
 /// header, as measured: about 100 bytes), counted against the bounds so
 /// that a flood of tiny messages is bounded as large ones are.
@@ -222,10 +210,6 @@ pub struct Budget {
     /// Watched: ring the total's bell once `queued` is below this (0: not
     /// watched).
     wake_below: AtomicU64,
-    /// Bytes held for the senders that wait for room (see
-    /// [`Budget::hold`]), until `held_until` (on [`now_us`]'s clock).
-    held: AtomicU64,
-    held_until: AtomicU64,
 }
 
 impl Budget {
@@ -236,52 +220,15 @@ impl Budget {
             limit,
             total,
             wake_below: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-            held_until: AtomicU64::new(0),
         })
-    }
-
-    /// Hold `bytes` of this peer's room for the senders that wait for it
-    /// (`overload => wait`), for [`HOLD_FOR`] unless held again (0: none):
-    /// a send on a waiting channel that was not woken for the room fits
-    /// only beside them ([`Budget::try_reserve_beyond`]), so its sender
-    /// waits its turn rather than take the room those senders are woken
-    /// for (see [`crate::routes::Routes::send_as`]). Whoever wakes the
-    /// senders holds what the woken ones are still to send and what the
-    /// next to be woken needs, again at each look, and 0 once none waits;
-    /// a hold not renewed lapses by itself, so one left by a waker that
-    /// died holds nobody back for long.
-    pub fn hold(&self, bytes: u64) {
-        if bytes > 0 {
-            self.held_until
-                .store(now_us() + HOLD_FOR.as_micros() as u64, Relaxed);
-        }
-        self.held.store(bytes, Relaxed);
-    }
-
-    /// The bytes held now (see [`Budget::hold`]).
-    pub fn held(&self) -> u64 {
-        let held = self.held.load(Relaxed);
-        if held == 0 || now_us() > self.held_until.load(Relaxed) {
-            0
-        } else {
-            held
-        }
     }
 
     /// Take `n` bytes if both bounds allow it. A message always fits into a
     /// peer queue that is empty, so that no message is refused for ever.
     pub fn try_reserve(&self, n: u64) -> bool {
-        self.try_reserve_beyond(n, 0)
-    }
-
-    /// As [`Budget::try_reserve`], leaving `held` bytes of this peer's
-    /// bound to others (see [`Budget::hold`]): the message fits an empty
-    /// queue only if nothing is held, or beside what is.
-    pub fn try_reserve_beyond(&self, n: u64, held: u64) -> bool {
         let n = n + PER_MESSAGE;
         let before = self.queued.fetch_add(n, Relaxed);
-        if (before > 0 || held > 0) && before + n + held > self.limit {
+        if before > 0 && before + n > self.limit {
             self.queued.fetch_sub(n, Relaxed);
             return false;
         }
@@ -403,23 +350,6 @@ mod tests {
         let c = Budget::new(10, Total::new(10, None));
         assert!(c.try_reserve(1000));
         assert!(!c.try_reserve(1));
-    }
-
-    #[test]
-    fn held_bytes_are_left_to_others() {
-        let m = PER_MESSAGE;
-        let a = Budget::new(1000 + m, Total::new(u64::MAX, None));
-        assert_eq!(a.held(), 0);
-        // an empty queue takes anything, but beside a hold only what fits
-        assert!(!a.try_reserve_beyond(901, 100));
-        assert!(a.try_reserve_beyond(900, 100));
-        assert!(!a.try_reserve_beyond(0, 1), "full beside the hold");
-        a.release(900);
-        a.hold(500);
-        assert_eq!(a.held(), 500);
-        assert!(a.try_reserve(600), "a plain reservation does not look at it");
-        a.hold(0);
-        assert_eq!(a.held(), 0);
     }
 
     /// A total whose bell counts its rings.

@@ -372,28 +372,6 @@ impl Transport {
             .send(peer, channel, choice.into(), body.into(), sender)
     }
 
-    /// As [`Transport::send`], for a sender that waited for room and was
-    /// woken for it (see [`routes::Routes::send_as`]).
-    pub fn send_woken(
-        &self,
-        sender: Option<Sender>,
-        peer: &str,
-        channel: &str,
-        choice: impl Into<Choice>,
-        body: impl Into<Body>,
-    ) -> Result<(), SendError> {
-        self.shared
-            .routes
-            .send_as(peer, channel, choice.into(), body.into(), sender, true)
-    }
-
-    /// Hold `bytes` of the room of `peer`'s route for the senders that wait
-    /// for it (0: none); `None` when `peer` has no route (see
-    /// [`counters::Budget::hold`]).
-    pub fn hold_room(&self, peer: &str, bytes: u64) -> Option<()> {
-        self.shared.routes.hold_room(peer, bytes)
-    }
-
     /// The bytes queued for `peer` and their bound, the same for all
     /// peers, and the peer whose route a message to `peer` takes (see
     /// [`routes::Routes::queue_state`]).

@@ -326,23 +326,6 @@ impl Routes {
         body: Body,
         sender: Option<Sender>,
     ) -> Result<(), SendError> {
-        self.send_as(peer, channel, choice, body, sender, false)
-    }
-
-    /// As [`Routes::send`]; `woken`: the sender waited for room and was
-    /// woken for it, so it may take the room held for the senders that wait
-    /// ([`crate::counters::Budget::hold`]). Any other send on a waiting
-    /// channel (`overload => wait`) fits only beside the held bytes, or its
-    /// sender waits its turn; sends on other channels do not look at them.
-    pub fn send_as(
-        &self,
-        peer: &str,
-        channel: &str,
-        choice: Choice,
-        body: Body,
-        sender: Option<Sender>,
-        woken: bool,
-    ) -> Result<(), SendError> {
         let c = &self.counters;
         let Some(overload) = self.channels.get(channel).copied() else {
             Counters::add(&c.refused.unknown_channel, 1);
@@ -380,7 +363,7 @@ impl Routes {
                 if self.dropped_on_send(peer, channel, None, size, sender) {
                     return Ok(());
                 }
-                if !route.budget.try_reserve_beyond(size, held(&route, overload, woken)) {
+                if !route.budget.try_reserve(size) {
                     if overload != Overload::Wait {
                         Counters::add(&c.refused.overloaded, 1);
                     }
@@ -403,7 +386,7 @@ impl Routes {
             if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
                 return Ok(());
             }
-            if !route.budget.try_reserve_beyond(size, held(&route, overload, woken)) {
+            if !route.budget.try_reserve(size) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
                 // (the shared lane right after this lane: it holds the
@@ -459,15 +442,6 @@ impl Routes {
             ],
             via,
         ))
-    }
-
-    /// Hold `bytes` of the room of `peer`'s own route (a peer that
-    /// [`Routes::queue_state`] named as the one a route is through) for the
-    /// senders that wait for it (see [`crate::counters::Budget::hold`]; 0:
-    /// none): `None` when `peer` has no route.
-    pub fn hold_room(&self, peer: &str, bytes: u64) -> Option<()> {
-        self.peers.read().get(peer)?.budget.hold(bytes);
-        Some(())
     }
 
     /// Watch for room for a message of `size` bytes to `peer` (see
@@ -835,16 +809,5 @@ impl Routes {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
-    }
-}
-
-/// The bytes of `route`'s room a send must leave to the senders that wait
-/// for it: what is held, for a send on a waiting channel that was not
-/// woken for the room (its sender waits its turn); none for others.
-fn held(route: &PeerRoute, overload: Overload, woken: bool) -> u64 {
-    if overload == Overload::Wait && !woken {
-        route.budget.held()
-    } else {
-        0
     }
 }

@@ -1372,46 +1372,6 @@ fn send_queues_are_bounded() {
     db.pause.store(false, Ordering::SeqCst);
 }
 
-/// Bytes of a route's room held for the senders that wait for it
-/// (`hold_room`) are left to them: a send on a waiting channel that was not
-/// woken fits only beside them (else it is refused, not counted: its
-/// sender waits), a woken one and sends on other channels fit as before;
-/// a hold lapses unless renewed, and 0 releases it.
-#[test]
-fn held_room_is_left_to_the_senders_that_wait() {
-    let limit = 1 << 20;
-    let (a, _x, _da) = node_with("a@h", "c", 1 << 20, IoMode::Threads, |c| {
-        c.send_queue_limit = limit;
-        c.wait = vec!["vnode".into()];
-    });
-    let (b, _brx, _db) = node_in("b@h", "c", 1 << 20, IoMode::Threads);
-    join_and_connect(&a, &b);
-    let overloaded = |r: Result<(), weft_transport::SendError>| {
-        matches!(r, Err(weft_transport::SendError::Overloaded))
-    };
-    assert_eq!(a.hold_room("nobody@h", 1), None, "no route");
-    // beside a small hold, a small message fits
-    assert_eq!(a.hold_room("b@h", 1000), Some(()));
-    a.send(None, "b@h", "vnode", 0, vec![1; 100]).unwrap();
-    // all of the room held: fresh sends on the waiting channel wait
-    assert_eq!(a.hold_room("b@h", limit), Some(()));
-    assert!(overloaded(a.send(None, "b@h", "vnode", 0, vec![1; 100])));
-    let refused = &a.counters().refused.overloaded;
-    assert_eq!(refused.load(Ordering::Relaxed), 0, "a wait is not a refusal");
-    a.send_woken(None, "b@h", "vnode", 0, vec![2; 100]).unwrap();
-    a.send(None, "b@h", "default", 0, vec![3; 100]).unwrap();
-    // released
-    assert_eq!(a.hold_room("b@h", 0), Some(()));
-    a.send(None, "b@h", "vnode", 0, vec![4; 100]).unwrap();
-    // not renewed, a hold lapses
-    assert_eq!(a.hold_room("b@h", limit), Some(()));
-    assert!(overloaded(a.send(None, "b@h", "vnode", 0, vec![5; 100])));
-    wait_for("the hold to lapse", || {
-        a.send(None, "b@h", "vnode", 0, vec![6; 100]).is_ok()
-    });
-    wait_for("all sent", || a.info().unwrap().queued_bytes == 0);
-}
-
 /// Incoming connections that never finish their handshake are bounded:
 /// past the bound, new ones are closed at once and counted; memory per
 /// pending connection grows with what it sent, not with what it claims.
