@@ -29,40 +29,32 @@ main([stream, Limit, Size, Senders, Secs]) ->
         Room = call(A, erlang, whereis, [weft_room]),
         {_, R0} = call(A, erlang, process_info, [Room, reductions]),
         T0 = erlang:monotonic_time(millisecond),
-        Self = self(),
-        [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
-         || I <- lists:seq(1, Senders)],
-        Done = [receive {done, I, N, M} -> {N, M} end || I <- lists:seq(1, Senders)],
-        Sent = lists:sum([N || {N, _} <- Done]),
+        start_streams(A, NodeB, Size, Secs, Senders),
+        {Sent, _, _, Longest} = streamed(Senders),
         T1 = erlang:monotonic_time(millisecond),
         {_, R1} = call(A, erlang, process_info, [Room, reductions]),
         #{queued := #{waited := W}} = call(A, weft, info, []),
         io:format("stream: limit ~p B, ~p B messages, ~p senders: ~p messages in ~p ms = ~.1f MB/s; "
                   "~p sends waited; weft_room ~p reductions; longest forward ~.1f ms~n",
                   [Limit, Size, Senders, Sent, T1 - T0, Sent * Size / 1000 / (T1 - T0), W, R1 - R0,
-                   lists:max([M || {_, M} <- Done]) / 1000])
+                   Longest / 1000])
     end);
 main([pulse, Limit, Size, Senders, Secs]) ->
     with_pair(Limit, fun(A, _B, NodeB, OsPidB) ->
         OsPidA = call(A, os, getpid, []),
-        Self = self(),
         C0 = cpu_ticks(OsPidA),
         T0 = erlang:monotonic_time(millisecond),
-        [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
-         || I <- lists:seq(1, Senders)],
+        start_streams(A, NodeB, Size, Secs, Senders),
         pulse(OsPidB, T0 + Secs * 1000),
-        Done = [receive {done, I, N, Max} -> {N, Max} end || I <- lists:seq(1, Senders)],
+        {Sent, Fewest, Most, Longest} = streamed(Senders),
         T1 = erlang:monotonic_time(millisecond),
         C1 = cpu_ticks(OsPidA),
-        Hz = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))),
         #{queued := #{waited := W}} = call(A, weft, info, []),
-        Ns = [N || {N, _} <- Done],
         io:format("pulse: limit ~p B, ~p B messages, ~p senders, B running 2 ms of 50: ~p messages in ~p ms; "
                   "~p sends waited; longest forward ~.1f ms; per sender ~p..~p messages; "
                   "A's VM ~.1f % of a core~n",
-                  [Limit, Size, Senders, lists:sum(Ns), T1 - T0, W,
-                   lists:max([M || {_, M} <- Done]) / 1000, lists:min(Ns), lists:max(Ns),
-                   100 * (C1 - C0) / Hz / ((T1 - T0) / 1000)])
+                  [Limit, Size, Senders, Sent, T1 - T0, W, Longest / 1000, Fewest, Most,
+                   core_percent(C1 - C0, T1 - T0)])
     end);
 main([idle, Limit, Size, Senders, Secs]) ->
     with_pair(Limit, fun(A, _B, NodeB, OsPidB) ->
@@ -76,10 +68,9 @@ main([idle, Limit, Size, Senders, Secs]) ->
             C0 = cpu_ticks(OsPidA),
             timer:sleep(Secs * 1000),
             C1 = cpu_ticks(OsPidA),
-            Hz = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))),
             io:format("idle: ~p senders waiting with ~p B each on a stopped peer (limit ~p B): "
                       "A's VM used ~.1f % of a core over ~p s~n",
-                      [Senders, Size, Limit, 100 * (C1 - C0) / Hz / Secs, Secs])
+                      [Senders, Size, Limit, core_percent(C1 - C0, Secs * 1000), Secs])
         after
             os:cmd("kill -CONT " ++ OsPidB)
         end,
@@ -87,6 +78,25 @@ main([idle, Limit, Size, Senders, Secs]) ->
         Ok = length([R || {ok, 0} = R <- Results]),
         io:format("idle: after SIGCONT ~p of ~p returned ok with an empty mailbox~n", [Ok, Senders])
     end).
+
+%% `Senders' processes on A, each forwarding to B's sink for `Secs'.
+start_streams(A, NodeB, Size, Secs, Senders) ->
+    Self = self(),
+    [call(A, erlang, spawn, [?MODULE, stream, [NodeB, Size, Secs * 1000, Self, I]])
+     || I <- lists:seq(1, Senders)],
+    ok.
+
+%% What the streams reported: messages sent in all, by the sender that sent
+%% fewest and most, and the longest `forward' call (microseconds).
+streamed(Senders) ->
+    Done = [receive {done, I, N, Max} -> {N, Max} end || I <- lists:seq(1, Senders)],
+    Ns = [N || {N, _} <- Done],
+    {lists:sum(Ns), lists:min(Ns), lists:max(Ns), lists:max([M || {_, M} <- Done])}.
+
+%% CPU clock ticks over `Ms' milliseconds, as % of one core.
+core_percent(Ticks, Ms) ->
+    Hz = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))),
+    100 * Ticks / Hz / (Ms / 1000).
 
 %% B stopped 48 ms, running 2 ms, until `Until'.
 pulse(OsPidB, Until) ->
