@@ -614,7 +614,7 @@ on_event(_Kind, Node, Fun) ->
 
 %% @doc Members, lanes and counters:
 %% ```
-%% #{node, incarnation, listen_addrs, tombstones, overlay, relayed,
+%% #{node, incarnation, listen_addrs, tombstones, overlay, relayed, cpu_contended,
 %%   dropped => #{not_member, no_channel, node_down, connection_lost,
 %%                too_large, overflow, no_destination, atom_limit, malformed,
 %%                no_memory, no_route, fault, filtered},
@@ -693,6 +693,11 @@ on_event(_Kind, Node, Fun) ->
 %% client-server overlay, the servers only. `relayed' counts messages
 %% relayed (client-server overlay): on a client, sent through a server to
 %% another client; on a server, passed on for others.
+%% `cpu_contended' (`true', `false' or `undefined') says whether the
+%% pollers count the machine's CPUs as contended now, and so keep looking
+%% for traffic `poll_linger_busy_us' instead of `poll_linger_us' (see the
+%% README); `undefined' where the machine does not report CPU pressure
+%% (`/proc/pressure/cpu') or the two options are alike.
 %% `{error, timeout}' if the transport did not answer within a second.
 -spec info() -> map() | {error, not_started | timeout}.
 info() ->

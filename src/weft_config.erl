@@ -47,6 +47,7 @@ defaults() ->
       io => auto,
       pollers => schedulers,             % erlang:system_info(schedulers_online)
       poll_linger_us => 100,
+      poll_linger_busy_us => 30,         % while the CPUs are contended
       large_frame_pool => 64 * 1024 * 1024}.      % bytes of idle receive buffers kept
 
 %% @doc The application environment, validated.
@@ -127,6 +128,7 @@ build(C, Given) ->
       io => check(io, C, fun(M) -> lists:member(M, [auto, schedulers, threads]) end),
       pollers => pollers(C),
       poll_linger_us => check(poll_linger_us, C, fun(U) -> int_in(U, 0, 1000000) end),
+      poll_linger_busy_us => check(poll_linger_busy_us, C, fun(U) -> int_in(U, 0, 1000000) end),
       large_frame_pool => check(large_frame_pool, C, fun(B) -> int_in(B, 0, 1 bsl 40) end)}.
 
 %% Pollers: a count, or one per online scheduler.

@@ -26,7 +26,7 @@
          simultaneous_joins_settle/1, panics_do_not_take_the_vm_down/1,
          missing_nif_is_a_clear_error/1, frozen_node_times_out_and_comes_back/1,
          callbacks_and_monitor_nodes/1, every_kind_of_term_small_and_large/1,
-         io_on_threads/1, a_killed_poller_process_is_restarted/1,
+         io_on_threads/1, pollers_linger_less_while_the_cpus_are_contended/1, a_killed_poller_process_is_restarted/1,
          bulk_lanes_move_to_threads_and_back/1, mixed_sizes_keep_each_senders_order/1,
          hostile_bytes_do_not_kill_the_node/1, new_atoms_from_a_peer_cannot_fill_the_atom_table/1,
          new_funs_from_a_peer_cannot_fill_the_export_table/1,
@@ -59,6 +59,7 @@ all() ->
      simultaneous_joins_settle, panics_do_not_take_the_vm_down,
      missing_nif_is_a_clear_error, frozen_node_times_out_and_comes_back,
      callbacks_and_monitor_nodes, every_kind_of_term_small_and_large, io_on_threads,
+     pollers_linger_less_while_the_cpus_are_contended,
      a_killed_poller_process_is_restarted, bulk_lanes_move_to_threads_and_back,
      mixed_sizes_keep_each_senders_order, hostile_bytes_do_not_kill_the_node,
      new_atoms_from_a_peer_cannot_fill_the_atom_table, new_funs_from_a_peer_cannot_fill_the_export_table,
@@ -1333,6 +1334,7 @@ bad_config(_Config) ->
     ?assertEqual({error, {bad_config, io, ports}}, call(N, weft, start, [#{io => ports}])),
     ?assertEqual({error, {bad_config, pollers, 0}}, call(N, weft, start, [#{pollers => 0}])),
     ?assertEqual({error, {bad_config, poll_linger_us, -1}}, call(N, weft, start, [#{poll_linger_us => -1}])),
+    ?assertEqual({error, {bad_config, poll_linger_busy_us, x}}, call(N, weft, start, [#{poll_linger_busy_us => x}])),
     ?assertEqual({error, {bad_config, large_frame_pool, -1}}, call(N, weft, start, [#{large_frame_pool => -1}])),
     ?assertEqual({error, {bad_config, large_frame_pool, 1 bsl 41}},
                  call(N, weft, start, [#{large_frame_pool => 1 bsl 41}])),
@@ -1553,6 +1555,35 @@ io_on_threads(_Config) ->
     %% no poller processes on the threads node, one per scheduler on the other
     ?assertEqual([], pollers(A)),
     ?assertEqual(call(B, erlang, system_info, [schedulers_online]), length(pollers(B))),
+    ok.
+
+%% While the machine's CPUs are contended (Linux's CPU pressure: threads
+%% wait for a CPU), pollers keep looking for traffic `poll_linger_busy_us'
+%% instead of `poll_linger_us'; `info()' says which (`undefined' where the
+%% two are alike), and traffic flows either way.
+pollers_linger_less_while_the_cpus_are_contended(_Config) ->
+    case file:read_file("/proc/pressure/cpu") of
+        {ok, <<"some ", _/binary>>} -> linger_under_pressure();
+        _ -> {skip, "this machine does not report CPU pressure"}
+    end.
+
+linger_under_pressure() ->
+    [A, B] = cluster(2),
+    Same = start(weft, opts(#{poll_linger_us => 50, poll_linger_busy_us => 50})),
+    ?assertMatch(#{cpu_contended := undefined}, info(Same)),
+    ?assertMatch(#{cpu_contended := Flag} when is_boolean(Flag), info(A)),
+    call(B, weft_ct, echo, [echo]),
+    %% Four busy OS processes on this machine's cores (killed by PID).
+    Spinners = [string:trim(os:cmd("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!"))
+                || _ <- lists:seq(1, 4)],
+    try
+        weft_ct:wait_until(contended, fun() -> maps:get(cpu_contended, info(A)) end),
+        [?assertEqual(ok, call(A, weft_ct, mixed_round_trip, [node_of(B), Ch, Size]))
+         || Ch <- [default, vnode], Size <- [10, 100000]]
+    after
+        [os:cmd("kill " ++ P) || P <- Spinners]
+    end,
+    weft_ct:wait_until(free, fun() -> not maps:get(cpu_contended, info(A)) end, 60000),
     ok.
 
 %% A poller's process that dies is started again, and its connections keep

@@ -200,7 +200,7 @@ config_ranges(_Config) ->
            {heartbeat_interval, Max32 + 1}, {heartbeat_interval, 0},
            {gossip_interval, Max32 + 1}, {reconnect_min_backoff, Max32 + 1},
            {pollers, 65}, {pollers, 0}, {parallelism, 257}, {parallelism, 0},
-           {poll_linger_us, 1000001},
+           {poll_linger_us, 1000001}, {poll_linger_busy_us, 1000001}, {poll_linger_busy_us, -1},
            %% out of order with the other's default: the key given is named
            {heartbeat_interval, 10000}, {reconnect_min_backoff, 10000},
            {cookie, ''}, {cookie, <<>>}, {cookie, "list"},
@@ -1082,7 +1082,7 @@ g_opts() ->
                                {cookie, oneof(['', <<>>, <<"c">>, c, g_term()])},
                                {oneof([max_frame_size, heartbeat_interval, heartbeat_timeout,
                                        reconnect_min_backoff, reconnect_max_backoff, gossip_interval,
-                                       parallelism, pollers, poll_linger_us]), g_int()},
+                                       parallelism, pollers, poll_linger_us, poll_linger_busy_us]), g_int()},
                                {oneof([affinity, overlay, io]), g_term()},
                                {atom(), g_term()}])),
                 oneof([L, maps:from_list(L), L ++ bad]))]).

@@ -230,11 +230,18 @@ pub struct Round {
     pub in_large: bool,
 }
 
-/// Whether a poller keeps polling after its rounds.
+/// Whether a poller keeps polling after its rounds: for `linger` after
+/// its last light work, or for `busy` while the machine's CPUs are
+/// contended ([`Pressure`]): there, every empty look takes a CPU that
+/// another thread waits for (the other node's schedulers, the process
+/// that will send the next frame), and polling for long costs more than
+/// the wake-up it saves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Linger {
     /// How long to keep polling after the last light work.
     linger: Micros,
+    /// The same while the CPUs are contended (at most `linger`).
+    busy: Micros,
     /// When the last round of light work ended (0: not since bulk).
     last_work: Micros,
     /// Rounds in a row that lingered and moved nothing.
@@ -242,24 +249,28 @@ pub struct Linger {
 }
 
 impl Linger {
-    /// Linger `linger` after light work.
-    pub fn new(linger: Micros) -> Self {
+    /// Linger `linger` after light work, and `busy` (at most `linger`)
+    /// while the CPUs are contended.
+    pub fn new(linger: Micros, busy: Micros) -> Self {
         Linger {
             linger,
+            busy: busy.min(linger),
             last_work: 0,
             empty: 0,
         }
     }
 
-    /// A round that moved `r` ended at `now`: whether to linger.
-    pub fn round(&mut self, now: Micros, r: &Round) -> bool {
+    /// A round that moved `r` ended at `now`; `contended`: the CPUs are
+    /// contended now ([`Pressure::contended`]). Whether to linger.
+    pub fn round(&mut self, now: Micros, r: &Round, contended: bool) -> bool {
         let bulk = r.read + r.written > LINGER_MAX_BYTES || r.large_frames > 0 || r.in_large;
         if bulk {
             self.last_work = 0;
         } else if r.small_frames > 0 || r.written > 0 {
             self.last_work = now;
         }
-        let linger = now.saturating_sub(self.last_work) < self.linger;
+        let limit = if contended { self.busy } else { self.linger };
+        let linger = now.saturating_sub(self.last_work) < limit;
         if linger && r.read == 0 && r.written == 0 {
             self.empty = self.empty.wrapping_add(1);
         } else {
@@ -274,6 +285,84 @@ impl Linger {
     /// moved anything, or that did not linger, starts the count again.
     pub fn give_way(&self) -> bool {
         self.empty > 0 && self.empty.is_multiple_of(EMPTY_LOOKS_PER_YIELD)
+    }
+}
+
+/// How often, at most, [`Pressure`] is sampled.
+pub const PRESSURE_PERIOD: Micros = 10_000;
+/// The time over which [`Pressure`] averages: a sample over this long or
+/// longer replaces the average.
+pub const PRESSURE_WINDOW: Micros = 300_000;
+/// The share of time (per mille) in which some thread waited for a CPU,
+/// on average, above which the CPUs count as contended...
+pub const CONTENDED_ABOVE: u64 = 250;
+/// ...and below which they count as free again.
+pub const FREE_BELOW: u64 = 150;
+
+/// Whether the machine's CPUs are contended: whether, lately, threads
+/// that were ready to run often waited for a CPU. Fed samples of the
+/// kernel's count of the microseconds during which at least one thread
+/// waited for a CPU (Linux's pressure stall information: the `some` line
+/// of `/proc/pressure/cpu`, `total=`; see the kernel's
+/// `Documentation/accounting/psi.rst`), with the time.
+///
+/// Measured on this project's 2-core machine (`bench/RESULTS.md`,
+/// 2026-12-08 "a linger that adapts"): with 16 pairs of processes making
+/// 100-byte round trips between two nodes, some thread waited 23-100 % of
+/// each second (mostly over 30 %); with one pair mostly 2-16 % (a few
+/// seconds 22-37 %, most as the nodes start), and single 10 ms samples
+/// reach 30-50 % there too. So the average is taken over [`PRESSURE_WINDOW`]; it
+/// must rise above [`CONTENDED_ABOVE`] to count as contended and fall
+/// below [`FREE_BELOW`] to count as free, so that a short burst does not
+/// flip it back and forth (with these, one pair's runs counted as
+/// contended 4-9 % of the time, the nodes' start mostly, and 16 pairs'
+/// 81-94 %).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// The last sample: when, and the count then.
+    last: Option<(Micros, u64)>,
+    /// The average share of time with a thread waiting, per mille.
+    share: u64,
+    contended: bool,
+}
+
+impl Pressure {
+    /// No sample yet: not contended.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a sample is due at `now` (one per [`PRESSURE_PERIOD`]).
+    pub fn due(&self, now: Micros) -> bool {
+        self.last
+            .is_none_or(|(at, _)| now.saturating_sub(at) >= PRESSURE_PERIOD)
+    }
+
+    /// A sample: at `now` the kernel's count of stalled time was
+    /// `stalled` (microseconds, never decreasing). Returns
+    /// [`Pressure::contended`].
+    pub fn sample(&mut self, now: Micros, stalled: u64) -> bool {
+        if let Some((at, before)) = self.last {
+            let dt = now.saturating_sub(at);
+            if dt == 0 {
+                return self.contended;
+            }
+            let share = (stalled.saturating_sub(before).saturating_mul(1000) / dt).min(1000);
+            let w = dt.min(PRESSURE_WINDOW);
+            self.share = (self.share * (PRESSURE_WINDOW - w) + share * w) / PRESSURE_WINDOW;
+            if self.share > CONTENDED_ABOVE {
+                self.contended = true;
+            } else if self.share < FREE_BELOW {
+                self.contended = false;
+            }
+        }
+        self.last = Some((now, stalled));
+        self.contended
+    }
+
+    /// Whether the CPUs count as contended, as of the last sample.
+    pub fn contended(&self) -> bool {
+        self.contended
     }
 }
 
@@ -327,51 +416,51 @@ mod tests {
 
     #[test]
     fn a_lingering_poller_gives_way_after_empty_looks_in_a_row() {
-        let mut l = Linger::new(50);
+        let mut l = Linger::new(50, 50);
         let light = Round {
             read: 100,
             small_frames: 2,
             ..Round::default()
         };
-        assert!(l.round(0, &light));
+        assert!(l.round(0, &light, false));
         assert!(!l.give_way(), "a round that moved something");
         let mut looks = Vec::new();
         for t in 1..=9 {
-            assert!(l.round(t, &Round::default()));
+            assert!(l.round(t, &Round::default(), false));
             looks.push(l.give_way());
         }
         let every_fourth: Vec<bool> = (1..=9u32).map(|n| n % EMPTY_LOOKS_PER_YIELD == 0).collect();
         assert_eq!(looks, every_fourth);
         // Work starts the count again.
-        assert!(l.round(10, &light));
+        assert!(l.round(10, &light, false));
         for t in 11..11 + EMPTY_LOOKS_PER_YIELD as Micros - 1 {
-            assert!(l.round(t, &Round::default()));
+            assert!(l.round(t, &Round::default(), false));
             assert!(!l.give_way());
         }
         // A round that does not linger (idle) does not give way: the
         // poller is about to wait anyway.
-        assert!(!l.round(1_000, &Round::default()));
+        assert!(!l.round(1_000, &Round::default(), false));
         assert!(!l.give_way());
     }
 
     #[test]
     fn a_poller_lingers_after_light_work_only() {
-        let mut l = Linger::new(50);
+        let mut l = Linger::new(50, 50);
         let light = Round {
             read: 100,
             small_frames: 2,
             ..Round::default()
         };
-        assert!(!l.round(SEC, &Round::default()), "no work yet");
-        assert!(l.round(SEC, &light));
-        assert!(l.round(SEC + 49, &Round::default()));
-        assert!(!l.round(SEC + 50, &Round::default()));
+        assert!(!l.round(SEC, &Round::default(), false), "no work yet");
+        assert!(l.round(SEC, &light, false));
+        assert!(l.round(SEC + 49, &Round::default(), false));
+        assert!(!l.round(SEC + 50, &Round::default(), false));
         // Writing counts as work too.
         let wrote = Round {
             written: 10,
             ..Round::default()
         };
-        assert!(l.round(2 * SEC, &wrote));
+        assert!(l.round(2 * SEC, &wrote, false));
         // Bulk ends lingering at once.
         for bulk in [
             Round {
@@ -388,9 +477,76 @@ mod tests {
                 ..light
             },
         ] {
-            assert!(l.round(3 * SEC, &light));
-            assert!(!l.round(3 * SEC + 1, &bulk));
+            assert!(l.round(3 * SEC, &light, false));
+            assert!(!l.round(3 * SEC + 1, &bulk, false));
         }
+    }
+
+    #[test]
+    fn a_poller_lingers_less_while_the_cpus_are_contended() {
+        let mut l = Linger::new(100, 30);
+        let light = Round {
+            read: 100,
+            small_frames: 2,
+            ..Round::default()
+        };
+        assert!(l.round(SEC, &light, false));
+        assert!(l.round(SEC + 99, &Round::default(), false));
+        assert!(!l.round(SEC + 100, &Round::default(), false));
+        assert!(l.round(2 * SEC, &light, true));
+        assert!(l.round(2 * SEC + 29, &Round::default(), true));
+        assert!(!l.round(2 * SEC + 30, &Round::default(), true));
+        // Free again: the whole linger counts from the last work.
+        assert!(l.round(2 * SEC + 31, &Round::default(), false));
+        // A busy linger longer than the linger is the linger.
+        let mut l = Linger::new(10, 50);
+        assert!(l.round(SEC, &light, true));
+        assert!(!l.round(SEC + 10, &Round::default(), true));
+    }
+
+    /// Samples every `PRESSURE_PERIOD` from `now` for `for_us`, the count
+    /// of stalled time growing `per_mille` of the time.
+    fn feed(p: &mut Pressure, now: &mut Micros, stalled: &mut u64, per_mille: u64, for_us: Micros) {
+        let end = *now + for_us;
+        while *now < end {
+            *now += PRESSURE_PERIOD;
+            *stalled += PRESSURE_PERIOD * per_mille / 1000;
+            assert!(p.due(*now));
+            p.sample(*now, *stalled);
+            assert!(!p.due(*now + PRESSURE_PERIOD - 1));
+        }
+    }
+
+    #[test]
+    fn cpu_pressure_has_hysteresis_and_ignores_short_bursts() {
+        let mut p = Pressure::new();
+        assert!(p.due(0) && !p.contended());
+        let (mut now, mut stalled) = (SEC, 1_000_000_000);
+        assert!(!p.sample(now, stalled), "a first sample is only a start");
+        // One pair on this machine: 3-9 % stalled.
+        feed(&mut p, &mut now, &mut stalled, 90, SEC);
+        assert!(!p.contended());
+        // A burst of one period, whole: not enough.
+        feed(&mut p, &mut now, &mut stalled, 1000, PRESSURE_PERIOD);
+        assert!(!p.contended());
+        // 16 pairs: 16-87 %; contended within a window.
+        feed(&mut p, &mut now, &mut stalled, 400, PRESSURE_WINDOW);
+        assert!(p.contended());
+        // Between the thresholds it stays as it was, either way.
+        feed(&mut p, &mut now, &mut stalled, 200, SEC);
+        assert!(p.contended());
+        feed(&mut p, &mut now, &mut stalled, 0, SEC);
+        assert!(!p.contended());
+        feed(&mut p, &mut now, &mut stalled, 200, SEC);
+        assert!(!p.contended());
+        // A long gap (an idle poller samples nothing): its sample is the
+        // average; a count that went backwards (never, but) counts as 0.
+        now += 10 * SEC;
+        stalled += 5 * SEC;
+        assert!(p.sample(now, stalled));
+        assert!(!p.sample(now + SEC, 0));
+        // The same instant again changes nothing.
+        assert!(!p.sample(now + SEC, u64::MAX));
     }
 
     #[test]

@@ -13,12 +13,12 @@ mod atoms {
         refused, refused_connections, queued, waiting, dropped_frames, tombstones,
         node, listen, advertise, affinity, shared_lane, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
-        reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, thread, scheduler,
+        reconnect_max_backoff, gossip_interval, event_pid, io, pollers, schedulers, threads, auto, poll_linger_us, poll_linger_busy_us, thread, scheduler,
         dropped,
         peers, state, up, connecting, down, connected, lane, local, remote,
         queued_frames, queued_bytes, sent_frames, sent_bytes, recv_frames, recv_bytes, recv_waits,
         undefined, protocol, capabilities, overlay, full_mesh, static_ = "static",
-        client_server, role, server, client, relayed, callback,
+        client_server, role, server, client, relayed, callback, cpu_contended,
         receiving, frames, claimed_bytes, claim_limit, small_messages, own, changing,
         large_frame_pool, pool, limit, idle_bytes, in_use_bytes, allocated, reused,
     }
@@ -253,6 +253,11 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
         .filter(|us| *us <= 1_000_000)
         .map(std::time::Duration::from_micros)
         .ok_or("poll_linger_us")?;
+    let poll_linger_busy = get(opts, atoms::poll_linger_busy_us())
+        .and_then(int::<u64>)
+        .filter(|us| *us <= 1_000_000)
+        .map(std::time::Duration::from_micros)
+        .ok_or("poll_linger_busy_us")?;
     let pid = get(opts, atoms::event_pid())
         .and_then(|t| t.decode::<LocalPid>().ok())
         .ok_or("event_pid")?;
@@ -278,6 +283,7 @@ pub fn decode_config(opts: Term) -> Result<(TransportConfig, LocalPid), &'static
             io,
             pollers,
             poll_linger,
+            poll_linger_busy,
             stage: None,
         },
         pid,
@@ -527,6 +533,13 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::tombstones(), i.tombstones.encode(env)),
             (atoms::relayed(), i.relayed.encode(env)),
             (atoms::overlay(), name_term(env, i.overlay)),
+            (
+                atoms::cpu_contended(),
+                match i.cpu_contended {
+                    Some(c) => c.encode(env),
+                    None => atoms::undefined().encode(env),
+                },
+            ),
             (atoms::peers(), peers),
         ],
     )

@@ -104,6 +104,7 @@ fn node(name: &str, lanes: u16, sink: Arc<Counting>) -> Transport {
         io: IoMode::Threads,
         pollers: 1,
         poll_linger: Duration::from_micros(100),
+        poll_linger_busy: Duration::from_micros(30),
         stage: None,
     };
     Transport::start(config, sink).expect("transport starts")

@@ -113,6 +113,9 @@ pub struct TransportConfig {
     /// How long a poller keeps polling after traffic before it waits to be
     /// woken (see [`crate::poller::Outcome::Linger`]).
     pub poll_linger: std::time::Duration,
+    /// The same while the machine's CPUs are contended (see
+    /// [`crate::pressure`]); at least `poll_linger`: the same always.
+    pub poll_linger_busy: std::time::Duration,
     /// The per-message stage every application message goes through on
     /// send and on receive (see [`weft_core::stage`]); `None`: none, at no
     /// cost.

@@ -111,6 +111,9 @@ pub struct Info {
     pub relayed: u64,
     /// The membership overlay (`full_mesh`, `static`, `client_server`).
     pub overlay: &'static str,
+    /// Whether the machine's CPUs count as contended, so that pollers
+    /// linger less (see [`crate::pressure`]); `None` when not read.
+    pub cpu_contended: Option<bool>,
     /// Every member.
     pub peers: Vec<PeerInfo>,
 }
@@ -196,6 +199,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
         refused_connections: shared.refusals.counts(),
         relayed: c.relayed.load(Relaxed),
         overlay: shared.config.overlay.name(),
+        cpu_contended: shared.pollers.cpu_contended(),
         queued_bytes: shared.routes.queued(),
         waited: c.waited.load(Relaxed),
         send_queue_limit: limits.peer_queue,

@@ -50,6 +50,7 @@ pub mod lane_writer;
 pub mod log_limit;
 pub mod poller;
 pub mod poller_set;
+pub mod pressure;
 pub mod recv_pool;
 pub mod refusals;
 pub mod routes;
@@ -177,7 +178,12 @@ impl Transport {
             .build()
             .map_err(StartError::Runtime)?;
         let pollers = Arc::new(
-            PollerSet::new(config.io, config.pollers, config.poll_linger)
+            PollerSet::new(
+                config.io,
+                config.pollers,
+                config.poll_linger,
+                config.poll_linger_busy,
+            )
                 .map_err(StartError::Pollers)?,
         );
         // Driven pollers sleep in the embedding program; a watcher thread

@@ -42,6 +42,7 @@ use crate::conn::{Conn, ConnEvent, ConnPoller, Ticket};
 use crate::frame_reader::{Flow, Frame, FrameReader, ReadError, ReadStatus};
 use crate::lane_writer::{Flush, Lane, LanePoller};
 use crate::log_limit;
+use crate::pressure::CpuPressure;
 use crate::sink::Delivery;
 use crate::wake::{Notify, Wakeup, Watcher};
 use crate::Shared;
@@ -282,6 +283,9 @@ pub struct Poller {
     open: AtomicUsize,
     /// The origin of the poller's clock.
     origin: Instant,
+    /// Whether the CPUs are contended (lingering less then), if the
+    /// linger adapts.
+    pressure: Option<Arc<CpuPressure>>,
 }
 
 /// Bytes a poller's round may read, in all and per connection (a round
@@ -315,10 +319,14 @@ impl Budget {
 impl Poller {
     /// A poller with an empty epoll set: `threaded` for a thread of its own
     /// (woken through an eventfd), else driven by the embedding program.
+    /// It lingers `linger` after light work, and `busy` while `pressure`
+    /// says the CPUs are contended.
     pub(crate) fn new(
         index: usize,
         threaded: bool,
         linger: Duration,
+        busy: Duration,
+        pressure: Option<Arc<CpuPressure>>,
     ) -> std::io::Result<Arc<Poller>> {
         let poll = mio::Poll::new()?;
         let waker = if threaded {
@@ -336,7 +344,7 @@ impl Poller {
                 conns: FastMap::default(),
                 again: Vec::new(),
                 stashed: Vec::new(),
-                linger: Linger::new(linger.as_micros() as Micros),
+                linger: Linger::new(linger.as_micros() as Micros, busy.as_micros() as Micros),
                 order: ServiceOrder::new(),
                 waiting: Vec::new(),
                 bulk: Vec::new(),
@@ -350,6 +358,7 @@ impl Poller {
             stopped: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             origin: Instant::now(),
+            pressure,
         }))
     }
 
@@ -522,7 +531,12 @@ impl Poller {
 
     /// Now, on the poller's clock.
     fn now(&self) -> Micros {
-        self.origin.elapsed().as_micros() as Micros
+        self.at(Instant::now())
+    }
+
+    /// `at`, on the poller's clock.
+    fn at(&self, at: Instant) -> Micros {
+        at.saturating_duration_since(self.origin).as_micros() as Micros
     }
 
     /// One round of work; see the module documentation.
@@ -550,9 +564,11 @@ impl Poller {
         }
         round.written = written;
         forget(st, shared, closes, &self.open);
-        let now = self.now();
+        let instant = Instant::now();
+        let now = self.at(instant);
         self.placement(st, shared, now);
-        let outcome = outcome(st, now, round);
+        let contended = self.pressure.as_ref().is_some_and(|p| p.contended(instant));
+        let outcome = outcome(st, now, round, contended);
         // (a threaded poller yields after every lingering round already)
         let give_way = outcome == Outcome::Linger && st.linger.give_way() && !self.is_threaded();
         drop(guard);
@@ -1128,9 +1144,9 @@ fn forget(st: &mut State, shared: Option<&Shared>, closes: Closes, open: &Atomic
 ///
 /// A readable connection is exactly one in the service order (one set
 /// aside leaves it), so this looks at no connection.
-fn outcome(st: &mut State, now: Micros, round: Round) -> Outcome {
+fn outcome(st: &mut State, now: Micros, round: Round, contended: bool) -> Outcome {
     let busy = !st.again.is_empty() || !st.order.is_empty();
-    let lingering = st.linger.round(now, &round);
+    let lingering = st.linger.round(now, &round, contended);
     if busy {
         Outcome::Busy
     } else if lingering {
@@ -1474,7 +1490,7 @@ mod tests {
     #[test]
     fn stop_always_ends_the_thread() {
         for i in 0..300 {
-            let p = Poller::new(0, true, Duration::ZERO).unwrap();
+            let p = Poller::new(0, true, Duration::ZERO, Duration::ZERO, None).unwrap();
             let t = {
                 let p = p.clone();
                 std::thread::spawn(move || run_thread(p))
@@ -1492,7 +1508,7 @@ mod tests {
     /// A wake-up asked for while the poller decides to sleep is not lost.
     #[test]
     fn work_added_while_going_idle_is_seen() {
-        let p = Poller::new(0, false, Duration::ZERO).unwrap();
+        let p = Poller::new(0, false, Duration::ZERO, Duration::ZERO, None).unwrap();
         for _ in 0..1000 {
             assert_eq!(p.poll(), Outcome::Idle);
             let other = {

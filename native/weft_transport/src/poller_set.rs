@@ -7,6 +7,7 @@
 //! data ([`PollerSet::bulk`]).
 
 use crate::poller::{IoMode, Poller};
+use crate::pressure::CpuPressure;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_core::LaneKey;
@@ -18,15 +19,25 @@ pub struct PollerSet {
     pub driven: Vec<Arc<Poller>>,
     /// On threads of their own (Threads, Auto).
     pub threaded: Vec<Arc<Poller>>,
+    /// What tells them the CPUs are contended, if their linger adapts.
+    pressure: Option<Arc<CpuPressure>>,
 }
 
 impl PollerSet {
-    /// `count` pollers of each kind that `mode` uses.
-    pub(crate) fn new(mode: IoMode, count: usize, linger: Duration) -> std::io::Result<PollerSet> {
+    /// `count` pollers of each kind that `mode` uses, lingering `linger`
+    /// after light work, or `busy` while the CPUs are contended (one
+    /// [`CpuPressure`] for all, if `busy` is shorter).
+    pub(crate) fn new(
+        mode: IoMode,
+        count: usize,
+        linger: Duration,
+        busy: Duration,
+    ) -> std::io::Result<PollerSet> {
         let count = count.max(1);
+        let pressure = (busy < linger).then(|| Arc::new(CpuPressure::new()));
         let make = |from: usize, threaded: bool| {
             (from..from + count)
-                .map(|i| Poller::new(i, threaded, linger))
+                .map(|i| Poller::new(i, threaded, linger, busy, pressure.clone()))
                 .collect::<std::io::Result<Vec<_>>>()
         };
         let driven = match mode {
@@ -41,7 +52,15 @@ impl PollerSet {
             mode,
             driven,
             threaded,
+            pressure,
         })
+    }
+
+    /// Whether the CPUs count as contended now (as last sampled); `None`
+    /// if the linger does not adapt or the machine does not say.
+    pub fn cpu_contended(&self) -> Option<bool> {
+        let p = self.pressure.as_ref().filter(|p| p.available())?;
+        Some(p.contended(std::time::Instant::now()))
     }
 
     /// Every poller looks at the connections it set aside (a fence came,

@@ -184,6 +184,7 @@ fn node_with(
         io,
         pollers: 2,
         poll_linger: Duration::from_micros(50),
+        poll_linger_busy: Duration::from_micros(20),
         stage: None,
     };
     tune(&mut config);
