@@ -697,7 +697,8 @@ on_event(_Kind, Node, Fun) ->
 %% pollers count the machine's CPUs as contended now, and so keep looking
 %% for traffic `poll_linger_busy_us' instead of `poll_linger_us' (see the
 %% README); `undefined' where the machine does not report CPU pressure
-%% (`/proc/pressure/cpu') or the two options are alike.
+%% (`/proc/pressure/cpu', or a read of it failed since weft started) or
+%% `poll_linger_busy_us' is not shorter than `poll_linger_us'.
 %% `{error, timeout}' if the transport did not answer within a second.
 -spec info() -> map() | {error, not_started | timeout}.
 info() ->

@@ -1573,9 +1573,14 @@ linger_under_pressure() ->
     ?assertMatch(#{cpu_contended := undefined}, info(Same)),
     ?assertMatch(#{cpu_contended := Flag} when is_boolean(Flag), info(A)),
     call(B, weft_ct, echo, [echo]),
-    %% Four busy OS processes on this machine's cores (killed by PID).
+    %% Twice as many busy OS processes as this machine has cores (killed
+    %% by PID): some always wait for a CPU.
+    Cores = case erlang:system_info(logical_processors_available) of
+                N when is_integer(N) -> N;
+                _ -> erlang:system_info(schedulers_online)
+            end,
     Spinners = [string:trim(os:cmd("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!"))
-                || _ <- lists:seq(1, 4)],
+                || _ <- lists:seq(1, 2 * max(2, Cores))],
     try
         weft_ct:wait_until(contended, fun() -> maps:get(cpu_contended, info(A)) end),
         [?assertEqual(ok, call(A, weft_ct, mixed_round_trip, [node_of(B), Ch, Size]))

@@ -321,7 +321,9 @@ pub const FREE_BELOW: u64 = 150;
 pub struct Pressure {
     /// The last sample: when, and the count then.
     last: Option<(Micros, u64)>,
-    /// The average share of time with a thread waiting, per mille.
+    /// The average share of time with a thread waiting, per million
+    /// (finer than the thresholds, so that rounding down at each sample
+    /// does not keep the average below a steady share).
     share: u64,
     contended: bool,
 }
@@ -347,12 +349,12 @@ impl Pressure {
             if dt == 0 {
                 return self.contended;
             }
-            let share = (stalled.saturating_sub(before).saturating_mul(1000) / dt).min(1000);
+            let share = (stalled.saturating_sub(before).saturating_mul(1_000_000) / dt).min(1_000_000);
             let w = dt.min(PRESSURE_WINDOW);
-            self.share = (self.share * (PRESSURE_WINDOW - w) + share * w) / PRESSURE_WINDOW;
-            if self.share > CONTENDED_ABOVE {
+            self.share = (self.share * (PRESSURE_WINDOW - w) + share * w).div_ceil(PRESSURE_WINDOW);
+            if self.share > CONTENDED_ABOVE * 1000 {
                 self.contended = true;
-            } else if self.share < FREE_BELOW {
+            } else if self.share < FREE_BELOW * 1000 {
                 self.contended = false;
             }
         }
@@ -547,6 +549,23 @@ mod tests {
         assert!(!p.sample(now + SEC, 0));
         // The same instant again changes nothing.
         assert!(!p.sample(now + SEC, u64::MAX));
+    }
+
+    #[test]
+    fn a_steady_share_just_above_the_threshold_counts_whatever_the_sampling() {
+        for period in [PRESSURE_PERIOD, 2 * PRESSURE_PERIOD, 5 * PRESSURE_PERIOD] {
+            for (per_mille, contended) in [(CONTENDED_ABOVE + 1, true), (CONTENDED_ABOVE - 1, false)] {
+                let mut p = Pressure::new();
+                let (mut now, mut stalled) = (0, 0);
+                p.sample(now, stalled);
+                for _ in 0..(60 * SEC / period) {
+                    now += period;
+                    stalled += period * per_mille / 1000;
+                    p.sample(now, stalled);
+                }
+                assert_eq!(p.contended(), contended, "{per_mille} per mille every {period} us");
+            }
+        }
     }
 
     #[test]

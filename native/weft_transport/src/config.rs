@@ -114,7 +114,8 @@ pub struct TransportConfig {
     /// woken (see [`crate::poller::Outcome::Linger`]).
     pub poll_linger: std::time::Duration,
     /// The same while the machine's CPUs are contended (see
-    /// [`crate::pressure`]); at least `poll_linger`: the same always.
+    /// [`crate::pressure`]); one at least `poll_linger` is `poll_linger`
+    /// (the pressure is then not read).
     pub poll_linger_busy: std::time::Duration,
     /// The per-message stage every application message goes through on
     /// send and on receive (see [`weft_core::stage`]); `None`: none, at no

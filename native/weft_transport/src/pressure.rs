@@ -8,11 +8,14 @@
 //! count to the policy. Where the kernel has no pressure stall
 //! information (before Linux 4.20, or booted with `psi=0`) the file is
 //! missing or cannot be read: the CPUs then never count as contended, and
-//! pollers linger as configured.
+//! pollers linger as configured; so too, until the transport restarts,
+//! after a read that fails or does not parse. The pressure is the whole
+//! machine's (inside a container, the host's): work of other programs
+//! also shortens the linger.
 
 use parking_lot::Mutex;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use weft_core::lane::Micros;
@@ -20,6 +23,7 @@ use weft_core::placement::{Pressure, PRESSURE_PERIOD};
 
 /// Where Linux publishes the CPU pressure of the whole machine.
 const PRESSURE_FILE: &str = "/proc/pressure/cpu";
+
 
 /// Whether the machine's CPUs are contended, sampled lazily.
 pub struct CpuPressure {
@@ -34,8 +38,13 @@ pub struct CpuPressure {
 impl CpuPressure {
     /// Reads the machine's file, if it has one that reads.
     pub fn new() -> CpuPressure {
-        let source = File::open(PRESSURE_FILE)
+        // (non-blocking: a FIFO put there must not hang the start)
+        let source = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(PRESSURE_FILE)
             .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
             .filter(|f| read_total(f).is_some())
             .map(|f| (f, Pressure::new()));
         CpuPressure::with(source)
