@@ -414,9 +414,10 @@ nif_send(Node, Channel, Lane, Payload) ->
         error:undef -> {error, not_started}
     end.
 
-%% A full queue: on a channel with `overload => wait', the caller waits
-%% for room and sends again (counted once in `info()' as `waited'), until
-%% its `wait_timeout' passes (then refused, and counted as such).
+%% A full queue: on a channel with `overload => wait', the caller's
+%% message parks in the transport until there is room (counted once in
+%% `info()' as `waited'), until its `wait_timeout' passes (then taken out
+%% and refused, and counted as such).
 overloaded(Node, Channel, Lane, Payload) ->
     case weft_config:wait_timeout(Channel) of
         none ->
@@ -430,56 +431,62 @@ overloaded(Node, Channel, Lane, Payload) ->
                            infinity -> infinity;
                            _ -> erlang:monotonic_time(millisecond) + Timeout
                        end,
-            Send = fun() -> nif_send(Node, Channel, Lane, Payload) end,
-            wait_for_room(Node, erlang:iolist_size(Payload), Send, Deadline)
+            park(Node, Channel, Lane, Payload, Deadline)
     end.
 
-%% Wait until `weft_room' says the message fits (it wakes the senders that
-%% wait for a destination in a random order), then send; again if
-%% another sender took the room first. The wake-up comes to an alias of a
-%% monitor of `weft_room', deactivated when this stops waiting, so no late
-%% wake-up reaches the caller's mailbox.
-wait_for_room(Node, Size, Send, Deadline) ->
-    Left = case Deadline of
-               infinity -> infinity;
-               _ -> max(0, Deadline - erlang:monotonic_time(millisecond))
-           end,
-    case whereis(weft_room) of
-        _ when Left =:= 0 ->
-            gave_up();
-        undefined ->
-            %% weft is stopping or restarting: look again in a moment
-            receive after min(Left, 10) -> ok end,
-            sent_or_wait(Node, Size, Send, Deadline);
-        Room ->
-            Alias = erlang:monitor(process, Room, [{alias, demonitor}]),
-            weft_room:wait(Alias, Node, Size),
-            receive
-                {Alias, room} ->
-                    erlang:demonitor(Alias, [flush]),
-                    %% (until it hears this, `weft_room' counts the message
-                    %% as queued)
-                    Result = Send(),
-                    weft_room:sent(Alias),
-                    case Result of
-                        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
-                        _ -> Result
-                    end;
-                {'DOWN', Alias, process, _, _} ->
-                    sent_or_wait(Node, Size, Send, Deadline)
-            after Left ->
-                    erlang:demonitor(Alias, [flush]),
-                    weft_room:cancel(Alias),
-                    receive {Alias, room} -> ok after 0 -> ok end,
-                    gave_up()
+%% Park the message (see weft_nif:park/4: senders that wait go in the
+%% order they began to wait, by 20 ms, in a random order within them, and
+%% no new send on a waiting channel passes them) and wait until it went.
+%% `weft_room' sends parked messages when the transport says there is room;
+%% if it stops (weft stopping), the message is taken out.
+park(Node, Channel, Lane, Payload, Deadline) ->
+    case nif(fun() -> weft_nif:park(Node, Channel, Lane, Payload) end) of
+        {parked, Ticket, Id} ->
+            parked(Ticket, Id, Deadline, fun() -> park(Node, Channel, Lane, Payload, Deadline) end);
+        Result ->
+            Result
+    end.
+
+%% Wait for the parked message to go. If `weft_room' goes (weft stopping,
+%% or restarting it), the message is taken out and `Again()' parks it
+%% anew; while there is none (it is starting), look again every 100 ms,
+%% and end if weft stopped.
+parked(Ticket, Id, Deadline, Again) ->
+    {Room, Wait} = case whereis(weft_room) of
+                       undefined -> {undefined, min_wait(left(Deadline), 100)};
+                       Pid -> {erlang:monitor(process, Pid), left(Deadline)}
+                   end,
+    receive
+        {weft_room, Id, Result} ->
+            forget_room(Room),
+            Result;
+        {'DOWN', Room, process, _, _} ->
+            unpark(Ticket, Id, Again)
+    after Wait ->
+            forget_room(Room),
+            case {left(Deadline), nif(fun weft_nif:node_spec/0)} of
+                {0, _} -> unpark(Ticket, Id, fun gave_up/0);
+                {_, {error, not_started}} -> unpark(Ticket, Id, Again);
+                _ -> parked(Ticket, Id, Deadline, Again)
             end
     end.
 
-sent_or_wait(Node, Size, Send, Deadline) ->
-    case Send() of
-        {error, overloaded} -> wait_for_room(Node, Size, Send, Deadline);
-        Result -> Result
+min_wait(infinity, B) -> B;
+min_wait(A, B) -> min(A, B).
+
+%% Take the parked message out, then `Then()'; unless it went meanwhile.
+unpark(Ticket, Id, Then) ->
+    case nif(fun() -> weft_nif:unpark(Ticket) end) of
+        cancelled -> Then();
+        sent -> receive {weft_room, Id, Result} -> Result end;
+        {error, _} = Error -> Error
     end.
+
+forget_room(undefined) -> true;
+forget_room(Mon) -> erlang:demonitor(Mon, [flush]).
+
+left(infinity) -> infinity;
+left(Deadline) -> max(0, Deadline - erlang:monotonic_time(millisecond)).
 
 gave_up() ->
     nif(fun() -> weft_nif:count(refused, overloaded) end),
@@ -620,7 +627,7 @@ on_event(_Kind, Node, Fun) ->
 %%                no_memory, no_route, fault, filtered},
 %%   refused => #{unknown_channel, too_large, overloaded},
 %%   refused_connections => #{Reason => Count},
-%%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit, waited},
+%%   queued => #{queued_bytes, send_queue_limit, send_queue_total_limit, waited, parked},
 %%   receiving => #{frames, claimed_bytes, claim_limit,
 %%                  pool => #{limit, idle_bytes, in_use_bytes, allocated, reused}},
 %%   peers => #{Node => #{state => up | connecting | down, incarnation,
@@ -680,7 +687,9 @@ on_event(_Kind, Node, Fun) ->
 %% `refused' counts calls to `forward' that
 %% returned an error. `queued.waited' counts calls to `forward' on an
 %% `overload => wait' channel that found a queue full and waited for
-%% room (each once, however long it waited). `refused_connections' counts incoming connections
+%% room (each once, however long it waited); `queued.parked' how many
+%% such calls wait now (their messages wait in the transport, not counted
+%% in `queued_bytes'). `refused_connections' counts incoming connections
 %% turned down, by reason (`bad_cookie', `timeout', `protocol', `version',
 %% `unexpected_node', `closed', ...); they are logged at most once per
 %% source address per 10 s, and at most 20 lines per 10 s over all

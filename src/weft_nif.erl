@@ -10,7 +10,7 @@
 
 -export([load/0]).
 -export([start/1, stop/0, node_spec/0, join/1, leave/0, leave/1,
-         members/0, nodes/0, send/4, poll/1, info/0, count/2, queue_state/1, watch_room/2, debug_panic/1, decode_external/2,
+         members/0, nodes/0, send/4, park/4, admit/0, unpark/1, poll/1, info/0, count/2, debug_panic/1, decode_external/2,
          membership_decision/2, atom_room_mark/0, atom_room/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
@@ -98,29 +98,32 @@ info() -> ?NOT_LOADED.
 -spec count(dropped | refused | waited, atom()) -> ok | {error, not_started | {badarg, term()}}.
 count(_Kind, _Reason) -> ?NOT_LOADED.
 
-%% @doc `{PeerQueued, PeerLimit, TotalQueued, TotalLimit, Via}': the bytes
-%% queued for `Node' (each message counting 128 more, what its queue entry
-%% costs) and `send_queue_limit', the same over all peers, and the peer
-%% whose route and bound a message to `Node' takes (`Node' itself, or on a
-%% client of the client-server overlay the server it relays through; a
-%% binary if no such atom exists);
-%% `none' when `Node' has no route (a send to it is dropped and counted,
-%% not refused). What {@link weft_room} wakes the senders that wait for
-%% room by.
--spec queue_state(node()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer(), non_neg_integer(),
-                              node() | binary()}
-                             | none | {error, not_started}.
-queue_state(_Node) -> ?NOT_LOADED.
+%% @doc As {@link send/4}, for a channel with `overload => wait' whose
+%% send found no room: `ok' if the message went after all (nothing waits
+%% ahead of it on its route and it fits now), or `{parked, Ticket, Id}':
+%% it waits in the transport, in the order of the senders that wait (the
+%% oldest 20 ms of waits first, a random order within them; see
+%% native/weft_core/src/admission.rs), and the caller gets `{weft_room,
+%% Id, Result}' (`ok' or `{error, Reason}' as from `send/4') once it went.
+%% Keep `Ticket' while waiting: if it is dropped (the process died) the
+%% message is taken out. Errors as `send/4''s, never `overloaded'.
+-spec park(node(), atom(), non_neg_integer() | {index, non_neg_integer()}, iodata()) ->
+          ok | {parked, reference(), pos_integer()} | {error, term()}.
+park(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 
-%% @doc Watch for room for a message of `Size' bytes (its encoded body) to
-%% `Node': `fits' if it fits both send-queue bounds now; `watched' if not,
-%% and then the transport sends `{weft_nif, room}' (once per watch; a
-%% watch may also ring for nothing) as soon as a bound it did not fit has
-%% room again (given-back bytes, written or dropped); `none' when `Node'
-%% has no route. The ring goes to the process that called this last: only
-%% {@link weft_room} calls it.
--spec watch_room(node(), non_neg_integer()) -> fits | watched | none | {error, not_started}.
-watch_room(_Node, _Size) -> ?NOT_LOADED.
+%% @doc Send the parked messages that fit now, in their order, and tell
+%% their senders; the transport sends the caller `{weft_nif, room}' when a
+%% bound that a parked message waits for has room again (only {@link
+%% weft_room} calls this). `{Sent, Parked, Again}': messages sent, messages
+%% still parked, and whether to call again at once.
+-spec admit() -> {non_neg_integer(), non_neg_integer(), boolean()} | {error, not_started}.
+admit() -> ?NOT_LOADED.
+
+%% @doc Take the message parked with `Ticket' out: `cancelled' (it will not
+%% be sent, and no `{weft_room, Id, _}' comes), or `sent' (it went: that
+%% message is in the caller's mailbox already).
+-spec unpark(reference()) -> cancelled | sent | {error, not_started}.
+unpark(_Ticket) -> ?NOT_LOADED.
 
 %% @doc Step 1 of a measurement of the atom table: a mark, taken before
 %% `erlang:system_info(atom_count)' is read, for {@link atom_room/2}.

@@ -33,6 +33,7 @@
          large_frame_headers_alone_take_no_memory/1, large_frames_reuse_buffers_never_one_in_use/1, made_up_members_stay_where_pushed/1,
          a_full_node_says_so_and_makes_room_when_members_go_down/1,
          forward_right_after_join_waits/1, overload_wait_holds_the_sender_until_there_is_room/1,
+         waiting_senders_go_in_the_order_they_began_to_wait/1,
          frozen_receiver_every_message_counted/1, stopped_receiver_every_message_counted/1,
          stopped_sender_every_message_counted/1,
          left_receiver_or_sender_every_message_counted/1,
@@ -67,6 +68,7 @@ all() ->
      made_up_members_stay_where_pushed,
      a_full_node_says_so_and_makes_room_when_members_go_down,
      forward_right_after_join_waits, overload_wait_holds_the_sender_until_there_is_room,
+     waiting_senders_go_in_the_order_they_began_to_wait,
      frozen_receiver_every_message_counted,
      stopped_receiver_every_message_counted, stopped_sender_every_message_counted,
      left_receiver_or_sender_every_message_counted, a_stop_that_cannot_write_out_says_so,
@@ -1079,27 +1081,25 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
         ?assertEqual({error, overloaded}, call(A, weft, forward, [NodeB, nobody, Big, #{}])),
         #{refused := #{overloaded := Refused}} = info(A),
         ?assertEqual(2, Refused),
-        %% `weft_room' keeps nothing of a sender that gave up (alive) or
-        %% died while it waited (it monitors the senders that wait)
-        Watched = fun(P) ->
-                          {monitors, Ms} = call(A, erlang, process_info, [whereis_room(A), monitors]),
-                          lists:member({process, P}, Ms)
-                  end,
+        %% the transport keeps nothing of a sender that gave up (alive) or
+        %% died while it waited: its parked message is taken out
+        Parked = fun() -> #{queued := #{parked := P}} = info(A), P end,
+        Parked0 = Parked(),
+        ?assert(Parked0 >= 200),
         GivesUp = call(A, erlang, spawn, [fun() ->
                                                   {error, overloaded} = weft:forward(NodeB, nobody, Big, #{channel => quick}),
                                                   receive stop -> ok end
                                           end]),
         Doomed = call(A, erlang, spawn, [weft, forward, [NodeB, nobody, Big, #{channel => bulk}]]),
-        weft_ct:wait_until(doomed_waits, fun() -> Watched(Doomed) end),
+        weft_ct:wait_until(doomed_waits, fun() -> Parked() >= Parked0 + 1 end),
         true = call(A, erlang, exit, [Doomed, kill]),
-        weft_ct:wait_until(doomed_gone, fun() -> not Watched(Doomed) end),
-        %% (it waits 200 ms, gives up, then counts)
+        %% (the quick one waits 200 ms, gives up, then counts)
         weft_ct:wait_until(gave_up, fun() ->
                                             #{refused := #{overloaded := R}} = info(A),
                                             R =:= 3
                                     end),
         ?assert(call(A, erlang, is_process_alive, [GivesUp])),
-        weft_ct:wait_until(given_up_gone, fun() -> not Watched(GivesUp) end),
+        weft_ct:wait_until(both_gone, fun() -> Parked() =:= Parked0 end),
         ?assert(Waited() >= W1 + 1),
         %% once B reads again, the transport tells `weft_room' that there
         %% is room (no timer needed)
@@ -1120,13 +1120,52 @@ overload_wait_holds_the_sender_until_there_is_room(_Config) ->
      end || T <- [0, infinity, (1 bsl 32) - 1]],
     ok.
 
+%% `overload => wait': messages that wait for room go in the order their
+%% senders began to wait (by 20 ms, in a random order within them), and no
+%% later send on a waiting channel passes them. With B frozen and A's
+%% queue for it full, a sender that waits first is delivered before each
+%% of 50 that began to wait 40 ms later; every message arrives.
+waiting_senders_go_in_the_order_they_began_to_wait(_Config) ->
+    [A, B] = cluster(2, opts(#{heartbeat_timeout => 30000, send_queue_limit => 1024 * 1024,
+                               channels => [default,
+                                            #{name => bulk, overload => wait, wait_timeout => infinity}]})),
+    NodeB = node_of(B),
+    call(B, weft_ct, collector, [inbox, fun({Tag, _}) -> Tag end]),
+    Parked = fun() -> #{queued := #{parked := P}} = info(A), P end,
+    Send = fun(Tag) ->
+                   call(A, erlang, spawn, [weft, forward, [NodeB, inbox, {Tag, binary:copy(<<7>>, 65536)},
+                                                           #{channel => bulk}]])
+           end,
+    %% (a sender whose message is parked waits in weft:parked/4)
+    Waits = fun(Pid) -> {current_function, {weft, parked, 4}} =:= call(A, erlang, process_info, [Pid, current_function]) end,
+    OsPid = call(B, os, getpid, []),
+    [] = os:cmd("kill -STOP " ++ OsPid),
+    try
+        %% 100 senders of 256 KiB: more than the socket buffers and the
+        %% 1 MiB queue hold; once 10 of them wait, their bytes (held for
+        %% them) are more than the bound, and every new send waits too
+        ok = call(A, weft_ct, start_senders, [fill, NodeB, inbox, bulk, 100, 256 * 1024]),
+        weft_ct:wait_until(full, fun() -> Parked() >= 10 end),
+        Early = Send(early),
+        weft_ct:wait_until(early_waits, fun() -> Waits(Early) end),
+        T0 = erlang:monotonic_time(millisecond),
+        weft_ct:wait_until(a_later_bucket, fun() -> erlang:monotonic_time(millisecond) - T0 >= 40 end),
+        Late = [Send(late) || _ <- lists:seq(1, 50)],
+        weft_ct:wait_until(late_wait, fun() -> lists:all(Waits, Late) end)
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end,
+    Got = call(B, weft_ct, collected, [inbox, 151]),
+    ?assertEqual(151, length(Got)),
+    ?assertEqual([early | lists:duplicate(50, late)], [T || T <- Got, is_atom(T)]),
+    ?assertEqual(lists:duplicate(100, {ok, 0}), call(A, weft_ct, senders_result, [fill])),
+    ?assertEqual(0, Parked()),
+    ok.
+
 %% The receiver is frozen (SIGSTOP) during a stream: the sender declares it
 %% down and drops what it had queued for it, counting it; once the receiver
 %% thaws it reads what reached it. Every message forward accepted is
 %% delivered or counted: sent = delivered + dropped.
-whereis_room(N) ->
-    call(N, erlang, whereis, [weft_room]).
-
 frozen_receiver_every_message_counted(_Config) ->
     A = start(weft, opts(#{heartbeat_timeout => 1000, reconnect_min_backoff => 20000,
                            reconnect_max_backoff => 20000})),

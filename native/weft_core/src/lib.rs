@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod action;
+pub mod admission;
 pub mod failure;
 pub mod frame;
 pub mod handshake;

@@ -9,7 +9,7 @@ use weft_transport::{Info, IoMode, LaneState, Overlay, SmallMessages, TransportC
 
 mod atoms {
     rustler::atoms! {
-        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, wait, waited, max_members, forget_down_after, infinity,
+        name, listen_addrs, channels, parallelism, ip, port, incarnation,         send_queue_limit, send_queue_total_limit, drop_oldest, wait, waited, parked, max_members, forget_down_after, infinity,
         refused, refused_connections, queued, waiting, dropped_frames, tombstones,
         node, listen, advertise, affinity, shared_lane, cookie, max_frame_size,
         heartbeat_interval, heartbeat_timeout, reconnect_min_backoff,
@@ -494,6 +494,7 @@ pub fn encode_info<'a>(env: Env<'a>, i: &Info) -> NifResult<Term<'a>> {
             (atoms::send_queue_limit(), i.send_queue_limit),
             (atoms::send_queue_total_limit(), i.send_queue_total_limit),
             (atoms::waited(), i.waited),
+            (atoms::parked(), i.parked),
         ],
     )?;
     let receiving = Term::map_from_pairs(

@@ -66,6 +66,11 @@ impl NifSink {
         }
     }
 
+    /// Whether a process watches send queues for room yet.
+    pub fn has_room_watcher(&self) -> bool {
+        self.room_watcher.read().is_some()
+    }
+
     /// `pid` drives poller `index`: it is where [`Sink::wake_poller`]
     /// sends `{weft_poll, wake}` (the protocol: `weft_transport::wake`).
     pub fn register_poller(&self, index: usize, pid: LocalPid) {

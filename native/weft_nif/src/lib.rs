@@ -26,6 +26,7 @@ mod convert;
 mod etf;
 mod events;
 mod messages;
+mod parking;
 
 use convert::{decode_config, decode_spec, encode_info, encode_spec, ip_port};
 use events::NifSink;
@@ -34,7 +35,6 @@ use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, NifResult, ResourceArc, Term};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use weft_transport::counters::Room;
 use weft_transport::{Outcome, Poller, Transport};
 
 mod atoms {
@@ -66,6 +66,11 @@ mod atoms {
         fits,
         watched,
         stopped,
+        parked,
+        cancelled,
+        sent,
+        weft_room,
+        undefined,
     }
 }
 
@@ -367,42 +372,6 @@ fn info(env: Env) -> NifResult<Term> {
         Some(i) => encode_info(env, &i),
         // The transport did not answer within a second.
         None => Ok((atoms::error(), atoms::timeout()).encode(env)),
-    }
-}
-
-/// `{PeerQueued, PeerLimit, TotalQueued, TotalLimit, Via}` (bytes, each
-/// queued message counting 128 more; `Via`: the peer whose route a message
-/// to `node` takes, `node` itself but for a client's relayed destinations)
-/// for `node`, or `none` when it has no route: what `weft_room` wakes the
-/// senders that wait for room by.
-#[rustler::nif]
-fn queue_state<'a>(env: Env<'a>, node: Atom) -> Term<'a> {
-    let Some(r) = running() else {
-        return not_started(env);
-    };
-    let name = messages::atom_text(env, node);
-    match r.transport.queue_state(&name) {
-        Some(([q, l, tq, tl], via)) => (q, l, tq, tl, messages::name_term(env, &via)).encode(env),
-        None => atoms::none().encode(env),
-    }
-}
-
-/// Watch for room for a message of `size` bytes to `node`: `fits` (it
-/// fits both send-queue bounds now), `watched` (it does not; the transport
-/// sends `{weft_nif, room}` once a bound it did not fit has room again,
-/// to the process that called this last, `weft_room`, which looks and
-/// watches again), or `none` when `node` has no route.
-#[rustler::nif]
-fn watch_room<'a>(env: Env<'a>, node: Atom, size: u64) -> Term<'a> {
-    let Some(r) = running() else {
-        return not_started(env);
-    };
-    r.sink.set_room_watcher(env.pid());
-    let name = messages::atom_text(env, node);
-    match r.transport.watch_room(&name, size) {
-        Some(Room::Fits) => atoms::fits().encode(env),
-        Some(Room::Watched) => atoms::watched().encode(env),
-        None => atoms::none().encode(env),
     }
 }
 

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use weft_etf::room::Room;
 use weft_etf::Builder;
 use weft_transport::recv_pool::{BufferPool, PooledBuffer};
-use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError};
+use weft_transport::{Body, Choice, Delivery, FrameBuffer, SendError, Sender};
 
 /// Payloads up to this size are copied into the lane queue (cheaper than
 /// pinning them); larger ones are pinned where they are and written from
@@ -112,6 +112,28 @@ fn send<'a>(
     let Some(r) = running() else {
         return Ok(not_started(env));
     };
+    let (choice, body, sender) = match send_args(env, lane, payload) {
+        Ok(args) => args,
+        Err(bad) => return Ok(bad),
+    };
+    let sent = timed(env, || {
+        with_names(env, node, channel, |node, channel_name| {
+            with_caller(env, || {
+                r.transport
+                    .send(Some(sender), node, channel_name, choice, body)
+            })
+        })
+    });
+    Ok(send_result(env, sent, channel))
+}
+
+/// The lane choice, body and sender of a send (`send/4`, `park/4`), or
+/// the `{error, {badarg, Arg}}` to answer.
+pub(crate) fn send_args<'a>(
+    env: Env<'a>,
+    lane: Term<'a>,
+    payload: Term<'a>,
+) -> Result<(Choice, Body, Sender), Term<'a>> {
     // A hash (of the partition key or destination), or `{index, Key}`.
     let choice = match lane
         .decode::<i64>()
@@ -121,11 +143,11 @@ fn send<'a>(
         Some(h) => Choice::Hash(h),
         None => match lane.decode::<(Atom, u64)>() {
             Ok((tag, i)) if tag == atoms::index() => Choice::Index(i),
-            _ => return Ok((atoms::error(), (rustler::types::atom::badarg(), lane)).encode(env)),
+            _ => return Err((atoms::error(), (rustler::types::atom::badarg(), lane)).encode(env)),
         },
     };
     let Some(body) = body_of(payload) else {
-        return Ok((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
+        return Err((atoms::error(), (rustler::types::atom::badarg(), payload)).encode(env));
     };
     // The calling process, for ordering: its small messages may pass large
     // ones that other processes queued, never its own.
@@ -135,21 +157,25 @@ fn send<'a>(
         env.pid().hash(&mut h);
         h.finish()
     };
-    // Queuing may wake a poller: a message from this process.
+    Ok((choice, body, sender))
+}
+
+/// Run `queue` (a send, which may write and wake a poller); one that took
+/// long (a slow or preempted writev) tells the scheduler, so that its
+/// sender yields sooner and others get their turn.
+pub(crate) fn timed<R>(env: Env, queue: impl FnOnce() -> R) -> R {
     let started = std::time::Instant::now();
-    let sent = with_names(env, node, channel, |node, channel_name| {
-        with_caller(env, || {
-            r.transport
-                .send(Some(sender), node, channel_name, choice, body)
-        })
-    });
-    // A send that wrote for long (a slow or preempted writev) tells the
-    // scheduler, so that its sender yields sooner and others get their turn.
+    let result = queue();
     let us = started.elapsed().as_micros() as u64;
     if us >= 10 {
         rustler::schedule::consume_timeslice(env, (us / 10).min(100) as i32);
     }
-    Ok(match sent {
+    result
+}
+
+/// `ok` or `{error, Reason}` for a send's result.
+pub(crate) fn send_result<'a>(env: Env<'a>, sent: Result<(), SendError>, channel: Atom) -> Term<'a> {
+    match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {
             (atoms::error(), (atoms::unknown_channel(), channel)).encode(env)
@@ -158,7 +184,7 @@ fn send<'a>(
             (atoms::error(), (atoms::too_large(), size, max)).encode(env)
         }
         Err(SendError::Overloaded) => (atoms::error(), atoms::overloaded()).encode(env),
-    })
+    }
 }
 
 thread_local! {
@@ -179,7 +205,7 @@ type Name = (Option<rustler::sys::ErlNifTerm>, String);
 /// no channel: its text is the empty string, which no name is. The send
 /// then counts as `not_member`, or answers `unknown_channel`, as for any
 /// other name that is not there.
-fn with_names<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
+pub(crate) fn with_names<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
     let text = |slot: &mut Name, atom: Atom| {
         let raw = Some(atom.as_c_arg());
         if slot.0 != raw {

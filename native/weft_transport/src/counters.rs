@@ -134,6 +134,10 @@ pub struct Total {
     wake_below: AtomicU64,
     /// What a watched bound rings.
     bell: Option<Bell>,
+    /// Bytes of the messages parked for room (`overload => wait`; see
+    /// [`crate::routes::Routes::park`]), with [`PER_MESSAGE`] each: held
+    /// for them, new sends on waiting channels do not take them.
+    pub parked: AtomicU64,
 }
 
 impl std::fmt::Debug for Total {
@@ -155,10 +159,12 @@ impl Total {
             limit,
             wake_below: AtomicU64::new(0),
             bell,
+            parked: AtomicU64::new(0),
         })
     }
 
-    fn ring(&self) {
+    /// Ring the bell (if any).
+    pub fn ring(&self) {
         if let Some(bell) = &self.bell {
             bell();
         }
@@ -210,6 +216,20 @@ pub struct Budget {
     /// Watched: ring the total's bell once `queued` is below this (0: not
     /// watched).
     wake_below: AtomicU64,
+    /// Bytes of the messages parked for room on this route (`overload =>
+    /// wait`; see [`crate::routes::Routes::park`]), with [`PER_MESSAGE`]
+    /// each: held for them, new sends on waiting channels do not take
+    /// them ([`Budget::try_reserve_behind_parked`]).
+    pub parked: AtomicU64,
+}
+
+/// Which bound a message did not fit ([`Budget::try_reserve_or`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The peer's own.
+    Peer,
+    /// The transport's total.
+    Total,
 }
 
 impl Budget {
@@ -220,25 +240,56 @@ impl Budget {
             limit,
             total,
             wake_below: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
         })
     }
 
     /// Take `n` bytes if both bounds allow it. A message always fits into a
     /// peer queue that is empty, so that no message is refused for ever.
     pub fn try_reserve(&self, n: u64) -> bool {
+        self.try_reserve_or(n).is_ok()
+    }
+
+    /// As [`Budget::try_reserve`], saying which bound was full.
+    pub fn try_reserve_or(&self, n: u64) -> Result<(), Full> {
+        self.reserve(n, 0, 0)
+    }
+
+    /// As [`Budget::try_reserve_or`], the bytes of parked messages counting
+    /// as queued: a new send on a waiting channel goes only if it leaves
+    /// them their room, so that it never passes them.
+    pub fn try_reserve_behind_parked(&self, n: u64) -> Result<(), Full> {
+        self.reserve(n, self.parked.load(Relaxed), self.total.parked.load(Relaxed))
+    }
+
+    /// Take `n` bytes if both bounds allow it with `held` and `held_total`
+    /// more queued.
+    fn reserve(&self, n: u64, held: u64, held_total: u64) -> Result<(), Full> {
         let n = n + PER_MESSAGE;
-        let before = self.queued.fetch_add(n, Relaxed);
+        let before = self.queued.fetch_add(n, Relaxed) + held;
         if before > 0 && before + n > self.limit {
             self.queued.fetch_sub(n, Relaxed);
-            return false;
+            return Err(Full::Peer);
         }
-        let before_total = self.total.queued.fetch_add(n, Relaxed);
+        let before_total = self.total.queued.fetch_add(n, Relaxed) + held_total;
         if before_total > 0 && before_total + n > self.total.limit {
             self.total.queued.fetch_sub(n, Relaxed);
             self.queued.fetch_sub(n, Relaxed);
-            return false;
+            return Err(Full::Total);
         }
-        true
+        Ok(())
+    }
+
+    /// `n` bytes (body) more parked on this route, or fewer.
+    pub fn park_bytes(&self, n: u64, parked: bool) {
+        let n = n + PER_MESSAGE;
+        if parked {
+            self.parked.fetch_add(n, Relaxed);
+            self.total.parked.fetch_add(n, Relaxed);
+        } else {
+            self.parked.fetch_sub(n, Relaxed);
+            self.total.parked.fetch_sub(n, Relaxed);
+        }
     }
 
     /// Take `n` bytes whatever the bounds (control frames).

@@ -98,6 +98,8 @@ pub struct Info {
     pub send_queue_total_limit: u64,
     /// Sends that waited for room (`overload => wait`).
     pub waited: u64,
+    /// Messages parked for room now (see [`crate::routes::Routes::park`]).
+    pub parked: u64,
     /// Large frames being received now (partly read).
     pub receiving_frames: u64,
     /// Bytes their headers claimed and got allocated whole (see
@@ -202,6 +204,7 @@ pub(crate) fn snapshot(core: &Node, shared: &Shared) -> Info {
         cpu_contended: shared.pollers.cpu_contended(),
         queued_bytes: shared.routes.queued(),
         waited: c.waited.load(Relaxed),
+        parked: shared.routes.parked() as u64,
         send_queue_limit: limits.peer_queue,
         send_queue_total_limit: limits.total_queue,
         receiving_frames: shared.claims.in_progress(),

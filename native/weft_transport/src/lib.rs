@@ -378,20 +378,43 @@ impl Transport {
             .send(peer, channel, choice.into(), body.into(), sender)
     }
 
-    /// The bytes queued for `peer` and their bound, the same for all
-    /// peers, and the peer whose route a message to `peer` takes (see
-    /// [`routes::Routes::queue_state`]).
-    pub fn queue_state(&self, peer: &str) -> Option<([u64; 4], String)> {
-        self.shared.routes.queue_state(peer)
+    /// Park a message that found no room, on a channel with `overload =>
+    /// wait` (see [`routes::Routes::park`]); `ticket`: its id (unique, never
+    /// reused), the time in ms and a random draw.
+    #[allow(clippy::too_many_arguments)]
+    pub fn park(
+        &self,
+        sender: Option<Sender>,
+        peer: &str,
+        channel: &str,
+        choice: impl Into<Choice>,
+        body: impl Into<Body>,
+        waiter: routes::Waiter,
+        ticket: (u64, u64, u64),
+    ) -> Result<routes::Parking, SendError> {
+        self.shared.routes.park(
+            peer,
+            channel,
+            choice.into(),
+            body.into(),
+            sender,
+            waiter,
+            ticket,
+        )
     }
 
-    /// Watch for room for a message of `size` bytes (body) to `peer`:
-    /// `Some(Room::Fits)` if it fits now, `Some(Room::Watched)` if not, and
-    /// then [`Sink::room`] is called once a bound it did not fit has room
-    /// again; `None` when `peer` has no route (see
-    /// [`counters::Budget::watch_room`]).
-    pub fn watch_room(&self, peer: &str, size: u64) -> Option<counters::Room> {
-        self.shared.routes.watch_room(peer, size)
+    /// Send parked messages that fit now (see [`routes::Routes::admit`]).
+    pub fn admit(
+        &self,
+        max: usize,
+        notify: impl FnMut(&routes::Waiter, Result<(), SendError>),
+    ) -> (usize, usize, bool) {
+        self.shared.routes.admit(max, notify)
+    }
+
+    /// Take a parked message out (see [`routes::Routes::unpark`]).
+    pub fn unpark(&self, id: u64) -> bool {
+        self.shared.routes.unpark(id)
     }
 
     /// Control events that the pollers handed to the driver and it has not

@@ -10,13 +10,14 @@
 //! peer's and the transport's send-queue bounds ([`Budget`]).
 
 use crate::body::Body;
-use crate::counters::{Bell, Budget, Counters, Room, Total};
+use crate::counters::{Bell, Budget, Counters, Full, Room, Total, PER_MESSAGE};
 use crate::lane_writer::{Lane, Sender};
 use crate::poller_set::PollerSet;
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use weft_core::admission::{Key, Queues, Tried};
 use weft_core::lane::{pick, shared_lane, Choice};
 use weft_core::stage::{Envelope, Stage, Verdict};
 use weft_core::types::FastMap;
@@ -71,6 +72,33 @@ struct Waiting {
     sender: Option<Sender>,
     /// The header of a message relayed through the peer (client-server).
     ext: Option<Extensions>,
+}
+
+/// Whom to tell that a parked message went: opaque here (the NIF's handle
+/// on the waiting process).
+pub type Waiter = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A message parked for room ([`Routes::park`]).
+struct Parked {
+    peer: String,
+    channel: String,
+    choice: Choice,
+    body: Body,
+    /// Its length (the body is gone once sent).
+    body_len: u64,
+    sender: Option<Sender>,
+    waiter: Waiter,
+    /// The budget it counts in as parked.
+    budget: Arc<Budget>,
+}
+
+/// What [`Routes::park`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parking {
+    /// The message went (or was dropped and counted, as a send would).
+    Sent,
+    /// It waits; its waiter is told when it goes.
+    Parked,
 }
 
 /// The lanes to one peer.
@@ -214,6 +242,8 @@ pub struct Routes {
     stage: Option<Arc<dyn Stage>>,
     /// Relaying (client-server overlay), if this node relays.
     relay: Option<Relay>,
+    /// Messages parked for room, by route ([`Routes::park`]).
+    parked: Mutex<Queues<Parked>>,
 }
 
 impl Routes {
@@ -241,11 +271,12 @@ impl Routes {
             counters: Arc::new(Counters::default()),
             stage,
             relay: None,
+            parked: Mutex::new(Queues::new()),
         }
     }
 
     /// Ring `bell` when a watched send-queue bound has room again (see
-    /// [`Routes::watch_room`]). Before any route is made.
+    /// [`Routes::park`]). Before any route is made.
     pub fn with_room_bell(mut self, bell: Bell) -> Self {
         // (a route made before would keep the old total)
         assert!(
@@ -317,7 +348,10 @@ impl Routes {
     /// Queue an application message, once the per-message stage (if any)
     /// let it pass. `Ok` also when the peer is unknown or does not have the
     /// channel, or the stage dropped it: the message is dropped and
-    /// counted, as `!` drops a message to an unreachable node.
+    /// counted, as `!` drops a message to an unreachable node. On a
+    /// channel with `overload => wait`, the bytes of messages parked for
+    /// room ([`Routes::park`]) count as queued: a message goes only if it
+    /// leaves them their room.
     pub fn send(
         &self,
         peer: &str,
@@ -326,12 +360,30 @@ impl Routes {
         body: Body,
         sender: Option<Sender>,
     ) -> Result<(), SendError> {
+        match self.send_inner(peer, channel, choice, &mut Some(body), sender, true)? {
+            None => Ok(()),
+            Some(_) => Err(SendError::Overloaded),
+        }
+    }
+
+    /// [`Routes::send`]: `Ok(Some(bound))` when a bound has no room (the
+    /// body is left in `body`); `defer`: on a waiting channel, messages
+    /// parked ahead count as no room.
+    fn send_inner(
+        &self,
+        peer: &str,
+        channel: &str,
+        choice: Choice,
+        body: &mut Option<Body>,
+        sender: Option<Sender>,
+        defer: bool,
+    ) -> Result<Option<Full>, SendError> {
         let c = &self.counters;
         let Some(overload) = self.channels.get(channel).copied() else {
             Counters::add(&c.refused.unknown_channel, 1);
             return Err(SendError::UnknownChannel(channel.to_string()));
         };
-        let size = body.len() as u64;
+        let size = body.as_ref().map_or(0, |b| b.len() as u64);
         if size > self.limits.max_frame {
             Counters::add(&c.refused.too_large, 1);
             return Err(SendError::TooLarge {
@@ -339,7 +391,21 @@ impl Routes {
                 max: self.limits.max_frame,
             });
         }
-        let mut body = Some(body);
+        let wait = overload == Overload::Wait;
+        // (a new send on a waiting channel leaves parked messages their room)
+        let reserve = |b: &Budget| {
+            if defer && wait {
+                b.try_reserve_behind_parked(size)
+            } else {
+                b.try_reserve_or(size)
+            }
+        };
+        let full = |f: Full| {
+            if !wait {
+                Counters::add(&c.refused.overloaded, 1);
+            }
+            Ok(Some(f))
+        };
         // At most a few rounds: a route replaced while we looked is looked
         // up again.
         loop {
@@ -349,7 +415,7 @@ impl Routes {
             let Some((route, ext)) = route.map(|r| (r, None)).or_else(|| self.relay_route(peer))
             else {
                 Counters::add(&c.dropped.not_member, 1);
-                return Ok(());
+                return Ok(None);
             };
             if let Some(max) = route.max_frame.filter(|m| size > *m) {
                 Counters::add(&c.refused.too_large, 1);
@@ -361,13 +427,10 @@ impl Routes {
                     continue;
                 };
                 if self.dropped_on_send(peer, channel, None, size, sender) {
-                    return Ok(());
+                    return Ok(None);
                 }
-                if !route.budget.try_reserve(size) {
-                    if overload != Overload::Wait {
-                        Counters::add(&c.refused.overloaded, 1);
-                    }
-                    return Err(SendError::Overloaded);
+                if let Err(f) = reserve(&route.budget) {
+                    return full(f);
                 }
                 q.push_back(Waiting {
                     channel: channel.to_string(),
@@ -376,17 +439,17 @@ impl Routes {
                     sender,
                     ext,
                 });
-                return Ok(());
+                return Ok(None);
             }
             let Some(lane) = self.pick(&route, channel, choice) else {
                 // The peer does not have this channel.
                 Counters::add(&c.dropped.no_channel, 1);
-                return Ok(());
+                return Ok(None);
             };
             if self.dropped_on_send(peer, channel, Some(lane.key.index), size, sender) {
-                return Ok(());
+                return Ok(None);
             }
-            if !route.budget.try_reserve(size) {
+            if let Err(f) = reserve(&route.budget) {
                 // drop_oldest: the channel's own oldest waiting messages
                 // make room, this lane's first, then its other lanes'.
                 // (the shared lane right after this lane: it holds the
@@ -411,53 +474,129 @@ impl Routes {
                         })
                     });
                 if !room {
-                    if overload != Overload::Wait {
-                        Counters::add(&c.refused.overloaded, 1);
-                    }
-                    return Err(SendError::Overloaded);
+                    return full(f);
                 }
             }
             let body = body.take().expect("body not sent yet");
             self.push_data(lane, body, sender, ext.as_ref(), &route.budget);
-            return Ok(());
+            return Ok(None);
         }
     }
 
-    /// The bytes queued for `peer` (with [`crate::counters::PER_MESSAGE`]
-    /// each) and their bound, the same for all peers, and the peer whose
-    /// route (and bound) a message to `peer` takes: `peer`, or on a
-    /// client of the client-server overlay its server. `None` when `peer`
-    /// has no route (a send then drops the message, and counts it, rather
-    /// than refusing it). What the senders that wait for room (`overload
-    /// => wait`) are woken by.
-    pub fn queue_state(&self, peer: &str) -> Option<([u64; 4], String)> {
-        let (via, route) = self.route_via(peer)?;
-        let b = &route.budget;
-        Some((
-            [
-                b.queued(),
-                b.limit,
-                b.total.queued.load(Ordering::Relaxed),
-                b.total.limit,
-            ],
-            via,
-        ))
+    /// Park a message of a channel with `overload => wait` that found no
+    /// room (see [`weft_core::admission`] for the order they go in): it
+    /// goes now if nothing is parked on its route nor for the total and it
+    /// fits ([`Parking::Sent`]); else it waits under `id` (unique, never
+    /// reused), parked at `now_ms` with the random `draw`, until
+    /// [`Routes::admit`] sends it and tells `waiter`, or [`Routes::unpark`]
+    /// takes it out. Errors as [`Routes::send`]'s, but never
+    /// [`SendError::Overloaded`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn park(
+        &self,
+        peer: &str,
+        channel: &str,
+        choice: Choice,
+        body: Body,
+        sender: Option<Sender>,
+        waiter: Waiter,
+        (id, now_ms, draw): (u64, u64, u64),
+    ) -> Result<Parking, SendError> {
+        let mut body = Some(body);
+        let mut parked = self.parked.lock();
+        // (as a send: room may have come since)
+        self.send_inner(peer, channel, choice, &mut body, sender, true)?;
+        let (Some(body), Some((via, route))) = (body, self.route_via(peer)) else {
+            return Ok(Parking::Sent);
+        };
+        let size = body.len() as u64;
+        route.budget.park_bytes(size, true);
+        let first = parked.is_empty();
+        let entry = Parked {
+            peer: peer.to_string(),
+            channel: channel.to_string(),
+            choice,
+            body,
+            body_len: size,
+            sender,
+            waiter,
+            budget: route.budget.clone(),
+        };
+        parked.park(&via, Key::new(now_ms, draw, id), entry);
+        drop(parked);
+        // Rung when there is room for it; or now, if there is already, or
+        // if it is the first parked (whoever admits learns that some are).
+        if route.budget.watch_room(size) == Room::Fits || first {
+            self.total.ring();
+        }
+        Ok(Parking::Parked)
     }
 
-    /// Watch for room for a message of `size` bytes to `peer` (see
-    /// [`Budget::watch_room`]): `None` when `peer` has no route (as
-    /// [`Routes::queue_state`]).
-    pub fn watch_room(&self, peer: &str, size: u64) -> Option<Room> {
-        Some(self.route_to(peer)?.budget.watch_room(size))
+    /// Send parked messages while they fit, at most `max`, in their order
+    /// (see [`weft_core::admission`]), telling each one's waiter what
+    /// became of it (`notify`, called while no other pass runs and no
+    /// [`Routes::unpark`] can take it out). Then watch for room for each
+    /// route's oldest (the bell rings). Returns how many it sent, how many
+    /// are still parked, and whether to look again at once (it stopped at
+    /// `max`, or there is room already for a route's oldest).
+    pub fn admit(
+        &self,
+        max: usize,
+        mut notify: impl FnMut(&Waiter, Result<(), SendError>),
+    ) -> (usize, usize, bool) {
+        let mut parked = self.parked.lock();
+        let pass = parked.pass(max, |_, mut p| {
+            let mut body = Some(p.body);
+            let sent = self.send_inner(&p.peer, &p.channel, p.choice, &mut body, p.sender, false);
+            match (sent, body) {
+                (Ok(Some(full)), Some(body)) => {
+                    p.body = body;
+                    match full {
+                        Full::Peer => Tried::RouteFull(p),
+                        Full::Total => Tried::TotalFull(p),
+                    }
+                }
+                (sent, _) => {
+                    p.budget.park_bytes(p.body_len, false);
+                    notify(&p.waiter, sent.map(|_| ()));
+                    Tried::Admitted
+                }
+            }
+        });
+        // Rung once there is room for a batch: for the oldest message and
+        // at least half the route's bound (as a busy distribution port is
+        // busy until its queue is well below its limit), so that a pass
+        // sends many messages, not one per message written.
+        let fits = parked
+            .heads()
+            .filter(|(_, p)| {
+                let held = p.budget.parked.load(Ordering::Relaxed).saturating_sub(PER_MESSAGE);
+                let batch = (p.body.len() as u64).max(held.min(p.budget.limit / 2));
+                p.budget.watch_room(batch) == Room::Fits
+            })
+            .count();
+        (pass.admitted, parked.len(), pass.more || fits > 0)
+    }
+
+    /// Messages parked now.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len()
+    }
+
+    /// Take the message parked as `id` out (its sender gave up, or died):
+    /// `true` if it was still parked (it will not be sent), `false` if it
+    /// went already (its waiter was told) or never was.
+    pub fn unpark(&self, id: u64) -> bool {
+        let mut parked = self.parked.lock();
+        let Some(p) = parked.cancel(id) else {
+            return false;
+        };
+        p.budget.park_bytes(p.body_len, false);
+        true
     }
 
     /// The route a message to `peer` takes: its own, or (client-server, on
-    /// a client) its server's.
-    fn route_to(&self, peer: &str) -> Option<Arc<PeerRoute>> {
-        self.route_via(peer).map(|(_, r)| r)
-    }
-
-    /// As [`Routes::route_to`], with the peer whose route it is.
+    /// a client) its server's; and the peer whose route it is.
     fn route_via(&self, peer: &str) -> Option<(String, Arc<PeerRoute>)> {
         if let Some(r) = self.peers.read().get(peer).cloned() {
             return Some((peer.to_string(), r));

@@ -94,7 +94,7 @@ pub trait Sink: Send + Sync + 'static {
     /// inside a send; must be cheap.
     fn wake_poller(&self, _index: usize) {}
     /// A send-queue bound that someone watches for room (the senders that
-    /// wait, `overload => wait`; see [`crate::Transport::watch_room`]) has
+    /// wait, `overload => wait`; see [`crate::Transport::park`]) has
     /// some again. Called from any thread that gave bytes back (a writer,
     /// a send that dropped older messages, the driver); must be cheap.
     fn room(&self) {}
