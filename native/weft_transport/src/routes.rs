@@ -502,6 +502,10 @@ impl Routes {
         waiter: Waiter,
         (id, now_ms, draw): (u64, u64, u64),
     ) -> Result<Parking, SendError> {
+        if self.channels.get(channel) != Some(&Overload::Wait) {
+            // (only a waiting channel's messages park)
+            return self.send(peer, channel, choice, body, sender).map(|()| Parking::Sent);
+        }
         let mut body = Some(body);
         let mut parked = self.parked.lock();
         // (as a send: room may have come since)
@@ -567,12 +571,18 @@ impl Routes {
         // at least half the route's bound (as a busy distribution port is
         // busy until its queue is well below its limit), so that a pass
         // sends many messages, not one per message written.
+        // (on the route the message takes now: a client's relay may have
+        // moved since it parked; without one, the next pass drops it)
         let fits = parked
             .heads()
             .filter(|(_, p)| {
-                let held = p.budget.parked.load(Ordering::Relaxed).saturating_sub(PER_MESSAGE);
-                let batch = (p.body.len() as u64).max(held.min(p.budget.limit / 2));
-                p.budget.watch_room(batch) == Room::Fits
+                let Some((_, route)) = self.route_via(&p.peer) else {
+                    return true;
+                };
+                let b = &route.budget;
+                let held = b.parked.load(Ordering::Relaxed).saturating_sub(PER_MESSAGE);
+                let batch = (p.body.len() as u64).max(held.min(b.limit / 2));
+                b.watch_room(batch) == Room::Fits
             })
             .count();
         (pass.admitted, parked.len(), pass.more || fits > 0)
