@@ -403,6 +403,33 @@ mod tests {
         assert!(!c.try_reserve(1));
     }
 
+    #[test]
+    fn new_sends_leave_parked_messages_their_room() {
+        let m = PER_MESSAGE;
+        let total = Total::new(1000 + 10 * m, None);
+        let a = Budget::new(300 + 3 * m, total.clone());
+        let b = Budget::new(1000 + 10 * m, total.clone());
+        assert!(a.try_reserve(100));
+        // 100 parked on a: a new send of 150 would take their room
+        a.park_bytes(100, true);
+        assert_eq!(a.try_reserve_behind_parked(150), Err(Full::Peer));
+        assert_eq!(a.try_reserve_behind_parked(100), Ok(()), "room for both");
+        // the parked one itself goes in its room (admit reserves plainly)
+        assert_eq!(a.try_reserve_or(100), Ok(()));
+        a.park_bytes(100, false);
+        assert_eq!(a.try_reserve_behind_parked(1), Err(Full::Peer));
+        // held in the total too: b, empty, is held back by a's parked bytes
+        a.park_bytes(1500, true);
+        assert_eq!(b.try_reserve_behind_parked(100), Err(Full::Total));
+        assert_eq!(b.try_reserve_or(100), Ok(()), "a send that does not wait");
+        // parked bytes alone make an empty queue count as not empty
+        let c = Budget::new(10, Total::new(1 << 20, None));
+        c.park_bytes(5, true);
+        assert_eq!(c.try_reserve_behind_parked(1000), Err(Full::Peer));
+        c.park_bytes(5, false);
+        assert_eq!(c.try_reserve_behind_parked(1000), Ok(()));
+    }
+
     /// A total whose bell counts its rings.
     fn belled(limit: u64) -> (Arc<Total>, Arc<AtomicU64>) {
         let rings = Arc::new(AtomicU64::new(0));
