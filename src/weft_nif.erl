@@ -99,8 +99,9 @@ info() -> ?NOT_LOADED.
 count(_Kind, _Reason) -> ?NOT_LOADED.
 
 %% @doc As {@link send/4}, for a channel with `overload => wait' whose
-%% send found no room: `ok' if the message went after all (nothing waits
-%% ahead of it on its route and it fits now), or `{parked, Ticket, Id}':
+%% send found no room: `ok' if the message went after all (it fits now with
+%% the bytes of the messages parked already held for them), or `{parked,
+%% Ticket, Id}':
 %% it waits in the transport, in the order of the senders that wait (the
 %% oldest 20 ms of waits first, a random order within them; see
 %% native/weft_core/src/admission.rs), and the caller gets `{weft_room,
@@ -120,8 +121,9 @@ park(_Node, _Channel, _Lane, _Payload) -> ?NOT_LOADED.
 admit() -> ?NOT_LOADED.
 
 %% @doc Take the message parked with `Ticket' out: `cancelled' (it will not
-%% be sent, and no `{weft_room, Id, _}' comes), or `sent' (it went: that
-%% message is in the caller's mailbox already).
+%% be sent, and no `{weft_room, Id, _}' comes), `sent' (it went: that
+%% message is in the caller's mailbox already), or `{error, not_started}'
+%% (the transport it was parked in is gone, and the message with it).
 -spec unpark(reference()) -> cancelled | sent | {error, not_started}.
 unpark(_Ticket) -> ?NOT_LOADED.
 

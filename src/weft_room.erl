@@ -12,9 +12,9 @@
 %% senders, and asks the transport to ring when there is room for a batch
 %% on each route still parked. While any message is parked it also looks every
 %% ?SAFETY_MS milliseconds. With nothing parked it does nothing. It keeps
-%% no state of the senders: if it dies, the messages stay parked, and the
-%% restarted process sends them (their senders, which monitor it, park
-%% them again, as the oldest waits of their route go on first anyway).
+%% no state of the senders: if it dies, their senders (which monitor it)
+%% take their messages out and park them again, in the 20 ms of waits of
+%% that moment (they lose their place: rare).
 -module(weft_room).
 -behaviour(gen_server).
 
@@ -22,9 +22,9 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SAFETY_MS, 100).
-%% After a pass that sent nothing but found room for a parked message
-%% (the room went to another route's, or was taken meanwhile), look again
-%% after this many milliseconds rather than at once.
+%% After a pass that sent nothing but found room for a message it tried
+%% (given back meanwhile), look again after this many milliseconds rather
+%% than at once.
 -define(RETRY_MS, 1).
 
 -record(state, {%% a `pass' message is on its way to this process

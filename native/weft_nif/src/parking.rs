@@ -8,7 +8,9 @@
 //! Result}` (`Result`: `ok` or `{error, Reason}`) once its message went.
 //! `unpark/1` takes it out: `cancelled` (it will not go, and no message
 //! comes) or `sent` (the message is in the caller's mailbox already: it is
-//! sent while the parked messages are locked). A `Ticket` that is dropped
+//! sent while the parked messages are locked), or `{error, not_started}`
+//! when the transport it was parked in is gone (weft stopped, or stopped
+//! and started again: its parked messages went with it, unsent). A `Ticket` that is dropped
 //! (its process died) takes its message out too.
 
 use crate::messages::{send_args, send_result, timed, with_caller, with_names};
@@ -32,6 +34,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Held by the process whose message is parked.
 pub struct Ticket {
     id: u64,
+    /// The transport it is parked in (its guard's id).
+    transport: u64,
 }
 
 #[rustler::resource_impl]
@@ -39,7 +43,7 @@ impl rustler::Resource for Ticket {}
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(r) = running() {
+        if let Some(r) = running().filter(|r| r.guard == self.transport) {
             r.transport.unpark(self.id);
         }
     }
@@ -100,7 +104,13 @@ fn park<'a>(
         })
     });
     Ok(match parked {
-        Ok(Parking::Parked) => (atoms::parked(), ResourceArc::new(Ticket { id }), id).encode(env),
+        Ok(Parking::Parked) => {
+            let ticket = ResourceArc::new(Ticket {
+                id,
+                transport: r.guard,
+            });
+            (atoms::parked(), ticket, id).encode(env)
+        }
         Ok(Parking::Sent) => atoms::ok().encode(env),
         Err(e) => send_result(env, Err(e), channel),
     })
@@ -131,7 +141,9 @@ fn admit(env: Env) -> Term {
 /// Take a parked message out (see the module documentation).
 #[rustler::nif]
 fn unpark(env: Env, ticket: ResourceArc<Ticket>) -> Term {
-    let Some(r) = running() else {
+    // (weft stopped, or stopped and started again since: the transport it
+    // was parked in is gone, and its parked messages with it)
+    let Some(r) = running().filter(|r| r.guard == ticket.transport) else {
         return not_started(env);
     };
     if r.transport.unpark(ticket.id) {

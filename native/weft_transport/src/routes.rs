@@ -485,8 +485,8 @@ impl Routes {
 
     /// Park a message of a channel with `overload => wait` that found no
     /// room (see [`weft_core::admission`] for the order they go in): it
-    /// goes now if nothing is parked on its route nor for the total and it
-    /// fits ([`Parking::Sent`]); else it waits under `id` (unique, never
+    /// goes now if it fits with the bytes of the messages parked already
+    /// held for them ([`Parking::Sent`]); else it waits under `id` (unique, never
     /// reused), parked at `now_ms` with the random `draw`, until
     /// [`Routes::admit`] sends it and tells `waiter`, or [`Routes::unpark`]
     /// takes it out. Errors as [`Routes::send`]'s, but never
@@ -573,8 +573,10 @@ impl Routes {
         // sends many messages, not one per message written.
         // (on the route the message takes now: a client's relay may have
         // moved since it parked; without one, the next pass drops it)
-        let fits = parked
-            .heads()
+        // When the total bound ended the pass, only the oldest (which it
+        // stopped at) goes next: watch for it alone.
+        let heads = parked.heads().take(if pass.total_full { 1 } else { usize::MAX });
+        let fits = heads
             .filter(|(_, p)| {
                 let Some((_, route)) = self.route_via(&p.peer) else {
                     return true;
