@@ -265,13 +265,20 @@ mod tests {
         q.park("a", Key::new(0, 1, 2), 2);
         q.park("b", Key::new(0, 2, 3), 3);
         q.park("a", Key::new(BUCKET_MS, 0, 4), 4);
-        let mut room: FastMap<String, usize> = [("a".to_string(), 0), ("b".to_string(), 5)].into_iter().collect();
+        let mut room: FastMap<String, usize> = [("a".to_string(), 0), ("b".to_string(), 5)]
+            .into_iter()
+            .collect();
         let (mut total, mut order) = (10, Vec::new());
         let p = q.pass(10, admit_while_room(&mut room, &mut total, &mut order));
         assert_eq!((p.admitted, p.total_full, p.more), (1, false, false));
         assert_eq!(order, [3]);
         assert!(q.waiting_on("a") && !q.waiting_on("b"));
-        assert_eq!(q.heads().map(|(r, e)| (r.to_string(), *e)).collect::<Vec<_>>(), [("a".to_string(), 1)]);
+        assert_eq!(
+            q.heads()
+                .map(|(r, e)| (r.to_string(), *e))
+                .collect::<Vec<_>>(),
+            [("a".to_string(), 1)]
+        );
         // room for one on a: its oldest
         room.insert("a".to_string(), 1);
         let p = q.pass(10, admit_while_room(&mut room, &mut total, &mut order));
@@ -287,7 +294,9 @@ mod tests {
             q.park("a", Key::new(2 * i * BUCKET_MS, 0, i), i);
             q.park("b", Key::new((2 * i + 1) * BUCKET_MS, 0, 10 + i), 10 + i);
         }
-        let mut room: FastMap<String, usize> = [("a".to_string(), 9), ("b".to_string(), 9)].into_iter().collect();
+        let mut room: FastMap<String, usize> = [("a".to_string(), 9), ("b".to_string(), 9)]
+            .into_iter()
+            .collect();
         let (mut total, mut order) = (3, Vec::new());
         let p = q.pass(10, admit_while_room(&mut room, &mut total, &mut order));
         assert_eq!((p.admitted, p.total_full), (3, true));
@@ -349,7 +358,10 @@ mod tests {
             });
             for id in admitted {
                 let bucket = parked_at[&id] / BUCKET_MS;
-                assert!(bucket >= last_bucket_admitted, "an older bucket's message was passed");
+                assert!(
+                    bucket >= last_bucket_admitted,
+                    "an older bucket's message was passed"
+                );
                 last_bucket_admitted = bucket;
             }
         }

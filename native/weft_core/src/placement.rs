@@ -349,7 +349,8 @@ impl Pressure {
             if dt == 0 {
                 return self.contended;
             }
-            let share = (stalled.saturating_sub(before).saturating_mul(1_000_000) / dt).min(1_000_000);
+            let share =
+                (stalled.saturating_sub(before).saturating_mul(1_000_000) / dt).min(1_000_000);
             let w = dt.min(PRESSURE_WINDOW);
             self.share = (self.share * (PRESSURE_WINDOW - w) + share * w).div_ceil(PRESSURE_WINDOW);
             if self.share > CONTENDED_ABOVE * 1000 {
@@ -554,7 +555,9 @@ mod tests {
     #[test]
     fn a_steady_share_just_above_the_threshold_counts_whatever_the_sampling() {
         for period in [PRESSURE_PERIOD, 2 * PRESSURE_PERIOD, 5 * PRESSURE_PERIOD] {
-            for (per_mille, contended) in [(CONTENDED_ABOVE + 1, true), (CONTENDED_ABOVE - 1, false)] {
+            for (per_mille, contended) in
+                [(CONTENDED_ABOVE + 1, true), (CONTENDED_ABOVE - 1, false)]
+            {
                 let mut p = Pressure::new();
                 let (mut now, mut stalled) = (0, 0);
                 p.sample(now, stalled);
@@ -563,7 +566,11 @@ mod tests {
                     stalled += period * per_mille / 1000;
                     p.sample(now, stalled);
                 }
-                assert_eq!(p.contended(), contended, "{per_mille} per mille every {period} us");
+                assert_eq!(
+                    p.contended(),
+                    contended,
+                    "{per_mille} per mille every {period} us"
+                );
             }
         }
     }

@@ -116,13 +116,9 @@ fn send<'a>(
         Ok(args) => args,
         Err(bad) => return Ok(bad),
     };
-    let sent = timed(env, || {
-        with_names(env, node, channel, |node, channel_name| {
-            with_caller(env, || {
-                r.transport
-                    .send(Some(sender), node, channel_name, choice, body)
-            })
-        })
+    let sent = queue(env, node, channel, |node, channel_name| {
+        r.transport
+            .send(Some(sender), node, channel_name, choice, body)
     });
     Ok(send_result(env, sent, channel))
 }
@@ -160,12 +156,16 @@ pub(crate) fn send_args<'a>(
     Ok((choice, body, sender))
 }
 
-/// Run `queue` (a send, which may write and wake a poller); one that took
-/// long (a slow or preempted writev) tells the scheduler, so that its
-/// sender yields sooner and others get their turn.
-pub(crate) fn timed<R>(env: Env, queue: impl FnOnce() -> R) -> R {
+/// Run `f` (a send or a park, which may write and wake a poller) with the
+/// text of `node` and `channel`, the calling process's environment for
+/// the sends it makes; one that took long (a slow or preempted writev)
+/// tells the scheduler, so that its sender yields sooner and others get
+/// their turn.
+pub(crate) fn queue<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
     let started = std::time::Instant::now();
-    let result = queue();
+    let result = with_names(env, node, channel, |node, channel| {
+        with_caller(env, || f(node, channel))
+    });
     let us = started.elapsed().as_micros() as u64;
     if us >= 10 {
         rustler::schedule::consume_timeslice(env, (us / 10).min(100) as i32);
@@ -174,7 +174,11 @@ pub(crate) fn timed<R>(env: Env, queue: impl FnOnce() -> R) -> R {
 }
 
 /// `ok` or `{error, Reason}` for a send's result.
-pub(crate) fn send_result<'a>(env: Env<'a>, sent: Result<(), SendError>, channel: Atom) -> Term<'a> {
+pub(crate) fn send_result<'a>(
+    env: Env<'a>,
+    sent: Result<(), SendError>,
+    channel: Atom,
+) -> Term<'a> {
     match sent {
         Ok(()) => atoms::ok().encode(env),
         Err(SendError::UnknownChannel(_)) => {
@@ -205,7 +209,7 @@ type Name = (Option<rustler::sys::ErlNifTerm>, String);
 /// no channel: its text is the empty string, which no name is. The send
 /// then counts as `not_member`, or answers `unknown_channel`, as for any
 /// other name that is not there.
-pub(crate) fn with_names<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
+fn with_names<R>(env: Env, node: Atom, channel: Atom, f: impl FnOnce(&str, &str) -> R) -> R {
     let text = |slot: &mut Name, atom: Atom| {
         let raw = Some(atom.as_c_arg());
         if slot.0 != raw {

@@ -13,7 +13,7 @@
 //! and started again: its parked messages went with it, unsent). A `Ticket` that is dropped
 //! (its process died) takes its message out too.
 
-use crate::messages::{send_args, send_result, timed, with_caller, with_names};
+use crate::messages::{queue, send_args, send_result, with_caller};
 use crate::{atoms, not_started, running};
 use rustler::types::LocalPid;
 use rustler::{Atom, Encoder, Env, NifResult, ResourceArc, Term};
@@ -59,7 +59,10 @@ struct Parked {
 fn now_and_draw(id: u64) -> (u64, u64) {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let ms = ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64;
-    (ms, std::collections::hash_map::RandomState::new().hash_one(id))
+    (
+        ms,
+        std::collections::hash_map::RandomState::new().hash_one(id),
+    )
 }
 
 /// Send, or park the message until there is room for it (see the module
@@ -88,20 +91,17 @@ fn park<'a>(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (now_ms, draw) = now_and_draw(id);
     let waiter: Waiter = Arc::new(Parked { pid: env.pid(), id });
-    let parked = timed(env, || {
-        with_names(env, node, channel, |node, channel_name| {
-            with_caller(env, || {
-                r.transport.park(
-                    Some(sender),
-                    node,
-                    channel_name,
-                    choice,
-                    body,
-                    waiter,
-                    (id, now_ms, draw),
-                )
-            })
-        })
+    let parked = queue(env, node, channel, |node, channel_name| {
+        let ticket = (id, now_ms, draw);
+        r.transport.park(
+            Some(sender),
+            node,
+            channel_name,
+            choice,
+            body,
+            waiter,
+            ticket,
+        )
     });
     Ok(match parked {
         Ok(Parking::Parked) => {

@@ -259,7 +259,11 @@ impl Budget {
     /// as queued: a new send on a waiting channel goes only if it leaves
     /// them their room, so that it never passes them.
     pub fn try_reserve_behind_parked(&self, n: u64) -> Result<(), Full> {
-        self.reserve(n, self.parked.load(Relaxed), self.total.parked.load(Relaxed))
+        self.reserve(
+            n,
+            self.parked.load(Relaxed),
+            self.total.parked.load(Relaxed),
+        )
     }
 
     /// Take `n` bytes if both bounds allow it with `held` and `held_total`

@@ -1322,7 +1322,14 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let poller = Poller::new(0, true, Duration::from_micros(50), Duration::from_micros(50), None).unwrap();
+        let poller = Poller::new(
+            0,
+            true,
+            Duration::from_micros(50),
+            Duration::from_micros(50),
+            None,
+        )
+        .unwrap();
         let total = crate::counters::Total::new(u64::MAX, None);
         let lane = Lane::new(
             key,
@@ -1463,7 +1470,14 @@ mod tests {
     #[test]
     fn only_the_poller_that_serves_a_lane_flushes_it() {
         let (_rt, p1, lane) = unconnected_lane();
-        let p2 = Poller::new(1, true, Duration::from_micros(50), Duration::from_micros(50), None).unwrap();
+        let p2 = Poller::new(
+            1,
+            true,
+            Duration::from_micros(50),
+            Duration::from_micros(50),
+            None,
+        )
+        .unwrap();
         let (client, mut server) = socket_pair();
         // The lane and its connection are p2's; p1 gets a late request.
         lane.move_to(p2.clone());
@@ -1490,7 +1504,14 @@ mod tests {
     #[test]
     fn a_lane_follows_its_newest_connection_to_its_poller() {
         let (_rt, p1, lane) = unconnected_lane();
-        let p2 = Poller::new(1, true, Duration::from_micros(50), Duration::from_micros(50), None).unwrap();
+        let p2 = Poller::new(
+            1,
+            true,
+            Duration::from_micros(50),
+            Duration::from_micros(50),
+            None,
+        )
+        .unwrap();
         let (client, mut server) = socket_pair();
         lane.push(FrameKind::Control, vec![9u8; 32].into());
         let conn = Conn::new(1, client, negotiated(), p1.clone());
@@ -1531,7 +1552,14 @@ mod tests {
             channel: "bulk".into(),
             index: 0,
         });
-        let p2 = Poller::new(1, true, Duration::from_micros(50), Duration::from_micros(50), None).unwrap();
+        let p2 = Poller::new(
+            1,
+            true,
+            Duration::from_micros(50),
+            Duration::from_micros(50),
+            None,
+        )
+        .unwrap();
         let (mut server, d1) = connect(&lane, &p1);
         let p = p2.clone();
         let d2 = std::thread::spawn(move || run_thread(p));

@@ -184,7 +184,7 @@ impl Transport {
                 config.poll_linger,
                 config.poll_linger_busy,
             )
-                .map_err(StartError::Pollers)?,
+            .map_err(StartError::Pollers)?,
         );
         // Driven pollers sleep in the embedding program; a watcher thread
         // wakes them on socket events.

@@ -24,7 +24,6 @@ use weft_core::placement::{Pressure, PRESSURE_PERIOD};
 /// Where Linux publishes the CPU pressure of the whole machine.
 const PRESSURE_FILE: &str = "/proc/pressure/cpu";
 
-
 /// Whether the machine's CPUs are contended, sampled lazily.
 pub struct CpuPressure {
     origin: Instant,
@@ -87,7 +86,8 @@ impl CpuPressure {
             Some(total) => {
                 let contended = pressure.sample(now, total);
                 self.contended.store(contended, Ordering::Relaxed);
-                self.next_due.store(now + PRESSURE_PERIOD, Ordering::Relaxed);
+                self.next_due
+                    .store(now + PRESSURE_PERIOD, Ordering::Relaxed);
             }
             None => {
                 *source = None;

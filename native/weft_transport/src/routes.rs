@@ -367,8 +367,9 @@ impl Routes {
     }
 
     /// [`Routes::send`]: `Ok(Some(bound))` when a bound has no room (the
-    /// body is left in `body`); `defer`: on a waiting channel, messages
-    /// parked ahead count as no room.
+    /// body is left in `body`); `defer`: on a waiting channel, the bytes of
+    /// parked messages count as queued (a pass that sends parked messages
+    /// does not defer).
     fn send_inner(
         &self,
         peer: &str,
@@ -504,7 +505,9 @@ impl Routes {
     ) -> Result<Parking, SendError> {
         if self.channels.get(channel) != Some(&Overload::Wait) {
             // (only a waiting channel's messages park)
-            return self.send(peer, channel, choice, body, sender).map(|()| Parking::Sent);
+            return self
+                .send(peer, channel, choice, body, sender)
+                .map(|()| Parking::Sent);
         }
         let mut body = Some(body);
         let mut parked = self.parked.lock();
@@ -567,15 +570,17 @@ impl Routes {
                 }
             }
         });
-        // Rung once there is room for a batch: for the oldest message and
-        // at least half the route's bound (as a busy distribution port is
-        // busy until its queue is well below its limit), so that a pass
-        // sends many messages, not one per message written.
-        // (on the route the message takes now: a client's relay may have
-        // moved since it parked; without one, the next pass drops it)
-        // When the total bound ended the pass, only the oldest (which it
-        // stopped at) goes next: watch for it alone.
-        let heads = parked.heads().take(if pass.total_full { 1 } else { usize::MAX });
+        // Rung once a route has room for a batch: its oldest message and
+        // min(its parked bytes, half its bound) (as a busy distribution port
+        // stays busy until its queue is well below its limit), so that a
+        // pass sends many messages, not one per message written; on the
+        // route the message takes now (a client's relay may have moved
+        // since it parked; without one, the next pass drops it). When the
+        // total bound ended the pass, only the message it stopped at goes
+        // next: watch for it alone.
+        let heads = parked
+            .heads()
+            .take(if pass.total_full { 1 } else { usize::MAX });
         let fits = heads
             .filter(|(_, p)| {
                 let Some((_, route)) = self.route_via(&p.peer) else {
